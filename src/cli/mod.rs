@@ -1,0 +1,109 @@
+//! Command-line interface: clap definitions, one file per subcommand.
+//!
+//! This layer reads files, writes output and picks exit codes; the work itself is done by the
+//! pure modules (topology, render). Exit codes: 0 ok, 1 error, 2 reserved for "changes present"
+//! (plan) and "findings" (doctor).
+
+mod render;
+mod schema;
+mod validate;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::topology::{self, Problems, Topology};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "scalectl",
+    version,
+    about = "Render, deploy and diagnose a horizontally scaled service from one topology file",
+    long_about = "scalectl reads one topology file (scale.yaml) describing app hosts running N instances of \
+the bundled scale-api, an Nginx load balancer, Redis, Prometheus/Grafana and log shipping, and renders \
+every config from it.\n\nStart with `scalectl validate -f examples/three-hosts.yaml`, then \
+`scalectl render -f examples/three-hosts.yaml -o out/`.",
+    after_help = "Exit codes: 0 ok, 1 error (problems are listed as FILE:LINE:COL: message)."
+)]
+pub struct Cli {
+    /// Never color output (also honoured: the NO_COLOR environment variable).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a topology file and list every problem with its location
+    Validate(validate::Args),
+    /// Print the topology file's JSON Schema (draft-07) for editors
+    Schema(schema::Args),
+    /// Write every config file of a topology into a directory, one tree per host
+    Render(render::Args),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    /// For people
+    #[default]
+    Text,
+    /// For pipelines: a versioned JSON document on stdout
+    Json,
+}
+
+/// Version of every JSON document scalectl prints; bumped on incompatible changes.
+pub const JSON_FORMAT_VERSION: u32 = 1;
+
+/// What a command ended with, beyond success.
+#[derive(Debug)]
+pub enum Failure {
+    /// The problems were already printed; exit 1 without another message.
+    Reported,
+    Error(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Error(e)
+    }
+}
+
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    let color = !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
+    match cli.command {
+        Command::Validate(a) => validate::run(a, color),
+        Command::Schema(a) => schema::run(a),
+        Command::Render(a) => render::run(a, color),
+    }
+}
+
+/// Read and validate a topology file; problems are printed (text) and reported as a failure.
+pub(crate) fn load(file: &Path, color: bool) -> Result<Topology, Failure> {
+    let (name, source) = read_topology(file)?;
+    topology::parse(&name, &source).map_err(|p| {
+        eprint!("{}", p.report(color));
+        Failure::Reported
+    })
+}
+
+pub(crate) fn read_topology(file: &Path) -> anyhow::Result<(String, String)> {
+    let source = std::fs::read_to_string(file).with_context(|| format!("cannot read topology file {}", file.display()))?;
+    Ok((file.display().to_string(), source))
+}
+
+/// Parse without printing: for commands that report problems in their own format.
+pub(crate) fn parse(file: &Path) -> anyhow::Result<Result<Topology, Problems>> {
+    let (name, source) = read_topology(file)?;
+    Ok(topology::parse(&name, &source))
+}
+
+/// The topology file argument shared by every command that reads one.
+#[derive(Debug, clap::Args)]
+pub struct TopologyArg {
+    /// Topology file
+    #[arg(short = 'f', long = "file", value_name = "FILE", default_value = "scale.yaml")]
+    pub file: PathBuf,
+}

@@ -1,0 +1,119 @@
+//! `scalectl render`: every config file of a topology, written into a directory.
+//!
+//! Layout: `DIR/<host>/` mirrors absolute paths on that host; `DIR/docker/`, `DIR/terraform/`
+//! and `DIR/ansible/` hold the bundles. The whole tree is written into a staging directory next
+//! to DIR and swapped in at the end, so a failure never leaves a half-written tree behind.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use super::{Failure, TopologyArg};
+use crate::render::{self, Facts, RenderedFile, Templates};
+
+/// Marks a directory as scalectl's output, so a re-render may replace it.
+const MARKER: &str = ".scalectl-render";
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  scalectl render -f examples/three-hosts.yaml -o out/\n  \
+out/lb-1/etc/nginx/conf.d/shop.conf, out/app-1/etc/systemd/system/scale-api@.service, ...\n\n\
+`instances: max` resolves with each host's `cores:` from the topology, else --cores.")]
+pub struct Args {
+    #[command(flatten)]
+    pub topology: TopologyArg,
+    /// Output directory (replaced as a whole if it holds an earlier render)
+    #[arg(short = 'o', long = "out", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Directory of templates overriding the embedded ones by relative path (e.g. nginx/site.conf.j2)
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+    /// Cores assumed for `instances: max` on hosts that do not declare `cores:` [default: this machine's]
+    #[arg(long, value_name = "N")]
+    pub cores: Option<u32>,
+}
+
+pub fn run(a: Args, color: bool) -> Result<(), Failure> {
+    let t = super::load(&a.topology.file, color)?;
+    let templates = match &a.templates {
+        Some(dir) => Templates::embedded().with_overrides(read_templates(dir)?),
+        None => Templates::embedded(),
+    };
+    let cores = a.cores.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
+    let files = render::render(&t, &Facts::with_default_cores(cores), &templates)
+        .with_context(|| format!("cannot render {}", a.topology.file.display()))?;
+    write_tree(&a.out, &files)?;
+    let hosts: std::collections::BTreeSet<&str> = files.iter().map(|f| f.host.as_str()).collect();
+    println!("rendered {} files for {} into {}", files.len(), hosts.into_iter().collect::<Vec<_>>().join(", "), a.out.display());
+    Ok(())
+}
+
+/// Where a rendered file goes under the output directory.
+pub fn local_path(root: &Path, f: &RenderedFile) -> PathBuf {
+    root.join(&f.host).join(f.path.trim_start_matches('/'))
+}
+
+fn read_templates(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) -> anyhow::Result<()> {
+        for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read templates directory {}", dir.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                walk(base, &path, out)?;
+            } else {
+                let name = path.strip_prefix(base).unwrap_or(&path).to_string_lossy().into_owned();
+                let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read template {}", path.display()))?;
+                out.insert(name, text);
+            }
+        }
+        Ok(())
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out)?;
+    Ok(out)
+}
+
+/// Write every file into a staging directory, then swap it in for `out`.
+pub fn write_tree(out: &Path, files: &[RenderedFile]) -> anyhow::Result<()> {
+    if out.exists() {
+        let empty = out.read_dir().map(|mut d| d.next().is_none()).unwrap_or(false);
+        if !empty && !out.join(MARKER).exists() {
+            bail!("{} exists and is not an earlier scalectl render; refusing to replace it (choose an empty or new directory)", out.display());
+        }
+    }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".scalectl-render-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("cannot create a staging directory in {}", parent.display()))?;
+    for f in files {
+        let path = local_path(staging.path(), f);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        std::fs::write(&path, &f.content).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode))?;
+    }
+    std::fs::write(staging.path().join(MARKER), "written by scalectl render; the whole directory is replaced on each render\n")?;
+    // Swap: the old tree moves aside, the new one takes its name, the old one is removed.
+    let staging = staging.keep();
+    let old = parent.join(format!(".scalectl-old-{}", std::process::id()));
+    if out.exists() {
+        std::fs::rename(out, &old).with_context(|| format!("cannot move the earlier render {} aside", out.display()))?;
+    }
+    if let Err(e) = std::fs::rename(&staging, out) {
+        if old.exists() {
+            let _ = std::fs::rename(&old, out);
+        }
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e).with_context(|| format!("cannot move the new render into {}", out.display()));
+    }
+    if old.exists() {
+        std::fs::remove_dir_all(&old).with_context(|| format!("cannot remove the earlier render at {}", old.display()))?;
+    }
+    Ok(())
+}

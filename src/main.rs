@@ -1,0 +1,18 @@
+//! The scalectl binary: parse arguments, run, map the outcome to an exit code (0 ok, 1 error).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use scalectl::cli::{self, Cli, Failure};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Reported) => ExitCode::from(1),
+        Err(Failure::Error(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

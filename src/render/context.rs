@@ -1,0 +1,157 @@
+//! The values templates see: the topology plus what is derived from it (instances, endpoints).
+//!
+//! Three views of one topology: `hosts` (one context per host, over SSH), `docker` (compose
+//! service names as addresses, replicas instead of hosts) and `asg` (what every autoscaling
+//! instance runs). Templates branch on `view` only where paths or addresses differ.
+
+use std::collections::BTreeMap;
+
+use minijinja::Value;
+use serde::Serialize;
+
+use crate::topology::{Host, Instances, Role, Ssh, Topology};
+
+/// What only the targets know, passed in so rendering stays pure.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// CPU cores per host name (observed), for `instances: max`.
+    pub cores: BTreeMap<String, u32>,
+    /// Cores assumed where neither an observation nor the topology says (e.g. the engine's CPUs).
+    pub default_cores: u32,
+}
+
+impl Facts {
+    pub fn with_default_cores(default_cores: u32) -> Self {
+        Facts { cores: BTreeMap::new(), default_cores: default_cores.max(1) }
+    }
+
+    /// Cores of a host: observed, else declared in the topology, else the default.
+    pub fn cores_of(&self, h: &Host) -> u32 {
+        self.cores.get(&h.name).copied().or(h.cores).unwrap_or(self.default_cores).max(1)
+    }
+}
+
+/// How many instances a host runs once `max` is resolved.
+pub fn instances_on(t: &Topology, h: &Host, facts: &Facts) -> u32 {
+    match h.instances.unwrap_or(t.app.instances) {
+        Instances::Count(n) => n.clamp(1, 256) as u32,
+        Instances::Max => facts.cores_of(h),
+    }
+}
+
+/// One scale-api process: where the load balancer and Prometheus reach it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Instance {
+    pub host: String,
+    pub address: String,
+    pub port: u16,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    pub host: String,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostView {
+    pub name: String,
+    pub address: String,
+    pub roles: Vec<Role>,
+    pub ssh: Ssh,
+    /// Ports of this host's scale-api instances.
+    pub ports: Vec<u16>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ctx {
+    pub t: Topology,
+    /// `hosts`, `docker` or `asg`.
+    pub view: &'static str,
+    /// The host being rendered (hosts view only).
+    pub host: Option<HostView>,
+    pub hosts: Vec<HostView>,
+    pub instances: Vec<Instance>,
+    pub lbs: Vec<Endpoint>,
+    pub redis: Option<Endpoint>,
+    pub monitor: Option<Endpoint>,
+    pub version: &'static str,
+}
+
+impl Ctx {
+    fn base(t: &Topology, view: &'static str) -> Ctx {
+        Ctx {
+            t: t.clone(),
+            view,
+            host: None,
+            hosts: Vec::new(),
+            instances: Vec::new(),
+            lbs: Vec::new(),
+            redis: None,
+            monitor: None,
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+
+    /// The fleet as hosts reached over the network.
+    pub fn hosts_view(t: &Topology, facts: &Facts) -> Ctx {
+        let mut c = Ctx::base(t, "hosts");
+        for h in &t.hosts {
+            let ports: Vec<u16> = if h.has(Role::App) {
+                (0..instances_on(t, h, facts)).filter_map(|i| u16::try_from(u32::from(t.app.port) + i).ok()).collect()
+            } else {
+                Vec::new()
+            };
+            for &port in &ports {
+                c.instances.push(Instance { host: h.name.clone(), address: h.address.clone(), port, weight: h.weight });
+            }
+            let ep = Endpoint { host: h.name.clone(), address: h.address.clone() };
+            if h.has(Role::Lb) {
+                c.lbs.push(ep.clone());
+            }
+            if h.has(Role::Redis) && c.redis.is_none() {
+                c.redis = Some(ep.clone());
+            }
+            if h.has(Role::Monitor) && c.monitor.is_none() {
+                c.monitor = Some(ep);
+            }
+            c.hosts.push(HostView { name: h.name.clone(), address: h.address.clone(), roles: h.roles.clone(), ssh: h.ssh.clone(), ports });
+        }
+        c
+    }
+
+    /// The template context. Converted once; per-host contexts share it (values are reference-counted).
+    pub fn value(&self) -> Value {
+        Value::from(minijinja::value::Serde(self))
+    }
+
+    /// The context for one host of the hosts view: the fleet plus `host`.
+    pub fn for_host(&self, fleet: &Value, name: &str) -> Value {
+        let host = self.hosts.iter().find(|h| h.name == name);
+        minijinja::context! { host => Value::from(minijinja::value::Serde(host)), ..fleet.clone() }
+    }
+
+    /// The fleet as compose services: replicas `api-1..N`, `lb`, `redis`, `prometheus`.
+    pub fn docker_view(t: &Topology, facts: &Facts) -> Ctx {
+        let mut c = Ctx::base(t, "docker");
+        let replicas = match t.app.instances {
+            Instances::Count(n) => n.clamp(1, 64) as u32,
+            Instances::Max => facts.default_cores,
+        };
+        for i in 1..=replicas {
+            c.instances.push(Instance { host: format!("api-{i}"), address: format!("api-{i}"), port: t.app.port, weight: 1 });
+        }
+        c.lbs.push(Endpoint { host: "lb".into(), address: "lb".into() });
+        c.redis = Some(Endpoint { host: "redis".into(), address: "redis".into() });
+        c.monitor = Some(Endpoint { host: "prometheus".into(), address: "prometheus".into() });
+        c
+    }
+
+    /// What every instance of the autoscaling group runs.
+    pub fn asg_view(t: &Topology) -> Ctx {
+        let mut c = Ctx::base(t, "asg");
+        c.redis = t.hosts.iter().find(|h| h.has(Role::Redis)).map(|h| Endpoint { host: h.name.clone(), address: h.address.clone() });
+        c
+    }
+}

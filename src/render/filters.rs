@@ -1,0 +1,96 @@
+//! Template filters: format validated values for each target syntax.
+//!
+//! `validate` already refuses any value that could be read as structure; the quoting filters here
+//! are the second line of defence, and fail the render rather than emit a doubtful token.
+
+use minijinja::{Environment, Error, ErrorKind, Value};
+
+pub fn register(env: &mut Environment<'_>) {
+    env.add_filter("duration", duration);
+    env.add_filter("seconds", seconds);
+    env.add_filter("nginx", nginx);
+    env.add_filter("hcl", hcl);
+    env.add_filter("yaml", yaml);
+    env.add_filter("conf", conf);
+    env.add_filter("hostport", hostport);
+}
+
+/// `address:port`, with IPv6 addresses in brackets.
+fn hostport(address: &str, port: u16) -> String {
+    if address.contains(':') { format!("[{address}]:{port}") } else { format!("{address}:{port}") }
+}
+
+/// Milliseconds as the largest exact unit (`500ms`, `10s`, `5m`, `2h`, `365d`), a form Nginx,
+/// systemd and Prometheus all read the same way.
+pub fn duration(ms: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")];
+    for (size, unit) in UNITS {
+        if ms >= size && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// Milliseconds as whole seconds, rounded up.
+pub fn seconds(ms: u64) -> u64 {
+    ms.div_ceil(1000)
+}
+
+/// A token inside an Nginx directive: anything Nginx could read as structure is refused.
+fn nginx(value: &str) -> Result<String, Error> {
+    refuse(value, "nginx", |c| c.is_whitespace() || c.is_control() || ";{}\"'$\\#".contains(c))
+}
+
+/// A bare value in a `key value` config line (redis.conf, /etc/default files, rsyslog parameters).
+fn conf(value: &str) -> Result<String, Error> {
+    refuse(value, "config", |c| c.is_whitespace() || c.is_control() || "\"'$\\`#;{}".contains(c))
+}
+
+fn refuse(value: &str, syntax: &str, bad: impl Fn(char) -> bool) -> Result<String, Error> {
+    match value.chars().find(|&c| bad(c)) {
+        Some(c) => Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("refusing to render {c:?} into {syntax} syntax (value {value:?})"),
+        )),
+        None => Ok(value.to_string()),
+    }
+}
+
+/// A quoted HCL string: JSON escapes plus HCL's own template sequences (`${`, `%{`) doubled.
+fn hcl(value: &str) -> String {
+    let json = serde_json::to_string(value).unwrap_or_else(|_| "\"\"".into());
+    json.replace("${", "$${").replace("%{", "%%{")
+}
+
+/// Any value as a YAML flow scalar or collection: JSON is valid YAML, and quoting is exact.
+fn yaml(value: Value) -> Result<String, Error> {
+    serde_json::to_string(&value).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("cannot write as YAML: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_use_the_largest_exact_unit() {
+        assert_eq!(duration(500), "500ms");
+        assert_eq!(duration(1500), "1500ms");
+        assert_eq!(duration(10_000), "10s");
+        assert_eq!(duration(90_000), "90s");
+        assert_eq!(duration(120_000), "2m");
+        assert_eq!(duration(365 * 86_400_000), "365d");
+        assert_eq!(seconds(1), 1);
+        assert_eq!(seconds(10_000), 10);
+    }
+
+    #[test]
+    fn quoting_filters_refuse_structure() {
+        assert!(nginx("api.example.com").is_ok());
+        assert!(nginx("api.example.com; include /etc/passwd").is_err());
+        assert!(nginx("a}b").is_err());
+        assert!(conf("allkeys-lru").is_ok());
+        assert!(conf("x\nrequirepass y").is_err());
+        assert_eq!(hcl("a\"${b}"), r#""a\"$${b}""#);
+    }
+}

@@ -1,0 +1,232 @@
+//! Topology -> every config file scalectl writes anywhere, from the templates in templates/.
+//!
+//! Pure: the caller passes the validated topology, the facts that only the targets know (cores per
+//! host, for `instances: max`) and the template texts (embedded, or overridden from a directory by
+//! the CLI). No config text is assembled here: Rust builds a context of validated values and
+//! decides which template goes to which host and path; the templates say what the files contain.
+//! Same inputs, byte-identical output.
+
+mod context;
+mod filters;
+
+use std::collections::BTreeMap;
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::topology::{Role, Target, Topology};
+pub use context::{Facts, Instance};
+use context::Ctx;
+
+/// Every template scalectl ships, embedded at build time (`--templates DIR` overrides by name).
+pub static EMBEDDED: include_dir::Dir<'static> = include_dir::include_dir!("$CARGO_MANIFEST_DIR/templates");
+/// The Terraform module the rendered root module calls, copied next to it.
+pub static TERRAFORM_MODULE: include_dir::Dir<'static> = include_dir::include_dir!("$CARGO_MANIFEST_DIR/terraform/modules/asg");
+
+/// One file to be written: on a host (absolute `path`), or in a bundle (`docker`, `terraform`,
+/// `ansible`) under a relative `path`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RenderedFile {
+    /// A host name, or one of the bundles `docker`, `terraform`, `ansible`.
+    pub host: String,
+    pub path: String,
+    pub mode: u32,
+    pub content: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("template {name}: {source}")]
+    Template {
+        name: String,
+        #[source]
+        source: minijinja::Error,
+    },
+    #[error("template {0} is missing (neither embedded nor in --templates)")]
+    Missing(String),
+}
+
+/// The template texts by name (path under templates/).
+#[derive(Debug, Clone, Default)]
+pub struct Templates {
+    sources: BTreeMap<String, String>,
+}
+
+impl Templates {
+    /// The templates built into the binary.
+    pub fn embedded() -> Self {
+        let mut sources = BTreeMap::new();
+        collect(&EMBEDDED, &mut sources);
+        Templates { sources }
+    }
+
+    /// Replace or add templates by name (used by `--templates DIR`).
+    pub fn with_overrides(mut self, overrides: BTreeMap<String, String>) -> Self {
+        self.sources.extend(overrides);
+        self
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.sources.keys().map(String::as_str)
+    }
+
+    fn environment(&self) -> Environment<'_> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Config files, not HTML: quoting is explicit (filters), never automatic by file extension.
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).keep_trailing_newline(true).build() {
+            env.set_syntax(syntax);
+        }
+        filters::register(&mut env);
+        for (name, src) in &self.sources {
+            // Syntax errors surface at render time with the template's name.
+            let _ = env.add_template(name, src);
+        }
+        env
+    }
+}
+
+fn collect(dir: &include_dir::Dir<'static>, out: &mut BTreeMap<String, String>) {
+    for f in dir.files() {
+        if let Some(text) = f.contents_utf8() {
+            out.insert(f.path().to_string_lossy().into_owned(), text.to_string());
+        }
+    }
+    for d in dir.dirs() {
+        collect(d, out);
+    }
+}
+
+/// What to render for one destination: template name, destination path, file mode.
+struct Job<'a> {
+    template: &'a str,
+    path: String,
+    mode: u32,
+}
+
+fn job(template: &str, path: impl Into<String>) -> Job<'_> {
+    Job { template, path: path.into(), mode: 0o644 }
+}
+
+/// Render every file of the topology.
+pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<RenderedFile>, RenderError> {
+    let env = templates.environment();
+    let mut out = Vec::new();
+    if t.target == Target::Hosts {
+        let fleet = Ctx::hosts_view(t, facts);
+        let fleet_value = fleet.value();
+        for h in &t.hosts {
+            let ctx = fleet.for_host(&fleet_value, &h.name);
+            for j in host_jobs(t, h) {
+                out.push(run(&env, &ctx, &h.name, j)?);
+            }
+        }
+        out.push(run(&env, &fleet_value, "ansible", job("ansible/inventory.yml.j2", "inventory.yml"))?);
+    }
+    let docker = Ctx::docker_view(t, facts).value();
+    for j in docker_jobs(t) {
+        out.push(run(&env, &docker, "docker", j)?);
+    }
+    if t.autoscaling.is_some() {
+        // The autoscaling group's instances run the same units as app hosts: render them for cloud-init.
+        let asg = Ctx::asg_view(t).value();
+        for j in [
+            job("terraform/main.tf.j2", "main.tf"),
+            job("terraform/outputs.tf.j2", "outputs.tf"),
+            job("systemd/scale-api@.service.j2", "files/scale-api@.service"),
+            job("systemd/scale-api.env.j2", "files/scale-api.env"),
+        ] {
+            out.push(run(&env, &asg, "terraform", j)?);
+        }
+        collect_module(&TERRAFORM_MODULE, &mut out);
+    }
+    Ok(out)
+}
+
+fn collect_module(dir: &include_dir::Dir<'static>, out: &mut Vec<RenderedFile>) {
+    for f in dir.files() {
+        if let Some(text) = f.contents_utf8() {
+            out.push(RenderedFile {
+                host: "terraform".into(),
+                path: format!("modules/asg/{}", f.path().display()),
+                mode: 0o644,
+                content: text.to_string(),
+            });
+        }
+    }
+    for d in dir.dirs() {
+        collect_module(d, out);
+    }
+}
+
+fn run(env: &Environment<'_>, ctx: &minijinja::Value, host: &str, j: Job<'_>) -> Result<RenderedFile, RenderError> {
+    let tmpl = env.get_template(j.template).map_err(|e| match e.kind() {
+        minijinja::ErrorKind::TemplateNotFound => RenderError::Missing(j.template.to_string()),
+        _ => RenderError::Template { name: j.template.to_string(), source: e },
+    })?;
+    let content = tmpl
+        .render(ctx.clone())
+        .map_err(|source| RenderError::Template { name: j.template.to_string(), source })?;
+    Ok(RenderedFile { host: host.to_string(), path: j.path, mode: j.mode, content })
+}
+
+/// Which files a host gets, by its roles. Paths are Debian's standard places.
+fn host_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
+    let name = &t.name;
+    let mut jobs = Vec::new();
+    if h.has(Role::App) {
+        jobs.push(job("systemd/scale-api@.service.j2", "/etc/systemd/system/scale-api@.service"));
+        jobs.push(job("systemd/scale-api.target.j2", "/etc/systemd/system/scale-api.target"));
+        jobs.push(Job { template: "systemd/scale-api.env.j2", path: "/etc/scale-api/scale-api.env".into(), mode: 0o640 });
+    }
+    if h.has(Role::Lb) {
+        jobs.push(job("nginx/site.conf.j2", format!("/etc/nginx/conf.d/{name}.conf")));
+        jobs.push(job("exporters/prometheus-nginx-exporter.j2", "/etc/default/prometheus-nginx-exporter"));
+    }
+    if h.has(Role::Redis) {
+        jobs.push(Job { template: "redis/redis.conf.j2", path: "/etc/redis/redis.conf".into(), mode: 0o640 });
+        jobs.push(job("redis/redis-server.override.conf.j2", "/etc/systemd/system/redis-server.service.d/scalectl.conf"));
+        jobs.push(job("exporters/prometheus-redis-exporter.j2", "/etc/default/prometheus-redis-exporter"));
+    }
+    if h.has(Role::Monitor) {
+        jobs.push(job("prometheus/prometheus.yml.j2", "/etc/prometheus/prometheus.yml"));
+        jobs.push(job("prometheus/rules.yml.j2", "/etc/prometheus/scalectl/rules.yml"));
+        jobs.push(job("prometheus/targets.json.j2", "/etc/prometheus/scalectl/targets.json"));
+        jobs.push(job("prometheus/default.j2", "/etc/default/prometheus"));
+        if t.observability.grafana {
+            jobs.push(job("grafana/datasource.yaml.j2", "/etc/grafana/provisioning/datasources/scalectl.yaml"));
+            jobs.push(job("grafana/dashboards.yaml.j2", "/etc/grafana/provisioning/dashboards/scalectl.yaml"));
+        }
+        if t.observability.logs.destination == crate::topology::LogDestination::Collector {
+            jobs.push(job("logs/rsyslog-collector.conf.j2", "/etc/rsyslog.d/50-scalectl-collector.conf"));
+        }
+    }
+    match t.observability.logs.destination {
+        crate::topology::LogDestination::Collector => {
+            jobs.push(job("logs/rsyslog-ship.conf.j2", "/etc/rsyslog.d/60-scalectl-ship.conf"));
+        }
+        crate::topology::LogDestination::Loki => {
+            jobs.push(job("logs/promtail.yaml.j2", "/etc/promtail/scalectl.yaml"));
+        }
+    }
+    jobs
+}
+
+/// The docker bundle: an image for scale-api and a compose file equivalent to the docker target.
+fn docker_jobs(t: &Topology) -> Vec<Job<'_>> {
+    let mut jobs = vec![
+        job("docker/Dockerfile.j2", "Dockerfile"),
+        job("docker/compose.yaml.j2", "compose.yaml"),
+        job("nginx/site.conf.j2", format!("nginx/{}.conf", t.name)),
+        job("redis/redis.conf.j2", "redis/redis.conf"),
+        job("prometheus/prometheus.yml.j2", "prometheus/prometheus.yml"),
+        job("prometheus/rules.yml.j2", "prometheus/rules.yml"),
+        job("prometheus/targets.json.j2", "prometheus/targets.json"),
+    ];
+    if t.observability.grafana {
+        jobs.push(job("grafana/datasource.yaml.j2", "grafana/provisioning/datasources/scalectl.yaml"));
+        jobs.push(job("grafana/dashboards.yaml.j2", "grafana/provisioning/dashboards/scalectl.yaml"));
+    }
+    jobs
+}

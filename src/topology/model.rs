@@ -1,0 +1,247 @@
+//! The validated topology: every default applied, every value checked, nothing left to interpret.
+//!
+//! Code after `validate` (render, plan, exec, doctor) reads only these types, so it never sees a
+//! value that failed a check. Durations are milliseconds and sizes bytes, so templates format them
+//! for their target syntax without parsing.
+
+use indexmap::IndexMap;
+use serde::Serialize;
+
+pub use super::raw::{
+    Eviction, Instances, LogDestination, NextUpstreamOn, Persistence, Provider, Role, SecretRef, Service,
+    Shipper, Strategy, Target,
+};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Topology {
+    pub name: String,
+    pub target: Target,
+    pub app: App,
+    /// In file order.
+    pub hosts: Vec<Host>,
+    pub load_balancer: LoadBalancer,
+    pub redis: Redis,
+    pub observability: Observability,
+    pub autoscaling: Option<Autoscaling>,
+    pub docker: Docker,
+    pub lab: Lab,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct App {
+    pub port: u16,
+    pub instances: Instances,
+    pub env: IndexMap<String, String>,
+    /// Secret name -> where it comes from (never its value).
+    pub secrets: IndexMap<String, SecretRef>,
+    pub liveness: String,
+    pub readiness: String,
+    /// None: one thread per core.
+    pub heavy_pool: Option<u32>,
+    pub memory_max: u64,
+    /// Percent of one core; None: unlimited.
+    pub cpu_quota: Option<u32>,
+    pub nofile: u64,
+    pub drain_timeout_ms: u64,
+    pub slow_request_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    pub name: String,
+    pub address: String,
+    pub ssh: Ssh,
+    pub roles: Vec<Role>,
+    pub weight: u32,
+    pub cores: Option<u32>,
+    /// Overrides app.instances on this host.
+    pub instances: Option<Instances>,
+}
+
+impl Host {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ssh {
+    pub user: String,
+    pub port: u16,
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadBalancer {
+    pub strategy: Strategy,
+    pub listen: u16,
+    pub server_names: Vec<String>,
+    pub tls: Option<Tls>,
+    pub gzip: bool,
+    pub rate_limit: Option<RateLimit>,
+    pub statics: Vec<Static>,
+    pub max_fails: u32,
+    pub fail_timeout_ms: u64,
+    pub next_upstream: Vec<NextUpstreamOn>,
+    pub next_upstream_tries: u32,
+    pub websocket: bool,
+    pub keepalive: u32,
+    pub request_buffering: bool,
+    pub forwarded_headers: bool,
+    pub request_id: bool,
+    pub client_max_body_size: u64,
+    pub connect_timeout_ms: u64,
+    pub read_timeout_ms: u64,
+    /// Local-only port of the stub_status endpoint read by the Nginx exporter.
+    pub status_port: u16,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tls {
+    pub certificate: String,
+    pub key: String,
+    pub listen: u16,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RateLimit {
+    pub rps: u32,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Static {
+    pub path: String,
+    pub root: String,
+    pub expires_ms: u64,
+    pub immutable: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Redis {
+    pub port: u16,
+    pub maxmemory: u64,
+    pub eviction: Eviction,
+    pub persistence: Persistence,
+    pub password: Option<SecretRef>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Observability {
+    pub scrape_interval_ms: u64,
+    pub retention_ms: u64,
+    pub prometheus_port: u16,
+    pub alerts: Alerts,
+    pub grafana: bool,
+    pub grafana_port: u16,
+    pub logs: Logs,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Alerts {
+    pub latency_p99_ms: u64,
+    pub error_rate_percent: f64,
+    pub cpu_percent: f64,
+    pub memory_available_percent: f64,
+    pub fds_percent: f64,
+    pub scheduling_delay_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Logs {
+    pub shipper: Shipper,
+    pub destination: LogDestination,
+    pub loki_url: Option<String>,
+    /// RELP port of the collector on the monitor host.
+    pub relp_port: u16,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Autoscaling {
+    pub provider: Provider,
+    pub region: String,
+    pub instance_type: String,
+    pub ami: String,
+    pub vpc_id: String,
+    pub subnets: Vec<String>,
+    pub min: u32,
+    pub max: u32,
+    pub desired: u32,
+    pub cpu_scale_out: f64,
+    pub cpu_scale_in: f64,
+    pub cooldown_scale_out_ms: u64,
+    pub cooldown_scale_in_ms: u64,
+    pub health_check_grace_ms: u64,
+    pub min_healthy_percentage: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Docker {
+    pub endpoint: String,
+    pub network: String,
+    pub images: Images,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Images {
+    pub scale_api: String,
+    pub nginx: String,
+    pub redis: String,
+    pub prometheus: String,
+    pub grafana: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Lab {
+    pub publish: Published,
+}
+
+/// Ports on 127.0.0.1 where services are published (None: not published).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Published {
+    pub load_balancer: Option<u16>,
+    pub prometheus: Option<u16>,
+    pub grafana: Option<u16>,
+    pub redis: Option<u16>,
+}
+
+impl Published {
+    pub fn get(&self, s: Service) -> Option<u16> {
+        match s {
+            Service::LoadBalancer => self.load_balancer,
+            Service::Prometheus => self.prometheus,
+            Service::Grafana => self.grafana,
+            Service::Redis => self.redis,
+        }
+    }
+
+    fn slot(&mut self, s: Service) -> &mut Option<u16> {
+        match s {
+            Service::LoadBalancer => &mut self.load_balancer,
+            Service::Prometheus => &mut self.prometheus,
+            Service::Grafana => &mut self.grafana,
+            Service::Redis => &mut self.redis,
+        }
+    }
+
+    pub fn set(&mut self, s: Service, port: u16) {
+        *self.slot(s) = Some(port);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Service, u16)> + '_ {
+        [Service::LoadBalancer, Service::Prometheus, Service::Grafana, Service::Redis]
+            .into_iter()
+            .filter_map(|s| self.get(s).map(|p| (s, p)))
+    }
+}
+
+/// Well-known ports of the components scalectl installs beside the app.
+pub mod ports {
+    pub const NODE_EXPORTER: u16 = 9100;
+    pub const REDIS_EXPORTER: u16 = 9121;
+    pub const NGINX_EXPORTER: u16 = 9113;
+    pub const NGINX_STATUS: u16 = 8089;
+    pub const GRAFANA: u16 = 3000;
+    pub const RELP: u16 = 2514;
+    pub const ALERTMANAGER: u16 = 9093;
+}

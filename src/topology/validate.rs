@@ -1,0 +1,702 @@
+//! Raw topology -> validated [`Topology`], collecting every problem with its location.
+//!
+//! Checks run in one pass and keep going after a problem, so a user fixes a file in one round.
+//! Values that fail a check are replaced by their default so later checks still run; the result
+//! is only returned when there were no problems at all.
+
+use indexmap::IndexMap;
+
+use super::model::*;
+use super::problem::Problem;
+use super::raw::*;
+use super::syntax::{self, Check};
+
+/// Validate a parsed file. `anchor` is where whole-file problems point (the `name` key).
+pub fn validate(raw: &RawTopology) -> Result<Topology, Vec<Problem>> {
+    let mut v = V::default();
+    let t = v.topology(raw);
+    if v.problems.is_empty() {
+        Ok(t)
+    } else {
+        v.problems.sort_by_key(|p| (p.line, p.column));
+        v.problems.dedup();
+        Err(v.problems)
+    }
+}
+
+#[derive(Default)]
+struct V {
+    problems: Vec<Problem>,
+}
+
+/// Names scalectl sets itself in every instance's environment.
+const RESERVED_ENV: &[&str] = &["PORT", "INSTANCE", "REDIS_URL", "REDIS_PASSWORD", "HEAVY_POOL", "DRAIN_TIMEOUT", "SLOW_REQUEST"];
+
+impl V {
+    fn at(&mut self, loc: Loc, message: impl Into<String>) {
+        self.problems.push(Problem::at(loc, message));
+    }
+
+    fn push(&mut self, p: Problem) {
+        self.problems.push(p);
+    }
+
+    fn check<T>(&mut self, sp: &Sp<T>, r: Check) {
+        if let Err(m) = r {
+            self.at(sp.loc(), m);
+        }
+    }
+
+    fn string(&mut self, sp: &Option<Sp<String>>, default: &str, check: impl Fn(&str) -> Check) -> String {
+        match sp {
+            Some(s) => match check(s.value()) {
+                Ok(()) => s.value().clone(),
+                Err(m) => {
+                    self.at(s.loc(), m);
+                    default.to_string()
+                }
+            },
+            None => default.to_string(),
+        }
+    }
+
+    fn duration(&mut self, sp: &Option<Sp<String>>, what: &str, default_ms: u64, max_ms: u64) -> u64 {
+        let Some(s) = sp else { return default_ms };
+        match syntax::duration(s.value(), what) {
+            Ok(d) if d.as_millis() == 0 => {
+                self.at(s.loc(), format!("{what} must be more than zero"));
+                default_ms
+            }
+            Ok(d) if d.as_millis() as u64 > max_ms => {
+                self.at(s.loc(), format!("{what} `{}` is longer than the maximum of {}", s.value(), fmt_ms(max_ms)));
+                default_ms
+            }
+            Ok(d) => d.as_millis() as u64,
+            Err(m) => {
+                self.at(s.loc(), m);
+                default_ms
+            }
+        }
+    }
+
+    fn size(&mut self, sp: &Option<Sp<String>>, what: &str, default: u64, min: u64) -> u64 {
+        let Some(s) = sp else { return default };
+        match syntax::size(s.value(), what) {
+            Ok(b) if b < min => {
+                self.at(s.loc(), format!("{what} `{}` is below the minimum of {} bytes", s.value(), min));
+                default
+            }
+            Ok(b) => b,
+            Err(m) => {
+                self.at(s.loc(), m);
+                default
+            }
+        }
+    }
+
+    fn int(&mut self, sp: &Option<Sp<i64>>, what: &str, default: i64, min: i64, max: i64) -> i64 {
+        let Some(s) = sp else { return default };
+        let n = *s.value();
+        if n < min || n > max {
+            self.at(s.loc(), format!("{what} must be between {min} and {max}, found {n}"));
+            return default;
+        }
+        n
+    }
+
+    fn percent(&mut self, sp: &Option<Sp<f64>>, what: &str, default: f64) -> f64 {
+        let Some(s) = sp else { return default };
+        let n = *s.value();
+        if !(n > 0.0 && n <= 100.0) {
+            self.at(s.loc(), format!("{what} must be a percentage above 0 and at most 100, found {n}"));
+            return default;
+        }
+        n
+    }
+
+    fn instances(&mut self, sp: &Sp<Instances>) -> Instances {
+        match sp.value() {
+            Instances::Count(n) if *n < 1 => {
+                self.at(sp.loc(), format!("instances must be at least 1, found {n}"));
+                Instances::Count(1)
+            }
+            Instances::Count(n) if *n > 256 => {
+                self.at(sp.loc(), format!("instances must be at most 256, found {n}"));
+                Instances::Count(1)
+            }
+            other => *other,
+        }
+    }
+
+    fn topology(&mut self, raw: &RawTopology) -> Topology {
+        self.check(&raw.name, syntax::dns_label(raw.name.value(), "name"));
+        let target = raw.target.as_ref().map(|t| *t.value()).unwrap_or(Target::Hosts);
+        let app = self.app(&raw.app);
+        let hosts = self.hosts(raw, target);
+        let load_balancer = self.load_balancer(raw.load_balancer.as_ref());
+        let redis = self.redis(raw.redis.as_ref());
+        let observability = self.observability(raw.observability.as_ref());
+        let autoscaling = raw.autoscaling.as_ref().map(|a| self.autoscaling(a));
+        let docker = self.docker(raw.docker.as_ref(), raw.name.value());
+        let lab = self.lab(raw.lab.as_ref());
+        let t = Topology {
+            name: raw.name.value().clone(),
+            target,
+            app,
+            hosts,
+            load_balancer,
+            redis,
+            observability,
+            autoscaling,
+            docker,
+            lab,
+        };
+        self.fleet(raw, &t);
+        t
+    }
+
+    fn app(&mut self, a: &RawApp) -> App {
+        let port = a.port.as_ref().map(|p| *p.value()).unwrap_or(3000);
+        if let Some(p) = &a.port
+            && *p.value() < 1024
+        {
+            self.at(p.loc(), format!("app.port must be 1024 or above (scale-api runs unprivileged), found {}", p.value()));
+        }
+        let instances = a.instances.as_ref().map(|i| self.instances(i)).unwrap_or(Instances::Max);
+        let mut env = IndexMap::new();
+        for (k, val) in &a.env {
+            self.check(k, syntax::env_name(k.value()));
+            if RESERVED_ENV.contains(&k.value().as_str()) {
+                self.at(k.loc(), format!("`{}` is set by scalectl for every instance; remove it from app.env", k.value()));
+            }
+            let upper = k.value().to_ascii_uppercase();
+            if ["PASSWORD", "SECRET", "TOKEN", "PRIVATE_KEY", "API_KEY"].iter().any(|w| upper.contains(w)) {
+                self.push(
+                    Problem::at(k.loc(), format!("`{}` looks like a secret but is written inline in app.env", k.value()))
+                        .help(format!("move it to app.secrets as `{}: {{env: VAR_NAME}}` or `{{file: /path}}`", k.value())),
+                );
+            }
+            self.check(val, syntax::env_value(val.value()));
+            env.insert(k.value().clone(), val.value().clone());
+        }
+        let mut secrets = IndexMap::new();
+        for (k, r) in &a.secrets {
+            self.check(k, syntax::env_name(k.value()));
+            if RESERVED_ENV.contains(&k.value().as_str()) {
+                self.at(k.loc(), format!("`{}` is set by scalectl for every instance; remove it from app.secrets", k.value()));
+            }
+            if a.env.keys().any(|e| e.value() == k.value()) {
+                self.at(k.loc(), format!("`{}` is both in app.env and app.secrets", k.value()));
+            }
+            self.secret_ref(r);
+            secrets.insert(k.value().clone(), r.value().clone());
+        }
+        let (liveness, readiness) = match &a.health {
+            Some(h) => (
+                self.string(&h.liveness, "/healthz", |s| syntax::url_path(s, "liveness path")),
+                self.string(&h.readiness, "/readyz", |s| syntax::url_path(s, "readiness path")),
+            ),
+            None => ("/healthz".into(), "/readyz".into()),
+        };
+        let heavy_pool = a.heavy_pool.as_ref().map(|_| self.int(&a.heavy_pool, "app.heavy_pool", 1, 1, 256) as u32);
+        let (memory_max, cpu_quota, nofile) = match &a.limits {
+            Some(l) => (
+                self.size(&l.memory_max, "app.limits.memory_max", 512 << 20, 16 << 20),
+                l.cpu_quota.as_ref().map(|_| self.int(&l.cpu_quota, "app.limits.cpu_quota", 100, 1, 25600) as u32),
+                self.int(&l.nofile, "app.limits.nofile", 65536, 1024, 1 << 20) as u64,
+            ),
+            None => (512 << 20, None, 65536),
+        };
+        let drain_timeout_ms = self.duration(&a.drain_timeout, "app.drain_timeout", 10_000, 600_000);
+        let slow_request_ms = self.duration(&a.slow_request, "app.slow_request", 2_000, 3_600_000);
+        App {
+            port,
+            instances,
+            env,
+            secrets,
+            liveness,
+            readiness,
+            heavy_pool,
+            memory_max,
+            cpu_quota,
+            nofile,
+            drain_timeout_ms,
+            slow_request_ms,
+        }
+    }
+
+    fn secret_ref(&mut self, r: &Sp<SecretRef>) {
+        match r.value() {
+            SecretRef::Env(name) => self.check(r, syntax::env_name(name)),
+            SecretRef::File(path) => self.check(r, syntax::abs_path(path, "secret file")),
+        }
+    }
+
+    fn hosts(&mut self, raw: &RawTopology, target: Target) -> Vec<Host> {
+        let Some(hosts) = &raw.hosts else { return Vec::new() };
+        if target == Target::Docker && !hosts.is_empty() {
+            let first = hosts.keys().next().map(|k| k.loc()).unwrap_or_default();
+            self.push(
+                Problem::at(first, "hosts are not used with `target: docker`")
+                    .help("remove the hosts section, or set `target: hosts`"),
+            );
+        }
+        let mut out = Vec::new();
+        for (name, h) in hosts {
+            self.check(name, syntax::dns_label(name.value(), "host name"));
+            self.check(&h.address, syntax::address(h.address.value()));
+            let ssh = match &h.ssh {
+                Some(s) => Ssh {
+                    user: self.string(&s.user, "root", syntax::unix_user),
+                    port: match &s.port {
+                        Some(p) if *p.value() == 0 => {
+                            self.at(p.loc(), "ssh port must not be 0");
+                            22
+                        }
+                        Some(p) => *p.value(),
+                        None => 22,
+                    },
+                    key: s.key.as_ref().map(|k| {
+                        self.check(k, syntax::key_path(k.value()));
+                        k.value().clone()
+                    }),
+                },
+                None => Ssh { user: "root".into(), port: 22, key: None },
+            };
+            let mut roles: Vec<Role> = Vec::new();
+            if h.roles.value().is_empty() {
+                self.at(h.roles.loc(), format!("host `{}` has no roles: give it at least one of app, lb, redis, monitor", name.value()));
+            }
+            for r in h.roles.value() {
+                if roles.contains(r.value()) {
+                    self.at(r.loc(), format!("role `{}` is listed twice", role_name(*r.value())));
+                } else {
+                    roles.push(*r.value());
+                }
+            }
+            let weight = self.int(&h.weight, "weight", 1, 1, 100) as u32;
+            let cores = h.cores.as_ref().map(|_| self.int(&h.cores, "cores", 1, 1, 1024) as u32);
+            let instances = h.instances.as_ref().map(|i| self.instances(i));
+            if let Some(i) = &h.instances
+                && !roles.contains(&Role::App)
+            {
+                self.at(i.loc(), format!("host `{}` sets instances but has no app role", name.value()));
+            }
+            out.push(Host {
+                name: name.value().clone(),
+                address: h.address.value().clone(),
+                ssh,
+                roles,
+                weight,
+                cores,
+                instances,
+            });
+        }
+        out
+    }
+
+    fn load_balancer(&mut self, lb: Option<&RawLoadBalancer>) -> LoadBalancer {
+        let Some(lb) = lb else { return self.load_balancer_defaults() };
+        let mut server_names = Vec::new();
+        if let Some(sn) = &lb.server_name {
+            for name in sn.value().split(' ').filter(|s| !s.is_empty()) {
+                if name == "_" {
+                    server_names.push(name.to_string());
+                } else if let Err(m) = syntax::hostname(name, "server_name", true) {
+                    self.push(Problem::at(sn.loc(), m).help("server_name is one or more host names separated by spaces, or `_`"));
+                    break;
+                } else {
+                    server_names.push(name.to_string());
+                }
+            }
+            if sn.value().chars().any(|c| c.is_control()) {
+                self.at(sn.loc(), "server_name must not contain control characters or newlines");
+            }
+        }
+        if server_names.is_empty() {
+            server_names.push("_".into());
+        }
+        let tls = lb.tls.as_ref().map(|t| {
+            self.check(&t.certificate, syntax::abs_path(t.certificate.value(), "tls.certificate"));
+            self.check(&t.key, syntax::abs_path(t.key.value(), "tls.key"));
+            Tls {
+                certificate: t.certificate.value().clone(),
+                key: t.key.value().clone(),
+                listen: t.listen.as_ref().map(|p| *p.value()).unwrap_or(443),
+            }
+        });
+        let rate_limit = lb.rate_limit.as_ref().map(|r| RateLimit {
+            rps: self.int(&Some(r.rps.clone()), "rate_limit.rps", 10, 1, 1_000_000) as u32,
+            burst: self.int(&r.burst, "rate_limit.burst", 20, 0, 1_000_000) as u32,
+        });
+        let mut statics = Vec::new();
+        for s in &lb.statics {
+            self.check(&s.path, syntax::url_path(s.path.value(), "static path"));
+            self.check(&s.root, syntax::abs_path(s.root.value(), "static root"));
+            if statics.iter().any(|o: &Static| &o.path == s.path.value()) {
+                self.at(s.path.loc(), format!("static path `{}` is listed twice", s.path.value()));
+            }
+            statics.push(Static {
+                path: s.path.value().clone(),
+                root: s.root.value().clone(),
+                expires_ms: self.duration(&s.expires, "static expires", 7 * 86_400_000, 3650 * 86_400_000),
+                immutable: s.immutable.as_ref().is_some_and(|b| *b.value()),
+            });
+        }
+        let d = self.load_balancer_defaults();
+        let (next_upstream, next_upstream_tries) = match &lb.next_upstream {
+            Some(n) => (
+                match &n.on {
+                    Some(on) => on.iter().map(|o| *o.value()).collect(),
+                    None => d.next_upstream.clone(),
+                },
+                self.int(&n.tries, "next_upstream.tries", 2, 1, 32) as u32,
+            ),
+            None => (d.next_upstream.clone(), d.next_upstream_tries),
+        };
+        let flag = |b: &Option<Sp<bool>>, default: bool| b.as_ref().map(|b| *b.value()).unwrap_or(default);
+        LoadBalancer {
+            strategy: lb.strategy.as_ref().map(|s| *s.value()).unwrap_or(d.strategy),
+            listen: lb.listen.as_ref().map(|p| *p.value()).unwrap_or(d.listen),
+            server_names,
+            tls,
+            gzip: flag(&lb.gzip, d.gzip),
+            rate_limit,
+            statics,
+            max_fails: self.int(&lb.max_fails, "max_fails", 3, 0, 1000) as u32,
+            fail_timeout_ms: self.duration(&lb.fail_timeout, "fail_timeout", d.fail_timeout_ms, 3_600_000),
+            next_upstream,
+            next_upstream_tries,
+            websocket: flag(&lb.websocket, d.websocket),
+            keepalive: self.int(&lb.keepalive, "keepalive", 32, 0, 10_000) as u32,
+            request_buffering: flag(&lb.request_buffering, d.request_buffering),
+            forwarded_headers: flag(&lb.forwarded_headers, d.forwarded_headers),
+            request_id: flag(&lb.request_id, d.request_id),
+            client_max_body_size: self.size(&lb.client_max_body_size, "client_max_body_size", d.client_max_body_size, 1),
+            connect_timeout_ms: self.duration(&lb.connect_timeout, "connect_timeout", d.connect_timeout_ms, 75_000),
+            read_timeout_ms: self.duration(&lb.read_timeout, "read_timeout", d.read_timeout_ms, 3_600_000),
+            status_port: d.status_port,
+        }
+    }
+
+    fn load_balancer_defaults(&self) -> LoadBalancer {
+        LoadBalancer {
+            strategy: Strategy::LeastConn,
+            listen: 80,
+            server_names: vec!["_".into()],
+            tls: None,
+            gzip: true,
+            rate_limit: None,
+            statics: Vec::new(),
+            max_fails: 3,
+            fail_timeout_ms: 30_000,
+            next_upstream: vec![NextUpstreamOn::Error, NextUpstreamOn::Timeout, NextUpstreamOn::Http502, NextUpstreamOn::Http503],
+            next_upstream_tries: 2,
+            websocket: true,
+            keepalive: 32,
+            request_buffering: true,
+            forwarded_headers: true,
+            request_id: true,
+            client_max_body_size: 1 << 20,
+            connect_timeout_ms: 5_000,
+            read_timeout_ms: 60_000,
+            status_port: ports::NGINX_STATUS,
+        }
+    }
+
+    fn redis(&mut self, r: Option<&RawRedis>) -> Redis {
+        let Some(r) = r else {
+            return Redis { port: 6379, maxmemory: 256 << 20, eviction: Eviction::AllkeysLru, persistence: Persistence::Rdb, password: None };
+        };
+        if let Some(p) = &r.password {
+            self.secret_ref(p);
+        }
+        Redis {
+            port: r.port.as_ref().map(|p| *p.value()).unwrap_or(6379),
+            maxmemory: self.size(&r.maxmemory, "redis.maxmemory", 256 << 20, 1 << 20),
+            eviction: r.eviction.as_ref().map(|e| *e.value()).unwrap_or(Eviction::AllkeysLru),
+            persistence: r.persistence.as_ref().map(|e| *e.value()).unwrap_or(Persistence::Rdb),
+            password: r.password.as_ref().map(|p| p.value().clone()),
+        }
+    }
+
+    fn observability(&mut self, o: Option<&RawObservability>) -> Observability {
+        let prom = o.and_then(|o| o.prometheus.as_ref());
+        let alerts = o.and_then(|o| o.alerts.as_ref());
+        let logs = o.and_then(|o| o.logs.as_ref());
+        let none_s = None;
+        let none_f = None;
+        let destination = logs.and_then(|l| l.destination.as_ref()).map(|d| *d.value()).unwrap_or(LogDestination::Collector);
+        let loki_url = logs.and_then(|l| l.loki_url.as_ref()).map(|u| {
+            self.check(u, syntax::url(u.value(), "logs.loki_url"));
+            u.value().clone()
+        });
+        if destination == LogDestination::Loki
+            && loki_url.is_none()
+            && let Some(d) = logs.and_then(|l| l.destination.as_ref())
+        {
+            self.at(d.loc(), "logs.destination is loki but logs.loki_url is not set");
+        }
+        Observability {
+            scrape_interval_ms: self.duration(prom.map_or(&none_s, |p| &p.scrape_interval), "scrape_interval", 15_000, 3_600_000),
+            retention_ms: self.duration(prom.map_or(&none_s, |p| &p.retention), "retention", 15 * 86_400_000, 3650 * 86_400_000),
+            prometheus_port: prom.and_then(|p| p.port.as_ref()).map(|p| *p.value()).unwrap_or(9090),
+            alerts: Alerts {
+                latency_p99_ms: self.duration(alerts.map_or(&none_s, |a| &a.latency_p99), "alerts.latency_p99", 1_000, 600_000),
+                error_rate_percent: self.percent(alerts.map_or(&none_f, |a| &a.error_rate), "alerts.error_rate", 1.0),
+                cpu_percent: self.percent(alerts.map_or(&none_f, |a| &a.cpu), "alerts.cpu", 80.0),
+                memory_available_percent: self.percent(alerts.map_or(&none_f, |a| &a.memory_available), "alerts.memory_available", 10.0),
+                fds_percent: self.percent(alerts.map_or(&none_f, |a| &a.fds), "alerts.fds", 90.0),
+                scheduling_delay_ms: self.duration(alerts.map_or(&none_s, |a| &a.scheduling_delay), "alerts.scheduling_delay", 100, 60_000),
+            },
+            grafana: o.and_then(|o| o.grafana.as_ref()).map(|g| *g.value()).unwrap_or(true),
+            grafana_port: ports::GRAFANA,
+            logs: Logs {
+                shipper: logs.and_then(|l| l.shipper.as_ref()).map(|s| *s.value()).unwrap_or(Shipper::Rsyslog),
+                destination,
+                loki_url,
+                relp_port: ports::RELP,
+            },
+        }
+    }
+
+    fn autoscaling(&mut self, a: &RawAutoscaling) -> Autoscaling {
+        self.check(&a.region, syntax::aws_region(a.region.value()));
+        self.check(&a.instance_type, syntax::instance_type(a.instance_type.value()));
+        self.check(&a.ami, syntax::aws_id(a.ami.value(), "ami-", "ami"));
+        self.check(&a.vpc_id, syntax::aws_id(a.vpc_id.value(), "vpc-", "vpc_id"));
+        for s in a.subnets.value() {
+            self.check(s, syntax::aws_id(s.value(), "subnet-", "subnet"));
+        }
+        if a.subnets.value().len() < 2 {
+            self.at(a.subnets.loc(), "autoscaling.subnets needs at least two subnets (an application load balancer spans two availability zones)");
+        }
+        let min = self.int(&Some(a.min.clone()), "autoscaling.min", 1, 0, 10_000);
+        let max = self.int(&Some(a.max.clone()), "autoscaling.max", 1, 1, 10_000);
+        if min > max {
+            self.at(a.min.loc(), format!("autoscaling.min ({min}) is above autoscaling.max ({max})"));
+        }
+        let desired = match &a.desired {
+            Some(d) => {
+                let n = *d.value();
+                if n < min || n > max {
+                    self.at(d.loc(), format!("autoscaling.desired must be between min ({min}) and max ({max}), found {n}"));
+                }
+                n
+            }
+            None => min,
+        };
+        let none_f = None;
+        let cpu = a.cpu.as_ref();
+        let out = self.percent(cpu.map_or(&none_f, |c| &c.scale_out), "autoscaling.cpu.scale_out", 70.0);
+        let inn = self.percent(cpu.map_or(&none_f, |c| &c.scale_in), "autoscaling.cpu.scale_in", 30.0);
+        if inn >= out
+            && let Some(l) = cpu.and_then(|c| c.scale_in.as_ref())
+        {
+            self.at(l.loc(), format!("autoscaling.cpu.scale_in ({inn}) must be below scale_out ({out})"));
+        }
+        let none_s = None;
+        let cd = a.cooldown.as_ref();
+        Autoscaling {
+            provider: *a.provider.value(),
+            region: a.region.value().clone(),
+            instance_type: a.instance_type.value().clone(),
+            ami: a.ami.value().clone(),
+            vpc_id: a.vpc_id.value().clone(),
+            subnets: a.subnets.value().iter().map(|s| s.value().clone()).collect(),
+            min: min as u32,
+            max: max as u32,
+            desired: desired.clamp(0, 10_000) as u32,
+            cpu_scale_out: out,
+            cpu_scale_in: inn,
+            cooldown_scale_out_ms: self.duration(cd.map_or(&none_s, |c| &c.scale_out), "cooldown.scale_out", 60_000, 86_400_000),
+            cooldown_scale_in_ms: self.duration(cd.map_or(&none_s, |c| &c.scale_in), "cooldown.scale_in", 120_000, 86_400_000),
+            health_check_grace_ms: self.duration(&a.health_check_grace, "health_check_grace", 120_000, 7_200_000),
+            min_healthy_percentage: self.int(
+                a.instance_refresh.as_ref().map_or(&None, |r| &r.min_healthy_percentage),
+                "instance_refresh.min_healthy_percentage",
+                90,
+                0,
+                100,
+            ) as u32,
+        }
+    }
+
+    fn docker(&mut self, d: Option<&RawDocker>, name: &str) -> Docker {
+        let none = None;
+        let images = d.and_then(|d| d.images.as_ref());
+        let mut image = |sp: Option<&Option<Sp<String>>>, default: &str| self.string(sp.unwrap_or(&none), default, syntax::image);
+        let images = Images {
+            scale_api: image(images.map(|i| &i.scale_api), "scale-api:latest"),
+            nginx: image(images.map(|i| &i.nginx), "nginx:1.27"),
+            redis: image(images.map(|i| &i.redis), "redis:7"),
+            prometheus: image(images.map(|i| &i.prometheus), "prom/prometheus:v2.53.0"),
+            grafana: image(images.map(|i| &i.grafana), "grafana/grafana:11.1.0"),
+        };
+        Docker {
+            endpoint: self.string(d.map_or(&none, |d| &d.endpoint), "unix:///var/run/docker.sock", syntax::docker_endpoint),
+            network: self.string(d.map_or(&none, |d| &d.network), name, |s| syntax::dns_label(s, "docker.network")),
+            images,
+        }
+    }
+
+    fn lab(&mut self, l: Option<&RawLab>) -> Lab {
+        let mut lab = Lab::default();
+        for (svc, port) in l.map(|l| l.publish.iter()).into_iter().flatten() {
+            if *port.value() == 0 {
+                self.at(port.loc(), "a published port must not be 0");
+            } else if let Some((other, _)) = lab.publish.iter().find(|(_, p)| *p == *port.value()) {
+                self.at(port.loc(), format!("127.0.0.1:{} is already published for {}", port.value(), service_name(other)));
+            }
+            lab.publish.set(*svc.value(), *port.value());
+        }
+        lab
+    }
+
+    /// Checks across sections: roles present, port collisions, what each service needs.
+    fn fleet(&mut self, raw: &RawTopology, t: &Topology) {
+        let anchor = raw.name.loc();
+        if t.target == Target::Docker {
+            if let Some(Sp(s)) = &raw.app.instances
+                && let Instances::Count(n) = s.value
+                && n > 64
+            {
+                self.at(Loc::from(&s.referenced), "the docker target runs at most 64 replicas");
+            }
+            if !t.observability.grafana
+                && let Some((svc, _)) = raw.lab.iter().flat_map(|l| l.publish.iter()).find(|(s, _)| *s.value() == Service::Grafana)
+            {
+                self.at(svc.loc(), "grafana is published but observability.grafana is false");
+            }
+            return;
+        }
+        let Some(raw_hosts) = &raw.hosts else {
+            self.push(Problem::at(anchor, "no hosts: `target: hosts` needs a hosts section with at least one app host").help("add hosts, or set `target: docker`"));
+            return;
+        };
+        let with = |role: Role| t.hosts.iter().filter(move |h| h.has(role));
+        if with(Role::App).next().is_none() {
+            self.push(Problem::at(anchor, "no host has the app role: at least one host must run scale-api").help("add `app` to some host's roles"));
+        }
+        let redis_hosts: Vec<_> = with(Role::Redis).collect();
+        if redis_hosts.is_empty() {
+            self.push(
+                Problem::at(anchor, "no host has the redis role: scale-api keeps sessions, counters and cache in Redis")
+                    .help("add `redis` to one host's roles"),
+            );
+        }
+        for extra in redis_hosts.iter().skip(1) {
+            self.at(role_loc(raw_hosts, &extra.name, Role::Redis), format!("host `{}` is a second redis host; one redis host is supported", extra.name));
+        }
+        for extra in with(Role::Monitor).skip(1) {
+            self.at(role_loc(raw_hosts, &extra.name, Role::Monitor), format!("host `{}` is a second monitor host; one monitor host is supported", extra.name));
+        }
+        // The lb is needed once more than one instance serves: count with known cores, else 1 per `max`.
+        let total: u64 = with(Role::App).map(|h| known_instances(t, h) as u64).sum();
+        let any_max = with(Role::App).any(|h| h.instances.unwrap_or(t.app.instances) == Instances::Max && h.cores.is_none());
+        if (total > 1 || any_max || with(Role::App).count() > 1) && with(Role::Lb).next().is_none() {
+            self.push(
+                Problem::at(anchor, "more than one app instance but no host has the lb role: nothing spreads requests across them")
+                    .help("add `lb` to one host's roles, or set `app.instances: 1` on a single app host"),
+            );
+        }
+        // Port collisions per host.
+        for h in &t.hosts {
+            let mut used: Vec<(u16, String)> = Vec::new();
+            let mut claim = |v: &mut V, port: u16, what: String, role: Role| {
+                if let Some((_, other)) = used.iter().find(|(p, _)| *p == port) {
+                    v.at(
+                        role_loc(raw_hosts, &h.name, role),
+                        format!("port {port} on host `{}` is used by both {other} and {what}", h.name),
+                    );
+                } else {
+                    used.push((port, what));
+                }
+            };
+            if h.has(Role::App) {
+                let n = known_instances(t, h) as u32;
+                if u32::from(t.app.port) + n - 1 > 65535 {
+                    self.at(role_loc(raw_hosts, &h.name, Role::App), format!("app.port {} plus {n} instances runs past port 65535", t.app.port));
+                }
+                for i in 0..n {
+                    if let Ok(p) = u16::try_from(u32::from(t.app.port) + i) {
+                        claim(self, p, format!("scale-api instance {p}"), Role::App);
+                    }
+                }
+            }
+            if h.has(Role::Lb) {
+                claim(self, t.load_balancer.listen, "the load balancer".into(), Role::Lb);
+                if let Some(tls) = &t.load_balancer.tls {
+                    claim(self, tls.listen, "the load balancer's TLS listener".into(), Role::Lb);
+                }
+                claim(self, t.load_balancer.status_port, "nginx stub_status".into(), Role::Lb);
+                claim(self, ports::NGINX_EXPORTER, "the nginx exporter".into(), Role::Lb);
+            }
+            if h.has(Role::Redis) {
+                claim(self, t.redis.port, "redis".into(), Role::Redis);
+                claim(self, ports::REDIS_EXPORTER, "the redis exporter".into(), Role::Redis);
+            }
+            if h.has(Role::Monitor) {
+                claim(self, t.observability.prometheus_port, "prometheus".into(), Role::Monitor);
+                if t.observability.grafana {
+                    claim(self, t.observability.grafana_port, "grafana".into(), Role::Monitor);
+                }
+                claim(self, t.observability.logs.relp_port, "the log collector".into(), Role::Monitor);
+            }
+            let role = h.roles.first().copied().unwrap_or(Role::App);
+            claim(self, ports::NODE_EXPORTER, "the node exporter".into(), role);
+        }
+        // Published lab services need a host that runs them.
+        for (svc, _) in raw.lab.iter().flat_map(|l| l.publish.iter()) {
+            let needs = match svc.value() {
+                Service::LoadBalancer => Role::Lb,
+                Service::Prometheus | Service::Grafana => Role::Monitor,
+                Service::Redis => Role::Redis,
+            };
+            if with(needs).next().is_none() {
+                self.at(svc.loc(), format!("{} is published but no host has the {} role", service_name(*svc.value()), role_name(needs)));
+            } else if *svc.value() == Service::Grafana && !t.observability.grafana {
+                self.at(svc.loc(), "grafana is published but observability.grafana is false");
+            }
+        }
+    }
+}
+
+/// Instances on a host as far as validation can know: `max` counts the declared cores, else 1.
+fn known_instances(t: &Topology, h: &Host) -> u32 {
+    match h.instances.unwrap_or(t.app.instances) {
+        Instances::Count(n) => n.clamp(1, 256) as u32,
+        Instances::Max => h.cores.unwrap_or(1),
+    }
+}
+
+/// Where a host's role is written (falls back to the host's name).
+fn role_loc(hosts: &Map<RawHost>, host: &str, role: Role) -> Loc {
+    hosts
+        .iter()
+        .find(|(k, _)| k.value() == host)
+        .map(|(k, h)| h.roles.value().iter().find(|r| *r.value() == role).map(|r| r.loc()).unwrap_or(k.loc()))
+        .unwrap_or_default()
+}
+
+pub fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::App => "app",
+        Role::Lb => "lb",
+        Role::Redis => "redis",
+        Role::Monitor => "monitor",
+    }
+}
+
+pub fn service_name(s: Service) -> &'static str {
+    match s {
+        Service::LoadBalancer => "load_balancer",
+        Service::Prometheus => "prometheus",
+        Service::Grafana => "grafana",
+        Service::Redis => "redis",
+    }
+}
+
+fn fmt_ms(ms: u64) -> String {
+    humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()
+}

@@ -1,0 +1,101 @@
+# Inputs of the scale-api autoscaling group module. `scalectl render` writes a root module that sets
+# every one of them from the topology's `autoscaling` section.
+
+variable "name" {
+  description = "Topology name; prefixes every resource."
+  type        = string
+}
+
+variable "instance_type" {
+  type = string
+}
+
+variable "ami" {
+  description = "A Debian 12 AMI with cloud-init."
+  type        = string
+}
+
+variable "vpc_id" {
+  type = string
+}
+
+variable "subnets" {
+  description = "At least two subnets in different availability zones."
+  type        = list(string)
+}
+
+variable "min_size" {
+  type = number
+}
+
+variable "max_size" {
+  type = number
+}
+
+variable "desired_capacity" {
+  type = number
+}
+
+variable "cpu_scale_out" {
+  description = "Average CPU percent above which the group adds an instance (the seeds: 70)."
+  type        = number
+  default     = 70
+}
+
+variable "cpu_scale_in" {
+  description = "Average CPU percent below which the group removes an instance (the seeds: 30)."
+  type        = number
+  default     = 30
+}
+
+variable "scale_out_cooldown" {
+  type    = number
+  default = 60
+}
+
+variable "scale_in_cooldown" {
+  type    = number
+  default = 120
+}
+
+variable "health_check_grace_period" {
+  type    = number
+  default = 120
+}
+
+variable "min_healthy_percentage" {
+  type    = number
+  default = 90
+}
+
+variable "app_port" {
+  type    = number
+  default = 3000
+}
+
+variable "instances" {
+  description = "scale-api instances per machine: a number, or \"max\" for one per core."
+  type        = string
+  default     = "max"
+}
+
+variable "readiness_path" {
+  type    = string
+  default = "/readyz"
+}
+
+variable "unit_file" {
+  description = "The scale-api@.service unit rendered by scalectl."
+  type        = string
+}
+
+variable "env_file" {
+  description = "The scale-api.env file rendered by scalectl."
+  type        = string
+}
+
+variable "release_url" {
+  description = "Where instances download the scale-api binary at boot (an S3 or HTTPS URL)."
+  type        = string
+  default     = ""
+}
