@@ -46,7 +46,21 @@ fn from_yaml_error(e: &serde_saphyr::Error) -> Problem {
             Problem::at(loc, format!("duplicate key `{}`", key.as_deref().unwrap_or("?").escape_debug()))
                 .help("each key may appear once in a mapping; remove or merge the repeated one")
         }
-        _ => Problem::at(loc, message),
+        _ => Problem::at(loc, plain(&message)),
+    }
+}
+
+/// The parser's terse messages, said the way a topology author thinks about the value.
+fn plain(message: &str) -> String {
+    match message {
+        "invalid u16" => "expected a port: a whole number from 1 to 65535".into(),
+        "invalid i64" | "invalid u32" | "invalid u64" => "expected a whole number".into(),
+        "invalid f64" => "expected a number".into(),
+        "invalid boolean" => "expected true or false".into(),
+        "expected sequence start" => "expected a list such as [a, b]".into(),
+        "expected mapping start" => "expected a mapping such as {key: value}".into(),
+        "expected string scalar" => "expected a string".into(),
+        other => other.to_string(),
     }
 }
 

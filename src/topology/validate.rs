@@ -309,9 +309,6 @@ impl V {
                     server_names.push(name.to_string());
                 }
             }
-            if sn.value().chars().any(|c| c.is_control()) {
-                self.at(sn.loc(), "server_name must not contain control characters or newlines");
-            }
         }
         if server_names.is_empty() {
             server_names.push("_".into());

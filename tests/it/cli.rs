@@ -1,0 +1,146 @@
+//! The scalectl binary end to end.
+
+use std::process::Command;
+
+fn scalectl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_scalectl"))
+}
+
+#[test]
+fn validate_lists_problems_with_locations_and_snippets() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scale.yaml");
+    std::fs::write(&file, "name: t\napp: {instances: 0}\nhosts:\n  a: {address: 10.0.0.1, roles: [app]}\n").unwrap();
+    let out = scalectl().args(["validate", "-f"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let f = file.display();
+    assert!(err.contains(&format!("{f}:1:7: no host has the redis role")), "{err}");
+    assert!(err.contains(&format!("{f}:2:18: instances must be at least 1, found 0")), "{err}");
+    assert!(err.contains(" 2 │ app: {instances: 0}"), "no snippet: {err}");
+    assert!(err.contains("2 problems"), "{err}");
+}
+
+#[test]
+fn validate_json_is_versioned() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scale.yaml");
+    std::fs::write(&file, "name: t\napp: {instances: 0}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n").unwrap();
+    let out = scalectl().args(["validate", "-o", "json", "-f"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["problems"][0]["line"], 2);
+    assert_eq!(v["problems"][0]["column"], 18);
+}
+
+#[test]
+fn every_example_validates() {
+    for e in super::EXAMPLES {
+        let out = scalectl().args(["validate", "-f", &super::example_path(e)]).output().unwrap();
+        assert!(out.status.success(), "{e}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let out = scalectl().args(["validate", "-f", "/nonexistent/scale.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read topology file /nonexistent/scale.yaml"));
+}
+
+#[test]
+fn render_writes_one_tree_per_host_and_is_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for out in [&a, &b] {
+        let r = scalectl().args(["render", "--cores", "2", "-f", &super::example_path("three-hosts"), "-o"]).arg(out).output().unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    }
+    let nginx = std::fs::read(a.join("lb-1/etc/nginx/conf.d/shop.conf")).unwrap();
+    assert_eq!(nginx, std::fs::read(b.join("lb-1/etc/nginx/conf.d/shop.conf")).unwrap());
+    for p in ["app-1/etc/systemd/system/scale-api@.service", "lb-1/etc/prometheus/prometheus.yml", "lb-1/etc/redis/redis.conf", "docker/compose.yaml", "ansible/inventory.yml"] {
+        assert_eq!(std::fs::read(a.join(p)).unwrap(), std::fs::read(b.join(p)).unwrap(), "{p}");
+    }
+    let env = std::fs::metadata(a.join("app-1/etc/scale-api/scale-api.env")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&env.permissions()) & 0o777, 0o640);
+}
+
+#[test]
+fn render_replaces_its_own_output_but_refuses_other_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("precious.txt"), "keep me").unwrap();
+    let r = scalectl().args(["render", "-f", &super::example_path("lab"), "-o"]).arg(&out).output().unwrap();
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("is not an earlier scalectl render"));
+    assert_eq!(std::fs::read_to_string(out.join("precious.txt")).unwrap(), "keep me");
+
+    let out2 = dir.path().join("out2");
+    for example in ["three-hosts", "lab"] {
+        let r = scalectl().args(["render", "-f", &super::example_path(example), "-o"]).arg(&out2).output().unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    }
+    // The second render replaced the first whole: no file of three-hosts is left behind.
+    assert!(!out2.join("lb-1/etc/nginx/conf.d/shop.conf").exists());
+    assert!(out2.join("lb-1/etc/nginx/conf.d/lab.conf").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 2, "staging directories left behind: {leftovers:?}");
+}
+
+#[test]
+fn an_invalid_topology_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scale.yaml");
+    std::fs::write(&file, "name: t\napp: {instances: 0}\n").unwrap();
+    let out = dir.path().join("out");
+    let r = scalectl().args(["render", "-f"]).arg(&file).arg("-o").arg(&out).output().unwrap();
+    assert_eq!(r.status.code(), Some(1));
+    assert!(!out.exists());
+}
+
+#[test]
+fn templates_can_be_overridden_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let tpl = dir.path().join("templates/nginx");
+    std::fs::create_dir_all(&tpl).unwrap();
+    std::fs::write(tpl.join("site.conf.j2"), "# custom site for {{ t.name }} with {{ instances | length }} instances\n").unwrap();
+    let out = dir.path().join("out");
+    let r = scalectl()
+        .args(["render", "--cores", "2", "-f", &super::example_path("three-hosts"), "--templates"])
+        .arg(dir.path().join("templates"))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(std::fs::read_to_string(out.join("lb-1/etc/nginx/conf.d/shop.conf")).unwrap(), "# custom site for shop with 4 instances\n");
+    // Other templates stay the embedded ones.
+    assert!(std::fs::read_to_string(out.join("lb-1/etc/redis/redis.conf")).unwrap().contains("maxmemory-policy allkeys-lru"));
+}
+
+#[test]
+fn a_broken_override_template_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tpl = dir.path().join("templates/redis");
+    std::fs::create_dir_all(&tpl).unwrap();
+    std::fs::write(tpl.join("redis.conf.j2"), "port {{ t.redis.nope }}\n").unwrap();
+    let out = dir.path().join("out");
+    let r = scalectl().args(["render", "-f", &super::example_path("lab"), "--templates"]).arg(dir.path().join("templates")).arg("-o").arg(&out).output().unwrap();
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("template redis/redis.conf.j2"), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(!out.exists());
+}
+
+#[test]
+fn schema_is_draft_07_and_matches_the_committed_copy() {
+    let out = scalectl().arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["$schema"], "http://json-schema.org/draft-07/schema#");
+    assert!(v["properties"]["load_balancer"].is_object());
+    let committed = std::fs::read_to_string(format!("{}/examples/scale.schema.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), committed, "examples/scale.schema.json is stale: run `scalectl schema > examples/scale.schema.json`");
+}

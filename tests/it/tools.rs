@@ -1,0 +1,339 @@
+//! Every rendered file checked by the real tool that will read it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use scalectl::render::{self, Facts, RenderedFile, Templates};
+use scalectl::topology;
+
+use super::{render_example, require, EXAMPLES};
+
+fn files_named<'a>(files: &'a [RenderedFile], suffix: &str) -> Vec<&'a RenderedFile> {
+    files.iter().filter(|f| f.path.ends_with(suffix)).collect()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    out
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A topology whose TLS files exist: nginx -t opens the certificate and key.
+fn tls_topology(dir: &Path) -> topology::Topology {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let out = run(Command::new(require("openssl")).args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=solo.example.com", "-keyout"]).arg(&key).arg("-out").arg(&cert));
+    assert!(out.status.success(), "{}", text(&out));
+    let source = std::fs::read_to_string(super::example_path("single-host"))
+        .unwrap()
+        .replace("/etc/letsencrypt/live/solo.example.com/fullchain.pem", cert.to_str().unwrap())
+        .replace("/etc/letsencrypt/live/solo.example.com/privkey.pem", key.to_str().unwrap());
+    topology::parse("single-host-tls.yaml", &source).unwrap_or_else(|p| panic!("{p}"))
+}
+
+fn nginx_test(site: &str, dir: &Path) -> Output {
+    let site_path = dir.join("site.conf");
+    std::fs::write(&site_path, site).unwrap();
+    let main = format!(
+        "pid {dir}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n  include /etc/nginx/mime.types;\n  access_log off;\n  include {site};\n}}\n",
+        dir = dir.display(),
+        site = site_path.display()
+    );
+    let main_path = dir.join("nginx.conf");
+    std::fs::write(&main_path, main).unwrap();
+    run(Command::new(require("nginx")).arg("-t").arg("-c").arg(&main_path))
+}
+
+#[test]
+fn nginx_accepts_every_site_config() {
+    let mut checked = 0;
+    for example in EXAMPLES {
+        let dir = tempfile::tempdir().unwrap();
+        let files = if *example == "single-host" {
+            render::render(&tls_topology(dir.path()), &Facts::with_default_cores(2), &Templates::embedded()).unwrap()
+        } else {
+            render_example(example)
+        };
+        for f in files.iter().filter(|f| f.path.contains("nginx/") && f.path.ends_with(".conf")) {
+            // nginx -t resolves upstream host names; lab and compose names resolve only on the
+            // fleet's own network, so they stand in as 127.0.0.1 here.
+            let site: String = f
+                .content
+                .lines()
+                .map(|l| match l.trim_start().strip_prefix("server ") {
+                    Some(rest) if l.starts_with("    server ") && !rest.starts_with(|c: char| c.is_ascii_digit() || c == '[') => {
+                        let port = rest.split_once(':').map(|(_, p)| p).unwrap_or(rest);
+                        format!("    server 127.0.0.1:{port}")
+                    }
+                    _ => l.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            let out = nginx_test(&site, dir.path());
+            assert!(out.status.success(), "nginx -t refused {example} {}:{}\n{}\n{}", f.host, f.path, text(&out), f.content);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "only {checked} nginx configs checked");
+}
+
+#[test]
+fn nginx_test_catches_a_broken_config() {
+    // The harness itself must fail on a bad directive, or the test above proves nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let out = nginx_test("server { listen 80; proxy_pas http://x; }\n", dir.path());
+    assert!(!out.status.success());
+}
+
+/// A root with the system's units and fake binaries, so `systemd-analyze verify` resolves everything.
+fn systemd_root(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
+    let out = run(Command::new("cp").args(["-a", "/usr/lib/systemd/system"]).arg(root.join("usr/lib/systemd/")));
+    assert!(out.status.success(), "{}", text(&out));
+    for bin in ["opt/scale-api/current/scale-api", "usr/bin/redis-server"] {
+        let p = root.join(bin);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    root
+}
+
+fn verify(root: &Path, units: &[&str]) -> Output {
+    run(Command::new(require("systemd-analyze")).args(["verify", "--man=no"]).arg(format!("--root={}", root.display())).args(units))
+}
+
+#[test]
+fn systemd_accepts_every_unit() {
+    let mut checked = 0;
+    for example in EXAMPLES {
+        for f in render_example(example) {
+            let is_unit = f.path.starts_with("/etc/systemd/system/");
+            if !is_unit {
+                continue;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let root = systemd_root(dir.path());
+            let dest = root.join(f.path.trim_start_matches('/'));
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            std::fs::write(&dest, &f.content).unwrap();
+            let unit = if f.path.ends_with("scale-api@.service") {
+                "scale-api@3000.service".to_string()
+            } else if f.path.contains("redis-server.service.d") {
+                // The drop-in applies to Debian's unit, which the root gets from the real package.
+                std::fs::copy("/lib/systemd/system/redis-server.service", root.join("etc/systemd/system/redis-server.service")).unwrap();
+                "redis-server.service".to_string()
+            } else {
+                Path::new(&f.path).file_name().unwrap().to_string_lossy().into_owned()
+            };
+            if unit == "scale-api.target" {
+                std::fs::write(root.join("etc/systemd/system/scale-api@.service"), "[Service]\nExecStart=/opt/scale-api/current/scale-api\n").unwrap();
+            }
+            let out = verify(&root, &[&unit]);
+            let complaints: Vec<String> = text(&out).lines().filter(|l| l.contains("/etc/systemd/system/") || l.contains(&unit)).map(String::from).collect();
+            assert!(out.status.success() && complaints.is_empty(), "systemd-analyze verify on {example} {}:{}\n{}\n{}", f.host, f.path, text(&out), f.content);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 8, "only {checked} units checked");
+}
+
+#[test]
+fn systemd_verify_catches_an_unknown_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = systemd_root(dir.path());
+    let unit = render_example("three-hosts").into_iter().find(|f| f.path.ends_with("scale-api@.service")).unwrap();
+    std::fs::create_dir_all(root.join("etc/systemd/system")).unwrap();
+    std::fs::write(root.join("etc/systemd/system/scale-api@.service"), unit.content.replace("MemoryMax=", "MemoryMx=")).unwrap();
+    let out = verify(&root, &["scale-api@3000.service"]);
+    assert!(text(&out).contains("Unknown key 'MemoryMx'"), "{}", text(&out));
+}
+
+#[test]
+fn promtool_accepts_every_prometheus_config_and_rule_file() {
+    let promtool = require("promtool");
+    let mut checked = 0;
+    for example in EXAMPLES {
+        let files = render_example(example);
+        let dir = tempfile::tempdir().unwrap();
+        for f in files_named(&files, "rules.yml") {
+            let p = dir.path().join("rules.yml");
+            std::fs::write(&p, &f.content).unwrap();
+            let out = run(Command::new(&promtool).args(["check", "rules"]).arg(&p));
+            assert!(out.status.success(), "promtool check rules on {example} {}:{}\n{}", f.host, f.path, text(&out));
+            assert!(text(&out).contains("SUCCESS: 10 rules found"), "{}", text(&out));
+            checked += 1;
+        }
+        for f in files_named(&files, "prometheus.yml") {
+            // Point the absolute paths at this test's copies of the rule and target files.
+            let scalectl_dir = dir.path().join("scalectl");
+            std::fs::create_dir_all(&scalectl_dir).unwrap();
+            for other in files.iter().filter(|o| o.host == f.host && (o.path.ends_with("rules.yml") || o.path.ends_with("targets.json"))) {
+                let name = Path::new(&other.path).file_name().unwrap();
+                std::fs::write(scalectl_dir.join(name), &other.content).unwrap();
+            }
+            let config = f.content.replace("/etc/prometheus/scalectl/", &format!("{}/", scalectl_dir.display()));
+            let p = dir.path().join("prometheus.yml");
+            std::fs::write(&p, config).unwrap();
+            let out = run(Command::new(&promtool).args(["check", "config"]).arg(&p));
+            assert!(out.status.success(), "promtool check config on {example} {}:{}\n{}", f.host, f.path, text(&out));
+            checked += 1;
+        }
+        for f in files_named(&files, "targets.json") {
+            let groups: serde_json::Value = serde_json::from_str(&f.content).unwrap();
+            assert!(groups.as_array().is_some_and(|g| !g.is_empty()), "{}", f.content);
+        }
+    }
+    assert!(checked >= 10, "only {checked} prometheus files checked");
+}
+
+/// Start redis-server on a rendered config (port, dir and supervision overridden for the test).
+fn start_redis(conf: &Path, dir: &Path, port: u16) -> std::process::Child {
+    let child = Command::new(require("redis-server"))
+        .arg(conf)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
+        .arg(dir)
+        .args(["--supervised", "no", "--daemonize", "no", "--pidfile", ""])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = run(Command::new(require("redis-cli")).args(["-p", &port.to_string()]).args(args));
+    text(&out).trim().to_string()
+}
+
+fn wait_for_redis(port: u16, mut child: std::process::Child, auth: &[&str]) -> std::process::Child {
+    for _ in 0..100 {
+        let mut args = auth.to_vec();
+        args.push("PING");
+        if redis_cli(port, &args).ends_with("PONG") {
+            return child;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let out = child.wait_with_output().map(|o| text(&o)).unwrap_or_default();
+            panic!("redis-server exited with {status} on the rendered config:\n{out}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("redis-server did not answer on port {port}");
+}
+
+#[test]
+fn redis_server_runs_on_every_rendered_config() {
+    let mut port = 26379;
+    for example in EXAMPLES {
+        for f in render_example(example).iter().filter(|f| f.path.ends_with("redis.conf")) {
+            port += 1;
+            let dir = tempfile::tempdir().unwrap();
+            // Redis enters `dir` while reading the file, and the password file is written by apply:
+            // both point into this test's directory (the password file holding a stand-in).
+            let auth_file = dir.path().join("auth.conf");
+            std::fs::write(&auth_file, "requirepass test-only-password\n").unwrap();
+            let content: String = f
+                .content
+                .lines()
+                .map(|l| match l.split_once(' ') {
+                    Some(("include", _)) => format!("include {}", auth_file.display()),
+                    Some(("dir", _)) => format!("dir {}", dir.path().display()),
+                    _ => l.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            let auth: Vec<&str> = if f.content.contains("\ninclude ") { vec!["-a", "test-only-password", "--no-auth-warning"] } else { vec![] };
+            let conf = dir.path().join("redis.conf");
+            std::fs::write(&conf, content).unwrap();
+            let mut child = wait_for_redis(port, start_redis(&conf, dir.path(), port), &auth);
+            let maxmemory = f.content.lines().find_map(|l| l.strip_prefix("maxmemory ")).unwrap().to_string();
+            let mut args = auth.clone();
+            args.extend(["CONFIG", "GET", "maxmemory"]);
+            let answer = redis_cli(port, &args);
+            let mut args = auth.clone();
+            args.extend(["CONFIG", "GET", "maxmemory-policy"]);
+            let policy = redis_cli(port, &args);
+            if !auth.is_empty() {
+                assert!(redis_cli(port, &["PING"]).contains("NOAUTH"), "password not required");
+            }
+            child.kill().ok();
+            child.wait().ok();
+            assert!(answer.ends_with(&maxmemory), "{example}: maxmemory {answer} != {maxmemory}");
+            assert!(policy.contains("allkeys-lru"), "{example}: {policy}");
+        }
+    }
+}
+
+#[test]
+fn terraform_parses_with_hcl() {
+    let files = render_example("aws-asg");
+    let tf: Vec<_> = files.iter().filter(|f| f.host == "terraform" && f.path.ends_with(".tf")).collect();
+    assert!(tf.len() >= 5, "{:?}", tf.iter().map(|f| &f.path).collect::<Vec<_>>());
+    for f in &tf {
+        let body: hcl::Body = hcl::from_str(&f.content).unwrap_or_else(|e| panic!("{}: {e}\n{}", f.path, f.content));
+        assert!(body.iter().count() > 0, "{} is empty", f.path);
+    }
+    let main: hcl::Body = hcl::from_str(&tf.iter().find(|f| f.path == "main.tf").unwrap().content).unwrap();
+    let module = main.blocks().find(|b| b.identifier() == "module").expect("module block");
+    let attr = |name: &str| module.body().attributes().find(|a| a.key() == name).map(|a| a.expr().to_string()).unwrap();
+    assert_eq!(attr("cpu_scale_out"), "70");
+    assert_eq!(attr("cpu_scale_in"), "30");
+    assert_eq!(attr("min_size"), "2");
+    assert_eq!(attr("source"), "\"./modules/asg\"");
+    // The units cloud-init installs are the very ones app hosts get.
+    let unit = files.iter().find(|f| f.host == "terraform" && f.path == "files/scale-api@.service").unwrap();
+    assert!(unit.content.contains("ExecStart=/opt/scale-api/current/scale-api"));
+}
+
+#[test]
+fn ansible_inventory_lists_every_host_in_its_groups() {
+    for example in ["three-hosts", "lab"] {
+        let files = render_example(example);
+        let inv = files.iter().find(|f| f.host == "ansible").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("inventory.yml");
+        std::fs::write(&p, &inv.content).unwrap();
+        let out = run(Command::new(require("ansible-inventory")).arg("-i").arg(&p).arg("--list").env("ANSIBLE_INVENTORY_UNPARSED_FAILED", "true"));
+        assert!(out.status.success(), "{}", text(&out));
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let t = super::load_example(example);
+        for h in &t.hosts {
+            for role in &h.roles {
+                let group = serde_json::to_value(role).unwrap();
+                let members = &list[group.as_str().unwrap()]["hosts"];
+                assert!(members.as_array().unwrap().iter().any(|m| m == h.name.as_str()), "{example}: {} not in {group}: {list}", h.name);
+            }
+            assert_eq!(list["_meta"]["hostvars"][&h.name]["ansible_host"], h.address.as_str());
+        }
+    }
+}
+
+#[test]
+fn rsyslog_accepts_the_shipping_and_collector_configs() {
+    let rsyslogd = require("rsyslogd");
+    let files = render_example("three-hosts");
+    for f in files.iter().filter(|f| f.path.starts_with("/etc/rsyslog.d/")) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rsyslog.conf");
+        std::fs::write(&p, format!("global(workDirectory=\"{}\")\n{}", dir.path().display(), f.content)).unwrap();
+        let out = run(Command::new(&rsyslogd).arg("-N1").arg("-f").arg(&p));
+        assert!(out.status.success() && !text(&out).contains("error"), "rsyslogd -N1 on {}:{}\n{}\n{}", f.host, f.path, text(&out), f.content);
+    }
+}
+
+#[test]
+fn yaml_and_json_bundles_parse() {
+    for example in EXAMPLES {
+        for f in render_example(example) {
+            if f.path.ends_with(".yaml") || f.path.ends_with(".yml") {
+                let v: Result<serde_json::Value, _> = serde_saphyr::from_str(&f.content);
+                assert!(v.is_ok(), "{example} {}:{} is not YAML: {:?}\n{}", f.host, f.path, v.err(), f.content);
+            }
+        }
+    }
+}
