@@ -31,13 +31,6 @@ impl Facts {
     }
 }
 
-/// How many instances a host runs once `max` is resolved.
-pub fn instances_on(t: &Topology, h: &Host, facts: &Facts) -> u32 {
-    match h.instances.unwrap_or(t.app.instances) {
-        Instances::Count(n) => n.clamp(1, 256) as u32,
-        Instances::Max => facts.cores_of(h),
-    }
-}
 
 /// One scale-api process: where the load balancer and Prometheus reach it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -99,7 +92,7 @@ impl Ctx {
         let mut c = Ctx::base(t, "hosts");
         for h in &t.hosts {
             let ports: Vec<u16> = if h.has(Role::App) {
-                (0..instances_on(t, h, facts)).filter_map(|i| u16::try_from(u32::from(t.app.port) + i).ok()).collect()
+                (0..t.instances_on(h, facts.cores_of(h))).filter_map(|i| u16::try_from(u32::from(t.app.port) + i).ok()).collect()
             } else {
                 Vec::new()
             };

@@ -64,6 +64,16 @@ impl Host {
     }
 }
 
+impl Topology {
+    /// Instances a host runs given its core count (`max` = one per core).
+    pub fn instances_on(&self, h: &Host, cores: u32) -> u32 {
+        match h.instances.unwrap_or(self.app.instances) {
+            Instances::Count(n) => n.clamp(1, 256) as u32,
+            Instances::Max => cores.max(1),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Ssh {
     pub user: String,

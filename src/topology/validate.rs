@@ -611,7 +611,7 @@ impl V {
                 }
             };
             if h.has(Role::App) {
-                let n = known_instances(t, h) as u32;
+                let n = known_instances(t, h);
                 if u32::from(t.app.port) + n - 1 > 65535 {
                     self.at(role_loc(raw_hosts, &h.name, Role::App), format!("app.port {} plus {n} instances runs past port 65535", t.app.port));
                 }
@@ -661,10 +661,7 @@ impl V {
 
 /// Instances on a host as far as validation can know: `max` counts the declared cores, else 1.
 fn known_instances(t: &Topology, h: &Host) -> u32 {
-    match h.instances.unwrap_or(t.app.instances) {
-        Instances::Count(n) => n.clamp(1, 256) as u32,
-        Instances::Max => h.cores.unwrap_or(1),
-    }
+    t.instances_on(h, h.cores.unwrap_or(1))
 }
 
 /// Where a host's role is written (falls back to the host's name).

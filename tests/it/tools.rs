@@ -13,8 +13,7 @@ fn files_named<'a>(files: &'a [RenderedFile], suffix: &str) -> Vec<&'a RenderedF
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    out
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 fn text(out: &Output) -> String {
@@ -193,7 +192,7 @@ fn promtool_accepts_every_prometheus_config_and_rule_file() {
 
 /// Start redis-server on a rendered config (port, dir and supervision overridden for the test).
 fn start_redis(conf: &Path, dir: &Path, port: u16) -> std::process::Child {
-    let child = Command::new(require("redis-server"))
+    Command::new(require("redis-server"))
         .arg(conf)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
         .arg(dir)
@@ -201,8 +200,7 @@ fn start_redis(conf: &Path, dir: &Path, port: u16) -> std::process::Child {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
-    child
+        .unwrap()
 }
 
 fn redis_cli(port: u16, args: &[&str]) -> String {
