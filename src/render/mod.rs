@@ -22,6 +22,8 @@ use context::Ctx;
 pub static EMBEDDED: include_dir::Dir<'static> = include_dir::include_dir!("$CARGO_MANIFEST_DIR/templates");
 /// The Terraform module the rendered root module calls, copied next to it.
 pub static TERRAFORM_MODULE: include_dir::Dir<'static> = include_dir::include_dir!("$CARGO_MANIFEST_DIR/terraform/modules/asg");
+/// Grafana dashboards, copied verbatim (their `{{label}}` legends are Grafana's, not templates).
+pub static DASHBOARDS: include_dir::Dir<'static> = include_dir::include_dir!("$CARGO_MANIFEST_DIR/grafana/dashboards");
 
 /// One file to be written: on a host (absolute `path`), or in a bundle (`docker`, `terraform`,
 /// `ansible`) under a relative `path`.
@@ -121,12 +123,18 @@ pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<
             for j in host_jobs(t, h) {
                 out.push(run(&env, &ctx, &h.name, j)?);
             }
+            if h.has(Role::Monitor) && t.observability.grafana {
+                copy_verbatim(&DASHBOARDS, &h.name, "/var/lib/grafana/dashboards/scalectl", &mut out);
+            }
         }
         out.push(run(&env, &fleet_value, "ansible", job("ansible/inventory.yml.j2", "inventory.yml"))?);
     }
     let docker = Ctx::docker_view(t, facts).value();
     for j in docker_jobs(t) {
         out.push(run(&env, &docker, "docker", j)?);
+    }
+    if t.observability.grafana {
+        copy_verbatim(&DASHBOARDS, "docker", "grafana/dashboards", &mut out);
     }
     if t.autoscaling.is_some() {
         // The autoscaling group's instances run the same units as app hosts: render them for cloud-init.
@@ -139,24 +147,25 @@ pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<
         ] {
             out.push(run(&env, &asg, "terraform", j)?);
         }
-        collect_module(&TERRAFORM_MODULE, &mut out);
+        copy_verbatim(&TERRAFORM_MODULE, "terraform", "modules/asg", &mut out);
     }
     Ok(out)
 }
 
-fn collect_module(dir: &include_dir::Dir<'static>, out: &mut Vec<RenderedFile>) {
+/// Files shipped as they are (not templates), placed under `dest` for `host`.
+fn copy_verbatim(dir: &include_dir::Dir<'static>, host: &str, dest: &str, out: &mut Vec<RenderedFile>) {
     for f in dir.files() {
         if let Some(text) = f.contents_utf8() {
             out.push(RenderedFile {
-                host: "terraform".into(),
-                path: format!("modules/asg/{}", f.path().display()),
+                host: host.into(),
+                path: format!("{dest}/{}", f.path().display()),
                 mode: 0o644,
                 content: text.to_string(),
             });
         }
     }
     for d in dir.dirs() {
-        collect_module(d, out);
+        copy_verbatim(d, host, dest, out);
     }
 }
 

@@ -335,3 +335,26 @@ fn yaml_and_json_bundles_parse() {
         }
     }
 }
+
+#[test]
+fn dashboards_are_well_formed_and_use_the_provisioned_datasource() {
+    // No Grafana server runs here: check the structure Grafana needs and the datasource uid.
+    let files = render_example("three-hosts");
+    let datasource = files.iter().find(|f| f.path.ends_with("datasources/scalectl.yaml") && f.host == "lb-1").unwrap();
+    let ds: serde_json::Value = serde_saphyr::from_str(&datasource.content).unwrap();
+    let uid = ds["datasources"][0]["uid"].as_str().unwrap().to_string();
+    let dashboards: Vec<_> = files.iter().filter(|f| f.host == "lb-1" && f.path.starts_with("/var/lib/grafana/dashboards/scalectl/")).collect();
+    assert!(!dashboards.is_empty());
+    for f in dashboards {
+        let d: serde_json::Value = serde_json::from_str(&f.content).unwrap_or_else(|e| panic!("{}: {e}", f.path));
+        assert!(d["uid"].is_string() && d["title"].is_string(), "{}", f.path);
+        let panels = d["panels"].as_array().unwrap();
+        assert!(!panels.is_empty());
+        for p in panels {
+            assert_eq!(p["datasource"]["uid"], uid.as_str(), "{}: panel {}", f.path, p["title"]);
+            for t in p["targets"].as_array().unwrap() {
+                assert!(!t["expr"].as_str().unwrap().is_empty());
+            }
+        }
+    }
+}
