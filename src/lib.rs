@@ -5,4 +5,5 @@
 
 pub mod cli;
 pub mod render;
+pub mod api;
 pub mod topology;

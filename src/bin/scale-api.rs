@@ -1,6 +1,206 @@
-//! scale-api: the bundled API that the fleet runs (built out in its own issue).
+//! scale-api: the bundled API the fleet runs.
+//!
+//! One process per port is the mode systemd instances use (`scale-api@PORT.service`). With
+//! `--workers N|max` a parent runs N worker processes that share one port through SO_REUSEPORT and
+//! replaces any that dies: the Node cluster module / `pm2 -i max`, without a custom balancer.
+//! `scale-api probe /readyz` is the container health check.
 
-fn main() {
-    eprintln!("scale-api: not built yet");
-    std::process::exit(1);
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use scalectl::api::{self, AppState, Config};
+
+#[derive(Debug, Parser)]
+#[command(name = "scale-api", version, about = "The API that scalectl deploys: light, heavy, Redis-backed routes and metrics")]
+struct Args {
+    /// Listen port
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    port: u16,
+    /// Listen address
+    #[arg(long, env = "BIND", default_value = "0.0.0.0")]
+    bind: std::net::IpAddr,
+    /// Instance name (x-instance header, logs, metrics)
+    #[arg(long, env = "INSTANCE")]
+    instance: Option<String>,
+    /// Redis URL
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    redis_url: String,
+    /// Threads for CPU-heavy work [default: cores]
+    #[arg(long, env = "HEAVY_POOL")]
+    heavy_pool: Option<usize>,
+    /// Heavy jobs that may wait for a thread before /heavy answers 503
+    #[arg(long, env = "HEAVY_QUEUE", default_value_t = 64)]
+    heavy_queue: usize,
+    /// Time in-flight requests get after SIGTERM, e.g. 10s
+    #[arg(long, env = "DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+    /// Requests slower than this are logged at warn
+    #[arg(long, env = "SLOW_REQUEST", default_value = "2s", value_parser = humantime::parse_duration)]
+    slow_request: Duration,
+    /// Latency of the stand-in database behind /users/{id}
+    #[arg(long, env = "DB_LATENCY", default_value = "20ms", value_parser = humantime::parse_duration)]
+    db_latency: Duration,
+    /// Session lifetime
+    #[arg(long, env = "SESSION_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    session_ttl: Duration,
+    /// Cache lifetime of /users/{id}
+    #[arg(long, env = "CACHE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
+    cache_ttl: Duration,
+    /// Consecutive Redis failures that open the circuit breaker
+    #[arg(long, env = "BREAKER_THRESHOLD", default_value_t = 5)]
+    breaker_threshold: u32,
+    /// How long the breaker stays open before a probe
+    #[arg(long, env = "BREAKER_COOLDOWN", default_value = "2s", value_parser = humantime::parse_duration)]
+    breaker_cooldown: Duration,
+    /// Run N worker processes sharing the port (a number or `max` for one per core)
+    #[arg(long, env = "WORKERS")]
+    workers: Option<String>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Exit 0 when GET http://127.0.0.1:PORT/PATH answers 2xx (container health checks)
+    Probe {
+        #[arg(default_value = "/readyz")]
+        path: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("scale-api: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match (&args.command, &args.workers) {
+            (Some(Cmd::Probe { path }), _) => probe(args.port, path).await,
+            (None, Some(w)) if std::env::var_os("SCALE_API_WORKER").is_none() => supervise(w).await,
+            (None, _) => run(&args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "scale-api stopped");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(a: &Args) -> anyhow::Result<()> {
+    if std::env::var_os("SCALE_API_WORKER").is_some() {
+        // A worker never outlives its supervisor, even one killed with SIGKILL.
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).context("cannot set the parent-death signal")?;
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let instance = a.instance.clone().unwrap_or_else(|| format!("{}-{}", hostname(), a.port));
+    let config = Config {
+        instance: instance.clone(),
+        redis_url: a.redis_url.clone(),
+        heavy_pool: a.heavy_pool.unwrap_or(cores),
+        heavy_queue: a.heavy_queue,
+        drain_timeout: a.drain_timeout,
+        slow_request: a.slow_request,
+        session_ttl: a.session_ttl,
+        cache_ttl: a.cache_ttl,
+        db_latency: a.db_latency,
+        redis_timeout: Duration::from_millis(500),
+        breaker_threshold: a.breaker_threshold,
+        breaker_cooldown: a.breaker_cooldown,
+    };
+    let state = AppState::new(config)?;
+    let addr = SocketAddr::new(a.bind, a.port);
+    let listener = bind(addr, std::env::var_os("SCALE_API_WORKER").is_some()).with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(instance, %addr, pid = std::process::id(), "listening");
+    api::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!(instance, "stopped");
+    Ok(())
+}
+
+/// A listener; workers of one cluster share the port through SO_REUSEPORT.
+fn bind(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<tokio::net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(tokio::net::TcpListener::from_std(socket.into())?)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+/// Cluster mode: keep N workers running, replace any that exits, forward SIGTERM/SIGINT to all.
+async fn supervise(workers: &str) -> anyhow::Result<()> {
+    let n = match workers {
+        "max" => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        s => s.parse::<usize>().ok().filter(|n| (1..=256).contains(n)).with_context(|| format!("--workers must be a number from 1 to 256 or `max`, not `{s}`"))?,
+    };
+    let exe = std::env::current_exe()?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let spawn = |i: usize| -> anyhow::Result<tokio::process::Child> {
+        let child = tokio::process::Command::new(&exe).args(&args).env("SCALE_API_WORKER", i.to_string()).kill_on_drop(true).spawn()?;
+        tracing::info!(worker = i, pid = child.id(), "worker started");
+        Ok(child)
+    };
+    let mut children: Vec<tokio::process::Child> = (0..n).map(spawn).collect::<anyhow::Result<_>>()?;
+    let mut stop = Box::pin(shutdown_signal());
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                for (i, child) in children.iter_mut().enumerate() {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        tracing::warn!(worker = i, %status, "worker died, restarting");
+                        *child = spawn(i)?;
+                    }
+                }
+            }
+        }
+    }
+    for child in &children {
+        if let Some(pid) = child.id() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+    for child in &mut children {
+        let _ = child.wait().await;
+    }
+    Ok(())
+}
+
+async fn probe(port: u16, path: &str) -> anyhow::Result<()> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let res = client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+    anyhow::ensure!(res.status().is_success(), "GET {url}: {}", res.status());
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "scale-api".into())
 }

@@ -5,6 +5,7 @@
 //!   promtool, redis-server, ansible-inventory, rsyslogd -N1) and the Terraform by hcl-rs;
 //! - `cli`: the scalectl binary end to end (exit codes, messages, atomic render, overrides).
 
+mod api;
 mod broken;
 mod cli;
 mod snapshots;

@@ -1,0 +1,345 @@
+//! scale-api: the bundled service the fleet runs, independent of the CLI code.
+//!
+//! Routes: `/` (light), `/heavy` (CPU work on a bounded pool), `/count` (Redis INCR), sessions
+//! (`/login`, `/profile`, `/logout`), `/users/{id}` (cache-aside over a slow stand-in database),
+//! `/healthz`, `/readyz` and `/metrics`. Shared state lives in Redis so any instance serves any
+//! request; a circuit breaker keeps a dead Redis from costing every request a timeout.
+
+pub mod heavy;
+pub mod metrics;
+pub mod store;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use heavy::HeavyPool;
+use metrics::{Metrics, OpLabels, RouteLabels};
+use store::{Store, StoreError};
+
+/// Everything scale-api is told at start (flags and environment; see src/bin/scale-api.rs).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub instance: String,
+    pub redis_url: String,
+    pub heavy_pool: usize,
+    pub heavy_queue: usize,
+    pub drain_timeout: Duration,
+    pub slow_request: Duration,
+    pub session_ttl: Duration,
+    pub cache_ttl: Duration,
+    /// Latency of the stand-in database behind `/users/{id}`.
+    pub db_latency: Duration,
+    pub redis_timeout: Duration,
+    pub breaker_threshold: u32,
+    pub breaker_cooldown: Duration,
+}
+
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub pool: HeavyPool,
+    pub metrics: Metrics,
+    pub draining: AtomicBool,
+}
+
+pub type Shared = Arc<AppState>;
+
+impl AppState {
+    pub fn new(config: Config) -> anyhow::Result<Shared> {
+        let store = Store::new(&config.redis_url, config.redis_timeout, config.breaker_threshold, config.breaker_cooldown)
+            .map_err(|e| anyhow::anyhow!("bad REDIS_URL {}: {e}", config.redis_url))?;
+        Ok(Arc::new(AppState {
+            pool: HeavyPool::new(config.heavy_pool, config.heavy_queue),
+            metrics: Metrics::new(&config.instance),
+            store,
+            draining: AtomicBool::new(false),
+            config,
+        }))
+    }
+
+    /// One Redis command, timed per operation and counted when it fails.
+    async fn redis<T: redis::FromRedisValue>(&self, op: &str, cmd: &redis::Cmd) -> Result<T, ApiError> {
+        match self.store.run::<T>(cmd).await {
+            Ok((v, took)) => {
+                self.metrics.redis_ops.get_or_create(&OpLabels { op: op.into() }).observe(took.as_secs_f64());
+                Ok(v)
+            }
+            Err(e) => {
+                if matches!(e, StoreError::Redis(_)) {
+                    self.metrics.redis_errors.inc();
+                }
+                Err(ApiError::Unavailable(e.to_string()))
+            }
+        }
+    }
+}
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/", get(hello))
+        .route("/heavy", get(heavy))
+        .route("/count", get(count))
+        .route("/login", post(login))
+        .route("/profile", get(profile))
+        .route("/logout", post(logout))
+        .route("/users/{id}", get(get_user).put(put_user))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .fallback(|| async { ApiError::NotFound })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(DefaultBodyLimit::max(16 * 1024))
+        .with_state(state)
+}
+
+/// Request id, in-flight gauge, duration histogram and one JSON log line per request.
+async fn observe(State(s): State<Shared>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(String::from)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        req.headers_mut().insert("x-request-id", v);
+    }
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    s.metrics.in_flight.inc();
+    let mut res = next.run(req).await;
+    s.metrics.in_flight.dec();
+    let took = start.elapsed();
+    let status = res.status().as_u16();
+    s.metrics.requests.get_or_create(&RouteLabels { method: method.clone(), route, status }).observe(took.as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&s.config.instance) {
+        res.headers_mut().insert("x-instance", v);
+    }
+    let ms = took.as_secs_f64() * 1000.0;
+    if took >= s.config.slow_request {
+        tracing::warn!(request_id, method, path, status, duration_ms = ms, instance = %s.config.instance, "slow request");
+    } else {
+        tracing::info!(request_id, method, path, status, duration_ms = ms, instance = %s.config.instance, "request");
+    }
+    res
+}
+
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(String),
+    Unauthorized,
+    NotFound,
+    Busy,
+    Unavailable(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, msg) = match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "missing or unknown bearer token".into()),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "no such route".into()),
+            ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "heavy-work queue is full".into()),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+        };
+        let mut res = (status, Json(json!({ "error": msg }))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+        }
+        res
+    }
+}
+
+async fn hello() -> &'static str {
+    "Hello World\n"
+}
+
+#[derive(Deserialize)]
+struct HeavyQuery {
+    ms: Option<u64>,
+}
+
+async fn heavy(State(s): State<Shared>, q: Result<Query<HeavyQuery>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("bad query: {}", e.body_text())))?;
+    let ms = q.ms.unwrap_or(200).min(5_000);
+    match s.pool.hash_for(ms).await {
+        Ok(r) => Ok(Json(json!({ "rounds": r.rounds, "digest": r.digest, "ms": r.ms, "instance": s.config.instance })).into_response()),
+        Err(_) => {
+            s.metrics.heavy_rejected.inc();
+            Err(ApiError::Busy)
+        }
+    }
+}
+
+async fn count(State(s): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
+    let n: i64 = s.redis("incr", redis::cmd("INCR").arg("scale:count")).await?;
+    Ok(Json(json!({ "count": n, "instance": s.config.instance })))
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    username: String,
+}
+
+async fn login(State(s): State<Shared>, body: Result<Json<LoginBody>, JsonRejection>) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let name = body.username.trim();
+    if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
+        return Err(ApiError::BadRequest("username must be 1 to 64 printable characters".into()));
+    }
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let _: () = s
+        .redis("set", redis::cmd("SET").arg(format!("session:{token}")).arg(name).arg("EX").arg(s.config.session_ttl.as_secs().max(1)))
+        .await?;
+    Ok(Json(json!({ "token": token, "instance": s.config.instance })))
+}
+
+fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 64 && t.chars().all(|c| c.is_ascii_alphanumeric()))
+        .ok_or(ApiError::Unauthorized)?;
+    Ok(token.to_string())
+}
+
+async fn profile(State(s): State<Shared>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    let token = bearer(&headers)?;
+    let name: Option<String> = s.redis("get", redis::cmd("GET").arg(format!("session:{token}"))).await?;
+    let name = name.ok_or(ApiError::Unauthorized)?;
+    Ok(Json(json!({ "username": name, "instance": s.config.instance })))
+}
+
+async fn logout(State(s): State<Shared>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
+    let token = bearer(&headers)?;
+    let _: i64 = s.redis("del", redis::cmd("DEL").arg(format!("session:{token}"))).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn user_id(raw: &str) -> Result<u32, ApiError> {
+    raw.parse::<u32>().ok().filter(|id| (1..=1_000_000).contains(id)).ok_or_else(|| ApiError::BadRequest("user id must be a number from 1 to 1000000".into()))
+}
+
+/// Cache-aside: the cache first; on a miss, the (slow) stand-in database, then fill the cache.
+async fn get_user(State(s): State<Shared>, Path(raw): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = user_id(&raw)?;
+    let cached: Option<String> = s.redis("get", redis::cmd("GET").arg(format!("cache:user:{id}"))).await?;
+    if let Some(name) = cached {
+        return Ok(Json(json!({ "id": id, "name": name, "source": "cache", "instance": s.config.instance })));
+    }
+    tokio::time::sleep(s.config.db_latency).await;
+    let stored: Option<String> = s.redis("hget", redis::cmd("HGET").arg("db:users").arg(id)).await?;
+    let name = stored.unwrap_or_else(|| format!("user-{id}"));
+    let _: () = s
+        .redis("set", redis::cmd("SET").arg(format!("cache:user:{id}")).arg(&name).arg("EX").arg(s.config.cache_ttl.as_secs().max(1)))
+        .await?;
+    Ok(Json(json!({ "id": id, "name": name, "source": "db", "instance": s.config.instance })))
+}
+
+#[derive(Deserialize)]
+struct UserBody {
+    name: String,
+}
+
+async fn put_user(State(s): State<Shared>, Path(raw): Path<String>, body: Result<Json<UserBody>, JsonRejection>) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = user_id(&raw)?;
+    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if body.name.is_empty() || body.name.len() > 128 {
+        return Err(ApiError::BadRequest("name must be 1 to 128 characters".into()));
+    }
+    tokio::time::sleep(s.config.db_latency).await;
+    let _: i64 = s.redis("hset", redis::cmd("HSET").arg("db:users").arg(id).arg(&body.name)).await?;
+    let _: i64 = s.redis("del", redis::cmd("DEL").arg(format!("cache:user:{id}"))).await?;
+    Ok(Json(json!({ "id": id, "name": body.name, "instance": s.config.instance })))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(s): State<Shared>) -> Response {
+    if s.draining.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "reason": "draining" }))).into_response();
+    }
+    match s.redis::<String>("ping", &redis::cmd("PING")).await {
+        Ok(_) => Json(json!({ "ready": true, "instance": s.config.instance })).into_response(),
+        Err(ApiError::Unavailable(m)) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "reason": m }))).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn metrics_text(State(s): State<Shared>) -> Response {
+    s.metrics.refresh_process();
+    s.metrics.heavy_busy.set(s.pool.busy.load(Ordering::Relaxed));
+    s.metrics.heavy_queued.set(s.pool.queued.load(Ordering::Relaxed));
+    s.metrics.breaker_state.set(s.store.breaker.state() as i64);
+    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode()).into_response()
+}
+
+/// Measure how long freshly woken tasks wait to run (tokio-metrics' first-poll delay of probe
+/// tasks spawned every 50 ms), reported per second as the event-loop-delay signal.
+pub fn spawn_scheduling_probe(s: Shared) {
+    tokio::spawn(async move {
+        let monitor = tokio_metrics::TaskMonitor::new();
+        let mut intervals = monitor.intervals();
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let mut n = 0u32;
+        loop {
+            tick.tick().await;
+            tokio::spawn(monitor.instrument(async {}));
+            n += 1;
+            if n.is_multiple_of(20)
+                && let Some(m) = intervals.next()
+            {
+                s.metrics.scheduling_delay.set(m.mean_first_poll_delay().as_secs_f64());
+            }
+        }
+    });
+}
+
+/// Serve until `shutdown` resolves; then readiness goes false, the listener stops accepting, and
+/// in-flight requests get `drain_timeout` to finish.
+pub async fn serve(listener: tokio::net::TcpListener, state: Shared, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    spawn_scheduling_probe(state.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let draining = Arc::new(tokio::sync::Notify::new());
+    let (flag, notify) = (state.clone(), draining.clone());
+    tokio::spawn(async move {
+        shutdown.await;
+        flag.draining.store(true, Ordering::Release);
+        tracing::info!(instance = %flag.config.instance, "draining: readiness false, no new connections");
+        let _ = stop_tx.send(());
+        notify.notify_one();
+    });
+    let drain = state.config.drain_timeout;
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async {
+        let _ = stop_rx.await;
+    });
+    let mut server = tokio::spawn(async move { server.await });
+    tokio::select! {
+        r = &mut server => r??,
+        _ = draining.notified() => match tokio::time::timeout(drain, &mut server).await {
+            Ok(r) => r??,
+            Err(_) => tracing::warn!("drain timeout of {drain:?} passed with requests in flight; exiting"),
+        },
+    }
+    Ok(())
+}

@@ -1,0 +1,332 @@
+//! scale-api against a real redis-server started by the test (no mock).
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::require;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Redis {
+    port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Redis::spawn(port, &dir);
+        Redis { port, child, dir }
+    }
+
+    fn spawn(port: u16, dir: &tempfile::TempDir) -> Child {
+        let child = Command::new(require("redis-server"))
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(), "redis-server to listen");
+        child
+    }
+
+    fn stop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+
+    fn restart(&mut self) {
+        self.child = Redis::spawn(self.port, &self.dir);
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Api {
+    port: u16,
+    child: Child,
+}
+
+impl Api {
+    fn start(redis: &Redis, name: &str, extra: &[&str]) -> Api {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_scale-api"))
+            .env("PORT", port.to_string())
+            .env("BIND", "127.0.0.1")
+            .env("INSTANCE", name)
+            .env("REDIS_URL", redis.url())
+            .env("DB_LATENCY", "30ms")
+            .env("BREAKER_COOLDOWN", "500ms")
+            .env("BREAKER_THRESHOLD", "3")
+            .args(extra)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let api = Api { port, child };
+        wait_until(|| get(api.port, "/healthz").is_ok_and(|(s, _)| s == 200), "scale-api to answer");
+        api
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        // SIGTERM first so a supervisor stops its workers; SIGKILL if it lingers.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+fn wait_until(mut ok: impl FnMut() -> bool, what: &str) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+}
+
+fn get(port: u16, path: &str) -> reqwest::Result<(u16, String)> {
+    let r = client().get(format!("http://127.0.0.1:{port}{path}")).send()?;
+    Ok((r.status().as_u16(), r.text()?))
+}
+
+fn json(port: u16, path: &str) -> serde_json::Value {
+    let (status, body) = get(port, path).unwrap();
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn the_counter_advances_by_exactly_n_across_two_instances() {
+    let redis = Redis::start();
+    let (a, b) = (Api::start(&redis, "a", &[]), Api::start(&redis, "b", &[]));
+    let before = json(a.port, "/count")["count"].as_i64().unwrap();
+    let n = 400;
+    let ports = [a.port, b.port];
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let c = client();
+                let mut ok = 0;
+                for i in 0..n / 8 {
+                    let port = ports[(t + i) % 2];
+                    let r = c.get(format!("http://127.0.0.1:{port}/count")).send().unwrap();
+                    assert_eq!(r.status(), 200);
+                    ok += 1;
+                }
+                ok
+            })
+        })
+        .collect();
+    let ok: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let after = json(b.port, "/count")["count"].as_i64().unwrap();
+    assert_eq!(ok, n);
+    assert_eq!(after - before - 1, n as i64, "counter moved by {} for {n} requests", after - before - 1);
+}
+
+#[test]
+fn a_session_made_on_one_instance_is_read_on_the_other() {
+    let redis = Redis::start();
+    let (a, b) = (Api::start(&redis, "a", &[]), Api::start(&redis, "b", &[]));
+    let c = client();
+    let login: serde_json::Value = c.post(a.url("/login")).json(&serde_json::json!({"username": "ann"})).send().unwrap().json().unwrap();
+    let token = login["token"].as_str().unwrap();
+    let profile = c.get(b.url("/profile")).bearer_auth(token).send().unwrap();
+    assert_eq!(profile.headers()["x-instance"], "b");
+    let profile: serde_json::Value = profile.json().unwrap();
+    assert_eq!(profile["username"], "ann");
+    assert_eq!(c.post(b.url("/logout")).bearer_auth(token).send().unwrap().status(), 204);
+    assert_eq!(c.get(a.url("/profile")).bearer_auth(token).send().unwrap().status(), 401);
+    assert_eq!(c.get(a.url("/profile")).send().unwrap().status(), 401);
+}
+
+#[test]
+fn users_are_cached_aside_and_invalidated_on_write() {
+    let redis = Redis::start();
+    let (a, b) = (Api::start(&redis, "a", &[]), Api::start(&redis, "b", &[]));
+    assert_eq!(json(a.port, "/users/42")["source"], "db");
+    let hit = json(b.port, "/users/42");
+    assert_eq!((hit["source"].as_str(), hit["name"].as_str()), (Some("cache"), Some("user-42")));
+    let c = client();
+    let put = c.put(a.url("/users/42")).json(&serde_json::json!({"name": "Ada"})).send().unwrap();
+    assert_eq!(put.status(), 200);
+    let after = json(b.port, "/users/42");
+    assert_eq!((after["source"].as_str(), after["name"].as_str()), (Some("db"), Some("Ada")));
+    assert_eq!(json(a.port, "/users/42")["source"], "cache");
+}
+
+#[test]
+fn bad_input_gets_a_json_4xx() {
+    let redis = Redis::start();
+    let a = Api::start(&redis, "a", &[]);
+    let c = client();
+    let cases = [
+        c.get(a.url("/users/abc")).send().unwrap(),
+        c.get(a.url("/users/0")).send().unwrap(),
+        c.post(a.url("/login")).header("content-type", "application/json").body("{bad").send().unwrap(),
+        c.post(a.url("/login")).json(&serde_json::json!({"username": ""})).send().unwrap(),
+        c.post(a.url("/login")).header("content-type", "application/json").body(format!("{{\"username\":\"{}\"}}", "x".repeat(40_000))).send().unwrap(),
+        c.get(a.url("/profile")).header("authorization", "Bearer ../../etc").send().unwrap(),
+        c.get(a.url("/nope")).send().unwrap(),
+        c.get(a.url("/heavy?ms=lots")).send().unwrap(),
+    ];
+    for r in cases {
+        let status = r.status().as_u16();
+        assert!((400..500).contains(&status), "{status}");
+        if status != 413 {
+            let body: serde_json::Value = r.json().unwrap_or_else(|e| panic!("{status} not JSON: {e}"));
+            assert!(body["error"].is_string());
+        }
+    }
+    assert_eq!(get(a.port, "/healthz").unwrap().0, 200, "still serving after bad input");
+}
+
+#[test]
+fn the_breaker_opens_when_redis_stops_and_closes_when_it_returns() {
+    let mut redis = Redis::start();
+    let a = Api::start(&redis, "a", &[]);
+    assert_eq!(get(a.port, "/count").unwrap().0, 200);
+    redis.stop();
+    for _ in 0..5 {
+        assert_eq!(get(a.port, "/count").unwrap().0, 503);
+    }
+    let metrics = get(a.port, "/metrics").unwrap().1;
+    assert!(metrics.contains("scale_api_redis_circuit_state 1"), "{metrics}");
+    // Open: answered at once, without waiting on Redis.
+    let start = Instant::now();
+    let (status, _) = get(a.port, "/count").unwrap();
+    assert_eq!(status, 503);
+    assert!(start.elapsed() < Duration::from_millis(100), "open breaker took {:?}", start.elapsed());
+    assert_eq!(get(a.port, "/readyz").unwrap().0, 503);
+    redis.restart();
+    wait_until(|| get(a.port, "/count").is_ok_and(|(s, _)| s == 200), "/count to recover after redis returns");
+    assert_eq!(get(a.port, "/readyz").unwrap().0, 200);
+    assert!(get(a.port, "/metrics").unwrap().1.contains("scale_api_redis_circuit_state 0"));
+}
+
+#[test]
+fn sigterm_drains_in_flight_work_refuses_new_connections_and_exits_0() {
+    let redis = Redis::start();
+    let mut a = Api::start(&redis, "a", &[]);
+    let port = a.port;
+    let inflight = std::thread::spawn(move || get(port, "/heavy?ms=1500"));
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "new connections still accepted while draining");
+    let (status, body) = inflight.join().unwrap().unwrap();
+    assert_eq!(status, 200, "{body}");
+    let exit = a.child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
+
+#[test]
+fn the_heavy_queue_is_bounded() {
+    let redis = Redis::start();
+    let a = Api::start(&redis, "a", &["--heavy-pool", "1", "--heavy-queue", "1"]);
+    let port = a.port;
+    let handles: Vec<_> = (0..6).map(|_| std::thread::spawn(move || get(port, "/heavy?ms=400").unwrap().0)).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    // Light requests stay fast while the pool is saturated.
+    let start = Instant::now();
+    assert_eq!(get(port, "/").unwrap().0, 200);
+    let light = start.elapsed();
+    let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(statuses.contains(&503), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert!(light < Duration::from_millis(200), "/ took {light:?} while /heavy ran");
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_with_every_series() {
+    let redis = Redis::start();
+    let a = Api::start(&redis, "a", &[]);
+    get(a.port, "/count").unwrap();
+    get(a.port, "/heavy?ms=10").unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let text = get(a.port, "/metrics").unwrap().1;
+    let mut promtool = Command::new(require("promtool")).args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    // promtool parses the text with Prometheus' own parser: any parse error fails. Its linter also
+    // flags OpenMetrics counters (HELP on `x`, samples on `x_total`), which Prometheus scrapes fine;
+    // those are the only complaints allowed.
+    let complaints = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!complaints.contains("parsing error") && !complaints.contains("error while"), "promtool check metrics: {complaints}\n{text}");
+    for line in complaints.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(line.contains("_total no help text"), "promtool: {line}\n{text}");
+    }
+    assert!(text.ends_with("# EOF\n"), "not a complete OpenMetrics exposition");
+    for series in [
+        "scale_api_http_request_duration_seconds_bucket{le=\"0.005\",method=\"GET\",route=\"/count\",status=\"200\"}",
+        "scale_api_http_requests_in_flight",
+        "scale_api_runtime_scheduling_delay_seconds",
+        "scale_api_heavy_pool_busy",
+        "scale_api_heavy_pool_queued",
+        "scale_api_redis_operation_duration_seconds_bucket{le=\"0.0005\",op=\"incr\"}",
+        "scale_api_redis_errors_total",
+        "scale_api_redis_circuit_state",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+        "scale_api_build_info{",
+    ] {
+        assert!(text.contains(series), "missing {series}\n{text}");
+    }
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).collect()
+}
+
+#[test]
+fn a_killed_worker_is_replaced_and_the_port_keeps_serving() {
+    let redis = Redis::start();
+    let a = Api::start(&redis, "a", &["--workers", "2"]);
+    wait_until(|| children_of(a.child.id()).len() == 2, "two workers");
+    let before = children_of(a.child.id());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(before[0] as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_until(
+        || {
+            let now = children_of(a.child.id());
+            now.len() == 2 && !now.contains(&before[0])
+        },
+        "the killed worker to be replaced",
+    );
+    for _ in 0..20 {
+        assert_eq!(get(a.port, "/").unwrap().0, 200);
+    }
+}
