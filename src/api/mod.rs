@@ -47,6 +47,8 @@ pub struct Config {
 
 pub struct AppState {
     pub config: Config,
+    /// The `x-instance` header value, built once.
+    instance_header: HeaderValue,
     pub store: Store,
     pub pool: HeavyPool,
     pub metrics: Metrics,
@@ -59,7 +61,9 @@ impl AppState {
     pub fn new(config: Config) -> anyhow::Result<Shared> {
         let store = Store::new(&config.redis_url, config.redis_timeout, config.breaker_threshold, config.breaker_cooldown)
             .map_err(|e| anyhow::anyhow!("bad REDIS_URL {}: {e}", config.redis_url))?;
+        let instance_header = HeaderValue::from_str(&config.instance).map_err(|_| anyhow::anyhow!("instance name {:?} is not a valid header value", config.instance))?;
         Ok(Arc::new(AppState {
+            instance_header,
             pool: HeavyPool::new(config.heavy_pool, config.heavy_queue),
             metrics: Metrics::new(&config.instance),
             store,
@@ -128,9 +132,7 @@ async fn observe(State(s): State<Shared>, mut req: Request, next: Next) -> Respo
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert("x-request-id", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&s.config.instance) {
-        res.headers_mut().insert("x-instance", v);
-    }
+    res.headers_mut().insert("x-instance", s.instance_header.clone());
     let ms = took.as_secs_f64() * 1000.0;
     if took >= s.config.slow_request {
         tracing::warn!(request_id, method, path, status, duration_ms = ms, instance = %s.config.instance, "slow request");
