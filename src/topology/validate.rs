@@ -11,7 +11,7 @@ use super::problem::Problem;
 use super::raw::*;
 use super::syntax::{self, Check};
 
-/// Validate a parsed file. `anchor` is where whole-file problems point (the `name` key).
+/// Validate a parsed file; whole-file problems point at the `name` value.
 pub fn validate(raw: &RawTopology) -> Result<Topology, Vec<Problem>> {
     let mut v = V::default();
     let t = v.topology(raw);
