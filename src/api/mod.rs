@@ -43,6 +43,8 @@ pub struct Config {
     pub redis_timeout: Duration,
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
+    pub liveness_path: String,
+    pub readiness_path: String,
 }
 
 pub struct AppState {
@@ -90,6 +92,7 @@ impl AppState {
 }
 
 pub fn router(state: Shared) -> Router {
+    let (live, ready) = (state.config.liveness_path.clone(), state.config.readiness_path.clone());
     Router::new()
         .route("/", get(hello))
         .route("/heavy", get(heavy))
@@ -98,8 +101,8 @@ pub fn router(state: Shared) -> Router {
         .route("/profile", get(profile))
         .route("/logout", post(logout))
         .route("/users/{id}", get(get_user).put(put_user))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route(&live, get(healthz))
+        .route(&ready, get(readyz))
         .route("/metrics", get(metrics_text))
         .fallback(|| async { ApiError::NotFound })
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))

@@ -54,6 +54,12 @@ struct Args {
     /// How long the breaker stays open before a probe
     #[arg(long, env = "BREAKER_COOLDOWN", default_value = "2s", value_parser = humantime::parse_duration)]
     breaker_cooldown: Duration,
+    /// Liveness path
+    #[arg(long, env = "LIVENESS_PATH", default_value = "/healthz", value_parser = health_path)]
+    liveness_path: String,
+    /// Readiness path (false while draining or while Redis is unreachable)
+    #[arg(long, env = "READINESS_PATH", default_value = "/readyz", value_parser = health_path)]
+    readiness_path: String,
     /// Run N worker processes sharing the port (a number or `max` for one per core)
     #[arg(long, env = "WORKERS")]
     workers: Option<String>,
@@ -120,7 +126,10 @@ async fn run(a: &Args) -> anyhow::Result<()> {
         redis_timeout: Duration::from_millis(500),
         breaker_threshold: a.breaker_threshold,
         breaker_cooldown: a.breaker_cooldown,
+        liveness_path: a.liveness_path.clone(),
+        readiness_path: a.readiness_path.clone(),
     };
+    anyhow::ensure!(config.liveness_path != config.readiness_path, "liveness and readiness paths must differ");
     let state = AppState::new(config)?;
     let addr = SocketAddr::new(a.bind, a.port);
     let listener = bind(addr, std::env::var_os("SCALE_API_WORKER").is_some()).with_context(|| format!("cannot listen on {addr}"))?;
@@ -199,6 +208,19 @@ async fn probe(port: u16, path: &str) -> anyhow::Result<()> {
     let res = client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
     anyhow::ensure!(res.status().is_success(), "GET {url}: {}", res.status());
     Ok(())
+}
+
+/// A health path: `/` followed by URL-safe characters, and not one of the API's own routes.
+fn health_path(s: &str) -> Result<String, String> {
+    let ok = s.starts_with('/') && s.len() > 1 && s[1..].chars().all(|c| c.is_ascii_alphanumeric() || "/._-~".contains(c));
+    let taken = ["/", "/heavy", "/count", "/login", "/profile", "/logout", "/metrics"].contains(&s) || s.starts_with("/users/");
+    if !ok {
+        Err(format!("`{s}` is not a path such as /healthz"))
+    } else if taken {
+        Err(format!("`{s}` is one of scale-api's own routes"))
+    } else {
+        Ok(s.to_string())
+    }
 }
 
 fn hostname() -> String {

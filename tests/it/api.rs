@@ -330,3 +330,23 @@ fn a_killed_worker_is_replaced_and_the_port_keeps_serving() {
         assert_eq!(get(a.port, "/").unwrap().0, 200);
     }
 }
+
+#[test]
+fn health_paths_follow_the_topology() {
+    let redis = Redis::start();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scale-api"))
+        .env("PORT", port.to_string())
+        .env("BIND", "127.0.0.1")
+        .env("REDIS_URL", redis.url())
+        .env("LIVENESS_PATH", "/live")
+        .env("READINESS_PATH", "/ready")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(|| get(port, "/live").is_ok_and(|(s, _)| s == 200), "the custom liveness path");
+    assert_eq!(get(port, "/ready").unwrap().0, 200);
+    assert_eq!(get(port, "/healthz").unwrap().0, 404);
+    child.kill().ok();
+    child.wait().ok();
+}
