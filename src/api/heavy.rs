@@ -1,11 +1,12 @@
 //! A bounded pool of OS threads for CPU-heavy work, off the async runtime (the seeds' worker threads).
 //!
-//! The queue has a fixed capacity: when it is full, `submit` fails at once and the caller answers
-//! 503 with Retry-After, so load beyond capacity never grows an unbounded backlog.
+//! The queue has a fixed capacity: when it is full, `hash_for` fails at once and the caller answers
+//! 503 with Retry-After, so load beyond capacity never grows an unbounded backlog. The pool keeps
+//! its busy and queued counts directly in the metrics' gauges.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
+use prometheus_client::metrics::gauge::Gauge;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
@@ -13,19 +14,18 @@ type Job = Box<dyn FnOnce() + Send>;
 
 pub struct HeavyPool {
     sender: mpsc::SyncSender<Job>,
-    pub busy: Arc<AtomicI64>,
-    pub queued: Arc<AtomicI64>,
-    pub threads: usize,
+    busy: Gauge,
+    queued: Gauge,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Full;
 
 impl HeavyPool {
-    pub fn new(threads: usize, queue: usize) -> Self {
+    /// `busy` and `queued` are the gauges the pool keeps current (threads working, jobs waiting).
+    pub fn new(threads: usize, queue: usize, busy: Gauge, queued: Gauge) -> Self {
         let (sender, receiver) = mpsc::sync_channel::<Job>(queue);
         let receiver = Arc::new(Mutex::new(receiver));
-        let busy = Arc::new(AtomicI64::new(0));
         for i in 0..threads.max(1) {
             let receiver = receiver.clone();
             std::thread::Builder::new()
@@ -42,23 +42,23 @@ impl HeavyPool {
                 })
                 .expect("spawning a heavy-pool thread");
         }
-        HeavyPool { sender, busy, queued: Arc::new(AtomicI64::new(0)), threads: threads.max(1) }
+        HeavyPool { sender, busy, queued }
     }
 
     /// Hash for about `ms` milliseconds on a pool thread; `Err(Full)` when the queue is full.
     pub async fn hash_for(&self, ms: u64) -> Result<HashResult, Full> {
         let (tx, rx) = oneshot::channel();
         let (busy, queued) = (self.busy.clone(), self.queued.clone());
-        queued.fetch_add(1, Ordering::Relaxed);
+        queued.inc();
         let job: Job = Box::new(move || {
-            queued.fetch_sub(1, Ordering::Relaxed);
-            busy.fetch_add(1, Ordering::Relaxed);
+            queued.dec();
+            busy.inc();
             let r = hash_work(ms);
-            busy.fetch_sub(1, Ordering::Relaxed);
+            busy.dec();
             let _ = tx.send(r);
         });
         if self.sender.try_send(job).is_err() {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.queued.dec();
             return Err(Full);
         }
         rx.await.map_err(|_| Full)

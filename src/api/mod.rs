@@ -64,10 +64,11 @@ impl AppState {
         let store = Store::new(&config.redis_url, config.redis_timeout, config.breaker_threshold, config.breaker_cooldown)
             .map_err(|e| anyhow::anyhow!("bad REDIS_URL {}: {e}", config.redis_url))?;
         let instance_header = HeaderValue::from_str(&config.instance).map_err(|_| anyhow::anyhow!("instance name {:?} is not a valid header value", config.instance))?;
+        let metrics = Metrics::new(&config.instance);
         Ok(Arc::new(AppState {
             instance_header,
-            pool: HeavyPool::new(config.heavy_pool, config.heavy_queue),
-            metrics: Metrics::new(&config.instance),
+            pool: HeavyPool::new(config.heavy_pool, config.heavy_queue, metrics.heavy_busy.clone(), metrics.heavy_queued.clone()),
+            metrics,
             store,
             draining: AtomicBool::new(false),
             config,
@@ -293,8 +294,6 @@ async fn readyz(State(s): State<Shared>) -> Response {
 
 async fn metrics_text(State(s): State<Shared>) -> Response {
     s.metrics.refresh_process();
-    s.metrics.heavy_busy.set(s.pool.busy.load(Ordering::Relaxed));
-    s.metrics.heavy_queued.set(s.pool.queued.load(Ordering::Relaxed));
     s.metrics.breaker_state.set(s.store.breaker.state() as i64);
     ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode()).into_response()
 }

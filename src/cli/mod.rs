@@ -82,8 +82,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 
 /// Read and validate a topology file; problems are printed (text) and reported as a failure.
 pub(crate) fn load(file: &Path, color: bool) -> Result<Topology, Failure> {
-    let (name, source) = read_topology(file)?;
-    topology::parse(&name, &source).map_err(|p| {
+    parse(file)?.map_err(|p| {
         eprint!("{}", p.report(color));
         Failure::Reported
     })

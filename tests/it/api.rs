@@ -263,6 +263,8 @@ fn the_heavy_queue_is_bounded() {
     let start = Instant::now();
     assert_eq!(get(port, "/").unwrap().0, 200);
     let light = start.elapsed();
+    let metrics = get(port, "/metrics").unwrap().1;
+    assert!(metrics.contains("scale_api_heavy_pool_busy 1\n"), "the one pool thread is not reported busy:\n{metrics}");
     let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert!(statuses.contains(&503), "{statuses:?}");
     assert!(statuses.contains(&200), "{statuses:?}");
