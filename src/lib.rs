@@ -4,6 +4,8 @@
 //! See ARCHITECTURE.md for the map and the invariants.
 
 pub mod cli;
+pub mod exec;
+pub mod plan;
 pub mod render;
 pub mod api;
 pub mod topology;

@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Reported) => ExitCode::from(1),
+        Err(Failure::Changes) => ExitCode::from(2),
         Err(Failure::Error(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)

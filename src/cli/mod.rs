@@ -4,8 +4,14 @@
 //! pure modules (topology, render). Exit codes: 0 ok, 1 error, 2 reserved for "changes present"
 //! (plan) and "findings" (doctor).
 
+mod apply;
+mod fleet;
+mod lab;
+mod lock;
+mod plan;
 mod render;
 mod schema;
+mod status;
 mod validate;
 
 use std::io::IsTerminal;
@@ -25,7 +31,8 @@ use crate::topology::{self, Problems, Topology};
 the bundled scale-api, an Nginx load balancer, Redis, Prometheus/Grafana and log shipping, and renders \
 every config from it.\n\nStart with `scalectl validate -f examples/three-hosts.yaml`, then \
 `scalectl render -f examples/three-hosts.yaml -o out/`.",
-    after_help = "Exit codes: 0 ok, 1 error (problems are listed as FILE:LINE:COL: message)."
+    after_help = "Exit codes: 0 ok, 1 error (problems are listed as FILE:LINE:COL: message), 2 changes present \
+(plan --detailed-exitcode) or an unhealthy fleet (status)."
 )]
 pub struct Cli {
     /// Never color output (also honoured: the NO_COLOR environment variable).
@@ -43,6 +50,20 @@ pub enum Command {
     Schema(schema::Args),
     /// Write every config file of a topology into a directory, one tree per host
     Render(render::Args),
+    /// Local lab: the topology's hosts as containers with systemd and sshd (lab up|status|down)
+    Lab(lab::Args),
+    /// Show what apply would change on every host, with diffs; changes nothing
+    Plan(plan::Args),
+    /// Deploy: show the plan, then execute exactly it (packages, files, release, rolling restarts)
+    Apply(apply::ApplyArgs),
+    /// Restart every scale-api instance one at a time, gated on readiness (PM2's `reload`)
+    Reload(apply::ReloadArgs),
+    /// Switch every app host back to the release before the running one, rolling
+    Rollback(apply::ReloadArgs),
+    /// What runs where: release, services and instances per host (exit 2 when unhealthy)
+    Status(status::Args),
+    /// The fleet lock that keeps applies apart (lock status|release)
+    Lock(lock::Args),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -62,6 +83,8 @@ pub const JSON_FORMAT_VERSION: u32 = 1;
 pub enum Failure {
     /// The problems were already printed; exit 1 without another message.
     Reported,
+    /// Not an error: changes present (plan --detailed-exitcode) or findings; exit 2.
+    Changes,
     Error(anyhow::Error),
 }
 
@@ -77,6 +100,13 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Validate(a) => validate::run(a, color),
         Command::Schema(a) => schema::run(a),
         Command::Render(a) => render::run(a, color),
+        Command::Lab(a) => lab::run(a, color),
+        Command::Plan(a) => plan::run(a, color),
+        Command::Apply(a) => apply::run_apply(a, color),
+        Command::Reload(a) => apply::run_reload(a, color),
+        Command::Rollback(a) => apply::run_rollback(a, color),
+        Command::Status(a) => status::run(a, color),
+        Command::Lock(a) => lock::run(a, color),
     }
 }
 

@@ -89,6 +89,8 @@ pub struct RawTopology {
     pub target: Option<Sp<Target>>,
     /// The bundled API (scale-api) and how many instances of it each app host runs.
     pub app: RawApp,
+    /// SSH defaults for every host (each host's `ssh` overrides them field by field).
+    pub ssh: Option<RawSsh>,
     /// Hosts by name (a DNS label). Required for target `hosts`; not used with target `docker`.
     #[serde(default)]
     pub hosts: Option<Map<RawHost>>,

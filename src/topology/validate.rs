@@ -245,24 +245,7 @@ impl V {
         for (name, h) in hosts {
             self.check(name, syntax::dns_label(name.value(), "host name"));
             self.check(&h.address, syntax::address(h.address.value()));
-            let ssh = match &h.ssh {
-                Some(s) => Ssh {
-                    user: self.string(&s.user, "root", syntax::unix_user),
-                    port: match &s.port {
-                        Some(p) if *p.value() == 0 => {
-                            self.at(p.loc(), "ssh port must not be 0");
-                            22
-                        }
-                        Some(p) => *p.value(),
-                        None => 22,
-                    },
-                    key: s.key.as_ref().map(|k| {
-                        self.check(k, syntax::key_path(k.value()));
-                        k.value().clone()
-                    }),
-                },
-                None => Ssh { user: "root".into(), port: 22, key: None },
-            };
+            let ssh = self.ssh(h.ssh.as_ref(), raw.ssh.as_ref());
             let mut roles: Vec<Role> = Vec::new();
             if h.roles.value().is_empty() {
                 self.at(h.roles.loc(), format!("host `{}` has no roles: give it at least one of app, lb, redis, monitor", name.value()));
@@ -293,6 +276,28 @@ impl V {
             });
         }
         out
+    }
+
+    /// A host's SSH settings: its own, else the topology's `ssh` defaults, else root on port 22 via the agent.
+    fn ssh(&mut self, own: Option<&RawSsh>, defaults: Option<&RawSsh>) -> Ssh {
+        let pick = |f: fn(&RawSsh) -> bool| own.filter(|s| f(s)).or(defaults.filter(|s| f(s)));
+        let user = match pick(|s| s.user.is_some()) {
+            Some(s) => self.string(&s.user, "root", syntax::unix_user),
+            None => "root".into(),
+        };
+        let port = match pick(|s| s.port.is_some()).and_then(|s| s.port.as_ref()) {
+            Some(p) if *p.value() == 0 => {
+                self.at(p.loc(), "ssh port must not be 0");
+                22
+            }
+            Some(p) => *p.value(),
+            None => 22,
+        };
+        let key = pick(|s| s.key.is_some()).and_then(|s| s.key.as_ref()).map(|k| {
+            self.check(k, syntax::key_path(k.value()));
+            k.value().clone()
+        });
+        Ssh { user, port, key }
     }
 
     fn load_balancer(&mut self, lb: Option<&RawLoadBalancer>) -> LoadBalancer {

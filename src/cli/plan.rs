@@ -1,0 +1,50 @@
+//! `scalectl plan`: what apply would change on every host, as actions and diffs; nothing changes.
+
+use super::fleet::{self, FleetArgs, ReleaseArg};
+use super::{Failure, JSON_FORMAT_VERSION, Output};
+use crate::plan::{Plan, Release, render_text};
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Exit codes: 0 ok (with --detailed-exitcode: no changes), 1 error, 2 changes present (with --detailed-exitcode).")]
+pub struct Args {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    #[command(flatten)]
+    pub release: ReleaseArg,
+    /// Output format
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Exit 2 when there are changes, 0 when there are none (1 stays an error)
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+pub fn run(a: Args, color: bool) -> Result<(), Failure> {
+    let fleet = fleet::connect(&a.fleet, color)?;
+    let binary = a.release.read()?;
+    let release = Release::of(&binary);
+    let plan = fleet::make_plan(&fleet, Some(&release))?;
+    print(&plan, a.output, color);
+    if a.detailed_exitcode && plan.has_changes() {
+        return Err(Failure::Changes);
+    }
+    Ok(())
+}
+
+pub fn print(plan: &Plan, output: Output, color: bool) {
+    match output {
+        Output::Text => print!("{}", render_text(plan, color)),
+        Output::Json => println!("{}", json(plan)),
+    }
+}
+
+pub fn json(plan: &Plan) -> String {
+    let doc = serde_json::json!({
+        "format_version": JSON_FORMAT_VERSION,
+        "topology": plan.topology,
+        "changes": plan.has_changes(),
+        "action_count": plan.change_count(),
+        "hosts": plan.hosts,
+    });
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}

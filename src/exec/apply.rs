@@ -1,0 +1,511 @@
+//! Execute a plan exactly: prepare on every host in parallel, activate host by host in plan order,
+//! clean up last. Files are written atomically (temporary file + rename), nginx's configuration is
+//! validated before anything reloads it, and scale-api instances restart one at a time, each gated
+//! on its readiness endpoint. An instance that never becomes ready rolls every app host touched so
+//! far back to the files and release it had, and the error shows that instance's last log lines.
+//!
+//! `commands` builds every remote script from plan values (pure, tested as text).
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::ssh::{Conn, last_lines};
+use crate::plan::{Action, FileChange, HostPlan, Plan, instance_unit};
+
+pub type Progress<'a> = &'a (dyn Fn(&str, &str) + Sync);
+
+pub struct Options<'a> {
+    /// The scale-api binary, when the plan uploads a release.
+    pub release: Option<&'a [u8]>,
+    pub ready_timeout: Duration,
+    pub parallel: usize,
+    /// (host, message) for people watching.
+    pub progress: Progress<'a>,
+    /// Who applies, for the audit log.
+    pub owner: String,
+}
+
+const PACKAGE_TIMEOUT: Duration = Duration::from_secs(900);
+const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn conn<'c>(conns: &'c [Conn], host: &str) -> anyhow::Result<&'c Conn> {
+    conns.iter().find(|c| c.endpoint.host == host).with_context(|| format!("{host}: not connected"))
+}
+
+/// Run the plan. On error, what was done is reported and nothing the plan did not say is attempted,
+/// except restoring files a failed validation rejected and rolling back a release that never became ready.
+pub fn execute(conns: &[Conn], plan: &Plan, opts: &Options<'_>) -> anyhow::Result<()> {
+    let result = run_stages(conns, plan, opts);
+    let outcome = match &result {
+        Ok(()) => "ok".to_string(),
+        Err(e) => format!("failed: {}", e.to_string().lines().next().unwrap_or("")),
+    };
+    // The audit log: one JSON line per host that had something to do.
+    let changed: Vec<&HostPlan> = plan.hosts.iter().filter(|h| !h.is_empty()).collect();
+    super::fanout(&changed, opts.parallel, |h| {
+        if let Ok(c) = conn(conns, &h.host) {
+            let entry = serde_json::json!({
+                "owner": opts.owner,
+                "topology": plan.topology,
+                "actions": h.actions().map(action_name).collect::<Vec<_>>(),
+                "outcome": outcome,
+            });
+            let _ = c.script(&commands::audit(&entry.to_string()), STEP_TIMEOUT);
+        }
+    });
+    result
+}
+
+fn run_stages(conns: &[Conn], plan: &Plan, opts: &Options<'_>) -> anyhow::Result<()> {
+    // Prepare: every host at once.
+    let preparing: Vec<&HostPlan> = plan.hosts.iter().filter(|h| !h.prepare.is_empty()).collect();
+    let results = super::fanout(&preparing, opts.parallel, |h| prepare(conn(conns, &h.host)?, h, opts));
+    super::collect(results).context("prepare failed: no service was restarted; the next apply resumes from what was done")?;
+
+    // Activate: host by host, in plan order (redis, monitor, app, lb).
+    let mut touched: Vec<Touched> = Vec::new();
+    for h in plan.hosts.iter().filter(|h| !h.activate.is_empty()) {
+        let c = conn(conns, &h.host)?;
+        if let Err(failure) = activate(c, h, opts, &mut touched) {
+            return Err(rollback(conns, touched, failure, opts));
+        }
+    }
+
+    // Cleanup: instances no longer wanted (the load balancer no longer sends them anything), old releases.
+    let cleaning: Vec<&HostPlan> = plan.hosts.iter().filter(|h| !h.cleanup.is_empty()).collect();
+    let results = super::fanout(&cleaning, opts.parallel, |h| {
+        let c = conn(conns, &h.host)?;
+        for a in &h.cleanup {
+            step(c, a, opts)?;
+        }
+        Ok(())
+    });
+    super::collect(results).context("cleanup failed")?;
+    Ok(())
+}
+
+fn prepare(c: &Conn, h: &HostPlan, opts: &Options<'_>) -> anyhow::Result<()> {
+    let mut written: Vec<&FileChange> = Vec::new();
+    let mut i = 0;
+    while i < h.prepare.len() {
+        // Consecutive file writes go in one round trip.
+        if let Action::WriteFile(_) = &h.prepare[i] {
+            let batch: Vec<&FileChange> = h.prepare[i..]
+                .iter()
+                .map_while(|a| if let Action::WriteFile(f) = a { Some(f) } else { None })
+                .collect();
+            (opts.progress)(&h.host, &format!("writing {} file{}", batch.len(), if batch.len() == 1 { "" } else { "s" }));
+            c.sudo_script("writing files", &commands::write_files(&batch), STEP_TIMEOUT)?;
+            i += batch.len();
+            written.extend(batch);
+            continue;
+        }
+        let a = &h.prepare[i];
+        if let Action::Validate { unit, command } = a {
+            let out = c.script(command, STEP_TIMEOUT)?;
+            if !out.ok() {
+                // Put the previous files back so that nothing reloads a broken configuration later.
+                let restore = c.sudo_script("restoring files", &commands::restore_files(&written), STEP_TIMEOUT);
+                anyhow::bail!(
+                    "{}: {unit} rejected the new configuration ({command}), so it was not applied{}:\n{}",
+                    h.host,
+                    if restore.is_ok() { " and the previous files are back" } else { "; restoring the previous files ALSO failed" },
+                    last_lines(out.stderr.trim(), 15)
+                );
+            }
+        } else {
+            step(c, a, opts)?;
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// What activation changed on an app host, to undo it.
+struct Touched<'p> {
+    host: String,
+    files: Vec<&'p FileChange>,
+    from_release: Option<Option<String>>,
+    started: Vec<u16>,
+    readiness: String,
+}
+
+/// A readiness failure during activation, with what the operator needs to see.
+struct Failure {
+    error: anyhow::Error,
+}
+
+fn activate<'p>(c: &Conn, h: &'p HostPlan, opts: &Options<'_>, touched: &mut Vec<Touched<'p>>) -> Result<(), Failure> {
+    let fail = |error: anyhow::Error| Failure { error };
+    let is_app = h.activate.iter().any(|a| matches!(a, Action::SwitchRelease { .. } | Action::RollingRestart { .. } | Action::Start { ready_port: Some(_), .. }) || matches!(a, Action::WriteFile(_)));
+    if is_app {
+        let readiness = h
+            .activate
+            .iter()
+            .find_map(|a| if let Action::RollingRestart { readiness, .. } = a { Some(readiness.clone()) } else { None })
+            .unwrap_or_else(|| "/readyz".into());
+        touched.push(Touched { host: h.host.clone(), files: Vec::new(), from_release: None, started: Vec::new(), readiness });
+    }
+    for a in &h.activate {
+        match a {
+            Action::WriteFile(f) => {
+                c.sudo_script("writing files", &commands::write_files(&[f]), STEP_TIMEOUT).map_err(fail)?;
+                if let Some(t) = touched.last_mut() {
+                    t.files.push(f);
+                }
+            }
+            Action::SwitchRelease { from, to } => {
+                (opts.progress)(&h.host, &format!("switching to release {to}"));
+                c.sudo_script("switching release", &commands::switch_release(to), STEP_TIMEOUT).map_err(fail)?;
+                if let Some(t) = touched.last_mut() {
+                    t.from_release = Some(from.clone());
+                }
+            }
+            Action::Start { unit, ready_port: Some(port) } => {
+                (opts.progress)(&h.host, &format!("starting {unit}"));
+                c.sudo_script("starting", &commands::start(unit), STEP_TIMEOUT).map_err(fail)?;
+                let path = touched.last().map(|t| t.readiness.clone()).unwrap_or_else(|| "/readyz".into());
+                if let Some(t) = touched.last_mut() {
+                    t.started.push(*port);
+                }
+                wait_ready(c, *port, &path, opts.ready_timeout).map_err(fail)?;
+            }
+            Action::RollingRestart { ports, readiness } => {
+                for port in ports {
+                    (opts.progress)(&h.host, &format!("restarting scale-api@{port}, waiting for {readiness}"));
+                    c.sudo_script("restarting", &commands::restart(&instance_unit(*port)), STEP_TIMEOUT).map_err(fail)?;
+                    if let Some(t) = touched.last_mut() {
+                        t.started.push(*port);
+                    }
+                    wait_ready(c, *port, readiness, opts.ready_timeout).map_err(fail)?;
+                }
+            }
+            other => step(c, other, opts).map_err(fail)?,
+        }
+    }
+    Ok(())
+}
+
+fn wait_ready(c: &Conn, port: u16, path: &str, timeout: Duration) -> anyhow::Result<()> {
+    let out = c.script(&commands::wait_ready(port, path, timeout), timeout + STEP_TIMEOUT)?;
+    if out.ok() {
+        return Ok(());
+    }
+    let unit = instance_unit(port);
+    let logs = c.script(&commands::logs(&unit), STEP_TIMEOUT).map(|o| o.stdout).unwrap_or_default();
+    anyhow::bail!(
+        "{}: {unit} never became ready within {} ({}).\nIts last log lines:\n{}",
+        c.endpoint.host,
+        humantime::format_duration(timeout),
+        out.stdout.trim(),
+        indent(logs.trim())
+    )
+}
+
+fn indent(s: &str) -> String {
+    if s.is_empty() { "  (none)".into() } else { s.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n") }
+}
+
+/// Undo activation on every touched app host, newest first; the old release serves again.
+fn rollback(conns: &[Conn], touched: Vec<Touched<'_>>, failure: Failure, opts: &Options<'_>) -> anyhow::Error {
+    let mut notes = Vec::new();
+    for t in touched.iter().rev() {
+        let Ok(c) = conn(conns, &t.host) else { continue };
+        (opts.progress)(&t.host, "rolling back");
+        let mut ok = true;
+        if !t.files.is_empty() {
+            ok &= c.sudo_script("restoring files", &commands::restore_files(&t.files), STEP_TIMEOUT).is_ok();
+            ok &= c.sudo_script("daemon-reload", "systemctl daemon-reload", STEP_TIMEOUT).is_ok();
+        }
+        let release = match &t.from_release {
+            Some(Some(prev)) => {
+                ok &= c.sudo_script("switching release back", &commands::switch_release(prev), STEP_TIMEOUT).is_ok();
+                format!("release {prev}")
+            }
+            Some(None) => "no earlier release to return to".to_string(),
+            None => "its release unchanged".to_string(),
+        };
+        for port in &t.started {
+            ok &= c.sudo_script("restarting", &commands::restart(&instance_unit(*port)), STEP_TIMEOUT).is_ok()
+                && wait_ready(c, *port, &t.readiness, opts.ready_timeout).is_ok();
+        }
+        notes.push(format!("{}: rolled back ({release}){}", t.host, if ok { "" } else { ", but some steps FAILED: check it with `scalectl status`" }));
+    }
+    anyhow::anyhow!("{:#}\nRolled back:\n  {}", failure.error, if notes.is_empty() { "nothing to roll back".into() } else { notes.join("\n  ") })
+}
+
+/// Actions with no special handling: one script each.
+fn step(c: &Conn, a: &Action, opts: &Options<'_>) -> anyhow::Result<()> {
+    let host = &c.endpoint.host;
+    match a {
+        Action::InstallPackages { packages } => {
+            (opts.progress)(host, &format!("installing {}", packages.join(", ")));
+            let out = c.run_merged(&super::ssh::sudo_command(&c.endpoint.user, &commands::install_packages(packages)), PACKAGE_TIMEOUT)?;
+            if !out.ok() {
+                anyhow::bail!("{host}: installing packages failed (exit {}):\n{}", out.status, last_lines(&out.stdout, 20));
+            }
+        }
+        Action::UploadRelease { release, bytes } => {
+            let binary = opts.release.context("the plan uploads a release but no scale-api binary was given")?;
+            anyhow::ensure!(binary.len() as u64 == *bytes, "the scale-api binary changed since the plan was made");
+            (opts.progress)(host, &format!("uploading release {release}"));
+            let out = c.run(&super::ssh::sudo_command(&c.endpoint.user, &commands::upload_release(release)), binary, STEP_TIMEOUT)?;
+            anyhow::ensure!(out.ok(), "{host}: uploading the release failed: {}", out.stderr.trim());
+        }
+        Action::WriteFile(f) => {
+            c.sudo_script("writing files", &commands::write_files(&[f]), STEP_TIMEOUT)?;
+        }
+        Action::RemoveFile { path } => {
+            c.sudo_script("removing a file", &commands::remove(path), STEP_TIMEOUT)?;
+        }
+        Action::DaemonReload => {
+            c.sudo_script("daemon-reload", "systemctl daemon-reload", STEP_TIMEOUT)?;
+        }
+        Action::Validate { unit, command } => {
+            let out = c.script(command, STEP_TIMEOUT)?;
+            anyhow::ensure!(out.ok(), "{host}: {unit} rejected its configuration: {}", out.stderr.trim());
+        }
+        Action::Start { unit, ready_port } => {
+            (opts.progress)(host, &format!("starting {unit}"));
+            c.sudo_script("starting", &commands::start(unit), STEP_TIMEOUT)?;
+            if let Some(p) = ready_port {
+                wait_ready(c, *p, "/readyz", opts.ready_timeout)?;
+            }
+        }
+        Action::Restart { unit } => {
+            (opts.progress)(host, &format!("restarting {unit}"));
+            c.sudo_script("restarting", &commands::restart(unit), STEP_TIMEOUT)?;
+        }
+        Action::Reload { unit } => {
+            (opts.progress)(host, &format!("reloading {unit}"));
+            c.sudo_script("reloading", &commands::reload(unit), STEP_TIMEOUT)?;
+        }
+        Action::Enable { unit } => {
+            c.sudo_script("enabling", &commands::enable(unit), STEP_TIMEOUT)?;
+        }
+        Action::SwitchRelease { to, .. } => {
+            c.sudo_script("switching release", &commands::switch_release(to), STEP_TIMEOUT)?;
+        }
+        Action::RollingRestart { ports, readiness } => {
+            for port in ports {
+                c.sudo_script("restarting", &commands::restart(&instance_unit(*port)), STEP_TIMEOUT)?;
+                wait_ready(c, *port, readiness, opts.ready_timeout)?;
+            }
+        }
+        Action::Stop { unit } => {
+            (opts.progress)(host, &format!("stopping {unit}"));
+            c.sudo_script("stopping", &commands::stop(unit), STEP_TIMEOUT)?;
+        }
+        Action::PruneReleases { remove } => {
+            c.sudo_script("removing old releases", &commands::prune(remove), STEP_TIMEOUT)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn action_name(a: &Action) -> String {
+    match a {
+        Action::InstallPackages { packages } => format!("install {}", packages.join(",")),
+        Action::UploadRelease { release, .. } => format!("upload {release}"),
+        Action::WriteFile(f) => format!("write {}", f.path),
+        Action::RemoveFile { path } => format!("remove {path}"),
+        Action::DaemonReload => "daemon-reload".into(),
+        Action::Validate { unit, .. } => format!("validate {unit}"),
+        Action::Start { unit, .. } => format!("start {unit}"),
+        Action::Restart { unit } => format!("restart {unit}"),
+        Action::Reload { unit } => format!("reload {unit}"),
+        Action::Enable { unit } => format!("enable {unit}"),
+        Action::SwitchRelease { to, .. } => format!("switch {to}"),
+        Action::RollingRestart { ports, .. } => format!("rolling {ports:?}"),
+        Action::Stop { unit } => format!("stop {unit}"),
+        Action::PruneReleases { remove } => format!("prune {}", remove.join(",")),
+    }
+}
+
+/// Remote scripts, built from plan values; every interpolated value is shell-quoted.
+pub mod commands {
+    use std::time::Duration;
+
+    use base64::Engine;
+
+    use crate::plan::{CURRENT_LINK, Change, FileChange, RELEASES_DIR};
+
+    fn q(s: &str) -> String {
+        shlex::try_quote(s).map(|c| c.into_owned()).unwrap_or_else(|_| "''".into())
+    }
+
+    pub fn install_packages(packages: &[String]) -> String {
+        let list: Vec<String> = packages.iter().map(|p| q(p)).collect();
+        format!(
+            "export DEBIAN_FRONTEND=noninteractive\napt-get update -q && apt-get install -y -q --no-install-recommends {}\n",
+            list.join(" ")
+        )
+    }
+
+    /// Receives the binary on stdin; the release directory appears complete or not at all.
+    pub fn upload_release(id: &str) -> String {
+        let tmp = format!("{RELEASES_DIR}/.tmp-{id}");
+        let dir = format!("{RELEASES_DIR}/{id}");
+        format!(
+            "set -e; rm -rf {t}; mkdir -p {t}; cat > {t}/scale-api; chmod 755 {t}/scale-api; rm -rf {d}; mv {t} {d}",
+            t = q(&tmp),
+            d = q(&dir)
+        )
+    }
+
+    /// Each file to `PATH.scalectl-new`, then mode, owner, fsync and rename over PATH.
+    pub fn write_files(files: &[&FileChange]) -> String {
+        let mut s = String::from("set -e\numask 077\n");
+        for f in files {
+            let tmp = format!("{}.scalectl-new", f.path);
+            let dir = std::path::Path::new(&f.path).parent().map(|p| p.display().to_string()).unwrap_or_else(|| "/".into());
+            s.push_str(&format!("install -d -m 755 {}\n", q(&dir)));
+            if f.change == Change::Metadata {
+                s.push_str(&format!("chmod {:o} {p}; chown {}:{} {p}\n", f.mode, q(&f.owner), q(&f.group), p = q(&f.path)));
+                continue;
+            }
+            let b64 = base64::engine::general_purpose::STANDARD.encode(f.content.as_bytes());
+            s.push_str(&format!(
+                "printf '%s' {b64} | base64 -d > {t}\nchmod {:o} {t}\nchown {}:{} {t}\nsync {t}\nmv -f {t} {p}\n",
+                f.mode,
+                q(&f.owner),
+                q(&f.group),
+                b64 = q(&b64),
+                t = q(&tmp),
+                p = q(&f.path)
+            ));
+        }
+        s
+    }
+
+    /// Put back what the host had before `write_files` (remove what was created).
+    pub fn restore_files(files: &[&FileChange]) -> String {
+        let restored: Vec<FileChange> = files
+            .iter()
+            .filter_map(|f| f.previous.as_ref().map(|prev| FileChange { content: prev.clone(), change: Change::Update, ..(*f).clone() }))
+            .collect();
+        let refs: Vec<&FileChange> = restored.iter().collect();
+        let mut s = write_files(&refs);
+        for f in files.iter().filter(|f| f.change == Change::Create) {
+            s.push_str(&format!("rm -f {}\n", q(&f.path)));
+        }
+        s
+    }
+
+    pub fn remove(path: &str) -> String {
+        format!("rm -f {}", q(path))
+    }
+
+    pub fn switch_release(id: &str) -> String {
+        format!(
+            "set -e; ln -sfn {} {c}.scalectl-new; mv -T {c}.scalectl-new {c}",
+            q(&format!("{RELEASES_DIR}/{id}")),
+            c = CURRENT_LINK
+        )
+    }
+
+    pub fn start(unit: &str) -> String {
+        format!("systemctl enable -q {u} && systemctl start {u}", u = q(unit))
+    }
+
+    pub fn restart(unit: &str) -> String {
+        format!("systemctl enable -q {u} && systemctl restart {u}", u = q(unit))
+    }
+
+    pub fn reload(unit: &str) -> String {
+        format!("systemctl reload {}", q(unit))
+    }
+
+    pub fn enable(unit: &str) -> String {
+        format!("systemctl enable -q {}", q(unit))
+    }
+
+    pub fn stop(unit: &str) -> String {
+        format!("systemctl disable -q --now {}", q(unit))
+    }
+
+    pub fn prune(ids: &[String]) -> String {
+        let dirs: Vec<String> = ids.iter().map(|i| q(&format!("{RELEASES_DIR}/{i}"))).collect();
+        format!("rm -rf {}", dirs.join(" "))
+    }
+
+    /// Poll the instance's readiness path until HTTP 200 or the deadline; print the last answer.
+    pub fn wait_ready(port: u16, path: &str, timeout: Duration) -> String {
+        format!(
+            "url={url}\nend=$(( $(date +%s) + {secs} ))\ncode=000\n\
+while [ \"$(date +%s)\" -lt \"$end\" ]; do\n  code=$(curl -s -m 2 -o /tmp/scalectl-ready.$$ -w '%{{http_code}}' \"$url\" || true)\n  \
+if [ \"$code\" = 200 ]; then rm -f /tmp/scalectl-ready.$$; exit 0; fi\n  sleep 0.2\ndone\n\
+echo \"last answer from $url: HTTP $code $(head -c 300 /tmp/scalectl-ready.$$ 2>/dev/null)\"\nrm -f /tmp/scalectl-ready.$$\nexit 1\n",
+            url = q(&format!("http://127.0.0.1:{port}{path}")),
+            secs = timeout.as_secs().max(1)
+        )
+    }
+
+    pub fn logs(unit: &str) -> String {
+        format!("journalctl -u {} -n 20 --no-pager -o short-iso 2>&1 || true", q(unit))
+    }
+
+    pub fn audit(json_line: &str) -> String {
+        format!(
+            "mkdir -p /var/log/scalectl && printf '%s %s\\n' \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" {} >> /var/log/scalectl/audit.log",
+            q(json_line)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::commands;
+    use crate::plan::{Change, FileChange};
+
+    fn file(path: &str, content: &str, change: Change, previous: Option<&str>) -> FileChange {
+        FileChange {
+            path: path.into(),
+            mode: 0o640,
+            owner: "root".into(),
+            group: "redis".into(),
+            change,
+            sensitive: false,
+            diff: None,
+            content: content.into(),
+            previous: previous.map(String::from),
+        }
+    }
+
+    #[test]
+    fn files_are_written_beside_their_target_then_renamed() {
+        let f = file("/etc/redis/redis.conf", "port 6379\n", Change::Update, None);
+        let s = commands::write_files(&[&f]);
+        assert!(s.contains("printf '%s' cG9ydCA2Mzc5Cg== | base64 -d > /etc/redis/redis.conf.scalectl-new"), "{s}");
+        assert!(s.contains("chmod 640 /etc/redis/redis.conf.scalectl-new"));
+        assert!(s.contains("chown root:redis /etc/redis/redis.conf.scalectl-new"));
+        assert!(s.contains("mv -f /etc/redis/redis.conf.scalectl-new /etc/redis/redis.conf"));
+        assert!(s.starts_with("set -e"));
+    }
+
+    #[test]
+    fn restore_puts_back_previous_content_and_removes_created_files() {
+        let upd = file("/etc/a", "new", Change::Update, Some("old"));
+        let new = file("/etc/b", "x", Change::Create, None);
+        let s = commands::restore_files(&[&upd, &new]);
+        assert!(s.contains("b2xk")); // base64("old")
+        assert!(!s.contains("bmV3")); // base64("new")
+        assert!(s.contains("rm -f /etc/b"));
+    }
+
+    #[test]
+    fn release_switch_is_an_atomic_rename_of_a_symlink() {
+        assert_eq!(
+            commands::switch_release("abc"),
+            "set -e; ln -sfn /opt/scale-api/releases/abc /opt/scale-api/current.scalectl-new; mv -T /opt/scale-api/current.scalectl-new /opt/scale-api/current"
+        );
+    }
+
+    #[test]
+    fn readiness_is_polled_with_a_deadline() {
+        let s = commands::wait_ready(3001, "/readyz", std::time::Duration::from_secs(30));
+        assert!(s.contains("url=http://127.0.0.1:3001/readyz"));
+        assert!(s.contains("+ 30"));
+    }
+}

@@ -1,0 +1,163 @@
+//! Read a host's state in one round trip: core count, whether it is a container, every managed
+//! file (content, or only a hash for secrets), unit states, packages and releases.
+//!
+//! The script is built from the desired state's lists (quoted); its line-oriented output is
+//! parsed by `parse`, which is pure and unit-tested.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine;
+
+use super::ssh::Conn;
+use crate::plan::{CURRENT_LINK, DesiredHost, Observed, ObservedFile, RELEASES_DIR, UnitState, instance_unit};
+
+fn q(s: &str) -> String {
+    shlex::try_quote(s).map(|c| c.into_owned()).unwrap_or_else(|_| "''".into())
+}
+
+/// The observation script for one host.
+pub fn script(d: &DesiredHost) -> String {
+    let mut s = String::from("LC_ALL=C; export LC_ALL\n");
+    s.push_str("echo \"cores $(nproc)\"\n");
+    s.push_str("echo \"virt $(systemd-detect-virt --container 2>/dev/null || echo none)\"\n");
+    let mut plain: Vec<&str> = d.files.iter().filter(|f| !f.sensitive).map(|f| f.path.as_str()).collect();
+    plain.extend(d.absent.iter().map(|(p, _)| p.as_str()));
+    let secret: Vec<&str> = d.files.iter().filter(|f| f.sensitive).map(|f| f.path.as_str()).collect();
+    if !plain.is_empty() {
+        s.push_str(&format!(
+            "for f in {}; do if [ -f \"$f\" ]; then echo \"file $f $(stat -c '%a %U %G' \"$f\") $(base64 -w0 < \"$f\")\"; else echo \"nofile $f\"; fi; done\n",
+            join(&plain)
+        ));
+    }
+    if !secret.is_empty() {
+        s.push_str(&format!(
+            "for f in {}; do if [ -f \"$f\" ]; then echo \"secret $f $(stat -c '%a %U %G' \"$f\") $(sha256sum < \"$f\" | cut -d' ' -f1)\"; else echo \"nofile $f\"; fi; done\n",
+            join(&secret)
+        ));
+    }
+    let mut units: Vec<String> = d.services.clone();
+    units.extend(d.enabled.iter().cloned());
+    units.extend(d.instances.iter().map(|p| instance_unit(*p)));
+    if !units.is_empty() {
+        let refs: Vec<&str> = units.iter().map(String::as_str).collect();
+        s.push_str(&format!(
+            "for u in {}; do echo \"unit $u $(systemctl is-active \"$u\" 2>/dev/null) $(systemctl is-enabled \"$u\" 2>/dev/null)\"; done\n",
+            join(&refs)
+        ));
+    }
+    // Instances that exist but are no longer desired.
+    s.push_str("for u in $(systemctl list-units --all --plain --no-legend 'scale-api@*.service' 2>/dev/null | cut -d' ' -f1) $(cd /etc/systemd/system/scale-api.target.wants 2>/dev/null && ls); do echo \"unit $u $(systemctl is-active \"$u\" 2>/dev/null) $(systemctl is-enabled \"$u\" 2>/dev/null)\"; done\n");
+    if !d.packages.is_empty() {
+        let refs: Vec<&str> = d.packages.iter().map(String::as_str).collect();
+        s.push_str(&format!(
+            "for p in {}; do echo \"pkg $p $(dpkg-query -W -f='${{db:Status-Status}}' \"$p\" 2>/dev/null)\"; done\n",
+            join(&refs)
+        ));
+    }
+    s.push_str(&format!("echo \"release $(basename \"$(readlink {CURRENT_LINK} 2>/dev/null)\" 2>/dev/null)\"\n"));
+    s.push_str(&format!("ls -1tr {RELEASES_DIR} 2>/dev/null | sed 's/^/have /'\n"));
+    s
+}
+
+fn join(items: &[&str]) -> String {
+    items.iter().map(|i| q(i)).collect::<Vec<_>>().join(" ")
+}
+
+/// Parse the script's output.
+pub fn parse(out: &str) -> Result<Observed, String> {
+    let mut o = Observed::default();
+    for line in out.lines() {
+        let mut w = line.split(' ');
+        let kind = w.next().unwrap_or("");
+        let rest: Vec<&str> = w.collect();
+        match (kind, rest.as_slice()) {
+            ("cores", [n]) => o.cores = n.parse().map_err(|_| format!("bad core count `{n}`"))?,
+            ("virt", [v]) => o.container = *v != "none" && !v.is_empty(),
+            ("file", [path, mode, owner, group, data @ ..]) => {
+                let data = data.first().copied().unwrap_or("");
+                let bytes = base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| format!("{path}: {e}"))?;
+                o.files.insert(
+                    path.to_string(),
+                    Some(ObservedFile {
+                        mode: u32::from_str_radix(mode, 8).map_err(|_| format!("{path}: bad mode {mode}"))?,
+                        owner: owner.to_string(),
+                        group: group.to_string(),
+                        sha256: crate::plan::sha256_hex(&bytes),
+                        content: Some(String::from_utf8_lossy(&bytes).into_owned()),
+                    }),
+                );
+            }
+            ("secret", [path, mode, owner, group, sha]) => {
+                o.files.insert(
+                    path.to_string(),
+                    Some(ObservedFile {
+                        mode: u32::from_str_radix(mode, 8).map_err(|_| format!("{path}: bad mode {mode}"))?,
+                        owner: owner.to_string(),
+                        group: group.to_string(),
+                        sha256: sha.to_string(),
+                        content: None,
+                    }),
+                );
+            }
+            ("nofile", [path]) => {
+                o.files.insert(path.to_string(), None);
+            }
+            ("unit", [name, rest @ ..]) => {
+                let active = rest.first().copied().unwrap_or("").to_string();
+                let enabled = rest.get(1).copied().unwrap_or("").to_string();
+                o.units.insert(name.to_string(), UnitState { active, enabled });
+            }
+            ("pkg", [name, status @ ..]) => {
+                o.packages.insert(name.to_string(), status.first() == Some(&"installed"));
+            }
+            ("release", [id]) => o.release = (!id.is_empty()).then(|| id.to_string()),
+            ("have", [id]) if !id.starts_with('.') => o.releases.push(id.to_string()),
+            _ => {}
+        }
+    }
+    if o.cores == 0 {
+        return Err("the host did not report its core count".into());
+    }
+    Ok(o)
+}
+
+pub fn observe(conn: &Conn, d: &DesiredHost) -> anyhow::Result<Observed> {
+    let out = conn.sudo_script("observing", &script(d), Duration::from_secs(60))?;
+    parse(&out.stdout).map_err(|e| anyhow::anyhow!("{}: cannot read the observation: {e}", conn.endpoint.host))
+}
+
+/// Observe hosts in parallel; every host's failure is reported.
+pub fn observe_all(conns: &[Conn], desired: &[DesiredHost], parallel: usize) -> anyhow::Result<BTreeMap<String, Observed>> {
+    let results = super::fanout(desired, parallel, |d| {
+        let conn = conns.iter().find(|c| c.endpoint.host == d.host).ok_or_else(|| anyhow::anyhow!("{}: not connected", d.host))?;
+        observe(conn, d).map(|o| (d.host.clone(), o))
+    });
+    super::collect(results).map(|v| v.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_kind_of_line() {
+        let out = "cores 2\nvirt docker\nfile /etc/a 644 root root aGkK\nnofile /etc/b\nsecret /etc/s 600 root root abc\n\
+unit nginx.service active enabled\nunit scale-api@3000.service inactive \npkg nginx installed\npkg redis-server \n\
+release 0123456789ab\nhave 0123456789ab\nhave .tmp-x\n";
+        let o = parse(out).unwrap();
+        assert_eq!(o.cores, 2);
+        assert!(o.container);
+        let a = o.files["/etc/a"].as_ref().unwrap();
+        assert_eq!((a.mode, a.content.as_deref()), (0o644, Some("hi\n")));
+        assert_eq!(o.files["/etc/b"], None);
+        assert_eq!(o.files["/etc/s"].as_ref().unwrap().content, None);
+        assert!(o.units["nginx.service"].is_active());
+        assert!(!o.units["scale-api@3000.service"].is_active());
+        assert_eq!(o.packages["nginx"], true);
+        assert_eq!(o.packages["redis-server"], false);
+        assert_eq!(o.release.as_deref(), Some("0123456789ab"));
+        assert_eq!(o.releases, vec!["0123456789ab".to_string()]);
+        assert!(parse("virt none\n").is_err());
+    }
+}

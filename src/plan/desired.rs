@@ -1,0 +1,195 @@
+//! What each host should have: files (from render), packages, services, scale-api instances and
+//! release. Pure: the topology, the rendered files and the release id come in; nothing is read.
+//!
+//! This is where deployment knowledge lives: which Debian package a role needs, which unit a file
+//! belongs to and whether a change to it means reload, restart or a rolling restart.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::render::{Facts, RenderedFile};
+use crate::topology::{LogDestination, Role, Topology};
+
+/// Where releases of scale-api live on a host: `releases/<id>/scale-api`, `current` -> the running one.
+pub const RELEASES_DIR: &str = "/opt/scale-api/releases";
+pub const CURRENT_LINK: &str = "/opt/scale-api/current";
+
+/// The scale-api binary being deployed, named by the first 12 hex digits of its sha256.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Release {
+    pub id: String,
+    pub bytes: u64,
+}
+
+impl Release {
+    pub fn of(binary: &[u8]) -> Release {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(binary);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        Release { id: hex[..12].to_string(), bytes: binary.len() as u64 }
+    }
+}
+
+/// What a changed file asks of its service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnChange {
+    /// Nothing: the service rereads it (Prometheus file_sd).
+    Nothing,
+    Reload(&'static str),
+    Restart(&'static str),
+    /// scale-api's units or environment: restart every instance, one at a time.
+    Rolling,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DesiredFile {
+    pub path: String,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    pub content: String,
+    /// Holds a secret: never diffed or printed.
+    pub sensitive: bool,
+    pub on_change: OnChange,
+    /// A systemd unit or drop-in: changing it needs `systemctl daemon-reload`.
+    pub unit_file: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DesiredHost {
+    pub host: String,
+    pub roles: Vec<Role>,
+    pub files: Vec<DesiredFile>,
+    /// Files that must not exist (e.g. Debian's default nginx site), and who reloads after.
+    pub absent: Vec<(String, OnChange)>,
+    pub packages: Vec<String>,
+    /// Units that must be enabled and running (besides scale-api instances).
+    pub services: Vec<String>,
+    /// Units that must be enabled only.
+    pub enabled: Vec<String>,
+    /// Ports of this host's scale-api instances (unit `scale-api@PORT.service`).
+    pub instances: Vec<u16>,
+    pub release: Option<Release>,
+    /// Readiness path probed on each instance after a (re)start.
+    pub readiness: String,
+}
+
+pub fn instance_unit(port: u16) -> String {
+    format!("scale-api@{port}.service")
+}
+
+/// The desired state of every host, in the order apply activates them: redis, monitor, app, lb.
+pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], release: Option<&Release>) -> Vec<DesiredHost> {
+    let mut by_host: BTreeMap<&str, Vec<&RenderedFile>> = BTreeMap::new();
+    for f in files {
+        by_host.entry(f.host.as_str()).or_default().push(f);
+    }
+    let mut out: Vec<DesiredHost> = t
+        .hosts
+        .iter()
+        .map(|h| {
+            let mut d = DesiredHost {
+                host: h.name.clone(),
+                roles: h.roles.clone(),
+                files: Vec::new(),
+                absent: Vec::new(),
+                packages: Vec::new(),
+                services: Vec::new(),
+                enabled: Vec::new(),
+                instances: Vec::new(),
+                release: None,
+                readiness: t.app.readiness.clone(),
+            };
+            for f in by_host.get(h.name.as_str()).into_iter().flatten() {
+                d.files.push(desired_file(f));
+            }
+            let mut pkgs: Vec<&str> = vec!["prometheus-node-exporter"];
+            let mut services: Vec<&str> = vec!["prometheus-node-exporter.service"];
+            if t.observability.logs.destination == LogDestination::Collector {
+                pkgs.extend(["rsyslog", "rsyslog-relp"]);
+                services.push("rsyslog.service");
+            }
+            if h.has(Role::App) {
+                pkgs.push("curl");
+                let n = t.instances_on(h, facts.cores_of(h));
+                d.instances = (0..n).filter_map(|i| u16::try_from(u32::from(t.app.port) + i).ok()).collect();
+                d.release = release.cloned();
+                d.enabled.push("scale-api.target".into());
+            }
+            if h.has(Role::Lb) {
+                pkgs.extend(["nginx", "prometheus-nginx-exporter"]);
+                services.extend(["nginx.service", "prometheus-nginx-exporter.service"]);
+                d.absent.push(("/etc/nginx/sites-enabled/default".into(), OnChange::Reload("nginx.service")));
+            }
+            if h.has(Role::Redis) {
+                pkgs.extend(["redis-server", "prometheus-redis-exporter"]);
+                services.extend(["redis-server.service", "prometheus-redis-exporter.service"]);
+            }
+            if h.has(Role::Monitor) {
+                pkgs.push("prometheus");
+                services.push("prometheus.service");
+            }
+            d.packages = pkgs.into_iter().map(String::from).collect();
+            d.services = services.into_iter().map(String::from).collect();
+            d
+        })
+        .collect();
+    let rank = |d: &DesiredHost| {
+        [Role::Redis, Role::Monitor, Role::App, Role::Lb].iter().position(|r| d.roles.contains(r)).unwrap_or(4)
+    };
+    out.sort_by_key(rank);
+    out
+}
+
+fn desired_file(f: &RenderedFile) -> DesiredFile {
+    let p = f.path.as_str();
+    let (on_change, group) = match p {
+        _ if p.starts_with("/etc/systemd/system/scale-api") || p.starts_with("/etc/scale-api/") => (OnChange::Rolling, "root"),
+        _ if p.starts_with("/etc/systemd/system/redis-server.service.d/") => (OnChange::Restart("redis-server.service"), "root"),
+        _ if p.starts_with("/etc/redis/") => (OnChange::Restart("redis-server.service"), "redis"),
+        _ if p.starts_with("/etc/nginx/") => (OnChange::Reload("nginx.service"), "root"),
+        "/etc/default/prometheus-nginx-exporter" => (OnChange::Restart("prometheus-nginx-exporter.service"), "root"),
+        "/etc/default/prometheus-redis-exporter" => (OnChange::Restart("prometheus-redis-exporter.service"), "root"),
+        "/etc/default/prometheus" => (OnChange::Restart("prometheus.service"), "root"),
+        "/etc/prometheus/scalectl/targets.json" => (OnChange::Nothing, "root"),
+        _ if p.starts_with("/etc/prometheus/") => (OnChange::Reload("prometheus.service"), "root"),
+        _ if p.starts_with("/etc/rsyslog.d/") => (OnChange::Restart("rsyslog.service"), "root"),
+        _ if p.starts_with("/etc/grafana/") || p.starts_with("/var/lib/grafana/") => (OnChange::Restart("grafana-server.service"), "root"),
+        _ if p.starts_with("/etc/promtail/") => (OnChange::Restart("promtail.service"), "root"),
+        _ => (OnChange::Nothing, "root"),
+    };
+    DesiredFile {
+        path: f.path.clone(),
+        mode: f.mode,
+        owner: "root".into(),
+        group: group.into(),
+        content: f.content.clone(),
+        sensitive: false,
+        on_change,
+        unit_file: p.starts_with("/etc/systemd/system/"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_id_is_the_sha256_prefix() {
+        let r = Release::of(b"abc");
+        assert_eq!(r.id, "ba7816bf8f01");
+        assert_eq!(r.bytes, 3);
+    }
+
+    #[test]
+    fn file_effects_follow_the_service_that_reads_them() {
+        let f = |p: &str| desired_file(&RenderedFile { host: "h".into(), path: p.into(), mode: 0o644, content: String::new() });
+        assert_eq!(f("/etc/scale-api/scale-api.env").on_change, OnChange::Rolling);
+        assert_eq!(f("/etc/nginx/conf.d/lab.conf").on_change, OnChange::Reload("nginx.service"));
+        assert_eq!(f("/etc/redis/redis.conf").group, "redis");
+        assert!(f("/etc/systemd/system/redis-server.service.d/scalectl.conf").unit_file);
+        assert_eq!(f("/etc/prometheus/scalectl/targets.json").on_change, OnChange::Nothing);
+    }
+}

@@ -1,0 +1,390 @@
+//! Desired state against observed state -> a Plan: per host, the actions apply will take, in order,
+//! with a unified diff of every changed file (secrets redacted).
+//!
+//! Pure: no I/O, no clock. `exec` observes the hosts and executes the plan; it makes no decision
+//! the plan did not record. A plan has three stages per host: `prepare` runs on every host in
+//! parallel (packages, release upload, config files, validation), `activate` runs host by host in
+//! plan order (restarts, reloads, the rolling restart of scale-api gated on readiness), `cleanup`
+//! runs last (instances no longer wanted, old releases).
+
+pub mod desired;
+mod text;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use desired::{CURRENT_LINK, DesiredFile, DesiredHost, OnChange, RELEASES_DIR, Release, desired_hosts, instance_unit};
+pub use text::render_text;
+
+/// Releases kept on each host (the running one included).
+pub const KEEP_RELEASES: usize = 3;
+
+/// What `exec::observe` read from one host.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Observed {
+    pub cores: u32,
+    /// `systemd-detect-virt --container` said the host is a container.
+    pub container: bool,
+    /// Managed paths (present or not).
+    pub files: BTreeMap<String, Option<ObservedFile>>,
+    pub units: BTreeMap<String, UnitState>,
+    /// Package -> installed.
+    pub packages: BTreeMap<String, bool>,
+    /// Release `current` points at.
+    pub release: Option<String>,
+    /// Releases present on the host, oldest first.
+    pub releases: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ObservedFile {
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    pub sha256: String,
+    /// None for sensitive files (only their hash is read).
+    #[serde(skip)]
+    pub content: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct UnitState {
+    /// active, inactive, failed, activating, ...
+    pub active: String,
+    /// enabled, disabled, static, ... or empty when the unit does not exist
+    pub enabled: String,
+}
+
+impl UnitState {
+    pub fn is_active(&self) -> bool {
+        self.active == "active" || self.active == "reloading" || self.active == "activating"
+    }
+    pub fn is_enabled(&self) -> bool {
+        self.enabled == "enabled" || self.enabled == "static" || self.enabled == "enabled-runtime"
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Plan {
+    pub topology: String,
+    pub hosts: Vec<HostPlan>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HostPlan {
+    pub host: String,
+    pub roles: Vec<crate::topology::Role>,
+    pub prepare: Vec<Action>,
+    pub activate: Vec<Action>,
+    pub cleanup: Vec<Action>,
+}
+
+impl HostPlan {
+    pub fn is_empty(&self) -> bool {
+        self.prepare.is_empty() && self.activate.is_empty() && self.cleanup.is_empty()
+    }
+    pub fn actions(&self) -> impl Iterator<Item = &Action> {
+        self.prepare.iter().chain(&self.activate).chain(&self.cleanup)
+    }
+}
+
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        self.hosts.iter().any(|h| !h.is_empty())
+    }
+    pub fn change_count(&self) -> usize {
+        self.hosts.iter().map(|h| h.actions().count()).sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    Create,
+    Update,
+    /// Same content; mode or ownership differ.
+    Metadata,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FileChange {
+    pub path: String,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    pub change: Change,
+    pub sensitive: bool,
+    /// Unified diff, None for sensitive files.
+    pub diff: Option<String>,
+    #[serde(skip)]
+    pub content: String,
+    /// What the host had, to restore on rollback (None: absent, or sensitive).
+    #[serde(skip)]
+    pub previous: Option<String>,
+}
+
+/// One step. The executor maps each to commands; it adds nothing of its own.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    InstallPackages { packages: Vec<String> },
+    UploadRelease { release: String, bytes: u64 },
+    WriteFile(FileChange),
+    RemoveFile { path: String },
+    DaemonReload,
+    /// Check a configuration before anything reloads it; on failure the files are restored.
+    Validate { unit: String, command: String },
+    /// enable + start a unit that is not running; for scale-api instances, wait until ready.
+    Start { unit: String, ready_port: Option<u16> },
+    /// enable + restart (a restart also starts a stopped unit).
+    Restart { unit: String },
+    /// Reload a running unit's configuration.
+    Reload { unit: String },
+    Enable { unit: String },
+    SwitchRelease { from: Option<String>, to: String },
+    /// Restart these scale-api instances one at a time, each gated on readiness.
+    RollingRestart { ports: Vec<u16>, readiness: String },
+    /// disable + stop.
+    Stop { unit: String },
+    PruneReleases { remove: Vec<String> },
+}
+
+/// Compare and decide. `observed` must hold every host of `desired`.
+pub fn plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap<String, Observed>) -> Plan {
+    let empty = Observed::default();
+    let hosts = desired
+        .iter()
+        .map(|d| host_plan(d, observed.get(&d.host).unwrap_or(&empty)))
+        .collect();
+    Plan { topology: topology.to_string(), hosts }
+}
+
+fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
+    let mut prepare = Vec::new();
+    let mut activate = Vec::new();
+    let mut cleanup = Vec::new();
+
+    let missing: Vec<String> = d.packages.iter().filter(|p| !o.packages.get(*p).copied().unwrap_or(false)).cloned().collect();
+    if !missing.is_empty() {
+        prepare.push(Action::InstallPackages { packages: missing.clone() });
+    }
+    if let Some(r) = &d.release
+        && !o.releases.contains(&r.id)
+    {
+        prepare.push(Action::UploadRelease { release: r.id.clone(), bytes: r.bytes });
+    }
+
+    // Files: which services they touch.
+    let mut restart: Vec<&str> = Vec::new();
+    let mut reload: Vec<&str> = Vec::new();
+    let mut rolling = false;
+    let mut daemon_reload_prepare = false;
+    let mut daemon_reload_activate = false;
+    let mut note = |on: OnChange, rolling: &mut bool| match on {
+        OnChange::Nothing => {}
+        OnChange::Reload(u) => {
+            if !reload.contains(&u) {
+                reload.push(u)
+            }
+        }
+        OnChange::Restart(u) => {
+            if !restart.contains(&u) {
+                restart.push(u)
+            }
+        }
+        OnChange::Rolling => *rolling = true,
+    };
+    for f in &d.files {
+        let Some(change) = file_change(f, o.files.get(&f.path).and_then(|x| x.as_ref())) else { continue };
+        note(f.on_change, &mut rolling);
+        let app_file = f.on_change == OnChange::Rolling;
+        if f.unit_file {
+            if app_file { daemon_reload_activate = true } else { daemon_reload_prepare = true }
+        }
+        if app_file { activate.push(Action::WriteFile(change)) } else { prepare.push(Action::WriteFile(change)) }
+    }
+    for (path, on) in &d.absent {
+        if matches!(o.files.get(path), Some(Some(_))) {
+            prepare.push(Action::RemoveFile { path: path.clone() });
+            note(*on, &mut rolling);
+        }
+    }
+    if daemon_reload_prepare {
+        prepare.push(Action::DaemonReload);
+    }
+    if reload.contains(&"nginx.service") || restart.contains(&"nginx.service") {
+        prepare.push(Action::Validate { unit: "nginx.service".into(), command: "nginx -t -q".into() });
+    }
+
+    // Services other than scale-api, in the order the desired state lists them.
+    let unit = |u: &str| o.units.get(u).cloned().unwrap_or_default();
+    for s in &d.services {
+        let st = unit(s);
+        if restart.contains(&s.as_str()) || (reload.contains(&s.as_str()) && !st.is_active()) {
+            activate.push(Action::Restart { unit: s.clone() });
+        } else if reload.contains(&s.as_str()) {
+            activate.push(Action::Reload { unit: s.clone() });
+            if !st.is_enabled() {
+                activate.push(Action::Enable { unit: s.clone() });
+            }
+        } else if !st.is_active() || !st.is_enabled() {
+            activate.push(Action::Start { unit: s.clone(), ready_port: None });
+        }
+    }
+
+    // scale-api: the release, then new instances, then a rolling restart of running ones.
+    if !d.instances.is_empty() {
+        if daemon_reload_activate {
+            activate.push(Action::DaemonReload);
+        }
+        if let Some(r) = &d.release
+            && o.release.as_deref() != Some(r.id.as_str())
+        {
+            activate.push(Action::SwitchRelease { from: o.release.clone(), to: r.id.clone() });
+            rolling = true;
+        }
+        let mut roll = Vec::new();
+        for &port in &d.instances {
+            let st = unit(&instance_unit(port));
+            if !st.is_active() {
+                activate.push(Action::Start { unit: instance_unit(port), ready_port: Some(port) });
+            } else if rolling {
+                roll.push(port);
+            } else if !st.is_enabled() {
+                activate.push(Action::Enable { unit: instance_unit(port) });
+            }
+        }
+        if !roll.is_empty() {
+            activate.push(Action::RollingRestart { ports: roll, readiness: d.readiness.clone() });
+        }
+        for e in &d.enabled {
+            if !unit(e).is_enabled() {
+                activate.push(Action::Enable { unit: e.clone() });
+            }
+        }
+    }
+    // Instances no longer wanted (fewer instances, or the app role removed).
+    for (u, st) in &o.units {
+        let port = u.strip_prefix("scale-api@").and_then(|r| r.strip_suffix(".service")).and_then(|p| p.parse::<u16>().ok());
+        if let Some(port) = port
+            && !d.instances.contains(&port)
+            && (st.is_active() || st.is_enabled())
+        {
+            cleanup.push(Action::Stop { unit: u.clone() });
+        }
+    }
+    if let Some(r) = &d.release {
+        let mut kept: Vec<&String> = o.releases.iter().filter(|x| **x != r.id).collect();
+        // Keep the one running now (the rollback target) and the newest others.
+        let limit = KEEP_RELEASES.saturating_sub(1);
+        if kept.len() > limit {
+            let current = o.release.as_ref();
+            let mut remove = Vec::new();
+            let excess = kept.len() - limit;
+            kept.retain(|x| Some(*x) != current);
+            for x in kept.into_iter().take(excess) {
+                remove.push(x.clone());
+            }
+            if !remove.is_empty() {
+                cleanup.push(Action::PruneReleases { remove });
+            }
+        }
+    }
+    HostPlan { host: d.host.clone(), roles: d.roles.clone(), prepare, activate, cleanup }
+}
+
+fn file_change(f: &DesiredFile, o: Option<&ObservedFile>) -> Option<FileChange> {
+    let sha = sha256_hex(f.content.as_bytes());
+    let mk = |change: Change, diff: Option<String>, previous: Option<String>| FileChange {
+        path: f.path.clone(),
+        mode: f.mode,
+        owner: f.owner.clone(),
+        group: f.group.clone(),
+        change,
+        sensitive: f.sensitive,
+        diff,
+        content: f.content.clone(),
+        previous,
+    };
+    match o {
+        None => Some(mk(Change::Create, (!f.sensitive).then(|| unified_diff(&f.path, "", &f.content)), None)),
+        Some(o) if o.sha256 != sha => {
+            let old = o.content.clone().unwrap_or_default();
+            let diff = (!f.sensitive).then(|| unified_diff(&f.path, &old, &f.content));
+            Some(mk(Change::Update, diff, o.content.clone()))
+        }
+        Some(o) if o.mode != f.mode || o.owner != f.owner || o.group != f.group => {
+            Some(mk(Change::Metadata, None, o.content.clone()))
+        }
+        Some(_) => None,
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unified_diff(path: &str, old: &str, new: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("a{path}"), &format!("b{path}"))
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests;
+
+/// `scalectl reload`: every running scale-api instance restarted one at a time, nothing else.
+pub fn reload_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap<String, Observed>) -> Plan {
+    let hosts = desired
+        .iter()
+        .map(|d| {
+            let o = observed.get(&d.host).cloned().unwrap_or_default();
+            let ports: Vec<u16> = d
+                .instances
+                .iter()
+                .copied()
+                .filter(|p| o.units.get(&instance_unit(*p)).is_some_and(UnitState::is_active))
+                .collect();
+            let activate = if ports.is_empty() {
+                Vec::new()
+            } else {
+                vec![Action::RollingRestart { ports, readiness: d.readiness.clone() }]
+            };
+            HostPlan { host: d.host.clone(), roles: d.roles.clone(), prepare: vec![], activate, cleanup: vec![] }
+        })
+        .collect();
+    Plan { topology: topology.to_string(), hosts }
+}
+
+/// `scalectl rollback`: every app host back to the release before the running one.
+pub fn rollback_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap<String, Observed>) -> Result<Plan, String> {
+    let mut hosts = Vec::new();
+    for d in desired {
+        let o = observed.get(&d.host).cloned().unwrap_or_default();
+        let mut activate = Vec::new();
+        if !d.instances.is_empty() {
+            let current = o.release.clone();
+            // Releases are listed oldest first: the previous one is the newest other than current.
+            let previous = o.releases.iter().rev().find(|r| Some(*r) != current.as_ref()).cloned();
+            let Some(previous) = previous else {
+                return Err(format!("{}: no earlier release to roll back to (it has only {:?})", d.host, o.releases));
+            };
+            activate.push(Action::SwitchRelease { from: current, to: previous });
+            let ports: Vec<u16> = d
+                .instances
+                .iter()
+                .copied()
+                .filter(|p| o.units.get(&instance_unit(*p)).is_some_and(UnitState::is_active))
+                .collect();
+            if !ports.is_empty() {
+                activate.push(Action::RollingRestart { ports, readiness: d.readiness.clone() });
+            }
+        }
+        hosts.push(HostPlan { host: d.host.clone(), roles: d.roles.clone(), prepare: vec![], activate, cleanup: vec![] });
+    }
+    Ok(Plan { topology: topology.to_string(), hosts })
+}
