@@ -2,7 +2,8 @@
 # Install what scalectl's tests and lab need on a fresh Debian 12 machine (idempotent).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-packages=(nginx-light prometheus redis-server redis-tools ansible-core rsyslog rsyslog-relp openssl systemd)
+packages=(nginx-light prometheus redis-server redis-tools ansible-core rsyslog rsyslog-relp openssl systemd
+          docker.io debootstrap libssl-dev pkg-config)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -14,3 +15,11 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "setup: cargo is required (rustup)" >&2; exit 1; }
+
+# The Docker engine for the lab: no systemd as PID 1 on these machines, so start dockerd directly.
+if ! docker info >/dev/null 2>&1; then
+  echo "setup: starting dockerd"
+  nohup dockerd >/var/log/dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start (see /var/log/dockerd.log)" >&2; exit 1; }
+fi

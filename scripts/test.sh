@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export INSTA_UPDATE=no
 cargo build --locked --bins
+# The lab tests deploy an optimized scale-api, as a real release would be.
+cargo build --locked --release --bin scale-api
 cargo test --locked --all-targets

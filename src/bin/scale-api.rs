@@ -132,8 +132,20 @@ async fn run(a: &Args) -> anyhow::Result<()> {
     anyhow::ensure!(config.liveness_path != config.readiness_path, "liveness and readiness paths must differ");
     let state = AppState::new(config)?;
     let addr = SocketAddr::new(a.bind, a.port);
-    let listener = bind(addr, std::env::var_os("SCALE_API_WORKER").is_some()).with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(instance, %addr, pid = std::process::id(), "listening");
+    // A socket passed by systemd (scale-api@.socket) outlives restarts: connections that arrive
+    // while the instance restarts wait in its backlog instead of being refused.
+    let listener = match listenfd::ListenFd::from_env().take_tcp_listener(0).context("LISTEN_FDS is set but fd 3 is not a TCP listener")? {
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            tracing::info!(instance, addr = %l.local_addr()?, pid = std::process::id(), "listening on the socket systemd passed");
+            tokio::net::TcpListener::from_std(l)?
+        }
+        None => {
+            let l = bind(addr, std::env::var_os("SCALE_API_WORKER").is_some()).with_context(|| format!("cannot listen on {addr}"))?;
+            tracing::info!(instance, %addr, pid = std::process::id(), "listening");
+            l
+        }
+    };
     api::serve(listener, state, shutdown_signal()).await?;
     tracing::info!(instance, "stopped");
     Ok(())

@@ -477,7 +477,7 @@ mod tests {
     fn files_are_written_beside_their_target_then_renamed() {
         let f = file("/etc/redis/redis.conf", "port 6379\n", Change::Update, None);
         let s = commands::write_files(&[&f]);
-        assert!(s.contains("printf '%s' cG9ydCA2Mzc5Cg== | base64 -d > /etc/redis/redis.conf.scalectl-new"), "{s}");
+        assert!(s.contains("printf '%s' 'cG9ydCA2Mzc5Cg==' | base64 -d > /etc/redis/redis.conf.scalectl-new"), "{s}");
         assert!(s.contains("chmod 640 /etc/redis/redis.conf.scalectl-new"));
         assert!(s.contains("chown root:redis /etc/redis/redis.conf.scalectl-new"));
         assert!(s.contains("mv -f /etc/redis/redis.conf.scalectl-new /etc/redis/redis.conf"));

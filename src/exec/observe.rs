@@ -47,7 +47,7 @@ pub fn script(d: &DesiredHost) -> String {
         ));
     }
     // Instances that exist but are no longer desired.
-    s.push_str("for u in $(systemctl list-units --all --plain --no-legend 'scale-api@*.service' 2>/dev/null | cut -d' ' -f1) $(cd /etc/systemd/system/scale-api.target.wants 2>/dev/null && ls); do echo \"unit $u $(systemctl is-active \"$u\" 2>/dev/null) $(systemctl is-enabled \"$u\" 2>/dev/null)\"; done\n");
+    s.push_str("for u in $(systemctl list-units --all --plain --no-legend 'scale-api@*' 2>/dev/null | cut -d' ' -f1) $(cd /etc/systemd/system/scale-api.target.wants 2>/dev/null && ls); do echo \"unit $u $(systemctl is-active \"$u\" 2>/dev/null) $(systemctl is-enabled \"$u\" 2>/dev/null)\"; done\n");
     if !d.packages.is_empty() {
         let refs: Vec<&str> = d.packages.iter().map(String::as_str).collect();
         s.push_str(&format!(

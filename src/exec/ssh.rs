@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn sudo_wraps_and_quotes_the_script() {
-        assert_eq!(sudo_command("deploy", "echo 'a b'"), r#"sudo -n sh -c 'echo '"'"'a b'"'"''"#);
+        assert_eq!(sudo_command("deploy", "echo 'a b'"), r#"sudo -n sh -c "echo 'a b'""#);
         assert_eq!(sudo_command("root", "true"), "sh -c true");
     }
 }

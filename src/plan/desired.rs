@@ -80,6 +80,10 @@ pub fn instance_unit(port: u16) -> String {
     format!("scale-api@{port}.service")
 }
 
+pub fn socket_unit(port: u16) -> String {
+    format!("scale-api@{port}.socket")
+}
+
 /// The desired state of every host, in the order apply activates them: redis, monitor, app, lb.
 pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], release: Option<&Release>) -> Vec<DesiredHost> {
     let mut by_host: BTreeMap<&str, Vec<&RenderedFile>> = BTreeMap::new();
@@ -107,6 +111,7 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
             }
             let mut pkgs: Vec<&str> = vec!["prometheus-node-exporter"];
             let mut services: Vec<&str> = vec!["prometheus-node-exporter.service"];
+            let mut sockets: Vec<String> = Vec::new();
             if t.observability.logs.destination == LogDestination::Collector {
                 pkgs.extend(["rsyslog", "rsyslog-relp"]);
                 services.push("rsyslog.service");
@@ -115,6 +120,8 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                 pkgs.push("curl");
                 let n = t.instances_on(h, facts.cores_of(h));
                 d.instances = (0..n).filter_map(|i| u16::try_from(u32::from(t.app.port) + i).ok()).collect();
+                // Each instance's port is held by its socket unit, started before the instance.
+                sockets = d.instances.iter().map(|p| socket_unit(*p)).collect();
                 d.release = release.cloned();
                 d.enabled.push("scale-api.target".into());
             }
@@ -132,7 +139,7 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                 services.push("prometheus.service");
             }
             d.packages = pkgs.into_iter().map(String::from).collect();
-            d.services = services.into_iter().map(String::from).collect();
+            d.services = services.into_iter().map(String::from).chain(sockets).collect();
             d
         })
         .collect();

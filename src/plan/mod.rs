@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use desired::{CURRENT_LINK, DesiredFile, DesiredHost, OnChange, RELEASES_DIR, Release, desired_hosts, instance_unit};
+pub use desired::{CURRENT_LINK, DesiredFile, DesiredHost, OnChange, RELEASES_DIR, Release, desired_hosts, instance_unit, socket_unit};
 pub use text::render_text;
 
 /// Releases kept on each host (the running one included).
@@ -266,7 +266,10 @@ fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
     }
     // Instances no longer wanted (fewer instances, or the app role removed).
     for (u, st) in &o.units {
-        let port = u.strip_prefix("scale-api@").and_then(|r| r.strip_suffix(".service")).and_then(|p| p.parse::<u16>().ok());
+        let port = u
+            .strip_prefix("scale-api@")
+            .and_then(|r| r.strip_suffix(".service").or_else(|| r.strip_suffix(".socket")))
+            .and_then(|p| p.parse::<u16>().ok());
         if let Some(port) = port
             && !d.instances.contains(&port)
             && (st.is_active() || st.is_enabled())

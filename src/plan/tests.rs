@@ -1,1 +1,185 @@
+//! Plans from plain data: desired state and observations in, actions out.
+
+use std::collections::BTreeMap;
+
 use super::*;
+use crate::render::{Facts, Templates, render};
+use crate::topology::parse;
+
+const TOPOLOGY: &str = "name: t\napp: {port: 3000, instances: 2}\nhosts:\n  lb: {address: 10.0.0.1, roles: [lb]}\n  app: {address: 10.0.0.2, roles: [app]}\n  cache: {address: 10.0.0.3, roles: [redis]}\n";
+
+fn desired(release: &str) -> Vec<DesiredHost> {
+    let t = parse("t.yaml", TOPOLOGY).unwrap();
+    let facts = Facts::with_default_cores(2);
+    let files = render(&t, &facts, &Templates::embedded()).unwrap();
+    desired_hosts(&t, &facts, &files, Some(&Release { id: release.into(), bytes: 10 }))
+}
+
+/// What a host looks like once `d` was applied.
+fn converged(d: &DesiredHost) -> Observed {
+    let mut o = Observed { cores: 2, ..Default::default() };
+    for f in &d.files {
+        o.files.insert(
+            f.path.clone(),
+            Some(ObservedFile {
+                mode: f.mode,
+                owner: f.owner.clone(),
+                group: f.group.clone(),
+                sha256: sha256_hex(f.content.as_bytes()),
+                content: Some(f.content.clone()),
+            }),
+        );
+    }
+    for (p, _) in &d.absent {
+        o.files.insert(p.clone(), None);
+    }
+    let active = UnitState { active: "active".into(), enabled: "enabled".into() };
+    for u in d.services.iter().chain(&d.enabled) {
+        o.units.insert(u.clone(), active.clone());
+    }
+    for p in &d.instances {
+        o.units.insert(instance_unit(*p), active.clone());
+    }
+    for p in &d.packages {
+        o.packages.insert(p.clone(), true);
+    }
+    if let Some(r) = &d.release {
+        o.release = Some(r.id.clone());
+        o.releases = vec![r.id.clone()];
+    }
+    o
+}
+
+fn all_converged(d: &[DesiredHost]) -> BTreeMap<String, Observed> {
+    d.iter().map(|h| (h.host.clone(), converged(h))).collect()
+}
+
+fn host<'a>(p: &'a Plan, name: &str) -> &'a HostPlan {
+    p.hosts.iter().find(|h| h.host == name).unwrap()
+}
+
+#[test]
+fn a_converged_fleet_plans_nothing() {
+    let d = desired("r1");
+    let p = plan("t", &d, &all_converged(&d));
+    assert!(!p.has_changes(), "{p:#?}");
+    assert!(render_text(&p, false).contains("No changes"));
+}
+
+#[test]
+fn hosts_are_activated_redis_first_and_load_balancer_last() {
+    let d = desired("r1");
+    let order: Vec<&str> = d.iter().map(|h| h.host.as_str()).collect();
+    assert_eq!(order, ["cache", "app", "lb"]);
+}
+
+#[test]
+fn a_bare_host_gets_packages_files_and_started_services() {
+    let d = desired("r1");
+    let p = plan("t", &d, &BTreeMap::new());
+    let app = host(&p, "app");
+    assert!(matches!(&app.prepare[0], Action::InstallPackages { packages } if packages.contains(&"curl".to_string())));
+    assert!(matches!(&app.prepare[1], Action::UploadRelease { release, .. } if release == "r1"));
+    let starts: Vec<&Action> = app.activate.iter().filter(|a| matches!(a, Action::Start { ready_port: Some(_), .. })).collect();
+    assert_eq!(starts.len(), 2);
+    assert!(app.activate.iter().any(|a| matches!(a, Action::SwitchRelease { from: None, to } if to == "r1")));
+    let lb = host(&p, "lb");
+    assert!(lb.prepare.iter().any(|a| matches!(a, Action::Validate { unit, .. } if unit == "nginx.service")));
+}
+
+#[test]
+fn a_new_release_rolls_running_instances_and_keeps_the_previous_one() {
+    let d1 = desired("r1");
+    let mut obs = all_converged(&d1);
+    obs.get_mut("app").unwrap().releases = vec!["r0".into(), "rA".into(), "r1".into()];
+    let d2 = desired("r2");
+    let p = plan("t", &d2, &obs);
+    let app = host(&p, "app");
+    assert_eq!(app.prepare, vec![Action::UploadRelease { release: "r2".into(), bytes: 10 }]);
+    assert_eq!(
+        app.activate,
+        vec![
+            Action::SwitchRelease { from: Some("r1".into()), to: "r2".into() },
+            Action::RollingRestart { ports: vec![3000, 3001], readiness: "/readyz".into() },
+        ]
+    );
+    // Keep 3: the new one, the running one (rollback target), and the newest other.
+    assert_eq!(app.cleanup, vec![Action::PruneReleases { remove: vec!["r0".into()] }]);
+    assert!(host(&p, "lb").is_empty() && host(&p, "cache").is_empty());
+}
+
+#[test]
+fn a_changed_file_gives_its_diff_and_its_service_action() {
+    let d = desired("r1");
+    let mut obs = all_converged(&d);
+    let conf = obs.get_mut("cache").unwrap().files.get_mut("/etc/redis/redis.conf").unwrap().as_mut().unwrap();
+    let old = conf.content.clone().unwrap().replace("maxmemory-policy allkeys-lru", "maxmemory-policy noeviction");
+    conf.sha256 = sha256_hex(old.as_bytes());
+    conf.content = Some(old);
+    let p = plan("t", &d, &obs);
+    let cache = host(&p, "cache");
+    let Action::WriteFile(f) = &cache.prepare[0] else { panic!("{cache:#?}") };
+    assert_eq!(f.change, Change::Update);
+    let diff = f.diff.as_deref().unwrap();
+    assert!(diff.contains("-maxmemory-policy noeviction\n+maxmemory-policy allkeys-lru"), "{diff}");
+    assert_eq!(cache.activate, vec![Action::Restart { unit: "redis-server.service".into() }]);
+    assert_eq!(p.change_count(), 2);
+}
+
+#[test]
+fn sensitive_files_are_never_diffed() {
+    let mut d = desired("r1");
+    let app = d.iter_mut().find(|h| h.host == "app").unwrap();
+    app.files.push(DesiredFile {
+        path: "/etc/scale-api/secrets.env".into(),
+        mode: 0o600,
+        owner: "root".into(),
+        group: "root".into(),
+        content: "API_KEY=hunter2\n".into(),
+        sensitive: true,
+        on_change: OnChange::Rolling,
+        unit_file: false,
+    });
+    let obs = all_converged(&desired("r1"));
+    let p = plan("t", &d, &obs);
+    let text = render_text(&p, false);
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("sensitive: content hidden"));
+    assert!(!serde_json::to_string(&p).unwrap().contains("hunter2"));
+}
+
+#[test]
+fn fewer_instances_stop_the_extra_ones_last() {
+    let d = desired("r1");
+    let mut obs = all_converged(&d);
+    let active = UnitState { active: "active".into(), enabled: "enabled".into() };
+    obs.get_mut("app").unwrap().units.insert(instance_unit(3002), active);
+    let p = plan("t", &d, &obs);
+    assert_eq!(host(&p, "app").cleanup, vec![Action::Stop { unit: "scale-api@3002.service".into() }]);
+}
+
+#[test]
+fn a_stopped_service_is_started_and_a_dead_instance_waits_for_readiness() {
+    let d = desired("r1");
+    let mut obs = all_converged(&d);
+    let failed = UnitState { active: "failed".into(), enabled: "enabled".into() };
+    obs.get_mut("lb").unwrap().units.insert("nginx.service".into(), failed.clone());
+    obs.get_mut("app").unwrap().units.insert(instance_unit(3001), failed);
+    let p = plan("t", &d, &obs);
+    assert_eq!(host(&p, "lb").activate, vec![Action::Start { unit: "nginx.service".into(), ready_port: None }]);
+    assert_eq!(host(&p, "app").activate, vec![Action::Start { unit: "scale-api@3001.service".into(), ready_port: Some(3001) }]);
+}
+
+#[test]
+fn reload_restarts_only_running_instances_and_rollback_needs_an_earlier_release() {
+    let d = desired("r1");
+    let obs = all_converged(&d);
+    let p = reload_plan("t", &d, &obs);
+    assert_eq!(host(&p, "app").activate, vec![Action::RollingRestart { ports: vec![3000, 3001], readiness: "/readyz".into() }]);
+    assert_eq!(p.change_count(), 1);
+    assert!(rollback_plan("t", &d, &obs).unwrap_err().contains("no earlier release"));
+    let mut obs = obs;
+    obs.get_mut("app").unwrap().releases = vec!["r0".into(), "r1".into()];
+    let p = rollback_plan("t", &d, &obs).unwrap();
+    assert_eq!(host(&p, "app").activate[0], Action::SwitchRelease { from: Some("r1".into()), to: "r0".into() });
+}

@@ -143,6 +143,7 @@ pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<
             job("terraform/main.tf.j2", "main.tf"),
             job("terraform/outputs.tf.j2", "outputs.tf"),
             job("systemd/scale-api@.service.j2", "files/scale-api@.service"),
+            job("systemd/scale-api@.socket.j2", "files/scale-api@.socket"),
             job("systemd/scale-api.env.j2", "files/scale-api.env"),
         ] {
             out.push(run(&env, &asg, "terraform", j)?);
@@ -186,6 +187,7 @@ fn host_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
     let mut jobs = Vec::new();
     if h.has(Role::App) {
         jobs.push(job("systemd/scale-api@.service.j2", "/etc/systemd/system/scale-api@.service"));
+        jobs.push(job("systemd/scale-api@.socket.j2", "/etc/systemd/system/scale-api@.socket"));
         jobs.push(job("systemd/scale-api.target.j2", "/etc/systemd/system/scale-api.target"));
         jobs.push(Job { template: "systemd/scale-api.env.j2", path: "/etc/scale-api/scale-api.env".into(), mode: 0o640 });
     }

@@ -110,7 +110,8 @@ fn verify(root: &Path, units: &[&str]) -> Output {
 fn systemd_accepts_every_unit() {
     let mut checked = 0;
     for example in EXAMPLES {
-        for f in render_example(example) {
+        let files = render_example(example);
+        for f in &files {
             let is_unit = f.path.starts_with("/etc/systemd/system/");
             if !is_unit {
                 continue;
@@ -121,7 +122,14 @@ fn systemd_accepts_every_unit() {
             std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
             std::fs::write(&dest, &f.content).unwrap();
             let unit = if f.path.ends_with("scale-api@.service") {
+                // The instance requires its socket unit: the same host's rendered one.
+                let socket = files.iter().find(|s| s.host == f.host && s.path.ends_with("scale-api@.socket")).unwrap();
+                std::fs::write(root.join("etc/systemd/system/scale-api@.socket"), &socket.content).unwrap();
                 "scale-api@3000.service".to_string()
+            } else if f.path.ends_with("scale-api@.socket") {
+                let service = files.iter().find(|s| s.host == f.host && s.path.ends_with("scale-api@.service")).unwrap();
+                std::fs::write(root.join("etc/systemd/system/scale-api@.service"), &service.content).unwrap();
+                "scale-api@3000.socket".to_string()
             } else if f.path.contains("redis-server.service.d") {
                 // The drop-in applies to Debian's unit, which the root gets from the real package.
                 std::fs::copy("/lib/systemd/system/redis-server.service", root.join("etc/systemd/system/redis-server.service")).unwrap();

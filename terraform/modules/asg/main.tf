@@ -13,6 +13,10 @@ locals {
         permissions: "0644"
         encoding: b64
         content: ${base64encode(var.unit_file)}
+      - path: /etc/systemd/system/scale-api@.socket
+        permissions: "0644"
+        encoding: b64
+        content: ${base64encode(var.socket_file)}
       - path: /etc/scale-api/scale-api.env
         permissions: "0640"
         encoding: b64

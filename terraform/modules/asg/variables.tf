@@ -89,6 +89,11 @@ variable "unit_file" {
   type        = string
 }
 
+variable "socket_file" {
+  description = "The scale-api@.socket unit rendered by scalectl (it holds the port across restarts)."
+  type        = string
+}
+
 variable "env_file" {
   description = "The scale-api.env file rendered by scalectl."
   type        = string

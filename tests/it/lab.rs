@@ -1,0 +1,365 @@
+//! End to end on the lab of examples/lab.yaml: five containers with systemd and sshd, deployed by
+//! `scalectl apply` over SSH. Real nginx, Redis, systemd and sshd; requests go to 127.0.0.1 only.
+//!
+//! The tests share one lab and take turns (a lock); each starts from a converged fleet, so their
+//! order does not matter. Timings are printed, never asserted.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+const LB: &str = "http://127.0.0.1:8080";
+const INSTANCES: [&str; 4] = ["app-1-3000", "app-1-3001", "app-2-3000", "app-2-3001"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn lab_yaml() -> String {
+    crate::example_path("lab")
+}
+
+/// The optimized scale-api that the README's test command builds.
+fn release() -> PathBuf {
+    let p = root().join("target/release/scale-api");
+    assert!(p.is_file(), "{} is missing: run `cargo build --release --bin scale-api` (scripts/test.sh does)", p.display());
+    p
+}
+
+fn scalectl(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_scalectl"));
+    c.args(args).env("SCALECTL_HOME", root().join("target/lab-home")).env_remove("SCALECTL_PROGRESS");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    scalectl(args).output().unwrap()
+}
+
+fn run_ok(args: &[&str]) -> Output {
+    let out = run(args);
+    assert!(out.status.success(), "scalectl {args:?} failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
+    out
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn apply_args<'a>(file: &'a str, release: &'a str) -> Vec<&'a str> {
+    vec!["apply", "-f", file, "--release", release, "--yes"]
+}
+
+static TURN: Mutex<()> = Mutex::new(());
+static UP: OnceLock<()> = OnceLock::new();
+
+/// The lab, up and converged on examples/lab.yaml with the built release; held for one test.
+fn lab() -> MutexGuard<'static, ()> {
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    crate::require("docker");
+    UP.get_or_init(|| {
+        let t = Instant::now();
+        run_ok(&["lab", "up", "-f", &lab_yaml()]);
+        eprintln!("lab up: {:.1} s", t.elapsed().as_secs_f64());
+    });
+    let rel = release();
+    let t = Instant::now();
+    let out = run_ok(&apply_args(&lab_yaml(), rel.to_str().unwrap()));
+    eprintln!("converge apply: {:.1} s ({})", t.elapsed().as_secs_f64(), text(&out.stdout).lines().last().unwrap_or(""));
+    turn
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(0).build().unwrap()
+}
+
+fn instances_seen(n: usize) -> BTreeSet<String> {
+    let c = client();
+    (0..n)
+        .filter_map(|_| c.get(format!("{LB}/")).send().ok())
+        .filter_map(|r| r.headers().get("x-instance").and_then(|v| v.to_str().ok()).map(String::from))
+        .collect()
+}
+
+fn count() -> u64 {
+    let v: serde_json::Value = client().get(format!("{LB}/count")).send().unwrap().json().unwrap();
+    v["count"].as_u64().unwrap()
+}
+
+/// Bounded load through the load balancer (loopback only) until stopped or 120 s.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(threads: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                std::thread::spawn(move || {
+                    let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+                    let end = Instant::now() + Duration::from_secs(120);
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                        match c.get(format!("{LB}/")).send() {
+                            Ok(r) if r.status().is_success() => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(r) => failed.lock().unwrap().push(format!("HTTP {}", r.status())),
+                            Err(e) => failed.lock().unwrap().push(e.to_string()),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { stop, ok, failed, threads }
+    }
+
+    fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (self.ok.load(Ordering::Relaxed), self.failed.lock().unwrap().clone())
+    }
+}
+
+fn docker_exec(container: &str, script: &str) -> String {
+    let out = Command::new("docker").args(["exec", container, "sh", "-c", script]).output().unwrap();
+    assert!(out.status.success(), "docker exec {container} {script}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// A copy of the release with different bytes (so a different release id) that runs the same.
+fn new_release(tag: &str) -> tempfile::TempPath {
+    let mut bytes = std::fs::read(release()).unwrap();
+    bytes.extend_from_slice(format!("\nscalectl-test-release-{tag}-{}\n", std::process::id()).as_bytes());
+    let f = tempfile::Builder::new().prefix("scale-api-").tempfile().unwrap();
+    std::fs::write(f.path(), bytes).unwrap();
+    f.into_temp_path()
+}
+
+/// examples/lab.yaml with one edit, in a file of its own (same topology name, so the same lab).
+fn edited_topology(from: &str, to: &str) -> tempfile::TempPath {
+    let src = std::fs::read_to_string(lab_yaml()).unwrap();
+    assert!(src.contains(from), "lab.yaml has no `{from}`");
+    let f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(f.path(), src.replacen(from, to, 1)).unwrap();
+    f.into_temp_path()
+}
+
+#[test]
+fn lab_requests_reach_every_instance_and_share_redis_state() {
+    let _lab = lab();
+    let seen = instances_seen(60);
+    assert_eq!(seen, INSTANCES.iter().map(|s| s.to_string()).collect(), "x-instance values through the load balancer");
+
+    // The seeds' Redis counter, across hosts: N requests advance it by exactly N.
+    let before = count();
+    let c = client();
+    let mut answered_by = BTreeSet::new();
+    for _ in 0..40 {
+        let v: serde_json::Value = c.get(format!("{LB}/count")).send().unwrap().json().unwrap();
+        answered_by.insert(v["instance"].as_str().unwrap().to_string());
+    }
+    assert_eq!(count(), before + 41);
+    assert!(answered_by.len() >= 2, "the counter was served by only {answered_by:?}");
+
+    // A session made through one instance is read through others.
+    let login: serde_json::Value = c.post(format!("{LB}/login")).json(&serde_json::json!({"username": "ada"})).send().unwrap().json().unwrap();
+    let token = login["token"].as_str().unwrap().to_string();
+    let made_on = login["instance"].as_str().unwrap().to_string();
+    let mut read_on = BTreeSet::new();
+    for _ in 0..20 {
+        let r = c.get(format!("{LB}/profile")).bearer_auth(&token).send().unwrap();
+        assert!(r.status().is_success(), "profile: {}", r.status());
+        let v: serde_json::Value = r.json().unwrap();
+        assert_eq!(v["username"], "ada", "{v}");
+        read_on.insert(v["instance"].as_str().unwrap().to_string());
+    }
+    assert!(read_on.iter().any(|i| *i != made_on), "every read landed on {made_on}, where the session was made");
+}
+
+#[test]
+fn lab_second_apply_is_a_no_op_and_one_edit_is_exactly_one_diff() {
+    let _lab = lab();
+    let rel = release();
+    let rel = rel.to_str().unwrap();
+    let t = Instant::now();
+    let out = run_ok(&apply_args(&lab_yaml(), rel));
+    eprintln!("no-change apply: {:.2} s", t.elapsed().as_secs_f64());
+    assert!(text(&out.stdout).contains("No changes"), "{}", text(&out.stdout));
+    let out = run(&["plan", "-f", &lab_yaml(), "--release", rel, "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let edited = edited_topology("maxmemory: 64MiB", "maxmemory: 96MiB");
+    let file = edited.to_str().unwrap();
+    let out = run(&["plan", "-f", file, "--release", rel, "--detailed-exitcode", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut actions = Vec::new();
+    for h in plan["hosts"].as_array().unwrap() {
+        for stage in ["prepare", "activate", "cleanup"] {
+            for a in h[stage].as_array().unwrap() {
+                actions.push((h["host"].as_str().unwrap().to_string(), a.clone()));
+            }
+        }
+    }
+    assert_eq!(actions.len(), 2, "{actions:#?}");
+    let (host, write) = &actions[0];
+    assert_eq!((host.as_str(), write["action"].as_str(), write["path"].as_str()), ("cache-1", Some("write_file"), Some("/etc/redis/redis.conf")));
+    let diff = write["diff"].as_str().unwrap();
+    let changed: Vec<&str> = diff.lines().filter(|l| (l.starts_with('+') || l.starts_with('-')) && !l.starts_with("+++") && !l.starts_with("---")).collect();
+    assert_eq!(changed, vec!["-maxmemory 67108864", "+maxmemory 100663296"]);
+    assert_eq!(actions[1].1, serde_json::json!({"action": "restart", "unit": "redis-server.service"}));
+
+    let t = Instant::now();
+    run_ok(&apply_args(file, rel));
+    eprintln!("one-file change apply: {:.2} s", t.elapsed().as_secs_f64());
+    assert!(docker_exec("lab-cache-1", "redis-cli config get maxmemory").contains("100663296"));
+}
+
+#[test]
+fn lab_new_release_and_reload_under_load_fail_no_request() {
+    let _lab = lab();
+    let load = Load::start(2);
+    std::thread::sleep(Duration::from_millis(500));
+    let next = new_release("rolling");
+    let t = Instant::now();
+    let out = run_ok(&apply_args(&lab_yaml(), next.to_str().unwrap()));
+    eprintln!("release apply under load: {:.1} s", t.elapsed().as_secs_f64());
+    assert!(text(&out.stdout).contains("rolling restart"), "{}", text(&out.stdout));
+    let out = run_ok(&["reload", "-f", &lab_yaml(), "--yes"]);
+    assert_eq!(text(&out.stdout).matches("rolling restart").count(), 2, "{}", text(&out.stdout));
+    let (ok, failed) = load.finish();
+    eprintln!("under load: {ok} requests answered, {} failed", failed.len());
+    assert!(ok > 100, "too little load to mean anything: {ok}");
+    assert!(failed.is_empty(), "{} failed requests, first: {:?}", failed.len(), failed.first());
+}
+
+#[test]
+fn lab_instance_killed_with_sigkill_is_restarted_and_traffic_flows() {
+    let _lab = lab();
+    let pid = |c: &str| docker_exec(c, "systemctl show -p MainPID --value scale-api@3000.service").trim().to_string();
+    let before = pid("lab-app-1");
+    let load = Load::start(2);
+    docker_exec("lab-app-1", "systemctl kill -s KILL scale-api@3000.service");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = pid("lab-app-1");
+        let ready = docker_exec("lab-app-1", "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:3000/readyz || true");
+        if now != before && now != "0" && ready == "200" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "scale-api@3000 was not restarted (pid {before} -> {now}, readyz {ready})");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failed) = load.finish();
+    assert!(ok > 0);
+    assert!(failed.is_empty(), "{} failed requests while an instance was killed: {:?}", failed.len(), failed.first());
+    assert!(instances_seen(40).contains("app-1-3000"));
+}
+
+#[test]
+fn lab_release_that_never_becomes_ready_is_rolled_back() {
+    let _lab = lab();
+    let broken = tempfile::Builder::new().prefix("broken-").tempfile().unwrap();
+    std::fs::write(broken.path(), "#!/bin/sh\n# listens nowhere: never ready\nexec sleep 600\n").unwrap();
+    let broken = broken.into_temp_path();
+    let load = Load::start(1);
+    let out = run(&["apply", "-f", &lab_yaml(), "--release", broken.to_str().unwrap(), "--yes", "--ready-timeout", "4s"]);
+    let (ok, failed) = load.finish();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("never became ready"), "{err}");
+    assert!(err.contains("Rolled back") && err.contains("app-1: rolled back (release"), "{err}");
+    assert!(err.contains("last answer from http://127.0.0.1:3000/readyz: HTTP 000"), "{err}");
+    assert!(failed.is_empty(), "{} requests failed during the failed deploy: {:?} ({ok} ok)", failed.len(), failed.first());
+    // The old release serves everywhere, and the fleet matches the plan of the good release.
+    assert_eq!(instances_seen(60).len(), 4);
+    let rel = release();
+    let out = run(&["plan", "-f", &lab_yaml(), "--release", rel.to_str().unwrap(), "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+}
+
+#[test]
+fn lab_changed_host_key_is_refused() {
+    let _lab = lab();
+    docker_exec("lab-cache-1", "rm -f /etc/ssh/ssh_host_* && ssh-keygen -A >/dev/null && systemctl restart ssh");
+    let rel = release();
+    let out = run(&["plan", "-f", &lab_yaml(), "--release", rel.to_str().unwrap()]);
+    // Trust the new key again (the lab reads it through the engine) before asserting anything.
+    run_ok(&["lab", "up", "-f", &lab_yaml()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("cache-1: HOST KEY CHANGED"), "{err}");
+    run_ok(&["plan", "-f", &lab_yaml(), "--release", rel.to_str().unwrap()]);
+}
+
+#[test]
+fn lab_apply_killed_half_way_converges_on_the_next_apply() {
+    let _lab = lab();
+    let next = new_release("killed");
+    let mut child = scalectl(&apply_args(&lab_yaml(), next.to_str().unwrap()))
+        .env("SCALECTL_PROGRESS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.starts_with("app-1: switching to release") {
+            child.kill().unwrap(); // SIGKILL: no cleanup, the lock stays behind
+            break;
+        }
+    }
+    child.wait().unwrap();
+    assert!(seen.iter().any(|l| l.starts_with("app-1: switching")), "{seen:#?}");
+    // The next apply takes over the dead process's lock and finishes the job.
+    let out = run_ok(&apply_args(&lab_yaml(), next.to_str().unwrap()));
+    assert!(text(&out.stderr).contains("taking over the fleet lock"), "{}", text(&out.stderr));
+    let out = run(&["plan", "-f", &lab_yaml(), "--release", next.to_str().unwrap(), "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(instances_seen(60).len(), 4);
+}
+
+#[test]
+fn lab_second_concurrent_apply_is_refused_by_the_lock() {
+    let _lab = lab();
+    let next = new_release("concurrent");
+    let mut first = scalectl(&apply_args(&lab_yaml(), next.to_str().unwrap()))
+        .env("SCALECTL_PROGRESS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
+    // Wait until the first apply is under way (it holds the lock from before it observes).
+    for line in lines.by_ref() {
+        if line.unwrap().contains("uploading release") {
+            break;
+        }
+    }
+    let second = run(&apply_args(&lab_yaml(), next.to_str().unwrap()));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = first.wait().unwrap();
+    let err = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(err.contains("the fleet is locked: held by"), "{err}");
+    assert!(status.success(), "the first apply failed: {rest:#?}");
+    let out = run_ok(&["lock", "status", "-f", &lab_yaml()]);
+    assert_eq!(text(&out.stdout).trim(), "unlocked");
+}
