@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# The main job until the lab lands: validate and render the three-host example, then show the tree.
+# The main job: the local lab of examples/lab.yaml (five containers with systemd and sshd), deployed
+# by scalectl over SSH, then requests through its load balancer at 127.0.0.1:8080.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --locked --release --bin scalectl
-out=${1:-out/three-hosts}
-./target/release/scalectl validate -f examples/three-hosts.yaml
-./target/release/scalectl render -f examples/three-hosts.yaml -o "$out"
-find "$out" -type f | sort
+bash scripts/setup.sh
+cargo build --locked --release --bins
+scalectl=./target/release/scalectl
+$scalectl validate -f examples/lab.yaml
+$scalectl lab up -f examples/lab.yaml
+$scalectl apply -f examples/lab.yaml --release target/release/scale-api --yes
+$scalectl status -f examples/lab.yaml
+echo "requests through the load balancer (x-instance shows which instance answered):"
+for _ in 1 2 3 4 5 6 7 8; do
+  curl -fsS -D - -o /dev/null http://127.0.0.1:8080/ | grep -i '^x-instance'
+done
+echo "the shared Redis counter: $(curl -fsS http://127.0.0.1:8080/count)"
+echo "next: \`$scalectl plan -f examples/lab.yaml --release target/release/scale-api\` (no changes), \`$scalectl lab down -f examples/lab.yaml\`"

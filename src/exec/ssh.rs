@@ -119,7 +119,8 @@ impl Conn {
         if !session.authenticated() {
             return Err(SshError::Auth { host, user: ep.user.clone(), detail: "the server refused every key".into() });
         }
-        session.set_keepalive(true, 15);
+        // No libssh2 keepalive: with it set, a blocking read gives up after the keepalive interval
+        // ("Timed out waiting on socket") however long the session timeout is.
         Ok(Conn { endpoint: ep.clone(), session })
     }
 
