@@ -300,6 +300,12 @@ fn step(c: &Conn, a: &Action, opts: &Options<'_>) -> anyhow::Result<()> {
         Action::PruneReleases { remove } => {
             c.sudo_script("removing old releases", &commands::prune(remove), STEP_TIMEOUT)?;
         }
+        Action::MarkPending { entries } => {
+            c.sudo_script("recording owed actions", &commands::mark_pending(entries), STEP_TIMEOUT)?;
+        }
+        Action::ClearPending => {
+            c.sudo_script("clearing owed actions", commands::CLEAR_PENDING, STEP_TIMEOUT)?;
+        }
     }
     Ok(())
 }
@@ -320,6 +326,8 @@ pub fn action_name(a: &Action) -> String {
         Action::RollingRestart { ports, .. } => format!("rolling {ports:?}"),
         Action::Stop { unit } => format!("stop {unit}"),
         Action::PruneReleases { remove } => format!("prune {}", remove.join(",")),
+        Action::MarkPending { .. } => "mark-pending".into(),
+        Action::ClearPending => "clear-pending".into(),
     }
 }
 
@@ -423,6 +431,19 @@ pub mod commands {
 
     pub fn stop(unit: &str) -> String {
         format!("systemctl disable -q --now {}", q(unit))
+    }
+
+    pub const PENDING: &str = "/var/lib/scalectl/pending";
+    pub const CLEAR_PENDING: &str = "rm -f /var/lib/scalectl/pending";
+
+    /// Owed service actions, merged with any already recorded, written atomically.
+    pub fn mark_pending(entries: &[String]) -> String {
+        let lines: Vec<String> = entries.iter().map(|e| q(e)).collect();
+        format!(
+            "set -e; mkdir -p /var/lib/scalectl; {{ cat {p} 2>/dev/null || true; printf '%s\\n' {}; }} | sort -u > {p}.new; mv -f {p}.new {p}",
+            lines.join(" "),
+            p = PENDING
+        )
     }
 
     pub fn prune(ids: &[String]) -> String {

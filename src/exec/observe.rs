@@ -55,6 +55,7 @@ pub fn script(d: &DesiredHost) -> String {
             join(&refs)
         ));
     }
+    s.push_str("sed 's/^/pending /' /var/lib/scalectl/pending 2>/dev/null || true\n");
     s.push_str(&format!("echo \"release $(basename \"$(readlink {CURRENT_LINK} 2>/dev/null)\" 2>/dev/null)\"\n"));
     s.push_str(&format!("ls -1tr {RELEASES_DIR} 2>/dev/null | sed 's/^/have /'\n"));
     s
@@ -77,28 +78,11 @@ pub fn parse(out: &str) -> Result<Observed, String> {
             ("file", [path, mode, owner, group, data @ ..]) => {
                 let data = data.first().copied().unwrap_or("");
                 let bytes = base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| format!("{path}: {e}"))?;
-                o.files.insert(
-                    path.to_string(),
-                    Some(ObservedFile {
-                        mode: u32::from_str_radix(mode, 8).map_err(|_| format!("{path}: bad mode {mode}"))?,
-                        owner: owner.to_string(),
-                        group: group.to_string(),
-                        sha256: crate::plan::sha256_hex(&bytes),
-                        content: Some(String::from_utf8_lossy(&bytes).into_owned()),
-                    }),
-                );
+                let content = String::from_utf8_lossy(&bytes).into_owned();
+                o.files.insert(path.to_string(), Some(observed_file(path, mode, owner, group, crate::plan::sha256_hex(&bytes), Some(content))?));
             }
             ("secret", [path, mode, owner, group, sha]) => {
-                o.files.insert(
-                    path.to_string(),
-                    Some(ObservedFile {
-                        mode: u32::from_str_radix(mode, 8).map_err(|_| format!("{path}: bad mode {mode}"))?,
-                        owner: owner.to_string(),
-                        group: group.to_string(),
-                        sha256: sha.to_string(),
-                        content: None,
-                    }),
-                );
+                o.files.insert(path.to_string(), Some(observed_file(path, mode, owner, group, sha.to_string(), None)?));
             }
             ("nofile", [path]) => {
                 o.files.insert(path.to_string(), None);
@@ -112,6 +96,7 @@ pub fn parse(out: &str) -> Result<Observed, String> {
                 o.packages.insert(name.to_string(), status.first() == Some(&"installed"));
             }
             ("release", [id]) => o.release = (!id.is_empty()).then(|| id.to_string()),
+            ("pending", [entry]) => o.pending.push(entry.to_string()),
             ("have", [id]) if !id.starts_with('.') => o.releases.push(id.to_string()),
             _ => {}
         }
@@ -120,6 +105,16 @@ pub fn parse(out: &str) -> Result<Observed, String> {
         return Err("the host did not report its core count".into());
     }
     Ok(o)
+}
+
+fn observed_file(path: &str, mode: &str, owner: &str, group: &str, sha256: String, content: Option<String>) -> Result<ObservedFile, String> {
+    Ok(ObservedFile {
+        mode: u32::from_str_radix(mode, 8).map_err(|_| format!("{path}: bad mode {mode}"))?,
+        owner: owner.to_string(),
+        group: group.to_string(),
+        sha256,
+        content,
+    })
 }
 
 pub fn observe(conn: &Conn, d: &DesiredHost) -> anyhow::Result<Observed> {

@@ -35,6 +35,10 @@ pub struct Observed {
     pub release: Option<String>,
     /// Releases present on the host, oldest first.
     pub releases: Vec<String>,
+    /// Service actions an earlier apply recorded before writing files and did not finish
+    /// (`restart:UNIT`, `reload:UNIT`, `rolling`): a killed apply's files are on disk, so only
+    /// this record says what still has to be restarted.
+    pub pending: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -148,6 +152,10 @@ pub enum Action {
     /// disable + stop.
     Stop { unit: String },
     PruneReleases { remove: Vec<String> },
+    /// Record the service actions this plan owes before changing files (see `Observed::pending`).
+    MarkPending { entries: Vec<String> },
+    /// Every owed service action was done.
+    ClearPending,
 }
 
 /// Compare and decide. `observed` must hold every host of `desired`.
@@ -205,13 +213,43 @@ fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
         if app_file { activate.push(Action::WriteFile(change)) } else { prepare.push(Action::WriteFile(change)) }
     }
     for (path, on) in &d.absent {
-        if matches!(o.files.get(path), Some(Some(_))) {
+        // Installing a package may create the file (Debian's default nginx site): remove it then too.
+        if matches!(o.files.get(path), Some(Some(_))) || !missing.is_empty() {
             prepare.push(Action::RemoveFile { path: path.clone() });
             note(*on, &mut rolling);
         }
     }
     if daemon_reload_prepare {
         prepare.push(Action::DaemonReload);
+    }
+    // What this plan's file changes owe, recorded before any file changes; plus what a killed
+    // apply still owed.
+    let mut owed: Vec<String> = restart.iter().map(|u| format!("restart:{u}")).chain(reload.iter().map(|u| format!("reload:{u}"))).collect();
+    if rolling {
+        owed.push("rolling".into());
+    }
+    if !owed.is_empty() {
+        prepare.insert(0, Action::MarkPending { entries: owed });
+    }
+    for p in &o.pending {
+        match p.split_once(':') {
+            Some(("restart", u)) => {
+                if let Some(u) = d.services.iter().find(|s| s.as_str() == u)
+                    && !restart.contains(&u.as_str())
+                {
+                    restart.push(u.as_str());
+                }
+            }
+            Some(("reload", u)) => {
+                if let Some(u) = d.services.iter().find(|s| s.as_str() == u)
+                    && !reload.contains(&u.as_str())
+                {
+                    reload.push(u.as_str());
+                }
+            }
+            _ if p == "rolling" => rolling = true,
+            _ => {}
+        }
     }
     if reload.contains(&"nginx.service") || restart.contains(&"nginx.service") {
         prepare.push(Action::Validate { unit: "nginx.service".into(), command: "nginx -t -q".into() });
@@ -263,6 +301,9 @@ fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
                 activate.push(Action::Enable { unit: e.clone() });
             }
         }
+    }
+    if prepare.iter().any(|a| matches!(a, Action::MarkPending { .. })) || !o.pending.is_empty() {
+        activate.push(Action::ClearPending);
     }
     // Instances no longer wanted (fewer instances, or the app role removed).
     for (u, st) in &o.units {
@@ -340,18 +381,18 @@ fn unified_diff(path: &str, old: &str, new: &str) -> String {
 #[cfg(test)]
 mod tests;
 
+/// Ports of the desired instances that run now.
+fn running_instances(d: &DesiredHost, o: &Observed) -> Vec<u16> {
+    d.instances.iter().copied().filter(|p| o.units.get(&instance_unit(*p)).is_some_and(UnitState::is_active)).collect()
+}
+
 /// `scalectl reload`: every running scale-api instance restarted one at a time, nothing else.
 pub fn reload_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap<String, Observed>) -> Plan {
     let hosts = desired
         .iter()
         .map(|d| {
             let o = observed.get(&d.host).cloned().unwrap_or_default();
-            let ports: Vec<u16> = d
-                .instances
-                .iter()
-                .copied()
-                .filter(|p| o.units.get(&instance_unit(*p)).is_some_and(UnitState::is_active))
-                .collect();
+            let ports = running_instances(d, &o);
             let activate = if ports.is_empty() {
                 Vec::new()
             } else {
@@ -377,12 +418,7 @@ pub fn rollback_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMa
                 return Err(format!("{}: no earlier release to roll back to (it has only {:?})", d.host, o.releases));
             };
             activate.push(Action::SwitchRelease { from: current, to: previous });
-            let ports: Vec<u16> = d
-                .instances
-                .iter()
-                .copied()
-                .filter(|p| o.units.get(&instance_unit(*p)).is_some_and(UnitState::is_active))
-                .collect();
+            let ports = running_instances(d, &o);
             if !ports.is_empty() {
                 activate.push(Action::RollingRestart { ports, readiness: d.readiness.clone() });
             }

@@ -78,8 +78,10 @@ fn a_bare_host_gets_packages_files_and_started_services() {
     let d = desired("r1");
     let p = plan("t", &d, &BTreeMap::new());
     let app = host(&p, "app");
-    assert!(matches!(&app.prepare[0], Action::InstallPackages { packages } if packages.contains(&"curl".to_string())));
-    assert!(matches!(&app.prepare[1], Action::UploadRelease { release, .. } if release == "r1"));
+    assert!(matches!(&app.prepare[0], Action::MarkPending { entries } if entries.contains(&"rolling".to_string())));
+    assert!(matches!(&app.prepare[1], Action::InstallPackages { packages } if packages.contains(&"curl".to_string())));
+    assert!(matches!(&app.prepare[2], Action::UploadRelease { release, .. } if release == "r1"));
+    assert_eq!(app.activate.last(), Some(&Action::ClearPending));
     let starts: Vec<&Action> = app.activate.iter().filter(|a| matches!(a, Action::Start { ready_port: Some(_), .. })).collect();
     assert_eq!(starts.len(), 2);
     assert!(app.activate.iter().any(|a| matches!(a, Action::SwitchRelease { from: None, to } if to == "r1")));
@@ -118,12 +120,31 @@ fn a_changed_file_gives_its_diff_and_its_service_action() {
     conf.content = Some(old);
     let p = plan("t", &d, &obs);
     let cache = host(&p, "cache");
-    let Action::WriteFile(f) = &cache.prepare[0] else { panic!("{cache:#?}") };
+    assert_eq!(cache.prepare[0], Action::MarkPending { entries: vec!["restart:redis-server.service".into()] });
+    let Action::WriteFile(f) = &cache.prepare[1] else { panic!("{cache:#?}") };
     assert_eq!(f.change, Change::Update);
     let diff = f.diff.as_deref().unwrap();
     assert!(diff.contains("-maxmemory-policy noeviction\n+maxmemory-policy allkeys-lru"), "{diff}");
-    assert_eq!(cache.activate, vec![Action::Restart { unit: "redis-server.service".into() }]);
-    assert_eq!(p.change_count(), 2);
+    assert_eq!(cache.activate, vec![Action::Restart { unit: "redis-server.service".into() }, Action::ClearPending]);
+    assert_eq!(p.change_count(), 4);
+}
+
+#[test]
+fn what_a_killed_apply_owed_is_done_by_the_next_one() {
+    // Files on disk already match; only the record says nginx was never reloaded and the
+    // instances never restarted.
+    let d = desired("r1");
+    let mut obs = all_converged(&d);
+    obs.get_mut("lb").unwrap().pending = vec!["reload:nginx.service".into()];
+    obs.get_mut("app").unwrap().pending = vec!["rolling".into()];
+    let p = plan("t", &d, &obs);
+    let lb = host(&p, "lb");
+    assert_eq!(lb.prepare, vec![Action::Validate { unit: "nginx.service".into(), command: "nginx -t -q".into() }]);
+    assert_eq!(lb.activate, vec![Action::Reload { unit: "nginx.service".into() }, Action::ClearPending]);
+    assert_eq!(
+        host(&p, "app").activate,
+        vec![Action::RollingRestart { ports: vec![3000, 3001], readiness: "/readyz".into() }, Action::ClearPending]
+    );
 }
 
 #[test]

@@ -80,7 +80,7 @@ fn client() -> reqwest::blocking::Client {
 fn instances_seen(n: usize) -> BTreeSet<String> {
     let c = client();
     (0..n)
-        .filter_map(|_| c.get(format!("{LB}/")).send().ok())
+        .filter_map(|_| c.get(format!("{LB}/")).send().map_err(|e| eprintln!("GET / failed: {e:?}")).ok())
         .filter_map(|r| r.headers().get("x-instance").and_then(|v| v.to_str().ok()).map(String::from))
         .collect()
 }
@@ -210,7 +210,10 @@ fn lab_second_apply_is_a_no_op_and_one_edit_is_exactly_one_diff() {
     for h in plan["hosts"].as_array().unwrap() {
         for stage in ["prepare", "activate", "cleanup"] {
             for a in h[stage].as_array().unwrap() {
-                actions.push((h["host"].as_str().unwrap().to_string(), a.clone()));
+                // The record of owed restarts (so a killed apply's successor restarts) is bookkeeping.
+                if a["action"] != "mark_pending" && a["action"] != "clear_pending" {
+                    actions.push((h["host"].as_str().unwrap().to_string(), a.clone()));
+                }
             }
         }
     }
