@@ -28,10 +28,22 @@ use metrics::{Metrics, OpLabels, RouteLabels};
 use store::{Store, StoreError};
 
 /// Everything scale-api is told at start (flags and environment; see src/bin/scale-api.rs).
+/// A secret string whose Debug form hides it.
+#[derive(Clone)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub instance: String,
     pub redis_url: String,
+    /// From REDIS_PASSWORD; never logged (its Debug prints `***`).
+    pub redis_password: Option<Redacted>,
     pub heavy_pool: usize,
     pub heavy_queue: usize,
     pub drain_timeout: Duration,
@@ -61,7 +73,7 @@ pub type Shared = Arc<AppState>;
 
 impl AppState {
     pub fn new(config: Config) -> anyhow::Result<Shared> {
-        let store = Store::new(&config.redis_url, config.redis_timeout, config.breaker_threshold, config.breaker_cooldown)
+        let store = Store::new(&config.redis_url, config.redis_password.as_ref().map(|p| p.0.as_str()), config.redis_timeout, config.breaker_threshold, config.breaker_cooldown)
             .map_err(|e| anyhow::anyhow!("bad REDIS_URL {}: {e}", config.redis_url))?;
         let instance_header = HeaderValue::from_str(&config.instance).map_err(|_| anyhow::anyhow!("instance name {:?} is not a valid header value", config.instance))?;
         let metrics = Metrics::new(&config.instance);

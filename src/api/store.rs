@@ -101,8 +101,15 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(url: &str, timeout: Duration, threshold: u32, cooldown: Duration) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
+    pub fn new(url: &str, password: Option<&str>, timeout: Duration, threshold: u32, cooldown: Duration) -> redis::RedisResult<Self> {
+        use redis::IntoConnectionInfo;
+        let mut info = url.into_connection_info()?;
+        if let Some(pw) = password {
+            // The password comes from REDIS_PASSWORD (a 0600 secrets file), never from the URL or a log.
+            let settings = info.redis_settings().clone().set_password(pw);
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))

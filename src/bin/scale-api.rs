@@ -27,6 +27,9 @@ struct Args {
     /// Redis URL
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
     redis_url: String,
+    /// Redis password (apply writes it to a 0600 secrets file the unit reads)
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    redis_password: Option<String>,
     /// Threads for CPU-heavy work [default: cores]
     #[arg(long, env = "HEAVY_POOL")]
     heavy_pool: Option<usize>,
@@ -116,6 +119,7 @@ async fn run(a: &Args) -> anyhow::Result<()> {
     let config = Config {
         instance: instance.clone(),
         redis_url: a.redis_url.clone(),
+        redis_password: a.redis_password.clone().filter(|p| !p.is_empty()).map(api::Redacted),
         heavy_pool: a.heavy_pool.unwrap_or(cores),
         heavy_queue: a.heavy_queue,
         drain_timeout: a.drain_timeout,

@@ -66,6 +66,14 @@ pub fn run_rollback(a: ReloadArgs, color: bool) -> Result<(), Failure> {
     })
 }
 
+pub fn run_destroy(a: ReloadArgs, color: bool) -> Result<(), Failure> {
+    let f = fleet::connect(&a.fleet, color)?;
+    locked(&f, &a.exec, color, "DESTROY the deployment (stop its services, remove every file and release scalectl wrote)", None, |f| {
+        let (desired, observed) = fleet::observe(f, None)?;
+        Ok(plan::destroy_plan(&f.topology.name, &desired, &observed))
+    })
+}
+
 /// Lock, plan, show, confirm, execute, unlock.
 fn locked(
     f: &Fleet,

@@ -105,14 +105,17 @@ pub fn lock_host(f: &Fleet) -> anyhow::Result<&Conn> {
 pub fn observe(f: &Fleet, release: Option<&Release>) -> anyhow::Result<(Vec<DesiredHost>, BTreeMap<String, Observed>)> {
     let templates = Templates::embedded();
     // File paths and packages do not depend on facts: a first pass with defaults says what to read.
-    let first = render::render(&f.topology, &Facts::with_default_cores(1), &templates)?;
+    let mut first = render::render(&f.topology, &Facts::with_default_cores(1), &templates)?;
+    // Secret files are observed by hash only; their paths do not depend on the values.
+    first.extend(render::render_secrets(&f.topology, &render::SecretValues::default(), &templates)?);
     let probe = plan::desired_hosts(&f.topology, &Facts::with_default_cores(1), &first, release);
     let observed = exec::observe::observe_all(&f.conns, &probe, f.parallel)?;
     let mut facts = Facts::with_default_cores(1);
     for (h, o) in &observed {
         facts.cores.insert(h.clone(), o.cores);
     }
-    let files = render::render(&f.topology, &facts, &templates)?;
+    let mut files = render::render(&f.topology, &facts, &templates)?;
+    files.extend(render::render_secrets(&f.topology, &resolve_secrets(&f.topology)?, &templates)?);
     let desired = plan::desired_hosts(&f.topology, &facts, &files, release);
     // Units that depend on facts (instances: max) may not have been in the first pass.
     let observed = if desired.iter().zip(&probe).any(|(d, p)| d.instances != p.instances) {
@@ -121,6 +124,37 @@ pub fn observe(f: &Fleet, release: Option<&Release>) -> anyhow::Result<(Vec<Desi
         observed
     };
     Ok((desired, observed))
+}
+
+/// Read every secret from its reference on this machine; a value that cannot be written safely is
+/// refused by name, never echoed.
+pub fn resolve_secrets(t: &Topology) -> anyhow::Result<render::SecretValues> {
+    use crate::topology::SecretRef;
+    let read = |name: &str, r: &SecretRef| -> anyhow::Result<String> {
+        let value = match r {
+            SecretRef::Env(var) => std::env::var(var).map_err(|_| {
+                anyhow::anyhow!("secret `{name}`: environment variable `{var}` is not set on this machine")
+            })?,
+            SecretRef::File(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("secret `{name}`: cannot read {path}"))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        };
+        anyhow::ensure!(
+            render::secret_is_safe(&value),
+            "secret `{name}` is empty or holds a character that cannot be written safely (allowed: printable ASCII \
+and spaces, but no quotes, backslash, `$`, backtick or `%`)"
+        );
+        Ok(value)
+    };
+    let mut values = render::SecretValues::default();
+    for (name, r) in &t.app.secrets {
+        values.app.push((name.clone(), read(name, r)?));
+    }
+    if let Some(r) = &t.redis.password {
+        values.redis_password = Some(read("redis.password", r)?);
+    }
+    Ok(values)
 }
 
 pub fn make_plan(f: &Fleet, release: Option<&Release>) -> anyhow::Result<Plan> {

@@ -60,6 +60,8 @@ pub enum Command {
     Reload(apply::ReloadArgs),
     /// Switch every app host back to the release before the running one, rolling
     Rollback(apply::ReloadArgs),
+    /// Stop what scalectl started and remove what it wrote on every host (packages stay installed)
+    Destroy(apply::ReloadArgs),
     /// What runs where: release, services and instances per host (exit 2 when unhealthy)
     Status(status::Args),
     /// The fleet lock that keeps applies apart (lock status|release)
@@ -105,6 +107,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Apply(a) => apply::run_apply(a, color),
         Command::Reload(a) => apply::run_reload(a, color),
         Command::Rollback(a) => apply::run_rollback(a, color),
+        Command::Destroy(a) => apply::run_destroy(a, color),
         Command::Status(a) => status::run(a, color),
         Command::Lock(a) => lock::run(a, color),
     }

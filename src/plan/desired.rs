@@ -150,11 +150,17 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
     out
 }
 
+/// Files that hold secrets (from `render::render_secrets`): never diffed, printed or read back.
+pub const SENSITIVE: &[&str] = &["/etc/scale-api/secrets.env", "/etc/redis/scalectl-auth.conf", "/etc/scalectl/redis-exporter.env"];
+
 fn desired_file(f: &RenderedFile) -> DesiredFile {
     let p = f.path.as_str();
     let (on_change, group) = match p {
         _ if p.starts_with("/etc/systemd/system/scale-api") || p.starts_with("/etc/scale-api/") => (OnChange::Rolling, "root"),
         _ if p.starts_with("/etc/systemd/system/redis-server.service.d/") => (OnChange::Restart("redis-server.service"), "root"),
+        _ if p.starts_with("/etc/systemd/system/prometheus-redis-exporter.service.d/") || p == "/etc/scalectl/redis-exporter.env" => {
+            (OnChange::Restart("prometheus-redis-exporter.service"), "root")
+        }
         _ if p.starts_with("/etc/redis/") => (OnChange::Restart("redis-server.service"), "redis"),
         _ if p.starts_with("/etc/nginx/") => (OnChange::Reload("nginx.service"), "root"),
         "/etc/default/prometheus-nginx-exporter" => (OnChange::Restart("prometheus-nginx-exporter.service"), "root"),
@@ -173,7 +179,7 @@ fn desired_file(f: &RenderedFile) -> DesiredFile {
         owner: "root".into(),
         group: group.into(),
         content: f.content.clone(),
-        sensitive: false,
+        sensitive: SENSITIVE.contains(&p),
         on_change,
         unit_file: p.starts_with("/etc/systemd/system/"),
     }

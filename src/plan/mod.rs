@@ -427,3 +427,51 @@ pub fn rollback_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMa
     }
     Ok(Plan { topology: topology.to_string(), hosts })
 }
+
+/// `scalectl destroy`: stop what scalectl started and remove what it wrote, load balancer first.
+/// Debian's packages stay installed; rsyslog (a base service) is only restarted without our file.
+pub fn destroy_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap<String, Observed>) -> Plan {
+    let hosts = desired
+        .iter()
+        .rev()
+        .map(|d| {
+            let o = observed.get(&d.host).cloned().unwrap_or_default();
+            let mut activate = Vec::new();
+            // scale-api first (services before their sockets: `.service` sorts before `.socket`).
+            for (u, st) in &o.units {
+                if u.starts_with("scale-api@") && (st.is_active() || st.is_enabled()) {
+                    activate.push(Action::Stop { unit: u.clone() });
+                }
+            }
+            for u in d.enabled.iter().chain(&d.services) {
+                let st = o.units.get(u).cloned().unwrap_or_default();
+                if u != "rsyslog.service" && !u.starts_with("scale-api@") && (st.is_active() || st.is_enabled()) {
+                    activate.push(Action::Stop { unit: u.clone() });
+                }
+            }
+            let mut units_removed = false;
+            let mut rsyslog = false;
+            for f in &d.files {
+                if matches!(o.files.get(&f.path), Some(Some(_))) {
+                    units_removed |= f.unit_file;
+                    rsyslog |= f.on_change == OnChange::Restart("rsyslog.service");
+                    activate.push(Action::RemoveFile { path: f.path.clone() });
+                }
+            }
+            if units_removed {
+                activate.push(Action::DaemonReload);
+            }
+            if rsyslog && o.units.get("rsyslog.service").is_some_and(UnitState::is_active) {
+                activate.push(Action::Restart { unit: "rsyslog.service".into() });
+            }
+            if o.release.is_some() {
+                activate.push(Action::RemoveFile { path: CURRENT_LINK.into() });
+            }
+            if !o.releases.is_empty() {
+                activate.push(Action::PruneReleases { remove: o.releases.clone() });
+            }
+            HostPlan { host: d.host.clone(), roles: d.roles.clone(), prepare: vec![], activate, cleanup: vec![] }
+        })
+        .collect();
+    Plan { topology: topology.to_string(), hosts }
+}

@@ -204,3 +204,21 @@ fn reload_restarts_only_running_instances_and_rollback_needs_an_earlier_release(
     let p = rollback_plan("t", &d, &obs).unwrap();
     assert_eq!(host(&p, "app").activate[0], Action::SwitchRelease { from: Some("r1".into()), to: "r0".into() });
 }
+
+#[test]
+fn destroy_stops_services_then_removes_files_and_releases_load_balancer_first() {
+    let d = desired("r1");
+    let obs = all_converged(&d);
+    let p = destroy_plan("t", &d, &obs);
+    let order: Vec<&str> = p.hosts.iter().map(|h| h.host.as_str()).collect();
+    assert_eq!(order, ["lb", "app", "cache"]);
+    let app = host(&p, "app");
+    assert_eq!(app.activate[0], Action::Stop { unit: "scale-api@3000.service".into() });
+    let first_remove = app.activate.iter().position(|a| matches!(a, Action::RemoveFile { .. })).unwrap();
+    assert!(app.activate[..first_remove].iter().all(|a| matches!(a, Action::Stop { .. })));
+    assert!(app.activate.contains(&Action::RemoveFile { path: CURRENT_LINK.into() }));
+    assert_eq!(app.activate.last(), Some(&Action::PruneReleases { remove: vec!["r1".into()] }));
+    assert!(!host(&p, "cache").activate.contains(&Action::Stop { unit: "rsyslog.service".into() }));
+    // Nothing left: destroying again plans nothing.
+    assert!(!destroy_plan("t", &d, &BTreeMap::new()).has_changes());
+}

@@ -13,6 +13,22 @@ pub fn register(env: &mut Environment<'_>) {
     env.add_filter("yaml", yaml);
     env.add_filter("conf", conf);
     env.add_filter("hostport", hostport);
+    env.add_filter("secret", secret);
+}
+
+/// Characters a secret may hold: it is written inside double quotes in systemd environment
+/// files and redis.conf, where these have no special meaning.
+pub fn secret_is_safe(v: &str) -> bool {
+    !v.is_empty() && v.chars().all(|c| (c == ' ' || c.is_ascii_graphic()) && !"\"\\$`'%".contains(c))
+}
+
+/// A secret value inside double quotes; one that could break out is refused (without echoing it).
+fn secret(v: &str) -> Result<String, Error> {
+    if secret_is_safe(v) {
+        Ok(format!("\"{v}\""))
+    } else {
+        Err(Error::new(ErrorKind::InvalidOperation, "a secret value holds a character that cannot be written safely"))
+    }
 }
 
 /// `address:port`, with IPv6 addresses in brackets.

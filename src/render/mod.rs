@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::topology::{Role, Target, Topology};
 pub use context::{Facts, Instance};
+pub use filters::secret_is_safe;
 use context::Ctx;
 
 /// Every template scalectl ships, embedded at build time (`--templates DIR` overrides by name).
@@ -98,6 +99,49 @@ fn collect(dir: &include_dir::Dir<'static>, out: &mut BTreeMap<String, String>) 
     for d in dir.dirs() {
         collect(d, out);
     }
+}
+
+/// Secret values resolved from their references by the caller (apply, plan), never by render.
+#[derive(Clone, Default)]
+pub struct SecretValues {
+    /// app.secrets: environment name -> value.
+    pub app: Vec<(String, String)>,
+    pub redis_password: Option<String>,
+}
+
+impl std::fmt::Debug for SecretValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.app.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("SecretValues").field("app", &names).field("redis_password", &self.redis_password.as_ref().map(|_| "***")).finish()
+    }
+}
+
+/// The files that carry secrets, per host: what `render` never writes. Only apply and plan call
+/// this, with values they resolved; the plan hides these files' contents.
+pub fn render_secrets(t: &Topology, values: &SecretValues, templates: &Templates) -> Result<Vec<RenderedFile>, RenderError> {
+    let env = templates.environment();
+    let secrets: Vec<minijinja::Value> =
+        values.app.iter().map(|(n, v)| minijinja::context! { name => n, value => v }).collect();
+    let ctx = minijinja::context! {
+        version => env!("CARGO_PKG_VERSION"),
+        t => minijinja::Value::from(minijinja::value::Serde(t)),
+        secrets => secrets,
+        redis_password => values.redis_password.clone(),
+    };
+    let mut out = Vec::new();
+    if t.target != Target::Hosts {
+        return Ok(out);
+    }
+    for h in &t.hosts {
+        if h.has(Role::App) {
+            out.push(run(&env, &ctx, &h.name, Job { template: "systemd/secrets.env.j2", path: "/etc/scale-api/secrets.env".into(), mode: 0o600 })?);
+        }
+        if h.has(Role::Redis) {
+            out.push(run(&env, &ctx, &h.name, Job { template: "redis/auth.conf.j2", path: "/etc/redis/scalectl-auth.conf".into(), mode: 0o640 })?);
+            out.push(run(&env, &ctx, &h.name, Job { template: "exporters/redis-exporter.env.j2", path: "/etc/scalectl/redis-exporter.env".into(), mode: 0o600 })?);
+        }
+    }
+    Ok(out)
 }
 
 /// What to render for one destination: template name, destination path, file mode.
@@ -199,6 +243,7 @@ fn host_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
         jobs.push(Job { template: "redis/redis.conf.j2", path: "/etc/redis/redis.conf".into(), mode: 0o640 });
         jobs.push(job("redis/redis-server.override.conf.j2", "/etc/systemd/system/redis-server.service.d/scalectl.conf"));
         jobs.push(job("exporters/prometheus-redis-exporter.j2", "/etc/default/prometheus-redis-exporter"));
+        jobs.push(job("exporters/prometheus-redis-exporter.override.conf.j2", "/etc/systemd/system/prometheus-redis-exporter.service.d/scalectl.conf"));
     }
     if h.has(Role::Monitor) {
         jobs.push(job("prometheus/prometheus.yml.j2", "/etc/prometheus/prometheus.yml"));
@@ -240,4 +285,44 @@ fn docker_jobs(t: &Topology) -> Vec<Job<'_>> {
         jobs.push(job("grafana/dashboards.yaml.j2", "grafana/provisioning/dashboards/scalectl.yaml"));
     }
     jobs
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    fn topology(extra: &str) -> Topology {
+        let src = format!(
+            "name: s\napp:\n  port: 3000\n  instances: 1\n  secrets: {{API_KEY: {{env: S_API_KEY}}}}\n\
+hosts:\n  a: {{address: 10.0.0.2, roles: [app]}}\n  r: {{address: 10.0.0.3, roles: [redis]}}\n{extra}"
+        );
+        crate::topology::parse("s.yaml", &src).unwrap_or_else(|p| panic!("{p}"))
+    }
+
+    #[test]
+    fn secrets_land_only_in_their_own_files() {
+        let t = topology("redis: {password: {env: S_REDIS}}\n");
+        let values = SecretValues { app: vec![("API_KEY".into(), "k3y value".into())], redis_password: Some("pa55".into()) };
+        let files = render_secrets(&t, &values, &Templates::embedded()).unwrap();
+        let get = |p: &str| files.iter().find(|f| f.path == p).unwrap();
+        let env = get("/etc/scale-api/secrets.env");
+        assert_eq!((env.host.as_str(), env.mode), ("a", 0o600));
+        assert!(env.content.contains("API_KEY=\"k3y value\"\n") && env.content.contains("REDIS_PASSWORD=\"pa55\"\n"), "{}", env.content);
+        assert!(get("/etc/redis/scalectl-auth.conf").content.contains("requirepass \"pa55\"\n"));
+        assert!(get("/etc/scalectl/redis-exporter.env").content.contains("REDIS_PASSWORD=\"pa55\"\n"));
+        // Nothing the ordinary render writes holds a value.
+        let rendered = render(&t, &Facts::with_default_cores(1), &Templates::embedded()).unwrap();
+        assert!(rendered.iter().all(|f| !f.content.contains("pa55") && !f.content.contains("k3y")));
+        assert!(!format!("{values:?}").contains("pa55"));
+    }
+
+    #[test]
+    fn a_value_that_could_break_out_of_its_quotes_is_refused() {
+        let t = topology("");
+        for bad in ["a\"b", "a\nb", "$(x)", "a\\b", ""] {
+            let values = SecretValues { app: vec![("API_KEY".into(), bad.into())], redis_password: None };
+            let err = render_secrets(&t, &values, &Templates::embedded()).unwrap_err().to_string();
+            assert!(err.contains("cannot be written safely") && (bad.is_empty() || !err.contains(bad)), "{bad:?}: {err}");
+        }
+    }
 }

@@ -150,10 +150,17 @@ fn new_release(tag: &str) -> tempfile::TempPath {
 
 /// examples/lab.yaml with one edit, in a file of its own (same topology name, so the same lab).
 fn edited_topology(from: &str, to: &str) -> tempfile::TempPath {
-    let src = std::fs::read_to_string(lab_yaml()).unwrap();
-    assert!(src.contains(from), "lab.yaml has no `{from}`");
+    edited_topology_many(&[(from, to)])
+}
+
+fn edited_topology_many(edits: &[(&str, &str)]) -> tempfile::TempPath {
+    let mut src = std::fs::read_to_string(lab_yaml()).unwrap();
+    for (from, to) in edits {
+        assert!(src.contains(from), "lab.yaml has no `{from}`");
+        src = src.replacen(from, to, 1);
+    }
     let f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
-    std::fs::write(f.path(), src.replacen(from, to, 1)).unwrap();
+    std::fs::write(f.path(), src).unwrap();
     f.into_temp_path()
 }
 
@@ -371,4 +378,72 @@ fn lab_second_concurrent_apply_is_refused_by_the_lock() {
     assert!(status.success(), "the first apply failed: {rest:#?}");
     let out = run_ok(&["lock", "status", "-f", &lab_yaml()]);
     assert_eq!(text(&out.stdout).trim(), "unlocked");
+}
+
+#[test]
+fn lab_secrets_reach_their_hosts_and_never_the_plan() {
+    let _lab = lab();
+    const PW: &str = "lab-redis-pw-1234";
+    const TOKEN: &str = "tok-5678-secret";
+    let edited = edited_topology_many(&[
+        ("  persistence: none\n", "  persistence: none\n  password: {env: LAB_REDIS_PASSWORD}\n"),
+        ("  drain_timeout: 5s\n", "  drain_timeout: 5s\n  secrets: {API_TOKEN: {env: LAB_API_TOKEN}}\n"),
+    ]);
+    let file = edited.to_str().unwrap();
+    let rel = release();
+    let rel = rel.to_str().unwrap();
+    let with_secrets = |args: &[&str]| scalectl(args).env("LAB_REDIS_PASSWORD", PW).env("LAB_API_TOKEN", TOKEN).output().unwrap();
+
+    // Without the variables, nothing is planned.
+    let out = run(&["plan", "-f", file, "--release", rel]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("environment variable `LAB_API_TOKEN` is not set"), "{}", text(&out.stderr));
+
+    for format in ["text", "json"] {
+        let out = with_secrets(&["plan", "-f", file, "--release", rel, "-o", format, "--detailed-exitcode"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(!all.contains(PW) && !all.contains(TOKEN), "a secret reached the {format} plan");
+        assert!(all.contains("/etc/scale-api/secrets.env") && all.contains("/etc/redis/scalectl-auth.conf"));
+    }
+    let out = with_secrets(&apply_args(file, rel));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains(PW) && !text(&out.stderr).contains(PW));
+
+    assert!(docker_exec("lab-cache-1", "redis-cli ping 2>&1 || true").contains("NOAUTH"), "redis answers without a password");
+    assert!(docker_exec("lab-cache-1", &format!("redis-cli -a {PW} --no-auth-warning ping")).contains("PONG"));
+    assert_eq!(docker_exec("lab-app-1", "stat -c '%a %U' /etc/scale-api/secrets.env").trim(), "600 root");
+    let before = count();
+    assert_eq!(count(), before + 1, "scale-api reaches the password-protected Redis");
+    let out = with_secrets(&["plan", "-f", file, "--release", rel, "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+
+    // Removing the password converges back: Redis open again, the secrets file emptied.
+    run_ok(&apply_args(&lab_yaml(), rel));
+    assert!(docker_exec("lab-cache-1", "redis-cli ping").contains("PONG"));
+    assert!(!docker_exec("lab-app-1", "cat /etc/scale-api/secrets.env").contains("REDIS_PASSWORD"));
+    let before = count();
+    assert_eq!(count(), before + 1);
+}
+
+#[test]
+fn lab_destroy_removes_what_scalectl_deployed_and_apply_brings_it_back() {
+    let _lab = lab();
+    let out = run(&["destroy", "-f", &lab_yaml()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("refusing to DESTROY"), "{}", text(&out.stderr));
+    assert!(instances_seen(8).len() > 1, "destroy without --yes changed something");
+
+    run_ok(&["destroy", "-f", &lab_yaml(), "--yes"]);
+    let exists = |c: &str, p: &str| docker_exec(c, &format!("test -e {p} && echo yes || echo no")).trim() == "yes";
+    assert_eq!(docker_exec("lab-app-1", "systemctl is-active scale-api@3000.service scale-api@3000.socket || true").trim(), "inactive\ninactive");
+    assert!(!exists("lab-app-1", "/opt/scale-api/current") && !exists("lab-app-1", "/etc/scale-api/scale-api.env"));
+    assert!(!exists("lab-lb-1", "/etc/nginx/conf.d/lab.conf"));
+    assert_eq!(docker_exec("lab-cache-1", "systemctl is-active redis-server || true").trim(), "inactive");
+    let out = run_ok(&["destroy", "-f", &lab_yaml(), "--yes"]);
+    assert!(text(&out.stdout).contains("No changes"), "{}", text(&out.stdout));
+
+    let rel = release();
+    run_ok(&apply_args(&lab_yaml(), rel.to_str().unwrap()));
+    assert_eq!(instances_seen(60).len(), 4);
 }

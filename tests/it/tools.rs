@@ -93,7 +93,7 @@ fn systemd_root(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
     let out = run(Command::new("cp").args(["-a", "/usr/lib/systemd/system"]).arg(root.join("usr/lib/systemd/")));
     assert!(out.status.success(), "{}", text(&out));
-    for bin in ["opt/scale-api/current/scale-api", "usr/bin/redis-server"] {
+    for bin in ["opt/scale-api/current/scale-api", "usr/bin/redis-server", "usr/bin/prometheus-redis-exporter", "bin/kill"] {
         let p = root.join(bin);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, "#!/bin/sh\n").unwrap();
@@ -130,10 +130,12 @@ fn systemd_accepts_every_unit() {
                 let service = files.iter().find(|s| s.host == f.host && s.path.ends_with("scale-api@.service")).unwrap();
                 std::fs::write(root.join("etc/systemd/system/scale-api@.service"), &service.content).unwrap();
                 "scale-api@3000.socket".to_string()
-            } else if f.path.contains("redis-server.service.d") {
-                // The drop-in applies to Debian's unit, which the root gets from the real package.
-                std::fs::copy("/lib/systemd/system/redis-server.service", root.join("etc/systemd/system/redis-server.service")).unwrap();
-                "redis-server.service".to_string()
+            } else if let Some((dir, _)) = f.path.split_once(".service.d/") {
+                // A drop-in applies to Debian's unit, which the root gets from the real package.
+                let unit = format!("{}.service", dir.rsplit('/').next().unwrap());
+                std::fs::copy(format!("/lib/systemd/system/{unit}"), root.join("etc/systemd/system").join(&unit))
+                    .unwrap_or_else(|e| panic!("{unit} from Debian's package: {e} (scripts/setup.sh installs it)"));
+                unit
             } else {
                 Path::new(&f.path).file_name().unwrap().to_string_lossy().into_owned()
             };
