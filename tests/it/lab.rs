@@ -447,3 +447,140 @@ fn lab_destroy_removes_what_scalectl_deployed_and_apply_brings_it_back() {
     run_ok(&apply_args(&lab_yaml(), rel.to_str().unwrap()));
     assert_eq!(instances_seen(60).len(), 4);
 }
+
+// Observability deployed by apply (issue 6, hosts half).
+
+const PROMETHEUS: &str = "http://127.0.0.1:9090";
+
+fn prometheus(path: &str) -> serde_json::Value {
+    client().get(format!("{PROMETHEUS}{path}")).send().unwrap().json().unwrap()
+}
+
+#[test]
+fn lab_prometheus_scrapes_every_expected_target() {
+    let _lab = lab();
+    let mut expected: BTreeSet<(String, String)> = BTreeSet::new();
+    for i in INSTANCES {
+        let (host, port) = i.rsplit_once('-').unwrap();
+        expected.insert(("scale-api".into(), format!("lab-{host}:{port}")));
+    }
+    for h in ["lb-1", "app-1", "app-2", "cache-1", "mon-1"] {
+        expected.insert(("node".into(), format!("lab-{h}:9100")));
+    }
+    expected.insert(("redis".into(), "lab-cache-1:9121".into()));
+    expected.insert(("nginx".into(), "lab-lb-1:9113".into()));
+    expected.insert(("prometheus".into(), "127.0.0.1:9090".into()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = prometheus("/api/v1/targets");
+        let targets = v["data"]["activeTargets"].as_array().unwrap();
+        let up: BTreeSet<(String, String)> = targets
+            .iter()
+            .filter(|t| t["health"] == "up")
+            .map(|t| (t["labels"]["job"].as_str().unwrap().to_string(), t["labels"]["instance"].as_str().unwrap().to_string()))
+            .collect();
+        if up == expected {
+            break;
+        }
+        assert!(Instant::now() < deadline, "targets up: {up:#?}\nexpected: {expected:#?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Lines on the collector (mon-1) that contain `needle`, with the file each is in.
+fn collected(needle: &str) -> Vec<(String, String)> {
+    let out = Command::new("docker")
+        .args(["exec", "lab-mon-1", "grep", "-rF", needle, "/var/log/scalectl/"])
+        .output()
+        .unwrap();
+    text(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(f, rest)| (f.to_string(), rest.to_string())))
+        .collect()
+}
+
+#[test]
+fn lab_request_id_reaches_the_collector_per_host_and_instance() {
+    let _lab = lab();
+    let id = format!("lab-trace-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos());
+    let r = client().get(format!("{LB}/")).header("X-Request-Id", &id).send().unwrap();
+    let instance = r.headers()["x-instance"].to_str().unwrap().to_string();
+    let (host, port) = instance.rsplit_once('-').unwrap();
+    let sent = Instant::now();
+    let lines = loop {
+        let lines = collected(&id);
+        if !lines.is_empty() {
+            break lines;
+        }
+        assert!(sent.elapsed() < Duration::from_secs(5), "request {id} did not reach the collector within 5 s");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("request id on the collector after {} ms", sent.elapsed().as_millis());
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(lines[0].0, format!("/var/log/scalectl/{host}/scale-api-{port}.log"));
+    let entry: serde_json::Value = serde_json::from_str(&lines[0].1).unwrap();
+    assert_eq!(entry["fields"]["request_id"], id.as_str());
+    assert_eq!(entry["fields"]["instance"], instance.as_str());
+}
+
+#[test]
+fn lab_collector_outage_loses_no_log_line() {
+    let _lab = lab();
+    let run_id = format!("outage-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos());
+    // syslog.socket would start rsyslog again at the next local message: stop both.
+    docker_exec("lab-mon-1", "systemctl stop syslog.socket rsyslog.service");
+    let c = client();
+    let stopped = Instant::now();
+    let mut sent = 0;
+    while stopped.elapsed() < Duration::from_secs(10) {
+        let r = c.get(format!("{LB}/")).header("X-Request-Id", format!("{run_id}-{sent}")).send().unwrap();
+        assert!(r.status().is_success());
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(collected(&run_id).is_empty(), "lines arrived while the collector was stopped");
+    docker_exec("lab-mon-1", "systemctl start syslog.socket rsyslog.service");
+    let back = Instant::now();
+    let deadline = back + Duration::from_secs(60);
+    loop {
+        let ids: BTreeSet<String> = collected(&run_id)
+            .iter()
+            .filter_map(|(_, l)| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["fields"]["request_id"].as_str().map(String::from))
+            .collect();
+        if ids.len() == sent {
+            eprintln!("{sent} lines logged during a 10 s collector outage, all delivered {} ms after it came back", back.elapsed().as_millis());
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} of {sent} lines arrived after the collector came back", ids.len());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn lab_stopping_redis_fires_the_redis_down_alert() {
+    let _lab = lab();
+    docker_exec("lab-cache-1", "systemctl stop redis-server.service");
+    let stopped = Instant::now();
+    // `for: 1m`, plus a scrape and an evaluation interval (5 s each in lab.yaml), plus slack.
+    let deadline = stopped + Duration::from_secs(100);
+    let fired = loop {
+        let v = prometheus("/api/v1/alerts");
+        let firing = v["data"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["labels"]["alertname"] == "RedisDown" && a["state"] == "firing");
+        if firing {
+            break stopped.elapsed();
+        }
+        if Instant::now() > deadline {
+            break Duration::MAX;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    docker_exec("lab-cache-1", "systemctl start redis-server.service");
+    assert!(fired != Duration::MAX, "RedisDown did not fire within 100 s of stopping Redis");
+    eprintln!("RedisDown firing {:.0} s after Redis stopped", fired.as_secs_f64());
+    assert!(fired >= Duration::from_secs(55), "fired before its `for: 1m` window: {fired:?}");
+}

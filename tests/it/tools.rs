@@ -368,3 +368,25 @@ fn dashboards_are_well_formed_and_use_the_provisioned_datasource() {
         }
     }
 }
+
+/// Run promtool's unit tests (tests/it/promtool/lab_rules_test.yml) against `rules`.
+fn promtool_test_rules(rules: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.yml"), rules).unwrap();
+    let tests = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/promtool/lab_rules_test.yml");
+    std::fs::copy(tests, dir.path().join("lab_rules_test.yml")).unwrap();
+    run(Command::new(require("promtool")).current_dir(dir.path()).args(["test", "rules", "lab_rules_test.yml"]))
+}
+
+#[test]
+fn every_alert_rule_fires_when_it_should_and_not_before() {
+    let rules = render_example("lab").into_iter().find(|f| f.path == "/etc/prometheus/scalectl/rules.yml").unwrap().content;
+    let out = promtool_test_rules(&rules);
+    assert!(out.status.success(), "{}", text(&out));
+    // Negative controls: a rule with a wrong threshold or window must fail its unit test.
+    for (from, to) in [("> 80.0", "> 95.0"), ("redis_up == 0 or up{job=\"redis\"} == 0\n        for: 1m", "redis_up == 0 or up{job=\"redis\"} == 0\n        for: 5m")] {
+        assert!(rules.contains(from), "{from}");
+        let out = promtool_test_rules(&rules.replacen(from, to, 1));
+        assert!(!out.status.success(), "promtool passed a broken rule ({from} -> {to})");
+    }
+}
