@@ -584,3 +584,51 @@ fn lab_stopping_redis_fires_the_redis_down_alert() {
     eprintln!("RedisDown firing {:.0} s after Redis stopped", fired.as_secs_f64());
     assert!(fired >= Duration::from_secs(55), "fired before its `for: 1m` window: {fired:?}");
 }
+
+#[test]
+fn lab_every_dashboard_query_returns_data_under_load() {
+    let _lab = lab();
+    // Grafana cannot run here: run each panel's query against the live Prometheus instead.
+    let load = Load::start(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mixed = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let c = client();
+            let end = Instant::now() + Duration::from_secs(60);
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                let _ = c.get(format!("{LB}/count")).send();
+                let _ = c.get(format!("{LB}/users/{}", i % 20)).send();
+                let _ = c.get(format!("{LB}/heavy?ms=5")).send();
+                i += 1;
+            }
+        })
+    };
+    // Enough scrapes (every 5 s) for rate() over 1m windows to see the load.
+    std::thread::sleep(Duration::from_secs(20));
+    let dir = root().join("grafana/dashboards");
+    let mut empty = Vec::new();
+    let mut queries = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let d: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for p in d["panels"].as_array().unwrap() {
+            for t in p["targets"].as_array().unwrap() {
+                let expr = t["expr"].as_str().unwrap();
+                let v: serde_json::Value = client().get(reqwest::Url::parse_with_params(&format!("{PROMETHEUS}/api/v1/query"), &[("query", expr)]).unwrap()).send().unwrap().json().unwrap();
+                assert_eq!(v["status"], "success", "{expr}: {v}");
+                queries += 1;
+                if v["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
+                    empty.push(format!("{} / {}: {expr}", path.file_name().unwrap().to_string_lossy(), p["title"]));
+                }
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    mixed.join().unwrap();
+    let (ok, failed) = load.finish();
+    eprintln!("{queries} dashboard queries, {} without data; load: {ok} ok, {} failed", empty.len(), failed.len());
+    assert!(queries >= 30, "only {queries} queries");
+    assert!(empty.is_empty(), "queries without data:\n{}", empty.join("\n"));
+}
