@@ -7,10 +7,18 @@ use std::time::{Duration, Instant};
 use super::fleet::{self, Fleet, FleetArgs, ReleaseArg};
 use super::{Failure, Output};
 use crate::exec::{apply, lock};
-use crate::plan::{self, Plan, Release, render_text};
+use anyhow::Context;
+
+use crate::plan::saved::{self, SavedPlan};
+use crate::plan::{self, Action, Plan, Release, render_text, sha256_hex};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "With PLANFILE (from `scalectl plan --out PLANFILE`), apply executes exactly that plan, and refuses it \
+when the topology file, the release binary or any host changed since it was made.")]
 pub struct ApplyArgs {
+    /// A plan saved by `scalectl plan --out PLANFILE` (its topology file and release are used)
+    #[arg(value_name = "PLANFILE")]
+    pub planfile: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub fleet: FleetArgs,
     #[command(flatten)]
@@ -43,11 +51,78 @@ pub struct ReloadArgs {
     pub exec: ExecArgs,
 }
 
-pub fn run_apply(a: ApplyArgs, color: bool) -> Result<(), Failure> {
+pub fn run_apply(mut a: ApplyArgs, color: bool) -> Result<(), Failure> {
+    if let Some(planfile) = a.planfile.take() {
+        return run_saved(a, &planfile, color);
+    }
     let f = fleet::connect(&a.fleet, color)?;
     let binary = a.release.read()?;
     let release = Release::of(&binary);
-    locked(&f, &a.exec, color, "apply these changes", Some(&binary), |f| fleet::make_plan(f, Some(&release)))
+    locked(&f, &a.exec, color, "apply these changes", Some(&binary), |f| Ok(fleet::make_plan(f, Some(&release))?.0))
+}
+
+/// `apply PLANFILE`: the saved plan, only if nothing it was made from changed.
+fn run_saved(mut a: ApplyArgs, planfile: &std::path::Path, color: bool) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(planfile).with_context(|| format!("cannot read the plan file {}", planfile.display()))?;
+    let saved: SavedPlan = serde_json::from_str(&text)
+        .ok()
+        .filter(|s: &SavedPlan| s.kind == saved::KIND)
+        .with_context(|| format!("{} is not a plan saved by `scalectl plan --out`", planfile.display()))?;
+    if saved.format_version != saved::SAVED_FORMAT_VERSION {
+        return Err(anyhow::anyhow!(
+            "{} has plan format {}, this scalectl reads format {}: make the plan again",
+            planfile.display(),
+            saved.format_version,
+            saved::SAVED_FORMAT_VERSION
+        )
+        .into());
+    }
+    let topology = std::fs::read(&saved.topology_file).with_context(|| format!("cannot read the plan's topology {}", saved.topology_file))?;
+    if sha256_hex(&topology) != saved.topology_sha256 {
+        return Err(anyhow::anyhow!("the topology file {} changed since the plan was made: run `scalectl plan` again", saved.topology_file).into());
+    }
+    let binary = match &saved.release_file {
+        Some(path) => {
+            let b = std::fs::read(path).with_context(|| format!("cannot read the plan's release {path}"))?;
+            if Some(sha256_hex(&b)) != saved.release_sha256 {
+                return Err(anyhow::anyhow!("the release binary {path} changed since the plan was made: run `scalectl plan` again").into());
+            }
+            Some(b)
+        }
+        None => None,
+    };
+    a.fleet.topology.file = saved.topology_file.clone().into();
+    let f = fleet::connect(&a.fleet, color)?;
+    let release = binary.as_deref().map(Release::of);
+    locked(&f, &a.exec, color, "apply this saved plan", binary.as_deref(), |f| {
+        let (desired, observed) = fleet::observe(f, release.as_ref())?;
+        let stale = saved::changed_hosts(&saved.observed, &saved::fingerprints(&observed));
+        anyhow::ensure!(
+            stale.is_empty(),
+            "the plan is stale: {} changed since it was made (another apply, or drift): run `scalectl plan` again",
+            stale.join(", ")
+        );
+        // Secret files were saved without content: take it from the desired state, if unchanged.
+        let mut plan = saved.plan.clone();
+        for h in &mut plan.hosts {
+            let Some(d) = desired.iter().find(|d| d.host == h.host) else { continue };
+            for a in h.prepare.iter_mut().chain(h.activate.iter_mut()).chain(h.cleanup.iter_mut()) {
+                if let Action::WriteFile(fc) = a
+                    && fc.sensitive
+                {
+                    let now = d.files.iter().find(|x| x.path == fc.path).map(|x| x.content.clone()).unwrap_or_default();
+                    anyhow::ensure!(
+                        sha256_hex(now.as_bytes()) == fc.content_sha256,
+                        "{}: the secret in {} changed since the plan was made: run `scalectl plan` again",
+                        h.host,
+                        fc.path
+                    );
+                    fc.content = now;
+                }
+            }
+        }
+        Ok(plan)
+    })
 }
 
 pub fn run_reload(a: ReloadArgs, color: bool) -> Result<(), Failure> {

@@ -40,11 +40,15 @@ pub struct ReleaseArg {
 }
 
 impl ReleaseArg {
-    pub fn read(&self) -> anyhow::Result<Vec<u8>> {
-        let path = match &self.release {
+    pub fn path(&self) -> anyhow::Result<PathBuf> {
+        Ok(match &self.release {
             Some(p) => p.clone(),
             None => std::env::current_exe()?.with_file_name("scale-api"),
-        };
+        })
+    }
+
+    pub fn read(&self) -> anyhow::Result<Vec<u8>> {
+        let path = self.path()?;
         std::fs::read(&path).with_context(|| {
             format!("cannot read the scale-api binary {} (build it with `cargo build --release`, or pass --release FILE)", path.display())
         })
@@ -157,9 +161,9 @@ and spaces, but no quotes, backslash, `$`, backtick or `%`)"
     Ok(values)
 }
 
-pub fn make_plan(f: &Fleet, release: Option<&Release>) -> anyhow::Result<Plan> {
+pub fn make_plan(f: &Fleet, release: Option<&Release>) -> anyhow::Result<(Plan, BTreeMap<String, Observed>)> {
     let (desired, observed) = observe(f, release)?;
-    Ok(plan::plan(&f.topology.name, &desired, &observed))
+    Ok((plan::plan(&f.topology.name, &desired, &observed), observed))
 }
 
 /// Ask before changing anything, unless --yes; without a terminal, --yes is required.

@@ -32,6 +32,10 @@ pub struct Args {
     /// Cores assumed for `instances: max` on hosts that do not declare `cores:` [default: this machine's]
     #[arg(long, value_name = "N")]
     pub cores: Option<u32>,
+    /// Write nothing; exit 2 if DIR differs from what the topology renders (files added, removed or
+    /// changed), 0 if it matches: for pipelines that commit rendered files
+    #[arg(long)]
+    pub check: bool,
 }
 
 pub fn run(a: Args, color: bool) -> Result<(), Failure> {
@@ -43,10 +47,55 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
     let cores = a.cores.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
     let files = render::render(&t, &Facts::with_default_cores(cores), &templates)
         .with_context(|| format!("cannot render {}", a.topology.file.display()))?;
+    if a.check {
+        return check(&a.out, &files);
+    }
     write_tree(&a.out, &files)?;
     let hosts: std::collections::BTreeSet<&str> = files.iter().map(|f| f.host.as_str()).collect();
     println!("rendered {} files for {} into {}", files.len(), hosts.into_iter().collect::<Vec<_>>().join(", "), a.out.display());
     Ok(())
+}
+
+/// Compare DIR with the render: every difference is listed, and any makes the exit code 2.
+fn check(root: &Path, files: &[RenderedFile]) -> Result<(), Failure> {
+    let mut expected: BTreeMap<PathBuf, &RenderedFile> = files.iter().map(|f| (local_path(root, f), f)).collect();
+    let mut drift = Vec::new();
+    let mut on_disk = Vec::new();
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let p = entry?.path();
+            if p.is_dir() { walk(&p, out)? } else { out.push(p) }
+        }
+        Ok(())
+    }
+    walk(root, &mut on_disk).with_context(|| format!("cannot read {}", root.display()))?;
+    on_disk.sort();
+    for p in on_disk {
+        if p.file_name().is_some_and(|n| n == MARKER) {
+            continue;
+        }
+        match expected.remove(&p) {
+            None => drift.push(format!("- {} (not rendered from the topology)", p.display())),
+            Some(f) => {
+                let now = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+                let mode = std::fs::metadata(&p).with_context(|| format!("cannot read {}", p.display()))?.permissions().mode() & 0o777;
+                if now != f.content.as_bytes() {
+                    drift.push(format!("~ {} (content differs)", p.display()));
+                } else if mode != f.mode {
+                    drift.push(format!("~ {} (mode {mode:o}, rendered {:o})", p.display(), f.mode));
+                }
+            }
+        }
+    }
+    for p in expected.keys() {
+        drift.push(format!("+ {} (missing)", p.display()));
+    }
+    if drift.is_empty() {
+        println!("{} matches the topology ({} files)", root.display(), files.len());
+        return Ok(());
+    }
+    println!("{} drifted from the topology ({} differences):\n  {}", root.display(), drift.len(), drift.join("\n  "));
+    Err(Failure::Changes)
 }
 
 /// Where a rendered file goes under the output directory.

@@ -489,6 +489,7 @@ mod tests {
             change,
             sensitive: false,
             diff: None,
+            content_sha256: crate::plan::sha256_hex(content.as_bytes()),
             content: content.into(),
             previous: previous.map(String::from),
         }

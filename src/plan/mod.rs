@@ -8,6 +8,7 @@
 //! runs last (instances no longer wanted, old releases).
 
 pub mod desired;
+pub mod saved;
 mod text;
 
 use std::collections::BTreeMap;
@@ -69,13 +70,13 @@ impl UnitState {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Plan {
     pub topology: String,
     pub hosts: Vec<HostPlan>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct HostPlan {
     pub host: String,
     pub roles: Vec<crate::topology::Role>,
@@ -94,6 +95,22 @@ impl HostPlan {
 }
 
 impl Plan {
+    /// The plan with every secret file's content removed: what is printed or saved.
+    pub fn redacted(&self) -> Plan {
+        let mut p = self.clone();
+        for h in &mut p.hosts {
+            for a in h.prepare.iter_mut().chain(h.activate.iter_mut()).chain(h.cleanup.iter_mut()) {
+                if let Action::WriteFile(f) = a
+                    && f.sensitive
+                {
+                    f.content.clear();
+                    f.previous = None;
+                }
+            }
+        }
+        p
+    }
+
     pub fn has_changes(&self) -> bool {
         self.hosts.iter().any(|h| !h.is_empty())
     }
@@ -102,7 +119,7 @@ impl Plan {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Change {
     Create,
@@ -111,7 +128,7 @@ pub enum Change {
     Metadata,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileChange {
     pub path: String,
     pub mode: u32,
@@ -121,15 +138,16 @@ pub struct FileChange {
     pub sensitive: bool,
     /// Unified diff, None for sensitive files.
     pub diff: Option<String>,
-    #[serde(skip)]
+    /// sha256 of `content`: how a saved plan checks a secret file it re-resolves at apply.
+    pub content_sha256: String,
+    /// The new content; empty for sensitive files once redacted (plans shown or saved).
     pub content: String,
     /// What the host had, to restore on rollback (None: absent, or sensitive).
-    #[serde(skip)]
     pub previous: Option<String>,
 }
 
 /// One step. The executor maps each to commands; it adds nothing of its own.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     InstallPackages { packages: Vec<String> },
@@ -348,6 +366,7 @@ fn file_change(f: &DesiredFile, o: Option<&ObservedFile>) -> Option<FileChange> 
         change,
         sensitive: f.sensitive,
         diff,
+        content_sha256: sha.clone(),
         content: f.content.clone(),
         previous,
     };

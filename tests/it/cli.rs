@@ -144,3 +144,25 @@ fn schema_is_draft_07_and_matches_the_committed_copy() {
     let committed = std::fs::read_to_string(format!("{}/examples/scale.schema.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), committed, "examples/scale.schema.json is stale: run `scalectl schema > examples/scale.schema.json`");
 }
+
+#[test]
+fn render_check_exits_2_on_drift_and_0_when_the_tree_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let file = crate::example_path("three-hosts");
+    let render = |extra: &[&str]| scalectl().args(["render", "-f", &file, "-o"]).arg(&out).args(extra).output().unwrap();
+    assert!(render(&[]).status.success());
+    let check = render(&["--check"]);
+    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stdout));
+    let conf = out.join("lb-1/etc/nginx/conf.d/shop.conf");
+    std::fs::write(&conf, std::fs::read_to_string(&conf).unwrap().replace("least_conn", "ip_hash")).unwrap();
+    std::fs::remove_file(out.join("ansible/inventory.yml")).unwrap();
+    std::fs::write(out.join("stray.conf"), "x").unwrap();
+    let check = render(&["--check"]);
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("3 differences"), "{stdout}");
+    assert!(stdout.contains("shop.conf (content differs)") && stdout.contains("inventory.yml (missing)") && stdout.contains("stray.conf (not rendered"), "{stdout}");
+    // --check writes nothing.
+    assert!(out.join("stray.conf").exists() && !out.join("ansible/inventory.yml").exists());
+}

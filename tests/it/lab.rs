@@ -632,3 +632,43 @@ fn lab_every_dashboard_query_returns_data_under_load() {
     assert!(queries >= 30, "only {queries} queries");
     assert!(empty.is_empty(), "queries without data:\n{}", empty.join("\n"));
 }
+
+#[test]
+fn lab_saved_plan_is_applied_exactly_and_refused_when_stale() {
+    let _lab = lab();
+    let rel = release();
+    let rel = rel.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let planfile = dir.path().join("plan.json");
+    let planfile = planfile.to_str().unwrap();
+    let edited = edited_topology("maxmemory: 64MiB", "maxmemory: 80MiB");
+    let file = edited.to_str().unwrap();
+    let save = || {
+        let out = run(&["plan", "-f", file, "--release", rel, "--out", planfile, "--detailed-exitcode"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    };
+
+    // A host that drifted since the plan was made: refused, nothing changed.
+    save();
+    docker_exec("lab-cache-1", "echo '# drift' >> /etc/redis/redis.conf");
+    let out = run(&["apply", planfile, "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("the plan is stale: cache-1 changed since it was made"), "{}", text(&out.stderr));
+    assert!(docker_exec("lab-cache-1", "redis-cli config get maxmemory").contains("67108864"));
+
+    // Made again, it is applied exactly: the fleet then matches the edited topology.
+    save();
+    let out = run_ok(&["apply", planfile, "--yes"]);
+    assert!(text(&out.stdout).contains("restart redis-server.service"), "{}", text(&out.stdout));
+    assert!(docker_exec("lab-cache-1", "redis-cli config get maxmemory").contains("83886080"));
+    let out = run(&["plan", "-f", file, "--release", rel, "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+
+    // The topology file changed since the plan: refused before connecting.
+    let out = run(&["plan", "-f", file, "--release", rel, "--out", planfile]);
+    assert!(out.status.success());
+    std::fs::write(file, std::fs::read_to_string(file).unwrap() + "# edited\n").unwrap();
+    let out = run(&["apply", planfile, "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("changed since the plan was made"), "{}", text(&out.stderr));
+}

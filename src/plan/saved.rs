@@ -1,0 +1,63 @@
+//! A plan saved by `scalectl plan --out FILE` and applied later by `scalectl apply FILE`: the plan
+//! itself plus what it was made from (the topology's bytes, the release binary, each host's
+//! observation), so that apply can refuse it when any of them changed since. Secrets are not in it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Observed, Plan, sha256_hex};
+
+pub const KIND: &str = "scalectl-plan";
+/// Bumped when a saved plan of an older scalectl could be misread.
+pub const SAVED_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SavedPlan {
+    pub kind: String,
+    pub format_version: u32,
+    pub scalectl_version: String,
+    /// The topology file as it was given, and the sha256 of its bytes.
+    pub topology_file: String,
+    pub topology_sha256: String,
+    pub release_file: Option<String>,
+    pub release_sha256: Option<String>,
+    /// Host -> sha256 of what was observed on it when planning.
+    pub observed: BTreeMap<String, String>,
+    /// Redacted: secret files carry only their content's sha256.
+    pub plan: Plan,
+}
+
+/// One digest per host of everything observed there (file hashes, units, packages, releases).
+pub fn fingerprints(observed: &BTreeMap<String, Observed>) -> BTreeMap<String, String> {
+    observed
+        .iter()
+        .map(|(h, o)| (h.clone(), sha256_hex(serde_json::to_string(o).unwrap_or_default().as_bytes())))
+        .collect()
+}
+
+/// Hosts whose observation differs from the one the plan was made on.
+pub fn changed_hosts(saved: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<String> {
+    let mut hosts: Vec<String> = saved.keys().chain(now.keys()).filter(|h| saved.get(*h) != now.get(*h)).cloned().collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_that_changed_makes_the_plan_stale() {
+        let mut a = BTreeMap::new();
+        a.insert("web".to_string(), Observed { cores: 2, ..Default::default() });
+        a.insert("db".to_string(), Observed { cores: 4, ..Default::default() });
+        let before = fingerprints(&a);
+        assert!(changed_hosts(&before, &fingerprints(&a)).is_empty());
+        a.get_mut("db").unwrap().release = Some("r2".into());
+        assert_eq!(changed_hosts(&before, &fingerprints(&a)), vec!["db".to_string()]);
+        a.remove("web");
+        assert_eq!(changed_hosts(&before, &fingerprints(&a)), vec!["db".to_string(), "web".to_string()]);
+    }
+}
