@@ -166,3 +166,29 @@ fn render_check_exits_2_on_drift_and_0_when_the_tree_matches() {
     // --check writes nothing.
     assert!(out.join("stray.conf").exists() && !out.join("ansible/inventory.yml").exists());
 }
+
+#[test]
+fn the_ci_examples_use_only_commands_and_flags_scalectl_has() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ci");
+    let mut checked = 0;
+    for name in ["github-actions.yml", "gitlab-ci.yml"] {
+        let text = std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
+        let _: serde_json::Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for line in text.lines() {
+            let Some(i) = line.find("scalectl ") else { continue };
+            let cmd = &line[i + "scalectl ".len()..];
+            let sub = cmd.split_whitespace().next().unwrap();
+            if !sub.chars().all(|c| c.is_ascii_lowercase()) || line.contains("cargo install") || line.contains("group:") {
+                continue;
+            }
+            let help = scalectl().args([sub, "--help"]).output().unwrap();
+            assert!(help.status.success(), "{name}: `scalectl {sub}` is not a command");
+            let help = String::from_utf8_lossy(&help.stdout).to_string() + &String::from_utf8_lossy(&scalectl().arg("--help").output().unwrap().stdout);
+            for flag in cmd.split_whitespace().filter(|w| w.starts_with("--") || (w.starts_with('-') && w.len() == 2)) {
+                assert!(help.contains(flag), "{name}: `scalectl {sub}` has no flag {flag}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 15, "only {checked} flags checked");
+}
