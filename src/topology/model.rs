@@ -8,7 +8,7 @@ use indexmap::IndexMap;
 use serde::Serialize;
 
 pub use super::raw::{
-    Eviction, Instances, LogDestination, NextUpstreamOn, Persistence, Provider, Role, SecretRef, Service,
+    Eviction, Instances, LogDestination, NextUpstreamOn, Persistence, Provider, Role, ScalingPolicy, SecretRef, Service,
     Shipper, Strategy, Target,
 };
 
@@ -179,6 +179,7 @@ pub struct Autoscaling {
     pub desired: u32,
     pub cpu_scale_out: f64,
     pub cpu_scale_in: f64,
+    pub policy: ScalingPolicy,
     pub cooldown_scale_out_ms: u64,
     pub cooldown_scale_in_ms: u64,
     pub health_check_grace_ms: u64,

@@ -577,8 +577,18 @@ pub enum Provider {
 pub struct RawCpuTargets {
     /// Default 70.
     pub scale_out: Option<Sp<f64>>,
-    /// Default 30.
+    /// Default 30 (used by the `step` policy; target tracking decides scale-in itself).
     pub scale_in: Option<Sp<f64>>,
+    /// `target_tracking` (default): AWS keeps average CPU near scale_out. `step`: one instance out
+    /// above scale_out, one in below scale_in, exactly the seeds' two thresholds.
+    pub policy: Option<Sp<ScalingPolicy>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScalingPolicy {
+    TargetTracking,
+    Step,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

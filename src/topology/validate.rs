@@ -511,6 +511,7 @@ impl V {
             desired: desired.clamp(0, 10_000) as u32,
             cpu_scale_out: out,
             cpu_scale_in: inn,
+            policy: cpu.and_then(|c| c.policy.as_ref()).map_or(ScalingPolicy::TargetTracking, |p| *p.value()),
             cooldown_scale_out_ms: self.duration(cd.map_or(&none_s, |c| &c.scale_out), "cooldown.scale_out", 60_000, 86_400_000),
             cooldown_scale_in_ms: self.duration(cd.map_or(&none_s, |c| &c.scale_in), "cooldown.scale_in", 120_000, 86_400_000),
             health_check_grace_ms: self.duration(&a.health_check_grace, "health_check_grace", 120_000, 7_200_000),

@@ -168,8 +168,28 @@ resource "aws_autoscaling_group" "this" {
   }
 }
 
-# Scale out: one more instance when average CPU stays above cpu_scale_out.
+# Target tracking (default): AWS adds instances while average CPU is above cpu_scale_out and removes
+# them when it stays well below (AWS picks the scale-in margin; cpu_scale_in is not used).
+resource "aws_autoscaling_policy" "cpu_target" {
+  count                     = var.scaling_policy == "target_tracking" ? 1 : 0
+  name                      = "${var.name}-cpu-target"
+  autoscaling_group_name    = aws_autoscaling_group.this.name
+  policy_type               = "TargetTrackingScaling"
+  estimated_instance_warmup = var.health_check_grace_period
+
+  target_tracking_configuration {
+    predefined_metric_specification {
+      predefined_metric_type = "ASGAverageCPUUtilization"
+    }
+    target_value     = var.cpu_scale_out
+    disable_scale_in = false
+  }
+}
+
+# Step (the seeds' two thresholds exactly): one more instance when average CPU stays above
+# cpu_scale_out, one fewer when it stays below cpu_scale_in.
 resource "aws_autoscaling_policy" "out" {
+  count                  = var.scaling_policy == "step" ? 1 : 0
   name                   = "${var.name}-cpu-out"
   autoscaling_group_name = aws_autoscaling_group.this.name
   adjustment_type        = "ChangeInCapacity"
@@ -178,6 +198,7 @@ resource "aws_autoscaling_policy" "out" {
 }
 
 resource "aws_cloudwatch_metric_alarm" "cpu_high" {
+  count               = var.scaling_policy == "step" ? 1 : 0
   alarm_name          = "${var.name}-cpu-high"
   namespace           = "AWS/EC2"
   metric_name         = "CPUUtilization"
@@ -186,14 +207,14 @@ resource "aws_cloudwatch_metric_alarm" "cpu_high" {
   evaluation_periods  = 3
   comparison_operator = "GreaterThanThreshold"
   threshold           = var.cpu_scale_out
-  alarm_actions       = [aws_autoscaling_policy.out.arn]
+  alarm_actions       = [aws_autoscaling_policy.out[0].arn]
   dimensions = {
     AutoScalingGroupName = aws_autoscaling_group.this.name
   }
 }
 
-# Scale in: one fewer instance when average CPU stays below cpu_scale_in.
 resource "aws_autoscaling_policy" "in" {
+  count                  = var.scaling_policy == "step" ? 1 : 0
   name                   = "${var.name}-cpu-in"
   autoscaling_group_name = aws_autoscaling_group.this.name
   adjustment_type        = "ChangeInCapacity"
@@ -202,6 +223,7 @@ resource "aws_autoscaling_policy" "in" {
 }
 
 resource "aws_cloudwatch_metric_alarm" "cpu_low" {
+  count               = var.scaling_policy == "step" ? 1 : 0
   alarm_name          = "${var.name}-cpu-low"
   namespace           = "AWS/EC2"
   metric_name         = "CPUUtilization"
@@ -210,7 +232,7 @@ resource "aws_cloudwatch_metric_alarm" "cpu_low" {
   evaluation_periods  = 10
   comparison_operator = "LessThanThreshold"
   threshold           = var.cpu_scale_in
-  alarm_actions       = [aws_autoscaling_policy.in.arn]
+  alarm_actions       = [aws_autoscaling_policy.in[0].arn]
   dimensions = {
     AutoScalingGroupName = aws_autoscaling_group.this.name
   }

@@ -36,6 +36,16 @@ variable "desired_capacity" {
   type = number
 }
 
+variable "scaling_policy" {
+  description = "target_tracking (keep average CPU near cpu_scale_out) or step (out above cpu_scale_out, in below cpu_scale_in)."
+  type        = string
+  default     = "target_tracking"
+  validation {
+    condition     = contains(["target_tracking", "step"], var.scaling_policy)
+    error_message = "scaling_policy must be target_tracking or step."
+  }
+}
+
 variable "cpu_scale_out" {
   description = "Average CPU percent above which the group adds an instance (the seeds: 70)."
   type        = number
