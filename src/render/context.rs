@@ -145,6 +145,8 @@ impl Ctx {
     pub fn asg_view(t: &Topology) -> Ctx {
         let mut c = Ctx::base(t, "asg");
         c.redis = t.hosts.iter().find(|h| h.has(Role::Redis)).map(|h| Endpoint { host: h.name.clone(), address: h.address.clone() });
+        // Instances of the group ship their logs to the fleet's collector, like app hosts do.
+        c.monitor = t.hosts.iter().find(|h| h.has(Role::Monitor)).map(|h| Endpoint { host: h.name.clone(), address: h.address.clone() });
         c
     }
 }

@@ -189,6 +189,7 @@ pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<
             job("systemd/scale-api@.service.j2", "files/scale-api@.service"),
             job("systemd/scale-api@.socket.j2", "files/scale-api@.socket"),
             job("systemd/scale-api.env.j2", "files/scale-api.env"),
+            job("logs/rsyslog-ship.conf.j2", "files/60-scalectl-ship.conf"),
         ] {
             out.push(run(&env, &asg, "terraform", j)?);
         }

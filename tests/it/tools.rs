@@ -390,3 +390,54 @@ fn every_alert_rule_fires_when_it_should_and_not_before() {
         assert!(!out.status.success(), "promtool passed a broken rule ({from} -> {to})");
     }
 }
+
+/// The module's cloud-init user data with Terraform's interpolations done the way Terraform does them
+/// for the rendered aws-asg example.
+fn user_data(files: &[scalectl::render::RenderedFile]) -> String {
+    use base64::Engine;
+    let main = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/terraform/modules/asg/main.tf")).unwrap();
+    let body = main.split("<<-CLOUDINIT\n").nth(1).unwrap().split("\n  CLOUDINIT").next().unwrap();
+    // `<<-` strips the smallest indentation of the heredoc's lines.
+    let indent = body.lines().filter(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).min().unwrap();
+    let mut text: String = body.lines().map(|l| l.get(indent..).unwrap_or("").to_string() + "\n").collect();
+    let b64 = |name: &str| {
+        let f = files.iter().find(|f| f.host == "terraform" && f.path == format!("files/{name}")).unwrap_or_else(|| panic!("files/{name}"));
+        base64::engine::general_purpose::STANDARD.encode(&f.content)
+    };
+    for (var, file) in [("unit_file", "scale-api@.service"), ("socket_file", "scale-api@.socket"), ("env_file", "scale-api.env"), ("log_ship_file", "60-scalectl-ship.conf")] {
+        text = text.replace(&format!("${{base64encode(var.{var})}}"), &b64(file));
+    }
+    text.replace("${var.release_url}", "").replace("${local.instance_count}", "1").replace("${var.app_port}", "3000")
+}
+
+#[test]
+fn cloud_init_writes_the_same_units_as_the_hosts_target() {
+    use base64::Engine;
+    let files = render_example("aws-asg");
+    let text = user_data(&files);
+    assert!(text.starts_with("#cloud-config\n"), "{text}");
+    assert!(!text.contains("${"), "an interpolation is left: {text}");
+    let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("user data is not YAML: {e}\n{text}"));
+    let written: std::collections::BTreeMap<String, String> = doc["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            assert_eq!(w["encoding"], "b64");
+            let bytes = base64::engine::general_purpose::STANDARD.decode(w["content"].as_str().unwrap()).unwrap();
+            (w["path"].as_str().unwrap().to_string(), String::from_utf8(bytes).unwrap())
+        })
+        .collect();
+    // The app host of the same topology gets the same files at the same paths (its unit names the
+    // instance by host name where the group's uses %H, the instance's own hostname).
+    let host: Vec<_> = files.iter().filter(|f| f.host == "seed-1").collect();
+    for path in ["/etc/systemd/system/scale-api@.service", "/etc/systemd/system/scale-api@.socket", "/etc/scale-api/scale-api.env", "/etc/rsyslog.d/60-scalectl-ship.conf"] {
+        let on_host = &host.iter().find(|f| f.path == path).unwrap_or_else(|| panic!("seed-1 has no {path}")).content;
+        let in_asg = written.get(path).unwrap_or_else(|| panic!("cloud-init does not write {path}"));
+        assert_eq!(in_asg.replace("INSTANCE=%H-%i", "INSTANCE=seed-1-%i"), *on_host, "{path}");
+    }
+    let packages: Vec<&str> = doc["packages"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    for p in ["prometheus-node-exporter", "rsyslog", "rsyslog-relp"] {
+        assert!(packages.contains(&p), "{p} is not installed by cloud-init: {packages:?}");
+    }
+}

@@ -1,13 +1,14 @@
 # scale-api on an autoscaling group: every instance boots Debian, cloud-init writes the same systemd
-# units scalectl installs on app hosts, and the group scales on average CPU (out at cpu_scale_out,
-# in at cpu_scale_in) behind an application load balancer that health-checks the readiness path.
+# units scalectl installs on app hosts (plus the node exporter and the log shipper), and the group
+# scales on average CPU (target tracking at cpu_scale_out, or step: out above cpu_scale_out, in below
+# cpu_scale_in) behind an application load balancer that health-checks the readiness path.
 
 locals {
   instance_count = var.instances == "max" ? "$(nproc)" : var.instances
   user_data = <<-CLOUDINIT
     #cloud-config
     package_update: true
-    packages: [prometheus-node-exporter, rsyslog, curl]
+    packages: [prometheus-node-exporter, rsyslog, rsyslog-relp, curl]
     write_files:
       - path: /etc/systemd/system/scale-api@.service
         permissions: "0644"
@@ -21,13 +22,18 @@ locals {
         permissions: "0640"
         encoding: b64
         content: ${base64encode(var.env_file)}
+      - path: /etc/rsyslog.d/60-scalectl-ship.conf
+        permissions: "0644"
+        encoding: b64
+        content: ${base64encode(var.log_ship_file)}
     runcmd:
       - mkdir -p /opt/scale-api/releases/boot
       - [sh, -c, "test -z '${var.release_url}' || curl -fsSL '${var.release_url}' -o /opt/scale-api/releases/boot/scale-api"]
       - chmod 0755 /opt/scale-api/releases/boot/scale-api
       - ln -sfn /opt/scale-api/releases/boot /opt/scale-api/current
       - systemctl daemon-reload
-      - [sh, -c, "for i in $(seq 0 $((${local.instance_count} - 1))); do systemctl enable --now scale-api@$((${var.app_port} + i)); done"]
+      - systemctl restart rsyslog
+      - [sh, -c, "for i in $(seq 0 $((${local.instance_count} - 1))); do p=$((${var.app_port} + i)); systemctl enable --now scale-api@$p.socket scale-api@$p.service; done"]
   CLOUDINIT
 }
 

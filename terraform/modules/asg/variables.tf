@@ -104,6 +104,11 @@ variable "socket_file" {
   type        = string
 }
 
+variable "log_ship_file" {
+  description = "The rsyslog shipping config rendered by scalectl (RELP to the fleet's collector, disk-assisted queue)."
+  type        = string
+}
+
 variable "env_file" {
   description = "The scale-api.env file rendered by scalectl."
   type        = string
