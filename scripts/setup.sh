@@ -16,6 +16,13 @@ if ((${#missing[@]})); then
 fi
 command -v cargo >/dev/null || { echo "setup: cargo is required (rustup)" >&2; exit 1; }
 
+# checkov (PyPI) checks the Terraform module.
+if ! command -v checkov >/dev/null; then
+  echo "setup: installing checkov"
+  python3 -m pip install -q --disable-pip-version-check checkov >/dev/null 2>&1 || python3 -m pip install --disable-pip-version-check checkov
+  hash -r
+fi
+
 # The Docker engine for the lab: no systemd as PID 1 on these machines, so start dockerd directly.
 if ! docker info >/dev/null 2>&1; then
   echo "setup: starting dockerd"

@@ -441,3 +441,26 @@ fn cloud_init_writes_the_same_units_as_the_hosts_target() {
         assert!(packages.contains(&p), "{p} is not installed by cloud-init: {packages:?}");
     }
 }
+
+#[test]
+fn checkov_finds_nothing_unjustified_in_the_terraform() {
+    // The rendered root module and the module it calls, as `scalectl render` writes them.
+    let dir = tempfile::tempdir().unwrap();
+    for f in render_example("aws-asg").into_iter().filter(|f| f.host == "terraform") {
+        let p = dir.path().join(&f.path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, f.content).unwrap();
+    }
+    let out = run(Command::new(require("checkov")).args(["--compact", "--quiet", "--skip-download", "-o", "json", "-d"]).arg(dir.path()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("checkov output: {e}\n{}", text(&out)));
+    let reports = if report.is_array() { report.as_array().unwrap().clone() } else { vec![report] };
+    let mut passed = 0;
+    for r in &reports {
+        let s = &r["summary"];
+        assert_eq!(s["failed"], 0, "checkov failures (fix them, or justify with a checkov:skip comment):\n{}", serde_json::to_string_pretty(&r["results"]["failed_checks"]).unwrap());
+        assert_eq!(s["parsing_errors"], 0);
+        passed += s["passed"].as_u64().unwrap();
+    }
+    assert!(passed >= 20, "checkov checked almost nothing ({passed} passed): did it find the module?");
+}

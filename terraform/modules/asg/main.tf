@@ -39,13 +39,22 @@ locals {
 
 resource "aws_security_group" "lb" {
   name_prefix = "${var.name}-lb-"
-  description = "HTTP into the load balancer"
+  description = "HTTP and HTTPS into the load balancer"
   vpc_id      = var.vpc_id
 
+  # checkov:skip=CKV_AWS_260: a public load balancer takes HTTP from anywhere; with certificate_arn set it only redirects to HTTPS
   ingress {
-    description = "HTTP from anywhere"
+    description = "HTTP from anywhere (redirected to HTTPS when a certificate is set)"
     from_port   = 80
     to_port     = 80
+    protocol    = "tcp"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+
+  ingress {
+    description = "HTTPS from anywhere"
+    from_port   = 443
+    to_port     = 443
     protocol    = "tcp"
     cidr_blocks = ["0.0.0.0/0"]
   }
@@ -72,11 +81,36 @@ resource "aws_security_group" "app" {
     security_groups = [aws_security_group.lb.id]
   }
 
+  # Only what an instance talks to: package mirrors and the release (HTTP/HTTPS), Redis, the log collector.
   egress {
-    description = "Package mirrors, Redis, log collector"
-    from_port   = 0
-    to_port     = 0
-    protocol    = "-1"
+    description = "Package mirrors and the release download over HTTP"
+    from_port   = 80
+    to_port     = 80
+    protocol    = "tcp"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+
+  egress {
+    description = "Package mirrors and the release download over HTTPS"
+    from_port   = 443
+    to_port     = 443
+    protocol    = "tcp"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+
+  egress {
+    description = "Redis"
+    from_port   = var.redis_port
+    to_port     = var.redis_port
+    protocol    = "tcp"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+
+  egress {
+    description = "Log collector (RELP)"
+    from_port   = var.relp_port
+    to_port     = var.relp_port
+    protocol    = "tcp"
     cidr_blocks = ["0.0.0.0/0"]
   }
 }
@@ -108,14 +142,35 @@ resource "aws_launch_template" "this" {
 }
 
 resource "aws_lb" "this" {
+  # checkov:skip=CKV2_AWS_76: the rules of a web ACL passed in are the user's (include AWSManagedRulesKnownBadInputsRuleSet)
+  # checkov:skip=CKV2_AWS_28: WAF is an account-wide choice; pass web_acl_arn to attach one (aws_wafv2_web_acl_association below)
+  # checkov:skip=CKV2_AWS_20: HTTP redirects to HTTPS whenever certificate_arn is set; without a certificate there is nothing to redirect to
   name                       = substr("${var.name}-lb", 0, 32)
   load_balancer_type         = "application"
   subnets                    = var.subnets
   security_groups            = [aws_security_group.lb.id]
   drop_invalid_header_fields = true
+  enable_deletion_protection = var.deletion_protection
+
+  # checkov:skip=CKV_AWS_91: access logs need a bucket the user owns; set access_logs_bucket to turn them on
+  dynamic "access_logs" {
+    for_each = var.access_logs_bucket == "" ? [] : [var.access_logs_bucket]
+    content {
+      bucket  = access_logs.value
+      prefix  = var.name
+      enabled = true
+    }
+  }
+}
+
+resource "aws_wafv2_web_acl_association" "lb" {
+  count        = var.web_acl_arn == "" ? 0 : 1
+  resource_arn = aws_lb.this.arn
+  web_acl_arn  = var.web_acl_arn
 }
 
 resource "aws_lb_target_group" "app" {
+  # checkov:skip=CKV_AWS_378: TLS ends at the load balancer; scale-api speaks HTTP on the private network
   name_prefix = "sa-"
   port        = var.app_port
   protocol    = "HTTP"
@@ -134,14 +189,40 @@ resource "aws_lb_target_group" "app" {
   }
 }
 
+# HTTPS when a certificate is given (TLS 1.2 and 1.3 only); HTTP then only redirects to it.
+resource "aws_lb_listener" "https" {
+  count             = var.certificate_arn == "" ? 0 : 1
+  load_balancer_arn = aws_lb.this.arn
+  port              = 443
+  protocol          = "HTTPS"
+  ssl_policy        = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+  certificate_arn   = var.certificate_arn
+
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.app.arn
+  }
+}
+
 resource "aws_lb_listener" "http" {
+  # checkov:skip=CKV_AWS_2: without certificate_arn the module can only serve HTTP; with it this listener only redirects
+  # checkov:skip=CKV_AWS_103: TLS policy applies to the HTTPS listener above; this one carries no TLS
   load_balancer_arn = aws_lb.this.arn
   port              = 80
   protocol          = "HTTP"
 
   default_action {
-    type             = "forward"
-    target_group_arn = aws_lb_target_group.app.arn
+    type             = var.certificate_arn == "" ? "forward" : "redirect"
+    target_group_arn = var.certificate_arn == "" ? aws_lb_target_group.app.arn : null
+
+    dynamic "redirect" {
+      for_each = var.certificate_arn == "" ? [] : [1]
+      content {
+        port        = "443"
+        protocol    = "HTTPS"
+        status_code = "HTTP_301"
+      }
+    }
   }
 }
 

@@ -119,3 +119,39 @@ variable "release_url" {
   type        = string
   default     = ""
 }
+
+variable "redis_port" {
+  description = "Port of the fleet's Redis, which instances reach."
+  type        = number
+  default     = 6379
+}
+
+variable "relp_port" {
+  description = "Port of the fleet's log collector (RELP)."
+  type        = number
+  default     = 2514
+}
+
+variable "certificate_arn" {
+  description = "ACM certificate for HTTPS on the load balancer; HTTP then redirects to HTTPS. Empty: HTTP only."
+  type        = string
+  default     = ""
+}
+
+variable "deletion_protection" {
+  description = "Protect the load balancer from deletion (turn off before `terraform destroy`)."
+  type        = bool
+  default     = true
+}
+
+variable "access_logs_bucket" {
+  description = "S3 bucket for the load balancer's access logs. Empty: no access logs."
+  type        = string
+  default     = ""
+}
+
+variable "web_acl_arn" {
+  description = "WAFv2 web ACL to attach to the load balancer. Empty: none."
+  type        = string
+  default     = ""
+}
