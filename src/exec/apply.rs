@@ -413,12 +413,14 @@ pub mod commands {
         )
     }
 
+    /// `reset-failed` first: a unit that crash-looped before its config arrived (an exporter started
+    /// by its package) has hit its start limit, and systemd would refuse to start it.
     pub fn start(unit: &str) -> String {
-        format!("systemctl enable -q {u} && systemctl start {u}", u = q(unit))
+        format!("systemctl reset-failed {u} 2>/dev/null; systemctl enable -q {u} && systemctl start {u}", u = q(unit))
     }
 
     pub fn restart(unit: &str) -> String {
-        format!("systemctl enable -q {u} && systemctl restart {u}", u = q(unit))
+        format!("systemctl reset-failed {u} 2>/dev/null; systemctl enable -q {u} && systemctl restart {u}", u = q(unit))
     }
 
     pub fn reload(unit: &str) -> String {

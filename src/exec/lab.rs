@@ -63,6 +63,10 @@ impl LabDir {
     pub fn state(&self) -> PathBuf {
         self.0.join("lab.json")
     }
+    /// Connection variables for Ansible (see templates/lab/inventory.yml.j2).
+    pub fn inventory(&self) -> PathBuf {
+        self.0.join("inventory.yml")
+    }
     pub fn load(&self) -> anyhow::Result<Option<LabState>> {
         match std::fs::read_to_string(self.state()) {
             Ok(s) => Ok(Some(serde_json::from_str(&s).with_context(|| format!("corrupt lab state {}", self.state().display()))?)),
@@ -75,7 +79,8 @@ impl LabDir {
 /// `$SCALECTL_HOME`, else `$XDG_STATE_HOME/scalectl`, else `~/.local/state/scalectl`.
 pub fn state_home() -> PathBuf {
     if let Some(h) = std::env::var_os("SCALECTL_HOME") {
-        return PathBuf::from(h);
+        // Absolute, because the lab writes it into files read from elsewhere (Ansible's inventory).
+        return std::path::absolute(&h).unwrap_or_else(|_| PathBuf::from(h));
     }
     if let Some(x) = std::env::var_os("XDG_STATE_HOME") {
         return PathBuf::from(x).join("scalectl");
@@ -137,6 +142,17 @@ pub async fn up(t: &Topology, dir: &LabDir, progress: Progress<'_>) -> anyhow::R
     }
     write_atomic(&dir.known_hosts(), known_hosts.as_bytes())?;
     write_atomic(&dir.state(), serde_json::to_string_pretty(&state)?.as_bytes())?;
+    let inventory = crate::render::render_one(
+        &crate::render::Templates::embedded(),
+        "lab/inventory.yml.j2",
+        serde_json::json!({
+            "lab": state,
+            "dir": dir.0.display().to_string(),
+            "key": dir.key().display().to_string(),
+            "known_hosts": dir.known_hosts().display().to_string(),
+        }),
+    )?;
+    write_atomic(&dir.inventory(), inventory.as_bytes())?;
     Ok(state)
 }
 

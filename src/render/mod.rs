@@ -144,6 +144,14 @@ pub fn render_secrets(t: &Topology, values: &SecretValues, templates: &Templates
     Ok(out)
 }
 
+/// One template with a context of its own (the lab's Ansible inventory): for files that are not
+/// part of a topology's render.
+pub fn render_one(templates: &Templates, name: &str, ctx: impl Serialize) -> Result<String, RenderError> {
+    let env = templates.environment();
+    let tmpl = env.get_template(name).map_err(|_| RenderError::Missing(name.to_string()))?;
+    tmpl.render(minijinja::Value::from(minijinja::value::Serde(ctx))).map_err(|source| RenderError::Template { name: name.to_string(), source })
+}
+
 /// What to render for one destination: template name, destination path, file mode.
 struct Job<'a> {
     template: &'a str,

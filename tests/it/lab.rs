@@ -672,3 +672,65 @@ fn lab_saved_plan_is_applied_exactly_and_refused_when_stale() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("changed since the plan was made"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn lab_ansible_playbook_deploys_what_apply_deploys() {
+    let _lab = lab();
+    let ansible = crate::require("ansible-playbook");
+    // Start from hosts without scalectl's files, release or services (packages stay).
+    run_ok(&["destroy", "-f", &lab_yaml(), "--yes"]);
+    let out_dir = tempfile::tempdir().unwrap();
+    let render = out_dir.path().join("render");
+    run_ok(&["render", "-f", &lab_yaml(), "-o", render.to_str().unwrap()]);
+    let rel = release();
+    let playbook = || {
+        let out = Command::new(&ansible)
+            .current_dir(root().join("ansible"))
+            .args(["-i"])
+            .arg(render.join("ansible/inventory.yml"))
+            .args(["-i"])
+            .arg(root().join("target/lab-home/lab/lab/inventory.yml"))
+            .arg("site.yml")
+            .arg("-e")
+            .arg(format!("scalectl_render_dir={}", render.display()))
+            .arg("-e")
+            .arg(format!("scalectl_release={}", rel.display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ansible-playbook failed:\n{}", text(&out.stdout));
+        text(&out.stdout)
+    };
+    let t = Instant::now();
+    playbook();
+    eprintln!("ansible-playbook after destroy: {:.1} s", t.elapsed().as_secs_f64());
+
+    // The fleet serves as after apply.
+    assert_eq!(instances_seen(60), INSTANCES.iter().map(|s| s.to_string()).collect());
+    let before = count();
+    assert_eq!(count(), before + 1);
+
+    // scalectl sees the same files, packages, release and services; only the secret files (which
+    // Ansible users give through Vault, and `render` never writes) and what they restart remain.
+    let out = run(&["plan", "-f", &lab_yaml(), "--release", rel.to_str().unwrap(), "-o", "json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for h in plan["hosts"].as_array().unwrap() {
+        for stage in ["prepare", "activate", "cleanup"] {
+            for a in h[stage].as_array().unwrap() {
+                let ok = match a["action"].as_str().unwrap() {
+                    "write_file" => a["sensitive"] == true,
+                    "mark_pending" | "clear_pending" | "rolling_restart" => true,
+                    "restart" => a["unit"] == "redis-server.service" || a["unit"] == "prometheus-redis-exporter.service",
+                    _ => false,
+                };
+                assert!(ok, "{}: after ansible-playbook, scalectl still plans {a}", h["host"]);
+            }
+        }
+    }
+
+    // A second run changes nothing.
+    let t = Instant::now();
+    let recap = playbook();
+    eprintln!("ansible-playbook, no change: {:.1} s", t.elapsed().as_secs_f64());
+    let changed: Vec<&str> = recap.lines().filter(|l| l.contains(" changed=") && !l.contains(" changed=0 ")).collect();
+    assert!(changed.is_empty(), "a second ansible-playbook run changed things: {changed:#?}");
+}
