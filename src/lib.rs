@@ -4,6 +4,7 @@
 //! See ARCHITECTURE.md for the map and the invariants.
 
 pub mod cli;
+pub mod doctor;
 pub mod exec;
 pub mod plan;
 pub mod render;

@@ -5,6 +5,7 @@
 //! (plan) and "findings" (doctor).
 
 mod apply;
+mod doctor;
 mod fleet;
 mod lab;
 mod lock;
@@ -64,6 +65,8 @@ pub enum Command {
     Destroy(apply::ReloadArgs),
     /// What runs where: release, services and instances per host (exit 2 when unhealthy)
     Status(status::Args),
+    /// Diagnose the live fleet from its metrics: the seeds' "is it slow?" decision tree (exit 2: findings)
+    Doctor(doctor::Args),
     /// The fleet lock that keeps applies apart (lock status|release)
     Lock(lock::Args),
 }
@@ -110,6 +113,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Destroy(a) => apply::run_destroy(a, color),
         Command::Status(a) => status::run(a, color),
         Command::Lock(a) => lock::run(a, color),
+        Command::Doctor(a) => doctor::run(a, color),
     }
 }
 

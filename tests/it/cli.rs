@@ -192,3 +192,36 @@ fn the_ci_examples_use_only_commands_and_flags_scalectl_has() {
     }
     assert!(checked >= 15, "only {checked} flags checked");
 }
+
+#[test]
+fn doctor_lists_its_checks_and_replays_a_snapshot_with_exit_codes() {
+    use scalectl::doctor::snapshot::{InstanceSample, RedisSample, Snapshot};
+    let out = scalectl().args(["doctor", "--list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    for id in ["healthy", "crash-loop", "cpu-saturated-scale-up", "cpu-saturated-scale-out", "event-loop-blocked", "fd-exhaustion", "load-imbalance", "redis-down"] {
+        assert!(list.contains(id), "--list lacks {id}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Snapshot { format_version: 1, topology: "t".into(), taken_at: "2026-11-23T00:00:00Z".into(), window_s: 300, ..Default::default() };
+    s.instances.push(InstanceSample { instance: "a-3000".into(), host: "a".into(), up: true, weight: 1, ..Default::default() });
+    s.redis = Some(RedisSample { up: true, ..Default::default() });
+    let path = dir.path().join("snap.json");
+    std::fs::write(&path, serde_json::to_string(&s).unwrap()).unwrap();
+    let out = scalectl().args(["doctor", "--snapshot"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("healthy"));
+
+    s.redis.as_mut().unwrap().up = false;
+    std::fs::write(&path, serde_json::to_string(&s).unwrap()).unwrap();
+    let out = scalectl().args(["doctor", "-o", "json", "--snapshot"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["format_version"], 1);
+    assert_eq!(d["findings"][0]["id"], "redis-down");
+    assert!(d["findings"][0]["path"].as_array().unwrap().iter().any(|p| p.as_str().unwrap().contains("Redis up? no")));
+
+    std::fs::write(&path, "{\"not\": \"a snapshot\"}").unwrap();
+    let out = scalectl().args(["doctor", "--snapshot"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a doctor snapshot"));
+}

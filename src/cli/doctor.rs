@@ -1,0 +1,92 @@
+//! `scalectl doctor`: collect a snapshot of the live fleet (or replay a saved one), walk the
+//! decision tree, print the walk and the findings. Exit 0 healthy, 2 findings, 1 error.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::{Failure, JSON_FORMAT_VERSION, Output, TopologyArg};
+use crate::doctor::{self, CHECKS, Diagnosis, Snapshot, collect};
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Exit codes: 0 healthy, 2 findings, 1 error.\n\n\
+Examples:\n  scalectl doctor -f examples/lab.yaml\n  scalectl doctor -f examples/lab.yaml --save snap.json\n  \
+scalectl doctor --snapshot snap.json -o json\n  scalectl doctor --list")]
+pub struct Args {
+    #[command(flatten)]
+    pub topology: TopologyArg,
+    /// Diagnose a snapshot saved earlier with --save instead of the live fleet
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: Option<PathBuf>,
+    /// Also save the collected snapshot to FILE (to replay it, or attach it to a report)
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+    /// Prometheus to ask [default: the lab's published port, else the monitor host]
+    #[arg(long, value_name = "URL")]
+    pub prometheus: Option<String>,
+    /// History the series cover
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub window: Duration,
+    /// Diagnose again every interval (hysteresis keeps findings from flapping); stop with Ctrl-C
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "INTERVAL")]
+    pub watch: Option<Duration>,
+    /// List every check: id, severity, meaning, what to change
+    #[arg(long)]
+    pub list: bool,
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+pub fn run(a: Args, color: bool) -> Result<(), Failure> {
+    if a.list {
+        match a.output {
+            Output::Json => {
+                let checks: Vec<_> = CHECKS.iter().map(|(id, sev, meaning, change)| serde_json::json!({"id": id, "severity": sev, "meaning": meaning, "change": change})).collect();
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"format_version": JSON_FORMAT_VERSION, "checks": checks})).unwrap_or_default());
+            }
+            Output::Text => {
+                for (id, sev, meaning, change) in CHECKS {
+                    println!("{id:<24} {sev:<9} {meaning}\n{:<34} do: {change}", "");
+                }
+            }
+        }
+        return Ok(());
+    }
+    if let Some(path) = &a.snapshot {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read snapshot {}", path.display()))?;
+        let s: Snapshot = serde_json::from_str(&text).with_context(|| format!("{} is not a doctor snapshot", path.display()))?;
+        let d = doctor::diagnose(&s, None);
+        print(&d, a.output, color);
+        return if d.healthy { Ok(()) } else { Err(Failure::Changes) };
+    }
+    let t = super::load(&a.topology.file, color)?;
+    let url = a.prometheus.clone().or_else(|| collect::prometheus_url(&t)).context(
+        "the topology has no monitor host, so there is no Prometheus to ask: add one, or pass --prometheus URL",
+    )?;
+    let prometheus = collect::Prometheus::new(&url)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(anyhow::Error::from)?;
+    let mut previous: Option<Diagnosis> = None;
+    loop {
+        let s = rt.block_on(collect::collect(&t, &prometheus, a.window, collect::thresholds(&t)))?;
+        if let Some(path) = &a.save {
+            crate::exec::lab::write_atomic(path, serde_json::to_string_pretty(&s).map_err(anyhow::Error::from)?.as_bytes())?;
+        }
+        let d = doctor::diagnose(&s, previous.as_ref());
+        print(&d, a.output, color);
+        match a.watch {
+            None => return if d.healthy { Ok(()) } else { Err(Failure::Changes) },
+            Some(every) => {
+                previous = Some(d);
+                std::thread::sleep(every);
+            }
+        }
+    }
+}
+
+fn print(d: &Diagnosis, output: Output, color: bool) {
+    match output {
+        Output::Text => print!("{}", doctor::render_text(d, color)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(d).unwrap_or_default()),
+    }
+}

@@ -1,0 +1,190 @@
+//! The only I/O of doctor: a Snapshot of the live fleet from its Prometheus (HTTP API), instant
+//! queries for current values and range queries for the series the tree judges by their median.
+//! Without a monitor host there is no Prometheus to ask; scraping instances directly is not built yet.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::snapshot::*;
+use crate::topology::Topology;
+
+pub struct Prometheus {
+    base: String,
+    client: reqwest::Client,
+}
+
+/// One series of an instant query: its labels and value.
+type Samples = Vec<(BTreeMap<String, String>, f64)>;
+/// One series of a range query: its labels and values, oldest first.
+type Series = Vec<(BTreeMap<String, String>, Vec<f64>)>;
+
+impl Prometheus {
+    pub fn new(base: &str) -> anyhow::Result<Prometheus> {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        Ok(Prometheus { base: base.trim_end_matches('/').to_string(), client })
+    }
+
+    async fn get(&self, path: &str, params: &[(&str, String)]) -> anyhow::Result<serde_json::Value> {
+        let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), params)?;
+        let text = self.client.get(url.clone()).send().await.with_context(|| format!("cannot reach Prometheus at {}", self.base))?.text().await?;
+        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("Prometheus answered {path} with something else than JSON"))?;
+        anyhow::ensure!(v["status"] == "success", "Prometheus refused a query: {}", v["error"]);
+        Ok(v["data"]["result"].clone())
+    }
+
+    pub async fn instant(&self, q: &str) -> anyhow::Result<Samples> {
+        let r = self.get("/api/v1/query", &[("query", q.to_string())]).await?;
+        Ok(r.as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| (labels(&s["metric"]), s["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)))
+            .collect())
+    }
+
+    pub async fn range(&self, q: &str, window: Duration, step: Duration, end_unix: f64) -> anyhow::Result<Series> {
+        let start = end_unix - window.as_secs_f64();
+        let r = self
+            .get("/api/v1/query_range", &[("query", q.to_string()), ("start", format!("{start:.3}")), ("end", format!("{end_unix:.3}")), ("step", format!("{}s", step.as_secs().max(1)))])
+            .await?;
+        Ok(r.as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                let values = s["values"].as_array().into_iter().flatten().filter_map(|p| p[1].as_str().and_then(|v| v.parse().ok())).collect();
+                (labels(&s["metric"]), values)
+            })
+            .collect())
+    }
+}
+
+fn labels(m: &serde_json::Value) -> BTreeMap<String, String> {
+    m.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect()
+}
+
+fn by<'a>(samples: &'a Samples, key: &str, value: &str) -> Option<f64> {
+    samples.iter().find(|(l, _)| l.get(key).map(String::as_str) == Some(value)).map(|(_, v)| *v).filter(|v| v.is_finite())
+}
+
+fn series_by(series: &Series, key: &str, value: &str) -> Vec<f64> {
+    series.iter().find(|(l, _)| l.get(key).map(String::as_str) == Some(value)).map(|(_, v)| v.clone()).unwrap_or_default()
+}
+
+/// Read the fleet's state over the last `window`.
+pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, thresholds: Thresholds) -> anyhow::Result<Snapshot> {
+    let now = std::time::SystemTime::now();
+    let end = now.duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+    let step = Duration::from_millis(t.observability.scrape_interval_ms.max(1000));
+    let w = format!("{}s", window.as_secs());
+    let p = prometheus;
+
+    let up = p.instant(r#"up{job="scale-api"}"#).await?;
+    let restarts = p.instant(&format!(r#"changes(process_start_time_seconds{{job="scale-api"}}[{w}])"#)).await?;
+    let rps = p.instant("sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count[1m]))").await?;
+    let p99 = p.instant("histogram_quantile(0.99, sum by (le, instance_name) (rate(scale_api_http_request_duration_seconds_bucket[1m])))").await?;
+    let errors = p
+        .instant(r#"100 * sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count{status=~"5.."}[1m])) / sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count[1m]))"#)
+        .await?;
+    let delay = p.range("max by (instance_name) (scale_api_runtime_scheduling_delay_seconds) * 1000", window, step, end).await?;
+    let resident = p.range(r#"process_resident_memory_bytes{job="scale-api"}"#, window, step, end).await?;
+    let open_fds = p.instant(r#"process_open_fds{job="scale-api"}"#).await?;
+    let max_fds = p.instant(r#"process_max_fds{job="scale-api"}"#).await?;
+    let in_flight = p.instant("sum by (instance_name) (scale_api_http_requests_in_flight)").await?;
+    let rejected = p.instant("sum by (instance_name) (rate(scale_api_heavy_pool_rejected_total[1m]))").await?;
+    let cpu = p.range(r#"100 * (1 - avg by (host) (rate(node_cpu_seconds_total{mode="idle"}[1m])))"#, window, step, end).await?;
+    let cores = p.instant(r#"count by (host) (node_cpu_seconds_total{mode="idle"})"#).await?;
+    let mem = p.instant("100 * node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes").await?;
+
+    let mut s = Snapshot {
+        format_version: SNAPSHOT_FORMAT_VERSION,
+        topology: t.name.clone(),
+        taken_at: humantime::format_rfc3339_seconds(now).to_string(),
+        window_s: window.as_secs(),
+        thresholds,
+        ..Default::default()
+    };
+    let mut per_host: BTreeMap<String, u32> = BTreeMap::new();
+    for (l, v) in &up {
+        let name = l.get("instance_name").cloned().unwrap_or_default();
+        let host = l.get("host").cloned().unwrap_or_default();
+        *per_host.entry(host.clone()).or_default() += 1;
+        let weight = t.hosts.iter().find(|h| h.name == host).map_or(1, |h| h.weight);
+        s.instances.push(InstanceSample {
+            up: *v == 1.0,
+            weight,
+            restarts: by(&restarts, "instance_name", &name).unwrap_or(0.0) as u32,
+            requests_per_s: by(&rps, "instance_name", &name).unwrap_or(0.0),
+            p99_ms: by(&p99, "instance_name", &name).map(|x| x * 1000.0),
+            error_rate_percent: by(&errors, "instance_name", &name).unwrap_or(0.0),
+            scheduling_delay_ms: series_by(&delay, "instance_name", &name),
+            resident_bytes: series_by(&resident, "instance_name", &name),
+            open_fds: by(&open_fds, "instance_name", &name),
+            max_fds: by(&max_fds, "instance_name", &name),
+            in_flight: by(&in_flight, "instance_name", &name).unwrap_or(0.0),
+            heavy_rejected_per_s: by(&rejected, "instance_name", &name).unwrap_or(0.0),
+            instance: name,
+            host,
+        });
+    }
+    for h in &t.hosts {
+        s.hosts.push(HostSample {
+            host: h.name.clone(),
+            app: h.has(crate::topology::Role::App),
+            cores: by(&cores, "host", &h.name).map_or(h.cores.unwrap_or(1), |c| c as u32),
+            instances: per_host.get(&h.name).copied().unwrap_or(0),
+            cpu_busy_percent: series_by(&cpu, "host", &h.name),
+            memory_available_percent: by(&mem, "host", &h.name),
+        });
+    }
+    if t.hosts.iter().any(|h| h.has(crate::topology::Role::Redis)) {
+        let redis_up = p.instant(r#"max(redis_up) or max(up{job="redis"}) * 0"#).await?;
+        let r_p99 = p.instant("histogram_quantile(0.99, sum by (le) (rate(scale_api_redis_operation_duration_seconds_bucket[1m])))").await?;
+        let used = p.instant("max(redis_memory_used_bytes)").await?;
+        let max = p.instant("max(redis_memory_max_bytes)").await?;
+        let errs = p.instant("sum(rate(scale_api_redis_errors_total[1m]))").await?;
+        let first = |x: &Samples| x.first().map(|(_, v)| *v).filter(|v| v.is_finite());
+        s.redis = Some(RedisSample {
+            up: first(&redis_up) == Some(1.0),
+            p99_ms: first(&r_p99).map(|x| x * 1000.0),
+            memory_used_bytes: first(&used).unwrap_or(0.0),
+            memory_max_bytes: first(&max).unwrap_or(0.0),
+            errors_per_s: first(&errs).unwrap_or(0.0),
+        });
+    }
+    let nginx = p.instant("max(nginx_up)").await?;
+    if let Some((_, v)) = nginx.first() {
+        let active = p.instant("sum(nginx_connections_active)").await?;
+        s.nginx = Some(NginxSample { up: *v == 1.0, active_connections: active.first().map_or(0.0, |x| x.1) });
+    }
+    Ok(s)
+}
+
+/// Thresholds from the topology's alerts, the seeds' 70% for scaling out.
+pub fn thresholds(t: &Topology) -> Thresholds {
+    let a = &t.observability.alerts;
+    Thresholds {
+        latency_p99_ms: a.latency_p99_ms as f64,
+        error_rate_percent: a.error_rate_percent,
+        cpu_scale_out_percent: t.autoscaling.as_ref().map_or(70.0, |x| x.cpu_scale_out),
+        memory_available_percent: a.memory_available_percent,
+        fds_percent: a.fds_percent,
+        scheduling_delay_ms: a.scheduling_delay_ms as f64,
+        ..Thresholds::default()
+    }
+}
+
+/// Where the fleet's Prometheus answers: the lab's published port when this topology's lab is up,
+/// else the monitor host's address.
+pub fn prometheus_url(t: &Topology) -> Option<String> {
+    let lab = crate::exec::lab::LabDir::for_topology(&t.name);
+    if lab.state().exists()
+        && let Some(port) = t.lab.publish.prometheus
+    {
+        return Some(format!("http://127.0.0.1:{port}"));
+    }
+    t.hosts.iter().find(|h| h.has(crate::topology::Role::Monitor)).map(|h| {
+        let addr = if h.address.contains(':') { format!("[{}]", h.address) } else { h.address.clone() };
+        format!("http://{addr}:{}", t.observability.prometheus_port)
+    })
+}

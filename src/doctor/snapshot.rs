@@ -1,0 +1,116 @@
+//! What doctor knows about a fleet at one moment: plain numbers, per host, instance, Redis and
+//! Nginx, plus the thresholds they are judged by. `collect` fills it from the live fleet; `--save`
+//! writes it and `--snapshot` replays it, so every diagnosis can be reproduced and tested.
+//! Series are samples over the window, oldest first (one per scrape step).
+
+use serde::{Deserialize, Serialize};
+
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Snapshot {
+    pub format_version: u32,
+    pub topology: String,
+    /// RFC 3339, when it was taken (passed in by collect; the tree reads no clock).
+    pub taken_at: String,
+    /// Seconds of history the series cover.
+    pub window_s: u64,
+    pub thresholds: Thresholds,
+    pub hosts: Vec<HostSample>,
+    pub instances: Vec<InstanceSample>,
+    pub redis: Option<RedisSample>,
+    pub nginx: Option<NginxSample>,
+}
+
+/// Thresholds from the topology (observability.alerts), defaults from the seeds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Thresholds {
+    /// Latency SLO: p99 above this is "slow" (seeds: users notice beyond 1-2 s).
+    pub latency_p99_ms: f64,
+    pub error_rate_percent: f64,
+    /// Add capacity above this average CPU (seeds: 70%).
+    pub cpu_scale_out_percent: f64,
+    pub memory_available_percent: f64,
+    pub fds_percent: f64,
+    /// Runtime scheduling delay above this: the event loop is blocked.
+    pub scheduling_delay_ms: f64,
+    /// Redis operation p99 above this: Redis is the slow part.
+    pub redis_p99_ms: f64,
+    pub redis_memory_percent: f64,
+    /// Busiest instance's request rate over the quietest's (at equal weights).
+    pub imbalance_ratio: f64,
+    /// Requests in flight per instance above this: connections pile up.
+    pub in_flight_per_instance: f64,
+    /// Restarts within the window that make a crash loop.
+    pub crash_restarts: u32,
+    /// Resident memory growth over the window (percent) that, with a steady rise, suggests a leak.
+    pub leak_growth_percent: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            latency_p99_ms: 1000.0,
+            error_rate_percent: 1.0,
+            cpu_scale_out_percent: 70.0,
+            memory_available_percent: 10.0,
+            fds_percent: 90.0,
+            scheduling_delay_ms: 100.0,
+            redis_p99_ms: 50.0,
+            redis_memory_percent: 90.0,
+            imbalance_ratio: 2.0,
+            in_flight_per_instance: 256.0,
+            crash_restarts: 3,
+            leak_growth_percent: 25.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HostSample {
+    pub host: String,
+    pub app: bool,
+    pub cores: u32,
+    /// scale-api instances this host runs.
+    pub instances: u32,
+    /// Percent of all cores busy, over the window.
+    pub cpu_busy_percent: Vec<f64>,
+    pub memory_available_percent: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct InstanceSample {
+    /// `host-port`
+    pub instance: String,
+    pub host: String,
+    pub up: bool,
+    /// Load balancer weight.
+    pub weight: u32,
+    /// Times the process started within the window.
+    pub restarts: u32,
+    pub requests_per_s: f64,
+    pub p99_ms: Option<f64>,
+    pub error_rate_percent: f64,
+    pub scheduling_delay_ms: Vec<f64>,
+    pub resident_bytes: Vec<f64>,
+    pub open_fds: Option<f64>,
+    pub max_fds: Option<f64>,
+    pub in_flight: f64,
+    pub heavy_rejected_per_s: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RedisSample {
+    pub up: bool,
+    pub p99_ms: Option<f64>,
+    pub memory_used_bytes: f64,
+    pub memory_max_bytes: f64,
+    /// scale-api's failed Redis operations per second, all instances.
+    pub errors_per_s: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct NginxSample {
+    pub up: bool,
+    pub active_connections: f64,
+}

@@ -1,0 +1,221 @@
+//! Every finding from a snapshot, and the branches that must not fire.
+
+use super::snapshot::*;
+use super::*;
+
+/// Two app hosts of 2 cores with 2 instances each, quiet and fine; Redis and Nginx up.
+fn healthy() -> Snapshot {
+    let mut s = Snapshot { format_version: 1, topology: "t".into(), taken_at: "2026-11-23T00:00:00Z".into(), window_s: 300, ..Default::default() };
+    for h in ["app-1", "app-2"] {
+        s.hosts.push(HostSample { host: h.into(), app: true, cores: 2, instances: 2, cpu_busy_percent: vec![20.0; 10], memory_available_percent: Some(60.0) });
+        for port in [3000, 3001] {
+            s.instances.push(InstanceSample {
+                instance: format!("{h}-{port}"),
+                host: h.into(),
+                up: true,
+                weight: 1,
+                requests_per_s: 50.0,
+                p99_ms: Some(20.0),
+                scheduling_delay_ms: vec![0.1; 10],
+                resident_bytes: vec![20e6; 10],
+                open_fds: Some(40.0),
+                max_fds: Some(65536.0),
+                in_flight: 2.0,
+                ..Default::default()
+            });
+        }
+    }
+    s.hosts.push(HostSample { host: "cache-1".into(), cores: 2, cpu_busy_percent: vec![5.0; 10], memory_available_percent: Some(70.0), ..Default::default() });
+    s.redis = Some(RedisSample { up: true, p99_ms: Some(1.0), memory_used_bytes: 2e6, memory_max_bytes: 64e6, errors_per_s: 0.0 });
+    s.nginx = Some(NginxSample { up: true, active_connections: 10.0 });
+    s
+}
+
+fn ids(d: &Diagnosis) -> Vec<&str> {
+    d.findings.iter().map(|f| f.id.as_str()).collect()
+}
+
+fn only(s: &Snapshot, id: &str) -> Finding {
+    let d = diagnose(s, None);
+    assert_eq!(ids(&d), vec![id], "{}", render_text(&d, false));
+    d.findings[0].clone()
+}
+
+fn inst<'a>(s: &'a mut Snapshot, name: &str) -> &'a mut InstanceSample {
+    s.instances.iter_mut().find(|i| i.instance == name).unwrap()
+}
+
+#[test]
+fn a_quiet_fleet_is_healthy() {
+    let d = diagnose(&healthy(), None);
+    assert!(d.healthy, "{}", render_text(&d, false));
+    assert!(render_text(&d, false).contains("healthy: nothing to change"));
+}
+
+#[test]
+fn instance_down_and_crash_loop() {
+    let mut s = healthy();
+    inst(&mut s, "app-1-3000").up = false;
+    assert_eq!(only(&s, "instance-down").subject, "app-1-3000");
+    inst(&mut s, "app-1-3000").restarts = 4;
+    assert_eq!(only(&s, "crash-loop").subject, "app-1-3000");
+    // Two restarts in the window are not a loop.
+    let mut s = healthy();
+    inst(&mut s, "app-2-3001").restarts = 2;
+    assert!(diagnose(&s, None).healthy);
+}
+
+#[test]
+fn redis_down_slow_and_full() {
+    let mut s = healthy();
+    s.redis.as_mut().unwrap().up = false;
+    only(&s, "redis-down");
+    let mut s = healthy();
+    s.redis.as_mut().unwrap().p99_ms = Some(80.0);
+    only(&s, "redis-slow");
+    let mut s = healthy();
+    s.redis.as_mut().unwrap().memory_used_bytes = 62e6;
+    let f = only(&s, "redis-memory");
+    assert!(f.topology_edit.unwrap().starts_with("redis.maxmemory: "));
+}
+
+#[test]
+fn cpu_busy_with_spare_cores_says_use_every_core() {
+    let mut s = healthy();
+    s.hosts[0].instances = 1;
+    s.hosts[0].cpu_busy_percent = vec![95.0; 10];
+    let f = only(&s, "cpu-saturated-scale-up");
+    assert_eq!(f.subject, "app-1");
+    assert_eq!(f.evidence[0].value, 95.0);
+    assert!(f.topology_edit.unwrap().contains("app.instances: max"));
+    assert!(f.path.iter().any(|p| p.contains("1 instances on 2 cores")), "{:?}", f.path);
+}
+
+#[test]
+fn every_core_of_every_app_host_busy_says_add_a_host() {
+    let mut s = healthy();
+    for h in s.hosts.iter_mut().filter(|h| h.app) {
+        h.cpu_busy_percent = vec![90.0; 10];
+    }
+    let f = only(&s, "cpu-saturated-scale-out");
+    assert!(f.topology_edit.unwrap().contains("add an app host"));
+    // One host at capacity and the other idle is not "scale out".
+    s.hosts[1].cpu_busy_percent = vec![10.0; 10];
+    assert!(!ids(&diagnose(&s, None)).contains(&"cpu-saturated-scale-out"));
+}
+
+#[test]
+fn one_spike_does_not_decide_the_median_does() {
+    let mut s = healthy();
+    s.hosts[0].instances = 1;
+    s.hosts[0].cpu_busy_percent = vec![20.0, 20.0, 99.0, 20.0, 20.0];
+    assert!(diagnose(&s, None).healthy);
+}
+
+#[test]
+fn event_loop_blocked() {
+    let mut s = healthy();
+    inst(&mut s, "app-2-3000").scheduling_delay_ms = vec![250.0; 10];
+    let f = only(&s, "event-loop-blocked");
+    assert!(f.topology_edit.unwrap().contains("app.heavy_pool"));
+}
+
+#[test]
+fn memory_pressure_and_a_steady_rise() {
+    let mut s = healthy();
+    s.hosts[1].memory_available_percent = Some(4.0);
+    only(&s, "memory-pressure");
+    let mut s = healthy();
+    inst(&mut s, "app-1-3001").resident_bytes = (0..10).map(|i| 20e6 + i as f64 * 2e6).collect();
+    only(&s, "memory-leak-suspected");
+    // A saw-tooth that ends higher is not a steady rise.
+    let mut s = healthy();
+    inst(&mut s, "app-1-3001").resident_bytes = vec![20e6, 40e6, 20e6, 40e6, 20e6, 40e6, 20e6, 40e6];
+    assert!(diagnose(&s, None).healthy);
+}
+
+#[test]
+fn fd_exhaustion_suggests_a_higher_limit() {
+    let mut s = healthy();
+    let i = inst(&mut s, "app-1-3000");
+    i.open_fds = Some(1000.0);
+    i.max_fds = Some(1024.0);
+    let f = only(&s, "fd-exhaustion");
+    assert_eq!(f.topology_edit.as_deref(), Some("app.limits.nofile: 65536"));
+}
+
+#[test]
+fn uneven_traffic_at_equal_weights_is_an_imbalance_but_weights_explain_it() {
+    let mut s = healthy();
+    inst(&mut s, "app-1-3000").requests_per_s = 300.0;
+    inst(&mut s, "app-2-3001").requests_per_s = 10.0;
+    let f = only(&s, "load-imbalance");
+    assert!(f.topology_edit.unwrap().contains("least_conn"));
+    // The same traffic at weights 30:1 is what was asked for.
+    let mut s = healthy();
+    for i in s.instances.iter_mut() {
+        i.requests_per_s = 10.0;
+    }
+    let a = inst(&mut s, "app-1-3000");
+    a.requests_per_s = 300.0;
+    a.weight = 30;
+    assert!(diagnose(&s, None).healthy);
+}
+
+#[test]
+fn errors_and_latency_without_saturation() {
+    let mut s = healthy();
+    for i in s.instances.iter_mut() {
+        i.error_rate_percent = 5.0;
+    }
+    only(&s, "upstream-errors");
+    let mut s = healthy();
+    inst(&mut s, "app-1-3000").p99_ms = Some(1800.0);
+    let f = only(&s, "high-latency");
+    assert!(f.path[0].contains("is the app slow? yes"), "{:?}", f.path);
+    // Slow because the CPU is saturated: that is the finding, not "high latency".
+    s.hosts[0].instances = 1;
+    s.hosts[0].cpu_busy_percent = vec![95.0; 10];
+    assert_eq!(ids(&diagnose(&s, None)), vec!["cpu-saturated-scale-up"]);
+}
+
+#[test]
+fn connections_piling_up() {
+    let mut s = healthy();
+    inst(&mut s, "app-2-3000").in_flight = 900.0;
+    only(&s, "connections-saturated");
+}
+
+#[test]
+fn hysteresis_keeps_an_active_finding_until_well_below_its_threshold() {
+    let mut s = healthy();
+    s.hosts[0].instances = 1;
+    s.hosts[0].cpu_busy_percent = vec![75.0; 10];
+    let first = diagnose(&s, None);
+    assert_eq!(ids(&first), vec!["cpu-saturated-scale-up"]);
+    // 66% is below 70 but above 63 (70 less 10%): still active after the first diagnosis...
+    s.hosts[0].cpu_busy_percent = vec![66.0; 10];
+    assert_eq!(ids(&diagnose(&s, Some(&first))), vec!["cpu-saturated-scale-up"]);
+    // ...and not for a fresh look.
+    assert!(diagnose(&s, None).healthy);
+    s.hosts[0].cpu_busy_percent = vec![60.0; 10];
+    assert!(diagnose(&s, Some(&first)).healthy);
+}
+
+#[test]
+fn every_check_is_listed_and_every_finding_id_is_a_check() {
+    let listed: Vec<&str> = CHECKS.iter().map(|c| c.0).collect();
+    for id in ["healthy", "instance-down", "crash-loop", "cpu-saturated-scale-up", "cpu-saturated-scale-out", "event-loop-blocked",
+        "memory-pressure", "memory-leak-suspected", "redis-down", "redis-slow", "redis-memory", "upstream-errors", "high-latency",
+        "fd-exhaustion", "load-imbalance", "connections-saturated"] {
+        assert!(listed.contains(&id), "{id}");
+    }
+}
+
+#[test]
+fn a_snapshot_round_trips_through_json() {
+    let s = healthy();
+    let back: Snapshot = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(diagnose(&back, None), diagnose(&s, None));
+}
