@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: the local lab of examples/lab.yaml (five containers with systemd and sshd), deployed
-# by scalectl over SSH, then requests through its load balancer at 127.0.0.1:8080.
+# by scalectl over SSH, then requests through its load balancer at 127.0.0.1:8080, then doctor.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -15,4 +15,8 @@ for _ in 1 2 3 4 5 6 7 8; do
   curl -fsS -D - -o /dev/null http://127.0.0.1:8080/ | grep -i '^x-instance'
 done
 echo "the shared Redis counter: $(curl -fsS http://127.0.0.1:8080/count)"
+echo "doctor (exit 0 healthy, 2 findings):"
+code=0
+$scalectl doctor -f examples/lab.yaml --window 1m || code=$?
+[ "$code" -le 2 ]
 echo "next: \`$scalectl plan -f examples/lab.yaml --release target/release/scale-api\` (no changes), \`$scalectl lab down -f examples/lab.yaml\`"

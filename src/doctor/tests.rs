@@ -145,20 +145,21 @@ fn fd_exhaustion_suggests_a_higher_limit() {
 }
 
 #[test]
-fn uneven_traffic_at_equal_weights_is_an_imbalance_but_weights_explain_it() {
+fn uneven_traffic_is_an_imbalance_and_names_unequal_weights() {
     let mut s = healthy();
     inst(&mut s, "app-1-3000").requests_per_s = 300.0;
     inst(&mut s, "app-2-3001").requests_per_s = 10.0;
     let f = only(&s, "load-imbalance");
     assert!(f.topology_edit.unwrap().contains("least_conn"));
-    // The same traffic at weights 30:1 is what was asked for.
+    assert!(!f.summary.contains("weights"), "{}", f.summary);
+    inst(&mut s, "app-1-3000").weight = 5;
+    assert!(only(&s, "load-imbalance").summary.contains("(weights 5 and 1)"));
+    // Scrapes alone (a fraction of a request a second) are not traffic to judge.
     let mut s = healthy();
     for i in s.instances.iter_mut() {
-        i.requests_per_s = 10.0;
+        i.requests_per_s = 0.2;
     }
-    let a = inst(&mut s, "app-1-3000");
-    a.requests_per_s = 300.0;
-    a.weight = 30;
+    inst(&mut s, "app-1-3000").requests_per_s = 1.0;
     assert!(diagnose(&s, None).healthy);
 }
 

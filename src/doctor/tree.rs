@@ -268,18 +268,29 @@ pub fn diagnose(s: &Snapshot, previous: Option<&Diagnosis>) -> Diagnosis {
         }
     }
 
-    // Uneven load: per unit of weight, among instances that serve.
-    let serving: Vec<(&str, f64)> = up.iter().filter(|i| i.weight > 0).map(|i| (i.instance.as_str(), i.requests_per_s / i.weight as f64)).collect();
-    if serving.len() >= 2 && total_rps >= 1.0 {
-        let (max_i, max) = serving.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or(("", 0.0));
-        let (min_i, min) = serving.iter().copied().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or(("", 0.0));
-        let ratio = if min > 0.0 { max / min } else { f64::INFINITY };
+    // Uneven load among instances that serve (at least a few requests a second, so scrapes alone
+    // do not count). Weights are named in the evidence: unequal weights are a common cause.
+    let serving: Vec<&InstanceSample> = up.iter().copied().filter(|i| i.weight > 0).collect();
+    if serving.len() >= 2 && total_rps >= 5.0 {
+        let max = serving.iter().copied().max_by(|a, b| a.requests_per_s.total_cmp(&b.requests_per_s)).unwrap_or(serving[0]);
+        let min = serving.iter().copied().min_by(|a, b| a.requests_per_s.total_cmp(&b.requests_per_s)).unwrap_or(serving[0]);
+        let ratio = if min.requests_per_s > 0.0 { max.requests_per_s / min.requests_per_s } else { f64::INFINITY };
         let uneven = w.over("load-imbalance", "fleet", ratio, th.imbalance_ratio);
-        let p = w.ask("load even across instances?", format!("{} (per unit of weight: {max_i} {max:.1} req/s, {min_i} {min:.1} req/s)", if uneven { "no" } else { "yes" }), uneven);
+        let p = w.ask(
+            "load even across instances?",
+            format!(
+                "{} ({} {:.1} req/s at weight {}, {} {:.1} req/s at weight {})",
+                if uneven { "no" } else { "yes" },
+                max.instance, max.requests_per_s, max.weight, min.instance, min.requests_per_s, min.weight
+            ),
+            uneven,
+        );
         if uneven {
-            let shown = if ratio.is_finite() { ratio } else { 1e9 };
-            w.find("load-imbalance", Severity::Warning, "fleet", format!("{max_i} gets {}x the traffic of {min_i} per unit of weight", if ratio.is_finite() { format!("{ratio:.1}") } else { "all".into() }),
-                ev("rps_ratio", "fleet", shown, th.imbalance_ratio), vec![p], Some("load_balancer.strategy: least_conn   (and equal hosts.*.weight)".into()));
+            let shown = if ratio.is_finite() { format!("{ratio:.1}x") } else { "all".into() };
+            let weights = if max.weight != min.weight { format!(" (weights {} and {})", max.weight, min.weight) } else { String::new() };
+            w.find("load-imbalance", Severity::Warning, "fleet", format!("{} gets {shown} the traffic of {}{weights}", max.instance, min.instance),
+                ev("rps_ratio", "fleet", if ratio.is_finite() { ratio } else { 1e9 }, th.imbalance_ratio), vec![p],
+                Some("load_balancer.strategy: least_conn, and equal hosts.*.weight unless the hosts differ in size".into()));
         }
     }
 
