@@ -55,6 +55,9 @@ pub fn run_apply(mut a: ApplyArgs, color: bool) -> Result<(), Failure> {
     if let Some(planfile) = a.planfile.take() {
         return run_saved(a, &planfile, color);
     }
+    if let Some(t) = super::docker::topology(&a.fleet.topology.file, color)? {
+        return super::docker::apply(&t, &a.release, &a.exec, color);
+    }
     let f = fleet::connect(&a.fleet, color)?;
     let binary = a.release.read()?;
     let release = Release::of(&binary);
@@ -142,6 +145,9 @@ pub fn run_rollback(a: ReloadArgs, color: bool) -> Result<(), Failure> {
 }
 
 pub fn run_destroy(a: ReloadArgs, color: bool) -> Result<(), Failure> {
+    if let Some(t) = super::docker::topology(&a.fleet.topology.file, color)? {
+        return super::docker::destroy(&t, &a.exec, color);
+    }
     let f = fleet::connect(&a.fleet, color)?;
     locked(&f, &a.exec, color, "DESTROY the deployment (stop its services, remove every file and release scalectl wrote)", None, |f| {
         let (desired, observed) = fleet::observe(f, None)?;

@@ -5,6 +5,7 @@
 //! (plan) and "findings" (doctor).
 
 mod apply;
+mod docker;
 mod doctor;
 mod fleet;
 mod lab;

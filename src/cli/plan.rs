@@ -24,6 +24,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args, color: bool) -> Result<(), Failure> {
+    if let Some(t) = super::docker::topology(&a.fleet.topology.file, color)? {
+        return super::docker::plan(&t, &a.release, a.output, a.detailed_exitcode, a.out.as_deref(), color);
+    }
     let fleet = fleet::connect(&a.fleet, color)?;
     let binary = a.release.read()?;
     let release = Release::of(&binary);

@@ -24,6 +24,9 @@ struct HostStatus {
 }
 
 pub fn run(a: Args, color: bool) -> Result<(), Failure> {
+    if let Some(t) = super::docker::topology(&a.fleet.topology.file, color)? {
+        return super::docker::status(&t, a.output);
+    }
     let f = fleet::connect(&a.fleet, color)?;
     let (desired, observed) = fleet::observe(&f, None)?;
     let mut rows = Vec::new();

@@ -5,6 +5,7 @@
 //! state), desired state and plans from `plan`. Fan-out across hosts is bounded.
 
 pub mod apply;
+pub mod docker;
 pub mod lab;
 pub mod lock;
 pub mod observe;

@@ -8,6 +8,7 @@
 //! runs last (instances no longer wanted, old releases).
 
 pub mod desired;
+pub mod docker;
 pub mod saved;
 mod text;
 
@@ -389,7 +390,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unified_diff(path: &str, old: &str, new: &str) -> String {
+pub(crate) fn unified_diff(path: &str, old: &str, new: &str) -> String {
     similar::TextDiff::from_lines(old, new)
         .unified_diff()
         .context_radius(3)

@@ -129,7 +129,11 @@ pub fn render_secrets(t: &Topology, values: &SecretValues, templates: &Templates
         redis_password => values.redis_password.clone(),
     };
     let mut out = Vec::new();
-    if t.target != Target::Hosts {
+    if t.target == Target::Docker {
+        // Replicas get app secrets as environment at creation; Redis reads its password from a file.
+        if values.redis_password.is_some() {
+            out.push(run(&env, &ctx, "redis", Job { template: "redis/auth.conf.j2", path: "/run/secrets/redis-auth.conf".into(), mode: 0o640 })?);
+        }
         return Ok(out);
     }
     for h in &t.hosts {
@@ -202,6 +206,32 @@ pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<
             out.push(run(&env, &asg, "terraform", j)?);
         }
         copy_verbatim(&TERRAFORM_MODULE, "terraform", "modules/asg", &mut out);
+    }
+    Ok(out)
+}
+
+/// What the docker target deploys, rendered for one set of replicas (the planner renders the load
+/// balancer and Prometheus targets for every step of a rolling release): path -> content, with
+/// paths as in the docker bundle, plus `replica.env` per replica keyed `env/<slot>`.
+pub fn render_docker_deploy(t: &Topology, replicas: &[Instance], templates: &Templates) -> Result<BTreeMap<String, String>, RenderError> {
+    let env = templates.environment();
+    let mut c = Ctx::docker_view(t, &Facts::with_default_cores(1));
+    c.instances = replicas.to_vec();
+    let ctx = c.value();
+    let mut out = BTreeMap::new();
+    for j in docker_jobs(t).into_iter().filter(|j| j.path != "compose.yaml") {
+        let f = run(&env, &ctx, "docker", j)?;
+        out.insert(f.path, f.content);
+    }
+    for i in replicas {
+        let ctx = minijinja::context! { instance => minijinja::Value::from(minijinja::value::Serde(i)), ..ctx.clone() };
+        let f = run(&env, &ctx, "docker", job("docker/replica.env.j2", format!("env/{}", i.host)))?;
+        out.insert(f.path, f.content);
+    }
+    if t.observability.grafana {
+        let mut dash = Vec::new();
+        copy_verbatim(&DASHBOARDS, "docker", "grafana/dashboards", &mut dash);
+        out.extend(dash.into_iter().map(|f| (f.path, f.content)));
     }
     Ok(out)
 }

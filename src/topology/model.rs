@@ -196,6 +196,7 @@ pub struct Docker {
 #[derive(Debug, Clone, Serialize)]
 pub struct Images {
     pub scale_api: String,
+    pub base: String,
     pub nginx: String,
     pub redis: String,
     pub prometheus: String,

@@ -621,7 +621,10 @@ pub struct RawDocker {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawImages {
+    /// The scale-api image: scalectl builds `<repository>:<release digest>` from the release binary.
     pub scale_api: Option<Sp<String>>,
+    /// The base of the scale-api image (a glibc Debian, as the release is built on one).
+    pub base: Option<Sp<String>>,
     pub nginx: Option<Sp<String>>,
     pub redis: Option<Sp<String>>,
     pub prometheus: Option<Sp<String>>,

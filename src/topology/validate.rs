@@ -531,6 +531,7 @@ impl V {
         let mut image = |sp: Option<&Option<Sp<String>>>, default: &str| self.string(sp.unwrap_or(&none), default, syntax::image);
         let images = Images {
             scale_api: image(images.map(|i| &i.scale_api), "scale-api:latest"),
+            base: image(images.map(|i| &i.base), "debian:bookworm-slim"),
             nginx: image(images.map(|i| &i.nginx), "nginx:1.27"),
             redis: image(images.map(|i| &i.redis), "redis:7"),
             prometheus: image(images.map(|i| &i.prometheus), "prom/prometheus:v2.53.0"),

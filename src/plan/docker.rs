@@ -1,0 +1,630 @@
+//! The docker target's plan: which containers, network and volumes the topology wants on the
+//! engine, against what the engine reports (found by label), as an ordered list of steps.
+//!
+//! Pure, like the hosts planner: the desired containers are computed from the topology, the
+//! rendered files and the release; the observation comes in as a value. Every container is named
+//! `<topology>-<slot>-<hash8>`, where the hash covers everything that needs a new container
+//! (image, environment, baked files, limits, ports), so a changed spec is a new container beside
+//! the old one, and a rolling release is: create new, wait healthy, rewrite the load balancer's
+//! upstream (rendered here for every intermediate set of replicas), reload it, stop the old one.
+//! Files that change while a container runs (the load balancer's config, Prometheus' file_sd
+//! targets) are "live": outside the hash, observed by reading them back.
+//!
+//! `activate` steps are undone in reverse order when one fails (exec does it mechanically: a stop
+//! is undone by a start, a live write by writing the previous content, a create by removing);
+//! `cleanup` (removing the stopped old containers and what the topology no longer has) runs only
+//! once everything in `activate` succeeded.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Release, sha256_hex, unified_diff};
+use crate::render::{self, Instance, RenderError, SecretValues, Templates};
+use crate::topology::{Persistence, Topology};
+
+pub const LABEL_TOPOLOGY: &str = "scalectl.topology";
+pub const LABEL_ROLE: &str = "scalectl.role";
+pub const LABEL_SLOT: &str = "scalectl.slot";
+pub const LABEL_HASH: &str = "scalectl.hash";
+
+/// Where the images expect their configuration (the official images' conventions).
+pub const NGINX_CONF: &str = "/etc/nginx/conf.d/default.conf";
+pub const TARGETS_JSON: &str = "/etc/prometheus/scalectl/targets.json";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub test: Vec<String>,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub retries: u32,
+    pub start_period_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileSpec {
+    pub path: String,
+    pub mode: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub content: String,
+    pub content_sha256: String,
+    /// Holds a secret: never printed, emptied in a redacted plan.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
+    /// Rewritten while the container runs (not part of its hash).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub live: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretEnv {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub value: String,
+    pub value_sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Publish {
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+/// One container as the topology wants it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub name: String,
+    /// app, lb, redis, monitor.
+    pub role: String,
+    /// What the container is, across releases: `api-1`, `lb`, `redis`, `prometheus`, `grafana`.
+    pub slot: String,
+    pub image: String,
+    /// Arguments for the image's entrypoint (empty: the image's own command).
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub secret_env: Vec<SecretEnv>,
+    /// Names other containers reach it by on the network (besides its own name).
+    pub aliases: Vec<String>,
+    /// Published on 127.0.0.1 only.
+    pub publish: Vec<Publish>,
+    pub health: Option<Health>,
+    pub memory_bytes: Option<u64>,
+    pub nano_cpus: Option<i64>,
+    pub nofile: Option<u64>,
+    /// (volume, mount point)
+    pub volumes: Vec<(String, String)>,
+    /// Written into the container before it starts.
+    pub files: Vec<FileSpec>,
+    pub stop_timeout_s: i64,
+    pub hash: String,
+}
+
+impl ContainerSpec {
+    fn sealed(mut self, topology: &str) -> ContainerSpec {
+        let mut view = self.clone();
+        view.name.clear();
+        for s in &mut view.secret_env {
+            s.value.clear();
+        }
+        for f in &mut view.files {
+            f.content.clear();
+            if f.live {
+                f.content_sha256.clear();
+            }
+        }
+        self.hash = sha256_hex(serde_json::to_string(&view).unwrap_or_default().as_bytes());
+        self.name = format!("{topology}-{}-{}", self.slot, &self.hash[..8]);
+        self
+    }
+
+    pub fn live_file(&self, path: &str) -> Option<&FileSpec> {
+        self.files.iter().find(|f| f.live && f.path == path)
+    }
+}
+
+/// What the engine reports for the topology's labels.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DockerObserved {
+    pub network: bool,
+    pub volumes: Vec<String>,
+    /// The release image is on the engine.
+    pub image_present: bool,
+    pub containers: Vec<ObservedContainer>,
+    /// Content of the live files of running containers, keyed `container:path`.
+    pub live_files: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObservedContainer {
+    pub name: String,
+    pub role: String,
+    pub slot: String,
+    pub hash: String,
+    /// The engine's state: running, exited, created, restarting, ...
+    pub state: String,
+    /// starting, healthy, unhealthy (None: no health check).
+    pub health: Option<String>,
+}
+
+impl ObservedContainer {
+    pub fn running(&self) -> bool {
+        self.state == "running" || self.state == "restarting"
+    }
+}
+
+/// One step of a docker plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Step {
+    /// Build the scale-api image from the release binary (tar context streamed to the engine).
+    BuildImage { tag: String, release: String, bytes: u64, dockerfile: String },
+    CreateNetwork { name: String },
+    CreateVolume { name: String },
+    /// Create, write its files, start, and wait until healthy (or running, without a health check).
+    Create { spec: ContainerSpec },
+    /// Start a stopped container that the topology still wants.
+    Start { name: String, wait_healthy: bool },
+    /// Replace a live file in a running container (temp + rename), then run `commands` in order
+    /// (validate, reload); on a failed command the previous content is put back.
+    WriteLive {
+        container: String,
+        path: String,
+        content: String,
+        previous: String,
+        diff: String,
+        commands: Vec<Vec<String>>,
+    },
+    /// Stop, giving in-flight requests `timeout_s` to finish.
+    Stop { name: String, timeout_s: i64 },
+    Remove { name: String, reason: String },
+    RemoveNetwork { name: String },
+    RemoveVolume { name: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DockerPlan {
+    pub topology: String,
+    pub network: String,
+    pub activate: Vec<Step>,
+    pub cleanup: Vec<Step>,
+}
+
+impl DockerPlan {
+    pub fn has_changes(&self) -> bool {
+        !self.activate.is_empty() || !self.cleanup.is_empty()
+    }
+
+    pub fn change_count(&self) -> usize {
+        self.activate.len() + self.cleanup.len()
+    }
+
+    pub fn steps(&self) -> impl Iterator<Item = &Step> {
+        self.activate.iter().chain(&self.cleanup)
+    }
+
+    /// The plan with every secret value removed: what is printed and serialized.
+    pub fn redacted(&self) -> DockerPlan {
+        let mut p = self.clone();
+        for s in p.activate.iter_mut().chain(p.cleanup.iter_mut()) {
+            if let Step::Create { spec } = s {
+                for e in &mut spec.secret_env {
+                    e.value.clear();
+                }
+                for f in &mut spec.files {
+                    if f.sensitive {
+                        f.content.clear();
+                    }
+                }
+            }
+        }
+        p
+    }
+}
+
+/// The scale-api image for a release: the repository of `docker.images.scale_api`, tagged with the
+/// release id, so each release is its own image and the old one stays for a rollback.
+pub fn release_image(t: &Topology, release: &Release) -> String {
+    let image = &t.docker.images.scale_api;
+    let repo = match image.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => image.as_str(),
+    };
+    format!("{repo}:{}", release.id)
+}
+
+pub fn network_name(t: &Topology) -> String {
+    t.docker.network.clone()
+}
+
+pub fn redis_volume(t: &Topology) -> String {
+    format!("{}-redis-data", t.name)
+}
+
+/// Replica slots `api-1..N`.
+pub fn replica_slots(t: &Topology, default_cores: u32) -> Vec<String> {
+    let n = match t.app.instances {
+        crate::topology::Instances::Count(n) => (n as u32).clamp(1, 64),
+        crate::topology::Instances::Max => default_cores.max(1),
+    };
+    (1..=n).map(|i| format!("api-{i}")).collect()
+}
+
+fn file(path: &str, content: &str, live: bool) -> FileSpec {
+    FileSpec { path: path.into(), mode: 0o644, content: content.into(), content_sha256: sha256_hex(content.as_bytes()), sensitive: false, live }
+}
+
+/// The rendered files for a set of replicas (slot, container name).
+fn rendered(t: &Topology, replicas: &[(String, String)], templates: &Templates) -> Result<BTreeMap<String, String>, RenderError> {
+    let instances: Vec<Instance> =
+        replicas.iter().map(|(slot, name)| Instance { host: slot.clone(), address: name.clone(), port: t.app.port, weight: 1 }).collect();
+    render::render_docker_deploy(t, &instances, templates)
+}
+
+fn get<'a>(files: &'a BTreeMap<String, String>, path: &str) -> &'a str {
+    files.get(path).map(String::as_str).unwrap_or_default()
+}
+
+/// Every container the topology wants, sealed (named by hash). `replicas` are the final ones.
+pub struct Desired {
+    pub image: String,
+    pub app: Vec<ContainerSpec>,
+    pub lb: ContainerSpec,
+    pub redis: ContainerSpec,
+    pub prometheus: ContainerSpec,
+    pub grafana: Option<ContainerSpec>,
+}
+
+pub fn desired(
+    t: &Topology,
+    release: &Release,
+    secrets: &SecretValues,
+    default_cores: u32,
+    templates: &Templates,
+) -> Result<Desired, RenderError> {
+    let image = release_image(t, release);
+    let slots = replica_slots(t, default_cores);
+    // Replicas first: their names (hashes) do not depend on the load balancer.
+    let base = rendered(t, &slots.iter().map(|s| (s.clone(), s.clone())).collect::<Vec<_>>(), templates)?;
+    let secret_env: Vec<SecretEnv> = secrets
+        .app
+        .iter()
+        .chain(secrets.redis_password.as_ref().map(|p| ("REDIS_PASSWORD".to_string(), p.clone())).iter())
+        .map(|(n, v)| SecretEnv { name: n.clone(), value: v.clone(), value_sha256: sha256_hex(v.as_bytes()) })
+        .collect();
+    let app: Vec<ContainerSpec> = slots
+        .iter()
+        .map(|slot| {
+            let env: Vec<String> =
+                get(&base, &format!("env/{slot}")).lines().filter(|l| l.contains('=') && !l.starts_with('#')).map(str::to_string).collect();
+            ContainerSpec {
+                name: String::new(),
+                role: "app".into(),
+                slot: slot.clone(),
+                image: image.clone(),
+                cmd: Vec::new(),
+                env,
+                secret_env: secret_env.clone(),
+                aliases: Vec::new(),
+                publish: Vec::new(),
+                health: Some(Health {
+                    test: vec!["CMD".into(), "/usr/local/bin/scale-api".into(), "probe".into(), t.app.readiness.clone()],
+                    interval_ms: 1000,
+                    timeout_ms: 2000,
+                    retries: 3,
+                    start_period_ms: 2000,
+                }),
+                memory_bytes: Some(t.app.memory_max),
+                nano_cpus: t.app.cpu_quota.map(|q| i64::from(q) * 10_000_000),
+                nofile: Some(t.app.nofile),
+                volumes: Vec::new(),
+                files: Vec::new(),
+                stop_timeout_s: (t.app.drain_timeout_ms / 1000) as i64 + 5,
+                hash: String::new(),
+            }
+            .sealed(&t.name)
+        })
+        .collect();
+    let final_replicas: Vec<(String, String)> = app.iter().map(|c| (c.slot.clone(), c.name.clone())).collect();
+    let files = rendered(t, &final_replicas, templates)?;
+    let service = |role: &str, slot: &str, image: &str| ContainerSpec {
+        name: String::new(),
+        role: role.into(),
+        slot: slot.into(),
+        image: image.into(),
+        cmd: Vec::new(),
+        env: Vec::new(),
+        secret_env: Vec::new(),
+        aliases: vec![slot.into()],
+        publish: Vec::new(),
+        health: None,
+        memory_bytes: None,
+        nano_cpus: None,
+        nofile: None,
+        volumes: Vec::new(),
+        files: Vec::new(),
+        stop_timeout_s: 10,
+        hash: String::new(),
+    };
+    let publish = |host: Option<u16>, container_port: u16| host.map(|host_port| Publish { host_port, container_port }).into_iter().collect();
+
+    let mut lb = service("lb", "lb", &t.docker.images.nginx);
+    lb.files.push(file(NGINX_CONF, get(&files, &format!("nginx/{}.conf", t.name)), true));
+    lb.publish = publish(t.lab.publish.load_balancer, t.load_balancer.listen);
+    lb.stop_timeout_s = (t.app.drain_timeout_ms / 1000) as i64 + 5;
+
+    let mut redis = service("redis", "redis", &t.docker.images.redis);
+    redis.cmd = vec!["redis-server".into(), "/usr/local/etc/redis/redis.conf".into()];
+    redis.files.push(file("/usr/local/etc/redis/redis.conf", get(&files, "redis/redis.conf"), false));
+    for f in render::render_secrets(t, secrets, templates)? {
+        let mut spec = file(&f.path, &f.content, false);
+        spec.sensitive = true;
+        spec.mode = 0o644;
+        redis.files.push(spec);
+    }
+    if t.redis.persistence != Persistence::None {
+        redis.volumes.push((redis_volume(t), "/data".into()));
+    }
+    redis.publish = publish(t.lab.publish.redis, t.redis.port);
+
+    let obs = &t.observability;
+    let mut prometheus = service("monitor", "prometheus", &t.docker.images.prometheus);
+    prometheus.cmd = vec![
+        "--config.file=/etc/prometheus/prometheus.yml".into(),
+        "--storage.tsdb.path=/prometheus".into(),
+        format!("--storage.tsdb.retention.time={}s", obs.retention_ms / 1000),
+        format!("--web.listen-address=:{}", obs.prometheus_port),
+    ];
+    prometheus.files.push(file("/etc/prometheus/prometheus.yml", get(&files, "prometheus/prometheus.yml"), false));
+    prometheus.files.push(file("/etc/prometheus/scalectl/rules.yml", get(&files, "prometheus/rules.yml"), false));
+    prometheus.files.push(file(TARGETS_JSON, get(&files, "prometheus/targets.json"), true));
+    prometheus.publish = publish(t.lab.publish.prometheus, obs.prometheus_port);
+
+    let grafana = obs.grafana.then(|| {
+        let mut g = service("monitor", "grafana", &t.docker.images.grafana);
+        for (path, content) in files.iter().filter(|(p, _)| p.starts_with("grafana/")) {
+            let dest = match path.strip_prefix("grafana/provisioning/") {
+                Some(rest) => format!("/etc/grafana/provisioning/{rest}"),
+                None => format!("/var/lib/grafana/dashboards/scalectl/{}", path.trim_start_matches("grafana/dashboards/")),
+            };
+            g.files.push(file(&dest, content, false));
+        }
+        g.publish = publish(t.lab.publish.grafana, obs.grafana_port);
+        g.sealed(&t.name)
+    });
+
+    Ok(Desired {
+        image,
+        app,
+        lb: lb.sealed(&t.name),
+        redis: redis.sealed(&t.name),
+        prometheus: prometheus.sealed(&t.name),
+        grafana,
+    })
+}
+
+/// What the planner needs besides the observation.
+pub struct Inputs<'a> {
+    pub topology: &'a Topology,
+    pub release: &'a Release,
+    pub dockerfile: String,
+    pub desired: Desired,
+    pub templates: &'a Templates,
+}
+
+/// The plan that takes the engine from `o` to the desired containers.
+pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError> {
+    let t = i.topology;
+    let d = &i.desired;
+    let network = network_name(t);
+    let mut activate = Vec::new();
+    let mut cleanup = Vec::new();
+    let exact = |spec: &ContainerSpec| o.containers.iter().find(|c| c.name == spec.name);
+
+    if !o.image_present {
+        activate.push(Step::BuildImage { tag: d.image.clone(), release: i.release.id.clone(), bytes: i.release.bytes, dockerfile: i.dockerfile.clone() });
+    }
+    if !o.network {
+        activate.push(Step::CreateNetwork { name: network.clone() });
+    }
+    if t.redis.persistence != Persistence::None && !o.volumes.contains(&redis_volume(t)) {
+        activate.push(Step::CreateVolume { name: redis_volume(t) });
+    }
+
+    // A service (one container per slot): keep it, start it, or stop the old and create the new.
+    let service = |spec: &ContainerSpec, activate: &mut Vec<Step>, cleanup: &mut Vec<Step>| -> bool {
+        let kept = match exact(spec) {
+            Some(c) if c.running() => true,
+            Some(_) => {
+                activate.push(Step::Start { name: spec.name.clone(), wait_healthy: spec.health.is_some() });
+                true
+            }
+            None => false,
+        };
+        for old in in_slot(o, &spec.slot).filter(|c| c.name != spec.name) {
+            if old.running() && !kept {
+                activate.push(Step::Stop { name: old.name.clone(), timeout_s: spec.stop_timeout_s });
+            }
+            cleanup.push(Step::Remove { name: old.name.clone(), reason: format!("replaced by {}", spec.name) });
+        }
+        if !kept {
+            activate.push(Step::Create { spec: spec.clone() });
+        }
+        kept
+    };
+
+    service(&d.redis, &mut activate, &mut cleanup);
+
+    // The load balancer and Prometheus see `current` replicas; rewrite them as it changes.
+    let lb_kept = exact(&d.lb).is_some_and(ObservedContainer::running);
+    let prom_kept = exact(&d.prometheus).is_some_and(ObservedContainer::running);
+    let live = |c: &ContainerSpec, path: &str| o.live_files.get(&format!("{}:{path}", c.name)).cloned().unwrap_or_default();
+    let mut lb_now = live(&d.lb, NGINX_CONF);
+    let mut targets_now = live(&d.prometheus, TARGETS_JSON);
+    let app_slots: BTreeSet<&str> = d.app.iter().map(|c| c.slot.as_str()).collect();
+    let mut current: BTreeMap<String, String> = BTreeMap::new();
+    for c in o.containers.iter().filter(|c| c.role == "app" && c.running()) {
+        current.entry(c.slot.clone()).or_insert_with(|| c.name.clone());
+    }
+    let mut rewrite = |current: &BTreeMap<String, String>, activate: &mut Vec<Step>| -> Result<(), RenderError> {
+        let replicas: Vec<(String, String)> = current.iter().map(|(s, n)| (s.clone(), n.clone())).collect();
+        let files = rendered(t, &replicas, i.templates)?;
+        if lb_kept {
+            let conf = get(&files, &format!("nginx/{}.conf", t.name)).to_string();
+            if conf != lb_now {
+                activate.push(Step::WriteLive {
+                    container: d.lb.name.clone(),
+                    path: NGINX_CONF.into(),
+                    diff: unified_diff(NGINX_CONF, &lb_now, &conf),
+                    previous: std::mem::replace(&mut lb_now, conf.clone()),
+                    content: conf,
+                    commands: vec![vec!["nginx".into(), "-t".into(), "-q".into()], vec!["nginx".into(), "-s".into(), "reload".into()]],
+                });
+            }
+        }
+        if prom_kept {
+            let targets = get(&files, "prometheus/targets.json").to_string();
+            if targets != targets_now {
+                activate.push(Step::WriteLive {
+                    container: d.prometheus.name.clone(),
+                    path: TARGETS_JSON.into(),
+                    diff: unified_diff(TARGETS_JSON, &targets_now, &targets),
+                    previous: std::mem::replace(&mut targets_now, targets.clone()),
+                    content: targets,
+                    commands: Vec::new(),
+                });
+            }
+        }
+        Ok(())
+    };
+
+    // New slots (scaling out) first, then one rewrite; then each changed slot rolled in turn.
+    let mut added = false;
+    for spec in d.app.iter().filter(|s| in_slot(o, &s.slot).all(|c| !c.running() && c.name != s.name)) {
+        activate.push(Step::Create { spec: spec.clone() });
+        current.insert(spec.slot.clone(), spec.name.clone());
+        added = true;
+    }
+    if added {
+        rewrite(&current, &mut activate)?;
+    }
+    for spec in &d.app {
+        let olds: Vec<&ObservedContainer> = in_slot(o, &spec.slot).filter(|c| c.name != spec.name).collect();
+        match exact(spec) {
+            Some(c) if !c.running() => activate.push(Step::Start { name: spec.name.clone(), wait_healthy: true }),
+            Some(_) => {}
+            None if olds.iter().any(|c| c.running()) => {
+                activate.push(Step::Create { spec: spec.clone() });
+                current.insert(spec.slot.clone(), spec.name.clone());
+                rewrite(&current, &mut activate)?;
+            }
+            None => {} // created above as a new slot
+        }
+        for old in olds {
+            if old.running() {
+                activate.push(Step::Stop { name: old.name.clone(), timeout_s: spec.stop_timeout_s });
+            }
+            cleanup.push(Step::Remove { name: old.name.clone(), reason: format!("replaced by {}", spec.name) });
+        }
+    }
+    // Slots the topology no longer has (scaling in): out of the upstream first, then stopped.
+    let gone: Vec<&ObservedContainer> = o.containers.iter().filter(|c| c.role == "app" && !app_slots.contains(c.slot.as_str())).collect();
+    current.retain(|slot, _| app_slots.contains(slot.as_str()));
+    rewrite(&current, &mut activate)?;
+    for c in &gone {
+        if c.running() {
+            activate.push(Step::Stop { name: c.name.clone(), timeout_s: (t.app.drain_timeout_ms / 1000) as i64 + 5 });
+        }
+        cleanup.push(Step::Remove { name: c.name.clone(), reason: format!("{} is no longer in the topology", c.slot) });
+    }
+
+    service(&d.lb, &mut activate, &mut cleanup);
+    service(&d.prometheus, &mut activate, &mut cleanup);
+    let mut wanted: BTreeSet<&str> = ["lb", "redis", "prometheus"].into_iter().collect();
+    if let Some(g) = &d.grafana {
+        service(g, &mut activate, &mut cleanup);
+        wanted.insert("grafana");
+    }
+    for c in o.containers.iter().filter(|c| c.role != "app" && !wanted.contains(c.slot.as_str())) {
+        if c.running() {
+            activate.push(Step::Stop { name: c.name.clone(), timeout_s: 10 });
+        }
+        cleanup.push(Step::Remove { name: c.name.clone(), reason: format!("{} is no longer in the topology", c.slot) });
+    }
+    Ok(DockerPlan { topology: t.name.clone(), network, activate, cleanup })
+}
+
+fn in_slot<'a>(o: &'a DockerObserved, slot: &'a str) -> impl Iterator<Item = &'a ObservedContainer> {
+    o.containers.iter().filter(move |c| c.slot == slot)
+}
+
+/// `destroy`: every labelled container, the network and the volumes; nothing else.
+pub fn destroy_plan(t: &Topology, o: &DockerObserved) -> DockerPlan {
+    let mut cleanup: Vec<Step> = o
+        .containers
+        .iter()
+        .map(|c| Step::Remove { name: c.name.clone(), reason: "destroy".into() })
+        .collect();
+    if o.network {
+        cleanup.push(Step::RemoveNetwork { name: network_name(t) });
+    }
+    cleanup.extend(o.volumes.iter().map(|v| Step::RemoveVolume { name: v.clone() }));
+    DockerPlan { topology: t.name.clone(), network: network_name(t), activate: Vec::new(), cleanup }
+}
+
+/// The plan as text for people: one line per step, diffs of live files.
+pub fn render_text(p: &DockerPlan, color: bool) -> String {
+    use std::fmt::Write;
+    let paint = |style: anstyle::Style, s: &str| if color { format!("{style}{s}{style:#}") } else { s.to_string() };
+    let green = anstyle::Style::new().fg_color(Some(anstyle::AnsiColor::Green.into()));
+    let red = anstyle::Style::new().fg_color(Some(anstyle::AnsiColor::Red.into()));
+    let yellow = anstyle::Style::new().fg_color(Some(anstyle::AnsiColor::Yellow.into()));
+    let mut out = String::new();
+    if !p.has_changes() {
+        let _ = writeln!(out, "No changes: the engine runs what the topology says.");
+        return out;
+    }
+    for (stage, steps) in [("activate", &p.activate), ("cleanup", &p.cleanup)] {
+        if steps.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "{stage}:");
+        for s in steps {
+            let line = match s {
+                Step::BuildImage { tag, release, bytes, .. } => paint(green, &format!("  + build image {tag} (release {release}, {bytes} bytes)")),
+                Step::CreateNetwork { name } => paint(green, &format!("  + network {name}")),
+                Step::CreateVolume { name } => paint(green, &format!("  + volume {name}")),
+                Step::Create { spec } => paint(
+                    green,
+                    &format!("  + container {} ({}, {}{})", spec.name, spec.slot, spec.image, if spec.health.is_some() { ", wait healthy" } else { "" }),
+                ),
+                Step::Start { name, .. } => paint(yellow, &format!("  ~ start {name}")),
+                Step::WriteLive { container, path, diff, commands, .. } => {
+                    let then: Vec<String> = commands.iter().map(|c| c.join(" ")).collect();
+                    let mut s = paint(yellow, &format!("  ~ write {path} in {container}"));
+                    if !then.is_empty() {
+                        s.push_str(&format!(", then {}", then.join("; ")));
+                    }
+                    for l in diff.lines() {
+                        let styled = match l.chars().next() {
+                            Some('+') if !l.starts_with("+++") => paint(green, l),
+                            Some('-') if !l.starts_with("---") => paint(red, l),
+                            _ => l.to_string(),
+                        };
+                        s.push_str(&format!("\n      {styled}"));
+                    }
+                    s
+                }
+                Step::Stop { name, timeout_s } => paint(yellow, &format!("  ~ stop {name} (drain up to {timeout_s} s)")),
+                Step::Remove { name, reason } => paint(red, &format!("  - container {name} ({reason})")),
+                Step::RemoveNetwork { name } => paint(red, &format!("  - network {name}")),
+                Step::RemoveVolume { name } => paint(red, &format!("  - volume {name} (its data is lost)")),
+            };
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let _ = writeln!(out, "Plan: {} steps on the engine.", p.change_count());
+    out
+}
+
+#[cfg(test)]
+mod tests;
