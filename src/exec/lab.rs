@@ -228,6 +228,12 @@ pub async fn down(t: &Topology, dir: &LabDir, progress: Progress<'_>) -> anyhow:
     Ok(removed)
 }
 
+/// The lab's Debian base image (pulled, or built with debootstrap once): also the base the tests
+/// build their stand-ins for the official images on.
+pub async fn base_image(progress: Progress<'_>) -> anyhow::Result<String> {
+    ensure_image(&connect().await?, progress).await
+}
+
 async fn ensure_image(docker: &Docker, progress: Progress<'_>) -> anyhow::Result<String> {
     if let Ok(img) = std::env::var("SCALECTL_LAB_IMAGE") {
         docker.inspect_image(&img).await.with_context(|| format!("SCALECTL_LAB_IMAGE {img} is not on the engine"))?;

@@ -510,7 +510,10 @@ pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError
     for spec in &d.app {
         let olds: Vec<&ObservedContainer> = in_slot(o, &spec.slot).filter(|c| c.name != spec.name).collect();
         match exact(spec) {
-            Some(c) if !c.running() => activate.push(Step::Start { name: spec.name.clone(), wait_healthy: true }),
+            Some(c) if !c.running() => {
+                activate.push(Step::Start { name: spec.name.clone(), wait_healthy: true });
+                current.insert(spec.slot.clone(), spec.name.clone());
+            }
             Some(_) => {}
             None if olds.iter().any(|c| c.running()) => {
                 activate.push(Step::Create { spec: spec.clone() });

@@ -24,7 +24,7 @@ fn lab_yaml() -> String {
 }
 
 /// The optimized scale-api that the README's test command builds.
-fn release() -> PathBuf {
+pub(crate) fn release() -> PathBuf {
     let p = root().join("target/release/scale-api");
     assert!(p.is_file(), "{} is missing: run `cargo build --release --bin scale-api` (scripts/test.sh does)", p.display());
     p
@@ -46,7 +46,7 @@ fn run_ok(args: &[&str]) -> Output {
     out
 }
 
-fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
@@ -54,7 +54,9 @@ fn apply_args<'a>(file: &'a str, release: &'a str) -> Vec<&'a str> {
     vec!["apply", "-f", file, "--release", release, "--yes"]
 }
 
-static TURN: Mutex<()> = Mutex::new(());
+/// One end-to-end test at a time, lab and docker alike: they share two cores, and a zero-failure
+/// test must not lose requests to a neighbour's load.
+pub(crate) static TURN: Mutex<()> = Mutex::new(());
 static UP: OnceLock<()> = OnceLock::new();
 
 /// The lab, up and converged on examples/lab.yaml with the built release; held for one test.
@@ -78,20 +80,29 @@ fn client() -> reqwest::blocking::Client {
 }
 
 fn instances_seen(n: usize) -> BTreeSet<String> {
+    instances_seen_at(LB, n)
+}
+
+/// The x-instance answers of n requests through a load balancer.
+pub(crate) fn instances_seen_at(lb: &str, n: usize) -> BTreeSet<String> {
     let c = client();
     (0..n)
-        .filter_map(|_| c.get(format!("{LB}/")).send().map_err(|e| eprintln!("GET / failed: {e:?}")).ok())
+        .filter_map(|_| c.get(format!("{lb}/")).send().map_err(|e| eprintln!("GET / failed: {e:?}")).ok())
         .filter_map(|r| r.headers().get("x-instance").and_then(|v| v.to_str().ok()).map(String::from))
         .collect()
 }
 
 fn count() -> u64 {
-    let v: serde_json::Value = client().get(format!("{LB}/count")).send().unwrap().json().unwrap();
+    count_at(LB)
+}
+
+pub(crate) fn count_at(lb: &str) -> u64 {
+    let v: serde_json::Value = client().get(format!("{lb}/count")).send().unwrap().json().unwrap();
     v["count"].as_u64().unwrap()
 }
 
 /// Bounded load through the load balancer (loopback only) until stopped or 120 s.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
     failed: Arc<Mutex<Vec<String>>>,
@@ -100,6 +111,10 @@ struct Load {
 
 impl Load {
     fn start(threads: usize) -> Load {
+        Load::start_at(LB, threads)
+    }
+
+    pub(crate) fn start_at(lb: &'static str, threads: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(Mutex::new(Vec::new()));
@@ -110,7 +125,7 @@ impl Load {
                     let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
                     let end = Instant::now() + Duration::from_secs(120);
                     while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-                        match c.get(format!("{LB}/")).send() {
+                        match c.get(format!("{lb}/")).send() {
                             Ok(r) if r.status().is_success() => {
                                 ok.fetch_add(1, Ordering::Relaxed);
                             }
@@ -124,7 +139,7 @@ impl Load {
         Load { stop, ok, failed, threads }
     }
 
-    fn finish(self) -> (u64, Vec<String>) {
+    pub(crate) fn finish(self) -> (u64, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             t.join().unwrap();
@@ -140,7 +155,7 @@ fn docker_exec(container: &str, script: &str) -> String {
 }
 
 /// A copy of the release with different bytes (so a different release id) that runs the same.
-fn new_release(tag: &str) -> tempfile::TempPath {
+pub(crate) fn new_release(tag: &str) -> tempfile::TempPath {
     let mut bytes = std::fs::read(release()).unwrap();
     bytes.extend_from_slice(format!("\nscalectl-test-release-{tag}-{}\n", std::process::id()).as_bytes());
     let f = tempfile::Builder::new().prefix("scale-api-").tempfile().unwrap();

@@ -8,6 +8,7 @@
 mod api;
 mod broken;
 mod cli;
+mod docker;
 mod lab;
 mod snapshots;
 mod tools;
