@@ -158,6 +158,9 @@ and spaces, but no quotes, backslash, `$`, backtick or `%`)"
     if let Some(r) = &t.redis.password {
         values.redis_password = Some(read("redis.password", r)?);
     }
+    if let Some(r) = t.observability.alertmanager.as_ref().and_then(|a| a.webhook.as_ref()) {
+        values.alertmanager_webhook = Some(read("observability.alertmanager.webhook", r)?);
+    }
     Ok(values)
 }
 

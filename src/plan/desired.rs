@@ -137,6 +137,10 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
             if h.has(Role::Monitor) {
                 pkgs.push("prometheus");
                 services.push("prometheus.service");
+                if t.observability.alertmanager.is_some() {
+                    pkgs.push("prometheus-alertmanager");
+                    services.push("prometheus-alertmanager.service");
+                }
             }
             d.packages = pkgs.into_iter().map(String::from).collect();
             d.services = services.into_iter().map(String::from).chain(sockets).collect();
@@ -151,7 +155,8 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
 }
 
 /// Files that hold secrets (from `render::render_secrets`): never diffed, printed or read back.
-pub const SENSITIVE: &[&str] = &["/etc/scale-api/secrets.env", "/etc/redis/scalectl-auth.conf", "/etc/scalectl/redis-exporter.env"];
+pub const SENSITIVE: &[&str] =
+    &["/etc/scale-api/secrets.env", "/etc/redis/scalectl-auth.conf", "/etc/scalectl/redis-exporter.env", "/etc/prometheus/alertmanager.yml"];
 
 fn desired_file(f: &RenderedFile) -> DesiredFile {
     let p = f.path.as_str();
@@ -167,6 +172,8 @@ fn desired_file(f: &RenderedFile) -> DesiredFile {
         "/etc/default/prometheus-redis-exporter" => (OnChange::Restart("prometheus-redis-exporter.service"), "root"),
         "/etc/default/prometheus" => (OnChange::Restart("prometheus.service"), "root"),
         "/etc/prometheus/scalectl/targets.json" => (OnChange::Nothing, "root"),
+        "/etc/prometheus/alertmanager.yml" => (OnChange::Reload("prometheus-alertmanager.service"), "prometheus"),
+        "/etc/default/prometheus-alertmanager" => (OnChange::Restart("prometheus-alertmanager.service"), "root"),
         _ if p.starts_with("/etc/prometheus/") => (OnChange::Reload("prometheus.service"), "root"),
         _ if p.starts_with("/etc/rsyslog.d/") => (OnChange::Restart("rsyslog.service"), "root"),
         _ if p.starts_with("/etc/grafana/") || p.starts_with("/var/lib/grafana/") => (OnChange::Restart("grafana-server.service"), "root"),

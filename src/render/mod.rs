@@ -107,12 +107,18 @@ pub struct SecretValues {
     /// app.secrets: environment name -> value.
     pub app: Vec<(String, String)>,
     pub redis_password: Option<String>,
+    /// observability.alertmanager.webhook.
+    pub alertmanager_webhook: Option<String>,
 }
 
 impl std::fmt::Debug for SecretValues {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.app.iter().map(|(n, _)| n.as_str()).collect();
-        f.debug_struct("SecretValues").field("app", &names).field("redis_password", &self.redis_password.as_ref().map(|_| "***")).finish()
+        f.debug_struct("SecretValues")
+            .field("app", &names)
+            .field("redis_password", &self.redis_password.as_ref().map(|_| "***"))
+            .field("alertmanager_webhook", &self.alertmanager_webhook.as_ref().map(|_| "***"))
+            .finish()
     }
 }
 
@@ -127,6 +133,7 @@ pub fn render_secrets(t: &Topology, values: &SecretValues, templates: &Templates
         t => minijinja::Value::from(minijinja::value::Serde(t)),
         secrets => secrets,
         redis_password => values.redis_password.clone(),
+        webhook => values.alertmanager_webhook.clone(),
     };
     let mut out = Vec::new();
     if t.target == Target::Docker {
@@ -143,6 +150,9 @@ pub fn render_secrets(t: &Topology, values: &SecretValues, templates: &Templates
         if h.has(Role::Redis) {
             out.push(run(&env, &ctx, &h.name, Job { template: "redis/auth.conf.j2", path: "/etc/redis/scalectl-auth.conf".into(), mode: 0o640 })?);
             out.push(run(&env, &ctx, &h.name, Job { template: "exporters/redis-exporter.env.j2", path: "/etc/scalectl/redis-exporter.env".into(), mode: 0o600 })?);
+        }
+        if h.has(Role::Monitor) && t.observability.alertmanager.is_some() {
+            out.push(run(&env, &ctx, &h.name, Job { template: "alertmanager/alertmanager.yml.j2", path: "/etc/prometheus/alertmanager.yml".into(), mode: 0o640 })?);
         }
     }
     Ok(out)
@@ -295,6 +305,9 @@ fn host_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
         }
         if t.observability.logs.destination == crate::topology::LogDestination::Collector {
             jobs.push(job("logs/rsyslog-collector.conf.j2", "/etc/rsyslog.d/50-scalectl-collector.conf"));
+        }
+        if t.observability.alertmanager.is_some() {
+            jobs.push(job("alertmanager/default.j2", "/etc/default/prometheus-alertmanager"));
         }
     }
     match t.observability.logs.destination {

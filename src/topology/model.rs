@@ -145,6 +145,16 @@ pub struct Observability {
     pub grafana: bool,
     pub grafana_port: u16,
     pub logs: Logs,
+    pub alertmanager: Option<Alertmanager>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Alertmanager {
+    /// Listens on 127.0.0.1 of the monitor host: Prometheus is its only client.
+    pub port: u16,
+    pub webhook: Option<SecretRef>,
+    pub group_wait_ms: u64,
+    pub repeat_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

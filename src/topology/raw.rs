@@ -488,6 +488,21 @@ pub struct RawObservability {
     pub grafana: Option<Sp<bool>>,
     /// Ship every instance's JSON logs off the host.
     pub logs: Option<RawLogs>,
+    /// Alertmanager on the monitor host (hosts target), rendered when set: Prometheus sends it
+    /// every firing alert, and it notifies the webhook if one is given.
+    pub alertmanager: Option<RawAlertmanager>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlertmanager {
+    /// Where notifications go (Alertmanager's webhook_config; Slack and most chat tools take one),
+    /// by reference: such URLs carry tokens. Without it, alerts are kept in Alertmanager only.
+    pub webhook: Option<Sp<SecretRef>>,
+    /// Wait before the first notification of a new group, e.g. `30s`. Default 30s.
+    pub group_wait: Option<Sp<String>>,
+    /// Notify again about an alert still firing after, e.g. `4h`. Default 4h.
+    pub repeat_interval: Option<Sp<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -459,6 +459,17 @@ impl V {
                 loki_url,
                 relp_port: ports::RELP,
             },
+            alertmanager: o.and_then(|o| o.alertmanager.as_ref()).map(|a| {
+                if let Some(w) = &a.webhook {
+                    self.secret_ref(w);
+                }
+                Alertmanager {
+                    port: ports::ALERTMANAGER,
+                    webhook: a.webhook.as_ref().map(|w| w.value().clone()),
+                    group_wait_ms: self.duration(&a.group_wait, "alertmanager.group_wait", 30_000, 3_600_000),
+                    repeat_interval_ms: self.duration(&a.repeat_interval, "alertmanager.repeat_interval", 4 * 3_600_000, 30 * 86_400_000),
+                }
+            }),
         }
     }
 
@@ -572,6 +583,13 @@ impl V {
             {
                 self.at(svc.loc(), "grafana is published but observability.grafana is false");
             }
+            if let Some(a) = raw.observability.as_ref().and_then(|o| o.alertmanager.as_ref()) {
+                let at = a.webhook.as_ref().map(|w| w.loc()).or_else(|| a.group_wait.as_ref().map(|g| g.loc())).unwrap_or(anchor);
+                self.push(
+                    Problem::at(at, "observability.alertmanager is deployed on the monitor host of `target: hosts`; the docker target has no Alertmanager yet")
+                        .help("remove observability.alertmanager, or deploy with `target: hosts`"),
+                );
+            }
             return;
         }
         let Some(raw_hosts) = &raw.hosts else {
@@ -646,6 +664,9 @@ impl V {
                     claim(self, t.observability.grafana_port, "grafana".into(), Role::Monitor);
                 }
                 claim(self, t.observability.logs.relp_port, "the log collector".into(), Role::Monitor);
+                if let Some(a) = &t.observability.alertmanager {
+                    claim(self, a.port, "alertmanager".into(), Role::Monitor);
+                }
             }
             let role = h.roles.first().copied().unwrap_or(Role::App);
             claim(self, ports::NODE_EXPORTER, "the node exporter".into(), role);

@@ -72,6 +72,8 @@ fn cases() -> Vec<Case> {
         case("published without a host", with("lab: {publish: {prometheus: 9090}}\n"), 5, 17, "prometheus is published but no host has the monitor role"),
         case("loki without url", with("observability: {logs: {destination: loki}}\n"), 5, 37, "logs.destination is loki but logs.loki_url is not set"),
         case("percentage out of range", with("observability: {alerts: {cpu: 120}}\n"), 5, 31, "alerts.cpu must be a percentage above 0 and at most 100, found 120"),
+        case("alertmanager on docker", "name: t\ntarget: docker\napp: {instances: 1}\nobservability:\n  alertmanager: {webhook: {env: HOOK}}\n", 5, 27, "observability.alertmanager is deployed on the monitor host of `target: hosts`; the docker target has no Alertmanager yet"),
+        case("alertmanager webhook inline", with("observability:\n  alertmanager: {webhook: https://hooks.example.com/x}\n"), 6, 27, "secrets are referenced, never written inline: use `{env: VAR_NAME}` or `{file: /absolute/path}`"),
         case("image with a space", "name: t\ntarget: docker\napp: {instances: 1}\ndocker: {images: {nginx: \"nginx latest\"}}\n", 4, 26, "an image reference must not contain a space"),
         case("not yaml", "name: t\napp: {instances: 1\n", 2, 6, "unclosed bracket '{'"),
     ]

@@ -115,17 +115,22 @@ impl Load {
     }
 
     pub(crate) fn start_at(lb: &'static str, threads: usize) -> Load {
+        Load::start_url(format!("{lb}/"), threads)
+    }
+
+    /// Bounded load on one URL (loopback only) until stopped or 120 s.
+    pub(crate) fn start_url(url: String, threads: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(Mutex::new(Vec::new()));
         let threads = (0..threads)
             .map(|_| {
-                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), url.clone());
                 std::thread::spawn(move || {
                     let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
                     let end = Instant::now() + Duration::from_secs(120);
                     while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-                        match c.get(format!("{lb}/")).send() {
+                        match c.get(&url).send() {
                             Ok(r) if r.status().is_success() => {
                                 ok.fetch_add(1, Ordering::Relaxed);
                             }
@@ -500,6 +505,10 @@ fn lab_prometheus_scrapes_every_expected_target() {
         assert!(Instant::now() < deadline, "targets up: {up:#?}\nexpected: {expected:#?}");
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Prometheus sends its alerts to the Alertmanager on its host (observability.alertmanager).
+    let v = prometheus("/api/v1/alertmanagers");
+    let active: Vec<&str> = v["data"]["activeAlertmanagers"].as_array().unwrap().iter().filter_map(|a| a["url"].as_str()).collect();
+    assert_eq!(active, ["http://127.0.0.1:9093/api/v2/alerts"], "{v:#}");
 }
 
 /// Lines on the collector (mon-1) that contain `needle`, with the file each is in.
@@ -594,8 +603,17 @@ fn lab_stopping_redis_fires_the_redis_down_alert() {
         }
         std::thread::sleep(Duration::from_secs(1));
     };
+    // Prometheus hands the firing alert to Alertmanager (kept there: lab.yaml gives no webhook).
+    let in_alertmanager = (0..20).any(|_| {
+        let alerts = docker_exec("lab-mon-1", "curl -fsS 127.0.0.1:9093/api/v2/alerts?filter=alertname%3DRedisDown");
+        alerts.contains("\"RedisDown\"") || {
+            std::thread::sleep(Duration::from_millis(500));
+            false
+        }
+    });
     docker_exec("lab-cache-1", "systemctl start redis-server.service");
     assert!(fired != Duration::MAX, "RedisDown did not fire within 100 s of stopping Redis");
+    assert!(in_alertmanager, "RedisDown fired in Prometheus but never reached Alertmanager");
     eprintln!("RedisDown firing {:.0} s after Redis stopped", fired.as_secs_f64());
     assert!(fired >= Duration::from_secs(55), "fired before its `for: 1m` window: {fired:?}");
 }
@@ -796,4 +814,79 @@ fn lab_doctor_finds_unequal_weights_as_load_imbalance() {
     assert_eq!(code, Some(2), "{d:#}");
     let f = d["findings"].as_array().unwrap().iter().find(|f| f["id"] == "load-imbalance").unwrap_or_else(|| panic!("{d:#}"));
     assert!(f["summary"].as_str().unwrap().contains("weights 4 and 1"), "{f:#}");
+}
+
+fn finding<'a>(d: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    d["findings"].as_array().and_then(|f| f.iter().find(|f| f["id"] == id)).unwrap_or_else(|| panic!("no {id} finding in {d:#}"))
+}
+
+#[test]
+fn lab_doctor_finds_an_instance_killed_repeatedly_in_a_crash_loop() {
+    let _lab = lab();
+    for _ in 0..4 {
+        docker_exec("lab-app-1", "systemctl kill -s KILL scale-api@3001.service");
+        std::thread::sleep(Duration::from_secs(7)); // restarted by systemd (1 s), then scraped (every 5 s)
+    }
+    let (code, d) = doctor(&lab_yaml(), &["--window", "40s"]);
+    assert_eq!(code, Some(2), "{d:#}");
+    let f = finding(&d, "crash-loop");
+    assert_eq!(f["subject"], "app-1-3001", "{f:#}");
+    assert!(f["evidence"][0]["value"].as_f64().unwrap() >= 3.0, "{f:#}");
+    // The other instances are not in it.
+    let crashed: Vec<&str> = d["findings"].as_array().unwrap().iter().filter(|f| f["id"] == "crash-loop").map(|f| f["subject"].as_str().unwrap()).collect();
+    assert_eq!(crashed, ["app-1-3001"], "{d:#}");
+}
+
+/// /heavy through the load balancer from `threads` clients for `secs`, then doctor over the last 30 s.
+fn doctor_under_heavy_load(file: &str, threads: usize, secs: u64) -> (Option<i32>, serde_json::Value) {
+    let load = Load::start_url(format!("{LB}/heavy?ms=100"), threads);
+    // CPU is judged from rate(...[1m]): let a full minute of load into it.
+    std::thread::sleep(Duration::from_secs(secs));
+    let out = doctor(file, &["--window", "30s"]);
+    let (ok, failed) = load.finish();
+    eprintln!("heavy load: {ok} requests ok, {} refused or failed", failed.len());
+    assert!(ok > 0);
+    out
+}
+
+#[test]
+fn lab_doctor_finds_saturated_cpu_to_scale_out_and_with_fewer_instances_than_cores_to_scale_up() {
+    let _lab = lab();
+    // Both app hosts run an instance on each of their 2 cores: saturated, the answer is another host.
+    let (code, d) = doctor_under_heavy_load(&lab_yaml(), 4, 70);
+    assert_eq!(code, Some(2), "{d:#}");
+    let f = finding(&d, "cpu-saturated-scale-out");
+    assert!(f["evidence"][0]["value"].as_f64().unwrap() > 70.0, "{f:#}");
+    assert!(!finding_ids(&d).contains(&"cpu-saturated-scale-up".to_string()), "{d:#}");
+
+    // One instance per 2-core host: the same load says use every core first.
+    let one = edited_topology("  instances: 2\n", "  instances: 1\n");
+    let file = one.to_str().unwrap();
+    let rel = release();
+    run_ok(&apply_args(file, rel.to_str().unwrap()));
+    let (code, d) = doctor_under_heavy_load(file, 4, 70);
+    assert_eq!(code, Some(2), "{d:#}");
+    let f = finding(&d, "cpu-saturated-scale-up");
+    assert!(f["summary"].as_str().unwrap().contains("1 instances on 2 cores"), "{f:#}");
+    assert!(f["topology_edit"].as_str().unwrap().contains("app.instances: max"), "{f:#}");
+}
+
+#[test]
+fn lab_doctor_finds_an_instance_near_its_open_files_limit() {
+    let _lab = lab();
+    let low = edited_topology("  drain_timeout: 5s\n", "  drain_timeout: 5s\n  limits: {nofile: 200}\n");
+    let file = low.to_str().unwrap();
+    let rel = release();
+    run_ok(&apply_args(file, rel.to_str().unwrap()));
+    // 190 idle connections to one instance, held 30 s by one shell on its host (loopback only).
+    docker_exec(
+        "lab-app-1",
+        "nohup timeout 30 bash -c 'for i in $(seq 190); do exec {fd}<>/dev/tcp/127.0.0.1/3000 || break; done; sleep 30' >/dev/null 2>&1 &",
+    );
+    std::thread::sleep(Duration::from_secs(12)); // accepted, then scraped
+    let (code, d) = doctor(file, &["--window", "30s"]);
+    assert_eq!(code, Some(2), "{d:#}");
+    let f = finding(&d, "fd-exhaustion");
+    assert_eq!(f["subject"], "app-1-3000", "{f:#}");
+    assert!(f["topology_edit"].as_str().unwrap().starts_with("app.limits.nofile: "), "{f:#}");
 }

@@ -464,3 +464,31 @@ fn checkov_finds_nothing_unjustified_in_the_terraform() {
     }
     assert!(passed >= 20, "checkov checked almost nothing ({passed} passed): did it find the module?");
 }
+
+#[test]
+fn amtool_accepts_the_alertmanager_config_with_and_without_a_webhook() {
+    let amtool = require("amtool");
+    let t = crate::load_example("lab");
+    assert!(t.observability.alertmanager.is_some(), "examples/lab.yaml configures Alertmanager");
+    let templates = scalectl::render::Templates::embedded();
+    let dir = tempfile::tempdir().unwrap();
+    for webhook in [None, Some("https://hooks.example.com/services/T000/B000/test-only-token")] {
+        let values = scalectl::render::SecretValues { alertmanager_webhook: webhook.map(String::from), ..Default::default() };
+        let files = scalectl::render::render_secrets(&t, &values, &templates).unwrap();
+        let f = files.iter().find(|f| f.path == "/etc/prometheus/alertmanager.yml").expect("alertmanager.yml on the monitor host");
+        assert_eq!(f.host, "mon-1");
+        let p = dir.path().join("alertmanager.yml");
+        std::fs::write(&p, &f.content).unwrap();
+        let out = run(Command::new(&amtool).args(["check-config"]).arg(&p));
+        assert!(out.status.success(), "amtool check-config ({webhook:?}):\n{}\n{}", text(&out), f.content);
+        let receiver = if webhook.is_some() { "webhook" } else { "keep" };
+        assert!(text(&out).contains(" - 1 receivers") && text(&out).contains(" - 1 inhibit rules"), "{}", text(&out));
+        assert!(f.content.contains(&format!("receiver: {receiver}\n")), "{}", f.content);
+        if let Some(w) = webhook {
+            assert!(f.content.contains(w));
+        }
+    }
+    // A config amtool rejects is caught (the check is not vacuous).
+    std::fs::write(dir.path().join("bad.yml"), "route:\n  receiver: nowhere\nreceivers: []\n").unwrap();
+    assert!(!run(Command::new(&amtool).args(["check-config"]).arg(dir.path().join("bad.yml"))).status.success());
+}
