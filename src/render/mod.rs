@@ -354,7 +354,7 @@ hosts:\n  a: {{address: 10.0.0.2, roles: [app]}}\n  r: {{address: 10.0.0.3, role
     #[test]
     fn secrets_land_only_in_their_own_files() {
         let t = topology("redis: {password: {env: S_REDIS}}\n");
-        let values = SecretValues { app: vec![("API_KEY".into(), "k3y value".into())], redis_password: Some("pa55".into()) };
+        let values = SecretValues { app: vec![("API_KEY".into(), "k3y value".into())], redis_password: Some("pa55".into()), ..Default::default() };
         let files = render_secrets(&t, &values, &Templates::embedded()).unwrap();
         let get = |p: &str| files.iter().find(|f| f.path == p).unwrap();
         let env = get("/etc/scale-api/secrets.env");
@@ -372,7 +372,7 @@ hosts:\n  a: {{address: 10.0.0.2, roles: [app]}}\n  r: {{address: 10.0.0.3, role
     fn a_value_that_could_break_out_of_its_quotes_is_refused() {
         let t = topology("");
         for bad in ["a\"b", "a\nb", "$(x)", "a\\b", ""] {
-            let values = SecretValues { app: vec![("API_KEY".into(), bad.into())], redis_password: None };
+            let values = SecretValues { app: vec![("API_KEY".into(), bad.into())], redis_password: None, ..Default::default() };
             let err = render_secrets(&t, &values, &Templates::embedded()).unwrap_err().to_string();
             assert!(err.contains("cannot be written safely") && (bad.is_empty() || !err.contains(bad)), "{bad:?}: {err}");
         }

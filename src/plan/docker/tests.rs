@@ -162,7 +162,7 @@ fn secret_values_change_the_hash_but_never_reach_the_printed_plan() {
         "name: d\ntarget: docker\napp:\n  port: 3000\n  instances: 1\n  secrets: {API_KEY: {env: D_API_KEY}}\nredis:\n  password: {env: D_REDIS}\n",
     )
     .unwrap();
-    let secrets = |v: &str| SecretValues { app: vec![("API_KEY".into(), v.into())], redis_password: Some(format!("{v}-redis")) };
+    let secrets = |v: &str| SecretValues { app: vec![("API_KEY".into(), v.into())], redis_password: Some(format!("{v}-redis")), ..Default::default() };
     let p1 = make(&t, "aaaaaaaaaaaa", &secrets("hunter2-first"), &DockerObserved::default());
     let p2 = make(&t, "aaaaaaaaaaaa", &secrets("hunter2-second"), &DockerObserved::default());
     assert_ne!(p1, p2, "a changed secret is a new container");
