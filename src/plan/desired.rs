@@ -126,8 +126,8 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                 d.enabled.push("scale-api.target".into());
             }
             if h.has(Role::Lb) {
-                pkgs.extend(["nginx", "prometheus-nginx-exporter"]);
-                services.extend(["nginx.service", "prometheus-nginx-exporter.service"]);
+                pkgs.extend(["nginx", "prometheus-nginx-exporter", "mtail"]);
+                services.extend(["nginx.service", "prometheus-nginx-exporter.service", "mtail.service"]);
                 d.absent.push(("/etc/nginx/sites-enabled/default".into(), OnChange::Reload("nginx.service")));
             }
             if h.has(Role::Redis) {
@@ -168,6 +168,8 @@ fn desired_file(f: &RenderedFile) -> DesiredFile {
         }
         _ if p.starts_with("/etc/redis/") => (OnChange::Restart("redis-server.service"), "redis"),
         _ if p.starts_with("/etc/nginx/") => (OnChange::Reload("nginx.service"), "root"),
+        _ if p.starts_with("/etc/mtail/") => (OnChange::Reload("mtail.service"), "root"),
+        "/etc/default/mtail" => (OnChange::Restart("mtail.service"), "root"),
         "/etc/default/prometheus-nginx-exporter" => (OnChange::Restart("prometheus-nginx-exporter.service"), "root"),
         "/etc/default/prometheus-redis-exporter" => (OnChange::Restart("prometheus-redis-exporter.service"), "root"),
         "/etc/default/prometheus" => (OnChange::Restart("prometheus.service"), "root"),

@@ -287,6 +287,8 @@ fn host_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
     if h.has(Role::Lb) {
         jobs.push(job("nginx/site.conf.j2", format!("/etc/nginx/conf.d/{name}.conf")));
         jobs.push(job("exporters/prometheus-nginx-exporter.j2", "/etc/default/prometheus-nginx-exporter"));
+        jobs.push(job("nginx/scalectl.mtail.j2", "/etc/mtail/scalectl-nginx.mtail"));
+        jobs.push(job("exporters/mtail.j2", "/etc/default/mtail"));
     }
     if h.has(Role::Redis) {
         jobs.push(Job { template: "redis/redis.conf.j2", path: "/etc/redis/redis.conf".into(), mode: 0o640 });

@@ -266,4 +266,6 @@ pub mod ports {
     pub const GRAFANA: u16 = 3000;
     pub const RELP: u16 = 2514;
     pub const ALERTMANAGER: u16 = 9093;
+    /// mtail on the load balancer (its access log as metrics).
+    pub const MTAIL: u16 = 3903;
 }

@@ -653,6 +653,7 @@ impl V {
                 }
                 claim(self, t.load_balancer.status_port, "nginx stub_status".into(), Role::Lb);
                 claim(self, ports::NGINX_EXPORTER, "the nginx exporter".into(), Role::Lb);
+                claim(self, ports::MTAIL, "mtail (the access log as metrics)".into(), Role::Lb);
             }
             if h.has(Role::Redis) {
                 claim(self, t.redis.port, "redis".into(), Role::Redis);

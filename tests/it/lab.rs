@@ -489,6 +489,7 @@ fn lab_prometheus_scrapes_every_expected_target() {
     }
     expected.insert(("redis".into(), "lab-cache-1:9121".into()));
     expected.insert(("nginx".into(), "lab-lb-1:9113".into()));
+    expected.insert(("nginx-log".into(), "lab-lb-1:3903".into()));
     expected.insert(("prometheus".into(), "127.0.0.1:9090".into()));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -753,6 +754,7 @@ fn lab_ansible_playbook_deploys_what_apply_deploys() {
                     "write_file" => a["sensitive"] == true,
                     "mark_pending" | "clear_pending" | "rolling_restart" => true,
                     "restart" => a["unit"] == "redis-server.service" || a["unit"] == "prometheus-redis-exporter.service",
+                    "reload" => a["unit"] == "prometheus-alertmanager.service",
                     _ => false,
                 };
                 assert!(ok, "{}: after ansible-playbook, scalectl still plans {a}", h["host"]);
@@ -889,4 +891,45 @@ fn lab_doctor_finds_an_instance_near_its_open_files_limit() {
     let f = finding(&d, "fd-exhaustion");
     assert_eq!(f["subject"], "app-1-3000", "{f:#}");
     assert!(f["topology_edit"].as_str().unwrap().starts_with("app.limits.nofile: "), "{f:#}");
+}
+
+fn prometheus_scalar(query: &str) -> Option<f64> {
+    let url = reqwest::Url::parse_with_params(&format!("{PROMETHEUS}/api/v1/query"), &[("query", query)]).unwrap();
+    let v: serde_json::Value = client().get(url).send().unwrap().json().unwrap();
+    v["data"]["result"][0]["value"][1].as_str().and_then(|s| s.parse().ok())
+}
+
+#[test]
+fn lab_gateway_errors_from_the_load_balancer_reach_prometheus() {
+    let _lab = lab();
+    let errors = || prometheus_scalar("sum(scalectl_nginx_gateway_errors_total)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let before = loop {
+        if let Some(v) = errors() {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "mtail's counter never reached Prometheus");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // Every instance gone, sockets included (systemd would start an instance on a connection).
+    let units = "scale-api@3000.socket scale-api@3001.socket scale-api@3000.service scale-api@3001.service";
+    for h in ["lab-app-1", "lab-app-2"] {
+        docker_exec(h, &format!("systemctl stop {units}"));
+    }
+    let c = client();
+    let statuses: Vec<u16> = (0..5).map(|_| c.get(format!("{LB}/")).send().map(|r| r.status().as_u16()).unwrap_or(0)).collect();
+    for h in ["lab-app-1", "lab-app-2"] {
+        docker_exec(h, &format!("systemctl start {units}"));
+    }
+    assert!(statuses.iter().all(|s| *s == 502 || *s == 504), "{statuses:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = errors().unwrap_or(before);
+        if now >= before + 5.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "gateway errors in Prometheus went from {before} to {now}, expected +5");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(instances_seen(60).len(), 4, "the instances serve again");
 }

@@ -174,7 +174,7 @@ fn promtool_accepts_every_prometheus_config_and_rule_file() {
             std::fs::write(&p, &f.content).unwrap();
             let out = run(Command::new(&promtool).args(["check", "rules"]).arg(&p));
             assert!(out.status.success(), "promtool check rules on {example} {}:{}\n{}", f.host, f.path, text(&out));
-            assert!(text(&out).contains("SUCCESS: 10 rules found"), "{}", text(&out));
+            assert!(text(&out).contains("SUCCESS: 11 rules found"), "{}", text(&out));
             checked += 1;
         }
         for f in files_named(&files, "prometheus.yml") {
@@ -491,4 +491,34 @@ fn amtool_accepts_the_alertmanager_config_with_and_without_a_webhook() {
     // A config amtool rejects is caught (the check is not vacuous).
     std::fs::write(dir.path().join("bad.yml"), "route:\n  receiver: nowhere\nreceivers: []\n").unwrap();
     assert!(!run(Command::new(&amtool).args(["check-config"]).arg(dir.path().join("bad.yml"))).status.success());
+}
+
+#[test]
+fn mtail_counts_requests_and_gateway_errors_from_real_nginx_log_lines() {
+    let mtail = require("mtail");
+    let files = render_example("lab");
+    let prog = files.iter().find(|f| f.host == "lb-1" && f.path == "/etc/mtail/scalectl-nginx.mtail").unwrap();
+    let site = files.iter().find(|f| f.host == "lb-1" && f.path == "/etc/nginx/conf.d/lab.conf").unwrap();
+    assert!(site.content.contains(r#""status":$status,"#), "the access log format mtail reads changed");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("progs")).unwrap();
+    std::fs::write(dir.path().join("progs/scalectl-nginx.mtail"), &prog.content).unwrap();
+    // Lines as the rendered log_format writes them: 2 served, a 502 and a 504 from nginx, a 503 from scale-api.
+    let line = |status: u32, upstream: &str| {
+        format!(
+            r#"{{"time":"2026-11-23T02:00:00+00:00","remote":"127.0.0.1","request_id":"r","method":"GET","uri":"/","status":{status},"bytes":2,"duration":0.001,"upstream":"{upstream}","upstream_status":"{status}","upstream_time":"0.001"}}"#
+        )
+    };
+    let log = [line(200, "10.0.0.2:3000"), line(200, "10.0.0.3:3000"), line(502, "lab_api"), line(504, "10.0.0.2:3000"), line(503, "10.0.0.3:3000")].join("\n") + "\n";
+    std::fs::write(dir.path().join("access.log"), log).unwrap();
+    let out = run(Command::new(&mtail)
+        .args(["--one_shot", "--one_shot_format", "prometheus", "--logtostderr", "--progs"])
+        .arg(dir.path().join("progs"))
+        .arg("--logs")
+        .arg(dir.path().join("access.log")));
+    assert!(out.status.success(), "{}", text(&out));
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    let value = |name: &str| metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).unwrap_or_else(|| panic!("no {name} in {metrics}")).to_string();
+    assert_eq!(value("scalectl_nginx_requests_total"), "5");
+    assert_eq!(value("scalectl_nginx_gateway_errors_total"), "2", "502 and 504 from nginx; scale-api's own 503 is ErrorRateHigh's");
 }
