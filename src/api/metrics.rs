@@ -44,6 +44,8 @@ pub struct Metrics {
     pub cpu_seconds: Counter<f64, AtomicU64>,
     pub open_fds: Gauge,
     pub max_fds: Gauge,
+    /// When this process started (Unix seconds): a restart changes it, which is how doctor counts restarts.
+    pub start_time: Gauge<f64, AtomicU64>,
 }
 
 impl Metrics {
@@ -65,6 +67,7 @@ impl Metrics {
             cpu_seconds: Counter::default(),
             open_fds: Gauge::default(),
             max_fds: Gauge::default(),
+            start_time: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("scale_api_http_request_duration_seconds", "HTTP request duration by method, route and status", requests);
@@ -84,6 +87,9 @@ impl Metrics {
         registry.register("process_cpu_seconds", "User and system CPU time", m.cpu_seconds.clone());
         registry.register("process_open_fds", "Open file descriptors", m.open_fds.clone());
         registry.register("process_max_fds", "Open file descriptor limit", m.max_fds.clone());
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        m.start_time.set(started);
+        registry.register("process_start_time_seconds", "Start time of the process since the Unix epoch", m.start_time.clone());
         let build = Family::<BuildLabels, Gauge>::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into(), instance: instance.into() }).set(1);
         registry.register("scale_api_build_info", "Build information", build);

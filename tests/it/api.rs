@@ -304,10 +304,15 @@ fn metrics_parse_as_prometheus_text_with_every_series() {
         "process_cpu_seconds_total",
         "process_open_fds",
         "process_max_fds",
+        "process_start_time_seconds",
         "scale_api_build_info{",
     ] {
         assert!(text.contains(series), "missing {series}\n{text}");
     }
+    // doctor counts restarts by this value changing: it must be the start time, not zero.
+    let started: f64 = text.lines().find_map(|l| l.strip_prefix("process_start_time_seconds ")).unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(started > now - 600.0 && started <= now, "process_start_time_seconds {started}, now {now}");
 }
 
 fn children_of(pid: u32) -> Vec<u32> {
