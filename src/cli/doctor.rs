@@ -61,9 +61,12 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
         return if d.healthy { Ok(()) } else { Err(Failure::Changes) };
     }
     let t = super::load(&a.topology.file, color)?;
-    let url = a.prometheus.clone().or_else(|| collect::prometheus_url(&t)).context(
-        "the topology has no monitor host, so there is no Prometheus to ask: add one, or pass --prometheus URL",
-    )?;
+    let missing = if t.target == crate::topology::Target::Docker {
+        "the topology does not publish its Prometheus container (lab.publish.prometheus): publish it, or pass --prometheus URL"
+    } else {
+        "the topology has no monitor host, so there is no Prometheus to ask: add one, or pass --prometheus URL"
+    };
+    let url = a.prometheus.clone().or_else(|| collect::prometheus_url(&t)).context(missing)?;
     let prometheus = collect::Prometheus::new(&url)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(anyhow::Error::from)?;
     let mut previous: Option<Diagnosis> = None;

@@ -175,8 +175,13 @@ pub fn thresholds(t: &Topology) -> Thresholds {
 }
 
 /// Where the fleet's Prometheus answers: the lab's published port when this topology's lab is up,
-/// else the monitor host's address.
+/// else the monitor host's address; for the docker target, its published port. (On docker there
+/// are no node or Redis exporters yet: doctor judges the replicas only.)
 pub fn prometheus_url(t: &Topology) -> Option<String> {
+    // On a Docker engine, Prometheus is a container: reachable where the topology publishes it.
+    if t.target == crate::topology::Target::Docker {
+        return t.lab.publish.prometheus.map(|port| format!("http://127.0.0.1:{port}"));
+    }
     let lab = crate::exec::lab::LabDir::for_topology(&t.name);
     if lab.state().exists()
         && let Some(port) = t.lab.publish.prometheus

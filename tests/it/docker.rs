@@ -152,6 +152,12 @@ fn docker_requests_reach_every_replica_count_is_exact_and_a_second_apply_changes
         assert!(Instant::now() < deadline, "Prometheus sees {up:?} up");
         std::thread::sleep(Duration::from_secs(1));
     }
+    // doctor finds the replicas through the published Prometheus container, and them healthy.
+    let out = scalectl(&["doctor", "-f", &topology(), "--window", "30s", "-o", "json"]);
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{d:#}");
+    let judged = d["trace"].as_array().unwrap().iter().filter(|s| s["question"] == "every instance up?").count();
+    assert_eq!(judged, 1, "{d:#}");
 }
 
 #[test]
