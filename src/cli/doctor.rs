@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::{Failure, JSON_FORMAT_VERSION, Output, TopologyArg};
-use crate::doctor::{self, CHECKS, Diagnosis, Snapshot, collect};
+use crate::doctor::{self, CHECKS, Diagnosis, Snapshot, collect, scrape};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Exit codes: 0 healthy, 2 findings, 1 error.\n\n\
@@ -22,10 +22,11 @@ pub struct Args {
     /// Also save the collected snapshot to FILE (to replay it, or attach it to a report)
     #[arg(long, value_name = "FILE")]
     pub save: Option<PathBuf>,
-    /// Prometheus to ask [default: the lab's published port, else the monitor host]
+    /// Prometheus to ask [default: the lab's published port, else the monitor host; without one,
+    /// every instance and exporter is scraped directly, twice, --window (2 to 10 s) apart]
     #[arg(long, value_name = "URL")]
     pub prometheus: Option<String>,
-    /// History the series cover
+    /// History the series cover (from Prometheus; scraping directly, the time between the two scrapes)
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub window: Duration,
     /// Diagnose again every interval (hysteresis keeps findings from flapping); stop with Ctrl-C
@@ -61,17 +62,26 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
         return if d.healthy { Ok(()) } else { Err(Failure::Changes) };
     }
     let t = super::load(&a.topology.file, color)?;
-    let missing = if t.target == crate::topology::Target::Docker {
-        "the topology does not publish its Prometheus container (lab.publish.prometheus): publish it, or pass --prometheus URL"
-    } else {
-        "the topology has no monitor host, so there is no Prometheus to ask: add one, or pass --prometheus URL"
-    };
-    let url = a.prometheus.clone().or_else(|| collect::prometheus_url(&t)).context(missing)?;
-    let prometheus = collect::Prometheus::new(&url)?;
+    let url = a.prometheus.clone().or_else(|| collect::prometheus_url(&t));
+    if url.is_none() && t.target == crate::topology::Target::Docker {
+        return Err(anyhow::anyhow!(
+            "the topology does not publish its Prometheus container (lab.publish.prometheus): publish it, or pass --prometheus URL"
+        )
+        .into());
+    }
+    let prometheus = url.as_deref().map(collect::Prometheus::new).transpose()?;
+    // Without a Prometheus, the instances are scraped directly, twice, this far apart.
+    let direct = a.window.min(std::time::Duration::from_secs(10)).max(std::time::Duration::from_secs(2));
+    if prometheus.is_none() {
+        eprintln!("no monitor host: scraping every instance and exporter directly over {} s", direct.as_secs());
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(anyhow::Error::from)?;
     let mut previous: Option<Diagnosis> = None;
     loop {
-        let s = rt.block_on(collect::collect(&t, &prometheus, a.window, collect::thresholds(&t)))?;
+        let s = match &prometheus {
+            Some(p) => rt.block_on(collect::collect(&t, p, a.window, collect::thresholds(&t)))?,
+            None => rt.block_on(scrape::collect(&t, direct, collect::thresholds(&t)))?,
+        };
         if let Some(path) = &a.save {
             crate::exec::lab::write_atomic(path, serde_json::to_string_pretty(&s).map_err(anyhow::Error::from)?.as_bytes())?;
         }

@@ -2,9 +2,11 @@
 //!
 //! `snapshot` is the plain value the tree reads (saveable and replayable); `tree` is pure and
 //! returns findings with their evidence and the path taken; `text` prints the walk for people.
-//! Collecting a snapshot from a live fleet is the only I/O, in `collect`.
+//! Collecting a snapshot from a live fleet is the only I/O: `collect` (from Prometheus) and
+//! `scrape` (from the instances and exporters themselves, when there is no Prometheus).
 
 pub mod collect;
+pub mod scrape;
 pub mod snapshot;
 pub mod tree;
 

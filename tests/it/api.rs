@@ -357,3 +357,55 @@ fn health_paths_follow_the_topology() {
     child.kill().ok();
     child.wait().ok();
 }
+
+/// doctor on a fleet without a monitor host: it scrapes the instance itself (no Prometheus at all).
+#[test]
+fn doctor_without_a_monitor_scrapes_the_instances_directly() {
+    let redis = Redis::start();
+    let api = Api::start(&redis, "solo", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("solo.yaml");
+    std::fs::write(
+        &file,
+        format!("name: solo\napp: {{port: {}, instances: 1}}\nredis: {{port: {}}}\nhosts:\n  local: {{address: 127.0.0.1, roles: [app, redis]}}\n", api.port, redis.port),
+    )
+    .unwrap();
+    let doctor = |snapshot: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_scalectl"))
+            .args(["doctor", "-f", file.to_str().unwrap(), "--window", "3s", "-o", "json", "--save", snapshot.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    // Requests between the two scrapes.
+    let url = api.url("/");
+    let traffic = std::thread::spawn(move || {
+        let c = client();
+        for _ in 0..40 {
+            c.get(&url).send().unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let snap = dir.path().join("s.json");
+    let out = doctor(&snap);
+    traffic.join().unwrap();
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scraping every instance and exporter directly"));
+    let up = d["trace"].as_array().unwrap().iter().find(|s| s["question"] == "every instance up?").unwrap();
+    assert_eq!(up["answer"], "yes", "{d:#}");
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&snap).unwrap()).unwrap();
+    let i = &s["instances"][0];
+    assert_eq!(i["instance"], format!("local-{}", api.port));
+    assert!(i["requests_per_s"].as_f64().unwrap() > 1.0, "{i:#}");
+    assert!(i["p99_ms"].as_f64().is_some() && i["open_fds"].as_f64().unwrap() > 0.0, "{i:#}");
+    // This machine, measured by sysinfo: its cores and a CPU figure.
+    let h = &s["hosts"][0];
+    assert!(h["cores"].as_u64().unwrap() >= 1 && h["cpu_busy_percent"].as_array().unwrap().len() == 1, "{h:#}");
+    assert!(h["memory_available_percent"].as_f64().unwrap() > 0.0, "{h:#}");
+
+    // The instance gone: instance-down, exit 2.
+    drop(api);
+    let out = doctor(&snap);
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{d:#}");
+    assert!(d["findings"].as_array().unwrap().iter().any(|f| f["id"] == "instance-down"), "{d:#}");
+}
