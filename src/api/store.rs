@@ -5,8 +5,8 @@
 //! 503 at once; after `cooldown` one probe request is let through (half-open), and its success closes
 //! the breaker again. No restart is needed when Redis comes back.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -46,7 +46,13 @@ pub enum BreakerState {
 
 impl Breaker {
     pub fn new(threshold: u32, cooldown: Duration) -> Self {
-        Breaker { failures: AtomicU32::new(0), open_until_ms: AtomicU64::new(0), epoch: Instant::now(), threshold, cooldown }
+        Breaker {
+            failures: AtomicU32::new(0),
+            open_until_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            threshold,
+            cooldown,
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -76,7 +82,12 @@ impl Breaker {
         }
         // Half-open: push the window forward so only this caller probes.
         self.open_until_ms
-            .compare_exchange(until, now + self.cooldown.as_millis() as u64, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                until,
+                now + self.cooldown.as_millis() as u64,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_ok()
     }
 
@@ -101,7 +112,13 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(url: &str, password: Option<&str>, timeout: Duration, threshold: u32, cooldown: Duration) -> redis::RedisResult<Self> {
+    pub fn new(
+        url: &str,
+        password: Option<&str>,
+        timeout: Duration,
+        threshold: u32,
+        cooldown: Duration,
+    ) -> redis::RedisResult<Self> {
         use redis::IntoConnectionInfo;
         let mut info = url.into_connection_info()?;
         if let Some(pw) = password {
@@ -116,11 +133,18 @@ impl Store {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Store { conn, breaker: Arc::new(Breaker::new(threshold, cooldown)), errors: AtomicU64::new(0) })
+        Ok(Store {
+            conn,
+            breaker: Arc::new(Breaker::new(threshold, cooldown)),
+            errors: AtomicU64::new(0),
+        })
     }
 
     /// Run one command through the breaker; returns the result and how long Redis took.
-    pub async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<(T, Duration), StoreError> {
+    pub async fn run<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<(T, Duration), StoreError> {
         if !self.breaker.allow() {
             return Err(StoreError::Open);
         }
