@@ -1,6 +1,7 @@
 //! Redis behind a circuit breaker.
 //!
-//! The connection manager reconnects by itself; the breaker keeps a dead Redis from costing every
+//! The connection manager reconnects by itself (at once when Redis closes the connection: RESP3),
+//! and a command refused a connection is tried once more; the breaker keeps a dead Redis from costing every
 //! request a timeout: after `threshold` consecutive failures it opens and Redis-backed routes answer
 //! 503 at once; after `cooldown` one probe request is let through (half-open), and its success closes
 //! the breaker again. No restart is needed when Redis comes back.
@@ -121,11 +122,17 @@ impl Store {
     ) -> redis::RedisResult<Self> {
         use redis::IntoConnectionInfo;
         let mut info = url.into_connection_info()?;
+        // RESP3: the server's side of the connection is watched, so when Redis restarts the manager
+        // reconnects at once instead of the next request finding a dead connection.
+        let mut settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
         if let Some(pw) = password {
             // The password comes from REDIS_PASSWORD (a 0600 secrets file), never from the URL or a log.
-            let settings = info.redis_settings().clone().set_password(pw);
-            info = info.set_redis_settings(settings);
+            settings = settings.set_password(pw);
         }
+        info = info.set_redis_settings(settings);
         let client = redis::Client::open(info)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -150,7 +157,16 @@ impl Store {
         }
         let start = Instant::now();
         let mut conn = self.conn.clone();
-        match cmd.query_async::<T>(&mut conn).await {
+        let mut result = cmd.query_async::<T>(&mut conn).await;
+        if result
+            .as_ref()
+            .is_err_and(redis::RedisError::is_connection_refusal)
+        {
+            // There was no connection to send it on: the manager's reconnection ran while Redis was
+            // restarting. The command never left, so one more try (on a new attempt) cannot run it twice.
+            result = cmd.query_async::<T>(&mut conn).await;
+        }
+        match result {
             Ok(v) => {
                 self.breaker.success();
                 Ok((v, start.elapsed()))

@@ -294,6 +294,33 @@ fn bad_input_gets_a_json_4xx() {
     );
 }
 
+/// Redis restarted (a config change applied, a package upgrade): the instances' connections to
+/// it are dead, and the first request on each must not be the one that finds out.
+#[test]
+fn a_redis_restart_fails_no_request_and_counts_nothing_twice() {
+    let mut redis = Redis::start();
+    let a = Api::start(&redis, "a", &[]);
+    // Back at once, and back after a second down (the reconnection tried at once then failed).
+    for (round, down) in [0, 0, 1000, 1000].into_iter().enumerate() {
+        assert_eq!(
+            json(a.port, "/count")["count"],
+            1,
+            "round {round}: a fresh Redis (no persistence) counts from 1"
+        );
+        redis.stop();
+        std::thread::sleep(Duration::from_millis(down));
+        redis.restart();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        get(a.port, "/metrics")
+            .unwrap()
+            .1
+            .contains("scale_api_redis_circuit_state 0"),
+        "the breaker stays closed"
+    );
+}
+
 #[test]
 fn the_breaker_opens_when_redis_stops_and_closes_when_it_returns() {
     let mut redis = Redis::start();
