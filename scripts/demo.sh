@@ -15,8 +15,8 @@ for _ in 1 2 3 4 5 6 7 8; do
   curl -fsS -D - -o /dev/null http://127.0.0.1:8080/ | grep -i '^x-instance'
 done
 echo "the shared Redis counter: $(curl -fsS http://127.0.0.1:8080/count)"
-echo "doctor (exit 0 healthy, 2 findings; the lab's hosts share this machine's cores, so right after"
-echo "the build and a first apply it may rightly find them busy: run it again in a minute):"
+echo "doctor (exit 0 healthy, 2 findings; the lab's hosts share this machine's cores, so right after the"
+echo "set-up, build and apply above it may rightly find them busy: run it again in a minute):"
 code=0
 $scalectl doctor -f examples/lab.yaml --window 1m || code=$?
 [ "$code" -le 2 ]
