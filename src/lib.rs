@@ -3,10 +3,10 @@
 //! The library holds everything; `src/main.rs` only parses arguments and maps errors to exit codes.
 //! See ARCHITECTURE.md for the map and the invariants.
 
-pub mod api;
 pub mod cli;
 pub mod doctor;
 pub mod exec;
 pub mod plan;
 pub mod render;
+pub mod api;
 pub mod topology;

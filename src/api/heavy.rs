@@ -4,7 +4,7 @@
 //! 503 with Retry-After, so load beyond capacity never grows an unbounded backlog. The pool keeps
 //! its busy and queued counts directly in the metrics' gauges.
 
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{mpsc, Arc, Mutex};
 
 use prometheus_client::metrics::gauge::Gauge;
 use sha2::{Digest, Sha256};
@@ -30,25 +30,19 @@ impl HeavyPool {
             let receiver = receiver.clone();
             std::thread::Builder::new()
                 .name(format!("heavy-{i}"))
-                .spawn(move || {
-                    loop {
-                        let job = match receiver.lock() {
-                            Ok(r) => r.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
-                        }
+                .spawn(move || loop {
+                    let job = match receiver.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
                     }
                 })
                 .expect("spawning a heavy-pool thread");
         }
-        HeavyPool {
-            sender,
-            busy,
-            queued,
-        }
+        HeavyPool { sender, busy, queued }
     }
 
     /// Hash for about `ms` milliseconds on a pool thread; `Err(Full)` when the queue is full.
@@ -91,9 +85,5 @@ pub fn hash_work(ms: u64) -> HashResult {
         rounds += 1000;
     }
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    HashResult {
-        rounds,
-        digest: hex,
-        ms: start.elapsed().as_millis() as u64,
-    }
+    HashResult { rounds, digest: hex, ms: start.elapsed().as_millis() as u64 }
 }

@@ -27,9 +27,7 @@ pub struct BuildLabels {
 }
 
 /// Buckets in seconds, from a fast `/` (sub-millisecond) to the seeds' 2-second "too slow".
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
-];
+const LATENCY_BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -53,11 +51,8 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(instance: &str) -> Self {
         let mut registry = Registry::default();
-        let requests = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(LATENCY_BUCKETS)
-        });
-        let redis_ops =
-            Family::<OpLabels, Histogram>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
+        let requests = Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
+        let redis_ops = Family::<OpLabels, Histogram>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
         let m = Metrics {
             requests: requests.clone(),
             in_flight: Gauge::default(),
@@ -75,97 +70,35 @@ impl Metrics {
             start_time: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "scale_api_http_request_duration_seconds",
-            "HTTP request duration by method, route and status",
-            requests,
-        );
-        registry.register(
-            "scale_api_http_requests_in_flight",
-            "Requests being served",
-            m.in_flight.clone(),
-        );
+        registry.register("scale_api_http_request_duration_seconds", "HTTP request duration by method, route and status", requests);
+        registry.register("scale_api_http_requests_in_flight", "Requests being served", m.in_flight.clone());
         registry.register(
             "scale_api_runtime_scheduling_delay_seconds",
             "Worst delay, over the last second, between a task being woken and it running (the event-loop delay signal)",
             m.scheduling_delay.clone(),
         );
-        registry.register(
-            "scale_api_heavy_pool_busy",
-            "Heavy-pool threads working",
-            m.heavy_busy.clone(),
-        );
-        registry.register(
-            "scale_api_heavy_pool_queued",
-            "Heavy jobs waiting for a thread",
-            m.heavy_queued.clone(),
-        );
-        registry.register(
-            "scale_api_heavy_pool_rejected",
-            "Heavy jobs refused because the queue was full",
-            m.heavy_rejected.clone(),
-        );
-        registry.register(
-            "scale_api_redis_operation_duration_seconds",
-            "Redis operation latency",
-            redis_ops,
-        );
-        registry.register(
-            "scale_api_redis_errors",
-            "Redis operations that failed",
-            m.redis_errors.clone(),
-        );
-        registry.register(
-            "scale_api_redis_circuit_state",
-            "Redis circuit breaker: 0 closed, 1 open, 2 half-open",
-            m.breaker_state.clone(),
-        );
-        registry.register(
-            "process_resident_memory_bytes",
-            "Resident memory",
-            m.resident_memory.clone(),
-        );
-        registry.register(
-            "process_cpu_seconds",
-            "User and system CPU time",
-            m.cpu_seconds.clone(),
-        );
-        registry.register(
-            "process_open_fds",
-            "Open file descriptors",
-            m.open_fds.clone(),
-        );
-        registry.register(
-            "process_max_fds",
-            "Open file descriptor limit",
-            m.max_fds.clone(),
-        );
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        registry.register("scale_api_heavy_pool_busy", "Heavy-pool threads working", m.heavy_busy.clone());
+        registry.register("scale_api_heavy_pool_queued", "Heavy jobs waiting for a thread", m.heavy_queued.clone());
+        registry.register("scale_api_heavy_pool_rejected", "Heavy jobs refused because the queue was full", m.heavy_rejected.clone());
+        registry.register("scale_api_redis_operation_duration_seconds", "Redis operation latency", redis_ops);
+        registry.register("scale_api_redis_errors", "Redis operations that failed", m.redis_errors.clone());
+        registry.register("scale_api_redis_circuit_state", "Redis circuit breaker: 0 closed, 1 open, 2 half-open", m.breaker_state.clone());
+        registry.register("process_resident_memory_bytes", "Resident memory", m.resident_memory.clone());
+        registry.register("process_cpu_seconds", "User and system CPU time", m.cpu_seconds.clone());
+        registry.register("process_open_fds", "Open file descriptors", m.open_fds.clone());
+        registry.register("process_max_fds", "Open file descriptor limit", m.max_fds.clone());
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         m.start_time.set(started);
-        registry.register(
-            "process_start_time_seconds",
-            "Start time of the process since the Unix epoch",
-            m.start_time.clone(),
-        );
+        registry.register("process_start_time_seconds", "Start time of the process since the Unix epoch", m.start_time.clone());
         let build = Family::<BuildLabels, Gauge>::default();
-        build
-            .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION").into(),
-                instance: instance.into(),
-            })
-            .set(1);
+        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into(), instance: instance.into() }).set(1);
         registry.register("scale_api_build_info", "Build information", build);
         Metrics { registry, ..m }
     }
 
     /// Read the process figures from /proc just before a scrape.
     pub fn refresh_process(&self) {
-        let Ok(me) = procfs::process::Process::myself() else {
-            return;
-        };
+        let Ok(me) = procfs::process::Process::myself() else { return };
         if let Ok(stat) = me.stat() {
             let page = procfs::page_size();
             self.resident_memory.set((stat.rss * page) as i64);

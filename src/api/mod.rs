@@ -9,8 +9,8 @@ pub mod heavy;
 pub mod metrics;
 pub mod store;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
@@ -73,29 +73,13 @@ pub type Shared = Arc<AppState>;
 
 impl AppState {
     pub fn new(config: Config) -> anyhow::Result<Shared> {
-        let store = Store::new(
-            &config.redis_url,
-            config.redis_password.as_ref().map(|p| p.0.as_str()),
-            config.redis_timeout,
-            config.breaker_threshold,
-            config.breaker_cooldown,
-        )
-        .map_err(|e| anyhow::anyhow!("bad REDIS_URL {}: {e}", config.redis_url))?;
-        let instance_header = HeaderValue::from_str(&config.instance).map_err(|_| {
-            anyhow::anyhow!(
-                "instance name {:?} is not a valid header value",
-                config.instance
-            )
-        })?;
+        let store = Store::new(&config.redis_url, config.redis_password.as_ref().map(|p| p.0.as_str()), config.redis_timeout, config.breaker_threshold, config.breaker_cooldown)
+            .map_err(|e| anyhow::anyhow!("bad REDIS_URL {}: {e}", config.redis_url))?;
+        let instance_header = HeaderValue::from_str(&config.instance).map_err(|_| anyhow::anyhow!("instance name {:?} is not a valid header value", config.instance))?;
         let metrics = Metrics::new(&config.instance);
         Ok(Arc::new(AppState {
             instance_header,
-            pool: HeavyPool::new(
-                config.heavy_pool,
-                config.heavy_queue,
-                metrics.heavy_busy.clone(),
-                metrics.heavy_queued.clone(),
-            ),
+            pool: HeavyPool::new(config.heavy_pool, config.heavy_queue, metrics.heavy_busy.clone(), metrics.heavy_queued.clone()),
             metrics,
             store,
             draining: AtomicBool::new(false),
@@ -104,17 +88,10 @@ impl AppState {
     }
 
     /// One Redis command, timed per operation and counted when it fails.
-    async fn redis<T: redis::FromRedisValue>(
-        &self,
-        op: &str,
-        cmd: &redis::Cmd,
-    ) -> Result<T, ApiError> {
+    async fn redis<T: redis::FromRedisValue>(&self, op: &str, cmd: &redis::Cmd) -> Result<T, ApiError> {
         match self.store.run::<T>(cmd).await {
             Ok((v, took)) => {
-                self.metrics
-                    .redis_ops
-                    .get_or_create(&OpLabels { op: op.into() })
-                    .observe(took.as_secs_f64());
+                self.metrics.redis_ops.get_or_create(&OpLabels { op: op.into() }).observe(took.as_secs_f64());
                 Ok(v)
             }
             Err(e) => {
@@ -128,10 +105,7 @@ impl AppState {
 }
 
 pub fn router(state: Shared) -> Router {
-    let (live, ready) = (
-        state.config.liveness_path.clone(),
-        state.config.readiness_path.clone(),
-    );
+    let (live, ready) = (state.config.liveness_path.clone(), state.config.readiness_path.clone());
     Router::new()
         .route("/", get(hello))
         .route("/heavy", get(heavy))
@@ -162,11 +136,7 @@ async fn observe(State(s): State<Shared>, mut req: Request, next: Next) -> Respo
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         req.headers_mut().insert("x-request-id", v);
     }
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     s.metrics.in_flight.inc();
@@ -174,19 +144,11 @@ async fn observe(State(s): State<Shared>, mut req: Request, next: Next) -> Respo
     s.metrics.in_flight.dec();
     let took = start.elapsed();
     let status = res.status().as_u16();
-    s.metrics
-        .requests
-        .get_or_create(&RouteLabels {
-            method: method.clone(),
-            route,
-            status,
-        })
-        .observe(took.as_secs_f64());
+    s.metrics.requests.get_or_create(&RouteLabels { method: method.clone(), route, status }).observe(took.as_secs_f64());
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert("x-request-id", v);
     }
-    res.headers_mut()
-        .insert("x-instance", s.instance_header.clone());
+    res.headers_mut().insert("x-instance", s.instance_header.clone());
     let ms = took.as_secs_f64() * 1000.0;
     if took >= s.config.slow_request {
         tracing::warn!(request_id, method, path, status, duration_ms = ms, instance = %s.config.instance, "slow request");
@@ -209,21 +171,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, msg) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
-            ApiError::Unauthorized => (
-                StatusCode::UNAUTHORIZED,
-                "missing or unknown bearer token".into(),
-            ),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "missing or unknown bearer token".into()),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "no such route".into()),
-            ApiError::Busy => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "heavy-work queue is full".into(),
-            ),
+            ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "heavy-work queue is full".into()),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
         };
         let mut res = (status, Json(json!({ "error": msg }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            res.headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
+            res.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
         }
         res
     }
@@ -238,10 +193,7 @@ struct HeavyQuery {
     ms: Option<u64>,
 }
 
-async fn heavy(
-    State(s): State<Shared>,
-    q: Result<Query<HeavyQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
+async fn heavy(State(s): State<Shared>, q: Result<Query<HeavyQuery>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("bad query: {}", e.body_text())))?;
     let ms = q.ms.unwrap_or(200).min(5_000);
     match s.pool.hash_for(ms).await {
@@ -254,9 +206,7 @@ async fn heavy(
 }
 
 async fn count(State(s): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
-    let n: i64 = s
-        .redis("incr", redis::cmd("INCR").arg("scale:count"))
-        .await?;
+    let n: i64 = s.redis("incr", redis::cmd("INCR").arg("scale:count")).await?;
     Ok(Json(json!({ "count": n, "instance": s.config.instance })))
 }
 
@@ -265,31 +215,17 @@ struct LoginBody {
     username: String,
 }
 
-async fn login(
-    State(s): State<Shared>,
-    body: Result<Json<LoginBody>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+async fn login(State(s): State<Shared>, body: Result<Json<LoginBody>, JsonRejection>) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let name = body.username.trim();
     if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
-        return Err(ApiError::BadRequest(
-            "username must be 1 to 64 printable characters".into(),
-        ));
+        return Err(ApiError::BadRequest("username must be 1 to 64 printable characters".into()));
     }
     let token = uuid::Uuid::new_v4().simple().to_string();
     let _: () = s
-        .redis(
-            "set",
-            redis::cmd("SET")
-                .arg(format!("session:{token}"))
-                .arg(name)
-                .arg("EX")
-                .arg(s.config.session_ttl.as_secs().max(1)),
-        )
+        .redis("set", redis::cmd("SET").arg(format!("session:{token}")).arg(name).arg("EX").arg(s.config.session_ttl.as_secs().max(1)))
         .await?;
-    Ok(Json(
-        json!({ "token": token, "instance": s.config.instance }),
-    ))
+    Ok(Json(json!({ "token": token, "instance": s.config.instance })))
 }
 
 fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
@@ -303,67 +239,37 @@ fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(token.to_string())
 }
 
-async fn profile(
-    State(s): State<Shared>,
-    headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+async fn profile(State(s): State<Shared>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
     let token = bearer(&headers)?;
-    let name: Option<String> = s
-        .redis("get", redis::cmd("GET").arg(format!("session:{token}")))
-        .await?;
+    let name: Option<String> = s.redis("get", redis::cmd("GET").arg(format!("session:{token}"))).await?;
     let name = name.ok_or(ApiError::Unauthorized)?;
-    Ok(Json(
-        json!({ "username": name, "instance": s.config.instance }),
-    ))
+    Ok(Json(json!({ "username": name, "instance": s.config.instance })))
 }
 
 async fn logout(State(s): State<Shared>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
     let token = bearer(&headers)?;
-    let _: i64 = s
-        .redis("del", redis::cmd("DEL").arg(format!("session:{token}")))
-        .await?;
+    let _: i64 = s.redis("del", redis::cmd("DEL").arg(format!("session:{token}"))).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 fn user_id(raw: &str) -> Result<u32, ApiError> {
-    raw.parse::<u32>()
-        .ok()
-        .filter(|id| (1..=1_000_000).contains(id))
-        .ok_or_else(|| ApiError::BadRequest("user id must be a number from 1 to 1000000".into()))
+    raw.parse::<u32>().ok().filter(|id| (1..=1_000_000).contains(id)).ok_or_else(|| ApiError::BadRequest("user id must be a number from 1 to 1000000".into()))
 }
 
 /// Cache-aside: the cache first; on a miss, the (slow) stand-in database, then fill the cache.
-async fn get_user(
-    State(s): State<Shared>,
-    Path(raw): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+async fn get_user(State(s): State<Shared>, Path(raw): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
     let id = user_id(&raw)?;
-    let cached: Option<String> = s
-        .redis("get", redis::cmd("GET").arg(format!("cache:user:{id}")))
-        .await?;
+    let cached: Option<String> = s.redis("get", redis::cmd("GET").arg(format!("cache:user:{id}"))).await?;
     if let Some(name) = cached {
-        return Ok(Json(
-            json!({ "id": id, "name": name, "source": "cache", "instance": s.config.instance }),
-        ));
+        return Ok(Json(json!({ "id": id, "name": name, "source": "cache", "instance": s.config.instance })));
     }
     tokio::time::sleep(s.config.db_latency).await;
-    let stored: Option<String> = s
-        .redis("hget", redis::cmd("HGET").arg("db:users").arg(id))
-        .await?;
+    let stored: Option<String> = s.redis("hget", redis::cmd("HGET").arg("db:users").arg(id)).await?;
     let name = stored.unwrap_or_else(|| format!("user-{id}"));
     let _: () = s
-        .redis(
-            "set",
-            redis::cmd("SET")
-                .arg(format!("cache:user:{id}"))
-                .arg(&name)
-                .arg("EX")
-                .arg(s.config.cache_ttl.as_secs().max(1)),
-        )
+        .redis("set", redis::cmd("SET").arg(format!("cache:user:{id}")).arg(&name).arg("EX").arg(s.config.cache_ttl.as_secs().max(1)))
         .await?;
-    Ok(Json(
-        json!({ "id": id, "name": name, "source": "db", "instance": s.config.instance }),
-    ))
+    Ok(Json(json!({ "id": id, "name": name, "source": "db", "instance": s.config.instance })))
 }
 
 #[derive(Deserialize)]
@@ -371,31 +277,16 @@ struct UserBody {
     name: String,
 }
 
-async fn put_user(
-    State(s): State<Shared>,
-    Path(raw): Path<String>,
-    body: Result<Json<UserBody>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+async fn put_user(State(s): State<Shared>, Path(raw): Path<String>, body: Result<Json<UserBody>, JsonRejection>) -> Result<Json<serde_json::Value>, ApiError> {
     let id = user_id(&raw)?;
     let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if body.name.is_empty() || body.name.len() > 128 {
-        return Err(ApiError::BadRequest(
-            "name must be 1 to 128 characters".into(),
-        ));
+        return Err(ApiError::BadRequest("name must be 1 to 128 characters".into()));
     }
     tokio::time::sleep(s.config.db_latency).await;
-    let _: i64 = s
-        .redis(
-            "hset",
-            redis::cmd("HSET").arg("db:users").arg(id).arg(&body.name),
-        )
-        .await?;
-    let _: i64 = s
-        .redis("del", redis::cmd("DEL").arg(format!("cache:user:{id}")))
-        .await?;
-    Ok(Json(
-        json!({ "id": id, "name": body.name, "instance": s.config.instance }),
-    ))
+    let _: i64 = s.redis("hset", redis::cmd("HSET").arg("db:users").arg(id).arg(&body.name)).await?;
+    let _: i64 = s.redis("del", redis::cmd("DEL").arg(format!("cache:user:{id}"))).await?;
+    Ok(Json(json!({ "id": id, "name": body.name, "instance": s.config.instance })))
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -404,19 +295,11 @@ async fn healthz() -> Json<serde_json::Value> {
 
 async fn readyz(State(s): State<Shared>) -> Response {
     if s.draining.load(Ordering::Acquire) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "ready": false, "reason": "draining" })),
-        )
-            .into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "reason": "draining" }))).into_response();
     }
     match s.redis::<String>("ping", &redis::cmd("PING")).await {
         Ok(_) => Json(json!({ "ready": true, "instance": s.config.instance })).into_response(),
-        Err(ApiError::Unavailable(m)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "ready": false, "reason": m })),
-        )
-            .into_response(),
+        Err(ApiError::Unavailable(m)) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "reason": m }))).into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -424,14 +307,7 @@ async fn readyz(State(s): State<Shared>) -> Response {
 async fn metrics_text(State(s): State<Shared>) -> Response {
     s.metrics.refresh_process();
     s.metrics.breaker_state.set(s.store.breaker.state() as i64);
-    (
-        [(
-            "content-type",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.encode(),
-    )
-        .into_response()
+    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode()).into_response()
 }
 
 /// Measure how long freshly woken tasks wait to run (tokio-metrics' first-poll delay of probe
@@ -449,9 +325,7 @@ pub fn spawn_scheduling_probe(s: Shared) {
             if n.is_multiple_of(20)
                 && let Some(m) = intervals.next()
             {
-                s.metrics
-                    .scheduling_delay
-                    .set(m.mean_first_poll_delay().as_secs_f64());
+                s.metrics.scheduling_delay.set(m.mean_first_poll_delay().as_secs_f64());
             }
         }
     });
@@ -459,11 +333,7 @@ pub fn spawn_scheduling_probe(s: Shared) {
 
 /// Serve until `shutdown` resolves; then readiness goes false, the listener stops accepting, and
 /// in-flight requests get `drain_timeout` to finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Shared,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+pub async fn serve(listener: tokio::net::TcpListener, state: Shared, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     spawn_scheduling_probe(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let draining = Arc::new(tokio::sync::Notify::new());

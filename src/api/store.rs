@@ -6,8 +6,8 @@
 //! 503 at once; after `cooldown` one probe request is let through (half-open), and its success closes
 //! the breaker again. No restart is needed when Redis comes back.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -47,13 +47,7 @@ pub enum BreakerState {
 
 impl Breaker {
     pub fn new(threshold: u32, cooldown: Duration) -> Self {
-        Breaker {
-            failures: AtomicU32::new(0),
-            open_until_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
-            threshold,
-            cooldown,
-        }
+        Breaker { failures: AtomicU32::new(0), open_until_ms: AtomicU64::new(0), epoch: Instant::now(), threshold, cooldown }
     }
 
     fn now_ms(&self) -> u64 {
@@ -83,12 +77,7 @@ impl Breaker {
         }
         // Half-open: push the window forward so only this caller probes.
         self.open_until_ms
-            .compare_exchange(
-                until,
-                now + self.cooldown.as_millis() as u64,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
+            .compare_exchange(until, now + self.cooldown.as_millis() as u64, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
     }
 
@@ -113,21 +102,12 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(
-        url: &str,
-        password: Option<&str>,
-        timeout: Duration,
-        threshold: u32,
-        cooldown: Duration,
-    ) -> redis::RedisResult<Self> {
+    pub fn new(url: &str, password: Option<&str>, timeout: Duration, threshold: u32, cooldown: Duration) -> redis::RedisResult<Self> {
         use redis::IntoConnectionInfo;
         let mut info = url.into_connection_info()?;
         // RESP3: the server's side of the connection is watched, so when Redis restarts the manager
         // reconnects at once instead of the next request finding a dead connection.
-        let mut settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(redis::ProtocolVersion::RESP3);
+        let mut settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
         if let Some(pw) = password {
             // The password comes from REDIS_PASSWORD (a 0600 secrets file), never from the URL or a log.
             settings = settings.set_password(pw);
@@ -140,28 +120,18 @@ impl Store {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Store {
-            conn,
-            breaker: Arc::new(Breaker::new(threshold, cooldown)),
-            errors: AtomicU64::new(0),
-        })
+        Ok(Store { conn, breaker: Arc::new(Breaker::new(threshold, cooldown)), errors: AtomicU64::new(0) })
     }
 
     /// Run one command through the breaker; returns the result and how long Redis took.
-    pub async fn run<T: redis::FromRedisValue>(
-        &self,
-        cmd: &redis::Cmd,
-    ) -> Result<(T, Duration), StoreError> {
+    pub async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<(T, Duration), StoreError> {
         if !self.breaker.allow() {
             return Err(StoreError::Open);
         }
         let start = Instant::now();
         let mut conn = self.conn.clone();
         let mut result = cmd.query_async::<T>(&mut conn).await;
-        if result
-            .as_ref()
-            .is_err_and(redis::RedisError::is_connection_refusal)
-        {
+        if result.as_ref().is_err_and(redis::RedisError::is_connection_refusal) {
             // There was no connection to send it on: the manager's reconnection ran while Redis was
             // restarting. The command never left, so one more try (on a new attempt) cannot run it twice.
             result = cmd.query_async::<T>(&mut conn).await;

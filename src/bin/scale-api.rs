@@ -13,11 +13,7 @@ use clap::{Parser, Subcommand};
 use scalectl::api::{self, AppState, Config};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "scale-api",
-    version,
-    about = "The API that scalectl deploys: light, heavy, Redis-backed routes and metrics"
-)]
+#[command(name = "scale-api", version, about = "The API that scalectl deploys: light, heavy, Redis-backed routes and metrics")]
 struct Args {
     /// Listen port
     #[arg(long, env = "PORT", default_value_t = 3000)]
@@ -88,15 +84,9 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .json()
         .with_current_span(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| "info".into()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("scale-api: cannot start the runtime: {e}");
@@ -122,24 +112,14 @@ fn main() -> std::process::ExitCode {
 async fn run(a: &Args) -> anyhow::Result<()> {
     if std::env::var_os("SCALE_API_WORKER").is_some() {
         // A worker never outlives its supervisor, even one killed with SIGKILL.
-        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-            .context("cannot set the parent-death signal")?;
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).context("cannot set the parent-death signal")?;
     }
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let instance = a
-        .instance
-        .clone()
-        .unwrap_or_else(|| format!("{}-{}", hostname(), a.port));
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let instance = a.instance.clone().unwrap_or_else(|| format!("{}-{}", hostname(), a.port));
     let config = Config {
         instance: instance.clone(),
         redis_url: a.redis_url.clone(),
-        redis_password: a
-            .redis_password
-            .clone()
-            .filter(|p| !p.is_empty())
-            .map(api::Redacted),
+        redis_password: a.redis_password.clone().filter(|p| !p.is_empty()).map(api::Redacted),
         heavy_pool: a.heavy_pool.unwrap_or(cores),
         heavy_queue: a.heavy_queue,
         drain_timeout: a.drain_timeout,
@@ -153,26 +133,19 @@ async fn run(a: &Args) -> anyhow::Result<()> {
         liveness_path: a.liveness_path.clone(),
         readiness_path: a.readiness_path.clone(),
     };
-    anyhow::ensure!(
-        config.liveness_path != config.readiness_path,
-        "liveness and readiness paths must differ"
-    );
+    anyhow::ensure!(config.liveness_path != config.readiness_path, "liveness and readiness paths must differ");
     let state = AppState::new(config)?;
     let addr = SocketAddr::new(a.bind, a.port);
     // A socket passed by systemd (scale-api@.socket) outlives restarts: connections that arrive
     // while the instance restarts wait in its backlog instead of being refused.
-    let listener = match listenfd::ListenFd::from_env()
-        .take_tcp_listener(0)
-        .context("LISTEN_FDS is set but fd 3 is not a TCP listener")?
-    {
+    let listener = match listenfd::ListenFd::from_env().take_tcp_listener(0).context("LISTEN_FDS is set but fd 3 is not a TCP listener")? {
         Some(l) => {
             l.set_nonblocking(true)?;
             tracing::info!(instance, addr = %l.local_addr()?, pid = std::process::id(), "listening on the socket systemd passed");
             tokio::net::TcpListener::from_std(l)?
         }
         None => {
-            let l = bind(addr, std::env::var_os("SCALE_API_WORKER").is_some())
-                .with_context(|| format!("cannot listen on {addr}"))?;
+            let l = bind(addr, std::env::var_os("SCALE_API_WORKER").is_some()).with_context(|| format!("cannot listen on {addr}"))?;
             tracing::info!(instance, %addr, pid = std::process::id(), "listening");
             l
         }
@@ -184,11 +157,7 @@ async fn run(a: &Args) -> anyhow::Result<()> {
 
 /// A listener; workers of one cluster share the port through SO_REUSEPORT.
 fn bind(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<tokio::net::TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     if reuse_port {
         socket.set_reuse_port(true)?;
@@ -200,11 +169,8 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<tokio::net::TcpLis
 }
 
 async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         return std::future::pending().await;
     };
     tokio::select! {
@@ -216,30 +182,17 @@ async fn shutdown_signal() {
 /// Cluster mode: keep N workers running, replace any that exits, forward SIGTERM/SIGINT to all.
 async fn supervise(workers: &str) -> anyhow::Result<()> {
     let n = match workers {
-        "max" => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        s => s
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=256).contains(n))
-            .with_context(|| {
-                format!("--workers must be a number from 1 to 256 or `max`, not `{s}`")
-            })?,
+        "max" => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        s => s.parse::<usize>().ok().filter(|n| (1..=256).contains(n)).with_context(|| format!("--workers must be a number from 1 to 256 or `max`, not `{s}`"))?,
     };
     let exe = std::env::current_exe()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let spawn = |i: usize| -> anyhow::Result<tokio::process::Child> {
-        let child = tokio::process::Command::new(&exe)
-            .args(&args)
-            .env("SCALE_API_WORKER", i.to_string())
-            .kill_on_drop(true)
-            .spawn()?;
+        let child = tokio::process::Command::new(&exe).args(&args).env("SCALE_API_WORKER", i.to_string()).kill_on_drop(true).spawn()?;
         tracing::info!(worker = i, pid = child.id(), "worker started");
         Ok(child)
     };
-    let mut children: Vec<tokio::process::Child> =
-        (0..n).map(spawn).collect::<anyhow::Result<_>>()?;
+    let mut children: Vec<tokio::process::Child> = (0..n).map(spawn).collect::<anyhow::Result<_>>()?;
     let mut stop = Box::pin(shutdown_signal());
     loop {
         tokio::select! {
@@ -256,10 +209,7 @@ async fn supervise(workers: &str) -> anyhow::Result<()> {
     }
     for child in &children {
         if let Some(pid) = child.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
         }
     }
     for child in &mut children {
@@ -270,30 +220,16 @@ async fn supervise(workers: &str) -> anyhow::Result<()> {
 
 async fn probe(port: u16, path: &str) -> anyhow::Result<()> {
     let url = format!("http://127.0.0.1:{port}{path}");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()?;
-    let res = client
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let res = client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
     anyhow::ensure!(res.status().is_success(), "GET {url}: {}", res.status());
     Ok(())
 }
 
 /// A health path: `/` followed by URL-safe characters, and not one of the API's own routes.
 fn health_path(s: &str) -> Result<String, String> {
-    let ok = s.starts_with('/')
-        && s.len() > 1
-        && s[1..]
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-~".contains(c));
-    let taken = [
-        "/", "/heavy", "/count", "/login", "/profile", "/logout", "/metrics",
-    ]
-    .contains(&s)
-        || s.starts_with("/users/");
+    let ok = s.starts_with('/') && s.len() > 1 && s[1..].chars().all(|c| c.is_ascii_alphanumeric() || "/._-~".contains(c));
+    let taken = ["/", "/heavy", "/count", "/login", "/profile", "/logout", "/metrics"].contains(&s) || s.starts_with("/users/");
     if !ok {
         Err(format!("`{s}` is not a path such as /healthz"))
     } else if taken {
@@ -304,7 +240,5 @@ fn health_path(s: &str) -> Result<String, String> {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "scale-api".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "scale-api".into())
 }

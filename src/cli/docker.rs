@@ -7,8 +7,8 @@ use super::apply::ExecArgs;
 use super::fleet::{self, ReleaseArg};
 use super::{Failure, JSON_FORMAT_VERSION, Output};
 use crate::exec::docker as engine;
-use crate::plan::Release;
 use crate::plan::docker::{self as dplan, DockerPlan};
+use crate::plan::Release;
 use crate::render::{self, Templates};
 use crate::topology::{Target, Topology};
 
@@ -19,45 +19,20 @@ pub fn topology(file: &std::path::Path, color: bool) -> Result<Option<Topology>,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
 /// Observe the engine and plan against it.
-async fn make_plan(
-    docker: &bollard::Docker,
-    t: &Topology,
-    binary: &[u8],
-) -> anyhow::Result<DockerPlan> {
+async fn make_plan(docker: &bollard::Docker, t: &Topology, binary: &[u8]) -> anyhow::Result<DockerPlan> {
     let templates = Templates::embedded();
     let release = Release::of(binary);
-    let cores = docker
-        .info()
-        .await
-        .ok()
-        .and_then(|i| i.ncpu)
-        .unwrap_or(1)
-        .max(1) as u32;
+    let cores = docker.info().await.ok().and_then(|i| i.ncpu).unwrap_or(1).max(1) as u32;
     let secrets = fleet::resolve_secrets(t)?;
     let desired = dplan::desired(t, &release, &secrets, cores, &templates)?;
     let observed = engine::observe(docker, t, &desired.image).await?;
     let files = render::render(t, &render::Facts::with_default_cores(cores), &templates)?;
-    let dockerfile = files
-        .iter()
-        .find(|f| f.path == "Dockerfile")
-        .map(|f| f.content.clone())
-        .unwrap_or_default();
-    Ok(dplan::plan(
-        dplan::Inputs {
-            topology: t,
-            release: &release,
-            dockerfile,
-            desired,
-            templates: &templates,
-        },
-        &observed,
-    )?)
+    let dockerfile = files.iter().find(|f| f.path == "Dockerfile").map(|f| f.content.clone()).unwrap_or_default();
+    Ok(dplan::plan(dplan::Inputs { topology: t, release: &release, dockerfile, desired, templates: &templates }, &observed)?)
 }
 
 pub fn json(plan: &DockerPlan) -> String {
@@ -82,14 +57,7 @@ fn print(plan: &DockerPlan, output: Output, color: bool) {
     }
 }
 
-pub fn plan(
-    t: &Topology,
-    release: &ReleaseArg,
-    output: Output,
-    detailed: bool,
-    out: Option<&std::path::Path>,
-    color: bool,
-) -> Result<(), Failure> {
+pub fn plan(t: &Topology, release: &ReleaseArg, output: Output, detailed: bool, out: Option<&std::path::Path>, color: bool) -> Result<(), Failure> {
     if out.is_some() {
         return Err(anyhow::anyhow!("saved plans (--out) are for `target: hosts` topologies; a docker plan is applied by `scalectl apply -f FILE`").into());
     }
@@ -119,13 +87,7 @@ pub fn apply(t: &Topology, release: &ReleaseArg, x: &ExecArgs, color: bool) -> R
 }
 
 pub fn destroy(t: &Topology, x: &ExecArgs, color: bool) -> Result<(), Failure> {
-    run(
-        t,
-        x,
-        color,
-        "DESTROY the deployment (remove its containers, network and volumes, Redis data included)",
-        Goal::Destroy,
-    )
+    run(t, x, color, "DESTROY the deployment (remove its containers, network and volumes, Redis data included)", Goal::Destroy)
 }
 
 /// Plan, show, confirm, execute.
@@ -152,17 +114,9 @@ fn run(t: &Topology, x: &ExecArgs, color: bool, what: &str, goal: Goal<'_>) -> R
         Goal::Apply(b) => Some(b),
         Goal::Destroy => None,
     };
-    let opts = engine::Options {
-        release: binary,
-        ready_timeout: x.ready_timeout,
-        progress: &say,
-    };
+    let opts = engine::Options { release: binary, ready_timeout: x.ready_timeout, progress: &say };
     rt.block_on(engine::execute(&docker, t, &plan, &opts))?;
-    eprintln!(
-        "Done: {} steps on the engine in {:.1} s.",
-        plan.change_count(),
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("Done: {} steps on the engine in {:.1} s.", plan.change_count(), started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -172,11 +126,8 @@ pub fn status(t: &Topology, output: Output) -> Result<(), Failure> {
         let docker = engine::connect(t).await?;
         engine::status(&docker, t).await
     })?;
-    let healthy = |c: &dplan::ObservedContainer| {
-        c.running() && c.health.as_deref().is_none_or(|h| h == "healthy")
-    };
-    let all_healthy =
-        !containers.is_empty() && containers.iter().filter(|c| c.running()).all(healthy);
+    let healthy = |c: &dplan::ObservedContainer| c.running() && c.health.as_deref().is_none_or(|h| h == "healthy");
+    let all_healthy = !containers.is_empty() && containers.iter().filter(|c| c.running()).all(healthy);
     match output {
         Output::Json => {
             let rows: Vec<serde_json::Value> = containers
@@ -192,25 +143,12 @@ pub fn status(t: &Topology, output: Output) -> Result<(), Failure> {
         Output::Text => {
             println!("{:<12} {:<34} {:<10} HEALTH", "SLOT", "CONTAINER", "STATE");
             for c in &containers {
-                println!(
-                    "{:<12} {:<34} {:<10} {}",
-                    c.slot,
-                    c.name,
-                    c.state,
-                    c.health.as_deref().unwrap_or("-")
-                );
+                println!("{:<12} {:<34} {:<10} {}", c.slot, c.name, c.state, c.health.as_deref().unwrap_or("-"));
             }
             if containers.is_empty() {
-                println!(
-                    "nothing of topology `{}` runs on the engine: `scalectl apply -f FILE` deploys it",
-                    t.name
-                );
+                println!("nothing of topology `{}` runs on the engine: `scalectl apply -f FILE` deploys it", t.name);
             }
         }
     }
-    if all_healthy {
-        Ok(())
-    } else {
-        Err(Failure::Changes)
-    }
+    if all_healthy { Ok(()) } else { Err(Failure::Changes) }
 }

@@ -55,17 +55,11 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
         return Ok(());
     }
     if let Some(path) = &a.snapshot {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read snapshot {}", path.display()))?;
-        let s: Snapshot = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a doctor snapshot", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read snapshot {}", path.display()))?;
+        let s: Snapshot = serde_json::from_str(&text).with_context(|| format!("{} is not a doctor snapshot", path.display()))?;
         let d = doctor::diagnose(&s, None);
         print(&d, a.output, color);
-        return if d.healthy {
-            Ok(())
-        } else {
-            Err(Failure::Changes)
-        };
+        return if d.healthy { Ok(()) } else { Err(Failure::Changes) };
     }
     let t = super::load(&a.topology.file, color)?;
     let url = a.prometheus.clone().or_else(|| collect::prometheus_url(&t));
@@ -77,20 +71,11 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
     }
     let prometheus = url.as_deref().map(collect::Prometheus::new).transpose()?;
     // Without a Prometheus, the instances are scraped directly, twice, this far apart.
-    let direct = a
-        .window
-        .min(std::time::Duration::from_secs(10))
-        .max(std::time::Duration::from_secs(2));
+    let direct = a.window.min(std::time::Duration::from_secs(10)).max(std::time::Duration::from_secs(2));
     if prometheus.is_none() {
-        eprintln!(
-            "no monitor host: scraping every instance and exporter directly over {} s",
-            direct.as_secs()
-        );
+        eprintln!("no monitor host: scraping every instance and exporter directly over {} s", direct.as_secs());
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(anyhow::Error::from)?;
     let mut previous: Option<Diagnosis> = None;
     loop {
         let s = match &prometheus {
@@ -98,23 +83,12 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
             None => rt.block_on(scrape::collect(&t, direct, collect::thresholds(&t)))?,
         };
         if let Some(path) = &a.save {
-            crate::exec::lab::write_atomic(
-                path,
-                serde_json::to_string_pretty(&s)
-                    .map_err(anyhow::Error::from)?
-                    .as_bytes(),
-            )?;
+            crate::exec::lab::write_atomic(path, serde_json::to_string_pretty(&s).map_err(anyhow::Error::from)?.as_bytes())?;
         }
         let d = doctor::diagnose(&s, previous.as_ref());
         print(&d, a.output, color);
         match a.watch {
-            None => {
-                return if d.healthy {
-                    Ok(())
-                } else {
-                    Err(Failure::Changes)
-                };
-            }
+            None => return if d.healthy { Ok(()) } else { Err(Failure::Changes) },
             Some(every) => {
                 previous = Some(d);
                 std::thread::sleep(every);

@@ -89,29 +89,15 @@ pub fn connect(args: &FleetArgs, color: bool) -> Result<Fleet, Failure> {
     };
     let (eps, lab) = exec::endpoints(&topology, &opts)?;
     if lab {
-        say(
-            "lab",
-            &format!(
-                "reaching the hosts of lab `{}` through 127.0.0.1 (see `scalectl lab status`)",
-                topology.name
-            ),
-        );
+        say("lab", &format!("reaching the hosts of lab `{}` through 127.0.0.1 (see `scalectl lab status`)", topology.name));
     }
     let started = Instant::now();
     let conns = exec::connect_all(&eps, opts.parallel).map_err(|e| {
-        let hint = if lab {
-            ""
-        } else {
-            "\n(for the local lab, run `scalectl lab up -f FILE` first)"
-        };
+        let hint = if lab { "" } else { "\n(for the local lab, run `scalectl lab up -f FILE` first)" };
         anyhow::anyhow!("{e:#}{hint}")
     })?;
     tracing::debug!(elapsed = ?started.elapsed(), "connected");
-    Ok(Fleet {
-        topology,
-        conns,
-        parallel: opts.parallel,
-    })
+    Ok(Fleet { topology, conns, parallel: opts.parallel })
 }
 
 /// The fleet's lock lives on its first host.
@@ -120,19 +106,12 @@ pub fn lock_host(f: &Fleet) -> anyhow::Result<&Conn> {
 }
 
 /// Observe, then desired state rendered with what was observed.
-pub fn observe(
-    f: &Fleet,
-    release: Option<&Release>,
-) -> anyhow::Result<(Vec<DesiredHost>, BTreeMap<String, Observed>)> {
+pub fn observe(f: &Fleet, release: Option<&Release>) -> anyhow::Result<(Vec<DesiredHost>, BTreeMap<String, Observed>)> {
     let templates = Templates::embedded();
     // File paths and packages do not depend on facts: a first pass with defaults says what to read.
     let mut first = render::render(&f.topology, &Facts::with_default_cores(1), &templates)?;
     // Secret files are observed by hash only; their paths do not depend on the values.
-    first.extend(render::render_secrets(
-        &f.topology,
-        &render::SecretValues::default(),
-        &templates,
-    )?);
+    first.extend(render::render_secrets(&f.topology, &render::SecretValues::default(), &templates)?);
     let probe = plan::desired_hosts(&f.topology, &Facts::with_default_cores(1), &first, release);
     let observed = exec::observe::observe_all(&f.conns, &probe, f.parallel)?;
     let mut facts = Facts::with_default_cores(1);
@@ -140,18 +119,10 @@ pub fn observe(
         facts.cores.insert(h.clone(), o.cores);
     }
     let mut files = render::render(&f.topology, &facts, &templates)?;
-    files.extend(render::render_secrets(
-        &f.topology,
-        &resolve_secrets(&f.topology)?,
-        &templates,
-    )?);
+    files.extend(render::render_secrets(&f.topology, &resolve_secrets(&f.topology)?, &templates)?);
     let desired = plan::desired_hosts(&f.topology, &facts, &files, release);
     // Units that depend on facts (instances: max) may not have been in the first pass.
-    let observed = if desired
-        .iter()
-        .zip(&probe)
-        .any(|(d, p)| d.instances != p.instances)
-    {
+    let observed = if desired.iter().zip(&probe).any(|(d, p)| d.instances != p.instances) {
         exec::observe::observe_all(&f.conns, &desired, f.parallel)?
     } else {
         observed
@@ -166,9 +137,7 @@ pub fn resolve_secrets(t: &Topology) -> anyhow::Result<render::SecretValues> {
     let read = |name: &str, r: &SecretRef| -> anyhow::Result<String> {
         let value = match r {
             SecretRef::Env(var) => std::env::var(var).map_err(|_| {
-                anyhow::anyhow!(
-                    "secret `{name}`: environment variable `{var}` is not set on this machine"
-                )
+                anyhow::anyhow!("secret `{name}`: environment variable `{var}` is not set on this machine")
             })?,
             SecretRef::File(path) => std::fs::read_to_string(path)
                 .with_context(|| format!("secret `{name}`: cannot read {path}"))?
@@ -189,21 +158,13 @@ and spaces, but no quotes, backslash, `$`, backtick or `%`)"
     if let Some(r) = &t.redis.password {
         values.redis_password = Some(read("redis.password", r)?);
     }
-    if let Some(r) = t
-        .observability
-        .alertmanager
-        .as_ref()
-        .and_then(|a| a.webhook.as_ref())
-    {
+    if let Some(r) = t.observability.alertmanager.as_ref().and_then(|a| a.webhook.as_ref()) {
         values.alertmanager_webhook = Some(read("observability.alertmanager.webhook", r)?);
     }
     Ok(values)
 }
 
-pub fn make_plan(
-    f: &Fleet,
-    release: Option<&Release>,
-) -> anyhow::Result<(Plan, BTreeMap<String, Observed>)> {
+pub fn make_plan(f: &Fleet, release: Option<&Release>) -> anyhow::Result<(Plan, BTreeMap<String, Observed>)> {
     let (desired, observed) = observe(f, release)?;
     Ok((plan::plan(&f.topology.name, &desired, &observed), observed))
 }
@@ -214,9 +175,7 @@ pub fn confirm(yes: bool, what: &str) -> anyhow::Result<bool> {
         return Ok(true);
     }
     if !std::io::stdin().is_terminal() {
-        anyhow::bail!(
-            "refusing to {what} without --yes: standard input is not a terminal to ask on"
-        );
+        anyhow::bail!("refusing to {what} without --yes: standard input is not a terminal to ask on");
     }
     eprint!("Do you want to {what}? Only `yes` is accepted: ");
     let mut answer = String::new();

@@ -12,10 +12,8 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum LabCommand {
     /// Create (or complete) the lab: one container per host, a private network, SSH on 127.0.0.1
-    #[command(
-        after_help = "Then: `scalectl apply -f FILE` deploys onto the lab's hosts.\n\
-The key pair, known_hosts and endpoints live in $SCALECTL_HOME (default ~/.local/state/scalectl)/lab/NAME."
-    )]
+    #[command(after_help = "Then: `scalectl apply -f FILE` deploys onto the lab's hosts.\n\
+The key pair, known_hosts and endpoints live in $SCALECTL_HOME (default ~/.local/state/scalectl)/lab/NAME.")]
     Up(TopologyArg),
     /// Show each lab host's container state, SSH port and published ports
     Status {
@@ -29,9 +27,7 @@ The key pair, known_hosts and endpoints live in $SCALECTL_HOME (default ~/.local
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
 pub fn run(a: Args, color: bool) -> Result<(), Failure> {
@@ -40,20 +36,11 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
         LabCommand::Up(t) => {
             let topo = super::load(&t.file, color)?;
             if topo.hosts.is_empty() {
-                return Err(anyhow::anyhow!(
-                    "{}: the lab needs hosts (a `target: hosts` topology)",
-                    t.file.display()
-                )
-                .into());
+                return Err(anyhow::anyhow!("{}: the lab needs hosts (a `target: hosts` topology)", t.file.display()).into());
             }
             let dir = LabDir::for_topology(&topo.name);
             let state = runtime()?.block_on(lab::up(&topo, &dir, &say))?;
-            eprintln!(
-                "lab `{}` is up: {} hosts on network {}",
-                state.name,
-                state.hosts.len(),
-                state.network
-            );
+            eprintln!("lab `{}` is up: {} hosts on network {}", state.name, state.hosts.len(), state.network);
             for (svc, port) in topo.lab.publish.iter() {
                 eprintln!("  {svc:?} at http://127.0.0.1:{port}");
             }
@@ -81,13 +68,8 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
         }
         LabCommand::Down(t) => {
             let topo = super::load(&t.file, color)?;
-            let removed =
-                runtime()?.block_on(lab::down(&topo, &LabDir::for_topology(&topo.name), &say))?;
-            eprintln!(
-                "lab `{}` is down: removed {} containers and networks",
-                topo.name,
-                removed.len()
-            );
+            let removed = runtime()?.block_on(lab::down(&topo, &LabDir::for_topology(&topo.name), &say))?;
+            eprintln!("lab `{}` is down: removed {} containers and networks", topo.name, removed.len());
             Ok(())
         }
     }

@@ -1,7 +1,7 @@
 //! `scalectl lock status|release`: the fleet lock that keeps two applies apart.
 
-use super::Failure;
 use super::fleet::{self, FleetArgs};
+use super::Failure;
 use crate::exec::lock;
 
 #[derive(Debug, clap::Args)]
@@ -36,10 +36,7 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
         }
         LockCommand::Release { fleet: f, force } => {
             if !force {
-                return Err(anyhow::anyhow!(
-                    "refusing to release the lock without --force (see `scalectl lock status`)"
-                )
-                .into());
+                return Err(anyhow::anyhow!("refusing to release the lock without --force (see `scalectl lock status`)").into());
             }
             let fl = fleet::connect(&f, color)?;
             lock::force_release(fleet::lock_host(&fl)?)?;

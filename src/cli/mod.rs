@@ -101,8 +101,7 @@ impl From<anyhow::Error> for Failure {
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
-    let color =
-        !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
+    let color = !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
     match cli.command {
         Command::Validate(a) => validate::run(a, color),
         Command::Schema(a) => schema::run(a),
@@ -128,8 +127,7 @@ pub(crate) fn load(file: &Path, color: bool) -> Result<Topology, Failure> {
 }
 
 pub(crate) fn read_topology(file: &Path) -> anyhow::Result<(String, String)> {
-    let source = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read topology file {}", file.display()))?;
+    let source = std::fs::read_to_string(file).with_context(|| format!("cannot read topology file {}", file.display()))?;
     Ok((file.display().to_string(), source))
 }
 
@@ -143,11 +141,6 @@ pub(crate) fn parse(file: &Path) -> anyhow::Result<Result<Topology, Problems>> {
 #[derive(Debug, clap::Args)]
 pub struct TopologyArg {
     /// Topology file
-    #[arg(
-        short = 'f',
-        long = "file",
-        value_name = "FILE",
-        default_value = "scale.yaml"
-    )]
+    #[arg(short = 'f', long = "file", value_name = "FILE", default_value = "scale.yaml")]
     pub file: PathBuf,
 }

@@ -6,9 +6,7 @@ use crate::plan::saved::{self, SavedPlan};
 use crate::plan::{Plan, Release, render_text, sha256_hex};
 
 #[derive(Debug, clap::Args)]
-#[command(
-    after_help = "Exit codes: 0 ok (with --detailed-exitcode: no changes), 1 error, 2 changes present (with --detailed-exitcode)."
-)]
+#[command(after_help = "Exit codes: 0 ok (with --detailed-exitcode: no changes), 1 error, 2 changes present (with --detailed-exitcode).")]
 pub struct Args {
     #[command(flatten)]
     pub fleet: FleetArgs,
@@ -27,14 +25,7 @@ pub struct Args {
 
 pub fn run(a: Args, color: bool) -> Result<(), Failure> {
     if let Some(t) = super::docker::topology(&a.fleet.topology.file, color)? {
-        return super::docker::plan(
-            &t,
-            &a.release,
-            a.output,
-            a.detailed_exitcode,
-            a.out.as_deref(),
-            color,
-        );
+        return super::docker::plan(&t, &a.release, a.output, a.detailed_exitcode, a.out.as_deref(), color);
     }
     let fleet = fleet::connect(&a.fleet, color)?;
     let binary = a.release.read()?;
@@ -56,11 +47,7 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
         };
         let text = serde_json::to_string_pretty(&saved).map_err(anyhow::Error::from)?;
         crate::exec::lab::write_atomic(out, text.as_bytes())?;
-        eprintln!(
-            "Saved the plan to {}: apply exactly it with `scalectl apply {}`.",
-            out.display(),
-            out.display()
-        );
+        eprintln!("Saved the plan to {}: apply exactly it with `scalectl apply {}`.", out.display(), out.display());
     }
     if a.detailed_exitcode && plan.has_changes() {
         return Err(Failure::Changes);

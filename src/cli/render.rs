@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::{bail, Context};
 
 use super::{Failure, TopologyArg};
 use crate::render::{self, Facts, RenderedFile, Templates};
@@ -17,11 +17,9 @@ use crate::render::{self, Facts, RenderedFile, Templates};
 const MARKER: &str = ".scalectl-render";
 
 #[derive(Debug, clap::Args)]
-#[command(
-    after_help = "Example:\n  scalectl render -f examples/three-hosts.yaml -o out/\n  \
+#[command(after_help = "Example:\n  scalectl render -f examples/three-hosts.yaml -o out/\n  \
 out/lb-1/etc/nginx/conf.d/shop.conf, out/app-1/etc/systemd/system/scale-api@.service, ...\n\n\
-`instances: max` resolves with each host's `cores:` from the topology, else --cores."
-)]
+`instances: max` resolves with each host's `cores:` from the topology, else --cores.")]
 pub struct Args {
     #[command(flatten)]
     pub topology: TopologyArg,
@@ -46,11 +44,7 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
         Some(dir) => Templates::embedded().with_overrides(read_templates(dir)?),
         None => Templates::embedded(),
     };
-    let cores = a.cores.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1)
-    });
+    let cores = a.cores.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
     let files = render::render(&t, &Facts::with_default_cores(cores), &templates)
         .with_context(|| format!("cannot render {}", a.topology.file.display()))?;
     if a.check {
@@ -58,29 +52,19 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
     }
     write_tree(&a.out, &files)?;
     let hosts: std::collections::BTreeSet<&str> = files.iter().map(|f| f.host.as_str()).collect();
-    println!(
-        "rendered {} files for {} into {}",
-        files.len(),
-        hosts.into_iter().collect::<Vec<_>>().join(", "),
-        a.out.display()
-    );
+    println!("rendered {} files for {} into {}", files.len(), hosts.into_iter().collect::<Vec<_>>().join(", "), a.out.display());
     Ok(())
 }
 
 /// Compare DIR with the render: every difference is listed, and any makes the exit code 2.
 fn check(root: &Path, files: &[RenderedFile]) -> Result<(), Failure> {
-    let mut expected: BTreeMap<PathBuf, &RenderedFile> =
-        files.iter().map(|f| (local_path(root, f), f)).collect();
+    let mut expected: BTreeMap<PathBuf, &RenderedFile> = files.iter().map(|f| (local_path(root, f), f)).collect();
     let mut drift = Vec::new();
     let mut on_disk = Vec::new();
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         for entry in std::fs::read_dir(dir)? {
             let p = entry?.path();
-            if p.is_dir() {
-                walk(&p, out)?
-            } else {
-                out.push(p)
-            }
+            if p.is_dir() { walk(&p, out)? } else { out.push(p) }
         }
         Ok(())
     }
@@ -91,26 +75,14 @@ fn check(root: &Path, files: &[RenderedFile]) -> Result<(), Failure> {
             continue;
         }
         match expected.remove(&p) {
-            None => drift.push(format!(
-                "- {} (not rendered from the topology)",
-                p.display()
-            )),
+            None => drift.push(format!("- {} (not rendered from the topology)", p.display())),
             Some(f) => {
-                let now =
-                    std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
-                let mode = std::fs::metadata(&p)
-                    .with_context(|| format!("cannot read {}", p.display()))?
-                    .permissions()
-                    .mode()
-                    & 0o777;
+                let now = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+                let mode = std::fs::metadata(&p).with_context(|| format!("cannot read {}", p.display()))?.permissions().mode() & 0o777;
                 if now != f.content.as_bytes() {
                     drift.push(format!("~ {} (content differs)", p.display()));
                 } else if mode != f.mode {
-                    drift.push(format!(
-                        "~ {} (mode {mode:o}, rendered {:o})",
-                        p.display(),
-                        f.mode
-                    ));
+                    drift.push(format!("~ {} (mode {mode:o}, rendered {:o})", p.display(), f.mode));
                 }
             }
         }
@@ -119,19 +91,10 @@ fn check(root: &Path, files: &[RenderedFile]) -> Result<(), Failure> {
         drift.push(format!("+ {} (missing)", p.display()));
     }
     if drift.is_empty() {
-        println!(
-            "{} matches the topology ({} files)",
-            root.display(),
-            files.len()
-        );
+        println!("{} matches the topology ({} files)", root.display(), files.len());
         return Ok(());
     }
-    println!(
-        "{} drifted from the topology ({} differences):\n  {}",
-        root.display(),
-        drift.len(),
-        drift.join("\n  ")
-    );
+    println!("{} drifted from the topology ({} differences):\n  {}", root.display(), drift.len(), drift.join("\n  "));
     Err(Failure::Changes)
 }
 
@@ -142,20 +105,13 @@ pub fn local_path(root: &Path, f: &RenderedFile) -> PathBuf {
 
 fn read_templates(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) -> anyhow::Result<()> {
-        for entry in std::fs::read_dir(dir)
-            .with_context(|| format!("cannot read templates directory {}", dir.display()))?
-        {
+        for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read templates directory {}", dir.display()))? {
             let path = entry?.path();
             if path.is_dir() {
                 walk(base, &path, out)?;
             } else {
-                let name = path
-                    .strip_prefix(base)
-                    .unwrap_or(&path)
-                    .to_string_lossy()
-                    .into_owned();
-                let text = std::fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read template {}", path.display()))?;
+                let name = path.strip_prefix(base).unwrap_or(&path).to_string_lossy().into_owned();
+                let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read template {}", path.display()))?;
                 out.insert(name, text);
             }
         }
@@ -169,23 +125,16 @@ fn read_templates(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
 /// Write every file into a staging directory, then swap it in for `out`.
 pub fn write_tree(out: &Path, files: &[RenderedFile]) -> anyhow::Result<()> {
     if out.exists() {
-        let empty = out
-            .read_dir()
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(false);
+        let empty = out.read_dir().map(|mut d| d.next().is_none()).unwrap_or(false);
         if !empty && !out.join(MARKER).exists() {
-            bail!(
-                "{} exists and is not an earlier scalectl render; refusing to replace it (choose an empty or new directory)",
-                out.display()
-            );
+            bail!("{} exists and is not an earlier scalectl render; refusing to replace it (choose an empty or new directory)", out.display());
         }
     }
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
+    std::fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
     let staging = tempfile::Builder::new()
         .prefix(".scalectl-render-")
         .tempdir_in(&parent)
@@ -193,35 +142,27 @@ pub fn write_tree(out: &Path, files: &[RenderedFile]) -> anyhow::Result<()> {
     for f in files {
         let path = local_path(staging.path(), f);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        std::fs::write(&path, &f.content)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(&path, &f.content).with_context(|| format!("cannot write {}", path.display()))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode))?;
     }
-    std::fs::write(
-        staging.path().join(MARKER),
-        "written by scalectl render; the whole directory is replaced on each render\n",
-    )?;
+    std::fs::write(staging.path().join(MARKER), "written by scalectl render; the whole directory is replaced on each render\n")?;
     // Swap: the old tree moves aside, the new one takes its name, the old one is removed.
     let staging = staging.keep();
     let old = parent.join(format!(".scalectl-old-{}", std::process::id()));
     if out.exists() {
-        std::fs::rename(out, &old)
-            .with_context(|| format!("cannot move the earlier render {} aside", out.display()))?;
+        std::fs::rename(out, &old).with_context(|| format!("cannot move the earlier render {} aside", out.display()))?;
     }
     if let Err(e) = std::fs::rename(&staging, out) {
         if old.exists() {
             let _ = std::fs::rename(&old, out);
         }
         let _ = std::fs::remove_dir_all(&staging);
-        return Err(e)
-            .with_context(|| format!("cannot move the new render into {}", out.display()));
+        return Err(e).with_context(|| format!("cannot move the new render into {}", out.display()));
     }
     if old.exists() {
-        std::fs::remove_dir_all(&old)
-            .with_context(|| format!("cannot remove the earlier render at {}", old.display()))?;
+        std::fs::remove_dir_all(&old).with_context(|| format!("cannot remove the earlier render at {}", old.display()))?;
     }
     Ok(())
 }

@@ -3,9 +3,7 @@
 use super::Failure;
 
 #[derive(Debug, clap::Args)]
-#[command(
-    after_help = "Use it from a topology file's first line:\n  # yaml-language-server: $schema=./scale.schema.json\nafter `scalectl schema > scale.schema.json`."
-)]
+#[command(after_help = "Use it from a topology file's first line:\n  # yaml-language-server: $schema=./scale.schema.json\nafter `scalectl schema > scale.schema.json`.")]
 pub struct Args {}
 
 pub fn run(_: Args) -> Result<(), Failure> {

@@ -33,19 +33,9 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
     for d in &desired {
         let o = observed.get(&d.host).cloned().unwrap_or_default();
         let mut services = std::collections::BTreeMap::new();
-        let units = d
-            .services
-            .iter()
-            .cloned()
-            .chain(d.instances.iter().map(|p| instance_unit(*p)));
+        let units = d.services.iter().cloned().chain(d.instances.iter().map(|p| instance_unit(*p)));
         for u in units {
-            services.insert(
-                u.clone(),
-                o.units
-                    .get(&u)
-                    .map(|s| s.active.clone())
-                    .unwrap_or_else(|| "unknown".into()),
-            );
+            services.insert(u.clone(), o.units.get(&u).map(|s| s.active.clone()).unwrap_or_else(|| "unknown".into()));
         }
         let healthy = services.values().all(|s| s == "active");
         rows.push(HostStatus {
@@ -79,9 +69,5 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
             }
         }
     }
-    if rows.iter().all(|r| r.healthy) {
-        Ok(())
-    } else {
-        Err(Failure::Changes)
-    }
+    if rows.iter().all(|r| r.healthy) { Ok(()) } else { Err(Failure::Changes) }
 }

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{Failure, JSON_FORMAT_VERSION, Output, TopologyArg};
+use super::{Failure, Output, TopologyArg, JSON_FORMAT_VERSION};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Exit codes: 0 valid, 1 problems found (each as FILE:LINE:COL: message).")]
@@ -18,16 +18,7 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
     let result = super::parse(&a.topology.file)?;
     match (a.output, result) {
         (Output::Text, Ok(t)) => {
-            println!(
-                "{}: valid ({} host{}, target {})",
-                a.topology.file.display(),
-                t.hosts.len(),
-                if t.hosts.len() == 1 { "" } else { "s" },
-                serde_json::to_value(t.target)
-                    .unwrap_or_default()
-                    .as_str()
-                    .unwrap_or("?")
-            );
+            println!("{}: valid ({} host{}, target {})", a.topology.file.display(), t.hosts.len(), if t.hosts.len() == 1 { "" } else { "s" }, serde_json::to_value(t.target).unwrap_or_default().as_str().unwrap_or("?"));
             Ok(())
         }
         (Output::Text, Err(p)) => {
@@ -40,15 +31,8 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
                 Ok(_) => (true, Vec::new()),
                 Err(p) => (false, p.problems.iter().map(|p| json!({"file": file, "line": p.line, "column": p.column, "message": p.message, "help": p.help})).collect()),
             };
-            println!(
-                "{}",
-                json!({"format_version": JSON_FORMAT_VERSION, "file": file, "valid": valid, "problems": problems})
-            );
-            if valid {
-                Ok(())
-            } else {
-                Err(Failure::Reported)
-            }
+            println!("{}", json!({"format_version": JSON_FORMAT_VERSION, "file": file, "valid": valid, "problems": problems}));
+            if valid { Ok(()) } else { Err(Failure::Reported) }
         }
     }
 }

@@ -22,87 +22,37 @@ type Series = Vec<(BTreeMap<String, String>, Vec<f64>)>;
 
 impl Prometheus {
     pub fn new(base: &str) -> anyhow::Result<Prometheus> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?;
-        Ok(Prometheus {
-            base: base.trim_end_matches('/').to_string(),
-            client,
-        })
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        Ok(Prometheus { base: base.trim_end_matches('/').to_string(), client })
     }
 
-    async fn get(
-        &self,
-        path: &str,
-        params: &[(&str, String)],
-    ) -> anyhow::Result<serde_json::Value> {
+    async fn get(&self, path: &str, params: &[(&str, String)]) -> anyhow::Result<serde_json::Value> {
         let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), params)?;
-        let text = self
-            .client
-            .get(url.clone())
-            .send()
-            .await
-            .with_context(|| format!("cannot reach Prometheus at {}", self.base))?
-            .text()
-            .await?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("Prometheus answered {path} with something else than JSON"))?;
-        anyhow::ensure!(
-            v["status"] == "success",
-            "Prometheus refused a query: {}",
-            v["error"]
-        );
+        let text = self.client.get(url.clone()).send().await.with_context(|| format!("cannot reach Prometheus at {}", self.base))?.text().await?;
+        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("Prometheus answered {path} with something else than JSON"))?;
+        anyhow::ensure!(v["status"] == "success", "Prometheus refused a query: {}", v["error"]);
         Ok(v["data"]["result"].clone())
     }
 
     pub async fn instant(&self, q: &str) -> anyhow::Result<Samples> {
-        let r = self
-            .get("/api/v1/query", &[("query", q.to_string())])
-            .await?;
+        let r = self.get("/api/v1/query", &[("query", q.to_string())]).await?;
         Ok(r.as_array()
             .into_iter()
             .flatten()
-            .map(|s| {
-                (
-                    labels(&s["metric"]),
-                    s["value"][1]
-                        .as_str()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(f64::NAN),
-                )
-            })
+            .map(|s| (labels(&s["metric"]), s["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)))
             .collect())
     }
 
-    pub async fn range(
-        &self,
-        q: &str,
-        window: Duration,
-        step: Duration,
-        end_unix: f64,
-    ) -> anyhow::Result<Series> {
+    pub async fn range(&self, q: &str, window: Duration, step: Duration, end_unix: f64) -> anyhow::Result<Series> {
         let start = end_unix - window.as_secs_f64();
         let r = self
-            .get(
-                "/api/v1/query_range",
-                &[
-                    ("query", q.to_string()),
-                    ("start", format!("{start:.3}")),
-                    ("end", format!("{end_unix:.3}")),
-                    ("step", format!("{}s", step.as_secs().max(1))),
-                ],
-            )
+            .get("/api/v1/query_range", &[("query", q.to_string()), ("start", format!("{start:.3}")), ("end", format!("{end_unix:.3}")), ("step", format!("{}s", step.as_secs().max(1)))])
             .await?;
         Ok(r.as_array()
             .into_iter()
             .flatten()
             .map(|s| {
-                let values = s["values"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|p| p[1].as_str().and_then(|v| v.parse().ok()))
-                    .collect();
+                let values = s["values"].as_array().into_iter().flatten().filter_map(|p| p[1].as_str().and_then(|v| v.parse().ok())).collect();
                 (labels(&s["metric"]), values)
             })
             .collect())
@@ -110,36 +60,19 @@ impl Prometheus {
 }
 
 fn labels(m: &serde_json::Value) -> BTreeMap<String, String> {
-    m.as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-        .collect()
+    m.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect()
 }
 
 fn by<'a>(samples: &'a Samples, key: &str, value: &str) -> Option<f64> {
-    samples
-        .iter()
-        .find(|(l, _)| l.get(key).map(String::as_str) == Some(value))
-        .map(|(_, v)| *v)
-        .filter(|v| v.is_finite())
+    samples.iter().find(|(l, _)| l.get(key).map(String::as_str) == Some(value)).map(|(_, v)| *v).filter(|v| v.is_finite())
 }
 
 fn series_by(series: &Series, key: &str, value: &str) -> Vec<f64> {
-    series
-        .iter()
-        .find(|(l, _)| l.get(key).map(String::as_str) == Some(value))
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
+    series.iter().find(|(l, _)| l.get(key).map(String::as_str) == Some(value)).map(|(_, v)| v.clone()).unwrap_or_default()
 }
 
 /// Read the fleet's state over the last `window`.
-pub async fn collect(
-    t: &Topology,
-    prometheus: &Prometheus,
-    window: Duration,
-    thresholds: Thresholds,
-) -> anyhow::Result<Snapshot> {
+pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, thresholds: Thresholds) -> anyhow::Result<Snapshot> {
     let now = std::time::SystemTime::now();
     let end = now.duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
     let step = Duration::from_millis(t.observability.scrape_interval_ms.max(1000));
@@ -147,56 +80,21 @@ pub async fn collect(
     let p = prometheus;
 
     let up = p.instant(r#"up{job="scale-api"}"#).await?;
-    let restarts = p
-        .instant(&format!(
-            r#"changes(process_start_time_seconds{{job="scale-api"}}[{w}])"#
-        ))
-        .await?;
-    let rps = p
-        .instant("sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count[1m]))")
-        .await?;
+    let restarts = p.instant(&format!(r#"changes(process_start_time_seconds{{job="scale-api"}}[{w}])"#)).await?;
+    let rps = p.instant("sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count[1m]))").await?;
     let p99 = p.instant("histogram_quantile(0.99, sum by (le, instance_name) (rate(scale_api_http_request_duration_seconds_bucket[1m])))").await?;
     let errors = p
         .instant(r#"100 * sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count{status=~"5.."}[1m])) / sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count[1m]))"#)
         .await?;
-    let delay = p
-        .range(
-            "max by (instance_name) (scale_api_runtime_scheduling_delay_seconds) * 1000",
-            window,
-            step,
-            end,
-        )
-        .await?;
-    let resident = p
-        .range(
-            r#"process_resident_memory_bytes{job="scale-api"}"#,
-            window,
-            step,
-            end,
-        )
-        .await?;
+    let delay = p.range("max by (instance_name) (scale_api_runtime_scheduling_delay_seconds) * 1000", window, step, end).await?;
+    let resident = p.range(r#"process_resident_memory_bytes{job="scale-api"}"#, window, step, end).await?;
     let open_fds = p.instant(r#"process_open_fds{job="scale-api"}"#).await?;
     let max_fds = p.instant(r#"process_max_fds{job="scale-api"}"#).await?;
-    let in_flight = p
-        .instant("sum by (instance_name) (scale_api_http_requests_in_flight)")
-        .await?;
-    let rejected = p
-        .instant("sum by (instance_name) (rate(scale_api_heavy_pool_rejected_total[1m]))")
-        .await?;
-    let cpu = p
-        .range(
-            r#"100 * (1 - avg by (host) (rate(node_cpu_seconds_total{mode="idle"}[1m])))"#,
-            window,
-            step,
-            end,
-        )
-        .await?;
-    let cores = p
-        .instant(r#"count by (host) (node_cpu_seconds_total{mode="idle"})"#)
-        .await?;
-    let mem = p
-        .instant("100 * node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes")
-        .await?;
+    let in_flight = p.instant("sum by (instance_name) (scale_api_http_requests_in_flight)").await?;
+    let rejected = p.instant("sum by (instance_name) (rate(scale_api_heavy_pool_rejected_total[1m]))").await?;
+    let cpu = p.range(r#"100 * (1 - avg by (host) (rate(node_cpu_seconds_total{mode="idle"}[1m])))"#, window, step, end).await?;
+    let cores = p.instant(r#"count by (host) (node_cpu_seconds_total{mode="idle"})"#).await?;
+    let mem = p.instant("100 * node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes").await?;
 
     let mut s = Snapshot {
         format_version: SNAPSHOT_FORMAT_VERSION,
@@ -211,11 +109,7 @@ pub async fn collect(
         let name = l.get("instance_name").cloned().unwrap_or_default();
         let host = l.get("host").cloned().unwrap_or_default();
         *per_host.entry(host.clone()).or_default() += 1;
-        let weight = t
-            .hosts
-            .iter()
-            .find(|h| h.name == host)
-            .map_or(1, |h| h.weight);
+        let weight = t.hosts.iter().find(|h| h.name == host).map_or(1, |h| h.weight);
         s.instances.push(InstanceSample {
             up: *v == 1.0,
             weight,
@@ -244,15 +138,11 @@ pub async fn collect(
         });
     }
     if t.hosts.iter().any(|h| h.has(crate::topology::Role::Redis)) {
-        let redis_up = p
-            .instant(r#"max(redis_up) or max(up{job="redis"}) * 0"#)
-            .await?;
+        let redis_up = p.instant(r#"max(redis_up) or max(up{job="redis"}) * 0"#).await?;
         let r_p99 = p.instant("histogram_quantile(0.99, sum by (le) (rate(scale_api_redis_operation_duration_seconds_bucket[1m])))").await?;
         let used = p.instant("max(redis_memory_used_bytes)").await?;
         let max = p.instant("max(redis_memory_max_bytes)").await?;
-        let errs = p
-            .instant("sum(rate(scale_api_redis_errors_total[1m]))")
-            .await?;
+        let errs = p.instant("sum(rate(scale_api_redis_errors_total[1m]))").await?;
         let first = |x: &Samples| x.first().map(|(_, v)| *v).filter(|v| v.is_finite());
         s.redis = Some(RedisSample {
             up: first(&redis_up) == Some(1.0),
@@ -265,10 +155,7 @@ pub async fn collect(
     let nginx = p.instant("max(nginx_up)").await?;
     if let Some((_, v)) = nginx.first() {
         let active = p.instant("sum(nginx_connections_active)").await?;
-        s.nginx = Some(NginxSample {
-            up: *v == 1.0,
-            active_connections: active.first().map_or(0.0, |x| x.1),
-        });
+        s.nginx = Some(NginxSample { up: *v == 1.0, active_connections: active.first().map_or(0.0, |x| x.1) });
     }
     Ok(s)
 }
@@ -293,11 +180,7 @@ pub fn thresholds(t: &Topology) -> Thresholds {
 pub fn prometheus_url(t: &Topology) -> Option<String> {
     // On a Docker engine, Prometheus is a container: reachable where the topology publishes it.
     if t.target == crate::topology::Target::Docker {
-        return t
-            .lab
-            .publish
-            .prometheus
-            .map(|port| format!("http://127.0.0.1:{port}"));
+        return t.lab.publish.prometheus.map(|port| format!("http://127.0.0.1:{port}"));
     }
     let lab = crate::exec::lab::LabDir::for_topology(&t.name);
     if lab.state().exists()
@@ -305,15 +188,8 @@ pub fn prometheus_url(t: &Topology) -> Option<String> {
     {
         return Some(format!("http://127.0.0.1:{port}"));
     }
-    t.hosts
-        .iter()
-        .find(|h| h.has(crate::topology::Role::Monitor))
-        .map(|h| {
-            let addr = if h.address.contains(':') {
-                format!("[{}]", h.address)
-            } else {
-                h.address.clone()
-            };
-            format!("http://{addr}:{}", t.observability.prometheus_port)
-        })
+    t.hosts.iter().find(|h| h.has(crate::topology::Role::Monitor)).map(|h| {
+        let addr = if h.address.contains(':') { format!("[{}]", h.address) } else { h.address.clone() };
+        format!("http://{addr}:{}", t.observability.prometheus_port)
+    })
 }

@@ -17,24 +17,14 @@ pub use tree::{CHECKS, Diagnosis, Finding, Severity, diagnose};
 /// the change to make.
 pub fn render_text(d: &Diagnosis, color: bool) -> String {
     use std::fmt::Write;
-    let paint = |style: anstyle::Style, s: &str| {
-        if color {
-            format!("{}{s}{}", style.render(), style.render_reset())
-        } else {
-            s.to_string()
-        }
-    };
+    let paint = |style: anstyle::Style, s: &str| if color { format!("{}{s}{}", style.render(), style.render_reset()) } else { s.to_string() };
     let red = anstyle::AnsiColor::Red.on_default();
     let yellow = anstyle::AnsiColor::Yellow.on_default();
     let green = anstyle::AnsiColor::Green.on_default();
     let mut out = String::new();
     let _ = writeln!(out, "doctor: topology {} at {}", d.topology, d.taken_at);
     for s in &d.trace {
-        let mark = if s.taken {
-            paint(yellow, "→")
-        } else {
-            paint(green, "·")
-        };
+        let mark = if s.taken { paint(yellow, "→") } else { paint(green, "·") };
         let _ = writeln!(out, "  {mark} {} {}", s.question, s.answer);
     }
     if d.healthy {
@@ -50,11 +40,7 @@ pub fn render_text(d: &Diagnosis, color: bool) -> String {
         };
         let _ = writeln!(out, "{sev} {} ({}): {}", f.id, f.subject, f.summary);
         for e in &f.evidence {
-            let _ = writeln!(
-                out,
-                "    evidence: {} of {} = {:.2} (threshold {:.2})",
-                e.metric, e.subject, e.value, e.threshold
-            );
+            let _ = writeln!(out, "    evidence: {} of {} = {:.2} (threshold {:.2})", e.metric, e.subject, e.value, e.threshold);
         }
         let _ = writeln!(out, "    path: {}", f.path.join(" → "));
         let _ = writeln!(out, "    do: {}", f.recommendation);

@@ -20,18 +20,9 @@ struct Reading {
 
 impl Reading {
     /// The sum of a metric's samples whose labels match every (name, predicate).
-    fn sum(
-        &self,
-        metric: &str,
-        matches: impl Fn(&prometheus_parse::Sample) -> bool,
-    ) -> Option<f64> {
+    fn sum(&self, metric: &str, matches: impl Fn(&prometheus_parse::Sample) -> bool) -> Option<f64> {
         let mut found = None;
-        for s in self
-            .scrape
-            .samples
-            .iter()
-            .filter(|s| s.metric == metric && matches(s))
-        {
+        for s in self.scrape.samples.iter().filter(|s| s.metric == metric && matches(s)) {
             if let Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) = s.value {
                 *found.get_or_insert(0.0) += v;
             }
@@ -48,13 +39,7 @@ impl Reading {
             .samples
             .iter()
             .filter(|s| s.metric == metric)
-            .filter_map(|s| {
-                if let Value::Gauge(v) | Value::Untyped(v) = s.value {
-                    Some(v)
-                } else {
-                    None
-                }
-            })
+            .filter_map(|s| if let Value::Gauge(v) | Value::Untyped(v) = s.value { Some(v) } else { None })
             .reduce(f64::max)
     }
 
@@ -65,9 +50,7 @@ impl Reading {
             if let Value::Histogram(hs) = &s.value {
                 for h in hs {
                     // Keyed by the bound's bits: bounds are exact copies of the exposition's numbers.
-                    out.entry(h.less_than.to_bits())
-                        .or_insert((h.less_than, 0.0))
-                        .1 += h.count;
+                    out.entry(h.less_than.to_bits()).or_insert((h.less_than, 0.0)).1 += h.count;
                 }
             }
         }
@@ -76,21 +59,9 @@ impl Reading {
 }
 
 async fn read(client: &reqwest::Client, url: &str) -> Option<Reading> {
-    let text = client
-        .get(url)
-        .send()
-        .await
-        .ok()?
-        .error_for_status()
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = client.get(url).send().await.ok()?.error_for_status().ok()?.text().await.ok()?;
     let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).ok()?;
-    Some(Reading {
-        at: Instant::now(),
-        scrape,
-    })
+    Some(Reading { at: Instant::now(), scrape })
 }
 
 fn rate(a: Option<f64>, b: Option<f64>, dt: f64) -> Option<f64> {
@@ -102,15 +73,9 @@ fn rate(a: Option<f64>, b: Option<f64>, dt: f64) -> Option<f64> {
 
 /// The q-quantile of the observations between two readings of a histogram, interpolated within a
 /// bucket the way Prometheus' histogram_quantile does. None without observations.
-pub fn quantile(
-    q: f64,
-    before: &BTreeMap<u64, (f64, f64)>,
-    after: &BTreeMap<u64, (f64, f64)>,
-) -> Option<f64> {
-    let mut bounds: Vec<(f64, f64)> = after
-        .iter()
-        .map(|(k, (le, n))| (*le, n - before.get(k).map_or(0.0, |b| b.1)))
-        .collect();
+pub fn quantile(q: f64, before: &BTreeMap<u64, (f64, f64)>, after: &BTreeMap<u64, (f64, f64)>) -> Option<f64> {
+    let mut bounds: Vec<(f64, f64)> =
+        after.iter().map(|(k, (le, n))| (*le, n - before.get(k).map_or(0.0, |b| b.1))).collect();
     bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
     let total = bounds.last().map(|b| b.1)?;
     if total <= 0.0 {
@@ -123,11 +88,7 @@ pub fn quantile(
             if le.is_infinite() {
                 return Some(prev.0);
             }
-            let within = if n > prev.1 {
-                (rank - prev.1) / (n - prev.1)
-            } else {
-                1.0
-            };
+            let within = if n > prev.1 { (rank - prev.1) / (n - prev.1) } else { 1.0 };
             return Some(prev.0 + (le - prev.0) * within);
         }
         prev = (le, n);
@@ -136,45 +97,25 @@ pub fn quantile(
 }
 
 fn host_url(address: &str, port: u16) -> String {
-    if address.contains(':') {
-        format!("http://[{address}]:{port}/metrics")
-    } else {
-        format!("http://{address}:{port}/metrics")
-    }
+    if address.contains(':') { format!("http://[{address}]:{port}/metrics") } else { format!("http://{address}:{port}/metrics") }
 }
 
 fn is_loopback(address: &str) -> bool {
-    address == "localhost"
-        || address
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    address == "localhost" || address.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Snapshot the fleet by scraping it directly over `interval`.
-pub async fn collect(
-    t: &Topology,
-    interval: Duration,
-    thresholds: Thresholds,
-) -> anyhow::Result<Snapshot> {
+pub async fn collect(t: &Topology, interval: Duration, thresholds: Thresholds) -> anyhow::Result<Snapshot> {
     use crate::topology::ports;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
     let now = std::time::SystemTime::now();
-    let mut local = sysinfo::System::new()
-        .map_err(|e| anyhow::anyhow!("cannot read this machine's CPU and memory: {e}"))?;
+    let mut local = sysinfo::System::new().map_err(|e| anyhow::anyhow!("cannot read this machine's CPU and memory: {e}"))?;
     local.refresh_cpu_all();
     local.refresh_memory();
     let local_cores = local.cpus().len().max(1) as u32;
 
     // What to scrape: each instance, and the exporters of each host.
-    let cores_of = |h: &crate::topology::Host| {
-        h.cores.unwrap_or(if is_loopback(&h.address) {
-            local_cores
-        } else {
-            1
-        })
-    };
+    let cores_of = |h: &crate::topology::Host| h.cores.unwrap_or(if is_loopback(&h.address) { local_cores } else { 1 });
     let mut instances: Vec<(String, String, u16, u32)> = Vec::new(); // host, address, port, weight
     for h in t.hosts.iter().filter(|h| h.has(Role::App)) {
         for i in 0..t.instances_on(h, cores_of(h)) {
@@ -183,15 +124,8 @@ pub async fn collect(
             }
         }
     }
-    let mut urls: Vec<String> = instances
-        .iter()
-        .map(|(_, a, p, _)| host_url(a, *p))
-        .collect();
-    urls.extend(
-        t.hosts
-            .iter()
-            .map(|h| host_url(&h.address, ports::NODE_EXPORTER)),
-    );
+    let mut urls: Vec<String> = instances.iter().map(|(_, a, p, _)| host_url(a, *p)).collect();
+    urls.extend(t.hosts.iter().map(|h| host_url(&h.address, ports::NODE_EXPORTER)));
     let redis_host = t.hosts.iter().find(|h| h.has(Role::Redis));
     let lb_host = t.hosts.iter().find(|h| h.has(Role::Lb));
     urls.extend(redis_host.map(|h| host_url(&h.address, ports::REDIS_EXPORTER)));
@@ -225,59 +159,28 @@ pub async fn collect(
     for (i, (host, _, port, weight)) in instances.iter().enumerate() {
         *per_host.entry(host.clone()).or_default() += 1;
         let (a, b) = pair(i);
-        let mut sample = InstanceSample {
-            instance: format!("{host}-{port}"),
-            host: host.clone(),
-            up: b.is_some(),
-            weight: *weight,
-            ..Default::default()
-        };
+        let mut sample = InstanceSample { instance: format!("{host}-{port}"), host: host.clone(), up: b.is_some(), weight: *weight, ..Default::default() };
         if let (Some(a), Some(b)) = (a, b) {
             let dt = b.at.duration_since(a.at).as_secs_f64();
             let count = |r: &Reading| r.value(&format!("{REQUESTS}_count"));
-            let errors = |r: &Reading| {
-                r.sum(&format!("{REQUESTS}_count"), |s| {
-                    s.labels.get("status").is_some_and(|st| st.starts_with('5'))
-                })
-            };
-            sample.restarts = u32::from(
-                a.value("process_start_time_seconds") != b.value("process_start_time_seconds"),
-            );
+            let errors = |r: &Reading| r.sum(&format!("{REQUESTS}_count"), |s| s.labels.get("status").is_some_and(|st| st.starts_with('5')));
+            sample.restarts = u32::from(a.value("process_start_time_seconds") != b.value("process_start_time_seconds"));
             sample.requests_per_s = rate(count(a), count(b), dt).unwrap_or(0.0);
             let served = count(b).unwrap_or(0.0) - count(a).unwrap_or(0.0);
             if served > 0.0 {
-                sample.error_rate_percent =
-                    100.0 * (errors(b).unwrap_or(0.0) - errors(a).unwrap_or(0.0)) / served;
+                sample.error_rate_percent = 100.0 * (errors(b).unwrap_or(0.0) - errors(a).unwrap_or(0.0)) / served;
             }
-            sample.p99_ms =
-                quantile(0.99, &a.buckets(REQUESTS), &b.buckets(REQUESTS)).map(|x| x * 1000.0);
-            sample.scheduling_delay_ms = [a, b]
-                .iter()
-                .filter_map(|r| r.max("scale_api_runtime_scheduling_delay_seconds"))
-                .map(|x| x * 1000.0)
-                .collect();
-            sample.resident_bytes = [a, b]
-                .iter()
-                .filter_map(|r| r.value("process_resident_memory_bytes"))
-                .collect();
-            sample.heavy_rejected_per_s = rate(
-                a.value("scale_api_heavy_pool_rejected_total"),
-                b.value("scale_api_heavy_pool_rejected_total"),
-                dt,
-            )
-            .unwrap_or(0.0);
+            sample.p99_ms = quantile(0.99, &a.buckets(REQUESTS), &b.buckets(REQUESTS)).map(|x| x * 1000.0);
+            sample.scheduling_delay_ms = [a, b].iter().filter_map(|r| r.max("scale_api_runtime_scheduling_delay_seconds")).map(|x| x * 1000.0).collect();
+            sample.resident_bytes = [a, b].iter().filter_map(|r| r.value("process_resident_memory_bytes")).collect();
+            sample.heavy_rejected_per_s = rate(a.value("scale_api_heavy_pool_rejected_total"), b.value("scale_api_heavy_pool_rejected_total"), dt).unwrap_or(0.0);
             for (k, v) in a.buckets("scale_api_redis_operation_duration_seconds") {
                 redis_before.entry(k).or_insert((v.0, 0.0)).1 += v.1;
             }
             for (k, v) in b.buckets("scale_api_redis_operation_duration_seconds") {
                 redis_after.entry(k).or_insert((v.0, 0.0)).1 += v.1;
             }
-            redis_errors += rate(
-                a.value("scale_api_redis_errors_total"),
-                b.value("scale_api_redis_errors_total"),
-                dt,
-            )
-            .unwrap_or(0.0);
+            redis_errors += rate(a.value("scale_api_redis_errors_total"), b.value("scale_api_redis_errors_total"), dt).unwrap_or(0.0);
         }
         if let Some(b) = b {
             sample.open_fds = b.value("process_open_fds");
@@ -295,31 +198,15 @@ pub async fn collect(
             let mem = 100.0 * local.available_memory() as f64 / local.total_memory().max(1) as f64;
             (Some(f64::from(local.global_cpu_usage())), Some(mem))
         } else if let (Some(a), Some(b)) = (a, b) {
-            let idle = |r: &Reading| {
-                r.sum("node_cpu_seconds_total", |s| {
-                    s.labels.get("mode") == Some("idle")
-                })
-            };
+            let idle = |r: &Reading| r.sum("node_cpu_seconds_total", |s| s.labels.get("mode") == Some("idle"));
             let all = |r: &Reading| r.value("node_cpu_seconds_total");
             let busy = match (idle(a), idle(b), all(a), all(b)) {
-                (Some(i0), Some(i1), Some(t0), Some(t1)) if t1 > t0 => {
-                    Some(100.0 * (1.0 - (i1 - i0) / (t1 - t0)))
-                }
+                (Some(i0), Some(i1), Some(t0), Some(t1)) if t1 > t0 => Some(100.0 * (1.0 - (i1 - i0) / (t1 - t0))),
                 _ => None,
             };
-            let cpus = b
-                .scrape
-                .samples
-                .iter()
-                .filter(|s| {
-                    s.metric == "node_cpu_seconds_total" && s.labels.get("mode") == Some("idle")
-                })
-                .count();
+            let cpus = b.scrape.samples.iter().filter(|s| s.metric == "node_cpu_seconds_total" && s.labels.get("mode") == Some("idle")).count();
             cores = cores.or((cpus > 0).then_some(cpus as u32));
-            let mem = match (
-                b.value("node_memory_MemAvailable_bytes"),
-                b.value("node_memory_MemTotal_bytes"),
-            ) {
+            let mem = match (b.value("node_memory_MemAvailable_bytes"), b.value("node_memory_MemTotal_bytes")) {
                 (Some(av), Some(total)) if total > 0.0 => Some(100.0 * av / total),
                 _ => None,
             };
@@ -353,10 +240,7 @@ pub async fn collect(
     if lb_host.is_some()
         && let (_, Some(b)) = pair(next)
     {
-        s.nginx = Some(NginxSample {
-            up: b.value("nginx_up") == Some(1.0),
-            active_connections: b.value("nginx_connections_active").unwrap_or(0.0),
-        });
+        s.nginx = Some(NginxSample { up: b.value("nginx_up") == Some(1.0), active_connections: b.value("nginx_connections_active").unwrap_or(0.0) });
     }
     Ok(s)
 }
@@ -366,10 +250,7 @@ mod tests {
     use super::*;
 
     fn hist(pairs: &[(f64, f64)]) -> BTreeMap<u64, (f64, f64)> {
-        pairs
-            .iter()
-            .map(|(le, n)| (le.to_bits(), (*le, *n)))
-            .collect()
+        pairs.iter().map(|(le, n)| (le.to_bits(), (*le, *n))).collect()
     }
 
     #[test]
@@ -381,11 +262,7 @@ mod tests {
         assert!((p50 - 0.1).abs() < 1e-9, "{p50}");
         let p99 = quantile(0.99, &before, &after).unwrap();
         assert!((p99 - (0.1 + 0.9 * 49.0 / 50.0)).abs() < 1e-9, "{p99}");
-        assert_eq!(
-            quantile(0.99, &after, &after),
-            None,
-            "no observations in between"
-        );
+        assert_eq!(quantile(0.99, &after, &after), None, "no observations in between");
     }
 
     #[test]
@@ -402,21 +279,9 @@ scale_api_http_request_duration_seconds_bucket{method=\"GET\",route=\"/\",status
 scale_api_http_request_duration_seconds_count{method=\"GET\",route=\"/\",status=\"200\"} 4\n\
 scale_api_http_request_duration_seconds_count{method=\"GET\",route=\"/\",status=\"503\"} 1\n\
 # TYPE process_open_fds gauge\nprocess_open_fds 13\n# EOF\n";
-        let r = Reading {
-            at: Instant::now(),
-            scrape: Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap(),
-        };
-        assert_eq!(
-            r.value("scale_api_http_request_duration_seconds_count"),
-            Some(5.0)
-        );
-        assert_eq!(
-            r.sum("scale_api_http_request_duration_seconds_count", |s| s
-                .labels
-                .get("status")
-                == Some("503")),
-            Some(1.0)
-        );
+        let r = Reading { at: Instant::now(), scrape: Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap() };
+        assert_eq!(r.value("scale_api_http_request_duration_seconds_count"), Some(5.0));
+        assert_eq!(r.sum("scale_api_http_request_duration_seconds_count", |s| s.labels.get("status") == Some("503")), Some(1.0));
         assert_eq!(r.value("process_open_fds"), Some(13.0));
         let b = r.buckets("scale_api_http_request_duration_seconds");
         assert_eq!(b.values().map(|v| v.1).collect::<Vec<_>>(), [3.0, 4.0]);

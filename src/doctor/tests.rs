@@ -5,22 +5,9 @@ use super::*;
 
 /// Two app hosts of 2 cores with 2 instances each, quiet and fine; Redis and Nginx up.
 fn healthy() -> Snapshot {
-    let mut s = Snapshot {
-        format_version: 1,
-        topology: "t".into(),
-        taken_at: "2026-11-23T00:00:00Z".into(),
-        window_s: 300,
-        ..Default::default()
-    };
+    let mut s = Snapshot { format_version: 1, topology: "t".into(), taken_at: "2026-11-23T00:00:00Z".into(), window_s: 300, ..Default::default() };
     for h in ["app-1", "app-2"] {
-        s.hosts.push(HostSample {
-            host: h.into(),
-            app: true,
-            cores: 2,
-            instances: 2,
-            cpu_busy_percent: vec![20.0; 10],
-            memory_available_percent: Some(60.0),
-        });
+        s.hosts.push(HostSample { host: h.into(), app: true, cores: 2, instances: 2, cpu_busy_percent: vec![20.0; 10], memory_available_percent: Some(60.0) });
         for port in [3000, 3001] {
             s.instances.push(InstanceSample {
                 instance: format!("{h}-{port}"),
@@ -38,24 +25,9 @@ fn healthy() -> Snapshot {
             });
         }
     }
-    s.hosts.push(HostSample {
-        host: "cache-1".into(),
-        cores: 2,
-        cpu_busy_percent: vec![5.0; 10],
-        memory_available_percent: Some(70.0),
-        ..Default::default()
-    });
-    s.redis = Some(RedisSample {
-        up: true,
-        p99_ms: Some(1.0),
-        memory_used_bytes: 2e6,
-        memory_max_bytes: 64e6,
-        errors_per_s: 0.0,
-    });
-    s.nginx = Some(NginxSample {
-        up: true,
-        active_connections: 10.0,
-    });
+    s.hosts.push(HostSample { host: "cache-1".into(), cores: 2, cpu_busy_percent: vec![5.0; 10], memory_available_percent: Some(70.0), ..Default::default() });
+    s.redis = Some(RedisSample { up: true, p99_ms: Some(1.0), memory_used_bytes: 2e6, memory_max_bytes: 64e6, errors_per_s: 0.0 });
+    s.nginx = Some(NginxSample { up: true, active_connections: 10.0 });
     s
 }
 
@@ -116,11 +88,7 @@ fn cpu_busy_with_spare_cores_says_use_every_core() {
     assert_eq!(f.subject, "app-1");
     assert_eq!(f.evidence[0].value, 95.0);
     assert!(f.topology_edit.unwrap().contains("app.instances: max"));
-    assert!(
-        f.path.iter().any(|p| p.contains("1 instances on 2 cores")),
-        "{:?}",
-        f.path
-    );
+    assert!(f.path.iter().any(|p| p.contains("1 instances on 2 cores")), "{:?}", f.path);
 }
 
 #[test]
@@ -162,8 +130,7 @@ fn memory_pressure_and_a_steady_rise() {
     only(&s, "memory-leak-suspected");
     // A saw-tooth that ends higher is not a steady rise.
     let mut s = healthy();
-    inst(&mut s, "app-1-3001").resident_bytes =
-        vec![20e6, 40e6, 20e6, 40e6, 20e6, 40e6, 20e6, 40e6];
+    inst(&mut s, "app-1-3001").resident_bytes = vec![20e6, 40e6, 20e6, 40e6, 20e6, 40e6, 20e6, 40e6];
     assert!(diagnose(&s, None).healthy);
 }
 
@@ -186,11 +153,7 @@ fn uneven_traffic_is_an_imbalance_and_names_unequal_weights() {
     assert!(f.topology_edit.unwrap().contains("least_conn"));
     assert!(!f.summary.contains("weights"), "{}", f.summary);
     inst(&mut s, "app-1-3000").weight = 5;
-    assert!(
-        only(&s, "load-imbalance")
-            .summary
-            .contains("(weights 5 and 1)")
-    );
+    assert!(only(&s, "load-imbalance").summary.contains("(weights 5 and 1)"));
     // Scrapes alone (a fraction of a request a second) are not traffic to judge.
     let mut s = healthy();
     for i in s.instances.iter_mut() {
@@ -233,10 +196,7 @@ fn hysteresis_keeps_an_active_finding_until_well_below_its_threshold() {
     assert_eq!(ids(&first), vec!["cpu-saturated-scale-up"]);
     // 66% is below 70 but above 63 (70 less 10%): still active after the first diagnosis...
     s.hosts[0].cpu_busy_percent = vec![66.0; 10];
-    assert_eq!(
-        ids(&diagnose(&s, Some(&first))),
-        vec!["cpu-saturated-scale-up"]
-    );
+    assert_eq!(ids(&diagnose(&s, Some(&first))), vec!["cpu-saturated-scale-up"]);
     // ...and not for a fresh look.
     assert!(diagnose(&s, None).healthy);
     s.hosts[0].cpu_busy_percent = vec![60.0; 10];
@@ -246,24 +206,9 @@ fn hysteresis_keeps_an_active_finding_until_well_below_its_threshold() {
 #[test]
 fn every_check_is_listed_and_every_finding_id_is_a_check() {
     let listed: Vec<&str> = CHECKS.iter().map(|c| c.0).collect();
-    for id in [
-        "healthy",
-        "instance-down",
-        "crash-loop",
-        "cpu-saturated-scale-up",
-        "cpu-saturated-scale-out",
-        "event-loop-blocked",
-        "memory-pressure",
-        "memory-leak-suspected",
-        "redis-down",
-        "redis-slow",
-        "redis-memory",
-        "upstream-errors",
-        "high-latency",
-        "fd-exhaustion",
-        "load-imbalance",
-        "connections-saturated",
-    ] {
+    for id in ["healthy", "instance-down", "crash-loop", "cpu-saturated-scale-up", "cpu-saturated-scale-out", "event-loop-blocked",
+        "memory-pressure", "memory-leak-suspected", "redis-down", "redis-slow", "redis-memory", "upstream-errors", "high-latency",
+        "fd-exhaustion", "load-imbalance", "connections-saturated"] {
         assert!(listed.contains(&id), "{id}");
     }
 }

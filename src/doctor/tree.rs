@@ -64,102 +64,22 @@ pub struct Diagnosis {
 
 /// Every check doctor runs, for `doctor --list`: (id, severity, what it means, what to change).
 pub const CHECKS: &[(&str, &str, &str, &str)] = &[
-    (
-        "healthy",
-        "info",
-        "nothing below fired",
-        "nothing to change",
-    ),
-    (
-        "instance-down",
-        "critical",
-        "an instance does not answer its metrics scrape",
-        "look at its journal; systemd restarts it",
-    ),
-    (
-        "crash-loop",
-        "critical",
-        "an instance restarted repeatedly within the window",
-        "read its last log lines; roll back the release if it is new",
-    ),
-    (
-        "redis-down",
-        "critical",
-        "Redis does not answer: sessions, counters and cache fail",
-        "start Redis; check its host and maxmemory",
-    ),
-    (
-        "cpu-saturated-scale-up",
-        "warning",
-        "an app host's cores are busy beyond the scale-out threshold while it runs fewer instances than cores",
-        "use every core: app.instances: max (PM2's -i max)",
-    ),
-    (
-        "cpu-saturated-scale-out",
-        "critical",
-        "every core of every app host is busy beyond the scale-out threshold",
-        "add an app host behind the load balancer (horizontal scaling)",
-    ),
-    (
-        "event-loop-blocked",
-        "warning",
-        "tasks wait to run: CPU-heavy work is blocking the runtime",
-        "move CPU-heavy work to the worker pool; raise app.heavy_pool",
-    ),
-    (
-        "memory-pressure",
-        "warning",
-        "a host's available memory is below the threshold",
-        "a bigger server, fewer instances per host, or cache in Redis",
-    ),
-    (
-        "memory-leak-suspected",
-        "warning",
-        "an instance's resident memory rose steadily over the window",
-        "find the leak; meanwhile app.limits.memory_max bounds it and systemd restarts",
-    ),
-    (
-        "redis-slow",
-        "warning",
-        "Redis operations are slow as seen by scale-api",
-        "check Redis CPU and latency; keep values small; a replica for reads",
-    ),
-    (
-        "redis-memory",
-        "warning",
-        "Redis memory is near maxmemory",
-        "raise redis.maxmemory or pick an eviction policy that fits",
-    ),
-    (
-        "upstream-errors",
-        "critical",
-        "the share of 5xx responses is above the limit",
-        "read the failing instances' logs; roll back a bad release",
-    ),
-    (
-        "high-latency",
-        "warning",
-        "latency is above the SLO with no resource saturated",
-        "look downstream: the database (indexes, replicas), network (keep-alive, compression, CDN)",
-    ),
-    (
-        "fd-exhaustion",
-        "critical",
-        "an instance uses most of its open-files limit",
-        "raise app.limits.nofile",
-    ),
-    (
-        "load-imbalance",
-        "warning",
-        "instances of equal weight get very unequal traffic",
-        "load_balancer.strategy: least_conn; check weights",
-    ),
-    (
-        "connections-saturated",
-        "warning",
-        "requests pile up in flight on an instance",
-        "add instances or hosts; check keep-alive and timeouts",
-    ),
+    ("healthy", "info", "nothing below fired", "nothing to change"),
+    ("instance-down", "critical", "an instance does not answer its metrics scrape", "look at its journal; systemd restarts it"),
+    ("crash-loop", "critical", "an instance restarted repeatedly within the window", "read its last log lines; roll back the release if it is new"),
+    ("redis-down", "critical", "Redis does not answer: sessions, counters and cache fail", "start Redis; check its host and maxmemory"),
+    ("cpu-saturated-scale-up", "warning", "an app host's cores are busy beyond the scale-out threshold while it runs fewer instances than cores", "use every core: app.instances: max (PM2's -i max)"),
+    ("cpu-saturated-scale-out", "critical", "every core of every app host is busy beyond the scale-out threshold", "add an app host behind the load balancer (horizontal scaling)"),
+    ("event-loop-blocked", "warning", "tasks wait to run: CPU-heavy work is blocking the runtime", "move CPU-heavy work to the worker pool; raise app.heavy_pool"),
+    ("memory-pressure", "warning", "a host's available memory is below the threshold", "a bigger server, fewer instances per host, or cache in Redis"),
+    ("memory-leak-suspected", "warning", "an instance's resident memory rose steadily over the window", "find the leak; meanwhile app.limits.memory_max bounds it and systemd restarts"),
+    ("redis-slow", "warning", "Redis operations are slow as seen by scale-api", "check Redis CPU and latency; keep values small; a replica for reads"),
+    ("redis-memory", "warning", "Redis memory is near maxmemory", "raise redis.maxmemory or pick an eviction policy that fits"),
+    ("upstream-errors", "critical", "the share of 5xx responses is above the limit", "read the failing instances' logs; roll back a bad release"),
+    ("high-latency", "warning", "latency is above the SLO with no resource saturated", "look downstream: the database (indexes, replicas), network (keep-alive, compression, CDN)"),
+    ("fd-exhaustion", "critical", "an instance uses most of its open-files limit", "raise app.limits.nofile"),
+    ("load-imbalance", "warning", "instances of equal weight get very unequal traffic", "load_balancer.strategy: least_conn; check weights"),
+    ("connections-saturated", "warning", "requests pile up in flight on an instance", "add instances or hosts; check keep-alive and timeouts"),
 ];
 
 fn median(xs: &[f64]) -> Option<f64> {
@@ -169,11 +89,7 @@ fn median(xs: &[f64]) -> Option<f64> {
     }
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
 }
 
 struct Walk<'a> {
@@ -183,208 +99,75 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    fn ask(
-        &mut self,
-        question: impl Into<String>,
-        answer: impl Into<String>,
-        taken: bool,
-    ) -> String {
+    fn ask(&mut self, question: impl Into<String>, answer: impl Into<String>, taken: bool) -> String {
         let (q, a) = (question.into(), answer.into());
         let line = format!("{q} {a}");
-        self.trace.push(Step {
-            question: q,
-            answer: a,
-            taken,
-        });
+        self.trace.push(Step { question: q, answer: a, taken });
         line
     }
 
     /// Above the threshold; 10% lower once the same finding was active (hysteresis).
     fn over(&self, id: &str, subject: &str, value: f64, threshold: f64) -> bool {
-        let was = self.previous.is_some_and(|d| {
-            d.findings
-                .iter()
-                .any(|f| f.id == id && f.subject == subject)
-        });
+        let was = self.previous.is_some_and(|d| d.findings.iter().any(|f| f.id == id && f.subject == subject));
         value > if was { threshold * 0.9 } else { threshold }
     }
 
     fn under(&self, id: &str, subject: &str, value: f64, threshold: f64) -> bool {
-        let was = self.previous.is_some_and(|d| {
-            d.findings
-                .iter()
-                .any(|f| f.id == id && f.subject == subject)
-        });
+        let was = self.previous.is_some_and(|d| d.findings.iter().any(|f| f.id == id && f.subject == subject));
         value < if was { threshold * 1.1 } else { threshold }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn find(
-        &mut self,
-        id: &str,
-        severity: Severity,
-        subject: &str,
-        summary: String,
-        evidence: Vec<Evidence>,
-        path: Vec<String>,
-        edit: Option<String>,
-    ) {
-        let recommendation = CHECKS
-            .iter()
-            .find(|c| c.0 == id)
-            .map(|c| c.3)
-            .unwrap_or("")
-            .to_string();
-        self.findings.push(Finding {
-            id: id.into(),
-            severity,
-            subject: subject.into(),
-            summary,
-            evidence,
-            path,
-            recommendation,
-            topology_edit: edit,
-        });
+    fn find(&mut self, id: &str, severity: Severity, subject: &str, summary: String, evidence: Vec<Evidence>, path: Vec<String>, edit: Option<String>) {
+        let recommendation = CHECKS.iter().find(|c| c.0 == id).map(|c| c.3).unwrap_or("").to_string();
+        self.findings.push(Finding { id: id.into(), severity, subject: subject.into(), summary, evidence, path, recommendation, topology_edit: edit });
     }
 }
 
 fn ev(metric: &str, subject: &str, value: f64, threshold: f64) -> Vec<Evidence> {
-    vec![Evidence {
-        metric: metric.into(),
-        subject: subject.into(),
-        value,
-        threshold,
-    }]
+    vec![Evidence { metric: metric.into(), subject: subject.into(), value, threshold }]
 }
 
 pub fn diagnose(s: &Snapshot, previous: Option<&Diagnosis>) -> Diagnosis {
     let th = &s.thresholds;
-    let mut w = Walk {
-        previous,
-        findings: Vec::new(),
-        trace: Vec::new(),
-    };
+    let mut w = Walk { previous, findings: Vec::new(), trace: Vec::new() };
 
     // 1. Is everything up?
     for i in &s.instances {
         let crash = i.restarts >= th.crash_restarts;
         if crash {
-            let p = w.ask(
-                format!("{} restarting?", i.instance),
-                format!("yes, {} times in {} s", i.restarts, s.window_s),
-                true,
-            );
-            w.find(
-                "crash-loop",
-                Severity::Critical,
-                &i.instance,
-                format!(
-                    "{} restarted {} times in {} s",
-                    i.instance, i.restarts, s.window_s
-                ),
-                ev(
-                    "restarts",
-                    &i.instance,
-                    i.restarts as f64,
-                    th.crash_restarts as f64,
-                ),
-                vec![p],
-                None,
-            );
+            let p = w.ask(format!("{} restarting?", i.instance), format!("yes, {} times in {} s", i.restarts, s.window_s), true);
+            w.find("crash-loop", Severity::Critical, &i.instance, format!("{} restarted {} times in {} s", i.instance, i.restarts, s.window_s),
+                ev("restarts", &i.instance, i.restarts as f64, th.crash_restarts as f64), vec![p], None);
         } else if !i.up {
             let p = w.ask(format!("{} up?", i.instance), "no: its scrape fails", true);
-            w.find(
-                "instance-down",
-                Severity::Critical,
-                &i.instance,
-                format!("{} is down", i.instance),
-                ev("up", &i.instance, 0.0, 1.0),
-                vec![p],
-                None,
-            );
+            w.find("instance-down", Severity::Critical, &i.instance, format!("{} is down", i.instance), ev("up", &i.instance, 0.0, 1.0), vec![p], None);
         }
     }
     let down = w.findings.len();
-    w.ask(
-        "every instance up?",
-        if down == 0 {
-            "yes".to_string()
-        } else {
-            format!("no: {down} down or restarting")
-        },
-        down > 0,
-    );
+    w.ask("every instance up?", if down == 0 { "yes".to_string() } else { format!("no: {down} down or restarting") }, down > 0);
     if let Some(r) = &s.redis {
         let p = w.ask("Redis up?", if r.up { "yes" } else { "no" }, !r.up);
         if !r.up {
-            w.find(
-                "redis-down",
-                Severity::Critical,
-                "redis",
-                "Redis is down".into(),
-                ev("redis_up", "redis", 0.0, 1.0),
-                vec![p],
-                None,
-            );
+            w.find("redis-down", Severity::Critical, "redis", "Redis is down".into(), ev("redis_up", "redis", 0.0, 1.0), vec![p], None);
         }
     }
 
     // 2. Is it slow (or failing)?
     let up: Vec<&InstanceSample> = s.instances.iter().filter(|i| i.up).collect();
-    let worst_p99 = up
-        .iter()
-        .filter_map(|i| i.p99_ms.map(|p| (p, i.instance.as_str())))
-        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let worst_p99 = up.iter().filter_map(|i| i.p99_ms.map(|p| (p, i.instance.as_str()))).max_by(|a, b| a.0.total_cmp(&b.0));
     let total_rps: f64 = up.iter().map(|i| i.requests_per_s).sum();
-    let fleet_errors = if total_rps > 0.0 {
-        up.iter()
-            .map(|i| i.error_rate_percent * i.requests_per_s)
-            .sum::<f64>()
-            / total_rps
-    } else {
-        0.0
-    };
-    let slow =
-        worst_p99.is_some_and(|(p, _)| w.over("high-latency", "fleet", p, th.latency_p99_ms));
+    let fleet_errors = if total_rps > 0.0 { up.iter().map(|i| i.error_rate_percent * i.requests_per_s).sum::<f64>() / total_rps } else { 0.0 };
+    let slow = worst_p99.is_some_and(|(p, _)| w.over("high-latency", "fleet", p, th.latency_p99_ms));
     let slow_answer = match worst_p99 {
-        Some((p, inst)) => format!(
-            "{} (worst p99 {p:.0} ms on {inst}, SLO {} ms)",
-            if slow { "yes" } else { "no" },
-            th.latency_p99_ms
-        ),
+        Some((p, inst)) => format!("{} (worst p99 {p:.0} ms on {inst}, SLO {} ms)", if slow { "yes" } else { "no" }, th.latency_p99_ms),
         None => "no traffic to judge".into(),
     };
     let slow_step = w.ask("is the app slow?", slow_answer, slow);
-    let failing = w.over(
-        "upstream-errors",
-        "fleet",
-        fleet_errors,
-        th.error_rate_percent,
-    ) && total_rps > 0.0;
-    let err_step = w.ask(
-        "is it failing requests?",
-        format!(
-            "{} ({fleet_errors:.2}% 5xx, limit {}%)",
-            if failing { "yes" } else { "no" },
-            th.error_rate_percent
-        ),
-        failing,
-    );
+    let failing = w.over("upstream-errors", "fleet", fleet_errors, th.error_rate_percent) && total_rps > 0.0;
+    let err_step = w.ask("is it failing requests?", format!("{} ({fleet_errors:.2}% 5xx, limit {}%)", if failing { "yes" } else { "no" }, th.error_rate_percent), failing);
     if failing {
-        w.find(
-            "upstream-errors",
-            Severity::Critical,
-            "fleet",
-            format!("{fleet_errors:.2}% of responses are 5xx"),
-            ev(
-                "error_rate_percent",
-                "fleet",
-                fleet_errors,
-                th.error_rate_percent,
-            ),
-            vec![err_step.clone()],
-            None,
-        );
+        w.find("upstream-errors", Severity::Critical, "fleet", format!("{fleet_errors:.2}% of responses are 5xx"), ev("error_rate_percent", "fleet", fleet_errors, th.error_rate_percent), vec![err_step.clone()], None);
     }
 
     // 3. Which resource explains it? (Also asked when not slow: the seeds add a server at 70% CPU.)
@@ -393,211 +176,69 @@ pub fn diagnose(s: &Snapshot, previous: Option<&Diagnosis>) -> Diagnosis {
     let mut at_capacity = 0;
     let mut busy_hosts = 0;
     for h in &app_hosts {
-        let Some(cpu) = median(&h.cpu_busy_percent) else {
-            continue;
-        };
-        let busy = w.over(
-            "cpu-saturated-scale-up",
-            &h.host,
-            cpu,
-            th.cpu_scale_out_percent,
-        ) || w.over(
-            "cpu-saturated-scale-out",
-            "fleet",
-            cpu,
-            th.cpu_scale_out_percent,
-        );
-        let p = w.ask(
-            format!("{} CPU busy?", h.host),
-            format!(
-                "{} ({cpu:.0}% of {} cores, threshold {}%)",
-                if busy { "yes" } else { "no" },
-                h.cores,
-                th.cpu_scale_out_percent
-            ),
-            busy,
-        );
+        let Some(cpu) = median(&h.cpu_busy_percent) else { continue };
+        let busy = w.over("cpu-saturated-scale-up", &h.host, cpu, th.cpu_scale_out_percent) || w.over("cpu-saturated-scale-out", "fleet", cpu, th.cpu_scale_out_percent);
+        let p = w.ask(format!("{} CPU busy?", h.host), format!("{} ({cpu:.0}% of {} cores, threshold {}%)", if busy { "yes" } else { "no" }, h.cores, th.cpu_scale_out_percent), busy);
         if !busy {
             continue;
         }
         busy_hosts += 1;
         if h.instances < h.cores {
-            let q = w.ask(
-                format!("{} uses every core?", h.host),
-                format!("no: {} instances on {} cores", h.instances, h.cores),
-                true,
-            );
-            w.find(
-                "cpu-saturated-scale-up",
-                Severity::Warning,
-                &h.host,
-                format!(
-                    "{} is {cpu:.0}% busy with {} instances on {} cores",
-                    h.host, h.instances, h.cores
-                ),
-                ev("cpu_busy_percent", &h.host, cpu, th.cpu_scale_out_percent),
-                vec![slow_step.clone(), p, q],
-                Some(format!(
-                    "app.instances: max   (or hosts.{}.instances: {})",
-                    h.host, h.cores
-                )),
-            );
+            let q = w.ask(format!("{} uses every core?", h.host), format!("no: {} instances on {} cores", h.instances, h.cores), true);
+            w.find("cpu-saturated-scale-up", Severity::Warning, &h.host,
+                format!("{} is {cpu:.0}% busy with {} instances on {} cores", h.host, h.instances, h.cores),
+                ev("cpu_busy_percent", &h.host, cpu, th.cpu_scale_out_percent), vec![slow_step.clone(), p, q],
+                Some(format!("app.instances: max   (or hosts.{}.instances: {})", h.host, h.cores)));
         } else {
             at_capacity += 1;
         }
     }
     if !app_hosts.is_empty() && at_capacity == app_hosts.len() {
-        let p = w.ask(
-            "every core of every app host busy?",
-            format!("yes: {at_capacity} of {} hosts", app_hosts.len()),
-            true,
-        );
-        let cpus: Vec<f64> = app_hosts
-            .iter()
-            .filter_map(|h| median(&h.cpu_busy_percent))
-            .collect();
+        let p = w.ask("every core of every app host busy?", format!("yes: {at_capacity} of {} hosts", app_hosts.len()), true);
+        let cpus: Vec<f64> = app_hosts.iter().filter_map(|h| median(&h.cpu_busy_percent)).collect();
         let avg = cpus.iter().sum::<f64>() / cpus.len().max(1) as f64;
-        w.find(
-            "cpu-saturated-scale-out",
-            Severity::Critical,
-            "fleet",
-            format!(
-                "all {} app hosts are {avg:.0}% busy with an instance on every core",
-                app_hosts.len()
-            ),
-            ev("cpu_busy_percent", "fleet", avg, th.cpu_scale_out_percent),
-            vec![slow_step.clone(), p],
-            Some(
-                "hosts: add an app host (roles: [app]); the load balancer picks it up on apply"
-                    .into(),
-            ),
-        );
+        w.find("cpu-saturated-scale-out", Severity::Critical, "fleet",
+            format!("all {} app hosts are {avg:.0}% busy with an instance on every core", app_hosts.len()),
+            ev("cpu_busy_percent", "fleet", avg, th.cpu_scale_out_percent), vec![slow_step.clone(), p],
+            Some("hosts: add an app host (roles: [app]); the load balancer picks it up on apply".into()));
     } else if busy_hosts > 0 && at_capacity > 0 {
-        w.ask(
-            "every core of every app host busy?",
-            format!("no: {at_capacity} of {} hosts at capacity", app_hosts.len()),
-            false,
-        );
+        w.ask("every core of every app host busy?", format!("no: {at_capacity} of {} hosts at capacity", app_hosts.len()), false);
     }
 
     for i in &up {
         if let Some(d) = median(&i.scheduling_delay_ms)
             && w.over("event-loop-blocked", &i.instance, d, th.scheduling_delay_ms)
         {
-            let p = w.ask(
-                format!("{} runtime blocked?", i.instance),
-                format!(
-                    "yes: tasks wait {d:.0} ms to run (threshold {} ms)",
-                    th.scheduling_delay_ms
-                ),
-                true,
-            );
-            w.find(
-                "event-loop-blocked",
-                Severity::Warning,
-                &i.instance,
-                format!("tasks on {} wait {d:.0} ms to run", i.instance),
-                ev(
-                    "scheduling_delay_ms",
-                    &i.instance,
-                    d,
-                    th.scheduling_delay_ms,
-                ),
-                vec![slow_step.clone(), p],
-                Some("app.heavy_pool: <cores>   (and keep CPU-heavy handlers on the pool)".into()),
-            );
+            let p = w.ask(format!("{} runtime blocked?", i.instance), format!("yes: tasks wait {d:.0} ms to run (threshold {} ms)", th.scheduling_delay_ms), true);
+            w.find("event-loop-blocked", Severity::Warning, &i.instance, format!("tasks on {} wait {d:.0} ms to run", i.instance),
+                ev("scheduling_delay_ms", &i.instance, d, th.scheduling_delay_ms), vec![slow_step.clone(), p],
+                Some("app.heavy_pool: <cores>   (and keep CPU-heavy handlers on the pool)".into()));
         }
         if let (Some(open), Some(max)) = (i.open_fds, i.max_fds)
             && max > 0.0
         {
             let pct = 100.0 * open / max;
             if w.over("fd-exhaustion", &i.instance, pct, th.fds_percent) {
-                let p = w.ask(
-                    format!("{} open files near the limit?", i.instance),
-                    format!("yes: {open:.0} of {max:.0}"),
-                    true,
-                );
-                w.find(
-                    "fd-exhaustion",
-                    Severity::Critical,
-                    &i.instance,
-                    format!("{} uses {pct:.0}% of its open-files limit", i.instance),
-                    ev("open_fds_percent", &i.instance, pct, th.fds_percent),
-                    vec![p],
-                    Some(format!(
-                        "app.limits.nofile: {}",
-                        (max as u64).saturating_mul(4).max(65536)
-                    )),
-                );
+                let p = w.ask(format!("{} open files near the limit?", i.instance), format!("yes: {open:.0} of {max:.0}"), true);
+                w.find("fd-exhaustion", Severity::Critical, &i.instance, format!("{} uses {pct:.0}% of its open-files limit", i.instance),
+                    ev("open_fds_percent", &i.instance, pct, th.fds_percent), vec![p], Some(format!("app.limits.nofile: {}", (max as u64).saturating_mul(4).max(65536))));
             }
         }
-        if w.over(
-            "connections-saturated",
-            &i.instance,
-            i.in_flight,
-            th.in_flight_per_instance,
-        ) {
-            let p = w.ask(
-                format!("{} requests piling up?", i.instance),
-                format!("yes: {:.0} in flight", i.in_flight),
-                true,
-            );
-            w.find(
-                "connections-saturated",
-                Severity::Warning,
-                &i.instance,
-                format!("{:.0} requests in flight on {}", i.in_flight, i.instance),
-                ev(
-                    "in_flight",
-                    &i.instance,
-                    i.in_flight,
-                    th.in_flight_per_instance,
-                ),
-                vec![slow_step.clone(), p],
-                None,
-            );
+        if w.over("connections-saturated", &i.instance, i.in_flight, th.in_flight_per_instance) {
+            let p = w.ask(format!("{} requests piling up?", i.instance), format!("yes: {:.0} in flight", i.in_flight), true);
+            w.find("connections-saturated", Severity::Warning, &i.instance, format!("{:.0} requests in flight on {}", i.in_flight, i.instance),
+                ev("in_flight", &i.instance, i.in_flight, th.in_flight_per_instance), vec![slow_step.clone(), p], None);
         }
         if let (Some(first), Some(last)) = (i.resident_bytes.first(), i.resident_bytes.last())
             && i.resident_bytes.len() >= 5
             && *first > 0.0
         {
             let growth = 100.0 * (last - first) / first;
-            let rising = i.resident_bytes.windows(2).filter(|p| p[1] >= p[0]).count() as f64
-                / (i.resident_bytes.len() - 1) as f64;
-            if rising >= 0.8
-                && w.over(
-                    "memory-leak-suspected",
-                    &i.instance,
-                    growth,
-                    th.leak_growth_percent,
-                )
-            {
-                let p = w.ask(
-                    format!("{} memory rising steadily?", i.instance),
-                    format!(
-                        "yes: +{growth:.0}% over {} s, rising in {:.0}% of steps",
-                        s.window_s,
-                        rising * 100.0
-                    ),
-                    true,
-                );
-                w.find(
-                    "memory-leak-suspected",
-                    Severity::Warning,
-                    &i.instance,
-                    format!(
-                        "resident memory of {} grew {growth:.0}% in {} s",
-                        i.instance, s.window_s
-                    ),
-                    ev(
-                        "resident_growth_percent",
-                        &i.instance,
-                        growth,
-                        th.leak_growth_percent,
-                    ),
-                    vec![p],
-                    None,
-                );
+            let rising = i.resident_bytes.windows(2).filter(|p| p[1] >= p[0]).count() as f64 / (i.resident_bytes.len() - 1) as f64;
+            if rising >= 0.8 && w.over("memory-leak-suspected", &i.instance, growth, th.leak_growth_percent) {
+                let p = w.ask(format!("{} memory rising steadily?", i.instance), format!("yes: +{growth:.0}% over {} s, rising in {:.0}% of steps", s.window_s, rising * 100.0), true);
+                w.find("memory-leak-suspected", Severity::Warning, &i.instance, format!("resident memory of {} grew {growth:.0}% in {} s", i.instance, s.window_s),
+                    ev("resident_growth_percent", &i.instance, growth, th.leak_growth_percent), vec![p], None);
             }
         }
     }
@@ -605,25 +246,9 @@ pub fn diagnose(s: &Snapshot, previous: Option<&Diagnosis>) -> Diagnosis {
         if let Some(m) = h.memory_available_percent
             && w.under("memory-pressure", &h.host, m, th.memory_available_percent)
         {
-            let p = w.ask(
-                format!("{} memory short?", h.host),
-                format!("yes: {m:.1}% available"),
-                true,
-            );
-            w.find(
-                "memory-pressure",
-                Severity::Warning,
-                &h.host,
-                format!("{} has {m:.1}% of its memory available", h.host),
-                ev(
-                    "memory_available_percent",
-                    &h.host,
-                    m,
-                    th.memory_available_percent,
-                ),
-                vec![slow_step.clone(), p],
-                None,
-            );
+            let p = w.ask(format!("{} memory short?", h.host), format!("yes: {m:.1}% available"), true);
+            w.find("memory-pressure", Severity::Warning, &h.host, format!("{} has {m:.1}% of its memory available", h.host),
+                ev("memory_available_percent", &h.host, m, th.memory_available_percent), vec![slow_step.clone(), p], None);
         }
     }
     if let Some(r) = s.redis.as_ref().filter(|r| r.up) {
@@ -631,43 +256,14 @@ pub fn diagnose(s: &Snapshot, previous: Option<&Diagnosis>) -> Diagnosis {
             && w.over("redis-slow", "redis", p99, th.redis_p99_ms)
         {
             let p = w.ask("Redis slow?", format!("yes: p99 {p99:.1} ms"), true);
-            w.find(
-                "redis-slow",
-                Severity::Warning,
-                "redis",
-                format!("Redis operations take {p99:.1} ms at p99"),
-                ev("redis_p99_ms", "redis", p99, th.redis_p99_ms),
-                vec![slow_step.clone(), p],
-                None,
-            );
+            w.find("redis-slow", Severity::Warning, "redis", format!("Redis operations take {p99:.1} ms at p99"), ev("redis_p99_ms", "redis", p99, th.redis_p99_ms), vec![slow_step.clone(), p], None);
         }
         if r.memory_max_bytes > 0.0 {
             let pct = 100.0 * r.memory_used_bytes / r.memory_max_bytes;
             if w.over("redis-memory", "redis", pct, th.redis_memory_percent) {
-                let p = w.ask(
-                    "Redis memory near maxmemory?",
-                    format!("yes: {pct:.0}%"),
-                    true,
-                );
-                w.find(
-                    "redis-memory",
-                    Severity::Warning,
-                    "redis",
-                    format!("Redis uses {pct:.0}% of maxmemory"),
-                    ev(
-                        "redis_memory_percent",
-                        "redis",
-                        pct,
-                        th.redis_memory_percent,
-                    ),
-                    vec![p],
-                    Some(format!(
-                        "redis.maxmemory: {}",
-                        bytesize::ByteSize::b((r.memory_max_bytes * 2.0) as u64)
-                            .display()
-                            .iec_short()
-                    )),
-                );
+                let p = w.ask("Redis memory near maxmemory?", format!("yes: {pct:.0}%"), true);
+                w.find("redis-memory", Severity::Warning, "redis", format!("Redis uses {pct:.0}% of maxmemory"), ev("redis_memory_percent", "redis", pct, th.redis_memory_percent), vec![p],
+                    Some(format!("redis.maxmemory: {}", bytesize::ByteSize::b((r.memory_max_bytes * 2.0) as u64).display().iec_short())));
             }
         }
     }
@@ -676,47 +272,22 @@ pub fn diagnose(s: &Snapshot, previous: Option<&Diagnosis>) -> Diagnosis {
     // do not count). Weights are named in the evidence: unequal weights are a common cause.
     let serving: Vec<&InstanceSample> = up.iter().copied().filter(|i| i.weight > 0).collect();
     if serving.len() >= 2 && total_rps >= 5.0 {
-        let max = serving
-            .iter()
-            .copied()
-            .max_by(|a, b| a.requests_per_s.total_cmp(&b.requests_per_s))
-            .unwrap_or(serving[0]);
-        let min = serving
-            .iter()
-            .copied()
-            .min_by(|a, b| a.requests_per_s.total_cmp(&b.requests_per_s))
-            .unwrap_or(serving[0]);
-        let ratio = if min.requests_per_s > 0.0 {
-            max.requests_per_s / min.requests_per_s
-        } else {
-            f64::INFINITY
-        };
+        let max = serving.iter().copied().max_by(|a, b| a.requests_per_s.total_cmp(&b.requests_per_s)).unwrap_or(serving[0]);
+        let min = serving.iter().copied().min_by(|a, b| a.requests_per_s.total_cmp(&b.requests_per_s)).unwrap_or(serving[0]);
+        let ratio = if min.requests_per_s > 0.0 { max.requests_per_s / min.requests_per_s } else { f64::INFINITY };
         let uneven = w.over("load-imbalance", "fleet", ratio, th.imbalance_ratio);
         let p = w.ask(
             "load even across instances?",
             format!(
                 "{} ({} {:.1} req/s at weight {}, {} {:.1} req/s at weight {})",
                 if uneven { "no" } else { "yes" },
-                max.instance,
-                max.requests_per_s,
-                max.weight,
-                min.instance,
-                min.requests_per_s,
-                min.weight
+                max.instance, max.requests_per_s, max.weight, min.instance, min.requests_per_s, min.weight
             ),
             uneven,
         );
         if uneven {
-            let shown = if ratio.is_finite() {
-                format!("{ratio:.1}x")
-            } else {
-                "all".into()
-            };
-            let weights = if max.weight != min.weight {
-                format!(" (weights {} and {})", max.weight, min.weight)
-            } else {
-                String::new()
-            };
+            let shown = if ratio.is_finite() { format!("{ratio:.1}x") } else { "all".into() };
+            let weights = if max.weight != min.weight { format!(" (weights {} and {})", max.weight, min.weight) } else { String::new() };
             w.find("load-imbalance", Severity::Warning, "fleet", format!("{} gets {shown} the traffic of {}{weights}", max.instance, min.instance),
                 ev("rps_ratio", "fleet", if ratio.is_finite() { ratio } else { 1e9 }, th.imbalance_ratio), vec![p],
                 Some("load_balancer.strategy: least_conn, and equal hosts.*.weight unless the hosts differ in size".into()));
@@ -724,37 +295,18 @@ pub fn diagnose(s: &Snapshot, previous: Option<&Diagnosis>) -> Diagnosis {
     }
 
     // Slow, and nothing above explains it: the bottleneck is outside the fleet's resources.
-    let explained = w.findings[explained_before..]
-        .iter()
-        .any(|f| f.id != "load-imbalance" && f.id != "memory-leak-suspected");
+    let explained = w.findings[explained_before..].iter().any(|f| f.id != "load-imbalance" && f.id != "memory-leak-suspected");
     if slow && !explained {
-        let p = w.ask(
-            "a saturated resource explains the latency?",
-            "no: CPU, event loop, memory, Redis, files and connections are fine",
-            true,
-        );
+        let p = w.ask("a saturated resource explains the latency?", "no: CPU, event loop, memory, Redis, files and connections are fine", true);
         let (p99, inst) = worst_p99.unwrap_or((0.0, ""));
-        w.find(
-            "high-latency",
-            Severity::Warning,
-            "fleet",
-            format!("p99 {p99:.0} ms on {inst} with no resource saturated"),
-            ev("p99_ms", inst, p99, th.latency_p99_ms),
-            vec![slow_step, p],
-            None,
-        );
+        w.find("high-latency", Severity::Warning, "fleet", format!("p99 {p99:.0} ms on {inst} with no resource saturated"), ev("p99_ms", inst, p99, th.latency_p99_ms), vec![slow_step, p], None);
     }
 
     let healthy = w.findings.is_empty();
     if healthy {
         w.ask("anything to change?", "no: every check passed", false);
     }
-    w.findings.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then_with(|| a.id.cmp(&b.id))
-            .then_with(|| a.subject.cmp(&b.subject))
-    });
+    w.findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)).then_with(|| a.subject.cmp(&b.subject)));
     Diagnosis {
         format_version: DIAGNOSIS_FORMAT_VERSION,
         topology: s.topology.clone(),

@@ -30,10 +30,7 @@ const PACKAGE_TIMEOUT: Duration = Duration::from_secs(900);
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn conn<'c>(conns: &'c [Conn], host: &str) -> anyhow::Result<&'c Conn> {
-    conns
-        .iter()
-        .find(|c| c.endpoint.host == host)
-        .with_context(|| format!("{host}: not connected"))
+    conns.iter().find(|c| c.endpoint.host == host).with_context(|| format!("{host}: not connected"))
 }
 
 /// Run the plan. On error, what was done is reported and nothing the plan did not say is attempted,
@@ -62,17 +59,9 @@ pub fn execute(conns: &[Conn], plan: &Plan, opts: &Options<'_>) -> anyhow::Resul
 
 fn run_stages(conns: &[Conn], plan: &Plan, opts: &Options<'_>) -> anyhow::Result<()> {
     // Prepare: every host at once.
-    let preparing: Vec<&HostPlan> = plan
-        .hosts
-        .iter()
-        .filter(|h| !h.prepare.is_empty())
-        .collect();
-    let results = super::fanout(&preparing, opts.parallel, |h| {
-        prepare(conn(conns, &h.host)?, h, opts)
-    });
-    super::collect(results).context(
-        "prepare failed: no service was restarted; the next apply resumes from what was done",
-    )?;
+    let preparing: Vec<&HostPlan> = plan.hosts.iter().filter(|h| !h.prepare.is_empty()).collect();
+    let results = super::fanout(&preparing, opts.parallel, |h| prepare(conn(conns, &h.host)?, h, opts));
+    super::collect(results).context("prepare failed: no service was restarted; the next apply resumes from what was done")?;
 
     // Activate: host by host, in plan order (redis, monitor, app, lb).
     let mut touched: Vec<Touched> = Vec::new();
@@ -84,11 +73,7 @@ fn run_stages(conns: &[Conn], plan: &Plan, opts: &Options<'_>) -> anyhow::Result
     }
 
     // Cleanup: instances no longer wanted (the load balancer no longer sends them anything), old releases.
-    let cleaning: Vec<&HostPlan> = plan
-        .hosts
-        .iter()
-        .filter(|h| !h.cleanup.is_empty())
-        .collect();
+    let cleaning: Vec<&HostPlan> = plan.hosts.iter().filter(|h| !h.cleanup.is_empty()).collect();
     let results = super::fanout(&cleaning, opts.parallel, |h| {
         let c = conn(conns, &h.host)?;
         for a in &h.cleanup {
@@ -108,27 +93,10 @@ fn prepare(c: &Conn, h: &HostPlan, opts: &Options<'_>) -> anyhow::Result<()> {
         if let Action::WriteFile(_) = &h.prepare[i] {
             let batch: Vec<&FileChange> = h.prepare[i..]
                 .iter()
-                .map_while(|a| {
-                    if let Action::WriteFile(f) = a {
-                        Some(f)
-                    } else {
-                        None
-                    }
-                })
+                .map_while(|a| if let Action::WriteFile(f) = a { Some(f) } else { None })
                 .collect();
-            (opts.progress)(
-                &h.host,
-                &format!(
-                    "writing {} file{}",
-                    batch.len(),
-                    if batch.len() == 1 { "" } else { "s" }
-                ),
-            );
-            c.sudo_script(
-                "writing files",
-                &commands::write_files(&batch),
-                STEP_TIMEOUT,
-            )?;
+            (opts.progress)(&h.host, &format!("writing {} file{}", batch.len(), if batch.len() == 1 { "" } else { "s" }));
+            c.sudo_script("writing files", &commands::write_files(&batch), STEP_TIMEOUT)?;
             i += batch.len();
             written.extend(batch);
             continue;
@@ -138,19 +106,11 @@ fn prepare(c: &Conn, h: &HostPlan, opts: &Options<'_>) -> anyhow::Result<()> {
             let out = c.script(command, STEP_TIMEOUT)?;
             if !out.ok() {
                 // Put the previous files back so that nothing reloads a broken configuration later.
-                let restore = c.sudo_script(
-                    "restoring files",
-                    &commands::restore_files(&written),
-                    STEP_TIMEOUT,
-                );
+                let restore = c.sudo_script("restoring files", &commands::restore_files(&written), STEP_TIMEOUT);
                 anyhow::bail!(
                     "{}: {unit} rejected the new configuration ({command}), so it was not applied{}:\n{}",
                     h.host,
-                    if restore.is_ok() {
-                        " and the previous files are back"
-                    } else {
-                        "; restoring the previous files ALSO failed"
-                    },
+                    if restore.is_ok() { " and the previous files are back" } else { "; restoring the previous files ALSO failed" },
                     last_lines(out.stderr.trim(), 15)
                 );
             }
@@ -176,76 +136,36 @@ struct Failure {
     error: anyhow::Error,
 }
 
-fn activate<'p>(
-    c: &Conn,
-    h: &'p HostPlan,
-    opts: &Options<'_>,
-    touched: &mut Vec<Touched<'p>>,
-) -> Result<(), Failure> {
+fn activate<'p>(c: &Conn, h: &'p HostPlan, opts: &Options<'_>, touched: &mut Vec<Touched<'p>>) -> Result<(), Failure> {
     let fail = |error: anyhow::Error| Failure { error };
-    let is_app = h.activate.iter().any(|a| {
-        matches!(
-            a,
-            Action::SwitchRelease { .. }
-                | Action::RollingRestart { .. }
-                | Action::Start {
-                    ready_port: Some(_),
-                    ..
-                }
-        ) || matches!(a, Action::WriteFile(_))
-    });
+    let is_app = h.activate.iter().any(|a| matches!(a, Action::SwitchRelease { .. } | Action::RollingRestart { .. } | Action::Start { ready_port: Some(_), .. }) || matches!(a, Action::WriteFile(_)));
     if is_app {
         let readiness = h
             .activate
             .iter()
-            .find_map(|a| {
-                if let Action::RollingRestart { readiness, .. } = a {
-                    Some(readiness.clone())
-                } else {
-                    None
-                }
-            })
+            .find_map(|a| if let Action::RollingRestart { readiness, .. } = a { Some(readiness.clone()) } else { None })
             .unwrap_or_else(|| "/readyz".into());
-        touched.push(Touched {
-            host: h.host.clone(),
-            files: Vec::new(),
-            from_release: None,
-            started: Vec::new(),
-            readiness,
-        });
+        touched.push(Touched { host: h.host.clone(), files: Vec::new(), from_release: None, started: Vec::new(), readiness });
     }
     for a in &h.activate {
         match a {
             Action::WriteFile(f) => {
-                c.sudo_script("writing files", &commands::write_files(&[f]), STEP_TIMEOUT)
-                    .map_err(fail)?;
+                c.sudo_script("writing files", &commands::write_files(&[f]), STEP_TIMEOUT).map_err(fail)?;
                 if let Some(t) = touched.last_mut() {
                     t.files.push(f);
                 }
             }
             Action::SwitchRelease { from, to } => {
                 (opts.progress)(&h.host, &format!("switching to release {to}"));
-                c.sudo_script(
-                    "switching release",
-                    &commands::switch_release(to),
-                    STEP_TIMEOUT,
-                )
-                .map_err(fail)?;
+                c.sudo_script("switching release", &commands::switch_release(to), STEP_TIMEOUT).map_err(fail)?;
                 if let Some(t) = touched.last_mut() {
                     t.from_release = Some(from.clone());
                 }
             }
-            Action::Start {
-                unit,
-                ready_port: Some(port),
-            } => {
+            Action::Start { unit, ready_port: Some(port) } => {
                 (opts.progress)(&h.host, &format!("starting {unit}"));
-                c.sudo_script("starting", &commands::start(unit), STEP_TIMEOUT)
-                    .map_err(fail)?;
-                let path = touched
-                    .last()
-                    .map(|t| t.readiness.clone())
-                    .unwrap_or_else(|| "/readyz".into());
+                c.sudo_script("starting", &commands::start(unit), STEP_TIMEOUT).map_err(fail)?;
+                let path = touched.last().map(|t| t.readiness.clone()).unwrap_or_else(|| "/readyz".into());
                 if let Some(t) = touched.last_mut() {
                     t.started.push(*port);
                 }
@@ -253,16 +173,8 @@ fn activate<'p>(
             }
             Action::RollingRestart { ports, readiness } => {
                 for port in ports {
-                    (opts.progress)(
-                        &h.host,
-                        &format!("restarting scale-api@{port}, waiting for {readiness}"),
-                    );
-                    c.sudo_script(
-                        "restarting",
-                        &commands::restart(&instance_unit(*port)),
-                        STEP_TIMEOUT,
-                    )
-                    .map_err(fail)?;
+                    (opts.progress)(&h.host, &format!("restarting scale-api@{port}, waiting for {readiness}"));
+                    c.sudo_script("restarting", &commands::restart(&instance_unit(*port)), STEP_TIMEOUT).map_err(fail)?;
                     if let Some(t) = touched.last_mut() {
                         t.started.push(*port);
                     }
@@ -276,18 +188,12 @@ fn activate<'p>(
 }
 
 fn wait_ready(c: &Conn, port: u16, path: &str, timeout: Duration) -> anyhow::Result<()> {
-    let out = c.script(
-        &commands::wait_ready(port, path, timeout),
-        timeout + STEP_TIMEOUT,
-    )?;
+    let out = c.script(&commands::wait_ready(port, path, timeout), timeout + STEP_TIMEOUT)?;
     if out.ok() {
         return Ok(());
     }
     let unit = instance_unit(port);
-    let logs = c
-        .script(&commands::logs(&unit), STEP_TIMEOUT)
-        .map(|o| o.stdout)
-        .unwrap_or_default();
+    let logs = c.script(&commands::logs(&unit), STEP_TIMEOUT).map(|o| o.stdout).unwrap_or_default();
     anyhow::bail!(
         "{}: {unit} never became ready within {} ({}).\nIts last log lines:\n{}",
         c.endpoint.host,
@@ -298,85 +204,35 @@ fn wait_ready(c: &Conn, port: u16, path: &str, timeout: Duration) -> anyhow::Res
 }
 
 fn indent(s: &str) -> String {
-    if s.is_empty() {
-        "  (none)".into()
-    } else {
-        s.lines()
-            .map(|l| format!("  {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
+    if s.is_empty() { "  (none)".into() } else { s.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n") }
 }
 
 /// Undo activation on every touched app host, newest first; the old release serves again.
-fn rollback(
-    conns: &[Conn],
-    touched: Vec<Touched<'_>>,
-    failure: Failure,
-    opts: &Options<'_>,
-) -> anyhow::Error {
+fn rollback(conns: &[Conn], touched: Vec<Touched<'_>>, failure: Failure, opts: &Options<'_>) -> anyhow::Error {
     let mut notes = Vec::new();
     for t in touched.iter().rev() {
-        let Ok(c) = conn(conns, &t.host) else {
-            continue;
-        };
+        let Ok(c) = conn(conns, &t.host) else { continue };
         (opts.progress)(&t.host, "rolling back");
         let mut ok = true;
         if !t.files.is_empty() {
-            ok &= c
-                .sudo_script(
-                    "restoring files",
-                    &commands::restore_files(&t.files),
-                    STEP_TIMEOUT,
-                )
-                .is_ok();
-            ok &= c
-                .sudo_script("daemon-reload", "systemctl daemon-reload", STEP_TIMEOUT)
-                .is_ok();
+            ok &= c.sudo_script("restoring files", &commands::restore_files(&t.files), STEP_TIMEOUT).is_ok();
+            ok &= c.sudo_script("daemon-reload", "systemctl daemon-reload", STEP_TIMEOUT).is_ok();
         }
         let release = match &t.from_release {
             Some(Some(prev)) => {
-                ok &= c
-                    .sudo_script(
-                        "switching release back",
-                        &commands::switch_release(prev),
-                        STEP_TIMEOUT,
-                    )
-                    .is_ok();
+                ok &= c.sudo_script("switching release back", &commands::switch_release(prev), STEP_TIMEOUT).is_ok();
                 format!("release {prev}")
             }
             Some(None) => "no earlier release to return to".to_string(),
             None => "its release unchanged".to_string(),
         };
         for port in &t.started {
-            ok &= c
-                .sudo_script(
-                    "restarting",
-                    &commands::restart(&instance_unit(*port)),
-                    STEP_TIMEOUT,
-                )
-                .is_ok()
+            ok &= c.sudo_script("restarting", &commands::restart(&instance_unit(*port)), STEP_TIMEOUT).is_ok()
                 && wait_ready(c, *port, &t.readiness, opts.ready_timeout).is_ok();
         }
-        notes.push(format!(
-            "{}: rolled back ({release}){}",
-            t.host,
-            if ok {
-                ""
-            } else {
-                ", but some steps FAILED: check it with `scalectl status`"
-            }
-        ));
+        notes.push(format!("{}: rolled back ({release}){}", t.host, if ok { "" } else { ", but some steps FAILED: check it with `scalectl status`" }));
     }
-    anyhow::anyhow!(
-        "{:#}\nRolled back:\n  {}",
-        failure.error,
-        if notes.is_empty() {
-            "nothing to roll back".into()
-        } else {
-            notes.join("\n  ")
-        }
-    )
+    anyhow::anyhow!("{:#}\nRolled back:\n  {}", failure.error, if notes.is_empty() { "nothing to roll back".into() } else { notes.join("\n  ") })
 }
 
 /// Actions with no special handling: one script each.
@@ -385,37 +241,17 @@ fn step(c: &Conn, a: &Action, opts: &Options<'_>) -> anyhow::Result<()> {
     match a {
         Action::InstallPackages { packages } => {
             (opts.progress)(host, &format!("installing {}", packages.join(", ")));
-            let out = c.run_merged(
-                &super::ssh::sudo_command(&c.endpoint.user, &commands::install_packages(packages)),
-                PACKAGE_TIMEOUT,
-            )?;
+            let out = c.run_merged(&super::ssh::sudo_command(&c.endpoint.user, &commands::install_packages(packages)), PACKAGE_TIMEOUT)?;
             if !out.ok() {
-                anyhow::bail!(
-                    "{host}: installing packages failed (exit {}):\n{}",
-                    out.status,
-                    last_lines(&out.stdout, 20)
-                );
+                anyhow::bail!("{host}: installing packages failed (exit {}):\n{}", out.status, last_lines(&out.stdout, 20));
             }
         }
         Action::UploadRelease { release, bytes } => {
-            let binary = opts
-                .release
-                .context("the plan uploads a release but no scale-api binary was given")?;
-            anyhow::ensure!(
-                binary.len() as u64 == *bytes,
-                "the scale-api binary changed since the plan was made"
-            );
+            let binary = opts.release.context("the plan uploads a release but no scale-api binary was given")?;
+            anyhow::ensure!(binary.len() as u64 == *bytes, "the scale-api binary changed since the plan was made");
             (opts.progress)(host, &format!("uploading release {release}"));
-            let out = c.run(
-                &super::ssh::sudo_command(&c.endpoint.user, &commands::upload_release(release)),
-                binary,
-                STEP_TIMEOUT,
-            )?;
-            anyhow::ensure!(
-                out.ok(),
-                "{host}: uploading the release failed: {}",
-                out.stderr.trim()
-            );
+            let out = c.run(&super::ssh::sudo_command(&c.endpoint.user, &commands::upload_release(release)), binary, STEP_TIMEOUT)?;
+            anyhow::ensure!(out.ok(), "{host}: uploading the release failed: {}", out.stderr.trim());
         }
         Action::WriteFile(f) => {
             c.sudo_script("writing files", &commands::write_files(&[f]), STEP_TIMEOUT)?;
@@ -428,11 +264,7 @@ fn step(c: &Conn, a: &Action, opts: &Options<'_>) -> anyhow::Result<()> {
         }
         Action::Validate { unit, command } => {
             let out = c.script(command, STEP_TIMEOUT)?;
-            anyhow::ensure!(
-                out.ok(),
-                "{host}: {unit} rejected its configuration: {}",
-                out.stderr.trim()
-            );
+            anyhow::ensure!(out.ok(), "{host}: {unit} rejected its configuration: {}", out.stderr.trim());
         }
         Action::Start { unit, ready_port } => {
             (opts.progress)(host, &format!("starting {unit}"));
@@ -453,19 +285,11 @@ fn step(c: &Conn, a: &Action, opts: &Options<'_>) -> anyhow::Result<()> {
             c.sudo_script("enabling", &commands::enable(unit), STEP_TIMEOUT)?;
         }
         Action::SwitchRelease { to, .. } => {
-            c.sudo_script(
-                "switching release",
-                &commands::switch_release(to),
-                STEP_TIMEOUT,
-            )?;
+            c.sudo_script("switching release", &commands::switch_release(to), STEP_TIMEOUT)?;
         }
         Action::RollingRestart { ports, readiness } => {
             for port in ports {
-                c.sudo_script(
-                    "restarting",
-                    &commands::restart(&instance_unit(*port)),
-                    STEP_TIMEOUT,
-                )?;
+                c.sudo_script("restarting", &commands::restart(&instance_unit(*port)), STEP_TIMEOUT)?;
                 wait_ready(c, *port, readiness, opts.ready_timeout)?;
             }
         }
@@ -474,25 +298,13 @@ fn step(c: &Conn, a: &Action, opts: &Options<'_>) -> anyhow::Result<()> {
             c.sudo_script("stopping", &commands::stop(unit), STEP_TIMEOUT)?;
         }
         Action::PruneReleases { remove } => {
-            c.sudo_script(
-                "removing old releases",
-                &commands::prune(remove),
-                STEP_TIMEOUT,
-            )?;
+            c.sudo_script("removing old releases", &commands::prune(remove), STEP_TIMEOUT)?;
         }
         Action::MarkPending { entries } => {
-            c.sudo_script(
-                "recording owed actions",
-                &commands::mark_pending(entries),
-                STEP_TIMEOUT,
-            )?;
+            c.sudo_script("recording owed actions", &commands::mark_pending(entries), STEP_TIMEOUT)?;
         }
         Action::ClearPending => {
-            c.sudo_script(
-                "clearing owed actions",
-                commands::CLEAR_PENDING,
-                STEP_TIMEOUT,
-            )?;
+            c.sudo_script("clearing owed actions", commands::CLEAR_PENDING, STEP_TIMEOUT)?;
         }
     }
     Ok(())
@@ -528,9 +340,7 @@ pub mod commands {
     use crate::plan::{CURRENT_LINK, Change, FileChange, RELEASES_DIR};
 
     fn q(s: &str) -> String {
-        shlex::try_quote(s)
-            .map(|c| c.into_owned())
-            .unwrap_or_else(|_| "''".into())
+        shlex::try_quote(s).map(|c| c.into_owned()).unwrap_or_else(|_| "''".into())
     }
 
     pub fn install_packages(packages: &[String]) -> String {
@@ -557,19 +367,10 @@ pub mod commands {
         let mut s = String::from("set -e\numask 077\n");
         for f in files {
             let tmp = format!("{}.scalectl-new", f.path);
-            let dir = std::path::Path::new(&f.path)
-                .parent()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "/".into());
+            let dir = std::path::Path::new(&f.path).parent().map(|p| p.display().to_string()).unwrap_or_else(|| "/".into());
             s.push_str(&format!("install -d -m 755 {}\n", q(&dir)));
             if f.change == Change::Metadata {
-                s.push_str(&format!(
-                    "chmod {:o} {p}; chown {}:{} {p}\n",
-                    f.mode,
-                    q(&f.owner),
-                    q(&f.group),
-                    p = q(&f.path)
-                ));
+                s.push_str(&format!("chmod {:o} {p}; chown {}:{} {p}\n", f.mode, q(&f.owner), q(&f.group), p = q(&f.path)));
                 continue;
             }
             let b64 = base64::engine::general_purpose::STANDARD.encode(f.content.as_bytes());
@@ -590,13 +391,7 @@ pub mod commands {
     pub fn restore_files(files: &[&FileChange]) -> String {
         let restored: Vec<FileChange> = files
             .iter()
-            .filter_map(|f| {
-                f.previous.as_ref().map(|prev| FileChange {
-                    content: prev.clone(),
-                    change: Change::Update,
-                    ..(*f).clone()
-                })
-            })
+            .filter_map(|f| f.previous.as_ref().map(|prev| FileChange { content: prev.clone(), change: Change::Update, ..(*f).clone() }))
             .collect();
         let refs: Vec<&FileChange> = restored.iter().collect();
         let mut s = write_files(&refs);
@@ -621,17 +416,11 @@ pub mod commands {
     /// `reset-failed` first: a unit that crash-looped before its config arrived (an exporter started
     /// by its package) has hit its start limit, and systemd would refuse to start it.
     pub fn start(unit: &str) -> String {
-        format!(
-            "systemctl reset-failed {u} 2>/dev/null; systemctl enable -q {u} && systemctl start {u}",
-            u = q(unit)
-        )
+        format!("systemctl reset-failed {u} 2>/dev/null; systemctl enable -q {u} && systemctl start {u}", u = q(unit))
     }
 
     pub fn restart(unit: &str) -> String {
-        format!(
-            "systemctl reset-failed {u} 2>/dev/null; systemctl enable -q {u} && systemctl restart {u}",
-            u = q(unit)
-        )
+        format!("systemctl reset-failed {u} 2>/dev/null; systemctl enable -q {u} && systemctl restart {u}", u = q(unit))
     }
 
     pub fn reload(unit: &str) -> String {
@@ -660,10 +449,7 @@ pub mod commands {
     }
 
     pub fn prune(ids: &[String]) -> String {
-        let dirs: Vec<String> = ids
-            .iter()
-            .map(|i| q(&format!("{RELEASES_DIR}/{i}")))
-            .collect();
+        let dirs: Vec<String> = ids.iter().map(|i| q(&format!("{RELEASES_DIR}/{i}"))).collect();
         format!("rm -rf {}", dirs.join(" "))
     }
 
@@ -680,10 +466,7 @@ echo \"last answer from $url: HTTP $code $(head -c 300 /tmp/scalectl-ready.$$ 2>
     }
 
     pub fn logs(unit: &str) -> String {
-        format!(
-            "journalctl -u {} -n 20 --no-pager -o short-iso 2>&1 || true",
-            q(unit)
-        )
+        format!("journalctl -u {} -n 20 --no-pager -o short-iso 2>&1 || true", q(unit))
     }
 
     pub fn audit(json_line: &str) -> String {
@@ -718,12 +501,7 @@ mod tests {
     fn files_are_written_beside_their_target_then_renamed() {
         let f = file("/etc/redis/redis.conf", "port 6379\n", Change::Update, None);
         let s = commands::write_files(&[&f]);
-        assert!(
-            s.contains(
-                "printf '%s' 'cG9ydCA2Mzc5Cg==' | base64 -d > /etc/redis/redis.conf.scalectl-new"
-            ),
-            "{s}"
-        );
+        assert!(s.contains("printf '%s' 'cG9ydCA2Mzc5Cg==' | base64 -d > /etc/redis/redis.conf.scalectl-new"), "{s}");
         assert!(s.contains("chmod 640 /etc/redis/redis.conf.scalectl-new"));
         assert!(s.contains("chown root:redis /etc/redis/redis.conf.scalectl-new"));
         assert!(s.contains("mv -f /etc/redis/redis.conf.scalectl-new /etc/redis/redis.conf"));

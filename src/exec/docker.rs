@@ -14,21 +14,19 @@ use anyhow::{Context, bail};
 use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig,
-    NetworkCreateRequest, NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy,
-    RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig, NetworkCreateRequest, NetworkingConfig,
+    PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
-    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListNetworksOptionsBuilder,
-    ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveImageOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
+    ListImagesOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, StopContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
 use crate::plan::docker::{
-    ContainerSpec, DockerObserved, DockerPlan, LABEL_HASH, LABEL_ROLE, LABEL_SLOT, LABEL_TOPOLOGY,
-    NGINX_CONF, ObservedContainer, ObservedImage, Step, TARGETS_JSON,
+    ContainerSpec, DockerObserved, DockerPlan, LABEL_HASH, LABEL_ROLE, LABEL_SLOT, LABEL_TOPOLOGY, NGINX_CONF, ObservedContainer, ObservedImage, Step,
+    TARGETS_JSON,
 };
 use crate::topology::Topology;
 
@@ -38,20 +36,12 @@ pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
 /// The engine of `docker.endpoint` (unix:// or tcp://), at an API version both sides speak.
 pub async fn connect(t: &Topology) -> anyhow::Result<Docker> {
     let endpoint = &t.docker.endpoint;
-    let d = Docker::connect_with_host(endpoint)
-        .with_context(|| format!("cannot use the Docker endpoint {endpoint}"))?;
-    d.negotiate_version().await.with_context(|| {
-        format!(
-            "cannot reach the Docker engine at {endpoint} (is dockerd running? `docker info` tells)"
-        )
-    })
+    let d = Docker::connect_with_host(endpoint).with_context(|| format!("cannot use the Docker endpoint {endpoint}"))?;
+    d.negotiate_version().await.with_context(|| format!("cannot reach the Docker engine at {endpoint} (is dockerd running? `docker info` tells)"))
 }
 
 fn label_filter(t: &Topology) -> HashMap<String, Vec<String>> {
-    HashMap::from([(
-        "label".to_string(),
-        vec![format!("{LABEL_TOPOLOGY}={}", t.name)],
-    )])
+    HashMap::from([("label".to_string(), vec![format!("{LABEL_TOPOLOGY}={}", t.name)])])
 }
 
 fn labels(t: &Topology, spec: Option<&ContainerSpec>) -> HashMap<String, String> {
@@ -66,54 +56,24 @@ fn labels(t: &Topology, spec: Option<&ContainerSpec>) -> HashMap<String, String>
 
 /// Everything on the engine that carries the topology's label, and the live files of what runs.
 pub async fn observe(docker: &Docker, t: &Topology, image: &str) -> anyhow::Result<DockerObserved> {
-    let mut o = DockerObserved {
-        image_present: docker.inspect_image(image).await.is_ok(),
-        ..Default::default()
-    };
+    let mut o = DockerObserved { image_present: docker.inspect_image(image).await.is_ok(), ..Default::default() };
     let filters = label_filter(t);
     let list = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
+        .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
         .await
         .context("cannot list containers")?;
     for c in list {
-        let Some(name) = c
-            .names
-            .as_ref()
-            .and_then(|n| n.first())
-            .map(|n| n.trim_start_matches('/').to_string())
-        else {
-            continue;
-        };
-        let label = |k: &str| {
-            c.labels
-                .as_ref()
-                .and_then(|l| l.get(k))
-                .cloned()
-                .unwrap_or_default()
-        };
-        let inspect = docker
-            .inspect_container(&name, None)
-            .await
-            .with_context(|| format!("cannot inspect {name}"))?;
+        let Some(name) = c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string()) else { continue };
+        let label = |k: &str| c.labels.as_ref().and_then(|l| l.get(k)).cloned().unwrap_or_default();
+        let inspect = docker.inspect_container(&name, None).await.with_context(|| format!("cannot inspect {name}"))?;
         let state = inspect.state.as_ref();
         o.containers.push(ObservedContainer {
             name: name.clone(),
             role: label(LABEL_ROLE),
             slot: label(LABEL_SLOT),
             hash: label(LABEL_HASH),
-            state: state
-                .and_then(|s| s.status)
-                .map(|s| s.to_string())
-                .unwrap_or_default(),
-            health: state
-                .and_then(|s| s.health.as_ref())
-                .and_then(|h| h.status)
-                .map(|s| s.to_string()),
+            state: state.and_then(|s| s.status).map(|s| s.to_string()).unwrap_or_default(),
+            health: state.and_then(|s| s.health.as_ref()).and_then(|h| h.status).map(|s| s.to_string()),
             image: c.image.clone().unwrap_or_default(),
         });
     }
@@ -128,49 +88,15 @@ pub async fn observe(docker: &Docker, t: &Topology, image: &str) -> anyhow::Resu
             o.live_files.insert(format!("{}:{path}", c.name), text);
         }
     }
-    let nets = docker
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::default()
-                .filters(&filters)
-                .build(),
-        ))
-        .await?;
-    o.network = nets
-        .iter()
-        .any(|n| n.name.as_deref() == Some(t.docker.network.as_str()));
-    let vols = docker
-        .list_volumes(Some(
-            ListVolumesOptionsBuilder::default()
-                .filters(&filters)
-                .build(),
-        ))
-        .await?;
-    o.volumes = vols
-        .volumes
-        .unwrap_or_default()
-        .into_iter()
-        .map(|v| v.name)
-        .collect();
+    let nets = docker.list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filters).build())).await?;
+    o.network = nets.iter().any(|n| n.name.as_deref() == Some(t.docker.network.as_str()));
+    let vols = docker.list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filters).build())).await?;
+    o.volumes = vols.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect();
     o.volumes.sort();
-    let images = docker
-        .list_images(Some(
-            ListImagesOptionsBuilder::default()
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .context("cannot list images")?;
+    let images = docker.list_images(Some(ListImagesOptionsBuilder::default().filters(&filters).build())).await.context("cannot list images")?;
     o.images = images
         .into_iter()
-        .flat_map(|i| {
-            i.repo_tags
-                .into_iter()
-                .filter(|t| t != "<none>:<none>")
-                .map(move |tag| ObservedImage {
-                    tag,
-                    created: i.created,
-                })
-        })
+        .flat_map(|i| i.repo_tags.into_iter().filter(|t| t != "<none>:<none>").map(move |tag| ObservedImage { tag, created: i.created }))
         .collect();
     o.images.sort_by(|a, b| a.tag.cmp(&b.tag));
     Ok(o)
@@ -178,24 +104,13 @@ pub async fn observe(docker: &Docker, t: &Topology, image: &str) -> anyhow::Resu
 
 /// A file of a container, or None when it does not exist.
 async fn download(docker: &Docker, container: &str, path: &str) -> anyhow::Result<Option<String>> {
-    let mut stream = docker.download_from_container(
-        container,
-        Some(
-            DownloadFromContainerOptionsBuilder::default()
-                .path(path)
-                .build(),
-        ),
-    );
+    let mut stream = docker.download_from_container(container, Some(DownloadFromContainerOptionsBuilder::default().path(path).build()));
     let mut bytes = Vec::new();
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(c) => bytes.extend_from_slice(&c),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => return Ok(None),
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot read {path} from {container}"));
-            }
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {path} from {container}")),
         }
     }
     let mut archive = tar::Archive::new(bytes.as_slice());
@@ -203,8 +118,7 @@ async fn download(docker: &Docker, container: &str, path: &str) -> anyhow::Resul
         let mut entry = entry?;
         if entry.header().entry_type().is_file() {
             let mut text = String::new();
-            std::io::Read::read_to_string(&mut entry, &mut text)
-                .with_context(|| format!("{path} in {container} is not text"))?;
+            std::io::Read::read_to_string(&mut entry, &mut text).with_context(|| format!("{path} in {container} is not text"))?;
             return Ok(Some(text));
         }
     }
@@ -218,18 +132,8 @@ fn tar_of(files: &[(&str, &[u8], u32)]) -> anyhow::Result<Vec<u8>> {
     for (path, content, mode) in files {
         let rel = path.trim_start_matches('/');
         let mut acc = String::new();
-        for part in rel
-            .split('/')
-            .collect::<Vec<_>>()
-            .split_last()
-            .map(|(_, d)| d.to_vec())
-            .unwrap_or_default()
-        {
-            acc = if acc.is_empty() {
-                part.to_string()
-            } else {
-                format!("{acc}/{part}")
-            };
+        for part in rel.split('/').collect::<Vec<_>>().split_last().map(|(_, d)| d.to_vec()).unwrap_or_default() {
+            acc = if acc.is_empty() { part.to_string() } else { format!("{acc}/{part}") };
             if dirs.insert(acc.clone()) {
                 let mut h = tar::Header::new_gnu();
                 h.set_entry_type(tar::EntryType::Directory);
@@ -246,18 +150,10 @@ fn tar_of(files: &[(&str, &[u8], u32)]) -> anyhow::Result<Vec<u8>> {
     Ok(b.into_inner()?)
 }
 
-async fn upload(
-    docker: &Docker,
-    container: &str,
-    files: &[(&str, &[u8], u32)],
-) -> anyhow::Result<()> {
+async fn upload(docker: &Docker, container: &str, files: &[(&str, &[u8], u32)]) -> anyhow::Result<()> {
     let tar = tar_of(files)?;
     docker
-        .upload_to_container(
-            container,
-            Some(UploadToContainerOptionsBuilder::default().path("/").build()),
-            bollard::body_full(tar.into()),
-        )
+        .upload_to_container(container, Some(UploadToContainerOptionsBuilder::default().path("/").build()), bollard::body_full(tar.into()))
         .await
         .with_context(|| format!("cannot write files into {container}"))
 }
@@ -267,64 +163,31 @@ async fn exec(docker: &Docker, container: &str, argv: &[String]) -> anyhow::Resu
     let created = docker
         .create_exec(
             container,
-            CreateExecOptions {
-                cmd: Some(argv.to_vec()),
-                user: Some("root".to_string()),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                ..Default::default()
-            },
+            CreateExecOptions { cmd: Some(argv.to_vec()), user: Some("root".to_string()), attach_stdout: Some(true), attach_stderr: Some(true), ..Default::default() },
         )
         .await
         .with_context(|| format!("cannot run `{}` in {container}", argv.join(" ")))?;
     let mut out = String::new();
-    if let StartExecResults::Attached { mut output, .. } =
-        docker.start_exec(&created.id, None).await?
-    {
+    if let StartExecResults::Attached { mut output, .. } = docker.start_exec(&created.id, None).await? {
         while let Some(chunk) = output.next().await {
             out.push_str(&chunk?.to_string());
         }
     }
-    let code = docker
-        .inspect_exec(&created.id)
-        .await?
-        .exit_code
-        .unwrap_or(0);
+    let code = docker.inspect_exec(&created.id).await?.exit_code.unwrap_or(0);
     Ok((code, out))
 }
 
 /// Build the scale-api image: a tar context of the rendered Dockerfile and the release binary.
-async fn build_image(
-    docker: &Docker,
-    tag: &str,
-    dockerfile: &str,
-    binary: &[u8],
-    t: &Topology,
-    progress: Progress<'_>,
-) -> anyhow::Result<()> {
-    let tar = tar_of(&[
-        ("/Dockerfile", dockerfile.as_bytes(), 0o644),
-        ("/scale-api", binary, 0o755),
-    ])?;
-    let opts = BuildImageOptionsBuilder::default()
-        .dockerfile("Dockerfile")
-        .t(tag)
-        .rm(true)
-        .forcerm(true)
-        .labels(&labels(t, None))
-        .build();
+async fn build_image(docker: &Docker, tag: &str, dockerfile: &str, binary: &[u8], t: &Topology, progress: Progress<'_>) -> anyhow::Result<()> {
+    let tar = tar_of(&[("/Dockerfile", dockerfile.as_bytes(), 0o644), ("/scale-api", binary, 0o755)])?;
+    let opts = BuildImageOptionsBuilder::default().dockerfile("Dockerfile").t(tag).rm(true).forcerm(true).labels(&labels(t, None)).build();
     let mut stream = docker.build_image(opts, None, Some(bollard::body_full(tar.into())));
     while let Some(r) = stream.next().await {
         let info = r.with_context(|| format!("building {tag} failed"))?;
         if let Some(e) = info.error_detail.and_then(|e| e.message) {
             bail!("building {tag} failed: {e}");
         }
-        if let Some(line) = info
-            .stream
-            .as_deref()
-            .map(str::trim)
-            .filter(|l| l.starts_with("Step "))
-        {
+        if let Some(line) = info.stream.as_deref().map(str::trim).filter(|l| l.starts_with("Step ")) {
             progress(&format!("build {tag}: {line}"));
         }
     }
@@ -335,58 +198,24 @@ fn ms_to_ns(ms: u64) -> i64 {
     (ms as i64).saturating_mul(1_000_000)
 }
 
-async fn create(
-    docker: &Docker,
-    t: &Topology,
-    network: &str,
-    spec: &ContainerSpec,
-) -> anyhow::Result<()> {
+async fn create(docker: &Docker, t: &Topology, network: &str, spec: &ContainerSpec) -> anyhow::Result<()> {
     let mut env = spec.env.clone();
-    env.extend(
-        spec.secret_env
-            .iter()
-            .map(|s| format!("{}={}", s.name, s.value)),
-    );
+    env.extend(spec.secret_env.iter().map(|s| format!("{}={}", s.name, s.value)));
     let ports: HashMap<String, Option<Vec<PortBinding>>> = spec
         .publish
         .iter()
-        .map(|p| {
-            (
-                format!("{}/tcp", p.container_port),
-                Some(vec![PortBinding {
-                    host_ip: Some("127.0.0.1".into()),
-                    host_port: Some(p.host_port.to_string()),
-                }]),
-            )
-        })
+        .map(|p| (format!("{}/tcp", p.container_port), Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(p.host_port.to_string()) }])))
         .collect();
     let host_config = HostConfig {
         port_bindings: Some(ports),
-        restart_policy: Some(RestartPolicy {
-            name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-            maximum_retry_count: None,
-        }),
+        restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), maximum_retry_count: None }),
         memory: spec.memory_bytes.map(|m| m as i64),
         nano_cpus: spec.nano_cpus,
-        ulimits: spec.nofile.map(|n| {
-            vec![ResourcesUlimits {
-                name: Some("nofile".into()),
-                soft: Some(n as i64),
-                hard: Some(n as i64),
-            }]
-        }),
-        binds: Some(
-            spec.volumes
-                .iter()
-                .map(|(v, p)| format!("{v}:{p}"))
-                .collect(),
-        ),
+        ulimits: spec.nofile.map(|n| vec![ResourcesUlimits { name: Some("nofile".into()), soft: Some(n as i64), hard: Some(n as i64) }]),
+        binds: Some(spec.volumes.iter().map(|(v, p)| format!("{v}:{p}")).collect()),
         log_config: Some(HostConfigLogConfig {
             typ: Some("json-file".into()),
-            config: Some(HashMap::from([
-                ("max-size".into(), "10m".into()),
-                ("max-file".into(), "3".into()),
-            ])),
+            config: Some(HashMap::from([("max-size".into(), "10m".into()), ("max-file".into(), "3".into())])),
         }),
         ..Default::default()
     };
@@ -395,12 +224,7 @@ async fn create(
         cmd: (!spec.cmd.is_empty()).then(|| spec.cmd.clone()),
         env: Some(env),
         labels: Some(labels(t, Some(spec))),
-        exposed_ports: Some(
-            spec.publish
-                .iter()
-                .map(|p| format!("{}/tcp", p.container_port))
-                .collect(),
-        ),
+        exposed_ports: Some(spec.publish.iter().map(|p| format!("{}/tcp", p.container_port)).collect()),
         healthcheck: spec.health.as_ref().map(|h| HealthConfig {
             test: Some(h.test.clone()),
             interval: Some(ms_to_ns(h.interval_ms)),
@@ -414,30 +238,16 @@ async fn create(
         networking_config: Some(NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 network.to_string(),
-                EndpointSettings {
-                    aliases: Some(spec.aliases.clone()),
-                    ..Default::default()
-                },
+                EndpointSettings { aliases: Some(spec.aliases.clone()), ..Default::default() },
             )])),
         }),
         ..Default::default()
     };
     docker
-        .create_container(
-            Some(
-                CreateContainerOptionsBuilder::default()
-                    .name(&spec.name)
-                    .build(),
-            ),
-            body,
-        )
+        .create_container(Some(CreateContainerOptionsBuilder::default().name(&spec.name).build()), body)
         .await
         .with_context(|| format!("cannot create container {} from {}", spec.name, spec.image))?;
-    let files: Vec<(&str, &[u8], u32)> = spec
-        .files
-        .iter()
-        .map(|f| (f.path.as_str(), f.content.as_bytes(), f.mode))
-        .collect();
+    let files: Vec<(&str, &[u8], u32)> = spec.files.iter().map(|f| (f.path.as_str(), f.content.as_bytes(), f.mode)).collect();
     if !files.is_empty() {
         upload(docker, &spec.name, &files).await?;
     }
@@ -446,32 +256,18 @@ async fn create(
 
 /// Wait until the container's health check passes (or it runs, without one). On failure, the
 /// error carries its last health answers and log lines.
-async fn wait_ready(
-    docker: &Docker,
-    name: &str,
-    healthy: bool,
-    timeout: Duration,
-) -> anyhow::Result<()> {
+async fn wait_ready(docker: &Docker, name: &str, healthy: bool, timeout: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
-        let c = docker
-            .inspect_container(name, None)
-            .await
-            .with_context(|| format!("cannot inspect {name}"))?;
+        let c = docker.inspect_container(name, None).await.with_context(|| format!("cannot inspect {name}"))?;
         let state = c.state.as_ref();
         let running = state.and_then(|s| s.running).unwrap_or(false);
         let health = state.and_then(|s| s.health.as_ref());
-        let status = health
-            .and_then(|h| h.status)
-            .map(|s| s.to_string())
-            .unwrap_or_default();
+        let status = health.and_then(|h| h.status).map(|s| s.to_string()).unwrap_or_default();
         if running && (!healthy || status == "healthy") {
             return Ok(());
         }
-        let failed = status == "unhealthy"
-            || state
-                .and_then(|s| s.status)
-                .is_some_and(|s| s.to_string() == "exited");
+        let failed = status == "unhealthy" || state.and_then(|s| s.status).is_some_and(|s| s.to_string() == "exited");
         if failed || start.elapsed() > timeout {
             let answers: Vec<String> = health
                 .and_then(|h| h.log.clone())
@@ -479,33 +275,16 @@ async fn wait_ready(
                 .iter()
                 .rev()
                 .take(3)
-                .map(|r| {
-                    format!(
-                        "exit {}: {}",
-                        r.exit_code.unwrap_or(-1),
-                        r.output.as_deref().unwrap_or("").trim()
-                    )
-                })
+                .map(|r| format!("exit {}: {}", r.exit_code.unwrap_or(-1), r.output.as_deref().unwrap_or("").trim()))
                 .collect();
             let logs = tail_logs(docker, name, 10).await;
             bail!(
                 "{name} never became {} ({}after {:.0} s)\n  last health answers: {}\n  last log lines:\n{}",
                 if healthy { "healthy" } else { "running" },
-                if status.is_empty() {
-                    String::new()
-                } else {
-                    format!("{status}, ")
-                },
+                if status.is_empty() { String::new() } else { format!("{status}, ") },
                 start.elapsed().as_secs_f64(),
-                if answers.is_empty() {
-                    "none".into()
-                } else {
-                    answers.join(" | ")
-                },
-                logs.lines()
-                    .map(|l| format!("    {l}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                if answers.is_empty() { "none".into() } else { answers.join(" | ") },
+                logs.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -513,16 +292,7 @@ async fn wait_ready(
 }
 
 async fn tail_logs(docker: &Docker, name: &str, n: usize) -> String {
-    let mut s = docker.logs(
-        name,
-        Some(
-            LogsOptionsBuilder::default()
-                .stdout(true)
-                .stderr(true)
-                .tail(&n.to_string())
-                .build(),
-        ),
-    );
+    let mut s = docker.logs(name, Some(LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&n.to_string()).build()));
     let mut out = String::new();
     while let Some(Ok(chunk)) = s.next().await {
         out.push_str(&chunk.to_string());
@@ -532,44 +302,21 @@ async fn tail_logs(docker: &Docker, name: &str, n: usize) -> String {
 
 async fn stop(docker: &Docker, name: &str, timeout_s: i64) -> anyhow::Result<()> {
     docker
-        .stop_container(
-            name,
-            Some(
-                StopContainerOptionsBuilder::default()
-                    .t(timeout_s as i32)
-                    .build(),
-            ),
-        )
+        .stop_container(name, Some(StopContainerOptionsBuilder::default().t(timeout_s as i32).build()))
         .await
         .with_context(|| format!("cannot stop {name}"))
 }
 
 async fn remove(docker: &Docker, name: &str) -> anyhow::Result<()> {
-    match docker
-        .remove_container(
-            name,
-            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-        )
-        .await
-    {
-        Ok(())
-        | Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(()),
+    match docker.remove_container(name, Some(RemoveContainerOptionsBuilder::default().force(true).build())).await {
+        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot remove {name}")),
     }
 }
 
 /// Replace a file in a running container by a rename, then run the commands; a failing command
 /// puts `previous` back (and runs the commands again) before failing.
-async fn write_live(
-    docker: &Docker,
-    container: &str,
-    path: &str,
-    content: &str,
-    previous: &str,
-    commands: &[Vec<String>],
-) -> anyhow::Result<()> {
+async fn write_live(docker: &Docker, container: &str, path: &str, content: &str, previous: &str, commands: &[Vec<String>]) -> anyhow::Result<()> {
     put(docker, container, path, content).await?;
     for cmd in commands {
         let (code, out) = exec(docker, container, cmd).await?;
@@ -578,11 +325,7 @@ async fn write_live(
             for c in commands {
                 exec(docker, container, c).await?;
             }
-            bail!(
-                "`{}` in {container} failed (exit {code}); {path} was put back:\n{}",
-                cmd.join(" "),
-                out.trim()
-            );
+            bail!("`{}` in {container} failed (exit {code}); {path} was put back:\n{}", cmd.join(" "), out.trim());
         }
     }
     Ok(())
@@ -591,17 +334,9 @@ async fn write_live(
 async fn put(docker: &Docker, container: &str, path: &str, content: &str) -> anyhow::Result<()> {
     let tmp = format!("{path}.scalectl-new");
     upload(docker, container, &[(&tmp, content.as_bytes(), 0o644)]).await?;
-    let (code, out) = exec(
-        docker,
-        container,
-        &["mv".into(), "-f".into(), tmp, path.into()],
-    )
-    .await?;
+    let (code, out) = exec(docker, container, &["mv".into(), "-f".into(), tmp, path.into()]).await?;
     if code != 0 {
-        bail!(
-            "cannot move {path} into place in {container}: {}",
-            out.trim()
-        );
+        bail!("cannot move {path} into place in {container}: {}", out.trim());
     }
     Ok(())
 }
@@ -614,12 +349,7 @@ pub struct Options<'a> {
 
 /// Carry out the plan. When an `activate` step fails, the steps already taken are undone in
 /// reverse and the error says so; `cleanup` runs only after every `activate` step succeeded.
-pub async fn execute(
-    docker: &Docker,
-    t: &Topology,
-    plan: &DockerPlan,
-    o: &Options<'_>,
-) -> anyhow::Result<()> {
+pub async fn execute(docker: &Docker, t: &Topology, plan: &DockerPlan, o: &Options<'_>) -> anyhow::Result<()> {
     let mut done: Vec<&Step> = Vec::new();
     for step in &plan.activate {
         if let Err(e) = run_step(docker, t, plan, step, o).await {
@@ -636,10 +366,7 @@ pub async fn execute(
             if undo_errors.is_empty() {
                 return Err(e.context("apply failed; rolled back: what ran before still serves"));
             }
-            return Err(e.context(format!(
-                "apply failed, and undoing it failed too: {}",
-                undo_errors.join("; ")
-            )));
+            return Err(e.context(format!("apply failed, and undoing it failed too: {}", undo_errors.join("; "))));
         }
         done.push(step);
     }
@@ -649,44 +376,25 @@ pub async fn execute(
     Ok(())
 }
 
-async fn run_step(
-    docker: &Docker,
-    t: &Topology,
-    plan: &DockerPlan,
-    step: &Step,
-    o: &Options<'_>,
-) -> anyhow::Result<()> {
+async fn run_step(docker: &Docker, t: &Topology, plan: &DockerPlan, step: &Step, o: &Options<'_>) -> anyhow::Result<()> {
     let say = o.progress;
     match step {
-        Step::BuildImage {
-            tag, dockerfile, ..
-        } => {
-            let binary = o
-                .release
-                .context("the plan builds an image, but no release binary was given")?;
+        Step::BuildImage { tag, dockerfile, .. } => {
+            let binary = o.release.context("the plan builds an image, but no release binary was given")?;
             say(&format!("building image {tag}"));
             build_image(docker, tag, dockerfile, binary, t, say).await?;
         }
         Step::CreateNetwork { name } => {
             say(&format!("creating network {name}"));
             docker
-                .create_network(NetworkCreateRequest {
-                    name: name.clone(),
-                    driver: Some("bridge".into()),
-                    labels: Some(labels(t, None)),
-                    ..Default::default()
-                })
+                .create_network(NetworkCreateRequest { name: name.clone(), driver: Some("bridge".into()), labels: Some(labels(t, None)), ..Default::default() })
                 .await
                 .with_context(|| format!("cannot create network {name}"))?;
         }
         Step::CreateVolume { name } => {
             say(&format!("creating volume {name}"));
             docker
-                .create_volume(VolumeCreateRequest {
-                    name: Some(name.clone()),
-                    labels: Some(labels(t, None)),
-                    ..Default::default()
-                })
+                .create_volume(VolumeCreateRequest { name: Some(name.clone()), labels: Some(labels(t, None)), ..Default::default() })
                 .await
                 .with_context(|| format!("cannot create volume {name}"))?;
         }
@@ -700,38 +408,17 @@ async fn run_step(
                     ),
                     _ => String::new(),
                 };
-                return Err(
-                    anyhow::Error::new(e).context(format!("cannot start {}{hint}", spec.name))
-                );
+                return Err(anyhow::Error::new(e).context(format!("cannot start {}{hint}", spec.name)));
             }
             wait_ready(docker, &spec.name, spec.health.is_some(), o.ready_timeout).await?;
-            say(&format!(
-                "{}: {} is {}",
-                spec.slot,
-                spec.name,
-                if spec.health.is_some() {
-                    "healthy"
-                } else {
-                    "running"
-                }
-            ));
+            say(&format!("{}: {} is {}", spec.slot, spec.name, if spec.health.is_some() { "healthy" } else { "running" }));
         }
         Step::Start { name, wait_healthy } => {
             say(&format!("starting {name}"));
-            docker
-                .start_container(name, None)
-                .await
-                .with_context(|| format!("cannot start {name}"))?;
+            docker.start_container(name, None).await.with_context(|| format!("cannot start {name}"))?;
             wait_ready(docker, name, *wait_healthy, o.ready_timeout).await?;
         }
-        Step::WriteLive {
-            container,
-            path,
-            content,
-            previous,
-            commands,
-            ..
-        } => {
+        Step::WriteLive { container, path, content, previous, commands, .. } => {
             say(&format!("writing {path} in {container}"));
             write_live(docker, container, path, content, previous, commands).await?;
         }
@@ -745,37 +432,18 @@ async fn run_step(
         }
         Step::RemoveNetwork { name } => {
             say(&format!("removing network {name}"));
-            docker
-                .remove_network(name)
-                .await
-                .with_context(|| format!("cannot remove network {name}"))?;
+            docker.remove_network(name).await.with_context(|| format!("cannot remove network {name}"))?;
         }
         Step::RemoveVolume { name } => {
             say(&format!("removing volume {name}"));
-            docker
-                .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
-                .await
-                .with_context(|| format!("cannot remove volume {name}"))?;
+            docker.remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>).await.with_context(|| format!("cannot remove volume {name}"))?;
         }
         Step::RemoveImage { tag } => {
             say(&format!("removing image {tag}"));
-            match docker
-                .remove_image(
-                    tag,
-                    Some(RemoveImageOptionsBuilder::default().build()),
-                    None,
-                )
-                .await
-            {
-                Ok(_)
-                | Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => {}
+            match docker.remove_image(tag, Some(RemoveImageOptionsBuilder::default().build()), None).await {
+                Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
                 // Used by a container outside the topology: it stays, and the apply goes on.
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 409,
-                    message,
-                }) => say(&format!("image {tag} stays: {message}")),
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, message }) => say(&format!("image {tag} stays: {message}")),
                 Err(e) => return Err(e).with_context(|| format!("cannot remove image {tag}")),
             }
         }
@@ -793,25 +461,11 @@ async fn undo(docker: &Docker, step: &Step, o: &Options<'_>) -> anyhow::Result<(
         }
         Step::Stop { name, .. } => {
             (o.progress)(&format!("starting {name} again"));
-            docker
-                .start_container(name, None)
-                .await
-                .with_context(|| format!("cannot start {name}"))?;
-            let healthy = docker
-                .inspect_container(name, None)
-                .await?
-                .config
-                .and_then(|c| c.healthcheck)
-                .is_some();
+            docker.start_container(name, None).await.with_context(|| format!("cannot start {name}"))?;
+            let healthy = docker.inspect_container(name, None).await?.config.and_then(|c| c.healthcheck).is_some();
             wait_ready(docker, name, healthy, o.ready_timeout).await
         }
-        Step::WriteLive {
-            container,
-            path,
-            previous,
-            commands,
-            ..
-        } => {
+        Step::WriteLive { container, path, previous, commands, .. } => {
             (o.progress)(&format!("putting {path} back in {container}"));
             write_live(docker, container, path, previous, previous, commands).await
         }

@@ -12,13 +12,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecResults};
-use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
-    PortBinding,
-};
+use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -72,9 +69,7 @@ impl LabDir {
     }
     pub fn load(&self) -> anyhow::Result<Option<LabState>> {
         match std::fs::read_to_string(self.state()) {
-            Ok(s) => Ok(Some(serde_json::from_str(&s).with_context(|| {
-                format!("corrupt lab state {}", self.state().display())
-            })?)),
+            Ok(s) => Ok(Some(serde_json::from_str(&s).with_context(|| format!("corrupt lab state {}", self.state().display()))?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", self.state().display())),
         }
@@ -90,9 +85,7 @@ pub fn state_home() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_STATE_HOME") {
         return PathBuf::from(x).join("scalectl");
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/state/scalectl")
 }
 
@@ -117,69 +110,38 @@ pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
 pub async fn up(t: &Topology, dir: &LabDir, progress: Progress<'_>) -> anyhow::Result<LabState> {
     let docker = connect().await?;
     let image = ensure_image(&docker, progress).await?;
-    std::fs::create_dir_all(&dir.0)
-        .with_context(|| format!("cannot create {}", dir.0.display()))?;
+    std::fs::create_dir_all(&dir.0).with_context(|| format!("cannot create {}", dir.0.display()))?;
     let public_key = ensure_key(&dir.key())?;
     let network = network_name(t);
     ensure_network(&docker, t, &network).await?;
 
-    let mut state = LabState {
-        name: t.name.clone(),
-        network: network.clone(),
-        image: image.clone(),
-        hosts: Default::default(),
-    };
+    let mut state = LabState { name: t.name.clone(), network: network.clone(), image: image.clone(), hosts: Default::default() };
     let mut known_hosts = String::new();
     for h in &t.hosts {
         let name = container_name(t, &h.name);
         let exists = docker.inspect_container(&name, None).await.ok();
-        let running = exists
-            .as_ref()
-            .and_then(|c| c.state.as_ref())
-            .and_then(|s| s.running)
-            .unwrap_or(false);
+        let running = exists.as_ref().and_then(|c| c.state.as_ref()).and_then(|s| s.running).unwrap_or(false);
         if exists.is_none() {
             progress(&format!("{}: creating container {name}", h.name));
             create_host(&docker, t, h, &name, &network, &image).await?;
         }
         if !running {
-            docker
-                .start_container(&name, None)
-                .await
-                .with_context(|| format!("cannot start container {name}"))?;
+            docker.start_container(&name, None).await.with_context(|| format!("cannot start container {name}"))?;
         }
         wait_booted(&docker, &name).await?;
-        let keys = exec(&docker, &name, &setup_script(&h.ssh.user, &public_key))
-            .await
-            .with_context(|| format!("{}: setting up sshd and the deploy user", h.name))?;
+        let keys = exec(&docker, &name, &setup_script(&h.ssh.user, &public_key)).await.with_context(|| format!("{}: setting up sshd and the deploy user", h.name))?;
         let port = ssh_port(&docker, &name).await?;
-        for line in keys
-            .lines()
-            .filter(|l| l.starts_with("ssh-") || l.starts_with("ecdsa-"))
-        {
+        for line in keys.lines().filter(|l| l.starts_with("ssh-") || l.starts_with("ecdsa-")) {
             let mut parts = line.split_whitespace();
             if let (Some(kind), Some(key)) = (parts.next(), parts.next()) {
                 known_hosts.push_str(&format!("[127.0.0.1]:{port} {kind} {key}\n"));
             }
         }
-        progress(&format!(
-            "{}: ready, ssh {}@127.0.0.1 -p {port}",
-            h.name, h.ssh.user
-        ));
-        state.hosts.insert(
-            h.name.clone(),
-            LabHost {
-                container: name,
-                ssh_port: port,
-                user: h.ssh.user.clone(),
-            },
-        );
+        progress(&format!("{}: ready, ssh {}@127.0.0.1 -p {port}", h.name, h.ssh.user));
+        state.hosts.insert(h.name.clone(), LabHost { container: name, ssh_port: port, user: h.ssh.user.clone() });
     }
     write_atomic(&dir.known_hosts(), known_hosts.as_bytes())?;
-    write_atomic(
-        &dir.state(),
-        serde_json::to_string_pretty(&state)?.as_bytes(),
-    )?;
+    write_atomic(&dir.state(), serde_json::to_string_pretty(&state)?.as_bytes())?;
     let inventory = crate::render::render_one(
         &crate::render::Templates::embedded(),
         "lab/inventory.yml.j2",
@@ -212,11 +174,7 @@ pub async fn status(t: &Topology) -> anyhow::Result<Vec<HostStatus>> {
         let name = container_name(t, &h.name);
         match docker.inspect_container(&name, None).await {
             Ok(c) => {
-                let state = c
-                    .state
-                    .and_then(|s| s.status)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "unknown".into());
+                let state = c.state.and_then(|s| s.status).map(|s| s.to_string()).unwrap_or_else(|| "unknown".into());
                 let ports = c.network_settings.and_then(|n| n.ports).unwrap_or_default();
                 let mut published = Vec::new();
                 let mut ssh = None;
@@ -231,85 +189,41 @@ pub async fn status(t: &Topology) -> anyhow::Result<Vec<HostStatus>> {
                     }
                 }
                 published.sort();
-                out.push(HostStatus {
-                    host: h.name.clone(),
-                    container: name,
-                    state,
-                    ssh_port: ssh,
-                    published,
-                });
+                out.push(HostStatus { host: h.name.clone(), container: name, state, ssh_port: ssh, published });
             }
-            Err(_) => out.push(HostStatus {
-                host: h.name.clone(),
-                container: name,
-                state: "missing".into(),
-                ssh_port: None,
-                published: vec![],
-            }),
+            Err(_) => out.push(HostStatus { host: h.name.clone(), container: name, state: "missing".into(), ssh_port: None, published: vec![] }),
         }
     }
     Ok(out)
 }
 
 /// Remove every container and network labelled with this lab, and the lab's state directory.
-pub async fn down(
-    t: &Topology,
-    dir: &LabDir,
-    progress: Progress<'_>,
-) -> anyhow::Result<Vec<String>> {
+pub async fn down(t: &Topology, dir: &LabDir, progress: Progress<'_>) -> anyhow::Result<Vec<String>> {
     let docker = connect().await?;
     let mut removed = Vec::new();
     let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_LAB}={}", t.name)])]);
     let list = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
+        .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
         .await?;
     for c in list {
-        let name = c
-            .names
-            .unwrap_or_default()
-            .first()
-            .map(|n| n.trim_start_matches('/').to_string())
-            .unwrap_or_default();
+        let name = c.names.unwrap_or_default().first().map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default();
         let id = c.id.unwrap_or_default();
         progress(&format!("removing container {name}"));
         docker
-            .remove_container(
-                &id,
-                Some(
-                    RemoveContainerOptionsBuilder::default()
-                        .force(true)
-                        .v(true)
-                        .build(),
-                ),
-            )
+            .remove_container(&id, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
             .await
             .with_context(|| format!("cannot remove container {name}"))?;
         removed.push(name);
     }
-    let nets = docker
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::default()
-                .filters(&filters)
-                .build(),
-        ))
-        .await?;
+    let nets = docker.list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filters).build())).await?;
     for n in nets {
         let name = n.name.unwrap_or_default();
         progress(&format!("removing network {name}"));
-        docker
-            .remove_network(&name)
-            .await
-            .with_context(|| format!("cannot remove network {name}"))?;
+        docker.remove_network(&name).await.with_context(|| format!("cannot remove network {name}"))?;
         removed.push(name);
     }
     if dir.0.exists() {
-        std::fs::remove_dir_all(&dir.0)
-            .with_context(|| format!("cannot remove {}", dir.0.display()))?;
+        std::fs::remove_dir_all(&dir.0).with_context(|| format!("cannot remove {}", dir.0.display()))?;
     }
     Ok(removed)
 }
@@ -322,10 +236,7 @@ pub async fn base_image(progress: Progress<'_>) -> anyhow::Result<String> {
 
 async fn ensure_image(docker: &Docker, progress: Progress<'_>) -> anyhow::Result<String> {
     if let Ok(img) = std::env::var("SCALECTL_LAB_IMAGE") {
-        docker
-            .inspect_image(&img)
-            .await
-            .with_context(|| format!("SCALECTL_LAB_IMAGE {img} is not on the engine"))?;
+        docker.inspect_image(&img).await.with_context(|| format!("SCALECTL_LAB_IMAGE {img} is not on the engine"))?;
         return Ok(img);
     }
     for img in [OFFICIAL_IMAGE, LOCAL_IMAGE] {
@@ -334,15 +245,7 @@ async fn ensure_image(docker: &Docker, progress: Progress<'_>) -> anyhow::Result
         }
     }
     progress(&format!("pulling {OFFICIAL_IMAGE}"));
-    let mut pull = docker.create_image(
-        Some(
-            CreateImageOptionsBuilder::default()
-                .from_image(OFFICIAL_IMAGE)
-                .build(),
-        ),
-        None,
-        None,
-    );
+    let mut pull = docker.create_image(Some(CreateImageOptionsBuilder::default().from_image(OFFICIAL_IMAGE).build()), None, None);
     let mut pulled = true;
     while let Some(r) = pull.next().await {
         if r.is_err() {
@@ -356,19 +259,14 @@ async fn ensure_image(docker: &Docker, progress: Progress<'_>) -> anyhow::Result
 SCALECTL_LAB_IMAGE is not set and {LOCAL_IMAGE} is missing"
         );
     }
-    progress(&format!(
-        "no registry reachable: building {LOCAL_IMAGE} with debootstrap (about a minute, once)"
-    ));
+    progress(&format!("no registry reachable: building {LOCAL_IMAGE} with debootstrap (about a minute, once)"));
     build_local_image(docker).await?;
     Ok(LOCAL_IMAGE.to_string())
 }
 
 /// debootstrap a minimal Debian with systemd, sshd and sudo, and import it as an image.
 async fn build_local_image(docker: &Docker) -> anyhow::Result<()> {
-    let root = tempfile::Builder::new()
-        .prefix("scalectl-lab-rootfs")
-        .tempdir()
-        .context("cannot create a temporary directory")?;
+    let root = tempfile::Builder::new().prefix("scalectl-lab-rootfs").tempdir().context("cannot create a temporary directory")?;
     let status = tokio::process::Command::new("debootstrap")
         .args([
             "--variant=minbase",
@@ -408,20 +306,14 @@ async fn build_local_image(docker: &Docker) -> anyhow::Result<()> {
 fn ensure_key(path: &Path) -> anyhow::Result<String> {
     use ssh_key::{Algorithm, LineEnding, PrivateKey, rand_core::OsRng};
     let key = if path.exists() {
-        PrivateKey::read_openssh_file(path)
-            .with_context(|| format!("cannot read the lab key {}", path.display()))?
+        PrivateKey::read_openssh_file(path).with_context(|| format!("cannot read the lab key {}", path.display()))?
     } else {
-        let key =
-            PrivateKey::random(&mut OsRng, Algorithm::Ed25519).context("cannot generate a key")?;
-        let text = key
-            .to_openssh(LineEnding::LF)
-            .context("cannot encode the key")?;
+        let key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).context("cannot generate a key")?;
+        let text = key.to_openssh(LineEnding::LF).context("cannot encode the key")?;
         write_private(path, text.as_bytes())?;
         key
     };
-    key.public_key()
-        .to_openssh()
-        .context("cannot encode the public key")
+    key.public_key().to_openssh().context("cannot encode the public key")
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -430,8 +322,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o600))?;
     std::fs::write(tmp.path(), bytes)?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
@@ -440,8 +331,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::fs::write(tmp.path(), bytes)?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
@@ -480,29 +370,13 @@ pub fn published_ports(t: &Topology, h: &crate::topology::Host) -> Vec<(u16, u16
     out
 }
 
-async fn create_host(
-    docker: &Docker,
-    t: &Topology,
-    h: &crate::topology::Host,
-    name: &str,
-    network: &str,
-    image: &str,
-) -> anyhow::Result<()> {
+async fn create_host(docker: &Docker, t: &Topology, h: &crate::topology::Host, name: &str, network: &str, image: &str) -> anyhow::Result<()> {
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-    bindings.insert(
-        "22/tcp".into(),
-        Some(vec![PortBinding {
-            host_ip: Some("127.0.0.1".into()),
-            host_port: Some(String::new()),
-        }]),
-    );
+    bindings.insert("22/tcp".into(), Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(String::new()) }]));
     for (cport, hport) in published_ports(t, h) {
         bindings.insert(
             format!("{cport}/tcp"),
-            Some(vec![PortBinding {
-                host_ip: Some("127.0.0.1".into()),
-                host_port: Some(hport.to_string()),
-            }]),
+            Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(hport.to_string()) }]),
         );
     }
     let exposed: Vec<String> = bindings.keys().cloned().collect();
@@ -519,10 +393,7 @@ async fn create_host(
         network_mode: Some(network.to_string()),
         ..Default::default()
     };
-    let endpoint = EndpointSettings {
-        aliases: Some(vec![h.address.clone(), h.name.clone()]),
-        ..Default::default()
-    };
+    let endpoint = EndpointSettings { aliases: Some(vec![h.address.clone(), h.name.clone()]), ..Default::default() };
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
         hostname: Some(h.name.clone()),
@@ -535,17 +406,12 @@ async fn create_host(
             (LABEL_OWNED.to_string(), "scalectl-lab".to_string()),
         ])),
         host_config: Some(host_config),
-        networking_config: Some(NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(network.to_string(), endpoint)])),
-        }),
+        networking_config: Some(NetworkingConfig { endpoints_config: Some(HashMap::from([(network.to_string(), endpoint)])) }),
         stop_signal: Some("SIGRTMIN+3".into()),
         ..Default::default()
     };
     docker
-        .create_container(
-            Some(CreateContainerOptionsBuilder::default().name(name).build()),
-            body,
-        )
+        .create_container(Some(CreateContainerOptionsBuilder::default().name(name).build()), body)
         .await
         .with_context(|| format!("cannot create container {name}"))?;
     Ok(())
@@ -554,13 +420,7 @@ async fn create_host(
 async fn wait_booted(docker: &Docker, name: &str) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
-        let state = exec(
-            docker,
-            name,
-            "systemctl is-system-running 2>/dev/null || true",
-        )
-        .await
-        .unwrap_or_default();
+        let state = exec(docker, name, "systemctl is-system-running 2>/dev/null || true").await.unwrap_or_default();
         let s = state.trim();
         if s == "running" || s == "degraded" {
             return Ok(());
@@ -575,23 +435,12 @@ async fn wait_booted(docker: &Docker, name: &str) -> anyhow::Result<()> {
 /// Fresh host keys per container (the image's are shared), the login user with passwordless sudo,
 /// the lab's public key authorized. Idempotent. Prints the host's public keys.
 fn setup_script(user: &str, public_key: &str) -> String {
-    let q = |s: &str| {
-        shlex::try_quote(s)
-            .map(|c| c.into_owned())
-            .unwrap_or_default()
-    };
-    let home = if user == "root" {
-        "/root".to_string()
-    } else {
-        format!("/home/{user}")
-    };
+    let q = |s: &str| shlex::try_quote(s).map(|c| c.into_owned()).unwrap_or_default();
+    let home = if user == "root" { "/root".to_string() } else { format!("/home/{user}") };
     let mut s = String::from("set -e\n");
     s.push_str("if [ ! -e /etc/ssh/.scalectl-host-keys ]; then rm -f /etc/ssh/ssh_host_*; ssh-keygen -A >/dev/null; touch /etc/ssh/.scalectl-host-keys; systemctl restart ssh; fi\n");
     if user != "root" {
-        s.push_str(&format!(
-            "id -u {u} >/dev/null 2>&1 || useradd -m -s /bin/bash {u}\n",
-            u = q(user)
-        ));
+        s.push_str(&format!("id -u {u} >/dev/null 2>&1 || useradd -m -s /bin/bash {u}\n", u = q(user)));
         s.push_str(&format!("printf '%s ALL=(ALL) NOPASSWD:ALL\\n' {u} > /etc/sudoers.d/scalectl && chmod 440 /etc/sudoers.d/scalectl\n", u = q(user)));
     }
     s.push_str(&format!(
@@ -600,9 +449,7 @@ fn setup_script(user: &str, public_key: &str) -> String {
         h = q(&home),
         k = q(public_key)
     ));
-    s.push_str(
-        "systemctl is-active -q ssh || systemctl start ssh\ncat /etc/ssh/ssh_host_*_key.pub\n",
-    );
+    s.push_str("systemctl is-active -q ssh || systemctl start ssh\ncat /etc/ssh/ssh_host_*_key.pub\n");
     s
 }
 
@@ -631,17 +478,11 @@ pub async fn exec(docker: &Docker, container: &str, script: &str) -> anyhow::Res
         .await?;
     let mut stdout = String::new();
     let mut stderr = String::new();
-    if let StartExecResults::Attached { mut output, .. } =
-        docker.start_exec(&created.id, None).await?
-    {
+    if let StartExecResults::Attached { mut output, .. } = docker.start_exec(&created.id, None).await? {
         while let Some(chunk) = output.next().await {
             match chunk? {
-                bollard::container::LogOutput::StdOut { message } => {
-                    stdout.push_str(&String::from_utf8_lossy(&message))
-                }
-                bollard::container::LogOutput::StdErr { message } => {
-                    stderr.push_str(&String::from_utf8_lossy(&message))
-                }
+                bollard::container::LogOutput::StdOut { message } => stdout.push_str(&String::from_utf8_lossy(&message)),
+                bollard::container::LogOutput::StdErr { message } => stderr.push_str(&String::from_utf8_lossy(&message)),
                 _ => {}
             }
         }
@@ -649,11 +490,7 @@ pub async fn exec(docker: &Docker, container: &str, script: &str) -> anyhow::Res
     let inspect = docker.inspect_exec(&created.id).await?;
     match inspect.exit_code {
         Some(0) | None => Ok(stdout),
-        Some(code) => bail!(
-            "`{}` exited {code}: {}",
-            script.lines().next().unwrap_or(""),
-            stderr.trim()
-        ),
+        Some(code) => bail!("`{}` exited {code}: {}", script.lines().next().unwrap_or(""), stderr.trim()),
     }
 }
 
@@ -665,9 +502,7 @@ mod tests {
     fn setup_script_quotes_the_key_and_grants_sudo() {
         let s = setup_script("deploy", "ssh-ed25519 AAAA lab");
         assert!(s.contains("useradd -m -s /bin/bash deploy"));
-        assert!(
-            s.contains("printf '%s\\n' 'ssh-ed25519 AAAA lab' > /home/deploy/.ssh/authorized_keys")
-        );
+        assert!(s.contains("printf '%s\\n' 'ssh-ed25519 AAAA lab' > /home/deploy/.ssh/authorized_keys"));
         assert!(s.contains("NOPASSWD:ALL"));
         assert!(!setup_script("root", "k").contains("sudoers"));
     }

@@ -19,10 +19,7 @@ pub struct LockInfo {
 
 impl LockInfo {
     fn parse(text: &str) -> Option<LockInfo> {
-        let get = |k: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_string))
-        };
+        let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_string));
         Some(LockInfo {
             owner: get("owner")?,
             id: get("id")?,
@@ -34,14 +31,7 @@ impl LockInfo {
 
 impl std::fmt::Display for LockInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "held by {} since {} (expires {}, id {})",
-            self.owner,
-            fmt_time(self.acquired),
-            fmt_time(self.expires),
-            self.id
-        )
+        write!(f, "held by {} since {} (expires {}, id {})", self.owner, fmt_time(self.acquired), fmt_time(self.expires), self.id)
     }
 }
 
@@ -50,9 +40,7 @@ fn fmt_time(unix: u64) -> String {
 }
 
 fn q(s: &str) -> String {
-    shlex::try_quote(s)
-        .map(|c| c.into_owned())
-        .unwrap_or_else(|_| "''".into())
+    shlex::try_quote(s).map(|c| c.into_owned()).unwrap_or_else(|_| "''".into())
 }
 
 /// Take the lock, or return who holds it (exit 3 from the script).
@@ -69,10 +57,7 @@ cat $L; exit 3\n",
 }
 
 pub fn release_script(id: &str) -> String {
-    format!(
-        "L={LOCK_FILE}\nif [ -e $L ] && grep -qx {} $L; then rm -f $L; fi\n",
-        q(&format!("id={id}"))
-    )
+    format!("L={LOCK_FILE}\nif [ -e $L ] && grep -qx {} $L; then rm -f $L; fi\n", q(&format!("id={id}")))
 }
 
 /// A held lock; released explicitly (a crash leaves it to expire).
@@ -91,54 +76,31 @@ pub fn acquire(conn: &Conn, owner: &str, ttl: Duration) -> anyhow::Result<Held> 
                 "the fleet is locked: {info}. Another apply is running, or one died: wait for it, or run \
 `scalectl lock release --force` once you are sure"
             ),
-            None => anyhow::bail!(
-                "the fleet is locked ({LOCK_FILE} on {}), by an unreadable lock file",
-                conn.endpoint.host
-            ),
+            None => anyhow::bail!("the fleet is locked ({LOCK_FILE} on {}), by an unreadable lock file", conn.endpoint.host),
         },
-        n => anyhow::bail!(
-            "{}: taking the lock failed (exit {n}): {}",
-            conn.endpoint.host,
-            out.stderr.trim()
-        ),
+        n => anyhow::bail!("{}: taking the lock failed (exit {n}): {}", conn.endpoint.host, out.stderr.trim()),
     }
 }
 
 pub fn release(conn: &Conn, held: &Held) -> anyhow::Result<()> {
-    conn.sudo_script(
-        "releasing the lock",
-        &release_script(&held.id),
-        Duration::from_secs(30),
-    )?;
+    conn.sudo_script("releasing the lock", &release_script(&held.id), Duration::from_secs(30))?;
     Ok(())
 }
 
 pub fn status(conn: &Conn) -> anyhow::Result<Option<LockInfo>> {
-    let out = conn.sudo_script(
-        "reading the lock",
-        &format!("cat {LOCK_FILE} 2>/dev/null || true"),
-        Duration::from_secs(30),
-    )?;
+    let out = conn.sudo_script("reading the lock", &format!("cat {LOCK_FILE} 2>/dev/null || true"), Duration::from_secs(30))?;
     Ok(LockInfo::parse(&out.stdout))
 }
 
 pub fn force_release(conn: &Conn) -> anyhow::Result<()> {
-    conn.sudo_script(
-        "removing the lock",
-        &format!("rm -f {LOCK_FILE}"),
-        Duration::from_secs(30),
-    )?;
+    conn.sudo_script("removing the lock", &format!("rm -f {LOCK_FILE}"), Duration::from_secs(30))?;
     Ok(())
 }
 
 /// `user@machine pid N`: who holds a lock.
 pub fn owner() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into());
     format!("{user}@{machine}/pid{}", std::process::id())
 }
 

@@ -32,12 +32,7 @@ pub struct ConnectOptions {
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        ConnectOptions {
-            known_hosts: None,
-            accept_new_host_keys: false,
-            connect_timeout: Duration::from_secs(10),
-            parallel: 8,
-        }
+        ConnectOptions { known_hosts: None, accept_new_host_keys: false, connect_timeout: Duration::from_secs(10), parallel: 8 }
     }
 }
 
@@ -49,11 +44,7 @@ pub fn endpoints(t: &Topology, opts: &ConnectOptions) -> anyhow::Result<(Vec<End
         let mut out = Vec::new();
         for h in &t.hosts {
             let lh = state.hosts.get(&h.name).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "host `{}` is not in the lab `{}`: run `scalectl lab up -f FILE` again",
-                    h.name,
-                    t.name
-                )
+                anyhow::anyhow!("host `{}` is not in the lab `{}`: run `scalectl lab up -f FILE` again", h.name, t.name)
             })?;
             out.push(Endpoint {
                 host: h.name.clone(),
@@ -71,9 +62,7 @@ pub fn endpoints(t: &Topology, opts: &ConnectOptions) -> anyhow::Result<(Vec<End
     let known = match &opts.known_hosts {
         Some(k) => k.clone(),
         None => {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("."));
+            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
             home.join(".ssh/known_hosts")
         }
     };
@@ -110,11 +99,7 @@ pub fn connect_all(eps: &[Endpoint], parallel: usize) -> anyhow::Result<Vec<Conn
 }
 
 /// Run `f` on every item with at most `parallel` at a time; results in item order.
-pub fn fanout<T: Sync, R: Send>(
-    items: &[T],
-    parallel: usize,
-    f: impl Fn(&T) -> R + Sync,
-) -> Vec<R> {
+pub fn fanout<T: Sync, R: Send>(items: &[T], parallel: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let next = AtomicUsize::new(0);
     let slots: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
     std::thread::scope(|s| {
@@ -129,10 +114,7 @@ pub fn fanout<T: Sync, R: Send>(
             });
         }
     });
-    slots
-        .into_iter()
-        .filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .collect()
+    slots.into_iter().filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner())).collect()
 }
 
 /// All results, or one error listing every failure.
@@ -148,10 +130,7 @@ pub fn collect<R>(results: Vec<anyhow::Result<R>>) -> anyhow::Result<Vec<R>> {
     match errors.len() {
         0 => Ok(ok),
         1 => Err(anyhow::anyhow!(errors.remove(0))),
-        n => Err(anyhow::anyhow!(
-            "{n} hosts failed:\n  {}",
-            errors.join("\n  ")
-        )),
+        n => Err(anyhow::anyhow!("{n} hosts failed:\n  {}", errors.join("\n  "))),
     }
 }
 
@@ -177,15 +156,8 @@ mod tests {
 
     #[test]
     fn collect_lists_every_failure() {
-        let r: anyhow::Result<Vec<u32>> = collect(vec![
-            Ok(1),
-            Err(anyhow::anyhow!("a: down")),
-            Err(anyhow::anyhow!("b: down")),
-        ]);
+        let r: anyhow::Result<Vec<u32>> = collect(vec![Ok(1), Err(anyhow::anyhow!("a: down")), Err(anyhow::anyhow!("b: down"))]);
         let msg = r.unwrap_err().to_string();
-        assert!(
-            msg.contains("2 hosts failed") && msg.contains("a: down") && msg.contains("b: down"),
-            "{msg}"
-        );
+        assert!(msg.contains("2 hosts failed") && msg.contains("a: down") && msg.contains("b: down"), "{msg}");
     }
 }

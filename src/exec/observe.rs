@@ -10,14 +10,10 @@ use std::time::Duration;
 use base64::Engine;
 
 use super::ssh::Conn;
-use crate::plan::{
-    CURRENT_LINK, DesiredHost, Observed, ObservedFile, RELEASES_DIR, UnitState, instance_unit,
-};
+use crate::plan::{CURRENT_LINK, DesiredHost, Observed, ObservedFile, RELEASES_DIR, UnitState, instance_unit};
 
 fn q(s: &str) -> String {
-    shlex::try_quote(s)
-        .map(|c| c.into_owned())
-        .unwrap_or_else(|_| "''".into())
+    shlex::try_quote(s).map(|c| c.into_owned()).unwrap_or_else(|_| "''".into())
 }
 
 /// The observation script for one host.
@@ -25,19 +21,9 @@ pub fn script(d: &DesiredHost) -> String {
     let mut s = String::from("LC_ALL=C; export LC_ALL\n");
     s.push_str("echo \"cores $(nproc)\"\n");
     s.push_str("echo \"virt $(systemd-detect-virt --container 2>/dev/null || echo none)\"\n");
-    let mut plain: Vec<&str> = d
-        .files
-        .iter()
-        .filter(|f| !f.sensitive)
-        .map(|f| f.path.as_str())
-        .collect();
+    let mut plain: Vec<&str> = d.files.iter().filter(|f| !f.sensitive).map(|f| f.path.as_str()).collect();
     plain.extend(d.absent.iter().map(|(p, _)| p.as_str()));
-    let secret: Vec<&str> = d
-        .files
-        .iter()
-        .filter(|f| f.sensitive)
-        .map(|f| f.path.as_str())
-        .collect();
+    let secret: Vec<&str> = d.files.iter().filter(|f| f.sensitive).map(|f| f.path.as_str()).collect();
     if !plain.is_empty() {
         s.push_str(&format!(
             "for f in {}; do if [ -f \"$f\" ]; then echo \"file $f $(stat -c '%a %U %G' \"$f\") $(base64 -w0 < \"$f\")\"; else echo \"nofile $f\"; fi; done\n",
@@ -70,12 +56,8 @@ pub fn script(d: &DesiredHost) -> String {
         ));
     }
     s.push_str("sed 's/^/pending /' /var/lib/scalectl/pending 2>/dev/null || true\n");
-    s.push_str(&format!(
-        "echo \"release $(basename \"$(readlink {CURRENT_LINK} 2>/dev/null)\" 2>/dev/null)\"\n"
-    ));
-    s.push_str(&format!(
-        "ls -1tr {RELEASES_DIR} 2>/dev/null | sed 's/^/have /'\n"
-    ));
+    s.push_str(&format!("echo \"release $(basename \"$(readlink {CURRENT_LINK} 2>/dev/null)\" 2>/dev/null)\"\n"));
+    s.push_str(&format!("ls -1tr {RELEASES_DIR} 2>/dev/null | sed 's/^/have /'\n"));
     s
 }
 
@@ -95,34 +77,12 @@ pub fn parse(out: &str) -> Result<Observed, String> {
             ("virt", [v]) => o.container = *v != "none" && !v.is_empty(),
             ("file", [path, mode, owner, group, data @ ..]) => {
                 let data = data.first().copied().unwrap_or("");
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(data)
-                    .map_err(|e| format!("{path}: {e}"))?;
+                let bytes = base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| format!("{path}: {e}"))?;
                 let content = String::from_utf8_lossy(&bytes).into_owned();
-                o.files.insert(
-                    path.to_string(),
-                    Some(observed_file(
-                        path,
-                        mode,
-                        owner,
-                        group,
-                        crate::plan::sha256_hex(&bytes),
-                        Some(content),
-                    )?),
-                );
+                o.files.insert(path.to_string(), Some(observed_file(path, mode, owner, group, crate::plan::sha256_hex(&bytes), Some(content))?));
             }
             ("secret", [path, mode, owner, group, sha]) => {
-                o.files.insert(
-                    path.to_string(),
-                    Some(observed_file(
-                        path,
-                        mode,
-                        owner,
-                        group,
-                        sha.to_string(),
-                        None,
-                    )?),
-                );
+                o.files.insert(path.to_string(), Some(observed_file(path, mode, owner, group, sha.to_string(), None)?));
             }
             ("nofile", [path]) => {
                 o.files.insert(path.to_string(), None);
@@ -130,12 +90,10 @@ pub fn parse(out: &str) -> Result<Observed, String> {
             ("unit", [name, rest @ ..]) => {
                 let active = rest.first().copied().unwrap_or("").to_string();
                 let enabled = rest.get(1).copied().unwrap_or("").to_string();
-                o.units
-                    .insert(name.to_string(), UnitState { active, enabled });
+                o.units.insert(name.to_string(), UnitState { active, enabled });
             }
             ("pkg", [name, status @ ..]) => {
-                o.packages
-                    .insert(name.to_string(), status.first() == Some(&"installed"));
+                o.packages.insert(name.to_string(), status.first() == Some(&"installed"));
             }
             ("release", [id]) => o.release = (!id.is_empty()).then(|| id.to_string()),
             ("pending", [entry]) => o.pending.push(entry.to_string()),
@@ -149,14 +107,7 @@ pub fn parse(out: &str) -> Result<Observed, String> {
     Ok(o)
 }
 
-fn observed_file(
-    path: &str,
-    mode: &str,
-    owner: &str,
-    group: &str,
-    sha256: String,
-    content: Option<String>,
-) -> Result<ObservedFile, String> {
+fn observed_file(path: &str, mode: &str, owner: &str, group: &str, sha256: String, content: Option<String>) -> Result<ObservedFile, String> {
     Ok(ObservedFile {
         mode: u32::from_str_radix(mode, 8).map_err(|_| format!("{path}: bad mode {mode}"))?,
         owner: owner.to_string(),
@@ -168,21 +119,13 @@ fn observed_file(
 
 pub fn observe(conn: &Conn, d: &DesiredHost) -> anyhow::Result<Observed> {
     let out = conn.sudo_script("observing", &script(d), Duration::from_secs(60))?;
-    parse(&out.stdout)
-        .map_err(|e| anyhow::anyhow!("{}: cannot read the observation: {e}", conn.endpoint.host))
+    parse(&out.stdout).map_err(|e| anyhow::anyhow!("{}: cannot read the observation: {e}", conn.endpoint.host))
 }
 
 /// Observe hosts in parallel; every host's failure is reported.
-pub fn observe_all(
-    conns: &[Conn],
-    desired: &[DesiredHost],
-    parallel: usize,
-) -> anyhow::Result<BTreeMap<String, Observed>> {
+pub fn observe_all(conns: &[Conn], desired: &[DesiredHost], parallel: usize) -> anyhow::Result<BTreeMap<String, Observed>> {
     let results = super::fanout(desired, parallel, |d| {
-        let conn = conns
-            .iter()
-            .find(|c| c.endpoint.host == d.host)
-            .ok_or_else(|| anyhow::anyhow!("{}: not connected", d.host))?;
+        let conn = conns.iter().find(|c| c.endpoint.host == d.host).ok_or_else(|| anyhow::anyhow!("{}: not connected", d.host))?;
         observe(conn, d).map(|o| (d.host.clone(), o))
     });
     super::collect(results).map(|v| v.into_iter().collect())

@@ -9,10 +9,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ssh2::{
-    CheckResult, ExtendedData, HashType, HostKeyType, KnownHostFileKind, KnownHostKeyFormat,
-    Session,
-};
+use ssh2::{CheckResult, ExtendedData, HashType, HostKeyType, KnownHostFileKind, KnownHostKeyFormat, Session};
 
 /// Where and how to log in to one host.
 #[derive(Debug, Clone)]
@@ -33,60 +30,27 @@ pub struct Endpoint {
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
     #[error("{host}: cannot connect to {address}:{port}: {source}")]
-    Connect {
-        host: String,
-        address: String,
-        port: u16,
-        source: std::io::Error,
-    },
+    Connect { host: String, address: String, port: u16, source: std::io::Error },
     #[error("{host}: ssh handshake with {address}:{port} failed: {source}")]
-    Handshake {
-        host: String,
-        address: String,
-        port: u16,
-        source: ssh2::Error,
-    },
+    Handshake { host: String, address: String, port: u16, source: ssh2::Error },
     #[error(
         "{host}: host key of {address}:{port} is not in {known_hosts} ({fingerprint}); check it out of band, \
 then add it there or rerun with --accept-new-host-keys"
     )]
-    UnknownHostKey {
-        host: String,
-        address: String,
-        port: u16,
-        fingerprint: String,
-        known_hosts: String,
-    },
+    UnknownHostKey { host: String, address: String, port: u16, fingerprint: String, known_hosts: String },
     #[error(
         "{host}: HOST KEY CHANGED for {address}:{port} (now {fingerprint}); refusing to connect: this may be an \
 attack. If the host was really reinstalled, remove its line from {known_hosts}"
     )]
-    ChangedHostKey {
-        host: String,
-        address: String,
-        port: u16,
-        fingerprint: String,
-        known_hosts: String,
-    },
+    ChangedHostKey { host: String, address: String, port: u16, fingerprint: String, known_hosts: String },
     #[error("{host}: cannot log in as {user}: {detail}")]
-    Auth {
-        host: String,
-        user: String,
-        detail: String,
-    },
+    Auth { host: String, user: String, detail: String },
     #[error("{host}: known_hosts {path}: {detail}")]
-    KnownHosts {
-        host: String,
-        path: String,
-        detail: String,
-    },
+    KnownHosts { host: String, path: String, detail: String },
     #[error("{host}: ssh: {source}")]
     Ssh { host: String, source: ssh2::Error },
     #[error("{host}: ssh i/o: {source}")]
-    Io {
-        host: String,
-        source: std::io::Error,
-    },
+    Io { host: String, source: std::io::Error },
 }
 
 /// What a remote command printed and how it ended.
@@ -111,31 +75,21 @@ pub struct Conn {
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Conn")
-            .field("host", &self.endpoint.host)
-            .finish()
+        f.debug_struct("Conn").field("host", &self.endpoint.host).finish()
     }
 }
 
 impl Conn {
     pub fn connect(ep: &Endpoint) -> Result<Conn, SshError> {
         let host = ep.host.clone();
-        let connect_err = |source| SshError::Connect {
-            host: host.clone(),
-            address: ep.address.clone(),
-            port: ep.port,
-            source,
-        };
+        let connect_err = |source| SshError::Connect { host: host.clone(), address: ep.address.clone(), port: ep.port, source };
         let addr = (ep.address.as_str(), ep.port)
             .to_socket_addrs()
             .map_err(connect_err)?
             .next()
             .ok_or_else(|| connect_err(std::io::Error::other("the address resolves to nothing")))?;
         let tcp = TcpStream::connect_timeout(&addr, ep.connect_timeout).map_err(connect_err)?;
-        let mut session = Session::new().map_err(|source| SshError::Ssh {
-            host: host.clone(),
-            source,
-        })?;
+        let mut session = Session::new().map_err(|source| SshError::Ssh { host: host.clone(), source })?;
         session.set_tcp_stream(tcp);
         session.set_timeout(ep.connect_timeout.as_millis() as u32);
         // Prefer the key types a known_hosts file is most likely to hold.
@@ -151,52 +105,31 @@ impl Conn {
         })?;
         verify_host_key(&session, ep)?;
         match &ep.key {
-            Some(key) => session
-                .userauth_pubkey_file(&ep.user, None, key, None)
-                .map_err(|e| SshError::Auth {
-                    host: host.clone(),
-                    user: ep.user.clone(),
-                    detail: format!("key {}: {}", key.display(), e.message()),
-                })?,
-            None => session
-                .userauth_agent(&ep.user)
-                .map_err(|e| SshError::Auth {
-                    host: host.clone(),
-                    user: ep.user.clone(),
-                    detail: format!(
-                        "ssh agent: {} (set ssh.key in the topology, or start ssh-agent)",
-                        e.message()
-                    ),
-                })?,
+            Some(key) => session.userauth_pubkey_file(&ep.user, None, key, None).map_err(|e| SshError::Auth {
+                host: host.clone(),
+                user: ep.user.clone(),
+                detail: format!("key {}: {}", key.display(), e.message()),
+            })?,
+            None => session.userauth_agent(&ep.user).map_err(|e| SshError::Auth {
+                host: host.clone(),
+                user: ep.user.clone(),
+                detail: format!("ssh agent: {} (set ssh.key in the topology, or start ssh-agent)", e.message()),
+            })?,
         }
         if !session.authenticated() {
-            return Err(SshError::Auth {
-                host,
-                user: ep.user.clone(),
-                detail: "the server refused every key".into(),
-            });
+            return Err(SshError::Auth { host, user: ep.user.clone(), detail: "the server refused every key".into() });
         }
         // No libssh2 keepalive: with it set, a blocking read gives up after the keepalive interval
         // ("Timed out waiting on socket") however long the session timeout is.
-        Ok(Conn {
-            endpoint: ep.clone(),
-            session,
-        })
+        Ok(Conn { endpoint: ep.clone(), session })
     }
 
     /// Run `command` (a shell command line) with `stdin`, waiting at most `timeout` between reads.
     pub fn run(&self, command: &str, stdin: &[u8], timeout: Duration) -> Result<Output, SshError> {
         let host = &self.endpoint.host;
-        let ssh = |source| SshError::Ssh {
-            host: host.clone(),
-            source,
-        };
-        let io = |source| SshError::Io {
-            host: host.clone(),
-            source,
-        };
-        self.session
-            .set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
+        let ssh = |source| SshError::Ssh { host: host.clone(), source };
+        let io = |source| SshError::Io { host: host.clone(), source };
+        self.session.set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
         let mut ch = self.session.channel_session().map_err(ssh)?;
         ch.exec(command).map_err(ssh)?;
         if !stdin.is_empty() {
@@ -231,60 +164,27 @@ impl Conn {
     }
 
     /// Run a script as root that receives `stdin` and must succeed; its stderr becomes the error.
-    pub fn sudo_ok(
-        &self,
-        what: &str,
-        script: &str,
-        stdin: &[u8],
-        timeout: Duration,
-    ) -> anyhow::Result<Output> {
+    pub fn sudo_ok(&self, what: &str, script: &str, stdin: &[u8], timeout: Duration) -> anyhow::Result<Output> {
         let out = self.sudo(script, stdin, timeout)?;
         if !out.ok() {
-            let detail = if out.stderr.trim().is_empty() {
-                out.stdout.trim()
-            } else {
-                out.stderr.trim()
-            };
-            anyhow::bail!(
-                "{}: {what} failed (exit {}): {}",
-                self.endpoint.host,
-                out.status,
-                last_lines(detail, 15)
-            );
+            let detail = if out.stderr.trim().is_empty() { out.stdout.trim() } else { out.stderr.trim() };
+            anyhow::bail!("{}: {what} failed (exit {}): {}", self.endpoint.host, out.status, last_lines(detail, 15));
         }
         Ok(out)
     }
 
     /// Run a shell script as root, sent on standard input (no length limit, nothing in `ps`).
     pub fn script(&self, script: &str, timeout: Duration) -> Result<Output, SshError> {
-        let cmd = if self.endpoint.user == "root" {
-            "sh -s"
-        } else {
-            "sudo -n sh -s"
-        };
+        let cmd = if self.endpoint.user == "root" { "sh -s" } else { "sudo -n sh -s" };
         self.run(cmd, script.as_bytes(), timeout)
     }
 
     /// `script`, which must succeed; its stderr (or stdout) becomes the error.
-    pub fn sudo_script(
-        &self,
-        what: &str,
-        script: &str,
-        timeout: Duration,
-    ) -> anyhow::Result<Output> {
+    pub fn sudo_script(&self, what: &str, script: &str, timeout: Duration) -> anyhow::Result<Output> {
         let out = self.script(script, timeout)?;
         if !out.ok() {
-            let detail = if out.stderr.trim().is_empty() {
-                out.stdout.trim()
-            } else {
-                out.stderr.trim()
-            };
-            anyhow::bail!(
-                "{}: {what} failed (exit {}): {}",
-                self.endpoint.host,
-                out.status,
-                last_lines(detail, 15)
-            );
+            let detail = if out.stderr.trim().is_empty() { out.stdout.trim() } else { out.stderr.trim() };
+            anyhow::bail!("{}: {what} failed (exit {}): {}", self.endpoint.host, out.status, last_lines(detail, 15));
         }
         Ok(out)
     }
@@ -292,41 +192,24 @@ impl Conn {
     /// Merge stderr into stdout for long, chatty commands (package installs).
     pub fn run_merged(&self, command: &str, timeout: Duration) -> Result<Output, SshError> {
         let host = &self.endpoint.host;
-        let ssh = |source| SshError::Ssh {
-            host: host.clone(),
-            source,
-        };
-        self.session
-            .set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
+        let ssh = |source| SshError::Ssh { host: host.clone(), source };
+        self.session.set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
         let mut ch = self.session.channel_session().map_err(ssh)?;
         ch.handle_extended_data(ExtendedData::Merge).map_err(ssh)?;
         ch.exec(command).map_err(ssh)?;
         ch.send_eof().map_err(ssh)?;
         let mut stdout = Vec::new();
-        ch.read_to_end(&mut stdout).map_err(|source| SshError::Io {
-            host: host.clone(),
-            source,
-        })?;
+        ch.read_to_end(&mut stdout).map_err(|source| SshError::Io { host: host.clone(), source })?;
         ch.wait_close().map_err(ssh)?;
         let status = ch.exit_status().map_err(ssh)?;
-        Ok(Output {
-            status,
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::new(),
-        })
+        Ok(Output { status, stdout: String::from_utf8_lossy(&stdout).into_owned(), stderr: String::new() })
     }
 }
 
 /// `sh -c SCRIPT`, through `sudo -n` for a user other than root.
 pub fn sudo_command(user: &str, script: &str) -> String {
-    let quoted = shlex::try_quote(script)
-        .map(|s| s.into_owned())
-        .unwrap_or_else(|_| "false".into());
-    if user == "root" {
-        format!("sh -c {quoted}")
-    } else {
-        format!("sudo -n sh -c {quoted}")
-    }
+    let quoted = shlex::try_quote(script).map(|s| s.into_owned()).unwrap_or_else(|_| "false".into());
+    if user == "root" { format!("sh -c {quoted}") } else { format!("sudo -n sh -c {quoted}") }
 }
 
 pub fn last_lines(text: &str, n: usize) -> String {
@@ -336,25 +219,15 @@ pub fn last_lines(text: &str, n: usize) -> String {
 
 fn verify_host_key(session: &Session, ep: &Endpoint) -> Result<(), SshError> {
     let host = ep.host.clone();
-    let kh_err = |detail: String| SshError::KnownHosts {
-        host: host.clone(),
-        path: ep.known_hosts.display().to_string(),
-        detail,
-    };
-    let (key, key_type) = session
-        .host_key()
-        .ok_or_else(|| kh_err("the server sent no host key".into()))?;
+    let kh_err = |detail: String| SshError::KnownHosts { host: host.clone(), path: ep.known_hosts.display().to_string(), detail };
+    let (key, key_type) = session.host_key().ok_or_else(|| kh_err("the server sent no host key".into()))?;
     let fingerprint = session
         .host_key_hash(HashType::Sha256)
         .map(|h| format!("SHA256:{}", base64_nopad(h)))
         .unwrap_or_else(|| "unknown fingerprint".into());
-    let mut known = session
-        .known_hosts()
-        .map_err(|e| kh_err(e.message().to_string()))?;
+    let mut known = session.known_hosts().map_err(|e| kh_err(e.message().to_string()))?;
     if ep.known_hosts.exists() {
-        known
-            .read_file(&ep.known_hosts, KnownHostFileKind::OpenSSH)
-            .map_err(|e| kh_err(e.message().to_string()))?;
+        known.read_file(&ep.known_hosts, KnownHostFileKind::OpenSSH).map_err(|e| kh_err(e.message().to_string()))?;
     }
     match known.check_port(&ep.address, ep.port, key) {
         CheckResult::Match => Ok(()),
@@ -366,11 +239,7 @@ fn verify_host_key(session: &Session, ep: &Endpoint) -> Result<(), SshError> {
             known_hosts: ep.known_hosts.display().to_string(),
         }),
         CheckResult::NotFound if ep.accept_new_host_keys => {
-            let entry = if ep.port == 22 {
-                ep.address.clone()
-            } else {
-                format!("[{}]:{}", ep.address, ep.port)
-            };
+            let entry = if ep.port == 22 { ep.address.clone() } else { format!("[{}]:{}", ep.address, ep.port) };
             let format = match key_type {
                 HostKeyType::Rsa => KnownHostKeyFormat::SshRsa,
                 HostKeyType::Dss => KnownHostKeyFormat::SshDss,
@@ -380,9 +249,7 @@ fn verify_host_key(session: &Session, ep: &Endpoint) -> Result<(), SshError> {
                 HostKeyType::Ed25519 => KnownHostKeyFormat::Ed25519,
                 HostKeyType::Unknown => return Err(kh_err("unknown host key type".into())),
             };
-            known
-                .add(&entry, key, &ep.host, format)
-                .map_err(|e| kh_err(e.message().to_string()))?;
+            known.add(&entry, key, &ep.host, format).map_err(|e| kh_err(e.message().to_string()))?;
             write_known_hosts(&known, &ep.known_hosts).map_err(kh_err)?;
             tracing::info!(host = %ep.host, %fingerprint, "recorded new host key");
             Ok(())
@@ -400,15 +267,10 @@ fn verify_host_key(session: &Session, ep: &Endpoint) -> Result<(), SshError> {
 
 /// Rewrite known_hosts through a temporary file and a rename, so a crash never truncates it.
 fn write_known_hosts(known: &ssh2::KnownHosts, path: &Path) -> Result<(), String> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| e.to_string())?;
-    known
-        .write_file(tmp.path(), KnownHostFileKind::OpenSSH)
-        .map_err(|e| e.message().to_string())?;
+    known.write_file(tmp.path(), KnownHostFileKind::OpenSSH).map_err(|e| e.message().to_string())?;
     tmp.persist(path).map_err(|e| e.to_string())?;
     Ok(())
 }
@@ -424,10 +286,7 @@ mod tests {
 
     #[test]
     fn sudo_wraps_and_quotes_the_script() {
-        assert_eq!(
-            sudo_command("deploy", "echo 'a b'"),
-            r#"sudo -n sh -c "echo 'a b'""#
-        );
+        assert_eq!(sudo_command("deploy", "echo 'a b'"), r#"sudo -n sh -c "echo 'a b'""#);
         assert_eq!(sudo_command("root", "true"), "sh -c true");
     }
 }

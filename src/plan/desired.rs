@@ -27,10 +27,7 @@ impl Release {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(binary);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        Release {
-            id: hex[..12].to_string(),
-            bytes: binary.len() as u64,
-        }
+        Release { id: hex[..12].to_string(), bytes: binary.len() as u64 }
     }
 }
 
@@ -88,12 +85,7 @@ pub fn socket_unit(port: u16) -> String {
 }
 
 /// The desired state of every host, in the order apply activates them: redis, monitor, app, lb.
-pub fn desired_hosts(
-    t: &Topology,
-    facts: &Facts,
-    files: &[RenderedFile],
-    release: Option<&Release>,
-) -> Vec<DesiredHost> {
+pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], release: Option<&Release>) -> Vec<DesiredHost> {
     let mut by_host: BTreeMap<&str, Vec<&RenderedFile>> = BTreeMap::new();
     for f in files {
         by_host.entry(f.host.as_str()).or_default().push(f);
@@ -127,9 +119,7 @@ pub fn desired_hosts(
             if h.has(Role::App) {
                 pkgs.push("curl");
                 let n = t.instances_on(h, facts.cores_of(h));
-                d.instances = (0..n)
-                    .filter_map(|i| u16::try_from(u32::from(t.app.port) + i).ok())
-                    .collect();
+                d.instances = (0..n).filter_map(|i| u16::try_from(u32::from(t.app.port) + i).ok()).collect();
                 // Each instance's port is held by its socket unit, started before the instance.
                 sockets = d.instances.iter().map(|p| socket_unit(*p)).collect();
                 d.release = release.cloned();
@@ -137,15 +127,8 @@ pub fn desired_hosts(
             }
             if h.has(Role::Lb) {
                 pkgs.extend(["nginx", "prometheus-nginx-exporter", "mtail"]);
-                services.extend([
-                    "nginx.service",
-                    "prometheus-nginx-exporter.service",
-                    "mtail.service",
-                ]);
-                d.absent.push((
-                    "/etc/nginx/sites-enabled/default".into(),
-                    OnChange::Reload("nginx.service"),
-                ));
+                services.extend(["nginx.service", "prometheus-nginx-exporter.service", "mtail.service"]);
+                d.absent.push(("/etc/nginx/sites-enabled/default".into(), OnChange::Reload("nginx.service")));
             }
             if h.has(Role::Redis) {
                 pkgs.extend(["redis-server", "prometheus-redis-exporter"]);
@@ -160,75 +143,42 @@ pub fn desired_hosts(
                 }
             }
             d.packages = pkgs.into_iter().map(String::from).collect();
-            d.services = services
-                .into_iter()
-                .map(String::from)
-                .chain(sockets)
-                .collect();
+            d.services = services.into_iter().map(String::from).chain(sockets).collect();
             d
         })
         .collect();
     let rank = |d: &DesiredHost| {
-        [Role::Redis, Role::Monitor, Role::App, Role::Lb]
-            .iter()
-            .position(|r| d.roles.contains(r))
-            .unwrap_or(4)
+        [Role::Redis, Role::Monitor, Role::App, Role::Lb].iter().position(|r| d.roles.contains(r)).unwrap_or(4)
     };
     out.sort_by_key(rank);
     out
 }
 
 /// Files that hold secrets (from `render::render_secrets`): never diffed, printed or read back.
-pub const SENSITIVE: &[&str] = &[
-    "/etc/scale-api/secrets.env",
-    "/etc/redis/scalectl-auth.conf",
-    "/etc/scalectl/redis-exporter.env",
-    "/etc/prometheus/alertmanager.yml",
-];
+pub const SENSITIVE: &[&str] =
+    &["/etc/scale-api/secrets.env", "/etc/redis/scalectl-auth.conf", "/etc/scalectl/redis-exporter.env", "/etc/prometheus/alertmanager.yml"];
 
 fn desired_file(f: &RenderedFile) -> DesiredFile {
     let p = f.path.as_str();
     let (on_change, group) = match p {
-        _ if p.starts_with("/etc/systemd/system/scale-api") || p.starts_with("/etc/scale-api/") => {
-            (OnChange::Rolling, "root")
-        }
-        _ if p.starts_with("/etc/systemd/system/redis-server.service.d/") => {
-            (OnChange::Restart("redis-server.service"), "root")
-        }
-        _ if p.starts_with("/etc/systemd/system/prometheus-redis-exporter.service.d/")
-            || p == "/etc/scalectl/redis-exporter.env" =>
-        {
-            (
-                OnChange::Restart("prometheus-redis-exporter.service"),
-                "root",
-            )
+        _ if p.starts_with("/etc/systemd/system/scale-api") || p.starts_with("/etc/scale-api/") => (OnChange::Rolling, "root"),
+        _ if p.starts_with("/etc/systemd/system/redis-server.service.d/") => (OnChange::Restart("redis-server.service"), "root"),
+        _ if p.starts_with("/etc/systemd/system/prometheus-redis-exporter.service.d/") || p == "/etc/scalectl/redis-exporter.env" => {
+            (OnChange::Restart("prometheus-redis-exporter.service"), "root")
         }
         _ if p.starts_with("/etc/redis/") => (OnChange::Restart("redis-server.service"), "redis"),
         _ if p.starts_with("/etc/nginx/") => (OnChange::Reload("nginx.service"), "root"),
         _ if p.starts_with("/etc/mtail/") => (OnChange::Reload("mtail.service"), "root"),
         "/etc/default/mtail" => (OnChange::Restart("mtail.service"), "root"),
-        "/etc/default/prometheus-nginx-exporter" => (
-            OnChange::Restart("prometheus-nginx-exporter.service"),
-            "root",
-        ),
-        "/etc/default/prometheus-redis-exporter" => (
-            OnChange::Restart("prometheus-redis-exporter.service"),
-            "root",
-        ),
+        "/etc/default/prometheus-nginx-exporter" => (OnChange::Restart("prometheus-nginx-exporter.service"), "root"),
+        "/etc/default/prometheus-redis-exporter" => (OnChange::Restart("prometheus-redis-exporter.service"), "root"),
         "/etc/default/prometheus" => (OnChange::Restart("prometheus.service"), "root"),
         "/etc/prometheus/scalectl/targets.json" => (OnChange::Nothing, "root"),
-        "/etc/prometheus/alertmanager.yml" => (
-            OnChange::Reload("prometheus-alertmanager.service"),
-            "prometheus",
-        ),
-        "/etc/default/prometheus-alertmanager" => {
-            (OnChange::Restart("prometheus-alertmanager.service"), "root")
-        }
+        "/etc/prometheus/alertmanager.yml" => (OnChange::Reload("prometheus-alertmanager.service"), "prometheus"),
+        "/etc/default/prometheus-alertmanager" => (OnChange::Restart("prometheus-alertmanager.service"), "root"),
         _ if p.starts_with("/etc/prometheus/") => (OnChange::Reload("prometheus.service"), "root"),
         _ if p.starts_with("/etc/rsyslog.d/") => (OnChange::Restart("rsyslog.service"), "root"),
-        _ if p.starts_with("/etc/grafana/") || p.starts_with("/var/lib/grafana/") => {
-            (OnChange::Restart("grafana-server.service"), "root")
-        }
+        _ if p.starts_with("/etc/grafana/") || p.starts_with("/var/lib/grafana/") => (OnChange::Restart("grafana-server.service"), "root"),
         _ if p.starts_with("/etc/promtail/") => (OnChange::Restart("promtail.service"), "root"),
         _ => (OnChange::Nothing, "root"),
     };
@@ -257,27 +207,11 @@ mod tests {
 
     #[test]
     fn file_effects_follow_the_service_that_reads_them() {
-        let f = |p: &str| {
-            desired_file(&RenderedFile {
-                host: "h".into(),
-                path: p.into(),
-                mode: 0o644,
-                content: String::new(),
-            })
-        };
-        assert_eq!(
-            f("/etc/scale-api/scale-api.env").on_change,
-            OnChange::Rolling
-        );
-        assert_eq!(
-            f("/etc/nginx/conf.d/lab.conf").on_change,
-            OnChange::Reload("nginx.service")
-        );
+        let f = |p: &str| desired_file(&RenderedFile { host: "h".into(), path: p.into(), mode: 0o644, content: String::new() });
+        assert_eq!(f("/etc/scale-api/scale-api.env").on_change, OnChange::Rolling);
+        assert_eq!(f("/etc/nginx/conf.d/lab.conf").on_change, OnChange::Reload("nginx.service"));
         assert_eq!(f("/etc/redis/redis.conf").group, "redis");
         assert!(f("/etc/systemd/system/redis-server.service.d/scalectl.conf").unit_file);
-        assert_eq!(
-            f("/etc/prometheus/scalectl/targets.json").on_change,
-            OnChange::Nothing
-        );
+        assert_eq!(f("/etc/prometheus/scalectl/targets.json").on_change, OnChange::Nothing);
     }
 }

@@ -172,27 +172,13 @@ impl ObservedContainer {
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Step {
     /// Build the scale-api image from the release binary (tar context streamed to the engine).
-    BuildImage {
-        tag: String,
-        release: String,
-        bytes: u64,
-        dockerfile: String,
-    },
-    CreateNetwork {
-        name: String,
-    },
-    CreateVolume {
-        name: String,
-    },
+    BuildImage { tag: String, release: String, bytes: u64, dockerfile: String },
+    CreateNetwork { name: String },
+    CreateVolume { name: String },
     /// Create, write its files, start, and wait until healthy (or running, without a health check).
-    Create {
-        spec: ContainerSpec,
-    },
+    Create { spec: ContainerSpec },
     /// Start a stopped container that the topology still wants.
-    Start {
-        name: String,
-        wait_healthy: bool,
-    },
+    Start { name: String, wait_healthy: bool },
     /// Replace a live file in a running container (temp + rename), then run `commands` in order
     /// (validate, reload); on a failed command the previous content is put back.
     WriteLive {
@@ -204,24 +190,12 @@ pub enum Step {
         commands: Vec<Vec<String>>,
     },
     /// Stop, giving in-flight requests `timeout_s` to finish.
-    Stop {
-        name: String,
-        timeout_s: i64,
-    },
-    Remove {
-        name: String,
-        reason: String,
-    },
-    RemoveNetwork {
-        name: String,
-    },
-    RemoveVolume {
-        name: String,
-    },
+    Stop { name: String, timeout_s: i64 },
+    Remove { name: String, reason: String },
+    RemoveNetwork { name: String },
+    RemoveVolume { name: String },
     /// A release image older than the ones kept for a rollback, used by no container.
-    RemoveImage {
-        tag: String,
-    },
+    RemoveImage { tag: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -293,31 +267,13 @@ pub fn replica_slots(t: &Topology, default_cores: u32) -> Vec<String> {
 }
 
 fn file(path: &str, content: &str, live: bool) -> FileSpec {
-    FileSpec {
-        path: path.into(),
-        mode: 0o644,
-        content: content.into(),
-        content_sha256: sha256_hex(content.as_bytes()),
-        sensitive: false,
-        live,
-    }
+    FileSpec { path: path.into(), mode: 0o644, content: content.into(), content_sha256: sha256_hex(content.as_bytes()), sensitive: false, live }
 }
 
 /// The rendered files for a set of replicas (slot, container name).
-fn rendered(
-    t: &Topology,
-    replicas: &[(String, String)],
-    templates: &Templates,
-) -> Result<BTreeMap<String, String>, RenderError> {
-    let instances: Vec<Instance> = replicas
-        .iter()
-        .map(|(slot, name)| Instance {
-            host: slot.clone(),
-            address: name.clone(),
-            port: t.app.port,
-            weight: 1,
-        })
-        .collect();
+fn rendered(t: &Topology, replicas: &[(String, String)], templates: &Templates) -> Result<BTreeMap<String, String>, RenderError> {
+    let instances: Vec<Instance> =
+        replicas.iter().map(|(slot, name)| Instance { host: slot.clone(), address: name.clone(), port: t.app.port, weight: 1 }).collect();
     render::render_docker_deploy(t, &instances, templates)
 }
 
@@ -345,38 +301,18 @@ pub fn desired(
     let image = release_image(t, release);
     let slots = replica_slots(t, default_cores);
     // Replicas first: their names (hashes) do not depend on the load balancer.
-    let base = rendered(
-        t,
-        &slots
-            .iter()
-            .map(|s| (s.clone(), s.clone()))
-            .collect::<Vec<_>>(),
-        templates,
-    )?;
+    let base = rendered(t, &slots.iter().map(|s| (s.clone(), s.clone())).collect::<Vec<_>>(), templates)?;
     let secret_env: Vec<SecretEnv> = secrets
         .app
         .iter()
-        .chain(
-            secrets
-                .redis_password
-                .as_ref()
-                .map(|p| ("REDIS_PASSWORD".to_string(), p.clone()))
-                .iter(),
-        )
-        .map(|(n, v)| SecretEnv {
-            name: n.clone(),
-            value: v.clone(),
-            value_sha256: sha256_hex(v.as_bytes()),
-        })
+        .chain(secrets.redis_password.as_ref().map(|p| ("REDIS_PASSWORD".to_string(), p.clone())).iter())
+        .map(|(n, v)| SecretEnv { name: n.clone(), value: v.clone(), value_sha256: sha256_hex(v.as_bytes()) })
         .collect();
     let app: Vec<ContainerSpec> = slots
         .iter()
         .map(|slot| {
-            let env: Vec<String> = get(&base, &format!("env/{slot}"))
-                .lines()
-                .filter(|l| l.contains('=') && !l.starts_with('#'))
-                .map(str::to_string)
-                .collect();
+            let env: Vec<String> =
+                get(&base, &format!("env/{slot}")).lines().filter(|l| l.contains('=') && !l.starts_with('#')).map(str::to_string).collect();
             ContainerSpec {
                 name: String::new(),
                 role: "app".into(),
@@ -388,12 +324,7 @@ pub fn desired(
                 aliases: Vec::new(),
                 publish: Vec::new(),
                 health: Some(Health {
-                    test: vec![
-                        "CMD".into(),
-                        "/usr/local/bin/scale-api".into(),
-                        "probe".into(),
-                        t.app.readiness.clone(),
-                    ],
+                    test: vec!["CMD".into(), "/usr/local/bin/scale-api".into(), "probe".into(), t.app.readiness.clone()],
                     interval_ms: 1000,
                     timeout_ms: 2000,
                     retries: 3,
@@ -410,10 +341,7 @@ pub fn desired(
             .sealed(&t.name)
         })
         .collect();
-    let final_replicas: Vec<(String, String)> = app
-        .iter()
-        .map(|c| (c.slot.clone(), c.name.clone()))
-        .collect();
+    let final_replicas: Vec<(String, String)> = app.iter().map(|c| (c.slot.clone(), c.name.clone())).collect();
     let files = rendered(t, &final_replicas, templates)?;
     let service = |role: &str, slot: &str, image: &str| ContainerSpec {
         name: String::new(),
@@ -434,34 +362,16 @@ pub fn desired(
         stop_timeout_s: 10,
         hash: String::new(),
     };
-    let publish = |host: Option<u16>, container_port: u16| {
-        host.map(|host_port| Publish {
-            host_port,
-            container_port,
-        })
-        .into_iter()
-        .collect()
-    };
+    let publish = |host: Option<u16>, container_port: u16| host.map(|host_port| Publish { host_port, container_port }).into_iter().collect();
 
     let mut lb = service("lb", "lb", &t.docker.images.nginx);
-    lb.files.push(file(
-        NGINX_CONF,
-        get(&files, &format!("nginx/{}.conf", t.name)),
-        true,
-    ));
+    lb.files.push(file(NGINX_CONF, get(&files, &format!("nginx/{}.conf", t.name)), true));
     lb.publish = publish(t.lab.publish.load_balancer, t.load_balancer.listen);
     lb.stop_timeout_s = (t.app.drain_timeout_ms / 1000) as i64 + 5;
 
     let mut redis = service("redis", "redis", &t.docker.images.redis);
-    redis.cmd = vec![
-        "redis-server".into(),
-        "/usr/local/etc/redis/redis.conf".into(),
-    ];
-    redis.files.push(file(
-        "/usr/local/etc/redis/redis.conf",
-        get(&files, "redis/redis.conf"),
-        false,
-    ));
+    redis.cmd = vec!["redis-server".into(), "/usr/local/etc/redis/redis.conf".into()];
+    redis.files.push(file("/usr/local/etc/redis/redis.conf", get(&files, "redis/redis.conf"), false));
     for f in render::render_secrets(t, secrets, templates)? {
         let mut spec = file(&f.path, &f.content, false);
         spec.sensitive = true;
@@ -481,21 +391,9 @@ pub fn desired(
         format!("--storage.tsdb.retention.time={}s", obs.retention_ms / 1000),
         format!("--web.listen-address=:{}", obs.prometheus_port),
     ];
-    prometheus.files.push(file(
-        "/etc/prometheus/prometheus.yml",
-        get(&files, "prometheus/prometheus.yml"),
-        false,
-    ));
-    prometheus.files.push(file(
-        "/etc/prometheus/scalectl/rules.yml",
-        get(&files, "prometheus/rules.yml"),
-        false,
-    ));
-    prometheus.files.push(file(
-        TARGETS_JSON,
-        get(&files, "prometheus/targets.json"),
-        true,
-    ));
+    prometheus.files.push(file("/etc/prometheus/prometheus.yml", get(&files, "prometheus/prometheus.yml"), false));
+    prometheus.files.push(file("/etc/prometheus/scalectl/rules.yml", get(&files, "prometheus/rules.yml"), false));
+    prometheus.files.push(file(TARGETS_JSON, get(&files, "prometheus/targets.json"), true));
     prometheus.publish = publish(t.lab.publish.prometheus, obs.prometheus_port);
 
     let grafana = obs.grafana.then(|| {
@@ -503,10 +401,7 @@ pub fn desired(
         for (path, content) in files.iter().filter(|(p, _)| p.starts_with("grafana/")) {
             let dest = match path.strip_prefix("grafana/provisioning/") {
                 Some(rest) => format!("/etc/grafana/provisioning/{rest}"),
-                None => format!(
-                    "/var/lib/grafana/dashboards/scalectl/{}",
-                    path.trim_start_matches("grafana/dashboards/")
-                ),
+                None => format!("/var/lib/grafana/dashboards/scalectl/{}", path.trim_start_matches("grafana/dashboards/")),
             };
             g.files.push(file(&dest, content, false));
         }
@@ -543,126 +438,85 @@ pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError
     let exact = |spec: &ContainerSpec| o.containers.iter().find(|c| c.name == spec.name);
 
     if !o.image_present {
-        activate.push(Step::BuildImage {
-            tag: d.image.clone(),
-            release: i.release.id.clone(),
-            bytes: i.release.bytes,
-            dockerfile: i.dockerfile.clone(),
-        });
+        activate.push(Step::BuildImage { tag: d.image.clone(), release: i.release.id.clone(), bytes: i.release.bytes, dockerfile: i.dockerfile.clone() });
     }
     if !o.network {
-        activate.push(Step::CreateNetwork {
-            name: network.clone(),
-        });
+        activate.push(Step::CreateNetwork { name: network.clone() });
     }
     if t.redis.persistence != Persistence::None && !o.volumes.contains(&redis_volume(t)) {
-        activate.push(Step::CreateVolume {
-            name: redis_volume(t),
-        });
+        activate.push(Step::CreateVolume { name: redis_volume(t) });
     }
 
     // A service (one container per slot): keep it, start it, or stop the old and create the new.
-    let service =
-        |spec: &ContainerSpec, activate: &mut Vec<Step>, cleanup: &mut Vec<Step>| -> bool {
-            let kept = match exact(spec) {
-                Some(c) if c.running() => true,
-                Some(_) => {
-                    activate.push(Step::Start {
-                        name: spec.name.clone(),
-                        wait_healthy: spec.health.is_some(),
-                    });
-                    true
-                }
-                None => false,
-            };
-            for old in in_slot(o, &spec.slot).filter(|c| c.name != spec.name) {
-                if old.running() && !kept {
-                    activate.push(Step::Stop {
-                        name: old.name.clone(),
-                        timeout_s: spec.stop_timeout_s,
-                    });
-                }
-                cleanup.push(Step::Remove {
-                    name: old.name.clone(),
-                    reason: format!("replaced by {}", spec.name),
-                });
+    let service = |spec: &ContainerSpec, activate: &mut Vec<Step>, cleanup: &mut Vec<Step>| -> bool {
+        let kept = match exact(spec) {
+            Some(c) if c.running() => true,
+            Some(_) => {
+                activate.push(Step::Start { name: spec.name.clone(), wait_healthy: spec.health.is_some() });
+                true
             }
-            if !kept {
-                activate.push(Step::Create { spec: spec.clone() });
-            }
-            kept
+            None => false,
         };
+        for old in in_slot(o, &spec.slot).filter(|c| c.name != spec.name) {
+            if old.running() && !kept {
+                activate.push(Step::Stop { name: old.name.clone(), timeout_s: spec.stop_timeout_s });
+            }
+            cleanup.push(Step::Remove { name: old.name.clone(), reason: format!("replaced by {}", spec.name) });
+        }
+        if !kept {
+            activate.push(Step::Create { spec: spec.clone() });
+        }
+        kept
+    };
 
     service(&d.redis, &mut activate, &mut cleanup);
 
     // The load balancer and Prometheus see `current` replicas; rewrite them as it changes.
     let lb_kept = exact(&d.lb).is_some_and(ObservedContainer::running);
     let prom_kept = exact(&d.prometheus).is_some_and(ObservedContainer::running);
-    let live = |c: &ContainerSpec, path: &str| {
-        o.live_files
-            .get(&format!("{}:{path}", c.name))
-            .cloned()
-            .unwrap_or_default()
-    };
+    let live = |c: &ContainerSpec, path: &str| o.live_files.get(&format!("{}:{path}", c.name)).cloned().unwrap_or_default();
     let mut lb_now = live(&d.lb, NGINX_CONF);
     let mut targets_now = live(&d.prometheus, TARGETS_JSON);
     let app_slots: BTreeSet<&str> = d.app.iter().map(|c| c.slot.as_str()).collect();
     let mut current: BTreeMap<String, String> = BTreeMap::new();
-    for c in o
-        .containers
-        .iter()
-        .filter(|c| c.role == "app" && c.running())
-    {
-        current
-            .entry(c.slot.clone())
-            .or_insert_with(|| c.name.clone());
+    for c in o.containers.iter().filter(|c| c.role == "app" && c.running()) {
+        current.entry(c.slot.clone()).or_insert_with(|| c.name.clone());
     }
-    let mut rewrite =
-        |current: &BTreeMap<String, String>, activate: &mut Vec<Step>| -> Result<(), RenderError> {
-            let replicas: Vec<(String, String)> = current
-                .iter()
-                .map(|(s, n)| (s.clone(), n.clone()))
-                .collect();
-            let files = rendered(t, &replicas, i.templates)?;
-            if lb_kept {
-                let conf = get(&files, &format!("nginx/{}.conf", t.name)).to_string();
-                if conf != lb_now {
-                    activate.push(Step::WriteLive {
-                        container: d.lb.name.clone(),
-                        path: NGINX_CONF.into(),
-                        diff: unified_diff(NGINX_CONF, &lb_now, &conf),
-                        previous: std::mem::replace(&mut lb_now, conf.clone()),
-                        content: conf,
-                        commands: vec![
-                            vec!["nginx".into(), "-t".into(), "-q".into()],
-                            vec!["nginx".into(), "-s".into(), "reload".into()],
-                        ],
-                    });
-                }
+    let mut rewrite = |current: &BTreeMap<String, String>, activate: &mut Vec<Step>| -> Result<(), RenderError> {
+        let replicas: Vec<(String, String)> = current.iter().map(|(s, n)| (s.clone(), n.clone())).collect();
+        let files = rendered(t, &replicas, i.templates)?;
+        if lb_kept {
+            let conf = get(&files, &format!("nginx/{}.conf", t.name)).to_string();
+            if conf != lb_now {
+                activate.push(Step::WriteLive {
+                    container: d.lb.name.clone(),
+                    path: NGINX_CONF.into(),
+                    diff: unified_diff(NGINX_CONF, &lb_now, &conf),
+                    previous: std::mem::replace(&mut lb_now, conf.clone()),
+                    content: conf,
+                    commands: vec![vec!["nginx".into(), "-t".into(), "-q".into()], vec!["nginx".into(), "-s".into(), "reload".into()]],
+                });
             }
-            if prom_kept {
-                let targets = get(&files, "prometheus/targets.json").to_string();
-                if targets != targets_now {
-                    activate.push(Step::WriteLive {
-                        container: d.prometheus.name.clone(),
-                        path: TARGETS_JSON.into(),
-                        diff: unified_diff(TARGETS_JSON, &targets_now, &targets),
-                        previous: std::mem::replace(&mut targets_now, targets.clone()),
-                        content: targets,
-                        commands: Vec::new(),
-                    });
-                }
+        }
+        if prom_kept {
+            let targets = get(&files, "prometheus/targets.json").to_string();
+            if targets != targets_now {
+                activate.push(Step::WriteLive {
+                    container: d.prometheus.name.clone(),
+                    path: TARGETS_JSON.into(),
+                    diff: unified_diff(TARGETS_JSON, &targets_now, &targets),
+                    previous: std::mem::replace(&mut targets_now, targets.clone()),
+                    content: targets,
+                    commands: Vec::new(),
+                });
             }
-            Ok(())
-        };
+        }
+        Ok(())
+    };
 
     // New slots (scaling out) first, then one rewrite; then each changed slot rolled in turn.
     let mut added = false;
-    for spec in d
-        .app
-        .iter()
-        .filter(|s| in_slot(o, &s.slot).all(|c| !c.running() && c.name != s.name))
-    {
+    for spec in d.app.iter().filter(|s| in_slot(o, &s.slot).all(|c| !c.running() && c.name != s.name)) {
         activate.push(Step::Create { spec: spec.clone() });
         current.insert(spec.slot.clone(), spec.name.clone());
         added = true;
@@ -671,15 +525,10 @@ pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError
         rewrite(&current, &mut activate)?;
     }
     for spec in &d.app {
-        let olds: Vec<&ObservedContainer> = in_slot(o, &spec.slot)
-            .filter(|c| c.name != spec.name)
-            .collect();
+        let olds: Vec<&ObservedContainer> = in_slot(o, &spec.slot).filter(|c| c.name != spec.name).collect();
         match exact(spec) {
             Some(c) if !c.running() => {
-                activate.push(Step::Start {
-                    name: spec.name.clone(),
-                    wait_healthy: true,
-                });
+                activate.push(Step::Start { name: spec.name.clone(), wait_healthy: true });
                 current.insert(spec.slot.clone(), spec.name.clone());
             }
             Some(_) => {}
@@ -692,36 +541,20 @@ pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError
         }
         for old in olds {
             if old.running() {
-                activate.push(Step::Stop {
-                    name: old.name.clone(),
-                    timeout_s: spec.stop_timeout_s,
-                });
+                activate.push(Step::Stop { name: old.name.clone(), timeout_s: spec.stop_timeout_s });
             }
-            cleanup.push(Step::Remove {
-                name: old.name.clone(),
-                reason: format!("replaced by {}", spec.name),
-            });
+            cleanup.push(Step::Remove { name: old.name.clone(), reason: format!("replaced by {}", spec.name) });
         }
     }
     // Slots the topology no longer has (scaling in): out of the upstream first, then stopped.
-    let gone: Vec<&ObservedContainer> = o
-        .containers
-        .iter()
-        .filter(|c| c.role == "app" && !app_slots.contains(c.slot.as_str()))
-        .collect();
+    let gone: Vec<&ObservedContainer> = o.containers.iter().filter(|c| c.role == "app" && !app_slots.contains(c.slot.as_str())).collect();
     current.retain(|slot, _| app_slots.contains(slot.as_str()));
     rewrite(&current, &mut activate)?;
     for c in &gone {
         if c.running() {
-            activate.push(Step::Stop {
-                name: c.name.clone(),
-                timeout_s: (t.app.drain_timeout_ms / 1000) as i64 + 5,
-            });
+            activate.push(Step::Stop { name: c.name.clone(), timeout_s: (t.app.drain_timeout_ms / 1000) as i64 + 5 });
         }
-        cleanup.push(Step::Remove {
-            name: c.name.clone(),
-            reason: format!("{} is no longer in the topology", c.slot),
-        });
+        cleanup.push(Step::Remove { name: c.name.clone(), reason: format!("{} is no longer in the topology", c.slot) });
     }
 
     service(&d.lb, &mut activate, &mut cleanup);
@@ -731,65 +564,31 @@ pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError
         service(g, &mut activate, &mut cleanup);
         wanted.insert("grafana");
     }
-    for c in o
-        .containers
-        .iter()
-        .filter(|c| c.role != "app" && !wanted.contains(c.slot.as_str()))
-    {
+    for c in o.containers.iter().filter(|c| c.role != "app" && !wanted.contains(c.slot.as_str())) {
         if c.running() {
-            activate.push(Step::Stop {
-                name: c.name.clone(),
-                timeout_s: 10,
-            });
+            activate.push(Step::Stop { name: c.name.clone(), timeout_s: 10 });
         }
-        cleanup.push(Step::Remove {
-            name: c.name.clone(),
-            reason: format!("{} is no longer in the topology", c.slot),
-        });
+        cleanup.push(Step::Remove { name: c.name.clone(), reason: format!("{} is no longer in the topology", c.slot) });
     }
     prune_images(o, &d.image, &mut cleanup);
-    Ok(DockerPlan {
-        topology: t.name.clone(),
-        network,
-        activate,
-        cleanup,
-    })
+    Ok(DockerPlan { topology: t.name.clone(), network, activate, cleanup })
 }
 
 /// Release images beyond the newest [`KEEP_RELEASES`] (the deployed one counted first), as the
 /// hosts target keeps its release directories; an image a remaining container uses stays.
 fn prune_images(o: &DockerObserved, deployed: &str, cleanup: &mut Vec<Step>) {
-    let removed: BTreeSet<&str> = cleanup
-        .iter()
-        .filter_map(|s| {
-            if let Step::Remove { name, .. } = s {
-                Some(name.as_str())
-            } else {
-                None
-            }
-        })
-        .collect();
-    let in_use: BTreeSet<&str> = o
-        .containers
-        .iter()
-        .filter(|c| !removed.contains(c.name.as_str()))
-        .map(|c| c.image.as_str())
-        .collect();
+    let removed: BTreeSet<&str> = cleanup.iter().filter_map(|s| if let Step::Remove { name, .. } = s { Some(name.as_str()) } else { None }).collect();
+    let in_use: BTreeSet<&str> = o.containers.iter().filter(|c| !removed.contains(c.name.as_str())).map(|c| c.image.as_str()).collect();
     let mut older: Vec<&ObservedImage> = o.images.iter().filter(|i| i.tag != deployed).collect();
     older.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.tag.cmp(&b.tag)));
     for image in older.into_iter().skip(KEEP_RELEASES.saturating_sub(1)) {
         if !in_use.contains(image.tag.as_str()) {
-            cleanup.push(Step::RemoveImage {
-                tag: image.tag.clone(),
-            });
+            cleanup.push(Step::RemoveImage { tag: image.tag.clone() });
         }
     }
 }
 
-fn in_slot<'a>(
-    o: &'a DockerObserved,
-    slot: &'a str,
-) -> impl Iterator<Item = &'a ObservedContainer> {
+fn in_slot<'a>(o: &'a DockerObserved, slot: &'a str) -> impl Iterator<Item = &'a ObservedContainer> {
     o.containers.iter().filter(move |c| c.slot == slot)
 }
 
@@ -798,44 +597,20 @@ pub fn destroy_plan(t: &Topology, o: &DockerObserved) -> DockerPlan {
     let mut cleanup: Vec<Step> = o
         .containers
         .iter()
-        .map(|c| Step::Remove {
-            name: c.name.clone(),
-            reason: "destroy".into(),
-        })
+        .map(|c| Step::Remove { name: c.name.clone(), reason: "destroy".into() })
         .collect();
     if o.network {
-        cleanup.push(Step::RemoveNetwork {
-            name: network_name(t),
-        });
+        cleanup.push(Step::RemoveNetwork { name: network_name(t) });
     }
-    cleanup.extend(
-        o.volumes
-            .iter()
-            .map(|v| Step::RemoveVolume { name: v.clone() }),
-    );
-    cleanup.extend(
-        o.images
-            .iter()
-            .map(|i| Step::RemoveImage { tag: i.tag.clone() }),
-    );
-    DockerPlan {
-        topology: t.name.clone(),
-        network: network_name(t),
-        activate: Vec::new(),
-        cleanup,
-    }
+    cleanup.extend(o.volumes.iter().map(|v| Step::RemoveVolume { name: v.clone() }));
+    cleanup.extend(o.images.iter().map(|i| Step::RemoveImage { tag: i.tag.clone() }));
+    DockerPlan { topology: t.name.clone(), network: network_name(t), activate: Vec::new(), cleanup }
 }
 
 /// The plan as text for people: one line per step, diffs of live files.
 pub fn render_text(p: &DockerPlan, color: bool) -> String {
     use std::fmt::Write;
-    let paint = |style: anstyle::Style, s: &str| {
-        if color {
-            format!("{style}{s}{style:#}")
-        } else {
-            s.to_string()
-        }
-    };
+    let paint = |style: anstyle::Style, s: &str| if color { format!("{style}{s}{style:#}") } else { s.to_string() };
     let green = anstyle::Style::new().fg_color(Some(anstyle::AnsiColor::Green.into()));
     let red = anstyle::Style::new().fg_color(Some(anstyle::AnsiColor::Red.into()));
     let yellow = anstyle::Style::new().fg_color(Some(anstyle::AnsiColor::Yellow.into()));
@@ -851,39 +626,15 @@ pub fn render_text(p: &DockerPlan, color: bool) -> String {
         let _ = writeln!(out, "{stage}:");
         for s in steps {
             let line = match s {
-                Step::BuildImage {
-                    tag,
-                    release,
-                    bytes,
-                    ..
-                } => paint(
-                    green,
-                    &format!("  + build image {tag} (release {release}, {bytes} bytes)"),
-                ),
+                Step::BuildImage { tag, release, bytes, .. } => paint(green, &format!("  + build image {tag} (release {release}, {bytes} bytes)")),
                 Step::CreateNetwork { name } => paint(green, &format!("  + network {name}")),
                 Step::CreateVolume { name } => paint(green, &format!("  + volume {name}")),
                 Step::Create { spec } => paint(
                     green,
-                    &format!(
-                        "  + container {} ({}, {}{})",
-                        spec.name,
-                        spec.slot,
-                        spec.image,
-                        if spec.health.is_some() {
-                            ", wait healthy"
-                        } else {
-                            ""
-                        }
-                    ),
+                    &format!("  + container {} ({}, {}{})", spec.name, spec.slot, spec.image, if spec.health.is_some() { ", wait healthy" } else { "" }),
                 ),
                 Step::Start { name, .. } => paint(yellow, &format!("  ~ start {name}")),
-                Step::WriteLive {
-                    container,
-                    path,
-                    diff,
-                    commands,
-                    ..
-                } => {
+                Step::WriteLive { container, path, diff, commands, .. } => {
                     let then: Vec<String> = commands.iter().map(|c| c.join(" ")).collect();
                     let mut s = paint(yellow, &format!("  ~ write {path} in {container}"));
                     if !then.is_empty() {
@@ -899,21 +650,11 @@ pub fn render_text(p: &DockerPlan, color: bool) -> String {
                     }
                     s
                 }
-                Step::Stop { name, timeout_s } => paint(
-                    yellow,
-                    &format!("  ~ stop {name} (drain up to {timeout_s} s)"),
-                ),
-                Step::Remove { name, reason } => {
-                    paint(red, &format!("  - container {name} ({reason})"))
-                }
+                Step::Stop { name, timeout_s } => paint(yellow, &format!("  ~ stop {name} (drain up to {timeout_s} s)")),
+                Step::Remove { name, reason } => paint(red, &format!("  - container {name} ({reason})")),
                 Step::RemoveNetwork { name } => paint(red, &format!("  - network {name}")),
-                Step::RemoveVolume { name } => {
-                    paint(red, &format!("  - volume {name} (its data is lost)"))
-                }
-                Step::RemoveImage { tag } => paint(
-                    red,
-                    &format!("  - image {tag} (older than the last {KEEP_RELEASES} releases)"),
-                ),
+                Step::RemoveVolume { name } => paint(red, &format!("  - volume {name} (its data is lost)")),
+                Step::RemoveImage { tag } => paint(red, &format!("  - image {tag} (older than the last {KEEP_RELEASES} releases)")),
             };
             let _ = writeln!(out, "{line}");
         }

@@ -16,10 +16,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use desired::{
-    CURRENT_LINK, DesiredFile, DesiredHost, OnChange, RELEASES_DIR, Release, desired_hosts,
-    instance_unit, socket_unit,
-};
+pub use desired::{CURRENT_LINK, DesiredFile, DesiredHost, OnChange, RELEASES_DIR, Release, desired_hosts, instance_unit, socket_unit};
 pub use text::render_text;
 
 /// Releases kept on each host (the running one included).
@@ -94,10 +91,7 @@ impl HostPlan {
         self.prepare.is_empty() && self.activate.is_empty() && self.cleanup.is_empty()
     }
     pub fn actions(&self) -> impl Iterator<Item = &Action> {
-        self.prepare
-            .iter()
-            .chain(&self.activate)
-            .chain(&self.cleanup)
+        self.prepare.iter().chain(&self.activate).chain(&self.cleanup)
     }
 }
 
@@ -106,12 +100,7 @@ impl Plan {
     pub fn redacted(&self) -> Plan {
         let mut p = self.clone();
         for h in &mut p.hosts {
-            for a in h
-                .prepare
-                .iter_mut()
-                .chain(h.activate.iter_mut())
-                .chain(h.cleanup.iter_mut())
-            {
+            for a in h.prepare.iter_mut().chain(h.activate.iter_mut()).chain(h.cleanup.iter_mut()) {
                 if let Action::WriteFile(f) = a
                     && f.sensitive
                 {
@@ -162,78 +151,40 @@ pub struct FileChange {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
-    InstallPackages {
-        packages: Vec<String>,
-    },
-    UploadRelease {
-        release: String,
-        bytes: u64,
-    },
+    InstallPackages { packages: Vec<String> },
+    UploadRelease { release: String, bytes: u64 },
     WriteFile(FileChange),
-    RemoveFile {
-        path: String,
-    },
+    RemoveFile { path: String },
     DaemonReload,
     /// Check a configuration before anything reloads it; on failure the files are restored.
-    Validate {
-        unit: String,
-        command: String,
-    },
+    Validate { unit: String, command: String },
     /// enable + start a unit that is not running; for scale-api instances, wait until ready.
-    Start {
-        unit: String,
-        ready_port: Option<u16>,
-    },
+    Start { unit: String, ready_port: Option<u16> },
     /// enable + restart (a restart also starts a stopped unit).
-    Restart {
-        unit: String,
-    },
+    Restart { unit: String },
     /// Reload a running unit's configuration.
-    Reload {
-        unit: String,
-    },
-    Enable {
-        unit: String,
-    },
-    SwitchRelease {
-        from: Option<String>,
-        to: String,
-    },
+    Reload { unit: String },
+    Enable { unit: String },
+    SwitchRelease { from: Option<String>, to: String },
     /// Restart these scale-api instances one at a time, each gated on readiness.
-    RollingRestart {
-        ports: Vec<u16>,
-        readiness: String,
-    },
+    RollingRestart { ports: Vec<u16>, readiness: String },
     /// disable + stop.
-    Stop {
-        unit: String,
-    },
-    PruneReleases {
-        remove: Vec<String>,
-    },
+    Stop { unit: String },
+    PruneReleases { remove: Vec<String> },
     /// Record the service actions this plan owes before changing files (see `Observed::pending`).
-    MarkPending {
-        entries: Vec<String>,
-    },
+    MarkPending { entries: Vec<String> },
     /// Every owed service action was done.
     ClearPending,
 }
 
 /// Compare and decide. `observed` must hold every host of `desired`.
-pub fn plan(
-    topology: &str,
-    desired: &[DesiredHost],
-    observed: &BTreeMap<String, Observed>,
-) -> Plan {
+pub fn plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap<String, Observed>) -> Plan {
     let empty = Observed::default();
     let hosts = desired
         .iter()
         .map(|d| host_plan(d, observed.get(&d.host).unwrap_or(&empty)))
         .collect();
-    Plan {
-        topology: topology.to_string(),
-        hosts,
-    }
+    Plan { topology: topology.to_string(), hosts }
 }
 
 fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
@@ -241,24 +192,14 @@ fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
     let mut activate = Vec::new();
     let mut cleanup = Vec::new();
 
-    let missing: Vec<String> = d
-        .packages
-        .iter()
-        .filter(|p| !o.packages.get(*p).copied().unwrap_or(false))
-        .cloned()
-        .collect();
+    let missing: Vec<String> = d.packages.iter().filter(|p| !o.packages.get(*p).copied().unwrap_or(false)).cloned().collect();
     if !missing.is_empty() {
-        prepare.push(Action::InstallPackages {
-            packages: missing.clone(),
-        });
+        prepare.push(Action::InstallPackages { packages: missing.clone() });
     }
     if let Some(r) = &d.release
         && !o.releases.contains(&r.id)
     {
-        prepare.push(Action::UploadRelease {
-            release: r.id.clone(),
-            bytes: r.bytes,
-        });
+        prepare.push(Action::UploadRelease { release: r.id.clone(), bytes: r.bytes });
     }
 
     // Files: which services they touch.
@@ -282,23 +223,13 @@ fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
         OnChange::Rolling => *rolling = true,
     };
     for f in &d.files {
-        let Some(change) = file_change(f, o.files.get(&f.path).and_then(|x| x.as_ref())) else {
-            continue;
-        };
+        let Some(change) = file_change(f, o.files.get(&f.path).and_then(|x| x.as_ref())) else { continue };
         note(f.on_change, &mut rolling);
         let app_file = f.on_change == OnChange::Rolling;
         if f.unit_file {
-            if app_file {
-                daemon_reload_activate = true
-            } else {
-                daemon_reload_prepare = true
-            }
+            if app_file { daemon_reload_activate = true } else { daemon_reload_prepare = true }
         }
-        if app_file {
-            activate.push(Action::WriteFile(change))
-        } else {
-            prepare.push(Action::WriteFile(change))
-        }
+        if app_file { activate.push(Action::WriteFile(change)) } else { prepare.push(Action::WriteFile(change)) }
     }
     for (path, on) in &d.absent {
         // Installing a package may create the file (Debian's default nginx site): remove it then too.
@@ -312,11 +243,7 @@ fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
     }
     // What this plan's file changes owe, recorded before any file changes; plus what a killed
     // apply still owed.
-    let mut owed: Vec<String> = restart
-        .iter()
-        .map(|u| format!("restart:{u}"))
-        .chain(reload.iter().map(|u| format!("reload:{u}")))
-        .collect();
+    let mut owed: Vec<String> = restart.iter().map(|u| format!("restart:{u}")).chain(reload.iter().map(|u| format!("reload:{u}"))).collect();
     if rolling {
         owed.push("rolling".into());
     }
@@ -344,10 +271,7 @@ fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
         }
     }
     if reload.contains(&"nginx.service") || restart.contains(&"nginx.service") {
-        prepare.push(Action::Validate {
-            unit: "nginx.service".into(),
-            command: "nginx -t -q".into(),
-        });
+        prepare.push(Action::Validate { unit: "nginx.service".into(), command: "nginx -t -q".into() });
     }
 
     // Services other than scale-api, in the order the desired state lists them.
@@ -362,10 +286,7 @@ fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
                 activate.push(Action::Enable { unit: s.clone() });
             }
         } else if !st.is_active() || !st.is_enabled() {
-            activate.push(Action::Start {
-                unit: s.clone(),
-                ready_port: None,
-            });
+            activate.push(Action::Start { unit: s.clone(), ready_port: None });
         }
     }
 
@@ -377,33 +298,22 @@ fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
         if let Some(r) = &d.release
             && o.release.as_deref() != Some(r.id.as_str())
         {
-            activate.push(Action::SwitchRelease {
-                from: o.release.clone(),
-                to: r.id.clone(),
-            });
+            activate.push(Action::SwitchRelease { from: o.release.clone(), to: r.id.clone() });
             rolling = true;
         }
         let mut roll = Vec::new();
         for &port in &d.instances {
             let st = unit(&instance_unit(port));
             if !st.is_active() {
-                activate.push(Action::Start {
-                    unit: instance_unit(port),
-                    ready_port: Some(port),
-                });
+                activate.push(Action::Start { unit: instance_unit(port), ready_port: Some(port) });
             } else if rolling {
                 roll.push(port);
             } else if !st.is_enabled() {
-                activate.push(Action::Enable {
-                    unit: instance_unit(port),
-                });
+                activate.push(Action::Enable { unit: instance_unit(port) });
             }
         }
         if !roll.is_empty() {
-            activate.push(Action::RollingRestart {
-                ports: roll,
-                readiness: d.readiness.clone(),
-            });
+            activate.push(Action::RollingRestart { ports: roll, readiness: d.readiness.clone() });
         }
         for e in &d.enabled {
             if !unit(e).is_enabled() {
@@ -411,21 +321,14 @@ fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
             }
         }
     }
-    if prepare
-        .iter()
-        .any(|a| matches!(a, Action::MarkPending { .. }))
-        || !o.pending.is_empty()
-    {
+    if prepare.iter().any(|a| matches!(a, Action::MarkPending { .. })) || !o.pending.is_empty() {
         activate.push(Action::ClearPending);
     }
     // Instances no longer wanted (fewer instances, or the app role removed).
     for (u, st) in &o.units {
         let port = u
             .strip_prefix("scale-api@")
-            .and_then(|r| {
-                r.strip_suffix(".service")
-                    .or_else(|| r.strip_suffix(".socket"))
-            })
+            .and_then(|r| r.strip_suffix(".service").or_else(|| r.strip_suffix(".socket")))
             .and_then(|p| p.parse::<u16>().ok());
         if let Some(port) = port
             && !d.instances.contains(&port)
@@ -451,13 +354,7 @@ fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
             }
         }
     }
-    HostPlan {
-        host: d.host.clone(),
-        roles: d.roles.clone(),
-        prepare,
-        activate,
-        cleanup,
-    }
+    HostPlan { host: d.host.clone(), roles: d.roles.clone(), prepare, activate, cleanup }
 }
 
 fn file_change(f: &DesiredFile, o: Option<&ObservedFile>) -> Option<FileChange> {
@@ -475,11 +372,7 @@ fn file_change(f: &DesiredFile, o: Option<&ObservedFile>) -> Option<FileChange> 
         previous,
     };
     match o {
-        None => Some(mk(
-            Change::Create,
-            (!f.sensitive).then(|| unified_diff(&f.path, "", &f.content)),
-            None,
-        )),
+        None => Some(mk(Change::Create, (!f.sensitive).then(|| unified_diff(&f.path, "", &f.content)), None)),
         Some(o) if o.sha256 != sha => {
             let old = o.content.clone().unwrap_or_default();
             let diff = (!f.sensitive).then(|| unified_diff(&f.path, &old, &f.content));
@@ -494,10 +387,7 @@ fn file_change(f: &DesiredFile, o: Option<&ObservedFile>) -> Option<FileChange> 
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub(crate) fn unified_diff(path: &str, old: &str, new: &str) -> String {
@@ -513,23 +403,11 @@ mod tests;
 
 /// Ports of the desired instances that run now.
 fn running_instances(d: &DesiredHost, o: &Observed) -> Vec<u16> {
-    d.instances
-        .iter()
-        .copied()
-        .filter(|p| {
-            o.units
-                .get(&instance_unit(*p))
-                .is_some_and(UnitState::is_active)
-        })
-        .collect()
+    d.instances.iter().copied().filter(|p| o.units.get(&instance_unit(*p)).is_some_and(UnitState::is_active)).collect()
 }
 
 /// `scalectl reload`: every running scale-api instance restarted one at a time, nothing else.
-pub fn reload_plan(
-    topology: &str,
-    desired: &[DesiredHost],
-    observed: &BTreeMap<String, Observed>,
-) -> Plan {
+pub fn reload_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap<String, Observed>) -> Plan {
     let hosts = desired
         .iter()
         .map(|d| {
@@ -538,32 +416,16 @@ pub fn reload_plan(
             let activate = if ports.is_empty() {
                 Vec::new()
             } else {
-                vec![Action::RollingRestart {
-                    ports,
-                    readiness: d.readiness.clone(),
-                }]
+                vec![Action::RollingRestart { ports, readiness: d.readiness.clone() }]
             };
-            HostPlan {
-                host: d.host.clone(),
-                roles: d.roles.clone(),
-                prepare: vec![],
-                activate,
-                cleanup: vec![],
-            }
+            HostPlan { host: d.host.clone(), roles: d.roles.clone(), prepare: vec![], activate, cleanup: vec![] }
         })
         .collect();
-    Plan {
-        topology: topology.to_string(),
-        hosts,
-    }
+    Plan { topology: topology.to_string(), hosts }
 }
 
 /// `scalectl rollback`: every app host back to the release before the running one.
-pub fn rollback_plan(
-    topology: &str,
-    desired: &[DesiredHost],
-    observed: &BTreeMap<String, Observed>,
-) -> Result<Plan, String> {
+pub fn rollback_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap<String, Observed>) -> Result<Plan, String> {
     let mut hosts = Vec::new();
     for d in desired {
         let o = observed.get(&d.host).cloned().unwrap_or_default();
@@ -571,51 +433,24 @@ pub fn rollback_plan(
         if !d.instances.is_empty() {
             let current = o.release.clone();
             // Releases are listed oldest first: the previous one is the newest other than current.
-            let previous = o
-                .releases
-                .iter()
-                .rev()
-                .find(|r| Some(*r) != current.as_ref())
-                .cloned();
+            let previous = o.releases.iter().rev().find(|r| Some(*r) != current.as_ref()).cloned();
             let Some(previous) = previous else {
-                return Err(format!(
-                    "{}: no earlier release to roll back to (it has only {:?})",
-                    d.host, o.releases
-                ));
+                return Err(format!("{}: no earlier release to roll back to (it has only {:?})", d.host, o.releases));
             };
-            activate.push(Action::SwitchRelease {
-                from: current,
-                to: previous,
-            });
+            activate.push(Action::SwitchRelease { from: current, to: previous });
             let ports = running_instances(d, &o);
             if !ports.is_empty() {
-                activate.push(Action::RollingRestart {
-                    ports,
-                    readiness: d.readiness.clone(),
-                });
+                activate.push(Action::RollingRestart { ports, readiness: d.readiness.clone() });
             }
         }
-        hosts.push(HostPlan {
-            host: d.host.clone(),
-            roles: d.roles.clone(),
-            prepare: vec![],
-            activate,
-            cleanup: vec![],
-        });
+        hosts.push(HostPlan { host: d.host.clone(), roles: d.roles.clone(), prepare: vec![], activate, cleanup: vec![] });
     }
-    Ok(Plan {
-        topology: topology.to_string(),
-        hosts,
-    })
+    Ok(Plan { topology: topology.to_string(), hosts })
 }
 
 /// `scalectl destroy`: stop what scalectl started and remove what it wrote, load balancer first.
 /// Debian's packages stay installed; rsyslog (a base service) is only restarted without our file.
-pub fn destroy_plan(
-    topology: &str,
-    desired: &[DesiredHost],
-    observed: &BTreeMap<String, Observed>,
-) -> Plan {
+pub fn destroy_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap<String, Observed>) -> Plan {
     let hosts = desired
         .iter()
         .rev()
@@ -630,10 +465,7 @@ pub fn destroy_plan(
             }
             for u in d.enabled.iter().chain(&d.services) {
                 let st = o.units.get(u).cloned().unwrap_or_default();
-                if u != "rsyslog.service"
-                    && !u.starts_with("scale-api@")
-                    && (st.is_active() || st.is_enabled())
-                {
+                if u != "rsyslog.service" && !u.starts_with("scale-api@") && (st.is_active() || st.is_enabled()) {
                     activate.push(Action::Stop { unit: u.clone() });
                 }
             }
@@ -643,44 +475,23 @@ pub fn destroy_plan(
                 if matches!(o.files.get(&f.path), Some(Some(_))) {
                     units_removed |= f.unit_file;
                     rsyslog |= f.on_change == OnChange::Restart("rsyslog.service");
-                    activate.push(Action::RemoveFile {
-                        path: f.path.clone(),
-                    });
+                    activate.push(Action::RemoveFile { path: f.path.clone() });
                 }
             }
             if units_removed {
                 activate.push(Action::DaemonReload);
             }
-            if rsyslog
-                && o.units
-                    .get("rsyslog.service")
-                    .is_some_and(UnitState::is_active)
-            {
-                activate.push(Action::Restart {
-                    unit: "rsyslog.service".into(),
-                });
+            if rsyslog && o.units.get("rsyslog.service").is_some_and(UnitState::is_active) {
+                activate.push(Action::Restart { unit: "rsyslog.service".into() });
             }
             if o.release.is_some() {
-                activate.push(Action::RemoveFile {
-                    path: CURRENT_LINK.into(),
-                });
+                activate.push(Action::RemoveFile { path: CURRENT_LINK.into() });
             }
             if !o.releases.is_empty() {
-                activate.push(Action::PruneReleases {
-                    remove: o.releases.clone(),
-                });
+                activate.push(Action::PruneReleases { remove: o.releases.clone() });
             }
-            HostPlan {
-                host: d.host.clone(),
-                roles: d.roles.clone(),
-                prepare: vec![],
-                activate,
-                cleanup: vec![],
-            }
+            HostPlan { host: d.host.clone(), roles: d.roles.clone(), prepare: vec![], activate, cleanup: vec![] }
         })
         .collect();
-    Plan {
-        topology: topology.to_string(),
-        hosts,
-    }
+    Plan { topology: topology.to_string(), hosts }
 }

@@ -32,26 +32,13 @@ pub struct SavedPlan {
 pub fn fingerprints(observed: &BTreeMap<String, Observed>) -> BTreeMap<String, String> {
     observed
         .iter()
-        .map(|(h, o)| {
-            (
-                h.clone(),
-                sha256_hex(serde_json::to_string(o).unwrap_or_default().as_bytes()),
-            )
-        })
+        .map(|(h, o)| (h.clone(), sha256_hex(serde_json::to_string(o).unwrap_or_default().as_bytes())))
         .collect()
 }
 
 /// Hosts whose observation differs from the one the plan was made on.
-pub fn changed_hosts(
-    saved: &BTreeMap<String, String>,
-    now: &BTreeMap<String, String>,
-) -> Vec<String> {
-    let mut hosts: Vec<String> = saved
-        .keys()
-        .chain(now.keys())
-        .filter(|h| saved.get(*h) != now.get(*h))
-        .cloned()
-        .collect();
+pub fn changed_hosts(saved: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<String> {
+    let mut hosts: Vec<String> = saved.keys().chain(now.keys()).filter(|h| saved.get(*h) != now.get(*h)).cloned().collect();
     hosts.sort();
     hosts.dedup();
     hosts
@@ -64,31 +51,13 @@ mod tests {
     #[test]
     fn a_host_that_changed_makes_the_plan_stale() {
         let mut a = BTreeMap::new();
-        a.insert(
-            "web".to_string(),
-            Observed {
-                cores: 2,
-                ..Default::default()
-            },
-        );
-        a.insert(
-            "db".to_string(),
-            Observed {
-                cores: 4,
-                ..Default::default()
-            },
-        );
+        a.insert("web".to_string(), Observed { cores: 2, ..Default::default() });
+        a.insert("db".to_string(), Observed { cores: 4, ..Default::default() });
         let before = fingerprints(&a);
         assert!(changed_hosts(&before, &fingerprints(&a)).is_empty());
         a.get_mut("db").unwrap().release = Some("r2".into());
-        assert_eq!(
-            changed_hosts(&before, &fingerprints(&a)),
-            vec!["db".to_string()]
-        );
+        assert_eq!(changed_hosts(&before, &fingerprints(&a)), vec!["db".to_string()]);
         a.remove("web");
-        assert_eq!(
-            changed_hosts(&before, &fingerprints(&a)),
-            vec!["db".to_string(), "web".to_string()]
-        );
+        assert_eq!(changed_hosts(&before, &fingerprints(&a)), vec!["db".to_string(), "web".to_string()]);
     }
 }

@@ -12,23 +12,12 @@ fn desired(release: &str) -> Vec<DesiredHost> {
     let t = parse("t.yaml", TOPOLOGY).unwrap();
     let facts = Facts::with_default_cores(2);
     let files = render(&t, &facts, &Templates::embedded()).unwrap();
-    desired_hosts(
-        &t,
-        &facts,
-        &files,
-        Some(&Release {
-            id: release.into(),
-            bytes: 10,
-        }),
-    )
+    desired_hosts(&t, &facts, &files, Some(&Release { id: release.into(), bytes: 10 }))
 }
 
 /// What a host looks like once `d` was applied.
 fn converged(d: &DesiredHost) -> Observed {
-    let mut o = Observed {
-        cores: 2,
-        ..Default::default()
-    };
+    let mut o = Observed { cores: 2, ..Default::default() };
     for f in &d.files {
         o.files.insert(
             f.path.clone(),
@@ -44,10 +33,7 @@ fn converged(d: &DesiredHost) -> Observed {
     for (p, _) in &d.absent {
         o.files.insert(p.clone(), None);
     }
-    let active = UnitState {
-        active: "active".into(),
-        enabled: "enabled".into(),
-    };
+    let active = UnitState { active: "active".into(), enabled: "enabled".into() };
     for u in d.services.iter().chain(&d.enabled) {
         o.units.insert(u.clone(), active.clone());
     }
@@ -92,39 +78,15 @@ fn a_bare_host_gets_packages_files_and_started_services() {
     let d = desired("r1");
     let p = plan("t", &d, &BTreeMap::new());
     let app = host(&p, "app");
-    assert!(
-        matches!(&app.prepare[0], Action::MarkPending { entries } if entries.contains(&"rolling".to_string()))
-    );
-    assert!(
-        matches!(&app.prepare[1], Action::InstallPackages { packages } if packages.contains(&"curl".to_string()))
-    );
+    assert!(matches!(&app.prepare[0], Action::MarkPending { entries } if entries.contains(&"rolling".to_string())));
+    assert!(matches!(&app.prepare[1], Action::InstallPackages { packages } if packages.contains(&"curl".to_string())));
     assert!(matches!(&app.prepare[2], Action::UploadRelease { release, .. } if release == "r1"));
     assert_eq!(app.activate.last(), Some(&Action::ClearPending));
-    let starts: Vec<&Action> = app
-        .activate
-        .iter()
-        .filter(|a| {
-            matches!(
-                a,
-                Action::Start {
-                    ready_port: Some(_),
-                    ..
-                }
-            )
-        })
-        .collect();
+    let starts: Vec<&Action> = app.activate.iter().filter(|a| matches!(a, Action::Start { ready_port: Some(_), .. })).collect();
     assert_eq!(starts.len(), 2);
-    assert!(
-        app.activate
-            .iter()
-            .any(|a| matches!(a, Action::SwitchRelease { from: None, to } if to == "r1"))
-    );
+    assert!(app.activate.iter().any(|a| matches!(a, Action::SwitchRelease { from: None, to } if to == "r1")));
     let lb = host(&p, "lb");
-    assert!(
-        lb.prepare
-            .iter()
-            .any(|a| matches!(a, Action::Validate { unit, .. } if unit == "nginx.service"))
-    );
+    assert!(lb.prepare.iter().any(|a| matches!(a, Action::Validate { unit, .. } if unit == "nginx.service")));
 }
 
 #[test]
@@ -135,33 +97,16 @@ fn a_new_release_rolls_running_instances_and_keeps_the_previous_one() {
     let d2 = desired("r2");
     let p = plan("t", &d2, &obs);
     let app = host(&p, "app");
-    assert_eq!(
-        app.prepare,
-        vec![Action::UploadRelease {
-            release: "r2".into(),
-            bytes: 10
-        }]
-    );
+    assert_eq!(app.prepare, vec![Action::UploadRelease { release: "r2".into(), bytes: 10 }]);
     assert_eq!(
         app.activate,
         vec![
-            Action::SwitchRelease {
-                from: Some("r1".into()),
-                to: "r2".into()
-            },
-            Action::RollingRestart {
-                ports: vec![3000, 3001],
-                readiness: "/readyz".into()
-            },
+            Action::SwitchRelease { from: Some("r1".into()), to: "r2".into() },
+            Action::RollingRestart { ports: vec![3000, 3001], readiness: "/readyz".into() },
         ]
     );
     // Keep 3: the new one, the running one (rollback target), and the newest other.
-    assert_eq!(
-        app.cleanup,
-        vec![Action::PruneReleases {
-            remove: vec!["r0".into()]
-        }]
-    );
+    assert_eq!(app.cleanup, vec![Action::PruneReleases { remove: vec!["r0".into()] }]);
     assert!(host(&p, "lb").is_empty() && host(&p, "cache").is_empty());
 }
 
@@ -169,46 +114,18 @@ fn a_new_release_rolls_running_instances_and_keeps_the_previous_one() {
 fn a_changed_file_gives_its_diff_and_its_service_action() {
     let d = desired("r1");
     let mut obs = all_converged(&d);
-    let conf = obs
-        .get_mut("cache")
-        .unwrap()
-        .files
-        .get_mut("/etc/redis/redis.conf")
-        .unwrap()
-        .as_mut()
-        .unwrap();
-    let old = conf.content.clone().unwrap().replace(
-        "maxmemory-policy allkeys-lru",
-        "maxmemory-policy noeviction",
-    );
+    let conf = obs.get_mut("cache").unwrap().files.get_mut("/etc/redis/redis.conf").unwrap().as_mut().unwrap();
+    let old = conf.content.clone().unwrap().replace("maxmemory-policy allkeys-lru", "maxmemory-policy noeviction");
     conf.sha256 = sha256_hex(old.as_bytes());
     conf.content = Some(old);
     let p = plan("t", &d, &obs);
     let cache = host(&p, "cache");
-    assert_eq!(
-        cache.prepare[0],
-        Action::MarkPending {
-            entries: vec!["restart:redis-server.service".into()]
-        }
-    );
-    let Action::WriteFile(f) = &cache.prepare[1] else {
-        panic!("{cache:#?}")
-    };
+    assert_eq!(cache.prepare[0], Action::MarkPending { entries: vec!["restart:redis-server.service".into()] });
+    let Action::WriteFile(f) = &cache.prepare[1] else { panic!("{cache:#?}") };
     assert_eq!(f.change, Change::Update);
     let diff = f.diff.as_deref().unwrap();
-    assert!(
-        diff.contains("-maxmemory-policy noeviction\n+maxmemory-policy allkeys-lru"),
-        "{diff}"
-    );
-    assert_eq!(
-        cache.activate,
-        vec![
-            Action::Restart {
-                unit: "redis-server.service".into()
-            },
-            Action::ClearPending
-        ]
-    );
+    assert!(diff.contains("-maxmemory-policy noeviction\n+maxmemory-policy allkeys-lru"), "{diff}");
+    assert_eq!(cache.activate, vec![Action::Restart { unit: "redis-server.service".into() }, Action::ClearPending]);
     assert_eq!(p.change_count(), 4);
 }
 
@@ -222,31 +139,11 @@ fn what_a_killed_apply_owed_is_done_by_the_next_one() {
     obs.get_mut("app").unwrap().pending = vec!["rolling".into()];
     let p = plan("t", &d, &obs);
     let lb = host(&p, "lb");
-    assert_eq!(
-        lb.prepare,
-        vec![Action::Validate {
-            unit: "nginx.service".into(),
-            command: "nginx -t -q".into()
-        }]
-    );
-    assert_eq!(
-        lb.activate,
-        vec![
-            Action::Reload {
-                unit: "nginx.service".into()
-            },
-            Action::ClearPending
-        ]
-    );
+    assert_eq!(lb.prepare, vec![Action::Validate { unit: "nginx.service".into(), command: "nginx -t -q".into() }]);
+    assert_eq!(lb.activate, vec![Action::Reload { unit: "nginx.service".into() }, Action::ClearPending]);
     assert_eq!(
         host(&p, "app").activate,
-        vec![
-            Action::RollingRestart {
-                ports: vec![3000, 3001],
-                readiness: "/readyz".into()
-            },
-            Action::ClearPending
-        ]
+        vec![Action::RollingRestart { ports: vec![3000, 3001], readiness: "/readyz".into() }, Action::ClearPending]
     );
 }
 
@@ -270,11 +167,7 @@ fn sensitive_files_are_never_diffed() {
     assert!(!text.contains("hunter2"), "{text}");
     assert!(text.contains("sensitive: content hidden"));
     // What is printed or saved is the redacted plan; the executor keeps the content in memory.
-    assert!(
-        !serde_json::to_string(&p.redacted())
-            .unwrap()
-            .contains("hunter2")
-    );
+    assert!(!serde_json::to_string(&p.redacted()).unwrap().contains("hunter2"));
     assert!(render_text(&p, false) == render_text(&p.redacted(), false));
 }
 
@@ -282,54 +175,22 @@ fn sensitive_files_are_never_diffed() {
 fn fewer_instances_stop_the_extra_ones_last() {
     let d = desired("r1");
     let mut obs = all_converged(&d);
-    let active = UnitState {
-        active: "active".into(),
-        enabled: "enabled".into(),
-    };
-    obs.get_mut("app")
-        .unwrap()
-        .units
-        .insert(instance_unit(3002), active);
+    let active = UnitState { active: "active".into(), enabled: "enabled".into() };
+    obs.get_mut("app").unwrap().units.insert(instance_unit(3002), active);
     let p = plan("t", &d, &obs);
-    assert_eq!(
-        host(&p, "app").cleanup,
-        vec![Action::Stop {
-            unit: "scale-api@3002.service".into()
-        }]
-    );
+    assert_eq!(host(&p, "app").cleanup, vec![Action::Stop { unit: "scale-api@3002.service".into() }]);
 }
 
 #[test]
 fn a_stopped_service_is_started_and_a_dead_instance_waits_for_readiness() {
     let d = desired("r1");
     let mut obs = all_converged(&d);
-    let failed = UnitState {
-        active: "failed".into(),
-        enabled: "enabled".into(),
-    };
-    obs.get_mut("lb")
-        .unwrap()
-        .units
-        .insert("nginx.service".into(), failed.clone());
-    obs.get_mut("app")
-        .unwrap()
-        .units
-        .insert(instance_unit(3001), failed);
+    let failed = UnitState { active: "failed".into(), enabled: "enabled".into() };
+    obs.get_mut("lb").unwrap().units.insert("nginx.service".into(), failed.clone());
+    obs.get_mut("app").unwrap().units.insert(instance_unit(3001), failed);
     let p = plan("t", &d, &obs);
-    assert_eq!(
-        host(&p, "lb").activate,
-        vec![Action::Start {
-            unit: "nginx.service".into(),
-            ready_port: None
-        }]
-    );
-    assert_eq!(
-        host(&p, "app").activate,
-        vec![Action::Start {
-            unit: "scale-api@3001.service".into(),
-            ready_port: Some(3001)
-        }]
-    );
+    assert_eq!(host(&p, "lb").activate, vec![Action::Start { unit: "nginx.service".into(), ready_port: None }]);
+    assert_eq!(host(&p, "app").activate, vec![Action::Start { unit: "scale-api@3001.service".into(), ready_port: Some(3001) }]);
 }
 
 #[test]
@@ -337,29 +198,13 @@ fn reload_restarts_only_running_instances_and_rollback_needs_an_earlier_release(
     let d = desired("r1");
     let obs = all_converged(&d);
     let p = reload_plan("t", &d, &obs);
-    assert_eq!(
-        host(&p, "app").activate,
-        vec![Action::RollingRestart {
-            ports: vec![3000, 3001],
-            readiness: "/readyz".into()
-        }]
-    );
+    assert_eq!(host(&p, "app").activate, vec![Action::RollingRestart { ports: vec![3000, 3001], readiness: "/readyz".into() }]);
     assert_eq!(p.change_count(), 1);
-    assert!(
-        rollback_plan("t", &d, &obs)
-            .unwrap_err()
-            .contains("no earlier release")
-    );
+    assert!(rollback_plan("t", &d, &obs).unwrap_err().contains("no earlier release"));
     let mut obs = obs;
     obs.get_mut("app").unwrap().releases = vec!["r0".into(), "r1".into()];
     let p = rollback_plan("t", &d, &obs).unwrap();
-    assert_eq!(
-        host(&p, "app").activate[0],
-        Action::SwitchRelease {
-            from: Some("r1".into()),
-            to: "r0".into()
-        }
-    );
+    assert_eq!(host(&p, "app").activate[0], Action::SwitchRelease { from: Some("r1".into()), to: "r0".into() });
 }
 
 #[test]
@@ -370,34 +215,12 @@ fn destroy_stops_services_then_removes_files_and_releases_load_balancer_first() 
     let order: Vec<&str> = p.hosts.iter().map(|h| h.host.as_str()).collect();
     assert_eq!(order, ["lb", "app", "cache"]);
     let app = host(&p, "app");
-    assert_eq!(
-        app.activate[0],
-        Action::Stop {
-            unit: "scale-api@3000.service".into()
-        }
-    );
-    let first_remove = app
-        .activate
-        .iter()
-        .position(|a| matches!(a, Action::RemoveFile { .. }))
-        .unwrap();
-    assert!(
-        app.activate[..first_remove]
-            .iter()
-            .all(|a| matches!(a, Action::Stop { .. }))
-    );
-    assert!(app.activate.contains(&Action::RemoveFile {
-        path: CURRENT_LINK.into()
-    }));
-    assert_eq!(
-        app.activate.last(),
-        Some(&Action::PruneReleases {
-            remove: vec!["r1".into()]
-        })
-    );
-    assert!(!host(&p, "cache").activate.contains(&Action::Stop {
-        unit: "rsyslog.service".into()
-    }));
+    assert_eq!(app.activate[0], Action::Stop { unit: "scale-api@3000.service".into() });
+    let first_remove = app.activate.iter().position(|a| matches!(a, Action::RemoveFile { .. })).unwrap();
+    assert!(app.activate[..first_remove].iter().all(|a| matches!(a, Action::Stop { .. })));
+    assert!(app.activate.contains(&Action::RemoveFile { path: CURRENT_LINK.into() }));
+    assert_eq!(app.activate.last(), Some(&Action::PruneReleases { remove: vec!["r1".into()] }));
+    assert!(!host(&p, "cache").activate.contains(&Action::Stop { unit: "rsyslog.service".into() }));
     // Nothing left: destroying again plans nothing.
     assert!(!destroy_plan("t", &d, &BTreeMap::new()).has_changes());
 }

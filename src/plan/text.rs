@@ -10,11 +10,7 @@ struct Style {
 
 impl Style {
     fn paint(&self, style: anstyle::Style, s: &str) -> String {
-        if self.on {
-            format!("{}{s}{}", style.render(), style.render_reset())
-        } else {
-            s.to_string()
-        }
+        if self.on { format!("{}{s}{}", style.render(), style.render_reset()) } else { s.to_string() }
     }
     fn green(&self, s: &str) -> String {
         self.paint(anstyle::AnsiColor::Green.on_default(), s)
@@ -34,18 +30,9 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
     let st = Style { on: color };
     let mut out = String::new();
     for h in &plan.hosts {
-        let roles: Vec<String> = h
-            .roles
-            .iter()
-            .map(|r| format!("{r:?}").to_lowercase())
-            .collect();
+        let roles: Vec<String> = h.roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect();
         if h.is_empty() {
-            let _ = writeln!(
-                out,
-                "{} ({}): no changes",
-                st.bold(&h.host),
-                roles.join(", ")
-            );
+            let _ = writeln!(out, "{} ({}): no changes", st.bold(&h.host), roles.join(", "));
             continue;
         }
         let _ = writeln!(out, "{} ({})", st.bold(&h.host), roles.join(", "));
@@ -74,12 +61,7 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
         let _ = writeln!(out, "\nNo changes: every host matches the topology.");
     } else {
         let hosts = plan.hosts.iter().filter(|h| !h.is_empty()).count();
-        let _ = writeln!(
-            out,
-            "\nPlan: {n} action{} on {hosts} host{}.",
-            plural(n),
-            plural(hosts)
-        );
+        let _ = writeln!(out, "\nPlan: {n} action{} on {hosts} host{}.", plural(n), plural(hosts));
     }
     out
 }
@@ -90,17 +72,9 @@ fn plural(n: usize) -> &'static str {
 
 fn line(a: &Action, st: &Style) -> String {
     match a {
-        Action::InstallPackages { packages } => format!(
-            "{} install packages: {}",
-            st.green("+"),
-            packages.join(", ")
-        ),
+        Action::InstallPackages { packages } => format!("{} install packages: {}", st.green("+"), packages.join(", ")),
         Action::UploadRelease { release, bytes } => {
-            format!(
-                "{} upload release {release} ({})",
-                st.green("+"),
-                bytesize::ByteSize::b(*bytes).display().si()
-            )
+            format!("{} upload release {release} ({})", st.green("+"), bytesize::ByteSize::b(*bytes).display().si())
         }
         Action::WriteFile(f) => {
             let (sym, what) = match f.change {
@@ -108,55 +82,29 @@ fn line(a: &Action, st: &Style) -> String {
                 Change::Update => (st.yellow("~"), "update"),
                 Change::Metadata => (st.yellow("~"), "set mode/owner of"),
             };
-            let secret = if f.sensitive {
-                " (sensitive: content hidden)"
-            } else {
-                ""
-            };
-            format!(
-                "{sym} {what} {} ({:o} {}:{}){secret}",
-                f.path, f.mode, f.owner, f.group
-            )
+            let secret = if f.sensitive { " (sensitive: content hidden)" } else { "" };
+            format!("{sym} {what} {} ({:o} {}:{}){secret}", f.path, f.mode, f.owner, f.group)
         }
         Action::RemoveFile { path } => format!("{} remove {path}", st.red("-")),
         Action::DaemonReload => format!("{} systemctl daemon-reload", st.yellow("~")),
-        Action::Validate { unit, command } => {
-            format!("{} validate {unit}: {command}", st.yellow("?"))
-        }
+        Action::Validate { unit, command } => format!("{} validate {unit}: {command}", st.yellow("?")),
         Action::Start { unit, ready_port } => match ready_port {
-            Some(p) => format!(
-                "{} start {unit} (wait until 127.0.0.1:{p} is ready)",
-                st.green("+")
-            ),
+            Some(p) => format!("{} start {unit} (wait until 127.0.0.1:{p} is ready)", st.green("+")),
             None => format!("{} enable and start {unit}", st.green("+")),
         },
         Action::Restart { unit } => format!("{} restart {unit}", st.yellow("↻")),
         Action::Reload { unit } => format!("{} reload {unit}", st.yellow("↻")),
         Action::Enable { unit } => format!("{} enable {unit}", st.green("+")),
         Action::SwitchRelease { from, to } => {
-            format!(
-                "{} switch release {} -> {to}",
-                st.yellow("~"),
-                from.as_deref().unwrap_or("(none)")
-            )
+            format!("{} switch release {} -> {to}", st.yellow("~"), from.as_deref().unwrap_or("(none)"))
         }
         Action::RollingRestart { ports, readiness } => {
             let units: Vec<String> = ports.iter().map(|p| format!("scale-api@{p}")).collect();
-            format!(
-                "{} rolling restart {} (one at a time, each gated on {readiness})",
-                st.yellow("↻"),
-                units.join(", ")
-            )
+            format!("{} rolling restart {} (one at a time, each gated on {readiness})", st.yellow("↻"), units.join(", "))
         }
         Action::Stop { unit } => format!("{} stop and disable {unit}", st.red("-")),
-        Action::PruneReleases { remove } => {
-            format!("{} remove old releases {}", st.red("-"), remove.join(", "))
-        }
-        Action::MarkPending { entries } => format!(
-            "{} record owed service actions: {}",
-            st.yellow("~"),
-            entries.join(", ")
-        ),
+        Action::PruneReleases { remove } => format!("{} remove old releases {}", st.red("-"), remove.join(", ")),
+        Action::MarkPending { entries } => format!("{} record owed service actions: {}", st.yellow("~"), entries.join(", ")),
         Action::ClearPending => format!("{} clear owed service actions", st.yellow("~")),
     }
 }

@@ -22,22 +22,15 @@ pub struct Facts {
 
 impl Facts {
     pub fn with_default_cores(default_cores: u32) -> Self {
-        Facts {
-            cores: BTreeMap::new(),
-            default_cores: default_cores.max(1),
-        }
+        Facts { cores: BTreeMap::new(), default_cores: default_cores.max(1) }
     }
 
     /// Cores of a host: observed, else declared in the topology, else the default.
     pub fn cores_of(&self, h: &Host) -> u32 {
-        self.cores
-            .get(&h.name)
-            .copied()
-            .or(h.cores)
-            .unwrap_or(self.default_cores)
-            .max(1)
+        self.cores.get(&h.name).copied().or(h.cores).unwrap_or(self.default_cores).max(1)
     }
 }
+
 
 /// One scale-api process: where the load balancer and Prometheus reach it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -99,24 +92,14 @@ impl Ctx {
         let mut c = Ctx::base(t, "hosts");
         for h in &t.hosts {
             let ports: Vec<u16> = if h.has(Role::App) {
-                (0..t.instances_on(h, facts.cores_of(h)))
-                    .filter_map(|i| u16::try_from(u32::from(t.app.port) + i).ok())
-                    .collect()
+                (0..t.instances_on(h, facts.cores_of(h))).filter_map(|i| u16::try_from(u32::from(t.app.port) + i).ok()).collect()
             } else {
                 Vec::new()
             };
             for &port in &ports {
-                c.instances.push(Instance {
-                    host: h.name.clone(),
-                    address: h.address.clone(),
-                    port,
-                    weight: h.weight,
-                });
+                c.instances.push(Instance { host: h.name.clone(), address: h.address.clone(), port, weight: h.weight });
             }
-            let ep = Endpoint {
-                host: h.name.clone(),
-                address: h.address.clone(),
-            };
+            let ep = Endpoint { host: h.name.clone(), address: h.address.clone() };
             if h.has(Role::Lb) {
                 c.lbs.push(ep.clone());
             }
@@ -126,13 +109,7 @@ impl Ctx {
             if h.has(Role::Monitor) && c.monitor.is_none() {
                 c.monitor = Some(ep);
             }
-            c.hosts.push(HostView {
-                name: h.name.clone(),
-                address: h.address.clone(),
-                roles: h.roles.clone(),
-                ssh: h.ssh.clone(),
-                ports,
-            });
+            c.hosts.push(HostView { name: h.name.clone(), address: h.address.clone(), roles: h.roles.clone(), ssh: h.ssh.clone(), ports });
         }
         c
     }
@@ -156,48 +133,20 @@ impl Ctx {
             Instances::Max => facts.default_cores,
         };
         for i in 1..=replicas {
-            c.instances.push(Instance {
-                host: format!("api-{i}"),
-                address: format!("api-{i}"),
-                port: t.app.port,
-                weight: 1,
-            });
+            c.instances.push(Instance { host: format!("api-{i}"), address: format!("api-{i}"), port: t.app.port, weight: 1 });
         }
-        c.lbs.push(Endpoint {
-            host: "lb".into(),
-            address: "lb".into(),
-        });
-        c.redis = Some(Endpoint {
-            host: "redis".into(),
-            address: "redis".into(),
-        });
-        c.monitor = Some(Endpoint {
-            host: "prometheus".into(),
-            address: "prometheus".into(),
-        });
+        c.lbs.push(Endpoint { host: "lb".into(), address: "lb".into() });
+        c.redis = Some(Endpoint { host: "redis".into(), address: "redis".into() });
+        c.monitor = Some(Endpoint { host: "prometheus".into(), address: "prometheus".into() });
         c
     }
 
     /// What every instance of the autoscaling group runs.
     pub fn asg_view(t: &Topology) -> Ctx {
         let mut c = Ctx::base(t, "asg");
-        c.redis = t
-            .hosts
-            .iter()
-            .find(|h| h.has(Role::Redis))
-            .map(|h| Endpoint {
-                host: h.name.clone(),
-                address: h.address.clone(),
-            });
+        c.redis = t.hosts.iter().find(|h| h.has(Role::Redis)).map(|h| Endpoint { host: h.name.clone(), address: h.address.clone() });
         // Instances of the group ship their logs to the fleet's collector, like app hosts do.
-        c.monitor = t
-            .hosts
-            .iter()
-            .find(|h| h.has(Role::Monitor))
-            .map(|h| Endpoint {
-                host: h.name.clone(),
-                address: h.address.clone(),
-            });
+        c.monitor = t.hosts.iter().find(|h| h.has(Role::Monitor)).map(|h| Endpoint { host: h.name.clone(), address: h.address.clone() });
         c
     }
 }

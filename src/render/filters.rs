@@ -19,9 +19,7 @@ pub fn register(env: &mut Environment<'_>) {
 /// Characters a secret may hold: it is written inside double quotes in systemd environment
 /// files and redis.conf, where these have no special meaning.
 pub fn secret_is_safe(v: &str) -> bool {
-    !v.is_empty()
-        && v.chars()
-            .all(|c| (c == ' ' || c.is_ascii_graphic()) && !"\"\\$`'%".contains(c))
+    !v.is_empty() && v.chars().all(|c| (c == ' ' || c.is_ascii_graphic()) && !"\"\\$`'%".contains(c))
 }
 
 /// A secret value inside double quotes; one that could break out is refused (without echoing it).
@@ -29,31 +27,19 @@ fn secret(v: &str) -> Result<String, Error> {
     if secret_is_safe(v) {
         Ok(format!("\"{v}\""))
     } else {
-        Err(Error::new(
-            ErrorKind::InvalidOperation,
-            "a secret value holds a character that cannot be written safely",
-        ))
+        Err(Error::new(ErrorKind::InvalidOperation, "a secret value holds a character that cannot be written safely"))
     }
 }
 
 /// `address:port`, with IPv6 addresses in brackets.
 fn hostport(address: &str, port: u16) -> String {
-    if address.contains(':') {
-        format!("[{address}]:{port}")
-    } else {
-        format!("{address}:{port}")
-    }
+    if address.contains(':') { format!("[{address}]:{port}") } else { format!("{address}:{port}") }
 }
 
 /// Milliseconds as the largest exact unit (`500ms`, `10s`, `5m`, `2h`, `365d`), a form Nginx,
 /// systemd and Prometheus all read the same way.
 pub fn duration(ms: u64) -> String {
-    const UNITS: [(u64, &str); 4] = [
-        (86_400_000, "d"),
-        (3_600_000, "h"),
-        (60_000, "m"),
-        (1_000, "s"),
-    ];
+    const UNITS: [(u64, &str); 4] = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")];
     for (size, unit) in UNITS {
         if ms >= size && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
@@ -69,16 +55,12 @@ pub fn seconds(ms: u64) -> u64 {
 
 /// A token inside an Nginx directive: anything Nginx could read as structure is refused.
 fn nginx(value: &str) -> Result<String, Error> {
-    refuse(value, "nginx", |c| {
-        c.is_whitespace() || c.is_control() || ";{}\"'$\\#".contains(c)
-    })
+    refuse(value, "nginx", |c| c.is_whitespace() || c.is_control() || ";{}\"'$\\#".contains(c))
 }
 
 /// A bare value in a `key value` config line (redis.conf, /etc/default files, rsyslog parameters).
 fn conf(value: &str) -> Result<String, Error> {
-    refuse(value, "config", |c| {
-        c.is_whitespace() || c.is_control() || "\"'$\\`#;{}".contains(c)
-    })
+    refuse(value, "config", |c| c.is_whitespace() || c.is_control() || "\"'$\\`#;{}".contains(c))
 }
 
 fn refuse(value: &str, syntax: &str, bad: impl Fn(char) -> bool) -> Result<String, Error> {
@@ -99,12 +81,7 @@ fn hcl(value: &str) -> String {
 
 /// Any value as a YAML flow scalar or collection: JSON is valid YAML, and quoting is exact.
 fn yaml(value: Value) -> Result<String, Error> {
-    serde_json::to_string(&value).map_err(|e| {
-        Error::new(
-            ErrorKind::InvalidOperation,
-            format!("cannot write as YAML: {e}"),
-        )
-    })
+    serde_json::to_string(&value).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("cannot write as YAML: {e}")))
 }
 
 #[cfg(test)]

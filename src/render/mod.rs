@@ -15,19 +15,16 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
 use crate::topology::{Role, Target, Topology};
-use context::Ctx;
 pub use context::{Facts, Instance};
 pub use filters::secret_is_safe;
+use context::Ctx;
 
 /// Every template scalectl ships, embedded at build time (`--templates DIR` overrides by name).
-pub static EMBEDDED: include_dir::Dir<'static> =
-    include_dir::include_dir!("$CARGO_MANIFEST_DIR/templates");
+pub static EMBEDDED: include_dir::Dir<'static> = include_dir::include_dir!("$CARGO_MANIFEST_DIR/templates");
 /// The Terraform module the rendered root module calls, copied next to it.
-pub static TERRAFORM_MODULE: include_dir::Dir<'static> =
-    include_dir::include_dir!("$CARGO_MANIFEST_DIR/terraform/modules/asg");
+pub static TERRAFORM_MODULE: include_dir::Dir<'static> = include_dir::include_dir!("$CARGO_MANIFEST_DIR/terraform/modules/asg");
 /// Grafana dashboards, copied verbatim (their `{{label}}` legends are Grafana's, not templates).
-pub static DASHBOARDS: include_dir::Dir<'static> =
-    include_dir::include_dir!("$CARGO_MANIFEST_DIR/grafana/dashboards");
+pub static DASHBOARDS: include_dir::Dir<'static> = include_dir::include_dir!("$CARGO_MANIFEST_DIR/grafana/dashboards");
 
 /// One file to be written: on a host (absolute `path`), or in a bundle (`docker`, `terraform`,
 /// `ansible`) under a relative `path`.
@@ -81,12 +78,7 @@ impl Templates {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         // Config files, not HTML: quoting is explicit (filters), never automatic by file extension.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
-            .trim_blocks(true)
-            .lstrip_blocks(true)
-            .keep_trailing_newline(true)
-            .build()
-        {
+        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).keep_trailing_newline(true).build() {
             env.set_syntax(syntax);
         }
         filters::register(&mut env);
@@ -124,31 +116,18 @@ impl std::fmt::Debug for SecretValues {
         let names: Vec<&str> = self.app.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("SecretValues")
             .field("app", &names)
-            .field(
-                "redis_password",
-                &self.redis_password.as_ref().map(|_| "***"),
-            )
-            .field(
-                "alertmanager_webhook",
-                &self.alertmanager_webhook.as_ref().map(|_| "***"),
-            )
+            .field("redis_password", &self.redis_password.as_ref().map(|_| "***"))
+            .field("alertmanager_webhook", &self.alertmanager_webhook.as_ref().map(|_| "***"))
             .finish()
     }
 }
 
 /// The files that carry secrets, per host: what `render` never writes. Only apply and plan call
 /// this, with values they resolved; the plan hides these files' contents.
-pub fn render_secrets(
-    t: &Topology,
-    values: &SecretValues,
-    templates: &Templates,
-) -> Result<Vec<RenderedFile>, RenderError> {
+pub fn render_secrets(t: &Topology, values: &SecretValues, templates: &Templates) -> Result<Vec<RenderedFile>, RenderError> {
     let env = templates.environment();
-    let secrets: Vec<minijinja::Value> = values
-        .app
-        .iter()
-        .map(|(n, v)| minijinja::context! { name => n, value => v })
-        .collect();
+    let secrets: Vec<minijinja::Value> =
+        values.app.iter().map(|(n, v)| minijinja::context! { name => n, value => v }).collect();
     let ctx = minijinja::context! {
         version => env!("CARGO_PKG_VERSION"),
         t => minijinja::Value::from(minijinja::value::Serde(t)),
@@ -160,65 +139,20 @@ pub fn render_secrets(
     if t.target == Target::Docker {
         // Replicas get app secrets as environment at creation; Redis reads its password from a file.
         if values.redis_password.is_some() {
-            out.push(run(
-                &env,
-                &ctx,
-                "redis",
-                Job {
-                    template: "redis/auth.conf.j2",
-                    path: "/run/secrets/redis-auth.conf".into(),
-                    mode: 0o640,
-                },
-            )?);
+            out.push(run(&env, &ctx, "redis", Job { template: "redis/auth.conf.j2", path: "/run/secrets/redis-auth.conf".into(), mode: 0o640 })?);
         }
         return Ok(out);
     }
     for h in &t.hosts {
         if h.has(Role::App) {
-            out.push(run(
-                &env,
-                &ctx,
-                &h.name,
-                Job {
-                    template: "systemd/secrets.env.j2",
-                    path: "/etc/scale-api/secrets.env".into(),
-                    mode: 0o600,
-                },
-            )?);
+            out.push(run(&env, &ctx, &h.name, Job { template: "systemd/secrets.env.j2", path: "/etc/scale-api/secrets.env".into(), mode: 0o600 })?);
         }
         if h.has(Role::Redis) {
-            out.push(run(
-                &env,
-                &ctx,
-                &h.name,
-                Job {
-                    template: "redis/auth.conf.j2",
-                    path: "/etc/redis/scalectl-auth.conf".into(),
-                    mode: 0o640,
-                },
-            )?);
-            out.push(run(
-                &env,
-                &ctx,
-                &h.name,
-                Job {
-                    template: "exporters/redis-exporter.env.j2",
-                    path: "/etc/scalectl/redis-exporter.env".into(),
-                    mode: 0o600,
-                },
-            )?);
+            out.push(run(&env, &ctx, &h.name, Job { template: "redis/auth.conf.j2", path: "/etc/redis/scalectl-auth.conf".into(), mode: 0o640 })?);
+            out.push(run(&env, &ctx, &h.name, Job { template: "exporters/redis-exporter.env.j2", path: "/etc/scalectl/redis-exporter.env".into(), mode: 0o600 })?);
         }
         if h.has(Role::Monitor) && t.observability.alertmanager.is_some() {
-            out.push(run(
-                &env,
-                &ctx,
-                &h.name,
-                Job {
-                    template: "alertmanager/alertmanager.yml.j2",
-                    path: "/etc/prometheus/alertmanager.yml".into(),
-                    mode: 0o640,
-                },
-            )?);
+            out.push(run(&env, &ctx, &h.name, Job { template: "alertmanager/alertmanager.yml.j2", path: "/etc/prometheus/alertmanager.yml".into(), mode: 0o640 })?);
         }
     }
     Ok(out)
@@ -226,20 +160,10 @@ pub fn render_secrets(
 
 /// One template with a context of its own (the lab's Ansible inventory): for files that are not
 /// part of a topology's render.
-pub fn render_one(
-    templates: &Templates,
-    name: &str,
-    ctx: impl Serialize,
-) -> Result<String, RenderError> {
+pub fn render_one(templates: &Templates, name: &str, ctx: impl Serialize) -> Result<String, RenderError> {
     let env = templates.environment();
-    let tmpl = env
-        .get_template(name)
-        .map_err(|_| RenderError::Missing(name.to_string()))?;
-    tmpl.render(minijinja::Value::from(minijinja::value::Serde(ctx)))
-        .map_err(|source| RenderError::Template {
-            name: name.to_string(),
-            source,
-        })
+    let tmpl = env.get_template(name).map_err(|_| RenderError::Missing(name.to_string()))?;
+    tmpl.render(minijinja::Value::from(minijinja::value::Serde(ctx))).map_err(|source| RenderError::Template { name: name.to_string(), source })
 }
 
 /// What to render for one destination: template name, destination path, file mode.
@@ -250,19 +174,11 @@ struct Job<'a> {
 }
 
 fn job(template: &str, path: impl Into<String>) -> Job<'_> {
-    Job {
-        template,
-        path: path.into(),
-        mode: 0o644,
-    }
+    Job { template, path: path.into(), mode: 0o644 }
 }
 
 /// Render every file of the topology.
-pub fn render(
-    t: &Topology,
-    facts: &Facts,
-    templates: &Templates,
-) -> Result<Vec<RenderedFile>, RenderError> {
+pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<RenderedFile>, RenderError> {
     let env = templates.environment();
     let mut out = Vec::new();
     if t.target == Target::Hosts {
@@ -274,20 +190,10 @@ pub fn render(
                 out.push(run(&env, &ctx, &h.name, j)?);
             }
             if h.has(Role::Monitor) && t.observability.grafana {
-                copy_verbatim(
-                    &DASHBOARDS,
-                    &h.name,
-                    "/var/lib/grafana/dashboards/scalectl",
-                    &mut out,
-                );
+                copy_verbatim(&DASHBOARDS, &h.name, "/var/lib/grafana/dashboards/scalectl", &mut out);
             }
         }
-        out.push(run(
-            &env,
-            &fleet_value,
-            "ansible",
-            job("ansible/inventory.yml.j2", "inventory.yml"),
-        )?);
+        out.push(run(&env, &fleet_value, "ansible", job("ansible/inventory.yml.j2", "inventory.yml"))?);
     }
     let docker = Ctx::docker_view(t, facts).value();
     for j in docker_jobs(t) {
@@ -317,31 +223,19 @@ pub fn render(
 /// What the docker target deploys, rendered for one set of replicas (the planner renders the load
 /// balancer and Prometheus targets for every step of a rolling release): path -> content, with
 /// paths as in the docker bundle, plus `replica.env` per replica keyed `env/<slot>`.
-pub fn render_docker_deploy(
-    t: &Topology,
-    replicas: &[Instance],
-    templates: &Templates,
-) -> Result<BTreeMap<String, String>, RenderError> {
+pub fn render_docker_deploy(t: &Topology, replicas: &[Instance], templates: &Templates) -> Result<BTreeMap<String, String>, RenderError> {
     let env = templates.environment();
     let mut c = Ctx::docker_view(t, &Facts::with_default_cores(1));
     c.instances = replicas.to_vec();
     let ctx = c.value();
     let mut out = BTreeMap::new();
-    for j in docker_jobs(t)
-        .into_iter()
-        .filter(|j| j.path != "compose.yaml")
-    {
+    for j in docker_jobs(t).into_iter().filter(|j| j.path != "compose.yaml") {
         let f = run(&env, &ctx, "docker", j)?;
         out.insert(f.path, f.content);
     }
     for i in replicas {
         let ctx = minijinja::context! { instance => minijinja::Value::from(minijinja::value::Serde(i)), ..ctx.clone() };
-        let f = run(
-            &env,
-            &ctx,
-            "docker",
-            job("docker/replica.env.j2", format!("env/{}", i.host)),
-        )?;
+        let f = run(&env, &ctx, "docker", job("docker/replica.env.j2", format!("env/{}", i.host)))?;
         out.insert(f.path, f.content);
     }
     if t.observability.grafana {
@@ -353,12 +247,7 @@ pub fn render_docker_deploy(
 }
 
 /// Files shipped as they are (not templates), placed under `dest` for `host`.
-fn copy_verbatim(
-    dir: &include_dir::Dir<'static>,
-    host: &str,
-    dest: &str,
-    out: &mut Vec<RenderedFile>,
-) {
+fn copy_verbatim(dir: &include_dir::Dir<'static>, host: &str, dest: &str, out: &mut Vec<RenderedFile>) {
     for f in dir.files() {
         if let Some(text) = f.contents_utf8() {
             out.push(RenderedFile {
@@ -374,31 +263,15 @@ fn copy_verbatim(
     }
 }
 
-fn run(
-    env: &Environment<'_>,
-    ctx: &minijinja::Value,
-    host: &str,
-    j: Job<'_>,
-) -> Result<RenderedFile, RenderError> {
+fn run(env: &Environment<'_>, ctx: &minijinja::Value, host: &str, j: Job<'_>) -> Result<RenderedFile, RenderError> {
     let tmpl = env.get_template(j.template).map_err(|e| match e.kind() {
         minijinja::ErrorKind::TemplateNotFound => RenderError::Missing(j.template.to_string()),
-        _ => RenderError::Template {
-            name: j.template.to_string(),
-            source: e,
-        },
+        _ => RenderError::Template { name: j.template.to_string(), source: e },
     })?;
     let content = tmpl
         .render(ctx.clone())
-        .map_err(|source| RenderError::Template {
-            name: j.template.to_string(),
-            source,
-        })?;
-    Ok(RenderedFile {
-        host: host.to_string(),
-        path: j.path,
-        mode: j.mode,
-        content,
-    })
+        .map_err(|source| RenderError::Template { name: j.template.to_string(), source })?;
+    Ok(RenderedFile { host: host.to_string(), path: j.path, mode: j.mode, content })
 }
 
 /// Which files a host gets, by its roles. Paths are Debian's standard places.
@@ -406,101 +279,42 @@ fn host_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
     let name = &t.name;
     let mut jobs = Vec::new();
     if h.has(Role::App) {
-        jobs.push(job(
-            "systemd/scale-api@.service.j2",
-            "/etc/systemd/system/scale-api@.service",
-        ));
-        jobs.push(job(
-            "systemd/scale-api@.socket.j2",
-            "/etc/systemd/system/scale-api@.socket",
-        ));
-        jobs.push(job(
-            "systemd/scale-api.target.j2",
-            "/etc/systemd/system/scale-api.target",
-        ));
-        jobs.push(Job {
-            template: "systemd/scale-api.env.j2",
-            path: "/etc/scale-api/scale-api.env".into(),
-            mode: 0o640,
-        });
+        jobs.push(job("systemd/scale-api@.service.j2", "/etc/systemd/system/scale-api@.service"));
+        jobs.push(job("systemd/scale-api@.socket.j2", "/etc/systemd/system/scale-api@.socket"));
+        jobs.push(job("systemd/scale-api.target.j2", "/etc/systemd/system/scale-api.target"));
+        jobs.push(Job { template: "systemd/scale-api.env.j2", path: "/etc/scale-api/scale-api.env".into(), mode: 0o640 });
     }
     if h.has(Role::Lb) {
-        jobs.push(job(
-            "nginx/site.conf.j2",
-            format!("/etc/nginx/conf.d/{name}.conf"),
-        ));
-        jobs.push(job(
-            "exporters/prometheus-nginx-exporter.j2",
-            "/etc/default/prometheus-nginx-exporter",
-        ));
-        jobs.push(job(
-            "nginx/scalectl.mtail.j2",
-            "/etc/mtail/scalectl-nginx.mtail",
-        ));
+        jobs.push(job("nginx/site.conf.j2", format!("/etc/nginx/conf.d/{name}.conf")));
+        jobs.push(job("exporters/prometheus-nginx-exporter.j2", "/etc/default/prometheus-nginx-exporter"));
+        jobs.push(job("nginx/scalectl.mtail.j2", "/etc/mtail/scalectl-nginx.mtail"));
         jobs.push(job("exporters/mtail.j2", "/etc/default/mtail"));
     }
     if h.has(Role::Redis) {
-        jobs.push(Job {
-            template: "redis/redis.conf.j2",
-            path: "/etc/redis/redis.conf".into(),
-            mode: 0o640,
-        });
-        jobs.push(job(
-            "redis/redis-server.override.conf.j2",
-            "/etc/systemd/system/redis-server.service.d/scalectl.conf",
-        ));
-        jobs.push(job(
-            "exporters/prometheus-redis-exporter.j2",
-            "/etc/default/prometheus-redis-exporter",
-        ));
-        jobs.push(job(
-            "exporters/prometheus-redis-exporter.override.conf.j2",
-            "/etc/systemd/system/prometheus-redis-exporter.service.d/scalectl.conf",
-        ));
+        jobs.push(Job { template: "redis/redis.conf.j2", path: "/etc/redis/redis.conf".into(), mode: 0o640 });
+        jobs.push(job("redis/redis-server.override.conf.j2", "/etc/systemd/system/redis-server.service.d/scalectl.conf"));
+        jobs.push(job("exporters/prometheus-redis-exporter.j2", "/etc/default/prometheus-redis-exporter"));
+        jobs.push(job("exporters/prometheus-redis-exporter.override.conf.j2", "/etc/systemd/system/prometheus-redis-exporter.service.d/scalectl.conf"));
     }
     if h.has(Role::Monitor) {
-        jobs.push(job(
-            "prometheus/prometheus.yml.j2",
-            "/etc/prometheus/prometheus.yml",
-        ));
-        jobs.push(job(
-            "prometheus/rules.yml.j2",
-            "/etc/prometheus/scalectl/rules.yml",
-        ));
-        jobs.push(job(
-            "prometheus/targets.json.j2",
-            "/etc/prometheus/scalectl/targets.json",
-        ));
+        jobs.push(job("prometheus/prometheus.yml.j2", "/etc/prometheus/prometheus.yml"));
+        jobs.push(job("prometheus/rules.yml.j2", "/etc/prometheus/scalectl/rules.yml"));
+        jobs.push(job("prometheus/targets.json.j2", "/etc/prometheus/scalectl/targets.json"));
         jobs.push(job("prometheus/default.j2", "/etc/default/prometheus"));
         if t.observability.grafana {
-            jobs.push(job(
-                "grafana/datasource.yaml.j2",
-                "/etc/grafana/provisioning/datasources/scalectl.yaml",
-            ));
-            jobs.push(job(
-                "grafana/dashboards.yaml.j2",
-                "/etc/grafana/provisioning/dashboards/scalectl.yaml",
-            ));
+            jobs.push(job("grafana/datasource.yaml.j2", "/etc/grafana/provisioning/datasources/scalectl.yaml"));
+            jobs.push(job("grafana/dashboards.yaml.j2", "/etc/grafana/provisioning/dashboards/scalectl.yaml"));
         }
         if t.observability.logs.destination == crate::topology::LogDestination::Collector {
-            jobs.push(job(
-                "logs/rsyslog-collector.conf.j2",
-                "/etc/rsyslog.d/50-scalectl-collector.conf",
-            ));
+            jobs.push(job("logs/rsyslog-collector.conf.j2", "/etc/rsyslog.d/50-scalectl-collector.conf"));
         }
         if t.observability.alertmanager.is_some() {
-            jobs.push(job(
-                "alertmanager/default.j2",
-                "/etc/default/prometheus-alertmanager",
-            ));
+            jobs.push(job("alertmanager/default.j2", "/etc/default/prometheus-alertmanager"));
         }
     }
     match t.observability.logs.destination {
         crate::topology::LogDestination::Collector => {
-            jobs.push(job(
-                "logs/rsyslog-ship.conf.j2",
-                "/etc/rsyslog.d/60-scalectl-ship.conf",
-            ));
+            jobs.push(job("logs/rsyslog-ship.conf.j2", "/etc/rsyslog.d/60-scalectl-ship.conf"));
         }
         crate::topology::LogDestination::Loki => {
             jobs.push(job("logs/promtail.yaml.j2", "/etc/promtail/scalectl.yaml"));
@@ -521,14 +335,8 @@ fn docker_jobs(t: &Topology) -> Vec<Job<'_>> {
         job("prometheus/targets.json.j2", "prometheus/targets.json"),
     ];
     if t.observability.grafana {
-        jobs.push(job(
-            "grafana/datasource.yaml.j2",
-            "grafana/provisioning/datasources/scalectl.yaml",
-        ));
-        jobs.push(job(
-            "grafana/dashboards.yaml.j2",
-            "grafana/provisioning/dashboards/scalectl.yaml",
-        ));
+        jobs.push(job("grafana/datasource.yaml.j2", "grafana/provisioning/datasources/scalectl.yaml"));
+        jobs.push(job("grafana/dashboards.yaml.j2", "grafana/provisioning/dashboards/scalectl.yaml"));
     }
     jobs
 }
@@ -548,38 +356,17 @@ hosts:\n  a: {{address: 10.0.0.2, roles: [app]}}\n  r: {{address: 10.0.0.3, role
     #[test]
     fn secrets_land_only_in_their_own_files() {
         let t = topology("redis: {password: {env: S_REDIS}}\n");
-        let values = SecretValues {
-            app: vec![("API_KEY".into(), "k3y value".into())],
-            redis_password: Some("pa55".into()),
-            ..Default::default()
-        };
+        let values = SecretValues { app: vec![("API_KEY".into(), "k3y value".into())], redis_password: Some("pa55".into()), ..Default::default() };
         let files = render_secrets(&t, &values, &Templates::embedded()).unwrap();
         let get = |p: &str| files.iter().find(|f| f.path == p).unwrap();
         let env = get("/etc/scale-api/secrets.env");
         assert_eq!((env.host.as_str(), env.mode), ("a", 0o600));
-        assert!(
-            env.content.contains("API_KEY=\"k3y value\"\n")
-                && env.content.contains("REDIS_PASSWORD=\"pa55\"\n"),
-            "{}",
-            env.content
-        );
-        assert!(
-            get("/etc/redis/scalectl-auth.conf")
-                .content
-                .contains("requirepass \"pa55\"\n")
-        );
-        assert!(
-            get("/etc/scalectl/redis-exporter.env")
-                .content
-                .contains("REDIS_PASSWORD=\"pa55\"\n")
-        );
+        assert!(env.content.contains("API_KEY=\"k3y value\"\n") && env.content.contains("REDIS_PASSWORD=\"pa55\"\n"), "{}", env.content);
+        assert!(get("/etc/redis/scalectl-auth.conf").content.contains("requirepass \"pa55\"\n"));
+        assert!(get("/etc/scalectl/redis-exporter.env").content.contains("REDIS_PASSWORD=\"pa55\"\n"));
         // Nothing the ordinary render writes holds a value.
         let rendered = render(&t, &Facts::with_default_cores(1), &Templates::embedded()).unwrap();
-        assert!(
-            rendered
-                .iter()
-                .all(|f| !f.content.contains("pa55") && !f.content.contains("k3y"))
-        );
+        assert!(rendered.iter().all(|f| !f.content.contains("pa55") && !f.content.contains("k3y")));
         assert!(!format!("{values:?}").contains("pa55"));
     }
 
@@ -587,18 +374,9 @@ hosts:\n  a: {{address: 10.0.0.2, roles: [app]}}\n  r: {{address: 10.0.0.3, role
     fn a_value_that_could_break_out_of_its_quotes_is_refused() {
         let t = topology("");
         for bad in ["a\"b", "a\nb", "$(x)", "a\\b", ""] {
-            let values = SecretValues {
-                app: vec![("API_KEY".into(), bad.into())],
-                redis_password: None,
-                ..Default::default()
-            };
-            let err = render_secrets(&t, &values, &Templates::embedded())
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains("cannot be written safely") && (bad.is_empty() || !err.contains(bad)),
-                "{bad:?}: {err}"
-            );
+            let values = SecretValues { app: vec![("API_KEY".into(), bad.into())], redis_password: None, ..Default::default() };
+            let err = render_secrets(&t, &values, &Templates::embedded()).unwrap_err().to_string();
+            assert!(err.contains("cannot be written safely") && (bad.is_empty() || !err.contains(bad)), "{bad:?}: {err}");
         }
     }
 }

@@ -16,21 +16,14 @@ use raw::{Loc, RawTopology};
 
 /// Parse and validate a topology. `file` names the source in problems.
 pub fn parse(file: &str, source: &str) -> Result<Topology, Problems> {
-    let problems = |problems| Problems {
-        file: file.to_string(),
-        source: source.to_string(),
-        problems,
-    };
-    let raw: RawTopology =
-        serde_saphyr::from_str(source).map_err(|e| problems(vec![from_yaml_error(&e)]))?;
+    let problems = |problems| Problems { file: file.to_string(), source: source.to_string(), problems };
+    let raw: RawTopology = serde_saphyr::from_str(source).map_err(|e| problems(vec![from_yaml_error(&e)]))?;
     validate::validate(&raw).map_err(problems)
 }
 
 /// The JSON Schema (draft-07) of the topology file.
 pub fn json_schema() -> serde_json::Value {
-    let schema = schemars::generate::SchemaSettings::draft07()
-        .into_generator()
-        .into_root_schema_for::<RawTopology>();
+    let schema = schemars::generate::SchemaSettings::draft07().into_generator().into_root_schema_for::<RawTopology>();
     serde_json::to_value(schema).unwrap_or_default()
 }
 
@@ -38,34 +31,21 @@ pub fn json_schema() -> serde_json::Value {
 fn from_yaml_error(e: &serde_saphyr::Error) -> Problem {
     use serde_saphyr::{Error, MessageFormatter, UserMessageFormatter};
     let inner = e.without_snippet();
-    let loc = e.location().map(|l| Loc::from(&l)).unwrap_or(Loc {
-        line: 1,
-        column: 1,
-        offset: 0,
-        len: 0,
-    });
+    let loc = e.location().map(|l| Loc::from(&l)).unwrap_or(Loc { line: 1, column: 1, offset: 0, len: 0 });
     let message = UserMessageFormatter.format_message(inner).into_owned();
     match inner {
-        Error::SerdeUnknownField {
-            field, expected, ..
-        } => {
+        Error::SerdeUnknownField { field, expected, .. } => {
             let p = Problem::at(loc, format!("unknown key `{}`", field.escape_debug()));
             suggest(p, field, expected)
         }
-        Error::SerdeUnknownVariant {
-            variant, expected, ..
-        } => {
+        Error::SerdeUnknownVariant { variant, expected, .. } => {
             let p = Problem::at(loc, format!("unknown value `{}`", variant.escape_debug()));
             suggest(p, variant, expected)
         }
-        Error::DuplicateMappingKey { key, .. } => Problem::at(
-            loc,
-            format!(
-                "duplicate key `{}`",
-                key.as_deref().unwrap_or("?").escape_debug()
-            ),
-        )
-        .help("each key may appear once in a mapping; remove or merge the repeated one"),
+        Error::DuplicateMappingKey { key, .. } => {
+            Problem::at(loc, format!("duplicate key `{}`", key.as_deref().unwrap_or("?").escape_debug()))
+                .help("each key may appear once in a mapping; remove or merge the repeated one")
+        }
         _ => Problem::at(loc, plain(&message)),
     }
 }
@@ -86,10 +66,7 @@ fn plain(message: &str) -> String {
 
 fn suggest(p: Problem, written: &str, expected: &[&str]) -> Problem {
     match closest(written, expected) {
-        Some(s) => p.help(format!(
-            "did you mean `{s}`? expected one of: {}",
-            expected.join(", ")
-        )),
+        Some(s) => p.help(format!("did you mean `{s}`? expected one of: {}", expected.join(", "))),
         None => p.help(format!("expected one of: {}", expected.join(", "))),
     }
 }
@@ -111,10 +88,7 @@ mod tests {
     #[test]
     fn suggestions() {
         assert_eq!(closest("adress", &["address", "roles"]), Some("address"));
-        assert_eq!(
-            closest("laod_balancer", &["load_balancer", "app"]),
-            Some("load_balancer")
-        );
+        assert_eq!(closest("laod_balancer", &["load_balancer", "app"]), Some("load_balancer"));
         assert_eq!(closest("zzz", &["address", "roles"]), None);
     }
 }

@@ -8,8 +8,8 @@ use indexmap::IndexMap;
 use serde::Serialize;
 
 pub use super::raw::{
-    Eviction, Instances, LogDestination, NextUpstreamOn, Persistence, Provider, Role,
-    ScalingPolicy, SecretRef, Service, Shipper, Strategy, Target,
+    Eviction, Instances, LogDestination, NextUpstreamOn, Persistence, Provider, Role, ScalingPolicy, SecretRef, Service,
+    Shipper, Strategy, Target,
 };
 
 #[derive(Debug, Clone, Serialize)]
@@ -251,14 +251,9 @@ impl Published {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (Service, u16)> + '_ {
-        [
-            Service::LoadBalancer,
-            Service::Prometheus,
-            Service::Grafana,
-            Service::Redis,
-        ]
-        .into_iter()
-        .filter_map(|s| self.get(s).map(|p| (s, p)))
+        [Service::LoadBalancer, Service::Prometheus, Service::Grafana, Service::Redis]
+            .into_iter()
+            .filter_map(|s| self.get(s).map(|p| (s, p)))
     }
 }
 

@@ -89,10 +89,7 @@ impl Problems {
         let handler = GraphicalReportHandler::new_themed(theme).with_context_lines(1);
         let mut out = String::new();
         for p in &self.problems {
-            out.push_str(&format!(
-                "{}:{}:{}: {}\n",
-                self.file, p.line, p.column, p.message
-            ));
+            out.push_str(&format!("{}:{}:{}: {}\n", self.file, p.line, p.column, p.message));
             let offset = p.offset.min(self.source.len());
             let len = p.len.min(self.source.len() - offset);
             let snippet = Snippet {
@@ -123,9 +120,5 @@ impl Problems {
 
 /// The message under the snippet when it is short; the header line above always has it whole.
 fn short_label(message: &str) -> String {
-    if message.chars().count() > 50 {
-        "here".into()
-    } else {
-        message.to_string()
-    }
+    if message.chars().count() > 50 { "here".into() } else { message.to_string() }
 }

@@ -233,10 +233,7 @@ impl<'de> Deserialize<'de> for SecretRef {
             fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<SecretRef, E> {
                 Err(E::custom(HOW))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut m: A,
-            ) -> Result<SecretRef, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<SecretRef, A::Error> {
                 use serde::de::Error;
                 let Some(kind) = m.next_key::<String>()? else {
                     return Err(A::Error::custom(HOW));
@@ -253,9 +250,7 @@ impl<'de> Deserialize<'de> for SecretRef {
                     }
                 };
                 if m.next_key::<String>()?.is_some() {
-                    return Err(A::Error::custom(format!(
-                        "a secret has exactly one source: {HOW}"
-                    )));
+                    return Err(A::Error::custom(format!("a secret has exactly one source: {HOW}")));
                 }
                 Ok(r)
             }
@@ -299,19 +294,7 @@ pub struct RawLimits {
     pub nofile: Option<Sp<i64>>,
 }
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Deserialize,
-    JsonSchema,
-    serde::Serialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, JsonSchema, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     App,

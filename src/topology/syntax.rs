@@ -30,19 +30,12 @@ fn only(value: &str, what: &str, allowed: impl Fn(char) -> bool) -> Check {
 /// A DNS label: also usable as a systemd instance name, a container name part and a file name.
 pub fn dns_label(value: &str, what: &str) -> Check {
     if value.is_empty() || value.len() > 63 {
-        return Err(format!(
-            "{what} `{}` must be 1 to 63 characters",
-            value.escape_debug()
-        ));
+        return Err(format!("{what} `{}` must be 1 to 63 characters", value.escape_debug()));
     }
-    only(value, what, |c| {
-        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
-    })
-    .map_err(|e| format!("{e} (a DNS label: lower-case letters, digits and '-')"))?;
+    only(value, what, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        .map_err(|e| format!("{e} (a DNS label: lower-case letters, digits and '-')"))?;
     if value.starts_with('-') || value.ends_with('-') {
-        return Err(format!(
-            "{what} `{value}` must not start or end with '-' (a DNS label)"
-        ));
+        return Err(format!("{what} `{value}` must not start or end with '-' (a DNS label)"));
     }
     Ok(())
 }
@@ -62,19 +55,12 @@ pub fn hostname(value: &str, what: &str, wildcard: bool) -> Check {
         _ => value,
     };
     if name.is_empty() || name.len() > 253 {
-        return Err(format!(
-            "{what} `{}` is not a host name",
-            value.escape_debug()
-        ));
+        return Err(format!("{what} `{}` is not a host name", value.escape_debug()));
     }
-    only(name, what, |c| {
-        c.is_ascii_alphanumeric() || c == '-' || c == '.'
-    })?;
+    only(name, what, |c| c.is_ascii_alphanumeric() || c == '-' || c == '.')?;
     for label in name.split('.') {
         if label.is_empty() || label.len() > 63 || label.starts_with('-') || label.ends_with('-') {
-            return Err(format!(
-                "{what} `{value}` is not a host name (bad label `{label}`)"
-            ));
+            return Err(format!("{what} `{value}` is not a host name (bad label `{label}`)"));
         }
     }
     Ok(())
@@ -83,14 +69,9 @@ pub fn hostname(value: &str, what: &str, wildcard: bool) -> Check {
 /// An absolute file system path with no characters that any config syntax treats specially.
 pub fn abs_path(value: &str, what: &str) -> Check {
     if !value.starts_with('/') {
-        return Err(format!(
-            "{what} `{}` must be an absolute path",
-            value.escape_debug()
-        ));
+        return Err(format!("{what} `{}` must be an absolute path", value.escape_debug()));
     }
-    only(value, what, |c| {
-        c.is_ascii_alphanumeric() || "/._-+@=,".contains(c)
-    })?;
+    only(value, what, |c| c.is_ascii_alphanumeric() || "/._-+@=,".contains(c))?;
     if value.split('/').any(|seg| seg == "..") {
         return Err(format!("{what} `{value}` must not contain `..`"));
     }
@@ -108,22 +89,15 @@ pub fn key_path(value: &str) -> Check {
 /// A URL path such as `/healthz` or `/static/`.
 pub fn url_path(value: &str, what: &str) -> Check {
     if !value.starts_with('/') {
-        return Err(format!(
-            "{what} `{}` must start with `/`",
-            value.escape_debug()
-        ));
+        return Err(format!("{what} `{}` must start with `/`", value.escape_debug()));
     }
-    only(value, what, |c| {
-        c.is_ascii_alphanumeric() || "/._-~".contains(c)
-    })
+    only(value, what, |c| c.is_ascii_alphanumeric() || "/._-~".contains(c))
 }
 
 /// An environment variable name.
 pub fn env_name(value: &str) -> Check {
     let mut chars = value.chars();
-    let ok_first = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_uppercase() || c == '_');
+    let ok_first = chars.next().is_some_and(|c| c.is_ascii_uppercase() || c == '_');
     if !ok_first || !chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
         return Err(format!(
             "`{}` is not an environment variable name (upper-case letters, digits, '_', not starting with a digit)",
@@ -136,25 +110,15 @@ pub fn env_name(value: &str) -> Check {
 /// A plain environment value: written into a systemd EnvironmentFile and a compose file, so no
 /// quotes, backslashes, `$` or control characters.
 pub fn env_value(value: &str) -> Check {
-    only(value, "an environment value", |c| {
-        !c.is_control() && !"\"'\\$`".contains(c)
-    })
+    only(value, "an environment value", |c| !c.is_control() && !"\"'\\$`".contains(c))
 }
 
 /// A unix user name.
 pub fn unix_user(value: &str) -> Check {
     let mut chars = value.chars();
-    let ok_first = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
-    if !ok_first
-        || value.len() > 32
-        || !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-    {
-        return Err(format!(
-            "ssh user `{}` is not a unix user name",
-            value.escape_debug()
-        ));
+    let ok_first = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    if !ok_first || value.len() > 32 || !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-') {
+        return Err(format!("ssh user `{}` is not a unix user name", value.escape_debug()));
     }
     Ok(())
 }
@@ -164,22 +128,15 @@ pub fn image(value: &str) -> Check {
     if value.is_empty() {
         return Err("an image reference must not be empty".into());
     }
-    only(value, "an image reference", |c| {
-        c.is_ascii_alphanumeric() || "._-/:@".contains(c)
-    })
+    only(value, "an image reference", |c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
 }
 
 /// A URL with a safe character set (for Loki's push address).
 pub fn url(value: &str, what: &str) -> Check {
     if !(value.starts_with("http://") || value.starts_with("https://")) {
-        return Err(format!(
-            "{what} `{}` must start with http:// or https://",
-            value.escape_debug()
-        ));
+        return Err(format!("{what} `{}` must start with http:// or https://", value.escape_debug()));
     }
-    only(value, what, |c| {
-        c.is_ascii_alphanumeric() || "/._-~:%?&=+@[]".contains(c)
-    })
+    only(value, what, |c| c.is_ascii_alphanumeric() || "/._-~:%?&=+@[]".contains(c))
 }
 
 /// A Docker engine endpoint.
@@ -187,35 +144,17 @@ pub fn docker_endpoint(value: &str) -> Check {
     if let Some(path) = value.strip_prefix("unix://") {
         return abs_path(path, "docker endpoint socket");
     }
-    if let Some(rest) = value
-        .strip_prefix("tcp://")
-        .or_else(|| value.strip_prefix("https://"))
-    {
-        return only(rest, "docker endpoint", |c| {
-            c.is_ascii_alphanumeric() || ".-:[]".contains(c)
-        });
+    if let Some(rest) = value.strip_prefix("tcp://").or_else(|| value.strip_prefix("https://")) {
+        return only(rest, "docker endpoint", |c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
     }
-    Err(format!(
-        "docker endpoint `{}` must start with unix://, tcp:// or https://",
-        value.escape_debug()
-    ))
+    Err(format!("docker endpoint `{}` must start with unix://, tcp:// or https://", value.escape_debug()))
 }
 
 /// AWS identifiers: a prefix and lower-case hex digits.
 pub fn aws_id(value: &str, prefix: &str, what: &str) -> Check {
     match value.strip_prefix(prefix) {
-        Some(hex)
-            if (8..=17).contains(&hex.len())
-                && hex
-                    .chars()
-                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) =>
-        {
-            Ok(())
-        }
-        _ => Err(format!(
-            "{what} `{}` must look like `{prefix}` followed by 8 to 17 lower-case hex digits",
-            value.escape_debug()
-        )),
+        Some(hex) if (8..=17).contains(&hex.len()) && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) => Ok(()),
+        _ => Err(format!("{what} `{}` must look like `{prefix}` followed by 8 to 17 lower-case hex digits", value.escape_debug())),
     }
 }
 
@@ -223,55 +162,28 @@ pub fn aws_id(value: &str, prefix: &str, what: &str) -> Check {
 pub fn aws_region(value: &str) -> Check {
     let parts: Vec<&str> = value.split('-').collect();
     let ok = parts.len() >= 3
-        && parts[..parts.len() - 1]
-            .iter()
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts[..parts.len() - 1].iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
         && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
         && !parts[parts.len() - 1].is_empty();
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "region `{}` is not an AWS region such as eu-west-1",
-            value.escape_debug()
-        ))
-    }
+    if ok { Ok(()) } else { Err(format!("region `{}` is not an AWS region such as eu-west-1", value.escape_debug())) }
 }
 
 /// An EC2 instance type such as `t3.small`.
 pub fn instance_type(value: &str) -> Check {
     let ok = value.split_once('.').is_some_and(|(a, b)| {
-        !a.is_empty()
-            && !b.is_empty()
-            && value
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        !a.is_empty() && !b.is_empty() && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
     });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "instance_type `{}` is not an EC2 instance type such as t3.small",
-            value.escape_debug()
-        ))
-    }
+    if ok { Ok(()) } else { Err(format!("instance_type `{}` is not an EC2 instance type such as t3.small", value.escape_debug())) }
 }
 
 /// A duration such as `500ms`, `10s`, `5m`, `365d`.
 pub fn duration(value: &str, what: &str) -> Result<Duration, String> {
     // humantime accepts `1h 30m`; require the compact form so values render predictably.
     if value.chars().any(|c| c.is_whitespace()) {
-        return Err(format!(
-            "{what} `{}` must be written without spaces, e.g. `90s`",
-            value.escape_debug()
-        ));
+        return Err(format!("{what} `{}` must be written without spaces, e.g. `90s`", value.escape_debug()));
     }
-    humantime::parse_duration(value).map_err(|e| {
-        format!(
-            "{what} `{}` is not a duration such as `500ms`, `10s` or `5m` ({e})",
-            value.escape_debug()
-        )
-    })
+    humantime::parse_duration(value)
+        .map_err(|e| format!("{what} `{}` is not a duration such as `500ms`, `10s` or `5m` ({e})", value.escape_debug()))
 }
 
 /// A size such as `512MiB`, `1GiB` or `256mb`, in bytes.
@@ -279,12 +191,7 @@ pub fn size(value: &str, what: &str) -> Result<u64, String> {
     value
         .parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())
-        .map_err(|_| {
-            format!(
-                "{what} `{}` is not a size such as `512MiB` or `1GiB`",
-                value.escape_debug()
-            )
-        })
+        .map_err(|_| format!("{what} `{}` is not a size such as `512MiB` or `1GiB`", value.escape_debug()))
 }
 
 #[cfg(test)]
@@ -305,16 +212,7 @@ mod tests {
     #[test]
     fn paths_refuse_structure() {
         assert!(abs_path("/etc/ssl/fullchain.pem", "certificate").is_ok());
-        for bad in [
-            "/etc/x;",
-            "/etc/{x}",
-            "/etc/\"x",
-            "/etc/$x",
-            "/etc/x\ninclude",
-            "relative",
-            "/a/../b",
-            "/a b",
-        ] {
+        for bad in ["/etc/x;", "/etc/{x}", "/etc/\"x", "/etc/$x", "/etc/x\ninclude", "relative", "/a/../b", "/a b"] {
             assert!(abs_path(bad, "p").is_err(), "{bad:?} accepted");
         }
     }

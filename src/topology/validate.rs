@@ -30,15 +30,7 @@ struct V {
 }
 
 /// Names scalectl sets itself in every instance's environment.
-const RESERVED_ENV: &[&str] = &[
-    "PORT",
-    "INSTANCE",
-    "REDIS_URL",
-    "REDIS_PASSWORD",
-    "HEAVY_POOL",
-    "DRAIN_TIMEOUT",
-    "SLOW_REQUEST",
-];
+const RESERVED_ENV: &[&str] = &["PORT", "INSTANCE", "REDIS_URL", "REDIS_PASSWORD", "HEAVY_POOL", "DRAIN_TIMEOUT", "SLOW_REQUEST"];
 
 impl V {
     fn at(&mut self, loc: Loc, message: impl Into<String>) {
@@ -55,12 +47,7 @@ impl V {
         }
     }
 
-    fn string(
-        &mut self,
-        sp: &Option<Sp<String>>,
-        default: &str,
-        check: impl Fn(&str) -> Check,
-    ) -> String {
+    fn string(&mut self, sp: &Option<Sp<String>>, default: &str, check: impl Fn(&str) -> Check) -> String {
         match sp {
             Some(s) => match check(s.value()) {
                 Ok(()) => s.value().clone(),
@@ -73,13 +60,7 @@ impl V {
         }
     }
 
-    fn duration(
-        &mut self,
-        sp: &Option<Sp<String>>,
-        what: &str,
-        default_ms: u64,
-        max_ms: u64,
-    ) -> u64 {
+    fn duration(&mut self, sp: &Option<Sp<String>>, what: &str, default_ms: u64, max_ms: u64) -> u64 {
         let Some(s) = sp else { return default_ms };
         match syntax::duration(s.value(), what) {
             Ok(d) if d.as_millis() == 0 => {
@@ -87,14 +68,7 @@ impl V {
                 default_ms
             }
             Ok(d) if d.as_millis() as u64 > max_ms => {
-                self.at(
-                    s.loc(),
-                    format!(
-                        "{what} `{}` is longer than the maximum of {}",
-                        s.value(),
-                        fmt_ms(max_ms)
-                    ),
-                );
+                self.at(s.loc(), format!("{what} `{}` is longer than the maximum of {}", s.value(), fmt_ms(max_ms)));
                 default_ms
             }
             Ok(d) => d.as_millis() as u64,
@@ -109,14 +83,7 @@ impl V {
         let Some(s) = sp else { return default };
         match syntax::size(s.value(), what) {
             Ok(b) if b < min => {
-                self.at(
-                    s.loc(),
-                    format!(
-                        "{what} `{}` is below the minimum of {} bytes",
-                        s.value(),
-                        min
-                    ),
-                );
+                self.at(s.loc(), format!("{what} `{}` is below the minimum of {} bytes", s.value(), min));
                 default
             }
             Ok(b) => b,
@@ -131,10 +98,7 @@ impl V {
         let Some(s) = sp else { return default };
         let n = *s.value();
         if n < min || n > max {
-            self.at(
-                s.loc(),
-                format!("{what} must be between {min} and {max}, found {n}"),
-            );
+            self.at(s.loc(), format!("{what} must be between {min} and {max}, found {n}"));
             return default;
         }
         n
@@ -144,10 +108,7 @@ impl V {
         let Some(s) = sp else { return default };
         let n = *s.value();
         if !(n > 0.0 && n <= 100.0) {
-            self.at(
-                s.loc(),
-                format!("{what} must be a percentage above 0 and at most 100, found {n}"),
-            );
+            self.at(s.loc(), format!("{what} must be a percentage above 0 and at most 100, found {n}"));
             return default;
         }
         n
@@ -160,10 +121,7 @@ impl V {
                 Instances::Count(1)
             }
             Instances::Count(n) if *n > 256 => {
-                self.at(
-                    sp.loc(),
-                    format!("instances must be at most 256, found {n}"),
-                );
+                self.at(sp.loc(), format!("instances must be at most 256, found {n}"));
                 Instances::Count(1)
             }
             other => *other,
@@ -172,11 +130,7 @@ impl V {
 
     fn topology(&mut self, raw: &RawTopology) -> Topology {
         self.check(&raw.name, syntax::dns_label(raw.name.value(), "name"));
-        let target = raw
-            .target
-            .as_ref()
-            .map(|t| *t.value())
-            .unwrap_or(Target::Hosts);
+        let target = raw.target.as_ref().map(|t| *t.value()).unwrap_or(Target::Hosts);
         let app = self.app(&raw.app);
         let hosts = self.hosts(raw, target);
         let load_balancer = self.load_balancer(raw.load_balancer.as_ref());
@@ -206,48 +160,20 @@ impl V {
         if let Some(p) = &a.port
             && *p.value() < 1024
         {
-            self.at(
-                p.loc(),
-                format!(
-                    "app.port must be 1024 or above (scale-api runs unprivileged), found {}",
-                    p.value()
-                ),
-            );
+            self.at(p.loc(), format!("app.port must be 1024 or above (scale-api runs unprivileged), found {}", p.value()));
         }
-        let instances = a
-            .instances
-            .as_ref()
-            .map(|i| self.instances(i))
-            .unwrap_or(Instances::Max);
+        let instances = a.instances.as_ref().map(|i| self.instances(i)).unwrap_or(Instances::Max);
         let mut env = IndexMap::new();
         for (k, val) in &a.env {
             self.check(k, syntax::env_name(k.value()));
             if RESERVED_ENV.contains(&k.value().as_str()) {
-                self.at(
-                    k.loc(),
-                    format!(
-                        "`{}` is set by scalectl for every instance; remove it from app.env",
-                        k.value()
-                    ),
-                );
+                self.at(k.loc(), format!("`{}` is set by scalectl for every instance; remove it from app.env", k.value()));
             }
             let upper = k.value().to_ascii_uppercase();
-            if ["PASSWORD", "SECRET", "TOKEN", "PRIVATE_KEY", "API_KEY"]
-                .iter()
-                .any(|w| upper.contains(w))
-            {
+            if ["PASSWORD", "SECRET", "TOKEN", "PRIVATE_KEY", "API_KEY"].iter().any(|w| upper.contains(w)) {
                 self.push(
-                    Problem::at(
-                        k.loc(),
-                        format!(
-                            "`{}` looks like a secret but is written inline in app.env",
-                            k.value()
-                        ),
-                    )
-                    .help(format!(
-                        "move it to app.secrets as `{}: {{env: VAR_NAME}}` or `{{file: /path}}`",
-                        k.value()
-                    )),
+                    Problem::at(k.loc(), format!("`{}` looks like a secret but is written inline in app.env", k.value()))
+                        .help(format!("move it to app.secrets as `{}: {{env: VAR_NAME}}` or `{{file: /path}}`", k.value())),
                 );
             }
             self.check(val, syntax::env_value(val.value()));
@@ -257,50 +183,31 @@ impl V {
         for (k, r) in &a.secrets {
             self.check(k, syntax::env_name(k.value()));
             if RESERVED_ENV.contains(&k.value().as_str()) {
-                self.at(
-                    k.loc(),
-                    format!(
-                        "`{}` is set by scalectl for every instance; remove it from app.secrets",
-                        k.value()
-                    ),
-                );
+                self.at(k.loc(), format!("`{}` is set by scalectl for every instance; remove it from app.secrets", k.value()));
             }
             if a.env.keys().any(|e| e.value() == k.value()) {
-                self.at(
-                    k.loc(),
-                    format!("`{}` is both in app.env and app.secrets", k.value()),
-                );
+                self.at(k.loc(), format!("`{}` is both in app.env and app.secrets", k.value()));
             }
             self.secret_ref(r);
             secrets.insert(k.value().clone(), r.value().clone());
         }
         let (liveness, readiness) = match &a.health {
             Some(h) => (
-                self.string(&h.liveness, "/healthz", |s| {
-                    syntax::url_path(s, "liveness path")
-                }),
-                self.string(&h.readiness, "/readyz", |s| {
-                    syntax::url_path(s, "readiness path")
-                }),
+                self.string(&h.liveness, "/healthz", |s| syntax::url_path(s, "liveness path")),
+                self.string(&h.readiness, "/readyz", |s| syntax::url_path(s, "readiness path")),
             ),
             None => ("/healthz".into(), "/readyz".into()),
         };
-        let heavy_pool = a
-            .heavy_pool
-            .as_ref()
-            .map(|_| self.int(&a.heavy_pool, "app.heavy_pool", 1, 1, 256) as u32);
+        let heavy_pool = a.heavy_pool.as_ref().map(|_| self.int(&a.heavy_pool, "app.heavy_pool", 1, 1, 256) as u32);
         let (memory_max, cpu_quota, nofile) = match &a.limits {
             Some(l) => (
                 self.size(&l.memory_max, "app.limits.memory_max", 512 << 20, 16 << 20),
-                l.cpu_quota
-                    .as_ref()
-                    .map(|_| self.int(&l.cpu_quota, "app.limits.cpu_quota", 100, 1, 25600) as u32),
+                l.cpu_quota.as_ref().map(|_| self.int(&l.cpu_quota, "app.limits.cpu_quota", 100, 1, 25600) as u32),
                 self.int(&l.nofile, "app.limits.nofile", 65536, 1024, 1 << 20) as u64,
             ),
             None => (512 << 20, None, 65536),
         };
-        let drain_timeout_ms =
-            self.duration(&a.drain_timeout, "app.drain_timeout", 10_000, 600_000);
+        let drain_timeout_ms = self.duration(&a.drain_timeout, "app.drain_timeout", 10_000, 600_000);
         let slow_request_ms = self.duration(&a.slow_request, "app.slow_request", 2_000, 3_600_000);
         App {
             port,
@@ -326,9 +233,7 @@ impl V {
     }
 
     fn hosts(&mut self, raw: &RawTopology, target: Target) -> Vec<Host> {
-        let Some(hosts) = &raw.hosts else {
-            return Vec::new();
-        };
+        let Some(hosts) = &raw.hosts else { return Vec::new() };
         if target == Target::Docker && !hosts.is_empty() {
             let first = hosts.keys().next().map(|k| k.loc()).unwrap_or_default();
             self.push(
@@ -343,37 +248,22 @@ impl V {
             let ssh = self.ssh(h.ssh.as_ref(), raw.ssh.as_ref());
             let mut roles: Vec<Role> = Vec::new();
             if h.roles.value().is_empty() {
-                self.at(
-                    h.roles.loc(),
-                    format!(
-                        "host `{}` has no roles: give it at least one of app, lb, redis, monitor",
-                        name.value()
-                    ),
-                );
+                self.at(h.roles.loc(), format!("host `{}` has no roles: give it at least one of app, lb, redis, monitor", name.value()));
             }
             for r in h.roles.value() {
                 if roles.contains(r.value()) {
-                    self.at(
-                        r.loc(),
-                        format!("role `{}` is listed twice", role_name(*r.value())),
-                    );
+                    self.at(r.loc(), format!("role `{}` is listed twice", role_name(*r.value())));
                 } else {
                     roles.push(*r.value());
                 }
             }
             let weight = self.int(&h.weight, "weight", 1, 1, 100) as u32;
-            let cores = h
-                .cores
-                .as_ref()
-                .map(|_| self.int(&h.cores, "cores", 1, 1, 1024) as u32);
+            let cores = h.cores.as_ref().map(|_| self.int(&h.cores, "cores", 1, 1, 1024) as u32);
             let instances = h.instances.as_ref().map(|i| self.instances(i));
             if let Some(i) = &h.instances
                 && !roles.contains(&Role::App)
             {
-                self.at(
-                    i.loc(),
-                    format!("host `{}` sets instances but has no app role", name.value()),
-                );
+                self.at(i.loc(), format!("host `{}` sets instances but has no app role", name.value()));
             }
             out.push(Host {
                 name: name.value().clone(),
@@ -403,30 +293,22 @@ impl V {
             Some(p) => *p.value(),
             None => 22,
         };
-        let key = pick(|s| s.key.is_some())
-            .and_then(|s| s.key.as_ref())
-            .map(|k| {
-                self.check(k, syntax::key_path(k.value()));
-                k.value().clone()
-            });
+        let key = pick(|s| s.key.is_some()).and_then(|s| s.key.as_ref()).map(|k| {
+            self.check(k, syntax::key_path(k.value()));
+            k.value().clone()
+        });
         Ssh { user, port, key }
     }
 
     fn load_balancer(&mut self, lb: Option<&RawLoadBalancer>) -> LoadBalancer {
-        let Some(lb) = lb else {
-            return self.load_balancer_defaults();
-        };
+        let Some(lb) = lb else { return self.load_balancer_defaults() };
         let mut server_names = Vec::new();
         if let Some(sn) = &lb.server_name {
             for name in sn.value().split(' ').filter(|s| !s.is_empty()) {
                 if name == "_" {
                     server_names.push(name.to_string());
                 } else if let Err(m) = syntax::hostname(name, "server_name", true) {
-                    self.push(
-                        Problem::at(sn.loc(), m).help(
-                            "server_name is one or more host names separated by spaces, or `_`",
-                        ),
-                    );
+                    self.push(Problem::at(sn.loc(), m).help("server_name is one or more host names separated by spaces, or `_`"));
                     break;
                 } else {
                     server_names.push(name.to_string());
@@ -437,10 +319,7 @@ impl V {
             server_names.push("_".into());
         }
         let tls = lb.tls.as_ref().map(|t| {
-            self.check(
-                &t.certificate,
-                syntax::abs_path(t.certificate.value(), "tls.certificate"),
-            );
+            self.check(&t.certificate, syntax::abs_path(t.certificate.value(), "tls.certificate"));
             self.check(&t.key, syntax::abs_path(t.key.value(), "tls.key"));
             Tls {
                 certificate: t.certificate.value().clone(),
@@ -457,20 +336,12 @@ impl V {
             self.check(&s.path, syntax::url_path(s.path.value(), "static path"));
             self.check(&s.root, syntax::abs_path(s.root.value(), "static root"));
             if statics.iter().any(|o: &Static| &o.path == s.path.value()) {
-                self.at(
-                    s.path.loc(),
-                    format!("static path `{}` is listed twice", s.path.value()),
-                );
+                self.at(s.path.loc(), format!("static path `{}` is listed twice", s.path.value()));
             }
             statics.push(Static {
                 path: s.path.value().clone(),
                 root: s.root.value().clone(),
-                expires_ms: self.duration(
-                    &s.expires,
-                    "static expires",
-                    7 * 86_400_000,
-                    3650 * 86_400_000,
-                ),
+                expires_ms: self.duration(&s.expires, "static expires", 7 * 86_400_000, 3650 * 86_400_000),
                 immutable: s.immutable.as_ref().is_some_and(|b| *b.value()),
             });
         }
@@ -485,14 +356,9 @@ impl V {
             ),
             None => (d.next_upstream.clone(), d.next_upstream_tries),
         };
-        let flag =
-            |b: &Option<Sp<bool>>, default: bool| b.as_ref().map(|b| *b.value()).unwrap_or(default);
+        let flag = |b: &Option<Sp<bool>>, default: bool| b.as_ref().map(|b| *b.value()).unwrap_or(default);
         LoadBalancer {
-            strategy: lb
-                .strategy
-                .as_ref()
-                .map(|s| *s.value())
-                .unwrap_or(d.strategy),
+            strategy: lb.strategy.as_ref().map(|s| *s.value()).unwrap_or(d.strategy),
             listen: lb.listen.as_ref().map(|p| *p.value()).unwrap_or(d.listen),
             server_names,
             tls,
@@ -500,12 +366,7 @@ impl V {
             rate_limit,
             statics,
             max_fails: self.int(&lb.max_fails, "max_fails", 3, 0, 1000) as u32,
-            fail_timeout_ms: self.duration(
-                &lb.fail_timeout,
-                "fail_timeout",
-                d.fail_timeout_ms,
-                3_600_000,
-            ),
+            fail_timeout_ms: self.duration(&lb.fail_timeout, "fail_timeout", d.fail_timeout_ms, 3_600_000),
             next_upstream,
             next_upstream_tries,
             websocket: flag(&lb.websocket, d.websocket),
@@ -513,24 +374,9 @@ impl V {
             request_buffering: flag(&lb.request_buffering, d.request_buffering),
             forwarded_headers: flag(&lb.forwarded_headers, d.forwarded_headers),
             request_id: flag(&lb.request_id, d.request_id),
-            client_max_body_size: self.size(
-                &lb.client_max_body_size,
-                "client_max_body_size",
-                d.client_max_body_size,
-                1,
-            ),
-            connect_timeout_ms: self.duration(
-                &lb.connect_timeout,
-                "connect_timeout",
-                d.connect_timeout_ms,
-                75_000,
-            ),
-            read_timeout_ms: self.duration(
-                &lb.read_timeout,
-                "read_timeout",
-                d.read_timeout_ms,
-                3_600_000,
-            ),
+            client_max_body_size: self.size(&lb.client_max_body_size, "client_max_body_size", d.client_max_body_size, 1),
+            connect_timeout_ms: self.duration(&lb.connect_timeout, "connect_timeout", d.connect_timeout_ms, 75_000),
+            read_timeout_ms: self.duration(&lb.read_timeout, "read_timeout", d.read_timeout_ms, 3_600_000),
             status_port: d.status_port,
         }
     }
@@ -546,12 +392,7 @@ impl V {
             statics: Vec::new(),
             max_fails: 3,
             fail_timeout_ms: 30_000,
-            next_upstream: vec![
-                NextUpstreamOn::Error,
-                NextUpstreamOn::Timeout,
-                NextUpstreamOn::Http502,
-                NextUpstreamOn::Http503,
-            ],
+            next_upstream: vec![NextUpstreamOn::Error, NextUpstreamOn::Timeout, NextUpstreamOn::Http502, NextUpstreamOn::Http503],
             next_upstream_tries: 2,
             websocket: true,
             keepalive: 32,
@@ -567,13 +408,7 @@ impl V {
 
     fn redis(&mut self, r: Option<&RawRedis>) -> Redis {
         let Some(r) = r else {
-            return Redis {
-                port: 6379,
-                maxmemory: 256 << 20,
-                eviction: Eviction::AllkeysLru,
-                persistence: Persistence::Rdb,
-                password: None,
-            };
+            return Redis { port: 6379, maxmemory: 256 << 20, eviction: Eviction::AllkeysLru, persistence: Persistence::Rdb, password: None };
         };
         if let Some(p) = &r.password {
             self.secret_ref(p);
@@ -581,16 +416,8 @@ impl V {
         Redis {
             port: r.port.as_ref().map(|p| *p.value()).unwrap_or(6379),
             maxmemory: self.size(&r.maxmemory, "redis.maxmemory", 256 << 20, 1 << 20),
-            eviction: r
-                .eviction
-                .as_ref()
-                .map(|e| *e.value())
-                .unwrap_or(Eviction::AllkeysLru),
-            persistence: r
-                .persistence
-                .as_ref()
-                .map(|e| *e.value())
-                .unwrap_or(Persistence::Rdb),
+            eviction: r.eviction.as_ref().map(|e| *e.value()).unwrap_or(Eviction::AllkeysLru),
+            persistence: r.persistence.as_ref().map(|e| *e.value()).unwrap_or(Persistence::Rdb),
             password: r.password.as_ref().map(|p| p.value().clone()),
         }
     }
@@ -601,10 +428,7 @@ impl V {
         let logs = o.and_then(|o| o.logs.as_ref());
         let none_s = None;
         let none_f = None;
-        let destination = logs
-            .and_then(|l| l.destination.as_ref())
-            .map(|d| *d.value())
-            .unwrap_or(LogDestination::Collector);
+        let destination = logs.and_then(|l| l.destination.as_ref()).map(|d| *d.value()).unwrap_or(LogDestination::Collector);
         let loki_url = logs.and_then(|l| l.loki_url.as_ref()).map(|u| {
             self.check(u, syntax::url(u.value(), "logs.loki_url"));
             u.value().clone()
@@ -613,64 +437,24 @@ impl V {
             && loki_url.is_none()
             && let Some(d) = logs.and_then(|l| l.destination.as_ref())
         {
-            self.at(
-                d.loc(),
-                "logs.destination is loki but logs.loki_url is not set",
-            );
+            self.at(d.loc(), "logs.destination is loki but logs.loki_url is not set");
         }
         Observability {
-            scrape_interval_ms: self.duration(
-                prom.map_or(&none_s, |p| &p.scrape_interval),
-                "scrape_interval",
-                15_000,
-                3_600_000,
-            ),
-            retention_ms: self.duration(
-                prom.map_or(&none_s, |p| &p.retention),
-                "retention",
-                15 * 86_400_000,
-                3650 * 86_400_000,
-            ),
-            prometheus_port: prom
-                .and_then(|p| p.port.as_ref())
-                .map(|p| *p.value())
-                .unwrap_or(9090),
+            scrape_interval_ms: self.duration(prom.map_or(&none_s, |p| &p.scrape_interval), "scrape_interval", 15_000, 3_600_000),
+            retention_ms: self.duration(prom.map_or(&none_s, |p| &p.retention), "retention", 15 * 86_400_000, 3650 * 86_400_000),
+            prometheus_port: prom.and_then(|p| p.port.as_ref()).map(|p| *p.value()).unwrap_or(9090),
             alerts: Alerts {
-                latency_p99_ms: self.duration(
-                    alerts.map_or(&none_s, |a| &a.latency_p99),
-                    "alerts.latency_p99",
-                    1_000,
-                    600_000,
-                ),
-                error_rate_percent: self.percent(
-                    alerts.map_or(&none_f, |a| &a.error_rate),
-                    "alerts.error_rate",
-                    1.0,
-                ),
+                latency_p99_ms: self.duration(alerts.map_or(&none_s, |a| &a.latency_p99), "alerts.latency_p99", 1_000, 600_000),
+                error_rate_percent: self.percent(alerts.map_or(&none_f, |a| &a.error_rate), "alerts.error_rate", 1.0),
                 cpu_percent: self.percent(alerts.map_or(&none_f, |a| &a.cpu), "alerts.cpu", 80.0),
-                memory_available_percent: self.percent(
-                    alerts.map_or(&none_f, |a| &a.memory_available),
-                    "alerts.memory_available",
-                    10.0,
-                ),
+                memory_available_percent: self.percent(alerts.map_or(&none_f, |a| &a.memory_available), "alerts.memory_available", 10.0),
                 fds_percent: self.percent(alerts.map_or(&none_f, |a| &a.fds), "alerts.fds", 90.0),
-                scheduling_delay_ms: self.duration(
-                    alerts.map_or(&none_s, |a| &a.scheduling_delay),
-                    "alerts.scheduling_delay",
-                    100,
-                    60_000,
-                ),
+                scheduling_delay_ms: self.duration(alerts.map_or(&none_s, |a| &a.scheduling_delay), "alerts.scheduling_delay", 100, 60_000),
             },
-            grafana: o
-                .and_then(|o| o.grafana.as_ref())
-                .map(|g| *g.value())
-                .unwrap_or(true),
+            grafana: o.and_then(|o| o.grafana.as_ref()).map(|g| *g.value()).unwrap_or(true),
             grafana_port: ports::GRAFANA,
             logs: Logs {
-                shipper: logs
-                    .and_then(|l| l.shipper.as_ref())
-                    .map(|s| *s.value())
-                    .unwrap_or(Shipper::Rsyslog),
+                shipper: logs.and_then(|l| l.shipper.as_ref()).map(|s| *s.value()).unwrap_or(Shipper::Rsyslog),
                 destination,
                 loki_url,
                 relp_port: ports::RELP,
@@ -682,18 +466,8 @@ impl V {
                 Alertmanager {
                     port: ports::ALERTMANAGER,
                     webhook: a.webhook.as_ref().map(|w| w.value().clone()),
-                    group_wait_ms: self.duration(
-                        &a.group_wait,
-                        "alertmanager.group_wait",
-                        30_000,
-                        3_600_000,
-                    ),
-                    repeat_interval_ms: self.duration(
-                        &a.repeat_interval,
-                        "alertmanager.repeat_interval",
-                        4 * 3_600_000,
-                        30 * 86_400_000,
-                    ),
+                    group_wait_ms: self.duration(&a.group_wait, "alertmanager.group_wait", 30_000, 3_600_000),
+                    repeat_interval_ms: self.duration(&a.repeat_interval, "alertmanager.repeat_interval", 4 * 3_600_000, 30 * 86_400_000),
                 }
             }),
         }
@@ -701,15 +475,9 @@ impl V {
 
     fn autoscaling(&mut self, a: &RawAutoscaling) -> Autoscaling {
         self.check(&a.region, syntax::aws_region(a.region.value()));
-        self.check(
-            &a.instance_type,
-            syntax::instance_type(a.instance_type.value()),
-        );
+        self.check(&a.instance_type, syntax::instance_type(a.instance_type.value()));
         self.check(&a.ami, syntax::aws_id(a.ami.value(), "ami-", "ami"));
-        self.check(
-            &a.vpc_id,
-            syntax::aws_id(a.vpc_id.value(), "vpc-", "vpc_id"),
-        );
+        self.check(&a.vpc_id, syntax::aws_id(a.vpc_id.value(), "vpc-", "vpc_id"));
         for s in a.subnets.value() {
             self.check(s, syntax::aws_id(s.value(), "subnet-", "subnet"));
         }
@@ -719,10 +487,7 @@ impl V {
         let min = self.int(&Some(a.min.clone()), "autoscaling.min", 1, 0, 10_000);
         let max = self.int(&Some(a.max.clone()), "autoscaling.max", 1, 1, 10_000);
         if min > max {
-            self.at(
-                a.min.loc(),
-                format!("autoscaling.min ({min}) is above autoscaling.max ({max})"),
-            );
+            self.at(a.min.loc(), format!("autoscaling.min ({min}) is above autoscaling.max ({max})"));
         }
         let desired = match &a.desired {
             Some(d) => {
@@ -736,23 +501,12 @@ impl V {
         };
         let none_f = None;
         let cpu = a.cpu.as_ref();
-        let out = self.percent(
-            cpu.map_or(&none_f, |c| &c.scale_out),
-            "autoscaling.cpu.scale_out",
-            70.0,
-        );
-        let inn = self.percent(
-            cpu.map_or(&none_f, |c| &c.scale_in),
-            "autoscaling.cpu.scale_in",
-            30.0,
-        );
+        let out = self.percent(cpu.map_or(&none_f, |c| &c.scale_out), "autoscaling.cpu.scale_out", 70.0);
+        let inn = self.percent(cpu.map_or(&none_f, |c| &c.scale_in), "autoscaling.cpu.scale_in", 30.0);
         if inn >= out
             && let Some(l) = cpu.and_then(|c| c.scale_in.as_ref())
         {
-            self.at(
-                l.loc(),
-                format!("autoscaling.cpu.scale_in ({inn}) must be below scale_out ({out})"),
-            );
+            self.at(l.loc(), format!("autoscaling.cpu.scale_in ({inn}) must be below scale_out ({out})"));
         }
         let none_s = None;
         let cd = a.cooldown.as_ref();
@@ -762,42 +516,18 @@ impl V {
             instance_type: a.instance_type.value().clone(),
             ami: a.ami.value().clone(),
             vpc_id: a.vpc_id.value().clone(),
-            subnets: a
-                .subnets
-                .value()
-                .iter()
-                .map(|s| s.value().clone())
-                .collect(),
+            subnets: a.subnets.value().iter().map(|s| s.value().clone()).collect(),
             min: min as u32,
             max: max as u32,
             desired: desired.clamp(0, 10_000) as u32,
             cpu_scale_out: out,
             cpu_scale_in: inn,
-            policy: cpu
-                .and_then(|c| c.policy.as_ref())
-                .map_or(ScalingPolicy::TargetTracking, |p| *p.value()),
-            cooldown_scale_out_ms: self.duration(
-                cd.map_or(&none_s, |c| &c.scale_out),
-                "cooldown.scale_out",
-                60_000,
-                86_400_000,
-            ),
-            cooldown_scale_in_ms: self.duration(
-                cd.map_or(&none_s, |c| &c.scale_in),
-                "cooldown.scale_in",
-                120_000,
-                86_400_000,
-            ),
-            health_check_grace_ms: self.duration(
-                &a.health_check_grace,
-                "health_check_grace",
-                120_000,
-                7_200_000,
-            ),
+            policy: cpu.and_then(|c| c.policy.as_ref()).map_or(ScalingPolicy::TargetTracking, |p| *p.value()),
+            cooldown_scale_out_ms: self.duration(cd.map_or(&none_s, |c| &c.scale_out), "cooldown.scale_out", 60_000, 86_400_000),
+            cooldown_scale_in_ms: self.duration(cd.map_or(&none_s, |c| &c.scale_in), "cooldown.scale_in", 120_000, 86_400_000),
+            health_check_grace_ms: self.duration(&a.health_check_grace, "health_check_grace", 120_000, 7_200_000),
             min_healthy_percentage: self.int(
-                a.instance_refresh
-                    .as_ref()
-                    .map_or(&None, |r| &r.min_healthy_percentage),
+                a.instance_refresh.as_ref().map_or(&None, |r| &r.min_healthy_percentage),
                 "instance_refresh.min_healthy_percentage",
                 90,
                 0,
@@ -809,9 +539,7 @@ impl V {
     fn docker(&mut self, d: Option<&RawDocker>, name: &str) -> Docker {
         let none = None;
         let images = d.and_then(|d| d.images.as_ref());
-        let mut image = |sp: Option<&Option<Sp<String>>>, default: &str| {
-            self.string(sp.unwrap_or(&none), default, syntax::image)
-        };
+        let mut image = |sp: Option<&Option<Sp<String>>>, default: &str| self.string(sp.unwrap_or(&none), default, syntax::image);
         let images = Images {
             scale_api: image(images.map(|i| &i.scale_api), "scale-api:latest"),
             base: image(images.map(|i| &i.base), "debian:bookworm-slim"),
@@ -821,14 +549,8 @@ impl V {
             grafana: image(images.map(|i| &i.grafana), "grafana/grafana:11.1.0"),
         };
         Docker {
-            endpoint: self.string(
-                d.map_or(&none, |d| &d.endpoint),
-                "unix:///var/run/docker.sock",
-                syntax::docker_endpoint,
-            ),
-            network: self.string(d.map_or(&none, |d| &d.network), name, |s| {
-                syntax::dns_label(s, "docker.network")
-            }),
+            endpoint: self.string(d.map_or(&none, |d| &d.endpoint), "unix:///var/run/docker.sock", syntax::docker_endpoint),
+            network: self.string(d.map_or(&none, |d| &d.network), name, |s| syntax::dns_label(s, "docker.network")),
             images,
         }
     }
@@ -839,14 +561,7 @@ impl V {
             if *port.value() == 0 {
                 self.at(port.loc(), "a published port must not be 0");
             } else if let Some((other, _)) = lab.publish.iter().find(|(_, p)| *p == *port.value()) {
-                self.at(
-                    port.loc(),
-                    format!(
-                        "127.0.0.1:{} is already published for {}",
-                        port.value(),
-                        service_name(other)
-                    ),
-                );
+                self.at(port.loc(), format!("127.0.0.1:{} is already published for {}", port.value(), service_name(other)));
             }
             lab.publish.set(*svc.value(), *port.value());
         }
@@ -861,34 +576,15 @@ impl V {
                 && let Instances::Count(n) = s.value
                 && n > 64
             {
-                self.at(
-                    Loc::from(&s.referenced),
-                    "the docker target runs at most 64 replicas",
-                );
+                self.at(Loc::from(&s.referenced), "the docker target runs at most 64 replicas");
             }
             if !t.observability.grafana
-                && let Some((svc, _)) = raw
-                    .lab
-                    .iter()
-                    .flat_map(|l| l.publish.iter())
-                    .find(|(s, _)| *s.value() == Service::Grafana)
+                && let Some((svc, _)) = raw.lab.iter().flat_map(|l| l.publish.iter()).find(|(s, _)| *s.value() == Service::Grafana)
             {
-                self.at(
-                    svc.loc(),
-                    "grafana is published but observability.grafana is false",
-                );
+                self.at(svc.loc(), "grafana is published but observability.grafana is false");
             }
-            if let Some(a) = raw
-                .observability
-                .as_ref()
-                .and_then(|o| o.alertmanager.as_ref())
-            {
-                let at = a
-                    .webhook
-                    .as_ref()
-                    .map(|w| w.loc())
-                    .or_else(|| a.group_wait.as_ref().map(|g| g.loc()))
-                    .unwrap_or(anchor);
+            if let Some(a) = raw.observability.as_ref().and_then(|o| o.alertmanager.as_ref()) {
+                let at = a.webhook.as_ref().map(|w| w.loc()).or_else(|| a.group_wait.as_ref().map(|g| g.loc())).unwrap_or(anchor);
                 self.push(
                     Problem::at(at, "observability.alertmanager is deployed on the monitor host of `target: hosts`; the docker target has no Alertmanager yet")
                         .help("remove observability.alertmanager, or deploy with `target: hosts`"),
@@ -897,24 +593,12 @@ impl V {
             return;
         }
         let Some(raw_hosts) = &raw.hosts else {
-            self.push(
-                Problem::at(
-                    anchor,
-                    "no hosts: `target: hosts` needs a hosts section with at least one app host",
-                )
-                .help("add hosts, or set `target: docker`"),
-            );
+            self.push(Problem::at(anchor, "no hosts: `target: hosts` needs a hosts section with at least one app host").help("add hosts, or set `target: docker`"));
             return;
         };
         let with = |role: Role| t.hosts.iter().filter(move |h| h.has(role));
         if with(Role::App).next().is_none() {
-            self.push(
-                Problem::at(
-                    anchor,
-                    "no host has the app role: at least one host must run scale-api",
-                )
-                .help("add `app` to some host's roles"),
-            );
+            self.push(Problem::at(anchor, "no host has the app role: at least one host must run scale-api").help("add `app` to some host's roles"));
         }
         let redis_hosts: Vec<_> = with(Role::Redis).collect();
         if redis_hosts.is_empty() {
@@ -924,29 +608,15 @@ impl V {
             );
         }
         for extra in redis_hosts.iter().skip(1) {
-            self.at(
-                role_loc(raw_hosts, &extra.name, Role::Redis),
-                format!(
-                    "host `{}` is a second redis host; one redis host is supported",
-                    extra.name
-                ),
-            );
+            self.at(role_loc(raw_hosts, &extra.name, Role::Redis), format!("host `{}` is a second redis host; one redis host is supported", extra.name));
         }
         for extra in with(Role::Monitor).skip(1) {
-            self.at(
-                role_loc(raw_hosts, &extra.name, Role::Monitor),
-                format!(
-                    "host `{}` is a second monitor host; one monitor host is supported",
-                    extra.name
-                ),
-            );
+            self.at(role_loc(raw_hosts, &extra.name, Role::Monitor), format!("host `{}` is a second monitor host; one monitor host is supported", extra.name));
         }
         // The lb is needed once more than one instance serves: count with known cores, else 1 per `max`.
         let total: u64 = with(Role::App).map(|h| known_instances(t, h) as u64).sum();
-        let any_max = with(Role::App)
-            .any(|h| h.instances.unwrap_or(t.app.instances) == Instances::Max && h.cores.is_none());
-        if (total > 1 || any_max || with(Role::App).count() > 1) && with(Role::Lb).next().is_none()
-        {
+        let any_max = with(Role::App).any(|h| h.instances.unwrap_or(t.app.instances) == Instances::Max && h.cores.is_none());
+        if (total > 1 || any_max || with(Role::App).count() > 1) && with(Role::Lb).next().is_none() {
             self.push(
                 Problem::at(anchor, "more than one app instance but no host has the lb role: nothing spreads requests across them")
                     .help("add `lb` to one host's roles, or set `app.instances: 1` on a single app host"),
@@ -959,10 +629,7 @@ impl V {
                 if let Some((_, other)) = used.iter().find(|(p, _)| *p == port) {
                     v.at(
                         role_loc(raw_hosts, &h.name, role),
-                        format!(
-                            "port {port} on host `{}` is used by both {other} and {what}",
-                            h.name
-                        ),
+                        format!("port {port} on host `{}` is used by both {other} and {what}", h.name),
                     );
                 } else {
                     used.push((port, what));
@@ -971,13 +638,7 @@ impl V {
             if h.has(Role::App) {
                 let n = known_instances(t, h);
                 if u32::from(t.app.port) + n - 1 > 65535 {
-                    self.at(
-                        role_loc(raw_hosts, &h.name, Role::App),
-                        format!(
-                            "app.port {} plus {n} instances runs past port 65535",
-                            t.app.port
-                        ),
-                    );
+                    self.at(role_loc(raw_hosts, &h.name, Role::App), format!("app.port {} plus {n} instances runs past port 65535", t.app.port));
                 }
                 for i in 0..n {
                     if let Ok(p) = u16::try_from(u32::from(t.app.port) + i) {
@@ -986,69 +647,24 @@ impl V {
                 }
             }
             if h.has(Role::Lb) {
-                claim(
-                    self,
-                    t.load_balancer.listen,
-                    "the load balancer".into(),
-                    Role::Lb,
-                );
+                claim(self, t.load_balancer.listen, "the load balancer".into(), Role::Lb);
                 if let Some(tls) = &t.load_balancer.tls {
-                    claim(
-                        self,
-                        tls.listen,
-                        "the load balancer's TLS listener".into(),
-                        Role::Lb,
-                    );
+                    claim(self, tls.listen, "the load balancer's TLS listener".into(), Role::Lb);
                 }
-                claim(
-                    self,
-                    t.load_balancer.status_port,
-                    "nginx stub_status".into(),
-                    Role::Lb,
-                );
-                claim(
-                    self,
-                    ports::NGINX_EXPORTER,
-                    "the nginx exporter".into(),
-                    Role::Lb,
-                );
-                claim(
-                    self,
-                    ports::MTAIL,
-                    "mtail (the access log as metrics)".into(),
-                    Role::Lb,
-                );
+                claim(self, t.load_balancer.status_port, "nginx stub_status".into(), Role::Lb);
+                claim(self, ports::NGINX_EXPORTER, "the nginx exporter".into(), Role::Lb);
+                claim(self, ports::MTAIL, "mtail (the access log as metrics)".into(), Role::Lb);
             }
             if h.has(Role::Redis) {
                 claim(self, t.redis.port, "redis".into(), Role::Redis);
-                claim(
-                    self,
-                    ports::REDIS_EXPORTER,
-                    "the redis exporter".into(),
-                    Role::Redis,
-                );
+                claim(self, ports::REDIS_EXPORTER, "the redis exporter".into(), Role::Redis);
             }
             if h.has(Role::Monitor) {
-                claim(
-                    self,
-                    t.observability.prometheus_port,
-                    "prometheus".into(),
-                    Role::Monitor,
-                );
+                claim(self, t.observability.prometheus_port, "prometheus".into(), Role::Monitor);
                 if t.observability.grafana {
-                    claim(
-                        self,
-                        t.observability.grafana_port,
-                        "grafana".into(),
-                        Role::Monitor,
-                    );
+                    claim(self, t.observability.grafana_port, "grafana".into(), Role::Monitor);
                 }
-                claim(
-                    self,
-                    t.observability.logs.relp_port,
-                    "the log collector".into(),
-                    Role::Monitor,
-                );
+                claim(self, t.observability.logs.relp_port, "the log collector".into(), Role::Monitor);
                 if let Some(a) = &t.observability.alertmanager {
                     claim(self, a.port, "alertmanager".into(), Role::Monitor);
                 }
@@ -1064,19 +680,9 @@ impl V {
                 Service::Redis => Role::Redis,
             };
             if with(needs).next().is_none() {
-                self.at(
-                    svc.loc(),
-                    format!(
-                        "{} is published but no host has the {} role",
-                        service_name(*svc.value()),
-                        role_name(needs)
-                    ),
-                );
+                self.at(svc.loc(), format!("{} is published but no host has the {} role", service_name(*svc.value()), role_name(needs)));
             } else if *svc.value() == Service::Grafana && !t.observability.grafana {
-                self.at(
-                    svc.loc(),
-                    "grafana is published but observability.grafana is false",
-                );
+                self.at(svc.loc(), "grafana is published but observability.grafana is false");
             }
         }
     }
@@ -1092,14 +698,7 @@ fn role_loc(hosts: &Map<RawHost>, host: &str, role: Role) -> Loc {
     hosts
         .iter()
         .find(|(k, _)| k.value() == host)
-        .map(|(k, h)| {
-            h.roles
-                .value()
-                .iter()
-                .find(|r| *r.value() == role)
-                .map(|r| r.loc())
-                .unwrap_or(k.loc())
-        })
+        .map(|(k, h)| h.roles.value().iter().find(|r| *r.value() == role).map(|r| r.loc()).unwrap_or(k.loc()))
         .unwrap_or_default()
 }
 

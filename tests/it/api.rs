@@ -7,11 +7,7 @@ use std::time::{Duration, Instant};
 use super::require;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Redis {
@@ -30,23 +26,12 @@ impl Redis {
 
     fn spawn(port: u16, dir: &tempfile::TempDir) -> Child {
         let child = Command::new(require("redis-server"))
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--dir",
-            ])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--dir"])
             .arg(dir.path())
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        wait_until(
-            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-            "redis-server to listen",
-        );
+        wait_until(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(), "redis-server to listen");
         child
     }
 
@@ -91,10 +76,7 @@ impl Api {
             .spawn()
             .unwrap();
         let api = Api { port, child };
-        wait_until(
-            || get(api.port, "/healthz").is_ok_and(|(s, _)| s == 200),
-            "scale-api to answer",
-        );
+        wait_until(|| get(api.port, "/healthz").is_ok_and(|(s, _)| s == 200), "scale-api to answer");
         api
     }
 
@@ -132,16 +114,11 @@ fn wait_until(mut ok: impl FnMut() -> bool, what: &str) {
 }
 
 fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
 }
 
 fn get(port: u16, path: &str) -> reqwest::Result<(u16, String)> {
-    let r = client()
-        .get(format!("http://127.0.0.1:{port}{path}"))
-        .send()?;
+    let r = client().get(format!("http://127.0.0.1:{port}{path}")).send()?;
     Ok((r.status().as_u16(), r.text()?))
 }
 
@@ -165,10 +142,7 @@ fn the_counter_advances_by_exactly_n_across_two_instances() {
                 let mut ok = 0;
                 for i in 0..n / 8 {
                     let port = ports[(t + i) % 2];
-                    let r = c
-                        .get(format!("http://127.0.0.1:{port}/count"))
-                        .send()
-                        .unwrap();
+                    let r = c.get(format!("http://127.0.0.1:{port}/count")).send().unwrap();
                     assert_eq!(r.status(), 200);
                     ok += 1;
                 }
@@ -179,12 +153,7 @@ fn the_counter_advances_by_exactly_n_across_two_instances() {
     let ok: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
     let after = json(b.port, "/count")["count"].as_i64().unwrap();
     assert_eq!(ok, n);
-    assert_eq!(
-        after - before - 1,
-        n as i64,
-        "counter moved by {} for {n} requests",
-        after - before - 1
-    );
+    assert_eq!(after - before - 1, n as i64, "counter moved by {} for {n} requests", after - before - 1);
 }
 
 #[test]
@@ -192,34 +161,14 @@ fn a_session_made_on_one_instance_is_read_on_the_other() {
     let redis = Redis::start();
     let (a, b) = (Api::start(&redis, "a", &[]), Api::start(&redis, "b", &[]));
     let c = client();
-    let login: serde_json::Value = c
-        .post(a.url("/login"))
-        .json(&serde_json::json!({"username": "ann"}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let login: serde_json::Value = c.post(a.url("/login")).json(&serde_json::json!({"username": "ann"})).send().unwrap().json().unwrap();
     let token = login["token"].as_str().unwrap();
     let profile = c.get(b.url("/profile")).bearer_auth(token).send().unwrap();
     assert_eq!(profile.headers()["x-instance"], "b");
     let profile: serde_json::Value = profile.json().unwrap();
     assert_eq!(profile["username"], "ann");
-    assert_eq!(
-        c.post(b.url("/logout"))
-            .bearer_auth(token)
-            .send()
-            .unwrap()
-            .status(),
-        204
-    );
-    assert_eq!(
-        c.get(a.url("/profile"))
-            .bearer_auth(token)
-            .send()
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(c.post(b.url("/logout")).bearer_auth(token).send().unwrap().status(), 204);
+    assert_eq!(c.get(a.url("/profile")).bearer_auth(token).send().unwrap().status(), 401);
     assert_eq!(c.get(a.url("/profile")).send().unwrap().status(), 401);
 }
 
@@ -229,22 +178,12 @@ fn users_are_cached_aside_and_invalidated_on_write() {
     let (a, b) = (Api::start(&redis, "a", &[]), Api::start(&redis, "b", &[]));
     assert_eq!(json(a.port, "/users/42")["source"], "db");
     let hit = json(b.port, "/users/42");
-    assert_eq!(
-        (hit["source"].as_str(), hit["name"].as_str()),
-        (Some("cache"), Some("user-42"))
-    );
+    assert_eq!((hit["source"].as_str(), hit["name"].as_str()), (Some("cache"), Some("user-42")));
     let c = client();
-    let put = c
-        .put(a.url("/users/42"))
-        .json(&serde_json::json!({"name": "Ada"}))
-        .send()
-        .unwrap();
+    let put = c.put(a.url("/users/42")).json(&serde_json::json!({"name": "Ada"})).send().unwrap();
     assert_eq!(put.status(), 200);
     let after = json(b.port, "/users/42");
-    assert_eq!(
-        (after["source"].as_str(), after["name"].as_str()),
-        (Some("db"), Some("Ada"))
-    );
+    assert_eq!((after["source"].as_str(), after["name"].as_str()), (Some("db"), Some("Ada")));
     assert_eq!(json(a.port, "/users/42")["source"], "cache");
 }
 
@@ -256,24 +195,10 @@ fn bad_input_gets_a_json_4xx() {
     let cases = [
         c.get(a.url("/users/abc")).send().unwrap(),
         c.get(a.url("/users/0")).send().unwrap(),
-        c.post(a.url("/login"))
-            .header("content-type", "application/json")
-            .body("{bad")
-            .send()
-            .unwrap(),
-        c.post(a.url("/login"))
-            .json(&serde_json::json!({"username": ""}))
-            .send()
-            .unwrap(),
-        c.post(a.url("/login"))
-            .header("content-type", "application/json")
-            .body(format!("{{\"username\":\"{}\"}}", "x".repeat(40_000)))
-            .send()
-            .unwrap(),
-        c.get(a.url("/profile"))
-            .header("authorization", "Bearer ../../etc")
-            .send()
-            .unwrap(),
+        c.post(a.url("/login")).header("content-type", "application/json").body("{bad").send().unwrap(),
+        c.post(a.url("/login")).json(&serde_json::json!({"username": ""})).send().unwrap(),
+        c.post(a.url("/login")).header("content-type", "application/json").body(format!("{{\"username\":\"{}\"}}", "x".repeat(40_000))).send().unwrap(),
+        c.get(a.url("/profile")).header("authorization", "Bearer ../../etc").send().unwrap(),
         c.get(a.url("/nope")).send().unwrap(),
         c.get(a.url("/heavy?ms=lots")).send().unwrap(),
     ];
@@ -281,17 +206,11 @@ fn bad_input_gets_a_json_4xx() {
         let status = r.status().as_u16();
         assert!((400..500).contains(&status), "{status}");
         if status != 413 {
-            let body: serde_json::Value = r
-                .json()
-                .unwrap_or_else(|e| panic!("{status} not JSON: {e}"));
+            let body: serde_json::Value = r.json().unwrap_or_else(|e| panic!("{status} not JSON: {e}"));
             assert!(body["error"].is_string());
         }
     }
-    assert_eq!(
-        get(a.port, "/healthz").unwrap().0,
-        200,
-        "still serving after bad input"
-    );
+    assert_eq!(get(a.port, "/healthz").unwrap().0, 200, "still serving after bad input");
 }
 
 /// Redis restarted (a config change applied, a package upgrade): the instances' connections to
@@ -302,23 +221,13 @@ fn a_redis_restart_fails_no_request_and_counts_nothing_twice() {
     let a = Api::start(&redis, "a", &[]);
     // Back at once, and back after a second down (the reconnection tried at once then failed).
     for (round, down) in [0, 0, 1000, 1000].into_iter().enumerate() {
-        assert_eq!(
-            json(a.port, "/count")["count"],
-            1,
-            "round {round}: a fresh Redis (no persistence) counts from 1"
-        );
+        assert_eq!(json(a.port, "/count")["count"], 1, "round {round}: a fresh Redis (no persistence) counts from 1");
         redis.stop();
         std::thread::sleep(Duration::from_millis(down));
         redis.restart();
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(
-        get(a.port, "/metrics")
-            .unwrap()
-            .1
-            .contains("scale_api_redis_circuit_state 0"),
-        "the breaker stays closed"
-    );
+    assert!(get(a.port, "/metrics").unwrap().1.contains("scale_api_redis_circuit_state 0"), "the breaker stays closed");
 }
 
 #[test]
@@ -331,32 +240,17 @@ fn the_breaker_opens_when_redis_stops_and_closes_when_it_returns() {
         assert_eq!(get(a.port, "/count").unwrap().0, 503);
     }
     let metrics = get(a.port, "/metrics").unwrap().1;
-    assert!(
-        metrics.contains("scale_api_redis_circuit_state 1"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("scale_api_redis_circuit_state 1"), "{metrics}");
     // Open: answered at once, without waiting on Redis.
     let start = Instant::now();
     let (status, _) = get(a.port, "/count").unwrap();
     assert_eq!(status, 503);
-    assert!(
-        start.elapsed() < Duration::from_millis(100),
-        "open breaker took {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_millis(100), "open breaker took {:?}", start.elapsed());
     assert_eq!(get(a.port, "/readyz").unwrap().0, 503);
     redis.restart();
-    wait_until(
-        || get(a.port, "/count").is_ok_and(|(s, _)| s == 200),
-        "/count to recover after redis returns",
-    );
+    wait_until(|| get(a.port, "/count").is_ok_and(|(s, _)| s == 200), "/count to recover after redis returns");
     assert_eq!(get(a.port, "/readyz").unwrap().0, 200);
-    assert!(
-        get(a.port, "/metrics")
-            .unwrap()
-            .1
-            .contains("scale_api_redis_circuit_state 0")
-    );
+    assert!(get(a.port, "/metrics").unwrap().1.contains("scale_api_redis_circuit_state 0"));
 }
 
 #[test]
@@ -366,16 +260,9 @@ fn sigterm_drains_in_flight_work_refuses_new_connections_and_exits_0() {
     let port = a.port;
     let inflight = std::thread::spawn(move || get(port, "/heavy?ms=1500"));
     std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(a.child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
-        "new connections still accepted while draining"
-    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "new connections still accepted while draining");
     let (status, body) = inflight.join().unwrap().unwrap();
     assert_eq!(status, 200, "{body}");
     let exit = a.child.wait().unwrap();
@@ -387,26 +274,18 @@ fn the_heavy_queue_is_bounded() {
     let redis = Redis::start();
     let a = Api::start(&redis, "a", &["--heavy-pool", "1", "--heavy-queue", "1"]);
     let port = a.port;
-    let handles: Vec<_> = (0..6)
-        .map(|_| std::thread::spawn(move || get(port, "/heavy?ms=400").unwrap().0))
-        .collect();
+    let handles: Vec<_> = (0..6).map(|_| std::thread::spawn(move || get(port, "/heavy?ms=400").unwrap().0)).collect();
     std::thread::sleep(Duration::from_millis(100));
     // Light requests stay fast while the pool is saturated.
     let start = Instant::now();
     assert_eq!(get(port, "/").unwrap().0, 200);
     let light = start.elapsed();
     let metrics = get(port, "/metrics").unwrap().1;
-    assert!(
-        metrics.contains("scale_api_heavy_pool_busy 1\n"),
-        "the one pool thread is not reported busy:\n{metrics}"
-    );
+    assert!(metrics.contains("scale_api_heavy_pool_busy 1\n"), "the one pool thread is not reported busy:\n{metrics}");
     let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert!(statuses.contains(&503), "{statuses:?}");
     assert!(statuses.contains(&200), "{statuses:?}");
-    assert!(
-        light < Duration::from_millis(200),
-        "/ took {light:?} while /heavy ran"
-    );
+    assert!(light < Duration::from_millis(200), "/ took {light:?} while /heavy ran");
 }
 
 #[test]
@@ -417,33 +296,18 @@ fn metrics_parse_as_prometheus_text_with_every_series() {
     get(a.port, "/heavy?ms=10").unwrap();
     std::thread::sleep(Duration::from_millis(1100));
     let text = get(a.port, "/metrics").unwrap().1;
-    let mut promtool = Command::new(require("promtool"))
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut promtool = Command::new(require("promtool")).args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
     let out = promtool.wait_with_output().unwrap();
     // promtool parses the text with Prometheus' own parser: any parse error fails. Its linter also
     // flags OpenMetrics counters (HELP on `x`, samples on `x_total`), which Prometheus scrapes fine;
     // those are the only complaints allowed.
     let complaints = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !complaints.contains("parsing error") && !complaints.contains("error while"),
-        "promtool check metrics: {complaints}\n{text}"
-    );
+    assert!(!complaints.contains("parsing error") && !complaints.contains("error while"), "promtool check metrics: {complaints}\n{text}");
     for line in complaints.lines().filter(|l| !l.trim().is_empty()) {
-        assert!(
-            line.contains("_total no help text"),
-            "promtool: {line}\n{text}"
-        );
+        assert!(line.contains("_total no help text"), "promtool: {line}\n{text}");
     }
-    assert!(
-        text.ends_with("# EOF\n"),
-        "not a complete OpenMetrics exposition"
-    );
+    assert!(text.ends_with("# EOF\n"), "not a complete OpenMetrics exposition");
     for series in [
         "scale_api_http_request_duration_seconds_bucket{le=\"0.005\",method=\"GET\",route=\"/count\",status=\"200\"}",
         "scale_api_http_requests_in_flight",
@@ -463,28 +327,13 @@ fn metrics_parse_as_prometheus_text_with_every_series() {
         assert!(text.contains(series), "missing {series}\n{text}");
     }
     // doctor counts restarts by this value changing: it must be the start time, not zero.
-    let started: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("process_start_time_seconds "))
-        .unwrap()
-        .parse()
-        .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
-    assert!(
-        started > now - 600.0 && started <= now,
-        "process_start_time_seconds {started}, now {now}"
-    );
+    let started: f64 = text.lines().find_map(|l| l.strip_prefix("process_start_time_seconds ")).unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(started > now - 600.0 && started <= now, "process_start_time_seconds {started}, now {now}");
 }
 
 fn children_of(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).collect()
 }
 
 #[test]
@@ -493,11 +342,7 @@ fn a_killed_worker_is_replaced_and_the_port_keeps_serving() {
     let a = Api::start(&redis, "a", &["--workers", "2"]);
     wait_until(|| children_of(a.child.id()).len() == 2, "two workers");
     let before = children_of(a.child.id());
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(before[0] as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(before[0] as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     wait_until(
         || {
             let now = children_of(a.child.id());
@@ -523,10 +368,7 @@ fn health_paths_follow_the_topology() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    wait_until(
-        || get(port, "/live").is_ok_and(|(s, _)| s == 200),
-        "the custom liveness path",
-    );
+    wait_until(|| get(port, "/live").is_ok_and(|(s, _)| s == 200), "the custom liveness path");
     assert_eq!(get(port, "/ready").unwrap().0, 200);
     assert_eq!(get(port, "/healthz").unwrap().0, 404);
     child.kill().ok();
@@ -547,17 +389,7 @@ fn doctor_without_a_monitor_scrapes_the_instances_directly() {
     .unwrap();
     let doctor = |snapshot: &std::path::Path| {
         Command::new(env!("CARGO_BIN_EXE_scalectl"))
-            .args([
-                "doctor",
-                "-f",
-                file.to_str().unwrap(),
-                "--window",
-                "3s",
-                "-o",
-                "json",
-                "--save",
-                snapshot.to_str().unwrap(),
-            ])
+            .args(["doctor", "-f", file.to_str().unwrap(), "--window", "3s", "-o", "json", "--save", snapshot.to_str().unwrap()])
             .output()
             .unwrap()
     };
@@ -573,50 +405,24 @@ fn doctor_without_a_monitor_scrapes_the_instances_directly() {
     let snap = dir.path().join("s.json");
     let out = doctor(&snap);
     traffic.join().unwrap();
-    let d: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("scraping every instance and exporter directly")
-    );
-    let up = d["trace"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["question"] == "every instance up?")
-        .unwrap();
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scraping every instance and exporter directly"));
+    let up = d["trace"].as_array().unwrap().iter().find(|s| s["question"] == "every instance up?").unwrap();
     assert_eq!(up["answer"], "yes", "{d:#}");
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&snap).unwrap()).unwrap();
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&snap).unwrap()).unwrap();
     let i = &s["instances"][0];
     assert_eq!(i["instance"], format!("local-{}", api.port));
     assert!(i["requests_per_s"].as_f64().unwrap() > 1.0, "{i:#}");
-    assert!(
-        i["p99_ms"].as_f64().is_some() && i["open_fds"].as_f64().unwrap() > 0.0,
-        "{i:#}"
-    );
+    assert!(i["p99_ms"].as_f64().is_some() && i["open_fds"].as_f64().unwrap() > 0.0, "{i:#}");
     // This machine, measured by sysinfo: its cores and a CPU figure.
     let h = &s["hosts"][0];
-    assert!(
-        h["cores"].as_u64().unwrap() >= 1 && h["cpu_busy_percent"].as_array().unwrap().len() == 1,
-        "{h:#}"
-    );
-    assert!(
-        h["memory_available_percent"].as_f64().unwrap() > 0.0,
-        "{h:#}"
-    );
+    assert!(h["cores"].as_u64().unwrap() >= 1 && h["cpu_busy_percent"].as_array().unwrap().len() == 1, "{h:#}");
+    assert!(h["memory_available_percent"].as_f64().unwrap() > 0.0, "{h:#}");
 
     // The instance gone: instance-down, exit 2.
     drop(api);
     let out = doctor(&snap);
     let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(2), "{d:#}");
-    assert!(
-        d["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f["id"] == "instance-down"),
-        "{d:#}"
-    );
+    assert!(d["findings"].as_array().unwrap().iter().any(|f| f["id"] == "instance-down"), "{d:#}");
 }

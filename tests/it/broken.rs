@@ -3,8 +3,7 @@
 use scalectl::topology;
 
 /// A valid topology the cases start from: one app host that also runs Redis.
-const BASE: &str =
-    "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n";
+const BASE: &str = "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n";
 
 fn with(extra: &str) -> String {
     format!("{BASE}{extra}")
@@ -18,405 +17,65 @@ struct Case {
     message: &'static str,
 }
 
-fn case(
-    what: &'static str,
-    yaml: impl Into<String>,
-    line: u64,
-    column: u64,
-    message: &'static str,
-) -> Case {
-    Case {
-        what,
-        yaml: yaml.into(),
-        line,
-        column,
-        message,
-    }
+fn case(what: &'static str, yaml: impl Into<String>, line: u64, column: u64, message: &'static str) -> Case {
+    Case { what, yaml: yaml.into(), line, column, message }
 }
 
 fn cases() -> Vec<Case> {
     vec![
-        case(
-            "unknown top-level key",
-            with("laod_balancer: {}\n"),
-            5,
-            1,
-            "unknown key `laod_balancer`",
-        ),
-        case(
-            "unknown host key",
-            "name: t\napp: {instances: 1}\nhosts:\n  a: {adress: 10.0.0.1, roles: [app, redis]}\n",
-            4,
-            7,
-            "unknown key `adress`",
-        ),
-        case(
-            "duplicate key",
-            "name: t\nname: u\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n",
-            2,
-            1,
-            "duplicate key `name`",
-        ),
-        case(
-            "duplicate host",
-            with("  a: {address: 10.0.0.2, roles: [app]}\n"),
-            5,
-            3,
-            "duplicate key `a`",
-        ),
-        case(
-            "unknown role",
-            "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, rediss]}\n",
-            4,
-            39,
-            "unknown value `rediss`",
-        ),
-        case(
-            "unknown strategy",
-            with("load_balancer: {strategy: least_connections}\n"),
-            5,
-            27,
-            "unknown value `least_connections`",
-        ),
-        case(
-            "bad name",
-            "name: My_App\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n",
-            1,
-            7,
-            "name must not contain `M` (a DNS label: lower-case letters, digits and '-')",
-        ),
-        case(
-            "bad host name",
-            "name: t\napp: {instances: 1}\nhosts:\n  app_1: {address: 10.0.0.1, roles: [app, redis]}\n",
-            4,
-            3,
-            "host name must not contain `_` (a DNS label: lower-case letters, digits and '-')",
-        ),
-        case(
-            "host name with a dash at the end",
-            "name: t\napp: {instances: 1}\nhosts:\n  app-: {address: 10.0.0.1, roles: [app, redis]}\n",
-            4,
-            3,
-            "host name `app-` must not start or end with '-' (a DNS label)",
-        ),
-        case(
-            "zero instances",
-            "name: t\napp: {instances: 0}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n",
-            2,
-            18,
-            "instances must be at least 1, found 0",
-        ),
-        case(
-            "instances word",
-            "name: t\napp: {instances: many}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n",
-            2,
-            18,
-            "expected a number of instances or `max`, found `many`",
-        ),
-        case(
-            "no app host",
-            "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [redis]}\n",
-            1,
-            7,
-            "no host has the app role: at least one host must run scale-api",
-        ),
-        case(
-            "no redis host",
-            "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app]}\n",
-            1,
-            7,
-            "no host has the redis role: scale-api keeps sessions, counters and cache in Redis",
-        ),
-        case(
-            "no lb with two instances",
-            "name: t\napp: {instances: 2}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n",
-            1,
-            7,
-            "more than one app instance but no host has the lb role: nothing spreads requests across them",
-        ),
-        case(
-            "no hosts",
-            "name: t\napp: {instances: 1}\n",
-            1,
-            7,
-            "no hosts: `target: hosts` needs a hosts section with at least one app host",
-        ),
-        case(
-            "hosts with docker target",
-            "name: t\ntarget: docker\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app]}\n",
-            5,
-            3,
-            "hosts are not used with `target: docker`",
-        ),
-        case(
-            "role listed twice",
-            "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis, app]}\n",
-            4,
-            46,
-            "role `app` is listed twice",
-        ),
-        case(
-            "no roles",
-            with("  b: {address: 10.0.0.2, roles: []}\n"),
-            5,
-            33,
-            "host `b` has no roles: give it at least one of app, lb, redis, monitor",
-        ),
-        case(
-            "second redis host",
-            with("  b: {address: 10.0.0.2, roles: [redis]}\n"),
-            5,
-            34,
-            "host `b` is a second redis host; one redis host is supported",
-        ),
-        case(
-            "port collision",
-            "name: t\napp: {port: 6379, instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n",
-            4,
-            39,
-            "port 6379 on host `a` is used by both scale-api instance 6379 and redis",
-        ),
-        case(
-            "privileged app port",
-            "name: t\napp: {port: 80, instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n",
-            2,
-            13,
-            "app.port must be 1024 or above (scale-api runs unprivileged), found 80",
-        ),
-        case(
-            "server_name injection",
-            with("load_balancer: {server_name: \"api.example.com; include /etc/passwd\"}\n"),
-            5,
-            30,
-            "server_name must not contain `;`",
-        ),
-        case(
-            "server_name newline",
-            with("load_balancer: {server_name: \"api.example.com\\n    return 200\"}\n"),
-            5,
-            30,
-            "server_name must not contain a newline",
-        ),
-        case(
-            "server_name brace",
-            with("load_balancer: {server_name: \"a}b\"}\n"),
-            5,
-            30,
-            "server_name must not contain `}`",
-        ),
-        case(
-            "tls key with a quote",
-            with(
-                "load_balancer: {tls: {certificate: /etc/ssl/c.pem, key: \"/etc/ssl/k\\\".pem\"}}\n",
-            ),
-            5,
-            57,
-            "tls.key must not contain `\"`",
-        ),
-        case(
-            "relative certificate",
-            with("load_balancer: {tls: {certificate: certs/c.pem, key: /etc/ssl/k.pem}}\n"),
-            5,
-            36,
-            "tls.certificate `certs/c.pem` must be an absolute path",
-        ),
-        case(
-            "static root with $",
-            with("load_balancer:\n  static: [{path: /static/, root: /var/www/$host}]\n"),
-            6,
-            35,
-            "static root must not contain `$`",
-        ),
-        case(
-            "static path without slash",
-            with("load_balancer:\n  static: [{path: static, root: /var/www}]\n"),
-            6,
-            19,
-            "static path `static` must start with `/`",
-        ),
-        case(
-            "bad duration",
-            with("load_balancer: {fail_timeout: soon}\n"),
-            5,
-            31,
-            "fail_timeout `soon` is not a duration such as `500ms`, `10s` or `5m` (expected number at 0)",
-        ),
-        case(
-            "bad size",
-            "name: t\napp: {instances: 1, limits: {memory_max: lots}}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n",
-            2,
-            42,
-            "app.limits.memory_max `lots` is not a size such as `512MiB` or `1GiB`",
-        ),
-        case(
-            "nofile too low",
-            "name: t\napp: {instances: 1, limits: {nofile: 100}}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n",
-            2,
-            38,
-            "app.limits.nofile must be between 1024 and 1048576, found 100",
-        ),
-        case(
-            "inline secret",
-            "name: t\napp:\n  instances: 1\n  secrets: {SESSION_KEY: hunter2}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n",
-            4,
-            26,
-            "secrets are referenced, never written inline: use `{env: VAR_NAME}` or `{file: /absolute/path}`",
-        ),
-        case(
-            "secret-looking env",
-            "name: t\napp:\n  instances: 1\n  env: {DB_PASSWORD: x}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n",
-            4,
-            9,
-            "`DB_PASSWORD` looks like a secret but is written inline in app.env",
-        ),
-        case(
-            "env value with a quote",
-            "name: t\napp:\n  instances: 1\n  env: {MODE: \"a\\\"b\"}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n",
-            4,
-            15,
-            "an environment value must not contain `\"`",
-        ),
-        case(
-            "env value with a newline",
-            "name: t\napp:\n  instances: 1\n  env: {MODE: \"a\\nb\"}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n",
-            4,
-            15,
-            "an environment value must not contain a newline",
-        ),
-        case(
-            "reserved env",
-            "name: t\napp:\n  instances: 1\n  env: {PORT: \"1\"}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n",
-            4,
-            9,
-            "`PORT` is set by scalectl for every instance; remove it from app.env",
-        ),
-        case(
-            "bad env name",
-            "name: t\napp:\n  instances: 1\n  env: {mode: x}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n",
-            4,
-            9,
-            "`mode` is not an environment variable name (upper-case letters, digits, '_', not starting with a digit)",
-        ),
-        case(
-            "address with a space",
-            "name: t\napp: {instances: 1}\nhosts:\n  a: {address: \"10.0.0.1 backup\", roles: [app, redis]}\n",
-            4,
-            16,
-            "address must not contain a space",
-        ),
-        case(
-            "ssh user",
-            "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis], ssh: {user: Root}}\n",
-            4,
-            59,
-            "ssh user `Root` is not a unix user name",
-        ),
-        case(
-            "weight out of range",
-            "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis], weight: 0}\n",
-            4,
-            55,
-            "weight must be between 1 and 100, found 0",
-        ),
-        case(
-            "port out of range",
-            "name: t\napp: {port: 70000, instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n",
-            2,
-            13,
-            "expected a port: a whole number from 1 to 65535",
-        ),
-        case(
-            "wrong type",
-            "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: app}\n",
-            4,
-            33,
-            "expected a list such as [a, b]",
-        ),
-        case(
-            "autoscaling min above max",
-            with(
-                "autoscaling: {provider: aws, region: eu-west-1, instance_type: t3.small, ami: ami-0123456789abcdef0, vpc_id: vpc-0123456789abcdef0, subnets: [subnet-01234567, subnet-89abcdef], min: 5, max: 2}\n",
-            ),
-            5,
-            183,
-            "autoscaling.min (5) is above autoscaling.max (2)",
-        ),
-        case(
-            "autoscaling bad ami",
-            with(
-                "autoscaling: {provider: aws, region: eu-west-1, instance_type: t3.small, ami: ubuntu, vpc_id: vpc-0123456789abcdef0, subnets: [subnet-01234567, subnet-89abcdef], min: 1, max: 2}\n",
-            ),
-            5,
-            79,
-            "ami `ubuntu` must look like `ami-` followed by 8 to 17 lower-case hex digits",
-        ),
-        case(
-            "autoscaling thresholds inverted",
-            with(
-                "autoscaling: {provider: aws, region: eu-west-1, instance_type: t3.small, ami: ami-0123456789abcdef0, vpc_id: vpc-0123456789abcdef0, subnets: [subnet-01234567, subnet-89abcdef], min: 1, max: 2, cpu: {scale_out: 50, scale_in: 60}}\n",
-            ),
-            5,
-            225,
-            "autoscaling.cpu.scale_in (60) must be below scale_out (50)",
-        ),
-        case(
-            "published twice",
-            with(
-                "  b: {address: 10.0.0.2, roles: [lb]}\nlab: {publish: {load_balancer: 8080, redis: 8080}}\n",
-            ),
-            6,
-            45,
-            "127.0.0.1:8080 is already published for load_balancer",
-        ),
-        case(
-            "published without a host",
-            with("lab: {publish: {prometheus: 9090}}\n"),
-            5,
-            17,
-            "prometheus is published but no host has the monitor role",
-        ),
-        case(
-            "loki without url",
-            with("observability: {logs: {destination: loki}}\n"),
-            5,
-            37,
-            "logs.destination is loki but logs.loki_url is not set",
-        ),
-        case(
-            "percentage out of range",
-            with("observability: {alerts: {cpu: 120}}\n"),
-            5,
-            31,
-            "alerts.cpu must be a percentage above 0 and at most 100, found 120",
-        ),
-        case(
-            "alertmanager on docker",
-            "name: t\ntarget: docker\napp: {instances: 1}\nobservability:\n  alertmanager: {webhook: {env: HOOK}}\n",
-            5,
-            27,
-            "observability.alertmanager is deployed on the monitor host of `target: hosts`; the docker target has no Alertmanager yet",
-        ),
-        case(
-            "alertmanager webhook inline",
-            with("observability:\n  alertmanager: {webhook: https://hooks.example.com/x}\n"),
-            6,
-            27,
-            "secrets are referenced, never written inline: use `{env: VAR_NAME}` or `{file: /absolute/path}`",
-        ),
-        case(
-            "image with a space",
-            "name: t\ntarget: docker\napp: {instances: 1}\ndocker: {images: {nginx: \"nginx latest\"}}\n",
-            4,
-            26,
-            "an image reference must not contain a space",
-        ),
-        case(
-            "not yaml",
-            "name: t\napp: {instances: 1\n",
-            2,
-            6,
-            "unclosed bracket '{'",
-        ),
+        case("unknown top-level key", with("laod_balancer: {}\n"), 5, 1, "unknown key `laod_balancer`"),
+        case("unknown host key", "name: t\napp: {instances: 1}\nhosts:\n  a: {adress: 10.0.0.1, roles: [app, redis]}\n", 4, 7, "unknown key `adress`"),
+        case("duplicate key", "name: t\nname: u\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n", 2, 1, "duplicate key `name`"),
+        case("duplicate host", with("  a: {address: 10.0.0.2, roles: [app]}\n"), 5, 3, "duplicate key `a`"),
+        case("unknown role", "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, rediss]}\n", 4, 39, "unknown value `rediss`"),
+        case("unknown strategy", with("load_balancer: {strategy: least_connections}\n"), 5, 27, "unknown value `least_connections`"),
+        case("bad name", "name: My_App\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n", 1, 7, "name must not contain `M` (a DNS label: lower-case letters, digits and '-')"),
+        case("bad host name", "name: t\napp: {instances: 1}\nhosts:\n  app_1: {address: 10.0.0.1, roles: [app, redis]}\n", 4, 3, "host name must not contain `_` (a DNS label: lower-case letters, digits and '-')"),
+        case("host name with a dash at the end", "name: t\napp: {instances: 1}\nhosts:\n  app-: {address: 10.0.0.1, roles: [app, redis]}\n", 4, 3, "host name `app-` must not start or end with '-' (a DNS label)"),
+        case("zero instances", "name: t\napp: {instances: 0}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n", 2, 18, "instances must be at least 1, found 0"),
+        case("instances word", "name: t\napp: {instances: many}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n", 2, 18, "expected a number of instances or `max`, found `many`"),
+        case("no app host", "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [redis]}\n", 1, 7, "no host has the app role: at least one host must run scale-api"),
+        case("no redis host", "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app]}\n", 1, 7, "no host has the redis role: scale-api keeps sessions, counters and cache in Redis"),
+        case("no lb with two instances", "name: t\napp: {instances: 2}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n", 1, 7, "more than one app instance but no host has the lb role: nothing spreads requests across them"),
+        case("no hosts", "name: t\napp: {instances: 1}\n", 1, 7, "no hosts: `target: hosts` needs a hosts section with at least one app host"),
+        case("hosts with docker target", "name: t\ntarget: docker\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app]}\n", 5, 3, "hosts are not used with `target: docker`"),
+        case("role listed twice", "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis, app]}\n", 4, 46, "role `app` is listed twice"),
+        case("no roles", with("  b: {address: 10.0.0.2, roles: []}\n"), 5, 33, "host `b` has no roles: give it at least one of app, lb, redis, monitor"),
+        case("second redis host", with("  b: {address: 10.0.0.2, roles: [redis]}\n"), 5, 34, "host `b` is a second redis host; one redis host is supported"),
+        case("port collision", "name: t\napp: {port: 6379, instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n", 4, 39, "port 6379 on host `a` is used by both scale-api instance 6379 and redis"),
+        case("privileged app port", "name: t\napp: {port: 80, instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n", 2, 13, "app.port must be 1024 or above (scale-api runs unprivileged), found 80"),
+        case("server_name injection", with("load_balancer: {server_name: \"api.example.com; include /etc/passwd\"}\n"), 5, 30, "server_name must not contain `;`"),
+        case("server_name newline", with("load_balancer: {server_name: \"api.example.com\\n    return 200\"}\n"), 5, 30, "server_name must not contain a newline"),
+        case("server_name brace", with("load_balancer: {server_name: \"a}b\"}\n"), 5, 30, "server_name must not contain `}`"),
+        case("tls key with a quote", with("load_balancer: {tls: {certificate: /etc/ssl/c.pem, key: \"/etc/ssl/k\\\".pem\"}}\n"), 5, 57, "tls.key must not contain `\"`"),
+        case("relative certificate", with("load_balancer: {tls: {certificate: certs/c.pem, key: /etc/ssl/k.pem}}\n"), 5, 36, "tls.certificate `certs/c.pem` must be an absolute path"),
+        case("static root with $", with("load_balancer:\n  static: [{path: /static/, root: /var/www/$host}]\n"), 6, 35, "static root must not contain `$`"),
+        case("static path without slash", with("load_balancer:\n  static: [{path: static, root: /var/www}]\n"), 6, 19, "static path `static` must start with `/`"),
+        case("bad duration", with("load_balancer: {fail_timeout: soon}\n"), 5, 31, "fail_timeout `soon` is not a duration such as `500ms`, `10s` or `5m` (expected number at 0)"),
+        case("bad size", "name: t\napp: {instances: 1, limits: {memory_max: lots}}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n", 2, 42, "app.limits.memory_max `lots` is not a size such as `512MiB` or `1GiB`"),
+        case("nofile too low", "name: t\napp: {instances: 1, limits: {nofile: 100}}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n", 2, 38, "app.limits.nofile must be between 1024 and 1048576, found 100"),
+        case("inline secret", "name: t\napp:\n  instances: 1\n  secrets: {SESSION_KEY: hunter2}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n", 4, 26, "secrets are referenced, never written inline: use `{env: VAR_NAME}` or `{file: /absolute/path}`"),
+        case("secret-looking env", "name: t\napp:\n  instances: 1\n  env: {DB_PASSWORD: x}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n", 4, 9, "`DB_PASSWORD` looks like a secret but is written inline in app.env"),
+        case("env value with a quote", "name: t\napp:\n  instances: 1\n  env: {MODE: \"a\\\"b\"}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n", 4, 15, "an environment value must not contain `\"`"),
+        case("env value with a newline", "name: t\napp:\n  instances: 1\n  env: {MODE: \"a\\nb\"}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n", 4, 15, "an environment value must not contain a newline"),
+        case("reserved env", "name: t\napp:\n  instances: 1\n  env: {PORT: \"1\"}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n", 4, 9, "`PORT` is set by scalectl for every instance; remove it from app.env"),
+        case("bad env name", "name: t\napp:\n  instances: 1\n  env: {mode: x}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n", 4, 9, "`mode` is not an environment variable name (upper-case letters, digits, '_', not starting with a digit)"),
+        case("address with a space", "name: t\napp: {instances: 1}\nhosts:\n  a: {address: \"10.0.0.1 backup\", roles: [app, redis]}\n", 4, 16, "address must not contain a space"),
+        case("ssh user", "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis], ssh: {user: Root}}\n", 4, 59, "ssh user `Root` is not a unix user name"),
+        case("weight out of range", "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis], weight: 0}\n", 4, 55, "weight must be between 1 and 100, found 0"),
+        case("port out of range", "name: t\napp: {port: 70000, instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n", 2, 13, "expected a port: a whole number from 1 to 65535"),
+        case("wrong type", "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: app}\n", 4, 33, "expected a list such as [a, b]"),
+        case("autoscaling min above max", with("autoscaling: {provider: aws, region: eu-west-1, instance_type: t3.small, ami: ami-0123456789abcdef0, vpc_id: vpc-0123456789abcdef0, subnets: [subnet-01234567, subnet-89abcdef], min: 5, max: 2}\n"), 5, 183, "autoscaling.min (5) is above autoscaling.max (2)"),
+        case("autoscaling bad ami", with("autoscaling: {provider: aws, region: eu-west-1, instance_type: t3.small, ami: ubuntu, vpc_id: vpc-0123456789abcdef0, subnets: [subnet-01234567, subnet-89abcdef], min: 1, max: 2}\n"), 5, 79, "ami `ubuntu` must look like `ami-` followed by 8 to 17 lower-case hex digits"),
+        case("autoscaling thresholds inverted", with("autoscaling: {provider: aws, region: eu-west-1, instance_type: t3.small, ami: ami-0123456789abcdef0, vpc_id: vpc-0123456789abcdef0, subnets: [subnet-01234567, subnet-89abcdef], min: 1, max: 2, cpu: {scale_out: 50, scale_in: 60}}\n"), 5, 225, "autoscaling.cpu.scale_in (60) must be below scale_out (50)"),
+        case("published twice", with("  b: {address: 10.0.0.2, roles: [lb]}\nlab: {publish: {load_balancer: 8080, redis: 8080}}\n"), 6, 45, "127.0.0.1:8080 is already published for load_balancer"),
+        case("published without a host", with("lab: {publish: {prometheus: 9090}}\n"), 5, 17, "prometheus is published but no host has the monitor role"),
+        case("loki without url", with("observability: {logs: {destination: loki}}\n"), 5, 37, "logs.destination is loki but logs.loki_url is not set"),
+        case("percentage out of range", with("observability: {alerts: {cpu: 120}}\n"), 5, 31, "alerts.cpu must be a percentage above 0 and at most 100, found 120"),
+        case("alertmanager on docker", "name: t\ntarget: docker\napp: {instances: 1}\nobservability:\n  alertmanager: {webhook: {env: HOOK}}\n", 5, 27, "observability.alertmanager is deployed on the monitor host of `target: hosts`; the docker target has no Alertmanager yet"),
+        case("alertmanager webhook inline", with("observability:\n  alertmanager: {webhook: https://hooks.example.com/x}\n"), 6, 27, "secrets are referenced, never written inline: use `{env: VAR_NAME}` or `{file: /absolute/path}`"),
+        case("image with a space", "name: t\ntarget: docker\napp: {instances: 1}\ndocker: {images: {nginx: \"nginx latest\"}}\n", 4, 26, "an image reference must not contain a space"),
+        case("not yaml", "name: t\napp: {instances: 1\n", 2, 6, "unclosed bracket '{'"),
     ]
 }
 
@@ -428,30 +87,15 @@ fn every_broken_topology_is_reported_where_it_is_broken() {
         match topology::parse("t.yaml", &c.yaml) {
             Ok(_) => failures.push(format!("{}: accepted", c.what)),
             Err(p) => {
-                let got: Vec<(u64, u64, &str)> = p
-                    .problems
-                    .iter()
-                    .map(|p| (p.line, p.column, p.message.as_str()))
-                    .collect();
+                let got: Vec<(u64, u64, &str)> = p.problems.iter().map(|p| (p.line, p.column, p.message.as_str())).collect();
                 if got != vec![(c.line, c.column, c.message)] {
-                    failures.push(format!(
-                        "{}:\n  expected {:?}\n  got      {:?}",
-                        c.what,
-                        (c.line, c.column, c.message),
-                        got
-                    ));
+                    failures.push(format!("{}:\n  expected {:?}\n  got      {:?}", c.what, (c.line, c.column, c.message), got));
                 }
             }
         }
     }
     assert!(all.len() >= 30);
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases differ:\n{}",
-        failures.len(),
-        all.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), all.len(), failures.join("\n"));
 }
 
 #[test]
@@ -470,14 +114,5 @@ fn an_inline_secret_is_never_echoed() {
 #[test]
 fn a_misspelt_key_gets_a_suggestion() {
     let p = topology::parse("t.yaml", &with("laod_balancer: {}\n")).unwrap_err();
-    assert_eq!(
-        p.problems[0]
-            .help
-            .as_deref()
-            .unwrap()
-            .split('?')
-            .next()
-            .unwrap(),
-        "did you mean `load_balancer`"
-    );
+    assert_eq!(p.problems[0].help.as_deref().unwrap().split('?').next().unwrap(), "did you mean `load_balancer`");
 }

@@ -10,31 +10,14 @@ fn scalectl() -> Command {
 fn validate_lists_problems_with_locations_and_snippets() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("scale.yaml");
-    std::fs::write(
-        &file,
-        "name: t\napp: {instances: 0}\nhosts:\n  a: {address: 10.0.0.1, roles: [app]}\n",
-    )
-    .unwrap();
-    let out = scalectl()
-        .args(["validate", "-f"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    std::fs::write(&file, "name: t\napp: {instances: 0}\nhosts:\n  a: {address: 10.0.0.1, roles: [app]}\n").unwrap();
+    let out = scalectl().args(["validate", "-f"]).arg(&file).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let f = file.display();
-    assert!(
-        err.contains(&format!("{f}:1:7: no host has the redis role")),
-        "{err}"
-    );
-    assert!(
-        err.contains(&format!("{f}:2:18: instances must be at least 1, found 0")),
-        "{err}"
-    );
-    assert!(
-        err.contains(" 2 │ app: {instances: 0}"),
-        "no snippet: {err}"
-    );
+    assert!(err.contains(&format!("{f}:1:7: no host has the redis role")), "{err}");
+    assert!(err.contains(&format!("{f}:2:18: instances must be at least 1, found 0")), "{err}");
+    assert!(err.contains(" 2 │ app: {instances: 0}"), "no snippet: {err}");
     assert!(err.contains("2 problems"), "{err}");
 }
 
@@ -42,16 +25,8 @@ fn validate_lists_problems_with_locations_and_snippets() {
 fn validate_json_is_versioned() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("scale.yaml");
-    std::fs::write(
-        &file,
-        "name: t\napp: {instances: 0}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n",
-    )
-    .unwrap();
-    let out = scalectl()
-        .args(["validate", "-o", "json", "-f"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    std::fs::write(&file, "name: t\napp: {instances: 0}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n").unwrap();
+    let out = scalectl().args(["validate", "-o", "json", "-f"]).arg(&file).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["format_version"], 1);
@@ -63,29 +38,16 @@ fn validate_json_is_versioned() {
 #[test]
 fn every_example_validates() {
     for e in super::EXAMPLES {
-        let out = scalectl()
-            .args(["validate", "-f", &super::example_path(e)])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{e}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = scalectl().args(["validate", "-f", &super::example_path(e)]).output().unwrap();
+        assert!(out.status.success(), "{e}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
 #[test]
 fn a_missing_file_is_a_clear_error() {
-    let out = scalectl()
-        .args(["validate", "-f", "/nonexistent/scale.yaml"])
-        .output()
-        .unwrap();
+    let out = scalectl().args(["validate", "-f", "/nonexistent/scale.yaml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("cannot read topology file /nonexistent/scale.yaml")
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read topology file /nonexistent/scale.yaml"));
 }
 
 #[test]
@@ -93,43 +55,16 @@ fn render_writes_one_tree_per_host_and_is_byte_identical() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     for out in [&a, &b] {
-        let r = scalectl()
-            .args([
-                "render",
-                "--cores",
-                "2",
-                "-f",
-                &super::example_path("three-hosts"),
-                "-o",
-            ])
-            .arg(out)
-            .output()
-            .unwrap();
+        let r = scalectl().args(["render", "--cores", "2", "-f", &super::example_path("three-hosts"), "-o"]).arg(out).output().unwrap();
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     }
     let nginx = std::fs::read(a.join("lb-1/etc/nginx/conf.d/shop.conf")).unwrap();
-    assert_eq!(
-        nginx,
-        std::fs::read(b.join("lb-1/etc/nginx/conf.d/shop.conf")).unwrap()
-    );
-    for p in [
-        "app-1/etc/systemd/system/scale-api@.service",
-        "lb-1/etc/prometheus/prometheus.yml",
-        "lb-1/etc/redis/redis.conf",
-        "docker/compose.yaml",
-        "ansible/inventory.yml",
-    ] {
-        assert_eq!(
-            std::fs::read(a.join(p)).unwrap(),
-            std::fs::read(b.join(p)).unwrap(),
-            "{p}"
-        );
+    assert_eq!(nginx, std::fs::read(b.join("lb-1/etc/nginx/conf.d/shop.conf")).unwrap());
+    for p in ["app-1/etc/systemd/system/scale-api@.service", "lb-1/etc/prometheus/prometheus.yml", "lb-1/etc/redis/redis.conf", "docker/compose.yaml", "ansible/inventory.yml"] {
+        assert_eq!(std::fs::read(a.join(p)).unwrap(), std::fs::read(b.join(p)).unwrap(), "{p}");
     }
     let env = std::fs::metadata(a.join("app-1/etc/scale-api/scale-api.env")).unwrap();
-    assert_eq!(
-        std::os::unix::fs::PermissionsExt::mode(&env.permissions()) & 0o777,
-        0o640
-    );
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&env.permissions()) & 0o777, 0o640);
 }
 
 #[test]
@@ -138,39 +73,21 @@ fn render_replaces_its_own_output_but_refuses_other_directories() {
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("precious.txt"), "keep me").unwrap();
-    let r = scalectl()
-        .args(["render", "-f", &super::example_path("lab"), "-o"])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let r = scalectl().args(["render", "-f", &super::example_path("lab"), "-o"]).arg(&out).output().unwrap();
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("is not an earlier scalectl render"));
-    assert_eq!(
-        std::fs::read_to_string(out.join("precious.txt")).unwrap(),
-        "keep me"
-    );
+    assert_eq!(std::fs::read_to_string(out.join("precious.txt")).unwrap(), "keep me");
 
     let out2 = dir.path().join("out2");
     for example in ["three-hosts", "lab"] {
-        let r = scalectl()
-            .args(["render", "-f", &super::example_path(example), "-o"])
-            .arg(&out2)
-            .output()
-            .unwrap();
+        let r = scalectl().args(["render", "-f", &super::example_path(example), "-o"]).arg(&out2).output().unwrap();
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     }
     // The second render replaced the first whole: no file of three-hosts is left behind.
     assert!(!out2.join("lb-1/etc/nginx/conf.d/shop.conf").exists());
     assert!(out2.join("lb-1/etc/nginx/conf.d/lab.conf").exists());
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(
-        leftovers.len(),
-        2,
-        "staging directories left behind: {leftovers:?}"
-    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 2, "staging directories left behind: {leftovers:?}");
 }
 
 #[test]
@@ -179,13 +96,7 @@ fn an_invalid_topology_writes_nothing() {
     let file = dir.path().join("scale.yaml");
     std::fs::write(&file, "name: t\napp: {instances: 0}\n").unwrap();
     let out = dir.path().join("out");
-    let r = scalectl()
-        .args(["render", "-f"])
-        .arg(&file)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let r = scalectl().args(["render", "-f"]).arg(&file).arg("-o").arg(&out).output().unwrap();
     assert_eq!(r.status.code(), Some(1));
     assert!(!out.exists());
 }
@@ -195,37 +106,19 @@ fn templates_can_be_overridden_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let tpl = dir.path().join("templates/nginx");
     std::fs::create_dir_all(&tpl).unwrap();
-    std::fs::write(
-        tpl.join("site.conf.j2"),
-        "# custom site for {{ t.name }} with {{ instances | length }} instances\n",
-    )
-    .unwrap();
+    std::fs::write(tpl.join("site.conf.j2"), "# custom site for {{ t.name }} with {{ instances | length }} instances\n").unwrap();
     let out = dir.path().join("out");
     let r = scalectl()
-        .args([
-            "render",
-            "--cores",
-            "2",
-            "-f",
-            &super::example_path("three-hosts"),
-            "--templates",
-        ])
+        .args(["render", "--cores", "2", "-f", &super::example_path("three-hosts"), "--templates"])
         .arg(dir.path().join("templates"))
         .arg("-o")
         .arg(&out)
         .output()
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    assert_eq!(
-        std::fs::read_to_string(out.join("lb-1/etc/nginx/conf.d/shop.conf")).unwrap(),
-        "# custom site for shop with 4 instances\n"
-    );
+    assert_eq!(std::fs::read_to_string(out.join("lb-1/etc/nginx/conf.d/shop.conf")).unwrap(), "# custom site for shop with 4 instances\n");
     // Other templates stay the embedded ones.
-    assert!(
-        std::fs::read_to_string(out.join("lb-1/etc/redis/redis.conf"))
-            .unwrap()
-            .contains("maxmemory-policy allkeys-lru")
-    );
+    assert!(std::fs::read_to_string(out.join("lb-1/etc/redis/redis.conf")).unwrap().contains("maxmemory-policy allkeys-lru"));
 }
 
 #[test]
@@ -235,19 +128,9 @@ fn a_broken_override_template_is_an_error_naming_it() {
     std::fs::create_dir_all(&tpl).unwrap();
     std::fs::write(tpl.join("redis.conf.j2"), "port {{ t.redis.nope }}\n").unwrap();
     let out = dir.path().join("out");
-    let r = scalectl()
-        .args(["render", "-f", &super::example_path("lab"), "--templates"])
-        .arg(dir.path().join("templates"))
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let r = scalectl().args(["render", "-f", &super::example_path("lab"), "--templates"]).arg(dir.path().join("templates")).arg("-o").arg(&out).output().unwrap();
     assert_eq!(r.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&r.stderr).contains("template redis/redis.conf.j2"),
-        "{}",
-        String::from_utf8_lossy(&r.stderr)
-    );
+    assert!(String::from_utf8_lossy(&r.stderr).contains("template redis/redis.conf.j2"), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(!out.exists());
 }
 
@@ -258,16 +141,8 @@ fn schema_is_draft_07_and_matches_the_committed_copy() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["$schema"], "http://json-schema.org/draft-07/schema#");
     assert!(v["properties"]["load_balancer"].is_object());
-    let committed = std::fs::read_to_string(format!(
-        "{}/examples/scale.schema.json",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        committed,
-        "examples/scale.schema.json is stale: run `scalectl schema > examples/scale.schema.json`"
-    );
+    let committed = std::fs::read_to_string(format!("{}/examples/scale.schema.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), committed, "examples/scale.schema.json is stale: run `scalectl schema > examples/scale.schema.json`");
 }
 
 #[test]
@@ -275,42 +150,19 @@ fn render_check_exits_2_on_drift_and_0_when_the_tree_matches() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let file = crate::example_path("three-hosts");
-    let render = |extra: &[&str]| {
-        scalectl()
-            .args(["render", "-f", &file, "-o"])
-            .arg(&out)
-            .args(extra)
-            .output()
-            .unwrap()
-    };
+    let render = |extra: &[&str]| scalectl().args(["render", "-f", &file, "-o"]).arg(&out).args(extra).output().unwrap();
     assert!(render(&[]).status.success());
     let check = render(&["--check"]);
-    assert_eq!(
-        check.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stdout));
     let conf = out.join("lb-1/etc/nginx/conf.d/shop.conf");
-    std::fs::write(
-        &conf,
-        std::fs::read_to_string(&conf)
-            .unwrap()
-            .replace("least_conn", "ip_hash"),
-    )
-    .unwrap();
+    std::fs::write(&conf, std::fs::read_to_string(&conf).unwrap().replace("least_conn", "ip_hash")).unwrap();
     std::fs::remove_file(out.join("ansible/inventory.yml")).unwrap();
     std::fs::write(out.join("stray.conf"), "x").unwrap();
     let check = render(&["--check"]);
     let stdout = String::from_utf8_lossy(&check.stdout);
     assert_eq!(check.status.code(), Some(2), "{stdout}");
     assert!(stdout.contains("3 differences"), "{stdout}");
-    assert!(
-        stdout.contains("shop.conf (content differs)")
-            && stdout.contains("inventory.yml (missing)")
-            && stdout.contains("stray.conf (not rendered"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("shop.conf (content differs)") && stdout.contains("inventory.yml (missing)") && stdout.contains("stray.conf (not rendered"), "{stdout}");
     // --check writes nothing.
     assert!(out.join("stray.conf").exists() && !out.join("ansible/inventory.yml").exists());
 }
@@ -321,35 +173,19 @@ fn the_ci_examples_use_only_commands_and_flags_scalectl_has() {
     let mut checked = 0;
     for name in ["github-actions.yml", "gitlab-ci.yml"] {
         let text = std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
-        let _: serde_json::Value =
-            serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let _: serde_json::Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         for line in text.lines() {
-            let Some(i) = line.find("scalectl ") else {
-                continue;
-            };
+            let Some(i) = line.find("scalectl ") else { continue };
             let cmd = &line[i + "scalectl ".len()..];
             let sub = cmd.split_whitespace().next().unwrap();
-            if !sub.chars().all(|c| c.is_ascii_lowercase())
-                || line.contains("cargo install")
-                || line.contains("group:")
-            {
+            if !sub.chars().all(|c| c.is_ascii_lowercase()) || line.contains("cargo install") || line.contains("group:") {
                 continue;
             }
             let help = scalectl().args([sub, "--help"]).output().unwrap();
-            assert!(
-                help.status.success(),
-                "{name}: `scalectl {sub}` is not a command"
-            );
-            let help = String::from_utf8_lossy(&help.stdout).to_string()
-                + &String::from_utf8_lossy(&scalectl().arg("--help").output().unwrap().stdout);
-            for flag in cmd
-                .split_whitespace()
-                .filter(|w| w.starts_with("--") || (w.starts_with('-') && w.len() == 2))
-            {
-                assert!(
-                    help.contains(flag),
-                    "{name}: `scalectl {sub}` has no flag {flag}"
-                );
+            assert!(help.status.success(), "{name}: `scalectl {sub}` is not a command");
+            let help = String::from_utf8_lossy(&help.stdout).to_string() + &String::from_utf8_lossy(&scalectl().arg("--help").output().unwrap().stdout);
+            for flag in cmd.split_whitespace().filter(|w| w.starts_with("--") || (w.starts_with('-') && w.len() == 2)) {
+                assert!(help.contains(flag), "{name}: `scalectl {sub}` has no flag {flag}");
                 checked += 1;
             }
         }
@@ -362,77 +198,30 @@ fn doctor_lists_its_checks_and_replays_a_snapshot_with_exit_codes() {
     use scalectl::doctor::snapshot::{InstanceSample, RedisSample, Snapshot};
     let out = scalectl().args(["doctor", "--list"]).output().unwrap();
     let list = String::from_utf8_lossy(&out.stdout);
-    for id in [
-        "healthy",
-        "crash-loop",
-        "cpu-saturated-scale-up",
-        "cpu-saturated-scale-out",
-        "event-loop-blocked",
-        "fd-exhaustion",
-        "load-imbalance",
-        "redis-down",
-    ] {
+    for id in ["healthy", "crash-loop", "cpu-saturated-scale-up", "cpu-saturated-scale-out", "event-loop-blocked", "fd-exhaustion", "load-imbalance", "redis-down"] {
         assert!(list.contains(id), "--list lacks {id}");
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Snapshot {
-        format_version: 1,
-        topology: "t".into(),
-        taken_at: "2026-11-23T00:00:00Z".into(),
-        window_s: 300,
-        ..Default::default()
-    };
-    s.instances.push(InstanceSample {
-        instance: "a-3000".into(),
-        host: "a".into(),
-        up: true,
-        weight: 1,
-        ..Default::default()
-    });
-    s.redis = Some(RedisSample {
-        up: true,
-        ..Default::default()
-    });
+    let mut s = Snapshot { format_version: 1, topology: "t".into(), taken_at: "2026-11-23T00:00:00Z".into(), window_s: 300, ..Default::default() };
+    s.instances.push(InstanceSample { instance: "a-3000".into(), host: "a".into(), up: true, weight: 1, ..Default::default() });
+    s.redis = Some(RedisSample { up: true, ..Default::default() });
     let path = dir.path().join("snap.json");
     std::fs::write(&path, serde_json::to_string(&s).unwrap()).unwrap();
-    let out = scalectl()
-        .args(["doctor", "--snapshot"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let out = scalectl().args(["doctor", "--snapshot"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).contains("healthy"));
 
     s.redis.as_mut().unwrap().up = false;
     std::fs::write(&path, serde_json::to_string(&s).unwrap()).unwrap();
-    let out = scalectl()
-        .args(["doctor", "-o", "json", "--snapshot"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = scalectl().args(["doctor", "-o", "json", "--snapshot"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(d["format_version"], 1);
     assert_eq!(d["findings"][0]["id"], "redis-down");
-    assert!(
-        d["findings"][0]["path"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p.as_str().unwrap().contains("Redis up? no"))
-    );
+    assert!(d["findings"][0]["path"].as_array().unwrap().iter().any(|p| p.as_str().unwrap().contains("Redis up? no")));
 
     std::fs::write(&path, "{\"not\": \"a snapshot\"}").unwrap();
-    let out = scalectl()
-        .args(["doctor", "--snapshot"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = scalectl().args(["doctor", "--snapshot"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a doctor snapshot"));
 }

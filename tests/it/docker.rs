@@ -23,11 +23,7 @@ fn docker(args: &[&str]) -> Output {
 
 fn docker_ok(args: &[&str]) -> String {
     let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        text(&out.stderr)
-    );
+    assert!(out.status.success(), "docker {args:?}: {}", text(&out.stderr));
     text(&out.stdout)
 }
 
@@ -46,21 +42,8 @@ fn standins() -> [String; 3] {
         let image = format!("scalectl-test/{target}:{tag}");
         if !docker(&["image", "inspect", &image]).status.success() {
             let t = Instant::now();
-            docker_ok(&[
-                "build",
-                "-q",
-                "--build-arg",
-                &format!("BASE={base}"),
-                "--target",
-                target,
-                "-t",
-                &image,
-                dir,
-            ]);
-            eprintln!(
-                "built stand-in {image} in {:.1} s",
-                t.elapsed().as_secs_f64()
-            );
+            docker_ok(&["build", "-q", "--build-arg", &format!("BASE={base}"), "--target", target, "-t", &image, dir]);
+            eprintln!("built stand-in {image} in {:.1} s", t.elapsed().as_secs_f64());
         }
         image
     })
@@ -74,54 +57,29 @@ fn topology_with(edits: &[(&str, &str)]) -> tempfile::TempPath {
     let base = scalectl::exec::lab::LOCAL_IMAGE;
     let mut src = std::fs::read_to_string(crate::example_path("docker")).unwrap();
     for (from, to) in [
-        (
-            "    nginx: nginx:1.27\n",
-            format!("    nginx: {nginx}\n    prometheus: {prometheus}\n    base: {base}\n")
-                .as_str(),
-        ),
-        (
-            "    redis: redis:7\n",
-            format!("    redis: {redis}\n").as_str(),
-        ),
+        ("    nginx: nginx:1.27\n", format!("    nginx: {nginx}\n    prometheus: {prometheus}\n    base: {base}\n").as_str()),
+        ("    redis: redis:7\n", format!("    redis: {redis}\n").as_str()),
         ("nofile: 65536", "nofile: 16384"),
-        (
-            "    load_balancer: 8081\n",
-            "    load_balancer: 8081\n    prometheus: 9091\n",
-        ),
+        ("    load_balancer: 8081\n", "    load_balancer: 8081\n    prometheus: 9091\n"),
     ]
     .iter()
     .map(|(a, b)| (*a, *b))
     .chain(edits.iter().copied())
     {
-        assert!(
-            src.contains(from),
-            "examples/docker.yaml no longer has {from:?}"
-        );
+        assert!(src.contains(from), "examples/docker.yaml no longer has {from:?}");
         src = src.replace(from, to);
     }
-    let f = tempfile::Builder::new()
-        .prefix("docker-")
-        .suffix(".yaml")
-        .tempfile()
-        .unwrap();
+    let f = tempfile::Builder::new().prefix("docker-").suffix(".yaml").tempfile().unwrap();
     std::fs::write(f.path(), src).unwrap();
     f.into_temp_path()
 }
 
 fn topology() -> String {
-    TOPOLOGY
-        .get_or_init(|| topology_with(&[]))
-        .to_str()
-        .unwrap()
-        .to_string()
+    TOPOLOGY.get_or_init(|| topology_with(&[])).to_str().unwrap().to_string()
 }
 
 fn scalectl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_scalectl"))
-        .args(args)
-        .env_remove("SCALECTL_PROGRESS")
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_scalectl")).args(args).env_remove("SCALECTL_PROGRESS").output().unwrap()
 }
 
 fn apply(file: &str, release: &str) -> Output {
@@ -130,12 +88,7 @@ fn apply(file: &str, release: &str) -> Output {
 
 fn apply_ok(file: &str, release: &str) -> String {
     let out = apply(file, release);
-    assert!(
-        out.status.success(),
-        "apply failed:\n{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    assert!(out.status.success(), "apply failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
     text(&out.stdout)
 }
 
@@ -145,53 +98,28 @@ fn deployed() -> MutexGuard<'static, ()> {
     crate::require("docker");
     let t = Instant::now();
     let out = apply_ok(&topology(), release().to_str().unwrap());
-    eprintln!(
-        "converge apply: {:.1} s ({})",
-        t.elapsed().as_secs_f64(),
-        out.lines().last().unwrap_or("")
-    );
+    eprintln!("converge apply: {:.1} s ({})", t.elapsed().as_secs_f64(), out.lines().last().unwrap_or(""));
     turn
 }
 
 /// Labelled containers of the topology: (name, slot, state).
 fn containers() -> Vec<(String, String, String)> {
-    docker_ok(&[
-        "ps",
-        "-a",
-        "--filter",
-        &format!("label=scalectl.topology={NAME}"),
-        "--format",
-        "{{.Names}} {{.Label \"scalectl.slot\"}} {{.State}}",
-    ])
-    .lines()
-    .map(|l| {
-        let v: Vec<&str> = l.split_whitespace().collect();
-        (v[0].to_string(), v[1].to_string(), v[2].to_string())
-    })
-    .collect()
+    docker_ok(&["ps", "-a", "--filter", &format!("label=scalectl.topology={NAME}"), "--format", "{{.Names}} {{.Label \"scalectl.slot\"}} {{.State}}"])
+        .lines()
+        .map(|l| {
+            let v: Vec<&str> = l.split_whitespace().collect();
+            (v[0].to_string(), v[1].to_string(), v[2].to_string())
+        })
+        .collect()
 }
 
 /// The release images built for the topology (`repository:tag`).
 fn release_images() -> Vec<String> {
-    docker_ok(&[
-        "image",
-        "ls",
-        "--filter",
-        &format!("label=scalectl.topology={NAME}"),
-        "--format",
-        "{{.Repository}}:{{.Tag}}",
-    ])
-    .lines()
-    .map(String::from)
-    .collect()
+    docker_ok(&["image", "ls", "--filter", &format!("label=scalectl.topology={NAME}"), "--format", "{{.Repository}}:{{.Tag}}"]).lines().map(String::from).collect()
 }
 
 fn replicas() -> Vec<String> {
-    let mut v: Vec<String> = containers()
-        .into_iter()
-        .filter(|(_, slot, _)| slot.starts_with("api-"))
-        .map(|(n, _, _)| n)
-        .collect();
+    let mut v: Vec<String> = containers().into_iter().filter(|(_, slot, _)| slot.starts_with("api-")).map(|(n, _, _)| n).collect();
     v.sort();
     v
 }
@@ -200,47 +128,22 @@ fn replicas() -> Vec<String> {
 fn docker_requests_reach_every_replica_count_is_exact_and_a_second_apply_changes_nothing() {
     let _d = deployed();
     let seen = instances_seen_at(LB, 40);
-    assert_eq!(
-        seen.into_iter().collect::<Vec<_>>(),
-        ["api-1-3000", "api-2-3000"]
-    );
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["api-1-3000", "api-2-3000"]);
     let before = count_at(LB);
     let c = reqwest::blocking::Client::new();
     for _ in 0..50 {
-        assert!(
-            c.get(format!("{LB}/count"))
-                .send()
-                .unwrap()
-                .status()
-                .is_success()
-        );
+        assert!(c.get(format!("{LB}/count")).send().unwrap().status().is_success());
     }
-    assert_eq!(
-        count_at(LB),
-        before + 51,
-        "50 increments and the read itself"
-    );
+    assert_eq!(count_at(LB), before + 51, "50 increments and the read itself");
 
     let out = apply_ok(&topology(), release().to_str().unwrap());
     assert!(out.contains("No changes"), "{out}");
-    let plan = scalectl(&[
-        "plan",
-        "-f",
-        &topology(),
-        "--release",
-        release().to_str().unwrap(),
-        "--detailed-exitcode",
-    ]);
+    let plan = scalectl(&["plan", "-f", &topology(), "--release", release().to_str().unwrap(), "--detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stdout));
     // Prometheus scrapes every replica, under the instance names the dashboards use.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let v: serde_json::Value = c
-            .get("http://127.0.0.1:9091/api/v1/query?query=up{job=\"scale-api\"}")
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let v: serde_json::Value = c.get("http://127.0.0.1:9091/api/v1/query?query=up{job=\"scale-api\"}").send().unwrap().json().unwrap();
         let up: Vec<String> = v["data"]["result"]
             .as_array()
             .unwrap()
@@ -256,15 +159,9 @@ fn docker_requests_reach_every_replica_count_is_exact_and_a_second_apply_changes
     }
     // doctor finds the replicas through the published Prometheus container, and them healthy.
     let out = scalectl(&["doctor", "-f", &topology(), "--window", "30s", "-o", "json"]);
-    let d: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out.stderr)));
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out.stderr)));
     assert_eq!(out.status.code(), Some(0), "{d:#}");
-    let judged = d["trace"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["question"] == "every instance up?")
-        .count();
+    let judged = d["trace"].as_array().unwrap().iter().filter(|s| s["question"] == "every instance up?").count();
     assert_eq!(judged, 1, "{d:#}");
 }
 
@@ -273,10 +170,7 @@ fn docker_scaling_2_to_4_to_2_converges() {
     let _d = deployed();
     let four = topology_with(&[("  instances: 2 ", "  instances: 4 ")]);
     let out = apply_ok(four.to_str().unwrap(), release().to_str().unwrap());
-    assert!(
-        out.contains("+ container dock-api-3-") && out.contains("+ container dock-api-4-"),
-        "{out}"
-    );
+    assert!(out.contains("+ container dock-api-3-") && out.contains("+ container dock-api-4-"), "{out}");
     assert_eq!(instances_seen_at(LB, 60).len(), 4);
     assert_eq!(replicas().len(), 4);
     let out = apply_ok(&topology(), release().to_str().unwrap());
@@ -295,31 +189,13 @@ fn docker_rolling_release_under_load_fails_no_request() {
     let out = apply(&topology(), next.to_str().unwrap());
     let took = t.elapsed();
     let (ok, failed) = load.finish();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    eprintln!(
-        "rolled 2 replicas under load in {:.1} s: {ok} requests ok, {} failed",
-        took.as_secs_f64(),
-        failed.len()
-    );
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed during the roll, first: {:?}",
-        failed.len(),
-        ok + failed.len() as u64,
-        failed.first()
-    );
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    eprintln!("rolled 2 replicas under load in {:.1} s: {ok} requests ok, {} failed", took.as_secs_f64(), failed.len());
+    assert!(failed.is_empty(), "{} of {} requests failed during the roll, first: {:?}", failed.len(), ok + failed.len() as u64, failed.first());
     assert!(ok > 0);
     let after = replicas();
     assert_eq!(after.len(), 2);
-    assert!(
-        after.iter().all(|n| !before.contains(n)),
-        "every replica was replaced: {before:?} -> {after:?}"
-    );
+    assert!(after.iter().all(|n| !before.contains(n)), "every replica was replaced: {before:?} -> {after:?}");
     // Old release images go as old release directories do on hosts: the last 3 stay.
     let images = release_images();
     assert!(!images.is_empty() && images.len() <= 3, "{images:?}");
@@ -330,46 +206,18 @@ fn docker_rolling_release_under_load_fails_no_request() {
 fn docker_release_that_never_turns_healthy_is_rolled_back() {
     let _d = deployed();
     let before = replicas();
-    let broken = tempfile::Builder::new()
-        .prefix("broken-")
-        .tempfile()
-        .unwrap();
-    std::fs::write(
-        broken.path(),
-        "#!/bin/sh\n# listens nowhere: never healthy\nexec sleep 600\n",
-    )
-    .unwrap();
+    let broken = tempfile::Builder::new().prefix("broken-").tempfile().unwrap();
+    std::fs::write(broken.path(), "#!/bin/sh\n# listens nowhere: never healthy\nexec sleep 600\n").unwrap();
     let broken = broken.into_temp_path();
     let load = Load::start_at(LB, 1);
-    let out = scalectl(&[
-        "apply",
-        "-f",
-        &topology(),
-        "--release",
-        broken.to_str().unwrap(),
-        "--yes",
-        "--ready-timeout",
-        "15s",
-    ]);
+    let out = scalectl(&["apply", "-f", &topology(), "--release", broken.to_str().unwrap(), "--yes", "--ready-timeout", "15s"]);
     let (ok, failed) = load.finish();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("never became healthy") && err.contains("rolled back"),
-        "{err}"
-    );
+    assert!(err.contains("never became healthy") && err.contains("rolled back"), "{err}");
     assert!(err.contains("last health answers"), "{err}");
-    assert!(
-        failed.is_empty(),
-        "{} requests failed during the failed deploy: {:?} ({ok} ok)",
-        failed.len(),
-        failed.first()
-    );
-    assert_eq!(
-        replicas(),
-        before,
-        "the old replicas serve, the broken one is gone"
-    );
+    assert!(failed.is_empty(), "{} requests failed during the failed deploy: {:?} ({ok} ok)", failed.len(), failed.first());
+    assert_eq!(replicas(), before, "the old replicas serve, the broken one is gone");
     assert_eq!(instances_seen_at(LB, 40).len(), 2);
 }
 
@@ -377,32 +225,14 @@ fn docker_release_that_never_turns_healthy_is_rolled_back() {
 fn docker_killed_replica_is_restarted_by_the_engine() {
     let _d = deployed();
     let name = replicas().remove(0);
-    let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &name])
-        .trim()
-        .to_string();
-    let restarts = || {
-        docker_ok(&["inspect", "-f", "{{.RestartCount}}", &name])
-            .trim()
-            .parse::<u32>()
-            .unwrap()
-    };
+    let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &name]).trim().to_string();
+    let restarts = || docker_ok(&["inspect", "-f", "{{.RestartCount}}", &name]).trim().parse::<u32>().unwrap();
     let before = restarts();
     // A crash: SIGKILL to the replica's process from outside (not `docker kill`, which counts as a stop).
-    assert!(
-        Command::new("kill")
-            .args(["-9", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(Command::new("kill").args(["-9", &pid]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(30);
-    while restarts() == before
-        || docker_ok(&["inspect", "-f", "{{.State.Health.Status}}", &name]).trim() != "healthy"
-    {
-        assert!(
-            Instant::now() < deadline,
-            "{name} was not restarted and healthy within 30 s"
-        );
+    while restarts() == before || docker_ok(&["inspect", "-f", "{{.State.Health.Status}}", &name]).trim() != "healthy" {
+        assert!(Instant::now() < deadline, "{name} was not restarted and healthy within 30 s");
         std::thread::sleep(Duration::from_millis(250));
     }
     assert_eq!(instances_seen_at(LB, 40).len(), 2);
@@ -412,41 +242,17 @@ fn docker_killed_replica_is_restarted_by_the_engine() {
 fn docker_destroy_removes_every_labelled_resource_and_nothing_else() {
     let _d = deployed();
     let bystander = format!("scalectl-bystander-{}", std::process::id());
-    docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        &bystander,
-        "--label",
-        "scalectl.topology=someone-else",
-        scalectl::exec::lab::LOCAL_IMAGE,
-        "sleep",
-        "300",
-    ]);
+    docker_ok(&["run", "-d", "--name", &bystander, "--label", "scalectl.topology=someone-else", scalectl::exec::lab::LOCAL_IMAGE, "sleep", "300"]);
     let out = scalectl(&["destroy", "-f", &topology(), "--yes"]);
     let alive = docker(&["inspect", "-f", "{{.State.Running}}", &bystander]);
     docker(&["rm", "-f", &bystander]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(containers().is_empty(), "{:?}", containers());
     let filter = format!("label=scalectl.topology={NAME}");
-    assert_eq!(
-        docker_ok(&["network", "ls", "-q", "--filter", &filter]).trim(),
-        ""
-    );
-    assert_eq!(
-        docker_ok(&["volume", "ls", "-q", "--filter", &filter]).trim(),
-        ""
-    );
-    assert_eq!(
-        release_images(),
-        Vec::<String>::new(),
-        "the release images outlived destroy"
-    );
-    assert_eq!(
-        text(&alive.stdout).trim(),
-        "true",
-        "destroy touched a container that is not the topology's"
-    );
+    assert_eq!(docker_ok(&["network", "ls", "-q", "--filter", &filter]).trim(), "");
+    assert_eq!(docker_ok(&["volume", "ls", "-q", "--filter", &filter]).trim(), "");
+    assert_eq!(release_images(), Vec::<String>::new(), "the release images outlived destroy");
+    assert_eq!(text(&alive.stdout).trim(), "true", "destroy touched a container that is not the topology's");
     // And apply brings it all back.
     apply_ok(&topology(), release().to_str().unwrap());
     assert_eq!(instances_seen_at(LB, 40).len(), 2);

@@ -26,19 +26,13 @@ fn lab_yaml() -> String {
 /// The optimized scale-api that the README's test command builds.
 pub(crate) fn release() -> PathBuf {
     let p = root().join("target/release/scale-api");
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build --release --bin scale-api` (scripts/test.sh does)",
-        p.display()
-    );
+    assert!(p.is_file(), "{} is missing: run `cargo build --release --bin scale-api` (scripts/test.sh does)", p.display());
     p
 }
 
 fn scalectl(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_scalectl"));
-    c.args(args)
-        .env("SCALECTL_HOME", root().join("target/lab-home"))
-        .env_remove("SCALECTL_PROGRESS");
+    c.args(args).env("SCALECTL_HOME", root().join("target/lab-home")).env_remove("SCALECTL_PROGRESS");
     c
 }
 
@@ -48,12 +42,7 @@ fn run(args: &[&str]) -> Output {
 
 fn run_ok(args: &[&str]) -> Output {
     let out = run(args);
-    assert!(
-        out.status.success(),
-        "scalectl {args:?} failed:\n{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    assert!(out.status.success(), "scalectl {args:?} failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
     out
 }
 
@@ -82,11 +71,7 @@ fn lab() -> MutexGuard<'static, ()> {
     let rel = release();
     let t = Instant::now();
     let out = run_ok(&apply_args(&lab_yaml(), rel.to_str().unwrap()));
-    eprintln!(
-        "converge apply: {:.1} s ({})",
-        t.elapsed().as_secs_f64(),
-        text(&out.stdout).lines().last().unwrap_or("")
-    );
+    eprintln!("converge apply: {:.1} s ({})", t.elapsed().as_secs_f64(), text(&out.stdout).lines().last().unwrap_or(""));
     // Nginx counts failed attempts per instance (max_fails within fail_timeout, 30 s) and forgets
     // them only with time or a reload: a test that made instances fail on purpose must not leave
     // the next one's upstream short of instances. A reload starts workers with a clean slate.
@@ -96,25 +81,12 @@ fn lab() -> MutexGuard<'static, ()> {
 
 /// The load balancer's latest errors, for the message of a failed assertion about requests.
 fn lb_errors() -> String {
-    let out = Command::new("docker")
-        .args([
-            "exec",
-            "lab-lb-1",
-            "tail",
-            "-n",
-            "25",
-            "/var/log/nginx/error.log",
-        ])
-        .output();
+    let out = Command::new("docker").args(["exec", "lab-lb-1", "tail", "-n", "25", "/var/log/nginx/error.log"]).output();
     out.map(|o| text(&o.stdout)).unwrap_or_default()
 }
 
 fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap()
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(0).build().unwrap()
 }
 
 fn instances_seen(n: usize) -> BTreeSet<String> {
@@ -125,18 +97,8 @@ fn instances_seen(n: usize) -> BTreeSet<String> {
 pub(crate) fn instances_seen_at(lb: &str, n: usize) -> BTreeSet<String> {
     let c = client();
     (0..n)
-        .filter_map(|_| {
-            c.get(format!("{lb}/"))
-                .send()
-                .map_err(|e| eprintln!("GET / failed: {e:?}"))
-                .ok()
-        })
-        .filter_map(|r| {
-            r.headers()
-                .get("x-instance")
-                .and_then(|v| v.to_str().ok())
-                .map(String::from)
-        })
+        .filter_map(|_| c.get(format!("{lb}/")).send().map_err(|e| eprintln!("GET / failed: {e:?}")).ok())
+        .filter_map(|r| r.headers().get("x-instance").and_then(|v| v.to_str().ok()).map(String::from))
         .collect()
 }
 
@@ -148,11 +110,8 @@ pub(crate) fn count_at(lb: &str) -> u64 {
     let r = client().get(format!("{lb}/count")).send().unwrap();
     let status = r.status();
     let body = r.text().unwrap();
-    let v: serde_json::Value = serde_json::from_str(&body)
-        .unwrap_or_else(|e| panic!("/count answered {status} with no JSON ({e}):\n{body}"));
-    v["count"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("/count answered {status}: {v}"))
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("/count answered {status} with no JSON ({e}):\n{body}"));
+    v["count"].as_u64().unwrap_or_else(|| panic!("/count answered {status}: {v}"))
 }
 
 /// Bounded load through the load balancer (loopback only) until stopped or 120 s.
@@ -176,16 +135,11 @@ pub(crate) struct Load {
 fn closed_before_answer(e: &reqwest::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = source {
-        if s.downcast_ref::<hyper::Error>()
-            .is_some_and(|h| h.is_incomplete_message())
-        {
+        if s.downcast_ref::<hyper::Error>().is_some_and(|h| h.is_incomplete_message()) {
             return true;
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-            ) {
+            if matches!(io.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) {
                 return true;
             }
         }
@@ -211,18 +165,9 @@ impl Load {
         let failed = Arc::new(Mutex::new(Vec::new()));
         let threads = (0..threads)
             .map(|_| {
-                let (stop, ok, retried, failed, url) = (
-                    stop.clone(),
-                    ok.clone(),
-                    retried.clone(),
-                    failed.clone(),
-                    url.clone(),
-                );
+                let (stop, ok, retried, failed, url) = (stop.clone(), ok.clone(), retried.clone(), failed.clone(), url.clone());
                 std::thread::spawn(move || {
-                    let c = reqwest::blocking::Client::builder()
-                        .timeout(Duration::from_secs(10))
-                        .build()
-                        .unwrap();
+                    let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
                     let end = Instant::now() + Duration::from_secs(120);
                     while !stop.load(Ordering::Relaxed) && Instant::now() < end {
                         let answer = match c.get(&url).send() {
@@ -237,22 +182,13 @@ impl Load {
                                 ok.fetch_add(1, Ordering::Relaxed);
                             }
                             Ok(r) => failed.lock().unwrap().push(format!("HTTP {}", r.status())),
-                            Err(e) => failed
-                                .lock()
-                                .unwrap()
-                                .push(format!("{e} ({:?})", std::error::Error::source(&e))),
+                            Err(e) => failed.lock().unwrap().push(format!("{e} ({:?})", std::error::Error::source(&e))),
                         }
                     }
                 })
             })
             .collect();
-        Load {
-            stop,
-            ok,
-            retried,
-            failed,
-            threads,
-        }
+        Load { stop, ok, retried, failed, threads }
     }
 
     /// Requests answered with success, and the failures. Prints how many were sent again.
@@ -263,40 +199,23 @@ impl Load {
         }
         let retried = self.retried.load(Ordering::Relaxed);
         if retried > 0 {
-            eprintln!(
-                "{retried} requests sent again after their keep-alive connection was closed before an answer (RFC 9112 §9.3.1)"
-            );
+            eprintln!("{retried} requests sent again after their keep-alive connection was closed before an answer (RFC 9112 §9.3.1)");
         }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.lock().unwrap().clone(),
-        )
+        (self.ok.load(Ordering::Relaxed), self.failed.lock().unwrap().clone())
     }
 }
 
 fn docker_exec(container: &str, script: &str) -> String {
-    let out = Command::new("docker")
-        .args(["exec", container, "sh", "-c", script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker exec {container} {script}: {}",
-        text(&out.stderr)
-    );
+    let out = Command::new("docker").args(["exec", container, "sh", "-c", script]).output().unwrap();
+    assert!(out.status.success(), "docker exec {container} {script}: {}", text(&out.stderr));
     text(&out.stdout)
 }
 
 /// A copy of the release with different bytes (so a different release id) that runs the same.
 pub(crate) fn new_release(tag: &str) -> tempfile::TempPath {
     let mut bytes = std::fs::read(release()).unwrap();
-    bytes.extend_from_slice(
-        format!("\nscalectl-test-release-{tag}-{}\n", std::process::id()).as_bytes(),
-    );
-    let f = tempfile::Builder::new()
-        .prefix("scale-api-")
-        .tempfile()
-        .unwrap();
+    bytes.extend_from_slice(format!("\nscalectl-test-release-{tag}-{}\n", std::process::id()).as_bytes());
+    let f = tempfile::Builder::new().prefix("scale-api-").tempfile().unwrap();
     std::fs::write(f.path(), bytes).unwrap();
     f.into_temp_path()
 }
@@ -321,11 +240,7 @@ fn edited_topology_many(edits: &[(&str, &str)]) -> tempfile::TempPath {
 fn lab_requests_reach_every_instance_and_share_redis_state() {
     let _lab = lab();
     let seen = instances_seen(60);
-    assert_eq!(
-        seen,
-        INSTANCES.iter().map(|s| s.to_string()).collect(),
-        "x-instance values through the load balancer"
-    );
+    assert_eq!(seen, INSTANCES.iter().map(|s| s.to_string()).collect(), "x-instance values through the load balancer");
 
     // The seeds' Redis counter, across hosts: N requests advance it by exactly N.
     let before = count();
@@ -336,37 +251,21 @@ fn lab_requests_reach_every_instance_and_share_redis_state() {
         answered_by.insert(v["instance"].as_str().unwrap().to_string());
     }
     assert_eq!(count(), before + 41);
-    assert!(
-        answered_by.len() >= 2,
-        "the counter was served by only {answered_by:?}"
-    );
+    assert!(answered_by.len() >= 2, "the counter was served by only {answered_by:?}");
 
     // A session made through one instance is read through others.
-    let login: serde_json::Value = c
-        .post(format!("{LB}/login"))
-        .json(&serde_json::json!({"username": "ada"}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let login: serde_json::Value = c.post(format!("{LB}/login")).json(&serde_json::json!({"username": "ada"})).send().unwrap().json().unwrap();
     let token = login["token"].as_str().unwrap().to_string();
     let made_on = login["instance"].as_str().unwrap().to_string();
     let mut read_on = BTreeSet::new();
     for _ in 0..20 {
-        let r = c
-            .get(format!("{LB}/profile"))
-            .bearer_auth(&token)
-            .send()
-            .unwrap();
+        let r = c.get(format!("{LB}/profile")).bearer_auth(&token).send().unwrap();
         assert!(r.status().is_success(), "profile: {}", r.status());
         let v: serde_json::Value = r.json().unwrap();
         assert_eq!(v["username"], "ada", "{v}");
         read_on.insert(v["instance"].as_str().unwrap().to_string());
     }
-    assert!(
-        read_on.iter().any(|i| *i != made_on),
-        "every read landed on {made_on}, where the session was made"
-    );
+    assert!(read_on.iter().any(|i| *i != made_on), "every read landed on {made_on}, where the session was made");
 }
 
 #[test]
@@ -377,33 +276,13 @@ fn lab_second_apply_is_a_no_op_and_one_edit_is_exactly_one_diff() {
     let t = Instant::now();
     let out = run_ok(&apply_args(&lab_yaml(), rel));
     eprintln!("no-change apply: {:.2} s", t.elapsed().as_secs_f64());
-    assert!(
-        text(&out.stdout).contains("No changes"),
-        "{}",
-        text(&out.stdout)
-    );
-    let out = run(&[
-        "plan",
-        "-f",
-        &lab_yaml(),
-        "--release",
-        rel,
-        "--detailed-exitcode",
-    ]);
+    assert!(text(&out.stdout).contains("No changes"), "{}", text(&out.stdout));
+    let out = run(&["plan", "-f", &lab_yaml(), "--release", rel, "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
     let edited = edited_topology("maxmemory: 64MiB", "maxmemory: 96MiB");
     let file = edited.to_str().unwrap();
-    let out = run(&[
-        "plan",
-        "-f",
-        file,
-        "--release",
-        rel,
-        "--detailed-exitcode",
-        "-o",
-        "json",
-    ]);
+    let out = run(&["plan", "-f", file, "--release", rel, "--detailed-exitcode", "-o", "json"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut actions = Vec::new();
@@ -419,28 +298,11 @@ fn lab_second_apply_is_a_no_op_and_one_edit_is_exactly_one_diff() {
     }
     assert_eq!(actions.len(), 2, "{actions:#?}");
     let (host, write) = &actions[0];
-    assert_eq!(
-        (
-            host.as_str(),
-            write["action"].as_str(),
-            write["path"].as_str()
-        ),
-        ("cache-1", Some("write_file"), Some("/etc/redis/redis.conf"))
-    );
+    assert_eq!((host.as_str(), write["action"].as_str(), write["path"].as_str()), ("cache-1", Some("write_file"), Some("/etc/redis/redis.conf")));
     let diff = write["diff"].as_str().unwrap();
-    let changed: Vec<&str> = diff
-        .lines()
-        .filter(|l| {
-            (l.starts_with('+') || l.starts_with('-'))
-                && !l.starts_with("+++")
-                && !l.starts_with("---")
-        })
-        .collect();
+    let changed: Vec<&str> = diff.lines().filter(|l| (l.starts_with('+') || l.starts_with('-')) && !l.starts_with("+++") && !l.starts_with("---")).collect();
     assert_eq!(changed, vec!["-maxmemory 67108864", "+maxmemory 100663296"]);
-    assert_eq!(
-        actions[1].1,
-        serde_json::json!({"action": "restart", "unit": "redis-server.service"})
-    );
+    assert_eq!(actions[1].1, serde_json::json!({"action": "restart", "unit": "redis-server.service"}));
 
     let t = Instant::now();
     run_ok(&apply_args(file, rel));
@@ -456,146 +318,64 @@ fn lab_new_release_and_reload_under_load_fail_no_request() {
     let next = new_release("rolling");
     let t = Instant::now();
     let out = run_ok(&apply_args(&lab_yaml(), next.to_str().unwrap()));
-    eprintln!(
-        "release apply under load: {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
-    assert!(
-        text(&out.stdout).contains("rolling restart"),
-        "{}",
-        text(&out.stdout)
-    );
+    eprintln!("release apply under load: {:.1} s", t.elapsed().as_secs_f64());
+    assert!(text(&out.stdout).contains("rolling restart"), "{}", text(&out.stdout));
     let out = run_ok(&["reload", "-f", &lab_yaml(), "--yes"]);
-    assert_eq!(
-        text(&out.stdout).matches("rolling restart").count(),
-        2,
-        "{}",
-        text(&out.stdout)
-    );
+    assert_eq!(text(&out.stdout).matches("rolling restart").count(), 2, "{}", text(&out.stdout));
     let (ok, failed) = load.finish();
-    eprintln!(
-        "under load: {ok} requests answered, {} failed",
-        failed.len()
-    );
+    eprintln!("under load: {ok} requests answered, {} failed", failed.len());
     assert!(ok > 100, "too little load to mean anything: {ok}");
-    assert!(
-        failed.is_empty(),
-        "{} failed requests, first: {:?}\nnginx's error log:\n{}",
-        failed.len(),
-        failed.first(),
-        lb_errors()
-    );
+    assert!(failed.is_empty(), "{} failed requests, first: {:?}\nnginx's error log:\n{}", failed.len(), failed.first(), lb_errors());
 }
 
 #[test]
 fn lab_instance_killed_with_sigkill_is_restarted_and_traffic_flows() {
     let _lab = lab();
-    let pid = |c: &str| {
-        docker_exec(
-            c,
-            "systemctl show -p MainPID --value scale-api@3000.service",
-        )
-        .trim()
-        .to_string()
-    };
+    let pid = |c: &str| docker_exec(c, "systemctl show -p MainPID --value scale-api@3000.service").trim().to_string();
     let before = pid("lab-app-1");
     let load = Load::start(2);
     docker_exec("lab-app-1", "systemctl kill -s KILL scale-api@3000.service");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let now = pid("lab-app-1");
-        let ready = docker_exec(
-            "lab-app-1",
-            "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:3000/readyz || true",
-        );
+        let ready = docker_exec("lab-app-1", "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:3000/readyz || true");
         if now != before && now != "0" && ready == "200" {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "scale-api@3000 was not restarted (pid {before} -> {now}, readyz {ready})"
-        );
+        assert!(Instant::now() < deadline, "scale-api@3000 was not restarted (pid {before} -> {now}, readyz {ready})");
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_millis(500));
     let (ok, failed) = load.finish();
     assert!(ok > 0);
-    assert!(
-        failed.is_empty(),
-        "{} failed requests while an instance was killed: {:?}\nnginx's error log:\n{}",
-        failed.len(),
-        failed.first(),
-        lb_errors()
-    );
+    assert!(failed.is_empty(), "{} failed requests while an instance was killed: {:?}\nnginx's error log:\n{}", failed.len(), failed.first(), lb_errors());
     assert!(instances_seen(40).contains("app-1-3000"));
 }
 
 #[test]
 fn lab_release_that_never_becomes_ready_is_rolled_back() {
     let _lab = lab();
-    let broken = tempfile::Builder::new()
-        .prefix("broken-")
-        .tempfile()
-        .unwrap();
-    std::fs::write(
-        broken.path(),
-        "#!/bin/sh\n# listens nowhere: never ready\nexec sleep 600\n",
-    )
-    .unwrap();
+    let broken = tempfile::Builder::new().prefix("broken-").tempfile().unwrap();
+    std::fs::write(broken.path(), "#!/bin/sh\n# listens nowhere: never ready\nexec sleep 600\n").unwrap();
     let broken = broken.into_temp_path();
     let load = Load::start(1);
-    let out = run(&[
-        "apply",
-        "-f",
-        &lab_yaml(),
-        "--release",
-        broken.to_str().unwrap(),
-        "--yes",
-        "--ready-timeout",
-        "4s",
-    ]);
+    let out = run(&["apply", "-f", &lab_yaml(), "--release", broken.to_str().unwrap(), "--yes", "--ready-timeout", "4s"]);
     let (ok, failed) = load.finish();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("never became ready"), "{err}");
-    assert!(
-        err.contains("Rolled back") && err.contains("app-1: rolled back (release"),
-        "{err}"
-    );
-    assert!(
-        err.contains("last answer from http://127.0.0.1:3000/readyz: HTTP 000"),
-        "{err}"
-    );
-    assert!(
-        failed.is_empty(),
-        "{} requests failed during the failed deploy: {:?} ({ok} ok)\nnginx's error log:\n{}",
-        failed.len(),
-        failed.first(),
-        lb_errors()
-    );
+    assert!(err.contains("Rolled back") && err.contains("app-1: rolled back (release"), "{err}");
+    assert!(err.contains("last answer from http://127.0.0.1:3000/readyz: HTTP 000"), "{err}");
+    assert!(failed.is_empty(), "{} requests failed during the failed deploy: {:?} ({ok} ok)\nnginx's error log:\n{}", failed.len(), failed.first(), lb_errors());
     // The old release serves everywhere: planning the good release again changes nothing but
     // pruning the broken one (kept for inspection until then).
     assert_eq!(instances_seen(60).len(), 4);
     let rel = release();
-    let out = run(&[
-        "plan",
-        "-f",
-        &lab_yaml(),
-        "--release",
-        rel.to_str().unwrap(),
-        "-o",
-        "json",
-    ]);
+    let out = run(&["plan", "-f", &lab_yaml(), "--release", rel.to_str().unwrap(), "-o", "json"]);
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for h in plan["hosts"].as_array().unwrap() {
         for stage in ["prepare", "activate"] {
-            assert_eq!(
-                h[stage],
-                serde_json::json!([]),
-                "{}: {}",
-                h["host"],
-                h[stage]
-            );
+            assert_eq!(h[stage], serde_json::json!([]), "{}: {}", h["host"], h[stage]);
         }
     }
 }
@@ -603,30 +383,15 @@ fn lab_release_that_never_becomes_ready_is_rolled_back() {
 #[test]
 fn lab_changed_host_key_is_refused() {
     let _lab = lab();
-    docker_exec(
-        "lab-cache-1",
-        "rm -f /etc/ssh/ssh_host_* && ssh-keygen -A >/dev/null && systemctl restart ssh",
-    );
+    docker_exec("lab-cache-1", "rm -f /etc/ssh/ssh_host_* && ssh-keygen -A >/dev/null && systemctl restart ssh");
     let rel = release();
-    let out = run(&[
-        "plan",
-        "-f",
-        &lab_yaml(),
-        "--release",
-        rel.to_str().unwrap(),
-    ]);
+    let out = run(&["plan", "-f", &lab_yaml(), "--release", rel.to_str().unwrap()]);
     // Trust the new key again (the lab reads it through the engine) before asserting anything.
     run_ok(&["lab", "up", "-f", &lab_yaml()]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(err.contains("cache-1: HOST KEY CHANGED"), "{err}");
-    run_ok(&[
-        "plan",
-        "-f",
-        &lab_yaml(),
-        "--release",
-        rel.to_str().unwrap(),
-    ]);
+    run_ok(&["plan", "-f", &lab_yaml(), "--release", rel.to_str().unwrap()]);
 }
 
 #[test]
@@ -650,25 +415,11 @@ fn lab_apply_killed_half_way_converges_on_the_next_apply() {
         }
     }
     child.wait().unwrap();
-    assert!(
-        seen.iter().any(|l| l.starts_with("app-1: switching")),
-        "{seen:#?}"
-    );
+    assert!(seen.iter().any(|l| l.starts_with("app-1: switching")), "{seen:#?}");
     // The next apply takes over the dead process's lock and finishes the job.
     let out = run_ok(&apply_args(&lab_yaml(), next.to_str().unwrap()));
-    assert!(
-        text(&out.stderr).contains("taking over the fleet lock"),
-        "{}",
-        text(&out.stderr)
-    );
-    let out = run(&[
-        "plan",
-        "-f",
-        &lab_yaml(),
-        "--release",
-        next.to_str().unwrap(),
-        "--detailed-exitcode",
-    ]);
+    assert!(text(&out.stderr).contains("taking over the fleet lock"), "{}", text(&out.stderr));
+    let out = run(&["plan", "-f", &lab_yaml(), "--release", next.to_str().unwrap(), "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert_eq!(instances_seen(60).len(), 4);
 }
@@ -707,82 +458,35 @@ fn lab_secrets_reach_their_hosts_and_never_the_plan() {
     const PW: &str = "lab-redis-pw-1234";
     const TOKEN: &str = "tok-5678-secret";
     let edited = edited_topology_many(&[
-        (
-            "  persistence: none\n",
-            "  persistence: none\n  password: {env: LAB_REDIS_PASSWORD}\n",
-        ),
-        (
-            "  drain_timeout: 5s\n",
-            "  drain_timeout: 5s\n  secrets: {API_TOKEN: {env: LAB_API_TOKEN}}\n",
-        ),
+        ("  persistence: none\n", "  persistence: none\n  password: {env: LAB_REDIS_PASSWORD}\n"),
+        ("  drain_timeout: 5s\n", "  drain_timeout: 5s\n  secrets: {API_TOKEN: {env: LAB_API_TOKEN}}\n"),
     ]);
     let file = edited.to_str().unwrap();
     let rel = release();
     let rel = rel.to_str().unwrap();
-    let with_secrets = |args: &[&str]| {
-        scalectl(args)
-            .env("LAB_REDIS_PASSWORD", PW)
-            .env("LAB_API_TOKEN", TOKEN)
-            .output()
-            .unwrap()
-    };
+    let with_secrets = |args: &[&str]| scalectl(args).env("LAB_REDIS_PASSWORD", PW).env("LAB_API_TOKEN", TOKEN).output().unwrap();
 
     // Without the variables, nothing is planned.
     let out = run(&["plan", "-f", file, "--release", rel]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("environment variable `LAB_API_TOKEN` is not set"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("environment variable `LAB_API_TOKEN` is not set"), "{}", text(&out.stderr));
 
     for format in ["text", "json"] {
-        let out = with_secrets(&[
-            "plan",
-            "-f",
-            file,
-            "--release",
-            rel,
-            "-o",
-            format,
-            "--detailed-exitcode",
-        ]);
+        let out = with_secrets(&["plan", "-f", file, "--release", rel, "-o", format, "--detailed-exitcode"]);
         assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
         let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-        assert!(
-            !all.contains(PW) && !all.contains(TOKEN),
-            "a secret reached the {format} plan"
-        );
-        assert!(
-            all.contains("/etc/scale-api/secrets.env")
-                && all.contains("/etc/redis/scalectl-auth.conf")
-        );
+        assert!(!all.contains(PW) && !all.contains(TOKEN), "a secret reached the {format} plan");
+        assert!(all.contains("/etc/scale-api/secrets.env") && all.contains("/etc/redis/scalectl-auth.conf"));
     }
     let out = with_secrets(&apply_args(file, rel));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!text(&out.stdout).contains(PW) && !text(&out.stderr).contains(PW));
 
-    assert!(
-        docker_exec("lab-cache-1", "redis-cli ping 2>&1 || true").contains("NOAUTH"),
-        "redis answers without a password"
-    );
-    assert!(
-        docker_exec(
-            "lab-cache-1",
-            &format!("redis-cli -a {PW} --no-auth-warning ping")
-        )
-        .contains("PONG")
-    );
-    assert_eq!(
-        docker_exec("lab-app-1", "stat -c '%a %U' /etc/scale-api/secrets.env").trim(),
-        "600 root"
-    );
+    assert!(docker_exec("lab-cache-1", "redis-cli ping 2>&1 || true").contains("NOAUTH"), "redis answers without a password");
+    assert!(docker_exec("lab-cache-1", &format!("redis-cli -a {PW} --no-auth-warning ping")).contains("PONG"));
+    assert_eq!(docker_exec("lab-app-1", "stat -c '%a %U' /etc/scale-api/secrets.env").trim(), "600 root");
     let before = count();
-    assert_eq!(
-        count(),
-        before + 1,
-        "scale-api reaches the password-protected Redis"
-    );
+    assert_eq!(count(), before + 1, "scale-api reaches the password-protected Redis");
     let out = with_secrets(&["plan", "-f", file, "--release", rel, "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
 
@@ -799,43 +503,17 @@ fn lab_destroy_removes_what_scalectl_deployed_and_apply_brings_it_back() {
     let _lab = lab();
     let out = run(&["destroy", "-f", &lab_yaml()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("refusing to DESTROY"),
-        "{}",
-        text(&out.stderr)
-    );
-    assert!(
-        instances_seen(8).len() > 1,
-        "destroy without --yes changed something"
-    );
+    assert!(text(&out.stderr).contains("refusing to DESTROY"), "{}", text(&out.stderr));
+    assert!(instances_seen(8).len() > 1, "destroy without --yes changed something");
 
     run_ok(&["destroy", "-f", &lab_yaml(), "--yes"]);
-    let exists = |c: &str, p: &str| {
-        docker_exec(c, &format!("test -e {p} && echo yes || echo no")).trim() == "yes"
-    };
-    assert_eq!(
-        docker_exec(
-            "lab-app-1",
-            "systemctl is-active scale-api@3000.service scale-api@3000.socket || true"
-        )
-        .trim(),
-        "inactive\ninactive"
-    );
-    assert!(
-        !exists("lab-app-1", "/opt/scale-api/current")
-            && !exists("lab-app-1", "/etc/scale-api/scale-api.env")
-    );
+    let exists = |c: &str, p: &str| docker_exec(c, &format!("test -e {p} && echo yes || echo no")).trim() == "yes";
+    assert_eq!(docker_exec("lab-app-1", "systemctl is-active scale-api@3000.service scale-api@3000.socket || true").trim(), "inactive\ninactive");
+    assert!(!exists("lab-app-1", "/opt/scale-api/current") && !exists("lab-app-1", "/etc/scale-api/scale-api.env"));
     assert!(!exists("lab-lb-1", "/etc/nginx/conf.d/lab.conf"));
-    assert_eq!(
-        docker_exec("lab-cache-1", "systemctl is-active redis-server || true").trim(),
-        "inactive"
-    );
+    assert_eq!(docker_exec("lab-cache-1", "systemctl is-active redis-server || true").trim(), "inactive");
     let out = run_ok(&["destroy", "-f", &lab_yaml(), "--yes"]);
-    assert!(
-        text(&out.stdout).contains("No changes"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(text(&out.stdout).contains("No changes"), "{}", text(&out.stdout));
 
     let rel = release();
     run_ok(&apply_args(&lab_yaml(), rel.to_str().unwrap()));
@@ -847,12 +525,7 @@ fn lab_destroy_removes_what_scalectl_deployed_and_apply_brings_it_back() {
 const PROMETHEUS: &str = "http://127.0.0.1:9090";
 
 fn prometheus(path: &str) -> serde_json::Value {
-    client()
-        .get(format!("{PROMETHEUS}{path}"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap()
+    client().get(format!("{PROMETHEUS}{path}")).send().unwrap().json().unwrap()
 }
 
 #[test]
@@ -877,68 +550,37 @@ fn lab_prometheus_scrapes_every_expected_target() {
         let up: BTreeSet<(String, String)> = targets
             .iter()
             .filter(|t| t["health"] == "up")
-            .map(|t| {
-                (
-                    t["labels"]["job"].as_str().unwrap().to_string(),
-                    t["labels"]["instance"].as_str().unwrap().to_string(),
-                )
-            })
+            .map(|t| (t["labels"]["job"].as_str().unwrap().to_string(), t["labels"]["instance"].as_str().unwrap().to_string()))
             .collect();
         if up == expected {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "targets up: {up:#?}\nexpected: {expected:#?}"
-        );
+        assert!(Instant::now() < deadline, "targets up: {up:#?}\nexpected: {expected:#?}");
         std::thread::sleep(Duration::from_millis(500));
     }
     // Prometheus sends its alerts to the Alertmanager on its host (observability.alertmanager).
     let v = prometheus("/api/v1/alertmanagers");
-    let active: Vec<&str> = v["data"]["activeAlertmanagers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|a| a["url"].as_str())
-        .collect();
+    let active: Vec<&str> = v["data"]["activeAlertmanagers"].as_array().unwrap().iter().filter_map(|a| a["url"].as_str()).collect();
     assert_eq!(active, ["http://127.0.0.1:9093/api/v2/alerts"], "{v:#}");
 }
 
 /// Lines on the collector (mon-1) that contain `needle`, with the file each is in.
 fn collected(needle: &str) -> Vec<(String, String)> {
     let out = Command::new("docker")
-        .args([
-            "exec",
-            "lab-mon-1",
-            "grep",
-            "-rF",
-            needle,
-            "/var/log/scalectl/",
-        ])
+        .args(["exec", "lab-mon-1", "grep", "-rF", needle, "/var/log/scalectl/"])
         .output()
         .unwrap();
     text(&out.stdout)
         .lines()
-        .filter_map(|l| {
-            l.split_once(':')
-                .map(|(f, rest)| (f.to_string(), rest.to_string()))
-        })
+        .filter_map(|l| l.split_once(':').map(|(f, rest)| (f.to_string(), rest.to_string())))
         .collect()
 }
 
 #[test]
 fn lab_request_id_reaches_the_collector_per_host_and_instance() {
     let _lab = lab();
-    let id = format!(
-        "lab-trace-{}-{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos()
-    );
-    let r = client()
-        .get(format!("{LB}/"))
-        .header("X-Request-Id", &id)
-        .send()
-        .unwrap();
+    let id = format!("lab-trace-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos());
+    let r = client().get(format!("{LB}/")).header("X-Request-Id", &id).send().unwrap();
     let instance = r.headers()["x-instance"].to_str().unwrap().to_string();
     let (host, port) = instance.rsplit_once('-').unwrap();
     let sent = Instant::now();
@@ -947,21 +589,12 @@ fn lab_request_id_reaches_the_collector_per_host_and_instance() {
         if !lines.is_empty() {
             break lines;
         }
-        assert!(
-            sent.elapsed() < Duration::from_secs(5),
-            "request {id} did not reach the collector within 5 s"
-        );
+        assert!(sent.elapsed() < Duration::from_secs(5), "request {id} did not reach the collector within 5 s");
         std::thread::sleep(Duration::from_millis(100));
     };
-    eprintln!(
-        "request id on the collector after {} ms",
-        sent.elapsed().as_millis()
-    );
+    eprintln!("request id on the collector after {} ms", sent.elapsed().as_millis());
     assert_eq!(lines.len(), 1, "{lines:#?}");
-    assert_eq!(
-        lines[0].0,
-        format!("/var/log/scalectl/{host}/scale-api-{port}.log")
-    );
+    assert_eq!(lines[0].0, format!("/var/log/scalectl/{host}/scale-api-{port}.log"));
     let entry: serde_json::Value = serde_json::from_str(&lines[0].1).unwrap();
     assert_eq!(entry["fields"]["request_id"], id.as_str());
     assert_eq!(entry["fields"]["instance"], instance.as_str());
@@ -970,30 +603,19 @@ fn lab_request_id_reaches_the_collector_per_host_and_instance() {
 #[test]
 fn lab_collector_outage_loses_no_log_line() {
     let _lab = lab();
-    let run_id = format!(
-        "outage-{}-{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos()
-    );
+    let run_id = format!("outage-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos());
     // syslog.socket would start rsyslog again at the next local message: stop both.
     docker_exec("lab-mon-1", "systemctl stop syslog.socket rsyslog.service");
     let c = client();
     let stopped = Instant::now();
     let mut sent = 0;
     while stopped.elapsed() < Duration::from_secs(10) {
-        let r = c
-            .get(format!("{LB}/"))
-            .header("X-Request-Id", format!("{run_id}-{sent}"))
-            .send()
-            .unwrap();
+        let r = c.get(format!("{LB}/")).header("X-Request-Id", format!("{run_id}-{sent}")).send().unwrap();
         assert!(r.status().is_success());
         sent += 1;
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        collected(&run_id).is_empty(),
-        "lines arrived while the collector was stopped"
-    );
+    assert!(collected(&run_id).is_empty(), "lines arrived while the collector was stopped");
     docker_exec("lab-mon-1", "systemctl start syslog.socket rsyslog.service");
     let back = Instant::now();
     let deadline = back + Duration::from_secs(60);
@@ -1004,17 +626,10 @@ fn lab_collector_outage_loses_no_log_line() {
             .filter_map(|v| v["fields"]["request_id"].as_str().map(String::from))
             .collect();
         if ids.len() == sent {
-            eprintln!(
-                "{sent} lines logged during a 10 s collector outage, all delivered {} ms after it came back",
-                back.elapsed().as_millis()
-            );
+            eprintln!("{sent} lines logged during a 10 s collector outage, all delivered {} ms after it came back", back.elapsed().as_millis());
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {sent} lines arrived after the collector came back",
-            ids.len()
-        );
+        assert!(Instant::now() < deadline, "{} of {sent} lines arrived after the collector came back", ids.len());
         std::thread::sleep(Duration::from_millis(500));
     }
 }
@@ -1043,32 +658,17 @@ fn lab_stopping_redis_fires_the_redis_down_alert() {
     };
     // Prometheus hands the firing alert to Alertmanager (kept there: lab.yaml gives no webhook).
     let in_alertmanager = (0..20).any(|_| {
-        let alerts = docker_exec(
-            "lab-mon-1",
-            "curl -fsS 127.0.0.1:9093/api/v2/alerts?filter=alertname%3DRedisDown",
-        );
+        let alerts = docker_exec("lab-mon-1", "curl -fsS 127.0.0.1:9093/api/v2/alerts?filter=alertname%3DRedisDown");
         alerts.contains("\"RedisDown\"") || {
             std::thread::sleep(Duration::from_millis(500));
             false
         }
     });
     docker_exec("lab-cache-1", "systemctl start redis-server.service");
-    assert!(
-        fired != Duration::MAX,
-        "RedisDown did not fire within 100 s of stopping Redis"
-    );
-    assert!(
-        in_alertmanager,
-        "RedisDown fired in Prometheus but never reached Alertmanager"
-    );
-    eprintln!(
-        "RedisDown firing {:.0} s after Redis stopped",
-        fired.as_secs_f64()
-    );
-    assert!(
-        fired >= Duration::from_secs(55),
-        "fired before its `for: 1m` window: {fired:?}"
-    );
+    assert!(fired != Duration::MAX, "RedisDown did not fire within 100 s of stopping Redis");
+    assert!(in_alertmanager, "RedisDown fired in Prometheus but never reached Alertmanager");
+    eprintln!("RedisDown firing {:.0} s after Redis stopped", fired.as_secs_f64());
+    assert!(fired >= Duration::from_secs(55), "fired before its `for: 1m` window: {fired:?}");
 }
 
 #[test]
@@ -1098,31 +698,15 @@ fn lab_every_dashboard_query_returns_data_under_load() {
     let mut queries = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        let d: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let d: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         for p in d["panels"].as_array().unwrap() {
             for t in p["targets"].as_array().unwrap() {
                 let expr = t["expr"].as_str().unwrap();
-                let v: serde_json::Value = client()
-                    .get(
-                        reqwest::Url::parse_with_params(
-                            &format!("{PROMETHEUS}/api/v1/query"),
-                            &[("query", expr)],
-                        )
-                        .unwrap(),
-                    )
-                    .send()
-                    .unwrap()
-                    .json()
-                    .unwrap();
+                let v: serde_json::Value = client().get(reqwest::Url::parse_with_params(&format!("{PROMETHEUS}/api/v1/query"), &[("query", expr)]).unwrap()).send().unwrap().json().unwrap();
                 assert_eq!(v["status"], "success", "{expr}: {v}");
                 queries += 1;
                 if v["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
-                    empty.push(format!(
-                        "{} / {}: {expr}",
-                        path.file_name().unwrap().to_string_lossy(),
-                        p["title"]
-                    ));
+                    empty.push(format!("{} / {}: {expr}", path.file_name().unwrap().to_string_lossy(), p["title"]));
                 }
             }
         }
@@ -1130,17 +714,9 @@ fn lab_every_dashboard_query_returns_data_under_load() {
     stop.store(true, Ordering::Relaxed);
     mixed.join().unwrap();
     let (ok, failed) = load.finish();
-    eprintln!(
-        "{queries} dashboard queries, {} without data; load: {ok} ok, {} failed",
-        empty.len(),
-        failed.len()
-    );
+    eprintln!("{queries} dashboard queries, {} without data; load: {ok} ok, {} failed", empty.len(), failed.len());
     assert!(queries >= 30, "only {queries} queries");
-    assert!(
-        empty.is_empty(),
-        "queries without data:\n{}",
-        empty.join("\n")
-    );
+    assert!(empty.is_empty(), "queries without data:\n{}", empty.join("\n"));
 }
 
 #[test]
@@ -1154,16 +730,7 @@ fn lab_saved_plan_is_applied_exactly_and_refused_when_stale() {
     let edited = edited_topology("maxmemory: 64MiB", "maxmemory: 80MiB");
     let file = edited.to_str().unwrap();
     let save = || {
-        let out = run(&[
-            "plan",
-            "-f",
-            file,
-            "--release",
-            rel,
-            "--out",
-            planfile,
-            "--detailed-exitcode",
-        ]);
+        let out = run(&["plan", "-f", file, "--release", rel, "--out", planfile, "--detailed-exitcode"]);
         assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     };
 
@@ -1172,21 +739,13 @@ fn lab_saved_plan_is_applied_exactly_and_refused_when_stale() {
     docker_exec("lab-cache-1", "echo '# drift' >> /etc/redis/redis.conf");
     let out = run(&["apply", planfile, "--yes"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("the plan is stale: cache-1 changed since it was made"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("the plan is stale: cache-1 changed since it was made"), "{}", text(&out.stderr));
     assert!(docker_exec("lab-cache-1", "redis-cli config get maxmemory").contains("67108864"));
 
     // Made again, it is applied exactly: the fleet then matches the edited topology.
     save();
     let out = run_ok(&["apply", planfile, "--yes"]);
-    assert!(
-        text(&out.stdout).contains("restart redis-server.service"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(text(&out.stdout).contains("restart redis-server.service"), "{}", text(&out.stdout));
     assert!(docker_exec("lab-cache-1", "redis-cli config get maxmemory").contains("83886080"));
     let out = run(&["plan", "-f", file, "--release", rel, "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
@@ -1197,11 +756,7 @@ fn lab_saved_plan_is_applied_exactly_and_refused_when_stale() {
     std::fs::write(file, std::fs::read_to_string(file).unwrap() + "# edited\n").unwrap();
     let out = run(&["apply", planfile, "--yes"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("changed since the plan was made"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("changed since the plan was made"), "{}", text(&out.stderr));
 }
 
 #[test]
@@ -1228,39 +783,21 @@ fn lab_ansible_playbook_deploys_what_apply_deploys() {
             .arg(format!("scalectl_release={}", rel.display()))
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "ansible-playbook failed:\n{}",
-            text(&out.stdout)
-        );
+        assert!(out.status.success(), "ansible-playbook failed:\n{}", text(&out.stdout));
         text(&out.stdout)
     };
     let t = Instant::now();
     playbook();
-    eprintln!(
-        "ansible-playbook after destroy: {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
+    eprintln!("ansible-playbook after destroy: {:.1} s", t.elapsed().as_secs_f64());
 
     // The fleet serves as after apply.
-    assert_eq!(
-        instances_seen(60),
-        INSTANCES.iter().map(|s| s.to_string()).collect()
-    );
+    assert_eq!(instances_seen(60), INSTANCES.iter().map(|s| s.to_string()).collect());
     let before = count();
     assert_eq!(count(), before + 1);
 
     // scalectl sees the same files, packages, release and services; only the secret files (which
     // Ansible users give through Vault, and `render` never writes) and what they restart remain.
-    let out = run(&[
-        "plan",
-        "-f",
-        &lab_yaml(),
-        "--release",
-        rel.to_str().unwrap(),
-        "-o",
-        "json",
-    ]);
+    let out = run(&["plan", "-f", &lab_yaml(), "--release", rel.to_str().unwrap(), "-o", "json"]);
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for h in plan["hosts"].as_array().unwrap() {
         for stage in ["prepare", "activate", "cleanup"] {
@@ -1270,17 +807,10 @@ fn lab_ansible_playbook_deploys_what_apply_deploys() {
                     "mark_pending" | "clear_pending" | "rolling_restart" => true,
                     // Alertmanager's config holds the webhook secret: until it is written, it cannot run.
                     "reload" | "restart" if a["unit"] == "prometheus-alertmanager.service" => true,
-                    "restart" => {
-                        a["unit"] == "redis-server.service"
-                            || a["unit"] == "prometheus-redis-exporter.service"
-                    }
+                    "restart" => a["unit"] == "redis-server.service" || a["unit"] == "prometheus-redis-exporter.service",
                     _ => false,
                 };
-                assert!(
-                    ok,
-                    "{}: after ansible-playbook, scalectl still plans {a}",
-                    h["host"]
-                );
+                assert!(ok, "{}: after ansible-playbook, scalectl still plans {a}", h["host"]);
             }
         }
     }
@@ -1288,18 +818,9 @@ fn lab_ansible_playbook_deploys_what_apply_deploys() {
     // A second run changes nothing.
     let t = Instant::now();
     let recap = playbook();
-    eprintln!(
-        "ansible-playbook, no change: {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
-    let changed: Vec<&str> = recap
-        .lines()
-        .filter(|l| l.contains(" changed=") && !l.contains(" changed=0 "))
-        .collect();
-    assert!(
-        changed.is_empty(),
-        "a second ansible-playbook run changed things: {changed:#?}"
-    );
+    eprintln!("ansible-playbook, no change: {:.1} s", t.elapsed().as_secs_f64());
+    let changed: Vec<&str> = recap.lines().filter(|l| l.contains(" changed=") && !l.contains(" changed=0 ")).collect();
+    assert!(changed.is_empty(), "a second ansible-playbook run changed things: {changed:#?}");
 }
 
 // doctor on the live lab (issue 7): conditions caused for real, the finding expected.
@@ -1308,8 +829,7 @@ fn doctor(file: &str, extra: &[&str]) -> (Option<i32>, serde_json::Value) {
     let mut args = vec!["doctor", "-f", file, "-o", "json"];
     args.extend_from_slice(extra);
     let out = run(&args);
-    let d = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| serde_json::json!({"stderr": text(&out.stderr)}));
+    let d = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| serde_json::json!({"stderr": text(&out.stderr)}));
     (out.status.code(), d)
 }
 
@@ -1326,23 +846,13 @@ fn wait_for_quiet_cpu() {
             _ if cpu < 40.0 => quiet_since = Some(Instant::now()),
             _ => quiet_since = None,
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "the machine stayed busy ({cpu:.0}% CPU) for 3 minutes: no idle fleet to judge"
-        );
+        assert!(start.elapsed() < Duration::from_secs(180), "the machine stayed busy ({cpu:.0}% CPU) for 3 minutes: no idle fleet to judge");
         std::thread::sleep(Duration::from_secs(2));
     }
 }
 
 fn finding_ids(d: &serde_json::Value) -> Vec<String> {
-    d["findings"]
-        .as_array()
-        .map(|f| {
-            f.iter()
-                .map(|x| x["id"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
+    d["findings"].as_array().map(|f| f.iter().map(|x| x["id"].as_str().unwrap_or("").to_string()).collect()).unwrap_or_default()
 }
 
 #[test]
@@ -1367,10 +877,7 @@ fn lab_doctor_finds_an_idle_fleet_healthy_and_a_stopped_redis_down() {
 #[test]
 fn lab_doctor_finds_unequal_weights_as_load_imbalance() {
     let _lab = lab();
-    let edited = edited_topology(
-        "  app-1:   {address: lab-app-1,   roles: [app]}",
-        "  app-1:   {address: lab-app-1,   roles: [app], weight: 4}",
-    );
+    let edited = edited_topology("  app-1:   {address: lab-app-1,   roles: [app]}", "  app-1:   {address: lab-app-1,   roles: [app], weight: 4}");
     let file = edited.to_str().unwrap();
     let rel = release();
     run_ok(&apply_args(file, rel.to_str().unwrap()));
@@ -1380,23 +887,12 @@ fn lab_doctor_finds_unequal_weights_as_load_imbalance() {
     let (ok, failed) = load.finish();
     assert!(ok > 0 && failed.is_empty());
     assert_eq!(code, Some(2), "{d:#}");
-    let f = d["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["id"] == "load-imbalance")
-        .unwrap_or_else(|| panic!("{d:#}"));
-    assert!(
-        f["summary"].as_str().unwrap().contains("weights 4 and 1"),
-        "{f:#}"
-    );
+    let f = d["findings"].as_array().unwrap().iter().find(|f| f["id"] == "load-imbalance").unwrap_or_else(|| panic!("{d:#}"));
+    assert!(f["summary"].as_str().unwrap().contains("weights 4 and 1"), "{f:#}");
 }
 
 fn finding<'a>(d: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    d["findings"]
-        .as_array()
-        .and_then(|f| f.iter().find(|f| f["id"] == id))
-        .unwrap_or_else(|| panic!("no {id} finding in {d:#}"))
+    d["findings"].as_array().and_then(|f| f.iter().find(|f| f["id"] == id)).unwrap_or_else(|| panic!("no {id} finding in {d:#}"))
 }
 
 #[test]
@@ -1412,31 +908,18 @@ fn lab_doctor_finds_an_instance_killed_repeatedly_in_a_crash_loop() {
     assert_eq!(f["subject"], "app-1-3001", "{f:#}");
     assert!(f["evidence"][0]["value"].as_f64().unwrap() >= 3.0, "{f:#}");
     // The other instances are not in it.
-    let crashed: Vec<&str> = d["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["id"] == "crash-loop")
-        .map(|f| f["subject"].as_str().unwrap())
-        .collect();
+    let crashed: Vec<&str> = d["findings"].as_array().unwrap().iter().filter(|f| f["id"] == "crash-loop").map(|f| f["subject"].as_str().unwrap()).collect();
     assert_eq!(crashed, ["app-1-3001"], "{d:#}");
 }
 
 /// /heavy through the load balancer from `threads` clients for `secs`, then doctor over the last 30 s.
-fn doctor_under_heavy_load(
-    file: &str,
-    threads: usize,
-    secs: u64,
-) -> (Option<i32>, serde_json::Value) {
+fn doctor_under_heavy_load(file: &str, threads: usize, secs: u64) -> (Option<i32>, serde_json::Value) {
     let load = Load::start_url(format!("{LB}/heavy?ms=100"), threads);
     // CPU is judged from rate(...[1m]): let a full minute of load into it.
     std::thread::sleep(Duration::from_secs(secs));
     let out = doctor(file, &["--window", "30s"]);
     let (ok, failed) = load.finish();
-    eprintln!(
-        "heavy load: {ok} requests ok, {} refused or failed",
-        failed.len()
-    );
+    eprintln!("heavy load: {ok} requests ok, {} refused or failed", failed.len());
     assert!(ok > 0);
     out
 }
@@ -1449,10 +932,7 @@ fn lab_doctor_finds_saturated_cpu_to_scale_out_and_with_fewer_instances_than_cor
     assert_eq!(code, Some(2), "{d:#}");
     let f = finding(&d, "cpu-saturated-scale-out");
     assert!(f["evidence"][0]["value"].as_f64().unwrap() > 70.0, "{f:#}");
-    assert!(
-        !finding_ids(&d).contains(&"cpu-saturated-scale-up".to_string()),
-        "{d:#}"
-    );
+    assert!(!finding_ids(&d).contains(&"cpu-saturated-scale-up".to_string()), "{d:#}");
 
     // One instance per 2-core host: the same load says use every core first.
     let one = edited_topology("  instances: 2\n", "  instances: 1\n");
@@ -1462,29 +942,14 @@ fn lab_doctor_finds_saturated_cpu_to_scale_out_and_with_fewer_instances_than_cor
     let (code, d) = doctor_under_heavy_load(file, 4, 70);
     assert_eq!(code, Some(2), "{d:#}");
     let f = finding(&d, "cpu-saturated-scale-up");
-    assert!(
-        f["summary"]
-            .as_str()
-            .unwrap()
-            .contains("1 instances on 2 cores"),
-        "{f:#}"
-    );
-    assert!(
-        f["topology_edit"]
-            .as_str()
-            .unwrap()
-            .contains("app.instances: max"),
-        "{f:#}"
-    );
+    assert!(f["summary"].as_str().unwrap().contains("1 instances on 2 cores"), "{f:#}");
+    assert!(f["topology_edit"].as_str().unwrap().contains("app.instances: max"), "{f:#}");
 }
 
 #[test]
 fn lab_doctor_finds_an_instance_near_its_open_files_limit() {
     let _lab = lab();
-    let low = edited_topology(
-        "  drain_timeout: 5s\n",
-        "  drain_timeout: 5s\n  limits: {nofile: 1024}\n",
-    );
+    let low = edited_topology("  drain_timeout: 5s\n", "  drain_timeout: 5s\n  limits: {nofile: 1024}\n");
     let file = low.to_str().unwrap();
     let rel = release();
     run_ok(&apply_args(file, rel.to_str().unwrap()));
@@ -1499,23 +964,13 @@ fn lab_doctor_finds_an_instance_near_its_open_files_limit() {
     assert_eq!(code, Some(2), "{d:#}");
     let f = finding(&d, "fd-exhaustion");
     assert_eq!(f["subject"], "app-1-3000", "{f:#}");
-    assert!(
-        f["topology_edit"]
-            .as_str()
-            .unwrap()
-            .starts_with("app.limits.nofile: "),
-        "{f:#}"
-    );
+    assert!(f["topology_edit"].as_str().unwrap().starts_with("app.limits.nofile: "), "{f:#}");
 }
 
 fn prometheus_scalar(query: &str) -> Option<f64> {
-    let url =
-        reqwest::Url::parse_with_params(&format!("{PROMETHEUS}/api/v1/query"), &[("query", query)])
-            .unwrap();
+    let url = reqwest::Url::parse_with_params(&format!("{PROMETHEUS}/api/v1/query"), &[("query", query)]).unwrap();
     let v: serde_json::Value = client().get(url).send().unwrap().json().unwrap();
-    v["data"]["result"][0]["value"][1]
-        .as_str()
-        .and_then(|s| s.parse().ok())
+    v["data"]["result"][0]["value"][1].as_str().and_then(|s| s.parse().ok())
 }
 
 #[test]
@@ -1527,44 +982,27 @@ fn lab_gateway_errors_from_the_load_balancer_reach_prometheus() {
         if let Some(v) = errors() {
             break v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "mtail's counter never reached Prometheus"
-        );
+        assert!(Instant::now() < deadline, "mtail's counter never reached Prometheus");
         std::thread::sleep(Duration::from_millis(500));
     };
     // Every instance gone, sockets included (systemd would start an instance on a connection).
-    let units =
-        "scale-api@3000.socket scale-api@3001.socket scale-api@3000.service scale-api@3001.service";
+    let units = "scale-api@3000.socket scale-api@3001.socket scale-api@3000.service scale-api@3001.service";
     for h in ["lab-app-1", "lab-app-2"] {
         docker_exec(h, &format!("systemctl stop {units}"));
     }
     let c = client();
-    let statuses: Vec<u16> = (0..5)
-        .map(|_| {
-            c.get(format!("{LB}/"))
-                .send()
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
-        })
-        .collect();
+    let statuses: Vec<u16> = (0..5).map(|_| c.get(format!("{LB}/")).send().map(|r| r.status().as_u16()).unwrap_or(0)).collect();
     for h in ["lab-app-1", "lab-app-2"] {
         docker_exec(h, &format!("systemctl start {units}"));
     }
-    assert!(
-        statuses.iter().all(|s| *s == 502 || *s == 504),
-        "{statuses:?}"
-    );
+    assert!(statuses.iter().all(|s| *s == 502 || *s == 504), "{statuses:?}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let now = errors().unwrap_or(before);
         if now >= before + 5.0 {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "gateway errors in Prometheus went from {before} to {now}, expected +5"
-        );
+        assert!(Instant::now() < deadline, "gateway errors in Prometheus went from {before} to {now}, expected +5");
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_eq!(instances_seen(60).len(), 4, "the instances serve again");

@@ -30,27 +30,16 @@ pub fn load_example(name: &str) -> Topology {
 
 /// Render an example as the tests see it: 2 cores wherever the topology does not say.
 pub fn render_example(name: &str) -> Vec<RenderedFile> {
-    render::render(
-        &load_example(name),
-        &Facts::with_default_cores(2),
-        &Templates::embedded(),
-    )
-    .unwrap()
+    render::render(&load_example(name), &Facts::with_default_cores(2), &Templates::embedded()).unwrap()
 }
 
 /// A tool the test needs; the README's test command installs it. Missing means a broken setup.
 pub fn require(tool: &str) -> std::path::PathBuf {
-    for dir in std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/sbin", "/sbin"])
-    {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/sbin"]) {
         let p = std::path::Path::new(dir).join(tool);
         if p.is_file() {
             return p;
         }
     }
-    panic!(
-        "{tool} is not installed: run the README's test command (scripts/test.sh), which installs it"
-    );
+    panic!("{tool} is not installed: run the README's test command (scripts/test.sh), which installs it");
 }

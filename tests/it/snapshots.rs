@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{EXAMPLES, render_example};
+use super::{render_example, EXAMPLES};
 
 #[test]
 fn rendered_files_match_their_snapshots() {
@@ -10,10 +10,7 @@ fn rendered_files_match_their_snapshots() {
         let mut by_host: BTreeMap<String, String> = BTreeMap::new();
         for f in render_example(example) {
             let doc = by_host.entry(f.host.clone()).or_default();
-            doc.push_str(&format!(
-                "===== {} (mode {:o})\n{}",
-                f.path, f.mode, f.content
-            ));
+            doc.push_str(&format!("===== {} (mode {:o})\n{}", f.path, f.mode, f.content));
             if !f.content.ends_with('\n') {
                 doc.push('\n');
             }
@@ -27,50 +24,24 @@ fn rendered_files_match_their_snapshots() {
 #[test]
 fn rendering_is_deterministic() {
     for example in EXAMPLES {
-        assert_eq!(
-            render_example(example),
-            render_example(example),
-            "{example}"
-        );
+        assert_eq!(render_example(example), render_example(example), "{example}");
     }
 }
 
 #[test]
 fn instance_counts_follow_instances_and_cores() {
-    use scalectl::render::{Facts, Templates, render};
+    use scalectl::render::{render, Facts, Templates};
     let t = super::load_example("three-hosts");
     // three-hosts declares `cores: 2` on both app hosts: 4 upstream servers whatever the default.
     for default in [1, 8] {
-        let files = render(
-            &t,
-            &Facts::with_default_cores(default),
-            &Templates::embedded(),
-        )
-        .unwrap();
-        let nginx = files
-            .iter()
-            .find(|f| f.host == "lb-1" && f.path.ends_with("shop.conf"))
-            .unwrap();
-        assert_eq!(
-            nginx.content.matches("    server 10.0.0.1").count(),
-            4,
-            "{}",
-            nginx.content
-        );
+        let files = render(&t, &Facts::with_default_cores(default), &Templates::embedded()).unwrap();
+        let nginx = files.iter().find(|f| f.host == "lb-1" && f.path.ends_with("shop.conf")).unwrap();
+        assert_eq!(nginx.content.matches("    server 10.0.0.1").count(), 4, "{}", nginx.content);
     }
     // Observed cores win over the topology's.
     let mut facts = Facts::with_default_cores(1);
     facts.cores.insert("app-1".into(), 3);
     let files = render(&t, &facts, &Templates::embedded()).unwrap();
-    let target = files
-        .iter()
-        .find(|f| f.host == "app-1" && f.path.ends_with("scale-api.target"))
-        .unwrap();
-    assert!(
-        target.content.contains(
-            "Wants=scale-api@3000.service scale-api@3001.service scale-api@3002.service\n"
-        ),
-        "{}",
-        target.content
-    );
+    let target = files.iter().find(|f| f.host == "app-1" && f.path.ends_with("scale-api.target")).unwrap();
+    assert!(target.content.contains("Wants=scale-api@3000.service scale-api@3001.service scale-api@3002.service\n"), "{}", target.content);
 }

@@ -6,56 +6,30 @@ use std::process::{Command, Output};
 use scalectl::render::{self, Facts, RenderedFile, Templates};
 use scalectl::topology;
 
-use super::{EXAMPLES, render_example, require};
+use super::{render_example, require, EXAMPLES};
 
 fn files_named<'a>(files: &'a [RenderedFile], suffix: &str) -> Vec<&'a RenderedFile> {
     files.iter().filter(|f| f.path.ends_with(suffix)).collect()
 }
 
 fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 /// A topology whose TLS files exist: nginx -t opens the certificate and key.
 fn tls_topology(dir: &Path) -> topology::Topology {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
-    let out = run(Command::new(require("openssl"))
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=solo.example.com",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert));
+    let out = run(Command::new(require("openssl")).args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=solo.example.com", "-keyout"]).arg(&key).arg("-out").arg(&cert));
     assert!(out.status.success(), "{}", text(&out));
     let source = std::fs::read_to_string(super::example_path("single-host"))
         .unwrap()
-        .replace(
-            "/etc/letsencrypt/live/solo.example.com/fullchain.pem",
-            cert.to_str().unwrap(),
-        )
-        .replace(
-            "/etc/letsencrypt/live/solo.example.com/privkey.pem",
-            key.to_str().unwrap(),
-        );
+        .replace("/etc/letsencrypt/live/solo.example.com/fullchain.pem", cert.to_str().unwrap())
+        .replace("/etc/letsencrypt/live/solo.example.com/privkey.pem", key.to_str().unwrap());
     topology::parse("single-host-tls.yaml", &source).unwrap_or_else(|p| panic!("{p}"))
 }
 
@@ -69,10 +43,7 @@ fn nginx_test(site: &str, dir: &Path) -> Output {
     );
     let main_path = dir.join("nginx.conf");
     std::fs::write(&main_path, main).unwrap();
-    run(Command::new(require("nginx"))
-        .arg("-t")
-        .arg("-c")
-        .arg(&main_path))
+    run(Command::new(require("nginx")).arg("-t").arg("-c").arg(&main_path))
 }
 
 #[test]
@@ -81,29 +52,18 @@ fn nginx_accepts_every_site_config() {
     for example in EXAMPLES {
         let dir = tempfile::tempdir().unwrap();
         let files = if *example == "single-host" {
-            render::render(
-                &tls_topology(dir.path()),
-                &Facts::with_default_cores(2),
-                &Templates::embedded(),
-            )
-            .unwrap()
+            render::render(&tls_topology(dir.path()), &Facts::with_default_cores(2), &Templates::embedded()).unwrap()
         } else {
             render_example(example)
         };
-        for f in files
-            .iter()
-            .filter(|f| f.path.contains("nginx/") && f.path.ends_with(".conf"))
-        {
+        for f in files.iter().filter(|f| f.path.contains("nginx/") && f.path.ends_with(".conf")) {
             // nginx -t resolves upstream host names; lab and compose names resolve only on the
             // fleet's own network, so they stand in as 127.0.0.1 here.
             let site: String = f
                 .content
                 .lines()
                 .map(|l| match l.trim_start().strip_prefix("server ") {
-                    Some(rest)
-                        if l.starts_with("    server ")
-                            && !rest.starts_with(|c: char| c.is_ascii_digit() || c == '[') =>
-                    {
+                    Some(rest) if l.starts_with("    server ") && !rest.starts_with(|c: char| c.is_ascii_digit() || c == '[') => {
                         let port = rest.split_once(':').map(|(_, p)| p).unwrap_or(rest);
                         format!("    server 127.0.0.1:{port}")
                     }
@@ -112,14 +72,7 @@ fn nginx_accepts_every_site_config() {
                 .collect::<Vec<_>>()
                 .join("\n");
             let out = nginx_test(&site, dir.path());
-            assert!(
-                out.status.success(),
-                "nginx -t refused {example} {}:{}\n{}\n{}",
-                f.host,
-                f.path,
-                text(&out),
-                f.content
-            );
+            assert!(out.status.success(), "nginx -t refused {example} {}:{}\n{}\n{}", f.host, f.path, text(&out), f.content);
             checked += 1;
         }
     }
@@ -138,16 +91,9 @@ fn nginx_test_catches_a_broken_config() {
 fn systemd_root(dir: &Path) -> PathBuf {
     let root = dir.join("root");
     std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
-    let out = run(Command::new("cp")
-        .args(["-a", "/usr/lib/systemd/system"])
-        .arg(root.join("usr/lib/systemd/")));
+    let out = run(Command::new("cp").args(["-a", "/usr/lib/systemd/system"]).arg(root.join("usr/lib/systemd/")));
     assert!(out.status.success(), "{}", text(&out));
-    for bin in [
-        "opt/scale-api/current/scale-api",
-        "usr/bin/redis-server",
-        "usr/bin/prometheus-redis-exporter",
-        "bin/kill",
-    ] {
+    for bin in ["opt/scale-api/current/scale-api", "usr/bin/redis-server", "usr/bin/prometheus-redis-exporter", "bin/kill"] {
         let p = root.join(bin);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, "#!/bin/sh\n").unwrap();
@@ -157,10 +103,7 @@ fn systemd_root(dir: &Path) -> PathBuf {
 }
 
 fn verify(root: &Path, units: &[&str]) -> Output {
-    run(Command::new(require("systemd-analyze"))
-        .args(["verify", "--man=no"])
-        .arg(format!("--root={}", root.display()))
-        .args(units))
+    run(Command::new(require("systemd-analyze")).args(["verify", "--man=no"]).arg(format!("--root={}", root.display())).args(units))
 }
 
 #[test]
@@ -180,66 +123,28 @@ fn systemd_accepts_every_unit() {
             std::fs::write(&dest, &f.content).unwrap();
             let unit = if f.path.ends_with("scale-api@.service") {
                 // The instance requires its socket unit: the same host's rendered one.
-                let socket = files
-                    .iter()
-                    .find(|s| s.host == f.host && s.path.ends_with("scale-api@.socket"))
-                    .unwrap();
-                std::fs::write(
-                    root.join("etc/systemd/system/scale-api@.socket"),
-                    &socket.content,
-                )
-                .unwrap();
+                let socket = files.iter().find(|s| s.host == f.host && s.path.ends_with("scale-api@.socket")).unwrap();
+                std::fs::write(root.join("etc/systemd/system/scale-api@.socket"), &socket.content).unwrap();
                 "scale-api@3000.service".to_string()
             } else if f.path.ends_with("scale-api@.socket") {
-                let service = files
-                    .iter()
-                    .find(|s| s.host == f.host && s.path.ends_with("scale-api@.service"))
-                    .unwrap();
-                std::fs::write(
-                    root.join("etc/systemd/system/scale-api@.service"),
-                    &service.content,
-                )
-                .unwrap();
+                let service = files.iter().find(|s| s.host == f.host && s.path.ends_with("scale-api@.service")).unwrap();
+                std::fs::write(root.join("etc/systemd/system/scale-api@.service"), &service.content).unwrap();
                 "scale-api@3000.socket".to_string()
             } else if let Some((dir, _)) = f.path.split_once(".service.d/") {
                 // A drop-in applies to Debian's unit, which the root gets from the real package.
                 let unit = format!("{}.service", dir.rsplit('/').next().unwrap());
-                std::fs::copy(
-                    format!("/lib/systemd/system/{unit}"),
-                    root.join("etc/systemd/system").join(&unit),
-                )
-                .unwrap_or_else(|e| {
-                    panic!("{unit} from Debian's package: {e} (scripts/setup.sh installs it)")
-                });
+                std::fs::copy(format!("/lib/systemd/system/{unit}"), root.join("etc/systemd/system").join(&unit))
+                    .unwrap_or_else(|e| panic!("{unit} from Debian's package: {e} (scripts/setup.sh installs it)"));
                 unit
             } else {
-                Path::new(&f.path)
-                    .file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned()
+                Path::new(&f.path).file_name().unwrap().to_string_lossy().into_owned()
             };
             if unit == "scale-api.target" {
-                std::fs::write(
-                    root.join("etc/systemd/system/scale-api@.service"),
-                    "[Service]\nExecStart=/opt/scale-api/current/scale-api\n",
-                )
-                .unwrap();
+                std::fs::write(root.join("etc/systemd/system/scale-api@.service"), "[Service]\nExecStart=/opt/scale-api/current/scale-api\n").unwrap();
             }
             let out = verify(&root, &[&unit]);
-            let complaints: Vec<String> = text(&out)
-                .lines()
-                .filter(|l| l.contains("/etc/systemd/system/") || l.contains(&unit))
-                .map(String::from)
-                .collect();
-            assert!(
-                out.status.success() && complaints.is_empty(),
-                "systemd-analyze verify on {example} {}:{}\n{}\n{}",
-                f.host,
-                f.path,
-                text(&out),
-                f.content
-            );
+            let complaints: Vec<String> = text(&out).lines().filter(|l| l.contains("/etc/systemd/system/") || l.contains(&unit)).map(String::from).collect();
+            assert!(out.status.success() && complaints.is_empty(), "systemd-analyze verify on {example} {}:{}\n{}\n{}", f.host, f.path, text(&out), f.content);
             checked += 1;
         }
     }
@@ -250,22 +155,11 @@ fn systemd_accepts_every_unit() {
 fn systemd_verify_catches_an_unknown_key() {
     let dir = tempfile::tempdir().unwrap();
     let root = systemd_root(dir.path());
-    let unit = render_example("three-hosts")
-        .into_iter()
-        .find(|f| f.path.ends_with("scale-api@.service"))
-        .unwrap();
+    let unit = render_example("three-hosts").into_iter().find(|f| f.path.ends_with("scale-api@.service")).unwrap();
     std::fs::create_dir_all(root.join("etc/systemd/system")).unwrap();
-    std::fs::write(
-        root.join("etc/systemd/system/scale-api@.service"),
-        unit.content.replace("MemoryMax=", "MemoryMx="),
-    )
-    .unwrap();
+    std::fs::write(root.join("etc/systemd/system/scale-api@.service"), unit.content.replace("MemoryMax=", "MemoryMx=")).unwrap();
     let out = verify(&root, &["scale-api@3000.service"]);
-    assert!(
-        text(&out).contains("Unknown key 'MemoryMx'"),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("Unknown key 'MemoryMx'"), "{}", text(&out));
 }
 
 #[test]
@@ -279,54 +173,28 @@ fn promtool_accepts_every_prometheus_config_and_rule_file() {
             let p = dir.path().join("rules.yml");
             std::fs::write(&p, &f.content).unwrap();
             let out = run(Command::new(&promtool).args(["check", "rules"]).arg(&p));
-            assert!(
-                out.status.success(),
-                "promtool check rules on {example} {}:{}\n{}",
-                f.host,
-                f.path,
-                text(&out)
-            );
-            assert!(
-                text(&out).contains("SUCCESS: 11 rules found"),
-                "{}",
-                text(&out)
-            );
+            assert!(out.status.success(), "promtool check rules on {example} {}:{}\n{}", f.host, f.path, text(&out));
+            assert!(text(&out).contains("SUCCESS: 11 rules found"), "{}", text(&out));
             checked += 1;
         }
         for f in files_named(&files, "prometheus.yml") {
             // Point the absolute paths at this test's copies of the rule and target files.
             let scalectl_dir = dir.path().join("scalectl");
             std::fs::create_dir_all(&scalectl_dir).unwrap();
-            for other in files.iter().filter(|o| {
-                o.host == f.host
-                    && (o.path.ends_with("rules.yml") || o.path.ends_with("targets.json"))
-            }) {
+            for other in files.iter().filter(|o| o.host == f.host && (o.path.ends_with("rules.yml") || o.path.ends_with("targets.json"))) {
                 let name = Path::new(&other.path).file_name().unwrap();
                 std::fs::write(scalectl_dir.join(name), &other.content).unwrap();
             }
-            let config = f.content.replace(
-                "/etc/prometheus/scalectl/",
-                &format!("{}/", scalectl_dir.display()),
-            );
+            let config = f.content.replace("/etc/prometheus/scalectl/", &format!("{}/", scalectl_dir.display()));
             let p = dir.path().join("prometheus.yml");
             std::fs::write(&p, config).unwrap();
             let out = run(Command::new(&promtool).args(["check", "config"]).arg(&p));
-            assert!(
-                out.status.success(),
-                "promtool check config on {example} {}:{}\n{}",
-                f.host,
-                f.path,
-                text(&out)
-            );
+            assert!(out.status.success(), "promtool check config on {example} {}:{}\n{}", f.host, f.path, text(&out));
             checked += 1;
         }
         for f in files_named(&files, "targets.json") {
             let groups: serde_json::Value = serde_json::from_str(&f.content).unwrap();
-            assert!(
-                groups.as_array().is_some_and(|g| !g.is_empty()),
-                "{}",
-                f.content
-            );
+            assert!(groups.as_array().is_some_and(|g| !g.is_empty()), "{}", f.content);
         }
     }
     assert!(checked >= 10, "only {checked} prometheus files checked");
@@ -346,9 +214,7 @@ fn start_redis(conf: &Path, dir: &Path, port: u16) -> std::process::Child {
 }
 
 fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = run(Command::new(require("redis-cli"))
-        .args(["-p", &port.to_string()])
-        .args(args));
+    let out = run(Command::new(require("redis-cli")).args(["-p", &port.to_string()]).args(args));
     text(&out).trim().to_string()
 }
 
@@ -360,10 +226,7 @@ fn wait_for_redis(port: u16, mut child: std::process::Child, auth: &[&str]) -> s
             return child;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            let out = child
-                .wait_with_output()
-                .map(|o| text(&o))
-                .unwrap_or_default();
+            let out = child.wait_with_output().map(|o| text(&o)).unwrap_or_default();
             panic!("redis-server exited with {status} on the rendered config:\n{out}");
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -375,10 +238,7 @@ fn wait_for_redis(port: u16, mut child: std::process::Child, auth: &[&str]) -> s
 fn redis_server_runs_on_every_rendered_config() {
     let mut port = 26379;
     for example in EXAMPLES {
-        for f in render_example(example)
-            .iter()
-            .filter(|f| f.path.ends_with("redis.conf"))
-        {
+        for f in render_example(example).iter().filter(|f| f.path.ends_with("redis.conf")) {
             port += 1;
             let dir = tempfile::tempdir().unwrap();
             // Redis enters `dir` while reading the file, and the password file is written by apply:
@@ -395,20 +255,11 @@ fn redis_server_runs_on_every_rendered_config() {
                 })
                 .collect::<Vec<_>>()
                 .join("\n");
-            let auth: Vec<&str> = if f.content.contains("\ninclude ") {
-                vec!["-a", "test-only-password", "--no-auth-warning"]
-            } else {
-                vec![]
-            };
+            let auth: Vec<&str> = if f.content.contains("\ninclude ") { vec!["-a", "test-only-password", "--no-auth-warning"] } else { vec![] };
             let conf = dir.path().join("redis.conf");
             std::fs::write(&conf, content).unwrap();
             let mut child = wait_for_redis(port, start_redis(&conf, dir.path(), port), &auth);
-            let maxmemory = f
-                .content
-                .lines()
-                .find_map(|l| l.strip_prefix("maxmemory "))
-                .unwrap()
-                .to_string();
+            let maxmemory = f.content.lines().find_map(|l| l.strip_prefix("maxmemory ")).unwrap().to_string();
             let mut args = auth.clone();
             args.extend(["CONFIG", "GET", "maxmemory"]);
             let answer = redis_cli(port, &args);
@@ -416,17 +267,11 @@ fn redis_server_runs_on_every_rendered_config() {
             args.extend(["CONFIG", "GET", "maxmemory-policy"]);
             let policy = redis_cli(port, &args);
             if !auth.is_empty() {
-                assert!(
-                    redis_cli(port, &["PING"]).contains("NOAUTH"),
-                    "password not required"
-                );
+                assert!(redis_cli(port, &["PING"]).contains("NOAUTH"), "password not required");
             }
             child.kill().ok();
             child.wait().ok();
-            assert!(
-                answer.ends_with(&maxmemory),
-                "{example}: maxmemory {answer} != {maxmemory}"
-            );
+            assert!(answer.ends_with(&maxmemory), "{example}: maxmemory {answer} != {maxmemory}");
             assert!(policy.contains("allkeys-lru"), "{example}: {policy}");
         }
     }
@@ -435,47 +280,22 @@ fn redis_server_runs_on_every_rendered_config() {
 #[test]
 fn terraform_parses_with_hcl() {
     let files = render_example("aws-asg");
-    let tf: Vec<_> = files
-        .iter()
-        .filter(|f| f.host == "terraform" && f.path.ends_with(".tf"))
-        .collect();
-    assert!(
-        tf.len() >= 5,
-        "{:?}",
-        tf.iter().map(|f| &f.path).collect::<Vec<_>>()
-    );
+    let tf: Vec<_> = files.iter().filter(|f| f.host == "terraform" && f.path.ends_with(".tf")).collect();
+    assert!(tf.len() >= 5, "{:?}", tf.iter().map(|f| &f.path).collect::<Vec<_>>());
     for f in &tf {
-        let body: hcl::Body =
-            hcl::from_str(&f.content).unwrap_or_else(|e| panic!("{}: {e}\n{}", f.path, f.content));
+        let body: hcl::Body = hcl::from_str(&f.content).unwrap_or_else(|e| panic!("{}: {e}\n{}", f.path, f.content));
         assert!(body.iter().count() > 0, "{} is empty", f.path);
     }
-    let main: hcl::Body =
-        hcl::from_str(&tf.iter().find(|f| f.path == "main.tf").unwrap().content).unwrap();
-    let module = main
-        .blocks()
-        .find(|b| b.identifier() == "module")
-        .expect("module block");
-    let attr = |name: &str| {
-        module
-            .body()
-            .attributes()
-            .find(|a| a.key() == name)
-            .map(|a| a.expr().to_string())
-            .unwrap()
-    };
+    let main: hcl::Body = hcl::from_str(&tf.iter().find(|f| f.path == "main.tf").unwrap().content).unwrap();
+    let module = main.blocks().find(|b| b.identifier() == "module").expect("module block");
+    let attr = |name: &str| module.body().attributes().find(|a| a.key() == name).map(|a| a.expr().to_string()).unwrap();
     assert_eq!(attr("cpu_scale_out"), "70");
     assert_eq!(attr("cpu_scale_in"), "30");
     assert_eq!(attr("min_size"), "2");
     assert_eq!(attr("source"), "\"./modules/asg\"");
     // The units cloud-init installs are the very ones app hosts get.
-    let unit = files
-        .iter()
-        .find(|f| f.host == "terraform" && f.path == "files/scale-api@.service")
-        .unwrap();
-    assert!(
-        unit.content
-            .contains("ExecStart=/opt/scale-api/current/scale-api")
-    );
+    let unit = files.iter().find(|f| f.host == "terraform" && f.path == "files/scale-api@.service").unwrap();
+    assert!(unit.content.contains("ExecStart=/opt/scale-api/current/scale-api"));
 }
 
 #[test]
@@ -486,11 +306,7 @@ fn ansible_inventory_lists_every_host_in_its_groups() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("inventory.yml");
         std::fs::write(&p, &inv.content).unwrap();
-        let out = run(Command::new(require("ansible-inventory"))
-            .arg("-i")
-            .arg(&p)
-            .arg("--list")
-            .env("ANSIBLE_INVENTORY_UNPARSED_FAILED", "true"));
+        let out = run(Command::new(require("ansible-inventory")).arg("-i").arg(&p).arg("--list").env("ANSIBLE_INVENTORY_UNPARSED_FAILED", "true"));
         assert!(out.status.success(), "{}", text(&out));
         let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let t = super::load_example(example);
@@ -498,20 +314,9 @@ fn ansible_inventory_lists_every_host_in_its_groups() {
             for role in &h.roles {
                 let group = serde_json::to_value(role).unwrap();
                 let members = &list[group.as_str().unwrap()]["hosts"];
-                assert!(
-                    members
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .any(|m| m == h.name.as_str()),
-                    "{example}: {} not in {group}: {list}",
-                    h.name
-                );
+                assert!(members.as_array().unwrap().iter().any(|m| m == h.name.as_str()), "{example}: {} not in {group}: {list}", h.name);
             }
-            assert_eq!(
-                list["_meta"]["hostvars"][&h.name]["ansible_host"],
-                h.address.as_str()
-            );
+            assert_eq!(list["_meta"]["hostvars"][&h.name]["ansible_host"], h.address.as_str());
         }
     }
 }
@@ -520,30 +325,12 @@ fn ansible_inventory_lists_every_host_in_its_groups() {
 fn rsyslog_accepts_the_shipping_and_collector_configs() {
     let rsyslogd = require("rsyslogd");
     let files = render_example("three-hosts");
-    for f in files
-        .iter()
-        .filter(|f| f.path.starts_with("/etc/rsyslog.d/"))
-    {
+    for f in files.iter().filter(|f| f.path.starts_with("/etc/rsyslog.d/")) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("rsyslog.conf");
-        std::fs::write(
-            &p,
-            format!(
-                "global(workDirectory=\"{}\")\n{}",
-                dir.path().display(),
-                f.content
-            ),
-        )
-        .unwrap();
+        std::fs::write(&p, format!("global(workDirectory=\"{}\")\n{}", dir.path().display(), f.content)).unwrap();
         let out = run(Command::new(&rsyslogd).arg("-N1").arg("-f").arg(&p));
-        assert!(
-            out.status.success() && !text(&out).contains("error"),
-            "rsyslogd -N1 on {}:{}\n{}\n{}",
-            f.host,
-            f.path,
-            text(&out),
-            f.content
-        );
+        assert!(out.status.success() && !text(&out).contains("error"), "rsyslogd -N1 on {}:{}\n{}\n{}", f.host, f.path, text(&out), f.content);
     }
 }
 
@@ -553,14 +340,7 @@ fn yaml_and_json_bundles_parse() {
         for f in render_example(example) {
             if f.path.ends_with(".yaml") || f.path.ends_with(".yml") {
                 let v: Result<serde_json::Value, _> = serde_saphyr::from_str(&f.content);
-                assert!(
-                    v.is_ok(),
-                    "{example} {}:{} is not YAML: {:?}\n{}",
-                    f.host,
-                    f.path,
-                    v.err(),
-                    f.content
-                );
+                assert!(v.is_ok(), "{example} {}:{} is not YAML: {:?}\n{}", f.host, f.path, v.err(), f.content);
             }
         }
     }
@@ -570,31 +350,18 @@ fn yaml_and_json_bundles_parse() {
 fn dashboards_are_well_formed_and_use_the_provisioned_datasource() {
     // No Grafana server runs here: check the structure Grafana needs and the datasource uid.
     let files = render_example("three-hosts");
-    let datasource = files
-        .iter()
-        .find(|f| f.path.ends_with("datasources/scalectl.yaml") && f.host == "lb-1")
-        .unwrap();
+    let datasource = files.iter().find(|f| f.path.ends_with("datasources/scalectl.yaml") && f.host == "lb-1").unwrap();
     let ds: serde_json::Value = serde_saphyr::from_str(&datasource.content).unwrap();
     let uid = ds["datasources"][0]["uid"].as_str().unwrap().to_string();
-    let dashboards: Vec<_> = files
-        .iter()
-        .filter(|f| f.host == "lb-1" && f.path.starts_with("/var/lib/grafana/dashboards/scalectl/"))
-        .collect();
+    let dashboards: Vec<_> = files.iter().filter(|f| f.host == "lb-1" && f.path.starts_with("/var/lib/grafana/dashboards/scalectl/")).collect();
     assert!(!dashboards.is_empty());
     for f in dashboards {
-        let d: serde_json::Value =
-            serde_json::from_str(&f.content).unwrap_or_else(|e| panic!("{}: {e}", f.path));
+        let d: serde_json::Value = serde_json::from_str(&f.content).unwrap_or_else(|e| panic!("{}: {e}", f.path));
         assert!(d["uid"].is_string() && d["title"].is_string(), "{}", f.path);
         let panels = d["panels"].as_array().unwrap();
         assert!(!panels.is_empty());
         for p in panels {
-            assert_eq!(
-                p["datasource"]["uid"],
-                uid.as_str(),
-                "{}: panel {}",
-                f.path,
-                p["title"]
-            );
+            assert_eq!(p["datasource"]["uid"], uid.as_str(), "{}: panel {}", f.path, p["title"]);
             for t in p["targets"].as_array().unwrap() {
                 assert!(!t["expr"].as_str().unwrap().is_empty());
             }
@@ -606,39 +373,21 @@ fn dashboards_are_well_formed_and_use_the_provisioned_datasource() {
 fn promtool_test_rules(rules: &str) -> Output {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("rules.yml"), rules).unwrap();
-    let tests = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/it/promtool/lab_rules_test.yml"
-    );
+    let tests = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/promtool/lab_rules_test.yml");
     std::fs::copy(tests, dir.path().join("lab_rules_test.yml")).unwrap();
-    run(Command::new(require("promtool"))
-        .current_dir(dir.path())
-        .args(["test", "rules", "lab_rules_test.yml"]))
+    run(Command::new(require("promtool")).current_dir(dir.path()).args(["test", "rules", "lab_rules_test.yml"]))
 }
 
 #[test]
 fn every_alert_rule_fires_when_it_should_and_not_before() {
-    let rules = render_example("lab")
-        .into_iter()
-        .find(|f| f.path == "/etc/prometheus/scalectl/rules.yml")
-        .unwrap()
-        .content;
+    let rules = render_example("lab").into_iter().find(|f| f.path == "/etc/prometheus/scalectl/rules.yml").unwrap().content;
     let out = promtool_test_rules(&rules);
     assert!(out.status.success(), "{}", text(&out));
     // Negative controls: a rule with a wrong threshold or window must fail its unit test.
-    for (from, to) in [
-        ("> 80.0", "> 95.0"),
-        (
-            "redis_up == 0 or up{job=\"redis\"} == 0\n        for: 1m",
-            "redis_up == 0 or up{job=\"redis\"} == 0\n        for: 5m",
-        ),
-    ] {
+    for (from, to) in [("> 80.0", "> 95.0"), ("redis_up == 0 or up{job=\"redis\"} == 0\n        for: 1m", "redis_up == 0 or up{job=\"redis\"} == 0\n        for: 5m")] {
         assert!(rules.contains(from), "{from}");
         let out = promtool_test_rules(&rules.replacen(from, to, 1));
-        assert!(
-            !out.status.success(),
-            "promtool passed a broken rule ({from} -> {to})"
-        );
+        assert!(!out.status.success(), "promtool passed a broken rule ({from} -> {to})");
     }
 }
 
@@ -646,47 +395,19 @@ fn every_alert_rule_fires_when_it_should_and_not_before() {
 /// for the rendered aws-asg example.
 fn user_data(files: &[scalectl::render::RenderedFile]) -> String {
     use base64::Engine;
-    let main = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/terraform/modules/asg/main.tf"
-    ))
-    .unwrap();
-    let body = main
-        .split("<<-CLOUDINIT\n")
-        .nth(1)
-        .unwrap()
-        .split("\n  CLOUDINIT")
-        .next()
-        .unwrap();
+    let main = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/terraform/modules/asg/main.tf")).unwrap();
+    let body = main.split("<<-CLOUDINIT\n").nth(1).unwrap().split("\n  CLOUDINIT").next().unwrap();
     // `<<-` strips the smallest indentation of the heredoc's lines.
-    let indent = body
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.len() - l.trim_start().len())
-        .min()
-        .unwrap();
-    let mut text: String = body
-        .lines()
-        .map(|l| l.get(indent..).unwrap_or("").to_string() + "\n")
-        .collect();
+    let indent = body.lines().filter(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).min().unwrap();
+    let mut text: String = body.lines().map(|l| l.get(indent..).unwrap_or("").to_string() + "\n").collect();
     let b64 = |name: &str| {
-        let f = files
-            .iter()
-            .find(|f| f.host == "terraform" && f.path == format!("files/{name}"))
-            .unwrap_or_else(|| panic!("files/{name}"));
+        let f = files.iter().find(|f| f.host == "terraform" && f.path == format!("files/{name}")).unwrap_or_else(|| panic!("files/{name}"));
         base64::engine::general_purpose::STANDARD.encode(&f.content)
     };
-    for (var, file) in [
-        ("unit_file", "scale-api@.service"),
-        ("socket_file", "scale-api@.socket"),
-        ("env_file", "scale-api.env"),
-        ("log_ship_file", "60-scalectl-ship.conf"),
-    ] {
+    for (var, file) in [("unit_file", "scale-api@.service"), ("socket_file", "scale-api@.socket"), ("env_file", "scale-api.env"), ("log_ship_file", "60-scalectl-ship.conf")] {
         text = text.replace(&format!("${{base64encode(var.{var})}}"), &b64(file));
     }
-    text.replace("${var.release_url}", "")
-        .replace("${local.instance_count}", "1")
-        .replace("${var.app_port}", "3000")
+    text.replace("${var.release_url}", "").replace("${local.instance_count}", "1").replace("${var.app_port}", "3000")
 }
 
 #[test]
@@ -696,57 +417,28 @@ fn cloud_init_writes_the_same_units_as_the_hosts_target() {
     let text = user_data(&files);
     assert!(text.starts_with("#cloud-config\n"), "{text}");
     assert!(!text.contains("${"), "an interpolation is left: {text}");
-    let doc: serde_json::Value = serde_saphyr::from_str(&text)
-        .unwrap_or_else(|e| panic!("user data is not YAML: {e}\n{text}"));
+    let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("user data is not YAML: {e}\n{text}"));
     let written: std::collections::BTreeMap<String, String> = doc["write_files"]
         .as_array()
         .unwrap()
         .iter()
         .map(|w| {
             assert_eq!(w["encoding"], "b64");
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(w["content"].as_str().unwrap())
-                .unwrap();
-            (
-                w["path"].as_str().unwrap().to_string(),
-                String::from_utf8(bytes).unwrap(),
-            )
+            let bytes = base64::engine::general_purpose::STANDARD.decode(w["content"].as_str().unwrap()).unwrap();
+            (w["path"].as_str().unwrap().to_string(), String::from_utf8(bytes).unwrap())
         })
         .collect();
     // The app host of the same topology gets the same files at the same paths (its unit names the
     // instance by host name where the group's uses %H, the instance's own hostname).
     let host: Vec<_> = files.iter().filter(|f| f.host == "seed-1").collect();
-    for path in [
-        "/etc/systemd/system/scale-api@.service",
-        "/etc/systemd/system/scale-api@.socket",
-        "/etc/scale-api/scale-api.env",
-        "/etc/rsyslog.d/60-scalectl-ship.conf",
-    ] {
-        let on_host = &host
-            .iter()
-            .find(|f| f.path == path)
-            .unwrap_or_else(|| panic!("seed-1 has no {path}"))
-            .content;
-        let in_asg = written
-            .get(path)
-            .unwrap_or_else(|| panic!("cloud-init does not write {path}"));
-        assert_eq!(
-            in_asg.replace("INSTANCE=%H-%i", "INSTANCE=seed-1-%i"),
-            *on_host,
-            "{path}"
-        );
+    for path in ["/etc/systemd/system/scale-api@.service", "/etc/systemd/system/scale-api@.socket", "/etc/scale-api/scale-api.env", "/etc/rsyslog.d/60-scalectl-ship.conf"] {
+        let on_host = &host.iter().find(|f| f.path == path).unwrap_or_else(|| panic!("seed-1 has no {path}")).content;
+        let in_asg = written.get(path).unwrap_or_else(|| panic!("cloud-init does not write {path}"));
+        assert_eq!(in_asg.replace("INSTANCE=%H-%i", "INSTANCE=seed-1-%i"), *on_host, "{path}");
     }
-    let packages: Vec<&str> = doc["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap())
-        .collect();
+    let packages: Vec<&str> = doc["packages"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
     for p in ["prometheus-node-exporter", "rsyslog", "rsyslog-relp"] {
-        assert!(
-            packages.contains(&p),
-            "{p} is not installed by cloud-init: {packages:?}"
-        );
+        assert!(packages.contains(&p), "{p} is not installed by cloud-init: {packages:?}");
     }
 }
 
@@ -754,129 +446,60 @@ fn cloud_init_writes_the_same_units_as_the_hosts_target() {
 fn checkov_finds_nothing_unjustified_in_the_terraform() {
     // The rendered root module and the module it calls, as `scalectl render` writes them.
     let dir = tempfile::tempdir().unwrap();
-    for f in render_example("aws-asg")
-        .into_iter()
-        .filter(|f| f.host == "terraform")
-    {
+    for f in render_example("aws-asg").into_iter().filter(|f| f.host == "terraform") {
         let p = dir.path().join(&f.path);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, f.content).unwrap();
     }
-    let out = run(Command::new(require("checkov"))
-        .args([
-            "--compact",
-            "--quiet",
-            "--skip-download",
-            "-o",
-            "json",
-            "-d",
-        ])
-        .arg(dir.path()));
+    let out = run(Command::new(require("checkov")).args(["--compact", "--quiet", "--skip-download", "-o", "json", "-d"]).arg(dir.path()));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("checkov output: {e}\n{}", text(&out)));
-    let reports = if report.is_array() {
-        report.as_array().unwrap().clone()
-    } else {
-        vec![report]
-    };
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("checkov output: {e}\n{}", text(&out)));
+    let reports = if report.is_array() { report.as_array().unwrap().clone() } else { vec![report] };
     let mut passed = 0;
     for r in &reports {
         let s = &r["summary"];
-        assert_eq!(
-            s["failed"],
-            0,
-            "checkov failures (fix them, or justify with a checkov:skip comment):\n{}",
-            serde_json::to_string_pretty(&r["results"]["failed_checks"]).unwrap()
-        );
+        assert_eq!(s["failed"], 0, "checkov failures (fix them, or justify with a checkov:skip comment):\n{}", serde_json::to_string_pretty(&r["results"]["failed_checks"]).unwrap());
         assert_eq!(s["parsing_errors"], 0);
         passed += s["passed"].as_u64().unwrap();
     }
-    assert!(
-        passed >= 20,
-        "checkov checked almost nothing ({passed} passed): did it find the module?"
-    );
+    assert!(passed >= 20, "checkov checked almost nothing ({passed} passed): did it find the module?");
 }
 
 #[test]
 fn amtool_accepts_the_alertmanager_config_with_and_without_a_webhook() {
     let amtool = require("amtool");
     let t = crate::load_example("lab");
-    assert!(
-        t.observability.alertmanager.is_some(),
-        "examples/lab.yaml configures Alertmanager"
-    );
+    assert!(t.observability.alertmanager.is_some(), "examples/lab.yaml configures Alertmanager");
     let templates = scalectl::render::Templates::embedded();
     let dir = tempfile::tempdir().unwrap();
-    for webhook in [
-        None,
-        Some("https://hooks.example.com/services/T000/B000/test-only-token"),
-    ] {
-        let values = scalectl::render::SecretValues {
-            alertmanager_webhook: webhook.map(String::from),
-            ..Default::default()
-        };
+    for webhook in [None, Some("https://hooks.example.com/services/T000/B000/test-only-token")] {
+        let values = scalectl::render::SecretValues { alertmanager_webhook: webhook.map(String::from), ..Default::default() };
         let files = scalectl::render::render_secrets(&t, &values, &templates).unwrap();
-        let f = files
-            .iter()
-            .find(|f| f.path == "/etc/prometheus/alertmanager.yml")
-            .expect("alertmanager.yml on the monitor host");
+        let f = files.iter().find(|f| f.path == "/etc/prometheus/alertmanager.yml").expect("alertmanager.yml on the monitor host");
         assert_eq!(f.host, "mon-1");
         let p = dir.path().join("alertmanager.yml");
         std::fs::write(&p, &f.content).unwrap();
         let out = run(Command::new(&amtool).args(["check-config"]).arg(&p));
-        assert!(
-            out.status.success(),
-            "amtool check-config ({webhook:?}):\n{}\n{}",
-            text(&out),
-            f.content
-        );
+        assert!(out.status.success(), "amtool check-config ({webhook:?}):\n{}\n{}", text(&out), f.content);
         let receiver = if webhook.is_some() { "webhook" } else { "keep" };
-        assert!(
-            text(&out).contains(" - 1 receivers") && text(&out).contains(" - 1 inhibit rules"),
-            "{}",
-            text(&out)
-        );
-        assert!(
-            f.content.contains(&format!("receiver: {receiver}\n")),
-            "{}",
-            f.content
-        );
+        assert!(text(&out).contains(" - 1 receivers") && text(&out).contains(" - 1 inhibit rules"), "{}", text(&out));
+        assert!(f.content.contains(&format!("receiver: {receiver}\n")), "{}", f.content);
         if let Some(w) = webhook {
             assert!(f.content.contains(w));
         }
     }
     // A config amtool rejects is caught (the check is not vacuous).
-    std::fs::write(
-        dir.path().join("bad.yml"),
-        "route:\n  receiver: nowhere\nreceivers: []\n",
-    )
-    .unwrap();
-    assert!(
-        !run(Command::new(&amtool)
-            .args(["check-config"])
-            .arg(dir.path().join("bad.yml")))
-        .status
-        .success()
-    );
+    std::fs::write(dir.path().join("bad.yml"), "route:\n  receiver: nowhere\nreceivers: []\n").unwrap();
+    assert!(!run(Command::new(&amtool).args(["check-config"]).arg(dir.path().join("bad.yml"))).status.success());
 }
 
 #[test]
 fn mtail_counts_requests_and_gateway_errors_from_real_nginx_log_lines() {
     let mtail = require("mtail");
     let files = render_example("lab");
-    let prog = files
-        .iter()
-        .find(|f| f.host == "lb-1" && f.path == "/etc/mtail/scalectl-nginx.mtail")
-        .unwrap();
-    let site = files
-        .iter()
-        .find(|f| f.host == "lb-1" && f.path == "/etc/nginx/conf.d/lab.conf")
-        .unwrap();
-    assert!(
-        site.content.contains(r#""status":$status,"#),
-        "the access log format mtail reads changed"
-    );
+    let prog = files.iter().find(|f| f.host == "lb-1" && f.path == "/etc/mtail/scalectl-nginx.mtail").unwrap();
+    let site = files.iter().find(|f| f.host == "lb-1" && f.path == "/etc/nginx/conf.d/lab.conf").unwrap();
+    assert!(site.content.contains(r#""status":$status,"#), "the access log format mtail reads changed");
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("progs")).unwrap();
     std::fs::write(dir.path().join("progs/scalectl-nginx.mtail"), &prog.content).unwrap();
@@ -886,41 +509,16 @@ fn mtail_counts_requests_and_gateway_errors_from_real_nginx_log_lines() {
             r#"{{"time":"2026-11-23T02:00:00+00:00","remote":"127.0.0.1","request_id":"r","method":"GET","uri":"/","status":{status},"bytes":2,"duration":0.001,"upstream":"{upstream}","upstream_status":"{status}","upstream_time":"0.001"}}"#
         )
     };
-    let log = [
-        line(200, "10.0.0.2:3000"),
-        line(200, "10.0.0.3:3000"),
-        line(502, "lab_api"),
-        line(504, "10.0.0.2:3000"),
-        line(503, "10.0.0.3:3000"),
-    ]
-    .join("\n")
-        + "\n";
+    let log = [line(200, "10.0.0.2:3000"), line(200, "10.0.0.3:3000"), line(502, "lab_api"), line(504, "10.0.0.2:3000"), line(503, "10.0.0.3:3000")].join("\n") + "\n";
     std::fs::write(dir.path().join("access.log"), log).unwrap();
     let out = run(Command::new(&mtail)
-        .args([
-            "--one_shot",
-            "--one_shot_format",
-            "prometheus",
-            "--logtostderr",
-            "--progs",
-        ])
+        .args(["--one_shot", "--one_shot_format", "prometheus", "--logtostderr", "--progs"])
         .arg(dir.path().join("progs"))
         .arg("--logs")
         .arg(dir.path().join("access.log")));
     assert!(out.status.success(), "{}", text(&out));
     let metrics = String::from_utf8_lossy(&out.stdout);
-    let value = |name: &str| {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
-            .to_string()
-    };
+    let value = |name: &str| metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).unwrap_or_else(|| panic!("no {name} in {metrics}")).to_string();
     assert_eq!(value("scalectl_nginx_requests_total"), "5");
-    assert_eq!(
-        value("scalectl_nginx_gateway_errors_total"),
-        "2",
-        "502 and 504 from nginx; scale-api's own 503 is ErrorRateHigh's"
-    );
+    assert_eq!(value("scalectl_nginx_gateway_errors_total"), "2", "502 and 504 from nginx; scale-api's own 503 is ErrorRateHigh's");
 }
