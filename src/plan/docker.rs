@@ -129,7 +129,7 @@ pub struct DockerObserved {
     pub volumes: Vec<String>,
     /// The release image is on the engine.
     pub image_present: bool,
-    /// The scale-api images built for this topology (one per release), newest first or not.
+    /// The scale-api images built for this topology (one per release), sorted by tag.
     #[serde(default)]
     pub images: Vec<ObservedImage>,
     pub containers: Vec<ObservedContainer>,
