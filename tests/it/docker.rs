@@ -183,6 +183,14 @@ fn docker_scaling_2_to_4_to_2_converges() {
 fn docker_rolling_release_under_load_fails_no_request() {
     let _d = deployed();
     let before = replicas();
+    // Older releases for the roll to prune: a release image under three more tags (an image's
+    // label comes with every tag), so there are more than 3 whatever ran before.
+    let deployed_image = release_images().into_iter().next().expect("the deployed release image");
+    let repository = deployed_image.rsplit_once(':').unwrap().0.to_string();
+    for n in 1..=3 {
+        docker_ok(&["tag", &deployed_image, &format!("{repository}:scalectl-test-older-{n}")]);
+    }
+    assert!(release_images().len() >= 4);
     let next = new_release("docker-roll");
     let load = Load::start_at(LB, 2);
     let t = Instant::now();
