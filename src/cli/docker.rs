@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use anyhow::Context;
+
 use super::apply::ExecArgs;
 use super::fleet::{self, ReleaseArg};
 use super::{Failure, JSON_FORMAT_VERSION, Output};
@@ -26,10 +28,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn make_plan(docker: &bollard::Docker, t: &Topology, binary: &[u8]) -> anyhow::Result<DockerPlan> {
     let templates = Templates::embedded();
     let release = Release::of(binary);
-    let cores = docker.info().await.ok().and_then(|i| i.ncpu).unwrap_or(1).max(1) as u32;
+    let info = docker.info().await.context("cannot read the engine's info")?;
+    let engine_facts = dplan::Engine {
+        cores: info.ncpu.unwrap_or(1).max(1) as u32,
+        data_root: info.docker_root_dir.filter(|d| d.starts_with('/')).unwrap_or_else(|| "/var/lib/docker".into()),
+    };
+    let cores = engine_facts.cores;
     let secrets = fleet::resolve_secrets(t)?;
-    let desired = dplan::desired(t, &release, &secrets, cores, &templates)?;
-    let observed = engine::observe(docker, t, &desired.image).await?;
+    let desired = dplan::desired(t, &release, &secrets, &engine_facts, &templates)?;
+    let observed = engine::observe(docker, t, &desired.image, desired.logs.as_ref().map(|l| l.image.as_str())).await?;
     let files = render::render(t, &render::Facts::with_default_cores(cores), &templates)?;
     let dockerfile = files.iter().find(|f| f.path == "Dockerfile").map(|f| f.content.clone()).unwrap_or_default();
     Ok(dplan::plan(dplan::Inputs { topology: t, release: &release, dockerfile, desired, templates: &templates }, &observed)?)
@@ -97,7 +104,7 @@ fn run(t: &Topology, x: &ExecArgs, color: bool, what: &str, goal: Goal<'_>) -> R
         let docker = engine::connect(t).await?;
         let plan = match goal {
             Goal::Apply(binary) => make_plan(&docker, t, binary).await?,
-            Goal::Destroy => dplan::destroy_plan(t, &engine::observe(&docker, t, "").await?),
+            Goal::Destroy => dplan::destroy_plan(t, &engine::observe(&docker, t, "", None).await?),
         };
         anyhow::Ok((docker, plan))
     })?;

@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig, NetworkCreateRequest, NetworkingConfig,
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig, Mount, MountType, NetworkCreateRequest, NetworkingConfig,
     PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
@@ -25,8 +25,8 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use crate::plan::docker::{
-    ContainerSpec, DockerObserved, DockerPlan, LABEL_HASH, LABEL_ROLE, LABEL_SLOT, LABEL_TOPOLOGY, NGINX_CONF, ObservedContainer, ObservedImage, Step,
-    TARGETS_JSON,
+    ContainerSpec, DockerObserved, DockerPlan, LABEL_HASH, LABEL_ROLE, LABEL_SLOT, LABEL_TOPOLOGY, NGINX_CONF, ObservedContainer, ObservedImage, ROLE_LOGS,
+    Step, TARGETS_JSON,
 };
 use crate::topology::Topology;
 
@@ -54,9 +54,13 @@ fn labels(t: &Topology, spec: Option<&ContainerSpec>) -> HashMap<String, String>
     l
 }
 
-/// Everything on the engine that carries the topology's label, and the live files of what runs.
-pub async fn observe(docker: &Docker, t: &Topology, image: &str) -> anyhow::Result<DockerObserved> {
+/// Everything on the engine that carries the topology's label, and the live files of what runs;
+/// whether the release image and the log image (when there is one) are there.
+pub async fn observe(docker: &Docker, t: &Topology, image: &str, log_image: Option<&str>) -> anyhow::Result<DockerObserved> {
     let mut o = DockerObserved { image_present: docker.inspect_image(image).await.is_ok(), ..Default::default() };
+    if let Some(log_image) = log_image {
+        o.log_image_present = docker.inspect_image(log_image).await.is_ok();
+    }
     let filters = label_filter(t);
     let list = docker
         .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
@@ -96,7 +100,10 @@ pub async fn observe(docker: &Docker, t: &Topology, image: &str) -> anyhow::Resu
     let images = docker.list_images(Some(ListImagesOptionsBuilder::default().filters(&filters).build())).await.context("cannot list images")?;
     o.images = images
         .into_iter()
-        .flat_map(|i| i.repo_tags.into_iter().filter(|t| t != "<none>:<none>").map(move |tag| ObservedImage { tag, created: i.created }))
+        .flat_map(|i| {
+            let role = i.labels.get(LABEL_ROLE).cloned().unwrap_or_default();
+            i.repo_tags.into_iter().filter(|t| t != "<none>:<none>").map(move |tag| ObservedImage { tag, created: i.created, role: role.clone() })
+        })
         .collect();
     o.images.sort_by(|a, b| a.tag.cmp(&b.tag));
     Ok(o)
@@ -177,10 +184,15 @@ async fn exec(docker: &Docker, container: &str, argv: &[String]) -> anyhow::Resu
     Ok((code, out))
 }
 
-/// Build the scale-api image: a tar context of the rendered Dockerfile and the release binary.
-async fn build_image(docker: &Docker, tag: &str, dockerfile: &str, binary: &[u8], t: &Topology, progress: Progress<'_>) -> anyhow::Result<()> {
-    let tar = tar_of(&[("/Dockerfile", dockerfile.as_bytes(), 0o644), ("/scale-api", binary, 0o755)])?;
-    let opts = BuildImageOptionsBuilder::default().dockerfile("Dockerfile").t(tag).rm(true).forcerm(true).labels(&labels(t, None)).build();
+/// Build an image from a tar context of the rendered Dockerfile and `context` (the release binary
+/// for scale-api's; nothing for the log image), labelled with the topology and `role`.
+async fn build_image(docker: &Docker, tag: &str, dockerfile: &str, context: &[(&str, &[u8], u32)], role: &str, t: &Topology, progress: Progress<'_>) -> anyhow::Result<()> {
+    let mut files = vec![("/Dockerfile", dockerfile.as_bytes(), 0o644)];
+    files.extend_from_slice(context);
+    let tar = tar_of(&files)?;
+    let mut labels = labels(t, None);
+    labels.insert(LABEL_ROLE.into(), role.into());
+    let opts = BuildImageOptionsBuilder::default().dockerfile("Dockerfile").t(tag).rm(true).forcerm(true).labels(&labels).build();
     let mut stream = docker.build_image(opts, None, Some(bollard::body_full(tar.into())));
     while let Some(r) = stream.next().await {
         let info = r.with_context(|| format!("building {tag} failed"))?;
@@ -213,9 +225,29 @@ async fn create(docker: &Docker, t: &Topology, network: &str, spec: &ContainerSp
         nano_cpus: spec.nano_cpus,
         ulimits: spec.nofile.map(|n| vec![ResourcesUlimits { name: Some("nofile".into()), soft: Some(n as i64), hard: Some(n as i64) }]),
         binds: Some(spec.volumes.iter().map(|(v, p)| format!("{v}:{p}")).collect()),
+        mounts: (!spec.binds_ro.is_empty()).then(|| {
+            spec.binds_ro
+                .iter()
+                .map(|(source, target)| Mount {
+                    typ: Some(MountType::BIND),
+                    source: Some(source.clone()),
+                    target: Some(target.clone()),
+                    read_only: Some(true),
+                    ..Default::default()
+                })
+                .collect()
+        }),
+        cap_drop: spec.cap_drop_all.then(|| vec!["ALL".to_string()]),
+        security_opt: spec.cap_drop_all.then(|| vec!["no-new-privileges".to_string()]),
         log_config: Some(HostConfigLogConfig {
             typ: Some("json-file".into()),
-            config: Some(HashMap::from([("max-size".into(), "10m".into()), ("max-file".into(), "3".into())])),
+            config: Some(
+                [("max-size", "10m"), ("max-file", "3")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .chain(spec.log_opts.clone())
+                    .collect(),
+            ),
         }),
         ..Default::default()
     };
@@ -382,7 +414,11 @@ async fn run_step(docker: &Docker, t: &Topology, plan: &DockerPlan, step: &Step,
         Step::BuildImage { tag, dockerfile, .. } => {
             let binary = o.release.context("the plan builds an image, but no release binary was given")?;
             say(&format!("building image {tag}"));
-            build_image(docker, tag, dockerfile, binary, t, say).await?;
+            build_image(docker, tag, dockerfile, &[("/scale-api", binary, 0o755)], "app", t, say).await?;
+        }
+        Step::BuildLogImage { tag, dockerfile } => {
+            say(&format!("building image {tag} (Debian's rsyslog, for log shipping)"));
+            build_image(docker, tag, dockerfile, &[], ROLE_LOGS, t, say).await?;
         }
         Step::CreateNetwork { name } => {
             say(&format!("creating network {name}"));
@@ -438,7 +474,7 @@ async fn run_step(docker: &Docker, t: &Topology, plan: &DockerPlan, step: &Step,
             say(&format!("removing volume {name}"));
             docker.remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>).await.with_context(|| format!("cannot remove volume {name}"))?;
         }
-        Step::RemoveImage { tag } => {
+        Step::RemoveImage { tag, .. } => {
             say(&format!("removing image {tag}"));
             match docker.remove_image(tag, Some(RemoveImageOptionsBuilder::default().build()), None).await {
                 Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
@@ -476,5 +512,5 @@ async fn undo(docker: &Docker, step: &Step, o: &Options<'_>) -> anyhow::Result<(
 
 /// `scalectl status` for the docker target: the labelled containers with state and health.
 pub async fn status(docker: &Docker, t: &Topology) -> anyhow::Result<Vec<ObservedContainer>> {
-    Ok(observe(docker, t, "").await?.containers)
+    Ok(observe(docker, t, "", None).await?.containers)
 }

@@ -32,6 +32,13 @@ pub const LABEL_HASH: &str = "scalectl.hash";
 pub const NGINX_CONF: &str = "/etc/nginx/conf.d/default.conf";
 pub const TARGETS_JSON: &str = "/etc/prometheus/scalectl/targets.json";
 
+/// Where the shipper sees the engine's per-container directories (json-file logs inside).
+pub const ENGINE_CONTAINERS: &str = "/var/lib/docker/containers";
+/// Labels the json-file driver adds to every line of a replica: the shipper filters on them.
+pub const APP_LOG_LABELS: &str = "scalectl.topology,scalectl.slot,scalectl.role";
+/// The label value of the log image (release images carry none: they predate it).
+pub const ROLE_LOGS: &str = "logs";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
     pub test: Vec<String>,
@@ -93,6 +100,15 @@ pub struct ContainerSpec {
     pub nofile: Option<u64>,
     /// (volume, mount point)
     pub volumes: Vec<(String, String)>,
+    /// (directory on the engine's machine, mount point), bound read-only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binds_ro: Vec<(String, String)>,
+    /// Options of the json-file log driver besides rotation (the labels each line carries).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub log_opts: BTreeMap<String, String>,
+    /// Runs with no Linux capabilities at all.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cap_drop_all: bool,
     /// Written into the container before it starts.
     pub files: Vec<FileSpec>,
     pub stop_timeout_s: i64,
@@ -129,7 +145,10 @@ pub struct DockerObserved {
     pub volumes: Vec<String>,
     /// The release image is on the engine.
     pub image_present: bool,
-    /// The scale-api images built for this topology (one per release), sorted by tag.
+    /// The log image (shipper and collector) is on the engine.
+    #[serde(default)]
+    pub log_image_present: bool,
+    /// The images built for this topology (one per release, and the log image), sorted by tag.
     #[serde(default)]
     pub images: Vec<ObservedImage>,
     pub containers: Vec<ObservedContainer>,
@@ -159,6 +178,9 @@ pub struct ObservedImage {
     pub tag: String,
     /// Unix seconds.
     pub created: i64,
+    /// Its `scalectl.role` label: empty for release images, [`ROLE_LOGS`] for the log image.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub role: String,
 }
 
 impl ObservedContainer {
@@ -173,6 +195,8 @@ impl ObservedContainer {
 pub enum Step {
     /// Build the scale-api image from the release binary (tar context streamed to the engine).
     BuildImage { tag: String, release: String, bytes: u64, dockerfile: String },
+    /// Build the log image (rsyslog for the shipper and the collector) from its rendered Dockerfile.
+    BuildLogImage { tag: String, dockerfile: String },
     CreateNetwork { name: String },
     CreateVolume { name: String },
     /// Create, write its files, start, and wait until healthy (or running, without a health check).
@@ -194,8 +218,9 @@ pub enum Step {
     Remove { name: String, reason: String },
     RemoveNetwork { name: String },
     RemoveVolume { name: String },
-    /// A release image older than the ones kept for a rollback, used by no container.
-    RemoveImage { tag: String },
+    /// A release image older than the ones kept for a rollback, or a log image the topology no
+    /// longer uses; used by no container.
+    RemoveImage { tag: String, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -257,6 +282,30 @@ pub fn redis_volume(t: &Topology) -> String {
     format!("{}-redis-data", t.name)
 }
 
+/// The collector's log files.
+pub fn logs_volume(t: &Topology) -> String {
+    format!("{}-logs", t.name)
+}
+
+/// The shipper's read positions and disk queue.
+pub fn logship_volume(t: &Topology) -> String {
+    format!("{}-logship", t.name)
+}
+
+/// The log image, named by its Dockerfile: a changed Dockerfile is a new image.
+pub fn log_image(dockerfile: &str) -> String {
+    format!("scalectl-rsyslog:{}", &sha256_hex(dockerfile.as_bytes())[..12])
+}
+
+/// What the engine says of itself that the containers depend on.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    /// For `instances: max`.
+    pub cores: u32,
+    /// dockerd's data root (`docker info`: DockerRootDir); its containers/ holds the json-file logs.
+    pub data_root: String,
+}
+
 /// Replica slots `api-1..N`.
 pub fn replica_slots(t: &Topology, default_cores: u32) -> Vec<String> {
     let n = match t.app.instances {
@@ -289,17 +338,22 @@ pub struct Desired {
     pub redis: ContainerSpec,
     pub prometheus: ContainerSpec,
     pub grafana: Option<ContainerSpec>,
+    /// Log shipping to the collector (`observability.logs.destination: collector`).
+    pub logs: Option<LogShipping>,
 }
 
-pub fn desired(
-    t: &Topology,
-    release: &Release,
-    secrets: &SecretValues,
-    default_cores: u32,
-    templates: &Templates,
-) -> Result<Desired, RenderError> {
+/// The collector and the shipper, both on the log image.
+pub struct LogShipping {
+    pub image: String,
+    pub dockerfile: String,
+    pub collector: ContainerSpec,
+    pub shipper: ContainerSpec,
+}
+
+pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: &Engine, templates: &Templates) -> Result<Desired, RenderError> {
     let image = release_image(t, release);
-    let slots = replica_slots(t, default_cores);
+    let slots = replica_slots(t, engine.cores);
+    let ship = t.observability.logs.destination == crate::topology::LogDestination::Collector;
     // Replicas first: their names (hashes) do not depend on the load balancer.
     let base = rendered(t, &slots.iter().map(|s| (s.clone(), s.clone())).collect::<Vec<_>>(), templates)?;
     let secret_env: Vec<SecretEnv> = secrets
@@ -334,6 +388,9 @@ pub fn desired(
                 nano_cpus: t.app.cpu_quota.map(|q| i64::from(q) * 10_000_000),
                 nofile: Some(t.app.nofile),
                 volumes: Vec::new(),
+                binds_ro: Vec::new(),
+                log_opts: if ship { BTreeMap::from([("labels".to_string(), APP_LOG_LABELS.to_string())]) } else { BTreeMap::new() },
+                cap_drop_all: false,
                 files: Vec::new(),
                 stop_timeout_s: (t.app.drain_timeout_ms / 1000) as i64 + 5,
                 hash: String::new(),
@@ -358,6 +415,9 @@ pub fn desired(
         nano_cpus: None,
         nofile: None,
         volumes: Vec::new(),
+        binds_ro: Vec::new(),
+        log_opts: BTreeMap::new(),
+        cap_drop_all: false,
         files: Vec::new(),
         stop_timeout_s: 10,
         hash: String::new(),
@@ -409,6 +469,24 @@ pub fn desired(
         g.sealed(&t.name)
     });
 
+    // Logs: rsyslog in both, run as root (the engine's log files are root's) with no capabilities.
+    let logs = ship.then(|| {
+        let dockerfile = get(&files, "rsyslog/Dockerfile").to_string();
+        let log_image = log_image(&dockerfile);
+        let mut collector = service(ROLE_LOGS, "collector", &log_image);
+        collector.cmd = vec!["/etc/scalectl/collector.conf".into()];
+        collector.files.push(file("/etc/scalectl/collector.conf", get(&files, "rsyslog/collector.conf"), false));
+        collector.volumes.push((logs_volume(t), "/var/log/scalectl".into()));
+        collector.cap_drop_all = true;
+        let mut shipper = service(ROLE_LOGS, "logship", &log_image);
+        shipper.cmd = vec!["/etc/scalectl/ship.conf".into()];
+        shipper.files.push(file("/etc/scalectl/ship.conf", get(&files, "rsyslog/ship.conf"), false));
+        shipper.volumes.push((logship_volume(t), "/var/spool/rsyslog".into()));
+        shipper.binds_ro.push((format!("{}/containers", engine.data_root.trim_end_matches('/')), ENGINE_CONTAINERS.into()));
+        shipper.cap_drop_all = true;
+        LogShipping { image: log_image, dockerfile, collector: collector.sealed(&t.name), shipper: shipper.sealed(&t.name) }
+    });
+
     Ok(Desired {
         image,
         app,
@@ -416,6 +494,7 @@ pub fn desired(
         redis: redis.sealed(&t.name),
         prometheus: prometheus.sealed(&t.name),
         grafana,
+        logs,
     })
 }
 
@@ -440,11 +519,21 @@ pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError
     if !o.image_present {
         activate.push(Step::BuildImage { tag: d.image.clone(), release: i.release.id.clone(), bytes: i.release.bytes, dockerfile: i.dockerfile.clone() });
     }
+    if let Some(logs) = d.logs.as_ref().filter(|_| !o.log_image_present) {
+        activate.push(Step::BuildLogImage { tag: logs.image.clone(), dockerfile: logs.dockerfile.clone() });
+    }
     if !o.network {
         activate.push(Step::CreateNetwork { name: network.clone() });
     }
-    if t.redis.persistence != Persistence::None && !o.volumes.contains(&redis_volume(t)) {
-        activate.push(Step::CreateVolume { name: redis_volume(t) });
+    let mut volumes = Vec::new();
+    if t.redis.persistence != Persistence::None {
+        volumes.push(redis_volume(t));
+    }
+    if d.logs.is_some() {
+        volumes.extend([logs_volume(t), logship_volume(t)]);
+    }
+    for v in volumes.into_iter().filter(|v| !o.volumes.contains(v)) {
+        activate.push(Step::CreateVolume { name: v });
     }
 
     // A service (one container per slot): keep it, start it, or stop the old and create the new.
@@ -564,26 +653,37 @@ pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError
         service(g, &mut activate, &mut cleanup);
         wanted.insert("grafana");
     }
+    if let Some(logs) = &d.logs {
+        service(&logs.collector, &mut activate, &mut cleanup);
+        service(&logs.shipper, &mut activate, &mut cleanup);
+        wanted.extend(["collector", "logship"]);
+    }
     for c in o.containers.iter().filter(|c| c.role != "app" && !wanted.contains(c.slot.as_str())) {
         if c.running() {
             activate.push(Step::Stop { name: c.name.clone(), timeout_s: 10 });
         }
         cleanup.push(Step::Remove { name: c.name.clone(), reason: format!("{} is no longer in the topology", c.slot) });
     }
-    prune_images(o, &d.image, &mut cleanup);
+    prune_images(o, &d.image, d.logs.as_ref().map(|l| l.image.as_str()), &mut cleanup);
     Ok(DockerPlan { topology: t.name.clone(), network, activate, cleanup })
 }
 
 /// Release images beyond the newest [`KEEP_RELEASES`] (the deployed one counted first), as the
-/// hosts target keeps its release directories; an image a remaining container uses stays.
-fn prune_images(o: &DockerObserved, deployed: &str, cleanup: &mut Vec<Step>) {
+/// hosts target keeps its release directories, and log images other than the wanted one; an
+/// image a remaining container uses stays.
+fn prune_images(o: &DockerObserved, deployed: &str, log_image: Option<&str>, cleanup: &mut Vec<Step>) {
     let removed: BTreeSet<&str> = cleanup.iter().filter_map(|s| if let Step::Remove { name, .. } = s { Some(name.as_str()) } else { None }).collect();
     let in_use: BTreeSet<&str> = o.containers.iter().filter(|c| !removed.contains(c.name.as_str())).map(|c| c.image.as_str()).collect();
-    let mut older: Vec<&ObservedImage> = o.images.iter().filter(|i| i.tag != deployed).collect();
+    for image in o.images.iter().filter(|i| i.role == ROLE_LOGS && Some(i.tag.as_str()) != log_image) {
+        if !in_use.contains(image.tag.as_str()) {
+            cleanup.push(Step::RemoveImage { tag: image.tag.clone(), reason: "a log image no longer used".into() });
+        }
+    }
+    let mut older: Vec<&ObservedImage> = o.images.iter().filter(|i| i.role != ROLE_LOGS && i.tag != deployed).collect();
     older.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.tag.cmp(&b.tag)));
     for image in older.into_iter().skip(KEEP_RELEASES.saturating_sub(1)) {
         if !in_use.contains(image.tag.as_str()) {
-            cleanup.push(Step::RemoveImage { tag: image.tag.clone() });
+            cleanup.push(Step::RemoveImage { tag: image.tag.clone(), reason: format!("older than the last {KEEP_RELEASES} releases") });
         }
     }
 }
@@ -603,7 +703,7 @@ pub fn destroy_plan(t: &Topology, o: &DockerObserved) -> DockerPlan {
         cleanup.push(Step::RemoveNetwork { name: network_name(t) });
     }
     cleanup.extend(o.volumes.iter().map(|v| Step::RemoveVolume { name: v.clone() }));
-    cleanup.extend(o.images.iter().map(|i| Step::RemoveImage { tag: i.tag.clone() }));
+    cleanup.extend(o.images.iter().map(|i| Step::RemoveImage { tag: i.tag.clone(), reason: "destroy".into() }));
     DockerPlan { topology: t.name.clone(), network: network_name(t), activate: Vec::new(), cleanup }
 }
 
@@ -627,6 +727,7 @@ pub fn render_text(p: &DockerPlan, color: bool) -> String {
         for s in steps {
             let line = match s {
                 Step::BuildImage { tag, release, bytes, .. } => paint(green, &format!("  + build image {tag} (release {release}, {bytes} bytes)")),
+                Step::BuildLogImage { tag, .. } => paint(green, &format!("  + build image {tag} (rsyslog, for log shipping)")),
                 Step::CreateNetwork { name } => paint(green, &format!("  + network {name}")),
                 Step::CreateVolume { name } => paint(green, &format!("  + volume {name}")),
                 Step::Create { spec } => paint(
@@ -654,7 +755,7 @@ pub fn render_text(p: &DockerPlan, color: bool) -> String {
                 Step::Remove { name, reason } => paint(red, &format!("  - container {name} ({reason})")),
                 Step::RemoveNetwork { name } => paint(red, &format!("  - network {name}")),
                 Step::RemoveVolume { name } => paint(red, &format!("  - volume {name} (its data is lost)")),
-                Step::RemoveImage { tag } => paint(red, &format!("  - image {tag} (older than the last {KEEP_RELEASES} releases)")),
+                Step::RemoveImage { tag, reason } => paint(red, &format!("  - image {tag} ({reason})")),
             };
             let _ = writeln!(out, "{line}");
         }

@@ -338,6 +338,12 @@ fn docker_jobs(t: &Topology) -> Vec<Job<'_>> {
         jobs.push(job("grafana/datasource.yaml.j2", "grafana/provisioning/datasources/scalectl.yaml"));
         jobs.push(job("grafana/dashboards.yaml.j2", "grafana/provisioning/dashboards/scalectl.yaml"));
     }
+    // Log shipping: a shipper container reading the engine's json-file logs, a collector container.
+    if t.observability.logs.destination == crate::topology::LogDestination::Collector {
+        jobs.push(job("docker/rsyslog.Dockerfile.j2", "rsyslog/Dockerfile"));
+        jobs.push(job("docker/rsyslog-ship.conf.j2", "rsyslog/ship.conf"));
+        jobs.push(job("logs/rsyslog-collector.conf.j2", "rsyslog/collector.conf"));
+    }
     jobs
 }
 

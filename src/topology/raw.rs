@@ -544,7 +544,7 @@ pub enum Shipper {
 pub struct RawLogs {
     /// The shipper on every host: rsyslog (Debian's package, RELP with a disk-assisted queue). Default rsyslog.
     pub shipper: Option<Sp<Shipper>>,
-    /// `collector` (the monitor host, over RELP) or `loki`. Default collector.
+    /// `collector` (the monitor host's, over RELP; on `target: docker` a collector container) or `loki` (`target: hosts` only). Default collector.
     pub destination: Option<Sp<LogDestination>>,
     /// Loki push URL when destination is loki.
     pub loki_url: Option<Sp<String>>,

@@ -590,6 +590,14 @@ impl V {
                         .help("remove observability.alertmanager, or deploy with `target: hosts`"),
                 );
             }
+            if let Some(d) = raw.observability.as_ref().and_then(|o| o.logs.as_ref()).and_then(|l| l.destination.as_ref())
+                && *d.value() == LogDestination::Loki
+            {
+                self.push(
+                    Problem::at(d.loc(), "logs.destination loki renders a Promtail config per host of `target: hosts`; the docker target ships to its own collector container")
+                        .help("remove logs.destination (the collector is the default), or deploy with `target: hosts`"),
+                );
+            }
             return;
         }
         let Some(raw_hosts) = &raw.hosts else {

@@ -73,6 +73,7 @@ fn cases() -> Vec<Case> {
         case("loki without url", with("observability: {logs: {destination: loki}}\n"), 5, 37, "logs.destination is loki but logs.loki_url is not set"),
         case("percentage out of range", with("observability: {alerts: {cpu: 120}}\n"), 5, 31, "alerts.cpu must be a percentage above 0 and at most 100, found 120"),
         case("alertmanager on docker", "name: t\ntarget: docker\napp: {instances: 1}\nobservability:\n  alertmanager: {webhook: {env: HOOK}}\n", 5, 27, "observability.alertmanager is deployed on the monitor host of `target: hosts`; the docker target has no Alertmanager yet"),
+        case("loki on docker", "name: t\ntarget: docker\napp: {instances: 1}\nobservability:\n  logs: {destination: loki, loki_url: \"http://loki:3100/loki/api/v1/push\"}\n", 5, 23, "logs.destination loki renders a Promtail config per host of `target: hosts`; the docker target ships to its own collector container"),
         case("alertmanager webhook inline", with("observability:\n  alertmanager: {webhook: https://hooks.example.com/x}\n"), 6, 27, "secrets are referenced, never written inline: use `{env: VAR_NAME}` or `{file: /absolute/path}`"),
         case("image with a space", "name: t\ntarget: docker\napp: {instances: 1}\ndocker: {images: {nginx: \"nginx latest\"}}\n", 4, 26, "an image reference must not contain a space"),
         case("not yaml", "name: t\napp: {instances: 1\n", 2, 6, "unclosed bracket '{'"),

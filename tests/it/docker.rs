@@ -10,7 +10,9 @@ use std::process::{Command, Output};
 use std::sync::{MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::lab::{Load, TURN, count_at, instances_seen_at, new_release, release, text};
+use crate::lab::{
+    Load, TURN, collector_outage_loses_no_line, count_at, instances_seen_at, new_release, release, request_id_reaches_the_collector, request_ids, run_id, text,
+};
 
 const LB: &str = "http://127.0.0.1:8081";
 const NAME: &str = "dock";
@@ -113,9 +115,14 @@ fn containers() -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// The release images built for the topology (`repository:tag`).
-fn release_images() -> Vec<String> {
+/// Every image built for the topology (`repository:tag`): one per release, and the log image.
+fn labelled_images() -> Vec<String> {
     docker_ok(&["image", "ls", "--filter", &format!("label=scalectl.topology={NAME}"), "--format", "{{.Repository}}:{{.Tag}}"]).lines().map(String::from).collect()
+}
+
+/// The release images built for the topology.
+fn release_images() -> Vec<String> {
+    labelled_images().into_iter().filter(|i| !i.starts_with("scalectl-rsyslog:")).collect()
 }
 
 fn replicas() -> Vec<String> {
@@ -259,9 +266,64 @@ fn docker_destroy_removes_every_labelled_resource_and_nothing_else() {
     let filter = format!("label=scalectl.topology={NAME}");
     assert_eq!(docker_ok(&["network", "ls", "-q", "--filter", &filter]).trim(), "");
     assert_eq!(docker_ok(&["volume", "ls", "-q", "--filter", &filter]).trim(), "");
-    assert_eq!(release_images(), Vec::<String>::new(), "the release images outlived destroy");
+    assert_eq!(labelled_images(), Vec::<String>::new(), "images outlived destroy");
     assert_eq!(text(&alive.stdout).trim(), "true", "destroy touched a container that is not the topology's");
     // And apply brings it all back.
     apply_ok(&topology(), release().to_str().unwrap());
     assert_eq!(instances_seen_at(LB, 40).len(), 2);
+}
+
+/// Lines on the collector container that contain `needle`, with the file each is in.
+fn collected(needle: &str) -> Vec<(String, String)> {
+    let collector = log_container("collector");
+    let out = docker(&["exec", &collector, "grep", "-rF", needle, "/var/log/scalectl/"]);
+    text(&out.stdout).lines().filter_map(|l| l.split_once(':').map(|(f, rest)| (f.to_string(), rest.to_string()))).collect()
+}
+
+fn log_container(slot: &str) -> String {
+    containers().into_iter().find(|(_, s, _)| s == slot).unwrap_or_else(|| panic!("no {slot} container: {:?}", containers())).0
+}
+
+#[test]
+fn docker_request_id_reaches_the_collector_per_replica() {
+    let _d = deployed();
+    // The instance is `<slot>-<port>`: the collector's file is /var/log/scalectl/<slot>/scale-api-<port>.log.
+    request_id_reaches_the_collector(LB, &collected);
+}
+
+#[test]
+fn docker_collector_outage_loses_no_log_line() {
+    let _d = deployed();
+    let collector = log_container("collector");
+    collector_outage_loses_no_line(LB, &collected, &|| drop(docker_ok(&["stop", &collector])), &|| drop(docker_ok(&["start", &collector])));
+}
+
+#[test]
+fn docker_shipper_restart_neither_loses_nor_repeats_a_line() {
+    let _d = deployed();
+    let shipper = log_container("logship");
+    let run_id = run_id("reship");
+    let c = reqwest::blocking::Client::new();
+    let send = |from: usize, to: usize| {
+        for n in from..to {
+            assert!(c.get(format!("{LB}/")).header("X-Request-Id", format!("{run_id}-{n}")).send().unwrap().status().is_success());
+        }
+    };
+    // Lines before the stop, while it is stopped, and after it is back: each arrives exactly once.
+    send(0, 20);
+    docker_ok(&["stop", &shipper]);
+    send(20, 60);
+    docker_ok(&["start", &shipper]);
+    send(60, 80);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ids = request_ids(&collected(&run_id));
+        let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len(), "a line arrived twice");
+        if ids.len() == 80 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} of 80 lines arrived around a shipper restart", ids.len());
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

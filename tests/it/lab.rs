@@ -576,11 +576,28 @@ fn collected(needle: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-#[test]
-fn lab_request_id_reaches_the_collector_per_host_and_instance() {
-    let _lab = lab();
-    let id = format!("lab-trace-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos());
-    let r = client().get(format!("{LB}/")).header("X-Request-Id", &id).send().unwrap();
+/// A unique id for requests of one test run.
+pub(crate) fn run_id(what: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("{what}-{}-{nanos}", std::process::id())
+}
+
+/// The request ids (X-Request-Id) of the collected JSON lines, in the order found.
+pub(crate) fn request_ids(lines: &[(String, String)]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|(_, l)| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["fields"]["request_id"].as_str().map(String::from))
+        .collect()
+}
+
+/// One request with a unique X-Request-Id through the load balancer at `lb`: its log line must be
+/// on the collector (`collected` greps it) within 5 s, once, in `/var/log/scalectl/<host>/scale-api-<port>.log`
+/// for the instance that answered (`<host>-<port>`), with the request id and the instance.
+pub(crate) fn request_id_reaches_the_collector(lb: &str, collected: &dyn Fn(&str) -> Vec<(String, String)>) {
+    let id = run_id("trace");
+    let r = client().get(format!("{lb}/")).header("X-Request-Id", &id).send().unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
     let instance = r.headers()["x-instance"].to_str().unwrap().to_string();
     let (host, port) = instance.rsplit_once('-').unwrap();
     let sent = Instant::now();
@@ -595,36 +612,31 @@ fn lab_request_id_reaches_the_collector_per_host_and_instance() {
     eprintln!("request id on the collector after {} ms", sent.elapsed().as_millis());
     assert_eq!(lines.len(), 1, "{lines:#?}");
     assert_eq!(lines[0].0, format!("/var/log/scalectl/{host}/scale-api-{port}.log"));
-    let entry: serde_json::Value = serde_json::from_str(&lines[0].1).unwrap();
+    let entry: serde_json::Value = serde_json::from_str(&lines[0].1).unwrap_or_else(|e| panic!("not an instance's JSON line ({e}): {}", lines[0].1));
     assert_eq!(entry["fields"]["request_id"], id.as_str());
     assert_eq!(entry["fields"]["instance"], instance.as_str());
 }
 
-#[test]
-fn lab_collector_outage_loses_no_log_line() {
-    let _lab = lab();
-    let run_id = format!("outage-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos());
-    // syslog.socket would start rsyslog again at the next local message: stop both.
-    docker_exec("lab-mon-1", "systemctl stop syslog.socket rsyslog.service");
+/// Requests through `lb` for 10 s with the collector stopped (`stop`), none of whose lines may
+/// arrive meanwhile; then `start` it: every line must arrive within 60 s.
+pub(crate) fn collector_outage_loses_no_line(lb: &str, collected: &dyn Fn(&str) -> Vec<(String, String)>, stop: &dyn Fn(), start: &dyn Fn()) {
+    let run_id = run_id("outage");
+    stop();
     let c = client();
     let stopped = Instant::now();
     let mut sent = 0;
     while stopped.elapsed() < Duration::from_secs(10) {
-        let r = c.get(format!("{LB}/")).header("X-Request-Id", format!("{run_id}-{sent}")).send().unwrap();
+        let r = c.get(format!("{lb}/")).header("X-Request-Id", format!("{run_id}-{sent}")).send().unwrap();
         assert!(r.status().is_success());
         sent += 1;
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(collected(&run_id).is_empty(), "lines arrived while the collector was stopped");
-    docker_exec("lab-mon-1", "systemctl start syslog.socket rsyslog.service");
+    start();
     let back = Instant::now();
     let deadline = back + Duration::from_secs(60);
     loop {
-        let ids: BTreeSet<String> = collected(&run_id)
-            .iter()
-            .filter_map(|(_, l)| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v["fields"]["request_id"].as_str().map(String::from))
-            .collect();
+        let ids: BTreeSet<String> = request_ids(&collected(&run_id)).into_iter().collect();
         if ids.len() == sent {
             eprintln!("{sent} lines logged during a 10 s collector outage, all delivered {} ms after it came back", back.elapsed().as_millis());
             break;
@@ -632,6 +644,24 @@ fn lab_collector_outage_loses_no_log_line() {
         assert!(Instant::now() < deadline, "{} of {sent} lines arrived after the collector came back", ids.len());
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+#[test]
+fn lab_request_id_reaches_the_collector_per_host_and_instance() {
+    let _lab = lab();
+    request_id_reaches_the_collector(LB, &collected);
+}
+
+#[test]
+fn lab_collector_outage_loses_no_log_line() {
+    let _lab = lab();
+    // syslog.socket would start rsyslog again at the next local message: stop both.
+    collector_outage_loses_no_line(
+        LB,
+        &collected,
+        &|| drop(docker_exec("lab-mon-1", "systemctl stop syslog.socket rsyslog.service")),
+        &|| drop(docker_exec("lab-mon-1", "systemctl start syslog.socket rsyslog.service")),
+    );
 }
 
 #[test]

@@ -332,6 +332,19 @@ fn rsyslog_accepts_the_shipping_and_collector_configs() {
         let out = run(Command::new(&rsyslogd).arg("-N1").arg("-f").arg(&p));
         assert!(out.status.success() && !text(&out).contains("error"), "rsyslogd -N1 on {}:{}\n{}\n{}", f.host, f.path, text(&out), f.content);
     }
+    // The docker target's shipper and collector: whole configs, as their containers run them.
+    let docker: Vec<_> = render_example("docker").into_iter().filter(|f| f.host == "docker" && f.path.starts_with("rsyslog/") && f.path.ends_with(".conf")).collect();
+    assert_eq!(docker.len(), 2);
+    for f in docker {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rsyslog.conf");
+        std::fs::write(&p, &f.content).unwrap();
+        let out = run(Command::new(&rsyslogd).arg("-N1").arg("-f").arg(&p));
+        assert!(out.status.success() && !text(&out).contains("error"), "rsyslogd -N1 on docker/{}\n{}\n{}", f.path, text(&out), f.content);
+        // A negative control: the same check refuses a broken copy.
+        std::fs::write(&p, f.content.replace("action(type=", "action(typo=")).unwrap();
+        assert!(!run(Command::new(&rsyslogd).arg("-N1").arg("-f").arg(&p)).status.success(), "rsyslogd -N1 accepted a broken docker/{}", f.path);
+    }
 }
 
 #[test]

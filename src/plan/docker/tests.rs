@@ -12,19 +12,25 @@ fn release(id: &str) -> Release {
     Release { id: id.into(), bytes: 10 }
 }
 
+fn engine() -> Engine {
+    Engine { cores: 2, data_root: "/srv/docker".into() }
+}
+
 fn make(t: &Topology, rel: &str, secrets: &SecretValues, o: &DockerObserved) -> DockerPlan {
     let templates = Templates::embedded();
     let r = release(rel);
-    let desired = desired(t, &r, secrets, 2, &templates).unwrap();
+    let desired = desired(t, &r, secrets, &engine(), &templates).unwrap();
     plan(Inputs { topology: t, release: &r, dockerfile: "FROM x".into(), desired, templates: &templates }, o).unwrap()
 }
 
 /// The engine after an apply of `rel`: every desired container running, live files as written.
 fn converged(t: &Topology, rel: &str) -> DockerObserved {
     let templates = Templates::embedded();
-    let d = desired(t, &release(rel), &SecretValues::default(), 2, &templates).unwrap();
-    let mut o = DockerObserved { network: true, volumes: vec![redis_volume(t)], image_present: true, ..Default::default() };
-    for c in d.app.iter().chain([&d.lb, &d.redis, &d.prometheus]).chain(d.grafana.as_ref()) {
+    let d = desired(t, &release(rel), &SecretValues::default(), &engine(), &templates).unwrap();
+    let mut o = DockerObserved { network: true, image_present: true, log_image_present: d.logs.is_some(), ..Default::default() };
+    o.volumes = [redis_volume(t), logs_volume(t), logship_volume(t)].into();
+    let logs = d.logs.iter().flat_map(|l| [&l.collector, &l.shipper]);
+    for c in d.app.iter().chain([&d.lb, &d.redis, &d.prometheus]).chain(d.grafana.as_ref()).chain(logs) {
         o.containers.push(ObservedContainer {
             name: c.name.clone(),
             role: c.role.clone(),
@@ -45,7 +51,7 @@ fn names(steps: &[Step]) -> Vec<String> {
     steps
         .iter()
         .map(|s| match s {
-            Step::BuildImage { tag, .. } => format!("build {tag}"),
+            Step::BuildImage { tag, .. } | Step::BuildLogImage { tag, .. } => format!("build {tag}"),
             Step::CreateNetwork { name } => format!("network {name}"),
             Step::CreateVolume { name } => format!("volume {name}"),
             Step::Create { spec } => format!("create {}", spec.slot),
@@ -55,7 +61,7 @@ fn names(steps: &[Step]) -> Vec<String> {
             Step::Remove { name, .. } => format!("remove {}", name.rsplit_once('-').map_or(name.as_str(), |(s, _)| s)),
             Step::RemoveNetwork { name } => format!("remove network {name}"),
             Step::RemoveVolume { name } => format!("remove volume {name}"),
-            Step::RemoveImage { tag } => format!("remove image {tag}"),
+            Step::RemoveImage { tag, .. } => format!("remove image {tag}"),
         })
         .collect()
 }
@@ -64,18 +70,26 @@ fn names(steps: &[Step]) -> Vec<String> {
 fn a_first_apply_builds_creates_and_starts_in_dependency_order() {
     let t = topology("");
     let p = make(&t, "aaaaaaaaaaaa", &SecretValues::default(), &DockerObserved::default());
+    let mut steps = names(&p.activate);
+    assert!(steps[1].starts_with("build scalectl-rsyslog:"), "{steps:?}");
+    steps[1] = "build scalectl-rsyslog:HASH".into();
     assert_eq!(
-        names(&p.activate),
+        steps,
         [
             "build scale-api:aaaaaaaaaaaa",
+            "build scalectl-rsyslog:HASH",
             "network d",
             "volume d-redis-data",
+            "volume d-logs",
+            "volume d-logship",
             "create redis",
             "create api-1",
             "create api-2",
             "create lb",
             "create prometheus",
-            "create grafana"
+            "create grafana",
+            "create collector",
+            "create logship"
         ]
     );
     assert!(p.cleanup.is_empty());
@@ -150,8 +164,8 @@ fn the_spec_hash_covers_the_environment_but_not_live_files() {
     let a = topology("");
     let b = topology("  env: {FEATURE: on}\n");
     let templates = Templates::embedded();
-    let da = desired(&a, &release("r"), &SecretValues::default(), 2, &templates).unwrap();
-    let db = desired(&b, &release("r"), &SecretValues::default(), 2, &templates).unwrap();
+    let da = desired(&a, &release("r"), &SecretValues::default(), &engine(), &templates).unwrap();
+    let db = desired(&b, &release("r"), &SecretValues::default(), &engine(), &templates).unwrap();
     assert_ne!(da.app[0].name, db.app[0].name, "an env change is a new replica");
     // The lb's config names the replicas, so it changed, but the lb container is the same one.
     assert_eq!(da.lb.name, db.lb.name);
@@ -179,11 +193,11 @@ fn secret_values_change_the_hash_but_never_reach_the_printed_plan() {
 fn destroy_removes_only_what_was_observed_by_label() {
     let t = topology("");
     let mut o = converged(&t, "aaaaaaaaaaaa");
-    o.images = vec![ObservedImage { tag: "scale-api:aaaaaaaaaaaa".into(), created: 1 }];
+    o.images = vec![ObservedImage { tag: "scale-api:aaaaaaaaaaaa".into(), created: 1, role: String::new() }];
     let p = destroy_plan(&t, &o);
-    assert_eq!(p.cleanup.len(), o.containers.len() + 3);
+    assert_eq!(p.cleanup.len(), o.containers.len() + 1 + o.volumes.len() + 1);
     assert!(p.cleanup.contains(&Step::RemoveVolume { name: "d-redis-data".into() }));
-    assert!(matches!(p.cleanup.last(), Some(Step::RemoveImage { tag }) if tag == "scale-api:aaaaaaaaaaaa"));
+    assert!(matches!(p.cleanup.last(), Some(Step::RemoveImage { tag, .. }) if tag == "scale-api:aaaaaaaaaaaa"));
     assert!(destroy_plan(&t, &DockerObserved::default()).cleanup.is_empty());
 }
 
@@ -196,7 +210,7 @@ fn the_release_image_keeps_the_repository_and_tags_the_release() {
 }
 
 fn images(tags_created: &[(&str, i64)]) -> Vec<ObservedImage> {
-    tags_created.iter().map(|(t, c)| ObservedImage { tag: format!("scale-api:{t}"), created: *c }).collect()
+    tags_created.iter().map(|(t, c)| ObservedImage { tag: format!("scale-api:{t}"), created: *c, role: String::new() }).collect()
 }
 
 #[test]
@@ -231,4 +245,65 @@ fn the_image_of_a_replaced_replica_is_pruned_with_it_only_when_old_enough() {
     let cleanup = names(&p.cleanup);
     assert_eq!(cleanup.last().map(String::as_str), Some("remove image scale-api:aaaaaaaaaaaa"), "{cleanup:?}");
     assert!(cleanup.iter().filter(|s| s.starts_with("remove d-api")).count() == 2, "{cleanup:?}");
+}
+
+fn spec<'a>(steps: &'a [Step], slot: &str) -> &'a ContainerSpec {
+    steps.iter().find_map(|s| if let Step::Create { spec } = s { (spec.slot == slot).then_some(spec) } else { None }).unwrap()
+}
+
+#[test]
+fn logs_ship_from_the_engines_json_files_to_a_collector_container() {
+    let t = topology("");
+    let p = make(&t, "aaaaaaaaaaaa", &SecretValues::default(), &DockerObserved::default());
+    let steps = names(&p.activate);
+    // The log image is built up front (a failed build changes nothing), its volumes with the others,
+    // the collector and the shipper after the services they do not depend on.
+    let log_image = steps.iter().find(|s| s.starts_with("build scalectl-rsyslog:")).unwrap();
+    assert_eq!(steps.iter().position(|s| s == log_image), Some(1), "{steps:?}");
+    for v in ["volume d-logs", "volume d-logship"] {
+        assert!(steps.iter().any(|s| s == v), "{steps:?}");
+    }
+    assert_eq!(&steps[steps.len() - 2..], ["create collector", "create logship"]);
+
+    // Every replica's lines carry the labels the shipper filters on.
+    let api = spec(&p.activate, "api-1");
+    assert_eq!(api.log_opts.get("labels").map(String::as_str), Some("scalectl.topology,scalectl.slot,scalectl.role"));
+    // The shipper reads the engine's own data root, read-only, and keeps its place on a volume.
+    let shipper = spec(&p.activate, "logship");
+    assert_eq!(shipper.binds_ro, [("/srv/docker/containers".to_string(), ENGINE_CONTAINERS.to_string())]);
+    assert_eq!(shipper.volumes, [("d-logship".to_string(), "/var/spool/rsyslog".to_string())]);
+    assert!(shipper.cap_drop_all && spec(&p.activate, "collector").cap_drop_all);
+    let conf = &shipper.files[0].content;
+    assert!(conf.contains(r#"$!attrs!scalectl.topology == "d""#) && conf.contains(r#"target="collector" port="2514""#), "{conf}");
+    assert!(conf.contains("queue.filename=") && conf.contains(r#"action.resumeRetryCount="-1""#), "{conf}");
+    let collector = spec(&p.activate, "collector");
+    assert_eq!(collector.aliases, ["collector"]);
+    assert_eq!(collector.volumes, [("d-logs".to_string(), "/var/log/scalectl".to_string())]);
+    assert!(collector.files[0].content.contains(r#"input(type="imrelp" port="2514""#));
+
+    // Another data root is another shipper (a new container), the replicas unchanged.
+    let templates = Templates::embedded();
+    let other = desired(&t, &release("aaaaaaaaaaaa"), &SecretValues::default(), &Engine { cores: 2, data_root: "/var/lib/docker/".into() }, &templates).unwrap();
+    assert_eq!(other.logs.as_ref().unwrap().shipper.binds_ro[0].0, "/var/lib/docker/containers");
+    assert_ne!(other.logs.as_ref().unwrap().shipper.name, shipper.name);
+    assert_eq!(other.app[0].name, api.name);
+}
+
+#[test]
+fn log_images_other_than_the_wanted_one_go_release_images_are_counted_apart() {
+    let t = topology("");
+    let mut o = converged(&t, "dddddddddddd");
+    let wanted = make(&t, "dddddddddddd", &SecretValues::default(), &DockerObserved::default())
+        .activate
+        .iter()
+        .find_map(|s| if let Step::BuildLogImage { tag, .. } = s { Some(tag.clone()) } else { None })
+        .unwrap();
+    o.images = images(&[("bbbbbbbbbbbb", 200), ("cccccccccccc", 300), ("dddddddddddd", 400)]);
+    for (tag, created) in [(wanted.as_str(), 500), ("scalectl-rsyslog:0123456789ab", 10)] {
+        o.images.push(ObservedImage { tag: tag.into(), created, role: ROLE_LOGS.into() });
+    }
+    let p = make(&t, "dddddddddddd", &SecretValues::default(), &o);
+    assert!(p.activate.is_empty(), "{:?}", names(&p.activate));
+    assert_eq!(names(&p.cleanup), ["remove image scalectl-rsyslog:0123456789ab"]);
+    assert!(render_text(&p, false).contains("(a log image no longer used)"));
 }
