@@ -137,7 +137,8 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
             memory_available_percent: by(&mem, "host", &h.name),
         });
     }
-    if t.hosts.iter().any(|h| h.has(crate::topology::Role::Redis)) {
+    // On the docker target Redis is always there, with its exporter container.
+    if t.target == crate::topology::Target::Docker || t.hosts.iter().any(|h| h.has(crate::topology::Role::Redis)) {
         let redis_up = p.instant(r#"max(redis_up) or max(up{job="redis"}) * 0"#).await?;
         let r_p99 = p.instant("histogram_quantile(0.99, sum by (le) (rate(scale_api_redis_operation_duration_seconds_bucket[1m])))").await?;
         let used = p.instant("max(redis_memory_used_bytes)").await?;

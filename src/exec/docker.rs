@@ -238,6 +238,7 @@ async fn create(docker: &Docker, t: &Topology, network: &str, spec: &ContainerSp
                 .collect()
         }),
         cap_drop: spec.cap_drop_all.then(|| vec!["ALL".to_string()]),
+        pid_mode: spec.pid_host.then(|| "host".to_string()),
         security_opt: spec.cap_drop_all.then(|| vec!["no-new-privileges".to_string()]),
         log_config: Some(HostConfigLogConfig {
             typ: Some("json-file".into()),

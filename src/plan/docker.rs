@@ -109,6 +109,9 @@ pub struct ContainerSpec {
     /// Runs with no Linux capabilities at all.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cap_drop_all: bool,
+    /// Sees the engine machine's processes (the node exporter).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pid_host: bool,
     /// Written into the container before it starts.
     pub files: Vec<FileSpec>,
     pub stop_timeout_s: i64,
@@ -338,6 +341,8 @@ pub struct Desired {
     pub redis: ContainerSpec,
     pub prometheus: ContainerSpec,
     pub grafana: Option<ContainerSpec>,
+    /// The node, Redis and Nginx exporters Prometheus scrapes besides the replicas.
+    pub exporters: Vec<ContainerSpec>,
     /// Log shipping to the collector (`observability.logs.destination: collector`).
     pub logs: Option<LogShipping>,
 }
@@ -391,6 +396,7 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
                 binds_ro: Vec::new(),
                 log_opts: if ship { BTreeMap::from([("labels".to_string(), APP_LOG_LABELS.to_string())]) } else { BTreeMap::new() },
                 cap_drop_all: false,
+                pid_host: false,
                 files: Vec::new(),
                 stop_timeout_s: (t.app.drain_timeout_ms / 1000) as i64 + 5,
                 hash: String::new(),
@@ -418,6 +424,7 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
         binds_ro: Vec::new(),
         log_opts: BTreeMap::new(),
         cap_drop_all: false,
+        pid_host: false,
         files: Vec::new(),
         stop_timeout_s: 10,
         hash: String::new(),
@@ -469,6 +476,19 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
         g.sealed(&t.name)
     });
 
+    // Exporters, reached by their slot names (targets.json): the engine's machine, Redis, Nginx.
+    let images = &t.docker.images;
+    let mut node = service("monitor", "node-exporter", &images.node_exporter);
+    node.cmd = vec!["--path.rootfs=/host".into()];
+    node.binds_ro.push(("/".into(), "/host".into()));
+    node.pid_host = true;
+    let mut redis_exporter = service("monitor", "redis-exporter", &images.redis_exporter);
+    redis_exporter.env = vec![format!("REDIS_ADDR=redis://redis:{}", t.redis.port)];
+    redis_exporter.secret_env = secret_env.iter().filter(|s| s.name == "REDIS_PASSWORD").cloned().collect();
+    let mut nginx_exporter = service("monitor", "nginx-exporter", &images.nginx_exporter);
+    nginx_exporter.cmd = vec![format!("--nginx.scrape-uri=http://lb:{}/stub_status", t.load_balancer.status_port)];
+    let exporters = [node, redis_exporter, nginx_exporter].into_iter().map(|c| c.sealed(&t.name)).collect();
+
     // Logs: rsyslog in both, run as root (the engine's log files are root's) with no capabilities.
     let logs = ship.then(|| {
         let dockerfile = get(&files, "rsyslog/Dockerfile").to_string();
@@ -494,6 +514,7 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
         redis: redis.sealed(&t.name),
         prometheus: prometheus.sealed(&t.name),
         grafana,
+        exporters,
         logs,
     })
 }
@@ -652,6 +673,10 @@ pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError
     if let Some(g) = &d.grafana {
         service(g, &mut activate, &mut cleanup);
         wanted.insert("grafana");
+    }
+    for e in &d.exporters {
+        service(e, &mut activate, &mut cleanup);
+        wanted.insert(e.slot.as_str());
     }
     if let Some(logs) = &d.logs {
         service(&logs.collector, &mut activate, &mut cleanup);

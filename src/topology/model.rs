@@ -211,6 +211,9 @@ pub struct Images {
     pub redis: String,
     pub prometheus: String,
     pub grafana: String,
+    pub node_exporter: String,
+    pub redis_exporter: String,
+    pub nginx_exporter: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -644,6 +644,12 @@ pub struct RawImages {
     pub redis: Option<Sp<String>>,
     pub prometheus: Option<Sp<String>>,
     pub grafana: Option<Sp<String>>,
+    /// Prometheus' node exporter for the engine's machine (run with the host's pid namespace and / read-only).
+    pub node_exporter: Option<Sp<String>>,
+    /// Prometheus' Redis exporter.
+    pub redis_exporter: Option<Sp<String>>,
+    /// The Nginx exporter (reads the load balancer's stub_status over the topology's network).
+    pub nginx_exporter: Option<Sp<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema, serde::Serialize)]

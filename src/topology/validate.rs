@@ -547,6 +547,9 @@ impl V {
             redis: image(images.map(|i| &i.redis), "redis:7"),
             prometheus: image(images.map(|i| &i.prometheus), "prom/prometheus:v2.53.0"),
             grafana: image(images.map(|i| &i.grafana), "grafana/grafana:11.1.0"),
+            node_exporter: image(images.map(|i| &i.node_exporter), "prom/node-exporter:v1.8.2"),
+            redis_exporter: image(images.map(|i| &i.redis_exporter), "oliver006/redis_exporter:v1.62.0"),
+            nginx_exporter: image(images.map(|i| &i.nginx_exporter), "nginx/nginx-prometheus-exporter:1.3.0"),
         };
         Docker {
             endpoint: self.string(d.map_or(&none, |d| &d.endpoint), "unix:///var/run/docker.sock", syntax::docker_endpoint),

@@ -30,7 +30,7 @@ fn docker_ok(args: &[&str]) -> String {
 }
 
 /// The stand-in images, built once per Dockerfile version (tagged by its digest).
-fn standins() -> [String; 3] {
+fn standins() -> [String; 6] {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/standins");
     let dockerfile = std::fs::read(format!("{dir}/Dockerfile")).unwrap();
     let tag = &scalectl::plan::sha256_hex(&dockerfile)[..12];
@@ -40,7 +40,7 @@ fn standins() -> [String; 3] {
         .unwrap()
         .block_on(scalectl::exec::lab::base_image(&|m: &str| eprintln!("{m}")))
         .unwrap();
-    ["nginx", "redis", "prometheus"].map(|target| {
+    ["nginx", "redis", "prometheus", "node-exporter", "redis-exporter", "nginx-exporter"].map(|target| {
         let image = format!("scalectl-test/{target}:{tag}");
         if !docker(&["image", "inspect", &image]).status.success() {
             let t = Instant::now();
@@ -55,11 +55,17 @@ fn standins() -> [String; 3] {
 /// published for the checks, and an open-files limit this machine's dockerd can grant (its own
 /// hard limit is 20,000 here; a systemd-started dockerd has 1,048,576).
 fn topology_with(edits: &[(&str, &str)]) -> tempfile::TempPath {
-    let [nginx, redis, prometheus] = standins();
+    let [nginx, redis, prometheus, node_exporter, redis_exporter, nginx_exporter] = standins();
     let base = scalectl::exec::lab::LOCAL_IMAGE;
     let mut src = std::fs::read_to_string(crate::example_path("docker")).unwrap();
     for (from, to) in [
-        ("    nginx: nginx:1.27\n", format!("    nginx: {nginx}\n    prometheus: {prometheus}\n    base: {base}\n").as_str()),
+        (
+            "    nginx: nginx:1.27\n",
+            format!(
+                "    nginx: {nginx}\n    prometheus: {prometheus}\n    base: {base}\n    node_exporter: {node_exporter}\n    redis_exporter: {redis_exporter}\n    nginx_exporter: {nginx_exporter}\n"
+            )
+            .as_str(),
+        ),
         ("    redis: redis:7\n", format!("    redis: {redis}\n").as_str()),
         ("nofile: 65536", "nofile: 16384"),
         ("    load_balancer: 8081\n", "    load_balancer: 8081\n    prometheus: 9091\n"),
@@ -147,27 +153,37 @@ fn docker_requests_reach_every_replica_count_is_exact_and_a_second_apply_changes
     assert!(out.contains("No changes"), "{out}");
     let plan = scalectl(&["plan", "-f", &topology(), "--release", release().to_str().unwrap(), "--detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stdout));
-    // Prometheus scrapes every replica, under the instance names the dashboards use.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Prometheus scrapes every replica, under the instance names the dashboards use, and the
+    // node, Redis and Nginx exporters, which answer with their services' figures.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let query = |q: &str| -> serde_json::Value { c.get(reqwest::Url::parse_with_params("http://127.0.0.1:9091/api/v1/query", [("query", q)]).unwrap()).send().unwrap().json().unwrap() };
     loop {
-        let v: serde_json::Value = c.get("http://127.0.0.1:9091/api/v1/query?query=up{job=\"scale-api\"}").send().unwrap().json().unwrap();
-        let up: Vec<String> = v["data"]["result"]
+        let v = query("up == 1");
+        let mut up: Vec<String> = v["data"]["result"]
             .as_array()
             .unwrap()
             .iter()
-            .filter(|r| r["value"][1] == "1")
-            .map(|r| r["metric"]["instance_name"].as_str().unwrap().to_string())
+            .map(|r| format!("{} {}", r["metric"]["job"].as_str().unwrap(), r["metric"]["instance_name"].as_str().or(r["metric"]["host"].as_str()).unwrap_or("")))
             .collect();
-        if up.len() == 2 {
+        up.sort();
+        if up == ["nginx lb", "node engine", "prometheus ", "redis redis", "scale-api api-1-3000", "scale-api api-2-3000"] {
             break;
         }
         assert!(Instant::now() < deadline, "Prometheus sees {up:?} up");
         std::thread::sleep(Duration::from_secs(1));
     }
-    // doctor finds the replicas through the published Prometheus container, and them healthy.
+    for (q, what) in [("redis_up", "Redis"), ("nginx_up", "Nginx"), ("node_memory_MemTotal_bytes", "the engine's memory")] {
+        let v = query(q);
+        assert_eq!(v["data"]["result"][0]["value"][1].as_str().map(|s| s != "0"), Some(true), "{what} through its exporter: {v:#}");
+    }
+    // doctor finds the replicas through the published Prometheus container, and them healthy. Its
+    // request rates are over the last minute, which may hold another test's load aimed at replicas
+    // being replaced (a roll, a failed deploy): uneven load is then true, so it alone is allowed.
     let out = scalectl(&["doctor", "-f", &topology(), "--window", "30s", "-o", "json"]);
     let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out.stderr)));
-    assert_eq!(out.status.code(), Some(0), "{d:#}");
+    let findings: Vec<&str> = d["findings"].as_array().unwrap().iter().filter_map(|f| f["id"].as_str()).collect();
+    assert!(findings.iter().all(|f| *f == "load-imbalance"), "{d:#}");
+    assert_eq!(out.status.code(), Some(if findings.is_empty() { 0 } else { 2 }), "{d:#}");
     let judged = d["trace"].as_array().unwrap().iter().filter(|s| s["question"] == "every instance up?").count();
     assert_eq!(judged, 1, "{d:#}");
 }
@@ -275,12 +291,12 @@ fn docker_destroy_removes_every_labelled_resource_and_nothing_else() {
 
 /// Lines on the collector container that contain `needle`, with the file each is in.
 fn collected(needle: &str) -> Vec<(String, String)> {
-    let collector = log_container("collector");
+    let collector = container_in_slot("collector");
     let out = docker(&["exec", &collector, "grep", "-rF", needle, "/var/log/scalectl/"]);
     text(&out.stdout).lines().filter_map(|l| l.split_once(':').map(|(f, rest)| (f.to_string(), rest.to_string()))).collect()
 }
 
-fn log_container(slot: &str) -> String {
+fn container_in_slot(slot: &str) -> String {
     containers().into_iter().find(|(_, s, _)| s == slot).unwrap_or_else(|| panic!("no {slot} container: {:?}", containers())).0
 }
 
@@ -294,14 +310,14 @@ fn docker_request_id_reaches_the_collector_per_replica() {
 #[test]
 fn docker_collector_outage_loses_no_log_line() {
     let _d = deployed();
-    let collector = log_container("collector");
+    let collector = container_in_slot("collector");
     collector_outage_loses_no_line(LB, &collected, &|| drop(docker_ok(&["stop", &collector])), &|| drop(docker_ok(&["start", &collector])));
 }
 
 #[test]
 fn docker_shipper_restart_neither_loses_nor_repeats_a_line() {
     let _d = deployed();
-    let shipper = log_container("logship");
+    let shipper = container_in_slot("logship");
     let run_id = run_id("reship");
     let c = reqwest::blocking::Client::new();
     let send = |from: usize, to: usize| {
@@ -326,4 +342,27 @@ fn docker_shipper_restart_neither_loses_nor_repeats_a_line() {
         assert!(Instant::now() < deadline, "{} of 80 lines arrived around a shipper restart", ids.len());
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+#[test]
+fn docker_stopped_redis_is_found_by_doctor_through_its_exporter() {
+    let _d = deployed();
+    let redis = container_in_slot("redis");
+    docker_ok(&["stop", &redis]);
+    // The Redis exporter reports redis_up 0 at Prometheus' next scrape (every 15 s here).
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let found = loop {
+        let out = scalectl(&["doctor", "-f", &topology(), "--window", "30s", "-o", "json"]);
+        let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out.stderr)));
+        if d["findings"].as_array().unwrap().iter().any(|f| f["id"] == "redis-down") {
+            break (out.status.code(), d);
+        }
+        if Instant::now() > deadline {
+            docker_ok(&["start", &redis]);
+            panic!("doctor did not find redis-down within 45 s: {d:#}");
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    docker_ok(&["start", &redis]);
+    assert_eq!(found.0, Some(2), "{:#}", found.1);
 }

@@ -30,7 +30,7 @@ fn converged(t: &Topology, rel: &str) -> DockerObserved {
     let mut o = DockerObserved { network: true, image_present: true, log_image_present: d.logs.is_some(), ..Default::default() };
     o.volumes = [redis_volume(t), logs_volume(t), logship_volume(t)].into();
     let logs = d.logs.iter().flat_map(|l| [&l.collector, &l.shipper]);
-    for c in d.app.iter().chain([&d.lb, &d.redis, &d.prometheus]).chain(d.grafana.as_ref()).chain(logs) {
+    for c in d.app.iter().chain([&d.lb, &d.redis, &d.prometheus]).chain(d.grafana.as_ref()).chain(&d.exporters).chain(logs) {
         o.containers.push(ObservedContainer {
             name: c.name.clone(),
             role: c.role.clone(),
@@ -88,6 +88,9 @@ fn a_first_apply_builds_creates_and_starts_in_dependency_order() {
             "create lb",
             "create prometheus",
             "create grafana",
+            "create node-exporter",
+            "create redis-exporter",
+            "create nginx-exporter",
             "create collector",
             "create logship"
         ]
@@ -306,4 +309,26 @@ fn log_images_other_than_the_wanted_one_go_release_images_are_counted_apart() {
     assert!(p.activate.is_empty(), "{:?}", names(&p.activate));
     assert_eq!(names(&p.cleanup), ["remove image scalectl-rsyslog:0123456789ab"]);
     assert!(render_text(&p, false).contains("(a log image no longer used)"));
+}
+
+#[test]
+fn exporters_run_beside_the_services_and_prometheus_scrapes_them_by_name() {
+    let t = topology("redis: {password: {env: D_REDIS}}\n");
+    let secrets = SecretValues { redis_password: Some("s3cret".into()), ..Default::default() };
+    let p = make(&t, "aaaaaaaaaaaa", &secrets, &DockerObserved::default());
+    let node = spec(&p.activate, "node-exporter");
+    assert!(node.pid_host && node.binds_ro == [("/".to_string(), "/host".to_string())] && node.cmd == ["--path.rootfs=/host"], "{node:?}");
+    let redis = spec(&p.activate, "redis-exporter");
+    assert_eq!(redis.env, ["REDIS_ADDR=redis://redis:6379"]);
+    assert_eq!(redis.secret_env.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["REDIS_PASSWORD"]);
+    assert_eq!(spec(&p.activate, "nginx-exporter").cmd, ["--nginx.scrape-uri=http://lb:8089/stub_status"]);
+    // The load balancer answers stub_status on the network (not published), Prometheus has the targets.
+    let lb = &spec(&p.activate, "lb").live_file(NGINX_CONF).unwrap().content;
+    assert!(lb.contains("    listen 8089;\n") && !lb.contains("listen 127.0.0.1:8089"), "{lb}");
+    let targets = &spec(&p.activate, "prometheus").live_file(TARGETS_JSON).unwrap().content;
+    for target in ["node-exporter:9100", "redis-exporter:9121", "nginx-exporter:9113"] {
+        assert!(targets.contains(target), "{targets}");
+    }
+    // The printed plan names the secret's holder but never its value.
+    assert!(!p.redacted().steps().any(|s| format!("{s:?}").contains("s3cret")));
 }
