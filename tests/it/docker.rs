@@ -345,24 +345,40 @@ fn docker_shipper_restart_neither_loses_nor_repeats_a_line() {
 }
 
 #[test]
-fn docker_stopped_redis_is_found_by_doctor_through_its_exporter() {
+fn docker_stopped_redis_is_found_by_doctor_and_fires_the_redis_down_alert() {
     let _d = deployed();
     let redis = container_in_slot("redis");
     docker_ok(&["stop", &redis]);
+    let stopped = Instant::now();
+    // Redis is started again however the checks end.
+    struct Restart<'a>(&'a str);
+    impl Drop for Restart<'_> {
+        fn drop(&mut self) {
+            docker(&["start", self.0]);
+        }
+    }
+    let _restart = Restart(&redis);
     // The Redis exporter reports redis_up 0 at Prometheus' next scrape (every 15 s here).
-    let deadline = Instant::now() + Duration::from_secs(45);
     let found = loop {
         let out = scalectl(&["doctor", "-f", &topology(), "--window", "30s", "-o", "json"]);
         let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out.stderr)));
         if d["findings"].as_array().unwrap().iter().any(|f| f["id"] == "redis-down") {
-            break (out.status.code(), d);
+            assert_eq!(out.status.code(), Some(2), "{d:#}");
+            break stopped.elapsed();
         }
-        if Instant::now() > deadline {
-            docker_ok(&["start", &redis]);
-            panic!("doctor did not find redis-down within 45 s: {d:#}");
-        }
+        assert!(stopped.elapsed() < Duration::from_secs(45), "doctor did not find redis-down within 45 s: {d:#}");
         std::thread::sleep(Duration::from_secs(2));
     };
-    docker_ok(&["start", &redis]);
-    assert_eq!(found.0, Some(2), "{:#}", found.1);
+    // RedisDown: `for: 1m`, plus a scrape and an evaluation interval (15 s each), plus slack.
+    let fired = loop {
+        let v: serde_json::Value = reqwest::blocking::get("http://127.0.0.1:9091/api/v1/alerts").unwrap().json().unwrap();
+        let firing = v["data"]["alerts"].as_array().unwrap().iter().any(|a| a["labels"]["alertname"] == "RedisDown" && a["state"] == "firing");
+        if firing {
+            break stopped.elapsed();
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(120), "RedisDown did not fire within 120 s of stopping Redis: {v:#}");
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    eprintln!("redis stopped: doctor found redis-down after {:.0} s, RedisDown fired after {:.0} s", found.as_secs_f64(), fired.as_secs_f64());
+    assert!(fired >= Duration::from_secs(55), "fired before its `for: 1m` window: {fired:?}");
 }
