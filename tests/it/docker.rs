@@ -381,4 +381,11 @@ fn docker_stopped_redis_is_found_by_doctor_and_fires_the_redis_down_alert() {
     };
     eprintln!("redis stopped: doctor found redis-down after {:.0} s, RedisDown fired after {:.0} s", found.as_secs_f64(), fired.as_secs_f64());
     assert!(fired >= Duration::from_secs(55), "fired before its `for: 1m` window: {fired:?}");
+    // Back: the replicas count again (their circuit breakers close) before the next test.
+    drop(_restart);
+    let back = Instant::now();
+    while !reqwest::blocking::get(format!("{LB}/count")).is_ok_and(|r| r.status().is_success()) {
+        assert!(back.elapsed() < Duration::from_secs(30), "/count still fails 30 s after Redis came back");
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
