@@ -148,9 +148,12 @@ pub fn status(t: &Topology, output: Output) -> Result<(), Failure> {
             );
         }
         Output::Text => {
-            println!("{:<12} {:<34} {:<10} HEALTH", "SLOT", "CONTAINER", "STATE");
+            // Columns as wide as their longest value (container names carry the topology's name).
+            let slot_w = containers.iter().map(|c| c.slot.len()).chain([4]).max().unwrap_or(4) + 2;
+            let name_w = containers.iter().map(|c| c.name.len()).chain([9]).max().unwrap_or(9) + 2;
+            println!("{:<slot_w$}{:<name_w$}{:<11}HEALTH", "SLOT", "CONTAINER", "STATE");
             for c in &containers {
-                println!("{:<12} {:<34} {:<10} {}", c.slot, c.name, c.state, c.health.as_deref().unwrap_or("-"));
+                println!("{:<slot_w$}{:<name_w$}{:<11}{}", c.slot, c.name, c.state, c.health.as_deref().unwrap_or("-"));
             }
             if containers.is_empty() {
                 println!("nothing of topology `{}` runs on the engine: `scalectl apply -f FILE` deploys it", t.name);

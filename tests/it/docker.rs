@@ -151,6 +151,14 @@ fn docker_requests_reach_every_replica_count_is_exact_and_a_second_apply_changes
 
     let out = apply_ok(&topology(), release().to_str().unwrap());
     assert!(out.contains("No changes"), "{out}");
+    // status: every container of the topology, running and healthy where it has a check.
+    let status = scalectl(&["status", "-f", &topology()]);
+    let table = text(&status.stdout);
+    assert_eq!(status.status.code(), Some(0), "{table}");
+    let slots: Vec<&str> = table.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
+    let want = ["api-1", "api-2", "collector", "lb", "logship", "nginx-exporter", "node-exporter", "prometheus", "redis", "redis-exporter"];
+    assert_eq!(slots, want, "{table}");
+    assert!(table.lines().skip(1).all(|l| l.split_whitespace().nth(2) == Some("running")), "{table}");
     let plan = scalectl(&["plan", "-f", &topology(), "--release", release().to_str().unwrap(), "--detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stdout));
     // Prometheus scrapes every replica, under the instance names the dashboards use, and the
