@@ -11,7 +11,7 @@ use super::{Failure, JSON_FORMAT_VERSION, Output};
 use crate::exec::docker as engine;
 use crate::plan::docker::{self as dplan, DockerPlan};
 use crate::plan::Release;
-use crate::render::{self, Templates};
+use crate::render::Templates;
 use crate::topology::{Target, Topology};
 
 /// The topology, when it is a `target: docker` one.
@@ -33,13 +33,10 @@ async fn make_plan(docker: &bollard::Docker, t: &Topology, binary: &[u8]) -> any
         cores: info.ncpu.unwrap_or(1).max(1) as u32,
         data_root: info.docker_root_dir.filter(|d| d.starts_with('/')).unwrap_or_else(|| "/var/lib/docker".into()),
     };
-    let cores = engine_facts.cores;
     let secrets = fleet::resolve_secrets(t)?;
     let desired = dplan::desired(t, &release, &secrets, &engine_facts, &templates)?;
     let observed = engine::observe(docker, t, &desired.image, desired.logs.as_ref().map(|l| l.image.as_str())).await?;
-    let files = render::render(t, &render::Facts::with_default_cores(cores), &templates)?;
-    let dockerfile = files.iter().find(|f| f.path == "Dockerfile").map(|f| f.content.clone()).unwrap_or_default();
-    Ok(dplan::plan(dplan::Inputs { topology: t, release: &release, dockerfile, desired, templates: &templates }, &observed)?)
+    Ok(dplan::plan(dplan::Inputs { topology: t, release: &release, desired, templates: &templates }, &observed)?)
 }
 
 pub fn json(plan: &DockerPlan) -> String {

@@ -336,6 +336,8 @@ fn get<'a>(files: &'a BTreeMap<String, String>, path: &str) -> &'a str {
 /// Every container the topology wants, sealed (named by hash). `replicas` are the final ones.
 pub struct Desired {
     pub image: String,
+    /// The rendered Dockerfile the release image is built from.
+    pub dockerfile: String,
     pub app: Vec<ContainerSpec>,
     pub lb: ContainerSpec,
     pub redis: ContainerSpec,
@@ -509,6 +511,7 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
 
     Ok(Desired {
         image,
+        dockerfile: get(&files, "Dockerfile").to_string(),
         app,
         lb: lb.sealed(&t.name),
         redis: redis.sealed(&t.name),
@@ -523,7 +526,6 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
 pub struct Inputs<'a> {
     pub topology: &'a Topology,
     pub release: &'a Release,
-    pub dockerfile: String,
     pub desired: Desired,
     pub templates: &'a Templates,
 }
@@ -538,7 +540,7 @@ pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError
     let exact = |spec: &ContainerSpec| o.containers.iter().find(|c| c.name == spec.name);
 
     if !o.image_present {
-        activate.push(Step::BuildImage { tag: d.image.clone(), release: i.release.id.clone(), bytes: i.release.bytes, dockerfile: i.dockerfile.clone() });
+        activate.push(Step::BuildImage { tag: d.image.clone(), release: i.release.id.clone(), bytes: i.release.bytes, dockerfile: d.dockerfile.clone() });
     }
     if let Some(logs) = d.logs.as_ref().filter(|_| !o.log_image_present) {
         activate.push(Step::BuildLogImage { tag: logs.image.clone(), dockerfile: logs.dockerfile.clone() });

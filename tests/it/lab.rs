@@ -135,13 +135,10 @@ pub(crate) struct Load {
 fn closed_before_answer(e: &reqwest::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = source {
-        if s.downcast_ref::<hyper::Error>().is_some_and(|h| h.is_incomplete_message()) {
+        let incomplete = s.downcast_ref::<hyper::Error>().is_some_and(|h| h.is_incomplete_message());
+        let reset = s.downcast_ref::<std::io::Error>().is_some_and(|io| matches!(io.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe));
+        if incomplete || reset {
             return true;
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if matches!(io.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) {
-                return true;
-            }
         }
         source = s.source();
     }
@@ -566,10 +563,12 @@ fn lab_prometheus_scrapes_every_expected_target() {
 
 /// Lines on the collector (mon-1) that contain `needle`, with the file each is in.
 fn collected(needle: &str) -> Vec<(String, String)> {
-    let out = Command::new("docker")
-        .args(["exec", "lab-mon-1", "grep", "-rF", needle, "/var/log/scalectl/"])
-        .output()
-        .unwrap();
+    collected_in("lab-mon-1", needle)
+}
+
+/// Lines under /var/log/scalectl/ in the container `collector` that contain `needle`, with the file each is in.
+pub(crate) fn collected_in(collector: &str, needle: &str) -> Vec<(String, String)> {
+    let out = Command::new("docker").args(["exec", collector, "grep", "-rF", needle, "/var/log/scalectl/"]).output().unwrap();
     text(&out.stdout)
         .lines()
         .filter_map(|l| l.split_once(':').map(|(f, rest)| (f.to_string(), rest.to_string())))

@@ -20,7 +20,7 @@ fn make(t: &Topology, rel: &str, secrets: &SecretValues, o: &DockerObserved) -> 
     let templates = Templates::embedded();
     let r = release(rel);
     let desired = desired(t, &r, secrets, &engine(), &templates).unwrap();
-    plan(Inputs { topology: t, release: &r, dockerfile: "FROM x".into(), desired, templates: &templates }, o).unwrap()
+    plan(Inputs { topology: t, release: &r, desired, templates: &templates }, o).unwrap()
 }
 
 /// The engine after an apply of `rel`: every desired container running, live files as written.
@@ -96,6 +96,10 @@ fn a_first_apply_builds_creates_and_starts_in_dependency_order() {
         ]
     );
     assert!(p.cleanup.is_empty());
+    // The release image is built from the rendered Dockerfile, the one `render` writes to out/docker.
+    let rendered = crate::render::render(&t, &crate::render::Facts::with_default_cores(2), &Templates::embedded()).unwrap();
+    let bundle = &rendered.iter().find(|f| f.host == "docker" && f.path == "Dockerfile").unwrap().content;
+    assert!(matches!(&p.activate[0], Step::BuildImage { dockerfile, .. } if dockerfile == bundle && dockerfile.contains("COPY scale-api ")));
     // The load balancer created last already names the replicas it will find.
     let lb = p.activate.iter().find_map(|s| if let Step::Create { spec } = s { (spec.slot == "lb").then_some(spec) } else { None }).unwrap();
     let conf = &lb.live_file(NGINX_CONF).unwrap().content;
