@@ -1,20 +1,20 @@
-//! `scalectl apply`, `reload` and `rollback`: take the fleet's lock, observe, show the plan, ask,
-//! then execute exactly that plan. The lock is released however the run ends (a killed run's lock
-//! expires, or is taken over when its process is gone).
+//! `scalectl apply`, `reload`, `rollback` and `destroy`: each plans its goal on the topology's
+//! target and goes through the one run loop (`session::run_locked`): lock, plan, show, confirm,
+//! execute exactly that plan, unlock.
 
-use std::time::{Duration, Instant};
-
-use super::fleet::{self, Fleet, FleetArgs, ReleaseArg};
-use super::{Failure, Output};
-use crate::exec::{apply, lock};
 use anyhow::Context;
 
+use super::args::{ExecArgs, FleetArgs, ReleaseArg};
+use super::session;
+use super::Failure;
 use crate::plan::saved::{self, SavedPlan};
-use crate::plan::{self, Action, Plan, Release, render_text, sha256_hex};
+use crate::plan::{PlanView, Release, sha256_hex};
+use crate::target::Goal;
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "With PLANFILE (from `scalectl plan --out PLANFILE`), apply executes exactly that plan, and refuses it \
-when the topology file, the release binary or any host changed since it was made.")]
+#[command(after_help = "With PLANFILE (from `scalectl plan --out PLANFILE`), apply makes the plan again from the same \
+topology file, release and a fresh observation, and executes it only if it equals the saved one: a topology, release \
+or host that changed since, or an edited file, is refused before anything changes.")]
 pub struct ApplyArgs {
     /// A plan saved by `scalectl plan --out PLANFILE` (its topology file and release are used)
     #[arg(value_name = "PLANFILE")]
@@ -25,22 +25,6 @@ pub struct ApplyArgs {
     pub release: ReleaseArg,
     #[command(flatten)]
     pub exec: ExecArgs,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct ExecArgs {
-    /// Do not ask for confirmation (required when standard input is not a terminal)
-    #[arg(long, short = 'y')]
-    pub yes: bool,
-    /// How long a (re)started scale-api instance may take to answer its readiness path
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
-    pub ready_timeout: Duration,
-    /// The fleet lock expires after this long if the run dies without releasing it
-    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration, value_name = "DURATION")]
-    pub lock_ttl: Duration,
-    /// Output format of the plan shown before applying
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,174 +39,85 @@ pub fn run_apply(mut a: ApplyArgs, color: bool) -> Result<(), Failure> {
     if let Some(planfile) = a.planfile.take() {
         return run_saved(a, &planfile, color);
     }
-    if let Some(t) = super::docker::topology(&a.fleet.topology.file, color)? {
-        return super::docker::apply(&t, &a.release, &a.exec, color);
-    }
-    let f = fleet::connect(&a.fleet, color)?;
+    let target = session::open(&a.fleet, color)?;
     let binary = a.release.read()?;
     let release = Release::of(&binary);
-    locked(&f, &a.exec, color, "apply these changes", Some(&binary), |f| Ok(fleet::make_plan(f, Some(&release))?.0))
+    let secrets = session::resolve_secrets(target.topology())?;
+    session::run_locked(target.as_ref(), &a.exec, color, "apply these changes", Some(&binary), |t| {
+        Ok(t.plan(&Goal::Deploy { release: &release, secrets: &secrets })?.plan)
+    })
 }
 
-/// `apply PLANFILE`: the saved plan, only if nothing it was made from changed.
+/// `apply PLANFILE`: the saved plan, only if the same inputs give the same plan now.
 fn run_saved(mut a: ApplyArgs, planfile: &std::path::Path, color: bool) -> Result<(), Failure> {
     let text = std::fs::read_to_string(planfile).with_context(|| format!("cannot read the plan file {}", planfile.display()))?;
-    let saved: SavedPlan = serde_json::from_str(&text)
-        .ok()
-        .filter(|s: &SavedPlan| s.kind == saved::KIND)
-        .with_context(|| format!("{} is not a plan saved by `scalectl plan --out`", planfile.display()))?;
-    if saved.format_version != saved::SAVED_FORMAT_VERSION {
-        return Err(anyhow::anyhow!(
-            "{} has plan format {}, this scalectl reads format {}: make the plan again",
-            planfile.display(),
-            saved.format_version,
-            saved::SAVED_FORMAT_VERSION
-        )
-        .into());
+    let kind = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| Some((v.get("kind")?.as_str()?.to_string(), v.get("format_version")?.as_u64()?)));
+    match kind {
+        Some((k, v)) if k == saved::KIND && v != u64::from(saved::SAVED_FORMAT_VERSION) => {
+            return Err(anyhow::anyhow!(
+                "{} has plan format {v}, this scalectl reads format {}: make the plan again",
+                planfile.display(),
+                saved::SAVED_FORMAT_VERSION
+            )
+            .into());
+        }
+        Some((k, _)) if k == saved::KIND => {}
+        _ => return Err(anyhow::anyhow!("{} is not a plan saved by `scalectl plan --out`", planfile.display()).into()),
     }
+    let saved: SavedPlan = serde_json::from_str(&text).with_context(|| format!("{} is not a plan saved by `scalectl plan --out`", planfile.display()))?;
     let topology = std::fs::read(&saved.topology_file).with_context(|| format!("cannot read the plan's topology {}", saved.topology_file))?;
     if sha256_hex(&topology) != saved.topology_sha256 {
         return Err(anyhow::anyhow!("the topology file {} changed since the plan was made: run `scalectl plan` again", saved.topology_file).into());
     }
-    let binary = match &saved.release_file {
-        Some(path) => {
-            let b = std::fs::read(path).with_context(|| format!("cannot read the plan's release {path}"))?;
-            if Some(sha256_hex(&b)) != saved.release_sha256 {
-                return Err(anyhow::anyhow!("the release binary {path} changed since the plan was made: run `scalectl plan` again").into());
-            }
-            Some(b)
-        }
-        None => None,
-    };
+    let path = saved.release_file.clone().context("the saved plan names no release")?;
+    let binary = std::fs::read(&path).with_context(|| format!("cannot read the plan's release {path}"))?;
+    if Some(sha256_hex(&binary)) != saved.release_sha256 {
+        return Err(anyhow::anyhow!("the release binary {path} changed since the plan was made: run `scalectl plan` again").into());
+    }
     a.fleet.topology.file = saved.topology_file.clone().into();
-    let f = fleet::connect(&a.fleet, color)?;
-    let release = binary.as_deref().map(Release::of);
-    locked(&f, &a.exec, color, "apply this saved plan", binary.as_deref(), |f| {
-        let (desired, observed) = fleet::observe(f, release.as_ref())?;
-        let stale = saved::changed_hosts(&saved.observed, &saved::fingerprints(&observed));
+    let target = session::open(&a.fleet, color)?;
+    let release = Release::of(&binary);
+    let secrets = session::resolve_secrets(target.topology())?;
+    session::run_locked(target.as_ref(), &a.exec, color, "apply this saved plan", Some(&binary), |t| {
+        let now = t.plan(&Goal::Deploy { release: &release, secrets: &secrets })?;
+        let stale = saved::changed_hosts(&saved.observed, &now.observed);
         anyhow::ensure!(
             stale.is_empty(),
             "the plan is stale: {} changed since it was made (another apply, or drift): run `scalectl plan` again",
             stale.join(", ")
         );
-        // Secret files were saved without content: take it from the desired state, if unchanged.
-        let mut plan = saved.plan.clone();
-        for h in &mut plan.hosts {
-            let Some(d) = desired.iter().find(|d| d.host == h.host) else { continue };
-            for a in h.prepare.iter_mut().chain(h.activate.iter_mut()).chain(h.cleanup.iter_mut()) {
-                if let Action::WriteFile(fc) = a
-                    && fc.sensitive
-                {
-                    let now = d.files.iter().find(|x| x.path == fc.path).map(|x| x.content.clone()).unwrap_or_default();
-                    anyhow::ensure!(
-                        sha256_hex(now.as_bytes()) == fc.content_sha256,
-                        "{}: the secret in {} changed since the plan was made: run `scalectl plan` again",
-                        h.host,
-                        fc.path
-                    );
-                    fc.content = now;
-                }
-            }
-        }
-        Ok(plan)
+        // The file only says what was reviewed; what runs is the plan made now, and only if equal.
+        anyhow::ensure!(
+            now.plan.redacted() == saved.plan,
+            "{} is not the plan its topology, release and a fresh observation give now (the file was edited, or made by \
+another scalectl): nothing was changed; run `scalectl plan` again",
+            planfile.display()
+        );
+        Ok(now.plan)
     })
 }
 
 pub fn run_reload(a: ReloadArgs, color: bool) -> Result<(), Failure> {
-    let f = fleet::connect(&a.fleet, color)?;
-    locked(&f, &a.exec, color, "restart every instance", None, |f| {
-        let (desired, observed) = fleet::observe(f, None)?;
-        Ok(plan::reload_plan(&f.topology.name, &desired, &observed))
-    })
+    let target = session::open(&a.fleet, color)?;
+    session::run_locked(target.as_ref(), &a.exec, color, "restart every instance", None, |t| Ok(t.plan(&Goal::Reload)?.plan))
 }
 
 pub fn run_rollback(a: ReloadArgs, color: bool) -> Result<(), Failure> {
-    let f = fleet::connect(&a.fleet, color)?;
-    locked(&f, &a.exec, color, "roll back to the previous release", None, |f| {
-        let (desired, observed) = fleet::observe(f, None)?;
-        plan::rollback_plan(&f.topology.name, &desired, &observed).map_err(anyhow::Error::msg)
+    let target = session::open(&a.fleet, color)?;
+    let secrets = session::resolve_secrets(target.topology())?;
+    session::run_locked(target.as_ref(), &a.exec, color, "roll back to the previous release", None, |t| {
+        Ok(t.plan(&Goal::Rollback { secrets: &secrets })?.plan)
     })
 }
 
 pub fn run_destroy(a: ReloadArgs, color: bool) -> Result<(), Failure> {
-    if let Some(t) = super::docker::topology(&a.fleet.topology.file, color)? {
-        return super::docker::destroy(&t, &a.exec, color);
-    }
-    let f = fleet::connect(&a.fleet, color)?;
-    locked(&f, &a.exec, color, "DESTROY the deployment (stop its services, remove every file and release scalectl wrote)", None, |f| {
-        let (desired, observed) = fleet::observe(f, None)?;
-        Ok(plan::destroy_plan(&f.topology.name, &desired, &observed))
-    })
-}
-
-/// Lock, plan, show, confirm, execute, unlock.
-fn locked(
-    f: &Fleet,
-    x: &ExecArgs,
-    color: bool,
-    what: &str,
-    binary: Option<&[u8]>,
-    make: impl FnOnce(&Fleet) -> anyhow::Result<Plan>,
-) -> Result<(), Failure> {
-    let lock_conn = fleet::lock_host(f)?;
-    let owner = lock::owner();
-    let held = acquire(lock_conn, &owner, x.lock_ttl)?;
-    let result = (|| -> anyhow::Result<()> {
-        let plan = make(f)?;
-        match x.output {
-            Output::Text => print!("{}", render_text(&plan, color)),
-            Output::Json => println!("{}", super::plan::json(&plan)),
-        }
-        if !plan.has_changes() {
-            return Ok(());
-        }
-        if !fleet::confirm(x.yes, what)? {
-            anyhow::bail!("cancelled: nothing was changed");
-        }
-        let started = Instant::now();
-        let opts = apply::Options {
-            release: binary,
-            ready_timeout: x.ready_timeout,
-            parallel: f.parallel,
-            progress: &fleet::say,
-            owner: owner.clone(),
-        };
-        apply::execute(&f.conns, &plan, &opts)?;
-        eprintln!("Done: {} actions on {} hosts in {:.1} s.", plan.change_count(), plan.hosts.iter().filter(|h| !h.is_empty()).count(), started.elapsed().as_secs_f64());
-        Ok(())
-    })();
-    if let Err(e) = lock::release(lock_conn, &held) {
-        eprintln!("warning: could not release the fleet lock: {e:#}");
-    }
-    result.map_err(Failure::from)
-}
-
-/// Take the lock; a lock left by a process of this machine that no longer exists is taken over.
-fn acquire(c: &crate::exec::ssh::Conn, owner: &str, ttl: Duration) -> anyhow::Result<lock::Held> {
-    match lock::acquire(c, owner, ttl) {
-        Ok(h) => Ok(h),
-        Err(e) => {
-            if let Some(info) = lock::status(c)?
-                && stale_here(&info.owner)
-            {
-                eprintln!("taking over the fleet lock of {}: that process no longer runs", info.owner);
-                lock::force_release(c)?;
-                return lock::acquire(c, owner, ttl);
-            }
-            Err(e)
-        }
-    }
-}
-
-/// The owner names this machine and a pid that is gone.
-fn stale_here(owner: &str) -> bool {
-    let me = lock::owner();
-    let machine = |o: &str| o.rsplit_once("/pid").map(|(m, _)| m.to_string());
-    let pid = owner.rsplit_once("/pid").and_then(|(_, p)| p.parse::<i32>().ok());
-    match (machine(owner), machine(&me), pid) {
-        (Some(a), Some(b), Some(pid)) if a == b => {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH)
-        }
-        _ => false,
-    }
+    let target = session::open(&a.fleet, color)?;
+    session::run_locked(
+        target.as_ref(),
+        &a.exec,
+        color,
+        "DESTROY the deployment (stop what scalectl started, remove what it wrote and created, data included)",
+        None,
+        |t| Ok(t.plan(&Goal::Destroy)?.plan),
+    )
 }

@@ -83,7 +83,7 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
             None => rt.block_on(scrape::collect(&t, direct, collect::thresholds(&t)))?,
         };
         if let Some(path) = &a.save {
-            crate::exec::lab::write_atomic(path, serde_json::to_string_pretty(&s).map_err(anyhow::Error::from)?.as_bytes())?;
+            super::session::write_atomic(path, serde_json::to_string_pretty(&s).map_err(anyhow::Error::from)?.as_bytes())?;
         }
         let d = doctor::diagnose(&s, previous.as_ref());
         print(&d, a.output, color);

@@ -1,8 +1,8 @@
-//! `scalectl lock status|release`: the fleet lock that keeps two applies apart.
+//! `scalectl lock status|release`: the fleet lock that keeps two applies apart, on any target.
 
-use super::fleet::{self, FleetArgs};
+use super::args::FleetArgs;
+use super::session;
 use super::Failure;
-use crate::exec::lock;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -27,8 +27,8 @@ pub enum LockCommand {
 pub fn run(a: Args, color: bool) -> Result<(), Failure> {
     match a.command {
         LockCommand::Status(f) => {
-            let fl = fleet::connect(&f, color)?;
-            match lock::status(fleet::lock_host(&fl)?)? {
+            let target = session::open(&f, color)?;
+            match target.lock_status()? {
                 Some(info) => println!("locked: {info}"),
                 None => println!("unlocked"),
             }
@@ -38,8 +38,8 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
             if !force {
                 return Err(anyhow::anyhow!("refusing to release the lock without --force (see `scalectl lock status`)").into());
             }
-            let fl = fleet::connect(&f, color)?;
-            lock::force_release(fleet::lock_host(&fl)?)?;
+            let target = session::open(&f, color)?;
+            target.break_lock()?;
             println!("released");
             Ok(())
         }

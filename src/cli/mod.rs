@@ -5,23 +5,26 @@
 //! (plan) and "findings" (doctor).
 
 mod apply;
-mod docker;
+pub mod args;
+mod completions;
 mod doctor;
-mod fleet;
 mod lab;
 mod lock;
 mod plan;
 mod render;
 mod schema;
+mod session;
 mod status;
 mod validate;
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
+pub use args::{Output, TopologyArg};
+pub use crate::plan::JSON_FORMAT_VERSION;
 use crate::topology::{self, Problems, Topology};
 
 #[derive(Debug, Parser)]
@@ -31,7 +34,9 @@ use crate::topology::{self, Problems, Topology};
     about = "Render, deploy and diagnose a horizontally scaled service from one topology file",
     long_about = "scalectl reads one topology file (scale.yaml) describing app hosts running N instances of \
 the bundled scale-api, an Nginx load balancer, Redis, Prometheus/Grafana and log shipping, and renders \
-every config from it.\n\nStart with `scalectl validate -f examples/three-hosts.yaml`, then \
+every config from it. It deploys the same file to hosts over SSH (`target: hosts`) or to a Docker engine \
+(`target: docker`) with the same commands: plan, apply, reload, rollback, status, destroy.\n\n\
+Start with `scalectl validate -f examples/three-hosts.yaml`, then \
 `scalectl render -f examples/three-hosts.yaml -o out/`.",
     after_help = "Exit codes: 0 ok, 1 error (problems are listed as FILE:LINE:COL: message), 2 changes present \
 (plan --detailed-exitcode) or an unhealthy fleet (status)."
@@ -54,35 +59,27 @@ pub enum Command {
     Render(render::Args),
     /// Local lab: the topology's hosts as containers with systemd and sshd (lab up|status|down)
     Lab(lab::Args),
-    /// Show what apply would change on every host, with diffs; changes nothing
+    /// Show what apply would change (per host or on the engine), with diffs; changes nothing
     Plan(plan::Args),
     /// Deploy: show the plan, then execute exactly it (packages, files, release, rolling restarts)
     Apply(apply::ApplyArgs),
-    /// Restart every scale-api instance one at a time, gated on readiness (PM2's `reload`)
+    /// Restart every instance one at a time, gated on readiness (PM2's `reload`)
     Reload(apply::ReloadArgs),
-    /// Switch every app host back to the release before the running one, rolling
+    /// Back to the release before the running one, instances replaced one at a time
     Rollback(apply::ReloadArgs),
-    /// Stop what scalectl started and remove what it wrote on every host (packages stay installed)
+    /// Stop what scalectl started and remove what it wrote or created (packages stay installed)
     Destroy(apply::ReloadArgs),
-    /// What runs where: release, services and instances per host (exit 2 when unhealthy)
+    /// What runs where: units per host or containers per slot, with release and health (exit 2 when unhealthy)
     Status(status::Args),
-    /// Diagnose the live fleet from its metrics: the seeds' "is it slow?" decision tree (exit 2: findings)
+    /// Diagnose the live fleet from its metrics: is it up, is it slow, which resource explains it (exit 2: findings)
     Doctor(doctor::Args),
     /// The fleet lock that keeps applies apart (lock status|release)
     Lock(lock::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(completions::Args),
+    /// Print the man page (roff), e.g. `scalectl man > scalectl.1`
+    Man,
 }
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum Output {
-    /// For people
-    #[default]
-    Text,
-    /// For pipelines: a versioned JSON document on stdout
-    Json,
-}
-
-/// Version of every JSON document scalectl prints; bumped on incompatible changes.
-pub const JSON_FORMAT_VERSION: u32 = 1;
 
 /// What a command ended with, beyond success.
 #[derive(Debug)]
@@ -115,6 +112,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Status(a) => status::run(a, color),
         Command::Lock(a) => lock::run(a, color),
         Command::Doctor(a) => doctor::run(a, color),
+        Command::Completions(a) => completions::run(a),
+        Command::Man => completions::man(),
     }
 }
 
@@ -137,10 +136,3 @@ pub(crate) fn parse(file: &Path) -> anyhow::Result<Result<Topology, Problems>> {
     Ok(topology::parse(&name, &source))
 }
 
-/// The topology file argument shared by every command that reads one.
-#[derive(Debug, clap::Args)]
-pub struct TopologyArg {
-    /// Topology file
-    #[arg(short = 'f', long = "file", value_name = "FILE", default_value = "scale.yaml")]
-    pub file: PathBuf,
-}

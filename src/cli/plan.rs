@@ -1,12 +1,17 @@
-//! `scalectl plan`: what apply would change on every host, as actions and diffs; nothing changes.
+//! `scalectl plan`: what apply would change, as actions and diffs; nothing changes. With `--out`,
+//! the plan is saved with what it was made from, for `scalectl apply PLANFILE`.
 
-use super::fleet::{self, FleetArgs, ReleaseArg};
-use super::{Failure, JSON_FORMAT_VERSION, Output};
+use super::args::{FleetArgs, Output, ReleaseArg};
+use super::session;
+use super::Failure;
 use crate::plan::saved::{self, SavedPlan};
-use crate::plan::{Plan, Release, render_text, sha256_hex};
+use crate::plan::{PlanView, Release, sha256_hex};
+use crate::target::Goal;
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Exit codes: 0 ok (with --detailed-exitcode: no changes), 1 error, 2 changes present (with --detailed-exitcode).")]
+#[command(after_help = "Exit codes: 0 ok (with --detailed-exitcode: no changes), 1 error, 2 changes present (with --detailed-exitcode).\n\n\
+Examples:\n  scalectl plan -f scale.yaml\n  scalectl plan -f scale.yaml -o json --detailed-exitcode\n  \
+scalectl plan -f scale.yaml --out plan.json && scalectl apply plan.json --yes")]
 pub struct Args {
     #[command(flatten)]
     pub fleet: FleetArgs,
@@ -24,52 +29,31 @@ pub struct Args {
 }
 
 pub fn run(a: Args, color: bool) -> Result<(), Failure> {
-    if let Some(t) = super::docker::topology(&a.fleet.topology.file, color)? {
-        return super::docker::plan(&t, &a.release, a.output, a.detailed_exitcode, a.out.as_deref(), color);
-    }
-    let fleet = fleet::connect(&a.fleet, color)?;
+    let topology_bytes = std::fs::read(&a.fleet.topology.file).ok();
+    let target = session::open(&a.fleet, color)?;
     let binary = a.release.read()?;
     let release = Release::of(&binary);
-    let (plan, observed) = fleet::make_plan(&fleet, Some(&release))?;
-    print(&plan, a.output, color);
+    let secrets = session::resolve_secrets(target.topology())?;
+    let planned = target.plan(&Goal::Deploy { release: &release, secrets: &secrets })?;
+    session::show(&planned.plan, a.output, color);
     if let Some(out) = &a.out {
-        let topology = std::fs::read(&a.fleet.topology.file).map_err(anyhow::Error::from)?;
         let saved = SavedPlan {
             kind: saved::KIND.into(),
             format_version: saved::SAVED_FORMAT_VERSION,
             scalectl_version: env!("CARGO_PKG_VERSION").into(),
             topology_file: a.fleet.topology.file.display().to_string(),
-            topology_sha256: sha256_hex(&topology),
+            topology_sha256: sha256_hex(&topology_bytes.unwrap_or_default()),
             release_file: Some(a.release.path()?.display().to_string()),
             release_sha256: Some(sha256_hex(&binary)),
-            observed: saved::fingerprints(&observed),
-            plan: plan.redacted(),
+            observed: planned.observed,
+            plan: planned.plan.redacted(),
         };
         let text = serde_json::to_string_pretty(&saved).map_err(anyhow::Error::from)?;
-        crate::exec::lab::write_atomic(out, text.as_bytes())?;
+        session::write_atomic(out, text.as_bytes())?;
         eprintln!("Saved the plan to {}: apply exactly it with `scalectl apply {}`.", out.display(), out.display());
     }
-    if a.detailed_exitcode && plan.has_changes() {
+    if a.detailed_exitcode && planned.plan.has_changes() {
         return Err(Failure::Changes);
     }
     Ok(())
-}
-
-pub fn print(plan: &Plan, output: Output, color: bool) {
-    match output {
-        Output::Text => print!("{}", render_text(plan, color)),
-        Output::Json => println!("{}", json(plan)),
-    }
-}
-
-pub fn json(plan: &Plan) -> String {
-    let plan = plan.redacted();
-    let doc = serde_json::json!({
-        "format_version": JSON_FORMAT_VERSION,
-        "topology": plan.topology,
-        "changes": plan.has_changes(),
-        "action_count": plan.change_count(),
-        "hosts": plan.hosts,
-    });
-    serde_json::to_string_pretty(&doc).unwrap_or_default()
 }

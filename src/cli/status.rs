@@ -1,10 +1,14 @@
-//! `scalectl status`: what runs where: per host its release, services and scale-api instances.
+//! `scalectl status`: what runs where (units per host, or containers per slot), with each one's
+//! state, health and release. Exit 2 when anything is not healthy.
 
-use super::fleet::{self, FleetArgs};
-use super::{Failure, JSON_FORMAT_VERSION, Output};
-use crate::plan::instance_unit;
+use super::args::{FleetArgs, Output};
+use super::session;
+use super::Failure;
+use crate::plan::JSON_FORMAT_VERSION;
+use crate::target::Status;
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Exit codes: 0 healthy, 2 something is not running or not healthy, 1 error.")]
 pub struct Args {
     #[command(flatten)]
     pub fleet: FleetArgs,
@@ -12,62 +16,41 @@ pub struct Args {
     pub output: Output,
 }
 
-#[derive(Debug, serde::Serialize)]
-struct HostStatus {
-    host: String,
-    roles: Vec<crate::topology::Role>,
-    release: Option<String>,
-    releases: Vec<String>,
-    /// unit -> active state
-    services: std::collections::BTreeMap<String, String>,
-    healthy: bool,
+pub fn run(a: Args, color: bool) -> Result<(), Failure> {
+    let target = session::open(&a.fleet, color)?;
+    let s = target.status()?;
+    match a.output {
+        Output::Json => {
+            let mut doc = serde_json::to_value(&s).map_err(anyhow::Error::from)?;
+            doc["format_version"] = JSON_FORMAT_VERSION.into();
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }
+        Output::Text => print!("{}", text(&s)),
+    }
+    if s.healthy { Ok(()) } else { Err(Failure::Changes) }
 }
 
-pub fn run(a: Args, color: bool) -> Result<(), Failure> {
-    if let Some(t) = super::docker::topology(&a.fleet.topology.file, color)? {
-        return super::docker::status(&t, a.output);
+/// A table, columns as wide as their values.
+fn text(s: &Status) -> String {
+    use std::fmt::Write;
+    let place = s.place_kind.to_uppercase();
+    let place_w = s.items.iter().map(|i| i.place.len()).chain([place.len()]).max().unwrap_or(4) + 2;
+    let name_w = s.items.iter().map(|i| i.name.len()).chain([4]).max().unwrap_or(4) + 2;
+    let mut out = String::new();
+    let _ = writeln!(out, "{place:<place_w$}{:<name_w$}{:<11}{:<11}RELEASE", "NAME", "STATE", "HEALTH");
+    for i in &s.items {
+        let _ = writeln!(
+            out,
+            "{:<place_w$}{:<name_w$}{:<11}{:<11}{}",
+            i.place,
+            i.name,
+            i.state,
+            i.health.as_deref().unwrap_or("-"),
+            i.release.as_deref().unwrap_or("-")
+        );
     }
-    let f = fleet::connect(&a.fleet, color)?;
-    let (desired, observed) = fleet::observe(&f, None)?;
-    let mut rows = Vec::new();
-    for d in &desired {
-        let o = observed.get(&d.host).cloned().unwrap_or_default();
-        let mut services = std::collections::BTreeMap::new();
-        let units = d.services.iter().cloned().chain(d.instances.iter().map(|p| instance_unit(*p)));
-        for u in units {
-            services.insert(u.clone(), o.units.get(&u).map(|s| s.active.clone()).unwrap_or_else(|| "unknown".into()));
-        }
-        let healthy = services.values().all(|s| s == "active");
-        rows.push(HostStatus {
-            host: d.host.clone(),
-            roles: d.roles.clone(),
-            release: o.release.clone(),
-            releases: o.releases.clone(),
-            services,
-            healthy,
-        });
+    if s.items.is_empty() {
+        let _ = writeln!(out, "nothing of topology `{}` runs on this target: `scalectl apply -f FILE` deploys it", s.topology);
     }
-    match a.output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"format_version": JSON_FORMAT_VERSION, "topology": f.topology.name, "hosts": rows}))
-                .unwrap_or_default()
-        ),
-        Output::Text => {
-            for r in &rows {
-                let roles: Vec<String> = r.roles.iter().map(|x| format!("{x:?}").to_lowercase()).collect();
-                println!(
-                    "{} ({}) {}{}",
-                    r.host,
-                    roles.join(", "),
-                    if r.healthy { "healthy" } else { "UNHEALTHY" },
-                    r.release.as_ref().map(|x| format!(", release {x}")).unwrap_or_default()
-                );
-                for (u, s) in &r.services {
-                    println!("  {s:<10} {u}");
-                }
-            }
-        }
-    }
-    if rows.iter().all(|r| r.healthy) { Ok(()) } else { Err(Failure::Changes) }
+    out
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::ssh::{Conn, last_lines};
-use crate::plan::{Action, FileChange, HostPlan, Plan, instance_unit};
+use crate::plan::{Action, FileChange, HostPlan, Plan, Probe, instance_unit};
 
 pub type Progress<'a> = &'a (dyn Fn(&str, &str) + Sync);
 
@@ -127,8 +127,8 @@ struct Touched<'p> {
     host: String,
     files: Vec<&'p FileChange>,
     from_release: Option<Option<String>>,
-    started: Vec<u16>,
-    readiness: String,
+    /// Instances (re)started, each with the probe the plan gave it.
+    started: Vec<Probe>,
 }
 
 /// A readiness failure during activation, with what the operator needs to see.
@@ -138,47 +138,40 @@ struct Failure {
 
 fn activate<'p>(c: &Conn, h: &'p HostPlan, opts: &Options<'_>, touched: &mut Vec<Touched<'p>>) -> Result<(), Failure> {
     let fail = |error: anyhow::Error| Failure { error };
-    let is_app = h.activate.iter().any(|a| matches!(a, Action::SwitchRelease { .. } | Action::RollingRestart { .. } | Action::Start { ready_port: Some(_), .. }) || matches!(a, Action::WriteFile(_)));
-    if is_app {
-        let readiness = h
-            .activate
-            .iter()
-            .find_map(|a| if let Action::RollingRestart { readiness, .. } = a { Some(readiness.clone()) } else { None })
-            .unwrap_or_else(|| "/readyz".into());
-        touched.push(Touched { host: h.host.clone(), files: Vec::new(), from_release: None, started: Vec::new(), readiness });
+    if h.app {
+        touched.push(Touched { host: h.host.clone(), files: Vec::new(), from_release: None, started: Vec::new() });
     }
+    let mut record = |f: &mut dyn FnMut(&mut Touched<'p>)| {
+        if h.app
+            && let Some(t) = touched.last_mut()
+        {
+            f(t)
+        }
+    };
     for a in &h.activate {
         match a {
             Action::WriteFile(f) => {
                 c.sudo_script("writing files", &commands::write_files(&[f]), STEP_TIMEOUT).map_err(fail)?;
-                if let Some(t) = touched.last_mut() {
-                    t.files.push(f);
-                }
+                record(&mut |t| t.files.push(f));
             }
             Action::SwitchRelease { from, to } => {
                 (opts.progress)(&h.host, &format!("switching to release {to}"));
                 c.sudo_script("switching release", &commands::switch_release(to), STEP_TIMEOUT).map_err(fail)?;
-                if let Some(t) = touched.last_mut() {
-                    t.from_release = Some(from.clone());
-                }
+                record(&mut |t| t.from_release = Some(from.clone()));
             }
-            Action::Start { unit, ready_port: Some(port) } => {
-                (opts.progress)(&h.host, &format!("starting {unit}"));
+            Action::Start { unit, ready: Some(probe) } => {
+                (opts.progress)(&h.host, &format!("starting {unit}, waiting for {}", probe.path));
                 c.sudo_script("starting", &commands::start(unit), STEP_TIMEOUT).map_err(fail)?;
-                let path = touched.last().map(|t| t.readiness.clone()).unwrap_or_else(|| "/readyz".into());
-                if let Some(t) = touched.last_mut() {
-                    t.started.push(*port);
-                }
-                wait_ready(c, *port, &path, opts.ready_timeout).map_err(fail)?;
+                record(&mut |t| t.started.push(probe.clone()));
+                wait_ready(c, probe, opts.ready_timeout).map_err(fail)?;
             }
             Action::RollingRestart { ports, readiness } => {
                 for port in ports {
                     (opts.progress)(&h.host, &format!("restarting scale-api@{port}, waiting for {readiness}"));
                     c.sudo_script("restarting", &commands::restart(&instance_unit(*port)), STEP_TIMEOUT).map_err(fail)?;
-                    if let Some(t) = touched.last_mut() {
-                        t.started.push(*port);
-                    }
-                    wait_ready(c, *port, readiness, opts.ready_timeout).map_err(fail)?;
+                    let probe = Probe { port: *port, path: readiness.clone() };
+                    record(&mut |t| t.started.push(probe.clone()));
+                    wait_ready(c, &probe, opts.ready_timeout).map_err(fail)?;
                 }
             }
             other => step(c, other, opts).map_err(fail)?,
@@ -187,12 +180,12 @@ fn activate<'p>(c: &Conn, h: &'p HostPlan, opts: &Options<'_>, touched: &mut Vec
     Ok(())
 }
 
-fn wait_ready(c: &Conn, port: u16, path: &str, timeout: Duration) -> anyhow::Result<()> {
-    let out = c.script(&commands::wait_ready(port, path, timeout), timeout + STEP_TIMEOUT)?;
+fn wait_ready(c: &Conn, probe: &Probe, timeout: Duration) -> anyhow::Result<()> {
+    let out = c.script(&commands::wait_ready(probe.port, &probe.path, timeout), timeout + STEP_TIMEOUT)?;
     if out.ok() {
         return Ok(());
     }
-    let unit = instance_unit(port);
+    let unit = instance_unit(probe.port);
     let logs = c.script(&commands::logs(&unit), STEP_TIMEOUT).map(|o| o.stdout).unwrap_or_default();
     anyhow::bail!(
         "{}: {unit} never became ready within {} ({}).\nIts last log lines:\n{}",
@@ -226,9 +219,9 @@ fn rollback(conns: &[Conn], touched: Vec<Touched<'_>>, failure: Failure, opts: &
             Some(None) => "no earlier release to return to".to_string(),
             None => "its release unchanged".to_string(),
         };
-        for port in &t.started {
-            ok &= c.sudo_script("restarting", &commands::restart(&instance_unit(*port)), STEP_TIMEOUT).is_ok()
-                && wait_ready(c, *port, &t.readiness, opts.ready_timeout).is_ok();
+        for probe in &t.started {
+            ok &= c.sudo_script("restarting", &commands::restart(&instance_unit(probe.port)), STEP_TIMEOUT).is_ok()
+                && wait_ready(c, probe, opts.ready_timeout).is_ok();
         }
         notes.push(format!("{}: rolled back ({release}){}", t.host, if ok { "" } else { ", but some steps FAILED: check it with `scalectl status`" }));
     }
@@ -266,11 +259,11 @@ fn step(c: &Conn, a: &Action, opts: &Options<'_>) -> anyhow::Result<()> {
             let out = c.script(command, STEP_TIMEOUT)?;
             anyhow::ensure!(out.ok(), "{host}: {unit} rejected its configuration: {}", out.stderr.trim());
         }
-        Action::Start { unit, ready_port } => {
+        Action::Start { unit, ready } => {
             (opts.progress)(host, &format!("starting {unit}"));
             c.sudo_script("starting", &commands::start(unit), STEP_TIMEOUT)?;
-            if let Some(p) = ready_port {
-                wait_ready(c, *p, "/readyz", opts.ready_timeout)?;
+            if let Some(probe) = ready {
+                wait_ready(c, probe, opts.ready_timeout)?;
             }
         }
         Action::Restart { unit } => {
@@ -290,7 +283,7 @@ fn step(c: &Conn, a: &Action, opts: &Options<'_>) -> anyhow::Result<()> {
         Action::RollingRestart { ports, readiness } => {
             for port in ports {
                 c.sudo_script("restarting", &commands::restart(&instance_unit(*port)), STEP_TIMEOUT)?;
-                wait_ready(c, *port, readiness, opts.ready_timeout)?;
+                wait_ready(c, &Probe { port: *port, path: readiness.clone() }, opts.ready_timeout)?;
             }
         }
         Action::Stop { unit } => {

@@ -25,8 +25,8 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use crate::plan::docker::{
-    ContainerSpec, DockerObserved, DockerPlan, LABEL_HASH, LABEL_ROLE, LABEL_SLOT, LABEL_TOPOLOGY, NGINX_CONF, ObservedContainer, ObservedImage, ROLE_LOGS,
-    Step, TARGETS_JSON,
+    ContainerSpec, DockerObserved, DockerPlan, Engine, LABEL_HASH, LABEL_IMAGE_ROLE, LABEL_IMAGE_TOPOLOGY, LABEL_LIVE, LABEL_ROLE, LABEL_SLOT, LABEL_TOPOLOGY,
+    ObservedContainer, ObservedImage, ROLE_LOGS, Step,
 };
 use crate::topology::Topology;
 
@@ -40,28 +40,39 @@ pub async fn connect(t: &Topology) -> anyhow::Result<Docker> {
     d.negotiate_version().await.with_context(|| format!("cannot reach the Docker engine at {endpoint} (is dockerd running? `docker info` tells)"))
 }
 
-fn label_filter(t: &Topology) -> HashMap<String, Vec<String>> {
-    HashMap::from([("label".to_string(), vec![format!("{LABEL_TOPOLOGY}={}", t.name)])])
+/// What the engine says of itself that the containers depend on (`docker info`).
+pub async fn facts(docker: &Docker) -> anyhow::Result<Engine> {
+    let info = docker.info().await.context("cannot read the engine's info")?;
+    Ok(Engine {
+        cores: info.ncpu.unwrap_or(1).max(1) as u32,
+        data_root: info.docker_root_dir.filter(|d| d.starts_with('/')).unwrap_or_else(|| "/var/lib/docker".into()),
+    })
 }
 
+fn label_filter(label: &str, value: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_string(), vec![format!("{label}={value}")])])
+}
+
+/// The ownership labels of what scalectl creates (containers, networks, volumes).
 fn labels(t: &Topology, spec: Option<&ContainerSpec>) -> HashMap<String, String> {
     let mut l = HashMap::from([(LABEL_TOPOLOGY.to_string(), t.name.clone())]);
     if let Some(s) = spec {
         l.insert(LABEL_ROLE.into(), s.role.clone());
         l.insert(LABEL_SLOT.into(), s.slot.clone());
         l.insert(LABEL_HASH.into(), s.hash.clone());
+        let live: Vec<&str> = s.files.iter().filter(|f| f.live).map(|f| f.path.as_str()).collect();
+        if !live.is_empty() {
+            l.insert(LABEL_LIVE.into(), live.join(","));
+        }
     }
     l
 }
 
-/// Everything on the engine that carries the topology's label, and the live files of what runs;
-/// whether the release image and the log image (when there is one) are there.
-pub async fn observe(docker: &Docker, t: &Topology, image: &str, log_image: Option<&str>) -> anyhow::Result<DockerObserved> {
-    let mut o = DockerObserved { image_present: docker.inspect_image(image).await.is_ok(), ..Default::default() };
-    if let Some(log_image) = log_image {
-        o.log_image_present = docker.inspect_image(log_image).await.is_ok();
-    }
-    let filters = label_filter(t);
+/// Everything on the engine that scalectl created for the topology (its ownership label), the
+/// live files of what runs (as each container's label lists them), and the images built for it.
+pub async fn observe(docker: &Docker, t: &Topology) -> anyhow::Result<DockerObserved> {
+    let mut o = DockerObserved::default();
+    let filters = label_filter(LABEL_TOPOLOGY, &t.name);
     let list = docker
         .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
         .await
@@ -71,6 +82,12 @@ pub async fn observe(docker: &Docker, t: &Topology, image: &str, log_image: Opti
         let label = |k: &str| c.labels.as_ref().and_then(|l| l.get(k)).cloned().unwrap_or_default();
         let inspect = docker.inspect_container(&name, None).await.with_context(|| format!("cannot inspect {name}"))?;
         let state = inspect.state.as_ref();
+        let running = state.and_then(|s| s.running).unwrap_or(false);
+        for path in label(LABEL_LIVE).split(',').filter(|p| running && !p.is_empty()) {
+            if let Some(text) = download(docker, &name, path).await? {
+                o.live_files.insert(format!("{name}:{path}"), text);
+            }
+        }
         o.containers.push(ObservedContainer {
             name: name.clone(),
             role: label(LABEL_ROLE),
@@ -82,26 +99,17 @@ pub async fn observe(docker: &Docker, t: &Topology, image: &str, log_image: Opti
         });
     }
     o.containers.sort_by(|a, b| a.name.cmp(&b.name));
-    for c in o.containers.iter().filter(|c| c.running()) {
-        let path = match c.slot.as_str() {
-            "lb" => NGINX_CONF,
-            "prometheus" => TARGETS_JSON,
-            _ => continue,
-        };
-        if let Some(text) = download(docker, &c.name, path).await? {
-            o.live_files.insert(format!("{}:{path}", c.name), text);
-        }
-    }
     let nets = docker.list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filters).build())).await?;
     o.network = nets.iter().any(|n| n.name.as_deref() == Some(t.docker.network.as_str()));
     let vols = docker.list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filters).build())).await?;
     o.volumes = vols.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect();
     o.volumes.sort();
-    let images = docker.list_images(Some(ListImagesOptionsBuilder::default().filters(&filters).build())).await.context("cannot list images")?;
+    let image_filter = label_filter(LABEL_IMAGE_TOPOLOGY, &t.name);
+    let images = docker.list_images(Some(ListImagesOptionsBuilder::default().filters(&image_filter).build())).await.context("cannot list images")?;
     o.images = images
         .into_iter()
         .flat_map(|i| {
-            let role = i.labels.get(LABEL_ROLE).cloned().unwrap_or_default();
+            let role = i.labels.get(LABEL_IMAGE_ROLE).filter(|r| r.as_str() == ROLE_LOGS).cloned().unwrap_or_default();
             i.repo_tags.into_iter().filter(|t| t != "<none>:<none>").map(move |tag| ObservedImage { tag, created: i.created, role: role.clone() })
         })
         .collect();
@@ -133,7 +141,7 @@ async fn download(docker: &Docker, container: &str, path: &str) -> anyhow::Resul
 }
 
 /// A tar of files at absolute paths (with their directories), for the archive endpoint at `/`.
-fn tar_of(files: &[(&str, &[u8], u32)]) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn tar_of(files: &[(&str, &[u8], u32)]) -> anyhow::Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
     let mut dirs = std::collections::BTreeSet::new();
     for (path, content, mode) in files {
@@ -186,12 +194,11 @@ async fn exec(docker: &Docker, container: &str, argv: &[String]) -> anyhow::Resu
 
 /// Build an image from a tar context of the rendered Dockerfile and `context` (the release binary
 /// for scale-api's; nothing for the log image), labelled with the topology and `role`.
-async fn build_image(docker: &Docker, tag: &str, dockerfile: &str, context: &[(&str, &[u8], u32)], role: &str, t: &Topology, progress: Progress<'_>) -> anyhow::Result<()> {
+pub(crate) async fn build_image(docker: &Docker, tag: &str, dockerfile: &str, context: &[(&str, &[u8], u32)], role: &str, t: &Topology, progress: Progress<'_>) -> anyhow::Result<()> {
     let mut files = vec![("/Dockerfile", dockerfile.as_bytes(), 0o644)];
     files.extend_from_slice(context);
     let tar = tar_of(&files)?;
-    let mut labels = labels(t, None);
-    labels.insert(LABEL_ROLE.into(), role.into());
+    let labels = HashMap::from([(LABEL_IMAGE_TOPOLOGY.to_string(), t.name.clone()), (LABEL_IMAGE_ROLE.to_string(), role.to_string())]);
     let opts = BuildImageOptionsBuilder::default().dockerfile("Dockerfile").t(tag).rm(true).forcerm(true).labels(&labels).build();
     let mut stream = docker.build_image(opts, None, Some(bollard::body_full(tar.into())));
     while let Some(r) = stream.next().await {
@@ -511,7 +518,4 @@ async fn undo(docker: &Docker, step: &Step, o: &Options<'_>) -> anyhow::Result<(
     }
 }
 
-/// `scalectl status` for the docker target: the labelled containers with state and health.
-pub async fn status(docker: &Docker, t: &Topology) -> anyhow::Result<Vec<ObservedContainer>> {
-    Ok(observe(docker, t, "", None).await?.containers)
-}
+

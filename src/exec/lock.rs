@@ -60,6 +60,14 @@ pub fn release_script(id: &str) -> String {
     format!("L={LOCK_FILE}\nif [ -e $L ] && grep -qx {} $L; then rm -f $L; fi\n", q(&format!("id={id}")))
 }
 
+/// The error of a run that finds the fleet locked (the same words on every target).
+pub fn locked_error(info: &LockInfo) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the fleet is locked: {info}. Another apply is running, or one died: wait for it, or run \
+`scalectl lock release --force` once you are sure"
+    )
+}
+
 /// A held lock; released explicitly (a crash leaves it to expire).
 #[derive(Debug)]
 pub struct Held {
@@ -72,10 +80,7 @@ pub fn acquire(conn: &Conn, owner: &str, ttl: Duration) -> anyhow::Result<Held> 
     match out.status {
         0 => Ok(Held { id }),
         3 => match LockInfo::parse(&out.stdout) {
-            Some(info) => anyhow::bail!(
-                "the fleet is locked: {info}. Another apply is running, or one died: wait for it, or run \
-`scalectl lock release --force` once you are sure"
-            ),
+            Some(info) => Err(locked_error(&info)),
             None => anyhow::bail!("the fleet is locked ({LOCK_FILE} on {}), by an unreadable lock file", conn.endpoint.host),
         },
         n => anyhow::bail!("{}: taking the lock failed (exit {n}): {}", conn.endpoint.host, out.stderr.trim()),

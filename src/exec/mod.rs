@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod docker;
+pub mod docker_lock;
 pub mod lab;
 pub mod lock;
 pub mod observe;

@@ -76,6 +76,12 @@ pub struct DesiredHost {
     pub readiness: String,
 }
 
+impl DesiredHost {
+    pub fn is_app(&self) -> bool {
+        self.roles.contains(&Role::App)
+    }
+}
+
 pub fn instance_unit(port: u16) -> String {
     format!("scale-api@{port}.service")
 }

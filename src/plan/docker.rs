@@ -23,10 +23,18 @@ use super::{KEEP_RELEASES, Release, sha256_hex, unified_diff};
 use crate::render::{self, Instance, RenderError, SecretValues, Templates};
 use crate::topology::{Persistence, Topology};
 
+/// Set by scalectl on the containers, networks and volumes it creates, never on an image: a
+/// container someone starts from a release image by hand is not the topology's.
 pub const LABEL_TOPOLOGY: &str = "scalectl.topology";
 pub const LABEL_ROLE: &str = "scalectl.role";
 pub const LABEL_SLOT: &str = "scalectl.slot";
 pub const LABEL_HASH: &str = "scalectl.hash";
+/// The paths of a container's live files, comma-separated: what observe reads back.
+pub const LABEL_LIVE: &str = "scalectl.live";
+/// On the images scalectl builds (inherited by any container made from them, so distinct from
+/// [`LABEL_TOPOLOGY`]): the topology, and `app` or [`ROLE_LOGS`].
+pub const LABEL_IMAGE_TOPOLOGY: &str = "scalectl.image.topology";
+pub const LABEL_IMAGE_ROLE: &str = "scalectl.image.role";
 
 /// Where the images expect their configuration (the official images' conventions).
 pub const NGINX_CONF: &str = "/etc/nginx/conf.d/default.conf";
@@ -159,6 +167,14 @@ pub struct DockerObserved {
     pub live_files: BTreeMap<String, String>,
 }
 
+impl DockerObserved {
+    /// Whether the release image and the log image are among the topology's images.
+    pub fn mark_images(&mut self, release: &str, log_image: Option<&str>) {
+        self.image_present = self.images.iter().any(|i| i.tag == release);
+        self.log_image_present = log_image.is_some_and(|l| self.images.iter().any(|i| i.tag == l));
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObservedContainer {
     pub name: String,
@@ -263,6 +279,27 @@ impl DockerPlan {
             }
         }
         p
+    }
+}
+
+impl super::PlanView for DockerPlan {
+    fn topology(&self) -> &str {
+        &self.topology
+    }
+    fn has_changes(&self) -> bool {
+        DockerPlan::has_changes(self)
+    }
+    fn change_count(&self) -> usize {
+        DockerPlan::change_count(self)
+    }
+    fn redacted(&self) -> Self {
+        DockerPlan::redacted(self)
+    }
+    fn text(&self, color: bool) -> String {
+        render_text(&self.redacted(), color)
+    }
+    fn scope(&self) -> String {
+        "steps on the engine".into()
     }
 }
 
@@ -584,47 +621,14 @@ pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError
     service(&d.redis, &mut activate, &mut cleanup);
 
     // The load balancer and Prometheus see `current` replicas; rewrite them as it changes.
-    let lb_kept = exact(&d.lb).is_some_and(ObservedContainer::running);
-    let prom_kept = exact(&d.prometheus).is_some_and(ObservedContainer::running);
-    let live = |c: &ContainerSpec, path: &str| o.live_files.get(&format!("{}:{path}", c.name)).cloned().unwrap_or_default();
-    let mut lb_now = live(&d.lb, NGINX_CONF);
-    let mut targets_now = live(&d.prometheus, TARGETS_JSON);
+    let running = |c: &ContainerSpec| exact(c).is_some_and(ObservedContainer::running).then(|| c.name.clone());
+    let mut live = LiveUpstream::new(t, i.templates, o, running(&d.lb), running(&d.prometheus));
     let app_slots: BTreeSet<&str> = d.app.iter().map(|c| c.slot.as_str()).collect();
     let mut current: BTreeMap<String, String> = BTreeMap::new();
     for c in o.containers.iter().filter(|c| c.role == "app" && c.running()) {
         current.entry(c.slot.clone()).or_insert_with(|| c.name.clone());
     }
-    let mut rewrite = |current: &BTreeMap<String, String>, activate: &mut Vec<Step>| -> Result<(), RenderError> {
-        let replicas: Vec<(String, String)> = current.iter().map(|(s, n)| (s.clone(), n.clone())).collect();
-        let files = rendered(t, &replicas, i.templates)?;
-        if lb_kept {
-            let conf = get(&files, &format!("nginx/{}.conf", t.name)).to_string();
-            if conf != lb_now {
-                activate.push(Step::WriteLive {
-                    container: d.lb.name.clone(),
-                    path: NGINX_CONF.into(),
-                    diff: unified_diff(NGINX_CONF, &lb_now, &conf),
-                    previous: std::mem::replace(&mut lb_now, conf.clone()),
-                    content: conf,
-                    commands: vec![vec!["nginx".into(), "-t".into(), "-q".into()], vec!["nginx".into(), "-s".into(), "reload".into()]],
-                });
-            }
-        }
-        if prom_kept {
-            let targets = get(&files, "prometheus/targets.json").to_string();
-            if targets != targets_now {
-                activate.push(Step::WriteLive {
-                    container: d.prometheus.name.clone(),
-                    path: TARGETS_JSON.into(),
-                    diff: unified_diff(TARGETS_JSON, &targets_now, &targets),
-                    previous: std::mem::replace(&mut targets_now, targets.clone()),
-                    content: targets,
-                    commands: Vec::new(),
-                });
-            }
-        }
-        Ok(())
-    };
+    let mut rewrite = |current: &BTreeMap<String, String>, activate: &mut Vec<Step>| live.rewrite(current, activate);
 
     // New slots (scaling out) first, then one rewrite; then each changed slot rolled in turn.
     let mut added = false;
@@ -713,6 +717,109 @@ fn prune_images(o: &DockerObserved, deployed: &str, log_image: Option<&str>, cle
             cleanup.push(Step::RemoveImage { tag: image.tag.clone(), reason: format!("older than the last {KEEP_RELEASES} releases") });
         }
     }
+}
+
+/// The live files that follow the set of replicas: the load balancer's upstream and Prometheus'
+/// targets, in the containers that run now. Each change is a [`Step::WriteLive`] (nginx validates
+/// and reloads its file; Prometheus rereads file_sd by itself).
+struct LiveUpstream<'a> {
+    t: &'a Topology,
+    templates: &'a Templates,
+    /// (container, content it has now)
+    lb: Option<(String, String)>,
+    prometheus: Option<(String, String)>,
+}
+
+impl<'a> LiveUpstream<'a> {
+    fn new(t: &'a Topology, templates: &'a Templates, o: &DockerObserved, lb: Option<String>, prometheus: Option<String>) -> Self {
+        let now = |name: String, path: &str| {
+            let content = o.live_files.get(&format!("{name}:{path}")).cloned().unwrap_or_default();
+            (name, content)
+        };
+        LiveUpstream { t, templates, lb: lb.map(|n| now(n, NGINX_CONF)), prometheus: prometheus.map(|n| now(n, TARGETS_JSON)) }
+    }
+
+    /// Point both at exactly these replicas (slot -> container).
+    fn rewrite(&mut self, current: &BTreeMap<String, String>, activate: &mut Vec<Step>) -> Result<(), RenderError> {
+        let replicas: Vec<(String, String)> = current.iter().map(|(s, n)| (s.clone(), n.clone())).collect();
+        let files = rendered(self.t, &replicas, self.templates)?;
+        if let Some((container, now)) = &mut self.lb {
+            let conf = get(&files, &format!("nginx/{}.conf", self.t.name)).to_string();
+            if conf != *now {
+                activate.push(Step::WriteLive {
+                    container: container.clone(),
+                    path: NGINX_CONF.into(),
+                    diff: unified_diff(NGINX_CONF, now, &conf),
+                    previous: std::mem::replace(now, conf.clone()),
+                    content: conf,
+                    commands: nginx_reload(),
+                });
+            }
+        }
+        if let Some((container, now)) = &mut self.prometheus {
+            let targets = get(&files, "prometheus/targets.json").to_string();
+            if targets != *now {
+                activate.push(Step::WriteLive {
+                    container: container.clone(),
+                    path: TARGETS_JSON.into(),
+                    diff: unified_diff(TARGETS_JSON, now, &targets),
+                    previous: std::mem::replace(now, targets.clone()),
+                    content: targets,
+                    commands: Vec::new(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Validate, then reload: what the load balancer runs after its file changed.
+fn nginx_reload() -> Vec<Vec<String>> {
+    vec![vec!["nginx".into(), "-t".into(), "-q".into()], vec!["nginx".into(), "-s".into(), "reload".into()]]
+}
+
+/// `scalectl reload`: every running replica restarted in turn, each out of the load balancer's
+/// upstream while it restarts and back once healthy. Nothing else changes.
+pub fn reload_plan(t: &Topology, o: &DockerObserved, templates: &Templates) -> Result<DockerPlan, RenderError> {
+    let running_in = |slot: &str| o.containers.iter().find(|c| c.slot == slot && c.running()).map(|c| c.name.clone());
+    let mut live = LiveUpstream::new(t, templates, o, running_in("lb"), None);
+    let mut current: BTreeMap<String, String> = BTreeMap::new();
+    for c in o.containers.iter().filter(|c| c.role == "app" && c.running()) {
+        current.entry(c.slot.clone()).or_insert_with(|| c.name.clone());
+    }
+    let all = current.clone();
+    let mut activate = Vec::new();
+    let timeout_s = (t.app.drain_timeout_ms / 1000) as i64 + 5;
+    for (slot, name) in &all {
+        let healthy = o.containers.iter().any(|c| &c.name == name && c.health.is_some());
+        if all.len() > 1 {
+            current.remove(slot);
+            live.rewrite(&current, &mut activate)?;
+        }
+        activate.push(Step::Stop { name: name.clone(), timeout_s });
+        activate.push(Step::Start { name: name.clone(), wait_healthy: healthy });
+        current.insert(slot.clone(), name.clone());
+        live.rewrite(&current, &mut activate)?;
+    }
+    Ok(DockerPlan { topology: t.name.clone(), network: network_name(t), activate, cleanup: Vec::new() })
+}
+
+/// `scalectl rollback`: the release image built before the one the replicas run (newest first by
+/// creation), which apply keeps for this.
+pub fn previous_release(t: &Topology, o: &DockerObserved) -> Result<Release, String> {
+    let running: BTreeSet<&str> = o.containers.iter().filter(|c| c.role == "app" && c.running()).map(|c| c.image.as_str()).collect();
+    let mut releases: Vec<&ObservedImage> = o.images.iter().filter(|i| i.role != ROLE_LOGS).collect();
+    releases.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.tag.cmp(&b.tag)));
+    let repo = release_image(t, &Release { id: String::new(), bytes: 0 });
+    let previous = releases
+        .iter()
+        .filter(|i| !running.contains(i.tag.as_str()))
+        .find_map(|i| i.tag.strip_prefix(repo.as_str()).filter(|id| !id.is_empty()))
+        .ok_or_else(|| {
+            let tags: Vec<&str> = releases.iter().map(|i| i.tag.as_str()).collect();
+            format!("no earlier release image to roll back to (the engine has {tags:?}, the replicas run {running:?})")
+        })?;
+    Ok(Release { id: previous.to_string(), bytes: 0 })
 }
 
 fn in_slot<'a>(o: &'a DockerObserved, slot: &'a str) -> impl Iterator<Item = &'a ObservedContainer> {

@@ -11,6 +11,7 @@ pub mod desired;
 pub mod docker;
 pub mod saved;
 mod text;
+pub mod view;
 
 use std::collections::BTreeMap;
 
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use desired::{CURRENT_LINK, DesiredFile, DesiredHost, OnChange, RELEASES_DIR, Release, desired_hosts, instance_unit, socket_unit};
 pub use text::render_text;
+pub use view::{JSON_FORMAT_VERSION, PlanView, TargetPlan};
 
 /// Releases kept on each host (the running one included).
 pub const KEEP_RELEASES: usize = 3;
@@ -81,6 +83,9 @@ pub struct Plan {
 pub struct HostPlan {
     pub host: String,
     pub roles: Vec<crate::topology::Role>,
+    /// Runs app instances: a failed readiness rolls this host's activation back.
+    #[serde(default)]
+    pub app: bool,
     pub prepare: Vec<Action>,
     pub activate: Vec<Action>,
     pub cleanup: Vec<Action>,
@@ -117,6 +122,27 @@ impl Plan {
     }
     pub fn change_count(&self) -> usize {
         self.hosts.iter().map(|h| h.actions().count()).sum()
+    }
+}
+
+impl PlanView for Plan {
+    fn topology(&self) -> &str {
+        &self.topology
+    }
+    fn has_changes(&self) -> bool {
+        Plan::has_changes(self)
+    }
+    fn change_count(&self) -> usize {
+        Plan::change_count(self)
+    }
+    fn redacted(&self) -> Self {
+        Plan::redacted(self)
+    }
+    fn text(&self, color: bool) -> String {
+        render_text(&self.redacted(), color)
+    }
+    fn scope(&self) -> String {
+        format!("actions on {} hosts", self.hosts.iter().filter(|h| !h.is_empty()).count())
     }
 }
 
@@ -158,8 +184,8 @@ pub enum Action {
     DaemonReload,
     /// Check a configuration before anything reloads it; on failure the files are restored.
     Validate { unit: String, command: String },
-    /// enable + start a unit that is not running; for scale-api instances, wait until ready.
-    Start { unit: String, ready_port: Option<u16> },
+    /// enable + start a unit that is not running; for app instances, then wait until `ready` answers.
+    Start { unit: String, ready: Option<Probe> },
     /// enable + restart (a restart also starts a stopped unit).
     Restart { unit: String },
     /// Reload a running unit's configuration.
@@ -175,6 +201,13 @@ pub enum Action {
     MarkPending { entries: Vec<String> },
     /// Every owed service action was done.
     ClearPending,
+}
+
+/// An instance's readiness check: HTTP 200 from `path` on 127.0.0.1:`port` of its host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Probe {
+    pub port: u16,
+    pub path: String,
 }
 
 /// Compare and decide. `observed` must hold every host of `desired`.
@@ -286,7 +319,7 @@ fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
                 activate.push(Action::Enable { unit: s.clone() });
             }
         } else if !st.is_active() || !st.is_enabled() {
-            activate.push(Action::Start { unit: s.clone(), ready_port: None });
+            activate.push(Action::Start { unit: s.clone(), ready: None });
         }
     }
 
@@ -305,7 +338,7 @@ fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
         for &port in &d.instances {
             let st = unit(&instance_unit(port));
             if !st.is_active() {
-                activate.push(Action::Start { unit: instance_unit(port), ready_port: Some(port) });
+                activate.push(Action::Start { unit: instance_unit(port), ready: Some(Probe { port, path: d.readiness.clone() }) });
             } else if rolling {
                 roll.push(port);
             } else if !st.is_enabled() {
@@ -354,7 +387,7 @@ fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
             }
         }
     }
-    HostPlan { host: d.host.clone(), roles: d.roles.clone(), prepare, activate, cleanup }
+    HostPlan { host: d.host.clone(), roles: d.roles.clone(), app: d.is_app(), prepare, activate, cleanup }
 }
 
 fn file_change(f: &DesiredFile, o: Option<&ObservedFile>) -> Option<FileChange> {
@@ -418,7 +451,7 @@ pub fn reload_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap<
             } else {
                 vec![Action::RollingRestart { ports, readiness: d.readiness.clone() }]
             };
-            HostPlan { host: d.host.clone(), roles: d.roles.clone(), prepare: vec![], activate, cleanup: vec![] }
+            HostPlan { host: d.host.clone(), roles: d.roles.clone(), app: d.is_app(), prepare: vec![], activate, cleanup: vec![] }
         })
         .collect();
     Plan { topology: topology.to_string(), hosts }
@@ -443,7 +476,7 @@ pub fn rollback_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMa
                 activate.push(Action::RollingRestart { ports, readiness: d.readiness.clone() });
             }
         }
-        hosts.push(HostPlan { host: d.host.clone(), roles: d.roles.clone(), prepare: vec![], activate, cleanup: vec![] });
+        hosts.push(HostPlan { host: d.host.clone(), roles: d.roles.clone(), app: d.is_app(), prepare: vec![], activate, cleanup: vec![] });
     }
     Ok(Plan { topology: topology.to_string(), hosts })
 }
@@ -490,7 +523,7 @@ pub fn destroy_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap
             if !o.releases.is_empty() {
                 activate.push(Action::PruneReleases { remove: o.releases.clone() });
             }
-            HostPlan { host: d.host.clone(), roles: d.roles.clone(), prepare: vec![], activate, cleanup: vec![] }
+            HostPlan { host: d.host.clone(), roles: d.roles.clone(), app: d.is_app(), prepare: vec![], activate, cleanup: vec![] }
         })
         .collect();
     Plan { topology: topology.to_string(), hosts }

@@ -1,16 +1,21 @@
 //! A plan saved by `scalectl plan --out FILE` and applied later by `scalectl apply FILE`: the plan
-//! itself plus what it was made from (the topology's bytes, the release binary, each host's
-//! observation), so that apply can refuse it when any of them changed since. Secrets are not in it.
+//! itself plus what it was made from (the topology's bytes, the release binary, each host's or the
+//! engine's observation), so that apply can refuse it when any of them changed since. Secrets are
+//! not in it.
+//!
+//! The file is never trusted to say what to do: apply makes the plan again from the same topology,
+//! release and a fresh observation, and runs it only if it equals the saved one (Terraform's model).
+//! An edited file can only be refused, never run.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Observed, Plan, sha256_hex};
+use super::{Observed, TargetPlan, sha256_hex};
 
 pub const KIND: &str = "scalectl-plan";
 /// Bumped when a saved plan of an older scalectl could be misread.
-pub const SAVED_FORMAT_VERSION: u32 = 1;
+pub const SAVED_FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SavedPlan {
@@ -22,18 +27,20 @@ pub struct SavedPlan {
     pub topology_sha256: String,
     pub release_file: Option<String>,
     pub release_sha256: Option<String>,
-    /// Host -> sha256 of what was observed on it when planning.
+    /// Host (or `engine`) -> sha256 of what was observed there when planning.
     pub observed: BTreeMap<String, String>,
     /// Redacted: secret files carry only their content's sha256.
-    pub plan: Plan,
+    pub plan: TargetPlan,
+}
+
+/// The digest of one observation.
+pub fn fingerprint(observed: &impl Serialize) -> String {
+    sha256_hex(serde_json::to_string(observed).unwrap_or_default().as_bytes())
 }
 
 /// One digest per host of everything observed there (file hashes, units, packages, releases).
 pub fn fingerprints(observed: &BTreeMap<String, Observed>) -> BTreeMap<String, String> {
-    observed
-        .iter()
-        .map(|(h, o)| (h.clone(), sha256_hex(serde_json::to_string(o).unwrap_or_default().as_bytes())))
-        .collect()
+    observed.iter().map(|(h, o)| (h.clone(), fingerprint(o))).collect()
 }
 
 /// Hosts whose observation differs from the one the plan was made on.

@@ -82,7 +82,7 @@ fn a_bare_host_gets_packages_files_and_started_services() {
     assert!(matches!(&app.prepare[1], Action::InstallPackages { packages } if packages.contains(&"curl".to_string())));
     assert!(matches!(&app.prepare[2], Action::UploadRelease { release, .. } if release == "r1"));
     assert_eq!(app.activate.last(), Some(&Action::ClearPending));
-    let starts: Vec<&Action> = app.activate.iter().filter(|a| matches!(a, Action::Start { ready_port: Some(_), .. })).collect();
+    let starts: Vec<&Action> = app.activate.iter().filter(|a| matches!(a, Action::Start { ready: Some(_), .. })).collect();
     assert_eq!(starts.len(), 2);
     assert!(app.activate.iter().any(|a| matches!(a, Action::SwitchRelease { from: None, to } if to == "r1")));
     let lb = host(&p, "lb");
@@ -189,8 +189,8 @@ fn a_stopped_service_is_started_and_a_dead_instance_waits_for_readiness() {
     obs.get_mut("lb").unwrap().units.insert("nginx.service".into(), failed.clone());
     obs.get_mut("app").unwrap().units.insert(instance_unit(3001), failed);
     let p = plan("t", &d, &obs);
-    assert_eq!(host(&p, "lb").activate, vec![Action::Start { unit: "nginx.service".into(), ready_port: None }]);
-    assert_eq!(host(&p, "app").activate, vec![Action::Start { unit: "scale-api@3001.service".into(), ready_port: Some(3001) }]);
+    assert_eq!(host(&p, "lb").activate, vec![Action::Start { unit: "nginx.service".into(), ready: None }]);
+    assert_eq!(host(&p, "app").activate, vec![Action::Start { unit: "scale-api@3001.service".into(), ready: Some(crate::plan::Probe { port: 3001, path: "/readyz".into() }) }]);
 }
 
 #[test]

@@ -88,8 +88,8 @@ fn line(a: &Action, st: &Style) -> String {
         Action::RemoveFile { path } => format!("{} remove {path}", st.red("-")),
         Action::DaemonReload => format!("{} systemctl daemon-reload", st.yellow("~")),
         Action::Validate { unit, command } => format!("{} validate {unit}: {command}", st.yellow("?")),
-        Action::Start { unit, ready_port } => match ready_port {
-            Some(p) => format!("{} start {unit} (wait until 127.0.0.1:{p} is ready)", st.green("+")),
+        Action::Start { unit, ready } => match ready {
+            Some(r) => format!("{} start {unit} (wait until 127.0.0.1:{}{} is ready)", st.green("+"), r.port, r.path),
             None => format!("{} enable and start {unit}", st.green("+")),
         },
         Action::Restart { unit } => format!("{} restart {unit}", st.yellow("↻")),

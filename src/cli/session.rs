@@ -1,0 +1,138 @@
+//! What every command on a live deployment shares: the topology parsed and validated once, its
+//! target opened once, and the one run loop (lock, plan, show, confirm, execute, unlock) that
+//! apply, reload, rollback and destroy go through on every target.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use super::args::{ExecArgs, FleetArgs, Output};
+use super::Failure;
+use crate::exec::lock;
+use crate::plan::{PlanView, TargetPlan};
+use crate::render::{self, SecretValues};
+use crate::target::{self, ExecOptions, Target};
+use crate::topology::{SecretRef, Topology};
+
+/// Progress lines on stderr when it is a terminal (or when asked); silent in pipelines.
+pub fn progress_enabled() -> bool {
+    std::io::stderr().is_terminal() || std::env::var_os("SCALECTL_PROGRESS").is_some()
+}
+
+pub fn say(place: &str, msg: &str) {
+    if progress_enabled() {
+        eprintln!("{place}: {msg}");
+    }
+}
+
+/// Parse and validate the topology (problems printed), then open its target.
+pub fn open(args: &FleetArgs, color: bool) -> Result<Box<dyn Target>, Failure> {
+    let topology = super::load(&args.topology.file, color)?;
+    open_topology(topology, args)
+}
+
+pub fn open_topology(topology: Topology, args: &FleetArgs) -> Result<Box<dyn Target>, Failure> {
+    let started = Instant::now();
+    let t = target::open(topology, &args.connect_options(), &say)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "connected");
+    Ok(t)
+}
+
+/// Read every secret from its reference on this machine; a value that cannot be written safely is
+/// refused by name, never echoed.
+pub fn resolve_secrets(t: &Topology) -> anyhow::Result<SecretValues> {
+    let read = |name: &str, r: &SecretRef| -> anyhow::Result<String> {
+        let value = match r {
+            SecretRef::Env(var) => std::env::var(var).map_err(|_| {
+                anyhow::anyhow!("secret `{name}`: environment variable `{var}` is not set on this machine")
+            })?,
+            SecretRef::File(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("secret `{name}`: cannot read {path}"))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        };
+        anyhow::ensure!(
+            render::secret_is_safe(&value),
+            "secret `{name}` is empty or holds a character that cannot be written safely (allowed: printable ASCII \
+and spaces, but no quotes, backslash, `$`, backtick or `%`)"
+        );
+        Ok(value)
+    };
+    let mut values = SecretValues::default();
+    for (name, r) in &t.app.secrets {
+        values.app.push((name.clone(), read(name, r)?));
+    }
+    if let Some(r) = &t.redis.password {
+        values.redis_password = Some(read("redis.password", r)?);
+    }
+    if let Some(r) = t.observability.alertmanager.as_ref().and_then(|a| a.webhook.as_ref()) {
+        values.alertmanager_webhook = Some(read("observability.alertmanager.webhook", r)?);
+    }
+    Ok(values)
+}
+
+/// Ask before changing anything, unless --yes; without a terminal, --yes is required.
+pub fn confirm(yes: bool, what: &str) -> anyhow::Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("refusing to {what} without --yes: standard input is not a terminal to ask on");
+    }
+    eprint!("Do you want to {what}? Only `yes` is accepted: ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}
+
+/// Print a plan in the chosen format.
+pub fn show(plan: &TargetPlan, output: Output, color: bool) {
+    match output {
+        Output::Text => print!("{}", plan.text(color)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&plan.json()).unwrap_or_default()),
+    }
+}
+
+/// Lock, plan (`make`), show, confirm, execute exactly that plan, unlock (however the run ends).
+pub fn run_locked(
+    target: &dyn Target,
+    x: &ExecArgs,
+    color: bool,
+    what: &str,
+    release: Option<&[u8]>,
+    make: impl FnOnce(&dyn Target) -> anyhow::Result<TargetPlan>,
+) -> Result<(), Failure> {
+    let owner = lock::owner();
+    let held = target::acquire(target, &owner, x.lock_ttl, &say)?;
+    let result = (|| -> anyhow::Result<()> {
+        let plan = make(target)?;
+        show(&plan, x.output, color);
+        if !plan.has_changes() {
+            return Ok(());
+        }
+        if !confirm(x.yes, what)? {
+            anyhow::bail!("cancelled: nothing was changed");
+        }
+        let started = Instant::now();
+        let opts = ExecOptions { release, ready_timeout: x.ready_timeout, progress: &say, owner: owner.clone() };
+        target.execute(&plan, &opts)?;
+        eprintln!("Done: {} {} in {:.1} s.", plan.change_count(), plan.scope(), started.elapsed().as_secs_f64());
+        Ok(())
+    })();
+    if let Err(e) = target.unlock(&held) {
+        eprintln!("warning: could not release the fleet lock: {e:#}");
+    }
+    result.map_err(Failure::from)
+}
+
+/// Write a file the user asked for (a saved plan, a snapshot) whole or not at all.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::fs::write(tmp.path(), bytes)?;
+    tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! The docker target: containers on one Docker engine, through its API. Observing reads what
+//! carries the topology's ownership label; the plan is `plan::docker`; `exec::docker` carries it
+//! out, and `exec::docker_lock` keeps two runs apart.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::{ExecOptions, Goal, Planned, Status, StatusItem, Target};
+use crate::exec::docker as engine;
+use crate::exec::docker_lock;
+use crate::exec::lock::{Held, LockInfo};
+use crate::plan::docker::{self as dplan, DockerObserved};
+use crate::plan::{Release, TargetPlan, saved};
+use crate::render::{SecretValues, Templates};
+use crate::topology::Topology;
+
+pub struct Engine {
+    topology: Topology,
+    rt: tokio::runtime::Runtime,
+    docker: bollard::Docker,
+    facts: dplan::Engine,
+}
+
+impl Engine {
+    pub fn connect(topology: Topology) -> anyhow::Result<Engine> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (docker, facts) = rt.block_on(async {
+            let docker = engine::connect(&topology).await?;
+            let facts = engine::facts(&docker).await?;
+            anyhow::Ok((docker, facts))
+        })?;
+        Ok(Engine { topology, rt, docker, facts })
+    }
+
+    fn observe(&self) -> anyhow::Result<DockerObserved> {
+        self.rt.block_on(engine::observe(&self.docker, &self.topology))
+    }
+
+    /// The plan that converges on `release`.
+    fn deploy(&self, release: &Release, secrets: &SecretValues, mut o: DockerObserved) -> anyhow::Result<TargetPlan> {
+        let t = &self.topology;
+        let templates = Templates::embedded();
+        let desired = dplan::desired(t, release, secrets, &self.facts, &templates)?;
+        o.mark_images(&desired.image, desired.logs.as_ref().map(|l| l.image.as_str()));
+        let plan = dplan::plan(dplan::Inputs { topology: t, release, desired, templates: &templates }, &o)?;
+        Ok(TargetPlan::Docker(plan))
+    }
+}
+
+impl Target for Engine {
+    fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    fn lock(&self, owner: &str, ttl: Duration) -> anyhow::Result<Held> {
+        self.rt.block_on(docker_lock::acquire(&self.docker, &self.topology.name, owner, ttl))
+    }
+
+    fn unlock(&self, held: &Held) -> anyhow::Result<()> {
+        self.rt.block_on(docker_lock::release(&self.docker, &self.topology.name, held))
+    }
+
+    fn lock_status(&self) -> anyhow::Result<Option<LockInfo>> {
+        Ok(self.rt.block_on(docker_lock::status(&self.docker, &self.topology.name))?.map(|(_, info)| info))
+    }
+
+    fn break_lock(&self) -> anyhow::Result<()> {
+        self.rt.block_on(docker_lock::force_release(&self.docker, &self.topology.name))
+    }
+
+    fn plan(&self, goal: &Goal<'_>) -> anyhow::Result<Planned> {
+        let o = self.observe()?;
+        let observed = BTreeMap::from([("engine".to_string(), saved::fingerprint(&o))]);
+        let plan = match goal {
+            Goal::Deploy { release, secrets } => self.deploy(release, secrets, o)?,
+            Goal::Rollback { secrets } => {
+                let previous = dplan::previous_release(&self.topology, &o).map_err(anyhow::Error::msg)?;
+                self.deploy(&previous, secrets, o)?
+            }
+            Goal::Reload => TargetPlan::Docker(dplan::reload_plan(&self.topology, &o, &Templates::embedded())?),
+            Goal::Destroy => TargetPlan::Docker(dplan::destroy_plan(&self.topology, &o)),
+        };
+        Ok(Planned { plan, observed })
+    }
+
+    fn execute(&self, plan: &TargetPlan, opts: &ExecOptions<'_>) -> anyhow::Result<()> {
+        let TargetPlan::Docker(plan) = plan else { anyhow::bail!("a {} plan cannot run on a docker engine", plan.target()) };
+        let say = |m: &str| (opts.progress)("docker", m);
+        let o = engine::Options { release: opts.release, ready_timeout: opts.ready_timeout, progress: &say };
+        self.rt.block_on(engine::execute(&self.docker, &self.topology, plan, &o))
+    }
+
+    fn status(&self) -> anyhow::Result<Status> {
+        let containers = self.observe()?.containers;
+        let items: Vec<StatusItem> = containers
+            .iter()
+            .map(|c| StatusItem {
+                place: c.slot.clone(),
+                name: c.name.clone(),
+                state: c.state.clone(),
+                health: c.health.clone(),
+                release: (c.role == "app").then(|| c.image.rsplit_once(':').map(|(_, tag)| tag.to_string())).flatten(),
+                healthy: c.running() && c.health.as_deref().is_none_or(|h| h == "healthy"),
+            })
+            .collect();
+        Ok(Status {
+            topology: self.topology.name.clone(),
+            target: "docker",
+            place_kind: "slot",
+            healthy: !items.is_empty() && items.iter().all(|i| i.healthy),
+            items,
+        })
+    }
+}

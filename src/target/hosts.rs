@@ -1,0 +1,138 @@
+//! The hosts target: machines with systemd reached over SSH (the lab's containers, or real hosts).
+//! Observing is one round trip per host; desired state is rendered with what was observed (cores,
+//! for `instances: max`); the plan is `plan::plan` and friends; `exec::apply` carries it out.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::{ExecOptions, Goal, Planned, Progress, Status, StatusItem, Target};
+use crate::exec::lock::{self, Held, LockInfo};
+use crate::exec::{self, ConnectOptions, apply, ssh::Conn};
+use crate::plan::{self, DesiredHost, Observed, Release, TargetPlan, instance_unit};
+use crate::render::{self, Facts, SecretValues, Templates};
+use crate::topology::Topology;
+
+pub struct Hosts {
+    topology: Topology,
+    conns: Vec<Conn>,
+    parallel: usize,
+}
+
+impl Hosts {
+    pub fn connect(topology: Topology, opts: &ConnectOptions, progress: Progress<'_>) -> anyhow::Result<Hosts> {
+        let (eps, lab) = exec::endpoints(&topology, opts)?;
+        if lab {
+            progress("lab", &format!("reaching the hosts of lab `{}` through 127.0.0.1 (see `scalectl lab status`)", topology.name));
+        }
+        let conns = exec::connect_all(&eps, opts.parallel.max(1)).map_err(|e| {
+            let hint = if lab { "" } else { "\n(for the local lab, run `scalectl lab up -f FILE` first)" };
+            anyhow::anyhow!("{e:#}{hint}")
+        })?;
+        Ok(Hosts { topology, conns, parallel: opts.parallel.max(1) })
+    }
+
+    /// The fleet's lock lives on its first host.
+    fn lock_host(&self) -> anyhow::Result<&Conn> {
+        self.conns.first().context("the topology has no hosts")
+    }
+
+    /// Observe, then desired state rendered with what was observed.
+    fn observe(&self, release: Option<&Release>, secrets: &SecretValues) -> anyhow::Result<(Vec<DesiredHost>, BTreeMap<String, Observed>)> {
+        let t = &self.topology;
+        let templates = Templates::embedded();
+        // File paths and packages do not depend on facts: a first pass with defaults says what to read.
+        let mut first = render::render(t, &Facts::with_default_cores(1), &templates)?;
+        // Secret files are observed by hash only; their paths do not depend on the values.
+        first.extend(render::render_secrets(t, &SecretValues::default(), &templates)?);
+        let probe = plan::desired_hosts(t, &Facts::with_default_cores(1), &first, release);
+        let observed = exec::observe::observe_all(&self.conns, &probe, self.parallel)?;
+        let mut facts = Facts::with_default_cores(1);
+        for (h, o) in &observed {
+            facts.cores.insert(h.clone(), o.cores);
+        }
+        let mut files = render::render(t, &facts, &templates)?;
+        files.extend(render::render_secrets(t, secrets, &templates)?);
+        let desired = plan::desired_hosts(t, &facts, &files, release);
+        // Units that depend on facts (instances: max) may not have been in the first pass.
+        let observed = if desired.iter().zip(&probe).any(|(d, p)| d.instances != p.instances) {
+            exec::observe::observe_all(&self.conns, &desired, self.parallel)?
+        } else {
+            observed
+        };
+        Ok((desired, observed))
+    }
+}
+
+impl Target for Hosts {
+    fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    fn lock(&self, owner: &str, ttl: Duration) -> anyhow::Result<Held> {
+        lock::acquire(self.lock_host()?, owner, ttl)
+    }
+
+    fn unlock(&self, held: &Held) -> anyhow::Result<()> {
+        lock::release(self.lock_host()?, held)
+    }
+
+    fn lock_status(&self) -> anyhow::Result<Option<LockInfo>> {
+        lock::status(self.lock_host()?)
+    }
+
+    fn break_lock(&self) -> anyhow::Result<()> {
+        lock::force_release(self.lock_host()?)
+    }
+
+    fn plan(&self, goal: &Goal<'_>) -> anyhow::Result<Planned> {
+        let name = &self.topology.name;
+        let none = SecretValues::default();
+        let (release, secrets) = match goal {
+            Goal::Deploy { release, secrets } => (Some(*release), *secrets),
+            _ => (None, &none),
+        };
+        let (desired, observed) = self.observe(release, secrets)?;
+        let plan = match goal {
+            Goal::Deploy { .. } => plan::plan(name, &desired, &observed),
+            Goal::Reload => plan::reload_plan(name, &desired, &observed),
+            Goal::Rollback { .. } => plan::rollback_plan(name, &desired, &observed).map_err(anyhow::Error::msg)?,
+            Goal::Destroy => plan::destroy_plan(name, &desired, &observed),
+        };
+        Ok(Planned { plan: TargetPlan::Hosts(plan), observed: plan::saved::fingerprints(&observed) })
+    }
+
+    fn execute(&self, plan: &TargetPlan, opts: &ExecOptions<'_>) -> anyhow::Result<()> {
+        let TargetPlan::Hosts(plan) = plan else { anyhow::bail!("a {} plan cannot run on hosts", plan.target()) };
+        let o = apply::Options {
+            release: opts.release,
+            ready_timeout: opts.ready_timeout,
+            parallel: self.parallel,
+            progress: opts.progress,
+            owner: opts.owner.clone(),
+        };
+        apply::execute(&self.conns, plan, &o)
+    }
+
+    fn status(&self) -> anyhow::Result<Status> {
+        let (desired, observed) = self.observe(None, &SecretValues::default())?;
+        let mut items = Vec::new();
+        for d in &desired {
+            let o = observed.get(&d.host).cloned().unwrap_or_default();
+            let units = d.services.iter().cloned().chain(d.instances.iter().map(|p| instance_unit(*p)));
+            for u in units {
+                let state = o.units.get(&u).map(|s| s.active.clone()).unwrap_or_else(|| "unknown".into());
+                let release = d.instances.iter().any(|p| instance_unit(*p) == u).then(|| o.release.clone()).flatten();
+                items.push(StatusItem { place: d.host.clone(), healthy: state == "active", name: u, state, health: None, release });
+            }
+        }
+        Ok(Status {
+            topology: self.topology.name.clone(),
+            target: "hosts",
+            place_kind: "host",
+            healthy: items.iter().all(|i| i.healthy),
+            items,
+        })
+    }
+}

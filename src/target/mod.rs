@@ -1,0 +1,133 @@
+//! Deploy targets: the one abstraction every command that works on a live deployment goes through.
+//!
+//! A target is a way of running a topology: `hosts` (SSH to machines with systemd, `hosts.rs`) and
+//! `docker` (containers through the Docker Engine API, `docker.rs`). Each implements [`Target`]:
+//! take and release the fleet lock, plan a [`Goal`] (observe, then the pure planner in `plan/`),
+//! execute exactly a plan (through `exec/`), report status. Commands call [`open`] once and never
+//! ask which target they have.
+//!
+//! A third target (Kubernetes, Nomad, ...) adds: a variant to `topology::Target`, a plan type
+//! implementing `plan::PlanView` with its variant in `plan::TargetPlan`, an executor in `exec/`, and
+//! a struct here implementing the seven functions of [`Target`]; then one arm in [`open`].
+
+pub mod docker;
+pub mod hosts;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::exec::ConnectOptions;
+use crate::exec::lock::{Held, LockInfo};
+use crate::plan::{Release, TargetPlan};
+use crate::render::SecretValues;
+use crate::topology::{self, Topology};
+
+/// What a plan is for.
+pub enum Goal<'a> {
+    /// Converge on the topology with this release.
+    Deploy { release: &'a Release, secrets: &'a SecretValues },
+    /// Restart every running instance one at a time, health-gated; no configuration change.
+    Reload,
+    /// Back to the release before the running one, instances replaced one at a time.
+    Rollback { secrets: &'a SecretValues },
+    /// Stop and remove what scalectl made.
+    Destroy,
+}
+
+/// A plan and what it was made from: per place (a host, or `engine`), a digest of the observation,
+/// which a saved plan keeps so that a later apply can name what changed.
+pub struct Planned {
+    pub plan: TargetPlan,
+    pub observed: BTreeMap<String, String>,
+}
+
+/// (place, message): progress for people; the caller decides whether it is shown.
+pub type Progress<'a> = &'a (dyn Fn(&str, &str) + Sync);
+
+pub struct ExecOptions<'a> {
+    /// The release binary, when the plan uploads or builds one.
+    pub release: Option<&'a [u8]>,
+    /// How long a (re)started instance may take to become ready.
+    pub ready_timeout: Duration,
+    pub progress: Progress<'a>,
+    /// Who applies (the lock's owner), for audit logs.
+    pub owner: String,
+}
+
+/// What runs where, for `scalectl status`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub topology: String,
+    pub target: &'static str,
+    /// What `place` names: `host` or `slot`.
+    pub place_kind: &'static str,
+    pub healthy: bool,
+    pub items: Vec<StatusItem>,
+}
+
+/// One unit on a host, or one container on the engine.
+#[derive(Debug, Serialize)]
+pub struct StatusItem {
+    pub place: String,
+    pub name: String,
+    pub state: String,
+    /// The health check's verdict, where there is one.
+    pub health: Option<String>,
+    /// The release it runs (app instances).
+    pub release: Option<String>,
+    pub healthy: bool,
+}
+
+pub trait Target {
+    fn topology(&self) -> &Topology;
+    /// Take the fleet lock, or fail naming who holds it.
+    fn lock(&self, owner: &str, ttl: Duration) -> anyhow::Result<Held>;
+    /// Release a lock this run holds (another's is left alone).
+    fn unlock(&self, held: &Held) -> anyhow::Result<()>;
+    fn lock_status(&self) -> anyhow::Result<Option<LockInfo>>;
+    /// Remove whatever lock is there (`lock release --force`).
+    fn break_lock(&self) -> anyhow::Result<()>;
+    /// Observe, then plan the goal (pure planner).
+    fn plan(&self, goal: &Goal<'_>) -> anyhow::Result<Planned>;
+    /// Carry out exactly this plan; undo what was done when a step fails.
+    fn execute(&self, plan: &TargetPlan, opts: &ExecOptions<'_>) -> anyhow::Result<()>;
+    fn status(&self) -> anyhow::Result<Status>;
+}
+
+/// The target the topology names, connected.
+pub fn open(t: Topology, connect: &ConnectOptions, progress: Progress<'_>) -> anyhow::Result<Box<dyn Target>> {
+    Ok(match t.target {
+        topology::Target::Hosts => Box::new(hosts::Hosts::connect(t, connect, progress)?),
+        topology::Target::Docker => Box::new(docker::Engine::connect(t)?),
+    })
+}
+
+/// Take the lock; a lock left by a process of this machine that no longer runs is taken over.
+pub fn acquire(t: &dyn Target, owner: &str, ttl: Duration, progress: Progress<'_>) -> anyhow::Result<Held> {
+    match t.lock(owner, ttl) {
+        Ok(h) => Ok(h),
+        Err(e) => {
+            if let Some(info) = t.lock_status()?
+                && stale_here(&info.owner)
+            {
+                progress("lock", &format!("taking over the fleet lock of {}: that process no longer runs", info.owner));
+                t.break_lock()?;
+                return t.lock(owner, ttl);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The owner names this machine and a pid that is gone.
+fn stale_here(owner: &str) -> bool {
+    let me = crate::exec::lock::owner();
+    let machine = |o: &str| o.rsplit_once("/pid").map(|(m, _)| m.to_string());
+    let pid = owner.rsplit_once("/pid").and_then(|(_, p)| p.parse::<i32>().ok());
+    match (machine(owner), machine(&me), pid) {
+        (Some(a), Some(b), Some(pid)) if a == b => nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH),
+        _ => false,
+    }
+}
