@@ -1,4 +1,4 @@
-//! A bounded pool of OS threads for CPU-heavy work, off the async runtime (the seeds' worker threads).
+//! A bounded pool of OS threads for CPU-heavy work, off the async runtime (worker threads, as Node's worker_threads).
 //!
 //! The queue has a fixed capacity: when it is full, `hash_for` fails at once and the caller answers
 //! 503 with Retry-After, so load beyond capacity never grows an unbounded backlog. The pool keeps

@@ -26,7 +26,7 @@ pub struct BuildLabels {
     pub instance: String,
 }
 
-/// Buckets in seconds, from a fast `/` (sub-millisecond) to the seeds' 2-second "too slow".
+/// Buckets in seconds, from a fast `/` (sub-millisecond) to a 2-second "too slow".
 const LATENCY_BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0];
 
 pub struct Metrics {

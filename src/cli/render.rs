@@ -45,8 +45,9 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
         None => Templates::embedded(),
     };
     let cores = a.cores.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
-    let files = render::render(&t, &Facts::with_default_cores(cores), &templates)
+    let mut files = render::render(&t, &Facts::with_default_cores(cores), &templates)
         .with_context(|| format!("cannot render {}", a.topology.file.display()))?;
+    files.push(crate::plan::docker::compose_file(&t, cores, &templates).with_context(|| format!("cannot render {}", a.topology.file.display()))?);
     if a.check {
         return check(&a.out, &files);
     }

@@ -161,7 +161,7 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     Ok(s)
 }
 
-/// Thresholds from the topology's alerts, the seeds' 70% for scaling out.
+/// Thresholds from the topology's alerts, 70% CPU for scaling out.
 pub fn thresholds(t: &Topology) -> Thresholds {
     let a = &t.observability.alerts;
     Thresholds {

@@ -1,4 +1,4 @@
-//! `scalectl doctor`: the seeds' "is the app slow?" decision tree, for a whole fleet, live.
+//! `scalectl doctor`: the "is the app slow?" decision tree (is it up, is it slow, which resource explains it), for a whole fleet, live.
 //!
 //! `snapshot` is the plain value the tree reads (saveable and replayable); `tree` is pure and
 //! returns findings with their evidence and the path taken; `text` prints the walk for people.

@@ -22,13 +22,13 @@ pub struct Snapshot {
     pub nginx: Option<NginxSample>,
 }
 
-/// Thresholds from the topology (observability.alerts), defaults from the seeds.
+/// Thresholds from the topology (observability.alerts), defaults from common practice (scale out above 70% CPU).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Thresholds {
-    /// Latency SLO: p99 above this is "slow" (seeds: users notice beyond 1-2 s).
+    /// Latency SLO: p99 above this is "slow" (users notice beyond 1-2 s).
     pub latency_p99_ms: f64,
     pub error_rate_percent: f64,
-    /// Add capacity above this average CPU (seeds: 70%).
+    /// Add capacity above this average CPU (the usual autoscaling threshold: 70%).
     pub cpu_scale_out_percent: f64,
     pub memory_available_percent: f64,
     pub fds_percent: f64,

@@ -1,4 +1,4 @@
-//! The seeds' decision tree over a Snapshot: is it up, is it slow, and then which resource explains
+//! The decision tree over a Snapshot: is it up, is it slow, and then which resource explains
 //! it (CPU, the event loop, memory, Redis, file descriptors, connections, errors, uneven load), each
 //! ending in a change stated as a topology edit where one applies.
 //!
@@ -170,7 +170,7 @@ pub fn diagnose(s: &Snapshot, previous: Option<&Diagnosis>) -> Diagnosis {
         w.find("upstream-errors", Severity::Critical, "fleet", format!("{fleet_errors:.2}% of responses are 5xx"), ev("error_rate_percent", "fleet", fleet_errors, th.error_rate_percent), vec![err_step.clone()], None);
     }
 
-    // 3. Which resource explains it? (Also asked when not slow: the seeds add a server at 70% CPU.)
+    // 3. Which resource explains it? (Also asked when not slow: add a server above 70% CPU, before users notice.)
     let explained_before = w.findings.len();
     let app_hosts: Vec<_> = s.hosts.iter().filter(|h| h.app).collect();
     let mut at_capacity = 0;

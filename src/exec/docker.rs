@@ -53,19 +53,9 @@ fn label_filter(label: &str, value: &str) -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_string(), vec![format!("{label}={value}")])])
 }
 
-/// The ownership labels of what scalectl creates (containers, networks, volumes).
-fn labels(t: &Topology, spec: Option<&ContainerSpec>) -> HashMap<String, String> {
-    let mut l = HashMap::from([(LABEL_TOPOLOGY.to_string(), t.name.clone())]);
-    if let Some(s) = spec {
-        l.insert(LABEL_ROLE.into(), s.role.clone());
-        l.insert(LABEL_SLOT.into(), s.slot.clone());
-        l.insert(LABEL_HASH.into(), s.hash.clone());
-        let live: Vec<&str> = s.files.iter().filter(|f| f.live).map(|f| f.path.as_str()).collect();
-        if !live.is_empty() {
-            l.insert(LABEL_LIVE.into(), live.join(","));
-        }
-    }
-    l
+/// The ownership label of the networks and volumes scalectl creates (containers: their spec's).
+fn owner_label(t: &Topology) -> HashMap<String, String> {
+    HashMap::from([(LABEL_TOPOLOGY.to_string(), t.name.clone())])
 }
 
 /// Everything on the engine that scalectl created for the topology (its ownership label), the
@@ -247,23 +237,14 @@ async fn create(docker: &Docker, t: &Topology, network: &str, spec: &ContainerSp
         cap_drop: spec.cap_drop_all.then(|| vec!["ALL".to_string()]),
         pid_mode: spec.pid_host.then(|| "host".to_string()),
         security_opt: spec.cap_drop_all.then(|| vec!["no-new-privileges".to_string()]),
-        log_config: Some(HostConfigLogConfig {
-            typ: Some("json-file".into()),
-            config: Some(
-                [("max-size", "10m"), ("max-file", "3")]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .chain(spec.log_opts.clone())
-                    .collect(),
-            ),
-        }),
+        log_config: Some(HostConfigLogConfig { typ: Some("json-file".into()), config: Some(spec.log_opts.clone().into_iter().collect()) }),
         ..Default::default()
     };
     let body = ContainerCreateBody {
         image: Some(spec.image.clone()),
         cmd: (!spec.cmd.is_empty()).then(|| spec.cmd.clone()),
         env: Some(env),
-        labels: Some(labels(t, Some(spec))),
+        labels: Some(spec.labels(&t.name).into_iter().collect()),
         exposed_ports: Some(spec.publish.iter().map(|p| format!("{}/tcp", p.container_port)).collect()),
         healthcheck: spec.health.as_ref().map(|h| HealthConfig {
             test: Some(h.test.clone()),
@@ -431,14 +412,14 @@ async fn run_step(docker: &Docker, t: &Topology, plan: &DockerPlan, step: &Step,
         Step::CreateNetwork { name } => {
             say(&format!("creating network {name}"));
             docker
-                .create_network(NetworkCreateRequest { name: name.clone(), driver: Some("bridge".into()), labels: Some(labels(t, None)), ..Default::default() })
+                .create_network(NetworkCreateRequest { name: name.clone(), driver: Some("bridge".into()), labels: Some(owner_label(t)), ..Default::default() })
                 .await
                 .with_context(|| format!("cannot create network {name}"))?;
         }
         Step::CreateVolume { name } => {
             say(&format!("creating volume {name}"));
             docker
-                .create_volume(VolumeCreateRequest { name: Some(name.clone()), labels: Some(labels(t, None)), ..Default::default() })
+                .create_volume(VolumeCreateRequest { name: Some(name.clone()), labels: Some(owner_label(t)), ..Default::default() })
                 .await
                 .with_context(|| format!("cannot create volume {name}"))?;
         }

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::topology::{Role, Target, Topology};
 pub use context::{Facts, Instance};
-pub use filters::secret_is_safe;
+pub use filters::{duration, secret_is_safe};
 use context::Ctx;
 
 /// Every template scalectl ships, embedded at build time (`--templates DIR` overrides by name).
@@ -229,7 +229,7 @@ pub fn render_docker_deploy(t: &Topology, replicas: &[Instance], templates: &Tem
     c.instances = replicas.to_vec();
     let ctx = c.value();
     let mut out = BTreeMap::new();
-    for j in docker_jobs(t).into_iter().filter(|j| j.path != "compose.yaml") {
+    for j in docker_jobs(t) {
         let f = run(&env, &ctx, "docker", j)?;
         out.insert(f.path, f.content);
     }
@@ -323,11 +323,11 @@ fn host_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
     jobs
 }
 
-/// The docker bundle: an image for scale-api and a compose file equivalent to the docker target.
+/// The docker bundle: an image for scale-api and the files its containers mount (its compose file is
+/// rendered from the docker target's container specs: `plan::docker::compose_file`).
 fn docker_jobs(t: &Topology) -> Vec<Job<'_>> {
     let mut jobs = vec![
         job("docker/Dockerfile.j2", "Dockerfile"),
-        job("docker/compose.yaml.j2", "compose.yaml"),
         job("nginx/site.conf.j2", format!("nginx/{}.conf", t.name)),
         job("redis/redis.conf.j2", "redis/redis.conf"),
         job("prometheus/prometheus.yml.j2", "prometheus/prometheus.yml"),

@@ -482,7 +482,7 @@ pub struct RawRedis {
 #[serde(deny_unknown_fields)]
 pub struct RawObservability {
     pub prometheus: Option<RawPrometheus>,
-    /// Alert thresholds (defaults from the seeds).
+    /// Alert thresholds (defaults: common practice).
     pub alerts: Option<RawAlerts>,
     /// Provision Grafana on the monitor host. Default true.
     pub grafana: Option<Sp<bool>>,
@@ -519,11 +519,11 @@ pub struct RawPrometheus {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAlerts {
-    /// p99 latency SLO, e.g. `1s` (the seeds: beyond 1-2 s users leave). Default 1s.
+    /// p99 latency SLO, e.g. `1s` (beyond 1-2 s users leave). Default 1s.
     pub latency_p99: Option<Sp<String>>,
     /// Share of 5xx responses, in percent. Default 1.
     pub error_rate: Option<Sp<f64>>,
-    /// CPU busy percent, sustained 10 minutes (the seeds scale out at 70). Default 80.
+    /// CPU busy percent, sustained 10 minutes (autoscaling groups usually scale out at 70). Default 80.
     pub cpu: Option<Sp<f64>>,
     /// Alert when available memory falls below this percent. Default 10.
     pub memory_available: Option<Sp<f64>>,
@@ -573,7 +573,7 @@ pub struct RawAutoscaling {
     pub max: Sp<i64>,
     /// Default: min.
     pub desired: Option<Sp<i64>>,
-    /// Target-tracking CPU: scale out above, in below (the seeds: 70 / 30).
+    /// Target-tracking CPU: scale out above, in below (usual: 70 / 30).
     pub cpu: Option<RawCpuTargets>,
     pub cooldown: Option<RawCooldown>,
     /// Seconds a new instance has before health checks count, e.g. `120s`. Default 120s.
@@ -595,7 +595,7 @@ pub struct RawCpuTargets {
     /// Default 30 (used by the `step` policy; target tracking decides scale-in itself).
     pub scale_in: Option<Sp<f64>>,
     /// `target_tracking` (default): AWS keeps average CPU near scale_out. `step`: one instance out
-    /// above scale_out, one in below scale_in, exactly the seeds' two thresholds.
+    /// above scale_out, one in below scale_in, exactly the two thresholds (out above 70%, in below 30% by default).
     pub policy: Option<Sp<ScalingPolicy>>,
 }
 

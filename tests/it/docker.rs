@@ -6,7 +6,8 @@
 //! The tests share one deployment and take turns (with the lab tests too); each starts from a
 //! converged one.
 
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
 use std::sync::{MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -124,7 +125,7 @@ fn containers() -> Vec<(String, String, String)> {
 
 /// Every image built for the topology (`repository:tag`): one per release, and the log image.
 fn labelled_images() -> Vec<String> {
-    docker_ok(&["image", "ls", "--filter", &format!("label=scalectl.topology={NAME}"), "--format", "{{.Repository}}:{{.Tag}}"]).lines().map(String::from).collect()
+    docker_ok(&["image", "ls", "--filter", &format!("label=scalectl.image.topology={NAME}"), "--format", "{{.Repository}}:{{.Tag}}"]).lines().map(String::from).collect()
 }
 
 /// The release images built for the topology.
@@ -283,19 +284,187 @@ fn docker_destroy_removes_every_labelled_resource_and_nothing_else() {
     let _d = deployed();
     let bystander = format!("scalectl-bystander-{}", std::process::id());
     docker_ok(&["run", "-d", "--name", &bystander, "--label", "scalectl.topology=someone-else", scalectl::exec::lab::LOCAL_IMAGE, "sleep", "300"]);
+    // A container made by hand from the deployed release image (a debugging session): it inherits
+    // the image's labels, and is still nobody's but its maker's.
+    let by_hand = format!("scalectl-by-hand-{}", std::process::id());
+    let release_image = docker_ok(&["inspect", "-f", "{{.Config.Image}}", &replicas()[0]]).trim().to_string();
+    docker_ok(&["create", "--name", &by_hand, &release_image]);
+    let out = apply(&topology(), release().to_str().unwrap());
+    assert!(out.status.success() && text(&out.stdout).contains("No changes"), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let status = text(&scalectl(&["status", "-f", &topology()]).stdout);
+    assert!(!status.contains(&by_hand), "{status}");
+
     let out = scalectl(&["destroy", "-f", &topology(), "--yes"]);
     let alive = docker(&["inspect", "-f", "{{.State.Running}}", &bystander]);
+    let hand_left = docker(&["inspect", "-f", "{{.Image}}", &by_hand]);
     docker(&["rm", "-f", &bystander]);
+    docker(&["rm", "-f", &by_hand]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(containers().is_empty(), "{:?}", containers());
     let filter = format!("label=scalectl.topology={NAME}");
     assert_eq!(docker_ok(&["network", "ls", "-q", "--filter", &filter]).trim(), "");
     assert_eq!(docker_ok(&["volume", "ls", "-q", "--filter", &filter]).trim(), "");
-    assert_eq!(labelled_images(), Vec::<String>::new(), "images outlived destroy");
     assert_eq!(text(&alive.stdout).trim(), "true", "destroy touched a container that is not the topology's");
-    // And apply brings it all back.
-    apply_ok(&topology(), release().to_str().unwrap());
+    assert!(hand_left.status.success(), "destroy removed the container made by hand from the release image");
+    // Only the image that container used may outlive destroy (the engine refuses to remove it).
+    let hand_image = text(&hand_left.stdout).trim().to_string();
+    for image in labelled_images() {
+        assert_eq!(docker_ok(&["image", "inspect", "-f", "{{.Id}}", &image]).trim(), hand_image, "{image} outlived destroy");
+        docker(&["rmi", &image]);
+    }
+
+    // A first apply onto the empty engine, with readiness at a path of the topology's own: every
+    // replica turns healthy on it, and the load balancer reaches both.
+    let custom = topology_with(&[("  instances: 2 ", "  health: {liveness: /live, readiness: /ready}\n  instances: 2 ")]);
+    let out = apply_ok(custom.to_str().unwrap(), release().to_str().unwrap());
+    assert!(out.contains("+ container dock-api-1-"), "{out}");
     assert_eq!(instances_seen_at(LB, 40).len(), 2);
+    let health = docker_ok(&["inspect", "-f", "{{json .Config.Healthcheck.Test}} {{.State.Health.Status}}", &replicas()[0]]);
+    assert!(health.contains("\"/ready\"") && health.contains("healthy"), "{health}");
+}
+
+#[test]
+fn docker_second_concurrent_apply_is_refused_by_the_lock() {
+    let _d = deployed();
+    let next = new_release("docker-concurrent");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_scalectl"))
+        .args(["apply", "-f", &topology(), "--release", next.to_str().unwrap(), "--yes"])
+        .env("SCALECTL_PROGRESS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
+    // The first apply holds the lock from before it observes until it ends.
+    for line in lines.by_ref() {
+        if line.unwrap().contains("building image") {
+            break;
+        }
+    }
+    let second = apply(&topology(), next.to_str().unwrap());
+    let locked = text(&scalectl(&["lock", "status", "-f", &topology()]).stdout);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = first.wait().unwrap();
+    let err = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(err.contains("the fleet is locked: held by"), "{err}");
+    assert!(locked.starts_with("locked: held by"), "{locked}");
+    assert!(status.success(), "the first apply failed: {rest:#?}");
+    assert_eq!(text(&scalectl(&["lock", "status", "-f", &topology()]).stdout).trim(), "unlocked");
+    // The lock is no container of the topology's: status and a converged plan do not see it.
+    let plan = scalectl(&["plan", "-f", &topology(), "--release", next.to_str().unwrap(), "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stdout));
+}
+
+#[test]
+fn docker_reload_three_times_under_load_fails_no_request() {
+    let _d = deployed();
+    let before = replicas();
+    let started = |n: &str| docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", n]).trim().to_string();
+    let first_start: Vec<String> = before.iter().map(|n| started(n)).collect();
+    let load = Load::start_at(LB, 2);
+    let t = Instant::now();
+    let mut outs = Vec::new();
+    for _ in 0..3 {
+        outs.push(scalectl(&["reload", "-f", &topology(), "--yes", "-o", "json"]));
+    }
+    let took = t.elapsed();
+    let (ok, failed) = load.finish();
+    for out in &outs {
+        assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    }
+    eprintln!("3 reloads of 2 replicas under load in {:.1} s: {ok} requests ok, {} failed", took.as_secs_f64(), failed.len());
+    assert!(failed.is_empty(), "{} of {} requests failed during the reloads, first: {:?}", failed.len(), ok + failed.len() as u64, failed.first());
+    // Each replica left the upstream before it stopped and came back after: the plan says so.
+    let plan: serde_json::Value = serde_json::from_slice(&outs[0].stdout).unwrap();
+    let steps: Vec<String> = plan["activate"].as_array().unwrap().iter().map(|s| s["action"].as_str().unwrap().to_string()).collect();
+    assert_eq!(steps, ["write_live", "stop", "start", "write_live", "write_live", "stop", "start", "write_live"], "{plan:#}");
+    // Same containers (no configuration changed), each started anew.
+    assert_eq!(replicas(), before);
+    for (n, s) in before.iter().zip(&first_start) {
+        assert_ne!(&started(n), s, "{n} was not restarted");
+    }
+    assert_eq!(instances_seen_at(LB, 40).len(), 2);
+}
+
+#[test]
+fn docker_rollback_brings_the_previous_release_back_one_replica_at_a_time() {
+    let _d = deployed();
+    let image_of = |n: &str| docker_ok(&["inspect", "-f", "{{.Config.Image}}", n]).trim().to_string();
+    let old = image_of(&replicas()[0]);
+    let next = new_release("docker-rollback");
+    apply_ok(&topology(), next.to_str().unwrap());
+    let new = image_of(&replicas()[0]);
+    assert_ne!(old, new);
+    let load = Load::start_at(LB, 2);
+    let out = scalectl(&["rollback", "-f", &topology(), "--yes", "-o", "json"]);
+    let (ok, failed) = load.finish();
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(failed.is_empty(), "{} of {} requests failed during the rollback, first: {:?}", failed.len(), ok + failed.len() as u64, failed.first());
+    let after = replicas();
+    assert_eq!(after.len(), 2);
+    assert!(after.iter().all(|n| image_of(n) == old), "{after:?} run {:?}, not {old}", after.iter().map(|n| image_of(n)).collect::<Vec<_>>());
+    // One at a time: each new replica is healthy and in the upstream before its old one stops.
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps: Vec<String> = plan["activate"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["action"] != "write_live" || s["container"].as_str().is_some_and(|c| c.contains("-lb-")))
+        .map(|s| match s["action"].as_str().unwrap() {
+            "create" => format!("create {}", s["spec"]["slot"].as_str().unwrap()),
+            "stop" => format!("stop {}", s["name"].as_str().unwrap().split('-').nth(2).map(|n| format!("api-{n}")).unwrap()),
+            other => other.to_string(),
+        })
+        .collect();
+    assert_eq!(steps, ["create api-1", "write_live", "stop api-1", "create api-2", "write_live", "stop api-2"], "{plan:#}");
+    assert_eq!(instances_seen_at(LB, 40).len(), 2);
+}
+
+#[test]
+fn docker_saved_plan_is_applied_exactly_and_refused_when_stale_or_edited() {
+    let _d = deployed();
+    let rel = release();
+    let rel = rel.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let planfile = dir.path().join("plan.json");
+    let planfile = planfile.to_str().unwrap();
+    let edited = topology_with(&[("  strategy: least_conn\n", "  strategy: round_robin\n")]);
+    let file = edited.to_str().unwrap();
+    let save = || {
+        let out = scalectl(&["plan", "-f", file, "--release", rel, "--out", planfile, "--detailed-exitcode"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    };
+    let lb = || container_in_slot("lb");
+    let conf = || docker_ok(&["exec", &lb(), "cat", "/etc/nginx/conf.d/default.conf"]);
+
+    // The engine drifted since the plan was made: refused, nothing changed.
+    save();
+    docker_ok(&["exec", &lb(), "sh", "-c", "echo '# drift' >> /etc/nginx/conf.d/default.conf"]);
+    let out = scalectl(&["apply", planfile, "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("the plan is stale: engine changed since it was made"), "{}", text(&out.stderr));
+    assert!(conf().contains("least_conn;"));
+
+    // An edited plan (a command to run in the load balancer) is refused, nothing changed.
+    save();
+    let mut doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(planfile).unwrap()).unwrap();
+    let step = doc["plan"]["activate"].as_array_mut().unwrap().iter_mut().find(|s| s["action"] == "write_live").expect("a write_live step");
+    step["commands"] = serde_json::json!([["sh", "-c", "touch /tmp/edited-plan-ran"]]);
+    std::fs::write(planfile, serde_json::to_string(&doc).unwrap()).unwrap();
+    let out = scalectl(&["apply", planfile, "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("is not the plan its topology, release and a fresh observation give now"), "{}", text(&out.stderr));
+    assert!(!docker(&["exec", &lb(), "test", "-e", "/tmp/edited-plan-ran"]).status.success(), "the edited command ran");
+    assert!(conf().contains("least_conn;"));
+
+    // Made again, it is applied exactly: the engine then matches the edited topology.
+    save();
+    let out = scalectl(&["apply", planfile, "--yes"]);
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(!conf().contains("least_conn;"));
+    let out = scalectl(&["plan", "-f", file, "--release", rel, "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
 }
 
 /// Lines on the collector container that contain `needle`, with the file each is in.

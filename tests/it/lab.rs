@@ -512,9 +512,14 @@ fn lab_destroy_removes_what_scalectl_deployed_and_apply_brings_it_back() {
     let out = run_ok(&["destroy", "-f", &lab_yaml(), "--yes"]);
     assert!(text(&out.stdout).contains("No changes"), "{}", text(&out.stdout));
 
+    // A first apply onto the bare fleet, with readiness at a path of the topology's own: every
+    // instance is started and waited for on that path (the plan says which), not on /readyz.
     let rel = release();
-    run_ok(&apply_args(&lab_yaml(), rel.to_str().unwrap()));
+    let custom = edited_topology("  drain_timeout: 5s\n", "  drain_timeout: 5s\n  health: {liveness: /live, readiness: /ready}\n");
+    let out = run_ok(&apply_args(custom.to_str().unwrap(), rel.to_str().unwrap()));
+    assert!(text(&out.stdout).contains("start scale-api@3000.service (wait until 127.0.0.1:3000/ready is ready)"), "{}", text(&out.stdout));
     assert_eq!(instances_seen(60).len(), 4);
+    assert_eq!(docker_exec("lab-app-1", "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:3000/ready"), "200");
 }
 
 // Observability deployed by apply (issue 6, hosts half).

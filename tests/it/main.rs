@@ -29,8 +29,12 @@ pub fn load_example(name: &str) -> Topology {
 }
 
 /// Render an example as the tests see it: 2 cores wherever the topology does not say.
+/// Every file `scalectl render` writes, the compose bundle included.
 pub fn render_example(name: &str) -> Vec<RenderedFile> {
-    render::render(&load_example(name), &Facts::with_default_cores(2), &Templates::embedded()).unwrap()
+    let t = load_example(name);
+    let mut files = render::render(&t, &Facts::with_default_cores(2), &Templates::embedded()).unwrap();
+    files.push(scalectl::plan::docker::compose_file(&t, 2, &Templates::embedded()).unwrap());
+    files
 }
 
 /// A tool the test needs; the README's test command installs it. Missing means a broken setup.

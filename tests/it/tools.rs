@@ -359,6 +359,69 @@ fn yaml_and_json_bundles_parse() {
     }
 }
 
+/// compose.yaml's services are the docker target's container specs, field by field (as the
+/// cloud-init test holds the autoscaling group to the hosts target).
+#[test]
+fn compose_services_equal_the_docker_targets_container_specs() {
+    use serde_json::{Value, json};
+    let ms = |v: &Value| humantime::parse_duration(v.as_str().unwrap_or_default()).map(|d| d.as_millis() as u64).unwrap_or(u64::MAX);
+    for example in EXAMPLES {
+        let t = super::load_example(example);
+        let compose = render_example(example).into_iter().find(|f| f.host == "docker" && f.path == "compose.yaml").unwrap();
+        let c: Value = serde_saphyr::from_str(&compose.content).unwrap();
+        let specs = scalectl::plan::docker::bundle_specs(&t, 2, &Templates::embedded()).unwrap();
+        let services = c["services"].as_object().unwrap();
+        assert_eq!(services.len(), specs.containers().len(), "{example}: one service per container spec");
+        for spec in specs.containers() {
+            let s = &c["services"][&spec.slot];
+            let at = format!("{example}: service {}", spec.slot);
+            assert_eq!(s["image"], spec.image.as_str(), "{at}");
+            let cmd: Vec<Value> = spec.cmd.iter().map(|a| json!(a)).collect();
+            assert_eq!(s.get("command").cloned().unwrap_or(json!([])), json!(cmd), "{at}");
+            // Every variable of the spec, and its secrets by name (their values come from the shell).
+            let mut env: serde_json::Map<String, Value> = spec.env.iter().filter_map(|e| e.split_once('=')).map(|(k, v)| (k.to_string(), json!(v))).collect();
+            let compose_env = s.get("environment").and_then(Value::as_object).cloned().unwrap_or_default();
+            // `{file:}` secrets have no compose equivalent that passes a value as a variable: absent.
+            for e in spec.secret_env.iter().filter(|e| matches!(e.from, Some(topology::SecretRef::Env(_)))) {
+                let v = compose_env.get(&e.name).unwrap_or_else(|| panic!("{at}: secret {} missing", e.name));
+                assert!(v.as_str().unwrap().starts_with("${"), "{at}: {} = {v}", e.name);
+                env.insert(e.name.clone(), v.clone());
+            }
+            assert_eq!(Value::Object(compose_env), Value::Object(env), "{at}: environment");
+            match &spec.health {
+                Some(h) => {
+                    let hc = &s["healthcheck"];
+                    assert_eq!(hc["test"], json!(h.test), "{at}");
+                    assert_eq!((ms(&hc["interval"]), ms(&hc["timeout"]), ms(&hc["start_period"])), (h.interval_ms, h.timeout_ms, h.start_period_ms), "{at}");
+                    assert_eq!(hc["retries"], h.retries, "{at}");
+                }
+                None => assert!(s.get("healthcheck").is_none(), "{at}"),
+            }
+            assert_eq!(ms(&s["stop_grace_period"]), spec.stop_timeout_s as u64 * 1000, "{at}");
+            assert_eq!(s.get("mem_limit").and_then(Value::as_u64), spec.memory_bytes, "{at}");
+            assert_eq!(s.get("cpus").and_then(Value::as_f64), spec.nano_cpus.map(|n| n as f64 / 1e9), "{at}");
+            assert_eq!(s["ulimits"]["nofile"]["soft"].as_u64(), spec.nofile, "{at}");
+            let ports: Vec<String> = spec.publish.iter().map(|p| format!("127.0.0.1:{}:{}", p.host_port, p.container_port)).collect();
+            assert_eq!(s.get("ports").cloned().unwrap_or(json!([])), json!(ports), "{at}");
+            // Volumes, read-only binds, and every non-secret file the spec bakes in, mounted from the bundle.
+            let mut mounts: Vec<String> = spec.volumes.iter().map(|(v, p)| format!("{v}:{p}")).collect();
+            mounts.extend(spec.binds_ro.iter().map(|(h, p)| format!("{h}:{p}:ro")));
+            mounts.extend(spec.files.iter().filter(|f| !f.sensitive).map(|f| format!("./{}:{}:ro", f.source, f.path)));
+            assert_eq!(s.get("volumes").cloned().unwrap_or(json!([])), json!(mounts), "{at}");
+            let labels: serde_json::Map<String, Value> = spec.labels(&t.name).into_iter().map(|(k, v)| (k, json!(v))).collect();
+            assert_eq!(s["labels"], Value::Object(labels), "{at}");
+            let opts: serde_json::Map<String, Value> = spec.log_opts.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            assert_eq!(s["logging"]["options"], Value::Object(opts), "{at}");
+            assert_eq!(s.get("cap_drop").is_some(), spec.cap_drop_all, "{at}");
+            assert_eq!(s.get("pid").is_some(), spec.pid_host, "{at}");
+            // A bundle file each mount names exists in the bundle.
+            for f in spec.files.iter().filter(|f| !f.sensitive) {
+                assert!(render_example(example).iter().any(|r| r.host == "docker" && r.path == f.source), "{at}: ./{} is not in the bundle", f.source);
+            }
+        }
+    }
+}
+
 #[test]
 fn dashboards_are_well_formed_and_use_the_provisioned_datasource() {
     // No Grafana server runs here: check the structure Grafana needs and the datasource uid.

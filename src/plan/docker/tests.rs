@@ -1,7 +1,7 @@
 //! The docker planner on plain values: a topology and an observation in, steps out.
 
 use super::*;
-use crate::render::Templates;
+use crate::render::{SecretValues, Templates};
 
 fn topology(extra: &str) -> Topology {
     let src = format!("name: d\ntarget: docker\napp:\n  port: 3000\n  instances: 2\n{extra}");
@@ -335,4 +335,40 @@ fn exporters_run_beside_the_services_and_prometheus_scrapes_them_by_name() {
     }
     // The printed plan names the secret's holder but never its value.
     assert!(!p.redacted().steps().any(|s| format!("{s:?}").contains("s3cret")));
+}
+
+#[test]
+fn reload_takes_each_replica_out_of_the_upstream_restarts_it_and_puts_it_back() {
+    let t = topology("");
+    let o = converged(&t, "aaaaaaaaaaaa");
+    let p = reload_plan(&t, &o, &Templates::embedded()).unwrap();
+    assert_eq!(
+        names(&p.activate).iter().map(|s| if s.starts_with("start ") { s.rsplit_once('-').unwrap().0.to_string() } else { s.clone() }).collect::<Vec<_>>(),
+        [
+            "write /etc/nginx/conf.d/default.conf",
+            "stop d-api-1",
+            "start d-api-1",
+            "write /etc/nginx/conf.d/default.conf",
+            "write /etc/nginx/conf.d/default.conf",
+            "stop d-api-2",
+            "start d-api-2",
+            "write /etc/nginx/conf.d/default.conf",
+        ]
+    );
+    // Out of the upstream while it restarts: the first rewrite names only the other replica.
+    let Step::WriteLive { content, .. } = &p.activate[0] else { panic!() };
+    let api = |slot: &str| o.containers.iter().find(|c| c.slot == slot).unwrap().name.clone();
+    assert!(!content.contains(&api("api-1")) && content.contains(&api("api-2")), "{content}");
+    assert!(p.cleanup.is_empty(), "reload removes nothing");
+}
+
+#[test]
+fn rollback_picks_the_newest_release_image_the_replicas_do_not_run() {
+    let t = topology("");
+    let mut o = converged(&t, "bbbbbbbbbbbb");
+    let image = |tag: &str, created: i64| ObservedImage { tag: format!("scale-api:{tag}"), created, role: String::new() };
+    o.images = vec![image("aaaaaaaaaaaa", 10), image("bbbbbbbbbbbb", 30), image("cccccccccccc", 20), ObservedImage { role: ROLE_LOGS.into(), ..image("zzz", 40) }];
+    assert_eq!(previous_release(&t, &o).unwrap().id, "cccccccccccc");
+    o.images.retain(|i| i.tag.ends_with("bbbbbbbbbbbb"));
+    assert!(previous_release(&t, &o).unwrap_err().contains("no earlier release image"));
 }

@@ -1,0 +1,328 @@
+//! The containers a topology wants on the engine, as specs: image, command, environment, health
+//! check, limits, ports, volumes, files. The docker target creates exactly these, and the compose
+//! bundle is rendered from them, so the two cannot drift.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::*;
+use crate::render::{self, Instance, RenderError, SecretValues, Templates};
+use crate::topology::Persistence;
+
+/// A file baked into a container at `path`, rendered as the bundle's `source`.
+fn file(path: &str, files: &BTreeMap<String, String>, source: &str, live: bool) -> FileSpec {
+    let content = get(files, source);
+    FileSpec {
+        path: path.into(),
+        source: source.into(),
+        mode: 0o644,
+        content: content.into(),
+        content_sha256: sha256_hex(content.as_bytes()),
+        sensitive: false,
+        live,
+    }
+}
+
+/// json-file rotation for every container: the engine keeps at most 30 MB of each one's output.
+fn log_rotation() -> BTreeMap<String, String> {
+    BTreeMap::from([("max-size".to_string(), "10m".to_string()), ("max-file".to_string(), "3".to_string())])
+}
+
+/// The rendered files for a set of replicas (slot, container name).
+pub(super) fn rendered(t: &Topology, replicas: &[(String, String)], templates: &Templates) -> Result<BTreeMap<String, String>, RenderError> {
+    let instances: Vec<Instance> =
+        replicas.iter().map(|(slot, name)| Instance { host: slot.clone(), address: name.clone(), port: t.app.port, weight: 1 }).collect();
+    render::render_docker_deploy(t, &instances, templates)
+}
+
+pub(super) fn get<'a>(files: &'a BTreeMap<String, String>, path: &str) -> &'a str {
+    files.get(path).map(String::as_str).unwrap_or_default()
+}
+
+/// Every container the topology wants, sealed (named by hash). `replicas` are the final ones.
+pub struct Desired {
+    pub image: String,
+    /// The rendered Dockerfile the release image is built from.
+    pub dockerfile: String,
+    pub app: Vec<ContainerSpec>,
+    pub lb: ContainerSpec,
+    pub redis: ContainerSpec,
+    pub prometheus: ContainerSpec,
+    pub grafana: Option<ContainerSpec>,
+    /// The node, Redis and Nginx exporters Prometheus scrapes besides the replicas.
+    pub exporters: Vec<ContainerSpec>,
+    /// Log shipping to the collector (`observability.logs.destination: collector`).
+    pub logs: Option<LogShipping>,
+}
+
+/// The collector and the shipper, both on the log image.
+pub struct LogShipping {
+    pub image: String,
+    pub dockerfile: String,
+    pub collector: ContainerSpec,
+    pub shipper: ContainerSpec,
+}
+
+pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: &Engine, templates: &Templates) -> Result<Desired, RenderError> {
+    let image = release_image(t, release);
+    let slots = replica_slots(t, engine.cores);
+    let ship = t.observability.logs.destination == crate::topology::LogDestination::Collector;
+    // Replicas first: their names (hashes) do not depend on the load balancer.
+    let base = rendered(t, &slots.iter().map(|s| (s.clone(), s.clone())).collect::<Vec<_>>(), templates)?;
+    // Every secret the topology references; the value when the caller resolved it (apply, plan),
+    // none for the compose bundle.
+    let value = |name: &str| secrets.app.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    let secret_env: Vec<SecretEnv> = t
+        .app
+        .secrets
+        .iter()
+        .map(|(n, r)| (n.clone(), r.clone(), value(n)))
+        .chain(t.redis.password.iter().map(|r| ("REDIS_PASSWORD".to_string(), r.clone(), secrets.redis_password.clone().unwrap_or_default())))
+        .map(|(name, from, v)| SecretEnv { name, from: Some(from), value_sha256: sha256_hex(v.as_bytes()), value: v })
+        .collect();
+    let app: Vec<ContainerSpec> = slots
+        .iter()
+        .map(|slot| {
+            let env: Vec<String> =
+                get(&base, &format!("env/{slot}")).lines().filter(|l| l.contains('=') && !l.starts_with('#')).map(str::to_string).collect();
+            ContainerSpec {
+                name: String::new(),
+                role: "app".into(),
+                slot: slot.clone(),
+                image: image.clone(),
+                cmd: Vec::new(),
+                env,
+                secret_env: secret_env.clone(),
+                aliases: Vec::new(),
+                publish: Vec::new(),
+                health: Some(Health {
+                    test: vec!["CMD".into(), "/usr/local/bin/scale-api".into(), "probe".into(), t.app.readiness.clone()],
+                    interval_ms: 1000,
+                    timeout_ms: 2000,
+                    retries: 3,
+                    start_period_ms: 2000,
+                }),
+                memory_bytes: Some(t.app.memory_max),
+                nano_cpus: t.app.cpu_quota.map(|q| i64::from(q) * 10_000_000),
+                nofile: Some(t.app.nofile),
+                volumes: Vec::new(),
+                binds_ro: Vec::new(),
+                log_opts: {
+                    let mut o = log_rotation();
+                    if ship {
+                        o.insert("labels".to_string(), APP_LOG_LABELS.to_string());
+                    }
+                    o
+                },
+                cap_drop_all: false,
+                pid_host: false,
+                files: Vec::new(),
+                stop_timeout_s: (t.app.drain_timeout_ms / 1000) as i64 + 5,
+                hash: String::new(),
+            }
+            .sealed(&t.name)
+        })
+        .collect();
+    let final_replicas: Vec<(String, String)> = app.iter().map(|c| (c.slot.clone(), c.name.clone())).collect();
+    let files = rendered(t, &final_replicas, templates)?;
+    let service = |role: &str, slot: &str, image: &str| ContainerSpec {
+        name: String::new(),
+        role: role.into(),
+        slot: slot.into(),
+        image: image.into(),
+        cmd: Vec::new(),
+        env: Vec::new(),
+        secret_env: Vec::new(),
+        aliases: vec![slot.into()],
+        publish: Vec::new(),
+        health: None,
+        memory_bytes: None,
+        nano_cpus: None,
+        nofile: None,
+        volumes: Vec::new(),
+        binds_ro: Vec::new(),
+        log_opts: log_rotation(),
+        cap_drop_all: false,
+        pid_host: false,
+        files: Vec::new(),
+        stop_timeout_s: 10,
+        hash: String::new(),
+    };
+    let publish = |host: Option<u16>, container_port: u16| host.map(|host_port| Publish { host_port, container_port }).into_iter().collect();
+
+    let mut lb = service("lb", "lb", &t.docker.images.nginx);
+    lb.files.push(file(NGINX_CONF, &files, &format!("nginx/{}.conf", t.name), true));
+    lb.publish = publish(t.lab.publish.load_balancer, t.load_balancer.listen);
+    lb.stop_timeout_s = (t.app.drain_timeout_ms / 1000) as i64 + 5;
+
+    let mut redis = service("redis", "redis", &t.docker.images.redis);
+    redis.cmd = vec!["redis-server".into(), "/usr/local/etc/redis/redis.conf".into()];
+    redis.files.push(file("/usr/local/etc/redis/redis.conf", &files, "redis/redis.conf", false));
+    for f in render::render_secrets(t, secrets, templates)? {
+        let content_sha256 = sha256_hex(f.content.as_bytes());
+        redis.files.push(FileSpec { path: f.path, source: String::new(), mode: 0o644, content: f.content, content_sha256, sensitive: true, live: false });
+    }
+    if t.redis.persistence != Persistence::None {
+        redis.volumes.push((redis_volume(t), "/data".into()));
+    }
+    redis.publish = publish(t.lab.publish.redis, t.redis.port);
+
+    let obs = &t.observability;
+    let mut prometheus = service("monitor", "prometheus", &t.docker.images.prometheus);
+    prometheus.cmd = vec![
+        "--config.file=/etc/prometheus/prometheus.yml".into(),
+        "--storage.tsdb.path=/prometheus".into(),
+        format!("--storage.tsdb.retention.time={}", render::duration(obs.retention_ms)),
+        format!("--web.listen-address=:{}", obs.prometheus_port),
+    ];
+    prometheus.files.push(file("/etc/prometheus/prometheus.yml", &files, "prometheus/prometheus.yml", false));
+    prometheus.files.push(file("/etc/prometheus/scalectl/rules.yml", &files, "prometheus/rules.yml", false));
+    prometheus.files.push(file(TARGETS_JSON, &files, "prometheus/targets.json", true));
+    prometheus.publish = publish(t.lab.publish.prometheus, obs.prometheus_port);
+
+    let grafana = obs.grafana.then(|| {
+        let mut g = service("monitor", "grafana", &t.docker.images.grafana);
+        for path in files.keys().filter(|p| p.starts_with("grafana/")) {
+            let dest = match path.strip_prefix("grafana/provisioning/") {
+                Some(rest) => format!("/etc/grafana/provisioning/{rest}"),
+                None => format!("/var/lib/grafana/dashboards/scalectl/{}", path.trim_start_matches("grafana/dashboards/")),
+            };
+            g.files.push(file(&dest, &files, path, false));
+        }
+        g.publish = publish(t.lab.publish.grafana, obs.grafana_port);
+        g.sealed(&t.name)
+    });
+
+    // Exporters, reached by their slot names (targets.json): the engine's machine, Redis, Nginx.
+    let images = &t.docker.images;
+    let mut node = service("monitor", "node-exporter", &images.node_exporter);
+    node.cmd = vec!["--path.rootfs=/host".into()];
+    node.binds_ro.push(("/".into(), "/host".into()));
+    node.pid_host = true;
+    let mut redis_exporter = service("monitor", "redis-exporter", &images.redis_exporter);
+    redis_exporter.env = vec![format!("REDIS_ADDR=redis://redis:{}", t.redis.port)];
+    redis_exporter.secret_env = secret_env.iter().filter(|s| s.name == "REDIS_PASSWORD").cloned().collect();
+    let mut nginx_exporter = service("monitor", "nginx-exporter", &images.nginx_exporter);
+    nginx_exporter.cmd = vec![format!("--nginx.scrape-uri=http://lb:{}/stub_status", t.load_balancer.status_port)];
+    let exporters = [node, redis_exporter, nginx_exporter].into_iter().map(|c| c.sealed(&t.name)).collect();
+
+    // Logs: rsyslog in both, run as root (the engine's log files are root's) with no capabilities.
+    let logs = ship.then(|| {
+        let dockerfile = get(&files, "rsyslog/Dockerfile").to_string();
+        let log_image = log_image(&dockerfile);
+        let mut collector = service(ROLE_LOGS, "collector", &log_image);
+        collector.cmd = vec!["/etc/scalectl/collector.conf".into()];
+        collector.files.push(file("/etc/scalectl/collector.conf", &files, "rsyslog/collector.conf", false));
+        collector.volumes.push((logs_volume(t), "/var/log/scalectl".into()));
+        collector.cap_drop_all = true;
+        let mut shipper = service(ROLE_LOGS, "logship", &log_image);
+        shipper.cmd = vec!["/etc/scalectl/ship.conf".into()];
+        shipper.files.push(file("/etc/scalectl/ship.conf", &files, "rsyslog/ship.conf", false));
+        shipper.volumes.push((logship_volume(t), "/var/spool/rsyslog".into()));
+        shipper.binds_ro.push((format!("{}/containers", engine.data_root.trim_end_matches('/')), ENGINE_CONTAINERS.into()));
+        shipper.cap_drop_all = true;
+        LogShipping { image: log_image, dockerfile, collector: collector.sealed(&t.name), shipper: shipper.sealed(&t.name) }
+    });
+
+    Ok(Desired {
+        image,
+        dockerfile: get(&files, "Dockerfile").to_string(),
+        app,
+        lb: lb.sealed(&t.name),
+        redis: redis.sealed(&t.name),
+        prometheus: prometheus.sealed(&t.name),
+        grafana,
+        exporters,
+        logs,
+    })
+}
+
+
+impl Desired {
+    /// Every container, in the order a first apply creates them.
+    pub fn containers(&self) -> Vec<&ContainerSpec> {
+        let mut all: Vec<&ContainerSpec> = vec![&self.redis];
+        all.extend(&self.app);
+        all.extend([&self.lb, &self.prometheus]);
+        all.extend(&self.grafana);
+        all.extend(&self.exporters);
+        if let Some(l) = &self.logs {
+            all.extend([&l.collector, &l.shipper]);
+        }
+        all
+    }
+}
+
+/// The specs the compose bundle is rendered from: those `target: docker` creates, for the image
+/// named by `docker.images.scale_api` (built from the bundle's Dockerfile) and no secret values
+/// (compose reads `{env:}` secrets from the shell at `up`).
+pub fn bundle_specs(t: &Topology, cores: u32, templates: &Templates) -> Result<Desired, RenderError> {
+    let image = &t.docker.images.scale_api;
+    let tag = image.rsplit_once(':').map(|(_, tag)| tag).filter(|tag| !tag.contains('/')).unwrap_or("latest");
+    let release = Release { id: tag.to_string(), bytes: 0 };
+    let engine = Engine { cores, data_root: "/var/lib/docker".into() };
+    desired(t, &release, &SecretValues::default(), &engine, templates)
+}
+
+/// One compose service: a spec, with its files as bind mounts of the bundle's files.
+#[derive(Serialize)]
+struct ComposeService<'a> {
+    spec: &'a ContainerSpec,
+    /// `./rsyslog` for images scalectl builds itself besides the release image.
+    build: Option<&'static str>,
+    environment: Vec<(&'a str, &'a str)>,
+    /// (name, environment variable of this shell) for `{env:}` secrets.
+    secret_env: Vec<(&'a str, &'a str)>,
+    /// (source, target, read_only): volumes, binds of the engine's machine, the bundle's files.
+    mounts: Vec<(String, &'a str, bool)>,
+    labels: BTreeMap<String, String>,
+    cpus: Option<f64>,
+    depends_on: Vec<&'a str>,
+}
+
+/// `compose.yaml` of the docker bundle, rendered from [`bundle_specs`].
+pub fn compose_file(t: &Topology, cores: u32, templates: &Templates) -> Result<render::RenderedFile, RenderError> {
+    let d = bundle_specs(t, cores, templates)?;
+    let app_slots: Vec<&str> = d.app.iter().map(|c| c.slot.as_str()).collect();
+    let services: Vec<ComposeService> = d
+        .containers()
+        .into_iter()
+        .map(|spec| ComposeService {
+            spec,
+            build: (spec.role == ROLE_LOGS).then_some("./rsyslog"),
+            environment: spec.env.iter().filter_map(|e| e.split_once('=')).collect(),
+            secret_env: spec
+                .secret_env
+                .iter()
+                .filter_map(|e| match &e.from {
+                    Some(crate::topology::SecretRef::Env(var)) => Some((e.name.as_str(), var.as_str())),
+                    _ => None,
+                })
+                .collect(),
+            mounts: spec
+                .volumes
+                .iter()
+                .map(|(v, p)| (v.clone(), p.as_str(), false))
+                .chain(spec.binds_ro.iter().map(|(s, p)| (s.clone(), p.as_str(), true)))
+                .chain(spec.files.iter().filter(|f| !f.source.is_empty()).map(|f| (format!("./{}", f.source), f.path.as_str(), true)))
+                .collect(),
+            labels: spec.labels(&t.name),
+            cpus: spec.nano_cpus.map(|n| n as f64 / 1e9),
+            depends_on: match spec.slot.as_str() {
+                "lb" => app_slots.clone(),
+                "logship" => vec!["collector"],
+                _ => Vec::new(),
+            },
+        })
+        .collect();
+    let volumes: std::collections::BTreeSet<&str> = d.containers().iter().flat_map(|c| c.volumes.iter().map(|(v, _)| v.as_str())).collect();
+    let ctx = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "t": t,
+        "services": services,
+        "volumes": volumes,
+    });
+    let content = render::render_one(templates, "docker/compose.yaml.j2", ctx)?;
+    Ok(render::RenderedFile { host: "docker".into(), path: "compose.yaml".into(), mode: 0o644, content })
+}

@@ -1,0 +1,388 @@
+//! The docker target's plan: which containers, network and volumes the topology wants on the
+//! engine, against what the engine reports (found by label), as an ordered list of steps.
+//!
+//! Pure, like the hosts planner: the desired containers are computed from the topology, the
+//! rendered files and the release; the observation comes in as a value. Every container is named
+//! `<topology>-<slot>-<hash8>`, where the hash covers everything that needs a new container
+//! (image, environment, baked files, limits, ports), so a changed spec is a new container beside
+//! the old one, and a rolling release is: create new, wait healthy, rewrite the load balancer's
+//! upstream (rendered here for every intermediate set of replicas), reload it, stop the old one.
+//! Files that change while a container runs (the load balancer's config, Prometheus' file_sd
+//! targets) are "live": outside the hash, observed by reading them back.
+//!
+//! `activate` steps are undone in reverse order when one fails (exec does it mechanically: a stop
+//! is undone by a start, a live write by writing the previous content, a create by removing);
+//! `cleanup` (removing the stopped old containers and what the topology no longer has) runs only
+//! once everything in `activate` succeeded.
+
+mod desired;
+mod steps;
+mod text;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Release, sha256_hex};
+use crate::topology::Topology;
+
+pub use desired::{Desired, LogShipping, bundle_specs, compose_file, desired};
+pub use steps::{Inputs, destroy_plan, plan, previous_release, reload_plan};
+pub use text::render_text;
+
+/// Set by scalectl on the containers, networks and volumes it creates, never on an image: a
+/// container someone starts from a release image by hand is not the topology's.
+pub const LABEL_TOPOLOGY: &str = "scalectl.topology";
+pub const LABEL_ROLE: &str = "scalectl.role";
+pub const LABEL_SLOT: &str = "scalectl.slot";
+pub const LABEL_HASH: &str = "scalectl.hash";
+/// The paths of a container's live files, comma-separated: what observe reads back.
+pub const LABEL_LIVE: &str = "scalectl.live";
+/// On the images scalectl builds (inherited by any container made from them, so distinct from
+/// [`LABEL_TOPOLOGY`]): the topology, and `app` or [`ROLE_LOGS`].
+pub const LABEL_IMAGE_TOPOLOGY: &str = "scalectl.image.topology";
+pub const LABEL_IMAGE_ROLE: &str = "scalectl.image.role";
+
+/// Where the images expect their configuration (the official images' conventions).
+pub const NGINX_CONF: &str = "/etc/nginx/conf.d/default.conf";
+pub const TARGETS_JSON: &str = "/etc/prometheus/scalectl/targets.json";
+
+/// Where the shipper sees the engine's per-container directories (json-file logs inside).
+pub const ENGINE_CONTAINERS: &str = "/var/lib/docker/containers";
+/// Labels the json-file driver adds to every line of a replica: the shipper filters on them.
+pub const APP_LOG_LABELS: &str = "scalectl.topology,scalectl.slot,scalectl.role";
+/// The label value of the log image (release images carry none: they predate it).
+pub const ROLE_LOGS: &str = "logs";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub test: Vec<String>,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub retries: u32,
+    pub start_period_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileSpec {
+    pub path: String,
+    /// The bundle file it is rendered as (`nginx/NAME.conf`), which compose mounts; empty for secrets.
+    #[serde(skip)]
+    pub source: String,
+    pub mode: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub content: String,
+    pub content_sha256: String,
+    /// Holds a secret: never printed, emptied in a redacted plan.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
+    /// Rewritten while the container runs (not part of its hash).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub live: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretEnv {
+    pub name: String,
+    /// The topology's reference, for the compose bundle (`${VAR}` at `docker compose up`).
+    #[serde(skip)]
+    pub from: Option<crate::topology::SecretRef>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub value: String,
+    pub value_sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Publish {
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+/// One container as the topology wants it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub name: String,
+    /// app, lb, redis, monitor.
+    pub role: String,
+    /// What the container is, across releases: `api-1`, `lb`, `redis`, `prometheus`, `grafana`.
+    pub slot: String,
+    pub image: String,
+    /// Arguments for the image's entrypoint (empty: the image's own command).
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub secret_env: Vec<SecretEnv>,
+    /// Names other containers reach it by on the network (besides its own name).
+    pub aliases: Vec<String>,
+    /// Published on 127.0.0.1 only.
+    pub publish: Vec<Publish>,
+    pub health: Option<Health>,
+    pub memory_bytes: Option<u64>,
+    pub nano_cpus: Option<i64>,
+    pub nofile: Option<u64>,
+    /// (volume, mount point)
+    pub volumes: Vec<(String, String)>,
+    /// (directory on the engine's machine, mount point), bound read-only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binds_ro: Vec<(String, String)>,
+    /// Options of the json-file log driver: rotation, and the labels each line carries.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub log_opts: BTreeMap<String, String>,
+    /// Runs with no Linux capabilities at all.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cap_drop_all: bool,
+    /// Sees the engine machine's processes (the node exporter).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pid_host: bool,
+    /// Written into the container before it starts.
+    pub files: Vec<FileSpec>,
+    pub stop_timeout_s: i64,
+    pub hash: String,
+}
+
+impl ContainerSpec {
+    fn sealed(mut self, topology: &str) -> ContainerSpec {
+        let mut view = self.clone();
+        view.name.clear();
+        for s in &mut view.secret_env {
+            s.value.clear();
+        }
+        for f in &mut view.files {
+            f.content.clear();
+            if f.live {
+                f.content_sha256.clear();
+            }
+        }
+        self.hash = sha256_hex(serde_json::to_string(&view).unwrap_or_default().as_bytes());
+        self.name = format!("{topology}-{}-{}", self.slot, &self.hash[..8]);
+        self
+    }
+
+    /// The labels scalectl sets when it creates the container: ownership, slot, spec hash, and
+    /// which files are live (observe reads those back).
+    pub fn labels(&self, topology: &str) -> BTreeMap<String, String> {
+        let mut l = BTreeMap::from([
+            (LABEL_TOPOLOGY.to_string(), topology.to_string()),
+            (LABEL_ROLE.to_string(), self.role.clone()),
+            (LABEL_SLOT.to_string(), self.slot.clone()),
+            (LABEL_HASH.to_string(), self.hash.clone()),
+        ]);
+        let live: Vec<&str> = self.files.iter().filter(|f| f.live).map(|f| f.path.as_str()).collect();
+        if !live.is_empty() {
+            l.insert(LABEL_LIVE.to_string(), live.join(","));
+        }
+        l
+    }
+
+    pub fn live_file(&self, path: &str) -> Option<&FileSpec> {
+        self.files.iter().find(|f| f.live && f.path == path)
+    }
+}
+
+/// What the engine reports for the topology's labels.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DockerObserved {
+    pub network: bool,
+    pub volumes: Vec<String>,
+    /// The release image is on the engine.
+    pub image_present: bool,
+    /// The log image (shipper and collector) is on the engine.
+    #[serde(default)]
+    pub log_image_present: bool,
+    /// The images built for this topology (one per release, and the log image), sorted by tag.
+    #[serde(default)]
+    pub images: Vec<ObservedImage>,
+    pub containers: Vec<ObservedContainer>,
+    /// Content of the live files of running containers, keyed `container:path`.
+    pub live_files: BTreeMap<String, String>,
+}
+
+impl DockerObserved {
+    /// Whether the release image and the log image are among the topology's images.
+    pub fn mark_images(&mut self, release: &str, log_image: Option<&str>) {
+        self.image_present = self.images.iter().any(|i| i.tag == release);
+        self.log_image_present = log_image.is_some_and(|l| self.images.iter().any(|i| i.tag == l));
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObservedContainer {
+    pub name: String,
+    pub role: String,
+    pub slot: String,
+    pub hash: String,
+    /// The engine's state: running, exited, created, restarting, ...
+    pub state: String,
+    /// starting, healthy, unhealthy (None: no health check).
+    pub health: Option<String>,
+    /// The image it was created from, as named at creation.
+    #[serde(default)]
+    pub image: String,
+}
+
+/// A release image on the engine, labelled with the topology.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObservedImage {
+    /// `repository:tag`
+    pub tag: String,
+    /// Unix seconds.
+    pub created: i64,
+    /// Its `scalectl.role` label: empty for release images, [`ROLE_LOGS`] for the log image.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub role: String,
+}
+
+impl ObservedContainer {
+    pub fn running(&self) -> bool {
+        self.state == "running" || self.state == "restarting"
+    }
+}
+
+/// One step of a docker plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Step {
+    /// Build the scale-api image from the release binary (tar context streamed to the engine).
+    BuildImage { tag: String, release: String, bytes: u64, dockerfile: String },
+    /// Build the log image (rsyslog for the shipper and the collector) from its rendered Dockerfile.
+    BuildLogImage { tag: String, dockerfile: String },
+    CreateNetwork { name: String },
+    CreateVolume { name: String },
+    /// Create, write its files, start, and wait until healthy (or running, without a health check).
+    Create { spec: ContainerSpec },
+    /// Start a stopped container that the topology still wants.
+    Start { name: String, wait_healthy: bool },
+    /// Replace a live file in a running container (temp + rename), then run `commands` in order
+    /// (validate, reload); on a failed command the previous content is put back.
+    WriteLive {
+        container: String,
+        path: String,
+        content: String,
+        previous: String,
+        diff: String,
+        commands: Vec<Vec<String>>,
+    },
+    /// Stop, giving in-flight requests `timeout_s` to finish.
+    Stop { name: String, timeout_s: i64 },
+    Remove { name: String, reason: String },
+    RemoveNetwork { name: String },
+    RemoveVolume { name: String },
+    /// A release image older than the ones kept for a rollback, or a log image the topology no
+    /// longer uses; used by no container.
+    RemoveImage { tag: String, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DockerPlan {
+    pub topology: String,
+    pub network: String,
+    pub activate: Vec<Step>,
+    pub cleanup: Vec<Step>,
+}
+
+impl DockerPlan {
+    pub fn has_changes(&self) -> bool {
+        !self.activate.is_empty() || !self.cleanup.is_empty()
+    }
+
+    pub fn change_count(&self) -> usize {
+        self.activate.len() + self.cleanup.len()
+    }
+
+    pub fn steps(&self) -> impl Iterator<Item = &Step> {
+        self.activate.iter().chain(&self.cleanup)
+    }
+
+    /// The plan with every secret value removed: what is printed and serialized.
+    pub fn redacted(&self) -> DockerPlan {
+        let mut p = self.clone();
+        for s in p.activate.iter_mut().chain(p.cleanup.iter_mut()) {
+            if let Step::Create { spec } = s {
+                for e in &mut spec.secret_env {
+                    e.value.clear();
+                }
+                for f in &mut spec.files {
+                    if f.sensitive {
+                        f.content.clear();
+                    }
+                }
+            }
+        }
+        p
+    }
+}
+
+impl super::PlanView for DockerPlan {
+    fn topology(&self) -> &str {
+        &self.topology
+    }
+    fn has_changes(&self) -> bool {
+        DockerPlan::has_changes(self)
+    }
+    fn change_count(&self) -> usize {
+        DockerPlan::change_count(self)
+    }
+    fn redacted(&self) -> Self {
+        DockerPlan::redacted(self)
+    }
+    fn text(&self, color: bool) -> String {
+        render_text(&self.redacted(), color)
+    }
+    fn scope(&self) -> String {
+        "steps on the engine".into()
+    }
+}
+
+/// The scale-api image for a release: the repository of `docker.images.scale_api`, tagged with the
+/// release id, so each release is its own image and the old one stays for a rollback.
+pub fn release_image(t: &Topology, release: &Release) -> String {
+    let image = &t.docker.images.scale_api;
+    let repo = match image.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => image.as_str(),
+    };
+    format!("{repo}:{}", release.id)
+}
+
+pub fn network_name(t: &Topology) -> String {
+    t.docker.network.clone()
+}
+
+pub fn redis_volume(t: &Topology) -> String {
+    format!("{}-redis-data", t.name)
+}
+
+/// The collector's log files.
+pub fn logs_volume(t: &Topology) -> String {
+    format!("{}-logs", t.name)
+}
+
+/// The shipper's read positions and disk queue.
+pub fn logship_volume(t: &Topology) -> String {
+    format!("{}-logship", t.name)
+}
+
+/// The log image, named by its Dockerfile: a changed Dockerfile is a new image.
+pub fn log_image(dockerfile: &str) -> String {
+    format!("scalectl-rsyslog:{}", &sha256_hex(dockerfile.as_bytes())[..12])
+}
+
+/// What the engine says of itself that the containers depend on.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    /// For `instances: max`.
+    pub cores: u32,
+    /// dockerd's data root (`docker info`: DockerRootDir); its containers/ holds the json-file logs.
+    pub data_root: String,
+}
+
+/// Replica slots `api-1..N`.
+pub fn replica_slots(t: &Topology, default_cores: u32) -> Vec<String> {
+    let n = match t.app.instances {
+        crate::topology::Instances::Count(n) => (n as u32).clamp(1, 64),
+        crate::topology::Instances::Max => default_cores.max(1),
+    };
+    (1..=n).map(|i| format!("api-{i}")).collect()
+}
+
+#[cfg(test)]
+mod tests;

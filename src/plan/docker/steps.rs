@@ -1,0 +1,293 @@
+//! The docker target's plans as steps: converge on the desired specs (rolling replica by replica
+//! behind the load balancer), reload, rollback and destroy.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::desired::{get, rendered};
+use super::*;
+use crate::plan::{KEEP_RELEASES, unified_diff};
+use crate::render::{RenderError, Templates};
+use crate::topology::Persistence;
+
+/// What the planner needs besides the observation.
+pub struct Inputs<'a> {
+    pub topology: &'a Topology,
+    pub release: &'a Release,
+    pub desired: Desired,
+    pub templates: &'a Templates,
+}
+
+/// The plan that takes the engine from `o` to the desired containers.
+pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError> {
+    let t = i.topology;
+    let d = &i.desired;
+    let network = network_name(t);
+    let mut activate = Vec::new();
+    let mut cleanup = Vec::new();
+    let exact = |spec: &ContainerSpec| o.containers.iter().find(|c| c.name == spec.name);
+
+    if !o.image_present {
+        activate.push(Step::BuildImage { tag: d.image.clone(), release: i.release.id.clone(), bytes: i.release.bytes, dockerfile: d.dockerfile.clone() });
+    }
+    if let Some(logs) = d.logs.as_ref().filter(|_| !o.log_image_present) {
+        activate.push(Step::BuildLogImage { tag: logs.image.clone(), dockerfile: logs.dockerfile.clone() });
+    }
+    if !o.network {
+        activate.push(Step::CreateNetwork { name: network.clone() });
+    }
+    let mut volumes = Vec::new();
+    if t.redis.persistence != Persistence::None {
+        volumes.push(redis_volume(t));
+    }
+    if d.logs.is_some() {
+        volumes.extend([logs_volume(t), logship_volume(t)]);
+    }
+    for v in volumes.into_iter().filter(|v| !o.volumes.contains(v)) {
+        activate.push(Step::CreateVolume { name: v });
+    }
+
+    // A service (one container per slot): keep it, start it, or stop the old and create the new.
+    let service = |spec: &ContainerSpec, activate: &mut Vec<Step>, cleanup: &mut Vec<Step>| -> bool {
+        let kept = match exact(spec) {
+            Some(c) if c.running() => true,
+            Some(_) => {
+                activate.push(Step::Start { name: spec.name.clone(), wait_healthy: spec.health.is_some() });
+                true
+            }
+            None => false,
+        };
+        for old in in_slot(o, &spec.slot).filter(|c| c.name != spec.name) {
+            if old.running() && !kept {
+                activate.push(Step::Stop { name: old.name.clone(), timeout_s: spec.stop_timeout_s });
+            }
+            cleanup.push(Step::Remove { name: old.name.clone(), reason: format!("replaced by {}", spec.name) });
+        }
+        if !kept {
+            activate.push(Step::Create { spec: spec.clone() });
+        }
+        kept
+    };
+
+    service(&d.redis, &mut activate, &mut cleanup);
+
+    // The load balancer and Prometheus see `current` replicas; rewrite them as it changes.
+    let running = |c: &ContainerSpec| exact(c).is_some_and(ObservedContainer::running).then(|| c.name.clone());
+    let mut live = LiveUpstream::new(t, i.templates, o, running(&d.lb), running(&d.prometheus));
+    let app_slots: BTreeSet<&str> = d.app.iter().map(|c| c.slot.as_str()).collect();
+    let mut current: BTreeMap<String, String> = BTreeMap::new();
+    for c in o.containers.iter().filter(|c| c.role == "app" && c.running()) {
+        current.entry(c.slot.clone()).or_insert_with(|| c.name.clone());
+    }
+    let mut rewrite = |current: &BTreeMap<String, String>, activate: &mut Vec<Step>| live.rewrite(current, activate);
+
+    // New slots (scaling out) first, then one rewrite; then each changed slot rolled in turn.
+    let mut added = false;
+    for spec in d.app.iter().filter(|s| in_slot(o, &s.slot).all(|c| !c.running() && c.name != s.name)) {
+        activate.push(Step::Create { spec: spec.clone() });
+        current.insert(spec.slot.clone(), spec.name.clone());
+        added = true;
+    }
+    if added {
+        rewrite(&current, &mut activate)?;
+    }
+    for spec in &d.app {
+        let olds: Vec<&ObservedContainer> = in_slot(o, &spec.slot).filter(|c| c.name != spec.name).collect();
+        match exact(spec) {
+            Some(c) if !c.running() => {
+                activate.push(Step::Start { name: spec.name.clone(), wait_healthy: true });
+                current.insert(spec.slot.clone(), spec.name.clone());
+            }
+            Some(_) => {}
+            None if olds.iter().any(|c| c.running()) => {
+                activate.push(Step::Create { spec: spec.clone() });
+                current.insert(spec.slot.clone(), spec.name.clone());
+                rewrite(&current, &mut activate)?;
+            }
+            None => {} // created above as a new slot
+        }
+        for old in olds {
+            if old.running() {
+                activate.push(Step::Stop { name: old.name.clone(), timeout_s: spec.stop_timeout_s });
+            }
+            cleanup.push(Step::Remove { name: old.name.clone(), reason: format!("replaced by {}", spec.name) });
+        }
+    }
+    // Slots the topology no longer has (scaling in): out of the upstream first, then stopped.
+    let gone: Vec<&ObservedContainer> = o.containers.iter().filter(|c| c.role == "app" && !app_slots.contains(c.slot.as_str())).collect();
+    current.retain(|slot, _| app_slots.contains(slot.as_str()));
+    rewrite(&current, &mut activate)?;
+    for c in &gone {
+        if c.running() {
+            activate.push(Step::Stop { name: c.name.clone(), timeout_s: (t.app.drain_timeout_ms / 1000) as i64 + 5 });
+        }
+        cleanup.push(Step::Remove { name: c.name.clone(), reason: format!("{} is no longer in the topology", c.slot) });
+    }
+
+    service(&d.lb, &mut activate, &mut cleanup);
+    service(&d.prometheus, &mut activate, &mut cleanup);
+    let mut wanted: BTreeSet<&str> = ["lb", "redis", "prometheus"].into_iter().collect();
+    if let Some(g) = &d.grafana {
+        service(g, &mut activate, &mut cleanup);
+        wanted.insert("grafana");
+    }
+    for e in &d.exporters {
+        service(e, &mut activate, &mut cleanup);
+        wanted.insert(e.slot.as_str());
+    }
+    if let Some(logs) = &d.logs {
+        service(&logs.collector, &mut activate, &mut cleanup);
+        service(&logs.shipper, &mut activate, &mut cleanup);
+        wanted.extend(["collector", "logship"]);
+    }
+    for c in o.containers.iter().filter(|c| c.role != "app" && !wanted.contains(c.slot.as_str())) {
+        if c.running() {
+            activate.push(Step::Stop { name: c.name.clone(), timeout_s: 10 });
+        }
+        cleanup.push(Step::Remove { name: c.name.clone(), reason: format!("{} is no longer in the topology", c.slot) });
+    }
+    prune_images(o, &d.image, d.logs.as_ref().map(|l| l.image.as_str()), &mut cleanup);
+    Ok(DockerPlan { topology: t.name.clone(), network, activate, cleanup })
+}
+
+/// Release images beyond the newest [`KEEP_RELEASES`] (the deployed one counted first), as the
+/// hosts target keeps its release directories, and log images other than the wanted one; an
+/// image a remaining container uses stays.
+fn prune_images(o: &DockerObserved, deployed: &str, log_image: Option<&str>, cleanup: &mut Vec<Step>) {
+    let removed: BTreeSet<&str> = cleanup.iter().filter_map(|s| if let Step::Remove { name, .. } = s { Some(name.as_str()) } else { None }).collect();
+    let in_use: BTreeSet<&str> = o.containers.iter().filter(|c| !removed.contains(c.name.as_str())).map(|c| c.image.as_str()).collect();
+    for image in o.images.iter().filter(|i| i.role == ROLE_LOGS && Some(i.tag.as_str()) != log_image) {
+        if !in_use.contains(image.tag.as_str()) {
+            cleanup.push(Step::RemoveImage { tag: image.tag.clone(), reason: "a log image no longer used".into() });
+        }
+    }
+    let mut older: Vec<&ObservedImage> = o.images.iter().filter(|i| i.role != ROLE_LOGS && i.tag != deployed).collect();
+    older.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.tag.cmp(&b.tag)));
+    for image in older.into_iter().skip(KEEP_RELEASES.saturating_sub(1)) {
+        if !in_use.contains(image.tag.as_str()) {
+            cleanup.push(Step::RemoveImage { tag: image.tag.clone(), reason: format!("older than the last {KEEP_RELEASES} releases") });
+        }
+    }
+}
+
+/// The live files that follow the set of replicas: the load balancer's upstream and Prometheus'
+/// targets, in the containers that run now. Each change is a [`Step::WriteLive`] (nginx validates
+/// and reloads its file; Prometheus rereads file_sd by itself).
+struct LiveUpstream<'a> {
+    t: &'a Topology,
+    templates: &'a Templates,
+    /// (container, content it has now)
+    lb: Option<(String, String)>,
+    prometheus: Option<(String, String)>,
+}
+
+impl<'a> LiveUpstream<'a> {
+    fn new(t: &'a Topology, templates: &'a Templates, o: &DockerObserved, lb: Option<String>, prometheus: Option<String>) -> Self {
+        let now = |name: String, path: &str| {
+            let content = o.live_files.get(&format!("{name}:{path}")).cloned().unwrap_or_default();
+            (name, content)
+        };
+        LiveUpstream { t, templates, lb: lb.map(|n| now(n, NGINX_CONF)), prometheus: prometheus.map(|n| now(n, TARGETS_JSON)) }
+    }
+
+    /// Point both at exactly these replicas (slot -> container).
+    fn rewrite(&mut self, current: &BTreeMap<String, String>, activate: &mut Vec<Step>) -> Result<(), RenderError> {
+        let replicas: Vec<(String, String)> = current.iter().map(|(s, n)| (s.clone(), n.clone())).collect();
+        let files = rendered(self.t, &replicas, self.templates)?;
+        if let Some((container, now)) = &mut self.lb {
+            let conf = get(&files, &format!("nginx/{}.conf", self.t.name)).to_string();
+            if conf != *now {
+                activate.push(Step::WriteLive {
+                    container: container.clone(),
+                    path: NGINX_CONF.into(),
+                    diff: unified_diff(NGINX_CONF, now, &conf),
+                    previous: std::mem::replace(now, conf.clone()),
+                    content: conf,
+                    commands: nginx_reload(),
+                });
+            }
+        }
+        if let Some((container, now)) = &mut self.prometheus {
+            let targets = get(&files, "prometheus/targets.json").to_string();
+            if targets != *now {
+                activate.push(Step::WriteLive {
+                    container: container.clone(),
+                    path: TARGETS_JSON.into(),
+                    diff: unified_diff(TARGETS_JSON, now, &targets),
+                    previous: std::mem::replace(now, targets.clone()),
+                    content: targets,
+                    commands: Vec::new(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Validate, then reload: what the load balancer runs after its file changed.
+fn nginx_reload() -> Vec<Vec<String>> {
+    vec![vec!["nginx".into(), "-t".into(), "-q".into()], vec!["nginx".into(), "-s".into(), "reload".into()]]
+}
+
+/// `scalectl reload`: every running replica restarted in turn, each out of the load balancer's
+/// upstream while it restarts and back once healthy. Nothing else changes.
+pub fn reload_plan(t: &Topology, o: &DockerObserved, templates: &Templates) -> Result<DockerPlan, RenderError> {
+    let running_in = |slot: &str| o.containers.iter().find(|c| c.slot == slot && c.running()).map(|c| c.name.clone());
+    let mut live = LiveUpstream::new(t, templates, o, running_in("lb"), None);
+    let mut current: BTreeMap<String, String> = BTreeMap::new();
+    for c in o.containers.iter().filter(|c| c.role == "app" && c.running()) {
+        current.entry(c.slot.clone()).or_insert_with(|| c.name.clone());
+    }
+    let all = current.clone();
+    let mut activate = Vec::new();
+    let timeout_s = (t.app.drain_timeout_ms / 1000) as i64 + 5;
+    for (slot, name) in &all {
+        let healthy = o.containers.iter().any(|c| &c.name == name && c.health.is_some());
+        if all.len() > 1 {
+            current.remove(slot);
+            live.rewrite(&current, &mut activate)?;
+        }
+        activate.push(Step::Stop { name: name.clone(), timeout_s });
+        activate.push(Step::Start { name: name.clone(), wait_healthy: healthy });
+        current.insert(slot.clone(), name.clone());
+        live.rewrite(&current, &mut activate)?;
+    }
+    Ok(DockerPlan { topology: t.name.clone(), network: network_name(t), activate, cleanup: Vec::new() })
+}
+
+/// `scalectl rollback`: the release image built before the one the replicas run (newest first by
+/// creation), which apply keeps for this.
+pub fn previous_release(t: &Topology, o: &DockerObserved) -> Result<Release, String> {
+    let running: BTreeSet<&str> = o.containers.iter().filter(|c| c.role == "app" && c.running()).map(|c| c.image.as_str()).collect();
+    let mut releases: Vec<&ObservedImage> = o.images.iter().filter(|i| i.role != ROLE_LOGS).collect();
+    releases.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.tag.cmp(&b.tag)));
+    let repo = release_image(t, &Release { id: String::new(), bytes: 0 });
+    let previous = releases
+        .iter()
+        .filter(|i| !running.contains(i.tag.as_str()))
+        .find_map(|i| i.tag.strip_prefix(repo.as_str()).filter(|id| !id.is_empty()))
+        .ok_or_else(|| {
+            let tags: Vec<&str> = releases.iter().map(|i| i.tag.as_str()).collect();
+            format!("no earlier release image to roll back to (the engine has {tags:?}, the replicas run {running:?})")
+        })?;
+    Ok(Release { id: previous.to_string(), bytes: 0 })
+}
+
+fn in_slot<'a>(o: &'a DockerObserved, slot: &'a str) -> impl Iterator<Item = &'a ObservedContainer> {
+    o.containers.iter().filter(move |c| c.slot == slot)
+}
+
+/// `destroy`: every labelled container, the network, the volumes and the release images; nothing else.
+pub fn destroy_plan(t: &Topology, o: &DockerObserved) -> DockerPlan {
+    let mut cleanup: Vec<Step> = o
+        .containers
+        .iter()
+        .map(|c| Step::Remove { name: c.name.clone(), reason: "destroy".into() })
+        .collect();
+    if o.network {
+        cleanup.push(Step::RemoveNetwork { name: network_name(t) });
+    }
+    cleanup.extend(o.volumes.iter().map(|v| Step::RemoveVolume { name: v.clone() }));
+    cleanup.extend(o.images.iter().map(|i| Step::RemoveImage { tag: i.tag.clone(), reason: "destroy".into() }));
+    DockerPlan { topology: t.name.clone(), network: network_name(t), activate: Vec::new(), cleanup }
+}
+
