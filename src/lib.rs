@@ -9,5 +9,5 @@ pub mod exec;
 pub mod plan;
 pub mod render;
 pub mod api;
-pub mod target;
+pub mod deploy;
 pub mod topology;

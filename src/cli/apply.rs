@@ -9,7 +9,7 @@ use super::session;
 use super::Failure;
 use crate::plan::saved::{self, SavedPlan};
 use crate::plan::{PlanView, Release, sha256_hex};
-use crate::target::Goal;
+use crate::deploy::Goal;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "With PLANFILE (from `scalectl plan --out PLANFILE`), apply makes the plan again from the same \

@@ -6,7 +6,7 @@ use super::session;
 use super::Failure;
 use crate::plan::saved::{self, SavedPlan};
 use crate::plan::{PlanView, Release, sha256_hex};
-use crate::target::Goal;
+use crate::deploy::Goal;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Exit codes: 0 ok (with --detailed-exitcode: no changes), 1 error, 2 changes present (with --detailed-exitcode).\n\n\

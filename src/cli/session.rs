@@ -13,7 +13,7 @@ use super::Failure;
 use crate::exec::lock;
 use crate::plan::{PlanView, TargetPlan};
 use crate::render::{self, SecretValues};
-use crate::target::{self, ExecOptions, Target};
+use crate::deploy::{self, ExecOptions, Target};
 use crate::topology::{SecretRef, Topology};
 
 /// Progress lines on stderr when it is a terminal (or when asked); silent in pipelines.
@@ -35,7 +35,7 @@ pub fn open(args: &FleetArgs, color: bool) -> Result<Box<dyn Target>, Failure> {
 
 pub fn open_topology(topology: Topology, args: &FleetArgs) -> Result<Box<dyn Target>, Failure> {
     let started = Instant::now();
-    let t = target::open(topology, &args.connect_options(), &say)?;
+    let t = deploy::open(topology, &args.connect_options(), &say)?;
     tracing::debug!(elapsed = ?started.elapsed(), "connected");
     Ok(t)
 }
@@ -105,7 +105,10 @@ pub fn run_locked(
     make: impl FnOnce(&dyn Target) -> anyhow::Result<TargetPlan>,
 ) -> Result<(), Failure> {
     let owner = lock::owner();
-    let held = target::acquire(target, &owner, x.lock_ttl, &say)?;
+    let (held, taken_over) = deploy::acquire(target, &owner, x.lock_ttl)?;
+    if let Some(dead) = taken_over {
+        eprintln!("taking over the fleet lock of {dead}: that process no longer runs");
+    }
     let result = (|| -> anyhow::Result<()> {
         let plan = make(target)?;
         show(&plan, x.output, color);

@@ -5,7 +5,7 @@ use super::args::{FleetArgs, Output};
 use super::session;
 use super::Failure;
 use crate::plan::JSON_FORMAT_VERSION;
-use crate::target::Status;
+use crate::deploy::Status;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Exit codes: 0 healthy, 2 something is not running or not healthy, 1 error.")]

@@ -129,10 +129,48 @@ fn ev(metric: &str, subject: &str, value: f64, threshold: f64) -> Vec<Evidence> 
 }
 
 pub fn diagnose(s: &Snapshot, previous: Option<&Diagnosis>) -> Diagnosis {
-    let th = &s.thresholds;
     let mut w = Walk { previous, findings: Vec::new(), trace: Vec::new() };
-
     // 1. Is everything up?
+    everything_up(&mut w, s);
+    // 2. Is it slow (or failing)?
+    let slow = slow_or_failing(&mut w, s);
+    // 3. Which resource explains it? (Also asked when not slow: add a server above 70% CPU, before users notice.)
+    let explained_before = w.findings.len();
+    cpu(&mut w, s, &slow.step);
+    let up: Vec<&InstanceSample> = s.instances.iter().filter(|i| i.up).collect();
+    for i in &up {
+        instance_resources(&mut w, s, i, &slow.step);
+    }
+    host_memory(&mut w, s, &slow.step);
+    redis(&mut w, s, &slow.step);
+    balance(&mut w, s, &up, slow.total_rps);
+    // Slow, and nothing above explains it: the bottleneck is outside the fleet's resources.
+    let th = &s.thresholds;
+    let explained = w.findings[explained_before..].iter().any(|f| f.id != "load-imbalance" && f.id != "memory-leak-suspected");
+    if slow.slow && !explained {
+        let p = w.ask("a saturated resource explains the latency?", "no: CPU, event loop, memory, Redis, files and connections are fine", true);
+        let (p99, inst) = slow.worst_p99.as_ref().map(|(p, i)| (*p, i.as_str())).unwrap_or((0.0, ""));
+        w.find("high-latency", Severity::Warning, "fleet", format!("p99 {p99:.0} ms on {inst} with no resource saturated"), ev("p99_ms", inst, p99, th.latency_p99_ms), vec![slow.step.clone(), p], None);
+    }
+
+    let healthy = w.findings.is_empty();
+    if healthy {
+        w.ask("anything to change?", "no: every check passed", false);
+    }
+    w.findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)).then_with(|| a.subject.cmp(&b.subject)));
+    Diagnosis {
+        format_version: DIAGNOSIS_FORMAT_VERSION,
+        topology: s.topology.clone(),
+        taken_at: s.taken_at.clone(),
+        healthy,
+        findings: w.findings,
+        trace: w.trace,
+    }
+}
+
+/// Instances down or restarting in a loop; Redis down.
+fn everything_up(w: &mut Walk<'_>, s: &Snapshot) {
+    let th = &s.thresholds;
     for i in &s.instances {
         let crash = i.restarts >= th.crash_restarts;
         if crash {
@@ -153,7 +191,19 @@ pub fn diagnose(s: &Snapshot, previous: Option<&Diagnosis>) -> Diagnosis {
         }
     }
 
-    // 2. Is it slow (or failing)?
+}
+
+/// The answer to "is the app slow?", which the resource findings cite.
+struct Slow {
+    slow: bool,
+    step: String,
+    worst_p99: Option<(f64, String)>,
+    total_rps: f64,
+}
+
+/// p99 against the SLO, and the fleet's 5xx share.
+fn slow_or_failing(w: &mut Walk<'_>, s: &Snapshot) -> Slow {
+    let th = &s.thresholds;
     let up: Vec<&InstanceSample> = s.instances.iter().filter(|i| i.up).collect();
     let worst_p99 = up.iter().filter_map(|i| i.p99_ms.map(|p| (p, i.instance.as_str()))).max_by(|a, b| a.0.total_cmp(&b.0));
     let total_rps: f64 = up.iter().map(|i| i.requests_per_s).sum();
@@ -170,8 +220,12 @@ pub fn diagnose(s: &Snapshot, previous: Option<&Diagnosis>) -> Diagnosis {
         w.find("upstream-errors", Severity::Critical, "fleet", format!("{fleet_errors:.2}% of responses are 5xx"), ev("error_rate_percent", "fleet", fleet_errors, th.error_rate_percent), vec![err_step.clone()], None);
     }
 
-    // 3. Which resource explains it? (Also asked when not slow: add a server above 70% CPU, before users notice.)
-    let explained_before = w.findings.len();
+    Slow { slow, step: slow_step, worst_p99: worst_p99.map(|(p, i)| (p, i.to_string())), total_rps }
+}
+
+/// App hosts' CPU: scale up (instances on every core) or out (another host).
+fn cpu(w: &mut Walk<'_>, s: &Snapshot, slow_step: &str) {
+    let th = &s.thresholds;
     let app_hosts: Vec<_> = s.hosts.iter().filter(|h| h.app).collect();
     let mut at_capacity = 0;
     let mut busy_hosts = 0;
@@ -187,7 +241,7 @@ pub fn diagnose(s: &Snapshot, previous: Option<&Diagnosis>) -> Diagnosis {
             let q = w.ask(format!("{} uses every core?", h.host), format!("no: {} instances on {} cores", h.instances, h.cores), true);
             w.find("cpu-saturated-scale-up", Severity::Warning, &h.host,
                 format!("{} is {cpu:.0}% busy with {} instances on {} cores", h.host, h.instances, h.cores),
-                ev("cpu_busy_percent", &h.host, cpu, th.cpu_scale_out_percent), vec![slow_step.clone(), p, q],
+                ev("cpu_busy_percent", &h.host, cpu, th.cpu_scale_out_percent), vec![slow_step.to_string(), p, q],
                 Some(format!("app.instances: max   (or hosts.{}.instances: {})", h.host, h.cores)));
         } else {
             at_capacity += 1;
@@ -199,19 +253,23 @@ pub fn diagnose(s: &Snapshot, previous: Option<&Diagnosis>) -> Diagnosis {
         let avg = cpus.iter().sum::<f64>() / cpus.len().max(1) as f64;
         w.find("cpu-saturated-scale-out", Severity::Critical, "fleet",
             format!("all {} app hosts are {avg:.0}% busy with an instance on every core", app_hosts.len()),
-            ev("cpu_busy_percent", "fleet", avg, th.cpu_scale_out_percent), vec![slow_step.clone(), p],
+            ev("cpu_busy_percent", "fleet", avg, th.cpu_scale_out_percent), vec![slow_step.to_string(), p],
             Some("hosts: add an app host (roles: [app]); the load balancer picks it up on apply".into()));
     } else if busy_hosts > 0 && at_capacity > 0 {
         w.ask("every core of every app host busy?", format!("no: {at_capacity} of {} hosts at capacity", app_hosts.len()), false);
     }
 
-    for i in &up {
+}
+
+/// One instance's runtime, open files, requests in flight and memory growth.
+fn instance_resources(w: &mut Walk<'_>, s: &Snapshot, i: &InstanceSample, slow_step: &str) {
+    let th = &s.thresholds;
         if let Some(d) = median(&i.scheduling_delay_ms)
             && w.over("event-loop-blocked", &i.instance, d, th.scheduling_delay_ms)
         {
             let p = w.ask(format!("{} runtime blocked?", i.instance), format!("yes: tasks wait {d:.0} ms to run (threshold {} ms)", th.scheduling_delay_ms), true);
             w.find("event-loop-blocked", Severity::Warning, &i.instance, format!("tasks on {} wait {d:.0} ms to run", i.instance),
-                ev("scheduling_delay_ms", &i.instance, d, th.scheduling_delay_ms), vec![slow_step.clone(), p],
+                ev("scheduling_delay_ms", &i.instance, d, th.scheduling_delay_ms), vec![slow_step.to_string(), p],
                 Some("app.heavy_pool: <cores>   (and keep CPU-heavy handlers on the pool)".into()));
         }
         if let (Some(open), Some(max)) = (i.open_fds, i.max_fds)
@@ -227,7 +285,7 @@ pub fn diagnose(s: &Snapshot, previous: Option<&Diagnosis>) -> Diagnosis {
         if w.over("connections-saturated", &i.instance, i.in_flight, th.in_flight_per_instance) {
             let p = w.ask(format!("{} requests piling up?", i.instance), format!("yes: {:.0} in flight", i.in_flight), true);
             w.find("connections-saturated", Severity::Warning, &i.instance, format!("{:.0} requests in flight on {}", i.in_flight, i.instance),
-                ev("in_flight", &i.instance, i.in_flight, th.in_flight_per_instance), vec![slow_step.clone(), p], None);
+                ev("in_flight", &i.instance, i.in_flight, th.in_flight_per_instance), vec![slow_step.to_string(), p], None);
         }
         if let (Some(first), Some(last)) = (i.resident_bytes.first(), i.resident_bytes.last())
             && i.resident_bytes.len() >= 5
@@ -241,22 +299,29 @@ pub fn diagnose(s: &Snapshot, previous: Option<&Diagnosis>) -> Diagnosis {
                     ev("resident_growth_percent", &i.instance, growth, th.leak_growth_percent), vec![p], None);
             }
         }
-    }
+}
+
+fn host_memory(w: &mut Walk<'_>, s: &Snapshot, slow_step: &str) {
+    let th = &s.thresholds;
     for h in &s.hosts {
         if let Some(m) = h.memory_available_percent
             && w.under("memory-pressure", &h.host, m, th.memory_available_percent)
         {
             let p = w.ask(format!("{} memory short?", h.host), format!("yes: {m:.1}% available"), true);
             w.find("memory-pressure", Severity::Warning, &h.host, format!("{} has {m:.1}% of its memory available", h.host),
-                ev("memory_available_percent", &h.host, m, th.memory_available_percent), vec![slow_step.clone(), p], None);
+                ev("memory_available_percent", &h.host, m, th.memory_available_percent), vec![slow_step.to_string(), p], None);
         }
     }
+}
+
+fn redis(w: &mut Walk<'_>, s: &Snapshot, slow_step: &str) {
+    let th = &s.thresholds;
     if let Some(r) = s.redis.as_ref().filter(|r| r.up) {
         if let Some(p99) = r.p99_ms
             && w.over("redis-slow", "redis", p99, th.redis_p99_ms)
         {
             let p = w.ask("Redis slow?", format!("yes: p99 {p99:.1} ms"), true);
-            w.find("redis-slow", Severity::Warning, "redis", format!("Redis operations take {p99:.1} ms at p99"), ev("redis_p99_ms", "redis", p99, th.redis_p99_ms), vec![slow_step.clone(), p], None);
+            w.find("redis-slow", Severity::Warning, "redis", format!("Redis operations take {p99:.1} ms at p99"), ev("redis_p99_ms", "redis", p99, th.redis_p99_ms), vec![slow_step.to_string(), p], None);
         }
         if r.memory_max_bytes > 0.0 {
             let pct = 100.0 * r.memory_used_bytes / r.memory_max_bytes;
@@ -268,8 +333,12 @@ pub fn diagnose(s: &Snapshot, previous: Option<&Diagnosis>) -> Diagnosis {
         }
     }
 
-    // Uneven load among instances that serve (at least a few requests a second, so scrapes alone
-    // do not count). Weights are named in the evidence: unequal weights are a common cause.
+}
+
+/// Uneven load among instances that serve (at least a few requests a second, so scrapes alone
+/// do not count). Weights are named in the evidence: unequal weights are a common cause.
+fn balance(w: &mut Walk<'_>, s: &Snapshot, up: &[&InstanceSample], total_rps: f64) {
+    let th = &s.thresholds;
     let serving: Vec<&InstanceSample> = up.iter().copied().filter(|i| i.weight > 0).collect();
     if serving.len() >= 2 && total_rps >= 5.0 {
         let max = serving.iter().copied().max_by(|a, b| a.requests_per_s.total_cmp(&b.requests_per_s)).unwrap_or(serving[0]);
@@ -294,25 +363,4 @@ pub fn diagnose(s: &Snapshot, previous: Option<&Diagnosis>) -> Diagnosis {
         }
     }
 
-    // Slow, and nothing above explains it: the bottleneck is outside the fleet's resources.
-    let explained = w.findings[explained_before..].iter().any(|f| f.id != "load-imbalance" && f.id != "memory-leak-suspected");
-    if slow && !explained {
-        let p = w.ask("a saturated resource explains the latency?", "no: CPU, event loop, memory, Redis, files and connections are fine", true);
-        let (p99, inst) = worst_p99.unwrap_or((0.0, ""));
-        w.find("high-latency", Severity::Warning, "fleet", format!("p99 {p99:.0} ms on {inst} with no resource saturated"), ev("p99_ms", inst, p99, th.latency_p99_ms), vec![slow_step, p], None);
-    }
-
-    let healthy = w.findings.is_empty();
-    if healthy {
-        w.ask("anything to change?", "no: every check passed", false);
-    }
-    w.findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)).then_with(|| a.subject.cmp(&b.subject)));
-    Diagnosis {
-        format_version: DIAGNOSIS_FORMAT_VERSION,
-        topology: s.topology.clone(),
-        taken_at: s.taken_at.clone(),
-        healthy,
-        findings: w.findings,
-        trace: w.trace,
-    }
 }

@@ -4,12 +4,13 @@
 //! on its readiness endpoint. An instance that never becomes ready rolls every app host touched so
 //! far back to the files and release it had, and the error shows that instance's last log lines.
 //!
-//! `commands` builds every remote script from plan values (pure, tested as text).
+//! Every remote script comes from `exec::commands` (pure, tested as text).
 
 use std::time::Duration;
 
 use anyhow::Context;
 
+use super::commands;
 use super::ssh::{Conn, last_lines};
 use crate::plan::{Action, FileChange, HostPlan, Plan, Probe, instance_unit};
 
@@ -324,155 +325,9 @@ pub fn action_name(a: &Action) -> String {
     }
 }
 
-/// Remote scripts, built from plan values; every interpolated value is shell-quoted.
-pub mod commands {
-    use std::time::Duration;
-
-    use base64::Engine;
-
-    use crate::plan::{CURRENT_LINK, Change, FileChange, RELEASES_DIR};
-
-    fn q(s: &str) -> String {
-        shlex::try_quote(s).map(|c| c.into_owned()).unwrap_or_else(|_| "''".into())
-    }
-
-    pub fn install_packages(packages: &[String]) -> String {
-        let list: Vec<String> = packages.iter().map(|p| q(p)).collect();
-        format!(
-            "export DEBIAN_FRONTEND=noninteractive\napt-get update -q && apt-get install -y -q --no-install-recommends {}\n",
-            list.join(" ")
-        )
-    }
-
-    /// Receives the binary on stdin; the release directory appears complete or not at all.
-    pub fn upload_release(id: &str) -> String {
-        let tmp = format!("{RELEASES_DIR}/.tmp-{id}");
-        let dir = format!("{RELEASES_DIR}/{id}");
-        format!(
-            "set -e; rm -rf {t}; mkdir -p {t}; cat > {t}/scale-api; chmod 755 {t}/scale-api; rm -rf {d}; mv {t} {d}",
-            t = q(&tmp),
-            d = q(&dir)
-        )
-    }
-
-    /// Each file to `PATH.scalectl-new`, then mode, owner, fsync and rename over PATH.
-    pub fn write_files(files: &[&FileChange]) -> String {
-        let mut s = String::from("set -e\numask 077\n");
-        for f in files {
-            let tmp = format!("{}.scalectl-new", f.path);
-            let dir = std::path::Path::new(&f.path).parent().map(|p| p.display().to_string()).unwrap_or_else(|| "/".into());
-            s.push_str(&format!("install -d -m 755 {}\n", q(&dir)));
-            if f.change == Change::Metadata {
-                s.push_str(&format!("chmod {:o} {p}; chown {}:{} {p}\n", f.mode, q(&f.owner), q(&f.group), p = q(&f.path)));
-                continue;
-            }
-            let b64 = base64::engine::general_purpose::STANDARD.encode(f.content.as_bytes());
-            s.push_str(&format!(
-                "printf '%s' {b64} | base64 -d > {t}\nchmod {:o} {t}\nchown {}:{} {t}\nsync {t}\nmv -f {t} {p}\n",
-                f.mode,
-                q(&f.owner),
-                q(&f.group),
-                b64 = q(&b64),
-                t = q(&tmp),
-                p = q(&f.path)
-            ));
-        }
-        s
-    }
-
-    /// Put back what the host had before `write_files` (remove what was created).
-    pub fn restore_files(files: &[&FileChange]) -> String {
-        let restored: Vec<FileChange> = files
-            .iter()
-            .filter_map(|f| f.previous.as_ref().map(|prev| FileChange { content: prev.clone(), change: Change::Update, ..(*f).clone() }))
-            .collect();
-        let refs: Vec<&FileChange> = restored.iter().collect();
-        let mut s = write_files(&refs);
-        for f in files.iter().filter(|f| f.change == Change::Create) {
-            s.push_str(&format!("rm -f {}\n", q(&f.path)));
-        }
-        s
-    }
-
-    pub fn remove(path: &str) -> String {
-        format!("rm -f {}", q(path))
-    }
-
-    pub fn switch_release(id: &str) -> String {
-        format!(
-            "set -e; ln -sfn {} {c}.scalectl-new; mv -T {c}.scalectl-new {c}",
-            q(&format!("{RELEASES_DIR}/{id}")),
-            c = CURRENT_LINK
-        )
-    }
-
-    /// `reset-failed` first: a unit that crash-looped before its config arrived (an exporter started
-    /// by its package) has hit its start limit, and systemd would refuse to start it.
-    pub fn start(unit: &str) -> String {
-        format!("systemctl reset-failed {u} 2>/dev/null; systemctl enable -q {u} && systemctl start {u}", u = q(unit))
-    }
-
-    pub fn restart(unit: &str) -> String {
-        format!("systemctl reset-failed {u} 2>/dev/null; systemctl enable -q {u} && systemctl restart {u}", u = q(unit))
-    }
-
-    pub fn reload(unit: &str) -> String {
-        format!("systemctl reload {}", q(unit))
-    }
-
-    pub fn enable(unit: &str) -> String {
-        format!("systemctl enable -q {}", q(unit))
-    }
-
-    pub fn stop(unit: &str) -> String {
-        format!("systemctl disable -q --now {}", q(unit))
-    }
-
-    pub const PENDING: &str = "/var/lib/scalectl/pending";
-    pub const CLEAR_PENDING: &str = "rm -f /var/lib/scalectl/pending";
-
-    /// Owed service actions, merged with any already recorded, written atomically.
-    pub fn mark_pending(entries: &[String]) -> String {
-        let lines: Vec<String> = entries.iter().map(|e| q(e)).collect();
-        format!(
-            "set -e; mkdir -p /var/lib/scalectl; {{ cat {p} 2>/dev/null || true; printf '%s\\n' {}; }} | sort -u > {p}.new; mv -f {p}.new {p}",
-            lines.join(" "),
-            p = PENDING
-        )
-    }
-
-    pub fn prune(ids: &[String]) -> String {
-        let dirs: Vec<String> = ids.iter().map(|i| q(&format!("{RELEASES_DIR}/{i}"))).collect();
-        format!("rm -rf {}", dirs.join(" "))
-    }
-
-    /// Poll the instance's readiness path until HTTP 200 or the deadline; print the last answer.
-    pub fn wait_ready(port: u16, path: &str, timeout: Duration) -> String {
-        format!(
-            "url={url}\nend=$(( $(date +%s) + {secs} ))\ncode=000\n\
-while [ \"$(date +%s)\" -lt \"$end\" ]; do\n  code=$(curl -s -m 2 -o /tmp/scalectl-ready.$$ -w '%{{http_code}}' \"$url\" || true)\n  \
-if [ \"$code\" = 200 ]; then rm -f /tmp/scalectl-ready.$$; exit 0; fi\n  sleep 0.2\ndone\n\
-echo \"last answer from $url: HTTP $code $(head -c 300 /tmp/scalectl-ready.$$ 2>/dev/null)\"\nrm -f /tmp/scalectl-ready.$$\nexit 1\n",
-            url = q(&format!("http://127.0.0.1:{port}{path}")),
-            secs = timeout.as_secs().max(1)
-        )
-    }
-
-    pub fn logs(unit: &str) -> String {
-        format!("journalctl -u {} -n 20 --no-pager -o short-iso 2>&1 || true", q(unit))
-    }
-
-    pub fn audit(json_line: &str) -> String {
-        format!(
-            "mkdir -p /var/log/scalectl && printf '%s %s\\n' \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" {} >> /var/log/scalectl/audit.log",
-            q(json_line)
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::commands;
+    use crate::exec::commands;
     use crate::plan::{Change, FileChange};
 
     fn file(path: &str, content: &str, change: Change, previous: Option<&str>) -> FileChange {

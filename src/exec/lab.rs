@@ -435,7 +435,7 @@ async fn wait_booted(docker: &Docker, name: &str) -> anyhow::Result<()> {
 /// Fresh host keys per container (the image's are shared), the login user with passwordless sudo,
 /// the lab's public key authorized. Idempotent. Prints the host's public keys.
 fn setup_script(user: &str, public_key: &str) -> String {
-    let q = |s: &str| shlex::try_quote(s).map(|c| c.into_owned()).unwrap_or_default();
+    let q = super::commands::q;
     let home = if user == "root" { "/root".to_string() } else { format!("/home/{user}") };
     let mut s = String::from("set -e\n");
     s.push_str("if [ ! -e /etc/ssh/.scalectl-host-keys ]; then rm -f /etc/ssh/ssh_host_*; ssh-keygen -A >/dev/null; touch /etc/ssh/.scalectl-host-keys; systemctl restart ssh; fi\n");

@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
+use super::commands::{self, LOCK_FILE};
 use super::ssh::Conn;
-
-pub const LOCK_FILE: &str = "/var/lib/scalectl/lock";
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LockInfo {
@@ -39,27 +38,6 @@ fn fmt_time(unix: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix)).to_string()
 }
 
-fn q(s: &str) -> String {
-    shlex::try_quote(s).map(|c| c.into_owned()).unwrap_or_else(|_| "''".into())
-}
-
-/// Take the lock, or return who holds it (exit 3 from the script).
-pub fn acquire_script(owner: &str, id: &str, ttl: Duration) -> String {
-    format!(
-        "mkdir -p /var/lib/scalectl\nnow=$(date +%s)\nL={LOCK_FILE}\n\
-if [ -e $L ]; then exp=$(sed -n 's/^expires=//p' $L); if [ -n \"$exp\" ] && [ \"$exp\" -lt \"$now\" ]; then rm -f $L; else cat $L; exit 3; fi; fi\n\
-if ( set -C; printf 'owner=%s\\nid=%s\\nacquired=%s\\nexpires=%s\\n' {owner} {id} \"$now\" \"$((now + {ttl}))\" > $L ) 2>/dev/null; then exit 0; fi\n\
-cat $L; exit 3\n",
-        owner = q(owner),
-        id = q(id),
-        ttl = ttl.as_secs()
-    )
-}
-
-pub fn release_script(id: &str) -> String {
-    format!("L={LOCK_FILE}\nif [ -e $L ] && grep -qx {} $L; then rm -f $L; fi\n", q(&format!("id={id}")))
-}
-
 /// The error of a run that finds the fleet locked (the same words on every target).
 pub fn locked_error(info: &LockInfo) -> anyhow::Error {
     anyhow::anyhow!(
@@ -76,7 +54,7 @@ pub struct Held {
 
 pub fn acquire(conn: &Conn, owner: &str, ttl: Duration) -> anyhow::Result<Held> {
     let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-    let out = conn.script(&acquire_script(owner, &id, ttl), Duration::from_secs(30))?;
+    let out = conn.script(&commands::lock_acquire(owner, &id, ttl), Duration::from_secs(30))?;
     match out.status {
         0 => Ok(Held { id }),
         3 => match LockInfo::parse(&out.stdout) {
@@ -88,17 +66,17 @@ pub fn acquire(conn: &Conn, owner: &str, ttl: Duration) -> anyhow::Result<Held> 
 }
 
 pub fn release(conn: &Conn, held: &Held) -> anyhow::Result<()> {
-    conn.sudo_script("releasing the lock", &release_script(&held.id), Duration::from_secs(30))?;
+    conn.sudo_script("releasing the lock", &commands::lock_release(&held.id), Duration::from_secs(30))?;
     Ok(())
 }
 
 pub fn status(conn: &Conn) -> anyhow::Result<Option<LockInfo>> {
-    let out = conn.sudo_script("reading the lock", &format!("cat {LOCK_FILE} 2>/dev/null || true"), Duration::from_secs(30))?;
+    let out = conn.sudo_script("reading the lock", commands::LOCK_STATUS, Duration::from_secs(30))?;
     Ok(LockInfo::parse(&out.stdout))
 }
 
 pub fn force_release(conn: &Conn) -> anyhow::Result<()> {
-    conn.sudo_script("removing the lock", &format!("rm -f {LOCK_FILE}"), Duration::from_secs(30))?;
+    conn.sudo_script("removing the lock", commands::LOCK_BREAK, Duration::from_secs(30))?;
     Ok(())
 }
 
@@ -123,7 +101,7 @@ mod tests {
 
     #[test]
     fn acquire_uses_exclusive_create_and_quotes_the_owner() {
-        let s = acquire_script("a b", "id1", Duration::from_secs(900));
+        let s = commands::lock_acquire("a b", "id1", Duration::from_secs(900));
         assert!(s.contains("set -C"));
         assert!(s.contains("'a b' id1"));
         assert!(s.contains("now + 900"));

@@ -5,6 +5,7 @@
 //! state), desired state and plans from `plan`. Fan-out across hosts is bounded.
 
 pub mod apply;
+pub mod commands;
 pub mod docker;
 pub mod docker_lock;
 pub mod lab;

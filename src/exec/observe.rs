@@ -9,61 +9,11 @@ use std::time::Duration;
 
 use base64::Engine;
 
+use super::commands;
 use super::ssh::Conn;
-use crate::plan::{CURRENT_LINK, DesiredHost, Observed, ObservedFile, RELEASES_DIR, UnitState, instance_unit};
+use crate::plan::{DesiredHost, Observed, ObservedFile, UnitState};
 
-fn q(s: &str) -> String {
-    shlex::try_quote(s).map(|c| c.into_owned()).unwrap_or_else(|_| "''".into())
-}
 
-/// The observation script for one host.
-pub fn script(d: &DesiredHost) -> String {
-    let mut s = String::from("LC_ALL=C; export LC_ALL\n");
-    s.push_str("echo \"cores $(nproc)\"\n");
-    s.push_str("echo \"virt $(systemd-detect-virt --container 2>/dev/null || echo none)\"\n");
-    let mut plain: Vec<&str> = d.files.iter().filter(|f| !f.sensitive).map(|f| f.path.as_str()).collect();
-    plain.extend(d.absent.iter().map(|(p, _)| p.as_str()));
-    let secret: Vec<&str> = d.files.iter().filter(|f| f.sensitive).map(|f| f.path.as_str()).collect();
-    if !plain.is_empty() {
-        s.push_str(&format!(
-            "for f in {}; do if [ -f \"$f\" ]; then echo \"file $f $(stat -c '%a %U %G' \"$f\") $(base64 -w0 < \"$f\")\"; else echo \"nofile $f\"; fi; done\n",
-            join(&plain)
-        ));
-    }
-    if !secret.is_empty() {
-        s.push_str(&format!(
-            "for f in {}; do if [ -f \"$f\" ]; then echo \"secret $f $(stat -c '%a %U %G' \"$f\") $(sha256sum < \"$f\" | cut -d' ' -f1)\"; else echo \"nofile $f\"; fi; done\n",
-            join(&secret)
-        ));
-    }
-    let mut units: Vec<String> = d.services.clone();
-    units.extend(d.enabled.iter().cloned());
-    units.extend(d.instances.iter().map(|p| instance_unit(*p)));
-    if !units.is_empty() {
-        let refs: Vec<&str> = units.iter().map(String::as_str).collect();
-        s.push_str(&format!(
-            "for u in {}; do echo \"unit $u $(systemctl is-active \"$u\" 2>/dev/null) $(systemctl is-enabled \"$u\" 2>/dev/null)\"; done\n",
-            join(&refs)
-        ));
-    }
-    // Instances that exist but are no longer desired.
-    s.push_str("for u in $(systemctl list-units --all --plain --no-legend 'scale-api@*' 2>/dev/null | cut -d' ' -f1) $(cd /etc/systemd/system/scale-api.target.wants 2>/dev/null && ls); do echo \"unit $u $(systemctl is-active \"$u\" 2>/dev/null) $(systemctl is-enabled \"$u\" 2>/dev/null)\"; done\n");
-    if !d.packages.is_empty() {
-        let refs: Vec<&str> = d.packages.iter().map(String::as_str).collect();
-        s.push_str(&format!(
-            "for p in {}; do echo \"pkg $p $(dpkg-query -W -f='${{db:Status-Status}}' \"$p\" 2>/dev/null)\"; done\n",
-            join(&refs)
-        ));
-    }
-    s.push_str("sed 's/^/pending /' /var/lib/scalectl/pending 2>/dev/null || true\n");
-    s.push_str(&format!("echo \"release $(basename \"$(readlink {CURRENT_LINK} 2>/dev/null)\" 2>/dev/null)\"\n"));
-    s.push_str(&format!("ls -1tr {RELEASES_DIR} 2>/dev/null | sed 's/^/have /'\n"));
-    s
-}
-
-fn join(items: &[&str]) -> String {
-    items.iter().map(|i| q(i)).collect::<Vec<_>>().join(" ")
-}
 
 /// Parse the script's output.
 pub fn parse(out: &str) -> Result<Observed, String> {
@@ -118,7 +68,7 @@ fn observed_file(path: &str, mode: &str, owner: &str, group: &str, sha256: Strin
 }
 
 pub fn observe(conn: &Conn, d: &DesiredHost) -> anyhow::Result<Observed> {
-    let out = conn.sudo_script("observing", &script(d), Duration::from_secs(60))?;
+    let out = conn.sudo_script("observing", &commands::observe(d), Duration::from_secs(60))?;
     parse(&out.stdout).map_err(|e| anyhow::anyhow!("{}: cannot read the observation: {e}", conn.endpoint.host))
 }
 

@@ -158,21 +158,6 @@ impl Conn {
         })
     }
 
-    /// Run a shell script as root: through `sudo -n` unless the login user is root.
-    pub fn sudo(&self, script: &str, stdin: &[u8], timeout: Duration) -> Result<Output, SshError> {
-        self.run(&sudo_command(&self.endpoint.user, script), stdin, timeout)
-    }
-
-    /// Run a script as root that receives `stdin` and must succeed; its stderr becomes the error.
-    pub fn sudo_ok(&self, what: &str, script: &str, stdin: &[u8], timeout: Duration) -> anyhow::Result<Output> {
-        let out = self.sudo(script, stdin, timeout)?;
-        if !out.ok() {
-            let detail = if out.stderr.trim().is_empty() { out.stdout.trim() } else { out.stderr.trim() };
-            anyhow::bail!("{}: {what} failed (exit {}): {}", self.endpoint.host, out.status, last_lines(detail, 15));
-        }
-        Ok(out)
-    }
-
     /// Run a shell script as root, sent on standard input (no length limit, nothing in `ps`).
     pub fn script(&self, script: &str, timeout: Duration) -> Result<Output, SshError> {
         let cmd = if self.endpoint.user == "root" { "sh -s" } else { "sudo -n sh -s" };

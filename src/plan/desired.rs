@@ -31,17 +31,7 @@ impl Release {
     }
 }
 
-/// What a changed file asks of its service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnChange {
-    /// Nothing: the service rereads it (Prometheus file_sd).
-    Nothing,
-    Reload(&'static str),
-    Restart(&'static str),
-    /// scale-api's units or environment: restart every instance, one at a time.
-    Rolling,
-}
+pub use crate::render::OnChange;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DesiredFile {
@@ -160,43 +150,18 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
     out
 }
 
-/// Files that hold secrets (from `render::render_secrets`): never diffed, printed or read back.
-pub const SENSITIVE: &[&str] =
-    &["/etc/scale-api/secrets.env", "/etc/redis/scalectl-auth.conf", "/etc/scalectl/redis-exporter.env", "/etc/prometheus/alertmanager.yml"];
-
+/// A rendered file as the plan sees it: owner, group, secrecy and effect come from render's
+/// placement table.
 fn desired_file(f: &RenderedFile) -> DesiredFile {
-    let p = f.path.as_str();
-    let (on_change, group) = match p {
-        _ if p.starts_with("/etc/systemd/system/scale-api") || p.starts_with("/etc/scale-api/") => (OnChange::Rolling, "root"),
-        _ if p.starts_with("/etc/systemd/system/redis-server.service.d/") => (OnChange::Restart("redis-server.service"), "root"),
-        _ if p.starts_with("/etc/systemd/system/prometheus-redis-exporter.service.d/") || p == "/etc/scalectl/redis-exporter.env" => {
-            (OnChange::Restart("prometheus-redis-exporter.service"), "root")
-        }
-        _ if p.starts_with("/etc/redis/") => (OnChange::Restart("redis-server.service"), "redis"),
-        _ if p.starts_with("/etc/nginx/") => (OnChange::Reload("nginx.service"), "root"),
-        _ if p.starts_with("/etc/mtail/") => (OnChange::Reload("mtail.service"), "root"),
-        "/etc/default/mtail" => (OnChange::Restart("mtail.service"), "root"),
-        "/etc/default/prometheus-nginx-exporter" => (OnChange::Restart("prometheus-nginx-exporter.service"), "root"),
-        "/etc/default/prometheus-redis-exporter" => (OnChange::Restart("prometheus-redis-exporter.service"), "root"),
-        "/etc/default/prometheus" => (OnChange::Restart("prometheus.service"), "root"),
-        "/etc/prometheus/scalectl/targets.json" => (OnChange::Nothing, "root"),
-        "/etc/prometheus/alertmanager.yml" => (OnChange::Reload("prometheus-alertmanager.service"), "prometheus"),
-        "/etc/default/prometheus-alertmanager" => (OnChange::Restart("prometheus-alertmanager.service"), "root"),
-        _ if p.starts_with("/etc/prometheus/") => (OnChange::Reload("prometheus.service"), "root"),
-        _ if p.starts_with("/etc/rsyslog.d/") => (OnChange::Restart("rsyslog.service"), "root"),
-        _ if p.starts_with("/etc/grafana/") || p.starts_with("/var/lib/grafana/") => (OnChange::Restart("grafana-server.service"), "root"),
-        _ if p.starts_with("/etc/promtail/") => (OnChange::Restart("promtail.service"), "root"),
-        _ => (OnChange::Nothing, "root"),
-    };
     DesiredFile {
         path: f.path.clone(),
         mode: f.mode,
         owner: "root".into(),
-        group: group.into(),
+        group: f.group.into(),
         content: f.content.clone(),
-        sensitive: SENSITIVE.contains(&p),
-        on_change,
-        unit_file: p.starts_with("/etc/systemd/system/"),
+        sensitive: f.sensitive,
+        on_change: f.on_change,
+        unit_file: f.path.starts_with("/etc/systemd/system/"),
     }
 }
 
@@ -212,12 +177,18 @@ mod tests {
     }
 
     #[test]
-    fn file_effects_follow_the_service_that_reads_them() {
-        let f = |p: &str| desired_file(&RenderedFile { host: "h".into(), path: p.into(), mode: 0o644, content: String::new() });
+    fn file_effects_follow_the_placement_table() {
+        let t = crate::topology::parse("t.yaml", "name: t\napp:\n  port: 4000\n  instances: 1\nhosts:\n  a: {address: 10.0.0.2, roles: [app, lb, redis, monitor]}\n").unwrap_or_else(|p| panic!("{p}"));
+        let templates = crate::render::Templates::embedded();
+        let mut files = crate::render::render(&t, &Facts::with_default_cores(1), &templates).unwrap();
+        files.extend(crate::render::render_secrets(&t, &crate::render::SecretValues::default(), &templates).unwrap());
+        let f = |p: &str| desired_file(files.iter().find(|f| f.path == p).unwrap_or_else(|| panic!("{p} not rendered")));
         assert_eq!(f("/etc/scale-api/scale-api.env").on_change, OnChange::Rolling);
-        assert_eq!(f("/etc/nginx/conf.d/lab.conf").on_change, OnChange::Reload("nginx.service"));
+        assert_eq!(f("/etc/nginx/conf.d/t.conf").on_change, OnChange::Reload("nginx.service"));
         assert_eq!(f("/etc/redis/redis.conf").group, "redis");
         assert!(f("/etc/systemd/system/redis-server.service.d/scalectl.conf").unit_file);
         assert_eq!(f("/etc/prometheus/scalectl/targets.json").on_change, OnChange::Nothing);
+        assert!(f("/etc/scale-api/secrets.env").sensitive && f("/etc/redis/scalectl-auth.conf").sensitive);
+        assert!(!f("/etc/redis/redis.conf").sensitive);
     }
 }

@@ -220,174 +220,239 @@ pub fn plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap<String,
     Plan { topology: topology.to_string(), hosts }
 }
 
+/// One host's plan, in named steps: packages and release, files (and what they owe their services),
+/// what a killed apply still owed, services, app instances, cleanup.
 fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
-    let mut prepare = Vec::new();
-    let mut activate = Vec::new();
-    let mut cleanup = Vec::new();
+    let mut p = HostPlanner { d, o, prepare: Vec::new(), activate: Vec::new(), cleanup: Vec::new() };
+    let missing = p.packages_and_release();
+    let mut owed = p.files(!missing.is_empty());
+    p.record_owed(&owed);
+    owed.add_pending(d, &o.pending);
+    if owed.touches("nginx.service") {
+        p.prepare.push(Action::Validate { unit: "nginx.service".into(), command: "nginx -t -q".into() });
+    }
+    p.services(&owed);
+    p.instances(&mut owed);
+    if p.prepare.iter().any(|a| matches!(a, Action::MarkPending { .. })) || !o.pending.is_empty() {
+        p.activate.push(Action::ClearPending);
+    }
+    p.stop_unwanted_instances();
+    p.prune_releases();
+    HostPlan { host: d.host.clone(), roles: d.roles.clone(), app: d.is_app(), prepare: p.prepare, activate: p.activate, cleanup: p.cleanup }
+}
 
-    let missing: Vec<String> = d.packages.iter().filter(|p| !o.packages.get(*p).copied().unwrap_or(false)).cloned().collect();
-    if !missing.is_empty() {
-        prepare.push(Action::InstallPackages { packages: missing.clone() });
-    }
-    if let Some(r) = &d.release
-        && !o.releases.contains(&r.id)
-    {
-        prepare.push(Action::UploadRelease { release: r.id.clone(), bytes: r.bytes });
-    }
+/// What changed files ask of their services.
+#[derive(Default)]
+struct Owed<'a> {
+    restart: Vec<&'a str>,
+    reload: Vec<&'a str>,
+    /// The app's instances restart one at a time.
+    rolling: bool,
+    /// A unit file of a service (prepare) or of the app (activate) changed.
+    daemon_reload_prepare: bool,
+    daemon_reload_activate: bool,
+}
 
-    // Files: which services they touch.
-    let mut restart: Vec<&str> = Vec::new();
-    let mut reload: Vec<&str> = Vec::new();
-    let mut rolling = false;
-    let mut daemon_reload_prepare = false;
-    let mut daemon_reload_activate = false;
-    let mut note = |on: OnChange, rolling: &mut bool| match on {
-        OnChange::Nothing => {}
-        OnChange::Reload(u) => {
-            if !reload.contains(&u) {
-                reload.push(u)
-            }
-        }
-        OnChange::Restart(u) => {
-            if !restart.contains(&u) {
-                restart.push(u)
-            }
-        }
-        OnChange::Rolling => *rolling = true,
-    };
-    for f in &d.files {
-        let Some(change) = file_change(f, o.files.get(&f.path).and_then(|x| x.as_ref())) else { continue };
-        note(f.on_change, &mut rolling);
-        let app_file = f.on_change == OnChange::Rolling;
-        if f.unit_file {
-            if app_file { daemon_reload_activate = true } else { daemon_reload_prepare = true }
-        }
-        if app_file { activate.push(Action::WriteFile(change)) } else { prepare.push(Action::WriteFile(change)) }
-    }
-    for (path, on) in &d.absent {
-        // Installing a package may create the file (Debian's default nginx site): remove it then too.
-        if matches!(o.files.get(path), Some(Some(_))) || !missing.is_empty() {
-            prepare.push(Action::RemoveFile { path: path.clone() });
-            note(*on, &mut rolling);
-        }
-    }
-    if daemon_reload_prepare {
-        prepare.push(Action::DaemonReload);
-    }
-    // What this plan's file changes owe, recorded before any file changes; plus what a killed
-    // apply still owed.
-    let mut owed: Vec<String> = restart.iter().map(|u| format!("restart:{u}")).chain(reload.iter().map(|u| format!("reload:{u}"))).collect();
-    if rolling {
-        owed.push("rolling".into());
-    }
-    if !owed.is_empty() {
-        prepare.insert(0, Action::MarkPending { entries: owed });
-    }
-    for p in &o.pending {
-        match p.split_once(':') {
-            Some(("restart", u)) => {
-                if let Some(u) = d.services.iter().find(|s| s.as_str() == u)
-                    && !restart.contains(&u.as_str())
-                {
-                    restart.push(u.as_str());
-                }
-            }
-            Some(("reload", u)) => {
-                if let Some(u) = d.services.iter().find(|s| s.as_str() == u)
-                    && !reload.contains(&u.as_str())
-                {
-                    reload.push(u.as_str());
-                }
-            }
-            _ if p == "rolling" => rolling = true,
+impl<'a> Owed<'a> {
+    fn note(&mut self, on: OnChange) {
+        match on {
+            OnChange::Nothing => {}
+            OnChange::Reload(u) if !self.reload.contains(&u) => self.reload.push(u),
+            OnChange::Restart(u) if !self.restart.contains(&u) => self.restart.push(u),
+            OnChange::Rolling => self.rolling = true,
             _ => {}
         }
     }
-    if reload.contains(&"nginx.service") || restart.contains(&"nginx.service") {
-        prepare.push(Action::Validate { unit: "nginx.service".into(), command: "nginx -t -q".into() });
+
+    /// `restart:UNIT`, `reload:UNIT`, `rolling`: what the pending file records.
+    fn entries(&self) -> Vec<String> {
+        let mut owed: Vec<String> = self.restart.iter().map(|u| format!("restart:{u}")).chain(self.reload.iter().map(|u| format!("reload:{u}"))).collect();
+        if self.rolling {
+            owed.push("rolling".into());
+        }
+        owed
     }
 
-    // Services other than scale-api, in the order the desired state lists them.
-    let unit = |u: &str| o.units.get(u).cloned().unwrap_or_default();
-    for s in &d.services {
-        let st = unit(s);
-        if restart.contains(&s.as_str()) || (reload.contains(&s.as_str()) && !st.is_active()) {
-            activate.push(Action::Restart { unit: s.clone() });
-        } else if reload.contains(&s.as_str()) {
-            activate.push(Action::Reload { unit: s.clone() });
-            if !st.is_enabled() {
-                activate.push(Action::Enable { unit: s.clone() });
+    /// What a killed apply recorded and did not do (only for services this host still has).
+    fn add_pending(&mut self, d: &'a DesiredHost, pending: &[String]) {
+        for p in pending {
+            let service = |u: &str| d.services.iter().find(|s| s.as_str() == u).map(String::as_str);
+            match p.split_once(':') {
+                Some(("restart", u)) => {
+                    if let Some(u) = service(u)
+                        && !self.restart.contains(&u)
+                    {
+                        self.restart.push(u);
+                    }
+                }
+                Some(("reload", u)) => {
+                    if let Some(u) = service(u)
+                        && !self.reload.contains(&u)
+                    {
+                        self.reload.push(u);
+                    }
+                }
+                _ if p == "rolling" => self.rolling = true,
+                _ => {}
             }
-        } else if !st.is_active() || !st.is_enabled() {
-            activate.push(Action::Start { unit: s.clone(), ready: None });
         }
     }
 
-    // scale-api: the release, then new instances, then a rolling restart of running ones.
-    if !d.instances.is_empty() {
-        if daemon_reload_activate {
-            activate.push(Action::DaemonReload);
+    fn touches(&self, unit: &str) -> bool {
+        self.reload.contains(&unit) || self.restart.contains(&unit)
+    }
+}
+
+struct HostPlanner<'a> {
+    d: &'a DesiredHost,
+    o: &'a Observed,
+    prepare: Vec<Action>,
+    activate: Vec<Action>,
+    cleanup: Vec<Action>,
+}
+
+impl<'a> HostPlanner<'a> {
+    fn unit(&self, u: &str) -> UnitState {
+        self.o.units.get(u).cloned().unwrap_or_default()
+    }
+
+    /// Missing packages installed, the release uploaded; returns the packages installed.
+    fn packages_and_release(&mut self) -> Vec<String> {
+        let (d, o) = (self.d, self.o);
+        let missing: Vec<String> = d.packages.iter().filter(|p| !o.packages.get(*p).copied().unwrap_or(false)).cloned().collect();
+        if !missing.is_empty() {
+            self.prepare.push(Action::InstallPackages { packages: missing.clone() });
+        }
+        if let Some(r) = &d.release
+            && !o.releases.contains(&r.id)
+        {
+            self.prepare.push(Action::UploadRelease { release: r.id.clone(), bytes: r.bytes });
+        }
+        missing
+    }
+
+    /// Changed files written (the app's in activate, with its restarts), files that must not
+    /// exist removed; what they owe their services.
+    fn files(&mut self, installing: bool) -> Owed<'a> {
+        let (d, o) = (self.d, self.o);
+        let mut owed = Owed::default();
+        for f in &d.files {
+            let Some(change) = file_change(f, o.files.get(&f.path).and_then(|x| x.as_ref())) else { continue };
+            owed.note(f.on_change);
+            let app_file = f.on_change == OnChange::Rolling;
+            if f.unit_file {
+                if app_file { owed.daemon_reload_activate = true } else { owed.daemon_reload_prepare = true }
+            }
+            if app_file { self.activate.push(Action::WriteFile(change)) } else { self.prepare.push(Action::WriteFile(change)) }
+        }
+        for (path, on) in &d.absent {
+            // Installing a package may create the file (Debian's default nginx site): remove it then too.
+            if matches!(o.files.get(path), Some(Some(_))) || installing {
+                self.prepare.push(Action::RemoveFile { path: path.clone() });
+                owed.note(*on);
+            }
+        }
+        if owed.daemon_reload_prepare {
+            self.prepare.push(Action::DaemonReload);
+        }
+        owed
+    }
+
+    /// What this plan's file changes owe, recorded on the host before any file changes.
+    fn record_owed(&mut self, owed: &Owed<'_>) {
+        let entries = owed.entries();
+        if !entries.is_empty() {
+            self.prepare.insert(0, Action::MarkPending { entries });
+        }
+    }
+
+    /// Services other than the app, in the order the desired state lists them.
+    fn services(&mut self, owed: &Owed<'_>) {
+        for s in &self.d.services {
+            let st = self.unit(s);
+            if owed.restart.contains(&s.as_str()) || (owed.reload.contains(&s.as_str()) && !st.is_active()) {
+                self.activate.push(Action::Restart { unit: s.clone() });
+            } else if owed.reload.contains(&s.as_str()) {
+                self.activate.push(Action::Reload { unit: s.clone() });
+                if !st.is_enabled() {
+                    self.activate.push(Action::Enable { unit: s.clone() });
+                }
+            } else if !st.is_active() || !st.is_enabled() {
+                self.activate.push(Action::Start { unit: s.clone(), ready: None });
+            }
+        }
+    }
+
+    /// The app: the release, then new instances (each waited for on its readiness path), then a
+    /// rolling restart of running ones.
+    fn instances(&mut self, owed: &mut Owed<'_>) {
+        let (d, o) = (self.d, self.o);
+        if d.instances.is_empty() {
+            return;
+        }
+        if owed.daemon_reload_activate {
+            self.activate.push(Action::DaemonReload);
         }
         if let Some(r) = &d.release
             && o.release.as_deref() != Some(r.id.as_str())
         {
-            activate.push(Action::SwitchRelease { from: o.release.clone(), to: r.id.clone() });
-            rolling = true;
+            self.activate.push(Action::SwitchRelease { from: o.release.clone(), to: r.id.clone() });
+            owed.rolling = true;
         }
         let mut roll = Vec::new();
         for &port in &d.instances {
-            let st = unit(&instance_unit(port));
+            let st = self.unit(&instance_unit(port));
             if !st.is_active() {
-                activate.push(Action::Start { unit: instance_unit(port), ready: Some(Probe { port, path: d.readiness.clone() }) });
-            } else if rolling {
+                self.activate.push(Action::Start { unit: instance_unit(port), ready: Some(Probe { port, path: d.readiness.clone() }) });
+            } else if owed.rolling {
                 roll.push(port);
             } else if !st.is_enabled() {
-                activate.push(Action::Enable { unit: instance_unit(port) });
+                self.activate.push(Action::Enable { unit: instance_unit(port) });
             }
         }
         if !roll.is_empty() {
-            activate.push(Action::RollingRestart { ports: roll, readiness: d.readiness.clone() });
+            self.activate.push(Action::RollingRestart { ports: roll, readiness: d.readiness.clone() });
         }
         for e in &d.enabled {
-            if !unit(e).is_enabled() {
-                activate.push(Action::Enable { unit: e.clone() });
+            if !self.unit(e).is_enabled() {
+                self.activate.push(Action::Enable { unit: e.clone() });
             }
         }
     }
-    if prepare.iter().any(|a| matches!(a, Action::MarkPending { .. })) || !o.pending.is_empty() {
-        activate.push(Action::ClearPending);
-    }
-    // Instances no longer wanted (fewer instances, or the app role removed).
-    for (u, st) in &o.units {
-        let port = u
-            .strip_prefix("scale-api@")
-            .and_then(|r| r.strip_suffix(".service").or_else(|| r.strip_suffix(".socket")))
-            .and_then(|p| p.parse::<u16>().ok());
-        if let Some(port) = port
-            && !d.instances.contains(&port)
-            && (st.is_active() || st.is_enabled())
-        {
-            cleanup.push(Action::Stop { unit: u.clone() });
+
+    /// Instances no longer wanted (fewer instances, or the app role removed).
+    fn stop_unwanted_instances(&mut self) {
+        for (u, st) in &self.o.units {
+            let port = u
+                .strip_prefix("scale-api@")
+                .and_then(|r| r.strip_suffix(".service").or_else(|| r.strip_suffix(".socket")))
+                .and_then(|p| p.parse::<u16>().ok());
+            if let Some(port) = port
+                && !self.d.instances.contains(&port)
+                && (st.is_active() || st.is_enabled())
+            {
+                self.cleanup.push(Action::Stop { unit: u.clone() });
+            }
         }
     }
-    if let Some(r) = &d.release {
+
+    /// Releases beyond [`KEEP_RELEASES`]: the one running now (the rollback target) and the newest
+    /// others stay.
+    fn prune_releases(&mut self) {
+        let (d, o) = (self.d, self.o);
+        let Some(r) = &d.release else { return };
         let mut kept: Vec<&String> = o.releases.iter().filter(|x| **x != r.id).collect();
-        // Keep the one running now (the rollback target) and the newest others.
         let limit = KEEP_RELEASES.saturating_sub(1);
-        if kept.len() > limit {
-            let current = o.release.as_ref();
-            let mut remove = Vec::new();
-            let excess = kept.len() - limit;
-            kept.retain(|x| Some(*x) != current);
-            for x in kept.into_iter().take(excess) {
-                remove.push(x.clone());
-            }
-            if !remove.is_empty() {
-                cleanup.push(Action::PruneReleases { remove });
-            }
+        if kept.len() <= limit {
+            return;
+        }
+        let excess = kept.len() - limit;
+        kept.retain(|x| Some(*x) != o.release.as_ref());
+        let remove: Vec<String> = kept.into_iter().take(excess).cloned().collect();
+        if !remove.is_empty() {
+            self.cleanup.push(Action::PruneReleases { remove });
         }
     }
-    HostPlan { host: d.host.clone(), roles: d.roles.clone(), app: d.is_app(), prepare, activate, cleanup }
 }
 
 fn file_change(f: &DesiredFile, o: Option<&ObservedFile>) -> Option<FileChange> {

@@ -35,6 +35,27 @@ pub struct RenderedFile {
     pub path: String,
     pub mode: u32,
     pub content: String,
+    /// Group owning it on a host (the owner is root); what a change asks of its service; whether
+    /// it holds a secret. One table (`host_jobs`, `secret_jobs`) says all three for every file.
+    #[serde(skip)]
+    pub group: &'static str,
+    #[serde(skip)]
+    pub on_change: OnChange,
+    #[serde(skip)]
+    pub sensitive: bool,
+}
+
+/// What a changed file asks of the service that reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnChange {
+    /// Nothing: the service rereads it (Prometheus file_sd), or it is in a bundle.
+    #[default]
+    Nothing,
+    Reload(&'static str),
+    Restart(&'static str),
+    /// The app's units or environment: restart every instance, one at a time.
+    Rolling,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +68,8 @@ pub enum RenderError {
     },
     #[error("template {0} is missing (neither embedded nor in --templates)")]
     Missing(String),
+    #[error("template {name} rendered something unreadable: {message}")]
+    Invalid { name: String, message: String },
 }
 
 /// The template texts by name (path under templates/).
@@ -67,10 +90,6 @@ impl Templates {
     pub fn with_overrides(mut self, overrides: BTreeMap<String, String>) -> Self {
         self.sources.extend(overrides);
         self
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.sources.keys().map(String::as_str)
     }
 
     fn environment(&self) -> Environment<'_> {
@@ -139,20 +158,13 @@ pub fn render_secrets(t: &Topology, values: &SecretValues, templates: &Templates
     if t.target == Target::Docker {
         // Replicas get app secrets as environment at creation; Redis reads its password from a file.
         if values.redis_password.is_some() {
-            out.push(run(&env, &ctx, "redis", Job { template: "redis/auth.conf.j2", path: "/run/secrets/redis-auth.conf".into(), mode: 0o640 })?);
+            out.push(run(&env, &ctx, "redis", job("redis/auth.conf.j2", "/run/secrets/redis-auth.conf").mode(0o640).secret())?);
         }
         return Ok(out);
     }
     for h in &t.hosts {
-        if h.has(Role::App) {
-            out.push(run(&env, &ctx, &h.name, Job { template: "systemd/secrets.env.j2", path: "/etc/scale-api/secrets.env".into(), mode: 0o600 })?);
-        }
-        if h.has(Role::Redis) {
-            out.push(run(&env, &ctx, &h.name, Job { template: "redis/auth.conf.j2", path: "/etc/redis/scalectl-auth.conf".into(), mode: 0o640 })?);
-            out.push(run(&env, &ctx, &h.name, Job { template: "exporters/redis-exporter.env.j2", path: "/etc/scalectl/redis-exporter.env".into(), mode: 0o600 })?);
-        }
-        if h.has(Role::Monitor) && t.observability.alertmanager.is_some() {
-            out.push(run(&env, &ctx, &h.name, Job { template: "alertmanager/alertmanager.yml.j2", path: "/etc/prometheus/alertmanager.yml".into(), mode: 0o640 })?);
+        for j in secret_jobs(t, h) {
+            out.push(run(&env, &ctx, &h.name, j)?);
         }
     }
     Ok(out)
@@ -166,15 +178,40 @@ pub fn render_one(templates: &Templates, name: &str, ctx: impl Serialize) -> Res
     tmpl.render(minijinja::Value::from(minijinja::value::Serde(ctx))).map_err(|source| RenderError::Template { name: name.to_string(), source })
 }
 
-/// What to render for one destination: template name, destination path, file mode.
+/// What to render for one destination: template name, destination path, file mode, and on a
+/// host its group and what a change to it means.
 struct Job<'a> {
     template: &'a str,
     path: String,
     mode: u32,
+    group: &'static str,
+    on_change: OnChange,
+    sensitive: bool,
 }
 
 fn job(template: &str, path: impl Into<String>) -> Job<'_> {
-    Job { template, path: path.into(), mode: 0o644 }
+    Job { template, path: path.into(), mode: 0o644, group: "root", on_change: OnChange::Nothing, sensitive: false }
+}
+
+impl Job<'_> {
+    fn mode(self, mode: u32) -> Self {
+        Job { mode, ..self }
+    }
+    fn group(self, group: &'static str) -> Self {
+        Job { group, ..self }
+    }
+    fn reloads(self, unit: &'static str) -> Self {
+        Job { on_change: OnChange::Reload(unit), ..self }
+    }
+    fn restarts(self, unit: &'static str) -> Self {
+        Job { on_change: OnChange::Restart(unit), ..self }
+    }
+    fn rolls(self) -> Self {
+        Job { on_change: OnChange::Rolling, ..self }
+    }
+    fn secret(self) -> Self {
+        Job { sensitive: true, ..self }
+    }
 }
 
 /// Render every file of the topology.
@@ -190,7 +227,7 @@ pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<
                 out.push(run(&env, &ctx, &h.name, j)?);
             }
             if h.has(Role::Monitor) && t.observability.grafana {
-                copy_verbatim(&DASHBOARDS, &h.name, "/var/lib/grafana/dashboards/scalectl", &mut out);
+                copy_verbatim(&DASHBOARDS, &h.name, "/var/lib/grafana/dashboards/scalectl", OnChange::Restart("grafana-server.service"), &mut out);
             }
         }
         out.push(run(&env, &fleet_value, "ansible", job("ansible/inventory.yml.j2", "inventory.yml"))?);
@@ -200,7 +237,7 @@ pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<
         out.push(run(&env, &docker, "docker", j)?);
     }
     if t.observability.grafana {
-        copy_verbatim(&DASHBOARDS, "docker", "grafana/dashboards", &mut out);
+        copy_verbatim(&DASHBOARDS, "docker", "grafana/dashboards", OnChange::Nothing, &mut out);
     }
     if t.autoscaling.is_some() {
         // The autoscaling group's instances run the same units as app hosts: render them for cloud-init.
@@ -215,14 +252,15 @@ pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<
         ] {
             out.push(run(&env, &asg, "terraform", j)?);
         }
-        copy_verbatim(&TERRAFORM_MODULE, "terraform", "modules/asg", &mut out);
+        copy_verbatim(&TERRAFORM_MODULE, "terraform", "modules/asg", OnChange::Nothing, &mut out);
     }
     Ok(out)
 }
 
 /// What the docker target deploys, rendered for one set of replicas (the planner renders the load
 /// balancer and Prometheus targets for every step of a rolling release): path -> content, with
-/// paths as in the docker bundle, plus `replica.env` per replica keyed `env/<slot>`.
+/// paths as in the docker bundle, plus `replica.env` per replica keyed `env/<slot>` and what the
+/// containers run (`commands.yaml`).
 pub fn render_docker_deploy(t: &Topology, replicas: &[Instance], templates: &Templates) -> Result<BTreeMap<String, String>, RenderError> {
     let env = templates.environment();
     let mut c = Ctx::docker_view(t, &Facts::with_default_cores(1));
@@ -233,6 +271,8 @@ pub fn render_docker_deploy(t: &Topology, replicas: &[Instance], templates: &Tem
         let f = run(&env, &ctx, "docker", j)?;
         out.insert(f.path, f.content);
     }
+    let f = run(&env, &ctx, "docker", job("docker/commands.yaml.j2", "commands.yaml"))?;
+    out.insert(f.path, f.content);
     for i in replicas {
         let ctx = minijinja::context! { instance => minijinja::Value::from(minijinja::value::Serde(i)), ..ctx.clone() };
         let f = run(&env, &ctx, "docker", job("docker/replica.env.j2", format!("env/{}", i.host)))?;
@@ -240,14 +280,14 @@ pub fn render_docker_deploy(t: &Topology, replicas: &[Instance], templates: &Tem
     }
     if t.observability.grafana {
         let mut dash = Vec::new();
-        copy_verbatim(&DASHBOARDS, "docker", "grafana/dashboards", &mut dash);
+        copy_verbatim(&DASHBOARDS, "docker", "grafana/dashboards", OnChange::Nothing, &mut dash);
         out.extend(dash.into_iter().map(|f| (f.path, f.content)));
     }
     Ok(out)
 }
 
 /// Files shipped as they are (not templates), placed under `dest` for `host`.
-fn copy_verbatim(dir: &include_dir::Dir<'static>, host: &str, dest: &str, out: &mut Vec<RenderedFile>) {
+fn copy_verbatim(dir: &include_dir::Dir<'static>, host: &str, dest: &str, on_change: OnChange, out: &mut Vec<RenderedFile>) {
     for f in dir.files() {
         if let Some(text) = f.contents_utf8() {
             out.push(RenderedFile {
@@ -255,11 +295,14 @@ fn copy_verbatim(dir: &include_dir::Dir<'static>, host: &str, dest: &str, out: &
                 path: format!("{dest}/{}", f.path().display()),
                 mode: 0o644,
                 content: text.to_string(),
+                group: "root",
+                on_change,
+                sensitive: false,
             });
         }
     }
     for d in dir.dirs() {
-        copy_verbatim(d, host, dest, out);
+        copy_verbatim(d, host, dest, on_change, out);
     }
 }
 
@@ -271,54 +314,82 @@ fn run(env: &Environment<'_>, ctx: &minijinja::Value, host: &str, j: Job<'_>) ->
     let content = tmpl
         .render(ctx.clone())
         .map_err(|source| RenderError::Template { name: j.template.to_string(), source })?;
-    Ok(RenderedFile { host: host.to_string(), path: j.path, mode: j.mode, content })
+    Ok(RenderedFile { host: host.to_string(), path: j.path, mode: j.mode, content, group: j.group, on_change: j.on_change, sensitive: j.sensitive })
 }
 
-/// Which files a host gets, by its roles. Paths are Debian's standard places.
+/// Which files a host gets, by its roles: the one placement table. Paths are Debian's standard
+/// places; each says its mode, group and what a change means (`plan::desired` reads it).
 fn host_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
     let name = &t.name;
     let mut jobs = Vec::new();
     if h.has(Role::App) {
-        jobs.push(job("systemd/scale-api@.service.j2", "/etc/systemd/system/scale-api@.service"));
-        jobs.push(job("systemd/scale-api@.socket.j2", "/etc/systemd/system/scale-api@.socket"));
-        jobs.push(job("systemd/scale-api.target.j2", "/etc/systemd/system/scale-api.target"));
-        jobs.push(Job { template: "systemd/scale-api.env.j2", path: "/etc/scale-api/scale-api.env".into(), mode: 0o640 });
+        jobs.push(job("systemd/scale-api@.service.j2", "/etc/systemd/system/scale-api@.service").rolls());
+        jobs.push(job("systemd/scale-api@.socket.j2", "/etc/systemd/system/scale-api@.socket").rolls());
+        jobs.push(job("systemd/scale-api.target.j2", "/etc/systemd/system/scale-api.target").rolls());
+        jobs.push(job("systemd/scale-api.env.j2", "/etc/scale-api/scale-api.env").mode(0o640).rolls());
     }
     if h.has(Role::Lb) {
-        jobs.push(job("nginx/site.conf.j2", format!("/etc/nginx/conf.d/{name}.conf")));
-        jobs.push(job("exporters/prometheus-nginx-exporter.j2", "/etc/default/prometheus-nginx-exporter"));
-        jobs.push(job("nginx/scalectl.mtail.j2", "/etc/mtail/scalectl-nginx.mtail"));
-        jobs.push(job("exporters/mtail.j2", "/etc/default/mtail"));
+        jobs.push(job("nginx/site.conf.j2", format!("/etc/nginx/conf.d/{name}.conf")).reloads("nginx.service"));
+        jobs.push(job("exporters/prometheus-nginx-exporter.j2", "/etc/default/prometheus-nginx-exporter").restarts("prometheus-nginx-exporter.service"));
+        jobs.push(job("nginx/scalectl.mtail.j2", "/etc/mtail/scalectl-nginx.mtail").reloads("mtail.service"));
+        jobs.push(job("exporters/mtail.j2", "/etc/default/mtail").restarts("mtail.service"));
     }
     if h.has(Role::Redis) {
-        jobs.push(Job { template: "redis/redis.conf.j2", path: "/etc/redis/redis.conf".into(), mode: 0o640 });
-        jobs.push(job("redis/redis-server.override.conf.j2", "/etc/systemd/system/redis-server.service.d/scalectl.conf"));
-        jobs.push(job("exporters/prometheus-redis-exporter.j2", "/etc/default/prometheus-redis-exporter"));
-        jobs.push(job("exporters/prometheus-redis-exporter.override.conf.j2", "/etc/systemd/system/prometheus-redis-exporter.service.d/scalectl.conf"));
+        jobs.push(job("redis/redis.conf.j2", "/etc/redis/redis.conf").mode(0o640).group("redis").restarts("redis-server.service"));
+        jobs.push(job("redis/redis-server.override.conf.j2", "/etc/systemd/system/redis-server.service.d/scalectl.conf").restarts("redis-server.service"));
+        jobs.push(job("exporters/prometheus-redis-exporter.j2", "/etc/default/prometheus-redis-exporter").restarts("prometheus-redis-exporter.service"));
+        jobs.push(
+            job("exporters/prometheus-redis-exporter.override.conf.j2", "/etc/systemd/system/prometheus-redis-exporter.service.d/scalectl.conf")
+                .restarts("prometheus-redis-exporter.service"),
+        );
     }
     if h.has(Role::Monitor) {
-        jobs.push(job("prometheus/prometheus.yml.j2", "/etc/prometheus/prometheus.yml"));
-        jobs.push(job("prometheus/rules.yml.j2", "/etc/prometheus/scalectl/rules.yml"));
+        jobs.push(job("prometheus/prometheus.yml.j2", "/etc/prometheus/prometheus.yml").reloads("prometheus.service"));
+        jobs.push(job("prometheus/rules.yml.j2", "/etc/prometheus/scalectl/rules.yml").reloads("prometheus.service"));
+        // Prometheus rereads file_sd targets by itself.
         jobs.push(job("prometheus/targets.json.j2", "/etc/prometheus/scalectl/targets.json"));
-        jobs.push(job("prometheus/default.j2", "/etc/default/prometheus"));
+        jobs.push(job("prometheus/default.j2", "/etc/default/prometheus").restarts("prometheus.service"));
         if t.observability.grafana {
-            jobs.push(job("grafana/datasource.yaml.j2", "/etc/grafana/provisioning/datasources/scalectl.yaml"));
-            jobs.push(job("grafana/dashboards.yaml.j2", "/etc/grafana/provisioning/dashboards/scalectl.yaml"));
+            jobs.push(job("grafana/datasource.yaml.j2", "/etc/grafana/provisioning/datasources/scalectl.yaml").restarts("grafana-server.service"));
+            jobs.push(job("grafana/dashboards.yaml.j2", "/etc/grafana/provisioning/dashboards/scalectl.yaml").restarts("grafana-server.service"));
         }
         if t.observability.logs.destination == crate::topology::LogDestination::Collector {
-            jobs.push(job("logs/rsyslog-collector.conf.j2", "/etc/rsyslog.d/50-scalectl-collector.conf"));
+            jobs.push(job("logs/rsyslog-collector.conf.j2", "/etc/rsyslog.d/50-scalectl-collector.conf").restarts("rsyslog.service"));
         }
         if t.observability.alertmanager.is_some() {
-            jobs.push(job("alertmanager/default.j2", "/etc/default/prometheus-alertmanager"));
+            jobs.push(job("alertmanager/default.j2", "/etc/default/prometheus-alertmanager").restarts("prometheus-alertmanager.service"));
         }
     }
     match t.observability.logs.destination {
         crate::topology::LogDestination::Collector => {
-            jobs.push(job("logs/rsyslog-ship.conf.j2", "/etc/rsyslog.d/60-scalectl-ship.conf"));
+            jobs.push(job("logs/rsyslog-ship.conf.j2", "/etc/rsyslog.d/60-scalectl-ship.conf").restarts("rsyslog.service"));
         }
         crate::topology::LogDestination::Loki => {
-            jobs.push(job("logs/promtail.yaml.j2", "/etc/promtail/scalectl.yaml"));
+            jobs.push(job("logs/promtail.yaml.j2", "/etc/promtail/scalectl.yaml").restarts("promtail.service"));
         }
+    }
+    jobs
+}
+
+/// The files of a host that hold secrets: rendered only by `render_secrets`, with resolved values;
+/// never diffed, printed or read back (observed by hash).
+fn secret_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
+    let mut jobs = Vec::new();
+    if h.has(Role::App) {
+        jobs.push(job("systemd/secrets.env.j2", "/etc/scale-api/secrets.env").mode(0o600).rolls().secret());
+    }
+    if h.has(Role::Redis) {
+        jobs.push(job("redis/auth.conf.j2", "/etc/redis/scalectl-auth.conf").mode(0o640).group("redis").restarts("redis-server.service").secret());
+        jobs.push(job("exporters/redis-exporter.env.j2", "/etc/scalectl/redis-exporter.env").mode(0o600).restarts("prometheus-redis-exporter.service").secret());
+    }
+    if h.has(Role::Monitor) && t.observability.alertmanager.is_some() {
+        jobs.push(
+            job("alertmanager/alertmanager.yml.j2", "/etc/prometheus/alertmanager.yml")
+                .mode(0o640)
+                .group("prometheus")
+                .reloads("prometheus-alertmanager.service")
+                .secret(),
+        );
     }
     jobs
 }

@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::lab::{
+use crate::support::{
     Load, TURN, collected_in, collector_outage_loses_no_line, count_at, every_dashboard_query_returns_data, instances_seen_at, new_release, release,
     request_id_reaches_the_collector, request_ids, run_id, text,
 };

@@ -8,9 +8,13 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::support::{
+    Load, TURN, client, collected_in, collector_outage_loses_no_line, count_at, every_dashboard_query_returns_data, instances_seen_at, new_release,
+    release, request_id_reaches_the_collector, text,
+};
 
 const LB: &str = "http://127.0.0.1:8080";
 const INSTANCES: [&str; 4] = ["app-1-3000", "app-1-3001", "app-2-3000", "app-2-3001"];
@@ -21,13 +25,6 @@ fn root() -> PathBuf {
 
 fn lab_yaml() -> String {
     crate::example_path("lab")
-}
-
-/// The optimized scale-api that the README's test command builds.
-pub(crate) fn release() -> PathBuf {
-    let p = root().join("target/release/scale-api");
-    assert!(p.is_file(), "{} is missing: run `cargo build --release --bin scale-api` (scripts/test.sh does)", p.display());
-    p
 }
 
 fn scalectl(args: &[&str]) -> Command {
@@ -46,17 +43,10 @@ fn run_ok(args: &[&str]) -> Output {
     out
 }
 
-pub(crate) fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 fn apply_args<'a>(file: &'a str, release: &'a str) -> Vec<&'a str> {
     vec!["apply", "-f", file, "--release", release, "--yes"]
 }
 
-/// One end-to-end test at a time, lab and docker alike: they share two cores, and a zero-failure
-/// test must not lose requests to a neighbour's load.
-pub(crate) static TURN: Mutex<()> = Mutex::new(());
 static UP: OnceLock<()> = OnceLock::new();
 
 /// The lab, up and converged on examples/lab.yaml with the built release; held for one test.
@@ -85,136 +75,18 @@ fn lb_errors() -> String {
     out.map(|o| text(&o.stdout)).unwrap_or_default()
 }
 
-fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(0).build().unwrap()
-}
-
 fn instances_seen(n: usize) -> BTreeSet<String> {
     instances_seen_at(LB, n)
-}
-
-/// The x-instance answers of n requests through a load balancer.
-pub(crate) fn instances_seen_at(lb: &str, n: usize) -> BTreeSet<String> {
-    let c = client();
-    (0..n)
-        .filter_map(|_| c.get(format!("{lb}/")).send().map_err(|e| eprintln!("GET / failed: {e:?}")).ok())
-        .filter_map(|r| r.headers().get("x-instance").and_then(|v| v.to_str().ok()).map(String::from))
-        .collect()
 }
 
 fn count() -> u64 {
     count_at(LB)
 }
 
-pub(crate) fn count_at(lb: &str) -> u64 {
-    let r = client().get(format!("{lb}/count")).send().unwrap();
-    let status = r.status();
-    let body = r.text().unwrap();
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("/count answered {status} with no JSON ({e}):\n{body}"));
-    v["count"].as_u64().unwrap_or_else(|| panic!("/count answered {status}: {v}"))
-}
-
-/// Bounded load through the load balancer (loopback only) until stopped or 120 s.
-///
-/// The clients keep connections alive, as real ones do, and behave as RFC 9112 §9.3.1 allows
-/// (and curl and browsers do): a GET sent on a reused connection that the server closed before
-/// any answer is sent again once, on a new connection. Nginx closes its idle keep-alive
-/// connections when it reloads, and no server can stop a request already on its way from
-/// meeting that close. Such retries are counted and printed; a request that fails again, an
-/// error status, a refused connection or a timeout is a failure.
-pub(crate) struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    retried: Arc<AtomicU64>,
-    failed: Arc<Mutex<Vec<String>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-/// The connection closed under a request before any byte of an answer: hyper's "incomplete
-/// message", or a reset or broken pipe while sending.
-fn closed_before_answer(e: &reqwest::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        let incomplete = s.downcast_ref::<hyper::Error>().is_some_and(|h| h.is_incomplete_message());
-        let reset = s.downcast_ref::<std::io::Error>().is_some_and(|io| matches!(io.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe));
-        if incomplete || reset {
-            return true;
-        }
-        source = s.source();
-    }
-    false
-}
-
-impl Load {
-    fn start(threads: usize) -> Load {
-        Load::start_at(LB, threads)
-    }
-
-    pub(crate) fn start_at(lb: &'static str, threads: usize) -> Load {
-        Load::start_url(format!("{lb}/"), threads)
-    }
-
-    /// Bounded load on one URL (loopback only) until stopped or 120 s.
-    pub(crate) fn start_url(url: String, threads: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let retried = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..threads)
-            .map(|_| {
-                let (stop, ok, retried, failed, url) = (stop.clone(), ok.clone(), retried.clone(), failed.clone(), url.clone());
-                std::thread::spawn(move || {
-                    let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-                    let end = Instant::now() + Duration::from_secs(120);
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-                        let answer = match c.get(&url).send() {
-                            Err(e) if closed_before_answer(&e) => {
-                                retried.fetch_add(1, Ordering::Relaxed);
-                                c.get(&url).send()
-                            }
-                            answer => answer,
-                        };
-                        match answer {
-                            Ok(r) if r.status().is_success() => {
-                                ok.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(r) => failed.lock().unwrap().push(format!("HTTP {}", r.status())),
-                            Err(e) => failed.lock().unwrap().push(format!("{e} ({:?})", std::error::Error::source(&e))),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load { stop, ok, retried, failed, threads }
-    }
-
-    /// Requests answered with success, and the failures. Prints how many were sent again.
-    pub(crate) fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let retried = self.retried.load(Ordering::Relaxed);
-        if retried > 0 {
-            eprintln!("{retried} requests sent again after their keep-alive connection was closed before an answer (RFC 9112 §9.3.1)");
-        }
-        (self.ok.load(Ordering::Relaxed), self.failed.lock().unwrap().clone())
-    }
-}
-
 fn docker_exec(container: &str, script: &str) -> String {
     let out = Command::new("docker").args(["exec", container, "sh", "-c", script]).output().unwrap();
     assert!(out.status.success(), "docker exec {container} {script}: {}", text(&out.stderr));
     text(&out.stdout)
-}
-
-/// A copy of the release with different bytes (so a different release id) that runs the same.
-pub(crate) fn new_release(tag: &str) -> tempfile::TempPath {
-    let mut bytes = std::fs::read(release()).unwrap();
-    bytes.extend_from_slice(format!("\nscalectl-test-release-{tag}-{}\n", std::process::id()).as_bytes());
-    let f = tempfile::Builder::new().prefix("scale-api-").tempfile().unwrap();
-    std::fs::write(f.path(), bytes).unwrap();
-    f.into_temp_path()
 }
 
 /// examples/lab.yaml with one edit, in a file of its own (same topology name, so the same lab).
@@ -310,7 +182,7 @@ fn lab_second_apply_is_a_no_op_and_one_edit_is_exactly_one_diff() {
 #[test]
 fn lab_new_release_and_reload_under_load_fail_no_request() {
     let _lab = lab();
-    let load = Load::start(2);
+    let load = Load::start_at(LB, 2);
     std::thread::sleep(Duration::from_millis(500));
     let next = new_release("rolling");
     let t = Instant::now();
@@ -330,7 +202,7 @@ fn lab_instance_killed_with_sigkill_is_restarted_and_traffic_flows() {
     let _lab = lab();
     let pid = |c: &str| docker_exec(c, "systemctl show -p MainPID --value scale-api@3000.service").trim().to_string();
     let before = pid("lab-app-1");
-    let load = Load::start(2);
+    let load = Load::start_at(LB, 2);
     docker_exec("lab-app-1", "systemctl kill -s KILL scale-api@3000.service");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -355,7 +227,7 @@ fn lab_release_that_never_becomes_ready_is_rolled_back() {
     let broken = tempfile::Builder::new().prefix("broken-").tempfile().unwrap();
     std::fs::write(broken.path(), "#!/bin/sh\n# listens nowhere: never ready\nexec sleep 600\n").unwrap();
     let broken = broken.into_temp_path();
-    let load = Load::start(1);
+    let load = Load::start_at(LB, 1);
     let out = run(&["apply", "-f", &lab_yaml(), "--release", broken.to_str().unwrap(), "--yes", "--ready-timeout", "4s"]);
     let (ok, failed) = load.finish();
     let err = text(&out.stderr);
@@ -572,84 +444,6 @@ fn collected(needle: &str) -> Vec<(String, String)> {
 }
 
 /// Lines under /var/log/scalectl/ in the container `collector` that contain `needle`, with the file each is in.
-pub(crate) fn collected_in(collector: &str, needle: &str) -> Vec<(String, String)> {
-    let out = Command::new("docker").args(["exec", collector, "grep", "-rF", needle, "/var/log/scalectl/"]).output().unwrap();
-    text(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once(':').map(|(f, rest)| (f.to_string(), rest.to_string())))
-        .collect()
-}
-
-/// A unique id for requests of one test run.
-pub(crate) fn run_id(what: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-    format!("{what}-{}-{nanos}", std::process::id())
-}
-
-/// The request ids (X-Request-Id) of the collected JSON lines, in the order found.
-pub(crate) fn request_ids(lines: &[(String, String)]) -> Vec<String> {
-    lines
-        .iter()
-        .filter_map(|(_, l)| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["fields"]["request_id"].as_str().map(String::from))
-        .collect()
-}
-
-/// One request with a unique X-Request-Id through the load balancer at `lb`: its log line must be
-/// on the collector (`collected` greps it) within 5 s, once, in `/var/log/scalectl/<host>/scale-api-<port>.log`
-/// for the instance that answered (`<host>-<port>`), with the request id and the instance.
-pub(crate) fn request_id_reaches_the_collector(lb: &str, collected: &dyn Fn(&str) -> Vec<(String, String)>) {
-    let id = run_id("trace");
-    let r = client().get(format!("{lb}/")).header("X-Request-Id", &id).send().unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
-    let instance = r.headers()["x-instance"].to_str().unwrap().to_string();
-    let (host, port) = instance.rsplit_once('-').unwrap();
-    let sent = Instant::now();
-    let lines = loop {
-        let lines = collected(&id);
-        if !lines.is_empty() {
-            break lines;
-        }
-        assert!(sent.elapsed() < Duration::from_secs(5), "request {id} did not reach the collector within 5 s");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    eprintln!("request id on the collector after {} ms", sent.elapsed().as_millis());
-    assert_eq!(lines.len(), 1, "{lines:#?}");
-    assert_eq!(lines[0].0, format!("/var/log/scalectl/{host}/scale-api-{port}.log"));
-    let entry: serde_json::Value = serde_json::from_str(&lines[0].1).unwrap_or_else(|e| panic!("not an instance's JSON line ({e}): {}", lines[0].1));
-    assert_eq!(entry["fields"]["request_id"], id.as_str());
-    assert_eq!(entry["fields"]["instance"], instance.as_str());
-}
-
-/// Requests through `lb` for 10 s with the collector stopped (`stop`), none of whose lines may
-/// arrive meanwhile; then `start` it: every line must arrive within 60 s.
-pub(crate) fn collector_outage_loses_no_line(lb: &str, collected: &dyn Fn(&str) -> Vec<(String, String)>, stop: &dyn Fn(), start: &dyn Fn()) {
-    let run_id = run_id("outage");
-    stop();
-    let c = client();
-    let stopped = Instant::now();
-    let mut sent = 0;
-    while stopped.elapsed() < Duration::from_secs(10) {
-        let r = c.get(format!("{lb}/")).header("X-Request-Id", format!("{run_id}-{sent}")).send().unwrap();
-        assert!(r.status().is_success());
-        sent += 1;
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(collected(&run_id).is_empty(), "lines arrived while the collector was stopped");
-    start();
-    let back = Instant::now();
-    let deadline = back + Duration::from_secs(60);
-    loop {
-        let ids: BTreeSet<String> = request_ids(&collected(&run_id)).into_iter().collect();
-        if ids.len() == sent {
-            eprintln!("{sent} lines logged during a 10 s collector outage, all delivered {} ms after it came back", back.elapsed().as_millis());
-            break;
-        }
-        assert!(Instant::now() < deadline, "{} of {sent} lines arrived after the collector came back", ids.len());
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 #[test]
 fn lab_request_id_reaches_the_collector_per_host_and_instance() {
     let _lab = lab();
@@ -708,54 +502,6 @@ fn lab_stopping_redis_fires_the_redis_down_alert() {
 /// Grafana cannot run here: under load through `lb`, each dashboard panel's query is run against
 /// the Prometheus at `prometheus` once it has had `settle` to scrape the load; every one must return
 /// data, except queries naming a metric in `absent` (the caller says why those have none).
-pub(crate) fn every_dashboard_query_returns_data(lb: &'static str, prometheus: &str, settle: Duration, absent: &[&str]) {
-    let load = Load::start_at(lb, 2);
-    let stop = Arc::new(AtomicBool::new(false));
-    let mixed = {
-        let stop = stop.clone();
-        let lb = lb.to_string();
-        std::thread::spawn(move || {
-            let c = client();
-            let end = Instant::now() + Duration::from_secs(90);
-            let mut i = 0u32;
-            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-                let _ = c.get(format!("{lb}/count")).send();
-                let _ = c.get(format!("{lb}/users/{}", i % 20)).send();
-                let _ = c.get(format!("{lb}/heavy?ms=5")).send();
-                i += 1;
-            }
-        })
-    };
-    std::thread::sleep(settle);
-    let dir = root().join("grafana/dashboards");
-    let mut empty = Vec::new();
-    let mut queries = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let d: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        for p in d["panels"].as_array().unwrap() {
-            for t in p["targets"].as_array().unwrap() {
-                let expr = t["expr"].as_str().unwrap();
-                if absent.iter().any(|m| expr.contains(m)) {
-                    continue;
-                }
-                let v: serde_json::Value = client().get(reqwest::Url::parse_with_params(&format!("{prometheus}/api/v1/query"), &[("query", expr)]).unwrap()).send().unwrap().json().unwrap();
-                assert_eq!(v["status"], "success", "{expr}: {v}");
-                queries += 1;
-                if v["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
-                    empty.push(format!("{} / {}: {expr}", path.file_name().unwrap().to_string_lossy(), p["title"]));
-                }
-            }
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    mixed.join().unwrap();
-    let (ok, failed) = load.finish();
-    eprintln!("{queries} dashboard queries, {} without data; load: {ok} ok, {} failed", empty.len(), failed.len());
-    assert!(queries >= 30, "only {queries} queries");
-    assert!(empty.is_empty(), "queries without data:\n{}", empty.join("\n"));
-}
-
 #[test]
 fn lab_every_dashboard_query_returns_data_under_load() {
     let _lab = lab();
@@ -925,7 +671,7 @@ fn lab_doctor_finds_unequal_weights_as_load_imbalance() {
     let file = edited.to_str().unwrap();
     let rel = release();
     run_ok(&apply_args(file, rel.to_str().unwrap()));
-    let load = Load::start(2);
+    let load = Load::start_at(LB, 2);
     std::thread::sleep(Duration::from_secs(25));
     let (code, d) = doctor(file, &["--window", "1m"]);
     let (ok, failed) = load.finish();

@@ -11,6 +11,7 @@ mod cli;
 mod docker;
 mod lab;
 mod snapshots;
+mod support;
 mod tools;
 
 use scalectl::render::{self, Facts, RenderedFile, Templates};

@@ -24,6 +24,23 @@ fn file(path: &str, files: &BTreeMap<String, String>, source: &str, live: bool) 
     }
 }
 
+/// What the containers run (templates/docker/commands.yaml.j2).
+#[derive(serde::Deserialize)]
+struct Commands {
+    app_health: Vec<String>,
+    redis: Vec<String>,
+    prometheus: Vec<String>,
+    node_exporter: Vec<String>,
+    redis_exporter_env: Vec<String>,
+    nginx_exporter: Vec<String>,
+    collector: Vec<String>,
+    logship: Vec<String>,
+}
+
+fn commands(files: &BTreeMap<String, String>) -> Result<Commands, RenderError> {
+    serde_saphyr::from_str(get(files, "commands.yaml")).map_err(|e| RenderError::Invalid { name: "docker/commands.yaml.j2".into(), message: e.to_string() })
+}
+
 /// json-file rotation for every container: the engine keeps at most 30 MB of each one's output.
 fn log_rotation() -> BTreeMap<String, String> {
     BTreeMap::from([("max-size".to_string(), "10m".to_string()), ("max-file".to_string(), "3".to_string())])
@@ -70,6 +87,7 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
     let ship = t.observability.logs.destination == crate::topology::LogDestination::Collector;
     // Replicas first: their names (hashes) do not depend on the load balancer.
     let base = rendered(t, &slots.iter().map(|s| (s.clone(), s.clone())).collect::<Vec<_>>(), templates)?;
+    let run = commands(&base)?;
     // Every secret the topology references; the value when the caller resolved it (apply, plan),
     // none for the compose bundle.
     let value = |name: &str| secrets.app.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_default();
@@ -97,7 +115,7 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
                 aliases: Vec::new(),
                 publish: Vec::new(),
                 health: Some(Health {
-                    test: vec!["CMD".into(), "/usr/local/bin/scale-api".into(), "probe".into(), t.app.readiness.clone()],
+                    test: run.app_health.clone(),
                     interval_ms: 1000,
                     timeout_ms: 2000,
                     retries: 3,
@@ -157,7 +175,7 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
     lb.stop_timeout_s = (t.app.drain_timeout_ms / 1000) as i64 + 5;
 
     let mut redis = service("redis", "redis", &t.docker.images.redis);
-    redis.cmd = vec!["redis-server".into(), "/usr/local/etc/redis/redis.conf".into()];
+    redis.cmd = run.redis.clone();
     redis.files.push(file("/usr/local/etc/redis/redis.conf", &files, "redis/redis.conf", false));
     for f in render::render_secrets(t, secrets, templates)? {
         let content_sha256 = sha256_hex(f.content.as_bytes());
@@ -170,12 +188,7 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
 
     let obs = &t.observability;
     let mut prometheus = service("monitor", "prometheus", &t.docker.images.prometheus);
-    prometheus.cmd = vec![
-        "--config.file=/etc/prometheus/prometheus.yml".into(),
-        "--storage.tsdb.path=/prometheus".into(),
-        format!("--storage.tsdb.retention.time={}", render::duration(obs.retention_ms)),
-        format!("--web.listen-address=:{}", obs.prometheus_port),
-    ];
+    prometheus.cmd = run.prometheus.clone();
     prometheus.files.push(file("/etc/prometheus/prometheus.yml", &files, "prometheus/prometheus.yml", false));
     prometheus.files.push(file("/etc/prometheus/scalectl/rules.yml", &files, "prometheus/rules.yml", false));
     prometheus.files.push(file(TARGETS_JSON, &files, "prometheus/targets.json", true));
@@ -197,14 +210,14 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
     // Exporters, reached by their slot names (targets.json): the engine's machine, Redis, Nginx.
     let images = &t.docker.images;
     let mut node = service("monitor", "node-exporter", &images.node_exporter);
-    node.cmd = vec!["--path.rootfs=/host".into()];
+    node.cmd = run.node_exporter.clone();
     node.binds_ro.push(("/".into(), "/host".into()));
     node.pid_host = true;
     let mut redis_exporter = service("monitor", "redis-exporter", &images.redis_exporter);
-    redis_exporter.env = vec![format!("REDIS_ADDR=redis://redis:{}", t.redis.port)];
+    redis_exporter.env = run.redis_exporter_env.clone();
     redis_exporter.secret_env = secret_env.iter().filter(|s| s.name == "REDIS_PASSWORD").cloned().collect();
     let mut nginx_exporter = service("monitor", "nginx-exporter", &images.nginx_exporter);
-    nginx_exporter.cmd = vec![format!("--nginx.scrape-uri=http://lb:{}/stub_status", t.load_balancer.status_port)];
+    nginx_exporter.cmd = run.nginx_exporter.clone();
     let exporters = [node, redis_exporter, nginx_exporter].into_iter().map(|c| c.sealed(&t.name)).collect();
 
     // Logs: rsyslog in both, run as root (the engine's log files are root's) with no capabilities.
@@ -212,12 +225,12 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
         let dockerfile = get(&files, "rsyslog/Dockerfile").to_string();
         let log_image = log_image(&dockerfile);
         let mut collector = service(ROLE_LOGS, "collector", &log_image);
-        collector.cmd = vec!["/etc/scalectl/collector.conf".into()];
+        collector.cmd = run.collector.clone();
         collector.files.push(file("/etc/scalectl/collector.conf", &files, "rsyslog/collector.conf", false));
         collector.volumes.push((logs_volume(t), "/var/log/scalectl".into()));
         collector.cap_drop_all = true;
         let mut shipper = service(ROLE_LOGS, "logship", &log_image);
-        shipper.cmd = vec!["/etc/scalectl/ship.conf".into()];
+        shipper.cmd = run.logship.clone();
         shipper.files.push(file("/etc/scalectl/ship.conf", &files, "rsyslog/ship.conf", false));
         shipper.volumes.push((logship_volume(t), "/var/spool/rsyslog".into()));
         shipper.binds_ro.push((format!("{}/containers", engine.data_root.trim_end_matches('/')), ENGINE_CONTAINERS.into()));
@@ -324,5 +337,13 @@ pub fn compose_file(t: &Topology, cores: u32, templates: &Templates) -> Result<r
         "volumes": volumes,
     });
     let content = render::render_one(templates, "docker/compose.yaml.j2", ctx)?;
-    Ok(render::RenderedFile { host: "docker".into(), path: "compose.yaml".into(), mode: 0o644, content })
+    Ok(render::RenderedFile {
+        host: "docker".into(),
+        path: "compose.yaml".into(),
+        mode: 0o644,
+        content,
+        group: "root",
+        on_change: render::OnChange::Nothing,
+        sensitive: false,
+    })
 }

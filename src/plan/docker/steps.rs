@@ -19,134 +19,139 @@ pub struct Inputs<'a> {
 
 /// The plan that takes the engine from `o` to the desired containers.
 pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError> {
-    let t = i.topology;
-    let d = &i.desired;
-    let network = network_name(t);
-    let mut activate = Vec::new();
-    let mut cleanup = Vec::new();
-    let exact = |spec: &ContainerSpec| o.containers.iter().find(|c| c.name == spec.name);
+    let (t, d) = (i.topology, &i.desired);
+    let mut p = Steps { o, activate: Vec::new(), cleanup: Vec::new() };
+    p.images_network_volumes(&i);
+    p.service(&d.redis);
+    p.replicas(&i)?;
+    let mut wanted: BTreeSet<&str> = BTreeSet::new();
+    for spec in d.containers().into_iter().filter(|c| c.role != "app" && c.slot != "redis") {
+        p.service(spec);
+        wanted.insert(spec.slot.as_str());
+    }
+    wanted.insert("redis");
+    for c in o.containers.iter().filter(|c| c.role != "app" && !wanted.contains(c.slot.as_str())) {
+        if c.running() {
+            p.activate.push(Step::Stop { name: c.name.clone(), timeout_s: 10 });
+        }
+        p.cleanup.push(Step::Remove { name: c.name.clone(), reason: format!("{} is no longer in the topology", c.slot) });
+    }
+    prune_images(o, &d.image, d.logs.as_ref().map(|l| l.image.as_str()), &mut p.cleanup);
+    Ok(DockerPlan { topology: t.name.clone(), network: network_name(t), activate: p.activate, cleanup: p.cleanup })
+}
 
-    if !o.image_present {
-        activate.push(Step::BuildImage { tag: d.image.clone(), release: i.release.id.clone(), bytes: i.release.bytes, dockerfile: d.dockerfile.clone() });
-    }
-    if let Some(logs) = d.logs.as_ref().filter(|_| !o.log_image_present) {
-        activate.push(Step::BuildLogImage { tag: logs.image.clone(), dockerfile: logs.dockerfile.clone() });
-    }
-    if !o.network {
-        activate.push(Step::CreateNetwork { name: network.clone() });
-    }
-    let mut volumes = Vec::new();
-    if t.redis.persistence != Persistence::None {
-        volumes.push(redis_volume(t));
-    }
-    if d.logs.is_some() {
-        volumes.extend([logs_volume(t), logship_volume(t)]);
-    }
-    for v in volumes.into_iter().filter(|v| !o.volumes.contains(v)) {
-        activate.push(Step::CreateVolume { name: v });
+/// The steps of one plan, in named parts.
+struct Steps<'a> {
+    o: &'a DockerObserved,
+    activate: Vec<Step>,
+    cleanup: Vec<Step>,
+}
+
+impl Steps<'_> {
+    fn exact(&self, spec: &ContainerSpec) -> Option<&ObservedContainer> {
+        self.o.containers.iter().find(|c| c.name == spec.name)
     }
 
-    // A service (one container per slot): keep it, start it, or stop the old and create the new.
-    let service = |spec: &ContainerSpec, activate: &mut Vec<Step>, cleanup: &mut Vec<Step>| -> bool {
-        let kept = match exact(spec) {
+    /// The images to build, the network and volumes to create.
+    fn images_network_volumes(&mut self, i: &Inputs<'_>) {
+        let (t, d, o) = (i.topology, &i.desired, self.o);
+        if !o.image_present {
+            self.activate.push(Step::BuildImage { tag: d.image.clone(), release: i.release.id.clone(), bytes: i.release.bytes, dockerfile: d.dockerfile.clone() });
+        }
+        if let Some(logs) = d.logs.as_ref().filter(|_| !o.log_image_present) {
+            self.activate.push(Step::BuildLogImage { tag: logs.image.clone(), dockerfile: logs.dockerfile.clone() });
+        }
+        if !o.network {
+            self.activate.push(Step::CreateNetwork { name: network_name(t) });
+        }
+        let mut volumes = Vec::new();
+        if t.redis.persistence != Persistence::None {
+            volumes.push(redis_volume(t));
+        }
+        if d.logs.is_some() {
+            volumes.extend([logs_volume(t), logship_volume(t)]);
+        }
+        for v in volumes.into_iter().filter(|v| !o.volumes.contains(v)) {
+            self.activate.push(Step::CreateVolume { name: v });
+        }
+    }
+
+    /// A service (one container per slot): keep it, start it, or stop the old and create the new.
+    fn service(&mut self, spec: &ContainerSpec) {
+        let kept = match self.exact(spec) {
             Some(c) if c.running() => true,
             Some(_) => {
-                activate.push(Step::Start { name: spec.name.clone(), wait_healthy: spec.health.is_some() });
+                self.activate.push(Step::Start { name: spec.name.clone(), wait_healthy: spec.health.is_some() });
                 true
             }
             None => false,
         };
-        for old in in_slot(o, &spec.slot).filter(|c| c.name != spec.name) {
+        for old in in_slot(self.o, &spec.slot).filter(|c| c.name != spec.name) {
             if old.running() && !kept {
-                activate.push(Step::Stop { name: old.name.clone(), timeout_s: spec.stop_timeout_s });
+                self.activate.push(Step::Stop { name: old.name.clone(), timeout_s: spec.stop_timeout_s });
             }
-            cleanup.push(Step::Remove { name: old.name.clone(), reason: format!("replaced by {}", spec.name) });
+            self.cleanup.push(Step::Remove { name: old.name.clone(), reason: format!("replaced by {}", spec.name) });
         }
         if !kept {
-            activate.push(Step::Create { spec: spec.clone() });
+            self.activate.push(Step::Create { spec: spec.clone() });
         }
-        kept
-    };
-
-    service(&d.redis, &mut activate, &mut cleanup);
-
-    // The load balancer and Prometheus see `current` replicas; rewrite them as it changes.
-    let running = |c: &ContainerSpec| exact(c).is_some_and(ObservedContainer::running).then(|| c.name.clone());
-    let mut live = LiveUpstream::new(t, i.templates, o, running(&d.lb), running(&d.prometheus));
-    let app_slots: BTreeSet<&str> = d.app.iter().map(|c| c.slot.as_str()).collect();
-    let mut current: BTreeMap<String, String> = BTreeMap::new();
-    for c in o.containers.iter().filter(|c| c.role == "app" && c.running()) {
-        current.entry(c.slot.clone()).or_insert_with(|| c.name.clone());
     }
-    let mut rewrite = |current: &BTreeMap<String, String>, activate: &mut Vec<Step>| live.rewrite(current, activate);
 
-    // New slots (scaling out) first, then one rewrite; then each changed slot rolled in turn.
-    let mut added = false;
-    for spec in d.app.iter().filter(|s| in_slot(o, &s.slot).all(|c| !c.running() && c.name != s.name)) {
-        activate.push(Step::Create { spec: spec.clone() });
-        current.insert(spec.slot.clone(), spec.name.clone());
-        added = true;
-    }
-    if added {
-        rewrite(&current, &mut activate)?;
-    }
-    for spec in &d.app {
-        let olds: Vec<&ObservedContainer> = in_slot(o, &spec.slot).filter(|c| c.name != spec.name).collect();
-        match exact(spec) {
-            Some(c) if !c.running() => {
-                activate.push(Step::Start { name: spec.name.clone(), wait_healthy: true });
-                current.insert(spec.slot.clone(), spec.name.clone());
+    /// The replicas, behind the load balancer and Prometheus, which see the `current` ones: new
+    /// slots (scaling out) first and one rewrite; then each changed slot rolled in turn (create,
+    /// healthy, rewrite, stop the old); then slots no longer wanted (scaling in) out of the
+    /// upstream first, then stopped.
+    fn replicas(&mut self, i: &Inputs<'_>) -> Result<(), RenderError> {
+        let (t, d, o) = (i.topology, &i.desired, self.o);
+        let running = |c: &ContainerSpec| self.exact(c).is_some_and(ObservedContainer::running).then(|| c.name.clone());
+        let mut live = LiveUpstream::new(t, i.templates, o, running(&d.lb), running(&d.prometheus));
+        let app_slots: BTreeSet<&str> = d.app.iter().map(|c| c.slot.as_str()).collect();
+        let mut current: BTreeMap<String, String> = BTreeMap::new();
+        for c in o.containers.iter().filter(|c| c.role == "app" && c.running()) {
+            current.entry(c.slot.clone()).or_insert_with(|| c.name.clone());
+        }
+        let mut added = false;
+        for spec in d.app.iter().filter(|s| in_slot(o, &s.slot).all(|c| !c.running() && c.name != s.name)) {
+            self.activate.push(Step::Create { spec: spec.clone() });
+            current.insert(spec.slot.clone(), spec.name.clone());
+            added = true;
+        }
+        if added {
+            live.rewrite(&current, &mut self.activate)?;
+        }
+        for spec in &d.app {
+            let olds: Vec<&ObservedContainer> = in_slot(o, &spec.slot).filter(|c| c.name != spec.name).collect();
+            match self.exact(spec) {
+                Some(c) if !c.running() => {
+                    self.activate.push(Step::Start { name: spec.name.clone(), wait_healthy: true });
+                    current.insert(spec.slot.clone(), spec.name.clone());
+                }
+                Some(_) => {}
+                None if olds.iter().any(|c| c.running()) => {
+                    self.activate.push(Step::Create { spec: spec.clone() });
+                    current.insert(spec.slot.clone(), spec.name.clone());
+                    live.rewrite(&current, &mut self.activate)?;
+                }
+                None => {} // created above as a new slot
             }
-            Some(_) => {}
-            None if olds.iter().any(|c| c.running()) => {
-                activate.push(Step::Create { spec: spec.clone() });
-                current.insert(spec.slot.clone(), spec.name.clone());
-                rewrite(&current, &mut activate)?;
+            for old in olds {
+                if old.running() {
+                    self.activate.push(Step::Stop { name: old.name.clone(), timeout_s: spec.stop_timeout_s });
+                }
+                self.cleanup.push(Step::Remove { name: old.name.clone(), reason: format!("replaced by {}", spec.name) });
             }
-            None => {} // created above as a new slot
         }
-        for old in olds {
-            if old.running() {
-                activate.push(Step::Stop { name: old.name.clone(), timeout_s: spec.stop_timeout_s });
+        let gone: Vec<&ObservedContainer> = o.containers.iter().filter(|c| c.role == "app" && !app_slots.contains(c.slot.as_str())).collect();
+        current.retain(|slot, _| app_slots.contains(slot.as_str()));
+        live.rewrite(&current, &mut self.activate)?;
+        for c in &gone {
+            if c.running() {
+                self.activate.push(Step::Stop { name: c.name.clone(), timeout_s: (t.app.drain_timeout_ms / 1000) as i64 + 5 });
             }
-            cleanup.push(Step::Remove { name: old.name.clone(), reason: format!("replaced by {}", spec.name) });
+            self.cleanup.push(Step::Remove { name: c.name.clone(), reason: format!("{} is no longer in the topology", c.slot) });
         }
+        Ok(())
     }
-    // Slots the topology no longer has (scaling in): out of the upstream first, then stopped.
-    let gone: Vec<&ObservedContainer> = o.containers.iter().filter(|c| c.role == "app" && !app_slots.contains(c.slot.as_str())).collect();
-    current.retain(|slot, _| app_slots.contains(slot.as_str()));
-    rewrite(&current, &mut activate)?;
-    for c in &gone {
-        if c.running() {
-            activate.push(Step::Stop { name: c.name.clone(), timeout_s: (t.app.drain_timeout_ms / 1000) as i64 + 5 });
-        }
-        cleanup.push(Step::Remove { name: c.name.clone(), reason: format!("{} is no longer in the topology", c.slot) });
-    }
-
-    service(&d.lb, &mut activate, &mut cleanup);
-    service(&d.prometheus, &mut activate, &mut cleanup);
-    let mut wanted: BTreeSet<&str> = ["lb", "redis", "prometheus"].into_iter().collect();
-    if let Some(g) = &d.grafana {
-        service(g, &mut activate, &mut cleanup);
-        wanted.insert("grafana");
-    }
-    for e in &d.exporters {
-        service(e, &mut activate, &mut cleanup);
-        wanted.insert(e.slot.as_str());
-    }
-    if let Some(logs) = &d.logs {
-        service(&logs.collector, &mut activate, &mut cleanup);
-        service(&logs.shipper, &mut activate, &mut cleanup);
-        wanted.extend(["collector", "logship"]);
-    }
-    for c in o.containers.iter().filter(|c| c.role != "app" && !wanted.contains(c.slot.as_str())) {
-        if c.running() {
-            activate.push(Step::Stop { name: c.name.clone(), timeout_s: 10 });
-        }
-        cleanup.push(Step::Remove { name: c.name.clone(), reason: format!("{} is no longer in the topology", c.slot) });
-    }
-    prune_images(o, &d.image, d.logs.as_ref().map(|l| l.image.as_str()), &mut cleanup);
-    Ok(DockerPlan { topology: t.name.clone(), network, activate, cleanup })
 }
 
 /// Release images beyond the newest [`KEEP_RELEASES`] (the deployed one counted first), as the

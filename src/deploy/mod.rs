@@ -104,17 +104,17 @@ pub fn open(t: Topology, connect: &ConnectOptions, progress: Progress<'_>) -> an
     })
 }
 
-/// Take the lock; a lock left by a process of this machine that no longer runs is taken over.
-pub fn acquire(t: &dyn Target, owner: &str, ttl: Duration, progress: Progress<'_>) -> anyhow::Result<Held> {
+/// Take the lock; a lock left by a process of this machine that no longer runs is taken over
+/// (its owner is returned, for the caller to say so).
+pub fn acquire(t: &dyn Target, owner: &str, ttl: Duration) -> anyhow::Result<(Held, Option<String>)> {
     match t.lock(owner, ttl) {
-        Ok(h) => Ok(h),
+        Ok(h) => Ok((h, None)),
         Err(e) => {
             if let Some(info) = t.lock_status()?
                 && stale_here(&info.owner)
             {
-                progress("lock", &format!("taking over the fleet lock of {}: that process no longer runs", info.owner));
                 t.break_lock()?;
-                return t.lock(owner, ttl);
+                return Ok((t.lock(owner, ttl)?, Some(info.owner)));
             }
             Err(e)
         }

@@ -11,6 +11,8 @@ use super::problem::Problem;
 use super::raw::*;
 use super::syntax::{self, Check};
 
+mod fleet;
+
 /// Validate a parsed file; whole-file problems point at the `name` value.
 pub fn validate(raw: &RawTopology) -> Result<Topology, Vec<Problem>> {
     let mut v = V::default();
@@ -569,133 +571,6 @@ impl V {
             lab.publish.set(*svc.value(), *port.value());
         }
         lab
-    }
-
-    /// Checks across sections: roles present, port collisions, what each service needs.
-    fn fleet(&mut self, raw: &RawTopology, t: &Topology) {
-        let anchor = raw.name.loc();
-        if t.target == Target::Docker {
-            if let Some(Sp(s)) = &raw.app.instances
-                && let Instances::Count(n) = s.value
-                && n > 64
-            {
-                self.at(Loc::from(&s.referenced), "the docker target runs at most 64 replicas");
-            }
-            if !t.observability.grafana
-                && let Some((svc, _)) = raw.lab.iter().flat_map(|l| l.publish.iter()).find(|(s, _)| *s.value() == Service::Grafana)
-            {
-                self.at(svc.loc(), "grafana is published but observability.grafana is false");
-            }
-            if let Some(a) = raw.observability.as_ref().and_then(|o| o.alertmanager.as_ref()) {
-                let at = a.webhook.as_ref().map(|w| w.loc()).or_else(|| a.group_wait.as_ref().map(|g| g.loc())).unwrap_or(anchor);
-                self.push(
-                    Problem::at(at, "observability.alertmanager is deployed on the monitor host of `target: hosts`; the docker target has no Alertmanager yet")
-                        .help("remove observability.alertmanager, or deploy with `target: hosts`"),
-                );
-            }
-            if let Some(d) = raw.observability.as_ref().and_then(|o| o.logs.as_ref()).and_then(|l| l.destination.as_ref())
-                && *d.value() == LogDestination::Loki
-            {
-                self.push(
-                    Problem::at(d.loc(), "logs.destination loki renders a Promtail config per host of `target: hosts`; the docker target ships to its own collector container")
-                        .help("remove logs.destination (the collector is the default), or deploy with `target: hosts`"),
-                );
-            }
-            return;
-        }
-        let Some(raw_hosts) = &raw.hosts else {
-            self.push(Problem::at(anchor, "no hosts: `target: hosts` needs a hosts section with at least one app host").help("add hosts, or set `target: docker`"));
-            return;
-        };
-        let with = |role: Role| t.hosts.iter().filter(move |h| h.has(role));
-        if with(Role::App).next().is_none() {
-            self.push(Problem::at(anchor, "no host has the app role: at least one host must run scale-api").help("add `app` to some host's roles"));
-        }
-        let redis_hosts: Vec<_> = with(Role::Redis).collect();
-        if redis_hosts.is_empty() {
-            self.push(
-                Problem::at(anchor, "no host has the redis role: scale-api keeps sessions, counters and cache in Redis")
-                    .help("add `redis` to one host's roles"),
-            );
-        }
-        for extra in redis_hosts.iter().skip(1) {
-            self.at(role_loc(raw_hosts, &extra.name, Role::Redis), format!("host `{}` is a second redis host; one redis host is supported", extra.name));
-        }
-        for extra in with(Role::Monitor).skip(1) {
-            self.at(role_loc(raw_hosts, &extra.name, Role::Monitor), format!("host `{}` is a second monitor host; one monitor host is supported", extra.name));
-        }
-        // The lb is needed once more than one instance serves: count with known cores, else 1 per `max`.
-        let total: u64 = with(Role::App).map(|h| known_instances(t, h) as u64).sum();
-        let any_max = with(Role::App).any(|h| h.instances.unwrap_or(t.app.instances) == Instances::Max && h.cores.is_none());
-        if (total > 1 || any_max || with(Role::App).count() > 1) && with(Role::Lb).next().is_none() {
-            self.push(
-                Problem::at(anchor, "more than one app instance but no host has the lb role: nothing spreads requests across them")
-                    .help("add `lb` to one host's roles, or set `app.instances: 1` on a single app host"),
-            );
-        }
-        // Port collisions per host.
-        for h in &t.hosts {
-            let mut used: Vec<(u16, String)> = Vec::new();
-            let mut claim = |v: &mut V, port: u16, what: String, role: Role| {
-                if let Some((_, other)) = used.iter().find(|(p, _)| *p == port) {
-                    v.at(
-                        role_loc(raw_hosts, &h.name, role),
-                        format!("port {port} on host `{}` is used by both {other} and {what}", h.name),
-                    );
-                } else {
-                    used.push((port, what));
-                }
-            };
-            if h.has(Role::App) {
-                let n = known_instances(t, h);
-                if u32::from(t.app.port) + n - 1 > 65535 {
-                    self.at(role_loc(raw_hosts, &h.name, Role::App), format!("app.port {} plus {n} instances runs past port 65535", t.app.port));
-                }
-                for i in 0..n {
-                    if let Ok(p) = u16::try_from(u32::from(t.app.port) + i) {
-                        claim(self, p, format!("scale-api instance {p}"), Role::App);
-                    }
-                }
-            }
-            if h.has(Role::Lb) {
-                claim(self, t.load_balancer.listen, "the load balancer".into(), Role::Lb);
-                if let Some(tls) = &t.load_balancer.tls {
-                    claim(self, tls.listen, "the load balancer's TLS listener".into(), Role::Lb);
-                }
-                claim(self, t.load_balancer.status_port, "nginx stub_status".into(), Role::Lb);
-                claim(self, ports::NGINX_EXPORTER, "the nginx exporter".into(), Role::Lb);
-                claim(self, ports::MTAIL, "mtail (the access log as metrics)".into(), Role::Lb);
-            }
-            if h.has(Role::Redis) {
-                claim(self, t.redis.port, "redis".into(), Role::Redis);
-                claim(self, ports::REDIS_EXPORTER, "the redis exporter".into(), Role::Redis);
-            }
-            if h.has(Role::Monitor) {
-                claim(self, t.observability.prometheus_port, "prometheus".into(), Role::Monitor);
-                if t.observability.grafana {
-                    claim(self, t.observability.grafana_port, "grafana".into(), Role::Monitor);
-                }
-                claim(self, t.observability.logs.relp_port, "the log collector".into(), Role::Monitor);
-                if let Some(a) = &t.observability.alertmanager {
-                    claim(self, a.port, "alertmanager".into(), Role::Monitor);
-                }
-            }
-            let role = h.roles.first().copied().unwrap_or(Role::App);
-            claim(self, ports::NODE_EXPORTER, "the node exporter".into(), role);
-        }
-        // Published lab services need a host that runs them.
-        for (svc, _) in raw.lab.iter().flat_map(|l| l.publish.iter()) {
-            let needs = match svc.value() {
-                Service::LoadBalancer => Role::Lb,
-                Service::Prometheus | Service::Grafana => Role::Monitor,
-                Service::Redis => Role::Redis,
-            };
-            if with(needs).next().is_none() {
-                self.at(svc.loc(), format!("{} is published but no host has the {} role", service_name(*svc.value()), role_name(needs)));
-            } else if *svc.value() == Service::Grafana && !t.observability.grafana {
-                self.at(svc.loc(), "grafana is published but observability.grafana is false");
-            }
-        }
     }
 }
 

@@ -1,0 +1,220 @@
+//! Every script scalectl runs on a host, built from plan values (pure, tested as exact text):
+//! observation, plan actions, the fleet lock, the audit line. Every interpolated value goes
+//! through [`q`].
+
+use std::time::Duration;
+
+use base64::Engine;
+
+use crate::plan::{CURRENT_LINK, Change, DesiredHost, FileChange, RELEASES_DIR, instance_unit};
+
+pub const LOCK_FILE: &str = "/var/lib/scalectl/lock";
+pub const LOCK_STATUS: &str = "cat /var/lib/scalectl/lock 2>/dev/null || true";
+pub const LOCK_BREAK: &str = "rm -f /var/lib/scalectl/lock";
+
+/// A value as one shell word (single-quoted when it needs to be); the one quoting helper of every
+/// script scalectl sends.
+pub fn q(s: &str) -> String {
+    shlex::try_quote(s).map(|c| c.into_owned()).unwrap_or_else(|_| "''".into())
+}
+
+pub fn install_packages(packages: &[String]) -> String {
+    let list: Vec<String> = packages.iter().map(|p| q(p)).collect();
+    format!(
+        "export DEBIAN_FRONTEND=noninteractive\napt-get update -q && apt-get install -y -q --no-install-recommends {}\n",
+        list.join(" ")
+    )
+}
+
+/// Receives the binary on stdin; the release directory appears complete or not at all.
+pub fn upload_release(id: &str) -> String {
+    let tmp = format!("{RELEASES_DIR}/.tmp-{id}");
+    let dir = format!("{RELEASES_DIR}/{id}");
+    format!(
+        "set -e; rm -rf {t}; mkdir -p {t}; cat > {t}/scale-api; chmod 755 {t}/scale-api; rm -rf {d}; mv {t} {d}",
+        t = q(&tmp),
+        d = q(&dir)
+    )
+}
+
+/// Each file to `PATH.scalectl-new`, then mode, owner, fsync and rename over PATH.
+pub fn write_files(files: &[&FileChange]) -> String {
+    let mut s = String::from("set -e\numask 077\n");
+    for f in files {
+        let tmp = format!("{}.scalectl-new", f.path);
+        let dir = std::path::Path::new(&f.path).parent().map(|p| p.display().to_string()).unwrap_or_else(|| "/".into());
+        s.push_str(&format!("install -d -m 755 {}\n", q(&dir)));
+        if f.change == Change::Metadata {
+            s.push_str(&format!("chmod {:o} {p}; chown {}:{} {p}\n", f.mode, q(&f.owner), q(&f.group), p = q(&f.path)));
+            continue;
+        }
+        let b64 = base64::engine::general_purpose::STANDARD.encode(f.content.as_bytes());
+        s.push_str(&format!(
+            "printf '%s' {b64} | base64 -d > {t}\nchmod {:o} {t}\nchown {}:{} {t}\nsync {t}\nmv -f {t} {p}\n",
+            f.mode,
+            q(&f.owner),
+            q(&f.group),
+            b64 = q(&b64),
+            t = q(&tmp),
+            p = q(&f.path)
+        ));
+    }
+    s
+}
+
+/// Put back what the host had before `write_files` (remove what was created).
+pub fn restore_files(files: &[&FileChange]) -> String {
+    let restored: Vec<FileChange> = files
+        .iter()
+        .filter_map(|f| f.previous.as_ref().map(|prev| FileChange { content: prev.clone(), change: Change::Update, ..(*f).clone() }))
+        .collect();
+    let refs: Vec<&FileChange> = restored.iter().collect();
+    let mut s = write_files(&refs);
+    for f in files.iter().filter(|f| f.change == Change::Create) {
+        s.push_str(&format!("rm -f {}\n", q(&f.path)));
+    }
+    s
+}
+
+pub fn remove(path: &str) -> String {
+    format!("rm -f {}", q(path))
+}
+
+pub fn switch_release(id: &str) -> String {
+    format!(
+        "set -e; ln -sfn {} {c}.scalectl-new; mv -T {c}.scalectl-new {c}",
+        q(&format!("{RELEASES_DIR}/{id}")),
+        c = CURRENT_LINK
+    )
+}
+
+/// `reset-failed` first: a unit that crash-looped before its config arrived (an exporter started
+/// by its package) has hit its start limit, and systemd would refuse to start it.
+pub fn start(unit: &str) -> String {
+    format!("systemctl reset-failed {u} 2>/dev/null; systemctl enable -q {u} && systemctl start {u}", u = q(unit))
+}
+
+pub fn restart(unit: &str) -> String {
+    format!("systemctl reset-failed {u} 2>/dev/null; systemctl enable -q {u} && systemctl restart {u}", u = q(unit))
+}
+
+pub fn reload(unit: &str) -> String {
+    format!("systemctl reload {}", q(unit))
+}
+
+pub fn enable(unit: &str) -> String {
+    format!("systemctl enable -q {}", q(unit))
+}
+
+pub fn stop(unit: &str) -> String {
+    format!("systemctl disable -q --now {}", q(unit))
+}
+
+pub const PENDING: &str = "/var/lib/scalectl/pending";
+pub const CLEAR_PENDING: &str = "rm -f /var/lib/scalectl/pending";
+
+/// Owed service actions, merged with any already recorded, written atomically.
+pub fn mark_pending(entries: &[String]) -> String {
+    let lines: Vec<String> = entries.iter().map(|e| q(e)).collect();
+    format!(
+        "set -e; mkdir -p /var/lib/scalectl; {{ cat {p} 2>/dev/null || true; printf '%s\\n' {}; }} | sort -u > {p}.new; mv -f {p}.new {p}",
+        lines.join(" "),
+        p = PENDING
+    )
+}
+
+pub fn prune(ids: &[String]) -> String {
+    let dirs: Vec<String> = ids.iter().map(|i| q(&format!("{RELEASES_DIR}/{i}"))).collect();
+    format!("rm -rf {}", dirs.join(" "))
+}
+
+/// Poll the instance's readiness path until HTTP 200 or the deadline; print the last answer.
+pub fn wait_ready(port: u16, path: &str, timeout: Duration) -> String {
+    format!(
+        "url={url}\nend=$(( $(date +%s) + {secs} ))\ncode=000\n\
+while [ \"$(date +%s)\" -lt \"$end\" ]; do\n  code=$(curl -s -m 2 -o /tmp/scalectl-ready.$$ -w '%{{http_code}}' \"$url\" || true)\n  \
+if [ \"$code\" = 200 ]; then rm -f /tmp/scalectl-ready.$$; exit 0; fi\n  sleep 0.2\ndone\n\
+echo \"last answer from $url: HTTP $code $(head -c 300 /tmp/scalectl-ready.$$ 2>/dev/null)\"\nrm -f /tmp/scalectl-ready.$$\nexit 1\n",
+        url = q(&format!("http://127.0.0.1:{port}{path}")),
+        secs = timeout.as_secs().max(1)
+    )
+}
+
+pub fn logs(unit: &str) -> String {
+    format!("journalctl -u {} -n 20 --no-pager -o short-iso 2>&1 || true", q(unit))
+}
+
+pub fn audit(json_line: &str) -> String {
+    format!(
+        "mkdir -p /var/log/scalectl && printf '%s %s\\n' \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" {} >> /var/log/scalectl/audit.log",
+        q(json_line)
+    )
+}
+
+/// The observation script for one host.
+pub fn observe(d: &DesiredHost) -> String {
+    let mut s = String::from("LC_ALL=C; export LC_ALL\n");
+    s.push_str("echo \"cores $(nproc)\"\n");
+    s.push_str("echo \"virt $(systemd-detect-virt --container 2>/dev/null || echo none)\"\n");
+    let mut plain: Vec<&str> = d.files.iter().filter(|f| !f.sensitive).map(|f| f.path.as_str()).collect();
+    plain.extend(d.absent.iter().map(|(p, _)| p.as_str()));
+    let secret: Vec<&str> = d.files.iter().filter(|f| f.sensitive).map(|f| f.path.as_str()).collect();
+    if !plain.is_empty() {
+        s.push_str(&format!(
+            "for f in {}; do if [ -f \"$f\" ]; then echo \"file $f $(stat -c '%a %U %G' \"$f\") $(base64 -w0 < \"$f\")\"; else echo \"nofile $f\"; fi; done\n",
+            join(&plain)
+        ));
+    }
+    if !secret.is_empty() {
+        s.push_str(&format!(
+            "for f in {}; do if [ -f \"$f\" ]; then echo \"secret $f $(stat -c '%a %U %G' \"$f\") $(sha256sum < \"$f\" | cut -d' ' -f1)\"; else echo \"nofile $f\"; fi; done\n",
+            join(&secret)
+        ));
+    }
+    let mut units: Vec<String> = d.services.clone();
+    units.extend(d.enabled.iter().cloned());
+    units.extend(d.instances.iter().map(|p| instance_unit(*p)));
+    if !units.is_empty() {
+        let refs: Vec<&str> = units.iter().map(String::as_str).collect();
+        s.push_str(&format!(
+            "for u in {}; do echo \"unit $u $(systemctl is-active \"$u\" 2>/dev/null) $(systemctl is-enabled \"$u\" 2>/dev/null)\"; done\n",
+            join(&refs)
+        ));
+    }
+    // Instances that exist but are no longer desired.
+    s.push_str("for u in $(systemctl list-units --all --plain --no-legend 'scale-api@*' 2>/dev/null | cut -d' ' -f1) $(cd /etc/systemd/system/scale-api.target.wants 2>/dev/null && ls); do echo \"unit $u $(systemctl is-active \"$u\" 2>/dev/null) $(systemctl is-enabled \"$u\" 2>/dev/null)\"; done\n");
+    if !d.packages.is_empty() {
+        let refs: Vec<&str> = d.packages.iter().map(String::as_str).collect();
+        s.push_str(&format!(
+            "for p in {}; do echo \"pkg $p $(dpkg-query -W -f='${{db:Status-Status}}' \"$p\" 2>/dev/null)\"; done\n",
+            join(&refs)
+        ));
+    }
+    s.push_str("sed 's/^/pending /' /var/lib/scalectl/pending 2>/dev/null || true\n");
+    s.push_str(&format!("echo \"release $(basename \"$(readlink {CURRENT_LINK} 2>/dev/null)\" 2>/dev/null)\"\n"));
+    s.push_str(&format!("ls -1tr {RELEASES_DIR} 2>/dev/null | sed 's/^/have /'\n"));
+    s
+}
+
+fn join(items: &[&str]) -> String {
+    items.iter().map(|i| q(i)).collect::<Vec<_>>().join(" ")
+}
+
+
+/// Take the lock, or return who holds it (exit 3 from the script).
+pub fn lock_acquire(owner: &str, id: &str, ttl: Duration) -> String {
+    format!(
+        "mkdir -p /var/lib/scalectl\nnow=$(date +%s)\nL={LOCK_FILE}\n\
+if [ -e $L ]; then exp=$(sed -n 's/^expires=//p' $L); if [ -n \"$exp\" ] && [ \"$exp\" -lt \"$now\" ]; then rm -f $L; else cat $L; exit 3; fi; fi\n\
+if ( set -C; printf 'owner=%s\\nid=%s\\nacquired=%s\\nexpires=%s\\n' {owner} {id} \"$now\" \"$((now + {ttl}))\" > $L ) 2>/dev/null; then exit 0; fi\n\
+cat $L; exit 3\n",
+        owner = q(owner),
+        id = q(id),
+        ttl = ttl.as_secs()
+    )
+}
+
+pub fn lock_release(id: &str) -> String {
+    format!("L={LOCK_FILE}\nif [ -e $L ] && grep -qx {} $L; then rm -f $L; fi\n", q(&format!("id={id}")))
+}
+
