@@ -151,77 +151,18 @@ pub async fn collect(t: &Topology, interval: Duration, thresholds: Thresholds) -
         thresholds,
         ..Default::default()
     };
-    const REQUESTS: &str = "scale_api_http_request_duration_seconds";
     let mut per_host: BTreeMap<String, u32> = BTreeMap::new();
-    let mut redis_before = BTreeMap::new();
-    let mut redis_after = BTreeMap::new();
-    let mut redis_errors = 0.0;
+    let mut redis = RedisReadings::default();
     for (i, (host, _, port, weight)) in instances.iter().enumerate() {
         *per_host.entry(host.clone()).or_default() += 1;
         let (a, b) = pair(i);
-        let mut sample = InstanceSample { instance: format!("{host}-{port}"), host: host.clone(), up: b.is_some(), weight: *weight, ..Default::default() };
-        if let (Some(a), Some(b)) = (a, b) {
-            let dt = b.at.duration_since(a.at).as_secs_f64();
-            let count = |r: &Reading| r.value(&format!("{REQUESTS}_count"));
-            let errors = |r: &Reading| r.sum(&format!("{REQUESTS}_count"), |s| s.labels.get("status").is_some_and(|st| st.starts_with('5')));
-            sample.restarts = u32::from(a.value("process_start_time_seconds") != b.value("process_start_time_seconds"));
-            sample.requests_per_s = rate(count(a), count(b), dt).unwrap_or(0.0);
-            let served = count(b).unwrap_or(0.0) - count(a).unwrap_or(0.0);
-            if served > 0.0 {
-                sample.error_rate_percent = 100.0 * (errors(b).unwrap_or(0.0) - errors(a).unwrap_or(0.0)) / served;
-            }
-            sample.p99_ms = quantile(0.99, &a.buckets(REQUESTS), &b.buckets(REQUESTS)).map(|x| x * 1000.0);
-            sample.scheduling_delay_ms = [a, b].iter().filter_map(|r| r.max("scale_api_runtime_scheduling_delay_seconds")).map(|x| x * 1000.0).collect();
-            sample.resident_bytes = [a, b].iter().filter_map(|r| r.value("process_resident_memory_bytes")).collect();
-            sample.heavy_rejected_per_s = rate(a.value("scale_api_heavy_pool_rejected_total"), b.value("scale_api_heavy_pool_rejected_total"), dt).unwrap_or(0.0);
-            for (k, v) in a.buckets("scale_api_redis_operation_duration_seconds") {
-                redis_before.entry(k).or_insert((v.0, 0.0)).1 += v.1;
-            }
-            for (k, v) in b.buckets("scale_api_redis_operation_duration_seconds") {
-                redis_after.entry(k).or_insert((v.0, 0.0)).1 += v.1;
-            }
-            redis_errors += rate(a.value("scale_api_redis_errors_total"), b.value("scale_api_redis_errors_total"), dt).unwrap_or(0.0);
-        }
-        if let Some(b) = b {
-            sample.open_fds = b.value("process_open_fds");
-            sample.max_fds = b.value("process_max_fds");
-            sample.in_flight = b.value("scale_api_http_requests_in_flight").unwrap_or(0.0);
-        }
-        s.instances.push(sample);
+        s.instances.push(instance_sample(format!("{host}-{port}"), host, *weight, a, b, &mut redis));
     }
     let node_base = instances.len();
     for (j, h) in t.hosts.iter().enumerate() {
         let (a, b) = pair(node_base + j);
-        let mut cores = h.cores;
-        let (cpu, mem) = if is_loopback(&h.address) {
-            cores = cores.or(Some(local_cores));
-            let mem = 100.0 * local.available_memory() as f64 / local.total_memory().max(1) as f64;
-            (Some(f64::from(local.global_cpu_usage())), Some(mem))
-        } else if let (Some(a), Some(b)) = (a, b) {
-            let idle = |r: &Reading| r.sum("node_cpu_seconds_total", |s| s.labels.get("mode") == Some("idle"));
-            let all = |r: &Reading| r.value("node_cpu_seconds_total");
-            let busy = match (idle(a), idle(b), all(a), all(b)) {
-                (Some(i0), Some(i1), Some(t0), Some(t1)) if t1 > t0 => Some(100.0 * (1.0 - (i1 - i0) / (t1 - t0))),
-                _ => None,
-            };
-            let cpus = b.scrape.samples.iter().filter(|s| s.metric == "node_cpu_seconds_total" && s.labels.get("mode") == Some("idle")).count();
-            cores = cores.or((cpus > 0).then_some(cpus as u32));
-            let mem = match (b.value("node_memory_MemAvailable_bytes"), b.value("node_memory_MemTotal_bytes")) {
-                (Some(av), Some(total)) if total > 0.0 => Some(100.0 * av / total),
-                _ => None,
-            };
-            (busy, mem)
-        } else {
-            (None, None)
-        };
-        s.hosts.push(HostSample {
-            host: h.name.clone(),
-            app: h.has(Role::App),
-            cores: cores.unwrap_or(1),
-            instances: per_host.get(&h.name).copied().unwrap_or(0),
-            cpu_busy_percent: cpu.into_iter().collect(),
-            memory_available_percent: mem,
-        });
+        let local = is_loopback(&h.address).then_some((&local, local_cores));
+        s.hosts.push(host_sample(h, a, b, local, per_host.get(&h.name).copied().unwrap_or(0)));
     }
     let mut next = node_base + t.hosts.len();
     if redis_host.is_some() {
@@ -229,10 +170,10 @@ pub async fn collect(t: &Topology, interval: Duration, thresholds: Thresholds) -
         if let (_, Some(b)) = pair(next) {
             s.redis = Some(RedisSample {
                 up: b.value("redis_up") == Some(1.0),
-                p99_ms: quantile(0.99, &redis_before, &redis_after).map(|x| x * 1000.0),
+                p99_ms: quantile(0.99, &redis.before, &redis.after).map(|x| x * 1000.0),
                 memory_used_bytes: b.value("redis_memory_used_bytes").unwrap_or(0.0),
                 memory_max_bytes: b.value("redis_memory_max_bytes").unwrap_or(0.0),
-                errors_per_s: redis_errors,
+                errors_per_s: redis.errors_per_s,
             });
         }
         next += 1;
@@ -243,6 +184,83 @@ pub async fn collect(t: &Topology, interval: Duration, thresholds: Thresholds) -
         s.nginx = Some(NginxSample { up: b.value("nginx_up") == Some(1.0), active_connections: b.value("nginx_connections_active").unwrap_or(0.0) });
     }
     Ok(s)
+}
+
+/// Redis latency and errors as the instances see them, summed over every instance.
+#[derive(Default)]
+struct RedisReadings {
+    before: BTreeMap<u64, (f64, f64)>,
+    after: BTreeMap<u64, (f64, f64)>,
+    errors_per_s: f64,
+}
+
+/// One instance from its two readings: rates, p99 and restarts from the differences.
+fn instance_sample(instance: String, host: &str, weight: u32, a: Option<&Reading>, b: Option<&Reading>, redis: &mut RedisReadings) -> InstanceSample {
+    const REQUESTS: &str = "scale_api_http_request_duration_seconds";
+    let mut sample = InstanceSample { instance, host: host.to_string(), up: b.is_some(), weight, ..Default::default() };
+    if let (Some(a), Some(b)) = (a, b) {
+        let dt = b.at.duration_since(a.at).as_secs_f64();
+        let count = |r: &Reading| r.value(&format!("{REQUESTS}_count"));
+        let errors = |r: &Reading| r.sum(&format!("{REQUESTS}_count"), |s| s.labels.get("status").is_some_and(|st| st.starts_with('5')));
+        sample.restarts = u32::from(a.value("process_start_time_seconds") != b.value("process_start_time_seconds"));
+        sample.requests_per_s = rate(count(a), count(b), dt).unwrap_or(0.0);
+        let served = count(b).unwrap_or(0.0) - count(a).unwrap_or(0.0);
+        if served > 0.0 {
+            sample.error_rate_percent = 100.0 * (errors(b).unwrap_or(0.0) - errors(a).unwrap_or(0.0)) / served;
+        }
+        sample.p99_ms = quantile(0.99, &a.buckets(REQUESTS), &b.buckets(REQUESTS)).map(|x| x * 1000.0);
+        sample.scheduling_delay_ms = [a, b].iter().filter_map(|r| r.max("scale_api_runtime_scheduling_delay_seconds")).map(|x| x * 1000.0).collect();
+        sample.resident_bytes = [a, b].iter().filter_map(|r| r.value("process_resident_memory_bytes")).collect();
+        sample.heavy_rejected_per_s = rate(a.value("scale_api_heavy_pool_rejected_total"), b.value("scale_api_heavy_pool_rejected_total"), dt).unwrap_or(0.0);
+        for (k, v) in a.buckets("scale_api_redis_operation_duration_seconds") {
+            redis.before.entry(k).or_insert((v.0, 0.0)).1 += v.1;
+        }
+        for (k, v) in b.buckets("scale_api_redis_operation_duration_seconds") {
+            redis.after.entry(k).or_insert((v.0, 0.0)).1 += v.1;
+        }
+        redis.errors_per_s += rate(a.value("scale_api_redis_errors_total"), b.value("scale_api_redis_errors_total"), dt).unwrap_or(0.0);
+    }
+    if let Some(b) = b {
+        sample.open_fds = b.value("process_open_fds");
+        sample.max_fds = b.value("process_max_fds");
+        sample.in_flight = b.value("scale_api_http_requests_in_flight").unwrap_or(0.0);
+    }
+    sample
+}
+
+/// One host: CPU and memory from its node exporter's two readings, or from sysinfo when it is
+/// this machine (`local`, with its core count).
+fn host_sample(h: &crate::topology::Host, a: Option<&Reading>, b: Option<&Reading>, local: Option<(&sysinfo::System, u32)>, instances: u32) -> HostSample {
+    let mut cores = h.cores;
+    let (cpu, mem) = if let Some((local, local_cores)) = local {
+        cores = cores.or(Some(local_cores));
+        let mem = 100.0 * local.available_memory() as f64 / local.total_memory().max(1) as f64;
+        (Some(f64::from(local.global_cpu_usage())), Some(mem))
+    } else if let (Some(a), Some(b)) = (a, b) {
+        let idle = |r: &Reading| r.sum("node_cpu_seconds_total", |s| s.labels.get("mode") == Some("idle"));
+        let all = |r: &Reading| r.value("node_cpu_seconds_total");
+        let busy = match (idle(a), idle(b), all(a), all(b)) {
+            (Some(i0), Some(i1), Some(t0), Some(t1)) if t1 > t0 => Some(100.0 * (1.0 - (i1 - i0) / (t1 - t0))),
+            _ => None,
+        };
+        let cpus = b.scrape.samples.iter().filter(|s| s.metric == "node_cpu_seconds_total" && s.labels.get("mode") == Some("idle")).count();
+        cores = cores.or((cpus > 0).then_some(cpus as u32));
+        let mem = match (b.value("node_memory_MemAvailable_bytes"), b.value("node_memory_MemTotal_bytes")) {
+            (Some(av), Some(total)) if total > 0.0 => Some(100.0 * av / total),
+            _ => None,
+        };
+        (busy, mem)
+    } else {
+        (None, None)
+    };
+    HostSample {
+        host: h.name.clone(),
+        app: h.has(Role::App),
+        cores: cores.unwrap_or(1),
+        instances,
+        cpu_busy_percent: cpu.into_iter().collect(),
+        memory_available_percent: mem,
+    }
 }
 
 #[cfg(test)]

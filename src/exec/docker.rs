@@ -25,7 +25,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use crate::plan::docker::{
-    ContainerSpec, DockerObserved, DockerPlan, Engine, LABEL_HASH, LABEL_IMAGE_ROLE, LABEL_IMAGE_TOPOLOGY, LABEL_LIVE, LABEL_ROLE, LABEL_SLOT, LABEL_TOPOLOGY,
+    ContainerSpec, DockerObserved, DockerPlan, Engine, LABEL_HASH, LABEL_IMAGE_ROLE, LABEL_IMAGE_TOPOLOGY, LABEL_LIVE, LABEL_PREVIOUS, LABEL_ROLE, LABEL_SLOT, LABEL_TOPOLOGY,
     ObservedContainer, ObservedImage, ROLE_LOGS, Step,
 };
 use crate::topology::Topology;
@@ -86,6 +86,7 @@ pub async fn observe(docker: &Docker, t: &Topology) -> anyhow::Result<DockerObse
             state: state.and_then(|s| s.status).map(|s| s.to_string()).unwrap_or_default(),
             health: state.and_then(|s| s.health.as_ref()).and_then(|h| h.status).map(|s| s.to_string()),
             image: c.image.clone().unwrap_or_default(),
+            previous: label(LABEL_PREVIOUS),
         });
     }
     o.containers.sort_by(|a, b| a.name.cmp(&b.name));

@@ -400,6 +400,7 @@ fn docker_jobs(t: &Topology) -> Vec<Job<'_>> {
     let mut jobs = vec![
         job("docker/Dockerfile.j2", "Dockerfile"),
         job("nginx/site.conf.j2", format!("nginx/{}.conf", t.name)),
+        job("docker/nginx-follow.sh.j2", "nginx/follow.sh").mode(0o755),
         job("redis/redis.conf.j2", "redis/redis.conf"),
         job("prometheus/prometheus.yml.j2", "prometheus/prometheus.yml"),
         job("prometheus/rules.yml.j2", "prometheus/rules.yml"),

@@ -225,3 +225,37 @@ fn doctor_lists_its_checks_and_replays_a_snapshot_with_exit_codes() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a doctor snapshot"));
 }
+
+#[test]
+fn completions_and_man_page_come_from_the_real_flags() {
+    let out = scalectl().args(["completions", "bash"]).output().unwrap();
+    assert!(out.status.success());
+    let bash = String::from_utf8_lossy(&out.stdout);
+    // Every subcommand and a flag of one of them, as clap defines them.
+    for word in ["rollback", "reload", "completions", "--detailed-exitcode", "--ready-timeout"] {
+        assert!(bash.contains(word), "bash completion lacks {word}");
+    }
+    let out = scalectl().args(["completions", "zsh"]).output().unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("#compdef scalectl"));
+    let out = scalectl().arg("man").output().unwrap();
+    let man = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(man.contains(".TH scalectl"), "{man}");
+    assert!(man.contains("rollback"), "{man}");
+}
+
+#[test]
+fn a_broken_topology_is_reported_once_by_every_live_command() {
+    // A broken topology is reported once, by validation, whatever the target: the file is parsed
+    // and validated once per command.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scale.yaml");
+    std::fs::write(&file, "name: t\ntarget: docker\napp: {instances: 0}\n").unwrap();
+    for cmd in ["plan", "status", "reload", "rollback"] {
+        let out = scalectl().args([cmd, "-f"]).arg(&file).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.matches(": 1 problem").count(), 1, "{cmd}: {err}");
+        assert!(err.contains("scale.yaml:3:18: instances must be at least 1, found 0"), "{cmd}: {err}");
+    }
+}

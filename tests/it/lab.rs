@@ -532,6 +532,49 @@ fn lab_saved_plan_is_applied_exactly_and_refused_when_stale() {
     assert!(text(&out.stderr).contains("the plan is stale: cache-1 changed since it was made"), "{}", text(&out.stderr));
     assert!(docker_exec("lab-cache-1", "redis-cli config get maxmemory").contains("67108864"));
 
+    // An edited plan file runs nothing: a command, a path, a file's content changed in it.
+    save();
+    let original = std::fs::read_to_string(planfile).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let edits: [(&str, &dyn Fn(&mut serde_json::Value)); 3] = [
+        ("a command", &|a| {
+            if a["action"] == "install_packages" || a["action"] == "validate" {
+                a["command"] = "touch /tmp/edited-plan-ran".into();
+            }
+        }),
+        ("a path", &|a| {
+            if a["action"] == "write_file" {
+                a["path"] = "/etc/cron.d/edited-plan".into();
+            }
+        }),
+        ("a file's content", &|a| {
+            if a["action"] == "write_file" {
+                a["content"] = "maxmemory 1mb\n".into();
+            }
+        }),
+    ];
+    for (what, edit) in edits {
+        let mut d = doc.clone();
+        for h in d["plan"]["hosts"].as_array_mut().unwrap() {
+            for stage in ["prepare", "activate", "cleanup"] {
+                for a in h[stage].as_array_mut().unwrap() {
+                    edit(a);
+                }
+            }
+        }
+        // A validate step where there is none: the command edit adds one to cache-1.
+        if what == "a command" {
+            let cache = d["plan"]["hosts"].as_array_mut().unwrap().iter_mut().find(|h| h["host"] == "cache-1").unwrap();
+            cache["prepare"].as_array_mut().unwrap().push(serde_json::json!({"action": "validate", "unit": "x", "command": "touch /tmp/edited-plan-ran"}));
+        }
+        std::fs::write(planfile, serde_json::to_string(&d).unwrap()).unwrap();
+        let out = run(&["apply", planfile, "--yes"]);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", text(&out.stdout));
+        assert!(text(&out.stderr).contains("is not the plan its topology, release and a fresh observation give now"), "{what}: {}", text(&out.stderr));
+        assert!(docker_exec("lab-cache-1", "redis-cli config get maxmemory").contains("67108864"), "{what}");
+        assert_eq!(docker_exec("lab-cache-1", "ls /tmp/edited-plan-ran /etc/cron.d/edited-plan 2>/dev/null || true").trim(), "", "{what}");
+    }
+
     // Made again, it is applied exactly: the fleet then matches the edited topology.
     save();
     let out = run_ok(&["apply", planfile, "--yes"]);

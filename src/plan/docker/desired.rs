@@ -29,6 +29,7 @@ fn file(path: &str, files: &BTreeMap<String, String>, source: &str, live: bool) 
 struct Commands {
     app_health: Vec<String>,
     redis: Vec<String>,
+    lb: Vec<String>,
     prometheus: Vec<String>,
     node_exporter: Vec<String>,
     redis_exporter_env: Vec<String>,
@@ -84,67 +85,74 @@ pub struct LogShipping {
 pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: &Engine, templates: &Templates) -> Result<Desired, RenderError> {
     let image = release_image(t, release);
     let slots = replica_slots(t, engine.cores);
-    let ship = t.observability.logs.destination == crate::topology::LogDestination::Collector;
     // Replicas first: their names (hashes) do not depend on the load balancer.
     let base = rendered(t, &slots.iter().map(|s| (s.clone(), s.clone())).collect::<Vec<_>>(), templates)?;
     let run = commands(&base)?;
-    // Every secret the topology references; the value when the caller resolved it (apply, plan),
-    // none for the compose bundle.
+    let secret_env = secret_env(t, secrets);
+    let app: Vec<ContainerSpec> = slots.iter().map(|slot| replica(t, slot, &image, &base, &run, &secret_env)).collect();
+    // Everything else sees the final replicas.
+    let final_replicas: Vec<(String, String)> = app.iter().map(|c| (c.slot.clone(), c.name.clone())).collect();
+    let files = rendered(t, &final_replicas, templates)?;
+    let seal = |c: ContainerSpec| c.sealed(&t.name);
+    let logs = (t.observability.logs.destination == crate::topology::LogDestination::Collector).then(|| log_shipping(t, &files, &run, engine));
+    Ok(Desired {
+        image,
+        dockerfile: get(&files, "Dockerfile").to_string(),
+        app,
+        lb: seal(load_balancer(t, &files, &run)),
+        redis: seal(redis(t, &files, &run, secrets, templates)?),
+        prometheus: seal(prometheus(t, &files, &run)),
+        grafana: t.observability.grafana.then(|| seal(grafana(t, &files))),
+        exporters: exporters(t, &run, &secret_env).into_iter().map(seal).collect(),
+        logs,
+    })
+}
+
+/// Every secret the topology references; the value when the caller resolved it (apply, plan),
+/// none for the compose bundle.
+fn secret_env(t: &Topology, secrets: &SecretValues) -> Vec<SecretEnv> {
     let value = |name: &str| secrets.app.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_default();
-    let secret_env: Vec<SecretEnv> = t
-        .app
+    t.app
         .secrets
         .iter()
         .map(|(n, r)| (n.clone(), r.clone(), value(n)))
         .chain(t.redis.password.iter().map(|r| ("REDIS_PASSWORD".to_string(), r.clone(), secrets.redis_password.clone().unwrap_or_default())))
         .map(|(name, from, v)| SecretEnv { name, from: Some(from), value_sha256: sha256_hex(v.as_bytes()), value: v })
-        .collect();
-    let app: Vec<ContainerSpec> = slots
-        .iter()
-        .map(|slot| {
-            let env: Vec<String> =
-                get(&base, &format!("env/{slot}")).lines().filter(|l| l.contains('=') && !l.starts_with('#')).map(str::to_string).collect();
-            ContainerSpec {
-                name: String::new(),
-                role: "app".into(),
-                slot: slot.clone(),
-                image: image.clone(),
-                cmd: Vec::new(),
-                env,
-                secret_env: secret_env.clone(),
-                aliases: Vec::new(),
-                publish: Vec::new(),
-                health: Some(Health {
-                    test: run.app_health.clone(),
-                    interval_ms: 1000,
-                    timeout_ms: 2000,
-                    retries: 3,
-                    start_period_ms: 2000,
-                }),
-                memory_bytes: Some(t.app.memory_max),
-                nano_cpus: t.app.cpu_quota.map(|q| i64::from(q) * 10_000_000),
-                nofile: Some(t.app.nofile),
-                volumes: Vec::new(),
-                binds_ro: Vec::new(),
-                log_opts: {
-                    let mut o = log_rotation();
-                    if ship {
-                        o.insert("labels".to_string(), APP_LOG_LABELS.to_string());
-                    }
-                    o
-                },
-                cap_drop_all: false,
-                pid_host: false,
-                files: Vec::new(),
-                stop_timeout_s: (t.app.drain_timeout_ms / 1000) as i64 + 5,
-                hash: String::new(),
-            }
-            .sealed(&t.name)
-        })
-        .collect();
-    let final_replicas: Vec<(String, String)> = app.iter().map(|c| (c.slot.clone(), c.name.clone())).collect();
-    let files = rendered(t, &final_replicas, templates)?;
-    let service = |role: &str, slot: &str, image: &str| ContainerSpec {
+        .collect()
+}
+
+/// Replica `slot` of the release image, sealed: health-checked on the readiness path, limited as
+/// `app.limits` says, its environment rendered (templates/docker/replica.env.j2).
+fn replica(t: &Topology, slot: &str, image: &str, base: &BTreeMap<String, String>, run: &Commands, secret_env: &[SecretEnv]) -> ContainerSpec {
+    let env: Vec<String> = get(base, &format!("env/{slot}")).lines().filter(|l| l.contains('=') && !l.starts_with('#')).map(str::to_string).collect();
+    let mut log_opts = log_rotation();
+    if t.observability.logs.destination == crate::topology::LogDestination::Collector {
+        log_opts.insert("labels".to_string(), APP_LOG_LABELS.to_string());
+    }
+    ContainerSpec {
+        role: "app".into(),
+        aliases: Vec::new(),
+        env,
+        secret_env: secret_env.to_vec(),
+        health: Some(Health { test: run.app_health.clone(), interval_ms: 1000, timeout_ms: 2000, retries: 3, start_period_ms: 2000 }),
+        memory_bytes: Some(t.app.memory_max),
+        nano_cpus: t.app.cpu_quota.map(|q| i64::from(q) * 10_000_000),
+        nofile: Some(t.app.nofile),
+        log_opts,
+        stop_timeout_s: drain_stop_timeout(t),
+        ..service("app", slot, image)
+    }
+    .sealed(&t.name)
+}
+
+/// Seconds a container that serves requests gets to drain before the engine kills it.
+fn drain_stop_timeout(t: &Topology) -> i64 {
+    (t.app.drain_timeout_ms / 1000) as i64 + 5
+}
+
+/// A container of `role` in `slot`, reached by its slot name, with the defaults every one has.
+fn service(role: &str, slot: &str, image: &str) -> ContainerSpec {
+    ContainerSpec {
         name: String::new(),
         role: role.into(),
         slot: slot.into(),
@@ -163,20 +171,34 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
         log_opts: log_rotation(),
         cap_drop_all: false,
         pid_host: false,
+        previous: String::new(),
         files: Vec::new(),
         stop_timeout_s: 10,
         hash: String::new(),
-    };
-    let publish = |host: Option<u16>, container_port: u16| host.map(|host_port| Publish { host_port, container_port }).into_iter().collect();
+    }
+}
 
+/// Published on 127.0.0.1 when the topology's `lab.publish` says so.
+fn publish(host: Option<u16>, container_port: u16) -> Vec<Publish> {
+    host.map(|host_port| Publish { host_port, container_port }).into_iter().collect()
+}
+
+/// Nginx, run by a script that follows replicas the engine restarted at another address.
+fn load_balancer(t: &Topology, files: &BTreeMap<String, String>, run: &Commands) -> ContainerSpec {
     let mut lb = service("lb", "lb", &t.docker.images.nginx);
-    lb.files.push(file(NGINX_CONF, &files, &format!("nginx/{}.conf", t.name), true));
+    lb.cmd = run.lb.clone();
+    lb.files.push(file(NGINX_CONF, files, &format!("nginx/{}.conf", t.name), true));
+    lb.files.push(FileSpec { mode: 0o755, ..file("/etc/scalectl/nginx-follow.sh", files, "nginx/follow.sh", false) });
     lb.publish = publish(t.lab.publish.load_balancer, t.load_balancer.listen);
-    lb.stop_timeout_s = (t.app.drain_timeout_ms / 1000) as i64 + 5;
+    lb.stop_timeout_s = drain_stop_timeout(t);
+    lb
+}
 
+/// Redis with the rendered redis.conf, its password file (a secret), its volume when persistent.
+fn redis(t: &Topology, files: &BTreeMap<String, String>, run: &Commands, secrets: &SecretValues, templates: &Templates) -> Result<ContainerSpec, RenderError> {
     let mut redis = service("redis", "redis", &t.docker.images.redis);
     redis.cmd = run.redis.clone();
-    redis.files.push(file("/usr/local/etc/redis/redis.conf", &files, "redis/redis.conf", false));
+    redis.files.push(file("/usr/local/etc/redis/redis.conf", files, "redis/redis.conf", false));
     for f in render::render_secrets(t, secrets, templates)? {
         let content_sha256 = sha256_hex(f.content.as_bytes());
         redis.files.push(FileSpec { path: f.path, source: String::new(), mode: 0o644, content: f.content, content_sha256, sensitive: true, live: false });
@@ -185,29 +207,35 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
         redis.volumes.push((redis_volume(t), "/data".into()));
     }
     redis.publish = publish(t.lab.publish.redis, t.redis.port);
+    Ok(redis)
+}
 
-    let obs = &t.observability;
+fn prometheus(t: &Topology, files: &BTreeMap<String, String>, run: &Commands) -> ContainerSpec {
     let mut prometheus = service("monitor", "prometheus", &t.docker.images.prometheus);
     prometheus.cmd = run.prometheus.clone();
-    prometheus.files.push(file("/etc/prometheus/prometheus.yml", &files, "prometheus/prometheus.yml", false));
-    prometheus.files.push(file("/etc/prometheus/scalectl/rules.yml", &files, "prometheus/rules.yml", false));
-    prometheus.files.push(file(TARGETS_JSON, &files, "prometheus/targets.json", true));
-    prometheus.publish = publish(t.lab.publish.prometheus, obs.prometheus_port);
+    prometheus.files.push(file("/etc/prometheus/prometheus.yml", files, "prometheus/prometheus.yml", false));
+    prometheus.files.push(file("/etc/prometheus/scalectl/rules.yml", files, "prometheus/rules.yml", false));
+    prometheus.files.push(file(TARGETS_JSON, files, "prometheus/targets.json", true));
+    prometheus.publish = publish(t.lab.publish.prometheus, t.observability.prometheus_port);
+    prometheus
+}
 
-    let grafana = obs.grafana.then(|| {
-        let mut g = service("monitor", "grafana", &t.docker.images.grafana);
-        for path in files.keys().filter(|p| p.starts_with("grafana/")) {
-            let dest = match path.strip_prefix("grafana/provisioning/") {
-                Some(rest) => format!("/etc/grafana/provisioning/{rest}"),
-                None => format!("/var/lib/grafana/dashboards/scalectl/{}", path.trim_start_matches("grafana/dashboards/")),
-            };
-            g.files.push(file(&dest, &files, path, false));
-        }
-        g.publish = publish(t.lab.publish.grafana, obs.grafana_port);
-        g.sealed(&t.name)
-    });
+/// Grafana with its provisioning and the dashboards.
+fn grafana(t: &Topology, files: &BTreeMap<String, String>) -> ContainerSpec {
+    let mut g = service("monitor", "grafana", &t.docker.images.grafana);
+    for path in files.keys().filter(|p| p.starts_with("grafana/")) {
+        let dest = match path.strip_prefix("grafana/provisioning/") {
+            Some(rest) => format!("/etc/grafana/provisioning/{rest}"),
+            None => format!("/var/lib/grafana/dashboards/scalectl/{}", path.trim_start_matches("grafana/dashboards/")),
+        };
+        g.files.push(file(&dest, files, path, false));
+    }
+    g.publish = publish(t.lab.publish.grafana, t.observability.grafana_port);
+    g
+}
 
-    // Exporters, reached by their slot names (targets.json): the engine's machine, Redis, Nginx.
+/// Exporters, reached by their slot names (targets.json): the engine's machine, Redis, Nginx.
+fn exporters(t: &Topology, run: &Commands, secret_env: &[SecretEnv]) -> Vec<ContainerSpec> {
     let images = &t.docker.images;
     let mut node = service("monitor", "node-exporter", &images.node_exporter);
     node.cmd = run.node_exporter.clone();
@@ -218,37 +246,26 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
     redis_exporter.secret_env = secret_env.iter().filter(|s| s.name == "REDIS_PASSWORD").cloned().collect();
     let mut nginx_exporter = service("monitor", "nginx-exporter", &images.nginx_exporter);
     nginx_exporter.cmd = run.nginx_exporter.clone();
-    let exporters = [node, redis_exporter, nginx_exporter].into_iter().map(|c| c.sealed(&t.name)).collect();
+    vec![node, redis_exporter, nginx_exporter]
+}
 
-    // Logs: rsyslog in both, run as root (the engine's log files are root's) with no capabilities.
-    let logs = ship.then(|| {
-        let dockerfile = get(&files, "rsyslog/Dockerfile").to_string();
-        let log_image = log_image(&dockerfile);
-        let mut collector = service(ROLE_LOGS, "collector", &log_image);
-        collector.cmd = run.collector.clone();
-        collector.files.push(file("/etc/scalectl/collector.conf", &files, "rsyslog/collector.conf", false));
-        collector.volumes.push((logs_volume(t), "/var/log/scalectl".into()));
-        collector.cap_drop_all = true;
-        let mut shipper = service(ROLE_LOGS, "logship", &log_image);
-        shipper.cmd = run.logship.clone();
-        shipper.files.push(file("/etc/scalectl/ship.conf", &files, "rsyslog/ship.conf", false));
-        shipper.volumes.push((logship_volume(t), "/var/spool/rsyslog".into()));
-        shipper.binds_ro.push((format!("{}/containers", engine.data_root.trim_end_matches('/')), ENGINE_CONTAINERS.into()));
-        shipper.cap_drop_all = true;
-        LogShipping { image: log_image, dockerfile, collector: collector.sealed(&t.name), shipper: shipper.sealed(&t.name) }
-    });
-
-    Ok(Desired {
-        image,
-        dockerfile: get(&files, "Dockerfile").to_string(),
-        app,
-        lb: lb.sealed(&t.name),
-        redis: redis.sealed(&t.name),
-        prometheus: prometheus.sealed(&t.name),
-        grafana,
-        exporters,
-        logs,
-    })
+/// The collector and the shipper: rsyslog in both, run as root (the engine's log files are
+/// root's) with no capabilities.
+fn log_shipping(t: &Topology, files: &BTreeMap<String, String>, run: &Commands, engine: &Engine) -> LogShipping {
+    let dockerfile = get(files, "rsyslog/Dockerfile").to_string();
+    let log_image = log_image(&dockerfile);
+    let mut collector = service(ROLE_LOGS, "collector", &log_image);
+    collector.cmd = run.collector.clone();
+    collector.files.push(file("/etc/scalectl/collector.conf", files, "rsyslog/collector.conf", false));
+    collector.volumes.push((logs_volume(t), "/var/log/scalectl".into()));
+    collector.cap_drop_all = true;
+    let mut shipper = service(ROLE_LOGS, "logship", &log_image);
+    shipper.cmd = run.logship.clone();
+    shipper.files.push(file("/etc/scalectl/ship.conf", files, "rsyslog/ship.conf", false));
+    shipper.volumes.push((logship_volume(t), "/var/spool/rsyslog".into()));
+    shipper.binds_ro.push((format!("{}/containers", engine.data_root.trim_end_matches('/')), ENGINE_CONTAINERS.into()));
+    shipper.cap_drop_all = true;
+    LogShipping { image: log_image, dockerfile, collector: collector.sealed(&t.name), shipper: shipper.sealed(&t.name) }
 }
 
 

@@ -38,6 +38,8 @@ pub const LABEL_SLOT: &str = "scalectl.slot";
 pub const LABEL_HASH: &str = "scalectl.hash";
 /// The paths of a container's live files, comma-separated: what observe reads back.
 pub const LABEL_LIVE: &str = "scalectl.live";
+/// On a replica: the release image its slot ran before this one (what `rollback` returns to).
+pub const LABEL_PREVIOUS: &str = "scalectl.previous";
 /// On the images scalectl builds (inherited by any container made from them, so distinct from
 /// [`LABEL_TOPOLOGY`]): the topology, and `app` or [`ROLE_LOGS`].
 pub const LABEL_IMAGE_TOPOLOGY: &str = "scalectl.image.topology";
@@ -133,6 +135,9 @@ pub struct ContainerSpec {
     /// Sees the engine machine's processes (the node exporter).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pid_host: bool,
+    /// Replicas: the release image the slot ran before this one (set by the planner, not hashed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub previous: String,
     /// Written into the container before it starts.
     pub files: Vec<FileSpec>,
     pub stop_timeout_s: i64,
@@ -143,6 +148,7 @@ impl ContainerSpec {
     fn sealed(mut self, topology: &str) -> ContainerSpec {
         let mut view = self.clone();
         view.name.clear();
+        view.previous.clear();
         for s in &mut view.secret_env {
             s.value.clear();
         }
@@ -169,6 +175,9 @@ impl ContainerSpec {
         let live: Vec<&str> = self.files.iter().filter(|f| f.live).map(|f| f.path.as_str()).collect();
         if !live.is_empty() {
             l.insert(LABEL_LIVE.to_string(), live.join(","));
+        }
+        if !self.previous.is_empty() {
+            l.insert(LABEL_PREVIOUS.to_string(), self.previous.clone());
         }
         l
     }
@@ -217,6 +226,9 @@ pub struct ObservedContainer {
     /// The image it was created from, as named at creation.
     #[serde(default)]
     pub image: String,
+    /// Its [`LABEL_PREVIOUS`]: the release image its slot ran before (replicas).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub previous: String,
 }
 
 /// A release image on the engine, labelled with the topology.

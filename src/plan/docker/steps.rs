@@ -110,9 +110,21 @@ impl Steps<'_> {
         for c in o.containers.iter().filter(|c| c.role == "app" && c.running()) {
             current.entry(c.slot.clone()).or_insert_with(|| c.name.clone());
         }
+        // What each new replica records as the release before it: the image the slot runs now if
+        // it differs, else what that one recorded (scaling out: any running replica's).
+        let previous = |spec: &ContainerSpec| -> String {
+            let running = |c: &&ObservedContainer| c.role == "app" && c.running();
+            let now = in_slot(o, &spec.slot).find(running).or_else(|| o.containers.iter().find(running));
+            match now {
+                Some(c) if c.image != spec.image => c.image.clone(),
+                Some(c) => c.previous.clone(),
+                None => String::new(),
+            }
+        };
+        let with_previous = |spec: &ContainerSpec| ContainerSpec { previous: previous(spec), ..spec.clone() };
         let mut added = false;
         for spec in d.app.iter().filter(|s| in_slot(o, &s.slot).all(|c| !c.running() && c.name != s.name)) {
-            self.activate.push(Step::Create { spec: spec.clone() });
+            self.activate.push(Step::Create { spec: with_previous(spec) });
             current.insert(spec.slot.clone(), spec.name.clone());
             added = true;
         }
@@ -128,7 +140,7 @@ impl Steps<'_> {
                 }
                 Some(_) => {}
                 None if olds.iter().any(|c| c.running()) => {
-                    self.activate.push(Step::Create { spec: spec.clone() });
+                    self.activate.push(Step::Create { spec: with_previous(spec) });
                     current.insert(spec.slot.clone(), spec.name.clone());
                     live.rewrite(&current, &mut self.activate)?;
                 }
@@ -165,9 +177,18 @@ fn prune_images(o: &DockerObserved, deployed: &str, log_image: Option<&str>, cle
             cleanup.push(Step::RemoveImage { tag: image.tag.clone(), reason: "a log image no longer used".into() });
         }
     }
-    let mut older: Vec<&ObservedImage> = o.images.iter().filter(|i| i.role != ROLE_LOGS && i.tag != deployed).collect();
+    // Kept: the deployed release, the next rollback's target (what the replicas run now when a
+    // new release replaces it, else what they recorded as their previous), then the newest others.
+    let mut keep: Vec<&str> = vec![deployed];
+    for c in o.containers.iter().filter(|c| c.role == "app" && c.running()) {
+        let target = if c.image != deployed { c.image.as_str() } else { c.previous.as_str() };
+        if !target.is_empty() && !keep.contains(&target) {
+            keep.push(target);
+        }
+    }
+    let mut older: Vec<&ObservedImage> = o.images.iter().filter(|i| i.role != ROLE_LOGS && !keep.contains(&i.tag.as_str())).collect();
     older.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.tag.cmp(&b.tag)));
-    for image in older.into_iter().skip(KEEP_RELEASES.saturating_sub(1)) {
+    for image in older.into_iter().skip(KEEP_RELEASES.saturating_sub(keep.len())) {
         if !in_use.contains(image.tag.as_str()) {
             cleanup.push(Step::RemoveImage { tag: image.tag.clone(), reason: format!("older than the last {KEEP_RELEASES} releases") });
         }
@@ -262,10 +283,20 @@ pub fn reload_plan(t: &Topology, o: &DockerObserved, templates: &Templates) -> R
 /// `scalectl rollback`: the release image built before the one the replicas run (newest first by
 /// creation), which apply keeps for this.
 pub fn previous_release(t: &Topology, o: &DockerObserved) -> Result<Release, String> {
-    let running: BTreeSet<&str> = o.containers.iter().filter(|c| c.role == "app" && c.running()).map(|c| c.image.as_str()).collect();
+    let replicas = || o.containers.iter().filter(|c| c.role == "app" && c.running());
+    let running: BTreeSet<&str> = replicas().map(|c| c.image.as_str()).collect();
+    let repo = release_image(t, &Release { id: String::new(), bytes: 0 });
+    // What the replicas recorded when they replaced the release before them.
+    if let Some(previous) = replicas().map(|c| c.previous.as_str()).find(|p| !p.is_empty() && !running.contains(p)) {
+        let id = previous.strip_prefix(repo.as_str()).filter(|id| !id.is_empty()).ok_or_else(|| format!("the previous release image {previous} is not of {repo}*"))?;
+        if !o.images.iter().any(|i| i.tag == previous) {
+            return Err(format!("the previous release image {previous} is no longer on the engine"));
+        }
+        return Ok(Release { id: id.to_string(), bytes: 0 });
+    }
+    // Replicas from before that label: the newest release image they do not run.
     let mut releases: Vec<&ObservedImage> = o.images.iter().filter(|i| i.role != ROLE_LOGS).collect();
     releases.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.tag.cmp(&b.tag)));
-    let repo = release_image(t, &Release { id: String::new(), bytes: 0 });
     let previous = releases
         .iter()
         .filter(|i| !running.contains(i.tag.as_str()))

@@ -39,6 +39,7 @@ fn converged(t: &Topology, rel: &str) -> DockerObserved {
             state: "running".into(),
             health: c.health.as_ref().map(|_| "healthy".into()),
             image: c.image.clone(),
+            previous: String::new(),
         });
         for f in c.files.iter().filter(|f| f.live) {
             o.live_files.insert(format!("{}:{}", c.name, f.path), f.content.clone());
@@ -231,18 +232,24 @@ fn release_images_beyond_the_last_three_are_removed_unless_a_container_uses_them
     assert_eq!(names(&p.cleanup), ["remove image scale-api:bbbbbbbbbbbb", "remove image scale-api:aaaaaaaaaaaa"]);
     assert!(render_text(&p, false).contains("  - image scale-api:aaaaaaaaaaaa (older than the last 3 releases)"));
 
-    // An old image that a kept container still runs stays.
+    // An old image a replica runs now is the next rollback's target: it stays, and counts.
     o.containers[0].image = "scale-api:aaaaaaaaaaaa".into();
     let p = make(&t, "dddddddddddd", &SecretValues::default(), &o);
-    assert_eq!(names(&p.cleanup), ["remove image scale-api:bbbbbbbbbbbb"]);
+    assert_eq!(names(&p.cleanup), ["remove image scale-api:cccccccccccc", "remove image scale-api:bbbbbbbbbbbb"]);
+    // As does the previous release a replica recorded.
+    o.containers[0].image = "scale-api:dddddddddddd".into();
+    o.containers[0].previous = "scale-api:aaaaaaaaaaaa".into();
+    let p = make(&t, "dddddddddddd", &SecretValues::default(), &o);
+    assert_eq!(names(&p.cleanup), ["remove image scale-api:cccccccccccc", "remove image scale-api:bbbbbbbbbbbb"]);
+    o.containers[0].previous.clear();
 
     // Three or fewer: nothing to prune, nothing planned.
-    o.images.truncate(3);
+    o.images = images(&[("bbbbbbbbbbbb", 200), ("dddddddddddd", 50), ("eeeeeeeeeeee", 400)]);
     assert!(!make(&t, "dddddddddddd", &SecretValues::default(), &o).has_changes());
 }
 
 #[test]
-fn the_image_of_a_replaced_replica_is_pruned_with_it_only_when_old_enough() {
+fn the_image_a_replaced_replica_ran_stays_for_rollback_whatever_its_age() {
     let t = topology("");
     // Four images; the replicas run the oldest and are replaced by the newest release.
     let mut o = converged(&t, "aaaaaaaaaaaa");
@@ -250,8 +257,10 @@ fn the_image_of_a_replaced_replica_is_pruned_with_it_only_when_old_enough() {
     o.images = images(&[("aaaaaaaaaaaa", 100), ("bbbbbbbbbbbb", 200), ("cccccccccccc", 300), ("dddddddddddd", 400)]);
     let p = make(&t, "dddddddddddd", &SecretValues::default(), &o);
     let cleanup = names(&p.cleanup);
-    assert_eq!(cleanup.last().map(String::as_str), Some("remove image scale-api:aaaaaaaaaaaa"), "{cleanup:?}");
+    assert_eq!(cleanup.last().map(String::as_str), Some("remove image scale-api:bbbbbbbbbbbb"), "{cleanup:?}");
     assert!(cleanup.iter().filter(|s| s.starts_with("remove d-api")).count() == 2, "{cleanup:?}");
+    // The new replicas record the release they replace: rollback's target.
+    assert!(p.activate.iter().any(|s| matches!(s, Step::Create { spec } if spec.slot == "api-1" && spec.previous == "scale-api:aaaaaaaaaaaa")), "{:?}", names(&p.activate));
 }
 
 fn spec<'a>(steps: &'a [Step], slot: &str) -> &'a ContainerSpec {
@@ -369,6 +378,17 @@ fn rollback_picks_the_newest_release_image_the_replicas_do_not_run() {
     let image = |tag: &str, created: i64| ObservedImage { tag: format!("scale-api:{tag}"), created, role: String::new() };
     o.images = vec![image("aaaaaaaaaaaa", 10), image("bbbbbbbbbbbb", 30), image("cccccccccccc", 20), ObservedImage { role: ROLE_LOGS.into(), ..image("zzz", 40) }];
     assert_eq!(previous_release(&t, &o).unwrap().id, "cccccccccccc");
+    // The release the replicas recorded wins over build order (a broken release built later,
+    // a release never deployed).
+    for c in o.containers.iter_mut().filter(|c| c.role == "app") {
+        c.previous = "scale-api:aaaaaaaaaaaa".into();
+    }
+    assert_eq!(previous_release(&t, &o).unwrap().id, "aaaaaaaaaaaa");
+    o.images.retain(|i| !i.tag.ends_with("aaaaaaaaaaaa"));
+    assert!(previous_release(&t, &o).unwrap_err().contains("no longer on the engine"));
+    for c in o.containers.iter_mut() {
+        c.previous.clear();
+    }
     o.images.retain(|i| i.tag.ends_with("bbbbbbbbbbbb"));
     assert!(previous_release(&t, &o).unwrap_err().contains("no earlier release image"));
 }
