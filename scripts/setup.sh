@@ -2,7 +2,7 @@
 # Install what scalectl's tests and lab need on a fresh Debian 12 machine (idempotent).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-packages=(nginx-light prometheus prometheus-alertmanager mtail prometheus-redis-exporter redis-server redis-tools ansible-core rsyslog rsyslog-relp openssl systemd
+packages=(nginx-light prometheus prometheus-alertmanager mtail prometheus-redis-exporter redis-server redis-tools ansible-core rsyslog rsyslog-relp openssl systemd curl
           docker.io debootstrap libssl-dev pkg-config)
 missing=()
 for p in "${packages[@]}"; do

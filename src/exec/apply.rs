@@ -379,5 +379,31 @@ mod tests {
         let s = commands::wait_ready(3001, "/readyz", std::time::Duration::from_secs(30));
         assert!(s.contains("url=http://127.0.0.1:3001/readyz"));
         assert!(s.contains("+ 30"));
+        assert!(!s.contains("/tmp/"), "no temporary file: {s}");
+    }
+
+    /// The readiness script against a real HTTP server on loopback: 200 ends it at once; any other
+    /// answer until the deadline is reported with its status and body.
+    #[test]
+    fn readiness_script_reports_the_last_answer_of_a_real_server() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let mut buf = [0u8; 1024];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let ready = String::from_utf8_lossy(&buf[..n]).starts_with("GET /ready ");
+                let (status, body) = if ready { ("200 OK", "ok") } else { ("503 Service Unavailable", "redis: down") };
+                let _ = write!(s, "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            }
+        });
+        let run = |path: &str| std::process::Command::new("sh").arg("-c").arg(commands::wait_ready(port, path, std::time::Duration::from_secs(1))).output().unwrap();
+        assert!(run("/ready").status.success());
+        let out = run("/not-ready");
+        assert!(!out.status.success());
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("HTTP 503 redis: down"), "{said}");
     }
 }

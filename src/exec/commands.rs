@@ -43,7 +43,8 @@ pub fn write_files(files: &[&FileChange]) -> String {
     for f in files {
         let tmp = format!("{}.scalectl-new", f.path);
         let dir = std::path::Path::new(&f.path).parent().map(|p| p.display().to_string()).unwrap_or_else(|| "/".into());
-        s.push_str(&format!("install -d -m 755 {}\n", q(&dir)));
+        // Created when missing; an existing directory keeps its mode.
+        s.push_str(&format!("[ -d {d} ] || install -d -m 755 {d}\n", d = q(&dir)));
         if f.change == Change::Metadata {
             s.push_str(&format!("chmod {:o} {p}; chown {}:{} {p}\n", f.mode, q(&f.owner), q(&f.group), p = q(&f.path)));
             continue;
@@ -129,12 +130,14 @@ pub fn prune(ids: &[String]) -> String {
 }
 
 /// Poll the instance's readiness path until HTTP 200 or the deadline; print the last answer.
+/// The answer is kept in a variable, never in a file (a root-written temporary file is a target).
 pub fn wait_ready(port: u16, path: &str, timeout: Duration) -> String {
     format!(
-        "url={url}\nend=$(( $(date +%s) + {secs} ))\ncode=000\n\
-while [ \"$(date +%s)\" -lt \"$end\" ]; do\n  code=$(curl -s -m 2 -o /tmp/scalectl-ready.$$ -w '%{{http_code}}' \"$url\" || true)\n  \
-if [ \"$code\" = 200 ]; then rm -f /tmp/scalectl-ready.$$; exit 0; fi\n  sleep 0.2\ndone\n\
-echo \"last answer from $url: HTTP $code $(head -c 300 /tmp/scalectl-ready.$$ 2>/dev/null)\"\nrm -f /tmp/scalectl-ready.$$\nexit 1\n",
+        "url={url}\nend=$(( $(date +%s) + {secs} ))\ncode=000\nbody=\n\
+while [ \"$(date +%s)\" -lt \"$end\" ]; do\n  out=$(curl -s -m 2 -w '\\n%{{http_code}}' \"$url\" 2>/dev/null || true)\n  \
+code=$(printf '%s' \"$out\" | tail -n 1)\n  body=$(printf '%s' \"$out\" | sed '$d' | head -c 300)\n  \
+if [ \"$code\" = 200 ]; then exit 0; fi\n  sleep 0.2\ndone\n\
+echo \"last answer from $url: HTTP $code $body\"\nexit 1\n",
         url = q(&format!("http://127.0.0.1:{port}{path}")),
         secs = timeout.as_secs().max(1)
     )

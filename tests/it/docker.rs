@@ -278,9 +278,10 @@ fn docker_killed_replica_is_restarted_by_the_engine() {
         std::thread::sleep(Duration::from_millis(250));
     }
     let healthy = killed.elapsed();
-    // Back in the load balancer's rotation: nginx counts the kept-alive connections the kill broke
-    // as failures (max_fails) and tries the replica again after fail_timeout (30 s here), as it
-    // should for a crash. Requests meanwhile go to the other replica.
+    // Back in the load balancer's rotation, wherever the engine put it: it may return at another
+    // address (the load balancer's follower then reloads nginx), and nginx, which counted failed
+    // attempts while it was down (max_fails), tries it again after fail_timeout (30 s here), as
+    // it should for a crash. Requests meanwhile go to the other replica.
     let deadline = Instant::now() + Duration::from_secs(45);
     while instances_seen_at(LB, 20).len() < 2 {
         if Instant::now() > deadline {

@@ -32,7 +32,11 @@ struct V {
 }
 
 /// Names scalectl sets itself in every instance's environment.
-const RESERVED_ENV: &[&str] = &["PORT", "INSTANCE", "REDIS_URL", "REDIS_PASSWORD", "HEAVY_POOL", "DRAIN_TIMEOUT", "SLOW_REQUEST"];
+const RESERVED_ENV: &[&str] =
+    &["PORT", "INSTANCE", "REDIS_URL", "REDIS_PASSWORD", "HEAVY_POOL", "DRAIN_TIMEOUT", "SLOW_REQUEST", "LIVENESS_PATH", "READINESS_PATH"];
+
+/// scale-api's own routes: a health path must be none of them (scale-api refuses to start).
+const APP_ROUTES: &[&str] = &["/", "/heavy", "/count", "/login", "/profile", "/logout", "/metrics"];
 
 impl V {
     fn at(&mut self, loc: Loc, message: impl Into<String>) {
@@ -194,10 +198,21 @@ impl V {
             secrets.insert(k.value().clone(), r.value().clone());
         }
         let (liveness, readiness) = match &a.health {
-            Some(h) => (
-                self.string(&h.liveness, "/healthz", |s| syntax::url_path(s, "liveness path")),
-                self.string(&h.readiness, "/readyz", |s| syntax::url_path(s, "readiness path")),
-            ),
+            Some(h) => {
+                let liveness = self.string(&h.liveness, "/healthz", |s| syntax::url_path(s, "liveness path"));
+                let readiness = self.string(&h.readiness, "/readyz", |s| syntax::url_path(s, "readiness path"));
+                for (sp, path, what) in [(&h.liveness, &liveness, "liveness"), (&h.readiness, &readiness, "readiness")] {
+                    if let Some(sp) = sp.as_ref().filter(|_| APP_ROUTES.contains(&path.as_str()) || path.starts_with("/users/")) {
+                        self.at(sp.loc(), format!("the {what} path `{path}` is one of scale-api's own routes; pick another, such as /healthz or /readyz"));
+                    }
+                }
+                if liveness == readiness
+                    && let Some(sp) = h.readiness.as_ref().or(h.liveness.as_ref())
+                {
+                    self.at(sp.loc(), format!("liveness and readiness are both `{readiness}`; they answer different questions (alive, ready for traffic)"));
+                }
+                (liveness, readiness)
+            }
             None => ("/healthz".into(), "/readyz".into()),
         };
         let heavy_pool = a.heavy_pool.as_ref().map(|_| self.int(&a.heavy_pool, "app.heavy_pool", 1, 1, 256) as u32);
