@@ -294,6 +294,9 @@ fn step(c: &Conn, a: &Action, opts: &Options<'_>) -> anyhow::Result<()> {
         Action::PruneReleases { remove } => {
             c.sudo_script("removing old releases", &commands::prune(remove), STEP_TIMEOUT)?;
         }
+        Action::MarkReady { release } => {
+            c.sudo_script("recording a ready release", &commands::mark_ready(release), STEP_TIMEOUT)?;
+        }
         Action::MarkPending { entries } => {
             c.sudo_script("recording owed actions", &commands::mark_pending(entries), STEP_TIMEOUT)?;
         }
@@ -320,6 +323,7 @@ pub fn action_name(a: &Action) -> String {
         Action::RollingRestart { ports, .. } => format!("rolling {ports:?}"),
         Action::Stop { unit } => format!("stop {unit}"),
         Action::PruneReleases { remove } => format!("prune {}", remove.join(",")),
+        Action::MarkReady { release } => format!("ready {release}"),
         Action::MarkPending { .. } => "mark-pending".into(),
         Action::ClearPending => "clear-pending".into(),
     }

@@ -124,6 +124,11 @@ pub fn mark_pending(entries: &[String]) -> String {
     )
 }
 
+/// The marker `rollback` looks for: every instance became ready on this release.
+pub fn mark_ready(id: &str) -> String {
+    format!("touch {}", q(&format!("{RELEASES_DIR}/{id}/.ready")))
+}
+
 pub fn prune(ids: &[String]) -> String {
     let dirs: Vec<String> = ids.iter().map(|i| q(&format!("{RELEASES_DIR}/{i}"))).collect();
     format!("rm -rf {}", dirs.join(" "))
@@ -196,6 +201,7 @@ pub fn observe(d: &DesiredHost) -> String {
     s.push_str("sed 's/^/pending /' /var/lib/scalectl/pending 2>/dev/null || true\n");
     s.push_str(&format!("echo \"release $(basename \"$(readlink {CURRENT_LINK} 2>/dev/null)\" 2>/dev/null)\"\n"));
     s.push_str(&format!("ls -1tr {RELEASES_DIR} 2>/dev/null | sed 's/^/have /'\n"));
+    s.push_str(&format!("for r in $(ls -1tr {RELEASES_DIR} 2>/dev/null); do [ -e {RELEASES_DIR}/\"$r\"/.ready ] && echo \"ready $r\"; done; true\n"));
     s
 }
 

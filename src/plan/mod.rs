@@ -39,6 +39,10 @@ pub struct Observed {
     pub release: Option<String>,
     /// Releases present on the host, oldest first.
     pub releases: Vec<String>,
+    /// Releases every instance of the host once became ready on (a `.ready` marker in the
+    /// release directory): the only ones `rollback` returns to.
+    #[serde(default)]
+    pub ready_releases: Vec<String>,
     /// Service actions an earlier apply recorded before writing files and did not finish
     /// (`restart:UNIT`, `reload:UNIT`, `rolling`): a killed apply's files are on disk, so only
     /// this record says what still has to be restarted.
@@ -192,6 +196,8 @@ pub enum Action {
     Reload { unit: String },
     Enable { unit: String },
     SwitchRelease { from: Option<String>, to: String },
+    /// Every instance of the host answered ready on this release: record it (rollback's targets).
+    MarkReady { release: String },
     /// Restart these scale-api instances one at a time, each gated on readiness.
     RollingRestart { ports: Vec<u16>, readiness: String },
     /// disable + stop.
@@ -418,6 +424,12 @@ impl<'a> HostPlanner<'a> {
                 self.activate.push(Action::Enable { unit: e.clone() });
             }
         }
+        // Last, so it runs only once every instance above was ready.
+        if let Some(r) = &d.release
+            && !o.ready_releases.contains(&r.id)
+        {
+            self.activate.push(Action::MarkReady { release: r.id.clone() });
+        }
     }
 
     /// Instances no longer wanted (fewer instances, or the app role removed).
@@ -530,10 +542,17 @@ pub fn rollback_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMa
         let mut activate = Vec::new();
         if !d.instances.is_empty() {
             let current = o.release.clone();
-            // Releases are listed oldest first: the previous one is the newest other than current.
-            let previous = o.releases.iter().rev().find(|r| Some(*r) != current.as_ref()).cloned();
+            // Releases are listed oldest first: the previous one is the newest other than current
+            // that was ready once (a release that never became ready is never the target); hosts
+            // from before the ready markers: the newest other.
+            let other = |r: &&String| Some(*r) != current.as_ref();
+            let previous = if o.ready_releases.is_empty() {
+                o.releases.iter().rev().find(other).cloned()
+            } else {
+                o.releases.iter().rev().filter(|r| o.ready_releases.contains(r)).find(other).cloned()
+            };
             let Some(previous) = previous else {
-                return Err(format!("{}: no earlier release to roll back to (it has only {:?})", d.host, o.releases));
+                return Err(format!("{}: no earlier release that was ready to roll back to (it has {:?}, ready: {:?})", d.host, o.releases, o.ready_releases));
             };
             activate.push(Action::SwitchRelease { from: current, to: previous });
             let ports = running_instances(d, &o);

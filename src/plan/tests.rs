@@ -46,6 +46,7 @@ fn converged(d: &DesiredHost) -> Observed {
     if let Some(r) = &d.release {
         o.release = Some(r.id.clone());
         o.releases = vec![r.id.clone()];
+        o.ready_releases = vec![r.id.clone()];
     }
     o
 }
@@ -103,6 +104,7 @@ fn a_new_release_rolls_running_instances_and_keeps_the_previous_one() {
         vec![
             Action::SwitchRelease { from: Some("r1".into()), to: "r2".into() },
             Action::RollingRestart { ports: vec![3000, 3001], readiness: "/readyz".into() },
+            Action::MarkReady { release: "r2".into() },
         ]
     );
     // Keep 3: the new one, the running one (rollback target), and the newest other.
@@ -203,8 +205,29 @@ fn reload_restarts_only_running_instances_and_rollback_needs_an_earlier_release(
     assert!(rollback_plan("t", &d, &obs).unwrap_err().contains("no earlier release"));
     let mut obs = obs;
     obs.get_mut("app").unwrap().releases = vec!["r0".into(), "r1".into()];
+    obs.get_mut("app").unwrap().ready_releases = vec!["r0".into(), "r1".into()];
     let p = rollback_plan("t", &d, &obs).unwrap();
     assert_eq!(host(&p, "app").activate[0], Action::SwitchRelease { from: Some("r1".into()), to: "r0".into() });
+    // A newer release that never became ready (a failed apply left it) is never the target.
+    obs.get_mut("app").unwrap().releases = vec!["r0".into(), "r1".into(), "rBroken".into()];
+    let p = rollback_plan("t", &d, &obs).unwrap();
+    assert_eq!(host(&p, "app").activate[0], Action::SwitchRelease { from: Some("r1".into()), to: "r0".into() });
+}
+
+#[test]
+fn a_release_is_recorded_ready_only_after_every_instance_was() {
+    let d = desired("r2");
+    let mut obs = all_converged(&desired("r1"));
+    obs.get_mut("app").unwrap().releases = vec!["r1".into(), "r2".into()];
+    let p = plan("t", &d, &obs);
+    let app = &host(&p, "app").activate;
+    let rolled = app.iter().position(|a| matches!(a, Action::RollingRestart { .. })).expect("a rolling restart");
+    assert_eq!(app.iter().position(|a| *a == Action::MarkReady { release: "r2".into() }), Some(app.len() - 1), "{app:?}");
+    assert!(rolled < app.len() - 1);
+    // Once recorded, nothing more to do.
+    obs.get_mut("app").unwrap().release = Some("r2".into());
+    obs.get_mut("app").unwrap().ready_releases = vec!["r1".into(), "r2".into()];
+    assert!(!plan("t", &d, &obs).has_changes());
 }
 
 #[test]

@@ -104,6 +104,7 @@ fn line(a: &Action, st: &Style) -> String {
         }
         Action::Stop { unit } => format!("{} stop and disable {unit}", st.red("-")),
         Action::PruneReleases { remove } => format!("{} remove old releases {}", st.red("-"), remove.join(", ")),
+        Action::MarkReady { release } => format!("{} record release {release} as ready (a rollback target)", st.green("+")),
         Action::MarkPending { entries } => format!("{} record owed service actions: {}", st.yellow("~"), entries.join(", ")),
         Action::ClearPending => format!("{} clear owed service actions", st.yellow("~")),
     }

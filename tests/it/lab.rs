@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{
     Load, TURN, client, collected_in, collector_outage_loses_no_line, count_at, every_dashboard_query_returns_data, instances_seen_at, new_release,
-    release, request_id_reaches_the_collector, text,
+    release, request_id_reaches_the_collector, run_id, text,
 };
 
 const LB: &str = "http://127.0.0.1:8080";
@@ -225,7 +225,8 @@ fn lab_instance_killed_with_sigkill_is_restarted_and_traffic_flows() {
 fn lab_release_that_never_becomes_ready_is_rolled_back() {
     let _lab = lab();
     let broken = tempfile::Builder::new().prefix("broken-").tempfile().unwrap();
-    std::fs::write(broken.path(), "#!/bin/sh\n# listens nowhere: never ready\nexec sleep 600\n").unwrap();
+    // A release of its own each run: uploaded now, so the newest release directory on the hosts.
+    std::fs::write(broken.path(), format!("#!/bin/sh\n# listens nowhere: never ready ({})\nexec sleep 600\n", run_id("broken"))).unwrap();
     let broken = broken.into_temp_path();
     let load = Load::start_at(LB, 1);
     let out = run(&["apply", "-f", &lab_yaml(), "--release", broken.to_str().unwrap(), "--yes", "--ready-timeout", "4s"]);
@@ -247,6 +248,20 @@ fn lab_release_that_never_becomes_ready_is_rolled_back() {
             assert_eq!(h[stage], serde_json::json!([]), "{}: {}", h["host"], h[stage]);
         }
     }
+    // `rollback` returns to the last release that was ready, never to the broken one, although
+    // it is the newest release directory on the app hosts (kept until pruned).
+    let good = new_release("ready-target");
+    run_ok(&apply_args(&lab_yaml(), good.to_str().unwrap()));
+    let releases = docker_exec("lab-app-1", "ls /opt/scale-api/releases");
+    let broken_id = scalectl::plan::Release::of(&std::fs::read(&broken).unwrap()).id;
+    assert!(releases.contains(&broken_id), "the broken release is still there to be avoided: {releases}");
+    let out = run_ok(&["rollback", "-f", &lab_yaml(), "--yes", "-o", "json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ready_id = scalectl::plan::Release::of(&std::fs::read(&rel).unwrap()).id;
+    for h in plan["hosts"].as_array().unwrap().iter().filter(|h| h["app"] == true) {
+        assert_eq!(h["activate"][0]["to"], ready_id.as_str(), "{}: {}", h["host"], h["activate"]);
+    }
+    assert_eq!(instances_seen(60).len(), 4);
 }
 
 #[test]
