@@ -30,10 +30,6 @@ pub fn say(place: &str, msg: &str) {
 /// Parse and validate the topology (problems printed), then open its target.
 pub fn open(args: &FleetArgs, color: bool) -> Result<Box<dyn Target>, Failure> {
     let topology = super::load(&args.topology.file, color)?;
-    open_topology(topology, args)
-}
-
-pub fn open_topology(topology: Topology, args: &FleetArgs) -> Result<Box<dyn Target>, Failure> {
     let started = Instant::now();
     let t = deploy::open(topology, &args.connect_options(), &say)?;
     tracing::debug!(elapsed = ?started.elapsed(), "connected");

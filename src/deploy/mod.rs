@@ -44,7 +44,7 @@ pub struct Planned {
 }
 
 /// (place, message): progress for people; the caller decides whether it is shown.
-pub type Progress<'a> = &'a (dyn Fn(&str, &str) + Sync);
+pub use crate::exec::apply::Progress;
 
 pub struct ExecOptions<'a> {
     /// The release binary, when the plan uploads or builds one.

@@ -9,8 +9,14 @@ use base64::Engine;
 use crate::plan::{CURRENT_LINK, Change, DesiredHost, FileChange, RELEASES_DIR, instance_unit};
 
 pub const LOCK_FILE: &str = "/var/lib/scalectl/lock";
-pub const LOCK_STATUS: &str = "cat /var/lib/scalectl/lock 2>/dev/null || true";
-pub const LOCK_BREAK: &str = "rm -f /var/lib/scalectl/lock";
+
+pub fn lock_status() -> String {
+    format!("cat {LOCK_FILE} 2>/dev/null || true")
+}
+
+pub fn lock_break() -> String {
+    format!("rm -f {LOCK_FILE}")
+}
 
 /// A value as one shell word (single-quoted when it needs to be); the one quoting helper of every
 /// script scalectl sends.
@@ -200,8 +206,10 @@ pub fn observe(d: &DesiredHost) -> String {
     }
     s.push_str("sed 's/^/pending /' /var/lib/scalectl/pending 2>/dev/null || true\n");
     s.push_str(&format!("echo \"release $(basename \"$(readlink {CURRENT_LINK} 2>/dev/null)\" 2>/dev/null)\"\n"));
-    s.push_str(&format!("ls -1tr {RELEASES_DIR} 2>/dev/null | sed 's/^/have /'\n"));
-    s.push_str(&format!("for r in $(ls -1tr {RELEASES_DIR} 2>/dev/null); do [ -e {RELEASES_DIR}/\"$r\"/.ready ] && echo \"ready $r\"; done; true\n"));
+    // Releases oldest first, each followed by `ready` when it once served.
+    s.push_str(&format!(
+        "for r in $(ls -1tr {RELEASES_DIR} 2>/dev/null); do echo \"have $r\"; [ -e {RELEASES_DIR}/\"$r\"/.ready ] && echo \"ready $r\"; done; true\n"
+    ));
     s
 }
 

@@ -71,12 +71,12 @@ pub fn release(conn: &Conn, held: &Held) -> anyhow::Result<()> {
 }
 
 pub fn status(conn: &Conn) -> anyhow::Result<Option<LockInfo>> {
-    let out = conn.sudo_script("reading the lock", commands::LOCK_STATUS, Duration::from_secs(30))?;
+    let out = conn.sudo_script("reading the lock", &commands::lock_status(), Duration::from_secs(30))?;
     Ok(LockInfo::parse(&out.stdout))
 }
 
 pub fn force_release(conn: &Conn) -> anyhow::Result<()> {
-    conn.sudo_script("removing the lock", commands::LOCK_BREAK, Duration::from_secs(30))?;
+    conn.sudo_script("removing the lock", &commands::lock_break(), Duration::from_secs(30))?;
     Ok(())
 }
 

@@ -146,7 +146,7 @@ fn replica(t: &Topology, slot: &str, image: &str, base: &BTreeMap<String, String
 }
 
 /// Seconds a container that serves requests gets to drain before the engine kills it.
-fn drain_stop_timeout(t: &Topology) -> i64 {
+pub(super) fn drain_stop_timeout(t: &Topology) -> i64 {
     (t.app.drain_timeout_ms / 1000) as i64 + 5
 }
 

@@ -206,6 +206,20 @@ pub struct DockerObserved {
 }
 
 impl DockerObserved {
+    /// The app replicas that run now.
+    pub fn running_replicas(&self) -> impl Iterator<Item = &ObservedContainer> {
+        self.containers.iter().filter(|c| c.role == "app" && c.running())
+    }
+
+    /// Slot -> the container serving it now (the first running one).
+    pub fn serving(&self) -> BTreeMap<String, String> {
+        let mut current = BTreeMap::new();
+        for c in self.running_replicas() {
+            current.entry(c.slot.clone()).or_insert_with(|| c.name.clone());
+        }
+        current
+    }
+
     /// Whether the release image and the log image are among the topology's images.
     pub fn mark_images(&mut self, release: &str, log_image: Option<&str>) {
         self.image_present = self.images.iter().any(|i| i.tag == release);

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::desired::{get, rendered};
+use super::desired::{drain_stop_timeout, get, rendered};
 use super::*;
 use crate::plan::{KEEP_RELEASES, unified_diff};
 use crate::render::{RenderError, Templates};
@@ -106,10 +106,7 @@ impl Steps<'_> {
         let running = |c: &ContainerSpec| self.exact(c).is_some_and(ObservedContainer::running).then(|| c.name.clone());
         let mut live = LiveUpstream::new(t, i.templates, o, running(&d.lb), running(&d.prometheus));
         let app_slots: BTreeSet<&str> = d.app.iter().map(|c| c.slot.as_str()).collect();
-        let mut current: BTreeMap<String, String> = BTreeMap::new();
-        for c in o.containers.iter().filter(|c| c.role == "app" && c.running()) {
-            current.entry(c.slot.clone()).or_insert_with(|| c.name.clone());
-        }
+        let mut current = o.serving();
         // What each new replica records as the release before it: the image the slot runs now if
         // it differs, else what that one recorded (scaling out: any running replica's).
         let previous = |spec: &ContainerSpec| -> String {
@@ -158,7 +155,7 @@ impl Steps<'_> {
         live.rewrite(&current, &mut self.activate)?;
         for c in &gone {
             if c.running() {
-                self.activate.push(Step::Stop { name: c.name.clone(), timeout_s: (t.app.drain_timeout_ms / 1000) as i64 + 5 });
+                self.activate.push(Step::Stop { name: c.name.clone(), timeout_s: drain_stop_timeout(t) });
             }
             self.cleanup.push(Step::Remove { name: c.name.clone(), reason: format!("{} is no longer in the topology", c.slot) });
         }
@@ -180,7 +177,7 @@ fn prune_images(o: &DockerObserved, deployed: &str, log_image: Option<&str>, cle
     // Kept: the deployed release, the next rollback's target (what the replicas run now when a
     // new release replaces it, else what they recorded as their previous), then the newest others.
     let mut keep: Vec<&str> = vec![deployed];
-    for c in o.containers.iter().filter(|c| c.role == "app" && c.running()) {
+    for c in o.running_replicas() {
         let target = if c.image != deployed { c.image.as_str() } else { c.previous.as_str() };
         if !target.is_empty() && !keep.contains(&target) {
             keep.push(target);
@@ -220,32 +217,27 @@ impl<'a> LiveUpstream<'a> {
         let replicas: Vec<(String, String)> = current.iter().map(|(s, n)| (s.clone(), n.clone())).collect();
         let files = rendered(self.t, &replicas, self.templates)?;
         if let Some((container, now)) = &mut self.lb {
-            let conf = get(&files, &format!("nginx/{}.conf", self.t.name)).to_string();
-            if conf != *now {
-                activate.push(Step::WriteLive {
-                    container: container.clone(),
-                    path: NGINX_CONF.into(),
-                    diff: unified_diff(NGINX_CONF, now, &conf),
-                    previous: std::mem::replace(now, conf.clone()),
-                    content: conf,
-                    commands: nginx_reload(),
-                });
-            }
+            live_write(container, NGINX_CONF, now, get(&files, &format!("nginx/{}.conf", self.t.name)), nginx_reload(), activate);
         }
         if let Some((container, now)) = &mut self.prometheus {
-            let targets = get(&files, "prometheus/targets.json").to_string();
-            if targets != *now {
-                activate.push(Step::WriteLive {
-                    container: container.clone(),
-                    path: TARGETS_JSON.into(),
-                    diff: unified_diff(TARGETS_JSON, now, &targets),
-                    previous: std::mem::replace(now, targets.clone()),
-                    content: targets,
-                    commands: Vec::new(),
-                });
-            }
+            live_write(container, TARGETS_JSON, now, get(&files, "prometheus/targets.json"), Vec::new(), activate);
         }
         Ok(())
+    }
+}
+
+/// A step that replaces `path` in `container` when `content` differs from what it has `now`
+/// (which then becomes `content`), running `commands` after.
+fn live_write(container: &str, path: &str, now: &mut String, content: &str, commands: Vec<Vec<String>>, activate: &mut Vec<Step>) {
+    if content != now.as_str() {
+        activate.push(Step::WriteLive {
+            container: container.to_string(),
+            path: path.into(),
+            diff: unified_diff(path, now, content),
+            previous: std::mem::replace(now, content.to_string()),
+            content: content.to_string(),
+            commands,
+        });
     }
 }
 
@@ -259,13 +251,10 @@ fn nginx_reload() -> Vec<Vec<String>> {
 pub fn reload_plan(t: &Topology, o: &DockerObserved, templates: &Templates) -> Result<DockerPlan, RenderError> {
     let running_in = |slot: &str| o.containers.iter().find(|c| c.slot == slot && c.running()).map(|c| c.name.clone());
     let mut live = LiveUpstream::new(t, templates, o, running_in("lb"), None);
-    let mut current: BTreeMap<String, String> = BTreeMap::new();
-    for c in o.containers.iter().filter(|c| c.role == "app" && c.running()) {
-        current.entry(c.slot.clone()).or_insert_with(|| c.name.clone());
-    }
+    let mut current = o.serving();
     let all = current.clone();
     let mut activate = Vec::new();
-    let timeout_s = (t.app.drain_timeout_ms / 1000) as i64 + 5;
+    let timeout_s = drain_stop_timeout(t);
     for (slot, name) in &all {
         let healthy = o.containers.iter().any(|c| &c.name == name && c.health.is_some());
         if all.len() > 1 {
@@ -283,7 +272,7 @@ pub fn reload_plan(t: &Topology, o: &DockerObserved, templates: &Templates) -> R
 /// `scalectl rollback`: the release image built before the one the replicas run (newest first by
 /// creation), which apply keeps for this.
 pub fn previous_release(t: &Topology, o: &DockerObserved) -> Result<Release, String> {
-    let replicas = || o.containers.iter().filter(|c| c.role == "app" && c.running());
+    let replicas = || o.running_replicas();
     let running: BTreeSet<&str> = replicas().map(|c| c.image.as_str()).collect();
     let repo = release_image(t, &Release { id: String::new(), bytes: 0 });
     // What the replicas recorded when they replaced the release before them.

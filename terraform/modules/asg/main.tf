@@ -273,7 +273,7 @@ resource "aws_autoscaling_policy" "cpu_target" {
   }
 }
 
-# Step (the seeds' two thresholds exactly): one more instance when average CPU stays above
+# Step (exactly two thresholds, out above 70% and in below 30% by default): one more instance when average CPU stays above
 # cpu_scale_out, one fewer when it stays below cpu_scale_in.
 resource "aws_autoscaling_policy" "out" {
   count                  = var.scaling_policy == "step" ? 1 : 0

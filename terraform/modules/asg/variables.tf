@@ -47,13 +47,13 @@ variable "scaling_policy" {
 }
 
 variable "cpu_scale_out" {
-  description = "Average CPU percent above which the group adds an instance (the seeds: 70)."
+  description = "Average CPU percent above which the group adds an instance (commonly 70)."
   type        = number
   default     = 70
 }
 
 variable "cpu_scale_in" {
-  description = "Average CPU percent below which the group removes an instance (the seeds: 30)."
+  description = "Average CPU percent below which the group removes an instance (commonly 30)."
   type        = number
   default     = 30
 }
