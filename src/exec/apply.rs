@@ -12,7 +12,7 @@ use anyhow::Context;
 
 use super::commands;
 use super::ssh::{Conn, last_lines};
-use crate::plan::{Action, FileChange, HostPlan, Plan, Probe, instance_unit};
+use crate::plan::{Action, Drain, FileChange, HostPlan, Plan, Probe, instance_unit};
 
 pub type Progress<'a> = &'a (dyn Fn(&str, &str) + Sync);
 
@@ -61,14 +61,14 @@ pub fn execute(conns: &[Conn], plan: &Plan, opts: &Options<'_>) -> anyhow::Resul
 fn run_stages(conns: &[Conn], plan: &Plan, opts: &Options<'_>) -> anyhow::Result<()> {
     // Prepare: every host at once.
     let preparing: Vec<&HostPlan> = plan.hosts.iter().filter(|h| !h.prepare.is_empty()).collect();
-    let results = super::fanout(&preparing, opts.parallel, |h| prepare(conn(conns, &h.host)?, h, opts));
+    let results = super::fanout(&preparing, opts.parallel, |h| prepare(conns, conn(conns, &h.host)?, h, opts));
     super::collect(results).context("prepare failed: no service was restarted; the next apply resumes from what was done")?;
 
     // Activate: host by host, in plan order (redis, monitor, app, lb).
     let mut touched: Vec<Touched> = Vec::new();
     for h in plan.hosts.iter().filter(|h| !h.activate.is_empty()) {
         let c = conn(conns, &h.host)?;
-        if let Err(failure) = activate(c, h, opts, &mut touched) {
+        if let Err(failure) = activate(conns, c, h, opts, &mut touched) {
             return Err(rollback(conns, touched, failure, opts));
         }
     }
@@ -78,7 +78,7 @@ fn run_stages(conns: &[Conn], plan: &Plan, opts: &Options<'_>) -> anyhow::Result
     let results = super::fanout(&cleaning, opts.parallel, |h| {
         let c = conn(conns, &h.host)?;
         for a in &h.cleanup {
-            step(c, a, opts)?;
+            step(conns, c, a, opts)?;
         }
         Ok(())
     });
@@ -86,7 +86,7 @@ fn run_stages(conns: &[Conn], plan: &Plan, opts: &Options<'_>) -> anyhow::Result
     Ok(())
 }
 
-fn prepare(c: &Conn, h: &HostPlan, opts: &Options<'_>) -> anyhow::Result<()> {
+fn prepare(conns: &[Conn], c: &Conn, h: &HostPlan, opts: &Options<'_>) -> anyhow::Result<()> {
     let mut written: Vec<&FileChange> = Vec::new();
     let mut i = 0;
     while i < h.prepare.len() {
@@ -116,7 +116,7 @@ fn prepare(c: &Conn, h: &HostPlan, opts: &Options<'_>) -> anyhow::Result<()> {
                 );
             }
         } else {
-            step(c, a, opts)?;
+            step(conns, c, a, opts)?;
         }
         i += 1;
     }
@@ -128,8 +128,8 @@ struct Touched<'p> {
     host: String,
     files: Vec<&'p FileChange>,
     from_release: Option<Option<String>>,
-    /// Instances (re)started, each with the probe the plan gave it.
-    started: Vec<Probe>,
+    /// Instances (re)started, each with the probe and drain the plan gave it.
+    started: Vec<(Probe, Option<&'p Drain>)>,
 }
 
 /// A readiness failure during activation, with what the operator needs to see.
@@ -137,7 +137,7 @@ struct Failure {
     error: anyhow::Error,
 }
 
-fn activate<'p>(c: &Conn, h: &'p HostPlan, opts: &Options<'_>, touched: &mut Vec<Touched<'p>>) -> Result<(), Failure> {
+fn activate<'p>(conns: &[Conn], c: &Conn, h: &'p HostPlan, opts: &Options<'_>, touched: &mut Vec<Touched<'p>>) -> Result<(), Failure> {
     let fail = |error: anyhow::Error| Failure { error };
     if h.app {
         touched.push(Touched { host: h.host.clone(), files: Vec::new(), from_release: None, started: Vec::new() });
@@ -163,19 +163,45 @@ fn activate<'p>(c: &Conn, h: &'p HostPlan, opts: &Options<'_>, touched: &mut Vec
             Action::Start { unit, ready: Some(probe) } => {
                 (opts.progress)(&h.host, &format!("starting {unit}, waiting for {}", probe.path));
                 c.sudo_script("starting", &commands::start(unit), STEP_TIMEOUT).map_err(fail)?;
-                record(&mut |t| t.started.push(probe.clone()));
+                record(&mut |t| t.started.push((probe.clone(), None)));
                 wait_ready(c, probe, opts.ready_timeout).map_err(fail)?;
             }
-            Action::RollingRestart { ports, readiness } => {
+            Action::RollingRestart { ports, readiness, drain } => {
                 for port in ports {
-                    (opts.progress)(&h.host, &format!("restarting scale-api@{port}, waiting for {readiness}"));
-                    c.sudo_script("restarting", &commands::restart(&instance_unit(*port)), STEP_TIMEOUT).map_err(fail)?;
                     let probe = Probe { port: *port, path: readiness.clone() };
-                    record(&mut |t| t.started.push(probe.clone()));
-                    wait_ready(c, &probe, opts.ready_timeout).map_err(fail)?;
+                    record(&mut |t| t.started.push((probe.clone(), drain.as_ref())));
+                    restart_drained(conns, c, &probe, drain.as_ref(), opts).map_err(fail)?;
                 }
             }
-            other => step(c, other, opts).map_err(fail)?,
+            other => step(conns, c, other, opts).map_err(fail)?,
+        }
+    }
+    Ok(())
+}
+
+/// One instance restarted without a failed request: out of every load balancer (its in-flight
+/// requests finished), restarted, ready, back in. A restart that never becomes ready leaves it
+/// out, for the rollback to bring back.
+fn restart_drained(conns: &[Conn], c: &Conn, probe: &Probe, drain: Option<&Drain>, opts: &Options<'_>) -> anyhow::Result<()> {
+    let unit = instance_unit(probe.port);
+    let lbs: Vec<&Conn> = match drain {
+        Some(d) => d.lbs.iter().map(|l| conn(conns, l)).collect::<anyhow::Result<_>>()?,
+        None => Vec::new(),
+    };
+    if let Some(d) = drain {
+        let server = d.server(probe.port);
+        for lb in &lbs {
+            (opts.progress)(&c.endpoint.host, &format!("taking {server} out of the load balancer on {}", lb.endpoint.host));
+            lb.sudo_script("draining", &commands::drain(&d.site, &server, Duration::from_millis(d.wait_ms)), STEP_TIMEOUT + Duration::from_millis(d.wait_ms))?;
+        }
+    }
+    (opts.progress)(&c.endpoint.host, &format!("restarting {unit}, waiting for {}", probe.path));
+    c.sudo_script("restarting", &commands::restart(&unit), STEP_TIMEOUT)?;
+    wait_ready(c, probe, opts.ready_timeout)?;
+    if let Some(d) = drain {
+        let server = d.server(probe.port);
+        for lb in &lbs {
+            lb.sudo_script("putting back", &commands::undrain(&d.site, &server), STEP_TIMEOUT)?;
         }
     }
     Ok(())
@@ -220,9 +246,8 @@ fn rollback(conns: &[Conn], touched: Vec<Touched<'_>>, failure: Failure, opts: &
             Some(None) => "no earlier release to return to".to_string(),
             None => "its release unchanged".to_string(),
         };
-        for probe in &t.started {
-            ok &= c.sudo_script("restarting", &commands::restart(&instance_unit(probe.port)), STEP_TIMEOUT).is_ok()
-                && wait_ready(c, probe, opts.ready_timeout).is_ok();
+        for (probe, drain) in &t.started {
+            ok &= restart_drained(conns, c, probe, *drain, opts).is_ok();
         }
         notes.push(format!("{}: rolled back ({release}){}", t.host, if ok { "" } else { ", but some steps FAILED: check it with `scalectl status`" }));
     }
@@ -230,7 +255,7 @@ fn rollback(conns: &[Conn], touched: Vec<Touched<'_>>, failure: Failure, opts: &
 }
 
 /// Actions with no special handling: one script each.
-fn step(c: &Conn, a: &Action, opts: &Options<'_>) -> anyhow::Result<()> {
+fn step(conns: &[Conn], c: &Conn, a: &Action, opts: &Options<'_>) -> anyhow::Result<()> {
     let host = &c.endpoint.host;
     match a {
         Action::InstallPackages { packages } => {
@@ -281,10 +306,9 @@ fn step(c: &Conn, a: &Action, opts: &Options<'_>) -> anyhow::Result<()> {
         Action::SwitchRelease { to, .. } => {
             c.sudo_script("switching release", &commands::switch_release(to), STEP_TIMEOUT)?;
         }
-        Action::RollingRestart { ports, readiness } => {
+        Action::RollingRestart { ports, readiness, drain } => {
             for port in ports {
-                c.sudo_script("restarting", &commands::restart(&instance_unit(*port)), STEP_TIMEOUT)?;
-                wait_ready(c, &Probe { port: *port, path: readiness.clone() }, opts.ready_timeout)?;
+                restart_drained(conns, c, &Probe { port: *port, path: readiness.clone() }, drain.as_ref(), opts)?;
             }
         }
         Action::Stop { unit } => {

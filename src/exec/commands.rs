@@ -154,6 +154,58 @@ echo \"last answer from $url: HTTP $code $body\"\nexit 1\n",
     )
 }
 
+/// What a drained upstream server line ends with; `undrain` removes exactly this.
+pub const DRAINING: &str = " down; # scalectl: draining";
+
+/// Rewrite the site file `$f` through an awk program that exits 0 only when it changed `server`'s
+/// line (a copy beside it keeps mode and owner, then a rename); `$changed` says whether it did.
+fn edit_upstream(server: &str, awk: &str) -> String {
+    format!(
+        "changed=no\ncp -p \"$f\" \"$f.scalectl-new\"\n\
+if awk -v s={s} {awk} \"$f\" > \"$f.scalectl-new\"; then\n  mv -f \"$f.scalectl-new\" \"$f\"\n  changed=yes\nelse\n  rm -f \"$f.scalectl-new\"\nfi\n",
+        s = q(server),
+        awk = q(awk)
+    )
+}
+
+/// Nothing to do when the site is not there yet (a first apply) or nginx is not running.
+fn site_preamble(site: &str) -> String {
+    format!("set -e\nf={}\n[ -f \"$f\" ] && systemctl is-active -q nginx.service || exit 0\n", q(site))
+}
+
+fn drain_awk() -> String {
+    format!("$1 == \"server\" && $2 == s && index($0, \"{DRAINING}\") == 0 {{ sub(/;[[:space:]]*$/, \"{DRAINING}\"); hit = 1 }} {{ print }} END {{ exit !hit }}")
+}
+
+fn undrain_awk() -> String {
+    format!("$1 == \"server\" && $2 == s && index($0, \"{DRAINING}\") > 0 {{ sub(/ down; # scalectl: draining$/, \";\"); hit = 1 }} {{ print }} END {{ exit !hit }}")
+}
+
+/// Take one upstream server out of this load balancer before its instance restarts: its line is
+/// marked `down`, nginx checked and reloaded, and the workers that may still be sending it
+/// requests (those from before the reload) are waited for until they exit, at most `wait`.
+/// Nothing is done when the server is not listed (a new instance) or already drained.
+pub fn drain(site: &str, server: &str, wait: Duration) -> String {
+    format!(
+        "{pre}master=$(cat /run/nginx.pid 2>/dev/null || true)\nold=$( [ -n \"$master\" ] && pgrep -P \"$master\" || true)\n{edit}\
+[ \"$changed\" = yes ] || exit 0\nif ! nginx -t -q; then\n{undo}  exit 1\nfi\nsystemctl reload nginx.service\n\
+end=$(( $(date +%s) + {secs} ))\nfor p in $old; do\n  while kill -0 \"$p\" 2>/dev/null && [ \"$(date +%s)\" -lt \"$end\" ]; do sleep 0.1; done\ndone\n",
+        pre = site_preamble(site),
+        edit = edit_upstream(server, &drain_awk()),
+        undo = edit_upstream(server, &undrain_awk()),
+        secs = wait.as_secs().max(1)
+    )
+}
+
+/// Put a drained server back into this load balancer once its instance is ready again.
+pub fn undrain(site: &str, server: &str) -> String {
+    format!(
+        "{}{}[ \"$changed\" = yes ] || exit 0\nnginx -t -q\nsystemctl reload nginx.service\n",
+        site_preamble(site),
+        edit_upstream(server, &undrain_awk())
+    )
+}
+
 pub fn logs(unit: &str) -> String {
     format!("journalctl -u {} -n 20 --no-pager -o short-iso 2>&1 || true", q(unit))
 }
@@ -235,3 +287,52 @@ pub fn lock_release(id: &str) -> String {
     format!("L={LOCK_FILE}\nif [ -e $L ] && grep -qx {} $L; then rm -f $L; fi\n", q(&format!("id={id}")))
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The upstream edits of `drain` and `undrain`, run by a real shell and awk on a site file.
+    fn edit(path: &std::path::Path, server: &str, awk: &str) -> String {
+        let script = format!("set -e\nf={}\n{}echo $changed", q(&path.display().to_string()), edit_upstream(server, awk));
+        let out = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[test]
+    fn a_drained_server_is_marked_down_alone_and_put_back_byte_for_byte() {
+        use std::os::unix::fs::PermissionsExt;
+        let site = "upstream t_api {\n    least_conn;\n    server 10.0.0.2:3000 weight=1 max_fails=3 fail_timeout=30s;\n    server 10.0.0.2:30001 weight=1 max_fails=3 fail_timeout=30s;\n    keepalive 32;\n}\nserver {\n    listen 80;\n}\n";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.conf");
+        std::fs::write(&path, site).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        assert_eq!(edit(&path, "10.0.0.2:3000", &drain_awk()), "yes");
+        let drained = std::fs::read_to_string(&path).unwrap();
+        assert!(drained.contains("    server 10.0.0.2:3000 weight=1 max_fails=3 fail_timeout=30s down; # scalectl: draining\n"), "{drained}");
+        assert!(drained.contains("    server 10.0.0.2:30001 weight=1 max_fails=3 fail_timeout=30s;\n"), "only that server: {drained}");
+        assert_eq!(drained.lines().count(), site.lines().count());
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644, "mode kept");
+        // Draining twice (a run that died while drained) changes nothing; neither does a server
+        // the site does not list (a new instance).
+        assert_eq!(edit(&path, "10.0.0.2:3000", &drain_awk()), "no");
+        assert_eq!(edit(&path, "10.0.0.9:3000", &drain_awk()), "no");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), drained);
+        assert!(!dir.path().join("t.conf.scalectl-new").exists());
+
+        assert_eq!(edit(&path, "10.0.0.2:3000", &undrain_awk()), "yes");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), site);
+        assert_eq!(edit(&path, "10.0.0.2:3000", &undrain_awk()), "no");
+    }
+
+    #[test]
+    fn drain_waits_for_the_workers_from_before_its_reload() {
+        let s = drain("/etc/nginx/conf.d/t.conf", "10.0.0.2:3000", Duration::from_secs(7));
+        let before = s.find("pgrep -P").unwrap();
+        assert!(before < s.find("systemctl reload nginx.service").unwrap(), "workers listed before the reload: {s}");
+        assert!(s.contains("nginx -t -q"), "checked before reloading: {s}");
+        assert!(s.contains("+ 7 ))"), "{s}");
+    }
+}

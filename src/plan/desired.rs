@@ -64,6 +64,9 @@ pub struct DesiredHost {
     pub release: Option<Release>,
     /// Readiness path probed on each instance after a (re)start.
     pub readiness: String,
+    /// How this host's instances leave the load balancers before a restart (app hosts of a
+    /// topology with a load balancer).
+    pub drain: Option<super::Drain>,
 }
 
 impl DesiredHost {
@@ -101,6 +104,7 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                 instances: Vec::new(),
                 release: None,
                 readiness: t.app.readiness.clone(),
+                drain: None,
             };
             for f in by_host.get(h.name.as_str()).into_iter().flatten() {
                 d.files.push(desired_file(f));
@@ -120,6 +124,15 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                 sockets = d.instances.iter().map(|p| socket_unit(*p)).collect();
                 d.release = release.cloned();
                 d.enabled.push("scale-api.target".into());
+                let lbs: Vec<String> = t.hosts.iter().filter(|l| l.has(Role::Lb)).map(|l| l.name.clone()).collect();
+                if !lbs.is_empty() {
+                    d.drain = Some(super::Drain {
+                        lbs,
+                        site: crate::render::site_path(&t.name),
+                        address: h.address.clone(),
+                        wait_ms: t.app.drain_timeout_ms,
+                    });
+                }
             }
             if h.has(Role::Lb) {
                 pkgs.extend(["nginx", "prometheus-nginx-exporter", "mtail"]);

@@ -198,8 +198,14 @@ pub enum Action {
     SwitchRelease { from: Option<String>, to: String },
     /// Every instance of the host answered ready on this release: record it (rollback's targets).
     MarkReady { release: String },
-    /// Restart these scale-api instances one at a time, each gated on readiness.
-    RollingRestart { ports: Vec<u16>, readiness: String },
+    /// Restart these instances one at a time, each gated on readiness; with `drain`, each is
+    /// first taken out of every load balancer and put back once ready.
+    RollingRestart {
+        ports: Vec<u16>,
+        readiness: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        drain: Option<Drain>,
+    },
     /// disable + stop.
     Stop { unit: String },
     PruneReleases { remove: Vec<String> },
@@ -207,6 +213,26 @@ pub enum Action {
     MarkPending { entries: Vec<String> },
     /// Every owed service action was done.
     ClearPending,
+}
+
+/// How an instance leaves the load balancers before a planned restart, so that nginx neither sends
+/// it new requests nor counts its restart as a failure (`max_fails`): on each `lbs` host, its
+/// `server address:port` line in `site` is marked `down` and nginx reloaded, then scalectl waits
+/// (at most `wait_ms`) until the nginx workers that had sent it requests have finished them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Drain {
+    pub lbs: Vec<String>,
+    pub site: String,
+    /// The instance's host address as the site file's upstream names it.
+    pub address: String,
+    pub wait_ms: u64,
+}
+
+impl Drain {
+    /// The upstream server an instance on `port` is, as written in the site file.
+    pub fn server(&self, port: u16) -> String {
+        crate::render::hostport(&self.address, port)
+    }
 }
 
 /// An instance's readiness check: HTTP 200 from `path` on 127.0.0.1:`port` of its host.
@@ -417,7 +443,7 @@ impl<'a> HostPlanner<'a> {
             }
         }
         if !roll.is_empty() {
-            self.activate.push(Action::RollingRestart { ports: roll, readiness: d.readiness.clone() });
+            self.activate.push(Action::RollingRestart { ports: roll, readiness: d.readiness.clone(), drain: d.drain.clone() });
         }
         for e in &d.enabled {
             if !self.unit(e).is_enabled() {
@@ -526,7 +552,7 @@ pub fn reload_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap<
             let activate = if ports.is_empty() {
                 Vec::new()
             } else {
-                vec![Action::RollingRestart { ports, readiness: d.readiness.clone() }]
+                vec![Action::RollingRestart { ports, readiness: d.readiness.clone(), drain: d.drain.clone() }]
             };
             HostPlan { host: d.host.clone(), roles: d.roles.clone(), app: d.is_app(), prepare: vec![], activate, cleanup: vec![] }
         })
@@ -557,7 +583,7 @@ pub fn rollback_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMa
             activate.push(Action::SwitchRelease { from: current, to: previous });
             let ports = running_instances(d, &o);
             if !ports.is_empty() {
-                activate.push(Action::RollingRestart { ports, readiness: d.readiness.clone() });
+                activate.push(Action::RollingRestart { ports, readiness: d.readiness.clone(), drain: d.drain.clone() });
             }
         }
         hosts.push(HostPlan { host: d.host.clone(), roles: d.roles.clone(), app: d.is_app(), prepare: vec![], activate, cleanup: vec![] });

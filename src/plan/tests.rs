@@ -55,6 +55,11 @@ fn all_converged(d: &[DesiredHost]) -> BTreeMap<String, Observed> {
     d.iter().map(|h| (h.host.clone(), converged(h))).collect()
 }
 
+/// How the app host's instances leave the load balancer `lb` in TOPOLOGY.
+fn drain() -> Drain {
+    Drain { lbs: vec!["lb".into()], site: "/etc/nginx/conf.d/t.conf".into(), address: "10.0.0.2".into(), wait_ms: 10_000 }
+}
+
 fn host<'a>(p: &'a Plan, name: &str) -> &'a HostPlan {
     p.hosts.iter().find(|h| h.host == name).unwrap()
 }
@@ -103,7 +108,7 @@ fn a_new_release_rolls_running_instances_and_keeps_the_previous_one() {
         app.activate,
         vec![
             Action::SwitchRelease { from: Some("r1".into()), to: "r2".into() },
-            Action::RollingRestart { ports: vec![3000, 3001], readiness: "/readyz".into() },
+            Action::RollingRestart { ports: vec![3000, 3001], readiness: "/readyz".into(), drain: Some(drain()) },
             Action::MarkReady { release: "r2".into() },
         ]
     );
@@ -145,7 +150,7 @@ fn what_a_killed_apply_owed_is_done_by_the_next_one() {
     assert_eq!(lb.activate, vec![Action::Reload { unit: "nginx.service".into() }, Action::ClearPending]);
     assert_eq!(
         host(&p, "app").activate,
-        vec![Action::RollingRestart { ports: vec![3000, 3001], readiness: "/readyz".into() }, Action::ClearPending]
+        vec![Action::RollingRestart { ports: vec![3000, 3001], readiness: "/readyz".into(), drain: Some(drain()) }, Action::ClearPending]
     );
 }
 
@@ -200,7 +205,7 @@ fn reload_restarts_only_running_instances_and_rollback_needs_an_earlier_release(
     let d = desired("r1");
     let obs = all_converged(&d);
     let p = reload_plan("t", &d, &obs);
-    assert_eq!(host(&p, "app").activate, vec![Action::RollingRestart { ports: vec![3000, 3001], readiness: "/readyz".into() }]);
+    assert_eq!(host(&p, "app").activate, vec![Action::RollingRestart { ports: vec![3000, 3001], readiness: "/readyz".into(), drain: Some(drain()) }]);
     assert_eq!(p.change_count(), 1);
     assert!(rollback_plan("t", &d, &obs).unwrap_err().contains("no earlier release"));
     let mut obs = obs;

@@ -98,9 +98,13 @@ fn line(a: &Action, st: &Style) -> String {
         Action::SwitchRelease { from, to } => {
             format!("{} switch release {} -> {to}", st.yellow("~"), from.as_deref().unwrap_or("(none)"))
         }
-        Action::RollingRestart { ports, readiness } => {
+        Action::RollingRestart { ports, readiness, drain } => {
             let units: Vec<String> = ports.iter().map(|p| format!("scale-api@{p}")).collect();
-            format!("{} rolling restart {} (one at a time, each gated on {readiness})", st.yellow("↻"), units.join(", "))
+            let out = match drain {
+                Some(d) => format!(", each out of the load balancer on {} while it restarts", d.lbs.join(", ")),
+                None => String::new(),
+            };
+            format!("{} rolling restart {} (one at a time, each gated on {readiness}{out})", st.yellow("↻"), units.join(", "))
         }
         Action::Stop { unit } => format!("{} stop and disable {unit}", st.red("-")),
         Action::PruneReleases { remove } => format!("{} remove old releases {}", st.red("-"), remove.join(", ")),

@@ -32,7 +32,8 @@ fn secret(v: &str) -> Result<String, Error> {
 }
 
 /// `address:port`, with IPv6 addresses in brackets.
-fn hostport(address: &str, port: u16) -> String {
+/// `address:port`, IPv6 addresses in brackets: how the site file names an upstream server.
+pub fn hostport(address: &str, port: u16) -> String {
     if address.contains(':') { format!("[{address}]:{port}") } else { format!("{address}:{port}") }
 }
 

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::topology::{Role, Target, Topology};
 pub use context::{Facts, Instance};
-pub use filters::{duration, secret_is_safe};
+pub use filters::{duration, hostport, secret_is_safe};
 use context::Ctx;
 
 /// Every template scalectl ships, embedded at build time (`--templates DIR` overrides by name).
@@ -317,6 +317,11 @@ fn run(env: &Environment<'_>, ctx: &minijinja::Value, host: &str, j: Job<'_>) ->
     Ok(RenderedFile { host: host.to_string(), path: j.path, mode: j.mode, content, group: j.group, on_change: j.on_change, sensitive: j.sensitive })
 }
 
+/// The load balancer's site file on a host (its `upstream` lists every app instance).
+pub fn site_path(topology: &str) -> String {
+    format!("/etc/nginx/conf.d/{topology}.conf")
+}
+
 /// Which files a host gets, by its roles: the one placement table. Paths are Debian's standard
 /// places; each says its mode, group and what a change means (`plan::desired` reads it).
 fn host_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
@@ -329,7 +334,7 @@ fn host_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
         jobs.push(job("systemd/scale-api.env.j2", "/etc/scale-api/scale-api.env").mode(0o640).rolls());
     }
     if h.has(Role::Lb) {
-        jobs.push(job("nginx/site.conf.j2", format!("/etc/nginx/conf.d/{name}.conf")).reloads("nginx.service"));
+        jobs.push(job("nginx/site.conf.j2", site_path(name)).reloads("nginx.service"));
         jobs.push(job("exporters/prometheus-nginx-exporter.j2", "/etc/default/prometheus-nginx-exporter").restarts("prometheus-nginx-exporter.service"));
         jobs.push(job("nginx/scalectl.mtail.j2", "/etc/mtail/scalectl-nginx.mtail").reloads("mtail.service"));
         jobs.push(job("exporters/mtail.j2", "/etc/default/mtail").restarts("mtail.service"));
