@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what scalectl's tests and lab need on a fresh Debian 12 machine (idempotent).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 packages=(nginx-light prometheus prometheus-alertmanager mtail prometheus-redis-exporter redis-server redis-tools ansible-core rsyslog rsyslog-relp openssl systemd curl
           docker.io debootstrap libssl-dev pkg-config)
@@ -15,6 +16,17 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "setup: cargo is required (rustup)" >&2; exit 1; }
+
+# Node.js for examples/node-app (the user's-own-app example): its dependencies are installed here,
+# on the machine that runs scalectl, and shipped inside the release.
+if ! command -v npm >/dev/null; then
+  echo "setup: installing nodejs npm"
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if [ ! -d examples/node-app/node_modules/express ] || [ examples/node-app/package-lock.json -nt examples/node-app/node_modules/.package-lock.json ]; then
+  echo "setup: npm ci in examples/node-app"
+  (cd examples/node-app && npm ci --omit=dev --no-audit --no-fund --loglevel=error >/dev/null)
+fi
 
 # checkov (PyPI) checks the Terraform module.
 if ! command -v checkov >/dev/null; then

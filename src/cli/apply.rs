@@ -8,7 +8,7 @@ use super::args::{ExecArgs, FleetArgs, ReleaseArg};
 use super::session;
 use super::Failure;
 use crate::plan::saved::{self, SavedPlan};
-use crate::plan::{PlanView, Release, sha256_hex};
+use crate::plan::{PlanView, sha256_hex};
 use crate::deploy::Goal;
 
 #[derive(Debug, clap::Args)]
@@ -40,10 +40,10 @@ pub fn run_apply(mut a: ApplyArgs, color: bool) -> Result<(), Failure> {
         return run_saved(a, &planfile, color);
     }
     let target = session::open(&a.fleet, color)?;
-    let binary = a.release.read()?;
-    let release = Release::of(&binary);
+    let artifact = a.release.load(target.topology(), &a.fleet.topology.file)?;
+    let release = artifact.release.clone();
     let secrets = session::resolve_secrets(target.topology())?;
-    session::run_locked(target.as_ref(), &a.exec, color, "apply these changes", Some(&binary), |t| {
+    session::run_locked(target.as_ref(), &a.exec, color, "apply these changes", Some(&artifact.bytes), |t| {
         Ok(t.plan(&Goal::Deploy { release: &release, secrets: &secrets })?.plan)
     })
 }
@@ -70,13 +70,13 @@ fn run_saved(mut a: ApplyArgs, planfile: &std::path::Path, color: bool) -> Resul
         return Err(anyhow::anyhow!("the topology file {} changed since the plan was made: run `scalectl plan` again", saved.topology_file).into());
     }
     let path = saved.release_file.clone().context("the saved plan names no release")?;
-    let binary = std::fs::read(&path).with_context(|| format!("cannot read the plan's release {path}"))?;
-    if Some(sha256_hex(&binary)) != saved.release_sha256 {
-        return Err(anyhow::anyhow!("the release binary {path} changed since the plan was made: run `scalectl plan` again").into());
-    }
     a.fleet.topology.file = saved.topology_file.clone().into();
     let target = session::open(&a.fleet, color)?;
-    let release = Release::of(&binary);
+    let artifact = super::release::load(target.topology(), std::path::Path::new(&path)).with_context(|| format!("cannot read the plan's release {path}"))?;
+    if Some(sha256_hex(&artifact.bytes)) != saved.release_sha256 {
+        return Err(anyhow::anyhow!("the release {path} changed since the plan was made: run `scalectl plan` again").into());
+    }
+    let (binary, release) = (artifact.bytes, artifact.release);
     let secrets = session::resolve_secrets(target.topology())?;
     session::run_locked(target.as_ref(), &a.exec, color, "apply this saved plan", Some(&binary), |t| {
         let now = t.plan(&Goal::Deploy { release: &release, secrets: &secrets })?;

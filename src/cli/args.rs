@@ -2,13 +2,13 @@
 //! the target, the release, and how to execute. One definition each, so every command spells them
 //! the same on every target.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::ValueEnum;
 
 use crate::exec::ConnectOptions;
+use crate::topology::Topology;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Output {
@@ -59,24 +59,24 @@ impl FleetArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ReleaseArg {
-    /// The scale-api binary to deploy [default: the scale-api next to this scalectl]
-    #[arg(long = "release", value_name = "FILE")]
+    /// What to deploy: your program's directory or .tar [default: the topology's app.program.release],
+    /// or scale-api's binary [default: the scale-api next to this scalectl]
+    #[arg(long = "release", value_name = "PATH")]
     pub release: Option<PathBuf>,
 }
 
 impl ReleaseArg {
-    pub fn path(&self) -> anyhow::Result<PathBuf> {
-        Ok(match &self.release {
-            Some(p) => p.clone(),
-            None => std::env::current_exe()?.with_file_name("scale-api"),
+    pub fn path(&self, t: &Topology, topology_file: &Path) -> anyhow::Result<PathBuf> {
+        Ok(match (&self.release, super::release::default_path(t, topology_file)) {
+            (Some(p), _) => p.clone(),
+            (None, Some(p)) => p,
+            (None, None) => std::env::current_exe()?.with_file_name("scale-api"),
         })
     }
 
-    pub fn read(&self) -> anyhow::Result<Vec<u8>> {
-        let path = self.path()?;
-        std::fs::read(&path).with_context(|| {
-            format!("cannot read the scale-api binary {} (build it with `cargo build --release`, or pass --release FILE)", path.display())
-        })
+    /// The release, read (and packed, for a program's directory).
+    pub fn load(&self, t: &Topology, topology_file: &Path) -> anyhow::Result<super::release::Artifact> {
+        super::release::load(t, &self.path(t, topology_file)?)
     }
 }
 

@@ -11,6 +11,7 @@ mod doctor;
 mod lab;
 mod lock;
 mod plan;
+mod release;
 mod render;
 mod schema;
 mod session;

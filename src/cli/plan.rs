@@ -5,7 +5,7 @@ use super::args::{FleetArgs, Output, ReleaseArg};
 use super::session;
 use super::Failure;
 use crate::plan::saved::{self, SavedPlan};
-use crate::plan::{PlanView, Release, sha256_hex};
+use crate::plan::{PlanView, sha256_hex};
 use crate::deploy::Goal;
 
 #[derive(Debug, clap::Args)]
@@ -31,8 +31,8 @@ pub struct Args {
 pub fn run(a: Args, color: bool) -> Result<(), Failure> {
     let topology_bytes = std::fs::read(&a.fleet.topology.file).ok();
     let target = session::open(&a.fleet, color)?;
-    let binary = a.release.read()?;
-    let release = Release::of(&binary);
+    let artifact = a.release.load(target.topology(), &a.fleet.topology.file)?;
+    let release = artifact.release.clone();
     let secrets = session::resolve_secrets(target.topology())?;
     let planned = target.plan(&Goal::Deploy { release: &release, secrets: &secrets })?;
     session::show(&planned.plan, a.output, color);
@@ -43,8 +43,8 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
             scalectl_version: env!("CARGO_PKG_VERSION").into(),
             topology_file: a.fleet.topology.file.display().to_string(),
             topology_sha256: sha256_hex(&topology_bytes.unwrap_or_default()),
-            release_file: Some(a.release.path()?.display().to_string()),
-            release_sha256: Some(sha256_hex(&binary)),
+            release_file: Some(artifact.path.display().to_string()),
+            release_sha256: Some(sha256_hex(&artifact.bytes)),
             observed: planned.observed,
             plan: planned.plan.redacted(),
         };

@@ -120,10 +120,10 @@ impl Target for Hosts {
         let mut items = Vec::new();
         for d in &desired {
             let o = observed.get(&d.host).cloned().unwrap_or_default();
-            let units = d.services.iter().cloned().chain(d.instances.iter().map(|p| instance_unit(*p)));
+            let units = d.services.iter().cloned().chain(d.instances.iter().map(|p| instance_unit(&d.app_name, *p)));
             for u in units {
                 let state = o.units.get(&u).map(|s| s.active.clone()).unwrap_or_else(|| "unknown".into());
-                let release = d.instances.iter().any(|p| instance_unit(*p) == u).then(|| o.release.clone()).flatten();
+                let release = d.instances.iter().any(|p| instance_unit(&d.app_name, *p) == u).then(|| o.release.clone()).flatten();
                 items.push(StatusItem { place: d.host.clone(), healthy: state == "active", name: u, state, health: None, release });
             }
         }

@@ -78,7 +78,7 @@ fn run_stages(conns: &[Conn], plan: &Plan, opts: &Options<'_>) -> anyhow::Result
     let results = super::fanout(&cleaning, opts.parallel, |h| {
         let c = conn(conns, &h.host)?;
         for a in &h.cleanup {
-            step(conns, c, a, opts)?;
+            step(conns, c, &h.app_name, a, opts)?;
         }
         Ok(())
     });
@@ -116,7 +116,7 @@ fn prepare(conns: &[Conn], c: &Conn, h: &HostPlan, opts: &Options<'_>) -> anyhow
                 );
             }
         } else {
-            step(conns, c, a, opts)?;
+            step(conns, c, &h.app_name, a, opts)?;
         }
         i += 1;
     }
@@ -126,6 +126,7 @@ fn prepare(conns: &[Conn], c: &Conn, h: &HostPlan, opts: &Options<'_>) -> anyhow
 /// What activation changed on an app host, to undo it.
 struct Touched<'p> {
     host: String,
+    app: &'p str,
     files: Vec<&'p FileChange>,
     from_release: Option<Option<String>>,
     /// Instances (re)started, each with the probe and drain the plan gave it.
@@ -140,7 +141,7 @@ struct Failure {
 fn activate<'p>(conns: &[Conn], c: &Conn, h: &'p HostPlan, opts: &Options<'_>, touched: &mut Vec<Touched<'p>>) -> Result<(), Failure> {
     let fail = |error: anyhow::Error| Failure { error };
     if h.app {
-        touched.push(Touched { host: h.host.clone(), files: Vec::new(), from_release: None, started: Vec::new() });
+        touched.push(Touched { host: h.host.clone(), app: &h.app_name, files: Vec::new(), from_release: None, started: Vec::new() });
     }
     let mut record = |f: &mut dyn FnMut(&mut Touched<'p>)| {
         if h.app
@@ -157,23 +158,23 @@ fn activate<'p>(conns: &[Conn], c: &Conn, h: &'p HostPlan, opts: &Options<'_>, t
             }
             Action::SwitchRelease { from, to } => {
                 (opts.progress)(&h.host, &format!("switching to release {to}"));
-                c.sudo_script("switching release", &commands::switch_release(to), STEP_TIMEOUT).map_err(fail)?;
+                c.sudo_script("switching release", &commands::switch_release(&h.app_name, to), STEP_TIMEOUT).map_err(fail)?;
                 record(&mut |t| t.from_release = Some(from.clone()));
             }
             Action::Start { unit, ready: Some(probe) } => {
                 (opts.progress)(&h.host, &format!("starting {unit}, waiting for {}", probe.path));
                 c.sudo_script("starting", &commands::start(unit), STEP_TIMEOUT).map_err(fail)?;
                 record(&mut |t| t.started.push((probe.clone(), None)));
-                wait_ready(c, probe, opts.ready_timeout).map_err(fail)?;
+                wait_ready(c, &h.app_name, probe, opts.ready_timeout).map_err(fail)?;
             }
             Action::RollingRestart { ports, readiness, drain } => {
                 for port in ports {
                     let probe = Probe { port: *port, path: readiness.clone() };
                     record(&mut |t| t.started.push((probe.clone(), drain.as_ref())));
-                    restart_drained(conns, c, &probe, drain.as_ref(), opts).map_err(fail)?;
+                    restart_drained(conns, c, &h.app_name, &probe, drain.as_ref(), opts).map_err(fail)?;
                 }
             }
-            other => step(conns, c, other, opts).map_err(fail)?,
+            other => step(conns, c, &h.app_name, other, opts).map_err(fail)?,
         }
     }
     Ok(())
@@ -182,8 +183,8 @@ fn activate<'p>(conns: &[Conn], c: &Conn, h: &'p HostPlan, opts: &Options<'_>, t
 /// One instance restarted without a failed request: out of every load balancer (its in-flight
 /// requests finished), restarted, ready, back in. A restart that never becomes ready leaves it
 /// out, for the rollback to bring back.
-fn restart_drained(conns: &[Conn], c: &Conn, probe: &Probe, drain: Option<&Drain>, opts: &Options<'_>) -> anyhow::Result<()> {
-    let unit = instance_unit(probe.port);
+fn restart_drained(conns: &[Conn], c: &Conn, app: &str, probe: &Probe, drain: Option<&Drain>, opts: &Options<'_>) -> anyhow::Result<()> {
+    let unit = instance_unit(app, probe.port);
     let lbs: Vec<&Conn> = match drain {
         Some(d) => d.lbs.iter().map(|l| conn(conns, l)).collect::<anyhow::Result<_>>()?,
         None => Vec::new(),
@@ -197,7 +198,7 @@ fn restart_drained(conns: &[Conn], c: &Conn, probe: &Probe, drain: Option<&Drain
     }
     (opts.progress)(&c.endpoint.host, &format!("restarting {unit}, waiting for {}", probe.path));
     c.sudo_script("restarting", &commands::restart(&unit), STEP_TIMEOUT)?;
-    wait_ready(c, probe, opts.ready_timeout)?;
+    wait_ready(c, app, probe, opts.ready_timeout)?;
     if let Some(d) = drain {
         let server = d.server(probe.port);
         for lb in &lbs {
@@ -207,12 +208,12 @@ fn restart_drained(conns: &[Conn], c: &Conn, probe: &Probe, drain: Option<&Drain
     Ok(())
 }
 
-fn wait_ready(c: &Conn, probe: &Probe, timeout: Duration) -> anyhow::Result<()> {
+fn wait_ready(c: &Conn, app: &str, probe: &Probe, timeout: Duration) -> anyhow::Result<()> {
     let out = c.script(&commands::wait_ready(probe.port, &probe.path, timeout), timeout + STEP_TIMEOUT)?;
     if out.ok() {
         return Ok(());
     }
-    let unit = instance_unit(probe.port);
+    let unit = instance_unit(app, probe.port);
     let logs = c.script(&commands::logs(&unit), STEP_TIMEOUT).map(|o| o.stdout).unwrap_or_default();
     anyhow::bail!(
         "{}: {unit} never became ready within {} ({}).\nIts last log lines:\n{}",
@@ -240,14 +241,14 @@ fn rollback(conns: &[Conn], touched: Vec<Touched<'_>>, failure: Failure, opts: &
         }
         let release = match &t.from_release {
             Some(Some(prev)) => {
-                ok &= c.sudo_script("switching release back", &commands::switch_release(prev), STEP_TIMEOUT).is_ok();
+                ok &= c.sudo_script("switching release back", &commands::switch_release(t.app, prev), STEP_TIMEOUT).is_ok();
                 format!("release {prev}")
             }
             Some(None) => "no earlier release to return to".to_string(),
             None => "its release unchanged".to_string(),
         };
         for (probe, drain) in &t.started {
-            ok &= restart_drained(conns, c, probe, *drain, opts).is_ok();
+            ok &= restart_drained(conns, c, t.app, probe, *drain, opts).is_ok();
         }
         notes.push(format!("{}: rolled back ({release}){}", t.host, if ok { "" } else { ", but some steps FAILED: check it with `scalectl status`" }));
     }
@@ -255,7 +256,7 @@ fn rollback(conns: &[Conn], touched: Vec<Touched<'_>>, failure: Failure, opts: &
 }
 
 /// Actions with no special handling: one script each.
-fn step(conns: &[Conn], c: &Conn, a: &Action, opts: &Options<'_>) -> anyhow::Result<()> {
+fn step(conns: &[Conn], c: &Conn, app: &str, a: &Action, opts: &Options<'_>) -> anyhow::Result<()> {
     let host = &c.endpoint.host;
     match a {
         Action::InstallPackages { packages } => {
@@ -265,11 +266,12 @@ fn step(conns: &[Conn], c: &Conn, a: &Action, opts: &Options<'_>) -> anyhow::Res
                 anyhow::bail!("{host}: installing packages failed (exit {}):\n{}", out.status, last_lines(&out.stdout, 20));
             }
         }
-        Action::UploadRelease { release, bytes } => {
-            let binary = opts.release.context("the plan uploads a release but no scale-api binary was given")?;
-            anyhow::ensure!(binary.len() as u64 == *bytes, "the scale-api binary changed since the plan was made");
-            (opts.progress)(host, &format!("uploading release {release}"));
-            let out = c.run(&super::ssh::sudo_command(&c.endpoint.user, &commands::upload_release(release)), binary, STEP_TIMEOUT)?;
+        Action::UploadRelease { release, bytes, archive } => {
+            let binary = opts.release.context("the plan uploads a release but none was given")?;
+            anyhow::ensure!(binary.len() as u64 == *bytes, "the release changed since the plan was made");
+            (opts.progress)(host, &format!("uploading release {release} ({})", bytesize::ByteSize::b(*bytes).display().si()));
+            let script = commands::upload_release(app, release, *archive);
+            let out = c.run(&super::ssh::sudo_command(&c.endpoint.user, &script), binary, STEP_TIMEOUT)?;
             anyhow::ensure!(out.ok(), "{host}: uploading the release failed: {}", out.stderr.trim());
         }
         Action::WriteFile(f) => {
@@ -289,7 +291,7 @@ fn step(conns: &[Conn], c: &Conn, a: &Action, opts: &Options<'_>) -> anyhow::Res
             (opts.progress)(host, &format!("starting {unit}"));
             c.sudo_script("starting", &commands::start(unit), STEP_TIMEOUT)?;
             if let Some(probe) = ready {
-                wait_ready(c, probe, opts.ready_timeout)?;
+                wait_ready(c, app, probe, opts.ready_timeout)?;
             }
         }
         Action::Restart { unit } => {
@@ -304,11 +306,11 @@ fn step(conns: &[Conn], c: &Conn, a: &Action, opts: &Options<'_>) -> anyhow::Res
             c.sudo_script("enabling", &commands::enable(unit), STEP_TIMEOUT)?;
         }
         Action::SwitchRelease { to, .. } => {
-            c.sudo_script("switching release", &commands::switch_release(to), STEP_TIMEOUT)?;
+            c.sudo_script("switching release", &commands::switch_release(app, to), STEP_TIMEOUT)?;
         }
         Action::RollingRestart { ports, readiness, drain } => {
             for port in ports {
-                restart_drained(conns, c, &Probe { port: *port, path: readiness.clone() }, drain.as_ref(), opts)?;
+                restart_drained(conns, c, app, &Probe { port: *port, path: readiness.clone() }, drain.as_ref(), opts)?;
             }
         }
         Action::Stop { unit } => {
@@ -316,10 +318,10 @@ fn step(conns: &[Conn], c: &Conn, a: &Action, opts: &Options<'_>) -> anyhow::Res
             c.sudo_script("stopping", &commands::stop(unit), STEP_TIMEOUT)?;
         }
         Action::PruneReleases { remove } => {
-            c.sudo_script("removing old releases", &commands::prune(remove), STEP_TIMEOUT)?;
+            c.sudo_script("removing old releases", &commands::prune(app, remove), STEP_TIMEOUT)?;
         }
         Action::MarkReady { release } => {
-            c.sudo_script("recording a ready release", &commands::mark_ready(release), STEP_TIMEOUT)?;
+            c.sudo_script("recording a ready release", &commands::mark_ready(app, release), STEP_TIMEOUT)?;
         }
         Action::MarkPending { entries } => {
             c.sudo_script("recording owed actions", &commands::mark_pending(entries), STEP_TIMEOUT)?;
@@ -397,7 +399,7 @@ mod tests {
     #[test]
     fn release_switch_is_an_atomic_rename_of_a_symlink() {
         assert_eq!(
-            commands::switch_release("abc"),
+            commands::switch_release("scale-api", "abc"),
             "set -e; ln -sfn /opt/scale-api/releases/abc /opt/scale-api/current.scalectl-new; mv -T /opt/scale-api/current.scalectl-new /opt/scale-api/current"
         );
     }

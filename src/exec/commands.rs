@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use crate::plan::{CURRENT_LINK, Change, DesiredHost, FileChange, RELEASES_DIR, instance_unit};
+use crate::plan::{Change, DesiredHost, FileChange, SCALE_API, current_link, instance_unit, releases_dir};
 
 pub const LOCK_FILE: &str = "/var/lib/scalectl/lock";
 
@@ -32,15 +32,20 @@ pub fn install_packages(packages: &[String]) -> String {
     )
 }
 
-/// Receives the binary on stdin; the release directory appears complete or not at all.
-pub fn upload_release(id: &str) -> String {
-    let tmp = format!("{RELEASES_DIR}/.tmp-{id}");
-    let dir = format!("{RELEASES_DIR}/{id}");
-    format!(
-        "set -e; rm -rf {t}; mkdir -p {t}; cat > {t}/scale-api; chmod 755 {t}/scale-api; rm -rf {d}; mv {t} {d}",
-        t = q(&tmp),
-        d = q(&dir)
-    )
+/// Receives the release on stdin: scale-api's binary, or (`archive`) a tar of the program's
+/// directory, unpacked owned by root and readable by the instances' users. The release directory
+/// appears complete or not at all.
+pub fn upload_release(app: &str, id: &str, archive: bool) -> String {
+    let tmp = format!("{}/.tmp-{id}", releases_dir(app));
+    let dir = format!("{}/{id}", releases_dir(app));
+    let receive = if archive {
+        "tar -x --no-same-owner --no-same-permissions -f - -C {t}; chmod -R u+rwX,go+rX,go-w {t}".to_string()
+    } else {
+        format!("cat > {{t}}/{SCALE_API}; chmod 755 {{t}}/{SCALE_API}")
+    };
+    format!("set -e; rm -rf {{t}}; mkdir -p {{t}}; {receive}; rm -rf {{d}}; mv {{t}} {{d}}")
+        .replace("{t}", &q(&tmp))
+        .replace("{d}", &q(&dir))
 }
 
 /// Each file to `PATH.scalectl-new`, then mode, owner, fsync and rename over PATH.
@@ -87,11 +92,11 @@ pub fn remove(path: &str) -> String {
     format!("rm -f {}", q(path))
 }
 
-pub fn switch_release(id: &str) -> String {
+pub fn switch_release(app: &str, id: &str) -> String {
     format!(
         "set -e; ln -sfn {} {c}.scalectl-new; mv -T {c}.scalectl-new {c}",
-        q(&format!("{RELEASES_DIR}/{id}")),
-        c = CURRENT_LINK
+        q(&format!("{}/{id}", releases_dir(app))),
+        c = q(&current_link(app))
     )
 }
 
@@ -131,12 +136,12 @@ pub fn mark_pending(entries: &[String]) -> String {
 }
 
 /// The marker `rollback` looks for: every instance became ready on this release.
-pub fn mark_ready(id: &str) -> String {
-    format!("touch {}", q(&format!("{RELEASES_DIR}/{id}/.ready")))
+pub fn mark_ready(app: &str, id: &str) -> String {
+    format!("touch {}", q(&format!("{}/{id}/.ready", releases_dir(app))))
 }
 
-pub fn prune(ids: &[String]) -> String {
-    let dirs: Vec<String> = ids.iter().map(|i| q(&format!("{RELEASES_DIR}/{i}"))).collect();
+pub fn prune(app: &str, ids: &[String]) -> String {
+    let dirs: Vec<String> = ids.iter().map(|i| q(&format!("{}/{i}", releases_dir(app)))).collect();
     format!("rm -rf {}", dirs.join(" "))
 }
 
@@ -239,7 +244,7 @@ pub fn observe(d: &DesiredHost) -> String {
     }
     let mut units: Vec<String> = d.services.clone();
     units.extend(d.enabled.iter().cloned());
-    units.extend(d.instances.iter().map(|p| instance_unit(*p)));
+    units.extend(d.instances.iter().map(|p| instance_unit(&d.app_name, *p)));
     if !units.is_empty() {
         let refs: Vec<&str> = units.iter().map(String::as_str).collect();
         s.push_str(&format!(
@@ -247,8 +252,18 @@ pub fn observe(d: &DesiredHost) -> String {
             join(&refs)
         ));
     }
-    // Instances that exist but are no longer desired.
-    s.push_str("for u in $(systemctl list-units --all --plain --no-legend 'scale-api@*' 2>/dev/null | cut -d' ' -f1) $(cd /etc/systemd/system/scale-api.target.wants 2>/dev/null && ls); do echo \"unit $u $(systemctl is-active \"$u\" 2>/dev/null) $(systemctl is-enabled \"$u\" 2>/dev/null)\"; done\n");
+    // Instances that exist but are no longer desired (of this app, or of scale-api it replaced).
+    let mut apps = vec![d.app_name.as_str()];
+    if d.app_name != SCALE_API {
+        apps.push(SCALE_API);
+    }
+    for app in apps {
+        s.push_str(&format!(
+            "for u in $(systemctl list-units --all --plain --no-legend {pattern} 2>/dev/null | cut -d' ' -f1) $(cd {wants} 2>/dev/null && ls); do echo \"unit $u $(systemctl is-active \"$u\" 2>/dev/null) $(systemctl is-enabled \"$u\" 2>/dev/null)\"; done\n",
+            pattern = q(&format!("{app}@*")),
+            wants = q(&format!("/etc/systemd/system/{app}.target.wants"))
+        ));
+    }
     if !d.packages.is_empty() {
         let refs: Vec<&str> = d.packages.iter().map(String::as_str).collect();
         s.push_str(&format!(
@@ -257,10 +272,11 @@ pub fn observe(d: &DesiredHost) -> String {
         ));
     }
     s.push_str("sed 's/^/pending /' /var/lib/scalectl/pending 2>/dev/null || true\n");
-    s.push_str(&format!("echo \"release $(basename \"$(readlink {CURRENT_LINK} 2>/dev/null)\" 2>/dev/null)\"\n"));
+    s.push_str(&format!("echo \"release $(basename \"$(readlink {} 2>/dev/null)\" 2>/dev/null)\"\n", q(&current_link(&d.app_name))));
     // Releases oldest first, each followed by `ready` when it once served.
     s.push_str(&format!(
-        "for r in $(ls -1tr {RELEASES_DIR} 2>/dev/null); do echo \"have $r\"; [ -e {RELEASES_DIR}/\"$r\"/.ready ] && echo \"ready $r\"; done; true\n"
+        "for r in $(ls -1tr {dir} 2>/dev/null); do echo \"have $r\"; [ -e {dir}/\"$r\"/.ready ] && echo \"ready $r\"; done; true\n",
+        dir = q(&releases_dir(&d.app_name))
     ));
     s
 }

@@ -11,23 +11,37 @@ use serde::Serialize;
 use crate::render::{Facts, RenderedFile};
 use crate::topology::{LogDestination, Role, Topology};
 
-/// Where releases of scale-api live on a host: `releases/<id>/scale-api`, `current` -> the running one.
-pub const RELEASES_DIR: &str = "/opt/scale-api/releases";
-pub const CURRENT_LINK: &str = "/opt/scale-api/current";
+/// The app that runs when the topology names no program of its own.
+pub const SCALE_API: &str = "scale-api";
 
-/// The scale-api binary being deployed, named by the first 12 hex digits of its sha256.
+/// Where an app's releases live on a host: `releases/<id>/`, `current` -> the running one.
+pub fn releases_dir(app: &str) -> String {
+    format!("/opt/{app}/releases")
+}
+
+pub fn current_link(app: &str) -> String {
+    format!("/opt/{app}/current")
+}
+
+/// What is deployed, named by the first 12 hex digits of its sha256: scale-api's binary, or an
+/// archive (tar) of the user's program, unpacked into the release directory.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Release {
     pub id: String,
     pub bytes: u64,
+    pub archive: bool,
 }
 
 impl Release {
     pub fn of(binary: &[u8]) -> Release {
+        Release::new(binary, false)
+    }
+
+    pub fn new(bytes: &[u8], archive: bool) -> Release {
         use sha2::Digest;
-        let digest = sha2::Sha256::digest(binary);
+        let digest = sha2::Sha256::digest(bytes);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        Release { id: hex[..12].to_string(), bytes: binary.len() as u64 }
+        Release { id: hex[..12].to_string(), bytes: bytes.len() as u64, archive }
     }
 }
 
@@ -59,7 +73,9 @@ pub struct DesiredHost {
     pub services: Vec<String>,
     /// Units that must be enabled only.
     pub enabled: Vec<String>,
-    /// Ports of this host's scale-api instances (unit `scale-api@PORT.service`).
+    /// The app's name: its units are `APP@PORT.service`, its releases under /opt/APP.
+    pub app_name: String,
+    /// Ports of this host's app instances (unit `APP@PORT.service`).
     pub instances: Vec<u16>,
     pub release: Option<Release>,
     /// Readiness path probed on each instance after a (re)start.
@@ -75,12 +91,12 @@ impl DesiredHost {
     }
 }
 
-pub fn instance_unit(port: u16) -> String {
-    format!("scale-api@{port}.service")
+pub fn instance_unit(app: &str, port: u16) -> String {
+    format!("{app}@{port}.service")
 }
 
-pub fn socket_unit(port: u16) -> String {
-    format!("scale-api@{port}.socket")
+pub fn socket_unit(app: &str, port: u16) -> String {
+    format!("{app}@{port}.socket")
 }
 
 /// The desired state of every host, in the order apply activates them: redis, monitor, app, lb.
@@ -101,6 +117,7 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                 packages: Vec::new(),
                 services: Vec::new(),
                 enabled: Vec::new(),
+                app_name: t.app.name().to_string(),
                 instances: Vec::new(),
                 release: None,
                 readiness: t.app.readiness.clone(),
@@ -118,12 +135,18 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
             }
             if h.has(Role::App) {
                 pkgs.push("curl");
+                if let Some(p) = &t.app.program {
+                    pkgs.extend(p.packages.iter().map(String::as_str));
+                }
                 let n = t.instances_on(h, facts.cores_of(h));
                 d.instances = (0..n).filter_map(|i| u16::try_from(u32::from(t.app.port) + i).ok()).collect();
-                // Each instance's port is held by its socket unit, started before the instance.
-                sockets = d.instances.iter().map(|p| socket_unit(*p)).collect();
+                // scale-api's port is held by its socket unit, started before the instance; a
+                // program of the user's binds its own port.
+                if t.app.program.is_none() {
+                    sockets = d.instances.iter().map(|p| socket_unit(&d.app_name, *p)).collect();
+                }
                 d.release = release.cloned();
-                d.enabled.push("scale-api.target".into());
+                d.enabled.push(format!("{}.target", d.app_name));
                 let lbs: Vec<String> = t.hosts.iter().filter(|l| l.has(Role::Lb)).map(|l| l.name.clone()).collect();
                 if !lbs.is_empty() {
                     d.drain = Some(super::Drain {
@@ -187,6 +210,7 @@ mod tests {
         let r = Release::of(b"abc");
         assert_eq!(r.id, "ba7816bf8f01");
         assert_eq!(r.bytes, 3);
+        assert!(!r.archive);
     }
 
     #[test]

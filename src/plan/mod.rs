@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use desired::{CURRENT_LINK, DesiredFile, DesiredHost, OnChange, RELEASES_DIR, Release, desired_hosts, instance_unit, socket_unit};
+pub use desired::{DesiredFile, DesiredHost, OnChange, Release, SCALE_API, current_link, desired_hosts, instance_unit, releases_dir, socket_unit};
 pub use text::render_text;
 pub use view::{JSON_FORMAT_VERSION, PlanView, TargetPlan};
 
@@ -90,6 +90,8 @@ pub struct HostPlan {
     /// Runs app instances: a failed readiness rolls this host's activation back.
     #[serde(default)]
     pub app: bool,
+    /// The app's name: its instances are `APP@PORT.service`, its releases in /opt/APP/releases.
+    pub app_name: String,
     pub prepare: Vec<Action>,
     pub activate: Vec<Action>,
     pub cleanup: Vec<Action>,
@@ -182,7 +184,13 @@ pub struct FileChange {
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     InstallPackages { packages: Vec<String> },
-    UploadRelease { release: String, bytes: u64 },
+    /// The release's bytes: scale-api's binary, or (`archive`) a tar unpacked as the release directory.
+    UploadRelease {
+        release: String,
+        bytes: u64,
+        #[serde(default)]
+        archive: bool,
+    },
     WriteFile(FileChange),
     RemoveFile { path: String },
     DaemonReload,
@@ -270,7 +278,7 @@ fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
     }
     p.stop_unwanted_instances();
     p.prune_releases();
-    HostPlan { host: d.host.clone(), roles: d.roles.clone(), app: d.is_app(), prepare: p.prepare, activate: p.activate, cleanup: p.cleanup }
+    HostPlan { host: d.host.clone(), roles: d.roles.clone(), app: d.is_app(), app_name: d.app_name.clone(), prepare: p.prepare, activate: p.activate, cleanup: p.cleanup }
 }
 
 /// What changed files ask of their services.
@@ -358,7 +366,7 @@ impl<'a> HostPlanner<'a> {
         if let Some(r) = &d.release
             && !o.releases.contains(&r.id)
         {
-            self.prepare.push(Action::UploadRelease { release: r.id.clone(), bytes: r.bytes });
+            self.prepare.push(Action::UploadRelease { release: r.id.clone(), bytes: r.bytes, archive: r.archive });
         }
         missing
     }
@@ -433,13 +441,13 @@ impl<'a> HostPlanner<'a> {
         }
         let mut roll = Vec::new();
         for &port in &d.instances {
-            let st = self.unit(&instance_unit(port));
+            let st = self.unit(&instance_unit(&d.app_name, port));
             if !st.is_active() {
-                self.activate.push(Action::Start { unit: instance_unit(port), ready: Some(Probe { port, path: d.readiness.clone() }) });
+                self.activate.push(Action::Start { unit: instance_unit(&d.app_name, port), ready: Some(Probe { port, path: d.readiness.clone() }) });
             } else if owed.rolling {
                 roll.push(port);
             } else if !st.is_enabled() {
-                self.activate.push(Action::Enable { unit: instance_unit(port) });
+                self.activate.push(Action::Enable { unit: instance_unit(&d.app_name, port) });
             }
         }
         if !roll.is_empty() {
@@ -458,17 +466,11 @@ impl<'a> HostPlanner<'a> {
         }
     }
 
-    /// Instances no longer wanted (fewer instances, or the app role removed).
+    /// Instances no longer wanted (fewer instances, the app role removed, or another app now).
     fn stop_unwanted_instances(&mut self) {
         for (u, st) in &self.o.units {
-            let port = u
-                .strip_prefix("scale-api@")
-                .and_then(|r| r.strip_suffix(".service").or_else(|| r.strip_suffix(".socket")))
-                .and_then(|p| p.parse::<u16>().ok());
-            if let Some(port) = port
-                && !self.d.instances.contains(&port)
-                && (st.is_active() || st.is_enabled())
-            {
+            let Some((app, port)) = instance_of(u) else { continue };
+            if (app != self.d.app_name || !self.d.instances.contains(&port)) && (st.is_active() || st.is_enabled()) {
                 self.cleanup.push(Action::Stop { unit: u.clone() });
             }
         }
@@ -491,6 +493,13 @@ impl<'a> HostPlanner<'a> {
             self.cleanup.push(Action::PruneReleases { remove });
         }
     }
+}
+
+/// `APP@PORT.service` or `.socket` of an app (scale-api, or the program observed beside it).
+fn instance_of(unit: &str) -> Option<(&str, u16)> {
+    let (app, rest) = unit.split_once('@')?;
+    let port = rest.strip_suffix(".service").or_else(|| rest.strip_suffix(".socket"))?.parse().ok()?;
+    Some((app, port))
 }
 
 fn file_change(f: &DesiredFile, o: Option<&ObservedFile>) -> Option<FileChange> {
@@ -539,7 +548,7 @@ mod tests;
 
 /// Ports of the desired instances that run now.
 fn running_instances(d: &DesiredHost, o: &Observed) -> Vec<u16> {
-    d.instances.iter().copied().filter(|p| o.units.get(&instance_unit(*p)).is_some_and(UnitState::is_active)).collect()
+    d.instances.iter().copied().filter(|p| o.units.get(&instance_unit(&d.app_name, *p)).is_some_and(UnitState::is_active)).collect()
 }
 
 /// `scalectl reload`: every running scale-api instance restarted one at a time, nothing else.
@@ -554,7 +563,7 @@ pub fn reload_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap<
             } else {
                 vec![Action::RollingRestart { ports, readiness: d.readiness.clone(), drain: d.drain.clone() }]
             };
-            HostPlan { host: d.host.clone(), roles: d.roles.clone(), app: d.is_app(), prepare: vec![], activate, cleanup: vec![] }
+            HostPlan { host: d.host.clone(), roles: d.roles.clone(), app: d.is_app(), app_name: d.app_name.clone(), prepare: vec![], activate, cleanup: vec![] }
         })
         .collect();
     Plan { topology: topology.to_string(), hosts }
@@ -586,7 +595,7 @@ pub fn rollback_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMa
                 activate.push(Action::RollingRestart { ports, readiness: d.readiness.clone(), drain: d.drain.clone() });
             }
         }
-        hosts.push(HostPlan { host: d.host.clone(), roles: d.roles.clone(), app: d.is_app(), prepare: vec![], activate, cleanup: vec![] });
+        hosts.push(HostPlan { host: d.host.clone(), roles: d.roles.clone(), app: d.is_app(), app_name: d.app_name.clone(), prepare: vec![], activate, cleanup: vec![] });
     }
     Ok(Plan { topology: topology.to_string(), hosts })
 }
@@ -600,15 +609,15 @@ pub fn destroy_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap
         .map(|d| {
             let o = observed.get(&d.host).cloned().unwrap_or_default();
             let mut activate = Vec::new();
-            // scale-api first (services before their sockets: `.service` sorts before `.socket`).
+            // The app first (services before their sockets: `.service` sorts before `.socket`).
             for (u, st) in &o.units {
-                if u.starts_with("scale-api@") && (st.is_active() || st.is_enabled()) {
+                if instance_of(u).is_some() && (st.is_active() || st.is_enabled()) {
                     activate.push(Action::Stop { unit: u.clone() });
                 }
             }
             for u in d.enabled.iter().chain(&d.services) {
                 let st = o.units.get(u).cloned().unwrap_or_default();
-                if u != "rsyslog.service" && !u.starts_with("scale-api@") && (st.is_active() || st.is_enabled()) {
+                if u != "rsyslog.service" && instance_of(u).is_none() && (st.is_active() || st.is_enabled()) {
                     activate.push(Action::Stop { unit: u.clone() });
                 }
             }
@@ -628,12 +637,12 @@ pub fn destroy_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap
                 activate.push(Action::Restart { unit: "rsyslog.service".into() });
             }
             if o.release.is_some() {
-                activate.push(Action::RemoveFile { path: CURRENT_LINK.into() });
+                activate.push(Action::RemoveFile { path: current_link(&d.app_name) });
             }
             if !o.releases.is_empty() {
                 activate.push(Action::PruneReleases { remove: o.releases.clone() });
             }
-            HostPlan { host: d.host.clone(), roles: d.roles.clone(), app: d.is_app(), prepare: vec![], activate, cleanup: vec![] }
+            HostPlan { host: d.host.clone(), roles: d.roles.clone(), app: d.is_app(), app_name: d.app_name.clone(), prepare: vec![], activate, cleanup: vec![] }
         })
         .collect();
     Plan { topology: topology.to_string(), hosts }

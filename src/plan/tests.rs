@@ -12,7 +12,7 @@ fn desired(release: &str) -> Vec<DesiredHost> {
     let t = parse("t.yaml", TOPOLOGY).unwrap();
     let facts = Facts::with_default_cores(2);
     let files = render(&t, &facts, &Templates::embedded()).unwrap();
-    desired_hosts(&t, &facts, &files, Some(&Release { id: release.into(), bytes: 10 }))
+    desired_hosts(&t, &facts, &files, Some(&Release { id: release.into(), bytes: 10, archive: false }))
 }
 
 /// What a host looks like once `d` was applied.
@@ -38,7 +38,7 @@ fn converged(d: &DesiredHost) -> Observed {
         o.units.insert(u.clone(), active.clone());
     }
     for p in &d.instances {
-        o.units.insert(instance_unit(*p), active.clone());
+        o.units.insert(instance_unit(&d.app_name, *p), active.clone());
     }
     for p in &d.packages {
         o.packages.insert(p.clone(), true);
@@ -103,7 +103,7 @@ fn a_new_release_rolls_running_instances_and_keeps_the_previous_one() {
     let d2 = desired("r2");
     let p = plan("t", &d2, &obs);
     let app = host(&p, "app");
-    assert_eq!(app.prepare, vec![Action::UploadRelease { release: "r2".into(), bytes: 10 }]);
+    assert_eq!(app.prepare, vec![Action::UploadRelease { release: "r2".into(), bytes: 10, archive: false }]);
     assert_eq!(
         app.activate,
         vec![
@@ -183,7 +183,7 @@ fn fewer_instances_stop_the_extra_ones_last() {
     let d = desired("r1");
     let mut obs = all_converged(&d);
     let active = UnitState { active: "active".into(), enabled: "enabled".into() };
-    obs.get_mut("app").unwrap().units.insert(instance_unit(3002), active);
+    obs.get_mut("app").unwrap().units.insert(instance_unit("scale-api", 3002), active);
     let p = plan("t", &d, &obs);
     assert_eq!(host(&p, "app").cleanup, vec![Action::Stop { unit: "scale-api@3002.service".into() }]);
 }
@@ -194,7 +194,7 @@ fn a_stopped_service_is_started_and_a_dead_instance_waits_for_readiness() {
     let mut obs = all_converged(&d);
     let failed = UnitState { active: "failed".into(), enabled: "enabled".into() };
     obs.get_mut("lb").unwrap().units.insert("nginx.service".into(), failed.clone());
-    obs.get_mut("app").unwrap().units.insert(instance_unit(3001), failed);
+    obs.get_mut("app").unwrap().units.insert(instance_unit("scale-api", 3001), failed);
     let p = plan("t", &d, &obs);
     assert_eq!(host(&p, "lb").activate, vec![Action::Start { unit: "nginx.service".into(), ready: None }]);
     assert_eq!(host(&p, "app").activate, vec![Action::Start { unit: "scale-api@3001.service".into(), ready: Some(crate::plan::Probe { port: 3001, path: "/readyz".into() }) }]);
@@ -246,7 +246,7 @@ fn destroy_stops_services_then_removes_files_and_releases_load_balancer_first() 
     assert_eq!(app.activate[0], Action::Stop { unit: "scale-api@3000.service".into() });
     let first_remove = app.activate.iter().position(|a| matches!(a, Action::RemoveFile { .. })).unwrap();
     assert!(app.activate[..first_remove].iter().all(|a| matches!(a, Action::Stop { .. })));
-    assert!(app.activate.contains(&Action::RemoveFile { path: CURRENT_LINK.into() }));
+    assert!(app.activate.contains(&Action::RemoveFile { path: current_link("scale-api") }));
     assert_eq!(app.activate.last(), Some(&Action::PruneReleases { remove: vec!["r1".into()] }));
     assert!(!host(&p, "cache").activate.contains(&Action::Stop { unit: "rsyslog.service".into() }));
     // Nothing left: destroying again plans nothing.

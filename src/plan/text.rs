@@ -73,8 +73,9 @@ fn plural(n: usize) -> &'static str {
 fn line(a: &Action, st: &Style) -> String {
     match a {
         Action::InstallPackages { packages } => format!("{} install packages: {}", st.green("+"), packages.join(", ")),
-        Action::UploadRelease { release, bytes } => {
-            format!("{} upload release {release} ({})", st.green("+"), bytesize::ByteSize::b(*bytes).display().si())
+        Action::UploadRelease { release, bytes, archive } => {
+            let kind = if *archive { "archive, unpacked" } else { "binary" };
+            format!("{} upload release {release} ({kind}, {})", st.green("+"), bytesize::ByteSize::b(*bytes).display().si())
         }
         Action::WriteFile(f) => {
             let (sym, what) = match f.change {

@@ -69,6 +69,8 @@ pub struct Ctx {
     pub lbs: Vec<Endpoint>,
     pub redis: Option<Endpoint>,
     pub monitor: Option<Endpoint>,
+    /// The app's name (units `APP@PORT.service`, /etc/APP): the program's, or `scale-api`.
+    pub app: String,
     pub version: &'static str,
 }
 
@@ -83,6 +85,7 @@ impl Ctx {
             lbs: Vec::new(),
             redis: None,
             monitor: None,
+            app: t.app.name().to_string(),
             version: env!("CARGO_PKG_VERSION"),
         }
     }

@@ -14,6 +14,28 @@ pub fn register(env: &mut Environment<'_>) {
     env.add_filter("conf", conf);
     env.add_filter("hostport", hostport);
     env.add_filter("secret", secret);
+    env.add_filter("systemd_arg", systemd_arg);
+}
+
+/// One argument of an `ExecStart=` line, exactly as given: double-quoted, with the characters
+/// systemd would read as an escape, a variable or a specifier escaped. Control characters are
+/// refused (validation already did).
+fn systemd_arg(v: &str) -> Result<String, Error> {
+    if v.is_empty() || v.chars().any(char::is_control) {
+        return Err(Error::new(ErrorKind::InvalidOperation, format!("`{}` cannot be a command argument", v.escape_debug())));
+    }
+    let mut out = String::from("\"");
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '$' => out.push_str("$$"),
+            '%' => out.push_str("%%"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    Ok(out)
 }
 
 /// Characters a secret may hold: it is written inside double quotes in systemd environment

@@ -328,10 +328,14 @@ fn host_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
     let name = &t.name;
     let mut jobs = Vec::new();
     if h.has(Role::App) {
-        jobs.push(job("systemd/scale-api@.service.j2", "/etc/systemd/system/scale-api@.service").rolls());
-        jobs.push(job("systemd/scale-api@.socket.j2", "/etc/systemd/system/scale-api@.socket").rolls());
-        jobs.push(job("systemd/scale-api.target.j2", "/etc/systemd/system/scale-api.target").rolls());
-        jobs.push(job("systemd/scale-api.env.j2", "/etc/scale-api/scale-api.env").mode(0o640).rolls());
+        let app = t.app.name();
+        jobs.push(job("systemd/scale-api@.service.j2", format!("/etc/systemd/system/{app}@.service")).rolls());
+        // Only scale-api takes its port from systemd; a program of the user's binds its own.
+        if t.app.program.is_none() {
+            jobs.push(job("systemd/scale-api@.socket.j2", "/etc/systemd/system/scale-api@.socket").rolls());
+        }
+        jobs.push(job("systemd/scale-api.target.j2", format!("/etc/systemd/system/{app}.target")).rolls());
+        jobs.push(job("systemd/scale-api.env.j2", format!("/etc/{app}/{app}.env")).mode(0o640).rolls());
     }
     if h.has(Role::Lb) {
         jobs.push(job("nginx/site.conf.j2", site_path(name)).reloads("nginx.service"));
@@ -381,7 +385,7 @@ fn host_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
 fn secret_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
     let mut jobs = Vec::new();
     if h.has(Role::App) {
-        jobs.push(job("systemd/secrets.env.j2", "/etc/scale-api/secrets.env").mode(0o600).rolls().secret());
+        jobs.push(job("systemd/secrets.env.j2", format!("/etc/{app}/secrets.env", app = t.app.name())).mode(0o600).rolls().secret());
     }
     if h.has(Role::Redis) {
         jobs.push(job("redis/auth.conf.j2", "/etc/redis/scalectl-auth.conf").mode(0o640).group("redis").restarts("redis-server.service").secret());

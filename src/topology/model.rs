@@ -44,6 +44,27 @@ pub struct App {
     pub nofile: u64,
     pub drain_timeout_ms: u64,
     pub slow_request_ms: u64,
+    /// The user's program; None: scale-api.
+    pub program: Option<Program>,
+}
+
+impl App {
+    /// What names the app's units and directories: the program's name, or `scale-api`.
+    pub fn name(&self) -> &str {
+        self.program.as_ref().map(|p| p.name.as_str()).unwrap_or(crate::plan::desired::SCALE_API)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Program {
+    pub name: String,
+    /// As written, relative to the topology file's directory.
+    pub release: String,
+    pub command: Vec<String>,
+    pub packages: Vec<String>,
+    pub user: Option<String>,
+    /// Where its instances serve Prometheus metrics; None: not scraped.
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -138,6 +138,31 @@ pub struct RawApp {
     pub drain_timeout: Option<Sp<String>>,
     /// Requests slower than this are logged at warn, e.g. `2s`. Default 2s.
     pub slow_request: Option<Sp<String>>,
+    /// Your own program (a Node.js service, or any program that listens on `PORT`), run instead
+    /// of the bundled scale-api. Hosts target only for now.
+    pub program: Option<RawProgram>,
+}
+
+/// The user's program: what is shipped and how it runs.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawProgram {
+    /// Names its units and directories: `NAME@PORT.service`, /opt/NAME/releases, /etc/NAME. Default: the topology's name.
+    pub name: Option<Sp<String>>,
+    /// What a release is: a directory (with its node_modules) or a .tar archive, relative to this
+    /// file, packed and uploaded as one content-addressed release. `--release` overrides it.
+    pub release: Sp<String>,
+    /// The command run in the release directory, one list item per argument (no shell), e.g.
+    /// `[node, server.js]`. A bare first word is looked up in /usr/bin and friends.
+    pub command: Sp<Vec<Sp<String>>>,
+    /// Debian packages it needs on the app hosts, e.g. `[nodejs]`.
+    #[serde(default)]
+    pub packages: Vec<Sp<String>>,
+    /// An existing user to run it as. Default: a user systemd makes for the instance (DynamicUser).
+    pub user: Option<Sp<String>>,
+    /// The path where each instance serves Prometheus metrics (prom-client's `/metrics`). Default:
+    /// none, and the instances are not scraped.
+    pub metrics: Option<Sp<String>>,
 }
 
 /// `N` instances, or `max` (one per core of the host).

@@ -114,13 +114,37 @@ pub fn env_value(value: &str) -> Check {
 }
 
 /// A unix user name.
-pub fn unix_user(value: &str) -> Check {
+pub fn unix_user(value: &str, what: &str) -> Check {
     let mut chars = value.chars();
     let ok_first = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
     if !ok_first || value.len() > 32 || !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-') {
-        return Err(format!("ssh user `{}` is not a unix user name", value.escape_debug()));
+        return Err(format!("{what} `{}` is not a unix user name", value.escape_debug()));
     }
     Ok(())
+}
+
+/// A path on the machine that runs scalectl (relative to the topology file, or absolute).
+pub fn local_path(value: &str, what: &str) -> Check {
+    if value.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    only(value, what, |c| !c.is_control())
+}
+
+/// One argument of a command line, passed as it is (no shell): any printable text.
+pub fn argument(value: &str) -> Check {
+    if value.is_empty() {
+        return Err("an argument of app.program.command is empty".into());
+    }
+    only(value, "an argument of app.program.command", |c| !c.is_control())
+}
+
+/// A Debian package name (Debian Policy 5.6.1).
+pub fn debian_package(value: &str) -> Check {
+    let ok = value.len() >= 2
+        && value.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+    if ok { Ok(()) } else { Err(format!("`{}` is not a Debian package name", value.escape_debug())) }
 }
 
 /// A container image reference such as `nginx:1.27` or `registry.example.com/team/api@sha256:...`.

@@ -27,17 +27,17 @@ fn lab_yaml() -> String {
     crate::example_path("lab")
 }
 
-fn scalectl(args: &[&str]) -> Command {
+pub(crate) fn scalectl(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_scalectl"));
     c.args(args).env("SCALECTL_HOME", root().join("target/lab-home")).env_remove("SCALECTL_PROGRESS");
     c
 }
 
-fn run(args: &[&str]) -> Output {
+pub(crate) fn run(args: &[&str]) -> Output {
     scalectl(args).output().unwrap()
 }
 
-fn run_ok(args: &[&str]) -> Output {
+pub(crate) fn run_ok(args: &[&str]) -> Output {
     let out = run(args);
     assert!(out.status.success(), "scalectl {args:?} failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
     out
@@ -81,7 +81,7 @@ fn count() -> u64 {
     count_at(LB)
 }
 
-fn docker_exec(container: &str, script: &str) -> String {
+pub(crate) fn docker_exec(container: &str, script: &str) -> String {
     let out = Command::new("docker").args(["exec", container, "sh", "-c", script]).output().unwrap();
     assert!(out.status.success(), "docker exec {container} {script}: {}", text(&out.stderr));
     text(&out.stdout)

@@ -10,6 +10,7 @@ mod broken;
 mod cli;
 mod docker;
 mod lab;
+mod node;
 mod snapshots;
 mod support;
 mod tools;
@@ -17,7 +18,7 @@ mod tools;
 use scalectl::render::{self, Facts, RenderedFile, Templates};
 use scalectl::topology::{self, Topology};
 
-pub const EXAMPLES: &[&str] = &["single-host", "three-hosts", "lab", "docker", "aws-asg"];
+pub const EXAMPLES: &[&str] = &["single-host", "three-hosts", "lab", "docker", "aws-asg", "node"];
 
 pub fn example_path(name: &str) -> String {
     format!("{}/examples/{name}.yaml", env!("CARGO_MANIFEST_DIR"))

@@ -93,7 +93,8 @@ fn systemd_root(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
     let out = run(Command::new("cp").args(["-a", "/usr/lib/systemd/system"]).arg(root.join("usr/lib/systemd/")));
     assert!(out.status.success(), "{}", text(&out));
-    for bin in ["opt/scale-api/current/scale-api", "usr/bin/redis-server", "usr/bin/prometheus-redis-exporter", "bin/kill"] {
+    // usr/bin/node: examples/node.yaml runs `[node, server.js]` (Debian's nodejs puts it there).
+    for bin in ["opt/scale-api/current/scale-api", "usr/bin/redis-server", "usr/bin/prometheus-redis-exporter", "bin/kill", "usr/bin/node"] {
         let p = root.join(bin);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, "#!/bin/sh\n").unwrap();

@@ -290,7 +290,7 @@ impl Desired {
 pub fn bundle_specs(t: &Topology, cores: u32, templates: &Templates) -> Result<Desired, RenderError> {
     let image = &t.docker.images.scale_api;
     let tag = image.rsplit_once(':').map(|(_, tag)| tag).filter(|tag| !tag.contains('/')).unwrap_or("latest");
-    let release = Release { id: tag.to_string(), bytes: 0 };
+    let release = Release { id: tag.to_string(), bytes: 0, archive: false };
     let engine = Engine { cores, data_root: "/var/lib/docker".into() };
     desired(t, &release, &SecretValues::default(), &engine, templates)
 }

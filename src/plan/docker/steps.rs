@@ -274,14 +274,14 @@ pub fn reload_plan(t: &Topology, o: &DockerObserved, templates: &Templates) -> R
 pub fn previous_release(t: &Topology, o: &DockerObserved) -> Result<Release, String> {
     let replicas = || o.running_replicas();
     let running: BTreeSet<&str> = replicas().map(|c| c.image.as_str()).collect();
-    let repo = release_image(t, &Release { id: String::new(), bytes: 0 });
+    let repo = release_image(t, &Release { id: String::new(), bytes: 0, archive: false });
     // What the replicas recorded when they replaced the release before them.
     if let Some(previous) = replicas().map(|c| c.previous.as_str()).find(|p| !p.is_empty() && !running.contains(p)) {
         let id = previous.strip_prefix(repo.as_str()).filter(|id| !id.is_empty()).ok_or_else(|| format!("the previous release image {previous} is not of {repo}*"))?;
         if !o.images.iter().any(|i| i.tag == previous) {
             return Err(format!("the previous release image {previous} is no longer on the engine"));
         }
-        return Ok(Release { id: id.to_string(), bytes: 0 });
+        return Ok(Release { id: id.to_string(), bytes: 0, archive: false });
     }
     // Replicas from before that label: the newest release image they do not run.
     let mut releases: Vec<&ObservedImage> = o.images.iter().filter(|i| i.role != ROLE_LOGS).collect();
@@ -294,7 +294,7 @@ pub fn previous_release(t: &Topology, o: &DockerObserved) -> Result<Release, Str
             let tags: Vec<&str> = releases.iter().map(|i| i.tag.as_str()).collect();
             format!("no earlier release image to roll back to (the engine has {tags:?}, the replicas run {running:?})")
         })?;
-    Ok(Release { id: previous.to_string(), bytes: 0 })
+    Ok(Release { id: previous.to_string(), bytes: 0, archive: false })
 }
 
 fn in_slot<'a>(o: &'a DockerObserved, slot: &'a str) -> impl Iterator<Item = &'a ObservedContainer> {

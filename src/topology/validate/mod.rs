@@ -137,7 +137,8 @@ impl V {
     fn topology(&mut self, raw: &RawTopology) -> Topology {
         self.check(&raw.name, syntax::dns_label(raw.name.value(), "name"));
         let target = raw.target.as_ref().map(|t| *t.value()).unwrap_or(Target::Hosts);
-        let app = self.app(&raw.app);
+        let mut app = self.app(&raw.app);
+        app.program = raw.app.program.as_ref().map(|p| self.program(p, raw, target));
         let hosts = self.hosts(raw, target);
         let load_balancer = self.load_balancer(raw.load_balancer.as_ref());
         let redis = self.redis(raw.redis.as_ref());
@@ -202,7 +203,8 @@ impl V {
                 let liveness = self.string(&h.liveness, "/healthz", |s| syntax::url_path(s, "liveness path"));
                 let readiness = self.string(&h.readiness, "/readyz", |s| syntax::url_path(s, "readiness path"));
                 for (sp, path, what) in [(&h.liveness, &liveness, "liveness"), (&h.readiness, &readiness, "readiness")] {
-                    if let Some(sp) = sp.as_ref().filter(|_| APP_ROUTES.contains(&path.as_str()) || path.starts_with("/users/")) {
+                    let scale_api = a.program.is_none();
+                    if let Some(sp) = sp.as_ref().filter(|_| scale_api && (APP_ROUTES.contains(&path.as_str()) || path.starts_with("/users/"))) {
                         self.at(sp.loc(), format!("the {what} path `{path}` is one of scale-api's own routes; pick another, such as /healthz or /readyz"));
                     }
                 }
@@ -239,6 +241,54 @@ impl V {
             nofile,
             drain_timeout_ms,
             slow_request_ms,
+            program: None,
+        }
+    }
+
+    /// The user's program: a safe name for units and paths, an argv that systemd runs as written.
+    fn program(&mut self, p: &RawProgram, raw: &RawTopology, target: Target) -> Program {
+        let name = self.string(&p.name, raw.name.value(), |s| syntax::dns_label(s, "app.program.name"));
+        self.check(&p.release, syntax::local_path(p.release.value(), "app.program.release"));
+        if p.command.value().is_empty() {
+            self.push(Problem::at(p.command.loc(), "app.program.command is empty").help("give the program and its arguments as a list, such as [node, server.js]"));
+        }
+        for arg in p.command.value() {
+            self.check(arg, syntax::argument(arg.value()));
+        }
+        if let Some(first) = p.command.value().first()
+            && first.value().split('/').any(|c| c == "..")
+        {
+            self.at(first.loc(), "the program must be inside its release directory or on the host (no `..`)");
+        }
+        for pkg in &p.packages {
+            self.check(pkg, syntax::debian_package(pkg.value()));
+        }
+        let user = p.user.as_ref().map(|u| {
+            self.check(u, syntax::unix_user(u.value(), "app.program.user"));
+            u.value().clone()
+        });
+        if target == Target::Docker {
+            self.push(
+                Problem::at(p.release.loc(), "app.program is deployed with `target: hosts` only, for now")
+                    .help("use `target: hosts` (the lab runs on this machine), or remove app.program to run scale-api"),
+            );
+        }
+        if let Some(a) = &raw.autoscaling {
+            self.push(
+                Problem::at(a.region.loc(), "the autoscaling group's cloud-init installs scale-api, not app.program, for now")
+                    .help("remove autoscaling, or app.program"),
+            );
+        }
+        Program {
+            name,
+            release: p.release.value().clone(),
+            command: p.command.value().iter().map(|a| a.value().clone()).collect(),
+            packages: p.packages.iter().map(|x| x.value().clone()).collect(),
+            user,
+            metrics: p.metrics.as_ref().map(|m| {
+                self.check(m, syntax::url_path(m.value(), "app.program.metrics"));
+                m.value().clone()
+            }),
         }
     }
 
@@ -299,7 +349,7 @@ impl V {
     fn ssh(&mut self, own: Option<&RawSsh>, defaults: Option<&RawSsh>) -> Ssh {
         let pick = |f: fn(&RawSsh) -> bool| own.filter(|s| f(s)).or(defaults.filter(|s| f(s)));
         let user = match pick(|s| s.user.is_some()) {
-            Some(s) => self.string(&s.user, "root", syntax::unix_user),
+            Some(s) => self.string(&s.user, "root", |u| syntax::unix_user(u, "ssh user")),
             None => "root".into(),
         };
         let port = match pick(|s| s.port.is_some()).and_then(|s| s.port.as_ref()) {

@@ -1,0 +1,97 @@
+// An Express service deployed by scalectl as the user's own app (examples/node.yaml).
+//
+// What scalectl asks of any app: listen on PORT, answer the liveness and readiness paths
+// (/healthz, /readyz), and on SIGTERM finish in-flight requests within DRAIN_TIMEOUT.
+// What it gives: INSTANCE (host-port), REDIS_URL (and REDIS_PASSWORD when Redis has one),
+// app.env and app.secrets as environment variables.
+const express = require('express');
+const { createClient } = require('redis');
+const client = require('prom-client');
+
+const port = Number(process.env.PORT || 3000);
+const instance = process.env.INSTANCE || `local-${port}`;
+const drainMs = parseDuration(process.env.DRAIN_TIMEOUT || '10s');
+
+// prom-client's default metrics: process CPU, memory, open files, and the event-loop delay
+// (nodejs_eventloop_lag_p99_seconds), which a CPU-heavy request on the loop drives up.
+client.collectDefaultMetrics({ eventLoopMonitoringPrecision: 10 });
+const requests = new client.Counter({ name: 'http_requests_total', help: 'Requests answered', labelNames: ['route', 'status'] });
+
+const redis = createClient({ url: process.env.REDIS_URL || 'redis://127.0.0.1:6379', password: process.env.REDIS_PASSWORD || undefined });
+let redisReady = false;
+redis.on('ready', () => { redisReady = true; });
+redis.on('end', () => { redisReady = false; });
+redis.on('error', (e) => { redisReady = false; log('warn', 'redis', { error: e.message }); });
+
+let draining = false;
+const app = express();
+app.disable('x-powered-by');
+app.use((req, res, next) => {
+  const started = process.hrtime.bigint();
+  res.set('X-Instance', instance);
+  res.on('finish', () => {
+    const ms = Number(process.hrtime.bigint() - started) / 1e6;
+    requests.inc({ route: req.route ? req.route.path : 'other', status: res.statusCode });
+    log('info', 'request', { method: req.method, path: req.path, status: res.statusCode, ms: Math.round(ms * 10) / 10, request_id: req.get('x-request-id') || null });
+  });
+  next();
+});
+
+app.get('/', (req, res) => res.send('Hello World\n'));
+
+// The global hit counter lives in Redis, so every instance on every host shares it.
+const count = async (req, res, next) => {
+  try { res.json({ count: await redis.incr('node:count') }); } catch (e) { next(e); }
+};
+app.get('/count', count);
+app.post('/count', count);
+
+// Deliberately blocks the event loop: every other request on this process waits meanwhile.
+// The fix is a worker thread (or more instances); doctor sees it in the event-loop delay.
+app.get('/heavy', (req, res) => {
+  const ms = Math.min(Number(req.query.ms) || 200, 5000);
+  const end = Date.now() + ms;
+  let x = 0;
+  while (Date.now() < end) x += Math.sqrt(x + 1);
+  res.json({ blocked_ms: ms, x: Math.round(x) });
+});
+
+app.get('/healthz', (req, res) => res.send('ok\n'));
+app.get('/readyz', (req, res) => {
+  if (draining) return res.status(503).send('draining\n');
+  if (!redisReady) return res.status(503).send('redis: not connected\n');
+  res.send('ready\n');
+});
+app.get('/metrics', async (req, res) => {
+  res.set('Content-Type', client.register.contentType);
+  res.send(await client.register.metrics());
+});
+app.use((err, req, res, next) => {
+  log('error', 'request failed', { path: req.path, error: err.message });
+  res.status(500).json({ error: 'internal error' });
+});
+
+const server = app.listen(port, () => log('info', 'listening', { port }));
+// Keep-alive connections from the load balancer outlive nginx's own idle timeout.
+server.keepAliveTimeout = 65000;
+redis.connect().catch((e) => log('error', 'redis connect', { error: e.message }));
+
+// SIGTERM: stop taking connections, let in-flight requests finish, then exit; a request still
+// running at the drain timeout is cut.
+process.on('SIGTERM', () => {
+  draining = true;
+  log('info', 'draining', { timeout_ms: drainMs });
+  server.close(() => { redis.quit().finally(() => process.exit(0)); });
+  server.closeIdleConnections();
+  setTimeout(() => process.exit(0), drainMs).unref();
+});
+
+function log(level, msg, fields) {
+  process.stdout.write(JSON.stringify({ time: new Date().toISOString(), level, msg, instance, ...fields }) + '\n');
+}
+
+function parseDuration(s) {
+  const m = /^(\d+)(ms|s|m)$/.exec(s);
+  if (!m) return 10000;
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60000 }[m[2]];
+}

@@ -1,0 +1,122 @@
+//! The user's own app on the lab: examples/node.yaml deploys the Express service of
+//! examples/node-app (real Node.js from Debian's nodejs, Redis, nginx, systemd) to a lab of three
+//! hosts. Requests go to 127.0.0.1 only. Shares the engine with the other labs (TURN).
+
+use std::path::{Path, PathBuf};
+use std::sync::{MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::lab::{docker_exec, run, run_ok};
+use crate::support::{Load, TURN, count_at, instances_seen_at, run_id, text};
+
+const LB: &str = "http://127.0.0.1:8082";
+
+fn node_yaml() -> String {
+    crate::example_path("node")
+}
+
+fn app_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/node-app")
+}
+
+static UP: OnceLock<()> = OnceLock::new();
+
+/// The node lab, up and converged on examples/node.yaml; held for one test.
+fn node_lab() -> MutexGuard<'static, ()> {
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    crate::require("docker");
+    assert!(app_dir().join("node_modules/express").is_dir(), "examples/node-app has no node_modules: scripts/setup.sh runs npm ci there");
+    UP.get_or_init(|| {
+        let t = Instant::now();
+        run_ok(&["lab", "up", "-f", &node_yaml()]);
+        eprintln!("node lab up: {:.1} s", t.elapsed().as_secs_f64());
+    });
+    let t = Instant::now();
+    let out = run_ok(&["apply", "-f", &node_yaml(), "--yes"]);
+    eprintln!("node apply: {:.1} s ({})", t.elapsed().as_secs_f64(), text(&out.stdout).lines().last().unwrap_or(""));
+    turn
+}
+
+/// A copy of the app's directory with one file changed: a release of its own.
+fn release_copy(tag: &str, server_js: impl FnOnce(String) -> String) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("node-release-").tempdir().unwrap();
+    let out = std::process::Command::new("cp").arg("-a").arg(format!("{}/.", app_dir().display())).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let js = dir.path().join("server.js");
+    let src = std::fs::read_to_string(&js).unwrap();
+    std::fs::write(&js, format!("{}\n// {}\n", server_js(src), run_id(tag))).unwrap();
+    dir
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn node_app_serves_from_every_instance_one_per_core_and_counts_exactly_in_redis() {
+    let _lab = node_lab();
+    let cores: usize = docker_exec("hello-app-1", "nproc").trim().parse().unwrap();
+    let units = docker_exec("hello-app-1", "systemctl list-units --plain --no-legend --state=active 'hello@*.service' | wc -l");
+    assert_eq!(units.trim().parse::<usize>().unwrap(), cores, "instances: max runs one process per core");
+    let running = docker_exec("hello-app-1", "ps -o args= -C node");
+    assert!(running.lines().filter(|l| l.trim() == "node server.js").count() == cores, "{running}");
+    let seen = instances_seen_at(LB, 80);
+    assert_eq!(seen.len(), 2 * cores, "every instance on both hosts answers: {seen:?}");
+    assert!(seen.iter().any(|s| s.starts_with("app-1-")) && seen.iter().any(|s| s.starts_with("app-2-")), "{seen:?}");
+    // The counter lives in Redis: N requests spread over every instance advance it by exactly N.
+    let before = count_at(LB);
+    for _ in 0..40 {
+        count_at(LB);
+    }
+    assert_eq!(count_at(LB), before + 41);
+    // The release is the packed directory: the same files plan nothing new.
+    let out = run_ok(&["plan", "-f", &node_yaml()]);
+    assert!(text(&out.stdout).contains("No changes"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn node_new_release_and_three_reloads_under_load_fail_no_request() {
+    let _lab = node_lab();
+    let next = release_copy("node-rolling", |s| s);
+    let load = Load::start_at(LB, 8);
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let out = run_ok(&["apply", "-f", &node_yaml(), "--release", path(next.path()), "--yes"]);
+    eprintln!("node release under load: {:.1} s", t.elapsed().as_secs_f64());
+    let said = text(&out.stdout);
+    assert!(said.contains("archive, unpacked") && said.contains("rolling restart") && said.contains("out of the load balancer"), "{said}");
+    for _ in 0..3 {
+        run_ok(&["reload", "-f", &node_yaml(), "--yes"]);
+    }
+    let (ok, failed) = load.finish();
+    eprintln!("node under load: {ok} requests answered, {} failed", failed.len());
+    assert!(ok > 100, "too little load to mean anything: {ok}");
+    assert!(failed.is_empty(), "{} failed requests, first: {:?}", failed.len(), failed.first());
+    // Back to the topology's own release for the tests after.
+    run_ok(&["apply", "-f", &node_yaml(), "--yes"]);
+}
+
+#[test]
+fn node_release_that_never_becomes_ready_is_rolled_back_with_its_logs() {
+    let _lab = node_lab();
+    // Listens, but never ready: the readiness route answers 503 with a line in the log.
+    let broken = release_copy("node-broken", |s| {
+        s.replace("app.get('/readyz', (req, res) => {", "app.get('/readyz', (req, res) => {\n  log('error', 'broken release: never ready', {});\n  return res.status(503).send('broken\\n');")
+    });
+    let load = Load::start_at(LB, 2);
+    let out = run(&["apply", "-f", &node_yaml(), "--release", path(broken.path()), "--yes", "--ready-timeout", "4s"]);
+    let (ok, failed) = load.finish();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("hello@4000.service never became ready") && err.contains("HTTP 503 broken"), "{err}");
+    assert!(err.contains("broken release: never ready"), "its log lines are shown: {err}");
+    assert!(err.contains("app-1: rolled back (release"), "{err}");
+    assert!(failed.is_empty(), "{} requests failed during the failed deploy: {:?} ({ok} ok)", failed.len(), failed.first());
+    let cores: usize = docker_exec("hello-app-1", "nproc").trim().parse().unwrap();
+    assert_eq!(instances_seen_at(LB, 80).len(), 2 * cores, "the old release serves on every instance");
+    let out = run_ok(&["plan", "-f", &node_yaml(), "-o", "json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for h in plan["hosts"].as_array().unwrap() {
+        assert_eq!(h["activate"], serde_json::json!([]), "{}: {}", h["host"], h["activate"]);
+    }
+}
