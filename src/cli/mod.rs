@@ -10,6 +10,7 @@ mod completions;
 mod doctor;
 mod lab;
 mod lock;
+mod logs;
 mod plan;
 mod release;
 mod render;
@@ -74,6 +75,8 @@ pub enum Command {
     Status(status::Args),
     /// Diagnose the live fleet from its metrics: is it up, is it slow, which resource explains it (exit 2: findings)
     Doctor(doctor::Args),
+    /// The app's log lines from every instance, merged in time order and labelled (--follow for new ones)
+    Logs(logs::Args),
     /// The fleet lock that keeps applies apart (lock status|release)
     Lock(lock::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
@@ -111,6 +114,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Rollback(a) => apply::run_rollback(a, color),
         Command::Destroy(a) => apply::run_destroy(a, color),
         Command::Status(a) => status::run(a, color),
+        Command::Logs(a) => logs::run(a, color),
         Command::Lock(a) => lock::run(a, color),
         Command::Doctor(a) => doctor::run(a, color),
         Command::Completions(a) => completions::run(a),

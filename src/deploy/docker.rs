@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{ExecOptions, Goal, Planned, Status, StatusItem, Target};
+use super::{ExecOptions, Goal, LogLine, LogQuery, Planned, Status, StatusItem, Target};
 use crate::exec::docker as engine;
 use crate::exec::docker_lock;
 use crate::exec::lock::{Held, LockInfo};
@@ -109,6 +109,40 @@ impl Target for Engine {
             place_kind: "slot",
             healthy: !items.is_empty() && items.iter().all(|i| i.healthy),
             items,
+        })
+    }
+
+    fn logs(&self, q: &LogQuery, out: &(dyn Fn(&LogLine) + Sync)) -> anyhow::Result<()> {
+        let o = self.observe()?;
+        let replicas: Vec<(String, String)> = o
+            .running_replicas()
+            .filter(|c| q.instance.as_ref().is_none_or(|i| *i == c.slot))
+            .map(|c| (c.name.clone(), c.slot.clone()))
+            .collect();
+        let docker = &self.docker;
+        self.rt.block_on(async {
+            let mut all = Vec::new();
+            for (name, slot) in &replicas {
+                let mut lines = Vec::new();
+                engine::replica_logs(docker, name, q.since, q.lines, false, &mut |time_us, message| {
+                    lines.push(LogLine { time_us, instance: slot.clone(), message })
+                })
+                .await?;
+                all.extend(lines);
+            }
+            for l in super::merge_history(all, q) {
+                out(&l);
+            }
+            if q.follow {
+                // New lines only: the engine's `since` is in seconds, so start from now.
+                let streams = replicas.iter().map(|(name, slot)| async move {
+                    engine::replica_logs(docker, name, Duration::ZERO, 0, true, &mut |time_us, message| out(&LogLine { time_us, instance: slot.clone(), message })).await
+                });
+                for r in futures_util::future::join_all(streams).await {
+                    r?;
+                }
+            }
+            anyhow::Ok(())
         })
     }
 }

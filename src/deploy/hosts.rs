@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{ExecOptions, Goal, Planned, Progress, Status, StatusItem, Target};
+use super::{ExecOptions, Goal, LogLine, LogQuery, Planned, Progress, Status, StatusItem, Target};
 use crate::exec::lock::{self, Held, LockInfo};
-use crate::exec::{self, ConnectOptions, apply, ssh::Conn};
+use crate::exec::{self, ConnectOptions, apply, commands, ssh::{self, Conn}};
 use crate::plan::{self, DesiredHost, Observed, Release, TargetPlan, instance_unit};
 use crate::render::{self, Facts, SecretValues, Templates};
 use crate::topology::Topology;
@@ -134,5 +134,93 @@ impl Target for Hosts {
             healthy: items.iter().all(|i| i.healthy),
             items,
         })
+    }
+
+    fn logs(&self, q: &LogQuery, out: &(dyn Fn(&LogLine) + Sync)) -> anyhow::Result<()> {
+        let t = &self.topology;
+        let app = t.app.name();
+        let hosts: Vec<&Conn> = self
+            .conns
+            .iter()
+            .filter(|c| t.hosts.iter().any(|h| h.name == c.endpoint.host && h.has(crate::topology::Role::App)))
+            .filter(|c| q.instance.as_ref().is_none_or(|i| i.starts_with(&format!("{}-", c.endpoint.host))))
+            .collect();
+        // History: every host at once, then one merge in time order.
+        let results = exec::fanout(&hosts, self.parallel, |c| {
+            let cmd = ssh::sudo_command(&c.endpoint.user, &commands::journal(app, q.since, q.lines, false));
+            let o = c.run(&cmd, b"", Duration::from_secs(60))?;
+            anyhow::ensure!(o.ok(), "{}: journalctl failed: {}", c.endpoint.host, o.stderr.trim());
+            Ok(o.stdout.lines().filter_map(|l| journal_line(&c.endpoint.host, l)).collect::<Vec<_>>())
+        });
+        let mut all = Vec::new();
+        let mut cursors = BTreeMap::new();
+        for (c, r) in hosts.iter().zip(exec::collect(results)?) {
+            if let Some(last) = r.last() {
+                cursors.insert(c.endpoint.host.clone(), last.1.clone());
+            }
+            all.extend(r.into_iter().map(|(l, _)| l));
+        }
+        for l in super::merge_history(all, q) {
+            out(&l);
+        }
+        if !q.follow {
+            return Ok(());
+        }
+        // Then each host's new lines as they come, from just after the last line shown.
+        std::thread::scope(|s| {
+            let handles: Vec<_> = hosts
+                .iter()
+                .map(|c| {
+                    let after = cursors.get(&c.endpoint.host).cloned();
+                    s.spawn(move || {
+                        let mut cmd = commands::journal(app, q.since, 0, true);
+                        if let Some(cursor) = after {
+                            cmd.push_str(&format!(" --after-cursor={}", commands::q(&cursor)));
+                        }
+                        c.stream(&ssh::sudo_command(&c.endpoint.user, &cmd), &mut |line| {
+                            if let Some((l, _)) = journal_line(&c.endpoint.host, line)
+                                && q.instance.as_ref().is_none_or(|i| *i == l.instance)
+                            {
+                                out(&l);
+                            }
+                            true
+                        })
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().map_err(|_| anyhow::anyhow!("a log stream panicked"))??;
+            }
+            anyhow::Ok(())
+        })
+    }
+}
+
+/// One line of `journalctl -o json` from an instance unit: the line and its cursor. The message is
+/// a string, or an array of bytes when it is not valid UTF-8.
+fn journal_line(host: &str, line: &str) -> Option<(LogLine, String)> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let time_us = v["__REALTIME_TIMESTAMP"].as_str()?.parse().ok()?;
+    let ident = v["SYSLOG_IDENTIFIER"].as_str().unwrap_or("");
+    let port = ident.rsplit_once('-').map(|(_, p)| p).unwrap_or(ident);
+    let message = match &v["MESSAGE"] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(bytes) => String::from_utf8_lossy(&bytes.iter().filter_map(|b| b.as_u64().map(|b| b as u8)).collect::<Vec<_>>()).into_owned(),
+        _ => return None,
+    };
+    let cursor = v["__CURSOR"].as_str().unwrap_or("").to_string();
+    Some((LogLine { time_us, instance: format!("{host}-{port}"), message }, cursor))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn journal_lines_name_their_instance_and_keep_their_cursor() {
+        let line = r#"{"__CURSOR":"s=1;i=2","__REALTIME_TIMESTAMP":"1764590400123456","SYSLOG_IDENTIFIER":"hello-4001","MESSAGE":"{\"msg\":\"listening\"}"}"#;
+        let (l, cursor) = super::journal_line("app-1", line).unwrap();
+        assert_eq!((l.time_us, l.instance.as_str(), l.message.as_str(), cursor.as_str()), (1764590400123456, "app-1-4001", "{\"msg\":\"listening\"}", "s=1;i=2"));
+        let binary = r#"{"__CURSOR":"c","__REALTIME_TIMESTAMP":"1","SYSLOG_IDENTIFIER":"hello-4000","MESSAGE":[104,105,255]}"#;
+        assert_eq!(super::journal_line("app-2", binary).unwrap().0.message, "hi\u{fffd}");
+        assert!(super::journal_line("app-2", "-- No entries --").is_none());
     }
 }

@@ -80,6 +80,25 @@ pub struct StatusItem {
     pub healthy: bool,
 }
 
+/// Which of the app's log lines `logs` shows.
+pub struct LogQuery {
+    pub since: Duration,
+    /// At most this many lines of history per instance's host (or replica).
+    pub lines: usize,
+    pub follow: bool,
+    /// Only this instance (`HOST-PORT`, or a replica's slot); None: every instance.
+    pub instance: Option<String>,
+}
+
+/// One line an app instance wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogLine {
+    /// Microseconds since the Unix epoch, as the journal (or engine) recorded it.
+    pub time_us: i64,
+    pub instance: String,
+    pub message: String,
+}
+
 pub trait Target {
     fn topology(&self) -> &Topology;
     /// Take the fleet lock, or fail naming who holds it.
@@ -94,6 +113,16 @@ pub trait Target {
     /// Carry out exactly this plan; undo what was done when a step fails.
     fn execute(&self, plan: &TargetPlan, opts: &ExecOptions<'_>) -> anyhow::Result<()>;
     fn status(&self) -> anyhow::Result<Status>;
+    /// The app's log lines from every instance, in time order; then, with `follow`, new ones as
+    /// they come (until the process is stopped).
+    fn logs(&self, q: &LogQuery, out: &(dyn Fn(&LogLine) + Sync)) -> anyhow::Result<()>;
+}
+
+/// Lines of history from several places, merged in time order and filtered to one instance.
+pub fn merge_history(mut lines: Vec<LogLine>, q: &LogQuery) -> Vec<LogLine> {
+    lines.retain(|l| q.instance.as_ref().is_none_or(|i| *i == l.instance));
+    lines.sort_by_key(|l| l.time_us);
+    lines
 }
 
 /// The target the topology names, connected.

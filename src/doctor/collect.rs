@@ -86,7 +86,8 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     let errors = p
         .instant(r#"100 * sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count{status=~"5.."}[1m])) / sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count[1m]))"#)
         .await?;
-    let delay = p.range("max by (instance_name) (scale_api_runtime_scheduling_delay_seconds) * 1000", window, step, end).await?;
+    // How long ready work waits to run: scale-api's runtime, or Node's event loop (prom-client).
+    let delay = p.range("max by (instance_name) (scale_api_runtime_scheduling_delay_seconds or nodejs_eventloop_lag_p99_seconds) * 1000", window, step, end).await?;
     let resident = p.range(r#"process_resident_memory_bytes{job="scale-api"}"#, window, step, end).await?;
     let open_fds = p.instant(r#"process_open_fds{job="scale-api"}"#).await?;
     let max_fds = p.instant(r#"process_max_fds{job="scale-api"}"#).await?;
@@ -94,6 +95,10 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     let rejected = p.instant("sum by (instance_name) (rate(scale_api_heavy_pool_rejected_total[1m]))").await?;
     let cpu = p.range(r#"100 * (1 - avg by (host) (rate(node_cpu_seconds_total{mode="idle"}[1m])))"#, window, step, end).await?;
     let cores = p.instant(r#"count by (host) (node_cpu_seconds_total{mode="idle"})"#).await?;
+    // The app's own share of each host: its instances' CPU time against the host's cores.
+    let app_cpu = p
+        .range(r#"100 * sum by (host) (rate(process_cpu_seconds_total{job="scale-api"}[1m])) / on (host) count by (host) (node_cpu_seconds_total{mode="idle"})"#, window, step, end)
+        .await?;
     let mem = p.instant("100 * node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes").await?;
 
     let mut s = Snapshot {
@@ -102,6 +107,7 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         taken_at: humantime::format_rfc3339_seconds(now).to_string(),
         window_s: window.as_secs(),
         thresholds,
+        program: t.app.program.is_some(),
         ..Default::default()
     };
     let mut per_host: BTreeMap<String, u32> = BTreeMap::new();
@@ -134,6 +140,7 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
             cores: by(&cores, "host", &h.name).map_or(h.cores.unwrap_or(1), |c| c as u32),
             instances: per_host.get(&h.name).copied().unwrap_or(0),
             cpu_busy_percent: series_by(&cpu, "host", &h.name),
+            app_cpu_percent: series_by(&app_cpu, "host", &h.name),
             memory_available_percent: by(&mem, "host", &h.name),
         });
     }

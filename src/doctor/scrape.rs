@@ -152,17 +152,28 @@ pub async fn collect(t: &Topology, interval: Duration, thresholds: Thresholds) -
         ..Default::default()
     };
     let mut per_host: BTreeMap<String, u32> = BTreeMap::new();
+    // Cores the app's instances used between the two readings, per host.
+    let mut app_cores: BTreeMap<String, f64> = BTreeMap::new();
     let mut redis = RedisReadings::default();
     for (i, (host, _, port, weight)) in instances.iter().enumerate() {
         *per_host.entry(host.clone()).or_default() += 1;
         let (a, b) = pair(i);
+        if let (Some(a), Some(b)) = (a, b)
+            && let Some(used) = rate(a.value("process_cpu_seconds_total"), b.value("process_cpu_seconds_total"), b.at.duration_since(a.at).as_secs_f64())
+        {
+            *app_cores.entry(host.clone()).or_default() += used;
+        }
         s.instances.push(instance_sample(format!("{host}-{port}"), host, *weight, a, b, &mut redis));
     }
     let node_base = instances.len();
     for (j, h) in t.hosts.iter().enumerate() {
         let (a, b) = pair(node_base + j);
         let local = is_loopback(&h.address).then_some((&local, local_cores));
-        s.hosts.push(host_sample(h, a, b, local, per_host.get(&h.name).copied().unwrap_or(0)));
+        let mut sample = host_sample(h, a, b, local, per_host.get(&h.name).copied().unwrap_or(0));
+        if let Some(used) = app_cores.get(&h.name) {
+            sample.app_cpu_percent = vec![100.0 * used / f64::from(sample.cores.max(1))];
+        }
+        s.hosts.push(sample);
     }
     let mut next = node_base + t.hosts.len();
     if redis_host.is_some() {
@@ -259,6 +270,8 @@ fn host_sample(h: &crate::topology::Host, a: Option<&Reading>, b: Option<&Readin
         cores: cores.unwrap_or(1),
         instances,
         cpu_busy_percent: cpu.into_iter().collect(),
+        // Filled from the instances' own readings (see `collect`).
+        app_cpu_percent: Vec::new(),
         memory_available_percent: mem,
     }
 }

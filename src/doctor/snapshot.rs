@@ -20,6 +20,10 @@ pub struct Snapshot {
     pub instances: Vec<InstanceSample>,
     pub redis: Option<RedisSample>,
     pub nginx: Option<NginxSample>,
+    /// The app is the user's program (app.program), not scale-api: scale-api's own settings are
+    /// no remedy then.
+    #[serde(default)]
+    pub program: bool,
 }
 
 /// Thresholds from the topology (observability.alerts), defaults from common practice (scale out above 70% CPU).
@@ -75,6 +79,10 @@ pub struct HostSample {
     pub instances: u32,
     /// Percent of all cores busy, over the window.
     pub cpu_busy_percent: Vec<f64>,
+    /// Percent of all cores the app's instances use, over the window (their process CPU time);
+    /// empty when they do not report it.
+    #[serde(default)]
+    pub app_cpu_percent: Vec<f64>,
     pub memory_available_percent: Option<f64>,
 }
 

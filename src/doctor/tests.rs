@@ -3,11 +3,17 @@
 use super::snapshot::*;
 use super::*;
 
+/// The host's cores this busy, nine tenths of it the app's instances.
+fn busy(h: &mut HostSample, percent: f64) {
+    h.cpu_busy_percent = vec![percent; 10];
+    h.app_cpu_percent = vec![percent * 0.9; 10];
+}
+
 /// Two app hosts of 2 cores with 2 instances each, quiet and fine; Redis and Nginx up.
 fn healthy() -> Snapshot {
     let mut s = Snapshot { format_version: 1, topology: "t".into(), taken_at: "2026-11-23T00:00:00Z".into(), window_s: 300, ..Default::default() };
     for h in ["app-1", "app-2"] {
-        s.hosts.push(HostSample { host: h.into(), app: true, cores: 2, instances: 2, cpu_busy_percent: vec![20.0; 10], memory_available_percent: Some(60.0) });
+        s.hosts.push(HostSample { host: h.into(), app: true, cores: 2, instances: 2, cpu_busy_percent: vec![20.0; 10], app_cpu_percent: vec![18.0; 10], memory_available_percent: Some(60.0) });
         for port in [3000, 3001] {
             s.instances.push(InstanceSample {
                 instance: format!("{h}-{port}"),
@@ -83,7 +89,7 @@ fn redis_down_slow_and_full() {
 fn cpu_busy_with_spare_cores_says_use_every_core() {
     let mut s = healthy();
     s.hosts[0].instances = 1;
-    s.hosts[0].cpu_busy_percent = vec![95.0; 10];
+    busy(&mut s.hosts[0], 95.0);
     let f = only(&s, "cpu-saturated-scale-up");
     assert_eq!(f.subject, "app-1");
     assert_eq!(f.evidence[0].value, 95.0);
@@ -91,11 +97,37 @@ fn cpu_busy_with_spare_cores_says_use_every_core() {
     assert!(f.path.iter().any(|p| p.contains("1 instances on 2 cores")), "{:?}", f.path);
 }
 
+/// Right after a first apply the hosts were busy installing packages, not running the app: CPU
+/// the instances do not use is said, and is no reason to scale.
+#[test]
+fn cpu_the_app_does_not_use_is_no_reason_to_scale() {
+    let mut s = healthy();
+    for h in s.hosts.iter_mut().filter(|h| h.app) {
+        h.instances = 1;
+        h.cpu_busy_percent = vec![95.0; 10];
+        h.app_cpu_percent = vec![4.0; 10];
+    }
+    let d = diagnose(&s, None);
+    assert!(d.healthy, "{:?}", ids(&d));
+    assert!(d.trace.iter().any(|t| t.answer.contains("the app's instances use 4%: something else on app-1 is busy")), "{:#?}", d.trace);
+    // The same busy hosts, with the instances using most of it: scale.
+    for h in s.hosts.iter_mut().filter(|h| h.app) {
+        h.app_cpu_percent = vec![80.0; 10];
+    }
+    assert_eq!(ids(&diagnose(&s, None)), vec!["cpu-saturated-scale-up", "cpu-saturated-scale-up"]);
+    // Instances that report no CPU time yet (just started, never scraped): not judged either way.
+    for h in s.hosts.iter_mut().filter(|h| h.app) {
+        h.app_cpu_percent.clear();
+    }
+    let d = diagnose(&s, None);
+    assert!(d.healthy && d.trace.iter().any(|t| t.answer.starts_with("unknown: 95% of 2 cores busy")), "{:#?}", d.trace);
+}
+
 #[test]
 fn every_core_of_every_app_host_busy_says_add_a_host() {
     let mut s = healthy();
     for h in s.hosts.iter_mut().filter(|h| h.app) {
-        h.cpu_busy_percent = vec![90.0; 10];
+        busy(h, 90.0);
     }
     let f = only(&s, "cpu-saturated-scale-out");
     assert!(f.topology_edit.unwrap().contains("add an app host"));
@@ -118,6 +150,10 @@ fn event_loop_blocked() {
     inst(&mut s, "app-2-3000").scheduling_delay_ms = vec![250.0; 10];
     let f = only(&s, "event-loop-blocked");
     assert!(f.topology_edit.unwrap().contains("app.heavy_pool"));
+    // The user's program (Node's event-loop delay): scale-api's setting is no remedy.
+    s.program = true;
+    let f = only(&s, "event-loop-blocked");
+    assert!(f.topology_edit.is_none() && f.recommendation.contains("worker threads"), "{f:?}");
 }
 
 #[test]
@@ -176,7 +212,7 @@ fn errors_and_latency_without_saturation() {
     assert!(f.path[0].contains("is the app slow? yes"), "{:?}", f.path);
     // Slow because the CPU is saturated: that is the finding, not "high latency".
     s.hosts[0].instances = 1;
-    s.hosts[0].cpu_busy_percent = vec![95.0; 10];
+    busy(&mut s.hosts[0], 95.0);
     assert_eq!(ids(&diagnose(&s, None)), vec!["cpu-saturated-scale-up"]);
 }
 
@@ -191,15 +227,15 @@ fn connections_piling_up() {
 fn hysteresis_keeps_an_active_finding_until_well_below_its_threshold() {
     let mut s = healthy();
     s.hosts[0].instances = 1;
-    s.hosts[0].cpu_busy_percent = vec![75.0; 10];
+    busy(&mut s.hosts[0], 75.0);
     let first = diagnose(&s, None);
     assert_eq!(ids(&first), vec!["cpu-saturated-scale-up"]);
     // 66% is below 70 but above 63 (70 less 10%): still active after the first diagnosis...
-    s.hosts[0].cpu_busy_percent = vec![66.0; 10];
+    busy(&mut s.hosts[0], 66.0);
     assert_eq!(ids(&diagnose(&s, Some(&first))), vec!["cpu-saturated-scale-up"]);
     // ...and not for a fresh look.
     assert!(diagnose(&s, None).healthy);
-    s.hosts[0].cpu_busy_percent = vec![60.0; 10];
+    busy(&mut s.hosts[0], 60.0);
     assert!(diagnose(&s, Some(&first)).healthy);
 }
 

@@ -70,7 +70,7 @@ pub const CHECKS: &[(&str, &str, &str, &str)] = &[
     ("redis-down", "critical", "Redis does not answer: sessions, counters and cache fail", "start Redis; check its host and maxmemory"),
     ("cpu-saturated-scale-up", "warning", "an app host's cores are busy beyond the scale-out threshold while it runs fewer instances than cores", "use every core: app.instances: max (PM2's -i max)"),
     ("cpu-saturated-scale-out", "critical", "every core of every app host is busy beyond the scale-out threshold", "add an app host behind the load balancer (horizontal scaling)"),
-    ("event-loop-blocked", "warning", "tasks wait to run: CPU-heavy work is blocking the runtime", "move CPU-heavy work to the worker pool; raise app.heavy_pool"),
+    ("event-loop-blocked", "warning", "ready work waits to run: CPU-heavy work is blocking the event loop (Node) or runtime (scale-api), and every request on that instance waits", "move CPU-heavy work off the loop (worker threads in Node, the worker pool and app.heavy_pool in scale-api), or run more instances"),
     ("memory-pressure", "warning", "a host's available memory is below the threshold", "a bigger server, fewer instances per host, or cache in Redis"),
     ("memory-leak-suspected", "warning", "an instance's resident memory rose steadily over the window", "find the leak; meanwhile app.limits.memory_max bounds it and systemd restarts"),
     ("redis-slow", "warning", "Redis operations are slow as seen by scale-api", "check Redis CPU and latency; keep values small; a replica for reads"),
@@ -232,6 +232,22 @@ fn cpu(w: &mut Walk<'_>, s: &Snapshot, slow_step: &str) {
     for h in &app_hosts {
         let Some(cpu) = median(&h.cpu_busy_percent) else { continue };
         let busy = w.over("cpu-saturated-scale-up", &h.host, cpu, th.cpu_scale_out_percent) || w.over("cpu-saturated-scale-out", "fleet", cpu, th.cpu_scale_out_percent);
+        // CPU the app's instances do not use (an install, a neighbour, a backup) is no reason to
+        // scale the app: busy counts only when the instances account for at least a third of it
+        // (hosts that share a machine, as the lab's do, each see the machine's CPU).
+        if busy {
+            match median(&h.app_cpu_percent) {
+                Some(app) if app < cpu / 3.0 => {
+                    w.ask(format!("{} CPU busy with the app?", h.host), format!("no: {cpu:.0}% of {} cores busy, the app's instances use {app:.0}%: something else on {} is busy (not a reason to scale the app)", h.cores, h.host), false);
+                    continue;
+                }
+                None => {
+                    w.ask(format!("{} CPU busy with the app?", h.host), format!("unknown: {cpu:.0}% of {} cores busy, but its instances report no process CPU time (yet): not judged", h.cores), false);
+                    continue;
+                }
+                Some(_) => {}
+            }
+        }
         let p = w.ask(format!("{} CPU busy?", h.host), format!("{} ({cpu:.0}% of {} cores, threshold {}%)", if busy { "yes" } else { "no" }, h.cores, th.cpu_scale_out_percent), busy);
         if !busy {
             continue;
@@ -267,10 +283,10 @@ fn instance_resources(w: &mut Walk<'_>, s: &Snapshot, i: &InstanceSample, slow_s
         if let Some(d) = median(&i.scheduling_delay_ms)
             && w.over("event-loop-blocked", &i.instance, d, th.scheduling_delay_ms)
         {
-            let p = w.ask(format!("{} runtime blocked?", i.instance), format!("yes: tasks wait {d:.0} ms to run (threshold {} ms)", th.scheduling_delay_ms), true);
-            w.find("event-loop-blocked", Severity::Warning, &i.instance, format!("tasks on {} wait {d:.0} ms to run", i.instance),
-                ev("scheduling_delay_ms", &i.instance, d, th.scheduling_delay_ms), vec![slow_step.to_string(), p],
-                Some("app.heavy_pool: <cores>   (and keep CPU-heavy handlers on the pool)".into()));
+            let p = w.ask(format!("{} event loop blocked?", i.instance), format!("yes: ready work waits {d:.0} ms to run (threshold {} ms)", th.scheduling_delay_ms), true);
+            let edit = (!s.program).then(|| "app.heavy_pool: <cores>   (and keep CPU-heavy handlers on the pool)".to_string());
+            w.find("event-loop-blocked", Severity::Warning, &i.instance, format!("the event loop of {} is blocked: ready work waits {d:.0} ms to run", i.instance),
+                ev("scheduling_delay_ms", &i.instance, d, th.scheduling_delay_ms), vec![slow_step.to_string(), p], edit);
         }
         if let (Some(open), Some(max)) = (i.open_fds, i.max_fds)
             && max > 0.0

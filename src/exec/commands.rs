@@ -211,6 +211,17 @@ pub fn undrain(site: &str, server: &str) -> String {
     )
 }
 
+/// The app's journal on a host as JSON lines: the last `lines` within `since`, then (`follow`)
+/// new ones as they come.
+pub fn journal(app: &str, since: Duration, lines: usize, follow: bool) -> String {
+    format!(
+        "journalctl -u {} -o json --no-pager --output-fields=MESSAGE,SYSLOG_IDENTIFIER --since=-{}s -n {lines}{}",
+        q(&format!("{app}@*.service")),
+        since.as_secs().max(1),
+        if follow { " -f" } else { "" }
+    )
+}
+
 pub fn logs(unit: &str) -> String {
     format!("journalctl -u {} -n 20 --no-pager -o short-iso 2>&1 || true", q(unit))
 }

@@ -313,6 +313,27 @@ async fn wait_ready(docker: &Docker, name: &str, healthy: bool, timeout: Duratio
     }
 }
 
+/// A replica's log lines with the engine's timestamps: the last `lines` within `since`, then
+/// (`follow`) new ones, each handed to `line` as (microseconds since the epoch, text).
+pub async fn replica_logs(docker: &Docker, name: &str, since: Duration, lines: usize, follow: bool, line: &mut (dyn FnMut(i64, String) + Send)) -> anyhow::Result<()> {
+    let since_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.saturating_sub(since).as_secs() as i32;
+    let opts = LogsOptionsBuilder::default().stdout(true).stderr(true).timestamps(true).since(since_unix).tail(&lines.to_string()).follow(follow).build();
+    let mut s = docker.logs(name, Some(opts));
+    let mut partial = String::new();
+    while let Some(chunk) = s.next().await {
+        partial.push_str(&chunk.with_context(|| format!("cannot read the logs of {name}"))?.to_string());
+        while let Some(i) = partial.find('\n') {
+            let l: String = partial.drain(..=i).collect();
+            let (stamp, text) = l.trim_end_matches(['\n', '\r']).split_once(' ').unwrap_or(("", ""));
+            if let Ok(t) = humantime::parse_rfc3339(stamp) {
+                let us = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
+                line(us, text.to_string());
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn tail_logs(docker: &Docker, name: &str, n: usize) -> String {
     let mut s = docker.logs(name, Some(LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&n.to_string()).build()));
     let mut out = String::new();

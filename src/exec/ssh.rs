@@ -191,6 +191,36 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Run `command` and hand each line of its output (stderr merged) to `line` as it arrives,
+    /// with no time limit, until the command ends or `line` returns false. Returns the exit status
+    /// (None when stopped early).
+    pub fn stream(&self, command: &str, line: &mut dyn FnMut(&str) -> bool) -> Result<Option<i32>, SshError> {
+        let host = &self.endpoint.host;
+        let ssh = |source| SshError::Ssh { host: host.clone(), source };
+        self.session.set_timeout(0);
+        let mut ch = self.session.channel_session().map_err(ssh)?;
+        ch.handle_extended_data(ExtendedData::Merge).map_err(ssh)?;
+        ch.exec(command).map_err(ssh)?;
+        ch.send_eof().map_err(ssh)?;
+        let mut reader = std::io::BufReader::new(&mut ch);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let n = std::io::BufRead::read_until(&mut reader, b'\n', &mut buf).map_err(|source| SshError::Io { host: host.clone(), source })?;
+            if n == 0 {
+                break;
+            }
+            if !line(String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r'])) {
+                return Ok(None);
+            }
+        }
+        drop(reader);
+        ch.wait_close().map_err(ssh)?;
+        Ok(Some(ch.exit_status().map_err(ssh)?))
+    }
+}
+
 /// `sh -c SCRIPT`, through `sudo -n` for a user other than root.
 pub fn sudo_command(user: &str, script: &str) -> String {
     let quoted = shlex::try_quote(script).map(|s| s.into_owned()).unwrap_or_else(|_| "false".into());

@@ -693,7 +693,7 @@ fn lab_ansible_playbook_deploys_what_apply_deploys() {
 
 // doctor on the live lab (issue 7): conditions caused for real, the finding expected.
 
-fn doctor(file: &str, extra: &[&str]) -> (Option<i32>, serde_json::Value) {
+pub(crate) fn doctor(file: &str, extra: &[&str]) -> (Option<i32>, serde_json::Value) {
     let mut args = vec!["doctor", "-f", file, "-o", "json"];
     args.extend_from_slice(extra);
     let out = run(&args);

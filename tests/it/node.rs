@@ -19,17 +19,29 @@ fn app_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/node-app")
 }
 
-static UP: OnceLock<()> = OnceLock::new();
+/// The first apply onto fresh hosts: its output, and doctor's verdict right after it.
+struct First {
+    apply: String,
+    doctor: (Option<i32>, serde_json::Value),
+}
 
-/// The node lab, up and converged on examples/node.yaml; held for one test.
+static FIRST: OnceLock<First> = OnceLock::new();
+
+/// The node lab, up and converged on examples/node.yaml; held for one test. The lab is made fresh
+/// once per run, so the first test's apply is a first deploy.
 fn node_lab() -> MutexGuard<'static, ()> {
     let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     crate::require("docker");
     assert!(app_dir().join("node_modules/express").is_dir(), "examples/node-app has no node_modules: scripts/setup.sh runs npm ci there");
-    UP.get_or_init(|| {
+    FIRST.get_or_init(|| {
+        let _ = run(&["lab", "down", "-f", &node_yaml()]);
         let t = Instant::now();
         run_ok(&["lab", "up", "-f", &node_yaml()]);
         eprintln!("node lab up: {:.1} s", t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let apply = text(&run_ok(&["apply", "-f", &node_yaml(), "--yes"]).stdout);
+        eprintln!("node first deploy: {:.1} s", t.elapsed().as_secs_f64());
+        First { apply, doctor: crate::lab::doctor(&node_yaml(), &["--window", "60s"]) }
     });
     let t = Instant::now();
     let out = run_ok(&["apply", "-f", &node_yaml(), "--yes"]);
@@ -119,4 +131,69 @@ fn node_release_that_never_becomes_ready_is_rolled_back_with_its_logs() {
     for h in plan["hosts"].as_array().unwrap() {
         assert_eq!(h["activate"], serde_json::json!([]), "{}: {}", h["host"], h["activate"]);
     }
+}
+
+#[test]
+fn node_logs_show_a_request_id_from_the_instance_that_served_it() {
+    let _lab = node_lab();
+    let id = run_id("node-logs");
+    let r = crate::support::client().get(format!("{LB}/")).header("x-request-id", &id).send().unwrap();
+    let served = r.headers()["x-instance"].to_str().unwrap().to_string();
+    let found = |args: &[&str]| {
+        // The journal may take a moment to have the line: a few tries, each a fresh `logs`.
+        (0..10).find_map(|_| {
+            let out = run_ok(args);
+            let lines = text(&out.stdout);
+            let hit = lines.lines().find(|l| l.contains(&id)).map(String::from);
+            if hit.is_none() {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            hit
+        })
+    };
+    let line = found(&["logs", "-f", &node_yaml(), "--since", "2m"]).unwrap_or_else(|| panic!("{id} not in `scalectl logs`"));
+    assert_eq!(line.split_whitespace().nth(1), Some(served.as_str()), "labelled with the instance that served it: {line}");
+    let only = found(&["logs", "-f", &node_yaml(), "--since", "2m", "--instance", &served, "-o", "json"]).expect("the instance's own lines");
+    let v: serde_json::Value = serde_json::from_str(&only).unwrap();
+    assert_eq!(v["instance"], served.as_str());
+    let other = if served.ends_with("-4000") { served.replace("-4000", "-4001") } else { served.replace("-4001", "-4000") };
+    let out = run_ok(&["logs", "-f", &node_yaml(), "--since", "2m", "--instance", &other]);
+    assert!(!text(&out.stdout).contains(&id), "another instance's lines do not have it");
+}
+
+/// The hosts were busy installing packages during the first apply, not with the app: that is no
+/// reason to scale it.
+#[test]
+fn node_doctor_right_after_the_first_apply_is_healthy() {
+    let _lab = node_lab();
+    let first = FIRST.get().unwrap();
+    assert!(first.apply.contains("install packages"), "the first apply deployed onto fresh hosts: {}", first.apply);
+    let (code, d) = &first.doctor;
+    assert_eq!(*code, Some(0), "{d:#}");
+    assert_eq!(d["healthy"], true, "{d:#}");
+}
+
+/// Doctor judges the user's app by what it exposes (prom-client's metrics): healthy when idle, and
+/// a blocked event loop, naming the instances, while the deliberately blocking `/heavy` is hammered.
+#[test]
+fn node_doctor_finds_the_idle_fleet_healthy_and_the_blocked_event_loop_under_heavy() {
+    let _lab = node_lab();
+    let (code, d) = crate::lab::doctor(&node_yaml(), &["--window", "30s"]);
+    assert_eq!(code, Some(0), "{d:#}");
+    assert_eq!(d["healthy"], true, "{d:#}");
+
+    let load = Load::start_url(format!("{LB}/heavy?ms=250"), 4);
+    std::thread::sleep(Duration::from_secs(20)); // scrapes every 5 s: a window of blocked loops
+    let (code, d) = crate::lab::doctor(&node_yaml(), &["--window", "15s"]);
+    let (ok, _) = load.finish();
+    assert_eq!(code, Some(2), "{d:#}");
+    let blocked: Vec<&serde_json::Value> = d["findings"].as_array().unwrap().iter().filter(|f| f["id"] == "event-loop-blocked").collect();
+    assert!(!blocked.is_empty(), "{d:#}");
+    for f in &blocked {
+        let subject = f["subject"].as_str().unwrap();
+        assert!(subject.starts_with("app-1-400") || subject.starts_with("app-2-400"), "names the instance: {f:#}");
+        assert!(f["recommendation"].as_str().unwrap().contains("worker threads"), "{f:#}");
+        assert!(f["topology_edit"].is_null(), "scale-api's heavy_pool is no remedy for a Node app: {f:#}");
+    }
+    eprintln!("{} of the instances blocked under {ok} heavy requests", blocked.len());
 }
