@@ -12,7 +12,7 @@ mod lab;
 mod lock;
 mod logs;
 mod plan;
-mod release;
+pub mod release;
 mod render;
 mod schema;
 mod session;

@@ -35,6 +35,13 @@ pub fn load(t: &Topology, path: &Path) -> anyhow::Result<Artifact> {
     } else {
         anyhow::bail!("the program's release {} must be a directory or a .tar archive", path.display());
     };
+    if t.target == crate::topology::Target::Docker && meta.is_dir() {
+        anyhow::ensure!(
+            path.join("Dockerfile").is_file(),
+            "{} has no Dockerfile: on `target: docker` the program's release directory is the build context of its image",
+            path.display()
+        );
+    }
     Ok(Artifact { path: path.to_path_buf(), release: Release::new(&bytes, true), bytes })
 }
 

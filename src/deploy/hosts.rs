@@ -147,7 +147,7 @@ impl Target for Hosts {
             .collect();
         // History: every host at once, then one merge in time order.
         let results = exec::fanout(&hosts, self.parallel, |c| {
-            let cmd = ssh::sudo_command(&c.endpoint.user, &commands::journal(app, q.since, q.lines, false));
+            let cmd = ssh::sudo_command(&c.endpoint.user, &commands::journal_history(app, q.since, q.lines));
             let o = c.run(&cmd, b"", Duration::from_secs(60))?;
             anyhow::ensure!(o.ok(), "{}: journalctl failed: {}", c.endpoint.host, o.stderr.trim());
             Ok(o.stdout.lines().filter_map(|l| journal_line(&c.endpoint.host, l)).collect::<Vec<_>>())
@@ -155,8 +155,8 @@ impl Target for Hosts {
         let mut all = Vec::new();
         let mut cursors = BTreeMap::new();
         for (c, r) in hosts.iter().zip(exec::collect(results)?) {
-            if let Some(last) = r.last() {
-                cursors.insert(c.endpoint.host.clone(), last.1.clone());
+            if let Some(newest) = r.iter().max_by_key(|(l, _)| l.time_us) {
+                cursors.insert(c.endpoint.host.clone(), newest.1.clone());
             }
             all.extend(r.into_iter().map(|(l, _)| l));
         }
@@ -173,10 +173,7 @@ impl Target for Hosts {
                 .map(|c| {
                     let after = cursors.get(&c.endpoint.host).cloned();
                     s.spawn(move || {
-                        let mut cmd = commands::journal(app, q.since, 0, true);
-                        if let Some(cursor) = after {
-                            cmd.push_str(&format!(" --after-cursor={}", commands::q(&cursor)));
-                        }
+                        let cmd = commands::journal_follow(app, after.as_deref());
                         c.stream(&ssh::sudo_command(&c.endpoint.user, &cmd), &mut |line| {
                             if let Some((l, _)) = journal_line(&c.endpoint.host, line)
                                 && q.instance.as_ref().is_none_or(|i| *i == l.instance)

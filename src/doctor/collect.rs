@@ -79,7 +79,8 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     let w = format!("{}s", window.as_secs());
     let p = prometheus;
 
-    let up = p.instant(r#"up{job="scale-api"}"#).await?;
+    let mut waited = false;
+    let up = confirmed(p, r#"up{job="scale-api"}"#, step, &mut waited).await?;
     let restarts = p.instant(&format!(r#"changes(process_start_time_seconds{{job="scale-api"}}[{w}])"#)).await?;
     let rps = p.instant("sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count[1m]))").await?;
     let p99 = p.instant("histogram_quantile(0.99, sum by (le, instance_name) (rate(scale_api_http_request_duration_seconds_bucket[1m])))").await?;
@@ -146,13 +147,14 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     }
     // On the docker target Redis is always there, with its exporter container.
     if t.target == crate::topology::Target::Docker || t.hosts.iter().any(|h| h.has(crate::topology::Role::Redis)) {
-        let redis_up = p.instant(r#"max(redis_up) or max(up{job="redis"}) * 0"#).await?;
+        let redis_up = confirmed(p, r#"max(redis_up) or max(up{job="redis"}) * 0"#, step, &mut waited).await?;
         let r_p99 = p.instant("histogram_quantile(0.99, sum by (le) (rate(scale_api_redis_operation_duration_seconds_bucket[1m])))").await?;
         let used = p.instant("max(redis_memory_used_bytes)").await?;
         let max = p.instant("max(redis_memory_max_bytes)").await?;
         let errs = p.instant("sum(rate(scale_api_redis_errors_total[1m]))").await?;
         let first = |x: &Samples| x.first().map(|(_, v)| *v).filter(|v| v.is_finite());
-        s.redis = Some(RedisSample {
+        // Never scraped yet (Prometheus just started): not judged, rather than "down".
+        s.redis = (!redis_up.is_empty()).then(|| RedisSample {
             up: first(&redis_up) == Some(1.0),
             p99_ms: first(&r_p99).map(|x| x * 1000.0),
             memory_used_bytes: first(&used).unwrap_or(0.0),
@@ -166,6 +168,21 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         s.nginx = Some(NginxSample { up: *v == 1.0, active_connections: active.first().map_or(0.0, |x| x.1) });
     }
     Ok(s)
+}
+
+/// An up-or-down query whose "down" is asked again once the next scrape is due (at most one wait
+/// per collect): one failed scrape is not yet an outage, and right after a deploy the last scrape
+/// may be from before the service started.
+async fn confirmed(p: &Prometheus, q: &str, step: Duration, waited: &mut bool) -> anyhow::Result<Samples> {
+    let first = p.instant(q).await?;
+    if !first.is_empty() && first.iter().all(|(_, v)| *v == 1.0) {
+        return Ok(first);
+    }
+    if !*waited {
+        *waited = true;
+        tokio::time::sleep(step + Duration::from_secs(1)).await;
+    }
+    p.instant(q).await
 }
 
 /// Thresholds from the topology's alerts, 70% CPU for scaling out.

@@ -211,15 +211,22 @@ pub fn undrain(site: &str, server: &str) -> String {
     )
 }
 
-/// The app's journal on a host as JSON lines: the last `lines` within `since`, then (`follow`)
-/// new ones as they come.
-pub fn journal(app: &str, since: Duration, lines: usize, follow: bool) -> String {
-    format!(
-        "journalctl -u {} -o json --no-pager --output-fields=MESSAGE,SYSLOG_IDENTIFIER --since=-{}s -n {lines}{}",
-        q(&format!("{app}@*.service")),
-        since.as_secs().max(1),
-        if follow { " -f" } else { "" }
-    )
+fn journal_of(app: &str) -> String {
+    format!("journalctl -u {} -o json --no-pager --output-fields=MESSAGE,SYSLOG_IDENTIFIER", q(&format!("{app}@*.service")))
+}
+
+/// The app's journal on a host as JSON lines: the newest `lines` within `since`, newest first
+/// (`-r`: with `--since`, `-n` alone would count from the oldest).
+pub fn journal_history(app: &str, since: Duration, lines: usize) -> String {
+    format!("{} --since=-{}s -n {lines} -r", journal_of(app), since.as_secs().max(1))
+}
+
+/// New lines as they come: after the cursor of the last line shown, or from now.
+pub fn journal_follow(app: &str, after: Option<&str>) -> String {
+    match after {
+        Some(cursor) => format!("{} -f --after-cursor={}", journal_of(app), q(cursor)),
+        None => format!("{} -f -n 0", journal_of(app)),
+    }
 }
 
 pub fn logs(unit: &str) -> String {

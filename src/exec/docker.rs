@@ -188,7 +188,11 @@ async fn exec(docker: &Docker, container: &str, argv: &[String]) -> anyhow::Resu
 pub(crate) async fn build_image(docker: &Docker, tag: &str, dockerfile: &str, context: &[(&str, &[u8], u32)], role: &str, t: &Topology, progress: Progress<'_>) -> anyhow::Result<()> {
     let mut files = vec![("/Dockerfile", dockerfile.as_bytes(), 0o644)];
     files.extend_from_slice(context);
-    let tar = tar_of(&files)?;
+    build_context(docker, tag, tar_of(&files)?, role, t, progress).await
+}
+
+/// Build `tag` from a tar build context that holds its Dockerfile, labelled as the topology's.
+async fn build_context(docker: &Docker, tag: &str, tar: Vec<u8>, role: &str, t: &Topology, progress: Progress<'_>) -> anyhow::Result<()> {
     let labels = HashMap::from([(LABEL_IMAGE_TOPOLOGY.to_string(), t.name.clone()), (LABEL_IMAGE_ROLE.to_string(), role.to_string())]);
     let opts = BuildImageOptionsBuilder::default().dockerfile("Dockerfile").t(tag).rm(true).forcerm(true).labels(&labels).build();
     let mut stream = docker.build_image(opts, None, Some(bollard::body_full(tar.into())));
@@ -422,10 +426,15 @@ pub async fn execute(docker: &Docker, t: &Topology, plan: &DockerPlan, o: &Optio
 async fn run_step(docker: &Docker, t: &Topology, plan: &DockerPlan, step: &Step, o: &Options<'_>) -> anyhow::Result<()> {
     let say = o.progress;
     match step {
-        Step::BuildImage { tag, dockerfile, .. } => {
-            let binary = o.release.context("the plan builds an image, but no release binary was given")?;
+        Step::BuildImage { tag, dockerfile, archive, bytes, .. } => {
+            let release = o.release.context("the plan builds an image, but no release was given")?;
+            anyhow::ensure!(release.len() as u64 == *bytes, "the release changed since the plan was made");
             say(&format!("building image {tag}"));
-            build_image(docker, tag, dockerfile, &[("/scale-api", binary, 0o755)], "app", t, say).await?;
+            if *archive {
+                build_context(docker, tag, release.to_vec(), "app", t, say).await?;
+            } else {
+                build_image(docker, tag, dockerfile, &[("/scale-api", release, 0o755)], "app", t, say).await?;
+            }
         }
         Step::BuildLogImage { tag, dockerfile } => {
             say(&format!("building image {tag} (Debian's rsyslog, for log shipping)"));

@@ -11,8 +11,7 @@ use serde::Serialize;
 use crate::render::{Facts, RenderedFile};
 use crate::topology::{LogDestination, Role, Topology};
 
-/// The app that runs when the topology names no program of its own.
-pub const SCALE_API: &str = "scale-api";
+pub use crate::topology::SCALE_API;
 
 /// Where an app's releases live on a host: `releases/<id>/`, `current` -> the running one.
 pub fn releases_dir(app: &str) -> String {

@@ -406,15 +406,19 @@ fn secret_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
 /// The docker bundle: an image for scale-api and the files its containers mount (its compose file is
 /// rendered from the docker target's container specs: `plan::docker::compose_file`).
 fn docker_jobs(t: &Topology) -> Vec<Job<'_>> {
-    let mut jobs = vec![
-        job("docker/Dockerfile.j2", "Dockerfile"),
+    let mut jobs = Vec::new();
+    // scale-api's image is built from this Dockerfile; a program's from its own release directory.
+    if t.app.program.is_none() {
+        jobs.push(job("docker/Dockerfile.j2", "Dockerfile"));
+    }
+    jobs.extend([
         job("nginx/site.conf.j2", format!("nginx/{}.conf", t.name)),
         job("docker/nginx-follow.sh.j2", "nginx/follow.sh").mode(0o755),
         job("redis/redis.conf.j2", "redis/redis.conf"),
         job("prometheus/prometheus.yml.j2", "prometheus/prometheus.yml"),
         job("prometheus/rules.yml.j2", "prometheus/rules.yml"),
         job("prometheus/targets.json.j2", "prometheus/targets.json"),
-    ];
+    ]);
     if t.observability.grafana {
         jobs.push(job("grafana/datasource.yaml.j2", "grafana/provisioning/datasources/scalectl.yaml"));
         jobs.push(job("grafana/dashboards.yaml.j2", "grafana/provisioning/dashboards/scalectl.yaml"));

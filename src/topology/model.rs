@@ -48,10 +48,13 @@ pub struct App {
     pub program: Option<Program>,
 }
 
+/// The app that runs when the topology names no program of its own.
+pub const SCALE_API: &str = "scale-api";
+
 impl App {
     /// What names the app's units and directories: the program's name, or `scale-api`.
     pub fn name(&self) -> &str {
-        self.program.as_ref().map(|p| p.name.as_str()).unwrap_or(crate::plan::desired::SCALE_API)
+        self.program.as_ref().map(|p| p.name.as_str()).unwrap_or(SCALE_API)
     }
 }
 

@@ -139,7 +139,8 @@ pub struct RawApp {
     /// Requests slower than this are logged at warn, e.g. `2s`. Default 2s.
     pub slow_request: Option<Sp<String>>,
     /// Your own program (a Node.js service, or any program that listens on `PORT`), run instead
-    /// of the bundled scale-api. Hosts target only for now.
+    /// of the bundled scale-api. On `target: docker` its release directory is the build context
+    /// (with its Dockerfile) of the image apply builds.
     pub program: Option<RawProgram>,
 }
 
@@ -150,7 +151,8 @@ pub struct RawProgram {
     /// Names its units and directories: `NAME@PORT.service`, /opt/NAME/releases, /etc/NAME. Default: the topology's name.
     pub name: Option<Sp<String>>,
     /// What a release is: a directory (with its node_modules) or a .tar archive, relative to this
-    /// file, packed and uploaded as one content-addressed release. `--release` overrides it.
+    /// file, packed and uploaded as one content-addressed release (on docker: built with the
+    /// Dockerfile it holds). `--release` overrides it.
     pub release: Sp<String>,
     /// The command run in the release directory, one list item per argument (no shell), e.g.
     /// `[node, server.js]`. A bare first word is looked up in /usr/bin and friends.

@@ -32,7 +32,7 @@ fn docker_ok(args: &[&str]) -> String {
 }
 
 /// The stand-in images, built once per Dockerfile version (tagged by its digest).
-fn standins() -> [String; 6] {
+fn standins() -> [String; 7] {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/standins");
     let dockerfile = std::fs::read(format!("{dir}/Dockerfile")).unwrap();
     let tag = &scalectl::plan::sha256_hex(&dockerfile)[..12];
@@ -42,7 +42,7 @@ fn standins() -> [String; 6] {
         .unwrap()
         .block_on(scalectl::exec::lab::base_image(&|m: &str| eprintln!("{m}")))
         .unwrap();
-    ["nginx", "redis", "prometheus", "node-exporter", "redis-exporter", "nginx-exporter"].map(|target| {
+    ["nginx", "redis", "prometheus", "node-exporter", "redis-exporter", "nginx-exporter", "node"].map(|target| {
         let image = format!("scalectl-test/{target}:{tag}");
         if !docker(&["image", "inspect", &image]).status.success() {
             let t = Instant::now();
@@ -57,7 +57,7 @@ fn standins() -> [String; 6] {
 /// published for the checks, and an open-files limit this machine's dockerd can grant (its own
 /// hard limit is 20,000 here; a systemd-started dockerd has 1,048,576).
 fn topology_with(edits: &[(&str, &str)]) -> tempfile::TempPath {
-    let [nginx, redis, prometheus, node_exporter, redis_exporter, nginx_exporter] = standins();
+    let [nginx, redis, prometheus, node_exporter, redis_exporter, nginx_exporter, _] = standins();
     let base = scalectl::exec::lab::LOCAL_IMAGE;
     let mut src = std::fs::read_to_string(crate::example_path("docker")).unwrap();
     for (from, to) in [
@@ -593,4 +593,92 @@ fn docker_every_dashboard_query_returns_data_under_load() {
     // samples. Nginx's gateway-error counter comes from mtail on the load balancer's log file,
     // which the docker target does not run: that panel alone has no data here.
     every_dashboard_query_returns_data(LB, "http://127.0.0.1:9091", Duration::from_secs(40), &["scalectl_nginx_gateway_errors_total"]);
+}
+
+/// The user's app on docker: examples/node-docker.yaml with the stand-ins, its image built from a
+/// copy of examples/node-app whose Dockerfile starts from the stand-in for the official node image.
+mod node {
+    use super::*;
+
+    const LB: &str = "http://127.0.0.1:8083";
+
+    /// A copy of the app's directory (a release of its own when `tag` differs), built FROM the stand-in.
+    fn release_dir(tag: &str) -> tempfile::TempDir {
+        let node = standins()[6].clone();
+        let app = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/node-app");
+        assert!(std::path::Path::new(app).join("node_modules/express").is_dir(), "scripts/setup.sh runs npm ci in examples/node-app");
+        let dir = tempfile::Builder::new().prefix("node-docker-").tempdir().unwrap();
+        let out = Command::new("cp").arg("-a").arg(format!("{app}/.")).arg(dir.path()).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let dockerfile = dir.path().join("Dockerfile");
+        let src = std::fs::read_to_string(&dockerfile).unwrap();
+        assert!(src.contains("FROM node:20-bookworm-slim\n"), "examples/node-app/Dockerfile no longer starts FROM node:20-bookworm-slim");
+        std::fs::write(&dockerfile, src.replace("FROM node:20-bookworm-slim\n", &format!("FROM {node}\n"))).unwrap();
+        std::fs::write(dir.path().join("release.txt"), format!("{tag}\n")).unwrap();
+        dir
+    }
+
+    fn node_topology() -> &'static str {
+        static T: OnceLock<tempfile::TempPath> = OnceLock::new();
+        T.get_or_init(|| {
+            let [nginx, redis, prometheus, node_exporter, redis_exporter, nginx_exporter, _] = standins();
+            let mut src = std::fs::read_to_string(crate::example_path("node-docker")).unwrap();
+            let from = "  network: hello-dock\n";
+            assert!(src.contains(from));
+            let base = scalectl::exec::lab::LOCAL_IMAGE;
+            src = src.replace(
+                from,
+                &format!("  network: hello-dock\n  images: {{nginx: {nginx}, redis: {redis}, prometheus: {prometheus}, base: {base}, node_exporter: {node_exporter}, redis_exporter: {redis_exporter}, nginx_exporter: {nginx_exporter}}}\n"),
+            );
+            src = src.replace("nofile: 65536", "nofile: 16384");
+            let f = tempfile::Builder::new().prefix("node-docker-").suffix(".yaml").tempfile().unwrap();
+            std::fs::write(f.path(), src).unwrap();
+            f.into_temp_path()
+        })
+        .to_str()
+        .unwrap()
+    }
+
+    fn app_replicas() -> Vec<String> {
+        let out = docker_ok(&["ps", "--filter", "label=scalectl.topology=hello-dock", "--filter", "label=scalectl.role=app", "--format", "{{.Names}}"]);
+        out.lines().map(String::from).collect()
+    }
+
+    #[test]
+    fn docker_node_app_built_from_its_context_is_rolled_under_load_and_rolled_back() {
+        let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+        crate::require("docker");
+        let first = release_dir("first");
+        let t = Instant::now();
+        let out = apply(node_topology(), first.path().to_str().unwrap());
+        assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+        eprintln!("node on docker, apply: {:.1} s", t.elapsed().as_secs_f64());
+        let image_of = |n: &str| docker_ok(&["inspect", "-f", "{{.Config.Image}}", n]).trim().to_string();
+        let replicas = app_replicas();
+        assert_eq!(replicas.len(), 2, "{replicas:?}");
+        let old = image_of(&replicas[0]);
+        let id = scalectl::plan::Release::new(&scalectl::cli::release::pack(first.path()).unwrap(), true).id;
+        assert_eq!(old, format!("hello-dock:{id}"), "tagged by the digest of its context");
+        assert_eq!(instances_seen_at(LB, 40).len(), 2);
+        let before = count_at(LB);
+        for _ in 0..20 {
+            count_at(LB);
+        }
+        assert_eq!(count_at(LB), before + 21);
+
+        let next = release_dir("next");
+        let load = Load::start_at(LB, 4);
+        let out = apply(node_topology(), next.path().to_str().unwrap());
+        let rolled = out.status.success();
+        let out_rb = scalectl(&["rollback", "-f", node_topology(), "--yes"]);
+        let (ok, failed) = load.finish();
+        assert!(rolled, "{}\n{}", text(&out.stdout), text(&out.stderr));
+        assert!(out_rb.status.success(), "{}\n{}", text(&out_rb.stdout), text(&out_rb.stderr));
+        eprintln!("node on docker, release and rollback under load: {ok} requests answered, {} failed", failed.len());
+        assert!(ok > 100, "too little load to mean anything: {ok}");
+        assert!(failed.is_empty(), "{} failed, first: {:?}", failed.len(), failed.first());
+        let after = app_replicas();
+        assert!(after.iter().all(|n| image_of(n) == old), "rolled back to {old}: {:?}", after.iter().map(|n| image_of(n)).collect::<Vec<_>>());
+        assert_eq!(instances_seen_at(LB, 40).len(), 2);
+    }
 }

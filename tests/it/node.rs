@@ -74,6 +74,8 @@ fn node_app_serves_from_every_instance_one_per_core_and_counts_exactly_in_redis(
     assert!(running.lines().filter(|l| l.trim() == "node server.js").count() == cores, "{running}");
     let seen = instances_seen_at(LB, 80);
     assert_eq!(seen.len(), 2 * cores, "every instance on both hosts answers: {seen:?}");
+    // prom-client's metrics are scraped by Prometheus, not served to the public.
+    assert_eq!(crate::support::client().get(format!("{LB}/metrics")).send().unwrap().status(), 404);
     assert!(seen.iter().any(|s| s.starts_with("app-1-")) && seen.iter().any(|s| s.starts_with("app-2-")), "{seen:?}");
     // The counter lives in Redis: N requests spread over every instance advance it by exactly N.
     let before = count_at(LB);
@@ -159,6 +161,38 @@ fn node_logs_show_a_request_id_from_the_instance_that_served_it() {
     let other = if served.ends_with("-4000") { served.replace("-4000", "-4001") } else { served.replace("-4001", "-4000") };
     let out = run_ok(&["logs", "-f", &node_yaml(), "--since", "2m", "--instance", &other]);
     assert!(!text(&out.stdout).contains(&id), "another instance's lines do not have it");
+
+    // --follow: a request made while it runs shows up as it is logged.
+    let mut follow = crate::lab::scalectl(&["logs", "-f", &node_yaml(), "--since", "1s", "--follow"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(follow.stdout.take().unwrap()));
+    let later = run_id("node-follow");
+    let sender = {
+        let later = later.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(3)); // the streams are open by then
+            crate::support::client().get(format!("{LB}/")).header("x-request-id", &later).send().unwrap();
+        })
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = false;
+    while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if l.contains(&later) {
+            seen = true;
+            break;
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    sender.join().unwrap();
+    assert!(seen, "{later} never came through `scalectl logs --follow`");
 }
 
 /// The hosts were busy installing packages during the first apply, not with the app: that is no

@@ -27,6 +27,8 @@ fn file(path: &str, files: &BTreeMap<String, String>, source: &str, live: bool) 
 /// What the containers run (templates/docker/commands.yaml.j2).
 #[derive(serde::Deserialize)]
 struct Commands {
+    /// The program's argv (empty: the image's own command, scale-api's).
+    app_cmd: Vec<String>,
     app_health: Vec<String>,
     redis: Vec<String>,
     lb: Vec<String>,
@@ -140,6 +142,7 @@ fn replica(t: &Topology, slot: &str, image: &str, base: &BTreeMap<String, String
         nofile: Some(t.app.nofile),
         log_opts,
         stop_timeout_s: drain_stop_timeout(t),
+        cmd: run.app_cmd.clone(),
         ..service("app", slot, image)
     }
     .sealed(&t.name)
@@ -289,7 +292,10 @@ impl Desired {
 /// (compose reads `{env:}` secrets from the shell at `up`).
 pub fn bundle_specs(t: &Topology, cores: u32, templates: &Templates) -> Result<Desired, RenderError> {
     let image = &t.docker.images.scale_api;
-    let tag = image.rsplit_once(':').map(|(_, tag)| tag).filter(|tag| !tag.contains('/')).unwrap_or("latest");
+    let tag = match &t.app.program {
+        Some(_) => "latest",
+        None => image.rsplit_once(':').map(|(_, tag)| tag).filter(|tag| !tag.contains('/')).unwrap_or("latest"),
+    };
     let release = Release { id: tag.to_string(), bytes: 0, archive: false };
     let engine = Engine { cores, data_root: "/var/lib/docker".into() };
     desired(t, &release, &SecretValues::default(), &engine, templates)

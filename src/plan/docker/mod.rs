@@ -267,8 +267,16 @@ impl ObservedContainer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Step {
-    /// Build the scale-api image from the release binary (tar context streamed to the engine).
-    BuildImage { tag: String, release: String, bytes: u64, dockerfile: String },
+    /// Build the app's image: scale-api's from the release binary and the rendered `dockerfile`;
+    /// a program's (`archive`) from its release, a tar of its directory with its own Dockerfile.
+    BuildImage {
+        tag: String,
+        release: String,
+        bytes: u64,
+        dockerfile: String,
+        #[serde(default)]
+        archive: bool,
+    },
     /// Build the log image (rsyslog for the shipper and the collector) from its rendered Dockerfile.
     BuildLogImage { tag: String, dockerfile: String },
     CreateNetwork { name: String },
@@ -358,9 +366,13 @@ impl super::PlanView for DockerPlan {
     }
 }
 
-/// The scale-api image for a release: the repository of `docker.images.scale_api`, tagged with the
-/// release id, so each release is its own image and the old one stays for a rollback.
+/// The app's image for a release: the repository of `docker.images.scale_api` (or the program's
+/// name), tagged with the release id, so each release is its own image and the old one stays for
+/// a rollback.
 pub fn release_image(t: &Topology, release: &Release) -> String {
+    if let Some(p) = &t.app.program {
+        return format!("{}:{}", p.name, release.id);
+    }
     let image = &t.docker.images.scale_api;
     let repo = match image.rsplit_once(':') {
         Some((repo, tag)) if !tag.contains('/') => repo,

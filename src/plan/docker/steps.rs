@@ -56,7 +56,13 @@ impl Steps<'_> {
     fn images_network_volumes(&mut self, i: &Inputs<'_>) {
         let (t, d, o) = (i.topology, &i.desired, self.o);
         if !o.image_present {
-            self.activate.push(Step::BuildImage { tag: d.image.clone(), release: i.release.id.clone(), bytes: i.release.bytes, dockerfile: d.dockerfile.clone() });
+            self.activate.push(Step::BuildImage {
+                tag: d.image.clone(),
+                release: i.release.id.clone(),
+                bytes: i.release.bytes,
+                dockerfile: d.dockerfile.clone(),
+                archive: i.release.archive,
+            });
         }
         if let Some(logs) = d.logs.as_ref().filter(|_| !o.log_image_present) {
             self.activate.push(Step::BuildLogImage { tag: logs.image.clone(), dockerfile: logs.dockerfile.clone() });

@@ -138,7 +138,7 @@ impl V {
         self.check(&raw.name, syntax::dns_label(raw.name.value(), "name"));
         let target = raw.target.as_ref().map(|t| *t.value()).unwrap_or(Target::Hosts);
         let mut app = self.app(&raw.app);
-        app.program = raw.app.program.as_ref().map(|p| self.program(p, raw, target));
+        app.program = raw.app.program.as_ref().map(|p| self.program(p, raw));
         let hosts = self.hosts(raw, target);
         let load_balancer = self.load_balancer(raw.load_balancer.as_ref());
         let redis = self.redis(raw.redis.as_ref());
@@ -246,7 +246,7 @@ impl V {
     }
 
     /// The user's program: a safe name for units and paths, an argv that systemd runs as written.
-    fn program(&mut self, p: &RawProgram, raw: &RawTopology, target: Target) -> Program {
+    fn program(&mut self, p: &RawProgram, raw: &RawTopology) -> Program {
         let name = self.string(&p.name, raw.name.value(), |s| syntax::dns_label(s, "app.program.name"));
         self.check(&p.release, syntax::local_path(p.release.value(), "app.program.release"));
         if p.command.value().is_empty() {
@@ -267,12 +267,6 @@ impl V {
             self.check(u, syntax::unix_user(u.value(), "app.program.user"));
             u.value().clone()
         });
-        if target == Target::Docker {
-            self.push(
-                Problem::at(p.release.loc(), "app.program is deployed with `target: hosts` only, for now")
-                    .help("use `target: hosts` (the lab runs on this machine), or remove app.program to run scale-api"),
-            );
-        }
         if let Some(a) = &raw.autoscaling {
             self.push(
                 Problem::at(a.region.loc(), "the autoscaling group's cloud-init installs scale-api, not app.program, for now")
