@@ -37,6 +37,8 @@ pub struct Metrics {
     pub heavy_busy: Gauge,
     pub heavy_queued: Gauge,
     pub heavy_rejected: Counter,
+    /// Connections closed on arrival because `max_connections` were open.
+    pub connections_refused: Counter,
     pub redis_ops: Family<OpLabels, Histogram>,
     pub redis_errors: Counter,
     pub breaker_state: Gauge,
@@ -60,6 +62,7 @@ impl Metrics {
             heavy_busy: Gauge::default(),
             heavy_queued: Gauge::default(),
             heavy_rejected: Counter::default(),
+            connections_refused: Counter::default(),
             redis_ops: redis_ops.clone(),
             redis_errors: Counter::default(),
             breaker_state: Gauge::default(),
@@ -80,6 +83,7 @@ impl Metrics {
         registry.register("scale_api_heavy_pool_busy", "Heavy-pool threads working", m.heavy_busy.clone());
         registry.register("scale_api_heavy_pool_queued", "Heavy jobs waiting for a thread", m.heavy_queued.clone());
         registry.register("scale_api_heavy_pool_rejected", "Heavy jobs refused because the queue was full", m.heavy_rejected.clone());
+        registry.register("scale_api_connections_refused", "Connections closed on arrival because the connection limit was reached", m.connections_refused.clone());
         registry.register("scale_api_redis_operation_duration_seconds", "Redis operation latency", redis_ops);
         registry.register("scale_api_redis_errors", "Redis operations that failed", m.redis_errors.clone());
         registry.register("scale_api_redis_circuit_state", "Redis circuit breaker: 0 closed, 1 open, 2 half-open", m.breaker_state.clone());

@@ -57,6 +57,13 @@ pub struct Config {
     pub breaker_cooldown: Duration,
     pub liveness_path: String,
     pub readiness_path: String,
+    /// A connection whose request headers are not complete this long after it opened or went
+    /// idle is closed (slowloris, idle keep-alive).
+    pub header_timeout: Duration,
+    /// A request still running after this long is answered 503.
+    pub request_timeout: Duration,
+    /// Connections served at once; more are closed as they arrive.
+    pub max_connections: usize,
 }
 
 pub struct AppState {
@@ -123,6 +130,22 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
+/// The method as a metrics label: the standard ones by name, anything a client makes up as
+/// `other`, so that no request can add a series.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
 /// Request id, in-flight gauge, duration histogram and one JSON log line per request.
 async fn observe(State(s): State<Shared>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
@@ -137,10 +160,13 @@ async fn observe(State(s): State<Shared>, mut req: Request, next: Next) -> Respo
         req.headers_mut().insert("x-request-id", v);
     }
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let method = method_label(req.method()).to_string();
     let path = req.uri().path().to_string();
     s.metrics.in_flight.inc();
-    let mut res = next.run(req).await;
+    let mut res = match tokio::time::timeout(s.config.request_timeout, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => ApiError::Unavailable(format!("the request took longer than {:?}", s.config.request_timeout)).into_response(),
+    };
     s.metrics.in_flight.dec();
     let took = start.elapsed();
     let status = res.status().as_u16();
@@ -331,6 +357,48 @@ pub fn spawn_scheduling_probe(s: Shared) {
     });
 }
 
+/// Accept connections until `stop` fires, each served by hyper with a header-read timeout (which
+/// also closes idle keep-alive connections) and at most `max_connections` at once; then stop
+/// accepting and let the connections finish their requests (the caller bounds how long).
+async fn accept(listener: tokio::net::TcpListener, state: Shared, mut stop: tokio::sync::oneshot::Receiver<()>) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let app = router(state.clone());
+    // HTTP/1.1 only: the load balancer (or a health check) is the client.
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(state.config.header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(state.config.max_connections));
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors, most often: wait instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            state.metrics.connections_refused.inc();
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
 /// Serve until `shutdown` resolves; then readiness goes false, the listener stops accepting, and
 /// in-flight requests get `drain_timeout` to finish.
 pub async fn serve(listener: tokio::net::TcpListener, state: Shared, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
@@ -346,10 +414,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Shared, shutdown: i
         notify.notify_one();
     });
     let drain = state.config.drain_timeout;
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async {
-        let _ = stop_rx.await;
-    });
-    let mut server = tokio::spawn(async move { server.await });
+    let mut server = tokio::spawn(accept(listener, state, stop_rx));
     tokio::select! {
         r = &mut server => r??,
         _ = draining.notified() => match tokio::time::timeout(drain, &mut server).await {

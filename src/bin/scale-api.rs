@@ -63,6 +63,16 @@ struct Args {
     /// Readiness path (false while draining or while Redis is unreachable)
     #[arg(long, env = "READINESS_PATH", default_value = "/readyz", value_parser = health_path)]
     readiness_path: String,
+    /// Close a connection whose request headers have not all arrived this long after it opened
+    /// or went idle (slow clients, idle keep-alive)
+    #[arg(long, env = "HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+    /// Answer 503 to a request still running after this long
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    request_timeout: Duration,
+    /// Connections served at once; more are closed as they arrive
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
     /// Run N worker processes sharing the port (a number or `max` for one per core)
     #[arg(long, env = "WORKERS")]
     workers: Option<String>,
@@ -132,6 +142,9 @@ async fn run(a: &Args) -> anyhow::Result<()> {
         breaker_cooldown: a.breaker_cooldown,
         liveness_path: a.liveness_path.clone(),
         readiness_path: a.readiness_path.clone(),
+        header_timeout: a.header_timeout,
+        request_timeout: a.request_timeout,
+        max_connections: a.max_connections.max(1),
     };
     anyhow::ensure!(config.liveness_path != config.readiness_path, "liveness and readiness paths must differ");
     let state = AppState::new(config)?;

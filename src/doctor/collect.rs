@@ -96,6 +96,9 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     let rejected = p.instant("sum by (instance_name) (rate(scale_api_heavy_pool_rejected_total[1m]))").await?;
     let cpu = p.range(r#"100 * (1 - avg by (host) (rate(node_cpu_seconds_total{mode="idle"}[1m])))"#, window, step, end).await?;
     let cores = p.instant(r#"count by (host) (node_cpu_seconds_total{mode="idle"})"#).await?;
+    // Hosts that report the same boot time share a kernel (containers on one machine, as the
+    // lab's are): they see the same CPU, so the app's share there is all their instances'.
+    let boot = p.instant("max by (host) (node_boot_time_seconds)").await?;
     // The app's own share of each host: its instances' CPU time against the host's cores.
     let app_cpu = p
         .range(r#"100 * sum by (host) (rate(process_cpu_seconds_total{job="scale-api"}[1m])) / on (host) count by (host) (node_cpu_seconds_total{mode="idle"})"#, window, step, end)
@@ -145,6 +148,7 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
             memory_available_percent: by(&mem, "host", &h.name),
         });
     }
+    share_kernels(&mut s.hosts, &boot);
     // On the docker target Redis is always there, with its exporter container.
     if t.target == crate::topology::Target::Docker || t.hosts.iter().any(|h| h.has(crate::topology::Role::Redis)) {
         let redis_up = confirmed(p, r#"max(redis_up) or max(up{job="redis"}) * 0"#, step, &mut waited).await?;
@@ -168,6 +172,26 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         s.nginx = Some(NginxSample { up: *v == 1.0, active_connections: active.first().map_or(0.0, |x| x.1) });
     }
     Ok(s)
+}
+
+/// Hosts with the same boot time (to the second) run on one kernel and report the same CPU: each
+/// gets, as the app's CPU, the sum of the app's CPU on all of them.
+fn share_kernels(hosts: &mut [HostSample], boot: &Samples) {
+    let boot_of = |h: &str| by(boot, "host", h).map(|b| b.round() as i64);
+    let groups: BTreeMap<i64, Vec<usize>> = hosts.iter().enumerate().filter_map(|(i, h)| boot_of(&h.host).map(|b| (b, i))).fold(BTreeMap::new(), |mut g, (b, i)| {
+        g.entry(b).or_insert_with(Vec::new).push(i);
+        g
+    });
+    for members in groups.values().filter(|m| m.len() > 1) {
+        let len = members.iter().map(|&i| hosts[i].app_cpu_percent.len()).filter(|&l| l > 0).min().unwrap_or(0);
+        if len == 0 {
+            continue;
+        }
+        let total: Vec<f64> = (0..len).map(|k| members.iter().filter_map(|&i| hosts[i].app_cpu_percent.get(k)).sum()).collect();
+        for &i in members {
+            hosts[i].app_cpu_percent = total.clone();
+        }
+    }
 }
 
 /// An up-or-down query whose "down" is asked again once the next scrape is due (at most one wait
@@ -217,4 +241,21 @@ pub fn prometheus_url(t: &Topology) -> Option<String> {
         let addr = if h.address.contains(':') { format!("[{}]", h.address) } else { h.address.clone() };
         format!("http://{addr}:{}", t.observability.prometheus_port)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_on_one_kernel_share_the_apps_cpu() {
+        let host = |name: &str, app: Vec<f64>| HostSample { host: name.into(), app: true, cores: 2, app_cpu_percent: app, ..Default::default() };
+        let mut hosts = vec![host("app-1", vec![30.0, 32.0]), host("app-2", vec![31.0, 29.0, 40.0]), host("lb-1", vec![]), host("far", vec![5.0])];
+        let boot = |h: &str, t: f64| (BTreeMap::from([("host".to_string(), h.to_string())]), t);
+        let samples = vec![boot("app-1", 1000.2), boot("app-2", 999.9), boot("lb-1", 1000.0), boot("far", 5000.0)];
+        share_kernels(&mut hosts, &samples);
+        assert_eq!(hosts[0].app_cpu_percent, vec![61.0, 61.0]);
+        assert_eq!(hosts[1].app_cpu_percent, vec![61.0, 61.0]);
+        assert_eq!(hosts[3].app_cpu_percent, vec![5.0], "a host of its own keeps its own");
+    }
 }

@@ -426,3 +426,77 @@ fn doctor_without_a_monitor_scrapes_the_instances_directly() {
     assert_eq!(out.status.code(), Some(2), "{d:#}");
     assert!(d["findings"].as_array().unwrap().iter().any(|f| f["id"] == "instance-down"), "{d:#}");
 }
+
+/// Read until the server closes the connection (or 10 s pass); how long that took.
+fn closed_after(mut s: std::net::TcpStream) -> Option<Duration> {
+    use std::io::Read;
+    let start = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(start.elapsed()),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A client that never finishes its headers (slowloris) and a keep-alive connection left idle are
+/// both closed once the header timeout passes, so neither can hold a file descriptor for long.
+#[test]
+fn slow_and_idle_connections_are_closed_after_the_header_timeout() {
+    use std::io::Write;
+    let redis = Redis::start();
+    let a = Api::start(&redis, "slow-1", &["--header-timeout", "1s"]);
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n").unwrap();
+    let took = closed_after(slow).expect("a slow client's connection is closed");
+    assert!(took < Duration::from_secs(5), "closed only after {took:?}");
+
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let took = closed_after(idle).expect("an idle keep-alive connection is closed");
+    assert!(took < Duration::from_secs(5), "closed only after {took:?}");
+    // Requests that send their headers in time are unaffected.
+    assert_eq!(get(a.port, "/").unwrap().0, 200);
+}
+
+/// Beyond `--max-connections`, a new connection is closed on arrival and counted; once one closes,
+/// new ones are served again.
+#[test]
+fn connections_beyond_the_limit_are_closed_on_arrival() {
+    let redis = Redis::start();
+    let a = Api::start(&redis, "limit-1", &["--max-connections", "4", "--header-timeout", "30s"]);
+    std::thread::sleep(Duration::from_millis(200)); // the readiness probe's connection is gone
+    let held: Vec<std::net::TcpStream> = (0..4).map(|_| std::net::TcpStream::connect(("127.0.0.1", a.port)).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let extra = std::net::TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    let took = closed_after(extra).expect("the fifth connection is closed");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    drop(held);
+    wait_until(|| get(a.port, "/").is_ok_and(|(s, _)| s == 200), "a connection to be served once the others closed");
+    let metrics = get(a.port, "/metrics").unwrap().1;
+    assert!(metrics.lines().any(|l| l.starts_with("scale_api_connections_refused_total") && !l.ends_with(" 0")), "{metrics}");
+}
+
+/// Made-up methods are counted as `other`: a thousand of them add no series.
+#[test]
+fn made_up_methods_add_no_series() {
+    let redis = Redis::start();
+    let a = Api::start(&redis, "methods-1", &[]);
+    let c = client();
+    for i in 0..1000 {
+        let m = reqwest::Method::from_bytes(format!("M{i}").as_bytes()).unwrap();
+        c.request(m, a.url("/")).send().unwrap();
+    }
+    let metrics = get(a.port, "/metrics").unwrap().1;
+    let methods: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("scale_api_http_request_duration_seconds_count"))
+        .filter_map(|l| l.split("method=\"").nth(1).and_then(|r| r.split('"').next()))
+        .collect();
+    assert!(methods.contains("other"), "{methods:?}");
+    assert!(methods.iter().all(|m| ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "other"].contains(m)), "{methods:?}");
+}

@@ -680,5 +680,9 @@ mod node {
         let after = app_replicas();
         assert!(after.iter().all(|n| image_of(n) == old), "rolled back to {old}: {:?}", after.iter().map(|n| image_of(n)).collect::<Vec<_>>());
         assert_eq!(instances_seen_at(LB, 40).len(), 2);
+        // Its containers (a log shipper among them) would only load the machine for the tests after.
+        let out = scalectl(&["destroy", "-f", node_topology(), "--yes"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(app_replicas().is_empty());
     }
 }
