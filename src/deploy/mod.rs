@@ -8,7 +8,7 @@
 //!
 //! A third target (Kubernetes, Nomad, ...) adds: a variant to `topology::Target`, a plan type
 //! implementing `plan::PlanView` with its variant in `plan::TargetPlan`, an executor in `exec/`, and
-//! a struct here implementing the seven functions of [`Target`]; then one arm in [`open`].
+//! a struct here implementing the functions of [`Target`]; then one arm in [`open`].
 
 pub mod docker;
 pub mod hosts;
