@@ -28,13 +28,6 @@ pub fn load(t: &Topology, path: &Path) -> anyhow::Result<Artifact> {
         return Ok(Artifact { path: path.to_path_buf(), release: Release::new(&bytes, false), bytes });
     }
     let meta = std::fs::metadata(path).with_context(|| format!("the program's release {} does not exist (app.program.release, or --release)", path.display()))?;
-    let bytes = if meta.is_dir() {
-        pack(path)?
-    } else if path.extension().is_some_and(|e| e == "tar") {
-        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
-    } else {
-        anyhow::bail!("the program's release {} must be a directory or a .tar archive", path.display());
-    };
     if t.target == crate::topology::Target::Docker && meta.is_dir() {
         anyhow::ensure!(
             path.join("Dockerfile").is_file(),
@@ -42,6 +35,13 @@ pub fn load(t: &Topology, path: &Path) -> anyhow::Result<Artifact> {
             path.display()
         );
     }
+    let bytes = if meta.is_dir() {
+        pack(path)?
+    } else if path.extension().is_some_and(|e| e == "tar") {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+    } else {
+        anyhow::bail!("the program's release {} must be a directory or a .tar archive", path.display());
+    };
     Ok(Artifact { path: path.to_path_buf(), release: Release::new(&bytes, true), bytes })
 }
 

@@ -123,12 +123,10 @@ impl Target for Engine {
         self.rt.block_on(async {
             let mut all = Vec::new();
             for (name, slot) in &replicas {
-                let mut lines = Vec::new();
                 engine::replica_logs(docker, name, q.since, q.lines, false, &mut |time_us, message| {
-                    lines.push(LogLine { time_us, instance: slot.clone(), message })
+                    all.push(LogLine { time_us, instance: slot.clone(), message })
                 })
                 .await?;
-                all.extend(lines);
             }
             for l in super::merge_history(all, q) {
                 out(&l);

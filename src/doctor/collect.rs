@@ -177,11 +177,12 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
 /// Hosts with the same boot time (to the second) run on one kernel and report the same CPU: each
 /// gets, as the app's CPU, the sum of the app's CPU on all of them.
 fn share_kernels(hosts: &mut [HostSample], boot: &Samples) {
-    let boot_of = |h: &str| by(boot, "host", h).map(|b| b.round() as i64);
-    let groups: BTreeMap<i64, Vec<usize>> = hosts.iter().enumerate().filter_map(|(i, h)| boot_of(&h.host).map(|b| (b, i))).fold(BTreeMap::new(), |mut g, (b, i)| {
-        g.entry(b).or_insert_with(Vec::new).push(i);
-        g
-    });
+    let mut groups: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    for (i, h) in hosts.iter().enumerate() {
+        if let Some(b) = by(boot, "host", &h.host) {
+            groups.entry(b.round() as i64).or_default().push(i);
+        }
+    }
     for members in groups.values().filter(|m| m.len() > 1) {
         let len = members.iter().map(|&i| hosts[i].app_cpu_percent.len()).filter(|&l| l > 0).min().unwrap_or(0);
         if len == 0 {

@@ -185,25 +185,21 @@ fn activate<'p>(conns: &[Conn], c: &Conn, h: &'p HostPlan, opts: &Options<'_>, t
 /// out, for the rollback to bring back.
 fn restart_drained(conns: &[Conn], c: &Conn, app: &str, probe: &Probe, drain: Option<&Drain>, opts: &Options<'_>) -> anyhow::Result<()> {
     let unit = instance_unit(app, probe.port);
-    let lbs: Vec<&Conn> = match drain {
-        Some(d) => d.lbs.iter().map(|l| conn(conns, l)).collect::<anyhow::Result<_>>()?,
-        None => Vec::new(),
+    // (site, server) and the load balancers that list it.
+    let (site, server, lbs) = match drain {
+        Some(d) => (d.site.as_str(), d.server(probe.port), d.lbs.iter().map(|l| conn(conns, l)).collect::<anyhow::Result<Vec<_>>>()?),
+        None => ("", String::new(), Vec::new()),
     };
-    if let Some(d) = drain {
-        let server = d.server(probe.port);
-        for lb in &lbs {
-            (opts.progress)(&c.endpoint.host, &format!("taking {server} out of the load balancer on {}", lb.endpoint.host));
-            lb.sudo_script("draining", &commands::drain(&d.site, &server, Duration::from_millis(d.wait_ms)), STEP_TIMEOUT + Duration::from_millis(d.wait_ms))?;
-        }
+    let wait = Duration::from_millis(drain.map_or(0, |d| d.wait_ms));
+    for lb in &lbs {
+        (opts.progress)(&c.endpoint.host, &format!("taking {server} out of the load balancer on {}", lb.endpoint.host));
+        lb.sudo_script("draining", &commands::drain(site, &server, wait), STEP_TIMEOUT + wait)?;
     }
     (opts.progress)(&c.endpoint.host, &format!("restarting {unit}, waiting for {}", probe.path));
     c.sudo_script("restarting", &commands::restart(&unit), STEP_TIMEOUT)?;
     wait_ready(c, app, probe, opts.ready_timeout)?;
-    if let Some(d) = drain {
-        let server = d.server(probe.port);
-        for lb in &lbs {
-            lb.sudo_script("putting back", &commands::undrain(&d.site, &server), STEP_TIMEOUT)?;
-        }
+    for lb in &lbs {
+        lb.sudo_script("putting back", &commands::undrain(site, &server), STEP_TIMEOUT)?;
     }
     Ok(())
 }

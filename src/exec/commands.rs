@@ -183,7 +183,8 @@ fn drain_awk() -> String {
 }
 
 fn undrain_awk() -> String {
-    format!("$1 == \"server\" && $2 == s && index($0, \"{DRAINING}\") > 0 {{ sub(/ down; # scalectl: draining$/, \";\"); hit = 1 }} {{ print }} END {{ exit !hit }}")
+    // DRAINING holds no character a regular expression reads specially.
+    format!("$1 == \"server\" && $2 == s && index($0, \"{DRAINING}\") > 0 {{ sub(/{DRAINING}$/, \";\"); hit = 1 }} {{ print }} END {{ exit !hit }}")
 }
 
 /// Take one upstream server out of this load balancer before its instance restarts: its line is

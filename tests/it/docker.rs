@@ -605,11 +605,7 @@ mod node {
     /// A copy of the app's directory (a release of its own when `tag` differs), built FROM the stand-in.
     fn release_dir(tag: &str) -> tempfile::TempDir {
         let node = standins()[6].clone();
-        let app = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/node-app");
-        assert!(std::path::Path::new(app).join("node_modules/express").is_dir(), "scripts/setup.sh runs npm ci in examples/node-app");
-        let dir = tempfile::Builder::new().prefix("node-docker-").tempdir().unwrap();
-        let out = Command::new("cp").arg("-a").arg(format!("{app}/.")).arg(dir.path()).output().unwrap();
-        assert!(out.status.success(), "{}", text(&out.stderr));
+        let dir = crate::support::node_app_copy("node-docker-");
         let dockerfile = dir.path().join("Dockerfile");
         let src = std::fs::read_to_string(&dockerfile).unwrap();
         assert!(src.contains("FROM node:20-bookworm-slim\n"), "examples/node-app/Dockerfile no longer starts FROM node:20-bookworm-slim");

@@ -2,12 +2,12 @@
 //! examples/node-app (real Node.js from Debian's nodejs, Redis, nginx, systemd) to a lab of three
 //! hosts. Requests go to 127.0.0.1 only. Shares the engine with the other labs (TURN).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::lab::{docker_exec, run, run_ok};
-use crate::support::{Load, TURN, count_at, instances_seen_at, run_id, text};
+use crate::support::{Load, TURN, count_at, instances_seen_at, node_app_copy, node_app_dir, run_id, text};
 
 const LB: &str = "http://127.0.0.1:8082";
 
@@ -15,9 +15,6 @@ fn node_yaml() -> String {
     crate::example_path("node")
 }
 
-fn app_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/node-app")
-}
 
 /// The first apply onto fresh hosts: its output, and doctor's verdict right after it.
 struct First {
@@ -32,7 +29,7 @@ static FIRST: OnceLock<First> = OnceLock::new();
 fn node_lab() -> MutexGuard<'static, ()> {
     let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     crate::require("docker");
-    assert!(app_dir().join("node_modules/express").is_dir(), "examples/node-app has no node_modules: scripts/setup.sh runs npm ci there");
+    node_app_dir();
     FIRST.get_or_init(|| {
         let _ = run(&["lab", "down", "-f", &node_yaml()]);
         let t = Instant::now();
@@ -51,9 +48,7 @@ fn node_lab() -> MutexGuard<'static, ()> {
 
 /// A copy of the app's directory with one file changed: a release of its own.
 fn release_copy(tag: &str, server_js: impl FnOnce(String) -> String) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("node-release-").tempdir().unwrap();
-    let out = std::process::Command::new("cp").arg("-a").arg(format!("{}/.", app_dir().display())).arg(dir.path()).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dir = node_app_copy("node-release-");
     let js = dir.path().join("server.js");
     let src = std::fs::read_to_string(&js).unwrap();
     std::fs::write(&js, format!("{}\n// {}\n", server_js(src), run_id(tag))).unwrap();

@@ -266,3 +266,18 @@ pub(crate) fn every_dashboard_query_returns_data(lb: &'static str, prometheus: &
     assert!(queries >= 30, "only {queries} queries");
     assert!(empty.is_empty(), "queries without data:\n{}", empty.join("\n"));
 }
+
+/// examples/node-app, whose dependencies scripts/setup.sh installs with `npm ci`.
+pub(crate) fn node_app_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/node-app");
+    assert!(dir.join("node_modules/express").is_dir(), "examples/node-app has no node_modules: scripts/setup.sh runs npm ci there");
+    dir
+}
+
+/// A copy of examples/node-app (node_modules included) to edit into a release of its own.
+pub(crate) fn node_app_copy(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+    let out = Command::new("cp").arg("-a").arg(format!("{}/.", node_app_dir().display())).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    dir
+}
