@@ -10,7 +10,7 @@ for p in wrk nginx-light redis-server redis-tools; do
 done
 command -v node >/dev/null || need+=(nodejs npm)
 if ((${#need[@]})); then apt-get update -qq; apt-get install -y -qq "${need[@]}" >/dev/null; fi
-cargo build --locked --release --bin scale-api -q
+cargo build --locked --release -p scale-api -q
 DUR=${DUR:-10s}
 CONN=${CONN:-64}
 work=$(mktemp -d)

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
-cargo build --locked --release --bins 2>/dev/null
+cargo build --locked --release --workspace --bins 2>/dev/null
 export SCALECTL_HOME=${SCALECTL_HOME:-$PWD/target/bench-home}
 s=./target/release/scalectl
 lab=examples/lab.yaml

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo build --locked --release --bins
+cargo build --locked --release --workspace --bins
 scalectl=./target/release/scalectl
 $scalectl validate -f examples/lab.yaml
 $scalectl lab up -f examples/lab.yaml

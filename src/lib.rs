@@ -8,6 +8,5 @@ pub mod doctor;
 pub mod exec;
 pub mod plan;
 pub mod render;
-pub mod api;
 pub mod deploy;
 pub mod topology;

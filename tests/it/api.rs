@@ -63,7 +63,7 @@ struct Api {
 impl Api {
     fn start(redis: &Redis, name: &str, extra: &[&str]) -> Api {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_scale-api"))
+        let child = Command::new(crate::support::scale_api())
             .env("PORT", port.to_string())
             .env("BIND", "127.0.0.1")
             .env("INSTANCE", name)
@@ -359,7 +359,7 @@ fn a_killed_worker_is_replaced_and_the_port_keeps_serving() {
 fn health_paths_follow_the_topology() {
     let redis = Redis::start();
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scale-api"))
+    let mut child = Command::new(crate::support::scale_api())
         .env("PORT", port.to_string())
         .env("BIND", "127.0.0.1")
         .env("REDIS_URL", redis.url())

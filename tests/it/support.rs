@@ -15,7 +15,15 @@ fn root() -> PathBuf {
 /// The optimized scale-api that the README's test command builds.
 pub(crate) fn release() -> PathBuf {
     let p = root().join("target/release/scale-api");
-    assert!(p.is_file(), "{} is missing: run `cargo build --release --bin scale-api` (scripts/test.sh does)", p.display());
+    assert!(p.is_file(), "{} is missing: run `cargo build --release -p scale-api` (scripts/test.sh does)", p.display());
+    p
+}
+
+/// The debug scale-api: a binary of the workspace's other package, so cargo gives its path only
+/// to that package's tests; the README's test command builds it first.
+pub(crate) fn scale_api() -> PathBuf {
+    let p = root().join("target/debug/scale-api");
+    assert!(p.is_file(), "{} is missing: run `cargo build --workspace --bins` (scripts/test.sh does)", p.display());
     p
 }
 

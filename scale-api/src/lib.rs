@@ -27,7 +27,7 @@ use heavy::HeavyPool;
 use metrics::{Metrics, OpLabels, RouteLabels};
 use store::{Store, StoreError};
 
-/// Everything scale-api is told at start (flags and environment; see src/bin/scale-api.rs).
+/// Everything scale-api is told at start (flags and environment; see main.rs).
 /// A secret string whose Debug form hides it.
 #[derive(Clone)]
 pub struct Redacted(pub String);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use scalectl::api::{self, AppState, Config};
+use scale_api::{self as api, AppState, Config};
 
 #[derive(Debug, Parser)]
 #[command(name = "scale-api", version, about = "The API that scalectl deploys: light, heavy, Redis-backed routes and metrics")]
