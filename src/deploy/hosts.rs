@@ -51,6 +51,10 @@ impl Hosts {
         let mut facts = Facts::with_default_cores(1);
         for (h, o) in &observed {
             facts.cores.insert(h.clone(), o.cores);
+            // The first load balancer's view of each name (BTreeMap order: by host name).
+            for (name, ip) in &o.resolved {
+                facts.resolved.entry(name.clone()).or_insert(*ip);
+            }
         }
         let mut files = render::render(t, &facts, &templates)?;
         files.extend(render::render_secrets(t, secrets, &templates)?);

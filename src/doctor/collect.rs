@@ -87,6 +87,13 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     let errors = p
         .instant(r#"100 * sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count{status=~"5.."}[1m])) / sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count[1m]))"#)
         .await?;
+    // The same three per instance as the load balancer saw them (mtail over nginx's access log,
+    // by upstream address): any app has these, whether or not it measures its own requests.
+    let lb_rps = p.instant("sum by (upstream) (rate(scalectl_nginx_upstream_responses_total[1m]))").await?;
+    let lb_p99 = p.instant("histogram_quantile(0.99, sum by (le, upstream) (rate(scalectl_nginx_upstream_response_seconds_bucket[1m])))").await?;
+    let lb_errors = p
+        .instant(r#"100 * sum by (upstream) (rate(scalectl_nginx_upstream_responses_total{code=~"5.."}[1m])) / sum by (upstream) (rate(scalectl_nginx_upstream_responses_total[1m]))"#)
+        .await?;
     // How long ready work waits to run: scale-api's runtime, or Node's event loop (prom-client).
     let delay = p.range("max by (instance_name) (scale_api_runtime_scheduling_delay_seconds or nodejs_eventloop_lag_p99_seconds) * 1000", window, step, end).await?;
     let resident = p.range(r#"process_resident_memory_bytes{job="scale-api"}"#, window, step, end).await?;
@@ -120,13 +127,16 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         let host = l.get("host").cloned().unwrap_or_default();
         *per_host.entry(host.clone()).or_default() += 1;
         let weight = t.hosts.iter().find(|h| h.name == host).map_or(1, |h| h.weight);
+        // The address the load balancer logs for this instance (targets.json's `upstream`).
+        let addr = l.get("upstream").or(l.get("instance")).cloned().unwrap_or_default();
+        let own_or_lb = |own: &Samples, lb: &Samples| by(own, "instance_name", &name).or_else(|| by(lb, "upstream", &addr));
         s.instances.push(InstanceSample {
             up: *v == 1.0,
             weight,
             restarts: by(&restarts, "instance_name", &name).unwrap_or(0.0) as u32,
-            requests_per_s: by(&rps, "instance_name", &name).unwrap_or(0.0),
-            p99_ms: by(&p99, "instance_name", &name).map(|x| x * 1000.0),
-            error_rate_percent: by(&errors, "instance_name", &name).unwrap_or(0.0),
+            requests_per_s: own_or_lb(&rps, &lb_rps).unwrap_or(0.0),
+            p99_ms: own_or_lb(&p99, &lb_p99).map(|x| x * 1000.0),
+            error_rate_percent: own_or_lb(&errors, &lb_errors).unwrap_or(0.0),
             scheduling_delay_ms: series_by(&delay, "instance_name", &name),
             resident_bytes: series_by(&resident, "instance_name", &name),
             open_fds: by(&open_fds, "instance_name", &name),

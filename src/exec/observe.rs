@@ -25,6 +25,12 @@ pub fn parse(out: &str) -> Result<Observed, String> {
         match (kind, rest.as_slice()) {
             ("cores", [n]) => o.cores = n.parse().map_err(|_| format!("bad core count `{n}`"))?,
             ("virt", [v]) => o.container = *v != "none" && !v.is_empty(),
+            // Unresolvable here: left out (Prometheus then labels the instance with its name).
+            ("addr", [name, ip]) => {
+                if let Ok(ip) = ip.parse() {
+                    o.resolved.insert(name.to_string(), ip);
+                }
+            }
             ("file", [path, mode, owner, group, data @ ..]) => {
                 let data = data.first().copied().unwrap_or("");
                 let bytes = base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| format!("{path}: {e}"))?;
@@ -90,7 +96,7 @@ mod tests {
     fn parses_every_kind_of_line() {
         let out = "cores 2\nvirt docker\nfile /etc/a 644 root root aGkK\nnofile /etc/b\nsecret /etc/s 600 root root abc\n\
 unit nginx.service active enabled\nunit scale-api@3000.service inactive \npkg nginx installed\npkg redis-server \n\
-release 0123456789ab\nhave 0123456789ab\nhave .tmp-x\n";
+release 0123456789ab\nhave 0123456789ab\nhave .tmp-x\naddr app-1 10.0.0.7\naddr app-2 \naddr app-3 not-an-ip\n";
         let o = parse(out).unwrap();
         assert_eq!(o.cores, 2);
         assert!(o.container);
@@ -104,6 +110,8 @@ release 0123456789ab\nhave 0123456789ab\nhave .tmp-x\n";
         assert_eq!(o.packages["redis-server"], false);
         assert_eq!(o.release.as_deref(), Some("0123456789ab"));
         assert_eq!(o.releases, vec!["0123456789ab".to_string()]);
+        // Resolved names: an IP each, the unresolvable and the malformed left out.
+        assert_eq!(o.resolved.iter().map(|(n, ip)| format!("{n}={ip}")).collect::<Vec<_>>(), ["app-1=10.0.0.7"]);
         assert!(parse("virt none\n").is_err());
     }
 }

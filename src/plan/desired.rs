@@ -82,6 +82,8 @@ pub struct DesiredHost {
     /// How this host's instances leave the load balancers before a restart (app hosts of a
     /// topology with a load balancer).
     pub drain: Option<super::Drain>,
+    /// Load balancer hosts: the app hosts' addresses to resolve as this host does (Facts::resolved).
+    pub resolve: Vec<String>,
 }
 
 impl DesiredHost {
@@ -121,6 +123,7 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                 release: None,
                 readiness: t.app.readiness.clone(),
                 drain: None,
+                resolve: Vec::new(),
             };
             for f in by_host.get(h.name.as_str()).into_iter().flatten() {
                 d.files.push(desired_file(f));
@@ -157,6 +160,8 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                 }
             }
             if h.has(Role::Lb) {
+                // The app hosts named by a name rather than an IP: resolved here, as nginx does.
+                d.resolve = t.hosts.iter().filter(|a| a.has(Role::App) && a.address.parse::<std::net::IpAddr>().is_err()).map(|a| a.address.clone()).collect();
                 pkgs.extend(["nginx", "prometheus-nginx-exporter", "mtail"]);
                 services.extend(["nginx.service", "prometheus-nginx-exporter.service", "mtail.service"]);
                 d.absent.push(("/etc/nginx/sites-enabled/default".into(), OnChange::Reload("nginx.service")));

@@ -47,6 +47,8 @@ pub struct Observed {
     /// (`restart:UNIT`, `reload:UNIT`, `rolling`): a killed apply's files are on disk, so only
     /// this record says what still has to be restarted.
     pub pending: Vec<String>,
+    /// Names this host resolved (DesiredHost::resolve) and the first address of each.
+    pub resolved: BTreeMap<String, std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -18,11 +18,14 @@ pub struct Facts {
     pub cores: BTreeMap<String, u32>,
     /// Cores assumed where neither an observation nor the topology says (e.g. the engine's CPUs).
     pub default_cores: u32,
+    /// App host addresses that are names, as the load balancer resolved them (observed there):
+    /// nginx logs the upstream it connected to by IP, and Prometheus labels each instance with it.
+    pub resolved: BTreeMap<String, std::net::IpAddr>,
 }
 
 impl Facts {
     pub fn with_default_cores(default_cores: u32) -> Self {
-        Facts { cores: BTreeMap::new(), default_cores: default_cores.max(1) }
+        Facts { cores: BTreeMap::new(), default_cores: default_cores.max(1), resolved: BTreeMap::new() }
     }
 
     /// Cores of a host: observed, else declared in the topology, else the default.
@@ -71,6 +74,8 @@ pub struct Ctx {
     pub monitor: Option<Endpoint>,
     /// The app's name (units `APP@PORT.service`, /etc/APP): the program's, or `scale-api`.
     pub app: String,
+    /// Facts::resolved: app host address -> the IP the load balancer connects to.
+    pub resolved: BTreeMap<String, String>,
     pub version: &'static str,
 }
 
@@ -86,6 +91,7 @@ impl Ctx {
             redis: None,
             monitor: None,
             app: t.app.name().to_string(),
+            resolved: BTreeMap::new(),
             version: env!("CARGO_PKG_VERSION"),
         }
     }
@@ -93,6 +99,7 @@ impl Ctx {
     /// The fleet as hosts reached over the network.
     pub fn hosts_view(t: &Topology, facts: &Facts) -> Ctx {
         let mut c = Ctx::base(t, "hosts");
+        c.resolved = facts.resolved.iter().map(|(name, ip)| (name.clone(), ip.to_string())).collect();
         for h in &t.hosts {
             let ports: Vec<u16> = if h.has(Role::App) {
                 (0..t.instances_on(h, facts.cores_of(h))).filter_map(|i| u16::try_from(u32::from(t.app.port) + i).ok()).collect()

@@ -216,6 +216,10 @@ fn node_doctor_finds_the_idle_fleet_healthy_and_the_blocked_event_loop_under_hea
     let (code, d) = crate::lab::doctor(&node_yaml(), &["--window", "15s"]);
     let (ok, _) = load.finish();
     assert_eq!(code, Some(2), "{d:#}");
+    // The app measures none of its requests: their latency is the load balancer's, per instance.
+    let slow = d["trace"].as_array().unwrap().iter().find(|s| s["question"] == "is the app slow?").unwrap()["answer"].as_str().unwrap().to_string();
+    let worst: f64 = slow.split("worst p99 ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no p99: {slow}"));
+    assert!(worst >= 200.0 && (slow.contains(" on app-1-400") || slow.contains(" on app-2-400")), "250 ms requests, seen by the load balancer: {slow}");
     let blocked: Vec<&serde_json::Value> = d["findings"].as_array().unwrap().iter().filter(|f| f["id"] == "event-loop-blocked").collect();
     assert!(!blocked.is_empty(), "{d:#}");
     for f in &blocked {
