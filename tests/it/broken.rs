@@ -83,6 +83,12 @@ fn cases() -> Vec<Case> {
         case("alertmanager webhook inline", with("observability:\n  alertmanager: {webhook: https://hooks.example.com/x}\n"), 6, 27, "secrets are referenced, never written inline: use `{env: VAR_NAME}` or `{file: /absolute/path}`"),
         case("image with a space", "name: t\ntarget: docker\napp: {instances: 1}\ndocker: {images: {nginx: \"nginx latest\"}}\n", 4, 26, "an image reference must not contain a space"),
         case("not yaml", "name: t\napp: {instances: 1\n", 2, 6, "unclosed bracket '{'"),
+        case("one machine listed twice", "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis, lb]}\n  b: {address: 10.0.0.1, roles: [app]}\n", 5, 16, "host `b` has the address and SSH port of host `a` (10.0.0.1:22): one machine, listed twice"),
+        case("app port is the ssh port", "name: t\napp: {instances: 1, port: 3000}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis], ssh: {port: 3000}}\n", 4, 34, "port 3000 on host `a` is used by both scale-api instance 3000 and sshd (the host's ssh.port)"),
+        case("memory_max above 1 TiB", "name: t\napp: {instances: 1, limits: {memory_max: 100000TiB}}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n", 2, 42, "app.limits.memory_max `100000TiB` is above the maximum of 1.0 TiB"),
+        case("duration past u64 milliseconds", "name: t\napp: {instances: 1, drain_timeout: 18446744073709556s616ms}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n", 2, 36, "app.drain_timeout `18446744073709556s616ms` is longer than the maximum of 10m"),
+        case("static root is the filesystem", "name: t\napp: {instances: 1}\nload_balancer: {static: [{path: /s/, root: /}]}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis, lb]}\n", 3, 44, "static root `/` would publish the whole filesystem through the load balancer; give the directory of the files to serve, such as /srv/static"),
+        case("static root under /etc", "name: t\napp: {instances: 1}\nload_balancer: {static: [{path: /s/, root: /etc/nginx}]}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis, lb]}\n", 3, 44, "static root `/etc/nginx` would publish a system directory through the load balancer; give the directory of the files to serve, such as /srv/static"),
     ]
 }
 

@@ -16,6 +16,7 @@ impl V {
             return;
         };
         self.roles(raw, raw_hosts, t);
+        self.one_host_per_machine(raw_hosts, t);
         for h in &t.hosts {
             self.port_collisions(raw_hosts, t, h);
         }
@@ -84,6 +85,20 @@ impl V {
         }
     }
 
+    /// Two hosts reached at the same address and SSH port are one machine: their units, paths and
+    /// ports would overwrite each other's. (One address behind different SSH ports is allowed.)
+    fn one_host_per_machine(&mut self, raw_hosts: &Map<RawHost>, t: &Topology) {
+        for (i, h) in t.hosts.iter().enumerate() {
+            if let Some(first) = t.hosts[..i].iter().find(|o| o.address == h.address && o.ssh.port == h.ssh.port) {
+                let loc = raw_hosts.iter().find(|(k, _)| k.value() == &h.name).map(|(_, r)| r.address.loc()).unwrap_or_default();
+                self.at(
+                    loc,
+                    format!("host `{}` has the address and SSH port of host `{}` ({}:{}): one machine, listed twice", h.name, first.name, h.address, h.ssh.port),
+                );
+            }
+        }
+    }
+
     /// Every port a host's roles listen on, each claimed once.
     fn port_collisions(&mut self, raw_hosts: &Map<RawHost>, t: &Topology, h: &Host) {
         let mut used: Vec<(u16, String)> = Vec::new();
@@ -104,7 +119,7 @@ impl V {
             }
             for i in 0..n {
                 if let Ok(p) = u16::try_from(u32::from(t.app.port) + i) {
-                    claim(self, p, format!("scale-api instance {p}"), Role::App);
+                    claim(self, p, format!("{} instance {p}", t.app.name()), Role::App);
                 }
             }
         }
@@ -133,6 +148,8 @@ impl V {
         }
         let role = h.roles.first().copied().unwrap_or(Role::App);
         claim(self, ports::NODE_EXPORTER, "the node exporter".into(), role);
+        // Port 22 is sshd's only when the host is reached there; any other port the same.
+        claim(self, h.ssh.port, "sshd (the host's ssh.port)".into(), role);
     }
 
     /// Published lab services need a host that runs them.

@@ -73,7 +73,8 @@ impl V {
                 self.at(s.loc(), format!("{what} must be more than zero"));
                 default_ms
             }
-            Ok(d) if d.as_millis() as u64 > max_ms => {
+            // Compared unnarrowed: a duration past u64 milliseconds must not wrap to a small one.
+            Ok(d) if d.as_millis() > u128::from(max_ms) => {
                 self.at(s.loc(), format!("{what} `{}` is longer than the maximum of {}", s.value(), fmt_ms(max_ms)));
                 default_ms
             }
@@ -86,10 +87,18 @@ impl V {
     }
 
     fn size(&mut self, sp: &Option<Sp<String>>, what: &str, default: u64, min: u64) -> u64 {
+        self.size_within(sp, what, default, min, u64::MAX)
+    }
+
+    fn size_within(&mut self, sp: &Option<Sp<String>>, what: &str, default: u64, min: u64, max: u64) -> u64 {
         let Some(s) = sp else { return default };
         match syntax::size(s.value(), what) {
             Ok(b) if b < min => {
                 self.at(s.loc(), format!("{what} `{}` is below the minimum of {} bytes", s.value(), min));
+                default
+            }
+            Ok(b) if b > max => {
+                self.at(s.loc(), format!("{what} `{}` is above the maximum of {}", s.value(), bytesize::ByteSize::b(max).display().iec()));
                 default
             }
             Ok(b) => b,
@@ -220,7 +229,7 @@ impl V {
         let heavy_pool = a.heavy_pool.as_ref().map(|_| self.int(&a.heavy_pool, "app.heavy_pool", 1, 1, 256) as u32);
         let (memory_max, cpu_quota, nofile) = match &a.limits {
             Some(l) => (
-                self.size(&l.memory_max, "app.limits.memory_max", 512 << 20, 16 << 20),
+                self.size_within(&l.memory_max, "app.limits.memory_max", 512 << 20, 16 << 20, MEMORY_MAX_LIMIT),
                 l.cpu_quota.as_ref().map(|_| self.int(&l.cpu_quota, "app.limits.cpu_quota", 100, 1, 25600) as u32),
                 self.int(&l.nofile, "app.limits.nofile", 65536, 1024, 1 << 20) as u64,
             ),
@@ -396,6 +405,9 @@ impl V {
         for s in &lb.statics {
             self.check(&s.path, syntax::url_path(s.path.value(), "static path"));
             self.check(&s.root, syntax::abs_path(s.root.value(), "static root"));
+            if let Some(system) = system_dir(s.root.value()) {
+                self.at(s.root.loc(), format!("static root `{}` would publish {system} through the load balancer; give the directory of the files to serve, such as /srv/static", s.root.value()));
+            }
             if statics.iter().any(|o: &Static| &o.path == s.path.value()) {
                 self.at(s.path.loc(), format!("static path `{}` is listed twice", s.path.value()));
             }
@@ -639,6 +651,21 @@ fn known_instances(t: &Topology, h: &Host) -> u32 {
 }
 
 /// Where a host's role is written (falls back to the host's name).
+/// The most one instance may be given (systemd's MemoryMax, the engine's memory limit): 1 TiB.
+const MEMORY_MAX_LIMIT: u64 = 1 << 40;
+
+/// Directories nginx must never serve from: the whole filesystem, or the system's own.
+fn system_dir(root: &str) -> Option<&'static str> {
+    let root = root.trim_end_matches('/');
+    if root.is_empty() {
+        return Some("the whole filesystem");
+    }
+    ["/etc", "/root", "/proc", "/sys", "/dev", "/boot", "/run", "/var/lib", "/usr", "/bin", "/sbin", "/lib"]
+        .into_iter()
+        .find(|d| root == *d || root.starts_with(&format!("{d}/")))
+        .map(|_| "a system directory")
+}
+
 fn role_loc(hosts: &Map<RawHost>, host: &str, role: Role) -> Loc {
     hosts
         .iter()
