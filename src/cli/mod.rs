@@ -11,6 +11,7 @@ mod doctor;
 mod lab;
 mod lock;
 mod logs;
+mod pack;
 mod plan;
 pub mod release;
 mod render;
@@ -59,6 +60,8 @@ pub enum Command {
     Schema(schema::Args),
     /// Write every config file of a topology into a directory, one tree per host
     Render(render::Args),
+    /// Pack app.program's release directory into the tar apply would upload (for Ansible, for pipelines)
+    Pack(pack::Args),
     /// Local lab: the topology's hosts as containers with systemd and sshd (lab up|status|down)
     Lab(lab::Args),
     /// Show what apply would change (per host or on the engine), with diffs; changes nothing
@@ -107,6 +110,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Validate(a) => validate::run(a, color),
         Command::Schema(a) => schema::run(a),
         Command::Render(a) => render::run(a, color),
+        Command::Pack(a) => pack::run(a, color),
         Command::Lab(a) => lab::run(a, color),
         Command::Plan(a) => plan::run(a, color),
         Command::Apply(a) => apply::run_apply(a, color),

@@ -259,3 +259,28 @@ fn a_broken_topology_is_reported_once_by_every_live_command() {
         assert!(err.contains("scale.yaml:3:18: instances must be at least 1, found 0"), "{cmd}: {err}");
     }
 }
+
+/// `pack` writes app.program's release as the tar apply uploads: the same files give the same
+/// bytes, its sha256 prefix is the release id it prints, and real tar lists the app's files.
+#[test]
+fn pack_writes_the_programs_release_as_one_reproducible_tar() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.tar"), dir.path().join("b.tar"));
+    let node = crate::example_path("node");
+    for out in [&a, &b] {
+        let o = scalectl().args(["pack", "-f", &node, "-o"]).arg(out).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let bytes = std::fs::read(out).unwrap();
+        let id = scalectl::plan::Release::new(&bytes, true).id;
+        assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("release {id} (")), "{}", String::from_utf8_lossy(&o.stdout));
+    }
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(), "two packs of the same files differ");
+    let list = Command::new("tar").arg("-tf").arg(&a).output().unwrap();
+    let names = String::from_utf8_lossy(&list.stdout);
+    assert!(names.lines().any(|l| l.trim_start_matches("./") == "server.js") && names.contains("node_modules/express/"), "{names}");
+    // scale-api's release is its binary: nothing to pack, and nothing written.
+    let o = scalectl().args(["pack", "-f", &crate::example_path("lab"), "-o"]).arg(dir.path().join("c.tar")).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("pack is for app.program"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!dir.path().join("c.tar").exists());
+}

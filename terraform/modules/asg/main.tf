@@ -1,39 +1,49 @@
-# scale-api on an autoscaling group: every instance boots Debian, cloud-init writes the same systemd
-# units scalectl installs on app hosts (plus the node exporter and the log shipper), and the group
+# The app (scale-api, or the user's program) on an autoscaling group: every instance boots Debian,
+# cloud-init writes the same systemd units scalectl installs on app hosts (plus the node exporter and
+# the log shipper), installs the release after checking its sha256, and the group
 # scales on average CPU (target tracking at cpu_scale_out, or step: out above cpu_scale_out, in below
 # cpu_scale_in) behind an application load balancer that health-checks the readiness path.
 
 locals {
   instance_count = var.instances == "max" ? "$(nproc)" : var.instances
+  # scale-api keeps its port in a socket unit; the user's program (var.program) binds its own.
+  units = var.program ? "${var.app_name}@$p.service" : "${var.app_name}@$p.socket ${var.app_name}@$p.service"
+  secrets_env = var.redis_password == "" ? "" : "REDIS_PASSWORD=${jsonencode(var.redis_password)}\n"
   user_data = <<-CLOUDINIT
     #cloud-config
     package_update: true
-    packages: [prometheus-node-exporter, rsyslog, rsyslog-relp, curl]
+    packages: ${jsonencode(concat(["prometheus-node-exporter", "rsyslog", "rsyslog-relp", "curl"], var.packages))}
     write_files:
-      - path: /etc/systemd/system/scale-api@.service
+      - path: /etc/systemd/system/${var.app_name}@.service
         permissions: "0644"
         encoding: b64
         content: ${base64encode(var.unit_file)}
-      - path: /etc/systemd/system/scale-api@.socket
+    %{~ if !var.program }
+      - path: /etc/systemd/system/${var.app_name}@.socket
         permissions: "0644"
         encoding: b64
         content: ${base64encode(var.socket_file)}
-      - path: /etc/scale-api/scale-api.env
+    %{~ endif }
+      - path: /etc/${var.app_name}/${var.app_name}.env
         permissions: "0640"
         encoding: b64
         content: ${base64encode(var.env_file)}
+      # Secrets: the Redis password (a sensitive variable, never in a rendered file), readable by root only.
+      - path: /etc/${var.app_name}/secrets.env
+        permissions: "0600"
+        encoding: b64
+        content: ${base64encode(local.secrets_env)}
       - path: /etc/rsyslog.d/60-scalectl-ship.conf
         permissions: "0644"
         encoding: b64
         content: ${base64encode(var.log_ship_file)}
     runcmd:
-      - mkdir -p /opt/scale-api/releases/boot
-      - [sh, -c, "test -z '${var.release_url}' || curl -fsSL '${var.release_url}' -o /opt/scale-api/releases/boot/scale-api"]
-      - chmod 0755 /opt/scale-api/releases/boot/scale-api
-      - ln -sfn /opt/scale-api/releases/boot /opt/scale-api/current
+      # The release is downloaded, checked against its sha256 and installed, or nothing is: an
+      # instance without a verified release fails its health check and the group replaces it.
+      - [sh, -c, "set -e; test -n '${var.release_url}'; d=/opt/${var.app_name}/releases/boot; rm -rf $d /tmp/scalectl-release; curl -fsSL '${var.release_url}' -o /tmp/scalectl-release; echo '${var.release_sha256}  /tmp/scalectl-release' | sha256sum -c -; mkdir -p $d; ${var.program ? "tar -x --no-same-owner --no-same-permissions -f /tmp/scalectl-release -C $d; chmod -R u+rwX,go+rX,go-w $d" : "install -m 0755 /tmp/scalectl-release $d/scale-api"}; ln -sfn $d /opt/${var.app_name}/current"]
       - systemctl daemon-reload
       - systemctl restart rsyslog
-      - [sh, -c, "for i in $(seq 0 $((${local.instance_count} - 1))); do p=$((${var.app_port} + i)); systemctl enable --now scale-api@$p.socket scale-api@$p.service; done"]
+      - [sh, -c, "for i in $(seq 0 $((${local.instance_count} - 1))); do p=$((${var.app_port} + i)); systemctl enable --now ${local.units}; done"]
   CLOUDINIT
 }
 
@@ -70,11 +80,11 @@ resource "aws_security_group" "lb" {
 
 resource "aws_security_group" "app" {
   name_prefix = "${var.name}-app-"
-  description = "scale-api instances, reachable from the load balancer only"
+  description = "The app's instances, reachable from the load balancer only"
   vpc_id      = var.vpc_id
 
   ingress {
-    description     = "scale-api from the load balancer"
+    description     = "The app from the load balancer"
     from_port       = var.app_port
     to_port         = var.app_port + 255
     protocol        = "tcp"
@@ -120,6 +130,13 @@ resource "aws_launch_template" "this" {
   image_id      = var.ami
   instance_type = var.instance_type
   user_data     = base64encode(local.user_data)
+
+  lifecycle {
+    precondition {
+      condition     = can(regex("^[0-9a-f]{64}$", var.release_sha256)) && var.release_url != ""
+      error_message = "Set release_url and release_sha256 (the release's sha256, 64 hex digits: `sha256sum` of the binary or of the tar from `scalectl pack`): instances install only a release that matches it."
+    }
+  }
 
   vpc_security_group_ids = [aws_security_group.app.id]
 

@@ -95,13 +95,14 @@ variable "readiness_path" {
 }
 
 variable "unit_file" {
-  description = "The scale-api@.service unit rendered by scalectl."
+  description = "The APP@.service unit rendered by scalectl."
   type        = string
 }
 
 variable "socket_file" {
-  description = "The scale-api@.socket unit rendered by scalectl (it holds the port across restarts)."
+  description = "The scale-api@.socket unit rendered by scalectl (it holds the port across restarts); unused for a program."
   type        = string
+  default     = ""
 }
 
 variable "log_ship_file" {
@@ -110,14 +111,43 @@ variable "log_ship_file" {
 }
 
 variable "env_file" {
-  description = "The scale-api.env file rendered by scalectl."
+  description = "The APP.env file rendered by scalectl."
   type        = string
 }
 
 variable "release_url" {
-  description = "Where instances download the scale-api binary at boot (an S3 or HTTPS URL)."
+  description = "Where instances download the release at boot (an S3 or HTTPS URL): scale-api's binary, or the program's tar from `scalectl pack`."
+  type        = string
+}
+
+variable "release_sha256" {
+  description = "The release's sha256 (64 hex digits): instances install it only if the download matches."
+  type        = string
+}
+
+variable "redis_password" {
+  description = "The fleet's Redis password, written to /etc/APP/secrets.env (0600) on each instance. It is in the user data and the state: keep both private."
   type        = string
   default     = ""
+  sensitive   = true
+}
+
+variable "app_name" {
+  description = "The app's name: units APP@PORT.service, /etc/APP, /opt/APP."
+  type        = string
+  default     = "scale-api"
+}
+
+variable "program" {
+  description = "The user's program (a tar unpacked into the release directory, no socket units) rather than scale-api's binary."
+  type        = bool
+  default     = false
+}
+
+variable "packages" {
+  description = "Debian packages the program needs (app.program.packages), installed at boot."
+  type        = list(string)
+  default     = []
 }
 
 variable "redis_port" {
