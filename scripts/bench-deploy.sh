@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
+LAB_REDIS_PASSWORD="$(cat target/lab-redis-password)"; export LAB_REDIS_PASSWORD
 cargo build --locked --release --workspace --bins 2>/dev/null
 export SCALECTL_HOME=${SCALECTL_HOME:-$PWD/target/bench-home}
 s=./target/release/scalectl

@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 export SCALECTL_HOME=${SCALECTL_HOME:-$PWD/target/lab-home}
+LAB_REDIS_PASSWORD="$(cat target/lab-redis-password)"; export LAB_REDIS_PASSWORD   # made by scripts/setup.sh
 s=${SCALECTL:-./target/debug/scalectl}
 lab=examples/lab.yaml
 reloads=${RELOADS:-3}

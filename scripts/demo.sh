@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --locked --release --workspace --bins
 scalectl=./target/release/scalectl
+# The lab's Redis requires a password (its app hosts reach it over the network): setup.sh made one.
+LAB_REDIS_PASSWORD="$(cat target/lab-redis-password)"
+export LAB_REDIS_PASSWORD
 $scalectl validate -f examples/lab.yaml
 $scalectl lab up -f examples/lab.yaml
 $scalectl apply -f examples/lab.yaml --release target/release/scale-api --yes
@@ -20,4 +23,4 @@ echo "set-up, build and apply above it may rightly find them busy: run it again 
 code=0
 $scalectl doctor -f examples/lab.yaml --window 1m || code=$?
 [ "$code" -le 2 ]
-echo "next: \`$scalectl plan -f examples/lab.yaml --release target/release/scale-api\` (no changes), \`$scalectl lab down -f examples/lab.yaml\`"
+echo "next (with LAB_REDIS_PASSWORD=\$(cat target/lab-redis-password) exported): \`$scalectl plan -f examples/lab.yaml --release target/release/scale-api\` (no changes), \`$scalectl lab down -f examples/lab.yaml\`"

@@ -42,3 +42,10 @@ if ! docker info >/dev/null 2>&1; then
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start (see /var/log/dockerd.log)" >&2; exit 1; }
 fi
+
+# The labs' Redis password (examples/lab.yaml and node.yaml read it from LAB_REDIS_PASSWORD; the demo,
+# benchmarks and tests from this file), made once, readable by its owner only.
+if [ ! -s target/lab-redis-password ]; then
+  mkdir -p target
+  (umask 077; openssl rand -hex 24 > target/lab-redis-password)
+fi

@@ -6,7 +6,7 @@ use super::*;
 use crate::render::{Facts, Templates, render};
 use crate::topology::parse;
 
-const TOPOLOGY: &str = "name: t\napp: {port: 3000, instances: 2}\nhosts:\n  lb: {address: 10.0.0.1, roles: [lb]}\n  app: {address: 10.0.0.2, roles: [app]}\n  cache: {address: 10.0.0.3, roles: [redis]}\n";
+const TOPOLOGY: &str = "name: t\napp: {port: 3000, instances: 2}\nhosts:\n  lb: {address: 10.0.0.1, roles: [lb]}\n  app: {address: 10.0.0.2, roles: [app]}\n  cache: {address: 10.0.0.3, roles: [redis]}\nredis: {password: {env: P}}\n";
 
 fn desired(release: &str) -> Vec<DesiredHost> {
     let t = parse("t.yaml", TOPOLOGY).unwrap();

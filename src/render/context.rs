@@ -74,6 +74,8 @@ pub struct Ctx {
     pub monitor: Option<Endpoint>,
     /// The app's name (units `APP@PORT.service`, /etc/APP): the program's, or `scale-api`.
     pub app: String,
+    /// Topology::redis_reached_remotely: Redis listens on its host's address too, not loopback only.
+    pub redis_remote: bool,
     /// Facts::resolved: app host address -> the IP the load balancer connects to.
     pub resolved: BTreeMap<String, String>,
     pub version: &'static str,
@@ -91,6 +93,7 @@ impl Ctx {
             redis: None,
             monitor: None,
             app: t.app.name().to_string(),
+            redis_remote: t.redis_reached_remotely(),
             resolved: BTreeMap::new(),
             version: env!("CARGO_PKG_VERSION"),
         }

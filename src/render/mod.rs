@@ -242,14 +242,19 @@ pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<
     if t.autoscaling.is_some() {
         // The autoscaling group's instances run the same units as app hosts: render them for cloud-init.
         let asg = Ctx::asg_view(t).value();
-        for j in [
+        let app = t.app.name();
+        let mut jobs = vec![
             job("terraform/main.tf.j2", "main.tf"),
             job("terraform/outputs.tf.j2", "outputs.tf"),
-            job("systemd/scale-api@.service.j2", "files/scale-api@.service"),
-            job("systemd/scale-api@.socket.j2", "files/scale-api@.socket"),
-            job("systemd/scale-api.env.j2", "files/scale-api.env"),
+            job("systemd/scale-api@.service.j2", format!("files/{app}@.service")),
+            job("systemd/scale-api.env.j2", format!("files/{app}.env")),
             job("logs/rsyslog-ship.conf.j2", "files/60-scalectl-ship.conf"),
-        ] {
+        ];
+        // A program binds its own port: no socket unit (as on app hosts).
+        if t.app.program.is_none() {
+            jobs.push(job("systemd/scale-api@.socket.j2", "files/scale-api@.socket"));
+        }
+        for j in jobs {
             out.push(run(&env, &asg, "terraform", j)?);
         }
         copy_verbatim(&TERRAFORM_MODULE, "terraform", "modules/asg", OnChange::Nothing, &mut out);
@@ -463,7 +468,7 @@ hosts:\n  a: {{address: 10.0.0.2, roles: [app]}}\n  r: {{address: 10.0.0.3, role
 
     #[test]
     fn a_value_that_could_break_out_of_its_quotes_is_refused() {
-        let t = topology("");
+        let t = topology("redis: {password: {env: S_REDIS}}\n");
         for bad in ["a\"b", "a\nb", "$(x)", "a\\b", ""] {
             let values = SecretValues { app: vec![("API_KEY".into(), bad.into())], redis_password: None, ..Default::default() };
             let err = render_secrets(&t, &values, &Templates::embedded()).unwrap_err().to_string();

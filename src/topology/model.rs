@@ -89,6 +89,12 @@ impl Host {
 }
 
 impl Topology {
+    /// Whether Redis is reached from other machines (an app host without the redis role, or the
+    /// autoscaling group's instances): then it listens on its host's address and needs a password.
+    pub fn redis_reached_remotely(&self) -> bool {
+        self.target == Target::Hosts && (self.autoscaling.is_some() || self.hosts.iter().any(|h| h.has(Role::App) && !h.has(Role::Redis)))
+    }
+
     /// Instances a host runs given its core count (`max` = one per core).
     pub fn instances_on(&self, h: &Host, cores: u32) -> u32 {
         match h.instances.unwrap_or(self.app.instances) {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -27,10 +27,31 @@ fn lab_yaml() -> String {
     crate::example_path("lab")
 }
 
+/// The labs' Redis password (examples/lab.yaml and node.yaml refer to it as `{env: LAB_REDIS_PASSWORD}`),
+/// the one scripts/setup.sh made for the demo and the benchmarks too.
+pub(crate) fn lab_redis_password() -> &'static str {
+    static PW: OnceLock<String> = OnceLock::new();
+    PW.get_or_init(|| {
+        let f = root().join("target/lab-redis-password");
+        let pw = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e} (scripts/setup.sh makes it)", f.display()));
+        pw.trim().to_string()
+    })
+}
+
 pub(crate) fn scalectl(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_scalectl"));
-    c.args(args).env("SCALECTL_HOME", root().join("target/lab-home")).env_remove("SCALECTL_PROGRESS");
+    c.args(args)
+        .env("SCALECTL_HOME", root().join("target/lab-home"))
+        .env("LAB_REDIS_PASSWORD", lab_redis_password())
+        .env_remove("SCALECTL_PROGRESS");
     c
+}
+
+/// redis-cli on the lab's Redis host, authenticated (through the environment, not an argument).
+fn redis_cli(args: &str) -> String {
+    let out = Command::new("docker").args(["exec", "-e", &format!("REDISCLI_AUTH={}", lab_redis_password()), "lab-cache-1", "sh", "-c", &format!("redis-cli {args}")]).output().unwrap();
+    assert!(out.status.success(), "redis-cli {args}: {}", text(&out.stderr));
+    text(&out.stdout)
 }
 
 pub(crate) fn run(args: &[&str]) -> Output {
@@ -176,7 +197,7 @@ fn lab_second_apply_is_a_no_op_and_one_edit_is_exactly_one_diff() {
     let t = Instant::now();
     run_ok(&apply_args(file, rel));
     eprintln!("one-file change apply: {:.2} s", t.elapsed().as_secs_f64());
-    assert!(docker_exec("lab-cache-1", "redis-cli config get maxmemory").contains("100663296"));
+    assert!(redis_cli("config get maxmemory").contains("100663296"));
 }
 
 #[test]
@@ -348,45 +369,60 @@ fn lab_second_concurrent_apply_is_refused_by_the_lock() {
 #[test]
 fn lab_secrets_reach_their_hosts_and_never_the_plan() {
     let _lab = lab();
-    const PW: &str = "lab-redis-pw-1234";
+    let pw = lab_redis_password();
     const TOKEN: &str = "tok-5678-secret";
-    let edited = edited_topology_many(&[
-        ("  persistence: none\n", "  persistence: none\n  password: {env: LAB_REDIS_PASSWORD}\n"),
-        ("  drain_timeout: 5s\n", "  drain_timeout: 5s\n  secrets: {API_TOKEN: {env: LAB_API_TOKEN}}\n"),
-    ]);
+    let edited = edited_topology_many(&[("  drain_timeout: 5s\n", "  drain_timeout: 5s\n  secrets: {API_TOKEN: {env: LAB_API_TOKEN}}\n")]);
     let file = edited.to_str().unwrap();
     let rel = release();
     let rel = rel.to_str().unwrap();
-    let with_secrets = |args: &[&str]| scalectl(args).env("LAB_REDIS_PASSWORD", PW).env("LAB_API_TOKEN", TOKEN).output().unwrap();
+    let with_secrets = |args: &[&str]| scalectl(args).env("LAB_API_TOKEN", TOKEN).output().unwrap();
 
     // Without the variables, nothing is planned.
     let out = run(&["plan", "-f", file, "--release", rel]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("environment variable `LAB_API_TOKEN` is not set"), "{}", text(&out.stderr));
+    let out = scalectl(&["plan", "-f", &lab_yaml(), "--release", rel]).env_remove("LAB_REDIS_PASSWORD").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("environment variable `LAB_REDIS_PASSWORD` is not set"), "{}", text(&out.stderr));
 
     for format in ["text", "json"] {
         let out = with_secrets(&["plan", "-f", file, "--release", rel, "-o", format, "--detailed-exitcode"]);
         assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
         let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-        assert!(!all.contains(PW) && !all.contains(TOKEN), "a secret reached the {format} plan");
-        assert!(all.contains("/etc/scale-api/secrets.env") && all.contains("/etc/redis/scalectl-auth.conf"));
+        assert!(!all.contains(pw) && !all.contains(TOKEN), "a secret reached the {format} plan");
+        assert!(all.contains("/etc/scale-api/secrets.env"));
     }
     let out = with_secrets(&apply_args(file, rel));
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(!text(&out.stdout).contains(PW) && !text(&out.stderr).contains(PW));
+    assert!(!text(&out.stdout).contains(pw) && !text(&out.stderr).contains(pw) && !text(&out.stdout).contains(TOKEN));
 
+    // Redis listens on its address and loopback only, and answers nobody without the password:
+    // not a client on another lab host (a plain TCP connection from app-1), nor one on its own host.
+    // Listening sockets on 6379 (0x18EB) by local address, from the kernel's table: loopback
+    // (0100007F) and the container's address, never the wildcard (00000000).
+    let listening = docker_exec("lab-cache-1", "awk '$4 == \"0A\" && $2 ~ /:18EB$/ {print $2}' /proc/net/tcp | sort");
+    assert!(listening.contains("0100007F:18EB") && !listening.contains("00000000:18EB") && listening.lines().count() == 2, "{listening}");
+    let ask = |cmd: &str| {
+        let script = format!("exec 3<>/dev/tcp/lab-cache-1/6379; printf '{cmd}\\r\\n' >&3; timeout 5 head -c 7 <&3 || true");
+        text(&Command::new("docker").args(["exec", "lab-app-1", "bash", "-c", &script]).output().unwrap().stdout)
+    };
+    for cmd in ["PING", "CONFIG GET requirepass", "KEYS session:*"] {
+        let answer = ask(cmd);
+        assert_eq!(answer, "-NOAUTH", "`{cmd}` from another host without the password: {answer:?}");
+    }
     assert!(docker_exec("lab-cache-1", "redis-cli ping 2>&1 || true").contains("NOAUTH"), "redis answers without a password");
-    assert!(docker_exec("lab-cache-1", &format!("redis-cli -a {PW} --no-auth-warning ping")).contains("PONG"));
+    assert!(redis_cli("ping").contains("PONG"));
     assert_eq!(docker_exec("lab-app-1", "stat -c '%a %U' /etc/scale-api/secrets.env").trim(), "600 root");
+    assert!(docker_exec("lab-app-1", "cat /etc/scale-api/secrets.env").contains("API_TOKEN="));
     let before = count();
     assert_eq!(count(), before + 1, "scale-api reaches the password-protected Redis");
     let out = with_secrets(&["plan", "-f", file, "--release", rel, "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
 
-    // Removing the password converges back: Redis open again, the secrets file emptied.
+    // Dropping the token converges back: the secrets file keeps only the Redis password.
     run_ok(&apply_args(&lab_yaml(), rel));
-    assert!(docker_exec("lab-cache-1", "redis-cli ping").contains("PONG"));
-    assert!(!docker_exec("lab-app-1", "cat /etc/scale-api/secrets.env").contains("REDIS_PASSWORD"));
+    let secrets = docker_exec("lab-app-1", "cat /etc/scale-api/secrets.env");
+    assert!(!secrets.contains("API_TOKEN") && secrets.contains("REDIS_PASSWORD"), "the secrets file after the token was dropped");
     let before = count();
     assert_eq!(count(), before + 1);
 }
@@ -571,7 +607,7 @@ fn lab_saved_plan_is_applied_exactly_and_refused_when_stale() {
     let out = run(&["apply", planfile, "--yes"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("the plan is stale: cache-1 changed since it was made"), "{}", text(&out.stderr));
-    assert!(docker_exec("lab-cache-1", "redis-cli config get maxmemory").contains("67108864"));
+    assert!(redis_cli("config get maxmemory").contains("67108864"));
 
     // An edited plan file runs nothing: a command, a path, a file's content changed in it.
     save();
@@ -612,7 +648,7 @@ fn lab_saved_plan_is_applied_exactly_and_refused_when_stale() {
         let out = run(&["apply", planfile, "--yes"]);
         assert_eq!(out.status.code(), Some(1), "{what}: {}", text(&out.stdout));
         assert!(text(&out.stderr).contains("is not the plan its topology, release and a fresh observation give now"), "{what}: {}", text(&out.stderr));
-        assert!(docker_exec("lab-cache-1", "redis-cli config get maxmemory").contains("67108864"), "{what}");
+        assert!(redis_cli("config get maxmemory").contains("67108864"), "{what}");
         assert_eq!(docker_exec("lab-cache-1", "ls /tmp/edited-plan-ran /etc/cron.d/edited-plan 2>/dev/null || true").trim(), "", "{what}");
     }
 
@@ -620,7 +656,7 @@ fn lab_saved_plan_is_applied_exactly_and_refused_when_stale() {
     save();
     let out = run_ok(&["apply", planfile, "--yes"]);
     assert!(text(&out.stdout).contains("restart redis-server.service"), "{}", text(&out.stdout));
-    assert!(docker_exec("lab-cache-1", "redis-cli config get maxmemory").contains("83886080"));
+    assert!(redis_cli("config get maxmemory").contains("83886080"));
     let out = run(&["plan", "-f", file, "--release", rel, "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
 
@@ -633,51 +669,43 @@ fn lab_saved_plan_is_applied_exactly_and_refused_when_stale() {
     assert!(text(&out.stderr).contains("changed since the plan was made"), "{}", text(&out.stderr));
 }
 
-#[test]
-fn lab_ansible_playbook_deploys_what_apply_deploys() {
-    let _lab = lab();
-    let ansible = crate::require("ansible-playbook");
-    // Start from hosts without scalectl's files, release or services (packages stay).
-    run_ok(&["destroy", "-f", &lab_yaml(), "--yes"]);
-    let out_dir = tempfile::tempdir().unwrap();
-    let render = out_dir.path().join("render");
-    run_ok(&["render", "-f", &lab_yaml(), "-o", render.to_str().unwrap()]);
-    let rel = release();
-    let playbook = || {
-        let out = Command::new(&ansible)
-            .current_dir(root().join("ansible"))
-            .args(["-i"])
-            .arg(render.join("ansible/inventory.yml"))
-            .args(["-i"])
-            .arg(root().join("target/lab-home/lab/lab/inventory.yml"))
-            .arg("site.yml")
-            .arg("-e")
-            .arg(format!("scalectl_render_dir={}", render.display()))
-            .arg("-e")
-            .arg(format!("scalectl_release={}", rel.display()))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "ansible-playbook failed:\n{}", text(&out.stdout));
-        text(&out.stdout)
-    };
-    let t = Instant::now();
-    playbook();
-    eprintln!("ansible-playbook after destroy: {:.1} s", t.elapsed().as_secs_f64());
+/// ansible-playbook over a render and a lab's connection inventory; its output (it must succeed).
+/// The Redis password comes as an Ansible user's vault would give it: a variables file (0600).
+pub(crate) fn ansible_playbook(render: &Path, lab: &str, release: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let vault = render.with_file_name("vault.json");
+    std::fs::write(&vault, serde_json::json!({"scalectl_redis_password": lab_redis_password()}).to_string()).unwrap();
+    std::fs::set_permissions(&vault, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new(crate::require("ansible-playbook"))
+        .current_dir(root().join("ansible"))
+        .args(["-i"])
+        .arg(render.join("ansible/inventory.yml"))
+        .args(["-i"])
+        .arg(root().join(format!("target/lab-home/lab/{lab}/inventory.yml")))
+        .arg("site.yml")
+        .arg("-e")
+        .arg(format!("scalectl_render_dir={}", render.display()))
+        .arg("-e")
+        .arg(format!("scalectl_release={}", release.display()))
+        .arg("-e")
+        .arg(format!("@{}", vault.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ansible-playbook failed:\n{}", text(&out.stdout));
+    text(&out.stdout)
+}
 
-    // The fleet serves as after apply.
-    assert_eq!(instances_seen(60), INSTANCES.iter().map(|s| s.to_string()).collect());
-    let before = count();
-    assert_eq!(count(), before + 1);
-
-    // scalectl sees the same files, packages, release and services; only the secret files (which
-    // Ansible users give through Vault, and `render` never writes) and what they restart remain.
-    let out = run(&["plan", "-f", &lab_yaml(), "--release", rel.to_str().unwrap(), "-o", "json"]);
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+/// After ansible-playbook, scalectl sees the same files, packages, release and services; only the
+/// secret files (which Ansible users give through Vault, and `render` never writes) and what they
+/// restart remain.
+pub(crate) fn plan_after_ansible_is_only_secrets(file: &str, release: &str) {
+    let out = run(&["plan", "-f", file, "--release", release, "-o", "json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out.stderr)));
     for h in plan["hosts"].as_array().unwrap() {
         for stage in ["prepare", "activate", "cleanup"] {
             for a in h[stage].as_array().unwrap() {
                 let ok = match a["action"].as_str().unwrap() {
-                    "write_file" => a["sensitive"] == true,
+                    "write_file" => a["sensitive"] == true || only_upstreams_resolved(a),
                     "mark_pending" | "clear_pending" | "rolling_restart" => true,
                     // Alertmanager's config holds the webhook secret: until it is written, it cannot run.
                     "reload" | "restart" if a["unit"] == "prometheus-alertmanager.service" => true,
@@ -688,12 +716,51 @@ fn lab_ansible_playbook_deploys_what_apply_deploys() {
             }
         }
     }
+}
+
+/// The one fact `render` cannot know and apply observes: the IP the load balancer resolves an app
+/// host's name to, which labels the host's Prometheus targets (`upstream`) so that doctor joins
+/// them with the load balancer's per-upstream series. A diff of targets.json that changes only
+/// those labels, each from a name to an IP, is that and nothing else.
+fn only_upstreams_resolved(a: &serde_json::Value) -> bool {
+    if a["path"] != "/etc/prometheus/scalectl/targets.json" {
+        return false;
+    }
+    let diff = a["diff"].as_str().unwrap_or("");
+    let changed: Vec<&str> = diff.lines().filter(|l| (l.starts_with('-') || l.starts_with('+')) && !l.starts_with("---") && !l.starts_with("+++")).collect();
+    let ip = |l: &str| l.split('"').nth(3).and_then(|v| v.rsplit_once(':')).is_some_and(|(h, _)| h.parse::<std::net::IpAddr>().is_ok());
+    !changed.is_empty() && changed.iter().all(|l| l.contains("\"upstream\":") && (l.starts_with('-') != ip(l)))
+}
+
+/// What a playbook run changed, by its recap lines (none on a second run).
+pub(crate) fn changed_hosts(recap: &str) -> Vec<String> {
+    recap.lines().filter(|l| l.contains(" changed=") && !l.contains(" changed=0 ")).map(String::from).collect()
+}
+
+#[test]
+fn lab_ansible_playbook_deploys_what_apply_deploys() {
+    let _lab = lab();
+    // Start from hosts without scalectl's files, release or services (packages stay).
+    run_ok(&["destroy", "-f", &lab_yaml(), "--yes"]);
+    let out_dir = tempfile::tempdir().unwrap();
+    let render = out_dir.path().join("render");
+    run_ok(&["render", "-f", &lab_yaml(), "-o", render.to_str().unwrap()]);
+    let rel = release();
+    let t = Instant::now();
+    ansible_playbook(&render, "lab", &rel);
+    eprintln!("ansible-playbook after destroy: {:.1} s", t.elapsed().as_secs_f64());
+
+    // The fleet serves as after apply.
+    assert_eq!(instances_seen(60), INSTANCES.iter().map(|s| s.to_string()).collect());
+    let before = count();
+    assert_eq!(count(), before + 1);
+    plan_after_ansible_is_only_secrets(&lab_yaml(), rel.to_str().unwrap());
 
     // A second run changes nothing.
     let t = Instant::now();
-    let recap = playbook();
+    let recap = ansible_playbook(&render, "lab", &rel);
     eprintln!("ansible-playbook, no change: {:.1} s", t.elapsed().as_secs_f64());
-    let changed: Vec<&str> = recap.lines().filter(|l| l.contains(" changed=") && !l.contains(" changed=0 ")).collect();
+    let changed = changed_hosts(&recap);
     assert!(changed.is_empty(), "a second ansible-playbook run changed things: {changed:#?}");
 }
 

@@ -230,3 +230,29 @@ fn node_doctor_finds_the_idle_fleet_healthy_and_the_blocked_event_loop_under_hea
     }
     eprintln!("{} of the instances blocked under {ok} heavy requests", blocked.len());
 }
+
+/// The Ansible path deploys the user's program as apply does: the tar `scalectl pack` writes,
+/// unpacked into the same release directory, the same units; scalectl then plans nothing but the
+/// secret files, and a second run changes nothing.
+#[test]
+fn node_ansible_playbook_deploys_the_program_as_apply_does() {
+    let _lab = node_lab();
+    run_ok(&["destroy", "-f", &node_yaml(), "--yes"]);
+    let dir = tempfile::tempdir().unwrap();
+    let render = dir.path().join("render");
+    run_ok(&["render", "-f", &node_yaml(), "-o", path(&render)]);
+    let tar = dir.path().join("hello.tar");
+    let packed = text(&run_ok(&["pack", "-f", &node_yaml(), "-o", path(&tar)]).stdout);
+    let t = Instant::now();
+    crate::lab::ansible_playbook(&render, "hello", &tar);
+    eprintln!("ansible-playbook of the node app after destroy: {:.1} s ({})", t.elapsed().as_secs_f64(), packed.trim());
+
+    assert_eq!(instances_seen_at(LB, 60).len(), 4, "every instance of the program serves");
+    let before = count_at(LB);
+    assert_eq!(count_at(LB), before + 1);
+    // The same release id as apply's, from the same files: packed or not, nothing to upload.
+    crate::lab::plan_after_ansible_is_only_secrets(&node_yaml(), path(&node_app_dir()));
+    let recap = crate::lab::ansible_playbook(&render, "hello", &tar);
+    let changed = crate::lab::changed_hosts(&recap);
+    assert!(changed.is_empty(), "a second ansible-playbook run changed things: {changed:#?}");
+}

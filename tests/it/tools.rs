@@ -241,6 +241,12 @@ fn redis_server_runs_on_every_rendered_config() {
     for example in EXAMPLES {
         for f in render_example(example).iter().filter(|f| f.path.ends_with("redis.conf")) {
             port += 1;
+            // On hosts Redis never listens on every interface, and protected mode stays on.
+            if f.host != "docker" {
+                let bind = f.content.lines().find(|l| l.starts_with("bind ")).unwrap_or_else(|| panic!("{example}: no bind"));
+                assert!(!bind.contains('*') && bind.contains("127.0.0.1"), "{example} {}: {bind}", f.host);
+                assert!(f.content.contains("\nprotected-mode yes\n"), "{example} {}", f.host);
+            }
             let dir = tempfile::tempdir().unwrap();
             // Redis enters `dir` while reading the file, and the password file is written by apply:
             // both point into this test's directory (the password file holding a stand-in).
@@ -252,6 +258,8 @@ fn redis_server_runs_on_every_rendered_config() {
                 .map(|l| match l.split_once(' ') {
                     Some(("include", _)) => format!("include {}", auth_file.display()),
                     Some(("dir", _)) => format!("dir {}", dir.path().display()),
+                    // The host's address is not this machine's (the lab test binds it for real).
+                    Some(("bind", _)) => "bind 127.0.0.1".to_string(),
                     _ => l.to_string(),
                 })
                 .collect::<Vec<_>>()
@@ -468,34 +476,62 @@ fn every_alert_rule_fires_when_it_should_and_not_before() {
     }
 }
 
-/// The module's cloud-init user data with Terraform's interpolations done the way Terraform does them
-/// for the rendered aws-asg example.
-fn user_data(files: &[scalectl::render::RenderedFile]) -> String {
+/// The module's cloud-init user data with Terraform's interpolations and directives done the way
+/// Terraform does them for a rendered topology: the module's variables as its main.tf sets them.
+fn user_data(files: &[scalectl::render::RenderedFile], app: &str, program: bool, packages: &[&str]) -> String {
     use base64::Engine;
     let main = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/terraform/modules/asg/main.tf")).unwrap();
+    let root = &files.iter().find(|f| f.host == "terraform" && f.path == "main.tf").unwrap().content;
+    assert_eq!(root.contains("program   = true"), program, "{root}");
     let body = main.split("<<-CLOUDINIT\n").nth(1).unwrap().split("\n  CLOUDINIT").next().unwrap();
     // `<<-` strips the smallest indentation of the heredoc's lines.
     let indent = body.lines().filter(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).min().unwrap();
     let mut text: String = body.lines().map(|l| l.get(indent..).unwrap_or("").to_string() + "\n").collect();
+    // `%{~ if !var.program } ... %{~ endif }`: `~` strips the whitespace before each directive.
+    let (open, close) = ("%{~ if !var.program }", "%{~ endif }");
+    while let Some(i) = text.find(open) {
+        let after = text[i + open.len()..].to_string();
+        let j = after.find(close).expect("an endif");
+        let kept = if program { "" } else { after[..j].trim_end() };
+        text = format!("{}{kept}{}", text[..i].trim_end(), &after[j + close.len()..]);
+    }
+    // `${var.program ? "A" : "B"}`
+    while let Some(i) = text.find("${var.program ? \"") {
+        let rest = &text[i + "${var.program ? \"".len()..];
+        let (a, rest) = rest.split_once("\" : \"").unwrap();
+        let (b, rest) = rest.split_once("\"}").unwrap();
+        text = format!("{}{}{}", &text[..i], if program { a } else { b }, rest);
+    }
     let b64 = |name: &str| {
         let f = files.iter().find(|f| f.host == "terraform" && f.path == format!("files/{name}")).unwrap_or_else(|| panic!("files/{name}"));
         base64::engine::general_purpose::STANDARD.encode(&f.content)
     };
-    for (var, file) in [("unit_file", "scale-api@.service"), ("socket_file", "scale-api@.socket"), ("env_file", "scale-api.env"), ("log_ship_file", "60-scalectl-ship.conf")] {
-        text = text.replace(&format!("${{base64encode(var.{var})}}"), &b64(file));
+    let mut vars = vec![("unit_file", format!("{app}@.service")), ("env_file", format!("{app}.env")), ("log_ship_file", "60-scalectl-ship.conf".into())];
+    if !program {
+        vars.push(("socket_file", "scale-api@.socket".into()));
     }
-    text.replace("${var.release_url}", "").replace("${local.instance_count}", "1").replace("${var.app_port}", "3000")
+    for (var, file) in vars {
+        text = text.replace(&format!("${{base64encode(var.{var})}}"), &b64(&file));
+    }
+    let all: Vec<&str> = ["prometheus-node-exporter", "rsyslog", "rsyslog-relp", "curl"].into_iter().chain(packages.iter().copied()).collect();
+    let units = if program { format!("{app}@$p.service") } else { format!("{app}@$p.socket {app}@$p.service") };
+    text.replace(r#"${jsonencode(concat(["prometheus-node-exporter", "rsyslog", "rsyslog-relp", "curl"], var.packages))}"#, &serde_json::to_string(&all).unwrap())
+        .replace("${base64encode(local.secrets_env)}", &base64::engine::general_purpose::STANDARD.encode("REDIS_PASSWORD=\"pw\"\n"))
+        .replace("${var.app_name}", app)
+        .replace("${local.units}", &units)
+        .replace("${var.release_url}", "https://releases.example/r")
+        .replace("${var.release_sha256}", &"ab".repeat(32))
+        .replace("${local.instance_count}", "1")
+        .replace("${var.app_port}", "3000")
 }
 
-#[test]
-fn cloud_init_writes_the_same_units_as_the_hosts_target() {
+/// cloud-init's files by path, decoded; and the user data as YAML.
+fn cloud_init(text: &str) -> (serde_json::Value, std::collections::BTreeMap<String, String>) {
     use base64::Engine;
-    let files = render_example("aws-asg");
-    let text = user_data(&files);
     assert!(text.starts_with("#cloud-config\n"), "{text}");
-    assert!(!text.contains("${"), "an interpolation is left: {text}");
-    let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("user data is not YAML: {e}\n{text}"));
-    let written: std::collections::BTreeMap<String, String> = doc["write_files"]
+    assert!(!text.contains("${") && !text.contains("%{"), "an interpolation or directive is left: {text}");
+    let doc: serde_json::Value = serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("user data is not YAML: {e}\n{text}"));
+    let written = doc["write_files"]
         .as_array()
         .unwrap()
         .iter()
@@ -505,6 +541,23 @@ fn cloud_init_writes_the_same_units_as_the_hosts_target() {
             (w["path"].as_str().unwrap().to_string(), String::from_utf8(bytes).unwrap())
         })
         .collect();
+    (doc, written)
+}
+
+/// The runcmd line that installs the release: downloaded, checked, installed, or nothing.
+fn install_line(doc: &serde_json::Value) -> String {
+    let line = doc["runcmd"].as_array().unwrap().iter().find(|c| c.to_string().contains("sha256sum -c")).unwrap_or_else(|| panic!("no checksum: {doc:#}"));
+    let script = line[2].as_str().unwrap().to_string();
+    assert!(script.starts_with("set -e; test -n 'https://releases.example/r';"), "{script}");
+    let (check, install) = (script.find("sha256sum -c").unwrap(), script.find("ln -sfn").unwrap());
+    assert!(check < install, "installed before it is checked: {script}");
+    script
+}
+
+#[test]
+fn cloud_init_writes_the_same_units_as_the_hosts_target() {
+    let files = render_example("aws-asg");
+    let (doc, written) = cloud_init(&user_data(&files, "scale-api", false, &[]));
     // The app host of the same topology gets the same files at the same paths (its unit names the
     // instance by host name where the group's uses %H, the instance's own hostname).
     let host: Vec<_> = files.iter().filter(|f| f.host == "seed-1").collect();
@@ -517,6 +570,44 @@ fn cloud_init_writes_the_same_units_as_the_hosts_target() {
     for p in ["prometheus-node-exporter", "rsyslog", "rsyslog-relp"] {
         assert!(packages.contains(&p), "{p} is not installed by cloud-init: {packages:?}");
     }
+    let install = install_line(&doc);
+    assert!(install.contains("install -m 0755 /tmp/scalectl-release $d/scale-api") && !install.contains("tar -x"), "{install}");
+    // The Redis password reaches the instances from a sensitive variable, as the hosts' secrets file.
+    let secrets = doc["write_files"].as_array().unwrap().iter().find(|w| w["path"] == "/etc/scale-api/secrets.env").expect("secrets.env");
+    assert_eq!(secrets["permissions"], "0600");
+    assert_eq!(written["/etc/scale-api/secrets.env"], "REDIS_PASSWORD=\"pw\"\n");
+    let main = &files.iter().find(|f| f.host == "terraform" && f.path == "main.tf").unwrap().content;
+    assert!(main.contains("release_sha256 = var.release_sha256") && main.contains("redis_password = var.redis_password"), "{main}");
+    assert!(main.contains("sensitive   = true"), "the password variable is sensitive: {main}");
+}
+
+/// The user's program on the autoscaling group: its unit (no socket), its packages, its release a
+/// tar unpacked after its checksum, the same files as on an app host.
+#[test]
+fn cloud_init_deploys_the_users_program_as_app_hosts_run_it() {
+    let src = std::fs::read_to_string(crate::example_path("aws-asg")).unwrap().replacen(
+        "app:\n  port: 3000\n",
+        "app:\n  port: 3000\n  program: {name: shop, release: ./node-app, command: [node, server.js], packages: [nodejs], metrics: /metrics}\n",
+        1,
+    );
+    let t = scalectl::topology::parse("asg-node.yaml", &src).unwrap_or_else(|p| panic!("{p}"));
+    let files = scalectl::render::render(&t, &scalectl::render::Facts::with_default_cores(2), &scalectl::render::Templates::embedded()).unwrap();
+    assert!(!files.iter().any(|f| f.host == "terraform" && f.path.ends_with(".socket")), "a program has no socket unit");
+    let (doc, written) = cloud_init(&user_data(&files, "shop", true, &["nodejs"]));
+    let host: Vec<_> = files.iter().filter(|f| f.host == "seed-1").collect();
+    for path in ["/etc/systemd/system/shop@.service", "/etc/shop/shop.env", "/etc/rsyslog.d/60-scalectl-ship.conf"] {
+        let on_host = &host.iter().find(|f| f.path == path).unwrap_or_else(|| panic!("seed-1 has no {path}")).content;
+        let in_asg = written.get(path).unwrap_or_else(|| panic!("cloud-init does not write {path}"));
+        assert_eq!(in_asg.replace("INSTANCE=%H-%i", "INSTANCE=seed-1-%i"), *on_host, "{path}");
+    }
+    assert!(!written.keys().any(|p| p.ends_with(".socket")), "{:?}", written.keys());
+    assert!(written["/etc/systemd/system/shop@.service"].contains("WorkingDirectory=/opt/shop/current"), "{}", written["/etc/systemd/system/shop@.service"]);
+    let packages: Vec<&str> = doc["packages"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert!(packages.contains(&"nodejs"), "{packages:?}");
+    let install = install_line(&doc);
+    assert!(install.contains("tar -x --no-same-owner --no-same-permissions -f /tmp/scalectl-release -C $d") && install.contains("/opt/shop/current"), "{install}");
+    let start = doc["runcmd"].as_array().unwrap().last().unwrap()[2].as_str().unwrap().to_string();
+    assert!(start.contains("systemctl enable --now shop@$p.service;") && !start.contains(".socket"), "{start}");
 }
 
 #[test]

@@ -68,6 +68,15 @@ impl V {
                     .help("add `redis` to one host's roles"),
             );
         }
+        if let Some(r) = redis_hosts.first()
+            && t.redis_reached_remotely()
+            && t.redis.password.is_none()
+        {
+            self.push(
+                Problem::at(role_loc(raw_hosts, &r.name, Role::Redis), format!("Redis on host `{}` is reached from other machines but has no password: anyone who reaches its port could read every session and change or erase any data", r.name))
+                    .help("set `redis.password` to a secret reference, such as `password: {file: /etc/scalectl/redis-password}` or `password: {env: REDIS_PASSWORD}`"),
+            );
+        }
         for extra in redis_hosts.iter().skip(1) {
             self.at(role_loc(raw_hosts, &extra.name, Role::Redis), format!("host `{}` is a second redis host; one redis host is supported", extra.name));
         }

@@ -276,12 +276,6 @@ impl V {
             self.check(u, syntax::unix_user(u.value(), "app.program.user"));
             u.value().clone()
         });
-        if let Some(a) = &raw.autoscaling {
-            self.push(
-                Problem::at(a.region.loc(), "the autoscaling group's cloud-init installs scale-api, not app.program, for now")
-                    .help("remove autoscaling, or app.program"),
-            );
-        }
         Program {
             name,
             release: p.release.value().clone(),
