@@ -81,7 +81,11 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
 
     let mut waited = false;
     let up = confirmed(p, r#"up{job="scale-api"}"#, step, &mut waited).await?;
+    // Each instance as systemd and the kernel see it (the node exporter's textfile, any app): the
+    // instances of a program that serves no metrics, and what the app's own series do not say.
+    let unit_up = p.instant("scalectl_instance_up").await?;
     let restarts = p.instant(&format!(r#"changes(process_start_time_seconds{{job="scale-api"}}[{w}])"#)).await?;
+    let unit_restarts = p.instant(&format!("increase(scalectl_instance_restarts_total[{w}])")).await?;
     let rps = p.instant("sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count[1m]))").await?;
     let p99 = p.instant("histogram_quantile(0.99, sum by (le, instance_name) (rate(scale_api_http_request_duration_seconds_bucket[1m])))").await?;
     let errors = p
@@ -96,9 +100,9 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         .await?;
     // How long ready work waits to run: scale-api's runtime, or Node's event loop (prom-client).
     let delay = p.range("max by (instance_name) (scale_api_runtime_scheduling_delay_seconds or nodejs_eventloop_lag_p99_seconds) * 1000", window, step, end).await?;
-    let resident = p.range(r#"process_resident_memory_bytes{job="scale-api"}"#, window, step, end).await?;
-    let open_fds = p.instant(r#"process_open_fds{job="scale-api"}"#).await?;
-    let max_fds = p.instant(r#"process_max_fds{job="scale-api"}"#).await?;
+    let resident = p.range(r#"process_resident_memory_bytes{job="scale-api"} or on (instance_name) scalectl_instance_memory_bytes"#, window, step, end).await?;
+    let open_fds = p.instant(r#"process_open_fds{job="scale-api"} or on (instance_name) scalectl_instance_open_fds"#).await?;
+    let max_fds = p.instant(r#"process_max_fds{job="scale-api"} or on (instance_name) scalectl_instance_max_fds"#).await?;
     let in_flight = p.instant("sum by (instance_name) (scale_api_http_requests_in_flight)").await?;
     let rejected = p.instant("sum by (instance_name) (rate(scale_api_heavy_pool_rejected_total[1m]))").await?;
     let cpu = p.range(r#"100 * (1 - avg by (host) (rate(node_cpu_seconds_total{mode="idle"}[1m])))"#, window, step, end).await?;
@@ -108,7 +112,12 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     let boot = p.instant("max by (host) (node_boot_time_seconds)").await?;
     // The app's own share of each host: its instances' CPU time against the host's cores.
     let app_cpu = p
-        .range(r#"100 * sum by (host) (rate(process_cpu_seconds_total{job="scale-api"}[1m])) / on (host) count by (host) (node_cpu_seconds_total{mode="idle"})"#, window, step, end)
+        .range(
+            r#"100 * (sum by (host) (rate(process_cpu_seconds_total{job="scale-api"}[1m])) or sum by (host) (rate(scalectl_instance_cpu_seconds_total[1m]))) / on (host) count by (host) (node_cpu_seconds_total{mode="idle"})"#,
+            window,
+            step,
+            end,
+        )
         .await?;
     let mem = p.instant("100 * node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes").await?;
 
@@ -122,6 +131,14 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         ..Default::default()
     };
     let mut per_host: BTreeMap<String, u32> = BTreeMap::new();
+    // Scraped instances first; then those only their host reports (a program without metrics).
+    let mut up = up;
+    for (l, v) in &unit_up {
+        let name = l.get("instance_name");
+        if name.is_some() && !up.iter().any(|(u, _)| u.get("instance_name") == name) {
+            up.push((l.clone(), *v));
+        }
+    }
     for (l, v) in &up {
         let name = l.get("instance_name").cloned().unwrap_or_default();
         let host = l.get("host").cloned().unwrap_or_default();
@@ -133,7 +150,7 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         s.instances.push(InstanceSample {
             up: *v == 1.0,
             weight,
-            restarts: by(&restarts, "instance_name", &name).unwrap_or(0.0) as u32,
+            restarts: by(&restarts, "instance_name", &name).or_else(|| by(&unit_restarts, "instance_name", &name)).unwrap_or(0.0).round() as u32,
             requests_per_s: own_or_lb(&rps, &lb_rps).unwrap_or(0.0),
             p99_ms: own_or_lb(&p99, &lb_p99).map(|x| x * 1000.0),
             error_rate_percent: own_or_lb(&errors, &lb_errors).unwrap_or(0.0),

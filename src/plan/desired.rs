@@ -137,6 +137,7 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
             }
             if h.has(Role::App) {
                 pkgs.push("curl");
+                services.push(crate::render::INSTANCES_TIMER);
                 if let Some(p) = &t.app.program {
                     pkgs.extend(p.packages.iter().map(String::as_str));
                 }

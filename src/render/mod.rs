@@ -322,6 +322,11 @@ fn run(env: &Environment<'_>, ctx: &minijinja::Value, host: &str, j: Job<'_>) ->
     Ok(RenderedFile { host: host.to_string(), path: j.path, mode: j.mode, content, group: j.group, on_change: j.on_change, sensitive: j.sensitive })
 }
 
+/// The script that measures each instance of an app host for the node exporter's textfile collector.
+pub const INSTANCES_SCRIPT: &str = "/usr/local/lib/scalectl/instances.sh";
+/// The timer that runs it.
+pub const INSTANCES_TIMER: &str = "scalectl-instances.timer";
+
 /// The load balancer's site file on a host (its `upstream` lists every app instance).
 pub fn site_path(topology: &str) -> String {
     format!("/etc/nginx/conf.d/{topology}.conf")
@@ -341,6 +346,10 @@ fn host_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
         }
         jobs.push(job("systemd/scale-api.target.j2", format!("/etc/systemd/system/{app}.target")).rolls());
         jobs.push(job("systemd/scale-api.env.j2", format!("/etc/{app}/{app}.env")).mode(0o640).rolls());
+        // Each instance as systemd and the kernel see it, for the node exporter (any app).
+        jobs.push(job("systemd/scalectl-instances.sh.j2", INSTANCES_SCRIPT).mode(0o755));
+        jobs.push(job("systemd/scalectl-instances.service.j2", "/etc/systemd/system/scalectl-instances.service").restarts(INSTANCES_TIMER));
+        jobs.push(job("systemd/scalectl-instances.timer.j2", "/etc/systemd/system/scalectl-instances.timer").restarts(INSTANCES_TIMER));
     }
     if h.has(Role::Lb) {
         jobs.push(job("nginx/site.conf.j2", site_path(name)).reloads("nginx.service"));

@@ -256,3 +256,89 @@ fn node_ansible_playbook_deploys_the_program_as_apply_does() {
     let changed = crate::lab::changed_hosts(&recap);
     assert!(changed.is_empty(), "a second ansible-playbook run changed things: {changed:#?}");
 }
+
+const PROMETHEUS: &str = "http://127.0.0.1:9092";
+
+/// One instant query against the node lab's Prometheus: every series' labels and value.
+fn query(q: &str) -> Vec<(serde_json::Value, f64)> {
+    let url = reqwest::Url::parse_with_params(&format!("{PROMETHEUS}/api/v1/query"), &[("query", q)]).unwrap();
+    let v: serde_json::Value = crate::support::client().get(url).send().unwrap().json().unwrap();
+    v["data"]["result"].as_array().unwrap().iter().map(|r| (r["metric"].clone(), r["value"][1].as_str().unwrap().parse().unwrap())).collect()
+}
+
+/// A program that serves no metrics at all is still seen per instance: up, restarts, CPU, memory
+/// and open files from systemd and the kernel (the node exporter's textfile), its requests and
+/// latency from the load balancer; doctor lists and judges its instances.
+#[test]
+fn node_program_without_metrics_is_measured_by_its_hosts_and_the_load_balancer() {
+    let _lab = node_lab();
+    let src = std::fs::read_to_string(node_yaml()).unwrap();
+    let line = src.lines().find(|l| l.trim_start().starts_with("metrics: /metrics")).expect("node.yaml scrapes /metrics").to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.yaml");
+    std::fs::write(&file, src.replacen(&format!("{line}\n"), "", 1)).unwrap();
+    // The release directory is relative to the topology file: give it explicitly.
+    run_ok(&["apply", "-f", path(&file), "--release", path(&node_app_dir()), "--yes"]);
+
+    // What the hosts report for every instance, in the exposition format promtool accepts.
+    let prom = docker_exec("hello-app-1", "cat /var/lib/prometheus/node-exporter/scalectl-instances.prom");
+    let dir2 = tempfile::tempdir().unwrap();
+    std::fs::write(dir2.path().join("m.prom"), &prom).unwrap();
+    let check = std::process::Command::new(crate::require("promtool")).args(["check", "metrics"]).stdin(std::fs::File::open(dir2.path().join("m.prom")).unwrap()).output().unwrap();
+    assert!(check.status.success(), "promtool check metrics:\n{}\n{prom}", text(&check.stdout));
+    // Gentle traffic (about 20 requests a second): enough for the load balancer's per-instance series.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let c = crate::support::client();
+            let mut ok = 0u32;
+            for _ in 0..3000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                ok += u32::from(c.get(format!("{LB}/")).send().is_ok_and(|r| r.status().is_success()));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            ok
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ready = loop {
+        let up = query("scalectl_instance_up == 1");
+        let fds = query("scalectl_instance_open_fds > 0 and scalectl_instance_open_fds < scalectl_instance_max_fds");
+        let mem = query("scalectl_instance_memory_bytes > 1e6");
+        let cpu = query("rate(scalectl_instance_cpu_seconds_total[30s]) > 0");
+        let scraped = query(r#"up{job="scale-api"}"#);
+        if up.len() == 4 && fds.len() == 4 && mem.len() == 4 && cpu.len() == 4 && scraped.is_empty() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            eprintln!("up {up:?}\nfds {fds:?}\nmem {mem:?}\ncpu {cpu:?}\nscraped {scraped:?}");
+            break false;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    assert!(ready, "every instance's host figures in Prometheus, and no scrape of the instances");
+    let (_, d) = crate::lab::doctor(path(&file), &["--window", "20s", "--save", path(&dir.path().join("s.json"))]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ok = traffic.join().unwrap();
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("s.json")).unwrap()).unwrap();
+    let instances = s["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 4, "doctor lists the instances the hosts report: {s:#}");
+    for i in instances {
+        assert_eq!(i["up"], true, "{i:#}");
+        assert!(i["requests_per_s"].as_f64().unwrap() > 0.0 && i["p99_ms"].as_f64().is_some(), "the load balancer's view of {i:#}");
+        assert!(i["open_fds"].as_f64().unwrap() > 0.0 && i["max_fds"].as_f64().unwrap() > 0.0 && !i["resident_bytes"].as_array().unwrap().is_empty(), "{i:#}");
+    }
+    let up = d["trace"].as_array().unwrap().iter().find(|t| t["question"] == "every instance up?").unwrap_or_else(|| panic!("{d:#}"));
+    assert!(up["answer"].as_str().unwrap().starts_with("yes"), "after {ok} requests: {d:#}");
+
+    // A killed instance is restarted by systemd, and counted.
+    docker_exec("hello-app-1", "systemctl kill -s KILL hello@4000.service");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while query(r#"scalectl_instance_restarts_total{instance_name="app-1-4000"} > 0"#).is_empty() {
+        assert!(Instant::now() < deadline, "the restart of app-1-4000 never reached Prometheus");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}

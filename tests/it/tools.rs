@@ -140,6 +140,16 @@ fn systemd_accepts_every_unit() {
             } else {
                 Path::new(&f.path).file_name().unwrap().to_string_lossy().into_owned()
             };
+            if unit.starts_with("scalectl-instances.") {
+                // The timer runs the service, which runs the rendered script: the root gets both.
+                for path in ["/etc/systemd/system/scalectl-instances.service", scalectl::render::INSTANCES_SCRIPT] {
+                    let other = files.iter().find(|s| s.host == f.host && s.path == path).unwrap_or_else(|| panic!("{} has no {path}", f.host));
+                    let dest = root.join(path.trim_start_matches('/'));
+                    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+                    std::fs::write(&dest, &other.content).unwrap();
+                    std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(other.mode)).unwrap();
+                }
+            }
             if unit == "scale-api.target" {
                 std::fs::write(root.join("etc/systemd/system/scale-api@.service"), "[Service]\nExecStart=/opt/scale-api/current/scale-api\n").unwrap();
             }
