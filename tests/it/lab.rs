@@ -719,17 +719,31 @@ pub(crate) fn plan_after_ansible_is_only_secrets(file: &str, release: &str) {
 }
 
 /// The one fact `render` cannot know and apply observes: the IP the load balancer resolves an app
-/// host's name to, which labels the host's Prometheus targets (`upstream`) so that doctor joins
-/// them with the load balancer's per-upstream series. A diff of targets.json that changes only
-/// those labels, each from a name to an IP, is that and nothing else.
+/// host's name to, which labels the host's instances (`upstream`, in the Prometheus targets and in
+/// the instances' measuring script) so that doctor joins them with the load balancer's per-upstream
+/// series. A diff that changes only those labels, each line from a name to an IP and otherwise
+/// equal, is that and nothing else.
 fn only_upstreams_resolved(a: &serde_json::Value) -> bool {
-    if a["path"] != "/etc/prometheus/scalectl/targets.json" {
+    if a["path"] != "/etc/prometheus/scalectl/targets.json" && a["path"] != scalectl::render::INSTANCES_SCRIPT {
         return false;
     }
     let diff = a["diff"].as_str().unwrap_or("");
-    let changed: Vec<&str> = diff.lines().filter(|l| (l.starts_with('-') || l.starts_with('+')) && !l.starts_with("---") && !l.starts_with("+++")).collect();
-    let ip = |l: &str| l.split('"').nth(3).and_then(|v| v.rsplit_once(':')).is_some_and(|(h, _)| h.parse::<std::net::IpAddr>().is_ok());
-    !changed.is_empty() && changed.iter().all(|l| l.contains("\"upstream\":") && (l.starts_with('-') != ip(l)))
+    let changed = |sign: char| -> Vec<&str> { diff.lines().filter(|l| l.starts_with(sign) && !l.starts_with("---") && !l.starts_with("+++")).map(|l| &l[1..]).collect() };
+    // The upstream value of a line, and the line with it taken out.
+    let split = |l: &str| -> Option<(String, String)> {
+        let (before, after) = l.split_once("upstream")?;
+        let rest = after.trim_start_matches(['"', ':', '=', ' ']);
+        let (value, tail) = rest.split_once('"')?;
+        Some((value.to_string(), format!("{before}upstream{}{tail}", &after[..after.len() - rest.len()])))
+    };
+    let is_ip = |v: &str| v.rsplit_once(':').is_some_and(|(h, _)| h.parse::<std::net::IpAddr>().is_ok());
+    let (removed, added) = (changed('-'), changed('+'));
+    !removed.is_empty()
+        && removed.len() == added.len()
+        && removed.iter().zip(&added).all(|(r, a)| match (split(r), split(a)) {
+            (Some((name, r)), Some((ip, a))) => !is_ip(&name) && is_ip(&ip) && r == a,
+            _ => false,
+        })
 }
 
 /// What a playbook run changed, by its recap lines (none on a second run).
