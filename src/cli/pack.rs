@@ -1,7 +1,6 @@
 //! `scalectl pack`: the program's release as the one tar apply would upload (the same bytes, so the
 //! same release id), for the Ansible playbook and for pipelines that build an artifact once.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -30,10 +29,7 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
         return Err(anyhow::anyhow!("{} deploys scale-api, whose release is its binary: pack is for app.program's release directory", a.topology.file.display()).into());
     }
     let artifact = a.release.load(&t, &a.topology.file)?;
-    let dir = a.out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".scalectl-pack").tempfile_in(dir).with_context(|| format!("cannot write into {}", dir.display()))?;
-    tmp.write_all(&artifact.bytes).and_then(|_| tmp.as_file().sync_all()).with_context(|| format!("cannot write {}", a.out.display()))?;
-    tmp.persist(&a.out).map_err(|e| anyhow::anyhow!("cannot write {}: {}", a.out.display(), e.error))?;
+    super::session::write_atomic(&a.out, &artifact.bytes).with_context(|| format!("cannot write {}", a.out.display()))?;
     println!(
         "packed {} into {}: release {} ({})",
         artifact.path.display(),

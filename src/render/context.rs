@@ -42,6 +42,17 @@ pub struct Instance {
     pub address: String,
     pub port: u16,
     pub weight: u32,
+    /// `address:port` as the load balancer logs it: by IP where it resolved the host's name
+    /// (Facts::resolved). Prometheus and the instances' measuring script label the instance with it.
+    pub upstream: String,
+}
+
+impl Instance {
+    /// An instance the load balancer reaches at `address` itself.
+    pub fn new(host: String, address: String, port: u16, weight: u32) -> Instance {
+        let upstream = super::filters::hostport(&address, port);
+        Instance { host, address, port, weight, upstream }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -76,8 +87,6 @@ pub struct Ctx {
     pub app: String,
     /// Topology::redis_reached_remotely: Redis listens on its host's address too, not loopback only.
     pub redis_remote: bool,
-    /// Facts::resolved: app host address -> the IP the load balancer connects to.
-    pub resolved: BTreeMap<String, String>,
     pub version: &'static str,
 }
 
@@ -94,7 +103,6 @@ impl Ctx {
             monitor: None,
             app: t.app.name().to_string(),
             redis_remote: t.redis_reached_remotely(),
-            resolved: BTreeMap::new(),
             version: env!("CARGO_PKG_VERSION"),
         }
     }
@@ -102,7 +110,6 @@ impl Ctx {
     /// The fleet as hosts reached over the network.
     pub fn hosts_view(t: &Topology, facts: &Facts) -> Ctx {
         let mut c = Ctx::base(t, "hosts");
-        c.resolved = facts.resolved.iter().map(|(name, ip)| (name.clone(), ip.to_string())).collect();
         for h in &t.hosts {
             let ports: Vec<u16> = if h.has(Role::App) {
                 (0..t.instances_on(h, facts.cores_of(h))).filter_map(|i| u16::try_from(u32::from(t.app.port) + i).ok()).collect()
@@ -110,7 +117,11 @@ impl Ctx {
                 Vec::new()
             };
             for &port in &ports {
-                c.instances.push(Instance { host: h.name.clone(), address: h.address.clone(), port, weight: h.weight });
+                let mut i = Instance::new(h.name.clone(), h.address.clone(), port, h.weight);
+                if let Some(ip) = facts.resolved.get(&h.address) {
+                    i.upstream = super::filters::hostport(&ip.to_string(), port);
+                }
+                c.instances.push(i);
             }
             let ep = Endpoint { host: h.name.clone(), address: h.address.clone() };
             if h.has(Role::Lb) {
@@ -146,7 +157,7 @@ impl Ctx {
             Instances::Max => facts.default_cores,
         };
         for i in 1..=replicas {
-            c.instances.push(Instance { host: format!("api-{i}"), address: format!("api-{i}"), port: t.app.port, weight: 1 });
+            c.instances.push(Instance::new(format!("api-{i}"), format!("api-{i}"), t.app.port, 1));
         }
         c.lbs.push(Endpoint { host: "lb".into(), address: "lb".into() });
         c.redis = Some(Endpoint { host: "redis".into(), address: "redis".into() });

@@ -485,3 +485,36 @@ hosts:\n  a: {{address: 10.0.0.2, roles: [app]}}\n  r: {{address: 10.0.0.3, role
         }
     }
 }
+
+#[cfg(test)]
+mod upstream_tests {
+    use super::*;
+
+    /// An app host named by a name is labelled, for Prometheus and in its measuring script, with the
+    /// IP the load balancer resolved it to (what nginx logs); its scrape target keeps the name.
+    #[test]
+    fn resolved_app_hosts_are_labelled_with_the_address_the_load_balancer_logs() {
+        let src = "name: u\napp: {port: 3000, instances: 1}\nredis: {password: {env: P}}\n\
+hosts:\n  lb: {address: 10.0.0.1, roles: [lb, redis, monitor]}\n  app-1: {address: app-1.internal, roles: [app]}\n  app-2: {address: 10.0.0.3, roles: [app]}\n";
+        let t = crate::topology::parse("u.yaml", src).unwrap_or_else(|p| panic!("{p}"));
+        let mut facts = Facts::with_default_cores(1);
+        facts.resolved.insert("app-1.internal".into(), "10.0.0.2".parse().unwrap());
+        let files = render(&t, &facts, &Templates::embedded()).unwrap();
+        let get = |host: &str, path: &str| files.iter().find(|f| f.host == host && f.path == path).unwrap().content.clone();
+        let targets: serde_json::Value = serde_json::from_str(&get("lb", "/etc/prometheus/scalectl/targets.json")).unwrap();
+        let app: Vec<(String, String)> = targets
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g["labels"]["scalectl_job"] == "scale-api")
+            .map(|g| (g["targets"][0].as_str().unwrap().to_string(), g["labels"]["upstream"].as_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(app, [("app-1.internal:3000".to_string(), "10.0.0.2:3000".to_string()), ("10.0.0.3:3000".into(), "10.0.0.3:3000".into())]);
+        assert!(get("app-1", INSTANCES_SCRIPT).contains(r#"'instance_name="app-1-3000",upstream="10.0.0.2:3000"'"#));
+        assert!(get("app-2", INSTANCES_SCRIPT).contains(r#"'instance_name="app-2-3000",upstream="10.0.0.3:3000"'"#));
+        // Without the fact (`scalectl render`), the name.
+        let files = render(&t, &Facts::with_default_cores(1), &Templates::embedded()).unwrap();
+        let script = &files.iter().find(|f| f.host == "app-1" && f.path == INSTANCES_SCRIPT).unwrap().content;
+        assert!(script.contains(r#"upstream="app-1.internal:3000""#), "{script}");
+    }
+}

@@ -52,7 +52,7 @@ fn log_rotation() -> BTreeMap<String, String> {
 /// The rendered files for a set of replicas (slot, container name).
 pub(super) fn rendered(t: &Topology, replicas: &[(String, String)], templates: &Templates) -> Result<BTreeMap<String, String>, RenderError> {
     let instances: Vec<Instance> =
-        replicas.iter().map(|(slot, name)| Instance { host: slot.clone(), address: name.clone(), port: t.app.port, weight: 1 }).collect();
+        replicas.iter().map(|(slot, name)| Instance::new(slot.clone(), name.clone(), t.app.port, 1)).collect();
     render::render_docker_deploy(t, &instances, templates)
 }
 
