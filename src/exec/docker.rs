@@ -362,8 +362,13 @@ async fn remove(docker: &Docker, name: &str) -> anyhow::Result<()> {
 }
 
 /// Replace a file in a running container by a rename, then run the commands; a failing command
-/// puts `previous` back (and runs the commands again) before failing.
-async fn write_live(docker: &Docker, container: &str, path: &str, content: &str, previous: &str, commands: &[Vec<String>]) -> anyhow::Result<()> {
+/// puts `previous` back (and runs the commands again) before failing. With `old_workers_wait_s`,
+/// then wait until the nginx workers from before the commands have exited.
+async fn write_live(docker: &Docker, container: &str, path: &str, content: &str, previous: &str, commands: &[Vec<String>], old_workers_wait_s: Option<i64>) -> anyhow::Result<()> {
+    let old = match old_workers_wait_s {
+        Some(_) => nginx_workers(docker, container).await?,
+        None => Vec::new(),
+    };
     put(docker, container, path, content).await?;
     for cmd in commands {
         let (code, out) = exec(docker, container, cmd).await?;
@@ -375,7 +380,25 @@ async fn write_live(docker: &Docker, container: &str, path: &str, content: &str,
             bail!("`{}` in {container} failed (exit {code}); {path} was put back:\n{}", cmd.join(" "), out.trim());
         }
     }
+    if let (Some(wait), false) = (old_workers_wait_s, old.is_empty()) {
+        let script = format!(
+            "end=$(( $(date +%s) + {wait} ))\nfor p in \"$@\"; do\n  while kill -0 \"$p\" 2>/dev/null && [ \"$(date +%s)\" -lt \"$end\" ]; do sleep 0.1; done\ndone\n"
+        );
+        let argv: Vec<String> = ["sh", "-c", &script, "wait-old-workers"].into_iter().map(String::from).chain(old).collect();
+        exec(docker, container, &argv).await?;
+    }
     Ok(())
+}
+
+/// The pids of the nginx worker processes running in `container` now (found in /proc: the
+/// official image has no pgrep).
+async fn nginx_workers(docker: &Docker, container: &str) -> anyhow::Result<Vec<String>> {
+    let script = "for d in /proc/[0-9]*; do\n  case \"$(tr -d '\\000' < \"$d/cmdline\" 2>/dev/null)\" in \"nginx: worker process\"*) echo \"${d#/proc/}\" ;; esac\ndone";
+    let (code, out) = exec(docker, container, &["sh".into(), "-c".into(), script.into()]).await?;
+    if code != 0 {
+        bail!("cannot list nginx's workers in {container} (exit {code}): {}", out.trim());
+    }
+    Ok(out.split_whitespace().filter(|p| p.bytes().all(|b| b.is_ascii_digit())).map(String::from).collect())
 }
 
 async fn put(docker: &Docker, container: &str, path: &str, content: &str) -> anyhow::Result<()> {
@@ -474,9 +497,9 @@ async fn run_step(docker: &Docker, t: &Topology, plan: &DockerPlan, step: &Step,
             docker.start_container(name, None).await.with_context(|| format!("cannot start {name}"))?;
             wait_ready(docker, name, *wait_healthy, o.ready_timeout).await?;
         }
-        Step::WriteLive { container, path, content, previous, commands, .. } => {
+        Step::WriteLive { container, path, content, previous, commands, old_workers_wait_s, .. } => {
             say(&format!("writing {path} in {container}"));
-            write_live(docker, container, path, content, previous, commands).await?;
+            write_live(docker, container, path, content, previous, commands, *old_workers_wait_s).await?;
         }
         Step::Stop { name, timeout_s } => {
             say(&format!("stopping {name}"));
@@ -521,9 +544,9 @@ async fn undo(docker: &Docker, step: &Step, o: &Options<'_>) -> anyhow::Result<(
             let healthy = docker.inspect_container(name, None).await?.config.and_then(|c| c.healthcheck).is_some();
             wait_ready(docker, name, healthy, o.ready_timeout).await
         }
-        Step::WriteLive { container, path, previous, commands, .. } => {
+        Step::WriteLive { container, path, previous, commands, old_workers_wait_s, .. } => {
             (o.progress)(&format!("putting {path} back in {container}"));
-            write_live(docker, container, path, previous, previous, commands).await
+            write_live(docker, container, path, previous, previous, commands, *old_workers_wait_s).await
         }
         // An image, network, volume or started container stays: harmless, and reused next time.
         _ => Ok(()),

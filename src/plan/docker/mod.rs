@@ -294,6 +294,11 @@ pub enum Step {
         previous: String,
         diff: String,
         commands: Vec<Vec<String>>,
+        /// After the commands, wait (at most this many seconds) until the nginx workers that ran
+        /// before them have exited: `nginx -s reload` only signals the master, and until its old
+        /// workers are gone they still send requests by the upstream from before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        old_workers_wait_s: Option<i64>,
     },
     /// Stop, giving in-flight requests `timeout_s` to finish.
     Stop { name: String, timeout_s: i64 },

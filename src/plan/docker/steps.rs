@@ -223,18 +223,20 @@ impl<'a> LiveUpstream<'a> {
         let replicas: Vec<(String, String)> = current.iter().map(|(s, n)| (s.clone(), n.clone())).collect();
         let files = rendered(self.t, &replicas, self.templates)?;
         if let Some((container, now)) = &mut self.lb {
-            live_write(container, NGINX_CONF, now, get(&files, &format!("nginx/{}.conf", self.t.name)), nginx_reload(), activate);
+            let wait = Some(drain_stop_timeout(self.t));
+            live_write(container, NGINX_CONF, now, get(&files, &format!("nginx/{}.conf", self.t.name)), nginx_reload(), wait, activate);
         }
         if let Some((container, now)) = &mut self.prometheus {
-            live_write(container, TARGETS_JSON, now, get(&files, "prometheus/targets.json"), Vec::new(), activate);
+            live_write(container, TARGETS_JSON, now, get(&files, "prometheus/targets.json"), Vec::new(), None, activate);
         }
         Ok(())
     }
 }
 
 /// A step that replaces `path` in `container` when `content` differs from what it has `now`
-/// (which then becomes `content`), running `commands` after.
-fn live_write(container: &str, path: &str, now: &mut String, content: &str, commands: Vec<Vec<String>>, activate: &mut Vec<Step>) {
+/// (which then becomes `content`), running `commands` after (and waiting for the nginx workers
+/// from before them, at most `old_workers_wait_s`).
+fn live_write(container: &str, path: &str, now: &mut String, content: &str, commands: Vec<Vec<String>>, old_workers_wait_s: Option<i64>, activate: &mut Vec<Step>) {
     if content != now.as_str() {
         activate.push(Step::WriteLive {
             container: container.to_string(),
@@ -243,6 +245,7 @@ fn live_write(container: &str, path: &str, now: &mut String, content: &str, comm
             previous: std::mem::replace(now, content.to_string()),
             content: content.to_string(),
             commands,
+            old_workers_wait_s,
         });
     }
 }

@@ -142,6 +142,13 @@ fn a_new_release_rolls_one_replica_at_a_time_behind_the_load_balancer() {
     let new_api_1 = p.activate.iter().find_map(|s| if let Step::Create { spec } = s { Some(spec.name.clone()) } else { None }).unwrap();
     assert!(writes[0].0.contains(&format!("server {new_api_1}:3000")));
     assert!(!writes[0].1.contains(&new_api_1));
+    // The load balancer's rewrites wait for nginx's workers from before them (the stop after one
+    // must not race workers that still send to the replica); Prometheus rereads by itself.
+    for s in &p.activate {
+        if let Step::WriteLive { path, old_workers_wait_s, .. } = s {
+            assert_eq!(old_workers_wait_s.is_some(), path == NGINX_CONF, "{path}");
+        }
+    }
 }
 
 #[test]

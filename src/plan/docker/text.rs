@@ -30,8 +30,11 @@ pub fn render_text(p: &DockerPlan, color: bool) -> String {
                     &format!("  + container {} ({}, {}{})", spec.name, spec.slot, spec.image, if spec.health.is_some() { ", wait healthy" } else { "" }),
                 ),
                 Step::Start { name, .. } => paint(yellow, &format!("  ~ start {name}")),
-                Step::WriteLive { container, path, diff, commands, .. } => {
-                    let then: Vec<String> = commands.iter().map(|c| c.join(" ")).collect();
+                Step::WriteLive { container, path, diff, commands, old_workers_wait_s, .. } => {
+                    let mut then: Vec<String> = commands.iter().map(|c| c.join(" ")).collect();
+                    if let Some(s) = old_workers_wait_s {
+                        then.push(format!("wait for nginx's workers from before (at most {s} s)"));
+                    }
                     let mut s = paint(yellow, &format!("  ~ write {path} in {container}"));
                     if !then.is_empty() {
                         s.push_str(&format!(", then {}", then.join("; ")));
