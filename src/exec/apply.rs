@@ -199,7 +199,7 @@ fn restart_drained(conns: &[Conn], c: &Conn, app: &str, probe: &Probe, drain: Op
     c.sudo_script("restarting", &commands::restart(&unit), STEP_TIMEOUT)?;
     wait_ready(c, app, probe, opts.ready_timeout)?;
     for lb in &lbs {
-        lb.sudo_script("putting back", &commands::undrain(site, &server), STEP_TIMEOUT)?;
+        lb.sudo_script("putting back", &commands::undrain(site, &server, wait), STEP_TIMEOUT + wait)?;
     }
     Ok(())
 }

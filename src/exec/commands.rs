@@ -193,22 +193,35 @@ fn undrain_awk() -> String {
 /// Nothing is done when the server is not listed (a new instance) or already drained.
 pub fn drain(site: &str, server: &str, wait: Duration) -> String {
     format!(
-        "{pre}master=$(cat /run/nginx.pid 2>/dev/null || true)\nold=$( [ -n \"$master\" ] && pgrep -P \"$master\" || true)\n{edit}\
-[ \"$changed\" = yes ] || exit 0\nif ! nginx -t -q; then\n{undo}  exit 1\nfi\nsystemctl reload nginx.service\n\
-end=$(( $(date +%s) + {secs} ))\nfor p in $old; do\n  while kill -0 \"$p\" 2>/dev/null && [ \"$(date +%s)\" -lt \"$end\" ]; do sleep 0.1; done\ndone\n",
+        "{pre}{old}{edit}[ \"$changed\" = yes ] || exit 0\nif ! nginx -t -q; then\n{undo}  exit 1\nfi\n{reload}",
         pre = site_preamble(site),
+        old = OLD_WORKERS,
         edit = edit_upstream(server, &drain_awk()),
         undo = edit_upstream(server, &undrain_awk()),
-        secs = wait.as_secs().max(1)
+        reload = reload_waiting(wait)
     )
 }
 
-/// Put a drained server back into this load balancer once its instance is ready again.
-pub fn undrain(site: &str, server: &str) -> String {
+/// Put a drained server back into this load balancer once its instance is ready again; once this
+/// returns, the old workers (which skip it) are gone and it gets its share.
+pub fn undrain(site: &str, server: &str, wait: Duration) -> String {
     format!(
-        "{}{}[ \"$changed\" = yes ] || exit 0\nnginx -t -q\nsystemctl reload nginx.service\n",
+        "{}{OLD_WORKERS}{}[ \"$changed\" = yes ] || exit 0\nnginx -t -q\n{}",
         site_preamble(site),
-        edit_upstream(server, &undrain_awk())
+        edit_upstream(server, &undrain_awk()),
+        reload_waiting(wait)
+    )
+}
+
+/// The nginx workers running now, into `$old`.
+const OLD_WORKERS: &str = "master=$(cat /run/nginx.pid 2>/dev/null || true)\nold=$( [ -n \"$master\" ] && pgrep -P \"$master\" || true)\n";
+
+/// Reload nginx, then wait (at most `wait`) for the workers in `$old` to exit: `systemctl reload`
+/// only signals the master, and its old workers still use the upstream from before.
+fn reload_waiting(wait: Duration) -> String {
+    format!(
+        "systemctl reload nginx.service\nend=$(( $(date +%s) + {} ))\nfor p in $old; do\n  while kill -0 \"$p\" 2>/dev/null && [ \"$(date +%s)\" -lt \"$end\" ]; do sleep 0.1; done\ndone\n",
+        wait.as_secs().max(1)
     )
 }
 
@@ -372,5 +385,8 @@ mod tests {
         assert!(before < s.find("systemctl reload nginx.service").unwrap(), "workers listed before the reload: {s}");
         assert!(s.contains("nginx -t -q"), "checked before reloading: {s}");
         assert!(s.contains("+ 7 ))"), "{s}");
+        let s = undrain("/etc/nginx/conf.d/t.conf", "10.0.0.2:3000", Duration::from_secs(7));
+        assert!(s.find("pgrep -P").unwrap() < s.find("systemctl reload nginx.service").unwrap(), "{s}");
+        assert!(s.contains("+ 7 ))") && s.contains("kill -0"), "putting back waits too: {s}");
     }
 }

@@ -387,7 +387,7 @@ fn docker_reload_three_times_under_load_fails_no_request() {
         outs.push(scalectl(&["reload", "-f", &topology(), "--yes", "-o", "json"]));
         // Once a reload returns, the load balancer sends to every replica again: the nginx
         // workers from before its last upstream rewrite (which skipped a replica) are gone.
-        seen.push(instances_seen_at(LB, 10).len());
+        seen.push(instances_seen_at(LB, 24).len());
     }
     let took = t.elapsed();
     let (ok, failed) = load.finish();

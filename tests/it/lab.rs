@@ -218,6 +218,9 @@ fn lab_new_release_and_reload_under_load_fail_no_request() {
         let out = run_ok(&["reload", "-f", &lab_yaml(), "--yes"]);
         eprintln!("reload under load: {:.1} s", t.elapsed().as_secs_f64());
         assert_eq!(text(&out.stdout).matches("rolling restart").count(), 2, "{}", text(&out.stdout));
+        // Once it returns, nginx's workers from before the last instance was put back are gone:
+        // all four instances answer.
+        assert_eq!(instances_seen_at(LB, 40).len(), 4, "instances answering right after a reload");
     }
     let site = docker_exec("lab-lb-1", "cat /etc/nginx/conf.d/lab.conf");
     assert!(!site.contains("down"), "every instance is back in the upstream:\n{site}");
