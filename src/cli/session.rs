@@ -105,6 +105,9 @@ pub fn run_locked(
     if let Some(dead) = taken_over {
         eprintln!("taking over the fleet lock of {dead}: that process no longer runs");
     }
+    if let Some(expired) = &held.took_over {
+        eprintln!("took over an expired fleet lock: {expired}");
+    }
     let result = (|| -> anyhow::Result<()> {
         let plan = make(target)?;
         show(&plan, x.output, color);

@@ -64,8 +64,8 @@ impl Target for Engine {
         Ok(self.rt.block_on(docker_lock::status(&self.docker, &self.topology.name))?.map(|(_, info)| info))
     }
 
-    fn break_lock(&self) -> anyhow::Result<()> {
-        self.rt.block_on(docker_lock::force_release(&self.docker, &self.topology.name))
+    fn break_lock(&self, id: &str) -> anyhow::Result<Result<(), LockInfo>> {
+        self.rt.block_on(docker_lock::force_release(&self.docker, &self.topology.name, id))
     }
 
     fn plan(&self, goal: &Goal<'_>) -> anyhow::Result<Planned> {

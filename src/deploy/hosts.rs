@@ -86,8 +86,8 @@ impl Target for Hosts {
         lock::status(self.lock_host()?)
     }
 
-    fn break_lock(&self) -> anyhow::Result<()> {
-        lock::force_release(self.lock_host()?)
+    fn break_lock(&self, id: &str) -> anyhow::Result<Result<(), LockInfo>> {
+        lock::force_release(self.lock_host()?, id)
     }
 
     fn plan(&self, goal: &Goal<'_>) -> anyhow::Result<Planned> {

@@ -106,8 +106,9 @@ pub trait Target {
     /// Release a lock this run holds (another's is left alone).
     fn unlock(&self, held: &Held) -> anyhow::Result<()>;
     fn lock_status(&self) -> anyhow::Result<Option<LockInfo>>;
-    /// Remove whatever lock is there (`lock release --force`).
-    fn break_lock(&self) -> anyhow::Result<()>;
+    /// Remove the lock with this id (`lock release --force`); when the lock there is another, it
+    /// stays and is returned.
+    fn break_lock(&self, id: &str) -> anyhow::Result<Result<(), LockInfo>>;
     /// Observe, then plan the goal (pure planner).
     fn plan(&self, goal: &Goal<'_>) -> anyhow::Result<Planned>;
     /// Carry out exactly this plan; undo what was done when a step fails.
@@ -141,8 +142,8 @@ pub fn acquire(t: &dyn Target, owner: &str, ttl: Duration) -> anyhow::Result<(He
         Err(e) => {
             if let Some(info) = t.lock_status()?
                 && stale_here(&info.owner)
+                && t.break_lock(&info.id)?.is_ok()
             {
-                t.break_lock()?;
                 return Ok((t.lock(owner, ttl)?, Some(info.owner)));
             }
             Err(e)

@@ -8,14 +8,11 @@ use base64::Engine;
 
 use crate::plan::{Change, DesiredHost, FileChange, SCALE_API, current_link, instance_unit, releases_dir};
 
+pub const LOCK_DIR: &str = "/var/lib/scalectl";
 pub const LOCK_FILE: &str = "/var/lib/scalectl/lock";
 
 pub fn lock_status() -> String {
     format!("cat {LOCK_FILE} 2>/dev/null || true")
-}
-
-pub fn lock_break() -> String {
-    format!("rm -f {LOCK_FILE}")
 }
 
 /// A value as one shell word (single-quoted when it needs to be); the one quoting helper of every
@@ -320,22 +317,74 @@ fn join(items: &[&str]) -> String {
     items.iter().map(|i| q(i)).collect::<Vec<_>>().join(" ")
 }
 
-
-/// Take the lock, or return who holds it (exit 3 from the script).
-pub fn lock_acquire(owner: &str, id: &str, ttl: Duration) -> String {
+/// The fleet lock's scripts. Every one runs its check and its change while holding `flock` on a
+/// guard file beside the lock, so two runs never both see the same lock and both act on it (two
+/// runs that found it expired cannot both take it over). The lock file itself is replaced by a
+/// rename, so a reader sees the old or the new lock, never half of one. Exit 3: held by another
+/// (its lock file on stdout).
+fn lock_script(dir: &str, body: &str) -> String {
     format!(
-        "mkdir -p /var/lib/scalectl\nnow=$(date +%s)\nL={LOCK_FILE}\n\
-if [ -e $L ]; then exp=$(sed -n 's/^expires=//p' $L); if [ -n \"$exp\" ] && [ \"$exp\" -lt \"$now\" ]; then rm -f $L; else cat $L; exit 3; fi; fi\n\
-if ( set -C; printf 'owner=%s\\nid=%s\\nacquired=%s\\nexpires=%s\\n' {owner} {id} \"$now\" \"$((now + {ttl}))\" > $L ) 2>/dev/null; then exit 0; fi\n\
-cat $L; exit 3\n",
-        owner = q(owner),
-        id = q(id),
-        ttl = ttl.as_secs()
+        "set -e\nD={d}\nmkdir -p \"$D\"\nL=\"$D/lock\"\nexec 9>>\"$D/lock.guard\"\n\
+flock -w 20 9 || {{ echo \"another run holds $D/lock.guard\" >&2; exit 4; }}\nnow=$(date +%s)\n\
+write() {{ printf 'owner=%s\\nid=%s\\nacquired=%s\\nexpires=%s\\n' \"$1\" \"$2\" \"$3\" \"$4\" > \"$L.new\"; mv -f \"$L.new\" \"$L\"; }}\n\
+mine() {{ [ -e \"$L\" ] && grep -qx \"id=$1\" \"$L\"; }}\n{body}",
+        d = q(dir)
     )
 }
 
+/// Take the lock, or return who holds it (exit 3). An expired lock is taken over, and printed
+/// after `expired` so the caller can say whose it was.
+pub fn lock_acquire(owner: &str, id: &str, ttl: Duration) -> String {
+    lock_acquire_in(LOCK_DIR, owner, id, ttl)
+}
+
+fn lock_acquire_in(dir: &str, owner: &str, id: &str, ttl: Duration) -> String {
+    lock_script(
+        dir,
+        &format!(
+            "if [ -e \"$L\" ]; then\n  exp=$(sed -n 's/^expires=//p' \"$L\")\n  if [ -n \"$exp\" ] && [ \"$exp\" -lt \"$now\" ]; then echo expired; cat \"$L\"; else cat \"$L\"; exit 3; fi\nfi\n\
+write {owner} {id} \"$now\" \"$((now + {ttl}))\"\n",
+            owner = q(owner),
+            id = q(id),
+            ttl = ttl.as_secs()
+        ),
+    )
+}
+
+/// Push a held lock's expiry `ttl` from now; exit 3 when the lock is no longer this id's.
+pub fn lock_renew(id: &str, ttl: Duration) -> String {
+    lock_renew_in(LOCK_DIR, id, ttl)
+}
+
+fn lock_renew_in(dir: &str, id: &str, ttl: Duration) -> String {
+    lock_script(
+        dir,
+        &format!(
+            "if ! mine {id}; then cat \"$L\" 2>/dev/null || true; exit 3; fi\n\
+write \"$(sed -n 's/^owner=//p' \"$L\")\" {id} \"$(sed -n 's/^acquired=//p' \"$L\")\" \"$((now + {ttl}))\"\n",
+            id = q(id),
+            ttl = ttl.as_secs()
+        ),
+    )
+}
+
+/// Remove the lock if it is still this id's (a lock taken over since stays).
 pub fn lock_release(id: &str) -> String {
-    format!("L={LOCK_FILE}\nif [ -e $L ] && grep -qx {} $L; then rm -f $L; fi\n", q(&format!("id={id}")))
+    lock_release_in(LOCK_DIR, id)
+}
+
+fn lock_release_in(dir: &str, id: &str) -> String {
+    lock_script(dir, &format!("if mine {id}; then rm -f \"$L\"; fi\n", id = q(id)))
+}
+
+/// `lock release --force`: remove the lock with this id (the one `lock status` showed); exit 3,
+/// leaving it, when the lock there now is another (its file on stdout). Nothing there: done.
+pub fn lock_break(id: &str) -> String {
+    lock_break_in(LOCK_DIR, id)
+}
+
+fn lock_break_in(dir: &str, id: &str) -> String {
+    lock_script(dir, &format!("[ -e \"$L\" ] || exit 0\nif mine {id}; then rm -f \"$L\"; else cat \"$L\"; exit 3; fi\n", id = q(id)))
 }
 
 
@@ -376,6 +425,76 @@ mod tests {
         assert_eq!(edit(&path, "10.0.0.2:3000", &undrain_awk()), "yes");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), site);
         assert_eq!(edit(&path, "10.0.0.2:3000", &undrain_awk()), "no");
+    }
+
+    /// The lock's scripts, run by a real shell, flock and coreutils on a directory of their own.
+    fn lock_run(script: &str) -> (i32, String) {
+        let out = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn lock_file(dir: &std::path::Path) -> String {
+        std::fs::read_to_string(dir.join("lock")).unwrap_or_default()
+    }
+
+    #[test]
+    fn of_many_runs_racing_for_an_expired_lock_exactly_one_takes_it() {
+        let ttl = Duration::from_secs(900);
+        for round in 0..8 {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().display().to_string();
+            std::fs::write(dir.path().join("lock"), "owner=dead@m/pid1\nid=old\nacquired=1\nexpires=2\n").unwrap();
+            let runs: Vec<_> = (0..12)
+                .map(|i| {
+                    std::process::Command::new("sh")
+                        .arg("-c")
+                        .arg(lock_acquire_in(&d, "me", &format!("run{i}"), ttl))
+                        .stdout(std::process::Stdio::piped())
+                        .spawn()
+                        .unwrap()
+                })
+                .collect();
+            let codes: Vec<i32> = runs.into_iter().map(|c| c.wait_with_output().unwrap().status.code().unwrap_or(-1)).collect();
+            let winners: Vec<usize> = codes.iter().enumerate().filter(|(_, c)| **c == 0).map(|(i, _)| i).collect();
+            assert_eq!(winners.len(), 1, "round {round}: exit codes {codes:?}");
+            assert!(codes.iter().all(|c| *c == 0 || *c == 3), "{codes:?}");
+            assert!(lock_file(dir.path()).contains(&format!("id=run{}\n", winners[0])), "the lock is the winner's: {}", lock_file(dir.path()));
+        }
+    }
+
+    #[test]
+    fn a_lock_is_renewed_released_and_broken_only_by_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let (code, out) = lock_run(&lock_acquire_in(&d, "a b", "one", Duration::from_secs(2)));
+        assert_eq!((code, out.as_str()), (0, ""));
+        let first = crate::exec::lock::LockInfo::parse(&lock_file(dir.path())).unwrap();
+        assert_eq!(first.owner, "a b");
+        // A live lock refuses another, and shows itself.
+        let (code, out) = lock_run(&lock_acquire_in(&d, "c", "two", Duration::from_secs(900)));
+        assert_eq!(code, 3);
+        assert!(out.contains("id=one"), "{out}");
+        // Renewal moves the expiry and keeps the rest; another id cannot renew it.
+        assert_eq!(lock_run(&lock_renew_in(&d, "one", Duration::from_secs(600))).0, 0);
+        let renewed = crate::exec::lock::LockInfo::parse(&lock_file(dir.path())).unwrap();
+        assert!(renewed.expires >= first.expires + 590, "{renewed:?} after {first:?}");
+        assert_eq!((renewed.owner.as_str(), renewed.acquired), ("a b", first.acquired));
+        assert_eq!(lock_run(&lock_renew_in(&d, "two", Duration::from_secs(600))).0, 3);
+        // Release and break leave another id's lock alone.
+        assert_eq!(lock_run(&lock_release_in(&d, "two")).0, 0);
+        assert!(lock_file(dir.path()).contains("id=one"));
+        let (code, out) = lock_run(&lock_break_in(&d, "two"));
+        assert_eq!(code, 3);
+        assert!(out.contains("id=one"), "{out}");
+        assert_eq!(lock_run(&lock_break_in(&d, "one")).0, 0);
+        assert!(!dir.path().join("lock").exists());
+        assert_eq!(lock_run(&lock_break_in(&d, "one")).0, 0, "nothing there: nothing to do");
+        // An expired lock is taken over and said.
+        std::fs::write(dir.path().join("lock"), "owner=x\nid=old\nacquired=1\nexpires=2\n").unwrap();
+        let (code, out) = lock_run(&lock_acquire_in(&d, "me", "three", Duration::from_secs(900)));
+        assert_eq!(code, 0);
+        assert!(out.starts_with("expired\nowner=x\n"), "{out}");
+        assert!(lock_run(&lock_release_in(&d, "three")).0 == 0 && !dir.path().join("lock").exists());
     }
 
     #[test]

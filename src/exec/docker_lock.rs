@@ -83,10 +83,10 @@ async fn create(docker: &Docker, topology: &str, owner: &str, id: &str, ttl: Dur
 
 pub async fn acquire(docker: &Docker, topology: &str, owner: &str, ttl: Duration) -> anyhow::Result<Held> {
     ensure_image(docker).await?;
-    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let id = super::lock::new_id();
     for _ in 0..2 {
         match create(docker, topology, owner, &id, ttl).await {
-            Ok(()) => return Ok(Held { id }),
+            Ok(()) => return Ok(Held::new(id)),
             Err(DockerError::DockerResponseServerError { status_code: 409, .. }) => {
                 let Some((container, info)) = status(docker, topology).await? else { continue };
                 if info.expires >= now() {
@@ -120,9 +120,11 @@ pub async fn release(docker: &Docker, topology: &str, held: &Held) -> anyhow::Re
     }
 }
 
-pub async fn force_release(docker: &Docker, topology: &str) -> anyhow::Result<()> {
+/// Remove the lock with this id; the one there is returned when it is another.
+pub async fn force_release(docker: &Docker, topology: &str, id: &str) -> anyhow::Result<Result<(), LockInfo>> {
     match status(docker, topology).await? {
-        Some((container, _)) => remove_id(docker, &container).await,
-        None => Ok(()),
+        Some((container, info)) if info.id == id => remove_id(docker, &container).await.map(Ok),
+        Some((_, other)) => Ok(Err(other)),
+        None => Ok(Ok(())),
     }
 }

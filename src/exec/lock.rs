@@ -1,11 +1,14 @@
-//! The fleet lock: one file on the fleet's first host, created with O_EXCL (`set -C`), holding the
-//! owner, an id, when it was taken and when it expires. An expired lock is taken over; a live one
-//! refuses a second apply with its owner's details. Nothing is kept locally.
+//! The fleet lock: one file on the fleet's first host holding the owner, an id, when it was taken
+//! and when it expires; every change to it is made under `flock` there (see
+//! `commands::lock_acquire`). An expired lock is taken over; a live one refuses a second apply with
+//! its owner's details. While a run holds it, a lease renews its expiry over a connection of its
+//! own, so a long apply keeps it. Nothing is kept locally.
 
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::commands::{self, LOCK_FILE};
-use super::ssh::Conn;
+use super::ssh::{Conn, Endpoint};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LockInfo {
@@ -17,14 +20,9 @@ pub struct LockInfo {
 }
 
 impl LockInfo {
-    fn parse(text: &str) -> Option<LockInfo> {
+    pub(crate) fn parse(text: &str) -> Option<LockInfo> {
         let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_string));
-        Some(LockInfo {
-            owner: get("owner")?,
-            id: get("id")?,
-            acquired: get("acquired")?.parse().ok()?,
-            expires: get("expires")?.parse().ok()?,
-        })
+        Some(LockInfo { owner: get("owner")?, id: get("id")?, acquired: get("acquired")?.parse().ok()?, expires: get("expires")?.parse().ok()? })
     }
 }
 
@@ -50,13 +48,31 @@ pub fn locked_error(info: &LockInfo) -> anyhow::Error {
 #[derive(Debug)]
 pub struct Held {
     pub id: String,
+    /// The expired lock this run took over.
+    pub took_over: Option<LockInfo>,
+    lease: Option<Lease>,
+}
+
+impl Held {
+    pub fn new(id: String) -> Held {
+        Held { id, took_over: None, lease: None }
+    }
+}
+
+/// A fresh lock id.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
 
 pub fn acquire(conn: &Conn, owner: &str, ttl: Duration) -> anyhow::Result<Held> {
-    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let id = new_id();
     let out = conn.script(&commands::lock_acquire(owner, &id, ttl), Duration::from_secs(30))?;
     match out.status {
-        0 => Ok(Held { id }),
+        0 => {
+            let took_over = out.stdout.strip_prefix("expired\n").and_then(LockInfo::parse);
+            let lease = Lease::start(conn.endpoint.clone(), id.clone(), ttl);
+            Ok(Held { id, took_over, lease: Some(lease) })
+        }
         3 => match LockInfo::parse(&out.stdout) {
             Some(info) => Err(locked_error(&info)),
             None => anyhow::bail!("the fleet is locked ({LOCK_FILE} on {}), by an unreadable lock file", conn.endpoint.host),
@@ -66,6 +82,9 @@ pub fn acquire(conn: &Conn, owner: &str, ttl: Duration) -> anyhow::Result<Held> 
 }
 
 pub fn release(conn: &Conn, held: &Held) -> anyhow::Result<()> {
+    if let Some(lease) = &held.lease {
+        lease.stop();
+    }
     conn.sudo_script("releasing the lock", &commands::lock_release(&held.id), Duration::from_secs(30))?;
     Ok(())
 }
@@ -75,16 +94,97 @@ pub fn status(conn: &Conn) -> anyhow::Result<Option<LockInfo>> {
     Ok(LockInfo::parse(&out.stdout))
 }
 
-pub fn force_release(conn: &Conn) -> anyhow::Result<()> {
-    conn.sudo_script("removing the lock", &commands::lock_break(), Duration::from_secs(30))?;
-    Ok(())
+/// Remove the lock with this id; the one there is returned when it is another.
+pub fn force_release(conn: &Conn, id: &str) -> anyhow::Result<Result<(), LockInfo>> {
+    let out = conn.script(&commands::lock_break(id), Duration::from_secs(30))?;
+    match (out.status, LockInfo::parse(&out.stdout)) {
+        (0, _) => Ok(Ok(())),
+        (3, Some(other)) => Ok(Err(other)),
+        (n, _) => anyhow::bail!("{}: removing the lock failed (exit {n}): {}", conn.endpoint.host, out.stderr.trim()),
+    }
 }
 
-/// `user@machine pid N`: who holds a lock.
+/// Renews a held lock every third of its time to live, from a thread with its own connection to
+/// the lock host (opened at the first renewal: a short run never opens it), until stopped. A
+/// renewal that finds the lock no longer this run's says so once and stops.
+struct Lease {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lease")
+    }
+}
+
+impl Lease {
+    fn start(endpoint: Endpoint, id: String, ttl: Duration) -> Lease {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let flag = stop.clone();
+        let every = (ttl / 3).max(Duration::from_secs(1));
+        std::thread::spawn(move || {
+            let mut conn: Option<Conn> = None;
+            loop {
+                let (lock, cv) = &*flag;
+                let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+                let (stopped, _) = cv.wait_timeout_while(guard, every, |s| !*s).unwrap_or_else(|e| e.into_inner());
+                if *stopped {
+                    return;
+                }
+                drop(stopped);
+                if conn.is_none() {
+                    conn = Conn::connect(&endpoint).map_err(|e| tracing::warn!("cannot renew the fleet lock: {e}")).ok();
+                }
+                let Some(c) = &conn else { continue };
+                match c.script(&commands::lock_renew(&id, ttl), Duration::from_secs(30)) {
+                    Ok(out) if out.status == 0 => {
+                        tracing::debug!("fleet lock {id} renewed for {}s", ttl.as_secs())
+                    }
+                    Ok(out) if out.status == 3 => {
+                        let now = LockInfo::parse(&out.stdout).map_or("nobody".to_string(), |i| i.to_string());
+                        eprintln!("warning: the fleet lock of this run (id {id}) is gone, now {now}; another run may be changing the fleet too");
+                        return;
+                    }
+                    Ok(out) => tracing::warn!("renewing the fleet lock failed (exit {}): {}", out.status, out.stderr.trim()),
+                    Err(e) => {
+                        tracing::warn!("renewing the fleet lock failed: {e}");
+                        conn = None;
+                    }
+                }
+            }
+        });
+        Lease { stop }
+    }
+
+    fn stop(&self) {
+        let (lock, cv) = &*self.stop;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_all();
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Who holds a lock: `user@hostname/MACHINE/pidN`, where MACHINE is the start of /etc/machine-id,
+/// the boot's id and the pid namespace. CI runners in containers share a hostname and pids; the
+/// boot id and pid namespace say whether a pid is one this process can see, so a dead owner is
+/// recognised only where it ran.
 pub fn owner() -> String {
     let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
-    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into());
-    format!("{user}@{machine}/pid{}", std::process::id())
+    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default();
+    let host = Some(read("/proc/sys/kernel/hostname")).filter(|h| !h.is_empty()).unwrap_or_else(|| "unknown".into());
+    let short = |s: String| s.chars().filter(char::is_ascii_alphanumeric).take(8).collect::<String>();
+    let machine = short(read("/etc/machine-id"));
+    let boot = short(read("/proc/sys/kernel/random/boot_id"));
+    let pidns = std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|l| l.to_str().map(|s| s.chars().filter(char::is_ascii_digit).collect::<String>()))
+        .unwrap_or_default();
+    format!("{user}@{host}/{machine}-{boot}-{pidns}/pid{}", std::process::id())
 }
 
 #[cfg(test)]
@@ -100,10 +200,22 @@ mod tests {
     }
 
     #[test]
-    fn acquire_uses_exclusive_create_and_quotes_the_owner() {
+    fn acquire_holds_the_guard_and_quotes_the_owner() {
         let s = commands::lock_acquire("a b", "id1", Duration::from_secs(900));
-        assert!(s.contains("set -C"));
-        assert!(s.contains("'a b' id1"));
-        assert!(s.contains("now + 900"));
+        assert!(s.contains("flock -w 20 9"), "{s}");
+        assert!(s.contains("write 'a b' id1"), "{s}");
+        assert!(s.contains("now + 900"), "{s}");
+    }
+
+    #[test]
+    fn the_owner_names_the_machine_boot_and_pid_namespace() {
+        let o = owner();
+        let (who, pid) = o.rsplit_once("/pid").unwrap();
+        assert_eq!(pid, std::process::id().to_string());
+        let machine = who.rsplit_once('/').unwrap().1;
+        let parts: Vec<&str> = machine.split('-').collect();
+        assert_eq!(parts.len(), 3, "{o}");
+        assert_eq!(parts[1].len(), 8, "the boot id: {o}");
+        assert!(!parts[2].is_empty(), "the pid namespace: {o}");
     }
 }

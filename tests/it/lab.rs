@@ -333,6 +333,13 @@ fn lab_apply_killed_half_way_converges_on_the_next_apply() {
     }
     child.wait().unwrap();
     assert!(seen.iter().any(|l| l.starts_with("app-1: switching")), "{seen:#?}");
+    // `lock release --force --id` removes only the lock it names.
+    let status = text(&run_ok(&["lock", "status", "-f", &lab_yaml()]).stdout);
+    assert!(status.starts_with("locked: held by"), "{status}");
+    let wrong = run(&["lock", "release", "-f", &lab_yaml(), "--force", "--id", "000000000000"]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(text(&wrong.stderr).contains("nothing was released"), "{}", text(&wrong.stderr));
+    assert_eq!(text(&run_ok(&["lock", "status", "-f", &lab_yaml()]).stdout), status, "the lock stays");
     // The next apply takes over the dead process's lock and finishes the job.
     let out = run_ok(&apply_args(&lab_yaml(), next.to_str().unwrap()));
     assert!(text(&out.stderr).contains("taking over the fleet lock"), "{}", text(&out.stderr));
@@ -345,7 +352,11 @@ fn lab_apply_killed_half_way_converges_on_the_next_apply() {
 fn lab_second_concurrent_apply_is_refused_by_the_lock() {
     let _lab = lab();
     let next = new_release("concurrent");
-    let mut first = scalectl(&apply_args(&lab_yaml(), next.to_str().unwrap()))
+    // A lock that lives 3 s: the first apply (under load, so its drains take a while) outlasts
+    // it, and keeps it only by renewing it.
+    let load = Load::start_at(LB, 4);
+    let started = Instant::now();
+    let mut first = scalectl(&[apply_args(&lab_yaml(), next.to_str().unwrap()).as_slice(), &["--lock-ttl", "3s"]].concat())
         .env("SCALECTL_PROGRESS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -358,10 +369,17 @@ fn lab_second_concurrent_apply_is_refused_by_the_lock() {
             break;
         }
     }
+    std::thread::sleep(Duration::from_millis(4500).saturating_sub(started.elapsed()));
     let second = run(&apply_args(&lab_yaml(), next.to_str().unwrap()));
+    let overlapped = started.elapsed();
+    let running = first.try_wait().unwrap().is_none();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = first.wait().unwrap();
+    let (_, failed) = load.finish();
     let err = text(&second.stderr);
+    assert!(running, "the first apply ended before the second tried: {rest:#?}");
+    assert!(failed.is_empty(), "{} requests failed, first: {:?}", failed.len(), failed.first());
+    eprintln!("second apply refused {:.1} s into the first (lock time to live 3 s)", overlapped.as_secs_f64());
     assert_eq!(second.status.code(), Some(1), "{err}");
     assert!(err.contains("the fleet is locked: held by"), "{err}");
     assert!(status.success(), "the first apply failed: {rest:#?}");
