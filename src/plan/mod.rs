@@ -109,16 +109,26 @@ impl HostPlan {
 }
 
 impl Plan {
-    /// The plan with every secret file's content removed: what is printed or saved.
+    /// The plan with every secret file's content removed, and the secret-looking lines of what
+    /// other files replace (an admin's `requirepass` in a redis.conf scalectl adopts) hidden from
+    /// their diffs: what is printed or saved. The executor keeps the whole plan in memory, and
+    /// restores exactly what was there.
     pub fn redacted(&self) -> Plan {
         let mut p = self.clone();
         for h in &mut p.hosts {
             for a in h.prepare.iter_mut().chain(h.activate.iter_mut()).chain(h.cleanup.iter_mut()) {
-                if let Action::WriteFile(f) = a
-                    && f.sensitive
-                {
+                let Action::WriteFile(f) = a else { continue };
+                if f.sensitive {
                     f.content.clear();
                     f.previous = None;
+                } else if let Some(previous) = &f.previous {
+                    let hidden = redact_secret_lines(previous, &f.content);
+                    if hidden != *previous {
+                        if f.diff.is_some() {
+                            f.diff = Some(unified_diff(&f.path, &hidden, &f.content));
+                        }
+                        f.previous = Some(hidden);
+                    }
                 }
             }
         }
@@ -530,6 +540,33 @@ fn file_change(f: &DesiredFile, o: Option<&ObservedFile>) -> Option<FileChange> 
         }
         Some(_) => None,
     }
+}
+
+/// Configuration lines that set a secret (`requirepass x`, `masterauth x`, `PASSWORD=x`,
+/// `api_token: x`: a first word that names one) with their value replaced by `(redacted)`, unless
+/// the line is one of `public` (what scalectl renders, shown anyway).
+pub fn redact_secret_lines(text: &str, public: &str) -> String {
+    let public: std::collections::HashSet<&str> = public.lines().collect();
+    text.split_inclusive('\n')
+        .map(|line| {
+            if public.contains(line.trim_end_matches(['\n', '\r'])) {
+                return line.to_string();
+            }
+            let indent = line.len() - line.trim_start().len();
+            let rest = &line[indent..];
+            let key_len = rest.find(|c: char| c.is_whitespace() || c == '=' || c == ':').unwrap_or(rest.len());
+            let key = &rest[..key_len];
+            let after = &rest[key_len..];
+            let value = after.trim_start_matches(|c: char| c == '=' || c == ':' || c == ' ' || c == '\t');
+            let secret = ["requirepass", "masterauth"].contains(&key.to_ascii_lowercase().as_str()) || crate::topology::problem::names_a_secret(key);
+            if !secret || key.starts_with('#') || value.trim().is_empty() {
+                return line.to_string();
+            }
+            let sep = &after[..after.len() - value.len()];
+            let end = if line.ends_with('\n') { "\n" } else { "" };
+            format!("{}{key}{sep}(redacted){end}", &line[..indent])
+        })
+        .collect()
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -179,6 +179,30 @@ fn sensitive_files_are_never_diffed() {
 }
 
 #[test]
+fn secret_lines_of_an_adopted_file_are_hidden_from_shown_plans_and_kept_for_rollback() {
+    let d = desired("r1");
+    let mut obs = all_converged(&d);
+    let conf = obs.get_mut("cache").unwrap().files.get_mut("/etc/redis/redis.conf").unwrap().as_mut().unwrap();
+    // What an admin wrote before scalectl managed the file.
+    let old = "bind 0.0.0.0\nrequirepass hunter2-admin\n  masterauth  other-s3cret\n# requirepass commented\nREDIS_PASSWORD=env-s3cret\n".to_string();
+    conf.sha256 = sha256_hex(old.as_bytes());
+    conf.content = Some(old.clone());
+    let p = plan("t", &d, &obs);
+    let shown = p.redacted();
+    let text = PlanView::text(&p, false);
+    let json = serde_json::to_string(&shown).unwrap();
+    for secret in ["hunter2-admin", "other-s3cret", "env-s3cret"] {
+        assert!(!text.contains(secret) && !json.contains(secret), "{secret} shown:\n{text}");
+    }
+    assert!(text.contains("-requirepass (redacted)") && text.contains("-  masterauth  (redacted)") && text.contains("-bind 0.0.0.0"), "{text}");
+    assert!(text.contains("-# requirepass commented"), "comments stay: {text}");
+    // The executor's plan still restores exactly what was there.
+    let cache = host(&p, "cache");
+    let Action::WriteFile(f) = &cache.prepare[1] else { panic!("{cache:#?}") };
+    assert_eq!(f.previous.as_deref(), Some(old.as_str()));
+}
+
+#[test]
 fn fewer_instances_stop_the_extra_ones_last() {
     let d = desired("r1");
     let mut obs = all_converged(&d);

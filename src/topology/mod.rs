@@ -46,6 +46,8 @@ fn from_yaml_error(e: &serde_saphyr::Error) -> Problem {
             Problem::at(loc, format!("duplicate key `{}`", key.as_deref().unwrap_or("?").escape_debug()))
                 .help("each key may appear once in a mapping; remove or merge the repeated one")
         }
+        // The value itself is the secret: its snippet shows `*`.
+        _ if message == raw::INLINE_SECRET => Problem::at(loc, message.clone()).concealing(loc),
         _ => Problem::at(loc, plain(&message)),
     }
 }
@@ -83,7 +85,31 @@ fn closest<'a>(written: &str, expected: &[&'a str]) -> Option<&'a str> {
 
 #[cfg(test)]
 mod tests {
-    use super::closest;
+    use super::{closest, parse};
+
+    fn report(source: &str) -> String {
+        parse("t.yaml", source).unwrap_err().report(false)
+    }
+
+    #[test]
+    fn no_snippet_shows_a_secret_written_inline() {
+        let hosts = "name: t\nhosts:\n  a: {address: 10.0.0.1, roles: [lb, app, redis]}\n";
+        // A secret where a reference belongs: the problem points at it, the snippet hides it.
+        let r = report(&format!("{hosts}redis:\n  password: hunter2-inline\n"));
+        assert!(r.contains("t.yaml:5:13: secrets are referenced") && r.contains("password: **************"), "{r}");
+        assert!(!r.contains("hunter2"), "{r}");
+        // A secret-looking app.env entry: its value is hidden, the key shown.
+        let r = report(&format!("{hosts}app:\n  env:\n    API_TOKEN: \"tok-3x4mple-value\"\n"));
+        assert!(r.contains("`API_TOKEN` looks like a secret") && r.contains("API_TOKEN: "), "{r}");
+        assert!(!r.contains("3x4mple"), "{r}");
+        // A parse error stops before the secret is reached; the context line still hides it.
+        let r = report(&format!("{hosts}redis:\n  maxmemory: [lots]\n  password: hunter2-inline\n"));
+        assert!(r.contains("t.yaml:5:"), "{r}");
+        assert!(r.contains("password: ") && !r.contains("hunter2"), "{r}");
+        // References and other values are shown as written.
+        let r = report(&format!("{hosts}redis:\n  password: {{env: REDIS_PW}}\n  persistence: sometimes\n"));
+        assert!(r.contains("password: {env: REDIS_PW}") && r.contains("persistence: sometimes"), "{r}");
+    }
 
     #[test]
     fn suggestions() {

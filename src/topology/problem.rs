@@ -22,6 +22,9 @@ pub struct Problem {
     pub offset: usize,
     #[serde(skip)]
     pub len: usize,
+    /// Byte spans of the source that hold a secret written inline: never shown in a snippet.
+    #[serde(skip)]
+    pub conceal: Vec<(usize, usize)>,
 }
 
 impl Problem {
@@ -33,7 +36,14 @@ impl Problem {
             help: None,
             offset: loc.offset,
             len: loc.len,
+            conceal: Vec::new(),
         }
+    }
+
+    /// The value at `loc` is a secret: snippets show it as `*`.
+    pub fn concealing(mut self, loc: Loc) -> Self {
+        self.conceal.push((loc.offset, loc.len));
+        self
     }
 
     pub fn help(mut self, help: impl Into<String>) -> Self {
@@ -87,14 +97,15 @@ impl Problems {
             GraphicalTheme::unicode_nocolor()
         };
         let handler = GraphicalReportHandler::new_themed(theme).with_context_lines(1);
+        let source = self.concealed_source();
         let mut out = String::new();
         for p in &self.problems {
             out.push_str(&format!("{}:{}:{}: {}\n", self.file, p.line, p.column, p.message));
-            let offset = p.offset.min(self.source.len());
-            let len = p.len.min(self.source.len() - offset);
+            let offset = p.offset.min(source.len());
+            let len = p.len.min(source.len() - offset);
             let snippet = Snippet {
                 message: "here".into(),
-                src: NamedSource::new(&self.file, self.source.clone()),
+                src: NamedSource::new(&self.file, source.clone()),
                 span: (offset, len).into(),
                 label: short_label(&p.message),
                 help: p.help.clone(),
@@ -116,6 +127,54 @@ impl Problems {
         ));
         out
     }
+}
+
+impl Problems {
+    /// The source as snippets show it: each secret a problem found written inline, and the value
+    /// of every key that names a secret (a context line may show one that no problem reached: a
+    /// parse error stops at the first), replaced by `*` of the same byte length, so every span
+    /// still points where it did.
+    fn concealed_source(&self) -> String {
+        let mut spans: Vec<(usize, usize)> = self.problems.iter().flat_map(|p| p.conceal.iter().copied()).collect();
+        spans.extend(secret_looking_values(&self.source));
+        self.source
+            .char_indices()
+            .map(|(i, c)| {
+                let hidden = spans.iter().any(|&(o, l)| i < o + l && i + c.len_utf8() > o) && c != '\n';
+                if hidden { "*".repeat(c.len_utf8()) } else { c.to_string() }
+            })
+            .collect()
+    }
+}
+
+/// Names that say their value is a secret (an app.env entry, a key in any mapping).
+pub const SECRET_WORDS: [&str; 6] = ["PASSWORD", "SECRET", "TOKEN", "PRIVATE_KEY", "API_KEY", "WEBHOOK"];
+
+pub fn names_a_secret(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    SECRET_WORDS.iter().any(|w| upper.contains(w))
+}
+
+/// `KEY: value` lines whose key names a secret and whose value is written out (not a `{env:}` or
+/// `{file:}` reference, nor empty): the value's byte span.
+fn secret_looking_values(source: &str) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut start = 0;
+    for line in source.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let key_start = body.len() - body.trim_start_matches([' ', '\t', '-']).len();
+        if let Some(colon) = body[key_start..].find(':') {
+            let key = body[key_start..key_start + colon].trim_matches(['"', '\'', ' ']);
+            let value = &body[key_start + colon + 1..];
+            let trimmed = value.trim_start();
+            if names_a_secret(key) && !trimmed.is_empty() && !trimmed.starts_with('{') && !trimmed.starts_with('#') {
+                let at = start + key_start + colon + 1 + (value.len() - trimmed.len());
+                spans.push((at, trimmed.len()));
+            }
+        }
+        start += line.len();
+    }
+    spans
 }
 
 /// The message under the snippet when it is short; the header line above always has it whole.

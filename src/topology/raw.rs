@@ -225,6 +225,9 @@ impl JsonSchema for Instances {
     }
 }
 
+/// The problem of a secret written inline, where a reference belongs.
+pub const INLINE_SECRET: &str = "secrets are referenced, never written inline: use `{env: VAR_NAME}` or `{file: /absolute/path}`";
+
 /// Where a secret comes from. The value itself never appears in the topology, a plan or a log.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -238,7 +241,7 @@ pub enum SecretRef {
 impl<'de> Deserialize<'de> for SecretRef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
-        const HOW: &str = "secrets are referenced, never written inline: use `{env: VAR_NAME}` or `{file: /absolute/path}`";
+        const HOW: &str = INLINE_SECRET;
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = SecretRef;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {

@@ -185,11 +185,11 @@ impl V {
             if RESERVED_ENV.contains(&k.value().as_str()) {
                 self.at(k.loc(), format!("`{}` is set by scalectl for every instance; remove it from app.env", k.value()));
             }
-            let upper = k.value().to_ascii_uppercase();
-            if ["PASSWORD", "SECRET", "TOKEN", "PRIVATE_KEY", "API_KEY"].iter().any(|w| upper.contains(w)) {
+            if super::problem::names_a_secret(k.value()) {
                 self.push(
                     Problem::at(k.loc(), format!("`{}` looks like a secret but is written inline in app.env", k.value()))
-                        .help(format!("move it to app.secrets as `{}: {{env: VAR_NAME}}` or `{{file: /path}}`", k.value())),
+                        .help(format!("move it to app.secrets as `{}: {{env: VAR_NAME}}` or `{{file: /path}}`", k.value()))
+                        .concealing(val.loc()),
                 );
             }
             self.check(val, syntax::env_value(val.value()));
