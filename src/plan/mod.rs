@@ -557,7 +557,7 @@ pub fn redact_secret_lines(text: &str, public: &str) -> String {
             let key_len = rest.find(|c: char| c.is_whitespace() || c == '=' || c == ':').unwrap_or(rest.len());
             let key = &rest[..key_len];
             let after = &rest[key_len..];
-            let value = after.trim_start_matches(|c: char| c == '=' || c == ':' || c == ' ' || c == '\t');
+            let value = after.trim_start_matches(['=', ':', ' ', '\t']);
             let secret = ["requirepass", "masterauth"].contains(&key.to_ascii_lowercase().as_str()) || crate::topology::problem::names_a_secret(key);
             if !secret || key.starts_with('#') || value.trim().is_empty() {
                 return line.to_string();
