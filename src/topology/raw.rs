@@ -655,7 +655,7 @@ pub struct RawInstanceRefresh {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawDocker {
-    /// Engine endpoint: `unix:///path` or `tcp://host:port`. Default unix:///var/run/docker.sock.
+    /// Engine endpoint: `unix:///path`, or `tcp://127.0.0.1:port` (this machine only: a remote engine is reached through a socket SSH forwards). Default unix:///var/run/docker.sock.
     pub endpoint: Option<Sp<String>>,
     /// Network of the deployment. Default: the topology name.
     pub network: Option<Sp<String>>,

@@ -164,14 +164,28 @@ pub fn url(value: &str, what: &str) -> Check {
 }
 
 /// A Docker engine endpoint.
+/// The engine's API is root on its machine: a local socket, or plain TCP to this machine only.
+/// A remote engine is reached through a socket SSH forwards (scalectl speaks no TLS to engines).
 pub fn docker_endpoint(value: &str) -> Check {
+    const REMOTE: &str = "forward the remote engine's socket over SSH (`ssh -nNT -L /run/scalectl-docker.sock:/var/run/docker.sock HOST`) and use unix:///run/scalectl-docker.sock";
     if let Some(path) = value.strip_prefix("unix://") {
         return abs_path(path, "docker endpoint socket");
     }
-    if let Some(rest) = value.strip_prefix("tcp://").or_else(|| value.strip_prefix("https://")) {
-        return only(rest, "docker endpoint", |c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
+    if let Some(rest) = value.strip_prefix("tcp://") {
+        only(rest, "docker endpoint", |c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))?;
+        let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h).trim_matches(['[', ']']);
+        if !matches!(host, "127.0.0.1" | "localhost" | "::1") {
+            return Err(format!(
+                "docker endpoint `{}` is plain TCP to another machine: the engine's API is root there, and this would send it unencrypted and unauthenticated; {REMOTE}",
+                value.escape_debug()
+            ));
+        }
+        return Ok(());
     }
-    Err(format!("docker endpoint `{}` must start with unix://, tcp:// or https://", value.escape_debug()))
+    if value.starts_with("https://") || value.starts_with("ssh://") {
+        return Err(format!("docker endpoint `{}`: scalectl speaks to engines over a unix socket or local TCP only; {REMOTE}", value.escape_debug()));
+    }
+    Err(format!("docker endpoint `{}` must start with unix:// (or tcp:// to 127.0.0.1)", value.escape_debug()))
 }
 
 /// AWS identifiers: a prefix and lower-case hex digits.
