@@ -37,23 +37,27 @@ fn conn<'c>(conns: &'c [Conn], host: &str) -> anyhow::Result<&'c Conn> {
 /// Run the plan. On error, what was done is reported and nothing the plan did not say is attempted,
 /// except restoring files a failed validation rejected and rolling back a release that never became ready.
 pub fn execute(conns: &[Conn], plan: &Plan, opts: &Options<'_>) -> anyhow::Result<()> {
+    // The audit log: one JSON line per host that has something to do, before anything is done
+    // (an apply killed half way leaves its line) and once more with the outcome.
+    let changed: Vec<&HostPlan> = plan.hosts.iter().filter(|h| !h.is_empty()).collect();
+    let audit = |outcome: &str| {
+        super::fanout(&changed, opts.parallel, |h| {
+            if let Ok(c) = conn(conns, &h.host) {
+                let entry = serde_json::json!({
+                    "owner": opts.owner,
+                    "topology": plan.topology,
+                    "actions": h.actions().map(action_name).collect::<Vec<_>>(),
+                    "outcome": outcome,
+                });
+                let _ = c.script(&commands::audit(&entry.to_string()), STEP_TIMEOUT);
+            }
+        });
+    };
+    audit("started");
     let result = run_stages(conns, plan, opts);
-    let outcome = match &result {
+    audit(&match &result {
         Ok(()) => "ok".to_string(),
         Err(e) => format!("failed: {}", e.to_string().lines().next().unwrap_or("")),
-    };
-    // The audit log: one JSON line per host that had something to do.
-    let changed: Vec<&HostPlan> = plan.hosts.iter().filter(|h| !h.is_empty()).collect();
-    super::fanout(&changed, opts.parallel, |h| {
-        if let Ok(c) = conn(conns, &h.host) {
-            let entry = serde_json::json!({
-                "owner": opts.owner,
-                "topology": plan.topology,
-                "actions": h.actions().map(action_name).collect::<Vec<_>>(),
-                "outcome": outcome,
-            });
-            let _ = c.script(&commands::audit(&entry.to_string()), STEP_TIMEOUT);
-        }
     });
     result
 }

@@ -333,6 +333,10 @@ fn lab_apply_killed_half_way_converges_on_the_next_apply() {
     }
     child.wait().unwrap();
     assert!(seen.iter().any(|l| l.starts_with("app-1: switching")), "{seen:#?}");
+    // The killed apply's audit line was written before it began.
+    let audit = || docker_exec("lab-app-1", "tail -n 1 /var/log/scalectl/audit.log");
+    let last = audit();
+    assert!(last.contains("\"outcome\":\"started\"") && last.contains("\"topology\":\"lab\""), "{last}");
     // `lock release --force --id` removes only the lock it names.
     let status = text(&run_ok(&["lock", "status", "-f", &lab_yaml()]).stdout);
     assert!(status.starts_with("locked: held by"), "{status}");
@@ -343,6 +347,7 @@ fn lab_apply_killed_half_way_converges_on_the_next_apply() {
     // The next apply takes over the dead process's lock and finishes the job.
     let out = run_ok(&apply_args(&lab_yaml(), next.to_str().unwrap()));
     assert!(text(&out.stderr).contains("taking over the fleet lock"), "{}", text(&out.stderr));
+    assert!(audit().contains("\"outcome\":\"ok\""), "{}", audit());
     let out = run(&["plan", "-f", &lab_yaml(), "--release", next.to_str().unwrap(), "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert_eq!(instances_seen(60).len(), 4);
