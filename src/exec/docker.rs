@@ -7,7 +7,7 @@
 //! live file written back), so a release that never turns healthy leaves the old replicas serving.
 //! bollard has no wait-for-healthy: health is polled from `inspect_container`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -26,7 +26,7 @@ use futures_util::StreamExt;
 
 use crate::plan::docker::{
     ContainerSpec, DockerObserved, DockerPlan, Engine, LABEL_HASH, LABEL_IMAGE_ROLE, LABEL_IMAGE_TOPOLOGY, LABEL_LIVE, LABEL_PREVIOUS, LABEL_ROLE, LABEL_SLOT, LABEL_TOPOLOGY,
-    ObservedContainer, ObservedImage, ROLE_LOGS, Step,
+    FileOwner, ObservedContainer, ObservedImage, ROLE_LOGS, SECRETS_DIR, SecretDelivery, Step,
 };
 use crate::topology::Topology;
 
@@ -133,9 +133,15 @@ async fn download(docker: &Docker, container: &str, path: &str) -> anyhow::Resul
 
 /// A tar of files at absolute paths (with their directories), for the archive endpoint at `/`.
 pub(crate) fn tar_of(files: &[(&str, &[u8], u32)]) -> anyhow::Result<Vec<u8>> {
+    let owned: Vec<(&str, &[u8], u32, (u64, u64))> = files.iter().map(|(p, c, m)| (*p, *c, *m, (0, 0))).collect();
+    tar_of_owned(&owned)
+}
+
+/// [`tar_of`] with each file's owner (uid, gid).
+fn tar_of_owned(files: &[(&str, &[u8], u32, (u64, u64))]) -> anyhow::Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
     let mut dirs = std::collections::BTreeSet::new();
-    for (path, content, mode) in files {
+    for (path, content, mode, (uid, gid)) in files {
         let rel = path.trim_start_matches('/');
         let mut acc = String::new();
         for part in rel.split('/').collect::<Vec<_>>().split_last().map(|(_, d)| d.to_vec()).unwrap_or_default() {
@@ -150,6 +156,8 @@ pub(crate) fn tar_of(files: &[(&str, &[u8], u32)]) -> anyhow::Result<Vec<u8>> {
         }
         let mut h = tar::Header::new_gnu();
         h.set_mode(*mode);
+        h.set_uid(*uid);
+        h.set_gid(*gid);
         h.set_size(content.len() as u64);
         b.append_data(&mut h, rel, *content)?;
     }
@@ -157,7 +165,12 @@ pub(crate) fn tar_of(files: &[(&str, &[u8], u32)]) -> anyhow::Result<Vec<u8>> {
 }
 
 async fn upload(docker: &Docker, container: &str, files: &[(&str, &[u8], u32)]) -> anyhow::Result<()> {
-    let tar = tar_of(files)?;
+    let owned: Vec<(&str, &[u8], u32, (u64, u64))> = files.iter().map(|(p, c, m)| (*p, *c, *m, (0, 0))).collect();
+    upload_owned(docker, container, &owned).await
+}
+
+async fn upload_owned(docker: &Docker, container: &str, files: &[(&str, &[u8], u32, (u64, u64))]) -> anyhow::Result<()> {
+    let tar = tar_of_owned(files)?;
     docker
         .upload_to_container(container, Some(UploadToContainerOptionsBuilder::default().path("/").build()), bollard::body_full(tar.into()))
         .await
@@ -212,9 +225,57 @@ fn ms_to_ns(ms: u64) -> i64 {
     (ms as i64).saturating_mul(1_000_000)
 }
 
+/// What exports a container's secret files as variables, then runs the image's command: no value
+/// is evaluated (each line is one `export "NAME=value"`), none is a process argument.
+const SECRETS_WRAPPER: &str = "for f in /run/secrets/scalectl/*; do [ -f \"$f\" ] || continue; v=$(cat \"$f\"); export \"${f##*/}=$v\"; done; exec \"$@\"";
+
+/// The Redis exporter's password file: a JSON map of Redis address to password.
+const REDIS_EXPORTER_PASSWORD_FILE: &str = "/run/secrets/scalectl/redis-exporter.json";
+
+/// (uid, gid) of `user` (a name or number, `user[:group]` as an image's USER says) in the
+/// created container's /etc/passwd; root when it is empty.
+async fn user_ids(docker: &Docker, container: &str, user: &str) -> anyhow::Result<(u64, u64)> {
+    let (name, group) = user.split_once(':').map_or((user, None), |(u, g)| (u, Some(g)));
+    if name.is_empty() || name == "root" {
+        return Ok((0, 0));
+    }
+    let passwd = download(docker, container, "/etc/passwd").await?.unwrap_or_default();
+    let entry = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() > 3 && (f[0] == name || f[2] == name));
+    let (uid, gid) = match (entry, name.parse::<u64>()) {
+        (Some(f), _) => (f[2].parse()?, f[3].parse()?),
+        (None, Ok(uid)) => (uid, uid),
+        (None, Err(_)) => bail!("{container}: user `{name}` is not in the image's /etc/passwd"),
+    };
+    Ok((uid, group.and_then(|g| g.parse().ok()).unwrap_or(gid)))
+}
+
 async fn create(docker: &Docker, t: &Topology, network: &str, spec: &ContainerSpec) -> anyhow::Result<()> {
     let mut env = spec.env.clone();
-    env.extend(spec.secret_env.iter().map(|s| format!("{}={}", s.name, s.value)));
+    let image = docker.inspect_image(&spec.image).await.with_context(|| format!("cannot inspect image {}", spec.image))?;
+    let image_config = image.config.unwrap_or_default();
+    let image_user = image_config.user.clone().unwrap_or_default();
+    // Secret files: (path, content, owner).
+    let mut secret_files: Vec<(String, String, FileOwner)> = Vec::new();
+    let (mut entrypoint, mut cmd) = (None, (!spec.cmd.is_empty()).then(|| spec.cmd.clone()));
+    match spec.secrets {
+        _ if spec.secret_env.is_empty() => {}
+        SecretDelivery::Env => env.extend(spec.secret_env.iter().map(|s| format!("{}={}", s.name, s.value))),
+        SecretDelivery::Files => {
+            for s in &spec.secret_env {
+                secret_files.push((format!("{SECRETS_DIR}/{}", s.name), s.value.clone(), FileOwner::ImageUser));
+            }
+            // The image's own command, behind the wrapper.
+            let mut argv = image_config.entrypoint.clone().unwrap_or_default();
+            argv.extend(cmd.take().or(image_config.cmd.clone()).unwrap_or_default());
+            entrypoint = Some(vec!["/bin/sh".to_string(), "-c".to_string(), SECRETS_WRAPPER.to_string(), "scalectl-secrets".to_string()]);
+            cmd = Some(argv);
+        }
+        SecretDelivery::RedisExporterFile => {
+            let map: BTreeMap<String, String> = spec.secret_env.iter().filter(|s| s.name == "REDIS_PASSWORD").map(|s| (format!("redis://redis:{}", t.redis.port), s.value.clone())).collect();
+            secret_files.push((REDIS_EXPORTER_PASSWORD_FILE.to_string(), serde_json::to_string(&map)?, FileOwner::ImageUser));
+            env.push(format!("REDIS_PASSWORD_FILE={REDIS_EXPORTER_PASSWORD_FILE}"));
+        }
+    }
     let ports: HashMap<String, Option<Vec<PortBinding>>> = spec
         .publish
         .iter()
@@ -241,13 +302,18 @@ async fn create(docker: &Docker, t: &Topology, network: &str, spec: &ContainerSp
         }),
         cap_drop: spec.cap_drop_all.then(|| vec!["ALL".to_string()]),
         pid_mode: spec.pid_host.then(|| "host".to_string()),
-        security_opt: spec.cap_drop_all.then(|| vec!["no-new-privileges".to_string()]),
+        // No process gains privileges through a setuid binary, in any container.
+        security_opt: Some(vec!["no-new-privileges".to_string()]),
+        readonly_rootfs: spec.read_only.then_some(true),
+        tmpfs: spec.read_only.then(|| HashMap::from([("/tmp".to_string(), "rw,nosuid,nodev,size=64m".to_string())])),
+        pids_limit: spec.pids_limit,
         log_config: Some(HostConfigLogConfig { typ: Some("json-file".into()), config: Some(spec.log_opts.clone().into_iter().collect()) }),
         ..Default::default()
     };
     let body = ContainerCreateBody {
         image: Some(spec.image.clone()),
-        cmd: (!spec.cmd.is_empty()).then(|| spec.cmd.clone()),
+        entrypoint,
+        cmd,
         env: Some(env),
         labels: Some(spec.labels(&t.name).into_iter().collect()),
         exposed_ports: Some(spec.publish.iter().map(|p| format!("{}/tcp", p.container_port)).collect()),
@@ -273,9 +339,23 @@ async fn create(docker: &Docker, t: &Topology, network: &str, spec: &ContainerSp
         .create_container(Some(CreateContainerOptionsBuilder::default().name(&spec.name).build()), body)
         .await
         .with_context(|| format!("cannot create container {} from {}", spec.name, spec.image))?;
-    let files: Vec<(&str, &[u8], u32)> = spec.files.iter().map(|f| (f.path.as_str(), f.content.as_bytes(), f.mode)).collect();
+    let mut files: Vec<(&str, &[u8], u32, (u64, u64))> = Vec::new();
+    let owners = spec.files.iter().map(|f| &f.owner).chain(secret_files.iter().map(|(_, _, o)| o));
+    let mut ids = HashMap::new();
+    for owner in owners {
+        if !ids.contains_key(owner) {
+            let user = match owner {
+                FileOwner::Root => String::new(),
+                FileOwner::User(u) => u.clone(),
+                FileOwner::ImageUser => image_user.clone(),
+            };
+            ids.insert(owner.clone(), user_ids(docker, &spec.name, &user).await?);
+        }
+    }
+    files.extend(spec.files.iter().map(|f| (f.path.as_str(), f.content.as_bytes(), f.mode, ids[&f.owner])));
+    files.extend(secret_files.iter().map(|(p, c, o)| (p.as_str(), c.as_bytes(), 0o400, ids[o])));
     if !files.is_empty() {
-        upload(docker, &spec.name, &files).await?;
+        upload_owned(docker, &spec.name, &files).await?;
     }
     Ok(())
 }

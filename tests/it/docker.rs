@@ -71,6 +71,9 @@ fn topology_with(edits: &[(&str, &str)]) -> tempfile::TempPath {
         ("    redis: redis:7\n", format!("    redis: {redis}\n").as_str()),
         ("nofile: 65536", "nofile: 16384"),
         ("    load_balancer: 8081\n", "    load_balancer: 8081\n    prometheus: 9091\n"),
+        // Secrets, which must reach the replicas and the exporter and show in no `docker inspect`.
+        ("  persistence: rdb\n", "  persistence: rdb\n  password: {env: DOCK_REDIS_PASSWORD}\n"),
+        ("  instances: 2 ", "  secrets: {API_KEY: {env: DOCK_API_KEY}}\n  instances: 2 "),
     ]
     .iter()
     .map(|(a, b)| (*a, *b))
@@ -89,7 +92,14 @@ fn topology() -> String {
 }
 
 fn scalectl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_scalectl")).args(args).env_remove("SCALECTL_PROGRESS").output().unwrap()
+    with_secrets(&mut Command::new(env!("CARGO_BIN_EXE_scalectl"))).args(args).env_remove("SCALECTL_PROGRESS").output().unwrap()
+}
+
+/// The test topology's secret values (the Redis password is the labs').
+const API_KEY: &str = "dock-api-key-4c0ffee";
+
+fn with_secrets(c: &mut Command) -> &mut Command {
+    c.env("DOCK_REDIS_PASSWORD", crate::lab::lab_redis_password()).env("DOCK_API_KEY", API_KEY)
 }
 
 fn apply(file: &str, release: &str) -> Output {
@@ -196,6 +206,39 @@ fn docker_requests_reach_every_replica_count_is_exact_and_a_second_apply_changes
     assert_eq!(out.status.code(), Some(if findings.is_empty() { 0 } else { 2 }), "{d:#}");
     let judged = d["trace"].as_array().unwrap().iter().filter(|s| s["question"] == "every instance up?").count();
     assert_eq!(judged, 1, "{d:#}");
+}
+
+#[test]
+fn docker_secrets_are_files_of_their_user_and_every_container_is_hardened() {
+    let _d = deployed();
+    let password = crate::lab::lab_redis_password();
+    let names: Vec<(String, String)> = containers().into_iter().map(|(n, slot, _)| (n, slot)).collect();
+    for (name, slot) in &names {
+        // No secret value anywhere in what the engine tells about a container.
+        let inspect = docker_ok(&["inspect", name]);
+        assert!(!inspect.contains(password) && !inspect.contains(API_KEY), "{slot} shows a secret in docker inspect");
+        let host = |f: &str| docker_ok(&["inspect", "-f", f, name]).trim().to_string();
+        assert!(host("{{json .HostConfig.SecurityOpt}}").contains(r#""no-new-privileges""#), "{slot}");
+        assert!(host("{{.HostConfig.PidsLimit}}").parse::<i64>().is_ok_and(|n| (1..=4096).contains(&n)), "{slot}: pids limit");
+    }
+    let slot = |s: &str| names.iter().find(|(_, slot)| slot == s).map(|(n, _)| n.clone()).unwrap();
+    let api = slot("api-1");
+    let get = |n: &str, f: &str| docker_ok(&["inspect", "-f", f, n]).trim().to_string();
+    assert_eq!(get(&api, "{{json .HostConfig.CapDrop}}"), r#"["ALL"]"#);
+    for exporter in ["node-exporter", "nginx-exporter"] {
+        let e = slot(exporter);
+        assert_eq!((get(&e, "{{json .HostConfig.CapDrop}}"), get(&e, "{{.HostConfig.ReadonlyRootfs}}")), (r#"["ALL"]"#.into(), "true".into()), "{exporter}");
+    }
+    // The replica's secrets: files only its user reads, exported before scale-api starts (it
+    // reaches Redis with the password: /count answers).
+    let files = docker_ok(&["exec", &api, "stat", "-c", "%a %U %n", "/run/secrets/scalectl/API_KEY", "/run/secrets/scalectl/REDIS_PASSWORD"]);
+    assert_eq!(files, "400 scale-api /run/secrets/scalectl/API_KEY\n400 scale-api /run/secrets/scalectl/REDIS_PASSWORD\n");
+    let environ = docker_ok(&["exec", &api, "sh", "-c", "tr '\\0' '\\n' < /proc/1/environ"]);
+    assert!(environ.lines().any(|l| l == format!("API_KEY={API_KEY}")), "the app has its secret as a variable");
+    assert!(count_at(LB) > 0);
+    // Redis' include with the password is Redis' alone.
+    let auth = docker_ok(&["exec", &slot("redis"), "sh", "-c", "stat -c '%a %U' /run/secrets/redis-auth.conf"]);
+    assert_eq!(auth.trim(), "400 redis");
 }
 
 #[test]
@@ -344,7 +387,7 @@ fn docker_destroy_removes_every_labelled_resource_and_nothing_else() {
 fn docker_second_concurrent_apply_is_refused_by_the_lock() {
     let _d = deployed();
     let next = new_release("docker-concurrent");
-    let mut first = Command::new(env!("CARGO_BIN_EXE_scalectl"))
+    let mut first = with_secrets(&mut Command::new(env!("CARGO_BIN_EXE_scalectl")))
         .args(["apply", "-f", &topology(), "--release", next.to_str().unwrap(), "--yes"])
         .env("SCALECTL_PROGRESS", "1")
         .stdout(Stdio::null())

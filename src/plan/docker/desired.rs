@@ -21,6 +21,7 @@ fn file(path: &str, files: &BTreeMap<String, String>, source: &str, live: bool) 
         content_sha256: sha256_hex(content.as_bytes()),
         sensitive: false,
         live,
+        owner: FileOwner::Root,
     }
 }
 
@@ -143,6 +144,13 @@ fn replica(t: &Topology, slot: &str, image: &str, base: &BTreeMap<String, String
         log_opts,
         stop_timeout_s: drain_stop_timeout(t),
         cmd: run.app_cmd.clone(),
+        // No capability is needed to serve an unprivileged port. scale-api writes nothing, so its
+        // root is read-only unless secrets are written into it (the engine writes no file into
+        // a read-only root); a program's files are its own business.
+        cap_drop_all: true,
+        read_only: t.app.program.is_none() && secret_env.is_empty(),
+        secrets: SecretDelivery::Files,
+        pids_limit: Some(4 * DEFAULT_PIDS_LIMIT),
         ..service("app", slot, image)
     }
     .sealed(&t.name)
@@ -153,7 +161,12 @@ pub(super) fn drain_stop_timeout(t: &Topology) -> i64 {
     (t.app.drain_timeout_ms / 1000) as i64 + 5
 }
 
-/// A container of `role` in `slot`, reached by its slot name, with the defaults every one has.
+/// Processes and threads a container may run: far above what any of them needs, far below what
+/// a fork bomb or a thread leak would take from the engine's machine.
+const DEFAULT_PIDS_LIMIT: i64 = 1024;
+
+/// A container of `role` in `slot`, reached by its slot name, with the defaults every one has
+/// (every one also runs with `no-new-privileges`).
 fn service(role: &str, slot: &str, image: &str) -> ContainerSpec {
     ContainerSpec {
         name: String::new(),
@@ -173,6 +186,9 @@ fn service(role: &str, slot: &str, image: &str) -> ContainerSpec {
         binds_ro: Vec::new(),
         log_opts: log_rotation(),
         cap_drop_all: false,
+        read_only: false,
+        pids_limit: Some(DEFAULT_PIDS_LIMIT),
+        secrets: SecretDelivery::Env,
         pid_host: false,
         previous: String::new(),
         files: Vec::new(),
@@ -204,7 +220,17 @@ fn redis(t: &Topology, files: &BTreeMap<String, String>, run: &Commands, secrets
     redis.files.push(file("/usr/local/etc/redis/redis.conf", files, "redis/redis.conf", false));
     for f in render::render_secrets(t, secrets, templates)? {
         let content_sha256 = sha256_hex(f.content.as_bytes());
-        redis.files.push(FileSpec { path: f.path, source: String::new(), mode: 0o644, content: f.content, content_sha256, sensitive: true, live: false });
+        // Readable by Redis alone (the official image and Debian's both run it as `redis`).
+        redis.files.push(FileSpec {
+            path: f.path,
+            source: String::new(),
+            mode: 0o400,
+            content: f.content,
+            content_sha256,
+            sensitive: true,
+            live: false,
+            owner: FileOwner::User("redis".into()),
+        });
     }
     if t.redis.persistence != Persistence::None {
         redis.volumes.push((redis_volume(t), "/data".into()));
@@ -220,6 +246,7 @@ fn prometheus(t: &Topology, files: &BTreeMap<String, String>, run: &Commands) ->
     prometheus.files.push(file("/etc/prometheus/scalectl/rules.yml", files, "prometheus/rules.yml", false));
     prometheus.files.push(file(TARGETS_JSON, files, "prometheus/targets.json", true));
     prometheus.publish = publish(t.lab.publish.prometheus, t.observability.prometheus_port);
+    prometheus.cap_drop_all = true;
     prometheus
 }
 
@@ -249,7 +276,14 @@ fn exporters(t: &Topology, run: &Commands, secret_env: &[SecretEnv]) -> Vec<Cont
     redis_exporter.secret_env = secret_env.iter().filter(|s| s.name == "REDIS_PASSWORD").cloned().collect();
     let mut nginx_exporter = service("monitor", "nginx-exporter", &images.nginx_exporter);
     nginx_exporter.cmd = run.nginx_exporter.clone();
-    vec![node, redis_exporter, nginx_exporter]
+    redis_exporter.secrets = SecretDelivery::RedisExporterFile;
+    // Exporters read and serve; none needs a capability or (but for a password file) its root.
+    let mut all = vec![node, redis_exporter, nginx_exporter];
+    for e in &mut all {
+        e.cap_drop_all = true;
+        e.read_only = e.secret_env.is_empty();
+    }
+    all
 }
 
 /// The collector and the shipper: rsyslog in both, run as root (the engine's log files are

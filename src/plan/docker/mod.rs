@@ -81,6 +81,50 @@ pub struct FileSpec {
     /// Rewritten while the container runs (not part of its hash).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub live: bool,
+    /// Who owns it in the container: root, unless it is a secret only one user must read.
+    #[serde(default, skip_serializing_if = "FileOwner::is_root")]
+    pub owner: FileOwner,
+}
+
+/// The owner of a file written into a container, resolved when it is created: a user of the
+/// image's /etc/passwd, or the user the image runs as (its `USER`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileOwner {
+    #[default]
+    Root,
+    User(String),
+    ImageUser,
+}
+
+impl FileOwner {
+    fn is_root(&self) -> bool {
+        *self == FileOwner::Root
+    }
+}
+
+/// Where a container's secrets go as files, one per variable, 0400 and owned by the user the
+/// image runs as: `docker inspect` shows their names, never their values.
+pub const SECRETS_DIR: &str = "/run/secrets/scalectl";
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretDelivery {
+    /// As environment variables (visible to `docker inspect`).
+    #[default]
+    Env,
+    /// One file per variable in [`SECRETS_DIR`], exported by /bin/sh before the image's own
+    /// command runs: the app sees the same variables, `docker inspect` none of their values.
+    Files,
+    /// The Redis exporter's password file (`REDIS_PASSWORD_FILE`, a JSON map of address to
+    /// password): its official image has no shell.
+    RedisExporterFile,
+}
+
+impl SecretDelivery {
+    fn is_env(&self) -> bool {
+        *self == SecretDelivery::Env
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +176,16 @@ pub struct ContainerSpec {
     /// Runs with no Linux capabilities at all.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cap_drop_all: bool,
+    /// A read-only root filesystem (with a small tmpfs on /tmp).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// At most this many processes and threads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<i64>,
+    /// How `secret_env` reaches the container on the engine (the compose bundle passes them as
+    /// environment from the shell that runs `docker compose up`).
+    #[serde(default, skip_serializing_if = "SecretDelivery::is_env")]
+    pub secrets: SecretDelivery,
     /// Sees the engine machine's processes (the node exporter).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pid_host: bool,
