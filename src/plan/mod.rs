@@ -119,7 +119,9 @@ impl Plan {
             for a in h.prepare.iter_mut().chain(h.activate.iter_mut()).chain(h.cleanup.iter_mut()) {
                 let Action::WriteFile(f) = a else { continue };
                 if f.sensitive {
+                    // No digest either: a weak secret would fall to a dictionary tried on it.
                     f.content.clear();
+                    f.content_sha256.clear();
                     f.previous = None;
                 } else if let Some(previous) = &f.previous {
                     let hidden = redact_secret_lines(previous, &f.content);
@@ -183,7 +185,8 @@ pub struct FileChange {
     pub sensitive: bool,
     /// Unified diff, None for sensitive files.
     pub diff: Option<String>,
-    /// sha256 of `content`: how a saved plan checks a secret file it re-resolves at apply.
+    /// sha256 of `content`; empty for sensitive files once redacted (a saved plan is compared
+    /// with the plan made again at apply, secrets re-resolved, as its other files are).
     pub content_sha256: String,
     /// The new content; empty for sensitive files once redacted (plans shown or saved).
     pub content: String,

@@ -38,9 +38,21 @@ pub fn fingerprint(observed: &impl Serialize) -> String {
     sha256_hex(serde_json::to_string(observed).unwrap_or_default().as_bytes())
 }
 
-/// One digest per host of everything observed there (file hashes, units, packages, releases).
+/// One digest per host of everything observed there (file hashes, units, packages, releases),
+/// but for secret files' contents (observed by hash only): a saved plan carries nothing a
+/// dictionary could be tried against. A secret file changed on a host since the plan still
+/// shows, as a plan that differs.
 pub fn fingerprints(observed: &BTreeMap<String, Observed>) -> BTreeMap<String, String> {
-    observed.iter().map(|(h, o)| (h.clone(), fingerprint(o))).collect()
+    observed
+        .iter()
+        .map(|(h, o)| {
+            let mut o = o.clone();
+            for f in o.files.values_mut().flatten().filter(|f| f.content.is_none()) {
+                f.sha256.clear();
+            }
+            (h.clone(), fingerprint(&o))
+        })
+        .collect()
 }
 
 /// Hosts whose observation differs from the one the plan was made on.
@@ -54,6 +66,22 @@ pub fn changed_hosts(saved: &BTreeMap<String, String>, now: &BTreeMap<String, St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::ObservedFile;
+
+    #[test]
+    fn a_secret_files_digest_is_not_in_the_fingerprint() {
+        let file = |sha: &str, content: Option<&str>| Some(ObservedFile { mode: 0o600, owner: "root".into(), group: "root".into(), sha256: sha.into(), content: content.map(String::from) });
+        let mut a = BTreeMap::new();
+        let mut o = Observed { cores: 2, ..Default::default() };
+        o.files.insert("/etc/app/secrets.env".into(), file("aaaa", None));
+        o.files.insert("/etc/app/app.conf".into(), file("bbbb", Some("x")));
+        a.insert("web".to_string(), o);
+        let before = fingerprints(&a);
+        a.get_mut("web").unwrap().files.insert("/etc/app/secrets.env".into(), file("cccc", None));
+        assert_eq!(fingerprints(&a), before, "a secret's hash is not fingerprinted");
+        a.get_mut("web").unwrap().files.insert("/etc/app/app.conf".into(), file("dddd", Some("y")));
+        assert_ne!(fingerprints(&a), before);
+    }
 
     #[test]
     fn a_host_that_changed_makes_the_plan_stale() {
