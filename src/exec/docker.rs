@@ -133,12 +133,15 @@ async fn download(docker: &Docker, container: &str, path: &str) -> anyhow::Resul
 
 /// A tar of files at absolute paths (with their directories), for the archive endpoint at `/`.
 pub(crate) fn tar_of(files: &[(&str, &[u8], u32)]) -> anyhow::Result<Vec<u8>> {
-    let owned: Vec<(&str, &[u8], u32, (u64, u64))> = files.iter().map(|(p, c, m)| (*p, *c, *m, (0, 0))).collect();
+    let owned: Vec<OwnedFile<'_>> = files.iter().map(|(p, c, m)| (*p, *c, *m, (0, 0))).collect();
     tar_of_owned(&owned)
 }
 
+/// A file to write into a container: path, content, mode, (uid, gid).
+type OwnedFile<'a> = (&'a str, &'a [u8], u32, (u64, u64));
+
 /// [`tar_of`] with each file's owner (uid, gid).
-fn tar_of_owned(files: &[(&str, &[u8], u32, (u64, u64))]) -> anyhow::Result<Vec<u8>> {
+fn tar_of_owned(files: &[OwnedFile<'_>]) -> anyhow::Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
     let mut dirs = std::collections::BTreeSet::new();
     for (path, content, mode, (uid, gid)) in files {
@@ -165,11 +168,11 @@ fn tar_of_owned(files: &[(&str, &[u8], u32, (u64, u64))]) -> anyhow::Result<Vec<
 }
 
 async fn upload(docker: &Docker, container: &str, files: &[(&str, &[u8], u32)]) -> anyhow::Result<()> {
-    let owned: Vec<(&str, &[u8], u32, (u64, u64))> = files.iter().map(|(p, c, m)| (*p, *c, *m, (0, 0))).collect();
+    let owned: Vec<OwnedFile<'_>> = files.iter().map(|(p, c, m)| (*p, *c, *m, (0, 0))).collect();
     upload_owned(docker, container, &owned).await
 }
 
-async fn upload_owned(docker: &Docker, container: &str, files: &[(&str, &[u8], u32, (u64, u64))]) -> anyhow::Result<()> {
+async fn upload_owned(docker: &Docker, container: &str, files: &[OwnedFile<'_>]) -> anyhow::Result<()> {
     let tar = tar_of_owned(files)?;
     docker
         .upload_to_container(container, Some(UploadToContainerOptionsBuilder::default().path("/").build()), bollard::body_full(tar.into()))
@@ -339,7 +342,7 @@ async fn create(docker: &Docker, t: &Topology, network: &str, spec: &ContainerSp
         .create_container(Some(CreateContainerOptionsBuilder::default().name(&spec.name).build()), body)
         .await
         .with_context(|| format!("cannot create container {} from {}", spec.name, spec.image))?;
-    let mut files: Vec<(&str, &[u8], u32, (u64, u64))> = Vec::new();
+    let mut files: Vec<OwnedFile<'_>> = Vec::new();
     let owners = spec.files.iter().map(|f| &f.owner).chain(secret_files.iter().map(|(_, _, o)| o));
     let mut ids = HashMap::new();
     for owner in owners {

@@ -53,6 +53,40 @@ attack. If the host was really reinstalled, remove its line from {known_hosts}"
     Io { host: String, source: std::io::Error },
 }
 
+/// Drain a non-blocking channel's stdout and stderr until both end; fails when neither gives a
+/// byte for `timeout`.
+fn read_both(ch: &mut ssh2::Channel, stdout: &mut Vec<u8>, stderr: &mut Vec<u8>, timeout: Duration) -> std::io::Result<()> {
+    let mut buf = [0u8; 32 * 1024];
+    let mut last = std::time::Instant::now();
+    loop {
+        // Some(0): that stream ended; None: nothing yet.
+        let take = |r: std::io::Result<usize>, into: &mut Vec<u8>, buf: &[u8]| -> std::io::Result<Option<usize>> {
+            match r {
+                Ok(n) => {
+                    into.extend_from_slice(&buf[..n]);
+                    Ok(Some(n))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        let out = ch.read(&mut buf);
+        let out = take(out, stdout, &buf)?;
+        let err = ch.stderr().read(&mut buf);
+        let err = take(err, stderr, &buf)?;
+        if out == Some(0) && err == Some(0) && ch.eof() {
+            return Ok(());
+        }
+        if out.unwrap_or(0) > 0 || err.unwrap_or(0) > 0 {
+            last = std::time::Instant::now();
+        } else if last.elapsed() > timeout {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no output for {} s", timeout.as_secs())));
+        } else {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
 /// What a remote command printed and how it ended.
 #[derive(Debug, Clone)]
 pub struct Output {
@@ -136,19 +170,14 @@ impl Conn {
             ch.write_all(stdin).map_err(io)?;
         }
         ch.send_eof().map_err(ssh)?;
-        // Read both streams in turn until the channel ends, so neither can fill its window and stall.
+        // Read whichever stream has data, without blocking on either: a blocking read of stdout
+        // while the command fills stderr's window (and so waits) would wait forever.
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
-        let mut buf = [0u8; 32 * 1024];
-        loop {
-            let n = ch.read(&mut buf).map_err(io)?;
-            stdout.extend_from_slice(&buf[..n]);
-            let m = ch.stderr().read(&mut buf).map_err(io)?;
-            stderr.extend_from_slice(&buf[..m]);
-            if n == 0 && m == 0 && ch.eof() {
-                break;
-            }
-        }
+        self.session.set_blocking(false);
+        let read = read_both(&mut ch, &mut stdout, &mut stderr, timeout);
+        self.session.set_blocking(true);
+        read.map_err(io)?;
         ch.wait_close().map_err(ssh)?;
         let status = ch.exit_status().map_err(ssh)?;
         Ok(Output {

@@ -337,6 +337,8 @@ pub fn site_path(topology: &str) -> String {
 fn host_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
     let name = &t.name;
     let mut jobs = Vec::new();
+    // Every host's node exporter, on the host's address only.
+    jobs.push(job("exporters/prometheus-node-exporter.j2", "/etc/default/prometheus-node-exporter").restarts("prometheus-node-exporter.service"));
     if h.has(Role::App) {
         let app = t.app.name();
         jobs.push(job("systemd/scale-api@.service.j2", format!("/etc/systemd/system/{app}@.service")).rolls());

@@ -311,6 +311,39 @@ fn lab_changed_host_key_is_refused() {
     run_ok(&["plan", "-f", &lab_yaml(), "--release", rel.to_str().unwrap()]);
 }
 
+/// An SSH connection to a lab host, as scalectl makes it (the lab's key and known_hosts).
+fn lab_conn(host: &str) -> scalectl::exec::ssh::Conn {
+    let dir = scalectl::exec::lab::LabDir(root().join("target/lab-home/lab/lab"));
+    let state = dir.load().unwrap().expect("the lab is up");
+    let h = &state.hosts[host];
+    let ep = scalectl::exec::ssh::Endpoint {
+        host: host.into(),
+        address: "127.0.0.1".into(),
+        port: h.ssh_port,
+        user: h.user.clone(),
+        key: Some(dir.key()),
+        known_hosts: dir.known_hosts(),
+        accept_new_host_keys: false,
+        connect_timeout: Duration::from_secs(10),
+    };
+    scalectl::exec::ssh::Conn::connect(&ep).unwrap()
+}
+
+#[test]
+fn lab_ssh_reads_a_command_that_fills_stderr_before_writing_stdout() {
+    let _lab = lab();
+    let c = lab_conn("app-1");
+    // 4 MiB on stderr first (more than an SSH channel's window), then stdout: a reader that blocks
+    // on stdout until it ends would wait forever while the command waits for stderr to drain.
+    let t = Instant::now();
+    let out = c.run("head -c 4194304 /dev/zero | tr '\\0' e >&2; echo done", b"", Duration::from_secs(20)).unwrap();
+    eprintln!("4 MiB of stderr, then stdout, read in {:.2} s", t.elapsed().as_secs_f64());
+    assert_eq!((out.status, out.stdout.as_str(), out.stderr.len()), (0, "done\n", 4 << 20));
+    // And the other way round, interleaved, with the exit status.
+    let out = c.run("for i in $(seq 1 2000); do echo out$i; echo err$i >&2; done; exit 3", b"", Duration::from_secs(20)).unwrap();
+    assert_eq!((out.status, out.stdout.lines().count(), out.stderr.lines().count()), (3, 2000, 2000));
+}
+
 #[test]
 fn lab_apply_killed_half_way_converges_on_the_next_apply() {
     let _lab = lab();
@@ -502,7 +535,7 @@ fn lab_prometheus_scrapes_every_expected_target() {
     expected.insert(("redis".into(), "lab-cache-1:9121".into()));
     expected.insert(("nginx".into(), "lab-lb-1:9113".into()));
     expected.insert(("nginx-log".into(), "lab-lb-1:3903".into()));
-    expected.insert(("prometheus".into(), "127.0.0.1:9090".into()));
+    expected.insert(("prometheus".into(), "lab-mon-1:9090".into()));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let v = prometheus("/api/v1/targets");
@@ -526,6 +559,22 @@ fn lab_prometheus_scrapes_every_expected_target() {
     let quit = docker_exec("lab-app-1", "curl -s -o /dev/null -w '%{http_code}' -X POST http://lab-mon-1:9090/-/quit");
     assert_eq!(quit.trim(), "403", "POST /-/quit from app-1");
     assert!(prometheus("/api/v1/status/buildinfo")["status"] == "success", "Prometheus still runs");
+    // The fleet's internals listen on their host's address only (the kernel's table of listening
+    // sockets, ports in hex), never on every interface, where a public one would expose them.
+    for (host, ports) in [
+        ("lab-lb-1", &[9100, 9113, 3903][..]),
+        ("lab-app-1", &[9100][..]),
+        ("lab-cache-1", &[9100, 9121][..]),
+        ("lab-mon-1", &[9100, 9090, 2514][..]),
+    ] {
+        let table = docker_exec(host, "awk '$4 == \"0A\" {print $2}' /proc/net/tcp /proc/net/tcp6");
+        for port in ports {
+            let on: Vec<&str> = table.lines().filter(|l| l.ends_with(&format!(":{port:04X}"))).collect();
+            assert!(!on.is_empty(), "{host}: nothing listens on {port}:\n{table}");
+            let wildcard = |a: &&str| a.starts_with("00000000:") || a.starts_with("00000000000000000000000000000000:");
+            assert!(!on.iter().any(wildcard), "{host}: port {port} listens on every interface: {on:?}");
+        }
+    }
 }
 
 /// Lines on the collector (mon-1) that contain `needle`, with the file each is in.
