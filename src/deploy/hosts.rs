@@ -51,6 +51,13 @@ impl Hosts {
         let mut facts = Facts::with_default_cores(1);
         for (h, o) in &observed {
             facts.cores.insert(h.clone(), o.cores);
+            // `instances: max` follows the cores observed: their ports must still fit and collide
+            // with nothing (validate could only check the cores the topology declares).
+            if let Some(host) = t.hosts.iter().find(|x| &x.name == h)
+                && let Some(problem) = t.port_conflict(host, t.instances_on(host, facts.cores_of(host)))
+            {
+                anyhow::bail!("{h}: with the {} cores observed there it runs {} app instances, and then {problem}; set `instances` for that host", o.cores, t.instances_on(host, o.cores));
+            }
             // The first load balancer's view of each name (BTreeMap order: by host name).
             for (name, ip) in &o.resolved {
                 facts.resolved.entry(name.clone()).or_insert(*ip);

@@ -23,7 +23,9 @@ pub fn parse(out: &str) -> Result<Observed, String> {
         let kind = w.next().unwrap_or("");
         let rest: Vec<&str> = w.collect();
         match (kind, rest.as_slice()) {
-            ("cores", [n]) => o.cores = n.parse().map_err(|_| format!("bad core count `{n}`"))?,
+            ("cores", [n]) => {
+                o.cores = n.parse().ok().filter(|c| (1..=MAX_CORES).contains(c)).ok_or_else(|| format!("the host reported {n} cores (1 to {MAX_CORES} expected)"))?
+            }
             ("virt", [v]) => o.container = *v != "none" && !v.is_empty(),
             // Unresolvable here: left out (Prometheus then labels the instance with its name).
             ("addr", [name, ip]) => {
@@ -64,6 +66,9 @@ pub fn parse(out: &str) -> Result<Observed, String> {
     Ok(o)
 }
 
+
+/// More cores than any machine scalectl deploys to has: a higher count is a broken or hostile host.
+const MAX_CORES: u32 = 4096;
 fn observed_file(path: &str, mode: &str, owner: &str, group: &str, sha256: String, content: Option<String>) -> Result<ObservedFile, String> {
     Ok(ObservedFile {
         mode: u32::from_str_radix(mode, 8).map_err(|_| format!("{path}: bad mode {mode}"))?,
@@ -113,5 +118,8 @@ release 0123456789ab\nhave 0123456789ab\nhave .tmp-x\naddr app-1 10.0.0.7\naddr 
         // Resolved names: an IP each, the unresolvable and the malformed left out.
         assert_eq!(o.resolved.iter().map(|(n, ip)| format!("{n}={ip}")).collect::<Vec<_>>(), ["app-1=10.0.0.7"]);
         assert!(parse("virt none\n").is_err());
+        // A core count no machine has is refused, not turned into that many instances.
+        assert_eq!(parse("cores 4000000000\n").unwrap_err(), "the host reported 4000000000 cores (1 to 4096 expected)");
+        assert!(parse("cores 0\n").is_err());
     }
 }

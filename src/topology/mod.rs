@@ -112,6 +112,17 @@ mod tests {
     }
 
     #[test]
+    fn ports_are_checked_again_with_the_cores_a_host_has() {
+        let t = parse("t.yaml", "name: t\napp: {port: 9080, instances: max}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, lb, redis, monitor]}\n").unwrap();
+        let h = &t.hosts[0];
+        assert_eq!(t.port_conflict(h, 4), None, "9080-9083 are free");
+        // With 16 cores, instance 9090 meets Prometheus.
+        assert_eq!(t.port_conflict(h, 16).as_deref(), Some("port 9090 on host `a` is used by both scale-api instance 9090 and prometheus"));
+        let t = parse("t.yaml", "name: t\napp: {port: 65530, instances: max}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, lb, redis]}\n").unwrap();
+        assert_eq!(t.port_conflict(&t.hosts[0], 16).as_deref(), Some("app.port 65530 plus 16 instances runs past port 65535"));
+    }
+
+    #[test]
     fn suggestions() {
         assert_eq!(closest("adress", &["address", "roles"]), Some("address"));
         assert_eq!(closest("laod_balancer", &["load_balancer", "app"]), Some("load_balancer"));

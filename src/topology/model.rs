@@ -102,6 +102,61 @@ impl Topology {
             Instances::Max => cores.max(1),
         }
     }
+
+    /// Every port host `h` listens on with `instances` app instances: (port, what, the role that
+    /// brings it), the app's first. Instances past port 65535 are left out (see
+    /// [`Topology::port_conflict`]).
+    pub fn port_claims(&self, h: &Host, instances: u32) -> Vec<(u16, String, Role)> {
+        let mut c = Vec::new();
+        if h.has(Role::App) {
+            for i in 0..instances {
+                if let Ok(p) = u16::try_from(u32::from(self.app.port) + i) {
+                    c.push((p, format!("{} instance {p}", self.app.name()), Role::App));
+                }
+            }
+        }
+        if h.has(Role::Lb) {
+            c.push((self.load_balancer.listen, "the load balancer".into(), Role::Lb));
+            if let Some(tls) = &self.load_balancer.tls {
+                c.push((tls.listen, "the load balancer's TLS listener".into(), Role::Lb));
+            }
+            c.push((self.load_balancer.status_port, "nginx stub_status".into(), Role::Lb));
+            c.push((ports::NGINX_EXPORTER, "the nginx exporter".into(), Role::Lb));
+            c.push((ports::MTAIL, "mtail (the access log as metrics)".into(), Role::Lb));
+        }
+        if h.has(Role::Redis) {
+            c.push((self.redis.port, "redis".into(), Role::Redis));
+            c.push((ports::REDIS_EXPORTER, "the redis exporter".into(), Role::Redis));
+        }
+        if h.has(Role::Monitor) {
+            c.push((self.observability.prometheus_port, "prometheus".into(), Role::Monitor));
+            if self.observability.grafana {
+                c.push((self.observability.grafana_port, "grafana".into(), Role::Monitor));
+            }
+            c.push((self.observability.logs.relp_port, "the log collector".into(), Role::Monitor));
+            if let Some(a) = &self.observability.alertmanager {
+                c.push((a.port, "alertmanager".into(), Role::Monitor));
+            }
+        }
+        let role = h.roles.first().copied().unwrap_or(Role::App);
+        c.push((ports::NODE_EXPORTER, "the node exporter".into(), role));
+        // Port 22 is sshd's only when the host is reached there; any other port the same.
+        c.push((h.ssh.port, "sshd (the host's ssh.port)".into(), role));
+        c
+    }
+
+    /// What is wrong with host `h` running `instances` app instances: ports past 65535, or a port
+    /// two things would listen on. Validate asks with the cores the topology declares; apply asks
+    /// again with the cores it observed (`instances: max`).
+    pub fn port_conflict(&self, h: &Host, instances: u32) -> Option<String> {
+        if h.has(Role::App) && u32::from(self.app.port) + instances - 1 > 65535 {
+            return Some(format!("app.port {} plus {instances} instances runs past port 65535", self.app.port));
+        }
+        let claims = self.port_claims(h, instances);
+        claims.iter().enumerate().find_map(|(i, (port, what, _))| {
+            claims[..i].iter().find(|(p, _, _)| p == port).map(|(_, other, _)| format!("port {port} on host `{}` is used by both {other} and {what}", h.name))
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

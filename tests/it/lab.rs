@@ -345,6 +345,22 @@ fn lab_ssh_reads_a_command_that_fills_stderr_before_writing_stdout() {
 }
 
 #[test]
+fn lab_instances_max_is_checked_again_with_the_cores_observed() {
+    let _lab = lab();
+    // Valid as written (one instance per `max` host before its cores are known), but the lab's
+    // app hosts have 2 cores: instance 9100 would meet the node exporter.
+    let edited = edited_topology_many(&[("  port: 3000\n  instances: 2\n", "  port: 9099\n  instances: max\n")]);
+    let file = edited.to_str().unwrap();
+    run_ok(&["validate", "-f", file]);
+    let out = run(&["plan", "-f", file, "--release", release().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let cores: u32 = docker_exec("lab-app-1", "nproc").trim().parse().unwrap();
+    let said = format!("app-1: with the {cores} cores observed there it runs {cores} app instances, and then port 9100 on host `app-1` is used by both scale-api instance 9100 and the node exporter");
+    assert!(err.contains(&said), "{err}");
+}
+
+#[test]
 fn lab_apply_killed_half_way_converges_on_the_next_apply() {
     let _lab = lab();
     let next = new_release("killed");

@@ -108,57 +108,18 @@ impl V {
         }
     }
 
-    /// Every port a host's roles listen on, each claimed once.
+    /// Every port a host's roles listen on, each claimed once (with the cores the topology knows).
     fn port_collisions(&mut self, raw_hosts: &Map<RawHost>, t: &Topology, h: &Host) {
-        let mut used: Vec<(u16, String)> = Vec::new();
-        let mut claim = |v: &mut V, port: u16, what: String, role: Role| {
-            if let Some((_, other)) = used.iter().find(|(p, _)| *p == port) {
-                v.at(
-                    role_loc(raw_hosts, &h.name, role),
-                    format!("port {port} on host `{}` is used by both {other} and {what}", h.name),
-                );
-            } else {
-                used.push((port, what));
-            }
-        };
-        if h.has(Role::App) {
-            let n = known_instances(t, h);
-            if u32::from(t.app.port) + n - 1 > 65535 {
-                self.at(role_loc(raw_hosts, &h.name, Role::App), format!("app.port {} plus {n} instances runs past port 65535", t.app.port));
-            }
-            for i in 0..n {
-                if let Ok(p) = u16::try_from(u32::from(t.app.port) + i) {
-                    claim(self, p, format!("{} instance {p}", t.app.name()), Role::App);
-                }
+        let n = known_instances(t, h);
+        if h.has(Role::App) && u32::from(t.app.port) + n - 1 > 65535 {
+            self.at(role_loc(raw_hosts, &h.name, Role::App), format!("app.port {} plus {n} instances runs past port 65535", t.app.port));
+        }
+        let claims = t.port_claims(h, n);
+        for (i, (port, what, role)) in claims.iter().enumerate() {
+            if let Some((_, other, _)) = claims[..i].iter().find(|(p, _, _)| p == port) {
+                self.at(role_loc(raw_hosts, &h.name, *role), format!("port {port} on host `{}` is used by both {other} and {what}", h.name));
             }
         }
-        if h.has(Role::Lb) {
-            claim(self, t.load_balancer.listen, "the load balancer".into(), Role::Lb);
-            if let Some(tls) = &t.load_balancer.tls {
-                claim(self, tls.listen, "the load balancer's TLS listener".into(), Role::Lb);
-            }
-            claim(self, t.load_balancer.status_port, "nginx stub_status".into(), Role::Lb);
-            claim(self, ports::NGINX_EXPORTER, "the nginx exporter".into(), Role::Lb);
-            claim(self, ports::MTAIL, "mtail (the access log as metrics)".into(), Role::Lb);
-        }
-        if h.has(Role::Redis) {
-            claim(self, t.redis.port, "redis".into(), Role::Redis);
-            claim(self, ports::REDIS_EXPORTER, "the redis exporter".into(), Role::Redis);
-        }
-        if h.has(Role::Monitor) {
-            claim(self, t.observability.prometheus_port, "prometheus".into(), Role::Monitor);
-            if t.observability.grafana {
-                claim(self, t.observability.grafana_port, "grafana".into(), Role::Monitor);
-            }
-            claim(self, t.observability.logs.relp_port, "the log collector".into(), Role::Monitor);
-            if let Some(a) = &t.observability.alertmanager {
-                claim(self, a.port, "alertmanager".into(), Role::Monitor);
-            }
-        }
-        let role = h.roles.first().copied().unwrap_or(Role::App);
-        claim(self, ports::NODE_EXPORTER, "the node exporter".into(), role);
-        // Port 22 is sshd's only when the host is reached there; any other port the same.
-        claim(self, h.ssh.port, "sshd (the host's ssh.port)".into(), role);
     }
 
     /// Published lab services need a host that runs them.
