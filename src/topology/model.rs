@@ -250,6 +250,8 @@ pub struct Alerts {
     pub memory_available_percent: f64,
     pub fds_percent: f64,
     pub scheduling_delay_ms: u64,
+    /// InstanceDown, RedisDown, NginxDown fire after this long down.
+    pub down_for_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -561,6 +561,9 @@ pub struct RawAlerts {
     pub fds: Option<Sp<f64>>,
     /// Runtime task scheduling delay (the event loop blocked), e.g. `100ms`. Default 100ms.
     pub scheduling_delay: Option<Sp<String>>,
+    /// How long an instance, Redis or nginx must stay down before its alert fires, e.g. `30s`.
+    /// Default 1m (a restart is not an outage).
+    pub down_for: Option<Sp<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]

@@ -517,6 +517,7 @@ impl V {
                 memory_available_percent: self.percent(alerts.map_or(&none_f, |a| &a.memory_available), "alerts.memory_available", 10.0),
                 fds_percent: self.percent(alerts.map_or(&none_f, |a| &a.fds), "alerts.fds", 90.0),
                 scheduling_delay_ms: self.duration(alerts.map_or(&none_s, |a| &a.scheduling_delay), "alerts.scheduling_delay", 100, 60_000),
+                down_for_ms: self.duration(alerts.map_or(&none_s, |a| &a.down_for), "alerts.down_for", 60_000, 3_600_000),
             },
             grafana: o.and_then(|o| o.grafana.as_ref()).map(|g| *g.value()).unwrap_or(true),
             grafana_port: ports::GRAFANA,
