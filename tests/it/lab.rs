@@ -47,9 +47,13 @@ pub(crate) fn scalectl(args: &[&str]) -> Command {
     c
 }
 
-/// redis-cli on the lab's Redis host, authenticated (through the environment, not an argument).
+/// redis-cli on the lab's Redis host as the exporter's ACL user, which may read the configuration
+/// (all the tests ask), authenticated through the environment, not an argument.
 fn redis_cli(args: &str) -> String {
-    let out = Command::new("docker").args(["exec", "-e", &format!("REDISCLI_AUTH={}", lab_redis_password()), "lab-cache-1", "sh", "-c", &format!("redis-cli {args}")]).output().unwrap();
+    let out = Command::new("docker")
+        .args(["exec", "-e", &format!("REDISCLI_AUTH={}", lab_redis_password()), "lab-cache-1", "sh", "-c", &format!("redis-cli --user scalectl-exporter {args}")])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "redis-cli {args}: {}", text(&out.stderr));
     text(&out.stdout)
 }
@@ -486,6 +490,10 @@ fn lab_secrets_reach_their_hosts_and_never_the_plan() {
         assert_eq!(answer, "-NOAUTH", "`{cmd}` from another host without the password: {answer:?}");
     }
     assert!(docker_exec("lab-cache-1", "redis-cli ping 2>&1 || true").contains("NOAUTH"), "redis answers without a password");
+    // With the password, as the apps log in: their ACL user runs no dangerous command.
+    let script = "exec 3<>/dev/tcp/lab-cache-1/6379; printf 'AUTH %s\\r\\nFLUSHALL\\r\\nCONFIG GET requirepass\\r\\nREPLICAOF 10.9.9.9 6379\\r\\n' \"$PW\" >&3; timeout 2 cat <&3 || true";
+    let answers = text(&Command::new("docker").args(["exec", "-e", &format!("PW={pw}"), "lab-app-1", "bash", "-c", script]).output().unwrap().stdout);
+    assert!(answers.starts_with("+OK\r\n") && answers.matches("-NOPERM").count() == 3, "the apps' user: {answers:?}");
     assert!(redis_cli("ping").contains("PONG"));
     assert_eq!(docker_exec("lab-app-1", "stat -c '%a %U' /etc/scale-api/secrets.env").trim(), "600 root");
     assert!(docker_exec("lab-app-1", "cat /etc/scale-api/secrets.env").contains("API_TOKEN="));

@@ -224,6 +224,15 @@ fn start_redis(conf: &Path, dir: &Path, port: u16) -> std::process::Child {
         .unwrap()
 }
 
+/// The Redis auth include apply writes on `host` of an example, with a stand-in password.
+fn rendered_auth(example: &str, host: &str) -> String {
+    let t = crate::load_example(example);
+    let values = scalectl::render::SecretValues { redis_password: Some("test-only-password".into()), ..Default::default() };
+    let files = scalectl::render::render_secrets(&t, &values, &scalectl::render::Templates::embedded()).unwrap();
+    // The same include on every target (the docker view names its host `redis`).
+    files.into_iter().find(|f| (f.host == host || host == "docker") && f.path.contains("auth")).map(|f| f.content).unwrap_or_default()
+}
+
 fn redis_cli(port: u16, args: &[&str]) -> String {
     let out = run(Command::new(require("redis-cli")).args(["-p", &port.to_string()]).args(args));
     text(&out).trim().to_string()
@@ -259,9 +268,9 @@ fn redis_server_runs_on_every_rendered_config() {
             }
             let dir = tempfile::tempdir().unwrap();
             // Redis enters `dir` while reading the file, and the password file is written by apply:
-            // both point into this test's directory (the password file holding a stand-in).
+            // both point into this test's directory (the password file as apply renders it).
             let auth_file = dir.path().join("auth.conf");
-            std::fs::write(&auth_file, "requirepass test-only-password\n").unwrap();
+            std::fs::write(&auth_file, rendered_auth(example, &f.host)).unwrap();
             let content: String = f
                 .content
                 .lines()
@@ -279,14 +288,30 @@ fn redis_server_runs_on_every_rendered_config() {
             std::fs::write(&conf, content).unwrap();
             let mut child = wait_for_redis(port, start_redis(&conf, dir.path(), port), &auth);
             let maxmemory = f.content.lines().find_map(|l| l.strip_prefix("maxmemory ")).unwrap().to_string();
-            let mut args = auth.clone();
+            // Reading the configuration is the exporter's.
+            let reader: Vec<&str> = if auth.is_empty() { vec![] } else { [&["--user", "scalectl-exporter"], auth.as_slice()].concat() };
+            let mut args = reader.clone();
             args.extend(["CONFIG", "GET", "maxmemory"]);
             let answer = redis_cli(port, &args);
-            let mut args = auth.clone();
+            let mut args = reader.clone();
             args.extend(["CONFIG", "GET", "maxmemory-policy"]);
             let policy = redis_cli(port, &args);
             if !auth.is_empty() {
                 assert!(redis_cli(port, &["PING"]).contains("NOAUTH"), "password not required");
+                // The apps' user reads and writes but runs nothing dangerous; the exporter's user
+                // reads what it reports and writes nothing.
+                let app = |cmd: &[&str]| redis_cli(port, &[auth.as_slice(), cmd].concat());
+                let exporter = |cmd: &[&str]| redis_cli(port, &[&["--user", "scalectl-exporter"], auth.as_slice(), cmd].concat());
+                assert_eq!(app(&["SET", "k", "v"]).trim(), "OK");
+                assert_eq!(app(&["INCR", "n"]).trim(), "1");
+                for cmd in [&["FLUSHALL"][..], &["CONFIG", "SET", "maxmemory", "1"], &["REPLICAOF", "10.0.0.9", "6379"], &["KEYS", "*"], &["CONFIG", "GET", "maxmemory"]] {
+                    assert!(app(cmd).contains("NOPERM"), "{example}: the app's user may run {cmd:?}: {}", app(cmd));
+                }
+                assert!(exporter(&["INFO", "memory"]).contains("used_memory:"), "{example}: the exporter cannot read INFO");
+                assert!(exporter(&["CONFIG", "GET", "maxmemory"]).contains("maxmemory"));
+                for cmd in [&["SET", "k", "x"][..], &["FLUSHALL"], &["CONFIG", "SET", "maxmemory", "1"]] {
+                    assert!(exporter(cmd).contains("NOPERM"), "{example}: the exporter's user may run {cmd:?}");
+                }
             }
             child.kill().ok();
             child.wait().ok();
