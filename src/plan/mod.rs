@@ -572,10 +572,7 @@ pub fn redact_secret_lines(text: &str, public: &str) -> String {
         .collect()
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::render::sha256_hex;
 
 pub(crate) fn unified_diff(path: &str, old: &str, new: &str) -> String {
     similar::TextDiff::from_lines(old, new)

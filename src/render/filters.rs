@@ -14,7 +14,7 @@ pub fn register(env: &mut Environment<'_>) {
     env.add_filter("conf", conf);
     env.add_filter("hostport", hostport);
     env.add_filter("secret", secret);
-    env.add_filter("sha256", |v: &str| crate::plan::sha256_hex(v.as_bytes()));
+    env.add_filter("sha256", |v: &str| sha256_hex(v.as_bytes()));
     env.add_filter("systemd_arg", systemd_arg);
 }
 
@@ -43,6 +43,12 @@ fn systemd_arg(v: &str) -> Result<String, Error> {
 /// files and redis.conf, where these have no special meaning.
 pub fn secret_is_safe(v: &str) -> bool {
     !v.is_empty() && v.chars().all(|c| (c == ' ' || c.is_ascii_graphic()) && !"\"\\$`'%".contains(c))
+}
+
+/// Lower-case hex of the sha256 of `bytes`: release ids, file digests, Redis ACL passwords.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A secret value inside double quotes; one that could break out is refused (without echoing it).

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::topology::{Role, Target, Topology};
 pub use context::{Facts, Instance};
-pub use filters::{duration, hostport, secret_is_safe};
+pub use filters::{duration, hostport, secret_is_safe, sha256_hex};
 use context::Ctx;
 
 /// Every template scalectl ships, embedded at build time (`--templates DIR` overrides by name).
