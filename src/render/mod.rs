@@ -469,7 +469,11 @@ hosts:\n  a: {{address: 10.0.0.2, roles: [app]}}\n  r: {{address: 10.0.0.3, role
         let env = get("/etc/scale-api/secrets.env");
         assert_eq!((env.host.as_str(), env.mode), ("a", 0o600));
         assert!(env.content.contains("API_KEY=\"k3y value\"\n") && env.content.contains("REDIS_PASSWORD=\"pa55\"\n"), "{}", env.content);
-        assert!(get("/etc/redis/scalectl-auth.conf").content.contains("requirepass \"pa55\"\n"));
+        // Redis' ACL users, the password as its sha256.
+        let acl = get("/etc/redis/scalectl-auth.conf").content.clone();
+        let hashed = format!("#{} ", sha256_hex(b"pa55"));
+        assert!(acl.contains(&format!("user default on {hashed}~* &* +@all -@dangerous\n")), "{acl}");
+        assert!(acl.contains(&format!("user scalectl-exporter on {hashed}-@all +@connection")), "{acl}");
         assert!(get("/etc/scalectl/redis-exporter.env").content.contains("REDIS_PASSWORD=\"pa55\"\n"));
         // Nothing the ordinary render writes holds a value.
         let rendered = render(&t, &Facts::with_default_cores(1), &Templates::embedded()).unwrap();

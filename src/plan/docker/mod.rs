@@ -390,12 +390,15 @@ impl DockerPlan {
         let mut p = self.clone();
         for s in p.activate.iter_mut().chain(p.cleanup.iter_mut()) {
             if let Step::Create { spec } = s {
+                // Nor their digests: a weak secret would fall to a dictionary tried on them.
                 for e in &mut spec.secret_env {
                     e.value.clear();
+                    e.value_sha256.clear();
                 }
                 for f in &mut spec.files {
                     if f.sensitive {
                         f.content.clear();
+                        f.content_sha256.clear();
                     }
                 }
             }

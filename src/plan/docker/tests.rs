@@ -199,9 +199,13 @@ fn secret_values_change_the_hash_but_never_reach_the_printed_plan() {
     assert_ne!(p1, p2, "a changed secret is a new container");
     let shown = format!("{}{}", serde_json::to_string(&p1.redacted()).unwrap(), render_text(&p1.redacted(), false));
     assert!(!shown.contains("hunter2"), "{shown}");
+    for digest in [crate::plan::sha256_hex(b"hunter2-first"), crate::plan::sha256_hex(b"hunter2-first-redis")] {
+        assert!(!shown.contains(&digest), "a secret's digest is shown: {shown}");
+    }
     // The unredacted plan (executed, never printed) carries them to the engine.
     let all = serde_json::to_string(&p1).unwrap();
-    assert!(all.contains("hunter2-first") && all.contains(r#"requirepass \"hunter2-first-redis\""#), "{all}");
+    let acl = format!("user default on #{}", crate::plan::sha256_hex(b"hunter2-first-redis"));
+    assert!(all.contains("hunter2-first") && all.contains(&acl), "{all}");
 }
 
 #[test]
@@ -339,7 +343,7 @@ fn exporters_run_beside_the_services_and_prometheus_scrapes_them_by_name() {
     let node = spec(&p.activate, "node-exporter");
     assert!(node.pid_host && node.binds_ro == [("/".to_string(), "/host".to_string())] && node.cmd == ["--path.rootfs=/host"], "{node:?}");
     let redis = spec(&p.activate, "redis-exporter");
-    assert_eq!(redis.env, ["REDIS_ADDR=redis://redis:6379"]);
+    assert_eq!(redis.env, ["REDIS_ADDR=redis://redis:6379", "REDIS_USER=scalectl-exporter"]);
     assert_eq!(redis.secret_env.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["REDIS_PASSWORD"]);
     assert_eq!(spec(&p.activate, "nginx-exporter").cmd, ["--nginx.scrape-uri=http://lb:8089/stub_status"]);
     // The load balancer answers stub_status on the network (not published), Prometheus has the targets.
