@@ -500,7 +500,12 @@ fn promtool_test_rules(rules: &str) -> Output {
 
 #[test]
 fn every_alert_rule_fires_when_it_should_and_not_before() {
-    let rules = render_example("lab").into_iter().find(|f| f.path == "/etc/prometheus/scalectl/rules.yml").unwrap().content;
+    // The lab's thresholds with the default `alerts.down_for` (1m): the windows the rule tests are
+    // written in (lab.yaml shortens it to 20 s, below their one-minute resolution).
+    let mut t = crate::load_example("lab");
+    t.observability.alerts.down_for_ms = 60_000;
+    let files = render::render(&t, &Facts::with_default_cores(2), &Templates::embedded()).unwrap();
+    let rules = files.into_iter().find(|f| f.path == "/etc/prometheus/scalectl/rules.yml").unwrap().content;
     let out = promtool_test_rules(&rules);
     assert!(out.status.success(), "{}", text(&out));
     // Negative controls: a rule with a wrong threshold or window must fail its unit test.
@@ -626,7 +631,7 @@ fn cloud_init_deploys_the_users_program_as_app_hosts_run_it() {
         1,
     );
     let t = scalectl::topology::parse("asg-node.yaml", &src).unwrap_or_else(|p| panic!("{p}"));
-    let files = scalectl::render::render(&t, &scalectl::render::Facts::with_default_cores(2), &scalectl::render::Templates::embedded()).unwrap();
+    let files = render::render(&t, &Facts::with_default_cores(2), &Templates::embedded()).unwrap();
     assert!(!files.iter().any(|f| f.host == "terraform" && f.path.ends_with(".socket")), "a program has no socket unit");
     let (doc, written) = cloud_init(&user_data(&files, "shop", true, &["nodejs"]));
     let host: Vec<_> = files.iter().filter(|f| f.host == "seed-1").collect();
