@@ -113,7 +113,8 @@ fn node_release_that_never_becomes_ready_is_rolled_back_with_its_logs() {
         s.replace("app.get('/readyz', (req, res) => {", "app.get('/readyz', (req, res) => {\n  log('error', 'broken release: never ready', {});\n  return res.status(503).send('broken\\n');")
     });
     let load = Load::start_at(LB, 2);
-    let out = run(&["apply", "-f", &node_yaml(), "--release", path(broken.path()), "--yes", "--ready-timeout", "4s"]);
+    // Long enough for Node to start on a busy machine and answer its 503 at least once.
+    let out = run(&["apply", "-f", &node_yaml(), "--release", path(broken.path()), "--yes", "--ready-timeout", "10s"]);
     let (ok, failed) = load.finish();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
