@@ -216,8 +216,14 @@ const OLD_WORKERS: &str = "master=$(cat /run/nginx.pid 2>/dev/null || true)\nold
 /// Reload nginx, then wait (at most `wait`) for the workers in `$old` to exit: `systemctl reload`
 /// only signals the master, and its old workers still use the upstream from before.
 fn reload_waiting(wait: Duration) -> String {
+    format!("systemctl reload nginx.service\n{}", wait_for_exit("$old", wait))
+}
+
+/// Wait until every process in `pids` (shell words: `$old`, `"$@"`) has exited, at most `wait`:
+/// the hosts' drain and the docker target's upstream rewrite both wait so for nginx's old workers.
+pub fn wait_for_exit(pids: &str, wait: Duration) -> String {
     format!(
-        "systemctl reload nginx.service\nend=$(( $(date +%s) + {} ))\nfor p in $old; do\n  while kill -0 \"$p\" 2>/dev/null && [ \"$(date +%s)\" -lt \"$end\" ]; do sleep 0.1; done\ndone\n",
+        "end=$(( $(date +%s) + {} ))\nfor p in {pids}; do\n  while kill -0 \"$p\" 2>/dev/null && [ \"$(date +%s)\" -lt \"$end\" ]; do sleep 0.1; done\ndone\n",
         wait.as_secs().max(1)
     )
 }

@@ -228,12 +228,17 @@ fn ms_to_ns(ms: u64) -> i64 {
     (ms as i64).saturating_mul(1_000_000)
 }
 
-/// What exports a container's secret files as variables, then runs the image's command: no value
-/// is evaluated (each line is one `export "NAME=value"`), none is a process argument.
-const SECRETS_WRAPPER: &str = "for f in /run/secrets/scalectl/*; do [ -f \"$f\" ] || continue; v=$(cat \"$f\"); export \"${f##*/}=$v\"; done; exec \"$@\"";
+/// What exports a container's secret files (in [`SECRETS_DIR`]) as variables, then runs the
+/// image's command: no value is evaluated (each line is one `export "NAME=value"`), none is a
+/// process argument.
+fn secrets_wrapper() -> String {
+    format!("for f in {SECRETS_DIR}/*; do [ -f \"$f\" ] || continue; v=$(cat \"$f\"); export \"${{f##*/}}=$v\"; done; exec \"$@\"")
+}
 
 /// The Redis exporter's password file: a JSON map of Redis address to password.
-const REDIS_EXPORTER_PASSWORD_FILE: &str = "/run/secrets/scalectl/redis-exporter.json";
+fn redis_exporter_password_file() -> String {
+    format!("{SECRETS_DIR}/redis-exporter.json")
+}
 
 /// (uid, gid) of `user` (a name or number, `user[:group]` as an image's USER says) in the
 /// created container's /etc/passwd; root when it is empty.
@@ -270,13 +275,14 @@ async fn create(docker: &Docker, t: &Topology, network: &str, spec: &ContainerSp
             // The image's own command, behind the wrapper.
             let mut argv = image_config.entrypoint.clone().unwrap_or_default();
             argv.extend(cmd.take().or(image_config.cmd.clone()).unwrap_or_default());
-            entrypoint = Some(vec!["/bin/sh".to_string(), "-c".to_string(), SECRETS_WRAPPER.to_string(), "scalectl-secrets".to_string()]);
+            entrypoint = Some(vec!["/bin/sh".to_string(), "-c".to_string(), secrets_wrapper(), "scalectl-secrets".to_string()]);
             cmd = Some(argv);
         }
         SecretDelivery::RedisExporterFile => {
             let map: BTreeMap<String, String> = spec.secret_env.iter().filter(|s| s.name == "REDIS_PASSWORD").map(|s| (format!("redis://redis:{}", t.redis.port), s.value.clone())).collect();
-            secret_files.push((REDIS_EXPORTER_PASSWORD_FILE.to_string(), serde_json::to_string(&map)?, FileOwner::ImageUser));
-            env.push(format!("REDIS_PASSWORD_FILE={REDIS_EXPORTER_PASSWORD_FILE}"));
+            let path = redis_exporter_password_file();
+            env.push(format!("REDIS_PASSWORD_FILE={path}"));
+            secret_files.push((path, serde_json::to_string(&map)?, FileOwner::ImageUser));
         }
     }
     let ports: HashMap<String, Option<Vec<PortBinding>>> = spec
@@ -464,9 +470,7 @@ async fn write_live(docker: &Docker, container: &str, path: &str, content: &str,
         }
     }
     if let (Some(wait), false) = (old_workers_wait_s, old.is_empty()) {
-        let script = format!(
-            "end=$(( $(date +%s) + {wait} ))\nfor p in \"$@\"; do\n  while kill -0 \"$p\" 2>/dev/null && [ \"$(date +%s)\" -lt \"$end\" ]; do sleep 0.1; done\ndone\n"
-        );
+        let script = super::commands::wait_for_exit("\"$@\"", Duration::from_secs(wait.max(0) as u64));
         let argv: Vec<String> = ["sh", "-c", &script, "wait-old-workers"].into_iter().map(String::from).chain(old).collect();
         exec(docker, container, &argv).await?;
     }
