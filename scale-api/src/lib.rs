@@ -358,7 +358,8 @@ pub fn spawn_scheduling_probe(s: Shared) {
 }
 
 /// Accept connections until `stop` fires, each served by hyper with a header-read timeout (which
-/// also closes idle keep-alive connections) and at most `max_connections` at once; then stop
+/// also closes idle keep-alive connections, and bounds the wait for a new connection's first byte)
+/// and at most `max_connections` at once; then stop
 /// accepting and let the connections finish their requests (the caller bounds how long).
 async fn accept(listener: tokio::net::TcpListener, state: Shared, mut stop: tokio::sync::oneshot::Receiver<()>) -> anyhow::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
@@ -388,9 +389,17 @@ async fn accept(listener: tokio::net::TcpListener, state: Shared, mut stop: toki
         };
         let _ = stream.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let http = http.clone();
+        let watcher = graceful.watcher();
+        let first_byte = state.config.header_timeout;
         tokio::spawn(async move {
-            let _ = conn.await;
+            // hyper's header timer starts with the first byte of a request: a client that connects
+            // and sends nothing would hold its descriptor for ever. The first byte (or the close)
+            // must arrive within the header timeout too.
+            let mut byte = [0u8; 1];
+            if matches!(tokio::time::timeout(first_byte, stream.peek(&mut byte)).await, Ok(Ok(n)) if n > 0) {
+                let _ = watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await;
+            }
             drop(slot);
         });
     }

@@ -101,7 +101,11 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     // How long ready work waits to run: scale-api's runtime, or Node's event loop (prom-client).
     let delay = p.range("max by (instance_name) (scale_api_runtime_scheduling_delay_seconds or nodejs_eventloop_lag_p99_seconds) * 1000", window, step, end).await?;
     let resident = p.range(r#"process_resident_memory_bytes{job="scale-api"} or on (instance_name) scalectl_instance_memory_bytes"#, window, step, end).await?;
-    let open_fds = p.instant(r#"process_open_fds{job="scale-api"} or on (instance_name) scalectl_instance_open_fds"#).await?;
+    // Open files at their peak in the window: a burst that came near the limit (and was closed, by
+    // the clients or by a header timeout, before now) already had new connections refused.
+    let open_fds = p
+        .instant(&format!(r#"max_over_time(process_open_fds{{job="scale-api"}}[{w}]) or on (instance_name) max_over_time(scalectl_instance_open_fds[{w}])"#))
+        .await?;
     let max_fds = p.instant(r#"process_max_fds{job="scale-api"} or on (instance_name) scalectl_instance_max_fds"#).await?;
     let in_flight = p.instant("sum by (instance_name) (scale_api_http_requests_in_flight)").await?;
     let rejected = p.instant("sum by (instance_name) (rate(scale_api_heavy_pool_rejected_total[1m]))").await?;

@@ -293,7 +293,7 @@ fn instance_resources(w: &mut Walk<'_>, s: &Snapshot, i: &InstanceSample, slow_s
         {
             let pct = 100.0 * open / max;
             if w.over("fd-exhaustion", &i.instance, pct, th.fds_percent) {
-                let p = w.ask(format!("{} open files near the limit?", i.instance), format!("yes: {open:.0} of {max:.0}"), true);
+                let p = w.ask(format!("{} open files near the limit?", i.instance), format!("yes: {open:.0} of {max:.0} at the peak of the window"), true);
                 w.find("fd-exhaustion", Severity::Critical, &i.instance, format!("{} uses {pct:.0}% of its open-files limit", i.instance),
                     ev("open_fds_percent", &i.instance, pct, th.fds_percent), vec![p], Some(format!("app.limits.nofile: {}", (max as u64).saturating_mul(4).max(65536))));
             }

@@ -443,8 +443,8 @@ fn closed_after(mut s: std::net::TcpStream) -> Option<Duration> {
     }
 }
 
-/// A client that never finishes its headers (slowloris) and a keep-alive connection left idle are
-/// both closed once the header timeout passes, so neither can hold a file descriptor for long.
+/// A client that never finishes its headers (slowloris), a keep-alive connection left idle and a
+/// connection that never sends a byte are all closed once the header timeout passes, so neither can hold a file descriptor for long.
 #[test]
 fn slow_and_idle_connections_are_closed_after_the_header_timeout() {
     use std::io::Write;
@@ -458,6 +458,10 @@ fn slow_and_idle_connections_are_closed_after_the_header_timeout() {
     let mut idle = std::net::TcpStream::connect(("127.0.0.1", a.port)).unwrap();
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let took = closed_after(idle).expect("an idle keep-alive connection is closed");
+    assert!(took < Duration::from_secs(5), "closed only after {took:?}");
+    // A client that connects and never sends a byte (hyper's own timer waits for the first one).
+    let silent = std::net::TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    let took = closed_after(silent).expect("a connection that sends nothing is closed");
     assert!(took < Duration::from_secs(5), "closed only after {took:?}");
     // Requests that send their headers in time are unaffected.
     assert_eq!(get(a.port, "/").unwrap().0, 200);

@@ -1009,8 +1009,9 @@ fn lab_doctor_finds_an_instance_near_its_open_files_limit() {
     let file = low.to_str().unwrap();
     let rel = release();
     run_ok(&apply_args(file, rel.to_str().unwrap()));
-    // 1,000 idle connections to one instance (the lowest limit allowed is 1,024), held 30 s by one
-    // shell on its host (loopback only).
+    // 1,000 idle connections to one instance (the lowest limit allowed is 1,024), opened by one shell
+    // on its host (loopback only) and held until scale-api's 10 s header timeout closes them: doctor
+    // judges the open files' peak in its window, not only the last scrape.
     docker_exec(
         "lab-app-1",
         "nohup timeout 30 bash -c 'for i in $(seq 1000); do exec {fd}<>/dev/tcp/127.0.0.1/3000 || break; done; sleep 30' >/dev/null 2>&1 &",
