@@ -329,6 +329,17 @@ fn step(conns: &[Conn], c: &Conn, app: &str, a: &Action, opts: &Options<'_>) -> 
         Action::ClearPending => {
             c.sudo_script("clearing owed actions", commands::CLEAR_PENDING, STEP_TIMEOUT)?;
         }
+        Action::EnsureRedisAdmin => {
+            c.sudo_script("making scalectl's Redis admin user", &commands::ensure_redis_admin(), STEP_TIMEOUT)?;
+        }
+        Action::RedisUsers { phase, port } => {
+            let what = match phase {
+                crate::plan::RedisUsersPhase::Add => "adding the new Redis passwords (the old ones still work)",
+                crate::plan::RedisUsersPhase::Settle => "settling Redis' users (the old passwords no longer work)",
+            };
+            (opts.progress)(host, what);
+            c.sudo_script(what, &commands::redis_users(*phase, *port), STEP_TIMEOUT)?;
+        }
     }
     Ok(())
 }
@@ -352,6 +363,9 @@ pub fn action_name(a: &Action) -> String {
         Action::MarkReady { release } => format!("ready {release}"),
         Action::MarkPending { .. } => "mark-pending".into(),
         Action::ClearPending => "clear-pending".into(),
+        Action::EnsureRedisAdmin => "redis-admin".into(),
+        Action::RedisUsers { phase: crate::plan::RedisUsersPhase::Add, .. } => "redis-users add".into(),
+        Action::RedisUsers { phase: crate::plan::RedisUsersPhase::Settle, .. } => "redis-users settle".into(),
     }
 }
 

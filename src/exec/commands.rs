@@ -132,6 +132,79 @@ pub fn mark_pending(entries: &[String]) -> String {
     )
 }
 
+/// scalectl's Redis admin user, which changes the ACL users live: its password is random, made on
+/// the Redis host and kept in a root-only file there; Redis reads only its sha256 (an include,
+/// 0640 root:redis). Kept as it is when both files exist.
+pub fn ensure_redis_admin() -> String {
+    ensure_redis_admin_in("/etc/redis")
+}
+
+pub fn ensure_redis_admin_in(dir: &str) -> String {
+    format!(
+        r#"set -e
+p={pass}; c={conf}
+if [ -s "$p" ] && [ -s "$c" ]; then exit 0; fi
+umask 077
+pw=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' 
+')
+printf '%s
+' "$pw" > "$p.scalectl-new"; chmod 400 "$p.scalectl-new"; mv -f "$p.scalectl-new" "$p"
+h=$(printf '%s' "$pw" | sha256sum | cut -d' ' -f1)
+printf 'user scalectl-admin on #%s -@all +@connection +acl|setuser
+' "$h" > "$c.scalectl-new"
+chown root:redis "$c.scalectl-new"; chmod 640 "$c.scalectl-new"; mv -f "$c.scalectl-new" "$c"
+"#,
+        pass = q(&format!("{dir}/scalectl-admin.pass")),
+        conf = q(&format!("{dir}/scalectl-admin.conf")),
+    )
+}
+
+/// Where `RedisUsers { add }` records users changed live and not yet settled.
+pub const REDIS_USERS_MARKER: &str = "/var/lib/scalectl/redis-users";
+
+/// Redis' ACL users changed live to the include's (`/etc/redis/scalectl-auth.conf`), through
+/// scalectl's admin user on 127.0.0.1:`port`. `Add`: each user gets the include's passwords
+/// besides those it has (clients on the old password and on the new both authenticate), and the
+/// marker says a settle is owed. `Settle`: each user is reset to exactly the include's rules (the
+/// old password gone), and the marker removed. The commands go to redis-cli on its stdin and the
+/// admin password in its environment: no password or hash in any process' arguments, and none
+/// in an error (hashes are masked).
+pub fn redis_users(phase: crate::plan::RedisUsersPhase, port: u16) -> String {
+    redis_users_in(phase, port, "/etc/redis", REDIS_USERS_MARKER)
+}
+
+pub fn redis_users_in(phase: crate::plan::RedisUsersPhase, port: u16, dir: &str, marker: &str) -> String {
+    use crate::plan::RedisUsersPhase;
+    let (commands, after) = match phase {
+        RedisUsersPhase::Add => (
+            r#"line="ACL SETUSER $name on"; for w in $rules; do case "$w" in '#'*) line="$line $w" ;; esac; done; printf '%s
+' "$line""#,
+            format!(r#"mkdir -p "$(dirname {m})"; touch {m}"#, m = q(marker)),
+        ),
+        RedisUsersPhase::Settle => (r#"printf 'ACL SETUSER %s reset %s
+' "$name" "$rules""#, format!("rm -f {}", q(marker))),
+    };
+    format!(
+        r#"set -e -f
+f={users}
+REDISCLI_AUTH=$(cat {pass}); export REDISCLI_AUTH
+n=$(grep -c '^user ' "$f" || true)
+out=$(grep '^user ' "$f" | while read -r _ name rules; do {commands}; done | redis-cli --no-auth-warning --user scalectl-admin -h 127.0.0.1 -p {port} 2>&1 || true)
+ok=$(printf '%s
+' "$out" | grep -c '^OK$' || true)
+if [ "$n" = 0 ] || [ "$ok" != "$n" ]; then
+  printf 'Redis did not take the users of %s (%s of %s changed): %s
+' "$f" "$ok" "$n" "$(printf '%s
+' "$out" | grep -v '^OK$' | sed -E 's/#[0-9a-fA-F]{{64}}/#*/g' | head -5)" >&2
+  exit 1
+fi
+{after}
+"#,
+        users = q(&format!("{dir}/scalectl-auth.conf")),
+        pass = q(&format!("{dir}/scalectl-admin.pass")),
+    )
+}
+
 /// The marker `rollback` looks for: every instance became ready on this release.
 pub fn mark_ready(app: &str, id: &str) -> String {
     format!("touch {}", q(&format!("{}/{id}/.ready", releases_dir(app))))
@@ -310,6 +383,10 @@ pub fn observe(d: &DesiredHost) -> String {
         ));
     }
     s.push_str("sed 's/^/pending /' /var/lib/scalectl/pending 2>/dev/null || true\n");
+    if d.redis_admin.is_some() {
+        s.push_str(&format!("[ -e {} ] && echo 'pending {}'\n", q(REDIS_USERS_MARKER), crate::plan::REDIS_USERS_PENDING));
+        s.push_str("[ -s /etc/redis/scalectl-admin.pass ] && [ -s /etc/redis/scalectl-admin.conf ] && echo redis-admin\n");
+    }
     s.push_str(&format!("echo \"release $(basename \"$(readlink {} 2>/dev/null)\" 2>/dev/null)\"\n", q(&current_link(&d.app_name))));
     // Releases oldest first, each followed by `ready` when it once served.
     s.push_str(&format!(
@@ -513,5 +590,87 @@ mod tests {
         let s = undrain("/etc/nginx/conf.d/t.conf", "10.0.0.2:3000", Duration::from_secs(7));
         assert!(s.find("pgrep -P").unwrap() < s.find("systemctl reload nginx.service").unwrap(), "{s}");
         assert!(s.contains("+ 7 ))") && s.contains("kill -0"), "putting back waits too: {s}");
+    }
+
+    /// A rotation on a real Redis, driven by the scripts apply runs: the admin user is made once
+    /// (and kept), `add` makes the old and the new password both work without a restart, `settle`
+    /// leaves only the new one with the users' rules intact; nothing but the include changed.
+    #[test]
+    fn redis_users_rotate_live_on_a_real_redis() {
+        use crate::plan::RedisUsersPhase::{Add, Settle};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap().to_string();
+        let marker = format!("{d}/state/redis-users");
+        let users = |pw: &str| {
+            let h = crate::plan::sha256_hex(pw.as_bytes());
+            std::fs::write(
+                format!("{d}/scalectl-auth.conf"),
+                format!("# comment\nuser default on #{h} ~* &* +@all -@dangerous\nuser scalectl-exporter on #{h} -@all +@connection +ping +info\n"),
+            )
+            .unwrap();
+        };
+        let sh = |script: &str| std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
+        users("old-pass");
+        let made = sh(&ensure_redis_admin_in(&d));
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        let admin_pw = std::fs::read_to_string(format!("{d}/scalectl-admin.pass")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(format!("{d}/scalectl-admin.pass")).unwrap().permissions().mode() & 0o777, 0o400);
+        assert_eq!(std::fs::metadata(format!("{d}/scalectl-admin.conf")).unwrap().permissions().mode() & 0o777, 0o640);
+        assert!(sh(&ensure_redis_admin_in(&d)).status.success());
+        assert_eq!(std::fs::read_to_string(format!("{d}/scalectl-admin.pass")).unwrap(), admin_pw, "made once, then kept");
+
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let conf = format!("{d}/redis.conf");
+        std::fs::write(&conf, format!("port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ninclude {d}/scalectl-auth.conf\ninclude {d}/scalectl-admin.conf\n")).unwrap();
+        struct Kill(std::process::Child);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let _redis = Kill(std::process::Command::new("redis-server").arg(&conf).stdout(std::process::Stdio::null()).spawn().expect("redis-server"));
+        let cli = |user: &str, pw: &str, cmd: &str| {
+            let out = std::process::Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "--no-auth-warning", "--user", user, "--pass", pw])
+                .args(cmd.split(' '))
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string() + String::from_utf8_lossy(&out.stderr).trim()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while cli("default", "old-pass", "PING") != "PONG" {
+            assert!(std::time::Instant::now() < deadline, "Redis did not start: {}", cli("default", "old-pass", "PING"));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let run_id = cli("scalectl-exporter", "old-pass", "INFO server");
+        let run_id = run_id.lines().find(|l| l.starts_with("run_id:")).unwrap().to_string();
+
+        users("new-pass");
+        let add = sh(&redis_users_in(Add, port, &d, &marker));
+        assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+        assert!(std::path::Path::new(&marker).exists(), "add leaves the marker");
+        for (user, pw) in [("default", "old-pass"), ("default", "new-pass"), ("scalectl-exporter", "old-pass"), ("scalectl-exporter", "new-pass")] {
+            assert_eq!(cli(user, pw, "PING"), "PONG", "{user} with {pw} after add");
+        }
+        let settle = sh(&redis_users_in(Settle, port, &d, &marker));
+        assert!(settle.status.success(), "{}", String::from_utf8_lossy(&settle.stderr));
+        assert!(!std::path::Path::new(&marker).exists(), "settle removes the marker");
+        for user in ["default", "scalectl-exporter"] {
+            assert_eq!(cli(user, "new-pass", "PING"), "PONG");
+            assert!(cli(user, "old-pass", "PING").contains("WRONGPASS"), "{user}: the old password is gone");
+        }
+        assert!(cli("default", "new-pass", "FLUSHALL").contains("NOPERM"), "the apps' rules are intact");
+        assert!(cli("scalectl-exporter", "new-pass", "SET k v").contains("NOPERM"), "the exporter's too");
+        assert!(cli("default", "new-pass", "ACL SETUSER default nopass").contains("NOPERM"));
+        let after = cli("scalectl-exporter", "new-pass", "INFO server");
+        assert!(after.lines().any(|l| l == run_id), "Redis was not restarted");
+
+        // A failure names what Redis said, never a hash.
+        std::fs::write(format!("{d}/scalectl-auth.conf"), format!("user default on #{} +nosuchcommand\n", crate::plan::sha256_hex(b"x"))).unwrap();
+        let bad = sh(&redis_users_in(Settle, port, &d, &marker));
+        let err = String::from_utf8_lossy(&bad.stderr).to_string();
+        assert!(!bad.status.success() && err.contains("Redis did not take the users") && !err.contains(&crate::plan::sha256_hex(b"x")), "{err}");
     }
 }

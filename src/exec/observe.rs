@@ -55,6 +55,7 @@ pub fn parse(out: &str) -> Result<Observed, String> {
             }
             ("release", [id]) => o.release = (!id.is_empty()).then(|| id.to_string()),
             ("pending", [entry]) => o.pending.push(entry.to_string()),
+            ("redis-admin", []) => o.redis_admin = true,
             ("have", [id]) if !id.starts_with('.') => o.releases.push(id.to_string()),
             ("ready", [id]) => o.ready_releases.push(id.to_string()),
             _ => {}

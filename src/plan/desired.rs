@@ -84,6 +84,9 @@ pub struct DesiredHost {
     pub drain: Option<super::Drain>,
     /// Load balancer hosts: the app hosts' addresses to resolve as this host does (Facts::resolved).
     pub resolve: Vec<String>,
+    /// Redis hosts of a topology with a password: Redis' port, which scalectl's admin user (made
+    /// on the host) reaches to change the ACL users live.
+    pub redis_admin: Option<u16>,
 }
 
 impl DesiredHost {
@@ -124,6 +127,7 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                 readiness: t.app.readiness.clone(),
                 drain: None,
                 resolve: Vec::new(),
+                redis_admin: None,
             };
             for f in by_host.get(h.name.as_str()).into_iter().flatten() {
                 d.files.push(desired_file(f));
@@ -170,6 +174,7 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
             if h.has(Role::Redis) {
                 pkgs.extend(["redis-server", "prometheus-redis-exporter"]);
                 services.extend(["redis-server.service", "prometheus-redis-exporter.service"]);
+                d.redis_admin = t.redis.password.is_some().then_some(t.redis.port);
             }
             if h.has(Role::Monitor) {
                 pkgs.push("prometheus");

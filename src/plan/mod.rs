@@ -49,6 +49,9 @@ pub struct Observed {
     pub pending: Vec<String>,
     /// Names this host resolved (DesiredHost::resolve) and the first address of each.
     pub resolved: BTreeMap<String, std::net::IpAddr>,
+    /// Redis hosts: scalectl's admin user exists (its include and password file).
+    #[serde(default)]
+    pub redis_admin: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -236,6 +239,20 @@ pub enum Action {
     MarkPending { entries: Vec<String> },
     /// Every owed service action was done.
     ClearPending,
+    /// Make scalectl's Redis admin user on the host (its password stays there): before Redis
+    /// first starts with the include that names it.
+    EnsureRedisAdmin,
+    /// Redis' ACL users changed live through the admin user on `port`: `add` the include's
+    /// passwords to its users (old and new both work), and, once every app host has the new
+    /// secret, `settle` each user exactly as the include has it (the old password gone).
+    RedisUsers { phase: RedisUsersPhase, port: u16 },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisUsersPhase {
+    Add,
+    Settle,
 }
 
 /// How an instance leaves the load balancers before a planned restart, so that nginx neither sends
@@ -275,12 +292,18 @@ pub fn plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap<String,
     Plan { topology: topology.to_string(), hosts }
 }
 
+const REDIS_SERVICE: &str = "redis-server.service";
+/// The pending entry (and the marker `RedisUsers { add }` leaves until `settle`) of Redis users
+/// changed live but not yet settled.
+pub const REDIS_USERS_PENDING: &str = "redis-users";
+
 /// One host's plan, in named steps: packages and release, files (and what they owe their services),
 /// what a killed apply still owed, services, app instances, cleanup.
 fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
     let mut p = HostPlanner { d, o, prepare: Vec::new(), activate: Vec::new(), cleanup: Vec::new() };
     let missing = p.packages_and_release();
     let mut owed = p.files(!missing.is_empty());
+    p.redis_admin(&mut owed);
     p.record_owed(&owed);
     owed.add_pending(d, &o.pending);
     if owed.touches("nginx.service") {
@@ -303,6 +326,8 @@ struct Owed<'a> {
     reload: Vec<&'a str>,
     /// The app's instances restart one at a time.
     rolling: bool,
+    /// Redis' ACL users changed (OnChange::RedisUsers).
+    redis_users: bool,
     /// A unit file of a service (prepare) or of the app (activate) changed.
     daemon_reload_prepare: bool,
     daemon_reload_activate: bool,
@@ -315,6 +340,7 @@ impl<'a> Owed<'a> {
             OnChange::Reload(u) if !self.reload.contains(&u) => self.reload.push(u),
             OnChange::Restart(u) if !self.restart.contains(&u) => self.restart.push(u),
             OnChange::Rolling => self.rolling = true,
+            OnChange::RedisUsers => self.redis_users = true,
             _ => {}
         }
     }
@@ -324,6 +350,9 @@ impl<'a> Owed<'a> {
         let mut owed: Vec<String> = self.restart.iter().map(|u| format!("restart:{u}")).chain(self.reload.iter().map(|u| format!("reload:{u}"))).collect();
         if self.rolling {
             owed.push("rolling".into());
+        }
+        if self.redis_users {
+            owed.push(REDIS_USERS_PENDING.into());
         }
         owed
     }
@@ -348,6 +377,7 @@ impl<'a> Owed<'a> {
                     }
                 }
                 _ if p == "rolling" => self.rolling = true,
+                _ if p == REDIS_USERS_PENDING && d.redis_admin.is_some() => self.redis_users = true,
                 _ => {}
             }
         }
@@ -413,6 +443,14 @@ impl<'a> HostPlanner<'a> {
         owed
     }
 
+    /// scalectl's Redis admin user, made where it is missing; Redis then restarts to load it.
+    fn redis_admin(&mut self, owed: &mut Owed<'a>) {
+        if self.d.redis_admin.is_some() && !self.o.redis_admin {
+            self.prepare.push(Action::EnsureRedisAdmin);
+            owed.note(OnChange::Restart(REDIS_SERVICE));
+        }
+    }
+
     /// What this plan's file changes owe, recorded on the host before any file changes.
     fn record_owed(&mut self, owed: &Owed<'_>) {
         let entries = owed.entries();
@@ -425,6 +463,17 @@ impl<'a> HostPlanner<'a> {
     fn services(&mut self, owed: &Owed<'_>) {
         for s in &self.d.services {
             let st = self.unit(s);
+            // Redis' users changed: live in a running Redis that is not restarting anyway (the
+            // new passwords now, the old ones dropped in cleanup, after every app host rolled).
+            if s == REDIS_SERVICE
+                && owed.redis_users
+                && let Some(port) = self.d.redis_admin
+            {
+                if st.is_active() && !owed.restart.contains(&REDIS_SERVICE) {
+                    self.activate.push(Action::RedisUsers { phase: RedisUsersPhase::Add, port });
+                }
+                self.cleanup.push(Action::RedisUsers { phase: RedisUsersPhase::Settle, port });
+            }
             if owed.restart.contains(&s.as_str()) || (owed.reload.contains(&s.as_str()) && !st.is_active()) {
                 self.activate.push(Action::Restart { unit: s.clone() });
             } else if owed.reload.contains(&s.as_str()) {

@@ -48,6 +48,7 @@ fn converged(d: &DesiredHost) -> Observed {
         o.releases = vec![r.id.clone()];
         o.ready_releases = vec![r.id.clone()];
     }
+    o.redis_admin = d.redis_admin.is_some();
     o
 }
 
@@ -152,6 +153,63 @@ fn what_a_killed_apply_owed_is_done_by_the_next_one() {
         host(&p, "app").activate,
         vec![Action::RollingRestart { ports: vec![3000, 3001], readiness: "/readyz".into(), drain: Some(drain()) }, Action::ClearPending]
     );
+}
+
+/// The cache host's ACL include, with `password`'s hash, as the desired state holds it.
+fn with_redis_users(d: &mut [DesiredHost], password: &str) {
+    let cache = d.iter_mut().find(|h| h.host == "cache").unwrap();
+    cache.files.push(DesiredFile {
+        path: "/etc/redis/scalectl-auth.conf".into(),
+        mode: 0o640,
+        owner: "root".into(),
+        group: "redis".into(),
+        content: format!("user default on #{} ~* &* +@all -@dangerous\n", sha256_hex(password.as_bytes())),
+        sensitive: true,
+        on_change: OnChange::RedisUsers,
+        unit_file: false,
+    });
+}
+
+#[test]
+fn a_rotated_redis_password_changes_the_users_live_and_settles_after_the_app_hosts() {
+    let mut before = desired("r1");
+    with_redis_users(&mut before, "old");
+    let obs = all_converged(&before);
+    let mut d = desired("r1");
+    with_redis_users(&mut d, "new");
+    let p = plan("t", &d, &obs);
+    let cache = host(&p, "cache");
+    assert!(matches!(&cache.prepare[0], Action::MarkPending { entries } if entries == &["redis-users".to_string()]), "{cache:#?}");
+    assert!(!cache.actions().any(|a| matches!(a, Action::Restart { unit } if unit == "redis-server.service")), "no restart: {cache:#?}");
+    assert_eq!(cache.activate, vec![Action::RedisUsers { phase: RedisUsersPhase::Add, port: 6379 }, Action::ClearPending]);
+    assert_eq!(cache.cleanup, vec![Action::RedisUsers { phase: RedisUsersPhase::Settle, port: 6379 }]);
+    assert!(render_text(&p, false).contains("the old ones still work"));
+
+    // Added but never settled (the apply failed on an app host): the next apply settles.
+    let mut obs = all_converged(&d);
+    obs.get_mut("cache").unwrap().pending = vec!["redis-users".into()];
+    let p = plan("t", &d, &obs);
+    assert_eq!(host(&p, "cache").cleanup, vec![Action::RedisUsers { phase: RedisUsersPhase::Settle, port: 6379 }]);
+
+    // A stopped Redis reads the include when it starts: nothing to add live.
+    let mut obs = all_converged(&before);
+    obs.get_mut("cache").unwrap().units.insert("redis-server.service".into(), UnitState { active: "failed".into(), enabled: "enabled".into() });
+    let cache = host(&plan("t", &d, &obs), "cache").clone();
+    assert!(!cache.activate.iter().any(|a| matches!(a, Action::RedisUsers { .. })), "{cache:#?}");
+    assert!(cache.activate.iter().any(|a| matches!(a, Action::Start { unit, .. } if unit == "redis-server.service")), "{cache:#?}");
+}
+
+#[test]
+fn a_redis_host_without_scalectls_admin_user_gets_one_and_a_restart() {
+    let d = desired("r1");
+    let mut obs = all_converged(&d);
+    obs.get_mut("cache").unwrap().redis_admin = false;
+    let p = plan("t", &d, &obs);
+    let cache = host(&p, "cache");
+    assert!(cache.prepare.contains(&Action::EnsureRedisAdmin), "{cache:#?}");
+    assert!(cache.activate.contains(&Action::Restart { unit: "redis-server.service".into() }), "{cache:#?}");
+    // Only where Redis has a password (and so the include that names the admin).
+    assert!(desired("r1").iter().filter(|h| h.host != "cache").all(|h| h.redis_admin.is_none()));
 }
 
 #[test]

@@ -112,5 +112,12 @@ fn line(a: &Action, st: &Style) -> String {
         Action::MarkReady { release } => format!("{} record release {release} as ready (a rollback target)", st.green("+")),
         Action::MarkPending { entries } => format!("{} record owed service actions: {}", st.yellow("~"), entries.join(", ")),
         Action::ClearPending => format!("{} clear owed service actions", st.yellow("~")),
+        Action::EnsureRedisAdmin => format!("{} make scalectl's Redis admin user (its password stays on this host)", st.green("+")),
+        Action::RedisUsers { phase: crate::plan::RedisUsersPhase::Add, port } => {
+            format!("{} add the new passwords to Redis' users on port {port}, live (the old ones still work)", st.yellow("~"))
+        }
+        Action::RedisUsers { phase: crate::plan::RedisUsersPhase::Settle, port } => {
+            format!("{} settle Redis' users on port {port} as the include has them, live (the old passwords stop working)", st.yellow("~"))
+        }
     }
 }

@@ -56,6 +56,9 @@ pub enum OnChange {
     Restart(&'static str),
     /// The app's units or environment: restart every instance, one at a time.
     Rolling,
+    /// Redis' ACL users: changed live in a running Redis (the new passwords added first, the
+    /// users made exactly the file's once every app host has the new secret), else on its start.
+    RedisUsers,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +211,9 @@ impl Job<'_> {
     }
     fn rolls(self) -> Self {
         Job { on_change: OnChange::Rolling, ..self }
+    }
+    fn redis_users(self) -> Self {
+        Job { on_change: OnChange::RedisUsers, ..self }
     }
     fn secret(self) -> Self {
         Job { sensitive: true, ..self }
@@ -404,7 +410,7 @@ fn secret_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
         jobs.push(job("systemd/secrets.env.j2", format!("/etc/{app}/secrets.env", app = t.app.name())).mode(0o600).rolls().secret());
     }
     if h.has(Role::Redis) {
-        jobs.push(job("redis/auth.conf.j2", "/etc/redis/scalectl-auth.conf").mode(0o640).group("redis").restarts("redis-server.service").secret());
+        jobs.push(job("redis/auth.conf.j2", "/etc/redis/scalectl-auth.conf").mode(0o640).group("redis").redis_users().secret());
         jobs.push(job("exporters/redis-exporter.env.j2", "/etc/scalectl/redis-exporter.env").mode(0o600).restarts("prometheus-redis-exporter.service").secret());
     }
     if h.has(Role::Monitor) && t.observability.alertmanager.is_some() {

@@ -445,6 +445,35 @@ fn lab_second_concurrent_apply_is_refused_by_the_lock() {
     assert_eq!(text(&out.stdout).trim(), "unlocked");
 }
 
+/// Rotating the Redis password under load, to a new one and back: Redis (never restarted) takes
+/// the new password before any app host has it and drops the old one only after every instance
+/// rolled onto the new one, so no request fails; afterwards the old password is refused.
+#[test]
+fn lab_rotated_redis_password_fails_no_request_under_load() {
+    let _lab = lab();
+    let old = lab_redis_password().to_string();
+    let new = format!("rotated-{}", std::process::id());
+    let mut pw_file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut pw_file, new.as_bytes()).unwrap();
+    let rotated = edited_topology("password: {env: LAB_REDIS_PASSWORD}", &format!("password: {{file: {}}}", pw_file.path().display()));
+    let rel = release();
+    let cli = |pw: &str, cmd: &str| docker_exec("lab-cache-1", &format!("REDISCLI_AUTH='{pw}' redis-cli --no-auth-warning --user scalectl-exporter {cmd} 2>&1"));
+    let run_id = |pw: &str| cli(pw, "INFO server").lines().find(|l| l.starts_with("run_id:")).map(str::to_string).unwrap_or_default();
+    let before = run_id(&old);
+    assert!(!before.is_empty(), "{}", cli(&old, "INFO server"));
+    for (file, now, gone) in [(rotated.to_str().unwrap(), new.as_str(), old.as_str()), (lab_yaml().as_str(), old.as_str(), new.as_str())] {
+        let load = Load::start_url(format!("{LB}/count"), 2);
+        std::thread::sleep(Duration::from_secs(1));
+        let out = run_ok(&apply_args(file, rel.to_str().unwrap()));
+        let (ok, failed) = load.finish();
+        eprintln!("rotation to {}: {ok} requests ok, {} failed", if now == old { "the lab's password" } else { "a new password" }, failed.len());
+        assert!(ok > 0 && failed.is_empty(), "{} of {ok} failed: {:?}\n{}", failed.len(), &failed[..failed.len().min(5)], text(&out.stdout));
+        assert_eq!(cli(now, "PING").trim(), "PONG");
+        assert!(cli(gone, "PING").contains("WRONGPASS"), "the old password still works: {}", cli(gone, "PING"));
+        assert_eq!(run_id(now), before, "Redis was restarted");
+    }
+}
+
 #[test]
 fn lab_secrets_reach_their_hosts_and_never_the_plan() {
     let _lab = lab();
@@ -805,7 +834,8 @@ pub(crate) fn plan_after_ansible_is_only_secrets(file: &str, release: &str) {
             for a in h[stage].as_array().unwrap() {
                 let ok = match a["action"].as_str().unwrap() {
                     "write_file" => a["sensitive"] == true || only_upstreams_resolved(a),
-                    "mark_pending" | "clear_pending" | "rolling_restart" => true,
+                    // Redis' users are then changed live to the ACL include's (its comments differ).
+                    "mark_pending" | "clear_pending" | "rolling_restart" | "redis_users" => true,
                     // Alertmanager's config holds the webhook secret: until it is written, it cannot run.
                     "reload" | "restart" if a["unit"] == "prometheus-alertmanager.service" => true,
                     "restart" => a["unit"] == "redis-server.service" || a["unit"] == "prometheus-redis-exporter.service",

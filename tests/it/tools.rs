@@ -269,12 +269,16 @@ fn redis_server_runs_on_every_rendered_config() {
             let dir = tempfile::tempdir().unwrap();
             // Redis enters `dir` while reading the file, and the password file is written by apply:
             // both point into this test's directory (the password file as apply renders it).
-            let auth_file = dir.path().join("auth.conf");
+            let auth_file = dir.path().join("scalectl-auth.conf");
             std::fs::write(&auth_file, rendered_auth(example, &f.host)).unwrap();
+            // scalectl's admin user, made by the script apply runs on the Redis host.
+            let made = std::process::Command::new("sh").arg("-c").arg(scalectl::exec::commands::ensure_redis_admin_in(dir.path().to_str().unwrap())).output().unwrap();
+            assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
             let content: String = f
                 .content
                 .lines()
                 .map(|l| match l.split_once(' ') {
+                    Some(("include", p)) if p.ends_with("/scalectl-admin.conf") => format!("include {}", dir.path().join("scalectl-admin.conf").display()),
                     Some(("include", _)) => format!("include {}", auth_file.display()),
                     Some(("dir", _)) => format!("dir {}", dir.path().display()),
                     // The host's address is not this machine's (the lab test binds it for real).
@@ -311,6 +315,15 @@ fn redis_server_runs_on_every_rendered_config() {
                 assert!(exporter(&["CONFIG", "GET", "maxmemory"]).contains("maxmemory"));
                 for cmd in [&["SET", "k", "x"][..], &["FLUSHALL"], &["CONFIG", "SET", "maxmemory", "1"]] {
                     assert!(exporter(cmd).contains("NOPERM"), "{example}: the exporter's user may run {cmd:?}");
+                }
+                if f.host != "docker" {
+                    // scalectl's admin user changes users and nothing else.
+                    let pw = std::fs::read_to_string(dir.path().join("scalectl-admin.pass")).unwrap();
+                    let admin = |cmd: &[&str]| redis_cli(port, &[&["--user", "scalectl-admin", "-a", pw.trim(), "--no-auth-warning"][..], cmd].concat());
+                    assert_eq!(admin(&["ACL", "SETUSER", "scalectl-exporter", "on"]).trim(), "OK", "{example}");
+                    for cmd in [&["GET", "k"][..], &["FLUSHALL"], &["CONFIG", "GET", "maxmemory"]] {
+                        assert!(admin(cmd).contains("NOPERM"), "{example}: the admin user may run {cmd:?}");
+                    }
                 }
             }
             child.kill().ok();
