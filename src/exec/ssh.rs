@@ -122,22 +122,22 @@ impl Conn {
             .map_err(connect_err)?
             .next()
             .ok_or_else(|| connect_err(std::io::Error::other("the address resolves to nothing")))?;
-        let tcp = TcpStream::connect_timeout(&addr, ep.connect_timeout).map_err(connect_err)?;
-        let mut session = Session::new().map_err(|source| SshError::Ssh { host: host.clone(), source })?;
-        session.set_tcp_stream(tcp);
-        session.set_timeout(ep.connect_timeout.as_millis() as u32);
-        // Prefer the key types a known_hosts file is most likely to hold.
-        let _ = session.method_pref(
-            ssh2::MethodType::HostKey,
-            "ssh-ed25519,ecdsa-sha2-nistp256,rsa-sha2-512,rsa-sha2-256,ssh-rsa",
-        );
-        session.handshake().map_err(|source| SshError::Handshake {
-            host: host.clone(),
-            address: ep.address.clone(),
-            port: ep.port,
-            source,
-        })?;
-        verify_host_key(&session, ep)?;
+        let handshake = |algorithms: &str| -> Result<Session, SshError> {
+            let tcp = TcpStream::connect_timeout(&addr, ep.connect_timeout).map_err(connect_err)?;
+            let mut session = Session::new().map_err(|source| SshError::Ssh { host: host.clone(), source })?;
+            session.set_tcp_stream(tcp);
+            session.set_timeout(ep.connect_timeout.as_millis() as u32);
+            let _ = session.method_pref(ssh2::MethodType::HostKey, algorithms);
+            session.handshake().map_err(|source| SshError::Handshake { host: host.clone(), address: ep.address.clone(), port: ep.port, source })?;
+            Ok(session)
+        };
+        // Prefer the key types a known_hosts file is most likely to hold; when it holds other
+        // types for this host (only its RSA key, say), ask for those, as OpenSSH does.
+        let mut session = handshake(DEFAULT_HOST_KEY_ALGORITHMS)?;
+        if let Verified::KnownAs(algorithms) = verify_host_key(&session, ep, true)? {
+            session = handshake(&algorithms)?;
+            verify_host_key(&session, ep, false)?;
+        }
         match &ep.key {
             Some(key) => session.userauth_pubkey_file(&ep.user, None, key, None).map_err(|e| SshError::Auth {
                 host: host.clone(),
@@ -261,7 +261,61 @@ pub fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-fn verify_host_key(session: &Session, ep: &Endpoint) -> Result<(), SshError> {
+const DEFAULT_HOST_KEY_ALGORITHMS: &str = "ssh-ed25519,ecdsa-sha2-nistp256,rsa-sha2-512,rsa-sha2-256,ssh-rsa";
+
+enum Verified {
+    Yes,
+    /// known_hosts holds only other key types for this host: the host key algorithms to ask for.
+    KnownAs(String),
+}
+
+/// The host key algorithms that give a key of known_hosts' `key_type`.
+fn algorithms_of(key_type: &str) -> Option<&'static str> {
+    Some(match key_type {
+        "ssh-ed25519" => "ssh-ed25519",
+        "ssh-rsa" => "rsa-sha2-512,rsa-sha2-256,ssh-rsa",
+        "ecdsa-sha2-nistp256" => "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384" => "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521" => "ecdsa-sha2-nistp521",
+        _ => return None,
+    })
+}
+
+fn key_type_name(t: HostKeyType) -> &'static str {
+    match t {
+        HostKeyType::Rsa => "ssh-rsa",
+        HostKeyType::Dss => "ssh-dss",
+        HostKeyType::Ecdsa256 => "ecdsa-sha2-nistp256",
+        HostKeyType::Ecdsa384 => "ecdsa-sha2-nistp384",
+        HostKeyType::Ecdsa521 => "ecdsa-sha2-nistp521",
+        HostKeyType::Ed25519 => "ssh-ed25519",
+        HostKeyType::Unknown => "unknown",
+    }
+}
+
+/// The key types known_hosts (`text`) holds for the host: each type's lines are checked alone
+/// (libssh2 compares a key with every entry of a matching name, whatever its type, and matches
+/// hashed names itself).
+fn known_key_types(session: &Session, text: &str, address: &str, port: u16, key: &[u8]) -> Vec<String> {
+    let mut by_type: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('@')) {
+        if let Some(key_type) = line.split_whitespace().nth(1) {
+            by_type.entry(key_type).or_default().push(line);
+        }
+    }
+    by_type
+        .into_iter()
+        .filter(|(_, lines)| {
+            let Ok(mut known) = session.known_hosts() else { return false };
+            lines.iter().all(|l| known.read_str(l, KnownHostFileKind::OpenSSH).is_ok()) && !matches!(known.check_port(address, port, key), CheckResult::NotFound)
+        })
+        .map(|(t, _)| t.to_string())
+        .collect()
+}
+
+/// `other_types`: when known_hosts has this host only under other key types, say which to ask
+/// for instead of calling its key changed.
+fn verify_host_key(session: &Session, ep: &Endpoint, other_types: bool) -> Result<Verified, SshError> {
     let host = ep.host.clone();
     let kh_err = |detail: String| SshError::KnownHosts { host: host.clone(), path: ep.known_hosts.display().to_string(), detail };
     let (key, key_type) = session.host_key().ok_or_else(|| kh_err("the server sent no host key".into()))?;
@@ -274,7 +328,16 @@ fn verify_host_key(session: &Session, ep: &Endpoint) -> Result<(), SshError> {
         known.read_file(&ep.known_hosts, KnownHostFileKind::OpenSSH).map_err(|e| kh_err(e.message().to_string()))?;
     }
     match known.check_port(&ep.address, ep.port, key) {
-        CheckResult::Match => Ok(()),
+        CheckResult::Match => Ok(Verified::Yes),
+        CheckResult::Mismatch if other_types => {
+            let text = std::fs::read_to_string(&ep.known_hosts).map_err(|e| kh_err(e.to_string()))?;
+            let types = known_key_types(session, &text, &ep.address, ep.port, key);
+            let algorithms: Vec<&str> = types.iter().filter_map(|t| algorithms_of(t)).collect();
+            if types.iter().any(|t| t == key_type_name(key_type)) || algorithms.is_empty() {
+                return verify_host_key(session, ep, false);
+            }
+            Ok(Verified::KnownAs(algorithms.join(",")))
+        }
         CheckResult::Mismatch => Err(SshError::ChangedHostKey {
             host,
             address: ep.address.clone(),
@@ -296,7 +359,7 @@ fn verify_host_key(session: &Session, ep: &Endpoint) -> Result<(), SshError> {
             known.add(&entry, key, &ep.host, format).map_err(|e| kh_err(e.message().to_string()))?;
             write_known_hosts(&known, &ep.known_hosts).map_err(kh_err)?;
             tracing::info!(host = %ep.host, %fingerprint, "recorded new host key");
-            Ok(())
+            Ok(Verified::Yes)
         }
         CheckResult::NotFound => Err(SshError::UnknownHostKey {
             host,
