@@ -263,8 +263,7 @@ pub fn prometheus_url(t: &Topology) -> Option<String> {
     if t.target == crate::topology::Target::Docker {
         return t.lab.publish.prometheus.map(|port| format!("http://127.0.0.1:{port}"));
     }
-    let lab = crate::exec::lab::LabDir::for_topology(&t.name);
-    if lab.state().exists()
+    if matches!(crate::exec::lab::LabDir::of(t), Ok(Some(_)))
         && let Some(port) = t.lab.publish.prometheus
     {
         return Some(format!("http://127.0.0.1:{port}"));

@@ -44,6 +44,10 @@ pub struct LabHost {
     pub container: String,
     pub ssh_port: u16,
     pub user: String,
+    /// The host's address in the topology the lab was made from (empty in a lab made before
+    /// scalectl recorded it).
+    #[serde(default)]
+    pub address: String,
 }
 
 /// Files of one lab under the state directory.
@@ -67,6 +71,30 @@ impl LabDir {
     pub fn inventory(&self) -> PathBuf {
         self.0.join("inventory.yml")
     }
+    /// The lab `lab up` made from this topology, if any. A topology that only shares its name with
+    /// a lab (another host, or a host at another address) is refused, never sent to the lab.
+    pub fn of(t: &crate::topology::Topology) -> anyhow::Result<Option<LabState>> {
+        let dir = LabDir::for_topology(&t.name);
+        let Some(state) = dir.load()? else { return Ok(None) };
+        for h in &t.hosts {
+            let lh = state.hosts.get(&h.name).ok_or_else(|| {
+                anyhow::anyhow!("host `{}` is not in the lab `{}`: run `scalectl lab up -f FILE` again", h.name, t.name)
+            })?;
+            anyhow::ensure!(
+                lh.address.is_empty() || lh.address == h.address,
+                "topology `{name}` has the name of the lab in {dir}, but its host `{host}` is at `{addr}` where the lab's is at `{lab}`: \
+                 it is not the lab's topology, so nothing is sent to it. Give this topology another name, or remove the lab \
+                 (`scalectl lab down -f FILE`) or make it from this file (`scalectl lab up -f FILE`)",
+                name = t.name,
+                dir = dir.0.display(),
+                host = h.name,
+                addr = h.address,
+                lab = lh.address,
+            );
+        }
+        Ok(Some(state))
+    }
+
     pub fn load(&self) -> anyhow::Result<Option<LabState>> {
         match std::fs::read_to_string(self.state()) {
             Ok(s) => Ok(Some(serde_json::from_str(&s).with_context(|| format!("corrupt lab state {}", self.state().display()))?)),
@@ -138,7 +166,7 @@ pub async fn up(t: &Topology, dir: &LabDir, progress: Progress<'_>) -> anyhow::R
             }
         }
         progress(&format!("{}: ready, ssh {}@127.0.0.1 -p {port}", h.name, h.ssh.user));
-        state.hosts.insert(h.name.clone(), LabHost { container: name, ssh_port: port, user: h.ssh.user.clone() });
+        state.hosts.insert(h.name.clone(), LabHost { container: name, ssh_port: port, user: h.ssh.user.clone(), address: h.address.clone() });
     }
     write_atomic(&dir.known_hosts(), known_hosts.as_bytes())?;
     write_atomic(&dir.state(), serde_json::to_string_pretty(&state)?.as_bytes())?;

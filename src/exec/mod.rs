@@ -42,12 +42,10 @@ impl Default for ConnectOptions {
 /// topology's lab, else at the topology's addresses. Returns whether the lab is used.
 pub fn endpoints(t: &Topology, opts: &ConnectOptions) -> anyhow::Result<(Vec<Endpoint>, bool)> {
     let dir = lab::LabDir::for_topology(&t.name);
-    if let Some(state) = dir.load()? {
+    if let Some(state) = lab::LabDir::of(t)? {
         let mut out = Vec::new();
         for h in &t.hosts {
-            let lh = state.hosts.get(&h.name).ok_or_else(|| {
-                anyhow::anyhow!("host `{}` is not in the lab `{}`: run `scalectl lab up -f FILE` again", h.name, t.name)
-            })?;
+            let lh = &state.hosts[&h.name];
             out.push(Endpoint {
                 host: h.name.clone(),
                 address: "127.0.0.1".into(),
