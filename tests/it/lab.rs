@@ -315,12 +315,25 @@ fn lab_changed_host_key_is_refused() {
     run_ok(&["plan", "-f", &lab_yaml(), "--release", rel.to_str().unwrap()]);
 }
 
-/// An SSH connection to a lab host, as scalectl makes it (the lab's key and known_hosts).
-fn lab_conn(host: &str) -> scalectl::exec::ssh::Conn {
+/// A topology that only shares the lab's name (a host at another address: production, say) is
+/// refused with what differs, never silently sent to the lab's containers.
+#[test]
+fn lab_topology_that_only_shares_the_labs_name_is_refused() {
+    let _lab = lab();
+    let other = edited_topology("  app-1:   {address: lab-app-1,", "  app-1:   {address: 10.77.0.1,");
+    let rel = release();
+    let out = run(&["plan", "-f", other.to_str().unwrap(), "--release", rel.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("its host `app-1` is at `10.77.0.1` where the lab's is at `lab-app-1`"), "{err}");
+}
+
+/// How scalectl reaches a lab host (the lab's key and known_hosts).
+fn lab_endpoint(host: &str) -> scalectl::exec::ssh::Endpoint {
     let dir = scalectl::exec::lab::LabDir(root().join("target/lab-home/lab/lab"));
     let state = dir.load().unwrap().expect("the lab is up");
     let h = &state.hosts[host];
-    let ep = scalectl::exec::ssh::Endpoint {
+    scalectl::exec::ssh::Endpoint {
         host: host.into(),
         address: "127.0.0.1".into(),
         port: h.ssh_port,
@@ -329,8 +342,42 @@ fn lab_conn(host: &str) -> scalectl::exec::ssh::Conn {
         known_hosts: dir.known_hosts(),
         accept_new_host_keys: false,
         connect_timeout: Duration::from_secs(10),
+    }
+}
+
+/// An SSH connection to a lab host, as scalectl makes it.
+fn lab_conn(host: &str) -> scalectl::exec::ssh::Conn {
+    scalectl::exec::ssh::Conn::connect(&lab_endpoint(host)).unwrap()
+}
+
+/// A known_hosts that holds only the host's RSA (or ECDSA) key, as older files do, is honoured:
+/// scalectl asks the server for that key type instead of calling the Ed25519 key it prefers a
+/// changed key. A wrong key of that type is still refused as changed.
+#[test]
+fn lab_known_hosts_with_one_key_type_is_honoured_and_a_wrong_key_of_it_refused() {
+    let _lab = lab();
+    let dir = tempfile::tempdir().unwrap();
+    let ep = lab_endpoint("app-1");
+    let entry = |key_line: &str| {
+        let f: Vec<&str> = key_line.split_whitespace().collect();
+        format!("[127.0.0.1]:{} {} {}\n", ep.port, f[0], f[1])
     };
-    scalectl::exec::ssh::Conn::connect(&ep).unwrap()
+    for kt in ["rsa", "ecdsa"] {
+        let known = dir.path().join(format!("known_hosts_{kt}"));
+        std::fs::write(&known, entry(&docker_exec("lab-app-1", &format!("cat /etc/ssh/ssh_host_{kt}_key.pub")))).unwrap();
+        let c = scalectl::exec::ssh::Conn::connect(&scalectl::exec::ssh::Endpoint { known_hosts: known, ..ep.clone() })
+            .unwrap_or_else(|e| panic!("only its {kt} key known: {e}"));
+        assert_eq!(c.run("echo ok", b"", Duration::from_secs(10)).unwrap().stdout, "ok\n");
+    }
+    // Another RSA key, made where ssh-keygen surely is (the lab host; the key is thrown away).
+    let other = docker_exec("lab-app-1", "d=$(mktemp -d) && ssh-keygen -q -t rsa -b 2048 -N '' -f $d/k && cat $d/k.pub && rm -r $d");
+    let known = dir.path().join("known_hosts_wrong");
+    std::fs::write(&known, entry(&other)).unwrap();
+    match scalectl::exec::ssh::Conn::connect(&scalectl::exec::ssh::Endpoint { known_hosts: known, ..ep.clone() }) {
+        Err(e @ scalectl::exec::ssh::SshError::ChangedHostKey { .. }) => assert!(e.to_string().contains("HOST KEY CHANGED"), "{e}"),
+        Err(e) => panic!("a wrong RSA key gave: {e}"),
+        Ok(_) => panic!("a wrong RSA key was accepted"),
+    }
 }
 
 #[test]
