@@ -46,6 +46,7 @@ pub async fn facts(docker: &Docker) -> anyhow::Result<Engine> {
     Ok(Engine {
         cores: info.ncpu.unwrap_or(1).max(1) as u32,
         data_root: info.docker_root_dir.filter(|d| d.starts_with('/')).unwrap_or_else(|| "/var/lib/docker".into()),
+        digest_key: info.id.unwrap_or_default(),
     })
 }
 

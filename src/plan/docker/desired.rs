@@ -91,7 +91,7 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
     // Replicas first: their names (hashes) do not depend on the load balancer.
     let base = rendered(t, &slots.iter().map(|s| (s.clone(), s.clone())).collect::<Vec<_>>(), templates)?;
     let run = commands(&base)?;
-    let secret_env = secret_env(t, secrets);
+    let secret_env = secret_env(t, secrets, &engine.digest_key);
     let app: Vec<ContainerSpec> = slots.iter().map(|slot| replica(t, slot, &image, &base, &run, &secret_env)).collect();
     // Everything else sees the final replicas.
     let final_replicas: Vec<(String, String)> = app.iter().map(|c| (c.slot.clone(), c.name.clone())).collect();
@@ -103,7 +103,7 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
         dockerfile: get(&files, "Dockerfile").to_string(),
         app,
         lb: seal(load_balancer(t, &files, &run)),
-        redis: seal(redis(t, &files, &run, secrets, templates)?),
+        redis: seal(redis(t, &files, &run, secrets, &engine.digest_key, templates)?),
         prometheus: seal(prometheus(t, &files, &run)),
         grafana: t.observability.grafana.then(|| seal(grafana(t, &files))),
         exporters: exporters(t, &run, &secret_env).into_iter().map(seal).collect(),
@@ -113,14 +113,14 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
 
 /// Every secret the topology references; the value when the caller resolved it (apply, plan),
 /// none for the compose bundle.
-fn secret_env(t: &Topology, secrets: &SecretValues) -> Vec<SecretEnv> {
+fn secret_env(t: &Topology, secrets: &SecretValues, digest_key: &str) -> Vec<SecretEnv> {
     let value = |name: &str| secrets.app.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_default();
     t.app
         .secrets
         .iter()
         .map(|(n, r)| (n.clone(), r.clone(), value(n)))
         .chain(t.redis.password.iter().map(|r| ("REDIS_PASSWORD".to_string(), r.clone(), secrets.redis_password.clone().unwrap_or_default())))
-        .map(|(name, from, v)| SecretEnv { name, from: Some(from), value_sha256: sha256_hex(v.as_bytes()), value: v })
+        .map(|(name, from, v)| SecretEnv { name, from: Some(from), value_sha256: secret_digest(digest_key, v.as_bytes()), value: v })
         .collect()
 }
 
@@ -214,12 +214,12 @@ fn load_balancer(t: &Topology, files: &BTreeMap<String, String>, run: &Commands)
 }
 
 /// Redis with the rendered redis.conf, its password file (a secret), its volume when persistent.
-fn redis(t: &Topology, files: &BTreeMap<String, String>, run: &Commands, secrets: &SecretValues, templates: &Templates) -> Result<ContainerSpec, RenderError> {
+fn redis(t: &Topology, files: &BTreeMap<String, String>, run: &Commands, secrets: &SecretValues, digest_key: &str, templates: &Templates) -> Result<ContainerSpec, RenderError> {
     let mut redis = service("redis", "redis", &t.docker.images.redis);
     redis.cmd = run.redis.clone();
     redis.files.push(file("/usr/local/etc/redis/redis.conf", files, "redis/redis.conf", false));
     for f in render::render_secrets(t, secrets, templates)? {
-        let content_sha256 = sha256_hex(f.content.as_bytes());
+        let content_sha256 = secret_digest(digest_key, f.content.as_bytes());
         // Readable by Redis alone (the official image and Debian's both run it as `redis`).
         redis.files.push(FileSpec {
             path: f.path,
@@ -331,7 +331,7 @@ pub fn bundle_specs(t: &Topology, cores: u32, templates: &Templates) -> Result<D
         None => image.rsplit_once(':').map(|(_, tag)| tag).filter(|tag| !tag.contains('/')).unwrap_or("latest"),
     };
     let release = Release { id: tag.to_string(), bytes: 0, archive: false };
-    let engine = Engine { cores, data_root: "/var/lib/docker".into() };
+    let engine = Engine { cores, data_root: "/var/lib/docker".into(), digest_key: String::new() };
     desired(t, &release, &SecretValues::default(), &engine, templates)
 }
 

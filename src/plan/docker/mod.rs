@@ -473,6 +473,18 @@ pub struct Engine {
     pub cores: u32,
     /// dockerd's data root (`docker info`: DockerRootDir); its containers/ holds the json-file logs.
     pub data_root: String,
+    /// The key of the secrets' digests in spec hashes (the engine's ID, `docker info`): known to
+    /// whoever can reach the engine (who can read the secrets anyway), never to a plan's reader,
+    /// so a container's name or spec hash in a plan is no dictionary to try a password on.
+    pub digest_key: String,
+}
+
+/// A secret's digest in a spec hash: HMAC-SHA256 under the engine's key.
+pub fn secret_digest(key: &str, value: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes a key of any length");
+    mac.update(value);
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Replica slots `api-1..N`.

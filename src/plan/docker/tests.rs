@@ -13,7 +13,7 @@ fn release(id: &str) -> Release {
 }
 
 fn engine() -> Engine {
-    Engine { cores: 2, data_root: "/srv/docker".into() }
+    Engine { cores: 2, data_root: "/srv/docker".into(), digest_key: "engine-id-of-the-tests".into() }
 }
 
 fn make(t: &Topology, rel: &str, secrets: &SecretValues, o: &DockerObserved) -> DockerPlan {
@@ -208,6 +208,36 @@ fn secret_values_change_the_hash_but_never_reach_the_printed_plan() {
     assert!(all.contains("hunter2-first") && all.contains(&acl), "{all}");
 }
 
+/// A container's name and spec hash are shown in plans; the secrets' digests inside them are keyed
+/// by the engine, so whoever reads a plan cannot test a guessed password against them.
+#[test]
+fn a_secrets_digest_in_a_spec_hash_is_keyed_by_the_engine() {
+    let t = crate::topology::parse(
+        "d.yaml",
+        "name: d\ntarget: docker\napp:\n  port: 3000\n  instances: 1\n  secrets: {API_KEY: {env: D_API_KEY}}\nredis:\n  password: {env: D_REDIS}\n",
+    )
+    .unwrap();
+    let s = SecretValues { app: vec![("API_KEY".into(), "hunter2".into())], redis_password: Some("hunter2-redis".into()), ..Default::default() };
+    let templates = Templates::embedded();
+    let rel = release("aaaaaaaaaaaa");
+    let a = desired(&t, &rel, &s, &engine(), &templates).unwrap();
+    assert_eq!(a.app[0].hash, desired(&t, &rel, &s, &engine(), &templates).unwrap().app[0].hash, "one engine, one hash (a saved plan plans it again)");
+    let b = desired(&t, &rel, &s, &Engine { digest_key: "another-engine".into(), ..engine() }, &templates).unwrap();
+    assert_ne!(a.app[0].hash, b.app[0].hash);
+    assert_ne!(a.redis.hash, b.redis.hash);
+    // What a plan's reader could compute from a guessed (here: the right) password does not give it.
+    let mut guess = a.app[0].clone();
+    for e in &mut guess.secret_env {
+        e.value_sha256 = crate::plan::sha256_hex(e.value.as_bytes());
+    }
+    assert_ne!(guess.sealed("d").hash, a.app[0].hash);
+    let mut guess = a.redis.clone();
+    for f in guess.files.iter_mut().filter(|f| f.sensitive) {
+        f.content_sha256 = crate::plan::sha256_hex(f.content.as_bytes());
+    }
+    assert_ne!(guess.sealed("d").hash, a.redis.hash);
+}
+
 #[test]
 fn destroy_removes_only_what_was_observed_by_label() {
     let t = topology("");
@@ -310,7 +340,7 @@ fn logs_ship_from_the_engines_json_files_to_a_collector_container() {
 
     // Another data root is another shipper (a new container), the replicas unchanged.
     let templates = Templates::embedded();
-    let other = desired(&t, &release("aaaaaaaaaaaa"), &SecretValues::default(), &Engine { cores: 2, data_root: "/var/lib/docker/".into() }, &templates).unwrap();
+    let other = desired(&t, &release("aaaaaaaaaaaa"), &SecretValues::default(), &Engine { cores: 2, data_root: "/var/lib/docker/".into(), digest_key: "engine-id-of-the-tests".into() }, &templates).unwrap();
     assert_eq!(other.logs.as_ref().unwrap().shipper.binds_ro[0].0, "/var/lib/docker/containers");
     assert_ne!(other.logs.as_ref().unwrap().shipper.name, shipper.name);
     assert_eq!(other.app[0].name, api.name);
