@@ -109,8 +109,8 @@ pub async fn observe(docker: &Docker, t: &Topology) -> anyhow::Result<DockerObse
     Ok(o)
 }
 
-/// A file of a container, or None when it does not exist.
-async fn download(docker: &Docker, container: &str, path: &str) -> anyhow::Result<Option<String>> {
+/// The archive of `path` in a container, or None when it does not exist.
+async fn download_tar(docker: &Docker, container: &str, path: &str) -> anyhow::Result<Option<Vec<u8>>> {
     let mut stream = docker.download_from_container(container, Some(DownloadFromContainerOptionsBuilder::default().path(path).build()));
     let mut bytes = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -120,6 +120,23 @@ async fn download(docker: &Docker, container: &str, path: &str) -> anyhow::Resul
             Err(e) => return Err(e).with_context(|| format!("cannot read {path} from {container}")),
         }
     }
+    Ok(Some(bytes))
+}
+
+/// The names of the entries under `path` in a container (none when it does not exist).
+pub(crate) async fn names_in(docker: &Docker, container: &str, path: &str) -> anyhow::Result<Vec<String>> {
+    let Some(bytes) = download_tar(docker, container, path).await? else { return Ok(Vec::new()) };
+    let mut archive = tar::Archive::new(bytes.as_slice());
+    let mut names = Vec::new();
+    for entry in archive.entries()? {
+        names.push(entry?.path()?.to_string_lossy().into_owned());
+    }
+    Ok(names)
+}
+
+/// A file of a container, or None when it does not exist.
+async fn download(docker: &Docker, container: &str, path: &str) -> anyhow::Result<Option<String>> {
+    let Some(bytes) = download_tar(docker, container, path).await? else { return Ok(None) };
     let mut archive = tar::Archive::new(bytes.as_slice());
     for entry in archive.entries()? {
         let mut entry = entry?;
@@ -168,7 +185,7 @@ fn tar_of_owned(files: &[OwnedFile<'_>]) -> anyhow::Result<Vec<u8>> {
     Ok(b.into_inner()?)
 }
 
-async fn upload(docker: &Docker, container: &str, files: &[(&str, &[u8], u32)]) -> anyhow::Result<()> {
+pub(crate) async fn upload(docker: &Docker, container: &str, files: &[(&str, &[u8], u32)]) -> anyhow::Result<()> {
     let owned: Vec<OwnedFile<'_>> = files.iter().map(|(p, c, m)| (*p, *c, *m, (0, 0))).collect();
     upload_owned(docker, container, &owned).await
 }

@@ -2,7 +2,9 @@
 //! never started, with the owner, id, time and expiry in its labels. The engine refuses a second
 //! container of the same name (HTTP 409), which makes taking the lock atomic; an expired lock is
 //! removed by its container id, so a run that lost the race to replace it removes nothing of the
-//! winner's. The container comes from a tiny image built `FROM scratch` (no registry needed) and
+//! winner's. Labels cannot change, so a running apply renews the lock by writing an empty file
+//! into the container whose name holds the new expiry (created whole or not at all); the lock
+//! expires at the latest of its label and those files. The container comes from a tiny image built `FROM scratch` (no registry needed) and
 //! carries no ownership label, so observe, apply and destroy never see it.
 
 use std::collections::HashMap;
@@ -15,7 +17,7 @@ use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{BuildImageOptionsBuilder, CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use futures_util::StreamExt;
 
-use super::lock::{Held, LockInfo, locked_error};
+use super::lock::{Held, Lease, LockInfo, Renewal, locked_error};
 
 /// Built locally from a two-line Dockerfile; holds no files.
 const LOCK_IMAGE: &str = "scalectl-lock:1";
@@ -25,6 +27,8 @@ const OWNER: &str = "scalectl.lock.owner";
 const ID: &str = "scalectl.lock.id";
 const ACQUIRED: &str = "scalectl.lock.acquired";
 const EXPIRES: &str = "scalectl.lock.expires";
+/// A renewal's file in the lock container: `/scalectl-lock-renewed-<unix seconds it expires>`.
+const RENEWED: &str = "scalectl-lock-renewed-";
 
 pub fn container_name(topology: &str) -> String {
     format!("{topology}-scalectl-lock")
@@ -62,10 +66,49 @@ pub async fn status(docker: &Docker, topology: &str) -> anyhow::Result<Option<(S
                 acquired: get(ACQUIRED).parse().unwrap_or(0),
                 expires: get(EXPIRES).parse().unwrap_or(0),
             };
-            Ok(Some((c.id.unwrap_or_default(), info)))
+            let container = c.id.unwrap_or_default();
+            let renewed = renewed_until(docker, &container).await?;
+            Ok(Some((container.clone(), LockInfo { expires: info.expires.max(renewed), ..info })))
         }
         Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
         Err(e) => Err(e).context("cannot read the fleet lock"),
+    }
+}
+
+/// The latest expiry the lock's renewals wrote (0: none).
+async fn renewed_until(docker: &Docker, container: &str) -> anyhow::Result<u64> {
+    let names = super::docker::names_in(docker, container, "/").await.context("cannot read the fleet lock's renewals")?;
+    Ok(names.iter().filter_map(|n| n.trim_start_matches("./").trim_start_matches('/').strip_prefix(RENEWED)?.parse().ok()).max().unwrap_or(0))
+}
+
+/// One renewal: the lock is this run's still, so its expiry moves `ttl` on.
+async fn renew(docker: &Docker, topology: &str, id: &str, ttl: Duration) -> Renewal {
+    match status(docker, topology).await {
+        Ok(Some((container, info))) if info.id == id => {
+            let file = format!("/{RENEWED}{}", now() + ttl.as_secs());
+            match super::docker::upload(docker, &container, &[(&file, b"", 0o644)]).await {
+                Ok(()) => Renewal::Renewed,
+                Err(e) => Renewal::Failed(format!("{e:#}")),
+            }
+        }
+        Ok(Some((_, other))) => Renewal::Gone(other.to_string()),
+        Ok(None) => Renewal::Gone("nobody".into()),
+        Err(e) => Renewal::Failed(format!("{e:#}")),
+    }
+}
+
+/// Renewals from the lease's thread, on a runtime of its own.
+fn renew_on_the_engine(docker: Docker, topology: String, id: String, ttl: Duration) -> impl FnMut() -> Renewal + Send + 'static {
+    let mut rt: Option<tokio::runtime::Runtime> = None;
+    move || {
+        if rt.is_none() {
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => rt = Some(r),
+                Err(e) => return Renewal::Failed(e.to_string()),
+            }
+        }
+        let Some(r) = &rt else { return Renewal::Failed("no runtime".into()) };
+        r.block_on(renew(&docker, &topology, &id, ttl))
     }
 }
 
@@ -84,9 +127,13 @@ async fn create(docker: &Docker, topology: &str, owner: &str, id: &str, ttl: Dur
 pub async fn acquire(docker: &Docker, topology: &str, owner: &str, ttl: Duration) -> anyhow::Result<Held> {
     ensure_image(docker).await?;
     let id = super::lock::new_id();
+    let mut took_over = None;
     for _ in 0..2 {
         match create(docker, topology, owner, &id, ttl).await {
-            Ok(()) => return Ok(Held::new(id)),
+            Ok(()) => {
+                let lease = Lease::start(id.clone(), ttl, renew_on_the_engine(docker.clone(), topology.to_string(), id.clone(), ttl));
+                return Ok(Held::leased(id, took_over, lease));
+            }
             Err(DockerError::DockerResponseServerError { status_code: 409, .. }) => {
                 let Some((container, info)) = status(docker, topology).await? else { continue };
                 if info.expires >= now() {
@@ -95,6 +142,7 @@ pub async fn acquire(docker: &Docker, topology: &str, owner: &str, ttl: Duration
                 // Expired: remove exactly that container; if another run replaced it first, this
                 // removes nothing and the create below finds the other's lock.
                 remove_id(docker, &container).await?;
+                took_over = Some(info);
             }
             Err(e) => return Err(e).context("cannot take the fleet lock on the engine"),
         }
@@ -114,6 +162,7 @@ async fn remove_id(docker: &Docker, container: &str) -> anyhow::Result<()> {
 
 /// Release the lock if it is still this run's.
 pub async fn release(docker: &Docker, topology: &str, held: &Held) -> anyhow::Result<()> {
+    held.end_lease();
     match status(docker, topology).await? {
         Some((container, info)) if info.id == held.id => remove_id(docker, &container).await,
         _ => Ok(()),

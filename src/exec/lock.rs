@@ -2,7 +2,8 @@
 //! and when it expires; every change to it is made under `flock` there (see
 //! `commands::lock_acquire`). An expired lock is taken over; a live one refuses a second apply with
 //! its owner's details. While a run holds it, a lease renews its expiry over a connection of its
-//! own, so a long apply keeps it. Nothing is kept locally.
+//! own, so a long apply keeps it (the docker target's lock, `docker_lock`, uses the same lease).
+//! Nothing is kept locally.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -57,6 +58,17 @@ impl Held {
     pub fn new(id: String) -> Held {
         Held { id, took_over: None, lease: None }
     }
+
+    pub(crate) fn leased(id: String, took_over: Option<LockInfo>, lease: Lease) -> Held {
+        Held { id, took_over, lease: Some(lease) }
+    }
+
+    /// Stop renewing (before releasing).
+    pub(crate) fn end_lease(&self) {
+        if let Some(lease) = &self.lease {
+            lease.stop();
+        }
+    }
 }
 
 /// A fresh lock id.
@@ -70,7 +82,7 @@ pub fn acquire(conn: &Conn, owner: &str, ttl: Duration) -> anyhow::Result<Held> 
     match out.status {
         0 => {
             let took_over = out.stdout.strip_prefix("expired\n").and_then(LockInfo::parse);
-            let lease = Lease::start(conn.endpoint.clone(), id.clone(), ttl);
+            let lease = Lease::start(id.clone(), ttl, renew_over_ssh(conn.endpoint.clone(), id.clone(), ttl));
             Ok(Held { id, took_over, lease: Some(lease) })
         }
         3 => match LockInfo::parse(&out.stdout) {
@@ -82,9 +94,7 @@ pub fn acquire(conn: &Conn, owner: &str, ttl: Duration) -> anyhow::Result<Held> 
 }
 
 pub fn release(conn: &Conn, held: &Held) -> anyhow::Result<()> {
-    if let Some(lease) = &held.lease {
-        lease.stop();
-    }
+    held.end_lease();
     conn.sudo_script("releasing the lock", &commands::lock_release(&held.id), Duration::from_secs(30))?;
     Ok(())
 }
@@ -104,10 +114,17 @@ pub fn force_release(conn: &Conn, id: &str) -> anyhow::Result<Result<(), LockInf
     }
 }
 
-/// Renews a held lock every third of its time to live, from a thread with its own connection to
-/// the lock host (opened at the first renewal: a short run never opens it), until stopped. A
-/// renewal that finds the lock no longer this run's says so once and stops.
-struct Lease {
+/// What one renewal of a held lock found.
+pub(crate) enum Renewal {
+    Renewed,
+    /// The lock is another's now (or nobody's): who holds it.
+    Gone(String),
+    Failed(String),
+}
+
+/// Renews a held lock every third of its time to live, from a thread of its own, until stopped.
+/// A renewal that finds the lock no longer this run's says so once and stops.
+pub(crate) struct Lease {
     stop: Arc<(Mutex<bool>, Condvar)>,
 }
 
@@ -118,12 +135,11 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
-    fn start(endpoint: Endpoint, id: String, ttl: Duration) -> Lease {
+    pub(crate) fn start(id: String, ttl: Duration, mut renew: impl FnMut() -> Renewal + Send + 'static) -> Lease {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let flag = stop.clone();
         let every = (ttl / 3).max(Duration::from_secs(1));
         std::thread::spawn(move || {
-            let mut conn: Option<Conn> = None;
             loop {
                 let (lock, cv) = &*flag;
                 let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -132,24 +148,13 @@ impl Lease {
                     return;
                 }
                 drop(stopped);
-                if conn.is_none() {
-                    conn = Conn::connect(&endpoint).map_err(|e| tracing::warn!("cannot renew the fleet lock: {e}")).ok();
-                }
-                let Some(c) = &conn else { continue };
-                match c.script(&commands::lock_renew(&id, ttl), Duration::from_secs(30)) {
-                    Ok(out) if out.status == 0 => {
-                        tracing::debug!("fleet lock {id} renewed for {}s", ttl.as_secs())
-                    }
-                    Ok(out) if out.status == 3 => {
-                        let now = LockInfo::parse(&out.stdout).map_or("nobody".to_string(), |i| i.to_string());
+                match renew() {
+                    Renewal::Renewed => tracing::debug!("fleet lock {id} renewed for {}s", ttl.as_secs()),
+                    Renewal::Gone(now) => {
                         eprintln!("warning: the fleet lock of this run (id {id}) is gone, now {now}; another run may be changing the fleet too");
                         return;
                     }
-                    Ok(out) => tracing::warn!("renewing the fleet lock failed (exit {}): {}", out.status, out.stderr.trim()),
-                    Err(e) => {
-                        tracing::warn!("renewing the fleet lock failed: {e}");
-                        conn = None;
-                    }
+                    Renewal::Failed(e) => tracing::warn!("renewing the fleet lock failed: {e}"),
                 }
             }
         });
@@ -160,6 +165,30 @@ impl Lease {
         let (lock, cv) = &*self.stop;
         *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
         cv.notify_all();
+    }
+}
+
+/// The renewal of the lock file on the lock host, over a connection of its own (opened at the
+/// first renewal: a short run never opens it).
+fn renew_over_ssh(endpoint: Endpoint, id: String, ttl: Duration) -> impl FnMut() -> Renewal + Send + 'static {
+    let mut conn: Option<Conn> = None;
+    move || {
+        if conn.is_none() {
+            match Conn::connect(&endpoint) {
+                Ok(c) => conn = Some(c),
+                Err(e) => return Renewal::Failed(format!("cannot connect: {e}")),
+            }
+        }
+        let Some(c) = &conn else { return Renewal::Failed("not connected".into()) };
+        match c.script(&commands::lock_renew(&id, ttl), Duration::from_secs(30)) {
+            Ok(out) if out.status == 0 => Renewal::Renewed,
+            Ok(out) if out.status == 3 => Renewal::Gone(LockInfo::parse(&out.stdout).map_or("nobody".to_string(), |i| i.to_string())),
+            Ok(out) => Renewal::Failed(format!("exit {}: {}", out.status, out.stderr.trim())),
+            Err(e) => {
+                conn = None;
+                Renewal::Failed(e.to_string())
+            }
+        }
     }
 }
 

@@ -389,8 +389,11 @@ fn docker_destroy_removes_every_labelled_resource_and_nothing_else() {
 fn docker_second_concurrent_apply_is_refused_by_the_lock() {
     let _d = deployed();
     let next = new_release("docker-concurrent");
+    // A lock that lives 3 s: the first apply (an image build, then a rolling replace) outlasts it,
+    // and keeps it only by renewing it.
+    let started = Instant::now();
     let mut first = with_secrets(&mut Command::new(env!("CARGO_BIN_EXE_scalectl")))
-        .args(["apply", "-f", &topology(), "--release", next.to_str().unwrap(), "--yes"])
+        .args(["apply", "-f", &topology(), "--release", next.to_str().unwrap(), "--yes", "--lock-ttl", "3s"])
         .env("SCALECTL_PROGRESS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -403,11 +406,16 @@ fn docker_second_concurrent_apply_is_refused_by_the_lock() {
             break;
         }
     }
+    std::thread::sleep(Duration::from_millis(4500).saturating_sub(started.elapsed()));
     let second = apply(&topology(), next.to_str().unwrap());
+    let overlapped = started.elapsed();
+    let running = first.try_wait().unwrap().is_none();
     let locked = text(&scalectl(&["lock", "status", "-f", &topology()]).stdout);
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = first.wait().unwrap();
     let err = text(&second.stderr);
+    assert!(running, "the first apply ended before the second tried: {rest:#?}");
+    eprintln!("second apply refused {:.1} s into the first (lock time to live 3 s)", overlapped.as_secs_f64());
     assert_eq!(second.status.code(), Some(1), "{err}");
     assert!(err.contains("the fleet is locked: held by"), "{err}");
     assert!(locked.starts_with("locked: held by"), "{locked}");
