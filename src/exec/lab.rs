@@ -147,7 +147,15 @@ pub async fn up(t: &Topology, dir: &LabDir, progress: Progress<'_>) -> anyhow::R
     let mut known_hosts = String::new();
     for h in &t.hosts {
         let name = container_name(t, &h.name);
-        let exists = docker.inspect_container(&name, None).await.ok();
+        let mut exists = docker.inspect_container(&name, None).await.ok();
+        // A host made by an older scalectl, without the capabilities hosts need now: made again
+        // (a lab host holds nothing that is not deployed again).
+        let caps = exists.as_ref().and_then(|c| c.host_config.as_ref()).and_then(|h| h.cap_add.clone()).unwrap_or_default();
+        if exists.is_some() && !caps.iter().any(|c| c == "NET_ADMIN" || c == "CAP_NET_ADMIN") {
+            progress(&format!("{}: making container {name} again (it lacks NET_ADMIN, which the host's packet filter needs)", h.name));
+            docker.remove_container(&name, Some(bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).build())).await.with_context(|| format!("cannot remove {name}"))?;
+            exists = None;
+        }
         let running = exists.as_ref().and_then(|c| c.state.as_ref()).and_then(|s| s.running).unwrap_or(false);
         if exists.is_none() {
             progress(&format!("{}: creating container {name}", h.name));
@@ -409,7 +417,8 @@ async fn create_host(docker: &Docker, t: &Topology, h: &crate::topology::Host, n
     }
     let exposed: Vec<String> = bindings.keys().cloned().collect();
     let host_config = HostConfig {
-        cap_add: Some(vec!["SYS_ADMIN".into()]),
+        // NET_ADMIN: each host's packet filter (scalectl's nftables table), in its own netns.
+        cap_add: Some(vec!["SYS_ADMIN".into(), "NET_ADMIN".into()]),
         security_opt: Some(vec!["seccomp=unconfined".into()]),
         tmpfs: Some(HashMap::from([
             ("/run".into(), String::new()),

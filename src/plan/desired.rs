@@ -132,8 +132,8 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
             for f in by_host.get(h.name.as_str()).into_iter().flatten() {
                 d.files.push(desired_file(f));
             }
-            let mut pkgs: Vec<&str> = vec!["prometheus-node-exporter"];
-            let mut services: Vec<&str> = vec!["prometheus-node-exporter.service"];
+            let mut pkgs: Vec<&str> = vec!["nftables", "prometheus-node-exporter"];
+            let mut services: Vec<&str> = vec![crate::render::FIREWALL_SERVICE, "prometheus-node-exporter.service"];
             let mut sockets: Vec<String> = Vec::new();
             if t.observability.logs.destination == LogDestination::Collector {
                 pkgs.extend(["rsyslog", "rsyslog-relp"]);

@@ -309,6 +309,9 @@ fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
     if owed.touches("nginx.service") {
         p.prepare.push(Action::Validate { unit: "nginx.service".into(), command: "nginx -t -q".into() });
     }
+    if owed.touches(crate::render::FIREWALL_SERVICE) {
+        p.prepare.push(Action::Validate { unit: crate::render::FIREWALL_SERVICE.into(), command: format!("nft -c -f {}", crate::render::FIREWALL_RULES) });
+    }
     p.services(&owed);
     p.instances(&mut owed);
     if p.prepare.iter().any(|a| matches!(a, Action::MarkPending { .. })) || !o.pending.is_empty() {

@@ -332,6 +332,9 @@ fn run(env: &Environment<'_>, ctx: &minijinja::Value, host: &str, j: Job<'_>) ->
 pub const INSTANCES_SCRIPT: &str = "/usr/local/lib/scalectl/instances.sh";
 /// The timer that runs it.
 pub const INSTANCES_TIMER: &str = "scalectl-instances.timer";
+/// The unit that loads scalectl's nftables table, and the table's rules.
+pub const FIREWALL_SERVICE: &str = "scalectl-firewall.service";
+pub const FIREWALL_RULES: &str = "/etc/scalectl/firewall.nft";
 
 /// The load balancer's site file on a host (its `upstream` lists every app instance).
 pub fn site_path(topology: &str) -> String {
@@ -345,6 +348,9 @@ fn host_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
     let mut jobs = Vec::new();
     // Every host's node exporter, on the host's address only.
     jobs.push(job("exporters/prometheus-node-exporter.j2", "/etc/default/prometheus-node-exporter").restarts("prometheus-node-exporter.service"));
+    // Every host's packet filter for the fleet's internal ports (scalectl's own nftables table).
+    jobs.push(job("firewall/scalectl.nft.j2", FIREWALL_RULES).reloads(FIREWALL_SERVICE));
+    jobs.push(job("systemd/scalectl-firewall.service.j2", "/etc/systemd/system/scalectl-firewall.service").restarts(FIREWALL_SERVICE));
     if h.has(Role::App) {
         let app = t.app.name();
         jobs.push(job("systemd/scale-api@.service.j2", format!("/etc/systemd/system/{app}@.service")).rolls());

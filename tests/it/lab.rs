@@ -315,6 +315,27 @@ fn lab_changed_host_key_is_refused() {
     run_ok(&["plan", "-f", &lab_yaml(), "--release", rel.to_str().unwrap()]);
 }
 
+/// The fleet's internal ports answer only the hosts that use them (scalectl's nftables table on
+/// each host): from an app host, the exporters, mtail and Prometheus of the other hosts reset
+/// the connection; from the monitor host (and on the host itself) the exporters answer; every host
+/// reaches the log collector; people reach Prometheus from outside the fleet.
+#[test]
+fn lab_internal_ports_answer_only_the_hosts_that_use_them() {
+    let _lab = lab();
+    let open = |from: &str, target: &str, port: u16| {
+        docker_exec(from, &format!("timeout 3 bash -c 'exec 3<>/dev/tcp/{target}/{port}' 2>/dev/null && echo open || echo closed")).trim() == "open"
+    };
+    for (target, port) in [("lab-cache-1", 9121), ("lab-lb-1", 9113), ("lab-lb-1", 3903), ("lab-app-2", 9100), ("lab-mon-1", 9100), ("lab-mon-1", 9090)] {
+        assert!(!open("lab-app-1", target, port), "{target}:{port} answers lab-app-1, which is not the monitor");
+    }
+    for (target, port) in [("lab-cache-1", 9121), ("lab-lb-1", 9113), ("lab-lb-1", 3903), ("lab-app-2", 9100)] {
+        assert!(open("lab-mon-1", target, port), "{target}:{port} does not answer the monitor");
+    }
+    assert!(open("lab-cache-1", "lab-cache-1", 9121), "the host itself");
+    assert!(open("lab-app-1", "lab-mon-1", 2514), "the collector refuses a fleet host");
+    assert!(prometheus_scalar("count(up == 1)").is_some_and(|n| n >= 10.0), "Prometheus scrapes: {:?}", prometheus_scalar("count(up == 1)"));
+}
+
 /// A topology that only shares the lab's name (a host at another address: production, say) is
 /// refused with what differs, never silently sent to the lab's containers.
 #[test]
@@ -655,9 +676,9 @@ fn lab_prometheus_scrapes_every_expected_target() {
     let v = prometheus("/api/v1/alertmanagers");
     let active: Vec<&str> = v["data"]["activeAlertmanagers"].as_array().unwrap().iter().filter_map(|a| a["url"].as_str()).collect();
     assert_eq!(active, ["http://127.0.0.1:9093/api/v2/alerts"], "{v:#}");
-    // Its lifecycle API is off: another host cannot stop it.
-    let quit = docker_exec("lab-app-1", "curl -s -o /dev/null -w '%{http_code}' -X POST http://lab-mon-1:9090/-/quit");
-    assert_eq!(quit.trim(), "403", "POST /-/quit from app-1");
+    // Its lifecycle API is off: whoever reaches it (here, from outside the fleet) cannot stop it.
+    let quit = client().post(format!("{PROMETHEUS}/-/quit")).send().unwrap().status();
+    assert_eq!(quit.as_u16(), 403, "POST /-/quit");
     assert!(prometheus("/api/v1/status/buildinfo")["status"] == "success", "Prometheus still runs");
     // The fleet's internals listen on their host's address only (the kernel's table of listening
     // sockets, ports in hex), never on every interface, where a public one would expose them.

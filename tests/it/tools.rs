@@ -46,6 +46,38 @@ fn nginx_test(site: &str, dir: &Path) -> Output {
     run(Command::new(require("nginx")).arg("-t").arg("-c").arg(&main_path))
 }
 
+/// Every host's packet filter is accepted by nft (check mode: nothing is loaded). Host names are
+/// given TEST-NET addresses first (nft resolves names when it loads the file, and the examples'
+/// names resolve only on their own networks); a broken rule is caught.
+#[test]
+fn nft_accepts_every_hosts_packet_filter() {
+    let mut checked = 0;
+    for example in EXAMPLES {
+        let t = topology::parse(example, &std::fs::read_to_string(super::example_path(example)).unwrap()).unwrap();
+        for f in files_named(&render_example(example), "/etc/scalectl/firewall.nft") {
+            let mut rules = f.content.clone();
+            for (i, h) in t.hosts.iter().enumerate() {
+                if h.address.parse::<std::net::IpAddr>().is_err() {
+                    rules = rules.replace(&h.address, &format!("192.0.2.{}", i + 1));
+                }
+            }
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), &rules).unwrap();
+            let out = run(Command::new(require("nft")).arg("-c").arg("-f").arg(file.path()));
+            assert!(out.status.success(), "{example} {}: {}\n{rules}", f.host, text(&out));
+            // scalectl's own table, replaced whole: nothing else of the host's ruleset.
+            assert!(rules.contains("\ndelete table inet scalectl\ntable inet scalectl {") && !rules.contains("flush ruleset"), "{rules}");
+            checked += 1;
+            if checked == 1 {
+                let broken = rules.replace("reject with tcp reset", "reject with tcp nonsense");
+                std::fs::write(file.path(), &broken).unwrap();
+                assert!(!run(Command::new("nft").arg("-c").arg("-f").arg(file.path())).status.success(), "a broken rule passed");
+            }
+        }
+    }
+    assert!(checked >= 10, "only {checked} packet filters");
+}
+
 #[test]
 fn nginx_accepts_every_site_config() {
     let mut checked = 0;
@@ -94,7 +126,8 @@ fn systemd_root(dir: &Path) -> PathBuf {
     let out = run(Command::new("cp").args(["-a", "/usr/lib/systemd/system"]).arg(root.join("usr/lib/systemd/")));
     assert!(out.status.success(), "{}", text(&out));
     // usr/bin/node: examples/node.yaml runs `[node, server.js]` (Debian's nodejs puts it there).
-    for bin in ["opt/scale-api/current/scale-api", "usr/bin/redis-server", "usr/bin/prometheus-redis-exporter", "bin/kill", "usr/bin/node"] {
+    // usr/sbin/nft: the packet filter's unit (Debian's nftables).
+    for bin in ["opt/scale-api/current/scale-api", "usr/bin/redis-server", "usr/bin/prometheus-redis-exporter", "bin/kill", "usr/bin/node", "usr/sbin/nft"] {
         let p = root.join(bin);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, "#!/bin/sh\n").unwrap();
