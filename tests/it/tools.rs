@@ -437,6 +437,81 @@ fn rsyslog_accepts_the_shipping_and_collector_configs() {
     }
 }
 
+/// The collector, run by a real rsyslogd, keeps what a sender says its hostname is inside its own
+/// directory: RELP messages (written by hand here, as a compromised host could send them) whose
+/// hostname climbs out with `../` land under the base, and an ordinary one where it always did.
+#[test]
+fn the_collector_writes_no_file_outside_its_directory_whatever_a_sender_says() {
+    use std::io::{BufRead, Write};
+    let rsyslogd = require("rsyslogd");
+    let collector = render_example("lab").into_iter().find(|f| f.path == "/etc/rsyslog.d/50-scalectl-collector.conf").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    std::fs::create_dir_all(&base).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let content = collector
+        .content
+        .replace("/var/log/scalectl/", &format!("{}/", base.display()))
+        .replace("address=\"lab-mon-1\" port=\"2514\"", &format!("address=\"127.0.0.1\" port=\"{port}\""));
+    assert!(content.contains(&format!("port=\"{port}\"")), "{content}");
+    let conf = dir.path().join("rsyslog.conf");
+    std::fs::write(&conf, format!("global(workDirectory=\"{}\")\n{content}", dir.path().display())).unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _rsyslogd = Kill(Command::new(&rsyslogd).arg("-n").arg("-f").arg(&conf).arg("-i").arg(dir.path().join("pid")).spawn().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let stream = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "rsyslogd does not listen: {e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    // RELP: `TXNR COMMAND DATALEN[ DATA]\n`, each answered by `TXNR rsp ...`.
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut w = stream;
+    let mut txnr = 0;
+    let mut send = |cmd: &str, data: &str| {
+        txnr += 1;
+        let frame = if data.is_empty() { format!("{txnr} {cmd} 0\n") } else { format!("{txnr} {cmd} {} {data}\n", data.len()) };
+        w.write_all(frame.as_bytes()).unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with(&format!("{txnr} rsp ")), "{cmd}: {line}");
+        if cmd == "open" {
+            // The offer's remaining lines, up to the frame's trailer.
+            while !line.trim_end().ends_with("commands=syslog") {
+                line.clear();
+                reader.read_line(&mut line).unwrap();
+            }
+        }
+    };
+    send("open", "relp_version=0\nrelp_software=scalectl-test\ncommands=syslog");
+    for host in ["../../ESCAPE", "..", "app-1"] {
+        send("syslog", &format!("<13>1 2026-12-01T00:00:00Z {host} scale-api-3000 - - - hello from {host}"));
+    }
+    send("close", "");
+    // (The line template drops the first character: a forwarded message's leading space.)
+    let ordinary = base.join("app-1/scale-api-3000.log");
+    while !std::fs::read_to_string(&ordinary).is_ok_and(|t| t.contains("llo from app-1")) {
+        assert!(std::time::Instant::now() < deadline, "nothing collected: {:?}", std::fs::read_to_string(&ordinary));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let out = run(Command::new("find").arg(dir.path()).args(["-name", "*.log"]));
+    let logs: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert_eq!(logs.len(), 3, "{logs:?}");
+    for l in &logs {
+        assert!(l.starts_with(&format!("{}/", base.display())) && !l.contains("/../"), "written outside the collector's directory: {l}");
+    }
+    assert!(!dir.path().join("ESCAPE").exists());
+}
+
 #[test]
 fn yaml_and_json_bundles_parse() {
     for example in EXAMPLES {
