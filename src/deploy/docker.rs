@@ -53,7 +53,7 @@ impl Target for Engine {
     }
 
     fn lock(&self, owner: &str, ttl: Duration) -> anyhow::Result<Held> {
-        self.rt.block_on(docker_lock::acquire(&self.docker, &self.topology.name, owner, ttl))
+        self.rt.block_on(docker_lock::acquire(&self.docker, &self.topology, owner, ttl))
     }
 
     fn unlock(&self, held: &Held) -> anyhow::Result<()> {

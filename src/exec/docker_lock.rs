@@ -97,9 +97,11 @@ async fn renew(docker: &Docker, topology: &str, id: &str, ttl: Duration) -> Rene
     }
 }
 
-/// Renewals from the lease's thread, on a runtime of its own.
-fn renew_on_the_engine(docker: Docker, topology: String, id: String, ttl: Duration) -> impl FnMut() -> Renewal + Send + 'static {
+/// Renewals from the lease's thread, on a runtime and an engine client of its own (the run's
+/// client lives on the run's runtime, which is idle while, say, a person reads the plan).
+fn renew_on_the_engine(t: crate::topology::Topology, id: String, ttl: Duration) -> impl FnMut() -> Renewal + Send + 'static {
     let mut rt: Option<tokio::runtime::Runtime> = None;
+    let mut client: Option<Docker> = None;
     move || {
         if rt.is_none() {
             match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -108,7 +110,18 @@ fn renew_on_the_engine(docker: Docker, topology: String, id: String, ttl: Durati
             }
         }
         let Some(r) = &rt else { return Renewal::Failed("no runtime".into()) };
-        r.block_on(renew(&docker, &topology, &id, ttl))
+        if client.is_none() {
+            match r.block_on(super::docker::connect(&t)) {
+                Ok(d) => client = Some(d),
+                Err(e) => return Renewal::Failed(format!("{e:#}")),
+            }
+        }
+        let Some(d) = &client else { return Renewal::Failed("not connected".into()) };
+        let renewal = r.block_on(renew(d, &t.name, &id, ttl));
+        if matches!(renewal, Renewal::Failed(_)) {
+            client = None;
+        }
+        renewal
     }
 }
 
@@ -124,14 +137,15 @@ async fn create(docker: &Docker, topology: &str, owner: &str, id: &str, ttl: Dur
     docker.create_container(Some(CreateContainerOptionsBuilder::default().name(&container_name(topology)).build()), body).await.map(|_| ())
 }
 
-pub async fn acquire(docker: &Docker, topology: &str, owner: &str, ttl: Duration) -> anyhow::Result<Held> {
+pub async fn acquire(docker: &Docker, t: &crate::topology::Topology, owner: &str, ttl: Duration) -> anyhow::Result<Held> {
+    let topology = t.name.as_str();
     ensure_image(docker).await?;
     let id = super::lock::new_id();
     let mut took_over = None;
     for _ in 0..2 {
         match create(docker, topology, owner, &id, ttl).await {
             Ok(()) => {
-                let lease = Lease::start(id.clone(), ttl, renew_on_the_engine(docker.clone(), topology.to_string(), id.clone(), ttl));
+                let lease = Lease::start(id.clone(), ttl, renew_on_the_engine(t.clone(), id.clone(), ttl));
                 return Ok(Held::leased(id, took_over, lease));
             }
             Err(DockerError::DockerResponseServerError { status_code: 409, .. }) => {
