@@ -136,10 +136,19 @@ pub fn mark_pending(entries: &[String]) -> String {
 /// the Redis host and kept in a root-only file there; Redis reads only its sha256 (an include,
 /// 0640 root:redis). Kept as it is when both files exist.
 pub fn ensure_redis_admin() -> String {
-    ensure_redis_admin_in("/etc/redis")
+    ensure_redis_admin_in(REDIS_DIR)
+}
+
+/// Where Redis' configuration, the ACL include and the admin user's files are on a host.
+const REDIS_DIR: &str = "/etc/redis";
+
+/// The admin user's password file and its include, in `dir`.
+fn redis_admin_files(dir: &str) -> (String, String) {
+    (format!("{dir}/scalectl-admin.pass"), format!("{dir}/scalectl-admin.conf"))
 }
 
 pub fn ensure_redis_admin_in(dir: &str) -> String {
+    let (pass, conf) = redis_admin_files(dir);
     format!(
         r#"set -e
 p={pass}; c={conf}
@@ -154,8 +163,8 @@ printf 'user scalectl-admin on #%s -@all +@connection +acl|setuser
 ' "$h" > "$c.scalectl-new"
 chown root:redis "$c.scalectl-new"; chmod 640 "$c.scalectl-new"; mv -f "$c.scalectl-new" "$c"
 "#,
-        pass = q(&format!("{dir}/scalectl-admin.pass")),
-        conf = q(&format!("{dir}/scalectl-admin.conf")),
+        pass = q(&pass),
+        conf = q(&conf),
     )
 }
 
@@ -170,7 +179,7 @@ pub const REDIS_USERS_MARKER: &str = "/var/lib/scalectl/redis-users";
 /// admin password in its environment: no password or hash in any process' arguments, and none
 /// in an error (hashes are masked).
 pub fn redis_users(phase: crate::plan::RedisUsersPhase, port: u16) -> String {
-    redis_users_in(phase, port, "/etc/redis", REDIS_USERS_MARKER)
+    redis_users_in(phase, port, REDIS_DIR, REDIS_USERS_MARKER)
 }
 
 pub fn redis_users_in(phase: crate::plan::RedisUsersPhase, port: u16, dir: &str, marker: &str) -> String {
@@ -201,7 +210,7 @@ fi
 {after}
 "#,
         users = q(&format!("{dir}/scalectl-auth.conf")),
-        pass = q(&format!("{dir}/scalectl-admin.pass")),
+        pass = q(&redis_admin_files(dir).0),
     )
 }
 
@@ -385,7 +394,8 @@ pub fn observe(d: &DesiredHost) -> String {
     s.push_str("sed 's/^/pending /' /var/lib/scalectl/pending 2>/dev/null || true\n");
     if d.redis_admin.is_some() {
         s.push_str(&format!("[ -e {} ] && echo 'pending {}'\n", q(REDIS_USERS_MARKER), crate::plan::REDIS_USERS_PENDING));
-        s.push_str("[ -s /etc/redis/scalectl-admin.pass ] && [ -s /etc/redis/scalectl-admin.conf ] && echo redis-admin\n");
+        let (pass, conf) = redis_admin_files(REDIS_DIR);
+        s.push_str(&format!("[ -s {} ] && [ -s {} ] && echo redis-admin\n", q(&pass), q(&conf)));
     }
     s.push_str(&format!("echo \"release $(basename \"$(readlink {} 2>/dev/null)\" 2>/dev/null)\"\n", q(&current_link(&d.app_name))));
     // Releases oldest first, each followed by `ready` when it once served.

@@ -68,7 +68,7 @@ pub async fn status(docker: &Docker, topology: &str) -> anyhow::Result<Option<(S
             };
             let container = c.id.unwrap_or_default();
             let renewed = renewed_until(docker, &container).await?;
-            Ok(Some((container.clone(), LockInfo { expires: info.expires.max(renewed), ..info })))
+            Ok(Some((container, LockInfo { expires: info.expires.max(renewed), ..info })))
         }
         Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
         Err(e) => Err(e).context("cannot read the fleet lock"),

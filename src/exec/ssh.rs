@@ -329,22 +329,17 @@ fn verify_host_key(session: &Session, ep: &Endpoint, other_types: bool) -> Resul
     }
     match known.check_port(&ep.address, ep.port, key) {
         CheckResult::Match => Ok(Verified::Yes),
-        CheckResult::Mismatch if other_types => {
-            let text = std::fs::read_to_string(&ep.known_hosts).map_err(|e| kh_err(e.to_string()))?;
-            let types = known_key_types(session, &text, &ep.address, ep.port, key);
-            let algorithms: Vec<&str> = types.iter().filter_map(|t| algorithms_of(t)).collect();
-            if types.iter().any(|t| t == key_type_name(key_type)) || algorithms.is_empty() {
-                return verify_host_key(session, ep, false);
+        CheckResult::Mismatch => {
+            if other_types {
+                let text = std::fs::read_to_string(&ep.known_hosts).map_err(|e| kh_err(e.to_string()))?;
+                let types = known_key_types(session, &text, &ep.address, ep.port, key);
+                let algorithms: Vec<&str> = types.iter().filter_map(|t| algorithms_of(t)).collect();
+                if !types.iter().any(|t| t == key_type_name(key_type)) && !algorithms.is_empty() {
+                    return Ok(Verified::KnownAs(algorithms.join(",")));
+                }
             }
-            Ok(Verified::KnownAs(algorithms.join(",")))
+            Err(SshError::ChangedHostKey { host, address: ep.address.clone(), port: ep.port, fingerprint, known_hosts: ep.known_hosts.display().to_string() })
         }
-        CheckResult::Mismatch => Err(SshError::ChangedHostKey {
-            host,
-            address: ep.address.clone(),
-            port: ep.port,
-            fingerprint,
-            known_hosts: ep.known_hosts.display().to_string(),
-        }),
         CheckResult::NotFound if ep.accept_new_host_keys => {
             let entry = if ep.port == 22 { ep.address.clone() } else { format!("[{}]:{}", ep.address, ep.port) };
             let format = match key_type {

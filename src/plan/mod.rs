@@ -306,11 +306,11 @@ fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
     p.redis_admin(&mut owed);
     p.record_owed(&owed);
     owed.add_pending(d, &o.pending);
-    if owed.touches("nginx.service") {
-        p.prepare.push(Action::Validate { unit: "nginx.service".into(), command: "nginx -t -q".into() });
-    }
-    if owed.touches(crate::render::FIREWALL_SERVICE) {
-        p.prepare.push(Action::Validate { unit: crate::render::FIREWALL_SERVICE.into(), command: format!("nft -c -f {}", crate::render::FIREWALL_RULES) });
+    // A configuration its service checks before anything reloads it.
+    for (unit, command) in [("nginx.service", "nginx -t -q".to_string()), (crate::render::FIREWALL_SERVICE, format!("nft -c -f {}", crate::render::FIREWALL_RULES))] {
+        if owed.touches(unit) {
+            p.prepare.push(Action::Validate { unit: unit.into(), command });
+        }
     }
     p.services(&owed);
     p.instances(&mut owed);

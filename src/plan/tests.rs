@@ -155,19 +155,16 @@ fn what_a_killed_apply_owed_is_done_by_the_next_one() {
     );
 }
 
+/// A file holding a secret, owned by root and `group`, as render's secret jobs place one.
+fn secret_file(path: &str, mode: u32, group: &str, content: String, on_change: OnChange) -> DesiredFile {
+    DesiredFile { path: path.into(), mode, owner: "root".into(), group: group.into(), content, sensitive: true, on_change, unit_file: false }
+}
+
 /// The cache host's ACL include, with `password`'s hash, as the desired state holds it.
 fn with_redis_users(d: &mut [DesiredHost], password: &str) {
     let cache = d.iter_mut().find(|h| h.host == "cache").unwrap();
-    cache.files.push(DesiredFile {
-        path: "/etc/redis/scalectl-auth.conf".into(),
-        mode: 0o640,
-        owner: "root".into(),
-        group: "redis".into(),
-        content: format!("user default on #{} ~* &* +@all -@dangerous\n", sha256_hex(password.as_bytes())),
-        sensitive: true,
-        on_change: OnChange::RedisUsers,
-        unit_file: false,
-    });
+    let content = format!("user default on #{} ~* &* +@all -@dangerous\n", sha256_hex(password.as_bytes()));
+    cache.files.push(secret_file("/etc/redis/scalectl-auth.conf", 0o640, "redis", content, OnChange::RedisUsers));
 }
 
 #[test]
@@ -216,16 +213,7 @@ fn a_redis_host_without_scalectls_admin_user_gets_one_and_a_restart() {
 fn sensitive_files_are_never_diffed() {
     let mut d = desired("r1");
     let app = d.iter_mut().find(|h| h.host == "app").unwrap();
-    app.files.push(DesiredFile {
-        path: "/etc/scale-api/secrets.env".into(),
-        mode: 0o600,
-        owner: "root".into(),
-        group: "root".into(),
-        content: "API_KEY=hunter2\n".into(),
-        sensitive: true,
-        on_change: OnChange::Rolling,
-        unit_file: false,
-    });
+    app.files.push(secret_file("/etc/scale-api/secrets.env", 0o600, "root", "API_KEY=hunter2\n".into(), OnChange::Rolling));
     let obs = all_converged(&desired("r1"));
     let p = plan("t", &d, &obs);
     let text = render_text(&p, false);
