@@ -76,6 +76,13 @@ impl ReleaseArg {
 
     /// The release, read (and packed, for a program's directory).
     pub fn load(&self, t: &Topology, topology_file: &Path) -> anyhow::Result<super::release::Artifact> {
+        if let (Some(given), Some(image)) = (&self.release, t.app.program.as_ref().and_then(|p| p.image.as_ref())) {
+            anyhow::bail!(
+                "--release {} was given, but app.program.image (`{image}`) names what runs: point the image reference at the \
+image to deploy, or give the program a release directory instead of an image",
+                given.display()
+            );
+        }
         super::release::load(t, &self.path(t, topology_file)?)
     }
 }

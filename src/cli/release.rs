@@ -21,6 +21,12 @@ pub struct Artifact {
 /// The release at `path` for this topology: a program's directory is packed, a `.tar` taken as
 /// it is; anything else is scale-api's binary.
 pub fn load(t: &Topology, path: &Path) -> anyhow::Result<Artifact> {
+    if let Some(image) = t.app.program.as_ref().and_then(|p| p.image.as_ref()) {
+        // Nothing to read here: the engine resolves the reference to the image it names when
+        // planning, and that image is the release. The reference stands for it until then.
+        let bytes = image.as_bytes().to_vec();
+        return Ok(Artifact { path: PathBuf::from(image), release: Release::new(&bytes, false), bytes });
+    }
     if t.app.program.is_none() {
         let bytes = std::fs::read(path).with_context(|| {
             format!("cannot read the scale-api binary {} (build it with `cargo build --release`, or pass --release FILE)", path.display())
@@ -47,9 +53,9 @@ pub fn load(t: &Topology, path: &Path) -> anyhow::Result<Artifact> {
 
 /// Where the topology says its program's release is: relative to the topology file.
 pub fn default_path(t: &Topology, topology_file: &Path) -> Option<PathBuf> {
-    let p = t.app.program.as_ref()?;
+    let release = t.app.program.as_ref()?.release.as_ref()?;
     let dir = topology_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    Some(dir.join(&p.release))
+    Some(dir.join(release))
 }
 
 /// The directory as a tar, entries in name order with fixed times and owners (tar's deterministic

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{ExecOptions, Goal, LogLine, LogQuery, Planned, Status, StatusItem, Target};
+use super::{ExecOptions, Goal, LogLine, LogQuery, Planned, Progress, Status, StatusItem, Target};
 use crate::exec::docker as engine;
 use crate::exec::docker_lock;
 use crate::exec::lock::{Held, LockInfo};
@@ -19,17 +19,18 @@ pub struct Engine {
     rt: tokio::runtime::Runtime,
     docker: bollard::Docker,
     facts: dplan::Engine,
+    progress: Progress<'static>,
 }
 
 impl Engine {
-    pub fn connect(topology: Topology) -> anyhow::Result<Engine> {
+    pub fn connect(topology: Topology, progress: Progress<'static>) -> anyhow::Result<Engine> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let (docker, facts) = rt.block_on(async {
             let docker = engine::connect(&topology).await?;
             let facts = engine::facts(&docker).await?;
             anyhow::Ok((docker, facts))
         })?;
-        Ok(Engine { topology, rt, docker, facts })
+        Ok(Engine { topology, rt, docker, facts, progress })
     }
 
     fn observe(&self) -> anyhow::Result<DockerObserved> {
@@ -72,7 +73,15 @@ impl Target for Engine {
         let o = self.observe()?;
         let observed = BTreeMap::from([("engine".to_string(), saved::fingerprint(&o))]);
         let plan = match goal {
-            Goal::Deploy { release, secrets } => self.deploy(release, secrets, o)?,
+            Goal::Deploy { release, secrets } => match self.topology.app.program.as_ref().and_then(|p| p.image.as_ref()) {
+                // The image the reference names now is the release.
+                Some(image) => {
+                    let say = |m: &str| (self.progress)("docker", m);
+                    let id = self.rt.block_on(engine::resolve_image(&self.docker, image, &say))?;
+                    self.deploy(&Release::of_image(&id), secrets, o)?
+                }
+                None => self.deploy(release, secrets, o)?,
+            },
             Goal::Rollback { secrets } => {
                 let previous = dplan::previous_release(&self.topology, &o).map_err(anyhow::Error::msg)?;
                 self.deploy(&previous, secrets, o)?

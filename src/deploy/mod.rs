@@ -127,10 +127,10 @@ pub fn merge_history(mut lines: Vec<LogLine>, q: &LogQuery) -> Vec<LogLine> {
 }
 
 /// The target the topology names, connected.
-pub fn open(t: Topology, connect: &ConnectOptions, progress: Progress<'_>) -> anyhow::Result<Box<dyn Target>> {
+pub fn open(t: Topology, connect: &ConnectOptions, progress: Progress<'static>) -> anyhow::Result<Box<dyn Target>> {
     Ok(match t.target {
         topology::Target::Hosts => Box::new(hosts::Hosts::connect(t, connect, progress)?),
-        topology::Target::Docker => Box::new(docker::Engine::connect(t)?),
+        topology::Target::Docker => Box::new(docker::Engine::connect(t, progress)?),
     })
 }
 

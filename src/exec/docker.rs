@@ -18,7 +18,7 @@ use bollard::models::{
     PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
     ListImagesOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, StopContainerOptionsBuilder,
     UploadToContainerOptionsBuilder,
 };
@@ -48,6 +48,23 @@ pub async fn facts(docker: &Docker) -> anyhow::Result<Engine> {
         data_root: info.docker_root_dir.filter(|d| d.starts_with('/')).unwrap_or_else(|| "/var/lib/docker".into()),
         digest_key: info.id.unwrap_or_default(),
     })
+}
+
+/// The ID of the image `reference` names on the engine, pulled first when the engine lacks it
+/// (`app.program.image`: the image behind the name is the release).
+pub async fn resolve_image(docker: &Docker, reference: &str, progress: Progress<'_>) -> anyhow::Result<String> {
+    if let Ok(image) = docker.inspect_image(reference).await {
+        return image.id.with_context(|| format!("the engine gives no ID for image {reference}"));
+    }
+    progress(&format!("pulling {reference} (app.program.image): the engine does not have it"));
+    let mut pull = docker.create_image(Some(CreateImageOptionsBuilder::default().from_image(reference).build()), None, None);
+    while let Some(r) = pull.next().await {
+        r.with_context(|| {
+            format!("app.program.image `{reference}` is not on the engine and could not be pulled (build or load it there, or log the engine in to its registry)")
+        })?;
+    }
+    let image = docker.inspect_image(reference).await.with_context(|| format!("app.program.image `{reference}` is not on the engine after its pull"))?;
+    image.id.with_context(|| format!("the engine gives no ID for image {reference}"))
 }
 
 fn label_filter(label: &str, value: &str) -> HashMap<String, Vec<String>> {
@@ -554,6 +571,10 @@ pub async fn execute(docker: &Docker, t: &Topology, plan: &DockerPlan, o: &Optio
 async fn run_step(docker: &Docker, t: &Topology, plan: &DockerPlan, step: &Step, o: &Options<'_>) -> anyhow::Result<()> {
     let say = o.progress;
     match step {
+        Step::BuildImage { tag, dockerfile, from_image: Some(from), .. } => {
+            say(&format!("labelling the engine's image {from} as {tag}"));
+            build_image(docker, tag, dockerfile, &[], "app", t, say).await?;
+        }
         Step::BuildImage { tag, dockerfile, archive, bytes, .. } => {
             let release = o.release.context("the plan builds an image, but no release was given")?;
             anyhow::ensure!(release.len() as u64 == *bytes, "the release changed since the plan was made");

@@ -29,6 +29,10 @@ pub struct Release {
     pub id: String,
     pub bytes: u64,
     pub archive: bool,
+    /// On docker, the ID (`sha256:...`) of an image the engine has that this release runs
+    /// (`app.program.image`); the release id is its first 12 hex digits, and nothing is uploaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 impl Release {
@@ -40,7 +44,13 @@ impl Release {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(bytes);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        Release { id: hex[..12].to_string(), bytes: bytes.len() as u64, archive }
+        Release { id: hex[..12].to_string(), bytes: bytes.len() as u64, archive, image: None }
+    }
+
+    /// The release that runs the engine's image `image_id` (`sha256:<64 hex>`).
+    pub fn of_image(image_id: &str) -> Release {
+        let hex = image_id.strip_prefix("sha256:").unwrap_or(image_id);
+        Release { id: hex.chars().take(12).collect(), bytes: 0, archive: false, image: Some(image_id.to_string()) }
     }
 }
 

@@ -12,7 +12,7 @@ fn desired(release: &str) -> Vec<DesiredHost> {
     let t = parse("t.yaml", TOPOLOGY).unwrap();
     let facts = Facts::with_default_cores(2);
     let files = render(&t, &facts, &Templates::embedded()).unwrap();
-    desired_hosts(&t, &facts, &files, Some(&Release { id: release.into(), bytes: 10, archive: false }))
+    desired_hosts(&t, &facts, &files, Some(&Release { id: release.into(), bytes: 10, archive: false, image: None }))
 }
 
 /// What a host looks like once `d` was applied.

@@ -61,8 +61,10 @@ impl App {
 #[derive(Debug, Clone, Serialize)]
 pub struct Program {
     pub name: String,
-    /// As written, relative to the topology file's directory.
-    pub release: String,
+    /// As written, relative to the topology file's directory; None when `image` names what runs.
+    pub release: Option<String>,
+    /// `target: docker`: the image reference to run (resolved to its ID when planning).
+    pub image: Option<String>,
     pub command: Vec<String>,
     pub packages: Vec<String>,
     pub user: Option<String>,

@@ -152,8 +152,13 @@ pub struct RawProgram {
     pub name: Option<Sp<String>>,
     /// What a release is: a directory (with its node_modules) or a .tar archive, relative to this
     /// file, packed and uploaded as one content-addressed release (on docker: built with the
-    /// Dockerfile it holds). `--release` overrides it.
-    pub release: Sp<String>,
+    /// Dockerfile it holds). `--release` overrides it. Required on `target: hosts`; on
+    /// `target: docker`, this or `image`.
+    pub release: Option<Sp<String>>,
+    /// `target: docker` only: an image the engine has or can pull (`registry.example.com/app:1.4`),
+    /// run instead of one built from a release directory. The image behind the name is the
+    /// release: when the name points at another image, apply rolls to it.
+    pub image: Option<Sp<String>>,
     /// The command run in the release directory, one list item per argument (no shell), e.g.
     /// `[node, server.js]`. A bare first word is looked up in /usr/bin and friends.
     pub command: Sp<Vec<Sp<String>>>,

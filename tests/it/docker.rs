@@ -156,12 +156,19 @@ fn docker_requests_reach_every_replica_count_is_exact_and_a_second_apply_changes
     let _d = deployed();
     let seen = instances_seen_at(LB, 40);
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["api-1-3000", "api-2-3000"]);
+    let access_log = access_log_file(&container_in_slot("lb"));
     let before = count_at(LB);
     let c = reqwest::blocking::Client::new();
     for _ in 0..50 {
         assert!(c.get(format!("{LB}/count")).send().unwrap().status().is_success());
     }
     assert_eq!(count_at(LB), before + 51, "50 increments and the read itself");
+    // The load balancer's access log goes to the engine's log, which rotates it: no file grows in
+    // the container (one left by an older scalectl stays as it was).
+    let lb = container_in_slot("lb");
+    let logged = docker(&["logs", "--since", "2m", &lb]);
+    assert!(text(&logged.stdout).contains(r#""uri":"/count""#), "the access log is not in the engine's log of {lb}");
+    assert_eq!(access_log_file(&lb), access_log, "an access log file grows in {lb}");
 
     let out = apply_ok(&topology(), release().to_str().unwrap());
     assert!(out.contains("No changes"), "{out}");
@@ -541,6 +548,11 @@ fn docker_saved_plan_is_applied_exactly_and_refused_when_stale_or_edited() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
 }
 
+/// The size of an access log file in the load balancer's container, if it has one.
+fn access_log_file(lb: &str) -> String {
+    text(&docker(&["exec", lb, "stat", "-c", "%s", "/var/log/nginx/dock.access.log"]).stdout)
+}
+
 /// Lines on the collector container that contain `needle`, with the file each is in.
 fn collected(needle: &str) -> Vec<(String, String)> {
     collected_in(&container_in_slot("collector"), needle)
@@ -693,6 +705,11 @@ mod node {
         .unwrap()
     }
 
+    /// The release images of a repository, as `repository:tag`.
+    fn release_images_of(repo: &str) -> Vec<String> {
+        docker_ok(&["images", repo, "--format", "{{.Repository}}:{{.Tag}}"]).lines().map(String::from).collect()
+    }
+
     fn app_replicas() -> Vec<String> {
         let out = docker_ok(&["ps", "--filter", "label=scalectl.topology=hello-dock", "--filter", "label=scalectl.role=app", "--format", "{{.Names}}"]);
         out.lines().map(String::from).collect()
@@ -734,6 +751,50 @@ mod node {
         let after = app_replicas();
         assert!(after.iter().all(|n| image_of(n) == old), "rolled back to {old}: {:?}", after.iter().map(|n| image_of(n)).collect::<Vec<_>>());
         assert_eq!(instances_seen_at(LB, 40).len(), 2);
+
+        // An image the engine has, named instead of a release directory: the image behind the
+        // name is the release (labelled as this topology's, tagged with its ID).
+        let named = "scalectl-test/hello-image:v1";
+        let next_image = format!("hello-dock:{}", scalectl::plan::Release::new(&scalectl::cli::release::pack(next.path()).unwrap(), true).id);
+        assert!(release_images_of("hello-dock").contains(&next_image), "the image of the release rolled back from is kept");
+        docker_ok(&["tag", &old, named]);
+        let src = std::fs::read_to_string(node_topology()).unwrap();
+        let with_image = |image: &str| {
+            let from = "    release: ./node-app            # the build context (with its Dockerfile)\n";
+            assert!(src.contains(from), "examples/node-docker.yaml no longer names its release as the test expects");
+            let f = tempfile::Builder::new().prefix("node-image-").suffix(".yaml").tempfile().unwrap();
+            std::fs::write(f.path(), src.replace(from, &format!("    image: {image}\n"))).unwrap();
+            f.into_temp_path()
+        };
+        let by_image = with_image(named);
+        let by_image = by_image.to_str().unwrap();
+        let refused = scalectl(&["plan", "-f", by_image, "--release", next.path().to_str().unwrap()]);
+        assert!(!refused.status.success() && text(&refused.stderr).contains("app.program.image"), "--release beside an image: {}", text(&refused.stderr));
+        let image_id = |reference: &str| docker_ok(&["image", "inspect", "-f", "{{.Id}}", reference]).trim().trim_start_matches("sha256:")[..12].to_string();
+        let want = format!("hello-dock:{}", image_id(named));
+        let _ = docker(&["rmi", &want]); // left by an earlier run of this test
+        let out = scalectl(&["apply", "-f", by_image, "--yes"]);
+        assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+        assert!(text(&out.stdout).contains(&format!("build image {want} (labelled, from the engine's image sha256:")), "{}", text(&out.stdout));
+        assert!(app_replicas().iter().all(|n| image_of(n) == want), "replicas run {:?}, not {want}", app_replicas().iter().map(|n| image_of(n)).collect::<Vec<_>>());
+        let before = count_at(LB);
+        for _ in 0..9 {
+            count_at(LB);
+        }
+        assert_eq!(count_at(LB), before + 10);
+        assert_eq!(instances_seen_at(LB, 40).len(), 2);
+        // The name moved to another image: that is a new release.
+        docker_ok(&["tag", &next_image, named]);
+        let out = scalectl(&["plan", "-f", by_image, "--detailed-exitcode"]);
+        assert_eq!(out.status.code(), Some(2), "{}\n{}", text(&out.stdout), text(&out.stderr));
+        assert!(text(&out.stdout).contains(&format!("hello-dock:{}", image_id(&next_image))), "{}", text(&out.stdout));
+        // An image neither on the engine nor pullable (no registry is reachable here).
+        let absent = with_image("scalectl-test/never-built:1");
+        let out = scalectl(&["plan", "-f", absent.to_str().unwrap()]);
+        assert!(!out.status.success(), "{}", text(&out.stdout));
+        assert!(text(&out.stderr).contains("`scalectl-test/never-built:1` is not on the engine and could not be pulled"), "{}", text(&out.stderr));
+        docker_ok(&["rmi", named]);
+
         // Its containers (a log shipper among them) would only load the machine for the tests after.
         let out = scalectl(&["destroy", "-f", node_topology(), "--yes"]);
         assert!(out.status.success(), "{}", text(&out.stderr));

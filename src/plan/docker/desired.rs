@@ -100,7 +100,11 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
     let logs = (t.observability.logs.destination == crate::topology::LogDestination::Collector).then(|| log_shipping(t, &files, &run, engine));
     Ok(Desired {
         image,
-        dockerfile: get(&files, "Dockerfile").to_string(),
+        // An image of the engine's own is only labelled as this topology's release.
+        dockerfile: match &release.image {
+            Some(id) => format!("FROM {id}\n"),
+            None => get(&files, "Dockerfile").to_string(),
+        },
         app,
         lb: seal(load_balancer(t, &files, &run)),
         redis: seal(redis(t, &files, &run, secrets, &engine.digest_key, templates)?),
@@ -330,9 +334,16 @@ pub fn bundle_specs(t: &Topology, cores: u32, templates: &Templates) -> Result<D
         Some(_) => "latest",
         None => image.rsplit_once(':').map(|(_, tag)| tag).filter(|tag| !tag.contains('/')).unwrap_or("latest"),
     };
-    let release = Release { id: tag.to_string(), bytes: 0, archive: false };
+    let release = Release { id: tag.to_string(), bytes: 0, archive: false, image: None };
     let engine = Engine { cores, data_root: "/var/lib/docker".into(), digest_key: String::new() };
-    desired(t, &release, &SecretValues::default(), &engine, templates)
+    let mut d = desired(t, &release, &SecretValues::default(), &engine, templates)?;
+    if let Some(image) = t.app.program.as_ref().and_then(|p| p.image.as_ref()) {
+        // Compose runs the image as it is named: nothing is built for it.
+        for c in &mut d.app {
+            c.image = image.clone();
+        }
+    }
+    Ok(d)
 }
 
 /// One compose service: a spec, with its files as bind mounts of the bundle's files.

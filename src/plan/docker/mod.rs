@@ -322,7 +322,8 @@ impl ObservedContainer {
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Step {
     /// Build the app's image: scale-api's from the release binary and the rendered `dockerfile`;
-    /// a program's (`archive`) from its release, a tar of its directory with its own Dockerfile.
+    /// a program's (`archive`) from its release, a tar of its directory with its own Dockerfile;
+    /// or, for `app.program.image`, `FROM` that image.
     BuildImage {
         tag: String,
         release: String,
@@ -330,6 +331,10 @@ pub enum Step {
         dockerfile: String,
         #[serde(default)]
         archive: bool,
+        /// The engine's image (`app.program.image`) that `dockerfile` starts from: nothing is
+        /// uploaded, the build only labels it as this topology's release.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_image: Option<String>,
     },
     /// Build the log image (rsyslog for the shipper and the collector) from its rendered Dockerfile.
     BuildLogImage { tag: String, dockerfile: String },

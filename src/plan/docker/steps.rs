@@ -62,6 +62,7 @@ impl Steps<'_> {
                 bytes: i.release.bytes,
                 dockerfile: d.dockerfile.clone(),
                 archive: i.release.archive,
+                from_image: i.release.image.clone(),
             });
         }
         if let Some(logs) = d.logs.as_ref().filter(|_| !o.log_image_present) {
@@ -283,14 +284,14 @@ pub fn reload_plan(t: &Topology, o: &DockerObserved, templates: &Templates) -> R
 pub fn previous_release(t: &Topology, o: &DockerObserved) -> Result<Release, String> {
     let replicas = || o.running_replicas();
     let running: BTreeSet<&str> = replicas().map(|c| c.image.as_str()).collect();
-    let repo = release_image(t, &Release { id: String::new(), bytes: 0, archive: false });
+    let repo = release_image(t, &Release { id: String::new(), bytes: 0, archive: false, image: None });
     // What the replicas recorded when they replaced the release before them.
     if let Some(previous) = replicas().map(|c| c.previous.as_str()).find(|p| !p.is_empty() && !running.contains(p)) {
         let id = previous.strip_prefix(repo.as_str()).filter(|id| !id.is_empty()).ok_or_else(|| format!("the previous release image {previous} is not of {repo}*"))?;
         if !o.images.iter().any(|i| i.tag == previous) {
             return Err(format!("the previous release image {previous} is no longer on the engine"));
         }
-        return Ok(Release { id: id.to_string(), bytes: 0, archive: false });
+        return Ok(Release { id: id.to_string(), bytes: 0, archive: false, image: None });
     }
     // Replicas from before that label: the newest release image they do not run.
     let mut releases: Vec<&ObservedImage> = o.images.iter().filter(|i| i.role != ROLE_LOGS).collect();
@@ -303,7 +304,7 @@ pub fn previous_release(t: &Topology, o: &DockerObserved) -> Result<Release, Str
             let tags: Vec<&str> = releases.iter().map(|i| i.tag.as_str()).collect();
             format!("no earlier release image to roll back to (the engine has {tags:?}, the replicas run {running:?})")
         })?;
-    Ok(Release { id: previous.to_string(), bytes: 0, archive: false })
+    Ok(Release { id: previous.to_string(), bytes: 0, archive: false, image: None })
 }
 
 fn in_slot<'a>(o: &'a DockerObserved, slot: &'a str) -> impl Iterator<Item = &'a ObservedContainer> {

@@ -9,7 +9,7 @@ fn topology(extra: &str) -> Topology {
 }
 
 fn release(id: &str) -> Release {
-    Release { id: id.into(), bytes: 10, archive: false }
+    Release { id: id.into(), bytes: 10, archive: false, image: None }
 }
 
 fn engine() -> Engine {

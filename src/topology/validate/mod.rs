@@ -147,7 +147,7 @@ impl V {
         self.check(&raw.name, syntax::dns_label(raw.name.value(), "name"));
         let target = raw.target.as_ref().map(|t| *t.value()).unwrap_or(Target::Hosts);
         let mut app = self.app(&raw.app);
-        app.program = raw.app.program.as_ref().map(|p| self.program(p, raw));
+        app.program = raw.app.program.as_ref().map(|p| self.program(p, raw, target));
         let hosts = self.hosts(raw, target);
         let load_balancer = self.load_balancer(raw.load_balancer.as_ref());
         let redis = self.redis(raw.redis.as_ref());
@@ -255,9 +255,30 @@ impl V {
     }
 
     /// The user's program: a safe name for units and paths, an argv that systemd runs as written.
-    fn program(&mut self, p: &RawProgram, raw: &RawTopology) -> Program {
+    fn program(&mut self, p: &RawProgram, raw: &RawTopology, target: Target) -> Program {
         let name = self.string(&p.name, raw.name.value(), |s| syntax::dns_label(s, "app.program.name"));
-        self.check(&p.release, syntax::local_path(p.release.value(), "app.program.release"));
+        if let Some(r) = &p.release {
+            self.check(r, syntax::local_path(r.value(), "app.program.release"));
+        }
+        if let Some(i) = &p.image {
+            self.check(i, syntax::image(i.value()));
+        }
+        match (&p.release, &p.image) {
+            (_, Some(i)) if target == Target::Hosts => self.push(
+                Problem::at(i.loc(), "app.program.image is for `target: docker`: hosts run a release that apply uploads")
+                    .help("name the program's directory or .tar as `release` instead"),
+            ),
+            (Some(_), Some(i)) => self.push(
+                Problem::at(i.loc(), "app.program names both a release and an image: the image would never be the one that runs")
+                    .help("keep `image` to run an image the engine has or can pull, or `release` to build one from a directory"),
+            ),
+            (None, None) => self.push(Problem::at(p.command.loc(), "app.program names nothing to deploy").help(if target == Target::Docker {
+                "add `release: ./dir` (a build context with its Dockerfile) or `image: NAME:TAG` (an image the engine has or can pull)"
+            } else {
+                "add `release: ./dir`: the program's directory (its node_modules included) or a .tar of it"
+            })),
+            _ => {}
+        }
         if p.command.value().is_empty() {
             self.push(Problem::at(p.command.loc(), "app.program.command is empty").help("give the program and its arguments as a list, such as [node, server.js]"));
         }
@@ -278,7 +299,8 @@ impl V {
         });
         Program {
             name,
-            release: p.release.value().clone(),
+            release: p.release.as_ref().map(|r| r.value().clone()),
+            image: p.image.as_ref().map(|i| i.value().clone()),
             command: p.command.value().iter().map(|a| a.value().clone()).collect(),
             packages: p.packages.iter().map(|x| x.value().clone()).collect(),
             user,
