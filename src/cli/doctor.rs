@@ -76,10 +76,19 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
         eprintln!("no monitor host: scraping every instance and exporter directly over {} s", direct.as_secs());
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(anyhow::Error::from)?;
+    // On docker the engine assigns the replicas' addresses, which the load balancer logs.
+    let engine = match t.target {
+        crate::topology::Target::Docker => Some(rt.block_on(crate::exec::docker::connect(&t))?),
+        crate::topology::Target::Hosts => None,
+    };
     let mut previous: Option<Diagnosis> = None;
     loop {
+        let upstreams = match &engine {
+            Some(docker) => rt.block_on(crate::exec::docker::replica_upstreams(docker, &t))?,
+            None => Default::default(),
+        };
         let s = match &prometheus {
-            Some(p) => rt.block_on(collect::collect(&t, p, a.window, collect::thresholds(&t)))?,
+            Some(p) => rt.block_on(collect::collect(&t, p, a.window, collect::thresholds(&t), &upstreams))?,
             None => rt.block_on(scrape::collect(&t, direct, collect::thresholds(&t)))?,
         };
         if let Some(path) = &a.save {

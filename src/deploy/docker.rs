@@ -42,7 +42,7 @@ impl Engine {
         let t = &self.topology;
         let templates = Templates::embedded();
         let desired = dplan::desired(t, release, secrets, &self.facts, &templates)?;
-        o.mark_images(&desired.image, desired.logs.as_ref().map(|l| l.image.as_str()));
+        o.mark_images(&desired.image, Some(&desired.tools_image));
         let plan = dplan::plan(dplan::Inputs { topology: t, release, desired, templates: &templates }, &o)?;
         Ok(TargetPlan::Docker(plan))
     }

@@ -71,8 +71,10 @@ fn series_by(series: &Series, key: &str, value: &str) -> Vec<f64> {
     series.iter().find(|(l, _)| l.get(key).map(String::as_str) == Some(value)).map(|(_, v)| v.clone()).unwrap_or_default()
 }
 
-/// Read the fleet's state over the last `window`.
-pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, thresholds: Thresholds) -> anyhow::Result<Snapshot> {
+/// Read the fleet's state over the last `window`. `upstreams` gives, by instance name, the address
+/// the load balancer logs for an instance when its target cannot say it (docker's replicas: the
+/// engine assigns their addresses, and their targets name them).
+pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, thresholds: Thresholds, upstreams: &BTreeMap<String, String>) -> anyhow::Result<Snapshot> {
     let now = std::time::SystemTime::now();
     let end = now.duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
     let step = Duration::from_millis(t.observability.scrape_interval_ms.max(1000));
@@ -149,7 +151,7 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         *per_host.entry(host.clone()).or_default() += 1;
         let weight = t.hosts.iter().find(|h| h.name == host).map_or(1, |h| h.weight);
         // The address the load balancer logs for this instance (targets.json's `upstream`).
-        let addr = l.get("upstream").or(l.get("instance")).cloned().unwrap_or_default();
+        let addr = upstreams.get(&name).or(l.get("upstream")).or(l.get("instance")).cloned().unwrap_or_default();
         let own_or_lb = |own: &Samples, lb: &Samples| by(own, "instance_name", &name).or_else(|| by(lb, "upstream", &addr));
         s.instances.push(InstanceSample {
             up: *v == 1.0,

@@ -76,6 +76,24 @@ fn owner_label(t: &Topology) -> HashMap<String, String> {
     HashMap::from([(LABEL_TOPOLOGY.to_string(), t.name.clone())])
 }
 
+/// Each running replica's address as the load balancer logs it (`IP:port` on the topology's
+/// network, which nginx resolved the replica's name to), by its instance name (`SLOT-PORT`): how
+/// doctor finds a replica's answers among those the load balancer counted.
+pub async fn replica_upstreams(docker: &Docker, t: &Topology) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut filters = label_filter(LABEL_TOPOLOGY, &t.name);
+    filters.get_mut("label").into_iter().for_each(|l| l.push(format!("{LABEL_ROLE}=app")));
+    let list = docker.list_containers(Some(ListContainersOptionsBuilder::default().filters(&filters).build())).await.context("cannot list containers")?;
+    let mut upstreams = BTreeMap::new();
+    for c in list {
+        let slot = c.labels.as_ref().and_then(|l| l.get(LABEL_SLOT)).cloned().unwrap_or_default();
+        let ip = c.network_settings.as_ref().and_then(|n| n.networks.as_ref()).and_then(|n| n.get(&t.docker.network)).and_then(|e| e.ip_address.clone());
+        if let Some(ip) = ip.filter(|ip| !ip.is_empty() && !slot.is_empty()) {
+            upstreams.insert(format!("{slot}-{}", t.app.port), format!("{ip}:{}", t.app.port));
+        }
+    }
+    Ok(upstreams)
+}
+
 /// Everything on the engine that scalectl created for the topology (its ownership label), the
 /// live files of what runs (as each container's label lists them), and the images built for it.
 pub async fn observe(docker: &Docker, t: &Topology) -> anyhow::Result<DockerObserved> {
@@ -586,7 +604,7 @@ async fn run_step(docker: &Docker, t: &Topology, plan: &DockerPlan, step: &Step,
             }
         }
         Step::BuildLogImage { tag, dockerfile } => {
-            say(&format!("building image {tag} (Debian's rsyslog, for log shipping)"));
+            say(&format!("building image {tag} (Debian's rsyslog and mtail: log shipping, the load balancer's log as metrics)"));
             build_image(docker, tag, dockerfile, &[], ROLE_LOGS, t, say).await?;
         }
         Step::CreateNetwork { name } => {

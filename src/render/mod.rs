@@ -451,9 +451,11 @@ fn docker_jobs(t: &Topology) -> Vec<Job<'_>> {
         jobs.push(job("grafana/datasource.yaml.j2", "grafana/provisioning/datasources/scalectl.yaml"));
         jobs.push(job("grafana/dashboards.yaml.j2", "grafana/provisioning/dashboards/scalectl.yaml"));
     }
+    // scalectl's own image (rsyslog, mtail) and mtail's program over the load balancer's log.
+    jobs.push(job("docker/rsyslog.Dockerfile.j2", "rsyslog/Dockerfile"));
+    jobs.push(job("nginx/scalectl.mtail.j2", "mtail/scalectl-nginx.mtail"));
     // Log shipping: a shipper container reading the engine's json-file logs, a collector container.
     if t.observability.logs.destination == crate::topology::LogDestination::Collector {
-        jobs.push(job("docker/rsyslog.Dockerfile.j2", "rsyslog/Dockerfile"));
         jobs.push(job("docker/rsyslog-ship.conf.j2", "rsyslog/ship.conf"));
         jobs.push(job("logs/rsyslog-collector.conf.j2", "rsyslog/collector.conf"));
     }

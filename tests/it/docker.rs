@@ -142,7 +142,7 @@ fn labelled_images() -> Vec<String> {
 
 /// The release images built for the topology.
 fn release_images() -> Vec<String> {
-    labelled_images().into_iter().filter(|i| !i.starts_with("scalectl-rsyslog:")).collect()
+    labelled_images().into_iter().filter(|i| !i.starts_with("scalectl-tools:")).collect()
 }
 
 fn replicas() -> Vec<String> {
@@ -177,13 +177,13 @@ fn docker_requests_reach_every_replica_count_is_exact_and_a_second_apply_changes
     let table = text(&status.stdout);
     assert_eq!(status.status.code(), Some(0), "{table}");
     let slots: Vec<&str> = table.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
-    let want = ["api-1", "api-2", "collector", "lb", "logship", "nginx-exporter", "node-exporter", "prometheus", "redis", "redis-exporter"];
+    let want = ["api-1", "api-2", "collector", "lb", "logship", "mtail", "nginx-exporter", "node-exporter", "prometheus", "redis", "redis-exporter"];
     assert_eq!(slots, want, "{table}");
     assert!(table.lines().skip(1).all(|l| l.split_whitespace().nth(2) == Some("running")), "{table}");
     let plan = scalectl(&["plan", "-f", &topology(), "--release", release().to_str().unwrap(), "--detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stdout));
     // Prometheus scrapes every replica, under the instance names the dashboards use, and the
-    // node, Redis and Nginx exporters, which answer with their services' figures.
+    // node, Redis and Nginx exporters and mtail, which answer with their services' figures.
     let deadline = Instant::now() + Duration::from_secs(40);
     let query = |q: &str| -> serde_json::Value { c.get(reqwest::Url::parse_with_params("http://127.0.0.1:9091/api/v1/query", [("query", q)]).unwrap()).send().unwrap().json().unwrap() };
     loop {
@@ -195,7 +195,7 @@ fn docker_requests_reach_every_replica_count_is_exact_and_a_second_apply_changes
             .map(|r| format!("{} {}", r["metric"]["job"].as_str().unwrap(), r["metric"]["instance_name"].as_str().or(r["metric"]["host"].as_str()).unwrap_or("")))
             .collect();
         up.sort();
-        if up == ["nginx lb", "node engine", "prometheus ", "redis redis", "scale-api api-1-3000", "scale-api api-2-3000"] {
+        if up == ["nginx lb", "nginx-log lb", "node engine", "prometheus ", "redis redis", "scale-api api-1-3000", "scale-api api-2-3000"] {
             break;
         }
         assert!(Instant::now() < deadline, "Prometheus sees {up:?} up");
@@ -660,9 +660,8 @@ fn docker_stopped_redis_is_found_by_doctor_and_fires_the_redis_down_alert() {
 fn docker_every_dashboard_query_returns_data_under_load() {
     let _d = deployed();
     // Scrapes every 15 s (the example's default): 40 s gives rate() over 1m windows two loaded
-    // samples. Nginx's gateway-error counter comes from mtail on the load balancer's log file,
-    // which the docker target does not run: that panel alone has no data here.
-    every_dashboard_query_returns_data(LB, "http://127.0.0.1:9091", Duration::from_secs(40), &["scalectl_nginx_"]);
+    // samples. The load balancer's series per replica come from the mtail container.
+    every_dashboard_query_returns_data(LB, "http://127.0.0.1:9091", Duration::from_secs(40), &[]);
 }
 
 /// The user's app on docker: examples/node-docker.yaml with the stand-ins, its image built from a
@@ -697,12 +696,42 @@ mod node {
                 &format!("  network: hello-dock\n  images: {{nginx: {nginx}, redis: {redis}, prometheus: {prometheus}, base: {base}, node_exporter: {node_exporter}, redis_exporter: {redis_exporter}, nginx_exporter: {nginx_exporter}}}\n"),
             );
             src = src.replace("nofile: 65536", "nofile: 16384");
+            // Prometheus published, for doctor.
+            assert!(src.contains("    load_balancer: 8083\n"));
+            src = src.replace("    load_balancer: 8083\n", "    load_balancer: 8083\n    prometheus: 9093\n");
             let f = tempfile::Builder::new().prefix("node-docker-").suffix(".yaml").tempfile().unwrap();
             std::fs::write(f.path(), src).unwrap();
             f.into_temp_path()
         })
         .to_str()
         .unwrap()
+    }
+
+    /// The app measures no requests of its own (prom-client's default metrics): doctor finds each
+    /// replica's requests and p99 among the load balancer's answers, which the mtail container
+    /// counts by the address the engine gave the replica.
+    fn replicas_judged_from_the_load_balancer() {
+        let snapshot = tempfile::NamedTempFile::new().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            for _ in 0..40 {
+                count_at(LB);
+            }
+            let out = scalectl(&["doctor", "-f", node_topology(), "--window", "30s", "-o", "json", "--save", snapshot.path().to_str().unwrap()]);
+            let s: serde_json::Value = serde_json::from_slice(&std::fs::read(snapshot.path()).unwrap_or_default()).unwrap_or_else(|_| panic!("no snapshot: {}", text(&out.stderr)));
+            let judged: Vec<(String, f64, bool)> = s["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| (i["instance"].as_str().unwrap_or("").to_string(), i["requests_per_s"].as_f64().unwrap_or(0.0), i["p99_ms"].is_number()))
+                .collect();
+            if judged.len() == 2 && judged.iter().all(|(_, rps, p99)| *rps > 0.0 && *p99) {
+                eprintln!("node on docker, per replica from the load balancer: {judged:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "doctor saw no requests per replica from the load balancer: {judged:?}\n{s:#}");
+            std::thread::sleep(Duration::from_secs(3));
+        }
     }
 
     /// The release images of a repository, as `repository:tag`.
@@ -736,6 +765,7 @@ mod node {
             count_at(LB);
         }
         assert_eq!(count_at(LB), before + 21);
+        replicas_judged_from_the_load_balancer();
 
         let next = release_dir("next");
         let load = Load::start_at(LB, 4);

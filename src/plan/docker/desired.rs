@@ -39,6 +39,7 @@ struct Commands {
     nginx_exporter: Vec<String>,
     collector: Vec<String>,
     logship: Vec<String>,
+    mtail: Vec<String>,
 }
 
 fn commands(files: &BTreeMap<String, String>) -> Result<Commands, RenderError> {
@@ -71,16 +72,17 @@ pub struct Desired {
     pub redis: ContainerSpec,
     pub prometheus: ContainerSpec,
     pub grafana: Option<ContainerSpec>,
-    /// The node, Redis and Nginx exporters Prometheus scrapes besides the replicas.
+    /// The node, Redis and Nginx exporters and mtail, which Prometheus scrapes besides the replicas.
     pub exporters: Vec<ContainerSpec>,
+    /// scalectl's own image (rsyslog and mtail, from Debian's packages) and its Dockerfile.
+    pub tools_image: String,
+    pub tools_dockerfile: String,
     /// Log shipping to the collector (`observability.logs.destination: collector`).
     pub logs: Option<LogShipping>,
 }
 
-/// The collector and the shipper, both on the log image.
+/// The collector and the shipper, both on scalectl's own image.
 pub struct LogShipping {
-    pub image: String,
-    pub dockerfile: String,
     pub collector: ContainerSpec,
     pub shipper: ContainerSpec,
 }
@@ -97,7 +99,9 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
     let final_replicas: Vec<(String, String)> = app.iter().map(|c| (c.slot.clone(), c.name.clone())).collect();
     let files = rendered(t, &final_replicas, templates)?;
     let seal = |c: ContainerSpec| c.sealed(&t.name);
-    let logs = (t.observability.logs.destination == crate::topology::LogDestination::Collector).then(|| log_shipping(t, &files, &run, engine));
+    let tools_dockerfile = get(&files, "rsyslog/Dockerfile").to_string();
+    let tools_image = tools_image(&tools_dockerfile);
+    let logs = (t.observability.logs.destination == crate::topology::LogDestination::Collector).then(|| log_shipping(t, &files, &run, engine, &tools_image));
     Ok(Desired {
         image,
         // An image of the engine's own is only labelled as this topology's release.
@@ -110,8 +114,10 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
         redis: seal(redis(t, &files, &run, secrets, &engine.digest_key, templates)?),
         prometheus: seal(prometheus(t, &files, &run)),
         grafana: t.observability.grafana.then(|| seal(grafana(t, &files))),
-        exporters: exporters(t, &run, &secret_env).into_iter().map(seal).collect(),
+        exporters: exporters(t, &files, &run, &secret_env, &tools_image).into_iter().map(seal).collect(),
         logs,
+        tools_image,
+        tools_dockerfile,
     })
 }
 
@@ -210,6 +216,8 @@ fn publish(host: Option<u16>, container_port: u16) -> Vec<Publish> {
 fn load_balancer(t: &Topology, files: &BTreeMap<String, String>, run: &Commands) -> ContainerSpec {
     let mut lb = service("lb", "lb", &t.docker.images.nginx);
     lb.cmd = run.lb.clone();
+    // Where mtail's socket for the access log is.
+    lb.volumes.push((lb_log_volume(t), LB_LOG_DIR.into()));
     lb.files.push(file(NGINX_CONF, files, &format!("nginx/{}.conf", t.name), true));
     lb.files.push(FileSpec { mode: 0o755, ..file("/etc/scalectl/nginx-follow.sh", files, "nginx/follow.sh", false) });
     lb.publish = publish(t.lab.publish.load_balancer, t.load_balancer.listen);
@@ -268,8 +276,9 @@ fn grafana(t: &Topology, files: &BTreeMap<String, String>) -> ContainerSpec {
     g
 }
 
-/// Exporters, reached by their slot names (targets.json): the engine's machine, Redis, Nginx.
-fn exporters(t: &Topology, run: &Commands, secret_env: &[SecretEnv]) -> Vec<ContainerSpec> {
+/// Exporters, reached by their slot names (targets.json): the engine's machine, Redis, Nginx, and
+/// mtail, which counts the load balancer's answers per replica from its access log.
+fn exporters(t: &Topology, files: &BTreeMap<String, String>, run: &Commands, secret_env: &[SecretEnv], tools_image: &str) -> Vec<ContainerSpec> {
     let images = &t.docker.images;
     let mut node = service("monitor", "node-exporter", &images.node_exporter);
     node.cmd = run.node_exporter.clone();
@@ -281,32 +290,35 @@ fn exporters(t: &Topology, run: &Commands, secret_env: &[SecretEnv]) -> Vec<Cont
     let mut nginx_exporter = service("monitor", "nginx-exporter", &images.nginx_exporter);
     nginx_exporter.cmd = run.nginx_exporter.clone();
     redis_exporter.secrets = SecretDelivery::RedisExporterFile;
-    // Exporters read and serve; none needs a capability or (but for a password file) its root.
-    let mut all = vec![node, redis_exporter, nginx_exporter];
+    let mut mtail = service("monitor", "mtail", tools_image);
+    mtail.cmd = run.mtail.clone();
+    mtail.files.push(file("/etc/mtail/scalectl-nginx.mtail", files, "mtail/scalectl-nginx.mtail", false));
+    mtail.volumes.push((lb_log_volume(t), LB_LOG_DIR.into()));
+    // Exporters read and serve; none needs a capability or (but for a password file or mtail's
+    // program, which the engine cannot write into a read-only root) its root.
+    let mut all = vec![node, redis_exporter, nginx_exporter, mtail];
     for e in &mut all {
         e.cap_drop_all = true;
-        e.read_only = e.secret_env.is_empty();
+        e.read_only = e.secret_env.is_empty() && e.files.is_empty();
     }
     all
 }
 
 /// The collector and the shipper: rsyslog in both, run as root (the engine's log files are
 /// root's) with no capabilities.
-fn log_shipping(t: &Topology, files: &BTreeMap<String, String>, run: &Commands, engine: &Engine) -> LogShipping {
-    let dockerfile = get(files, "rsyslog/Dockerfile").to_string();
-    let log_image = log_image(&dockerfile);
-    let mut collector = service(ROLE_LOGS, "collector", &log_image);
+fn log_shipping(t: &Topology, files: &BTreeMap<String, String>, run: &Commands, engine: &Engine, log_image: &str) -> LogShipping {
+    let mut collector = service(ROLE_LOGS, "collector", log_image);
     collector.cmd = run.collector.clone();
     collector.files.push(file("/etc/scalectl/collector.conf", files, "rsyslog/collector.conf", false));
     collector.volumes.push((logs_volume(t), "/var/log/scalectl".into()));
     collector.cap_drop_all = true;
-    let mut shipper = service(ROLE_LOGS, "logship", &log_image);
+    let mut shipper = service(ROLE_LOGS, "logship", log_image);
     shipper.cmd = run.logship.clone();
     shipper.files.push(file("/etc/scalectl/ship.conf", files, "rsyslog/ship.conf", false));
     shipper.volumes.push((logship_volume(t), "/var/spool/rsyslog".into()));
     shipper.binds_ro.push((format!("{}/containers", engine.data_root.trim_end_matches('/')), ENGINE_CONTAINERS.into()));
     shipper.cap_drop_all = true;
-    LogShipping { image: log_image, dockerfile, collector: collector.sealed(&t.name), shipper: shipper.sealed(&t.name) }
+    LogShipping { collector: collector.sealed(&t.name), shipper: shipper.sealed(&t.name) }
 }
 
 
@@ -371,7 +383,7 @@ pub fn compose_file(t: &Topology, cores: u32, templates: &Templates) -> Result<r
         .into_iter()
         .map(|spec| ComposeService {
             spec,
-            build: (spec.role == ROLE_LOGS).then_some("./rsyslog"),
+            build: (spec.image == d.tools_image).then_some("./rsyslog"),
             environment: spec.env.iter().filter_map(|e| e.split_once('=')).collect(),
             secret_env: spec
                 .secret_env

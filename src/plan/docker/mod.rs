@@ -248,10 +248,10 @@ pub struct DockerObserved {
     pub volumes: Vec<String>,
     /// The release image is on the engine.
     pub image_present: bool,
-    /// The log image (shipper and collector) is on the engine.
+    /// scalectl's own image (shipper, collector, mtail) is on the engine.
     #[serde(default)]
     pub log_image_present: bool,
-    /// The images built for this topology (one per release, and the log image), sorted by tag.
+    /// The images built for this topology (one per release, and scalectl's own), sorted by tag.
     #[serde(default)]
     pub images: Vec<ObservedImage>,
     pub containers: Vec<ObservedContainer>,
@@ -274,7 +274,7 @@ impl DockerObserved {
         current
     }
 
-    /// Whether the release image and the log image are among the topology's images.
+    /// Whether the release image and scalectl's own image are among the topology's images.
     pub fn mark_images(&mut self, release: &str, log_image: Option<&str>) {
         self.image_present = self.images.iter().any(|i| i.tag == release);
         self.log_image_present = log_image.is_some_and(|l| self.images.iter().any(|i| i.tag == l));
@@ -336,7 +336,8 @@ pub enum Step {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         from_image: Option<String>,
     },
-    /// Build the log image (rsyslog for the shipper and the collector) from its rendered Dockerfile.
+    /// Build scalectl's own image (rsyslog for the shipper and the collector, mtail) from its
+    /// rendered Dockerfile. (Named for its first use; the name stays so saved plans still read.)
     BuildLogImage { tag: String, dockerfile: String },
     CreateNetwork { name: String },
     CreateVolume { name: String },
@@ -466,9 +467,16 @@ pub fn logship_volume(t: &Topology) -> String {
     format!("{}-logship", t.name)
 }
 
-/// The log image, named by its Dockerfile: a changed Dockerfile is a new image.
-pub fn log_image(dockerfile: &str) -> String {
-    format!("scalectl-rsyslog:{}", &sha256_hex(dockerfile.as_bytes())[..12])
+/// mtail's socket for the load balancer's access log, on a volume the two share.
+pub const LB_LOG_DIR: &str = "/run/scalectl-lb";
+
+pub fn lb_log_volume(t: &Topology) -> String {
+    format!("{}-lb-log", t.name)
+}
+
+/// scalectl's own image (rsyslog, mtail), named by its Dockerfile: a changed Dockerfile is a new image.
+pub fn tools_image(dockerfile: &str) -> String {
+    format!("scalectl-tools:{}", &sha256_hex(dockerfile.as_bytes())[..12])
 }
 
 /// What the engine says of itself that the containers depend on.

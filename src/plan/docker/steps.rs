@@ -36,7 +36,7 @@ pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError
         }
         p.cleanup.push(Step::Remove { name: c.name.clone(), reason: format!("{} is no longer in the topology", c.slot) });
     }
-    prune_images(o, &d.image, d.logs.as_ref().map(|l| l.image.as_str()), &mut p.cleanup);
+    prune_images(o, &d.image, Some(d.tools_image.as_str()), &mut p.cleanup);
     Ok(DockerPlan { topology: t.name.clone(), network: network_name(t), activate: p.activate, cleanup: p.cleanup })
 }
 
@@ -65,13 +65,13 @@ impl Steps<'_> {
                 from_image: i.release.image.clone(),
             });
         }
-        if let Some(logs) = d.logs.as_ref().filter(|_| !o.log_image_present) {
-            self.activate.push(Step::BuildLogImage { tag: logs.image.clone(), dockerfile: logs.dockerfile.clone() });
+        if !o.log_image_present {
+            self.activate.push(Step::BuildLogImage { tag: d.tools_image.clone(), dockerfile: d.tools_dockerfile.clone() });
         }
         if !o.network {
             self.activate.push(Step::CreateNetwork { name: network_name(t) });
         }
-        let mut volumes = Vec::new();
+        let mut volumes = vec![lb_log_volume(t)];
         if t.redis.persistence != Persistence::None {
             volumes.push(redis_volume(t));
         }

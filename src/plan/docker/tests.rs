@@ -27,8 +27,8 @@ fn make(t: &Topology, rel: &str, secrets: &SecretValues, o: &DockerObserved) -> 
 fn converged(t: &Topology, rel: &str) -> DockerObserved {
     let templates = Templates::embedded();
     let d = desired(t, &release(rel), &SecretValues::default(), &engine(), &templates).unwrap();
-    let mut o = DockerObserved { network: true, image_present: true, log_image_present: d.logs.is_some(), ..Default::default() };
-    o.volumes = [redis_volume(t), logs_volume(t), logship_volume(t)].into();
+    let mut o = DockerObserved { network: true, image_present: true, log_image_present: true, ..Default::default() };
+    o.volumes = [lb_log_volume(t), redis_volume(t), logs_volume(t), logship_volume(t)].into();
     let logs = d.logs.iter().flat_map(|l| [&l.collector, &l.shipper]);
     for c in d.app.iter().chain([&d.lb, &d.redis, &d.prometheus]).chain(d.grafana.as_ref()).chain(&d.exporters).chain(logs) {
         o.containers.push(ObservedContainer {
@@ -72,14 +72,15 @@ fn a_first_apply_builds_creates_and_starts_in_dependency_order() {
     let t = topology("");
     let p = make(&t, "aaaaaaaaaaaa", &SecretValues::default(), &DockerObserved::default());
     let mut steps = names(&p.activate);
-    assert!(steps[1].starts_with("build scalectl-rsyslog:"), "{steps:?}");
-    steps[1] = "build scalectl-rsyslog:HASH".into();
+    assert!(steps[1].starts_with("build scalectl-tools:"), "{steps:?}");
+    steps[1] = "build scalectl-tools:HASH".into();
     assert_eq!(
         steps,
         [
             "build scale-api:aaaaaaaaaaaa",
-            "build scalectl-rsyslog:HASH",
+            "build scalectl-tools:HASH",
             "network d",
+            "volume d-lb-log",
             "volume d-redis-data",
             "volume d-logs",
             "volume d-logship",
@@ -92,6 +93,7 @@ fn a_first_apply_builds_creates_and_starts_in_dependency_order() {
             "create node-exporter",
             "create redis-exporter",
             "create nginx-exporter",
+            "create mtail",
             "create collector",
             "create logship"
         ]
@@ -315,7 +317,7 @@ fn logs_ship_from_the_engines_json_files_to_a_collector_container() {
     let steps = names(&p.activate);
     // The log image is built up front (a failed build changes nothing), its volumes with the others,
     // the collector and the shipper after the services they do not depend on.
-    let log_image = steps.iter().find(|s| s.starts_with("build scalectl-rsyslog:")).unwrap();
+    let log_image = steps.iter().find(|s| s.starts_with("build scalectl-tools:")).unwrap();
     assert_eq!(steps.iter().position(|s| s == log_image), Some(1), "{steps:?}");
     for v in ["volume d-logs", "volume d-logship"] {
         assert!(steps.iter().any(|s| s == v), "{steps:?}");
@@ -356,12 +358,12 @@ fn log_images_other_than_the_wanted_one_go_release_images_are_counted_apart() {
         .find_map(|s| if let Step::BuildLogImage { tag, .. } = s { Some(tag.clone()) } else { None })
         .unwrap();
     o.images = images(&[("bbbbbbbbbbbb", 200), ("cccccccccccc", 300), ("dddddddddddd", 400)]);
-    for (tag, created) in [(wanted.as_str(), 500), ("scalectl-rsyslog:0123456789ab", 10)] {
+    for (tag, created) in [(wanted.as_str(), 500), ("scalectl-tools:0123456789ab", 10)] {
         o.images.push(ObservedImage { tag: tag.into(), created, role: ROLE_LOGS.into() });
     }
     let p = make(&t, "dddddddddddd", &SecretValues::default(), &o);
     assert!(p.activate.is_empty(), "{:?}", names(&p.activate));
-    assert_eq!(names(&p.cleanup), ["remove image scalectl-rsyslog:0123456789ab"]);
+    assert_eq!(names(&p.cleanup), ["remove image scalectl-tools:0123456789ab"]);
     assert!(render_text(&p, false).contains("(a log image no longer used)"));
 }
 
@@ -432,4 +434,22 @@ fn rollback_picks_the_newest_release_image_the_replicas_do_not_run() {
     }
     o.images.retain(|i| i.tag.ends_with("bbbbbbbbbbbb"));
     assert!(previous_release(&t, &o).unwrap_err().contains("no earlier release image"));
+}
+
+#[test]
+fn mtail_reads_the_load_balancers_log_over_a_socket_on_a_volume_they_share() {
+    let t = topology("");
+    let p = make(&t, "aaaaaaaaaaaa", &SecretValues::default(), &DockerObserved::default());
+    let (lb, mtail) = (spec(&p.activate, "lb"), spec(&p.activate, "mtail"));
+    let shared = (lb_log_volume(&t), LB_LOG_DIR.to_string());
+    assert!(lb.volumes.contains(&shared) && mtail.volumes.contains(&shared), "{:?} {:?}", lb.volumes, mtail.volumes);
+    let conf = &lb.files.iter().find(|f| f.path == "/etc/nginx/conf.d/default.conf").unwrap().content;
+    let socket = format!("syslog:server=unix:{LB_LOG_DIR}/access.sock,");
+    assert!(conf.contains(&socket) && conf.contains("access_log /dev/stdout "), "{conf}");
+    assert!(mtail.cmd.join(" ").contains(&format!("unixgram://{LB_LOG_DIR}/access.sock")), "{:?}", mtail.cmd);
+    assert!(mtail.files[0].content.contains("scalectl_nginx_upstream_responses_total"));
+    assert!(mtail.cap_drop_all && mtail.image.starts_with("scalectl-tools:"));
+    // Prometheus scrapes it with the load balancer's other series.
+    let targets = &spec(&p.activate, "prometheus").files.iter().find(|f| f.path == TARGETS_JSON).unwrap().content;
+    assert!(targets.contains(r#""mtail:3903""#) && targets.contains(r#""nginx-log""#), "{targets}");
 }

@@ -23,7 +23,7 @@ pub fn render_text(p: &DockerPlan, color: bool) -> String {
             let line = match s {
                 Step::BuildImage { tag, from_image: Some(from), .. } => paint(green, &format!("  + build image {tag} (labelled, from the engine's image {from})")),
                 Step::BuildImage { tag, release, bytes, .. } => paint(green, &format!("  + build image {tag} (release {release}, {bytes} bytes)")),
-                Step::BuildLogImage { tag, .. } => paint(green, &format!("  + build image {tag} (rsyslog, for log shipping)")),
+                Step::BuildLogImage { tag, .. } => paint(green, &format!("  + build image {tag} (rsyslog and mtail, from Debian's packages)")),
                 Step::CreateNetwork { name } => paint(green, &format!("  + network {name}")),
                 Step::CreateVolume { name } => paint(green, &format!("  + volume {name}")),
                 Step::Create { spec } => paint(
