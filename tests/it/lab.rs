@@ -1066,34 +1066,31 @@ fn lab_doctor_finds_an_instance_killed_repeatedly_in_a_crash_loop() {
     assert_eq!(crashed, ["app-1-3001"], "{d:#}");
 }
 
-/// /heavy through the load balancer from `threads` clients for `secs`, then doctor over the last 30 s.
-fn doctor_under_heavy_load(file: &str, threads: usize, secs: u64) -> (Option<i32>, serde_json::Value) {
-    let load = Load::start_url(format!("{LB}/heavy?ms=100"), threads);
-    // CPU is judged from rate(...[1m]): let a full minute of load into it.
-    std::thread::sleep(Duration::from_secs(secs));
-    let out = doctor(file, &["--window", "30s"]);
-    let (ok, failed) = load.finish();
-    eprintln!("heavy load: {ok} requests ok, {} refused or failed", failed.len());
-    assert!(ok > 0);
-    out
-}
-
+/// /heavy through the load balancer from 4 clients; doctor over the last 30 s of it.
 #[test]
 fn lab_doctor_finds_saturated_cpu_to_scale_out_and_with_fewer_instances_than_cores_to_scale_up() {
     let _lab = lab();
     // Both app hosts run an instance on each of their 2 cores: saturated, the answer is another host.
-    let (code, d) = doctor_under_heavy_load(&lab_yaml(), 4, 70);
+    let load = Load::start_url(format!("{LB}/heavy?ms=100"), 4);
+    // CPU is judged from rate(...[1m]): let a full minute of load into it.
+    std::thread::sleep(Duration::from_secs(70));
+    let (code, d) = doctor(&lab_yaml(), &["--window", "30s"]);
     assert_eq!(code, Some(2), "{d:#}");
     let f = finding(&d, "cpu-saturated-scale-out");
     assert!(f["evidence"][0]["value"].as_f64().unwrap() > 70.0, "{f:#}");
     assert!(!finding_ids(&d).contains(&"cpu-saturated-scale-up".to_string()), "{d:#}");
 
-    // One instance per 2-core host: the same load says use every core first.
+    // One instance per 2-core host, rolled in under the same load, which keeps the cores busy
+    // (its heavy pool has a thread per core): use every core first.
     let one = edited_topology("  instances: 2\n", "  instances: 1\n");
     let file = one.to_str().unwrap();
     let rel = release();
     run_ok(&apply_args(file, rel.to_str().unwrap()));
-    let (code, d) = doctor_under_heavy_load(file, 4, 70);
+    std::thread::sleep(Duration::from_secs(35));
+    let (code, d) = doctor(file, &["--window", "30s"]);
+    let (ok, failed) = load.finish();
+    eprintln!("heavy load: {ok} requests ok, {} refused or failed", failed.len());
+    assert!(ok > 0);
     assert_eq!(code, Some(2), "{d:#}");
     let f = finding(&d, "cpu-saturated-scale-up");
     assert!(f["summary"].as_str().unwrap().contains("1 instances on 2 cores"), "{f:#}");
