@@ -72,8 +72,8 @@ fn series_by(series: &Series, key: &str, value: &str) -> Vec<f64> {
 }
 
 /// Read the fleet's state over the last `window`. `upstreams` gives, by instance name, the address
-/// the load balancer logs for an instance when its target cannot say it (docker's replicas: the
-/// engine assigns their addresses, and their targets name them).
+/// the load balancer logs for an instance when its target cannot say it (docker's running replicas:
+/// the engine assigns their addresses, and their targets name them, when there are targets).
 pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, thresholds: Thresholds, upstreams: &BTreeMap<String, String>) -> anyhow::Result<Snapshot> {
     let now = std::time::SystemTime::now();
     let end = now.duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
@@ -143,6 +143,15 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         let name = l.get("instance_name");
         if name.is_some() && !up.iter().any(|(u, _)| u.get("instance_name") == name) {
             up.push((l.clone(), *v));
+        }
+    }
+    // And on docker the replicas the engine runs that nothing scrapes (a program without metrics):
+    // running, and judged from the load balancer's answers.
+    for (name, addr) in upstreams {
+        if !up.iter().any(|(u, _)| u.get("instance_name") == Some(name)) {
+            let slot = name.rsplit_once('-').map_or(name.as_str(), |(slot, _)| slot);
+            let labels = BTreeMap::from([("instance_name".to_string(), name.clone()), ("host".to_string(), slot.to_string()), ("upstream".to_string(), addr.clone())]);
+            up.push((labels, 1.0));
         }
     }
     for (l, v) in &up {

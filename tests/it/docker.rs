@@ -707,17 +707,17 @@ mod node {
         .unwrap()
     }
 
-    /// The app measures no requests of its own (prom-client's default metrics): doctor finds each
-    /// replica's requests and p99 among the load balancer's answers, which the mtail container
-    /// counts by the address the engine gave the replica.
-    fn replicas_judged_from_the_load_balancer() {
+    /// The app measures no requests of its own (prom-client's default metrics, or no metrics at
+    /// all): doctor finds each replica's requests and p99 among the load balancer's answers, which
+    /// the mtail container counts by the address the engine gave the replica.
+    fn replicas_judged_from_the_load_balancer(topology: &str) {
         let snapshot = tempfile::NamedTempFile::new().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             for _ in 0..40 {
                 count_at(LB);
             }
-            let out = scalectl(&["doctor", "-f", node_topology(), "--window", "30s", "-o", "json", "--save", snapshot.path().to_str().unwrap()]);
+            let out = scalectl(&["doctor", "-f", topology, "--window", "30s", "-o", "json", "--save", snapshot.path().to_str().unwrap()]);
             let s: serde_json::Value = serde_json::from_slice(&std::fs::read(snapshot.path()).unwrap_or_default()).unwrap_or_else(|_| panic!("no snapshot: {}", text(&out.stderr)));
             let judged: Vec<(String, f64, bool)> = s["instances"]
                 .as_array()
@@ -732,6 +732,13 @@ mod node {
             assert!(Instant::now() < deadline, "doctor saw no requests per replica from the load balancer: {judged:?}\n{s:#}");
             std::thread::sleep(Duration::from_secs(3));
         }
+    }
+
+    /// The series an instant query gives on the published Prometheus of the node app.
+    fn prometheus_9093(q: &str) -> Vec<serde_json::Value> {
+        let url = reqwest::Url::parse_with_params("http://127.0.0.1:9093/api/v1/query", [("query", q)]).unwrap();
+        let v: serde_json::Value = crate::support::client().get(url).send().unwrap().json().unwrap();
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
     }
 
     /// The release images of a repository, as `repository:tag`.
@@ -765,7 +772,20 @@ mod node {
             count_at(LB);
         }
         assert_eq!(count_at(LB), before + 21);
-        replicas_judged_from_the_load_balancer();
+        replicas_judged_from_the_load_balancer(node_topology());
+        // Without metrics nothing scrapes the replicas: doctor finds them on the engine.
+        let src = std::fs::read_to_string(node_topology()).unwrap();
+        assert!(src.contains("    metrics: /metrics\n"));
+        let unscraped = tempfile::Builder::new().prefix("node-docker-").suffix(".yaml").tempfile().unwrap().into_temp_path();
+        std::fs::write(&unscraped, src.replace("    metrics: /metrics\n", "")).unwrap();
+        let out = apply(unscraped.to_str().unwrap(), first.path().to_str().unwrap());
+        assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while !prometheus_9093(r#"up{job="scale-api"}"#).is_empty() {
+            assert!(Instant::now() < deadline, "Prometheus still scrapes the replicas");
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        replicas_judged_from_the_load_balancer(unscraped.to_str().unwrap());
 
         let next = release_dir("next");
         let load = Load::start_at(LB, 4);
