@@ -101,7 +101,7 @@ impl Target for Engine {
 
     fn status(&self) -> anyhow::Result<Status> {
         let containers = self.observe()?.containers;
-        let items: Vec<StatusItem> = containers
+        let mut items: Vec<StatusItem> = containers
             .iter()
             .map(|c| StatusItem {
                 place: c.slot.clone(),
@@ -112,6 +112,8 @@ impl Target for Engine {
                 healthy: c.running() && c.health.as_deref().is_none_or(|h| h == "healthy"),
             })
             .collect();
+        // By slot, as people look for them (container names end in a hash).
+        items.sort_by(|a, b| (&a.place, &a.name).cmp(&(&b.place, &b.name)));
         Ok(Status {
             topology: self.topology.name.clone(),
             target: "docker",
