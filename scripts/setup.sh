@@ -43,6 +43,23 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start (see /var/log/dockerd.log)" >&2; exit 1; }
 fi
 
+# Docker Compose v2, to start the rendered compose bundle: Debian 12 has only v1, so Debian 13's
+# package is fetched (apt checks its signature against the system's Debian keyring) and unpacked
+# under target/tools. Nothing is installed system-wide and no apt source is added.
+if [ ! -x target/tools/docker-compose ]; then
+  echo "setup: fetching docker-compose (Debian trixie's package)"
+  apt_dir="$PWD/target/tools/apt"
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/empty"
+  echo "deb http://deb.debian.org/debian trixie main" > "$apt_dir/sources.list"
+  apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=$apt_dir/empty" -o "Dir::State::Lists=$apt_dir/lists"
+            -o "Dir::Cache=$apt_dir/cache" -o Dir::Etc::Preferences=/dev/null -o "Dir::Etc::PreferencesParts=$apt_dir/empty" -o APT::Sandbox::User=root)
+  apt-get -qq "${apt_opts[@]}" update
+  (cd "$apt_dir" && apt-get -qq "${apt_opts[@]}" download docker-compose)
+  dpkg-deb -x "$apt_dir"/docker-compose_*_amd64.deb "$apt_dir/root"
+  install -m 0755 "$apt_dir/root/usr/libexec/docker/cli-plugins/docker-compose" target/tools/docker-compose
+  rm -rf "$apt_dir"
+fi
+
 # The labs' Redis password (examples/lab.yaml and node.yaml read it from LAB_REDIS_PASSWORD; the demo,
 # benchmarks and tests from this file), made once, readable by its owner only.
 if [ ! -s target/lab-redis-password ]; then

@@ -26,7 +26,7 @@ use futures_util::StreamExt;
 
 use crate::plan::docker::{
     ContainerSpec, DockerObserved, DockerPlan, Engine, LABEL_HASH, LABEL_IMAGE_ROLE, LABEL_IMAGE_TOPOLOGY, LABEL_LIVE, LABEL_PREVIOUS, LABEL_ROLE, LABEL_SLOT, LABEL_TOPOLOGY,
-    FileOwner, ObservedContainer, ObservedImage, ROLE_LOGS, SECRETS_DIR, SecretDelivery, Step,
+    FileOwner, ObservedContainer, ObservedImage, ROLE_LOGS, SECRETS_DIR, SecretDelivery, Step, redis_address, redis_exporter_password_file, secrets_entrypoint,
 };
 use crate::topology::Topology;
 
@@ -281,18 +281,6 @@ fn ms_to_ns(ms: u64) -> i64 {
     (ms as i64).saturating_mul(1_000_000)
 }
 
-/// What exports a container's secret files (in [`SECRETS_DIR`]) as variables, then runs the
-/// image's command: no value is evaluated (each line is one `export "NAME=value"`), none is a
-/// process argument.
-fn secrets_wrapper() -> String {
-    format!("for f in {SECRETS_DIR}/*; do [ -f \"$f\" ] || continue; v=$(cat \"$f\"); export \"${{f##*/}}=$v\"; done; exec \"$@\"")
-}
-
-/// The Redis exporter's password file: a JSON map of Redis address to password.
-fn redis_exporter_password_file() -> String {
-    format!("{SECRETS_DIR}/redis-exporter.json")
-}
-
 /// (uid, gid) of `user` (a name or number, `user[:group]` as an image's USER says) in the
 /// created container's /etc/passwd; root when it is empty.
 async fn user_ids(docker: &Docker, container: &str, user: &str) -> anyhow::Result<(u64, u64)> {
@@ -328,11 +316,11 @@ async fn create(docker: &Docker, t: &Topology, network: &str, spec: &ContainerSp
             // The image's own command, behind the wrapper.
             let mut argv = image_config.entrypoint.clone().unwrap_or_default();
             argv.extend(cmd.take().or(image_config.cmd.clone()).unwrap_or_default());
-            entrypoint = Some(vec!["/bin/sh".to_string(), "-c".to_string(), secrets_wrapper(), "scalectl-secrets".to_string()]);
+            entrypoint = Some(secrets_entrypoint());
             cmd = Some(argv);
         }
         SecretDelivery::RedisExporterFile => {
-            let map: BTreeMap<String, String> = spec.secret_env.iter().filter(|s| s.name == "REDIS_PASSWORD").map(|s| (format!("redis://redis:{}", t.redis.port), s.value.clone())).collect();
+            let map: BTreeMap<String, String> = spec.secret_env.iter().filter(|s| s.name == "REDIS_PASSWORD").map(|s| (redis_address(t), s.value.clone())).collect();
             let path = redis_exporter_password_file();
             env.push(format!("REDIS_PASSWORD_FILE={path}"));
             secret_files.push((path, serde_json::to_string(&map)?, FileOwner::ImageUser));

@@ -14,7 +14,6 @@ pub fn register(env: &mut Environment<'_>) {
     env.add_filter("conf", conf);
     env.add_filter("hostport", hostport);
     env.add_filter("secret", secret);
-    env.add_filter("sha256", |v: &str| sha256_hex(v.as_bytes()));
     env.add_filter("systemd_arg", systemd_arg);
 }
 

@@ -155,6 +155,7 @@ pub fn render_secrets(t: &Topology, values: &SecretValues, templates: &Templates
         t => minijinja::Value::from(minijinja::value::Serde(t)),
         secrets => secrets,
         redis_password => values.redis_password.clone(),
+        redis_password_sha256 => values.redis_password.as_deref().map(|p| sha256_hex(p.as_bytes())),
         webhook => values.alertmanager_webhook.clone(),
     };
     let mut out = Vec::new();
@@ -241,6 +242,11 @@ pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<
     let docker = Ctx::docker_view(t, facts).value();
     for j in docker_jobs(t) {
         out.push(run(&env, &docker, "docker", j)?);
+    }
+    if t.redis.password.is_some() {
+        // The bundle has no secret value: its Redis writes the users with the password's hash at start.
+        let ctx = minijinja::context! { redis_password_sha256 => REDIS_PASSWORD_SHA256_PLACEHOLDER, ..docker.clone() };
+        out.push(run(&env, &ctx, "docker", job("redis/auth.conf.j2", REDIS_AUTH_TEMPLATE))?);
     }
     if t.observability.grafana {
         copy_verbatim(&DASHBOARDS, "docker", "grafana/dashboards", OnChange::Nothing, &mut out);
@@ -430,6 +436,11 @@ fn secret_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
     }
     jobs
 }
+
+/// Redis' ACL users in the docker bundle, with [`REDIS_PASSWORD_SHA256_PLACEHOLDER`] where the
+/// password's hash goes (templates/docker/commands.yaml.j2 says how compose's Redis fills it in).
+pub const REDIS_AUTH_TEMPLATE: &str = "redis/auth.conf.in";
+pub const REDIS_PASSWORD_SHA256_PLACEHOLDER: &str = "@REDIS_PASSWORD_SHA256@";
 
 /// The docker bundle: an image for scale-api and the files its containers mount (its compose file is
 /// rendered from the docker target's container specs: `plan::docker::compose_file`).

@@ -151,6 +151,107 @@ fn replicas() -> Vec<String> {
     v
 }
 
+/// Docker Compose v2, which scripts/setup.sh unpacks from Debian's package into target/tools.
+fn compose_bin() -> std::path::PathBuf {
+    let p = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/tools/docker-compose"));
+    assert!(p.is_file(), "{} is missing: scripts/setup.sh fetches it", p.display());
+    p
+}
+
+/// `docker compose down` of a bundle when the test ends, passed or not, and the images it tagged.
+struct ComposeUp(std::path::PathBuf, Vec<String>);
+
+impl Drop for ComposeUp {
+    fn drop(&mut self) {
+        // The file names the secrets' variables, which compose reads for `down` too.
+        let down = with_secrets(&mut Command::new(compose_bin())).current_dir(&self.0).args(["down", "--volumes", "--remove-orphans", "--timeout", "5"]).output();
+        if let Some(out) = down.ok().filter(|o| !o.status.success()) {
+            eprintln!("docker compose down failed: {}", text(&out.stderr));
+        }
+        for image in &self.1 {
+            let _ = docker(&["rmi", image]);
+        }
+    }
+}
+
+/// The compose bundle `scalectl render` writes starts as it is, with a Redis that requires its
+/// password: every secret (a shell variable or a file) reaches its containers as a file, the
+/// replicas have them as variables, Redis makes its ACL users from the password, and no value
+/// shows in `docker inspect`.
+#[test]
+fn docker_compose_bundle_starts_with_redis_auth_and_every_secret_as_a_file() {
+    let _d = deployed(); // the turn, and scalectl's tools image on the engine
+    let dir = tempfile::tempdir().unwrap();
+    let token = "file-token-9f1c";
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let t = topology_with(&[
+        ("name: dock\n", "name: dockc\n"),
+        ("  network: dock\n", "  network: dockc\n"),
+        ("    scale_api: scale-api:latest", "    scale_api: scalectl-test/dockc-api:latest"),
+        ("    load_balancer: 8081\n    prometheus: 9091\n", "    load_balancer: 8084\n    prometheus: 9094\n"),
+        ("  secrets: {API_KEY: {env: DOCK_API_KEY}}\n", &format!("  secrets: {{API_KEY: {{env: DOCK_API_KEY}}, TOKEN: {{file: {}}}}}\n", token_file.display())),
+    ]);
+    let out_dir = dir.path().join("bundle");
+    let out = scalectl(&["render", "-f", t.to_str().unwrap(), "-o", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let bundle = out_dir.join("docker");
+    let compose = std::fs::read_to_string(bundle.join("compose.yaml")).unwrap();
+    let password = crate::lab::lab_redis_password();
+    assert!(!compose.contains(password) && !compose.contains(API_KEY) && !compose.contains(token), "a secret value in compose.yaml");
+    // The image, built as the bundle's Dockerfile says: scale-api's binary beside it.
+    std::fs::copy(release(), bundle.join("scale-api")).unwrap();
+    let api_image = "scalectl-test/dockc-api:latest";
+    docker_ok(&["build", "-q", "-t", api_image, bundle.to_str().unwrap()]);
+    // scalectl's tools image, which compose would build from ./rsyslog (as the docker target did
+    // for the deployment, from a Dockerfile that differs in its topology's name only): the
+    // deployment's, named as the bundle names it, saves the test a build of Debian's packages.
+    let tools = compose.lines().find_map(|l| l.trim().strip_prefix("image: \"scalectl-tools:")).map(|tag| format!("scalectl-tools:{}", tag.trim_end_matches('"'))).unwrap();
+    let deployed_tools = docker_ok(&["inspect", "-f", "{{.Config.Image}}", &containers().into_iter().find(|(_, slot, _)| slot == "mtail").unwrap().0]);
+    docker_ok(&["tag", deployed_tools.trim(), &tools]);
+
+    let _down = ComposeUp(bundle.clone(), vec![api_image.to_string(), tools]);
+    let up = with_secrets(&mut Command::new(compose_bin())).current_dir(&bundle).args(["up", "--detach", "--no-build", "--wait", "--wait-timeout", "120"]).output().unwrap();
+    let logs = || text(&with_secrets(&mut Command::new(compose_bin())).current_dir(&bundle).args(["logs", "--no-color", "--tail", "20"]).output().unwrap().stdout);
+    assert!(up.status.success(), "docker compose up failed:\n{}\n{}", text(&up.stderr), logs());
+
+    // The replicas reach Redis with the password: the counter advances through the load balancer.
+    let lb = "http://127.0.0.1:8084";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while crate::support::client().get(format!("{lb}/count")).send().map_or(true, |r| !r.status().is_success()) {
+        assert!(Instant::now() < deadline, "the bundle's load balancer never answered /count:\n{}", logs());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let before = count_at(lb);
+    assert_eq!(count_at(lb), before + 1);
+    // Redis refuses a client without the password; its users file is Redis' alone, and Redis runs as redis.
+    let noauth = docker(&["exec", "dockc-redis-1", "redis-cli", "set", "k", "v"]);
+    assert!(text(&noauth.stdout).contains("NOAUTH"), "Redis answered without a password: {}", text(&noauth.stdout));
+    assert_eq!(docker_ok(&["exec", "dockc-redis-1", "stat", "-c", "%a %U", "/run/secrets/redis-auth.conf", "/proc/1"]), "400 redis\n555 redis\n");
+    // The replica has both secrets as variables, from files.
+    let environ = docker_ok(&["exec", "dockc-api-1-1", "sh", "-c", "tr '\\0' '\\n' < /proc/1/environ"]);
+    for want in [format!("API_KEY={API_KEY}"), format!("TOKEN={token}"), format!("REDIS_PASSWORD={password}")] {
+        assert!(environ.lines().any(|l| l == want), "the replica lacks {}", want.split('=').next().unwrap());
+    }
+    // The exporter logs in as its own user.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = docker_ok(&["exec", "dockc-prometheus-1", "sh", "-c", "curl -fsS redis-exporter:9121/metrics || wget -qO- redis-exporter:9121/metrics"]);
+        if metrics.lines().any(|l| l == "redis_up 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the Redis exporter never logged in:\n{}", logs());
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // No value in what the engine tells of any of the bundle's containers.
+    let names = docker_ok(&["ps", "-a", "--filter", "label=com.docker.compose.project=dockc", "--format", "{{.Names}}"]);
+    assert!(names.lines().count() >= 8, "{names}");
+    for name in names.lines() {
+        let inspect = docker_ok(&["inspect", name]);
+        assert!(!inspect.contains(password) && !inspect.contains(API_KEY) && !inspect.contains(token), "{name} shows a secret in docker inspect");
+    }
+}
+
 #[test]
 fn docker_requests_reach_every_replica_count_is_exact_and_a_second_apply_changes_nothing() {
     let _d = deployed();

@@ -526,32 +526,82 @@ fn yaml_and_json_bundles_parse() {
 
 /// compose.yaml's services are the docker target's container specs, field by field (as the
 /// cloud-init test holds the autoscaling group to the hosts target).
+/// Every docker example, and docker.yaml with secrets of both kinds and a Redis password.
+fn compose_topologies() -> Vec<(String, topology::Topology)> {
+    let mut all: Vec<(String, topology::Topology)> = EXAMPLES.iter().map(|e| (e.to_string(), super::load_example(e))).collect();
+    let src = std::fs::read_to_string(super::example_path("docker")).unwrap();
+    let from = "redis:\n  persistence: rdb\n";
+    assert!(src.contains(from));
+    let src = src.replace(from, "redis:\n  persistence: rdb\n  password: {env: DOCK_REDIS_PASSWORD}\n").replace(
+        "  instances: 2 ",
+        "  secrets: {API_KEY: {env: DOCK_API_KEY}, TOKEN: {file: /etc/dock/token}}\n  instances: 2 ",
+    );
+    all.push(("docker with secrets".into(), topology::parse("docker-secrets.yaml", &src).unwrap_or_else(|p| panic!("{p}"))));
+    all
+}
+
 #[test]
 fn compose_services_equal_the_docker_targets_container_specs() {
     use serde_json::{Value, json};
     let ms = |v: &Value| humantime::parse_duration(v.as_str().unwrap_or_default()).map(|d| d.as_millis() as u64).unwrap_or(u64::MAX);
-    for example in EXAMPLES {
-        let t = super::load_example(example);
-        let compose = render_example(example).into_iter().find(|f| f.host == "docker" && f.path == "compose.yaml").unwrap();
+    for (example, t) in compose_topologies() {
+        let compose = scalectl::plan::docker::compose_file(&t, 2, &Templates::embedded()).unwrap();
+        let bundle = render::render(&t, &Facts::with_default_cores(2), &Templates::embedded()).unwrap();
         let c: Value = serde_saphyr::from_str(&compose.content).unwrap();
         let specs = scalectl::plan::docker::bundle_specs(&t, 2, &Templates::embedded()).unwrap();
         let services = c["services"].as_object().unwrap();
         assert_eq!(services.len(), specs.containers().len(), "{example}: one service per container spec");
         for spec in specs.containers() {
-            let s = &c["services"][&spec.slot];
+            // Compose reads `$X` as a variable of its shell: the service's own `$` are written `$$`.
+            let s = &unescape_dollars(&c["services"][&spec.slot]);
             let at = format!("{example}: service {}", spec.slot);
             assert_eq!(s["image"], spec.image.as_str(), "{at}");
-            let cmd: Vec<Value> = spec.cmd.iter().map(|a| json!(a)).collect();
-            assert_eq!(s.get("command").cloned().unwrap_or(json!([])), json!(cmd), "{at}");
-            // Every variable of the spec, and its secrets by name (their values come from the shell).
+            // Secrets reach a container as compose secrets (files), never as variables: replicas
+            // export them behind the wrapper, Redis makes its users from the password at start.
+            let secret_files: Vec<Value> = s.get("secrets").and_then(Value::as_array).cloned().unwrap_or_default();
+            let users_file = spec.role == "redis" && t.redis.password.is_some();
             let mut env: serde_json::Map<String, Value> = spec.env.iter().filter_map(|e| e.split_once('=')).map(|(k, v)| (k.to_string(), json!(v))).collect();
-            let compose_env = s.get("environment").and_then(Value::as_object).cloned().unwrap_or_default();
-            // `{file:}` secrets have no compose equivalent that passes a value as a variable: absent.
-            for e in spec.secret_env.iter().filter(|e| matches!(e.from, Some(topology::SecretRef::Env(_)))) {
-                let v = compose_env.get(&e.name).unwrap_or_else(|| panic!("{at}: secret {} missing", e.name));
-                assert!(v.as_str().unwrap().starts_with("${"), "{at}: {} = {v}", e.name);
-                env.insert(e.name.clone(), v.clone());
+            let cmd: Vec<Value> = spec.cmd.iter().map(|a| json!(a)).collect();
+            if spec.secret_env.is_empty() && !users_file {
+                assert!(s.get("entrypoint").is_none() && secret_files.is_empty(), "{at}");
+                assert_eq!(s.get("command").cloned().unwrap_or(json!([])), json!(cmd), "{at}");
+            } else if spec.secrets == scalectl::plan::docker::SecretDelivery::Files {
+                assert_eq!(s["entrypoint"], json!(scalectl::plan::docker::secrets_entrypoint()), "{at}");
+                let names: Vec<String> = spec.secret_env.iter().map(|e| e.name.clone()).collect();
+                let want: Vec<Value> = names.iter().map(|n| json!({"source": n, "target": format!("{}/{n}", scalectl::plan::docker::SECRETS_DIR)})).collect();
+                assert_eq!(json!(secret_files), json!(want), "{at}");
+                if !cmd.is_empty() {
+                    assert_eq!(s["command"], json!(cmd), "{at}");
+                }
+            } else if users_file {
+                assert_eq!(s["user"], "root", "{at}");
+                assert_eq!(json!(secret_files), json!([{"source": "REDIS_PASSWORD", "target": "/run/secrets/scalectl/REDIS_PASSWORD"}]), "{at}");
+                assert_eq!(s["command"], json!(cmd), "{at}");
+            } else if !matches!(t.redis.password, Some(topology::SecretRef::Env(_))) {
+                // A `{file:}` password cannot reach the exporter's shell-less image.
+                assert_eq!(spec.slot, "redis-exporter", "{at}");
+                assert!(secret_files.is_empty() && s.get("configs").is_none(), "{at}");
+            } else {
+                // The Redis exporter: its password map, made by compose from the shell's variable.
+                assert_eq!(spec.slot, "redis-exporter", "{at}");
+                assert!(secret_files.is_empty(), "{at}");
+                let path = scalectl::plan::docker::redis_exporter_password_file();
+                assert_eq!(s["configs"], json!([{"source": "redis-exporter-password", "target": path}]), "{at}");
+                env.insert("REDIS_PASSWORD_FILE".into(), json!(path));
+                let content = c["configs"]["redis-exporter-password"]["content"].as_str().unwrap();
+                // The one `$` compose is to read: the password's variable.
+                let Some(topology::SecretRef::Env(var)) = &t.redis.password else { unreachable!() };
+                assert_eq!(content, format!(r#"{{"redis://redis:6379": "${{{var}:?set {var} for secret REDIS_PASSWORD}}"}}"#), "{at}");
             }
+            for (name, secret) in c.get("secrets").and_then(Value::as_object).into_iter().flatten() {
+                let want = match spec.secret_env.iter().find(|e| &e.name == name).and_then(|e| e.from.clone()) {
+                    Some(topology::SecretRef::Env(var)) => json!({"environment": var}),
+                    Some(topology::SecretRef::File(path)) => json!({"file": path}),
+                    None => continue,
+                };
+                assert_eq!(secret, &want, "{at}: secret {name}");
+            }
+            let compose_env = s.get("environment").and_then(Value::as_object).cloned().unwrap_or_default();
             assert_eq!(Value::Object(compose_env), Value::Object(env), "{at}: environment");
             match &spec.health {
                 Some(h) => {
@@ -568,10 +618,14 @@ fn compose_services_equal_the_docker_targets_container_specs() {
             assert_eq!(s["ulimits"]["nofile"]["soft"].as_u64(), spec.nofile, "{at}");
             let ports: Vec<String> = spec.publish.iter().map(|p| format!("127.0.0.1:{}:{}", p.host_port, p.container_port)).collect();
             assert_eq!(s.get("ports").cloned().unwrap_or(json!([])), json!(ports), "{at}");
-            // Volumes, read-only binds, and every non-secret file the spec bakes in, mounted from the bundle.
+            // Volumes, read-only binds, and every non-secret file the spec bakes in, mounted from the
+            // bundle (Redis' users file: its template, which the start fills in).
             let mut mounts: Vec<String> = spec.volumes.iter().map(|(v, p)| format!("{v}:{p}")).collect();
             mounts.extend(spec.binds_ro.iter().map(|(h, p)| format!("{h}:{p}:ro")));
             mounts.extend(spec.files.iter().filter(|f| !f.sensitive).map(|f| format!("./{}:{}:ro", f.source, f.path)));
+            if users_file {
+                mounts.push(format!("./{}:/etc/scalectl/redis-auth.conf.in:ro", render::REDIS_AUTH_TEMPLATE));
+            }
             assert_eq!(s.get("volumes").cloned().unwrap_or(json!([])), json!(mounts), "{at}");
             let labels: serde_json::Map<String, Value> = spec.labels(&t.name).into_iter().map(|(k, v)| (k, json!(v))).collect();
             assert_eq!(s["labels"], Value::Object(labels), "{at}");
@@ -580,10 +634,48 @@ fn compose_services_equal_the_docker_targets_container_specs() {
             assert_eq!(s.get("cap_drop").is_some(), spec.cap_drop_all, "{at}");
             assert_eq!(s.get("pid").is_some(), spec.pid_host, "{at}");
             // A bundle file each mount names exists in the bundle.
-            for f in spec.files.iter().filter(|f| !f.sensitive) {
-                assert!(render_example(example).iter().any(|r| r.host == "docker" && r.path == f.source), "{at}: ./{} is not in the bundle", f.source);
+            for m in mounts.iter().filter_map(|m| m.strip_prefix("./")) {
+                let source = m.split(':').next().unwrap();
+                assert!(bundle.iter().any(|r| r.host == "docker" && r.path == source), "{at}: ./{source} is not in the bundle");
             }
         }
+    }
+}
+
+/// Every string in `v` with compose's `$$` read as the `$` it stands for.
+fn unescape_dollars(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(s.replace("$$", "$")),
+        Value::Array(a) => Value::Array(a.iter().map(unescape_dollars).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), unescape_dollars(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Docker Compose v2 itself (unpacked by scripts/setup.sh) accepts every bundle, secrets included.
+#[test]
+fn docker_compose_accepts_every_bundle() {
+    let compose = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/tools/docker-compose"));
+    assert!(compose.is_file(), "{} is missing: scripts/setup.sh fetches it", compose.display());
+    for (example, t) in compose_topologies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = render::render(&t, &Facts::with_default_cores(2), &Templates::embedded()).unwrap();
+        files.push(scalectl::plan::docker::compose_file(&t, 2, &Templates::embedded()).unwrap());
+        for f in files.iter().filter(|f| f.host == "docker") {
+            let path = dir.path().join(&f.path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &f.content).unwrap();
+        }
+        let out = Command::new(&compose)
+            .current_dir(dir.path())
+            .args(["config", "--quiet"])
+            .env("DOCK_REDIS_PASSWORD", "p")
+            .env("LAB_REDIS_PASSWORD", "p")
+            .env("DOCK_API_KEY", "k")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{example}: docker compose config:\n{}", String::from_utf8_lossy(&out.stderr));
     }
 }
 

@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
 use super::*;
 use crate::render::{self, Instance, RenderError, SecretValues, Templates};
 use crate::topology::Persistence;
@@ -27,7 +25,7 @@ fn file(path: &str, files: &BTreeMap<String, String>, source: &str, live: bool) 
 
 /// What the containers run (templates/docker/commands.yaml.j2).
 #[derive(serde::Deserialize)]
-struct Commands {
+pub(super) struct Commands {
     /// The program's argv (empty: the image's own command, scale-api's).
     app_cmd: Vec<String>,
     app_health: Vec<String>,
@@ -40,9 +38,12 @@ struct Commands {
     collector: Vec<String>,
     logship: Vec<String>,
     mtail: Vec<String>,
+    /// The compose bundle's: what a replica runs behind the secrets' wrapper, and Redis' start.
+    pub(super) compose_app_command: Vec<String>,
+    pub(super) compose_redis_entrypoint: Vec<String>,
 }
 
-fn commands(files: &BTreeMap<String, String>) -> Result<Commands, RenderError> {
+pub(super) fn commands(files: &BTreeMap<String, String>) -> Result<Commands, RenderError> {
     serde_saphyr::from_str(get(files, "commands.yaml")).map_err(|e| RenderError::Invalid { name: "docker/commands.yaml.j2".into(), message: e.to_string() })
 }
 
@@ -147,7 +148,10 @@ fn replica(t: &Topology, slot: &str, image: &str, base: &BTreeMap<String, String
         aliases: Vec::new(),
         env,
         secret_env: secret_env.to_vec(),
-        health: Some(Health { test: run.app_health.clone(), interval_ms: 1000, timeout_ms: 2000, retries: 3, start_period_ms: 2000 }),
+        // Checked every second; an answer may take 5 s, because a program's check starts a runtime
+        // (`node -e`), which a host busy with the very load a deploy rolls under can slow past 2 s
+        // (measured: a rolling release refused for that on a saturated 2-core machine).
+        health: Some(Health { test: run.app_health.clone(), interval_ms: 1000, timeout_ms: 5000, retries: 3, start_period_ms: 2000 }),
         memory_bytes: Some(t.app.memory_max),
         nano_cpus: t.app.cpu_quota.map(|q| i64::from(q) * 10_000_000),
         nofile: Some(t.app.nofile),
@@ -358,72 +362,3 @@ pub fn bundle_specs(t: &Topology, cores: u32, templates: &Templates) -> Result<D
     Ok(d)
 }
 
-/// One compose service: a spec, with its files as bind mounts of the bundle's files.
-#[derive(Serialize)]
-struct ComposeService<'a> {
-    spec: &'a ContainerSpec,
-    /// `./rsyslog` for images scalectl builds itself besides the release image.
-    build: Option<&'static str>,
-    environment: Vec<(&'a str, &'a str)>,
-    /// (name, environment variable of this shell) for `{env:}` secrets.
-    secret_env: Vec<(&'a str, &'a str)>,
-    /// (source, target, read_only): volumes, binds of the engine's machine, the bundle's files.
-    mounts: Vec<(String, &'a str, bool)>,
-    labels: BTreeMap<String, String>,
-    cpus: Option<f64>,
-    depends_on: Vec<&'a str>,
-}
-
-/// `compose.yaml` of the docker bundle, rendered from [`bundle_specs`].
-pub fn compose_file(t: &Topology, cores: u32, templates: &Templates) -> Result<render::RenderedFile, RenderError> {
-    let d = bundle_specs(t, cores, templates)?;
-    let app_slots: Vec<&str> = d.app.iter().map(|c| c.slot.as_str()).collect();
-    let services: Vec<ComposeService> = d
-        .containers()
-        .into_iter()
-        .map(|spec| ComposeService {
-            spec,
-            build: (spec.image == d.tools_image).then_some("./rsyslog"),
-            environment: spec.env.iter().filter_map(|e| e.split_once('=')).collect(),
-            secret_env: spec
-                .secret_env
-                .iter()
-                .filter_map(|e| match &e.from {
-                    Some(crate::topology::SecretRef::Env(var)) => Some((e.name.as_str(), var.as_str())),
-                    _ => None,
-                })
-                .collect(),
-            mounts: spec
-                .volumes
-                .iter()
-                .map(|(v, p)| (v.clone(), p.as_str(), false))
-                .chain(spec.binds_ro.iter().map(|(s, p)| (s.clone(), p.as_str(), true)))
-                .chain(spec.files.iter().filter(|f| !f.source.is_empty()).map(|f| (format!("./{}", f.source), f.path.as_str(), true)))
-                .collect(),
-            labels: spec.labels(&t.name),
-            cpus: spec.nano_cpus.map(|n| n as f64 / 1e9),
-            depends_on: match spec.slot.as_str() {
-                "lb" => app_slots.clone(),
-                "logship" => vec!["collector"],
-                _ => Vec::new(),
-            },
-        })
-        .collect();
-    let volumes: std::collections::BTreeSet<&str> = d.containers().iter().flat_map(|c| c.volumes.iter().map(|(v, _)| v.as_str())).collect();
-    let ctx = serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "t": t,
-        "services": services,
-        "volumes": volumes,
-    });
-    let content = render::render_one(templates, "docker/compose.yaml.j2", ctx)?;
-    Ok(render::RenderedFile {
-        host: "docker".into(),
-        path: "compose.yaml".into(),
-        mode: 0o644,
-        content,
-        group: "root",
-        on_change: render::OnChange::Nothing,
-        sensitive: false,
-    })
-}

@@ -15,6 +15,7 @@
 //! `cleanup` (removing the stopped old containers and what the topology no longer has) runs only
 //! once everything in `activate` succeeded.
 
+mod compose;
 mod desired;
 mod steps;
 mod text;
@@ -26,7 +27,8 @@ use serde::{Deserialize, Serialize};
 use super::{Release, sha256_hex};
 use crate::topology::Topology;
 
-pub use desired::{Desired, LogShipping, bundle_specs, compose_file, desired};
+pub use compose::compose_file;
+pub use desired::{Desired, LogShipping, bundle_specs, desired};
 pub use steps::{Inputs, destroy_plan, plan, previous_release, reload_plan};
 pub use text::render_text;
 
@@ -106,6 +108,24 @@ impl FileOwner {
 /// Where a container's secrets go as files, one per variable, 0400 and owned by the user the
 /// image runs as: `docker inspect` shows their names, never their values.
 pub const SECRETS_DIR: &str = "/run/secrets/scalectl";
+
+/// What exports a container's secret files (in [`SECRETS_DIR`]) as variables, then runs the
+/// image's command (its arguments): no value is evaluated (each is one `export "NAME=value"`),
+/// none is a process argument. The engine's containers and the compose bundle's run it alike.
+pub fn secrets_entrypoint() -> Vec<String> {
+    let script = format!("for f in {SECRETS_DIR}/*; do [ -f \"$f\" ] || continue; v=$(cat \"$f\"); export \"${{f##*/}}=$v\"; done; exec \"$@\"");
+    vec!["/bin/sh".into(), "-c".into(), script, "scalectl-secrets".into()]
+}
+
+/// The Redis exporter's password file: a JSON map of Redis address ([`redis_address`]) to password.
+pub fn redis_exporter_password_file() -> String {
+    format!("{SECRETS_DIR}/redis-exporter.json")
+}
+
+/// Redis on the topology's network, as the exporter names it.
+pub fn redis_address(t: &Topology) -> String {
+    format!("redis://redis:{}", t.redis.port)
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
