@@ -3,17 +3,17 @@
 //! are replaced by local stand-ins built from Debian's packages (tests/it/standins/Dockerfile), and
 //! the scale-api image is built on the lab's Debian base. Requests go to 127.0.0.1:8081 only.
 //!
-//! The tests share one deployment and take turns (with the lab tests too); each starts from a
-//! converged one.
+//! The tests share one deployment and take turns (with the other end-to-end tests of their
+//! process, support::turn); each starts from a converged one.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
-use std::sync::{MutexGuard, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    Load, TURN, collected_in, collector_outage_loses_no_line, count_at, every_dashboard_query_returns_data, instances_seen_at, new_release, release,
-    request_id_reaches_the_collector, request_ids, run_id, text,
+    Load, Machine, Turn, collected_in, collector_outage_loses_no_line, count_at, every_dashboard_query_returns_data, instances_seen_at, new_release, release,
+    request_id_reaches_the_collector, request_ids, run_id, text, turn,
 };
 
 const LB: &str = "http://127.0.0.1:8081";
@@ -31,9 +31,12 @@ fn docker_ok(args: &[&str]) -> String {
     text(&out.stdout)
 }
 
-/// The stand-in images, built once per Dockerfile version (tagged by its digest).
+/// The stand-in images, built once per Dockerfile version (tagged by its digest). Both test streams
+/// of scripts/test.sh need them: a lock file keeps them from building the same images at once.
 fn standins() -> [String; 7] {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/standins");
+    let lock = std::fs::File::create(concat!(env!("CARGO_MANIFEST_DIR"), "/target/standins.lock")).unwrap();
+    lock.lock().unwrap();
     let dockerfile = std::fs::read(format!("{dir}/Dockerfile")).unwrap();
     let tag = &scalectl::plan::sha256_hex(&dockerfile)[..12];
     let base = tokio::runtime::Builder::new_current_thread()
@@ -115,8 +118,8 @@ fn apply_ok(file: &str, release: &str) -> String {
 }
 
 /// The deployment, converged on the example with the built release; held for one test.
-fn deployed() -> MutexGuard<'static, ()> {
-    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+fn deployed() -> Turn {
+    let turn = turn(Machine::Shared);
     crate::require("docker");
     let t = Instant::now();
     let out = apply_ok(&topology(), release().to_str().unwrap());
@@ -854,7 +857,7 @@ mod node {
 
     #[test]
     fn docker_node_app_built_from_its_context_is_rolled_under_load_and_rolled_back() {
-        let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+        let _turn = turn(Machine::Shared);
         crate::require("docker");
         let first = release_dir("first");
         let t = Instant::now();

@@ -8,12 +8,12 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{MutexGuard, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    Load, TURN, client, collected_in, collector_outage_loses_no_line, count_at, every_dashboard_query_returns_data, instances_seen_at, new_release,
-    release, request_id_reaches_the_collector, run_id, text,
+    Load, Machine, Turn, client, collected_in, collector_outage_loses_no_line, count_at, every_dashboard_query_returns_data, instances_seen_at, new_release,
+    release, request_id_reaches_the_collector, run_id, text, turn,
 };
 
 const LB: &str = "http://127.0.0.1:8080";
@@ -75,8 +75,17 @@ fn apply_args<'a>(file: &'a str, release: &'a str) -> Vec<&'a str> {
 static UP: OnceLock<()> = OnceLock::new();
 
 /// The lab, up and converged on examples/lab.yaml with the built release; held for one test.
-fn lab() -> MutexGuard<'static, ()> {
-    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+fn lab() -> Turn {
+    lab_with(Machine::Shared)
+}
+
+/// The lab, for a test that judges it with doctor: the other test process waits meanwhile.
+fn lab_alone() -> Turn {
+    lab_with(Machine::Alone)
+}
+
+fn lab_with(machine: Machine) -> Turn {
+    let turn = turn(machine);
     crate::require("docker");
     UP.get_or_init(|| {
         let t = Instant::now();
@@ -1011,7 +1020,7 @@ fn finding_ids(d: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn lab_doctor_finds_an_idle_fleet_healthy_and_a_stopped_redis_down() {
-    let _lab = lab();
+    let _lab = lab_alone();
     // Idle means idle: wait until the load of the tests before has left the instances' 1-minute
     // CPU rate (what else keeps the machine busy is no finding: doctor attributes CPU).
     wait_for_quiet_cpu();
@@ -1069,7 +1078,7 @@ fn lab_doctor_finds_an_instance_killed_repeatedly_in_a_crash_loop() {
 /// /heavy through the load balancer from 4 clients; doctor over the last 30 s of it.
 #[test]
 fn lab_doctor_finds_saturated_cpu_to_scale_out_and_with_fewer_instances_than_cores_to_scale_up() {
-    let _lab = lab();
+    let _lab = lab_alone();
     // Both app hosts run an instance on each of their 2 cores: saturated, the answer is another host.
     let load = Load::start_url(format!("{LB}/heavy?ms=100"), 4);
     // CPU is judged from rate(...[1m]): let a full minute of load into it.

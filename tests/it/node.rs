@@ -1,13 +1,13 @@
 //! The user's own app on the lab: examples/node.yaml deploys the Express service of
 //! examples/node-app (real Node.js from Debian's nodejs, Redis, nginx, systemd) to a lab of three
-//! hosts. Requests go to 127.0.0.1 only. Shares the engine with the other labs (TURN).
+//! hosts. Requests go to 127.0.0.1 only. Takes turns with the other end-to-end tests (support::turn).
 
 use std::path::Path;
-use std::sync::{MutexGuard, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::lab::{docker_exec, run, run_ok};
-use crate::support::{Load, TURN, count_at, instances_seen_at, node_app_copy, node_app_dir, run_id, text};
+use crate::support::{Load, Machine, Turn, count_at, instances_seen_at, node_app_copy, node_app_dir, run_id, text, turn};
 
 const LB: &str = "http://127.0.0.1:8082";
 
@@ -25,9 +25,19 @@ struct First {
 static FIRST: OnceLock<First> = OnceLock::new();
 
 /// The node lab, up and converged on examples/node.yaml; held for one test. The lab is made fresh
-/// once per run, so the first test's apply is a first deploy.
-fn node_lab() -> MutexGuard<'static, ()> {
-    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+/// once per run, so the first test's apply is a first deploy (judged by doctor right after it:
+/// alone on the machine).
+fn node_lab() -> Turn {
+    node_lab_with(if FIRST.get().is_none() { Machine::Alone } else { Machine::Shared })
+}
+
+/// The node lab, for a test that judges it with doctor: the other test process waits meanwhile.
+fn node_lab_alone() -> Turn {
+    node_lab_with(Machine::Alone)
+}
+
+fn node_lab_with(machine: Machine) -> Turn {
+    let turn = turn(machine);
     crate::require("docker");
     node_app_dir();
     FIRST.get_or_init(|| {
@@ -206,7 +216,7 @@ fn node_doctor_right_after_the_first_apply_is_healthy() {
 /// a blocked event loop, naming the instances, while the deliberately blocking `/heavy` is hammered.
 #[test]
 fn node_doctor_finds_the_idle_fleet_healthy_and_the_blocked_event_loop_under_heavy() {
-    let _lab = node_lab();
+    let _lab = node_lab_alone();
     let (code, d) = crate::lab::doctor(&node_yaml(), &["--window", "30s"]);
     assert_eq!(code, Some(0), "{d:#}");
     assert_eq!(d["healthy"], true, "{d:#}");

@@ -31,9 +31,40 @@ pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// One end-to-end test at a time, lab and docker alike: they share two cores, and a zero-failure
-/// test must not lose requests to a neighbour's load.
-pub(crate) static TURN: Mutex<()> = Mutex::new(());
+/// One end-to-end test at a time in this process, lab and docker alike (see [`turn`]).
+static TURN: Mutex<()> = Mutex::new(());
+
+/// How a test shares the machine with the other test process scripts/test.sh runs beside this one.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Machine {
+    /// Its deployment is its own, and what it checks holds however busy the machine is: a
+    /// zero-failure test fails on a refused or failed request, not on a slow one.
+    Shared,
+    /// It judges CPU, latency or the event loop (doctor), which another deployment's load would
+    /// change: no test of the other process runs meanwhile.
+    Alone,
+}
+
+/// A test's turn: [`TURN`] in this process, and the machine as `Machine` says across processes
+/// (a lock file, shared or exclusive; a turnstile lets an exclusive taker in before new sharers).
+pub(crate) struct Turn {
+    _machine: std::fs::File,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+pub(crate) fn turn(machine: Machine) -> Turn {
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let open = |name: &str| std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(root().join("target").join(name)).unwrap();
+    let turnstile = open("e2e-turnstile.lock");
+    turnstile.lock().unwrap();
+    let file = open("e2e-machine.lock");
+    match machine {
+        Machine::Shared => file.lock_shared().unwrap(),
+        Machine::Alone => file.lock().unwrap(),
+    }
+    drop(turnstile);
+    Turn { _machine: file, _turn: turn }
+}
 
 pub(crate) fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(0).build().unwrap()
