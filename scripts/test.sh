@@ -14,15 +14,8 @@ export INSTA_UPDATE=no
 cargo build --locked --workspace --bins
 # The lab tests deploy an optimized scale-api, as a real release would be.
 cargo build --locked --release -p scale-api
-# Build every test target once; the integration binary's path, for the stream run without cargo
-# (a cargo that runs tests holds the build directory's lock until they end).
-it=$(cargo test --locked --workspace --all-targets --no-run --message-format=json |
-  python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "it" and m.get("executable"):
-        print(m["executable"])')
-[ -x "$it" ] || { echo "test: no integration test binary found" >&2; exit 1; }
+# Every test target built once, before the two streams start (cargo holds no lock while tests run).
+cargo test --locked --workspace --all-targets --no-run
 
 # The lab's hosts, and with them the Debian base image every end-to-end test builds on: made here,
 # once, so the two streams do not both build it.
@@ -30,7 +23,7 @@ LAB_REDIS_PASSWORD="$(cat target/lab-redis-password)" SCALECTL_HOME="$PWD/target
   ./target/debug/scalectl lab up -f examples/lab.yaml
 
 first=(lab::lab_)
-(set -o pipefail; "$it" "${first[@]}" 2>&1 | sed -u 's/^/[lab] /') &
+(set -o pipefail; cargo test --locked --test it -- "${first[@]}" 2>&1 | sed -u 's/^/[lab] /') &
 lab_stream=$!
 rest=0
 cargo test --locked --workspace --all-targets -- $(printf -- '--skip %s ' "${first[@]}") || rest=$?
