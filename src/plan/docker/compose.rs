@@ -59,7 +59,7 @@ struct ComposeSecret<'a> {
 }
 
 /// Where compose's Redis finds the bundle's ACL users template (commands.yaml.j2 reads it there).
-const COMPOSE_REDIS_AUTH_TEMPLATE: &str = "/etc/scalectl/redis-auth.conf.in";
+pub(super) const COMPOSE_REDIS_AUTH_TEMPLATE: &str = "/etc/scalectl/redis-auth.conf.in";
 
 /// The compose config that holds the Redis exporter's password map (its image has no shell to
 /// read a plain file): JSON made at `up` from the shell's variable.

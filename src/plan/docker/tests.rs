@@ -453,3 +453,18 @@ fn mtail_reads_the_load_balancers_log_over_a_socket_on_a_volume_they_share() {
     let targets = &spec(&p.activate, "prometheus").files.iter().find(|f| f.path == TARGETS_JSON).unwrap().content;
     assert!(targets.contains(r#""mtail:3903""#) && targets.contains(r#""nginx-log""#), "{targets}");
 }
+
+/// The compose bundle's Redis start (templates/docker/commands.yaml.j2) names, as literals, what
+/// the code defines: the password's secret file, the mounted users template and its placeholder,
+/// and the users file redis.conf includes (where apply writes it on the engine).
+#[test]
+fn the_compose_redis_start_names_the_paths_the_bundle_and_apply_use() {
+    let t = topology("redis: {password: {env: D_REDIS}}\n");
+    let templates = Templates::embedded();
+    let script = &desired::commands(&desired::rendered(&t, &[], &templates).unwrap()).unwrap().compose_redis_entrypoint[2];
+    let values = SecretValues { redis_password: Some("pw".into()), ..Default::default() };
+    let users = crate::render::render_secrets(&t, &values, &templates).unwrap().into_iter().find(|f| f.content.contains("user default")).unwrap().path;
+    for want in [format!("{SECRETS_DIR}/REDIS_PASSWORD"), compose::COMPOSE_REDIS_AUTH_TEMPLATE.into(), crate::render::REDIS_PASSWORD_SHA256_PLACEHOLDER.into(), users] {
+        assert!(script.contains(&want), "the Redis start does not name {want}: {script}");
+    }
+}
