@@ -215,7 +215,7 @@ fn lab_second_apply_is_a_no_op_and_one_edit_is_exactly_one_diff() {
 
 #[test]
 fn lab_new_release_and_reload_under_load_fail_no_request() {
-    let _lab = lab();
+    let _lab = lab_alone(); // 40 requests must reach all 4 instances right after each reload
     let load = Load::start_at(LB, 8);
     std::thread::sleep(Duration::from_millis(500));
     let next = new_release("rolling");
