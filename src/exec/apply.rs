@@ -332,6 +332,10 @@ fn step(conns: &[Conn], c: &Conn, app: &str, a: &Action, opts: &Options<'_>) -> 
         Action::EnsureRedisAdmin => {
             c.sudo_script("making scalectl's Redis admin user", &commands::ensure_redis_admin(), STEP_TIMEOUT)?;
         }
+        Action::LogCertificate { name, ca_host } => {
+            (opts.progress)(host, &format!("issuing the log TLS certificate for {name} from {ca_host}'s CA"));
+            log_certificate(c, conn(conns, ca_host)?, name)?;
+        }
         Action::RedisUsers { phase, port } => {
             let what = match phase {
                 crate::plan::RedisUsersPhase::Add => "adding the new Redis passwords (the old ones still work)",
@@ -341,6 +345,23 @@ fn step(conns: &[Conn], c: &Conn, app: &str, a: &Action, opts: &Options<'_>) -> 
             c.sudo_script(what, &commands::redis_users(*phase, *port), STEP_TIMEOUT)?;
         }
     }
+    Ok(())
+}
+
+/// `LogCertificate`: the host's request (its key stays there), signed on the CA's host, installed
+/// on the host. Only requests and certificates travel, each checked to be PEM and nothing else.
+fn log_certificate(c: &Conn, ca: &Conn, name: &str) -> anyhow::Result<()> {
+    let dir = crate::render::LOG_TLS_DIR;
+    let host = &c.endpoint.host;
+    let out = c.sudo_script("making a certificate request", &commands::log_tls_request_in(dir, name), STEP_TIMEOUT)?;
+    let csr = commands::pem_blocks(&out.stdout, "CERTIFICATE REQUEST").map_err(|e| anyhow::anyhow!("{host}: {e}"))?;
+    anyhow::ensure!(csr.len() == 1, "{host}: printed {} certificate requests, not one", csr.len());
+    let out = ca.sudo_script("signing a certificate", &commands::log_tls_sign_in(dir, &ca.endpoint.host, name, &csr[0]), STEP_TIMEOUT)?;
+    let certs = commands::pem_blocks(&out.stdout, "CERTIFICATE").map_err(|e| anyhow::anyhow!("{}: {e}", ca.endpoint.host))?;
+    let [cert, ca_cert] = certs.as_slice() else {
+        anyhow::bail!("{}: printed {} certificates, not the host's and the CA's", ca.endpoint.host, certs.len());
+    };
+    c.sudo_script("installing the certificate", &commands::log_tls_install_in(dir, cert, ca_cert), STEP_TIMEOUT)?;
     Ok(())
 }
 
@@ -363,6 +384,7 @@ pub fn action_name(a: &Action) -> String {
         Action::MarkReady { release } => format!("ready {release}"),
         Action::MarkPending { .. } => "mark-pending".into(),
         Action::ClearPending => "clear-pending".into(),
+        Action::LogCertificate { name, .. } => format!("log-certificate {name}"),
         Action::EnsureRedisAdmin => "redis-admin".into(),
         Action::RedisUsers { phase: crate::plan::RedisUsersPhase::Add, .. } => "redis-users add".into(),
         Action::RedisUsers { phase: crate::plan::RedisUsersPhase::Settle, .. } => "redis-users settle".into(),

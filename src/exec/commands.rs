@@ -168,6 +168,149 @@ chown root:redis "$c.scalectl-new"; chmod 640 "$c.scalectl-new"; mv -f "$c.scale
     )
 }
 
+/// Days a host's log certificate is valid, and the margin before its end at which apply issues
+/// a new one.
+const LOG_CERT_DAYS: u32 = 825;
+const LOG_CERT_RENEW_DAYS: u32 = 30;
+/// Days the fleet's log CA is valid.
+const LOG_CA_DAYS: u32 = 3650;
+
+/// Step 1 of `LogCertificate`, on the host: its key made once (Ed25519, 0400 root; it never
+/// leaves the host), and a certificate request naming `name` on stdout.
+pub fn log_tls_request_in(dir: &str, name: &str) -> String {
+    let f = crate::render::LogTlsFiles::in_dir(dir);
+    format!(
+        r#"set -e
+umask 022; mkdir -p {dir}; umask 077
+k={key}
+if [ ! -s "$k" ]; then openssl genpkey -algorithm ed25519 -out "$k.scalectl-new"; chmod 400 "$k.scalectl-new"; mv -f "$k.scalectl-new" "$k"; fi
+openssl req -new -key "$k" -subj {subject}
+"#,
+        dir = q(dir),
+        key = q(&f.key),
+        subject = q(&format!("/CN={name}")),
+    )
+}
+
+/// Step 2, on the CA's host: the fleet's log CA made if it is missing (under `flock`, so hosts
+/// issued at once make one CA), then `csr` signed for `name` (the name is the plan's, put in
+/// subjectAltName here, whatever the request says). On stdout: the certificate, then the CA's.
+pub fn log_tls_sign_in(dir: &str, ca_host: &str, name: &str, csr: &str) -> String {
+    let (key, cert) = crate::render::LogTlsFiles::authority_in(dir);
+    format!(
+        r#"set -e
+umask 022; mkdir -p {dir}; umask 077; mkdir -p {dir}/ca
+exec 9>>{dir}/ca/.lock
+flock -w 20 9
+k={key}; c={cert}
+if [ ! -s "$k" ] || [ ! -s "$c" ]; then
+  openssl genpkey -algorithm ed25519 -out "$k.scalectl-new"
+  openssl req -x509 -new -key "$k.scalectl-new" -subj {subject} -days {ca_days} -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign' -out "$c.scalectl-new"
+  chmod 400 "$k.scalectl-new"; chmod 644 "$c.scalectl-new"
+  mv -f "$k.scalectl-new" "$k"; mv -f "$c.scalectl-new" "$c"
+fi
+ext=$(mktemp); trap 'rm -f "$ext"' EXIT
+printf 'subjectAltName=DNS:%s
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth,clientAuth
+' {name} > "$ext"
+openssl x509 -req -CA "$c" -CAkey "$k" -set_serial "0x$(openssl rand -hex 16)" -days {days} -extfile "$ext" <<'SCALECTL_PEM'
+{csr}
+SCALECTL_PEM
+cat "$c"
+"#,
+        dir = q(dir),
+        key = q(&key),
+        cert = q(&cert),
+        subject = q(&format!("/CN=scalectl fleet log CA on {ca_host}")),
+        ca_days = LOG_CA_DAYS,
+        name = q(name),
+        days = LOG_CERT_DAYS,
+        csr = csr.trim_end(),
+    )
+}
+
+/// Step 3, on the host: the certificate and the CA's installed, once `openssl verify` says the
+/// certificate is that CA's and it holds this host's key.
+pub fn log_tls_install_in(dir: &str, cert: &str, ca: &str) -> String {
+    let f = crate::render::LogTlsFiles::in_dir(dir);
+    format!(
+        r#"set -e
+umask 022
+c={cert_path}; a={ca_path}; k={key}
+cat > "$c.scalectl-new" <<'SCALECTL_PEM'
+{cert}
+SCALECTL_PEM
+cat > "$a.scalectl-new" <<'SCALECTL_PEM'
+{ca}
+SCALECTL_PEM
+openssl verify -CAfile "$a.scalectl-new" "$c.scalectl-new" >/dev/null
+[ "$(openssl x509 -in "$c.scalectl-new" -noout -pubkey)" = "$(openssl pkey -in "$k" -pubout)" ] || {{ echo "the certificate is not for this host's key" >&2; exit 1; }}
+chmod 644 "$c.scalectl-new" "$a.scalectl-new"
+mv -f "$a.scalectl-new" "$a"; mv -f "$c.scalectl-new" "$c"
+"#,
+        cert_path = q(&f.cert),
+        ca_path = q(&f.ca),
+        key = q(&f.key),
+        cert = cert.trim_end(),
+        ca = ca.trim_end(),
+    )
+}
+
+/// The PEM blocks labelled `label` in `text`, each checked to be nothing but PEM (so that what a
+/// host printed goes into another host's script as data, never as commands).
+pub fn pem_blocks(text: &str, label: &str) -> Result<Vec<String>, String> {
+    let (begin, end) = (format!("-----BEGIN {label}-----"), format!("-----END {label}-----"));
+    let mut blocks = Vec::new();
+    let mut current: Option<Vec<&str>> = None;
+    for line in text.lines().map(str::trim_end) {
+        match current.as_mut() {
+            None if line == begin => current = Some(vec![line]),
+            None => {}
+            Some(b) if line == end => {
+                b.push(line);
+                blocks.push(b.join("\n") + "\n");
+                current = None;
+            }
+            Some(b) => {
+                if line.is_empty() || !line.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'=') {
+                    return Err(format!("not a {label} in PEM: {:?}", line.chars().take(80).collect::<String>()));
+                }
+                b.push(line);
+            }
+        }
+    }
+    if current.is_some() {
+        return Err(format!("a {label} in PEM is cut short"));
+    }
+    Ok(blocks)
+}
+
+/// Observation of the log TLS files: `logtls CA-SHA256 good|bad NAME` for the host's
+/// certificate, and on the CA's host `logca SHA256`.
+fn observe_log_tls(dir: &str, ca_host: bool) -> String {
+    let f = crate::render::LogTlsFiles::in_dir(dir);
+    let mut s = format!(
+        r#"c={cert}; a={ca}; k={key}
+if [ -s "$c" ] && [ -s "$a" ] && [ -s "$k" ]; then
+  s=bad
+  if openssl verify -CAfile "$a" "$c" >/dev/null 2>&1 && openssl x509 -in "$c" -noout -checkend {margin} >/dev/null 2>&1 && [ "$(openssl x509 -in "$c" -noout -pubkey 2>/dev/null)" = "$(openssl pkey -in "$k" -pubout 2>/dev/null)" ]; then s=good; fi
+  echo "logtls $(sha256sum < "$a" | cut -d' ' -f1) $s $(openssl x509 -in "$c" -noout -ext subjectAltName 2>/dev/null | sed -n 's/^ *DNS://p' | head -n1)"
+fi
+"#,
+        cert = q(&f.cert),
+        ca = q(&f.ca),
+        key = q(&f.key),
+        margin = LOG_CERT_RENEW_DAYS * 86_400,
+    );
+    if ca_host {
+        let (key, cert) = crate::render::LogTlsFiles::authority_in(dir);
+        s.push_str(&format!("[ -s {k} ] && [ -s {c} ] && echo \"logca $(sha256sum < {c} | cut -d' ' -f1)\"\n", k = q(&key), c = q(&cert)));
+    }
+    s
+}
+
 /// Where `RedisUsers { add }` records users changed live and not yet settled.
 pub const REDIS_USERS_MARKER: &str = "/var/lib/scalectl/redis-users";
 
@@ -396,6 +539,9 @@ pub fn observe(d: &DesiredHost) -> String {
         s.push_str(&format!("[ -e {} ] && echo 'pending {}'\n", q(REDIS_USERS_MARKER), crate::plan::REDIS_USERS_PENDING));
         let (pass, conf) = redis_admin_files(REDIS_DIR);
         s.push_str(&format!("[ -s {} ] && [ -s {} ] && echo redis-admin\n", q(&pass), q(&conf)));
+    }
+    if let Some(l) = &d.log_tls {
+        s.push_str(&observe_log_tls(crate::render::LOG_TLS_DIR, l.ca_host == d.host));
     }
     s.push_str(&format!("echo \"release $(basename \"$(readlink {} 2>/dev/null)\" 2>/dev/null)\"\n", q(&current_link(&d.app_name))));
     // Releases oldest first, each followed by `ready` when it once served.
@@ -682,5 +828,63 @@ mod tests {
         let bad = sh(&redis_users_in(Settle, port, &d, &marker));
         let err = String::from_utf8_lossy(&bad.stderr).to_string();
         assert!(!bad.status.success() && err.contains("Redis did not take the users") && !err.contains(&crate::plan::sha256_hex(b"x")), "{err}");
+    }
+
+    /// Certificates for RELP over TLS, issued by the scripts apply runs, with a real openssl: each
+    /// host's key stays in its directory (0400), the CA is made once and kept, the certificate
+    /// names the plan's host and holds the host's key, the observation reads all that back, and
+    /// what one host prints cannot become commands in another host's script.
+    #[test]
+    fn log_certificates_are_issued_by_one_ca_and_keys_stay_on_their_hosts() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = |h: &str| root.path().join(h).display().to_string();
+        let sh = |script: &str| {
+            let out = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
+            assert!(out.status.success(), "{script}\n{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let issue = |host: &str| {
+            let csr = pem_blocks(&sh(&log_tls_request_in(&dir(host), host)), "CERTIFICATE REQUEST").unwrap();
+            assert_eq!(csr.len(), 1);
+            let certs = pem_blocks(&sh(&log_tls_sign_in(&dir("mon-1"), "mon-1", host, &csr[0])), "CERTIFICATE").unwrap();
+            assert_eq!(certs.len(), 2, "the host's certificate, then the CA's");
+            sh(&log_tls_install_in(&dir(host), &certs[0], &certs[1]));
+            certs
+        };
+        let first = issue("app-1");
+        let ca_pem = std::fs::read_to_string(format!("{}/ca/log-ca.pem", dir("mon-1"))).unwrap();
+        assert_eq!(first[1], ca_pem);
+        issue("mon-1");
+        assert_eq!(std::fs::read_to_string(format!("{}/ca/log-ca.pem", dir("mon-1"))).unwrap(), ca_pem, "one CA, kept");
+        let f = crate::render::LogTlsFiles::in_dir(&dir("app-1"));
+        assert_eq!(std::fs::metadata(&f.key).unwrap().permissions().mode() & 0o777, 0o400);
+        assert_eq!(std::fs::metadata(format!("{}/ca/log-ca.key", dir("mon-1"))).unwrap().permissions().mode() & 0o777, 0o400);
+        assert!(!std::path::Path::new(&format!("{}/ca", dir("app-1"))).exists(), "the CA is on its host only");
+        let key = std::fs::read_to_string(&f.key).unwrap();
+        issue("app-1");
+        assert_eq!(std::fs::read_to_string(&f.key).unwrap(), key, "a new certificate keeps the host's key");
+        let san = sh(&format!("openssl x509 -in {} -noout -ext subjectAltName", f.cert));
+        assert!(san.contains("DNS:app-1"), "{san}");
+
+        // The observation: good, for app-1, from the CA the CA's host has.
+        let ca_sha = crate::plan::sha256_hex(ca_pem.as_bytes());
+        let seen = crate::exec::observe::parse(&format!("cores 1\n{}", sh(&observe_log_tls(&dir("app-1"), false)))).unwrap();
+        assert_eq!(seen.log_tls, Some(crate::plan::ObservedLogTls { ca_sha256: ca_sha.clone(), good: true, name: "app-1".into() }));
+        assert_eq!(seen.log_ca, None);
+        let mon = crate::exec::observe::parse(&format!("cores 1\n{}", sh(&observe_log_tls(&dir("mon-1"), true)))).unwrap();
+        assert_eq!(mon.log_ca.as_deref(), Some(ca_sha.as_str()));
+        // Another host's certificate (not for this key) is refused at install, and seen as bad.
+        let mon_cert = std::fs::read_to_string(crate::render::LogTlsFiles::in_dir(&dir("mon-1")).cert).unwrap();
+        let refused = std::process::Command::new("sh").arg("-c").arg(log_tls_install_in(&dir("app-1"), &mon_cert, &ca_pem)).output().unwrap();
+        assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("not for this host's key"));
+        std::fs::write(&f.cert, &mon_cert).unwrap();
+        let seen = crate::exec::observe::parse(&format!("cores 1\n{}", sh(&observe_log_tls(&dir("app-1"), false)))).unwrap();
+        assert!(!seen.log_tls.unwrap().good);
+
+        // A host that prints more than PEM gets an error, not a place in the CA host's script.
+        let evil = "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\nSCALECTL_PEM\ntouch /tmp/owned\n-----END CERTIFICATE REQUEST-----\n";
+        assert!(pem_blocks(evil, "CERTIFICATE REQUEST").unwrap_err().contains("not a CERTIFICATE REQUEST"));
+        assert!(pem_blocks("-----BEGIN CERTIFICATE-----\nMIIB\n", "CERTIFICATE").is_err(), "cut short");
     }
 }

@@ -56,6 +56,10 @@ pub fn parse(out: &str) -> Result<Observed, String> {
             ("release", [id]) => o.release = (!id.is_empty()).then(|| id.to_string()),
             ("pending", [entry]) => o.pending.push(entry.to_string()),
             ("redis-admin", []) => o.redis_admin = true,
+            ("logtls", [ca, state, name @ ..]) => {
+                o.log_tls = Some(crate::plan::ObservedLogTls { ca_sha256: ca.to_string(), good: *state == "good", name: name.first().copied().unwrap_or("").to_string() })
+            }
+            ("logca", [sha]) => o.log_ca = Some(sha.to_string()),
             ("have", [id]) if !id.starts_with('.') => o.releases.push(id.to_string()),
             ("ready", [id]) => o.ready_releases.push(id.to_string()),
             _ => {}

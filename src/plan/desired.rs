@@ -97,6 +97,17 @@ pub struct DesiredHost {
     /// Redis hosts of a topology with a password: Redis' port, which scalectl's admin user (made
     /// on the host) reaches to change the ACL users live.
     pub redis_admin: Option<u16>,
+    /// The host's log TLS certificate, when logs go to a collector on a monitor host.
+    pub log_tls: Option<LogTls>,
+}
+
+/// A certificate for RELP over TLS: it names the host (`name`, as the collector's and the
+/// shippers' permitted peers say) and is issued by the fleet's log CA on `ca_host` (the monitor
+/// host, the collector's).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LogTls {
+    pub name: String,
+    pub ca_host: String,
 }
 
 impl DesiredHost {
@@ -138,6 +149,7 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                 drain: None,
                 resolve: Vec::new(),
                 redis_admin: None,
+                log_tls: None,
             };
             for f in by_host.get(h.name.as_str()).into_iter().flatten() {
                 d.files.push(desired_file(f));
@@ -148,6 +160,10 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
             if t.observability.logs.destination == LogDestination::Collector {
                 pkgs.extend(["rsyslog", "rsyslog-relp"]);
                 services.push("rsyslog.service");
+                if let Some(monitor) = t.hosts.iter().find(|m| m.has(Role::Monitor)) {
+                    pkgs.push("openssl");
+                    d.log_tls = Some(LogTls { name: h.name.clone(), ca_host: monitor.name.clone() });
+                }
             }
             if h.has(Role::App) {
                 pkgs.push("curl");

@@ -52,6 +52,22 @@ pub struct Observed {
     /// Redis hosts: scalectl's admin user exists (its include and password file).
     #[serde(default)]
     pub redis_admin: bool,
+    /// The host's log TLS certificate, as found (None: no certificate, CA certificate or key).
+    #[serde(default)]
+    pub log_tls: Option<ObservedLogTls>,
+    /// The host keeps the fleet's log CA: the sha256 of its certificate.
+    #[serde(default)]
+    pub log_ca: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ObservedLogTls {
+    /// sha256 of the CA certificate installed beside it.
+    pub ca_sha256: String,
+    /// Issued by that CA, for the host's own key, and valid for longer than the renewal margin.
+    pub good: bool,
+    /// The name it carries (subjectAltName).
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -242,6 +258,10 @@ pub enum Action {
     /// Make scalectl's Redis admin user on the host (its password stays there): before Redis
     /// first starts with the include that names it.
     EnsureRedisAdmin,
+    /// This host's certificate for RELP over TLS, naming `name`: the host makes its key (kept
+    /// there) and a request, the fleet's log CA on `ca_host` signs it (the CA is made there on
+    /// first use; its key stays there), and the host installs the certificate and the CA's.
+    LogCertificate { name: String, ca_host: String },
     /// Redis' ACL users changed live through the admin user on `port`: `add` the include's
     /// passwords to its users (old and new both work), and, once every app host has the new
     /// secret, `settle` each user exactly as the include has it (the old password gone).
@@ -287,23 +307,29 @@ pub fn plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap<String,
     let empty = Observed::default();
     let hosts = desired
         .iter()
-        .map(|d| host_plan(d, observed.get(&d.host).unwrap_or(&empty)))
+        .map(|d| {
+            // The fleet log CA's certificate as its host has it (None: not made yet).
+            let log_ca = d.log_tls.as_ref().and_then(|l| observed.get(&l.ca_host)).and_then(|o| o.log_ca.as_deref());
+            host_plan(d, observed.get(&d.host).unwrap_or(&empty), log_ca)
+        })
         .collect();
     Plan { topology: topology.to_string(), hosts }
 }
 
 const REDIS_SERVICE: &str = "redis-server.service";
+const RSYSLOG_SERVICE: &str = "rsyslog.service";
 /// The pending entry (and the marker `RedisUsers { add }` leaves until `settle`) of Redis users
 /// changed live but not yet settled.
 pub const REDIS_USERS_PENDING: &str = "redis-users";
 
 /// One host's plan, in named steps: packages and release, files (and what they owe their services),
 /// what a killed apply still owed, services, app instances, cleanup.
-fn host_plan(d: &DesiredHost, o: &Observed) -> HostPlan {
+fn host_plan(d: &DesiredHost, o: &Observed, log_ca: Option<&str>) -> HostPlan {
     let mut p = HostPlanner { d, o, prepare: Vec::new(), activate: Vec::new(), cleanup: Vec::new() };
     let missing = p.packages_and_release();
     let mut owed = p.files(!missing.is_empty());
     p.redis_admin(&mut owed);
+    p.log_certificate(log_ca, &mut owed);
     p.record_owed(&owed);
     owed.add_pending(d, &o.pending);
     // A configuration its service checks before anything reloads it.
@@ -451,6 +477,19 @@ impl<'a> HostPlanner<'a> {
         if self.d.redis_admin.is_some() && !self.o.redis_admin {
             self.prepare.push(Action::EnsureRedisAdmin);
             owed.note(OnChange::Restart(REDIS_SERVICE));
+        }
+    }
+
+    /// A certificate for RELP over TLS, issued where the host has none that is good: issued by
+    /// the fleet's log CA as its host has it now (`log_ca`), for this host's name and key, and
+    /// not about to expire. In activate, when every host's packages (openssl) are in; rsyslog
+    /// then restarts to use it.
+    fn log_certificate(&mut self, log_ca: Option<&str>, owed: &mut Owed<'a>) {
+        let Some(want) = &self.d.log_tls else { return };
+        let good = self.o.log_tls.as_ref().is_some_and(|c| c.good && c.name == want.name && Some(c.ca_sha256.as_str()) == log_ca);
+        if !good {
+            self.activate.insert(0, Action::LogCertificate { name: want.name.clone(), ca_host: want.ca_host.clone() });
+            owed.note(OnChange::Restart(RSYSLOG_SERVICE));
         }
     }
 
@@ -726,6 +765,14 @@ pub fn destroy_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap
             }
             if rsyslog && o.units.get("rsyslog.service").is_some_and(UnitState::is_active) {
                 activate.push(Action::Restart { unit: "rsyslog.service".into() });
+            }
+            // The log TLS files, once rsyslog no longer uses them (and the CA, on its host).
+            if o.log_tls.is_some() || o.log_ca.is_some() {
+                let dir = crate::render::LOG_TLS_DIR;
+                let f = crate::render::LogTlsFiles::in_dir(dir);
+                let (ca_key, ca_cert) = crate::render::LogTlsFiles::authority_in(dir);
+                let paths = if o.log_ca.is_some() { vec![f.cert, f.ca, f.key, ca_cert, ca_key] } else { vec![f.cert, f.ca, f.key] };
+                activate.extend(paths.into_iter().map(|path| Action::RemoveFile { path }));
             }
             if o.release.is_some() {
                 activate.push(Action::RemoveFile { path: current_link(&d.app_name) });

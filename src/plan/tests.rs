@@ -49,6 +49,12 @@ fn converged(d: &DesiredHost) -> Observed {
         o.ready_releases = vec![r.id.clone()];
     }
     o.redis_admin = d.redis_admin.is_some();
+    if let Some(l) = &d.log_tls {
+        o.log_tls = Some(ObservedLogTls { ca_sha256: "ca".into(), good: true, name: l.name.clone() });
+        if l.ca_host == d.host {
+            o.log_ca = Some("ca".into());
+        }
+    }
     o
 }
 
@@ -323,4 +329,58 @@ fn destroy_stops_services_then_removes_files_and_releases_load_balancer_first() 
     assert!(!host(&p, "cache").activate.contains(&Action::Stop { unit: "rsyslog.service".into() }));
     // Nothing left: destroying again plans nothing.
     assert!(!destroy_plan("t", &d, &BTreeMap::new()).has_changes());
+}
+
+/// A fleet whose logs go to the collector on `mon`: every host has a certificate for RELP over TLS.
+fn monitored() -> Vec<DesiredHost> {
+    let t = parse("t.yaml", "name: t\napp: {port: 3000, instances: 1}\nhosts:\n  app: {address: 10.0.0.2, roles: [app, redis]}\n  mon: {address: 10.0.0.4, roles: [monitor]}\n").unwrap();
+    let facts = Facts::with_default_cores(1);
+    let files = render(&t, &facts, &Templates::embedded()).unwrap();
+    desired_hosts(&t, &facts, &files, Some(&Release { id: "r1".into(), bytes: 10, archive: false, image: None }))
+}
+
+fn issues_certificate(h: &HostPlan) -> bool {
+    h.activate.first() == Some(&Action::LogCertificate { name: h.host.clone(), ca_host: "mon".into() })
+        && h.activate.contains(&Action::Restart { unit: "rsyslog.service".into() })
+        && matches!(&h.prepare[0], Action::MarkPending { entries } if entries.contains(&"restart:rsyslog.service".to_string()))
+}
+
+#[test]
+fn log_certificates_are_issued_where_a_host_has_no_good_one_from_the_fleets_ca() {
+    let d = monitored();
+    assert!(d.iter().all(|h| h.log_tls.as_ref().is_some_and(|l| l.ca_host == "mon") && h.packages.contains(&"openssl".to_string())));
+    let obs = all_converged(&d);
+    assert!(!plan("t", &d, &obs).has_changes());
+
+    // Fresh hosts (no CA yet): every host, the CA's own included.
+    let mut fresh = obs.clone();
+    for o in fresh.values_mut() {
+        (o.log_tls, o.log_ca) = (None, None);
+    }
+    let p = plan("t", &d, &fresh);
+    assert!(p.hosts.iter().all(issues_certificate), "{p:#?}");
+    assert!(render_text(&p, false).contains("issue this host's log TLS certificate for app from the fleet's log CA on mon"));
+
+    // destroy removes them (the CA on its host), after rsyslog let go of them.
+    let gone = destroy_plan("t", &d, &obs);
+    let mon = host(&gone, "mon");
+    let restart = mon.activate.iter().position(|a| a == &Action::Restart { unit: "rsyslog.service".into() }).unwrap();
+    for path in ["/etc/scalectl/tls/log.key", "/etc/scalectl/tls/ca/log-ca.key"] {
+        assert!(mon.activate.iter().position(|a| a == &Action::RemoveFile { path: path.into() }).is_some_and(|i| i > restart), "{mon:#?}");
+    }
+    assert!(!host(&gone, "app").activate.contains(&Action::RemoveFile { path: "/etc/scalectl/tls/ca/log-ca.key".into() }));
+
+    // A new CA on its host: every certificate is reissued.
+    let mut new_ca = obs.clone();
+    new_ca.get_mut("mon").unwrap().log_ca = Some("another".into());
+    assert!(plan("t", &d, &new_ca).hosts.iter().all(issues_certificate));
+
+    // One host's certificate expiring (or not its key's), or naming another host: that host only.
+    for broken in [ObservedLogTls { ca_sha256: "ca".into(), good: false, name: "app".into() }, ObservedLogTls { ca_sha256: "ca".into(), good: true, name: "mon".into() }] {
+        let mut one = obs.clone();
+        one.get_mut("app").unwrap().log_tls = Some(broken);
+        let p = plan("t", &d, &one);
+        assert!(issues_certificate(host(&p, "app")), "{p:#?}");
+        assert!(host(&p, "mon").is_empty(), "{p:#?}");
+    }
 }

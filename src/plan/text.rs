@@ -112,6 +112,9 @@ fn line(a: &Action, st: &Style) -> String {
         Action::MarkReady { release } => format!("{} record release {release} as ready (a rollback target)", st.green("+")),
         Action::MarkPending { entries } => format!("{} record owed service actions: {}", st.yellow("~"), entries.join(", ")),
         Action::ClearPending => format!("{} clear owed service actions", st.yellow("~")),
+        Action::LogCertificate { name, ca_host } => {
+            format!("{} issue this host's log TLS certificate for {name} from the fleet's log CA on {ca_host} (keys stay on their hosts)", st.green("+"))
+        }
         Action::EnsureRedisAdmin => format!("{} make scalectl's Redis admin user (its password stays on this host)", st.green("+")),
         Action::RedisUsers { phase: crate::plan::RedisUsersPhase::Add, port } => {
             format!("{} add the new passwords to Redis' users on port {port}, live (the old ones still work)", st.yellow("~"))

@@ -87,6 +87,10 @@ pub struct Ctx {
     pub app: String,
     /// Topology::redis_reached_remotely: Redis listens on its host's address too, not loopback only.
     pub redis_remote: bool,
+    /// Hosts view with a collector on a monitor host: the log TLS files every host has (RELP
+    /// over TLS, peers checked by name). None elsewhere: the docker target's RELP stays on its own
+    /// network, and the autoscaling group's instances have no certificate.
+    pub log_tls: Option<super::LogTlsFiles>,
     pub version: &'static str,
 }
 
@@ -103,6 +107,7 @@ impl Ctx {
             monitor: None,
             app: t.app.name().to_string(),
             redis_remote: t.redis_reached_remotely(),
+            log_tls: None,
             version: env!("CARGO_PKG_VERSION"),
         }
     }
@@ -134,6 +139,9 @@ impl Ctx {
                 c.monitor = Some(ep);
             }
             c.hosts.push(HostView { name: h.name.clone(), address: h.address.clone(), roles: h.roles.clone(), ssh: h.ssh.clone(), ports });
+        }
+        if c.monitor.is_some() && t.observability.logs.destination == crate::topology::LogDestination::Collector {
+            c.log_tls = Some(super::LogTlsFiles::in_dir(super::LOG_TLS_DIR));
         }
         c
     }

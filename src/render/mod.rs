@@ -342,6 +342,33 @@ pub const INSTANCES_TIMER: &str = "scalectl-instances.timer";
 pub const FIREWALL_SERVICE: &str = "scalectl-firewall.service";
 pub const FIREWALL_RULES: &str = "/etc/scalectl/firewall.nft";
 
+/// Where a host of the hosts target keeps its log TLS files: the collector and every shipper
+/// speak RELP over TLS, each with a certificate naming its host, issued by the fleet's log CA
+/// (kept on the monitor host, under `ca/`). A host makes its own key; neither key leaves its host.
+pub const LOG_TLS_DIR: &str = "/etc/scalectl/tls";
+
+/// A host's log TLS files, as the rsyslog configurations and apply's scripts name them.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct LogTlsFiles {
+    /// The fleet log CA's certificate: what the peer's certificate must be issued by.
+    pub ca: String,
+    /// This host's certificate (its name in subjectAltName).
+    pub cert: String,
+    /// This host's key (0400 root).
+    pub key: String,
+}
+
+impl LogTlsFiles {
+    pub fn in_dir(dir: &str) -> LogTlsFiles {
+        LogTlsFiles { ca: format!("{dir}/log-ca.pem"), cert: format!("{dir}/log.pem"), key: format!("{dir}/log.key") }
+    }
+
+    /// The fleet's log CA on its host: its key (0400; it never leaves the host) and certificate.
+    pub fn authority_in(dir: &str) -> (String, String) {
+        (format!("{dir}/ca/log-ca.key"), format!("{dir}/ca/log-ca.pem"))
+    }
+}
+
 /// The load balancer's site file on a host (its `upstream` lists every app instance).
 pub fn site_path(topology: &str) -> String {
     format!("/etc/nginx/conf.d/{topology}.conf")

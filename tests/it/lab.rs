@@ -342,6 +342,18 @@ fn lab_internal_ports_answer_only_the_hosts_that_use_them() {
     }
     assert!(open("lab-cache-1", "lab-cache-1", 9121), "the host itself");
     assert!(open("lab-app-1", "lab-mon-1", 2514), "the collector refuses a fleet host");
+    // The collector speaks RELP over TLS only: a session in the clear, even from a fleet host, gets
+    // no RELP answer (in the clear, this open is answered `1 rsp ...`).
+    let plain = docker_exec("lab-app-1", "timeout 5 bash -c 'exec 3<>/dev/tcp/lab-mon-1/2514; printf \"1 open 14 relp_version=0\\n\" >&3; head -c 64 <&3' 2>/dev/null; true");
+    assert!(!plain.contains("rsp"), "the collector answered RELP in the clear: {plain:?}");
+    // apply issued each host's certificate from the fleet's log CA, which is on the monitor host only;
+    // each host's key is its own (0400).
+    for host in ["lab-lb-1", "lab-app-1", "lab-app-2", "lab-cache-1", "lab-mon-1"] {
+        let name = host.trim_start_matches("lab-");
+        let seen = docker_exec(host, "cd /etc/scalectl/tls && openssl verify -CAfile log-ca.pem log.pem && stat -c %a log.key && openssl x509 -in log.pem -noout -ext subjectAltName; ls ca 2>&1; true");
+        assert!(seen.contains("log.pem: OK\n400\n") && seen.contains(&format!("DNS:{name}\n")), "{host}: {seen}");
+        assert_eq!(seen.contains("log-ca.key"), host == "lab-mon-1", "{host}: {seen}");
+    }
     assert!(prometheus_scalar("count(up == 1)").is_some_and(|n| n >= 10.0), "Prometheus scrapes: {:?}", prometheus_scalar("count(up == 1)"));
 }
 

@@ -411,17 +411,47 @@ fn ansible_inventory_lists_every_host_in_its_groups() {
     }
 }
 
+/// Log TLS files for `hosts`, issued by apply's own scripts (a real openssl) into `root/HOST`,
+/// the fleet log CA in `root/CA_HOST/ca`, as apply lays them out under /etc/scalectl/tls.
+fn issue_log_certificates(root: &Path, ca_host: &str, hosts: &[&str]) {
+    use scalectl::exec::commands::{log_tls_install_in, log_tls_request_in, log_tls_sign_in, pem_blocks};
+    let dir = |h: &str| root.join(h).display().to_string();
+    let sh = |script: &str| {
+        let out = run(Command::new("sh").arg("-c").arg(script));
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for h in hosts {
+        let csr = pem_blocks(&sh(&log_tls_request_in(&dir(h), h)), "CERTIFICATE REQUEST").unwrap();
+        let certs = pem_blocks(&sh(&log_tls_sign_in(&dir(ca_host), ca_host, h, &csr[0])), "CERTIFICATE").unwrap();
+        sh(&log_tls_install_in(&dir(h), &certs[0], &certs[1]));
+    }
+}
+
+/// A rendered rsyslog file of `host` with its log TLS files under `root/HOST`.
+fn with_log_tls(content: &str, root: &Path, host: &str) -> String {
+    content.replace(render::LOG_TLS_DIR, &root.join(host).display().to_string())
+}
+
 #[test]
 fn rsyslog_accepts_the_shipping_and_collector_configs() {
     let rsyslogd = require("rsyslogd");
     let files = render_example("three-hosts");
+    let t = super::load_example("three-hosts");
+    let certs = tempfile::tempdir().unwrap();
+    let names: Vec<&str> = t.hosts.iter().map(|h| h.name.as_str()).collect();
+    let monitor = t.hosts.iter().find(|h| h.has(topology::Role::Monitor)).unwrap();
+    issue_log_certificates(certs.path(), &monitor.name, &names);
+    let mut tls = 0;
     for f in files.iter().filter(|f| f.path.starts_with("/etc/rsyslog.d/")) {
+        tls += usize::from(f.content.contains("tls=\"on\""));
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("rsyslog.conf");
-        std::fs::write(&p, format!("global(workDirectory=\"{}\")\n{}", dir.path().display(), f.content)).unwrap();
+        std::fs::write(&p, format!("global(workDirectory=\"{}\")\n{}", dir.path().display(), with_log_tls(&f.content, certs.path(), &f.host))).unwrap();
         let out = run(Command::new(&rsyslogd).arg("-N1").arg("-f").arg(&p));
         assert!(out.status.success() && !text(&out).contains("error"), "rsyslogd -N1 on {}:{}\n{}\n{}", f.host, f.path, text(&out), f.content);
     }
+    assert_eq!(tls, names.len() + 1, "every host's shipper and the collector speak TLS");
     // The docker target's shipper and collector: whole configs, as their containers run them.
     let docker: Vec<_> = render_example("docker").into_iter().filter(|f| f.host == "docker" && f.path.starts_with("rsyslog/") && f.path.ends_with(".conf")).collect();
     assert_eq!(docker.len(), 2);
@@ -437,71 +467,151 @@ fn rsyslog_accepts_the_shipping_and_collector_configs() {
     }
 }
 
+/// A real rsyslogd running the lab's rendered collector on a free port of 127.0.0.1, with log
+/// TLS files issued under `certs` (mon-1's, and the CA there), writing under `dir/base`.
+struct Collector {
+    child: std::process::Child,
+    port: u16,
+    /// Where it writes (its /var/log/scalectl/).
+    base: PathBuf,
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Collector {
+    fn start(dir: &Path, certs: &Path) -> Collector {
+        let base = dir.join("base");
+        std::fs::create_dir_all(&base).unwrap();
+        let collector = render_example("lab").into_iter().find(|f| f.path == "/etc/rsyslog.d/50-scalectl-collector.conf").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let content = with_log_tls(&collector.content, certs, "mon-1")
+            .replace("/var/log/scalectl/", &format!("{}/", base.display()))
+            .replace("address=\"lab-mon-1\" port=\"2514\"", &format!("address=\"127.0.0.1\" port=\"{port}\""));
+        assert!(content.contains(&format!("port=\"{port}\"")), "{content}");
+        let conf = dir.join("collector.conf");
+        std::fs::write(&conf, format!("global(workDirectory=\"{}\")\n{content}", dir.display())).unwrap();
+        let child = Command::new(require("rsyslogd")).arg("-n").arg("-f").arg(&conf).arg("-i").arg(dir.join("collector.pid")).spawn().unwrap();
+        let c = Collector { child, port, base };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "rsyslogd does not listen");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        c
+    }
+
+    /// A RELP session by hand over TLS (openssl s_client as the transport) with the log TLS files
+    /// of `certs/HOST`, checking that the collector's certificate names mon-1. Each frame sent
+    /// returns the collector's answer line, or None when it answers nothing (refused).
+    fn session(&self, certs: &Path, host: &str) -> Relp {
+        let f = render::LogTlsFiles::in_dir(&certs.join(host).display().to_string());
+        let mut child = Command::new(require("openssl"))
+            .args(["s_client", "-quiet", "-verify_return_error", "-verify_hostname", "mon-1", "-connect", &format!("127.0.0.1:{}", self.port)])
+            .args(["-CAfile", &f.ca, "-cert", &f.cert, "-key", &f.key])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let reader: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
+        let writer = child.stdin.take().unwrap();
+        Relp { child: Some(child), reader: std::io::BufReader::new(reader), writer: Box::new(writer), txnr: 0 }
+    }
+
+    /// Until the file `rel` under the base has a line containing `needle` (10 s at most).
+    fn wait_for(&self, rel: &str, needle: &str) -> String {
+        let file = self.base.join(rel);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match std::fs::read_to_string(&file) {
+                Ok(t) if t.contains(needle) => return t,
+                seen => assert!(std::time::Instant::now() < deadline, "{needle:?} not collected in {rel}: {seen:?}"),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// A RELP session in the clear.
+    fn plain_session(&self) -> Relp {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let reader: Box<dyn std::io::Read + Send> = Box::new(stream.try_clone().unwrap());
+        Relp { child: None, reader: std::io::BufReader::new(reader), writer: Box::new(stream), txnr: 0 }
+    }
+}
+
+struct Relp {
+    /// openssl s_client, for a session over TLS.
+    child: Option<std::process::Child>,
+    reader: std::io::BufReader<Box<dyn std::io::Read + Send>>,
+    writer: Box<dyn std::io::Write + Send>,
+    txnr: u32,
+}
+
+impl Drop for Relp {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Relp {
+    /// RELP: `TXNR COMMAND DATALEN[ DATA]\n`, each answered by `TXNR rsp ...`.
+    fn send(&mut self, cmd: &str, data: &str) -> Option<String> {
+        use std::io::{BufRead, Write};
+        self.txnr += 1;
+        let txnr = self.txnr;
+        let frame = if data.is_empty() { format!("{txnr} {cmd} 0\n") } else { format!("{txnr} {cmd} {} {data}\n", data.len()) };
+        self.writer.write_all(frame.as_bytes()).ok()?;
+        self.writer.flush().ok()?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line).ok()?;
+        if !line.starts_with(&format!("{txnr} rsp ")) {
+            return None;
+        }
+        if cmd == "open" {
+            // The offer's remaining lines, up to the frame's trailer.
+            let mut more = line.clone();
+            while !more.trim_end().ends_with("commands=syslog") {
+                more.clear();
+                if self.reader.read_line(&mut more).ok()? == 0 {
+                    return None;
+                }
+            }
+        }
+        Some(line)
+    }
+
+    fn open(&mut self) -> Option<String> {
+        self.send("open", "relp_version=0\nrelp_software=scalectl-test\ncommands=syslog")
+    }
+}
+
 /// The collector, run by a real rsyslogd, keeps what a sender says its hostname is inside its own
 /// directory: RELP messages (written by hand here, as a compromised host could send them) whose
 /// hostname climbs out with `../` land under the base, and an ordinary one where it always did.
 #[test]
 fn the_collector_writes_no_file_outside_its_directory_whatever_a_sender_says() {
-    use std::io::{BufRead, Write};
-    let rsyslogd = require("rsyslogd");
-    let collector = render_example("lab").into_iter().find(|f| f.path == "/etc/rsyslog.d/50-scalectl-collector.conf").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("base");
-    std::fs::create_dir_all(&base).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let content = collector
-        .content
-        .replace("/var/log/scalectl/", &format!("{}/", base.display()))
-        .replace("address=\"lab-mon-1\" port=\"2514\"", &format!("address=\"127.0.0.1\" port=\"{port}\""));
-    assert!(content.contains(&format!("port=\"{port}\"")), "{content}");
-    let conf = dir.path().join("rsyslog.conf");
-    std::fs::write(&conf, format!("global(workDirectory=\"{}\")\n{content}", dir.path().display())).unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _rsyslogd = Kill(Command::new(&rsyslogd).arg("-n").arg("-f").arg(&conf).arg("-i").arg(dir.path().join("pid")).spawn().unwrap());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let stream = loop {
-        match std::net::TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => break s,
-            Err(e) => assert!(std::time::Instant::now() < deadline, "rsyslogd does not listen: {e}"),
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
-    // RELP: `TXNR COMMAND DATALEN[ DATA]\n`, each answered by `TXNR rsp ...`.
-    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-    let mut w = stream;
-    let mut txnr = 0;
-    let mut send = |cmd: &str, data: &str| {
-        txnr += 1;
-        let frame = if data.is_empty() { format!("{txnr} {cmd} 0\n") } else { format!("{txnr} {cmd} {} {data}\n", data.len()) };
-        w.write_all(frame.as_bytes()).unwrap();
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        assert!(line.starts_with(&format!("{txnr} rsp ")), "{cmd}: {line}");
-        if cmd == "open" {
-            // The offer's remaining lines, up to the frame's trailer.
-            while !line.trim_end().ends_with("commands=syslog") {
-                line.clear();
-                reader.read_line(&mut line).unwrap();
-            }
-        }
-    };
-    send("open", "relp_version=0\nrelp_software=scalectl-test\ncommands=syslog");
+    let certs = dir.path().join("tls");
+    issue_log_certificates(&certs, "mon-1", &["mon-1", "app-1"]);
+    let collector = Collector::start(dir.path(), &certs);
+    let base = collector.base.clone();
+    let mut relp = collector.session(&certs, "app-1");
+    assert!(relp.open().is_some(), "the collector refuses a fleet host's certificate");
     for host in ["../../ESCAPE", "..", "app-1"] {
-        send("syslog", &format!("<13>1 2026-12-01T00:00:00Z {host} scale-api-3000 - - - hello from {host}"));
+        assert!(relp.send("syslog", &format!("<13>1 2026-12-01T00:00:00Z {host} scale-api-3000 - - - hello from {host}")).is_some());
     }
-    send("close", "");
+    relp.send("close", "");
     // (The line template drops the first character: a forwarded message's leading space.)
-    let ordinary = base.join("app-1/scale-api-3000.log");
-    while !std::fs::read_to_string(&ordinary).is_ok_and(|t| t.contains("llo from app-1")) {
-        assert!(std::time::Instant::now() < deadline, "nothing collected: {:?}", std::fs::read_to_string(&ordinary));
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    collector.wait_for("app-1/scale-api-3000.log", "llo from app-1");
     std::thread::sleep(std::time::Duration::from_millis(500));
     let out = run(Command::new("find").arg(dir.path()).args(["-name", "*.log"]));
     let logs: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
@@ -510,6 +620,39 @@ fn the_collector_writes_no_file_outside_its_directory_whatever_a_sender_says() {
         assert!(l.starts_with(&format!("{}/", base.display())) && !l.contains("/../"), "written outside the collector's directory: {l}");
     }
     assert!(!dir.path().join("ESCAPE").exists());
+}
+
+/// The collector takes lines over TLS only, from a certificate of the fleet's log CA that names
+/// one of the fleet's hosts: a session in the clear, one with the CA's certificate for a name
+/// that is no host of the fleet, and one whose certificate names a fleet host but comes from
+/// another CA are refused before any line; a fleet host's session is taken.
+#[test]
+fn the_collector_takes_lines_only_over_tls_from_the_fleets_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("tls");
+    issue_log_certificates(&certs, "mon-1", &["mon-1", "app-1", "stranger"]);
+    // Another CA (on "elsewhere") issues a certificate that names app-1.
+    let forged = dir.path().join("forged");
+    issue_log_certificates(&forged, "elsewhere", &["app-1"]);
+    let collector = Collector::start(dir.path(), &certs);
+
+    let mut refused = Vec::new();
+    for (who, mut relp) in [
+        ("in the clear", collector.plain_session()),
+        ("the fleet CA's certificate for a name that is no host", collector.session(&certs, "stranger")),
+        ("another CA's certificate for app-1", collector.session(&forged, "app-1")),
+    ] {
+        if relp.open().is_some() && relp.send("syslog", &format!("<13>1 2026-12-01T00:00:00Z app-1 scale-api-3000 - - - {who}")).is_some() {
+            refused.push(who);
+        }
+    }
+    assert!(refused.is_empty(), "the collector took a session {refused:?}");
+    let mut relp = collector.session(&certs, "app-1");
+    assert!(relp.open().is_some(), "a fleet host is refused");
+    assert!(relp.send("syslog", "<13>1 2026-12-01T00:00:00Z app-1 scale-api-3000 - - - from the fleet").is_some());
+    relp.send("close", "");
+    let collected = collector.wait_for("app-1/scale-api-3000.log", "the fleet");
+    assert_eq!(collected.lines().count(), 1, "only the fleet host's line: {collected}");
 }
 
 #[test]
