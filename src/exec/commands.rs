@@ -159,12 +159,13 @@ pw=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d '
 printf '%s
 ' "$pw" > "$p.scalectl-new"; chmod 400 "$p.scalectl-new"; mv -f "$p.scalectl-new" "$p"
 h=$(printf '%s' "$pw" | sha256sum | cut -d' ' -f1)
-printf 'user scalectl-admin on #%s -@all +@connection +acl|setuser
+printf 'user scalectl-admin on #%s {rules}
 ' "$h" > "$c.scalectl-new"
 chown root:redis "$c.scalectl-new"; chmod 640 "$c.scalectl-new"; mv -f "$c.scalectl-new" "$c"
 "#,
         pass = q(&pass),
         conf = q(&conf),
+        rules = crate::render::REDIS_ADMIN_RULES,
     )
 }
 
@@ -326,6 +327,12 @@ pub fn redis_users(phase: crate::plan::RedisUsersPhase, port: u16) -> String {
 }
 
 pub fn redis_users_in(phase: crate::plan::RedisUsersPhase, port: u16, dir: &str, marker: &str) -> String {
+    redis_users_of(phase, port, &format!("{dir}/scalectl-auth.conf"), &redis_admin_files(dir).0, marker)
+}
+
+/// [`redis_users`] with the users include, the admin's password file and the marker named: the
+/// docker target runs it in its Redis container.
+pub fn redis_users_of(phase: crate::plan::RedisUsersPhase, port: u16, users: &str, admin_pass: &str, marker: &str) -> String {
     use crate::plan::RedisUsersPhase;
     let (commands, after) = match phase {
         RedisUsersPhase::Add => (
@@ -352,8 +359,8 @@ if [ "$n" = 0 ] || [ "$ok" != "$n" ]; then
 fi
 {after}
 "#,
-        users = q(&format!("{dir}/scalectl-auth.conf")),
-        pass = q(&redis_admin_files(dir).0),
+        users = q(users),
+        pass = q(admin_pass),
     )
 }
 

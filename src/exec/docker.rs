@@ -94,6 +94,11 @@ pub async fn replica_upstreams(docker: &Docker, t: &Topology) -> anyhow::Result<
     Ok(upstreams)
 }
 
+/// In the Redis container, where `Step::RedisUsers { add }` records users not yet settled: the
+/// script runs as `redis` (the users files are Redis' alone), which may write here. A new Redis
+/// container starts with the users file, so the marker need not outlive its container.
+const REDIS_USERS_MARKER: &str = "/tmp/scalectl-redis-users";
+
 /// Everything on the engine that scalectl created for the topology (its ownership label), the
 /// live files of what runs (as each container's label lists them), and the images built for it.
 pub async fn observe(docker: &Docker, t: &Topology) -> anyhow::Result<DockerObserved> {
@@ -113,6 +118,9 @@ pub async fn observe(docker: &Docker, t: &Topology) -> anyhow::Result<DockerObse
             if let Some(text) = download(docker, &name, path).await? {
                 o.live_files.insert(format!("{name}:{path}"), text);
             }
+        }
+        if running && label(LABEL_SLOT) == "redis" {
+            o.redis_users_pending |= download(docker, &name, REDIS_USERS_MARKER).await?.is_some();
         }
         o.containers.push(ObservedContainer {
             name: name.clone(),
@@ -233,12 +241,18 @@ async fn upload_owned(docker: &Docker, container: &str, files: &[OwnedFile<'_>])
         .with_context(|| format!("cannot write files into {container}"))
 }
 
-/// Run a command in a container; its exit code and merged output.
+/// Run a command in a container as root; its exit code and merged output.
 async fn exec(docker: &Docker, container: &str, argv: &[String]) -> anyhow::Result<(i64, String)> {
+    exec_as(docker, container, "root", argv).await
+}
+
+/// Run a command in a container as `user` (root there has no capability when the image runs as
+/// another user, so a file only that user may read is read as that user).
+async fn exec_as(docker: &Docker, container: &str, user: &str, argv: &[String]) -> anyhow::Result<(i64, String)> {
     let created = docker
         .create_exec(
             container,
-            CreateExecOptions { cmd: Some(argv.to_vec()), user: Some("root".to_string()), attach_stdout: Some(true), attach_stderr: Some(true), ..Default::default() },
+            CreateExecOptions { cmd: Some(argv.to_vec()), user: Some(user.to_string()), attach_stdout: Some(true), attach_stderr: Some(true), ..Default::default() },
         )
         .await
         .with_context(|| format!("cannot run `{}` in {container}", argv.join(" ")))?;
@@ -633,6 +647,30 @@ async fn run_step(docker: &Docker, t: &Topology, plan: &DockerPlan, step: &Step,
             say(&format!("writing {path} in {container}"));
             write_live(docker, container, path, content, previous, commands, *old_workers_wait_s).await?;
         }
+        Step::RedisUsers { container, phase, port, content, .. } => {
+            use crate::plan::RedisUsersPhase;
+            if *phase == RedisUsersPhase::Add {
+                say(&format!("adding the new Redis passwords in {container} (the old ones still work)"));
+                // The users file, Redis' alone, replaced whole.
+                let (uid, gid) = user_ids(docker, container, "redis").await?;
+                let path = crate::render::DOCKER_REDIS_USERS;
+                let tmp = format!("{path}.scalectl-new");
+                upload_owned(docker, container, &[(&tmp, content.as_bytes(), 0o400, (uid, gid))]).await?;
+                let (code, out) = exec(docker, container, &["mv".into(), "-f".into(), tmp, path.into()]).await?;
+                anyhow::ensure!(code == 0, "cannot move {path} into place in {container}: {}", out.trim());
+            } else {
+                say(&format!("settling Redis' users in {container} (the old passwords no longer work)"));
+            }
+            let script = super::commands::redis_users_of(
+                *phase,
+                *port,
+                crate::render::DOCKER_REDIS_USERS,
+                crate::render::DOCKER_REDIS_ADMIN_PASS,
+                REDIS_USERS_MARKER,
+            );
+            let (code, out) = exec_as(docker, container, "redis", &["sh".into(), "-c".into(), script]).await?;
+            anyhow::ensure!(code == 0, "{container}: {}", out.trim());
+        }
         Step::Stop { name, timeout_s } => {
             say(&format!("stopping {name}"));
             stop(docker, name, *timeout_s).await?;
@@ -680,6 +718,9 @@ async fn undo(docker: &Docker, step: &Step, o: &Options<'_>) -> anyhow::Result<(
             (o.progress)(&format!("putting {path} back in {container}"));
             write_live(docker, container, path, previous, previous, commands, *old_workers_wait_s).await
         }
+        // Redis' users added live: old and new passwords both keep working, and the marker left
+        // in Redis makes the next apply settle them.
+        Step::RedisUsers { .. } => Ok(()),
         // An image, network, volume or started container stays: harmless, and reused next time.
         _ => Ok(()),
     }

@@ -162,7 +162,7 @@ pub fn render_secrets(t: &Topology, values: &SecretValues, templates: &Templates
     if t.target == Target::Docker {
         // Replicas get app secrets as environment at creation; Redis reads its password from a file.
         if values.redis_password.is_some() {
-            out.push(run(&env, &ctx, "redis", job("redis/auth.conf.j2", "/run/secrets/redis-auth.conf").mode(0o640).secret())?);
+            out.push(run(&env, &ctx, "redis", job("redis/auth.conf.j2", DOCKER_REDIS_USERS).mode(0o640).secret())?);
         }
         return Ok(out);
     }
@@ -467,6 +467,14 @@ fn secret_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
 /// Redis' ACL users in the docker bundle, with [`REDIS_PASSWORD_SHA256_PLACEHOLDER`] where the
 /// password's hash goes (templates/docker/commands.yaml.j2 says how compose's Redis fills it in).
 pub const REDIS_AUTH_TEMPLATE: &str = "redis/auth.conf.in";
+/// The docker target's Redis (the paths its redis.conf includes): the ACL users, with the
+/// password's sha256, rewritten live on a rotation; scalectl's admin user, which changes them
+/// live; and the admin's password (all three Redis' alone, in the container).
+pub const DOCKER_REDIS_USERS: &str = "/run/secrets/redis-auth.conf";
+pub const DOCKER_REDIS_ADMIN_CONF: &str = "/run/secrets/scalectl-admin.conf";
+pub const DOCKER_REDIS_ADMIN_PASS: &str = "/run/secrets/scalectl-admin.pass";
+/// What scalectl's Redis admin user may do: authenticate and change users, nothing else.
+pub const REDIS_ADMIN_RULES: &str = "-@all +@connection +acl|setuser";
 pub const REDIS_PASSWORD_SHA256_PLACEHOLDER: &str = "@REDIS_PASSWORD_SHA256@";
 
 /// The docker bundle: an image for scale-api and the files its containers mount (its compose file is

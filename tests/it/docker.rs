@@ -354,6 +354,46 @@ fn docker_secrets_are_files_of_their_user_and_every_container_is_hardened() {
     assert_eq!(auth.trim(), "400 redis");
 }
 
+/// Rotating the Redis password under load, to a new one and back: the Redis container is kept
+/// (its data, its run id), its users take the new password before any replica has it and drop
+/// the old one only after every replica and the exporter rolled onto the new one, so no request
+/// to /count (Redis on every request) fails; afterwards the old password is refused.
+#[test]
+fn docker_rotated_redis_password_fails_no_request_and_keeps_redis() {
+    let _d = deployed();
+    let redis = container_in_slot("redis");
+    let old = crate::lab::lab_redis_password().to_string();
+    let new = format!("rotated-{}", std::process::id());
+    let cli = |pw: &str, cmd: &str| {
+        docker_ok(&["exec", &redis, "sh", "-c", &format!("REDISCLI_AUTH='{pw}' redis-cli --no-auth-warning --user scalectl-exporter {cmd} 2>&1")])
+    };
+    let run_id = |pw: &str| cli(pw, "INFO server").lines().find(|l| l.starts_with("run_id:")).map(str::to_string).unwrap_or_default();
+    let before = run_id(&old);
+    assert!(!before.is_empty(), "{}", cli(&old, "INFO server"));
+    let rel = release();
+    for (now, gone) in [(new.as_str(), old.as_str()), (old.as_str(), new.as_str())] {
+        let count = count_at(LB);
+        let load = Load::start_url(format!("{LB}/count"), 2);
+        std::thread::sleep(Duration::from_secs(1));
+        let out = with_secrets(&mut Command::new(env!("CARGO_BIN_EXE_scalectl")))
+            .env("DOCK_REDIS_PASSWORD", now)
+            .env_remove("SCALECTL_PROGRESS")
+            .args(["apply", "-f", &topology(), "--release", rel.to_str().unwrap(), "--yes"])
+            .output()
+            .unwrap();
+        let (ok, failed) = load.finish();
+        assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+        eprintln!("docker rotation to {}: {ok} requests ok, {} failed", if now == old { "the lab's password" } else { "a new password" }, failed.len());
+        assert!(ok > 0 && failed.is_empty(), "{} of {ok} failed: {:?}\n{}", failed.len(), &failed[..failed.len().min(5)], text(&out.stdout));
+        assert!(text(&out.stdout).contains("the old ones still work"), "{}", text(&out.stdout));
+        assert_eq!(container_in_slot("redis"), redis, "the Redis container was replaced");
+        assert_eq!(cli(now, "PING").trim(), "PONG");
+        assert!(cli(gone, "PING").contains("WRONGPASS"), "the old password still works: {}", cli(gone, "PING"));
+        assert_eq!(run_id(now), before, "Redis was restarted");
+        assert!(count_at(LB) > count, "the counter lost its value");
+    }
+}
+
 #[test]
 fn docker_scaling_2_to_4_to_2_converges() {
     let _d = deployed();

@@ -957,11 +957,17 @@ fn cloud_init_writes_the_same_units_as_the_hosts_target() {
     // The app host of the same topology gets the same files at the same paths (its unit names the
     // instance by host name where the group's uses %H, the instance's own hostname).
     let host: Vec<_> = files.iter().filter(|f| f.host == "seed-1").collect();
-    for path in ["/etc/systemd/system/scale-api@.service", "/etc/systemd/system/scale-api@.socket", "/etc/scale-api/scale-api.env", "/etc/rsyslog.d/60-scalectl-ship.conf"] {
+    for path in ["/etc/systemd/system/scale-api@.service", "/etc/systemd/system/scale-api@.socket", "/etc/scale-api/scale-api.env"] {
         let on_host = &host.iter().find(|f| f.path == path).unwrap_or_else(|| panic!("seed-1 has no {path}")).content;
         let in_asg = written.get(path).unwrap_or_else(|| panic!("cloud-init does not write {path}"));
         assert_eq!(in_asg.replace("INSTANCE=%H-%i", "INSTANCE=seed-1-%i"), *on_host, "{path}");
     }
+    // The collector takes only the fleet's hosts, over TLS with their own certificates: an
+    // instance of the group (none) keeps its lines in its journal rather than queueing them for
+    // a collector that refuses it.
+    let ship = &written["/etc/rsyslog.d/60-scalectl-ship.conf"];
+    assert!(!ship.contains("omrelp") && ship.contains("stay in its journal"), "{ship}");
+    assert!(host.iter().any(|f| f.path == "/etc/rsyslog.d/60-scalectl-ship.conf" && f.content.contains("tls=\"on\"")));
     let packages: Vec<&str> = doc["packages"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
     for p in ["prometheus-node-exporter", "rsyslog", "rsyslog-relp"] {
         assert!(packages.contains(&p), "{p} is not installed by cloud-init: {packages:?}");
@@ -991,7 +997,7 @@ fn cloud_init_deploys_the_users_program_as_app_hosts_run_it() {
     assert!(!files.iter().any(|f| f.host == "terraform" && f.path.ends_with(".socket")), "a program has no socket unit");
     let (doc, written) = cloud_init(&user_data(&files, "shop", true, &["nodejs"]));
     let host: Vec<_> = files.iter().filter(|f| f.host == "seed-1").collect();
-    for path in ["/etc/systemd/system/shop@.service", "/etc/shop/shop.env", "/etc/rsyslog.d/60-scalectl-ship.conf"] {
+    for path in ["/etc/systemd/system/shop@.service", "/etc/shop/shop.env"] {
         let on_host = &host.iter().find(|f| f.path == path).unwrap_or_else(|| panic!("seed-1 has no {path}")).content;
         let in_asg = written.get(path).unwrap_or_else(|| panic!("cloud-init does not write {path}"));
         assert_eq!(in_asg.replace("INSTANCE=%H-%i", "INSTANCE=seed-1-%i"), *on_host, "{path}");

@@ -234,19 +234,31 @@ fn redis(t: &Topology, files: &BTreeMap<String, String>, run: &Commands, secrets
     let mut redis = service("redis", "redis", &t.docker.images.redis);
     redis.cmd = run.redis.clone();
     redis.files.push(file("/usr/local/etc/redis/redis.conf", files, "redis/redis.conf", false));
+    let secret = |path: &str, content: String, owner: FileOwner, live: bool| FileSpec {
+        path: path.into(),
+        source: String::new(),
+        mode: 0o400,
+        content_sha256: secret_digest(digest_key, content.as_bytes()),
+        content,
+        sensitive: true,
+        live,
+        owner,
+    };
     for f in render::render_secrets(t, secrets, templates)? {
-        let content_sha256 = secret_digest(digest_key, f.content.as_bytes());
-        // Readable by Redis alone (the official image and Debian's both run it as `redis`).
-        redis.files.push(FileSpec {
-            path: f.path,
-            source: String::new(),
-            mode: 0o400,
-            content: f.content,
-            content_sha256,
-            sensitive: true,
-            live: false,
-            owner: FileOwner::User("redis".into()),
-        });
+        // Readable by Redis alone (the official image and Debian's both run it as `redis`); live:
+        // a new password changes the users in the running Redis (Step::RedisUsers), which keeps
+        // its data and its clients.
+        let live = f.path == render::DOCKER_REDIS_USERS;
+        redis.files.push(secret(&f.path, f.content, FileOwner::User("redis".into()), live));
+    }
+    if secrets.redis_password.is_some() {
+        // scalectl's admin user, which changes the users live. Its password is derived from the
+        // engine's key: the same on every plan against this engine (a saved plan still plans the
+        // same), and known only where the containers' files are readable anyway.
+        let password = secret_digest(digest_key, format!("scalectl redis admin of {}", t.name).as_bytes());
+        let conf = format!("user scalectl-admin on #{} {}\n", crate::plan::sha256_hex(password.as_bytes()), render::REDIS_ADMIN_RULES);
+        redis.files.push(secret(render::DOCKER_REDIS_ADMIN_CONF, conf, FileOwner::User("redis".into()), false));
+        redis.files.push(secret(render::DOCKER_REDIS_ADMIN_PASS, format!("{password}\n"), FileOwner::User("redis".into()), false));
     }
     if t.redis.persistence != Persistence::None {
         redis.volumes.push((redis_volume(t), "/data".into()));

@@ -277,6 +277,9 @@ pub struct DockerObserved {
     pub containers: Vec<ObservedContainer>,
     /// Content of the live files of running containers, keyed `container:path`.
     pub live_files: BTreeMap<String, String>,
+    /// The running Redis has users added live and not yet settled (an apply stopped between).
+    #[serde(default)]
+    pub redis_users_pending: bool,
 }
 
 impl DockerObserved {
@@ -380,6 +383,20 @@ pub enum Step {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         old_workers_wait_s: Option<i64>,
     },
+    /// Redis' ACL users changed live in `container` (its port `port`) through scalectl's admin
+    /// user: `add` writes `content` as the users file and adds its passwords to each user (old
+    /// and new both work) before any replica has the new password; `settle`, once every replica
+    /// and the exporter have it, resets each user to exactly the file (the old password refused).
+    RedisUsers {
+        container: String,
+        phase: crate::plan::RedisUsersPhase,
+        port: u16,
+        /// The users file (`add` only); emptied in a redacted plan.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        content: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        content_sha256: String,
+    },
     /// Stop, giving in-flight requests `timeout_s` to finish.
     Stop { name: String, timeout_s: i64 },
     Remove { name: String, reason: String },
@@ -415,6 +432,10 @@ impl DockerPlan {
     pub fn redacted(&self) -> DockerPlan {
         let mut p = self.clone();
         for s in p.activate.iter_mut().chain(p.cleanup.iter_mut()) {
+            if let Step::RedisUsers { content, content_sha256, .. } = s {
+                content.clear();
+                content_sha256.clear();
+            }
             if let Step::Create { spec } = s {
                 // Nor their digests: a weak secret would fall to a dictionary tried on them.
                 for e in &mut spec.secret_env {

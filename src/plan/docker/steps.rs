@@ -23,12 +23,15 @@ pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError
     let mut p = Steps { o, activate: Vec::new(), cleanup: Vec::new() };
     p.images_network_volumes(&i);
     p.service(&d.redis);
+    let settle = p.redis_users(t, &d.redis);
     p.replicas(&i)?;
     let mut wanted: BTreeSet<&str> = BTreeSet::new();
     for spec in d.containers().into_iter().filter(|c| c.role != "app" && c.slot != "redis") {
         p.service(spec);
         wanted.insert(spec.slot.as_str());
     }
+    // Every replica and the exporter now have the new password: the old one goes.
+    p.activate.extend(settle);
     wanted.insert("redis");
     for c in o.containers.iter().filter(|c| c.role != "app" && !wanted.contains(c.slot.as_str())) {
         if c.running() {
@@ -102,6 +105,30 @@ impl Steps<'_> {
         if !kept {
             self.activate.push(Step::Create { spec: spec.clone() });
         }
+    }
+
+    /// A new Redis password in a Redis that is kept: its users changed live, the new passwords
+    /// added now (before any replica has them); returns the step that settles them, for the end
+    /// of the plan. Also when an earlier apply added and never settled. A Redis created by this
+    /// plan starts with the users file.
+    fn redis_users(&mut self, t: &Topology, redis: &ContainerSpec) -> Option<Step> {
+        let users = redis.files.iter().find(|f| f.live && f.path == crate::render::DOCKER_REDIS_USERS)?;
+        let o = self.o;
+        let c = o.containers.iter().find(|c| c.name == redis.name)?;
+        let step = |phase, content: &str, sha: &str| Step::RedisUsers {
+            container: c.name.clone(),
+            phase,
+            port: t.redis.port,
+            content: content.to_string(),
+            content_sha256: sha.to_string(),
+        };
+        // A stopped Redis (started above) is not read: its file may be from before.
+        let now = o.live_files.get(&format!("{}:{}", c.name, users.path)).filter(|_| c.running());
+        let add = now != Some(&users.content);
+        if add {
+            self.activate.push(step(crate::plan::RedisUsersPhase::Add, &users.content, &users.content_sha256));
+        }
+        (add || o.redis_users_pending).then(|| step(crate::plan::RedisUsersPhase::Settle, "", ""))
     }
 
     /// The replicas, behind the load balancer and Prometheus, which see the `current` ones: new

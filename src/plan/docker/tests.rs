@@ -25,8 +25,12 @@ fn make(t: &Topology, rel: &str, secrets: &SecretValues, o: &DockerObserved) -> 
 
 /// The engine after an apply of `rel`: every desired container running, live files as written.
 fn converged(t: &Topology, rel: &str) -> DockerObserved {
+    converged_with(t, rel, &SecretValues::default())
+}
+
+fn converged_with(t: &Topology, rel: &str, secrets: &SecretValues) -> DockerObserved {
     let templates = Templates::embedded();
-    let d = desired(t, &release(rel), &SecretValues::default(), &engine(), &templates).unwrap();
+    let d = desired(t, &release(rel), secrets, &engine(), &templates).unwrap();
     let mut o = DockerObserved { network: true, image_present: true, log_image_present: true, ..Default::default() };
     o.volumes = [lb_log_volume(t), redis_volume(t), logs_volume(t), logship_volume(t)].into();
     let logs = d.logs.iter().flat_map(|l| [&l.collector, &l.shipper]);
@@ -63,6 +67,7 @@ fn names(steps: &[Step]) -> Vec<String> {
             Step::RemoveNetwork { name } => format!("remove network {name}"),
             Step::RemoveVolume { name } => format!("remove volume {name}"),
             Step::RemoveImage { tag, .. } => format!("remove image {tag}"),
+            Step::RedisUsers { phase, .. } => format!("redis-users {phase:?}"),
         })
         .collect()
 }
@@ -464,7 +469,38 @@ fn the_compose_redis_start_names_the_paths_the_bundle_and_apply_use() {
     let script = &desired::commands(&desired::rendered(&t, &[], &templates).unwrap()).unwrap().compose_redis_entrypoint[2];
     let values = SecretValues { redis_password: Some("pw".into()), ..Default::default() };
     let users = crate::render::render_secrets(&t, &values, &templates).unwrap().into_iter().find(|f| f.content.contains("user default")).unwrap().path;
-    for want in [format!("{SECRETS_DIR}/REDIS_PASSWORD"), compose::COMPOSE_REDIS_AUTH_TEMPLATE.into(), crate::render::REDIS_PASSWORD_SHA256_PLACEHOLDER.into(), users] {
+    let admin = crate::render::DOCKER_REDIS_ADMIN_CONF.to_string();
+    for want in [format!("{SECRETS_DIR}/REDIS_PASSWORD"), compose::COMPOSE_REDIS_AUTH_TEMPLATE.into(), crate::render::REDIS_PASSWORD_SHA256_PLACEHOLDER.into(), users.clone(), admin.clone()] {
         assert!(script.contains(&want), "the Redis start does not name {want}: {script}");
     }
+    // And redis.conf includes the two files where apply and the bundle write them.
+    let conf = desired::rendered(&t, &[], &templates).unwrap().remove("redis/redis.conf").unwrap();
+    for want in [users, admin] {
+        assert!(conf.contains(&format!("include {want}\n")), "redis.conf does not include {want}: {conf}");
+    }
+}
+
+/// A new Redis password changes Redis' users live in the Redis that runs (its data and clients
+/// kept): added before the first replica is created with the new password, settled once every
+/// replica and the exporter have it; an apply that stopped in between settles on the next.
+#[test]
+fn a_new_redis_password_changes_the_users_live_and_settles_after_every_replica() {
+    let t = topology("redis: {password: {env: D_REDIS}}\n");
+    let pw = |v: &str| SecretValues { redis_password: Some(v.into()), ..Default::default() };
+    let o = converged_with(&t, "aaaaaaaaaaaa", &pw("old-pass"));
+    assert!(!make(&t, "aaaaaaaaaaaa", &pw("old-pass"), &o).has_changes(), "the same password plans nothing");
+    let p = make(&t, "aaaaaaaaaaaa", &pw("new-pass"), &o);
+    let n = names(&p.activate);
+    let at = |step: &str| n.iter().position(|s| s == step).unwrap_or_else(|| panic!("no {step}: {n:?}"));
+    assert!(!n.contains(&"create redis".to_string()) && !names(&p.cleanup).contains(&"remove d-redis".to_string()), "Redis is kept: {n:?}");
+    assert!(at("redis-users Add") < at("create api-1") && at("create api-2") < at("redis-users Settle"), "{n:?}");
+    assert!(at("create redis-exporter") < at("redis-users Settle") && at("redis-users Settle") == n.len() - 1, "{n:?}");
+    let Step::RedisUsers { content, .. } = &p.activate[at("redis-users Add")] else { unreachable!() };
+    assert!(content.contains(&crate::plan::sha256_hex(b"new-pass")), "{content}");
+    let shown = format!("{}{}", serde_json::to_string(&p.redacted()).unwrap(), render_text(&p.redacted(), false));
+    assert!(!shown.contains(&crate::plan::sha256_hex(b"new-pass")) && shown.contains("the old ones still work"), "{shown}");
+    // Added and never settled: the next apply settles, and only that.
+    let mut o = converged_with(&t, "aaaaaaaaaaaa", &pw("new-pass"));
+    o.redis_users_pending = true;
+    assert_eq!(names(&make(&t, "aaaaaaaaaaaa", &pw("new-pass"), &o).activate), ["redis-users Settle"]);
 }
