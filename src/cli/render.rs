@@ -48,6 +48,7 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
     let mut files = render::render(&t, &Facts::with_default_cores(cores), &templates)
         .with_context(|| format!("cannot render {}", a.topology.file.display()))?;
     files.push(crate::plan::docker::compose_file(&t, cores, &templates).with_context(|| format!("cannot render {}", a.topology.file.display()))?);
+    files.extend(ansible_scripts(&t));
     if a.check {
         return check(&a.out, &files);
     }
@@ -55,6 +56,28 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
     let hosts: std::collections::BTreeSet<&str> = files.iter().map(|f| f.host.as_str()).collect();
     println!("rendered {} files for {} into {}", files.len(), hosts.into_iter().collect::<Vec<_>>().join(", "), a.out.display());
     Ok(())
+}
+
+/// The scripts the Ansible playbook runs on a Redis host for a new password, the very ones apply
+/// runs: the new passwords added to Redis' users live before the app hosts roll, and the users
+/// settled (the old password refused) after them.
+fn ansible_scripts(t: &crate::topology::Topology) -> Vec<RenderedFile> {
+    use crate::plan::RedisUsersPhase::{Add, Settle};
+    if t.redis.password.is_none() {
+        return Vec::new();
+    }
+    [(Add, "redis-users-add.sh"), (Settle, "redis-users-settle.sh")]
+        .into_iter()
+        .map(|(phase, name)| RenderedFile {
+            host: "ansible".into(),
+            path: name.into(),
+            mode: 0o755,
+            content: format!("#!/bin/sh\n# Rendered by scalectl {} from topology \"{}\". Do not edit: change the topology.\n{}", env!("CARGO_PKG_VERSION"), t.name, crate::exec::commands::redis_users(phase, t.redis.port)),
+            group: "root",
+            on_change: render::OnChange::Nothing,
+            sensitive: false,
+        })
+        .collect()
 }
 
 /// Compare DIR with the render: every difference is listed, and any makes the exit code 2.
