@@ -37,12 +37,18 @@ locals {
         permissions: "0644"
         encoding: b64
         content: ${base64encode(var.log_ship_file)}
+      # Nothing outside an instance scrapes its node exporter (the group scales on CloudWatch's
+      # CPU): loopback only, never every interface.
+      - path: /etc/default/prometheus-node-exporter
+        permissions: "0644"
+        content: |
+          ARGS="--web.listen-address=127.0.0.1:9100"
     runcmd:
       # The release is downloaded, checked against its sha256 and installed, or nothing is: an
       # instance without a verified release fails its health check and the group replaces it.
       - [sh, -c, "set -e; test -n '${var.release_url}'; d=/opt/${var.app_name}/releases/boot; rm -rf $d /tmp/scalectl-release; curl -fsSL '${var.release_url}' -o /tmp/scalectl-release; echo '${var.release_sha256}  /tmp/scalectl-release' | sha256sum -c -; mkdir -p $d; ${var.program ? "tar -x --no-same-owner --no-same-permissions -f /tmp/scalectl-release -C $d; chmod -R u+rwX,go+rX,go-w $d" : "install -m 0755 /tmp/scalectl-release $d/scale-api"}; ln -sfn $d /opt/${var.app_name}/current"]
       - systemctl daemon-reload
-      - systemctl restart rsyslog
+      - systemctl restart rsyslog prometheus-node-exporter
       - [sh, -c, "for i in $(seq 0 $((${local.instance_count} - 1))); do p=$((${var.app_port} + i)); systemctl enable --now ${local.units}; done"]
   CLOUDINIT
 }
