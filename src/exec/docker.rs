@@ -544,8 +544,13 @@ async fn nginx_workers(docker: &Docker, container: &str) -> anyhow::Result<Vec<S
 }
 
 async fn put(docker: &Docker, container: &str, path: &str, content: &str) -> anyhow::Result<()> {
+    put_owned(docker, container, path, content, 0o644, (0, 0)).await
+}
+
+/// [`put`] with the file's mode and (uid, gid).
+async fn put_owned(docker: &Docker, container: &str, path: &str, content: &str, mode: u32, owner: (u64, u64)) -> anyhow::Result<()> {
     let tmp = format!("{path}.scalectl-new");
-    upload(docker, container, &[(&tmp, content.as_bytes(), 0o644)]).await?;
+    upload_owned(docker, container, &[(&tmp, content.as_bytes(), mode, owner)]).await?;
     let (code, out) = exec(docker, container, &["mv".into(), "-f".into(), tmp, path.into()]).await?;
     if code != 0 {
         bail!("cannot move {path} into place in {container}: {}", out.trim());
@@ -652,12 +657,8 @@ async fn run_step(docker: &Docker, t: &Topology, plan: &DockerPlan, step: &Step,
             if *phase == RedisUsersPhase::Add {
                 say(&format!("adding the new Redis passwords in {container} (the old ones still work)"));
                 // The users file, Redis' alone, replaced whole.
-                let (uid, gid) = user_ids(docker, container, "redis").await?;
-                let path = crate::render::DOCKER_REDIS_USERS;
-                let tmp = format!("{path}.scalectl-new");
-                upload_owned(docker, container, &[(&tmp, content.as_bytes(), 0o400, (uid, gid))]).await?;
-                let (code, out) = exec(docker, container, &["mv".into(), "-f".into(), tmp, path.into()]).await?;
-                anyhow::ensure!(code == 0, "cannot move {path} into place in {container}: {}", out.trim());
+                let owner = user_ids(docker, container, "redis").await?;
+                put_owned(docker, container, crate::render::DOCKER_REDIS_USERS, content, 0o400, owner).await?;
             } else {
                 say(&format!("settling Redis' users in {container} (the old passwords no longer work)"));
             }
