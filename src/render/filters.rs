@@ -15,6 +15,16 @@ pub fn register(env: &mut Environment<'_>) {
     env.add_filter("hostport", hostport);
     env.add_filter("secret", secret);
     env.add_filter("systemd_arg", systemd_arg);
+    env.add_filter("systemd_program", systemd_program);
+}
+
+/// The first word of an `ExecStart=` line: as [`systemd_arg`], and refused when it starts with a
+/// character systemd reads as a prefix even inside quotes (`+` runs the program as root).
+fn systemd_program(v: &str) -> Result<String, Error> {
+    if v.starts_with(['@', '-', ':', '+', '!']) {
+        return Err(Error::new(ErrorKind::InvalidOperation, format!("`{}` would be read as an ExecStart= prefix", v.escape_debug())));
+    }
+    systemd_arg(v)
 }
 
 /// One argument of an `ExecStart=` line, exactly as given: double-quoted, with the characters
@@ -127,6 +137,15 @@ mod tests {
         assert_eq!(duration(365 * 86_400_000), "365d");
         assert_eq!(seconds(1), 1);
         assert_eq!(seconds(10_000), 10);
+    }
+
+    #[test]
+    fn a_program_cannot_carry_an_exec_prefix() {
+        for p in ["+node", "!node", "!!node", "@node", "-node", ":node"] {
+            assert!(systemd_program(p).is_err(), "{p}");
+        }
+        assert_eq!(systemd_program("node").unwrap(), "\"node\"");
+        assert_eq!(systemd_arg("+x").unwrap(), "\"+x\"");
     }
 
     #[test]

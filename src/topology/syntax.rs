@@ -123,6 +123,33 @@ pub fn unix_user(value: &str, what: &str) -> Check {
     Ok(())
 }
 
+/// Accounts of the services scalectl itself runs, and of the system: an app running as one of
+/// them could read or change what that service holds (Redis' data, Prometheus' TSDB, the log CA).
+pub const RESERVED_USERS: &[&str] =
+    &["root", "daemon", "bin", "sys", "sync", "nobody", "redis", "prometheus", "www-data", "mtail", "grafana", "syslog", "sshd", "messagebus", "_apt"];
+
+/// The user an app runs as: not an account scalectl's own services or the system run as.
+pub fn app_user(value: &str) -> Check {
+    if RESERVED_USERS.contains(&value) || value.starts_with("systemd-") {
+        return Err(format!(
+            "app.program.user `{value}` is an account of the system or of a service scalectl runs: the app would hold that service's rights and files"
+        ));
+    }
+    Ok(())
+}
+
+/// The program an ExecStart= line starts: systemd reads a leading `@`, `-`, `:`, `+` or `!` as a
+/// prefix even inside quotes (`+` runs it as root with every capability, past `User=`).
+pub fn program(value: &str) -> Check {
+    match value.chars().next() {
+        Some(c) if "@-:+!".contains(c) => Err(format!(
+            "the program `{}` starts with `{c}`, which systemd reads as an ExecStart= prefix (`+` and `!` would run it with full privileges)",
+            value.escape_debug()
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A path on the machine that runs scalectl (relative to the topology file, or absolute).
 pub fn local_path(value: &str, what: &str) -> Check {
     if value.is_empty() {
@@ -144,7 +171,15 @@ pub fn debian_package(value: &str) -> Check {
     let ok = value.len() >= 2
         && value.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
-    if ok { Ok(()) } else { Err(format!("`{}` is not a Debian package name", value.escape_debug())) }
+    if !ok {
+        return Err(format!("`{}` is not a Debian package name", value.escape_debug()));
+    }
+    // apt-get reads a trailing `-` as "remove this package" (and `+` as "install"): `openssh-server-`
+    // in an install list would remove sshd. No Debian package name ends in `-`.
+    if value.ends_with('-') {
+        return Err(format!("`{value}` ends in `-`, which apt-get reads as \"remove this package\""));
+    }
+    Ok(())
 }
 
 /// A container image reference such as `nginx:1.27` or `registry.example.com/team/api@sha256:...`.

@@ -21,6 +21,19 @@ impl V {
             self.port_collisions(raw_hosts, t, h);
         }
         self.published(raw, t);
+        self.app_user_is_not_a_login(raw, t);
+    }
+
+    /// The app must not run as the user scalectl logs in as: that user has passwordless sudo, so
+    /// the app (and anyone who takes it over) would be root on its hosts.
+    fn app_user_is_not_a_login(&mut self, raw: &RawTopology, t: &Topology) {
+        let Some(user) = raw.app.program.as_ref().and_then(|p| p.user.as_ref()).filter(|u| syntax::app_user(u.value()).is_ok()) else { return };
+        if let Some(h) = t.hosts.iter().find(|h| h.ssh.user == *user.value()) {
+            self.push(
+                Problem::at(user.loc(), format!("app.program.user `{}` is the user scalectl logs in to host `{}` as: it has passwordless sudo, so the app would be root there", user.value(), h.name))
+                    .help("name a user of the app's own, or leave `user` out (systemd makes one per instance)"),
+            );
+        }
     }
 
     /// What `target: docker` does not run.

@@ -285,16 +285,17 @@ impl V {
         for arg in p.command.value() {
             self.check(arg, syntax::argument(arg.value()));
         }
-        if let Some(first) = p.command.value().first()
-            && first.value().split('/').any(|c| c == "..")
-        {
-            self.at(first.loc(), "the program must be inside its release directory or on the host (no `..`)");
+        if let Some(first) = p.command.value().first() {
+            if first.value().split('/').any(|c| c == "..") {
+                self.at(first.loc(), "the program must be inside its release directory or on the host (no `..`)");
+            }
+            self.check(first, syntax::program(first.value()));
         }
         for pkg in &p.packages {
             self.check(pkg, syntax::debian_package(pkg.value()));
         }
         let user = p.user.as_ref().map(|u| {
-            self.check(u, syntax::unix_user(u.value(), "app.program.user"));
+            self.check(u, syntax::unix_user(u.value(), "app.program.user").and_then(|()| syntax::app_user(u.value())));
             u.value().clone()
         });
         Program {
