@@ -54,8 +54,27 @@ fn time(l: &LogLine) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// A line for a terminal: the program's bytes are not the operator's terminal's commands, so every
+/// control character (ESC of an ANSI or OSC sequence, a carriage return that hides what came
+/// before, C1 controls) and every bidirectional override is shown escaped, never sent raw. Tabs stay.
 fn text_line(l: &LogLine, width: usize) -> String {
-    format!("{} {:<width$} {}", time(l), l.instance, l.message)
+    format!("{} {:<width$} {}", time(l), inert(&l.instance), inert(&l.message))
+}
+
+fn inert(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| (c.is_control() && c != '\t') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(unsafe_char) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            c if !unsafe_char(c) => out.push(c),
+            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    out.into()
 }
 
 fn json_line(l: &LogLine) -> String {
@@ -73,5 +92,19 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&json_line(&l)).unwrap();
         assert_eq!(v["instance"], "app-1-3000");
         assert_eq!(v["message"], "{\"msg\":\"x\"}");
+    }
+
+    #[test]
+    fn a_program_cannot_send_its_terminal_sequences_to_the_operator() {
+        // Clears the screen, sets the window title (OSC), hides the line with a carriage return,
+        // a C1 CSI, a right-to-left override; a tab stays a tab.
+        let message = "ok\x1b[2J\x1b]0;owned\x07\rhidden\u{9b}31m\u{202e}txt\tend".to_string();
+        let l = LogLine { time_us: 0, instance: "app-1-3000".into(), message: message.clone() };
+        let text = text_line(&l, 12);
+        assert!(!text.chars().any(|c| c.is_control() && c != '\t'), "{text:?}");
+        assert!(text.ends_with("ok\\x1b[2J\\x1b]0;owned\\x07\\x0dhidden\\u{9b}31m\\u{202e}txt\tend"), "{text}");
+        // JSON keeps the bytes as they were (escaped by JSON itself).
+        let v: serde_json::Value = serde_json::from_str(&json_line(&l)).unwrap();
+        assert_eq!(v["message"], message.as_str());
     }
 }
