@@ -411,6 +411,31 @@ fn ansible_inventory_lists_every_host_in_its_groups() {
     }
 }
 
+/// The Ansible role's secret checks, run by a real ansible-playbook on this machine: a secret with
+/// a `"` and a newline would add its own line (`EVIL=1`) to every instance's environment file.
+#[test]
+fn ansible_refuses_a_secret_that_would_add_environment_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = Path::new(env!("CARGO_MANIFEST_DIR")).join("ansible/roles/scalectl_app/tasks/check-secrets.yml");
+    let play = dir.path().join("play.yml");
+    std::fs::write(&play, format!("- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n    - ansible.builtin.include_tasks: {}\n", tasks.display())).unwrap();
+    let run_with = |secrets: serde_json::Value| {
+        let vars = dir.path().join("vars.json");
+        std::fs::write(&vars, serde_json::json!({ "scalectl_app_secrets": secrets }).to_string()).unwrap();
+        run(Command::new(require("ansible-playbook")).arg("-i").arg("localhost,").arg("-e").arg(format!("@{}", vars.display())).arg(&play))
+    };
+    let fine = run_with(serde_json::json!({"TOKEN": "a-b_c.d/e+f=g h"}));
+    assert!(fine.status.success(), "a plain secret is refused:\n{}", text(&fine));
+    for hostile in ["x\"\nEVIL=1", "x\nEVIL=1", "$(id)", "x\\"] {
+        let out = run_with(serde_json::json!({"TOKEN": hostile}));
+        assert!(!out.status.success(), "{hostile:?} passed the checks");
+        let said = text(&out);
+        assert!(said.contains("cannot be written safely") && !said.contains("EVIL"), "{said}");
+    }
+    let bad_name = run_with(serde_json::json!({"TOKEN\nEVIL": "x"}));
+    assert!(!bad_name.status.success(), "a name with a newline passed");
+}
+
 /// Log TLS files for `hosts`, issued by apply's own scripts (a real openssl) into `root/HOST`,
 /// the fleet log CA in `root/CA_HOST/ca`, as apply lays them out under /etc/scalectl/tls.
 fn issue_log_certificates(root: &Path, ca_host: &str, hosts: &[&str]) {
