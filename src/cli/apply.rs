@@ -16,9 +16,13 @@ use crate::deploy::Goal;
 topology file, release and a fresh observation, and executes it only if it equals the saved one: a topology, release \
 or host that changed since, or an edited file, is refused before anything changes.")]
 pub struct ApplyArgs {
-    /// A plan saved by `scalectl plan --out PLANFILE` (its topology file and release are used)
+    /// A plan saved by `scalectl plan --out PLANFILE` (its topology file and release are used; naming
+    /// another with -f or --release is refused)
     #[arg(value_name = "PLANFILE")]
     pub planfile: Option<std::path::PathBuf>,
+    /// Whether -f was given on the command line (not its default): set by `Cli::parse_args`.
+    #[arg(skip)]
+    pub topology_given: bool,
     #[command(flatten)]
     pub fleet: FleetArgs,
     #[command(flatten)]
@@ -64,7 +68,32 @@ fn run_saved(mut a: ApplyArgs, planfile: &std::path::Path, color: bool) -> Resul
         Some((k, _)) if k == saved::KIND => {}
         _ => return Err(anyhow::anyhow!("{} is not a plan saved by `scalectl plan --out`", planfile.display()).into()),
     }
-    let saved: SavedPlan = serde_json::from_str(&text).with_context(|| format!("{} is not a plan saved by `scalectl plan --out`", planfile.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not a plan saved by `scalectl plan --out`", planfile.display()))?;
+    let named = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_string);
+    // The plan says which files it applies; a command line that names others is refused rather than
+    // silently overridden either way (an edited artifact could name another topology).
+    let (plan_topology, plan_release) = (named("topology_file").unwrap_or_default(), named("release_file"));
+    if a.topology_given && !same_file(&a.fleet.topology.file, std::path::Path::new(&plan_topology)) {
+        return Err(anyhow::anyhow!(
+            "{} applies the topology {plan_topology}, but -f names {}: give the plan's own (or no -f), or make a plan of {} with `scalectl plan --out`",
+            planfile.display(),
+            a.fleet.topology.file.display(),
+            a.fleet.topology.file.display()
+        )
+        .into());
+    }
+    if let Some(given) = &a.release.release
+        && !plan_release.as_deref().is_some_and(|p| same_file(given, std::path::Path::new(p)))
+    {
+        return Err(anyhow::anyhow!(
+            "{} applies the release {}, but --release names {}: give the plan's own (or no --release), or make a new plan",
+            planfile.display(),
+            plan_release.as_deref().unwrap_or("(none)"),
+            given.display()
+        )
+        .into());
+    }
+    let saved: SavedPlan = serde_json::from_value(value).with_context(|| format!("{} is not a plan saved by `scalectl plan --out`", planfile.display()))?;
     let topology = std::fs::read(&saved.topology_file).with_context(|| format!("cannot read the plan's topology {}", saved.topology_file))?;
     if sha256_hex(&topology) != saved.topology_sha256 {
         return Err(anyhow::anyhow!("the topology file {} changed since the plan was made: run `scalectl plan` again", saved.topology_file).into());
@@ -76,6 +105,13 @@ fn run_saved(mut a: ApplyArgs, planfile: &std::path::Path, color: bool) -> Resul
     if Some(sha256_hex(&artifact.bytes)) != saved.release_sha256 {
         return Err(anyhow::anyhow!("the release {path} changed since the plan was made: run `scalectl plan` again").into());
     }
+    eprintln!(
+        "{}: topology {} (sha256 {}), release {path} (sha256 {})",
+        planfile.display(),
+        saved.topology_file,
+        &saved.topology_sha256[..saved.topology_sha256.len().min(12)],
+        saved.release_sha256.as_deref().map_or("", |s| &s[..s.len().min(12)])
+    );
     let (binary, release) = (artifact.bytes, artifact.release);
     let secrets = session::resolve_secrets(target.topology())?;
     session::run_locked(target.as_ref(), &a.exec, color, "apply this saved plan", Some(&binary), |t| {
@@ -95,6 +131,14 @@ another scalectl): nothing was changed; run `scalectl plan` again",
         );
         Ok(now.plan)
     })
+}
+
+/// The same file, whichever way its path is written (both resolved when they exist).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
 }
 
 pub fn run_reload(a: ReloadArgs, color: bool) -> Result<(), Failure> {

@@ -88,6 +88,20 @@ pub enum Command {
     Man,
 }
 
+impl Cli {
+    /// The command line, with what only clap's matches know: whether `apply PLANFILE` was also
+    /// given `-f` (its default cannot be told from a value the user typed).
+    pub fn parse_args() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        if let (Command::Apply(a), Some(("apply", m))) = (&mut cli.command, matches.subcommand()) {
+            a.topology_given = m.value_source("file") == Some(clap::parser::ValueSource::CommandLine);
+        }
+        cli
+    }
+}
+
 /// What a command ended with, beyond success.
 #[derive(Debug)]
 pub enum Failure {

@@ -21,6 +21,33 @@ fn validate_lists_problems_with_locations_and_snippets() {
     assert!(err.contains("2 problems"), "{err}");
 }
 
+/// An edited plan artifact cannot pick what deploys behind the command line's back: a topology or
+/// release named with the plan that differs from the plan's own is refused, naming both.
+#[test]
+fn apply_planfile_refuses_a_topology_or_release_other_than_the_plans() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mine, theirs) = (dir.path().join("mine.yaml"), dir.path().join("theirs.yaml"));
+    for f in [&mine, &theirs] {
+        std::fs::write(f, "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n").unwrap();
+    }
+    let plan = dir.path().join("plan.json");
+    let saved = serde_json::json!({"kind": "scalectl-plan", "format_version": 2, "topology_file": theirs, "release_file": "/srv/theirs.tar"});
+    std::fs::write(&plan, saved.to_string()).unwrap();
+    let out = scalectl().arg("apply").arg(&plan).arg("-f").arg(&mine).arg("--yes").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("applies the topology {}, but -f names {}", theirs.display(), mine.display())), "{err}");
+    let out = scalectl().arg("apply").arg(&plan).args(["--release", "/srv/mine.tar", "--yes"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("applies the release /srv/theirs.tar, but --release names /srv/mine.tar"), "{err}");
+    // The plan's own topology, however its path is spelt, passes this check (and fails later: the
+    // file holds no plan).
+    let same = dir.path().join(".").join("theirs.yaml");
+    let out = scalectl().arg("apply").arg(&plan).arg("-f").arg(&same).arg("--yes").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("but -f names") && err.contains("is not a plan saved by"), "{err}");
+}
+
 #[test]
 fn validate_json_is_versioned() {
     let dir = tempfile::tempdir().unwrap();
