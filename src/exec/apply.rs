@@ -415,11 +415,49 @@ mod tests {
     fn files_are_written_beside_their_target_then_renamed() {
         let f = file("/etc/redis/redis.conf", "port 6379\n", Change::Update, None);
         let s = commands::write_files(&[&f]);
-        assert!(s.contains("printf '%s' 'cG9ydCA2Mzc5Cg==' | base64 -d > /etc/redis/redis.conf.scalectl-new"), "{s}");
-        assert!(s.contains("chmod 640 /etc/redis/redis.conf.scalectl-new"));
-        assert!(s.contains("chown root:redis /etc/redis/redis.conf.scalectl-new"));
+        assert!(s.contains("printf '%s' 'cG9ydCA2Mzc5Cg==' | base64 -d > \"$t\"\ninstall -m 640 -o root -g redis \"$t\" /etc/redis/redis.conf.scalectl-new\n"), "{s}");
         assert!(s.contains("mv -f /etc/redis/redis.conf.scalectl-new /etc/redis/redis.conf"));
         assert!(s.starts_with("set -e"));
+    }
+
+    /// The script run for real (as root, like on a host): a service user's symlink at
+    /// `PATH.scalectl-new` pointing at a file of root's is replaced, never written through, and a
+    /// change of mode alone does not chmod through a symlink either.
+    #[test]
+    fn a_symlink_where_the_new_file_goes_is_never_followed() {
+        if !is_root() {
+            eprintln!("skipped: needs root (install -o root)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("shadow");
+        std::fs::write(&victim, "root:secret\n").unwrap();
+        let target = dir.path().join("svc/redis.conf");
+        std::fs::create_dir(dir.path().join("svc")).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("svc/redis.conf.scalectl-new")).unwrap();
+        let mut f = file(target.to_str().unwrap(), "port 6379\n", Change::Create, None);
+        f.group = "root".into();
+        let run = |script: String| {
+            let out = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(commands::write_files(&[&f]));
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:secret\n");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "port 6379\n");
+        assert!(!std::fs::symlink_metadata(&target).unwrap().file_type().is_symlink());
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::remove_file(&target).unwrap();
+        std::os::unix::fs::symlink(&victim, &target).unwrap();
+        f.change = Change::Metadata;
+        f.mode = 0o644;
+        run(commands::write_files(&[&f]));
+        assert_eq!(std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777, 0o600, "chmod went through the link");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:secret\n");
+    }
+
+    fn is_root() -> bool {
+        std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n")
     }
 
     #[test]

@@ -46,25 +46,28 @@ pub fn upload_release(app: &str, id: &str, archive: bool) -> String {
 }
 
 /// Each file to `PATH.scalectl-new`, then mode, owner, fsync and rename over PATH.
+///
+/// Some of these directories belong to a service's user (/etc/redis is redis'), who may put a
+/// symlink at `PATH.scalectl-new`: root must never write through it. The content goes first to a
+/// private temporary file (`mktemp`: created exclusively, 0600), then `install` puts it at
+/// `PATH.scalectl-new`, unlinking what is there and creating the file anew with `O_EXCL` (a link
+/// made again in between makes it fail, never followed). A change of mode or owner alone is the
+/// same rewrite: `chmod` and `chown` on PATH would follow a link there.
 pub fn write_files(files: &[&FileChange]) -> String {
-    let mut s = String::from("set -e\numask 077\n");
+    let mut s = String::from("set -e\numask 077\nt=$(mktemp)\ntrap 'rm -f \"$t\"' EXIT\n");
     for f in files {
         let tmp = format!("{}.scalectl-new", f.path);
         let dir = std::path::Path::new(&f.path).parent().map(|p| p.display().to_string()).unwrap_or_else(|| "/".into());
         // Created when missing; an existing directory keeps its mode.
         s.push_str(&format!("[ -d {d} ] || install -d -m 755 {d}\n", d = q(&dir)));
-        if f.change == Change::Metadata {
-            s.push_str(&format!("chmod {:o} {p}; chown {}:{} {p}\n", f.mode, q(&f.owner), q(&f.group), p = q(&f.path)));
-            continue;
-        }
         let b64 = base64::engine::general_purpose::STANDARD.encode(f.content.as_bytes());
         s.push_str(&format!(
-            "printf '%s' {b64} | base64 -d > {t}\nchmod {:o} {t}\nchown {}:{} {t}\nsync {t}\nmv -f {t} {p}\n",
+            "printf '%s' {b64} | base64 -d > \"$t\"\ninstall -m {:o} -o {} -g {} \"$t\" {n}\nsync {n}\nmv -f {n} {p}\n",
             f.mode,
             q(&f.owner),
             q(&f.group),
             b64 = q(&b64),
-            t = q(&tmp),
+            n = q(&tmp),
             p = q(&f.path)
         ));
     }
