@@ -14,7 +14,7 @@ mod logs;
 mod pack;
 mod plan;
 pub mod release;
-mod render;
+pub mod render;
 mod schema;
 mod session;
 mod status;

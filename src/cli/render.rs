@@ -48,7 +48,7 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
     let mut files = render::render(&t, &Facts::with_default_cores(cores), &templates)
         .with_context(|| format!("cannot render {}", a.topology.file.display()))?;
     files.push(crate::plan::docker::compose_file(&t, cores, &templates).with_context(|| format!("cannot render {}", a.topology.file.display()))?);
-    files.extend(ansible_scripts(&t));
+    files.extend(bundle_scripts(&t));
     if a.check {
         return check(&a.out, &files);
     }
@@ -61,23 +61,39 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
 /// The scripts the Ansible playbook runs on a Redis host for a new password, the very ones apply
 /// runs: the new passwords added to Redis' users live before the app hosts roll, and the users
 /// settled (the old password refused) after them.
-fn ansible_scripts(t: &crate::topology::Topology) -> Vec<RenderedFile> {
+///
+/// And the script that unpacks a program's release (`unpack-release.sh TAR DIR`), apply's own:
+/// as an unprivileged user, refusing what is not a file, a directory or a link inside; the
+/// Ansible role runs it, and the autoscaling group's cloud-init (terraform/files/).
+pub fn bundle_scripts(t: &crate::topology::Topology) -> Vec<RenderedFile> {
     use crate::plan::RedisUsersPhase::{Add, Settle};
-    if t.redis.password.is_none() {
-        return Vec::new();
+    let script = |name: &str, body: String| RenderedFile {
+        host: "ansible".into(),
+        path: name.into(),
+        mode: 0o755,
+        content: format!("#!/bin/sh\n# Rendered by scalectl {} from topology \"{}\". Do not edit: change the topology.\n{body}\n", env!("CARGO_PKG_VERSION"), t.name),
+        group: "root",
+        on_change: render::OnChange::Nothing,
+        sensitive: false,
+    };
+    let mut out = Vec::new();
+    if t.app.program.is_some() && t.target == crate::topology::Target::Hosts {
+        let unpack = script("unpack-release.sh", format!("set -e\n{}", crate::exec::commands::unpack_release("\"$1\"", "\"$2\"")));
+        if t.autoscaling.is_some() {
+            out.push(RenderedFile { host: "terraform".into(), path: "files/unpack-release.sh".into(), ..unpack.clone() });
+        }
+        out.push(unpack);
     }
-    [(Add, "redis-users-add.sh"), (Settle, "redis-users-settle.sh")]
-        .into_iter()
-        .map(|(phase, name)| RenderedFile {
-            host: "ansible".into(),
-            path: name.into(),
-            mode: 0o755,
-            content: format!("#!/bin/sh\n# Rendered by scalectl {} from topology \"{}\". Do not edit: change the topology.\n{}", env!("CARGO_PKG_VERSION"), t.name, crate::exec::commands::redis_users(phase, t.redis.port)),
-            group: "root",
-            on_change: render::OnChange::Nothing,
-            sensitive: false,
-        })
-        .collect()
+    if t.redis.password.is_some() {
+        out.extend([(Add, "redis-users-add.sh"), (Settle, "redis-users-settle.sh")].into_iter().map(|(phase, name)| {
+            let mut body = crate::exec::commands::redis_users(phase, t.redis.port);
+            if body.ends_with('\n') {
+                body.pop();
+            }
+            script(name, body)
+        }));
+    }
+    out
 }
 
 /// Compare DIR with the render: every difference is listed, and any makes the exit code 2.

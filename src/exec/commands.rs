@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use crate::plan::{Change, DesiredHost, FileChange, SCALE_API, current_link, instance_unit, releases_dir};
+use crate::plan::{Change, DesiredHost, FileChange, SCALE_API, current_link, instance_unit, ready_dir, releases_dir};
 
 pub const LOCK_DIR: &str = "/var/lib/scalectl";
 pub const LOCK_FILE: &str = "/var/lib/scalectl/lock";
@@ -30,19 +30,41 @@ pub fn install_packages(packages: &[String]) -> String {
 }
 
 /// Receives the release on stdin: scale-api's binary, or (`archive`) a tar of the program's
-/// directory, unpacked owned by root and readable by the instances' users. The release directory
-/// appears complete or not at all.
+/// directory. The release directory appears complete or not at all.
+///
+/// A tar is unpacked by `nobody`, not root: an unprivileged tar cannot make a device node (a block
+/// device would read the raw disk) nor give a file an owner. Then only regular files, directories
+/// and symbolic links that resolve inside the release are accepted, at most
+/// [`MAX_RELEASE_BYTES`](crate::plan::MAX_RELEASE_BYTES); anything else is refused with its path and
+/// nothing is kept. What is kept is owned by root and readable by the instances' users.
 pub fn upload_release(app: &str, id: &str, archive: bool) -> String {
     let tmp = format!("{}/.tmp-{id}", releases_dir(app));
     let dir = format!("{}/{id}", releases_dir(app));
-    let receive = if archive {
-        "tar -x --no-same-owner --no-same-permissions -f - -C {t}; chmod -R u+rwX,go+rX,go-w {t}".to_string()
-    } else {
-        format!("cat > {{t}}/{SCALE_API}; chmod 755 {{t}}/{SCALE_API}")
-    };
+    let receive = if archive { unpack_release("-", "{t}") } else { format!("cat > {{t}}/{SCALE_API}; chmod 755 {{t}}/{SCALE_API}") };
     format!("set -e; rm -rf {{t}}; mkdir -p {{t}}; {receive}; rm -rf {{d}}; mv {{t}} {{d}}")
         .replace("{t}", &q(&tmp))
         .replace("{d}", &q(&dir))
+}
+
+/// The script that unpacks the release tar `file` (`-`: stdin) into the empty directory `dir`
+/// (see [`upload_release`]); also what the Ansible role runs. Both are shell words, quoted by
+/// the caller (`"$1"` in the Ansible role's script).
+pub fn unpack_release(file: &str, dir: &str) -> String {
+    format!(
+        r#"into={dir}; tarball={file}
+refuse() {{ rm -rf "$into"; printf 'the release is refused: %s\n' "$1" >&2; exit 1; }}
+chown 65534:65534 "$into"; chmod 700 "$into"
+setpriv --reuid=65534 --regid=65534 --clear-groups -- tar -x --no-same-owner --no-same-permissions -f "$tarball" -C "$into" || refuse "tar could not unpack it as an unprivileged user (a device node, or a name outside the release?)"
+base=$(realpath "$into")
+odd=$(find "$base" -mindepth 1 ! -type f ! -type d ! -type l -print -quit)
+[ -z "$odd" ] || refuse "${{odd#"$base"/}} is neither a file, a directory nor a symbolic link"
+out=$(find "$base" -type l -exec sh -c 'for l; do case "$(realpath -m -- "$l")" in "$0"|"$0"/*) ;; *) printf "%s -> %s" "${{l#"$0"/}}" "$(readlink -- "$l")"; exit 0;; esac; done' "$base" {{}} +)
+[ -z "$out" ] || refuse "the symbolic link $out leads outside the release"
+size=$(du -sb "$base" | cut -f1)
+[ "$size" -le {max} ] || refuse "it holds $size bytes unpacked, more than {max}"
+chown -R root:root "$into"; chmod -R u+rwX,go+rX,go-w "$into""#,
+        max = crate::plan::MAX_RELEASE_BYTES,
+    )
 }
 
 /// Each file to `PATH.scalectl-new`, then mode, owner, fsync and rename over PATH.
@@ -367,13 +389,15 @@ fi
     )
 }
 
-/// The marker `rollback` looks for: every instance became ready on this release.
+/// The marker `rollback` looks for: every instance became ready on this release. It lives in
+/// /opt/APP/ready, which only root writes, never inside the release (whose files are the release's).
 pub fn mark_ready(app: &str, id: &str) -> String {
-    format!("touch {}", q(&format!("{}/{id}/.ready", releases_dir(app))))
+    format!("set -e; install -d -m 755 {d}; : > {d}/{}", q(id), d = q(&ready_dir(app)))
 }
 
 pub fn prune(app: &str, ids: &[String]) -> String {
-    let dirs: Vec<String> = ids.iter().map(|i| q(&format!("{}/{i}", releases_dir(app)))).collect();
+    let dirs: Vec<String> =
+        ids.iter().flat_map(|i| [q(&format!("{}/{i}", releases_dir(app))), q(&format!("{}/{i}", ready_dir(app)))]).collect();
     format!("rm -rf {}", dirs.join(" "))
 }
 
@@ -556,8 +580,9 @@ pub fn observe(d: &DesiredHost) -> String {
     s.push_str(&format!("echo \"release $(basename \"$(readlink {} 2>/dev/null)\" 2>/dev/null)\"\n", q(&current_link(&d.app_name))));
     // Releases oldest first, each followed by `ready` when it once served.
     s.push_str(&format!(
-        "for r in $(ls -1tr {dir} 2>/dev/null); do echo \"have $r\"; [ -e {dir}/\"$r\"/.ready ] && echo \"ready $r\"; done; true\n",
-        dir = q(&releases_dir(&d.app_name))
+        "for r in $(ls -1tr {dir} 2>/dev/null); do echo \"have $r\"; [ -f {ready}/\"$r\" ] && echo \"ready $r\"; done; true\n",
+        dir = q(&releases_dir(&d.app_name)),
+        ready = q(&ready_dir(&d.app_name))
     ));
     s
 }

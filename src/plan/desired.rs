@@ -22,6 +22,16 @@ pub fn current_link(app: &str) -> String {
     format!("/opt/{app}/current")
 }
 
+/// Where the markers of releases that served live: `ready/<id>`, outside every release directory,
+/// so nothing a release contains can mark it ready (or, as a symlink, aim the marker elsewhere).
+pub fn ready_dir(app: &str) -> String {
+    format!("/opt/{app}/ready")
+}
+
+/// The most a program's release may hold, unpacked (and so the tar `pack` makes): a release
+/// larger than this is refused with its size rather than filling a host's disk.
+pub const MAX_RELEASE_BYTES: u64 = 2 << 30;
+
 /// What is deployed, named by the first 12 hex digits of its sha256: scale-api's binary, or an
 /// archive (tar) of the user's program, unpacked into the release directory.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use desired::{DesiredFile, DesiredHost, OnChange, Release, SCALE_API, current_link, desired_hosts, instance_unit, releases_dir, socket_unit};
+pub use desired::{DesiredFile, DesiredHost, MAX_RELEASE_BYTES, OnChange, Release, SCALE_API, current_link, desired_hosts, instance_unit, ready_dir, releases_dir, socket_unit};
 pub use text::render_text;
 pub use view::{JSON_FORMAT_VERSION, PlanView, TargetPlan};
 

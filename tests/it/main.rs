@@ -36,6 +36,7 @@ pub fn render_example(name: &str) -> Vec<RenderedFile> {
     let t = load_example(name);
     let mut files = render::render(&t, &Facts::with_default_cores(2), &Templates::embedded()).unwrap();
     files.push(scalectl::plan::docker::compose_file(&t, 2, &Templates::embedded()).unwrap());
+    files.extend(scalectl::cli::render::bundle_scripts(&t));
     files
 }
 

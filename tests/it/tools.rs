@@ -908,13 +908,15 @@ fn user_data(files: &[scalectl::render::RenderedFile], app: &str, program: bool,
     // `<<-` strips the smallest indentation of the heredoc's lines.
     let indent = body.lines().filter(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).min().unwrap();
     let mut text: String = body.lines().map(|l| l.get(indent..).unwrap_or("").to_string() + "\n").collect();
-    // `%{~ if !var.program } ... %{~ endif }`: `~` strips the whitespace before each directive.
-    let (open, close) = ("%{~ if !var.program }", "%{~ endif }");
-    while let Some(i) = text.find(open) {
-        let after = text[i + open.len()..].to_string();
-        let j = after.find(close).expect("an endif");
-        let kept = if program { "" } else { after[..j].trim_end() };
-        text = format!("{}{kept}{}", text[..i].trim_end(), &after[j + close.len()..]);
+    // `%{~ if [!]var.program } ... %{~ endif }`: `~` strips the whitespace before each directive.
+    for (open, when) in [("%{~ if !var.program }", !program), ("%{~ if var.program }", program)] {
+        let close = "%{~ endif }";
+        while let Some(i) = text.find(open) {
+            let after = text[i + open.len()..].to_string();
+            let j = after.find(close).expect("an endif");
+            let kept = if when { after[..j].trim_end() } else { "" };
+            text = format!("{}{kept}{}", text[..i].trim_end(), &after[j + close.len()..]);
+        }
     }
     // `${var.program ? "A" : "B"}`
     while let Some(i) = text.find("${var.program ? \"") {
@@ -930,6 +932,8 @@ fn user_data(files: &[scalectl::render::RenderedFile], app: &str, program: bool,
     let mut vars = vec![("unit_file", format!("{app}@.service")), ("env_file", format!("{app}.env")), ("log_ship_file", "60-scalectl-ship.conf".into())];
     if !program {
         vars.push(("socket_file", "scale-api@.socket".into()));
+    } else {
+        vars.push(("unpack_script", "unpack-release.sh".into()));
     }
     for (var, file) in vars {
         text = text.replace(&format!("${{base64encode(var.{var})}}"), &b64(&file));
@@ -940,7 +944,7 @@ fn user_data(files: &[scalectl::render::RenderedFile], app: &str, program: bool,
         .replace("${base64encode(local.secrets_env)}", &base64::engine::general_purpose::STANDARD.encode("REDIS_PASSWORD=\"pw\"\n"))
         .replace("${var.app_name}", app)
         .replace("${local.units}", &units)
-        .replace("${var.release_url}", "https://releases.example/r")
+        .replace("${base64encode(var.release_url)}", &base64::engine::general_purpose::STANDARD.encode("https://releases.example/r"))
         .replace("${var.release_sha256}", &"ab".repeat(32))
         .replace("${local.instance_count}", "1")
         .replace("${var.app_port}", "3000")
@@ -973,7 +977,8 @@ fn cloud_init(text: &str) -> (serde_json::Value, std::collections::BTreeMap<Stri
 fn install_line(doc: &serde_json::Value) -> String {
     let line = doc["runcmd"].as_array().unwrap().iter().find(|c| c.to_string().contains("sha256sum -c")).unwrap_or_else(|| panic!("no checksum: {doc:#}"));
     let script = line[2].as_str().unwrap().to_string();
-    assert!(script.starts_with("set -e; test -n 'https://releases.example/r';"), "{script}");
+    // The URL is read from its file, never part of the command line a root shell parses.
+    assert!(script.contains("curl -fsSL --url \"$(cat /etc/scalectl/release-url)\"") && !script.contains("releases.example"), "{script}");
     let (check, install) = (script.find("sha256sum -c").unwrap(), script.find("ln -sfn").unwrap());
     assert!(check < install, "installed before it is checked: {script}");
     script
@@ -1005,7 +1010,8 @@ fn cloud_init_writes_the_same_units_as_the_hosts_target() {
         assert!(packages.contains(&p), "{p} is not installed by cloud-init: {packages:?}");
     }
     let install = install_line(&doc);
-    assert!(install.contains("install -m 0755 /tmp/scalectl-release $d/scale-api") && !install.contains("tar -x"), "{install}");
+    assert!(install.contains("install -m 0755 $r $d/scale-api") && !install.contains("tar -x"), "{install}");
+    assert_eq!(written["/etc/scalectl/release-url"], "https://releases.example/r");
     // The Redis password reaches the instances from a sensitive variable, as the hosts' secrets file.
     let secrets = doc["write_files"].as_array().unwrap().iter().find(|w| w["path"] == "/etc/scale-api/secrets.env").expect("secrets.env");
     assert_eq!(secrets["permissions"], "0600");
@@ -1025,7 +1031,8 @@ fn cloud_init_deploys_the_users_program_as_app_hosts_run_it() {
         1,
     );
     let t = scalectl::topology::parse("asg-node.yaml", &src).unwrap_or_else(|p| panic!("{p}"));
-    let files = render::render(&t, &Facts::with_default_cores(2), &Templates::embedded()).unwrap();
+    let mut files = render::render(&t, &Facts::with_default_cores(2), &Templates::embedded()).unwrap();
+    files.extend(scalectl::cli::render::bundle_scripts(&t));
     assert!(!files.iter().any(|f| f.host == "terraform" && f.path.ends_with(".socket")), "a program has no socket unit");
     let (doc, written) = cloud_init(&user_data(&files, "shop", true, &["nodejs"]));
     let host: Vec<_> = files.iter().filter(|f| f.host == "seed-1").collect();
@@ -1039,7 +1046,10 @@ fn cloud_init_deploys_the_users_program_as_app_hosts_run_it() {
     let packages: Vec<&str> = doc["packages"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
     assert!(packages.contains(&"nodejs"), "{packages:?}");
     let install = install_line(&doc);
-    assert!(install.contains("tar -x --no-same-owner --no-same-permissions -f /tmp/scalectl-release -C $d") && install.contains("/opt/shop/current"), "{install}");
+    assert!(install.contains("sh /usr/local/lib/scalectl/unpack-release.sh $r $d") && install.contains("/opt/shop/current"), "{install}");
+    // The same script apply runs: as nobody, and only what stays inside the release.
+    let unpack = &written["/usr/local/lib/scalectl/unpack-release.sh"];
+    assert!(unpack.contains(&scalectl::exec::commands::unpack_release("\"$1\"", "\"$2\"")), "{unpack}");
     let start = doc["runcmd"].as_array().unwrap().last().unwrap()[2].as_str().unwrap().to_string();
     assert!(start.contains("systemctl enable --now shop@$p.service;") && !start.contains(".socket"), "{start}");
 }

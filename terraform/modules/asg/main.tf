@@ -37,6 +37,21 @@ locals {
         permissions: "0644"
         encoding: b64
         content: ${base64encode(var.log_ship_file)}
+      # Where the release is downloaded from: read by curl from this file, never interpolated
+      # into a shell command line.
+      - path: /etc/scalectl/release-url
+        permissions: "0600"
+        encoding: b64
+        content: ${base64encode(var.release_url)}
+    %{~ if var.program }
+      # scalectl's own unpack script, as apply and the Ansible role run it: tar runs as nobody
+      # (no device node, no owner of the release's choosing), and only files, directories and
+      # links that stay inside the release are kept.
+      - path: /usr/local/lib/scalectl/unpack-release.sh
+        permissions: "0755"
+        encoding: b64
+        content: ${base64encode(var.unpack_script)}
+    %{~ endif }
       # Nothing outside an instance scrapes its node exporter (the group scales on CloudWatch's
       # CPU): loopback only, never every interface.
       - path: /etc/default/prometheus-node-exporter
@@ -46,7 +61,7 @@ locals {
     runcmd:
       # The release is downloaded, checked against its sha256 and installed, or nothing is: an
       # instance without a verified release fails its health check and the group replaces it.
-      - [sh, -c, "set -e; test -n '${var.release_url}'; d=/opt/${var.app_name}/releases/boot; rm -rf $d /tmp/scalectl-release; curl -fsSL '${var.release_url}' -o /tmp/scalectl-release; echo '${var.release_sha256}  /tmp/scalectl-release' | sha256sum -c -; mkdir -p $d; ${var.program ? "tar -x --no-same-owner --no-same-permissions -f /tmp/scalectl-release -C $d; chmod -R u+rwX,go+rX,go-w $d" : "install -m 0755 /tmp/scalectl-release $d/scale-api"}; ln -sfn $d /opt/${var.app_name}/current"]
+      - [sh, -c, "set -e; d=/opt/${var.app_name}/releases/boot; r=$d.download; mkdir -p /opt/${var.app_name}/releases; rm -rf $d $r; curl -fsSL --url \"$(cat /etc/scalectl/release-url)\" -o $r; echo '${var.release_sha256}  '$r | sha256sum -c -; mkdir -p $d; ${var.program ? "sh /usr/local/lib/scalectl/unpack-release.sh $r $d" : "install -m 0755 $r $d/scale-api"}; rm -f $r; ln -sfn $d /opt/${var.app_name}/current"]
       - systemctl daemon-reload
       - systemctl restart rsyslog prometheus-node-exporter
       - [sh, -c, "for i in $(seq 0 $((${local.instance_count} - 1))); do p=$((${var.app_port} + i)); systemctl enable --now ${local.units}; done"]
@@ -146,9 +161,12 @@ resource "aws_launch_template" "this" {
 
   vpc_security_group_ids = [aws_security_group.app.id]
 
+  # IMDSv2 only, and its answers never leave the instance (one hop): a container or a forwarded
+  # request on the instance cannot fetch the user data, which holds the Redis password.
   metadata_options {
-    http_tokens   = "required"
-    http_endpoint = "enabled"
+    http_tokens                 = "required"
+    http_endpoint               = "enabled"
+    http_put_response_hop_limit = 1
   }
 
   monitoring {

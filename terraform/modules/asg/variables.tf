@@ -116,8 +116,19 @@ variable "env_file" {
 }
 
 variable "release_url" {
-  description = "Where instances download the release at boot (an S3 or HTTPS URL): scale-api's binary, or the program's tar from `scalectl pack`."
+  description = "Where instances download the release at boot (an HTTPS URL, such as an S3 presigned one): scale-api's binary, or the program's tar from `scalectl pack`."
   type        = string
+
+  validation {
+    condition     = can(regex("^https?://[A-Za-z0-9._~:/?#@!&+,;=%-]+$", var.release_url))
+    error_message = "release_url must be an http:// or https:// URL without spaces, quotes or other characters a URL escapes (percent-encode them)."
+  }
+}
+
+variable "unpack_script" {
+  description = "scalectl's script that unpacks a program's release (files/unpack-release.sh); unused for scale-api."
+  type        = string
+  default     = ""
 }
 
 variable "release_sha256" {
