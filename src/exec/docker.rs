@@ -334,7 +334,14 @@ async fn create(docker: &Docker, t: &Topology, network: &str, spec: &ContainerSp
             cmd = Some(argv);
         }
         SecretDelivery::RedisExporterFile => {
-            let map: BTreeMap<String, String> = spec.secret_env.iter().filter(|s| s.name == "REDIS_PASSWORD").map(|s| (redis_address(t), s.value.clone())).collect();
+            // Its own password (the users file apply writes gives the exporter's user that one),
+            // for its one target: a /scrape?target= naming another address gets none.
+            let map: BTreeMap<String, String> = spec
+                .secret_env
+                .iter()
+                .filter(|s| s.name == "REDIS_PASSWORD")
+                .map(|s| (redis_address(t), crate::render::redis_exporter_password(&s.value)))
+                .collect();
             let path = redis_exporter_password_file();
             env.push(format!("REDIS_PASSWORD_FILE={path}"));
             secret_files.push((path, serde_json::to_string(&map)?, FileOwner::ImageUser));

@@ -211,6 +211,10 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                 pkgs.extend(["redis-server", "prometheus-redis-exporter"]);
                 services.extend(["redis-server.service", "prometheus-redis-exporter.service"]);
                 d.redis_admin = t.redis.password.is_some().then_some(t.redis.port);
+                // Where earlier releases gave the exporter the apps' password as REDIS_PASSWORD,
+                // which it used for any target a /scrape asked for: it now has a password of its
+                // own, for its one target only (crate::render::REDIS_EXPORTER_PASSWORDS).
+                d.absent.push(("/etc/scalectl/redis-exporter.env".into(), OnChange::Restart("prometheus-redis-exporter.service")));
             }
             if h.has(Role::Monitor) {
                 pkgs.push("prometheus");

@@ -55,6 +55,14 @@ pub fn secret_is_safe(v: &str) -> bool {
 }
 
 /// Lower-case hex of the sha256 of `bytes`: release ids, file digests, Redis ACL passwords.
+/// The Redis exporter's own password, derived from the fleet's Redis password: the sha256 (hex) of
+/// `scalectl-exporter:` and that password. A password of its own, which tells nothing of the apps'
+/// should the exporter give it away, and which changes when the fleet's password is rotated; the
+/// Ansible role (`hash('sha256')`) and the compose bundle's Redis (`sha256sum`) derive it alike.
+pub fn redis_exporter_password(redis_password: &str) -> String {
+    sha256_hex(format!("scalectl-exporter:{redis_password}").as_bytes())
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::topology::{Role, Target, Topology};
 pub use context::{Facts, Instance};
-pub use filters::{duration, hostport, secret_is_safe, sha256_hex};
+pub use filters::{duration, hostport, redis_exporter_password, secret_is_safe, sha256_hex};
 use context::Ctx;
 
 /// Every template scalectl ships, embedded at build time (`--templates DIR` overrides by name).
@@ -156,6 +156,13 @@ pub fn render_secrets(t: &Topology, values: &SecretValues, templates: &Templates
         secrets => secrets,
         redis_password => values.redis_password.clone(),
         redis_password_sha256 => values.redis_password.as_deref().map(|p| sha256_hex(p.as_bytes())),
+        // The exporter's password answers for its one target only (a map keyed by its address).
+        redis_exporter_passwords => values.redis_password.as_deref().map(|p| {
+            let mut m = std::collections::BTreeMap::new();
+            m.insert(format!("redis://{}", hostport("127.0.0.1", t.redis.port)), redis_exporter_password(p));
+            m
+        }),
+        redis_exporter_password_sha256 => values.redis_password.as_deref().map(|p| sha256_hex(redis_exporter_password(p).as_bytes())),
         webhook => values.alertmanager_webhook.clone(),
     };
     let mut out = Vec::new();
@@ -245,7 +252,13 @@ pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<
     }
     if t.redis.password.is_some() {
         // The bundle has no secret value: its Redis writes the users with the password's hash at start.
-        let ctx = minijinja::context! { redis_password_sha256 => REDIS_PASSWORD_SHA256_PLACEHOLDER, ..docker.clone() };
+        // (Compose's exporter logs in with the same password as the apps: the bundle has no value
+        // to derive its own from.)
+        let ctx = minijinja::context! {
+            redis_password_sha256 => REDIS_PASSWORD_SHA256_PLACEHOLDER,
+            redis_exporter_password_sha256 => REDIS_PASSWORD_SHA256_PLACEHOLDER,
+            ..docker.clone()
+        };
         out.push(run(&env, &ctx, "docker", job("redis/auth.conf.j2", REDIS_AUTH_TEMPLATE))?);
     }
     if t.observability.grafana {
@@ -450,7 +463,13 @@ fn secret_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
     }
     if h.has(Role::Redis) {
         jobs.push(job("redis/auth.conf.j2", "/etc/redis/scalectl-auth.conf").mode(0o640).group("redis").redis_users().secret());
-        jobs.push(job("exporters/redis-exporter.env.j2", "/etc/scalectl/redis-exporter.env").mode(0o600).restarts("prometheus-redis-exporter.service").secret());
+        jobs.push(
+            job("exporters/redis-exporter.json.j2", REDIS_EXPORTER_PASSWORDS)
+                .mode(0o640)
+                .group("prometheus")
+                .restarts("prometheus-redis-exporter.service")
+                .secret(),
+        );
     }
     if h.has(Role::Monitor) && t.observability.alertmanager.is_some() {
         jobs.push(
@@ -463,6 +482,10 @@ fn secret_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
     }
     jobs
 }
+
+/// The Redis exporter's passwords by target (`-redis.password-file`): its own password, for the
+/// Redis it is configured for and no other address a `/scrape?target=` names.
+pub const REDIS_EXPORTER_PASSWORDS: &str = "/etc/scalectl/redis-exporter.json";
 
 /// Redis' ACL users in the docker bundle, with [`REDIS_PASSWORD_SHA256_PLACEHOLDER`] where the
 /// password's hash goes (templates/docker/commands.yaml.j2 says how compose's Redis fills it in).
@@ -533,8 +556,16 @@ hosts:\n  a: {{address: 10.0.0.2, roles: [app]}}\n  r: {{address: 10.0.0.3, role
         let acl = get("/etc/redis/scalectl-auth.conf").content.clone();
         let hashed = format!("#{} ", sha256_hex(b"pa55"));
         assert!(acl.contains(&format!("user default on {hashed}~* &* +@all -@dangerous\n")), "{acl}");
-        assert!(acl.contains(&format!("user scalectl-exporter on {hashed}-@all +@connection")), "{acl}");
-        assert!(get("/etc/scalectl/redis-exporter.env").content.contains("REDIS_PASSWORD=\"pa55\"\n"));
+        // The exporter's user has a password of its own, and reads; its password file names it
+        // for its one target, readable by the exporter's group only.
+        let exporter = redis_exporter_password("pa55");
+        assert_ne!(exporter, "pa55");
+        assert!(acl.contains(&format!("user scalectl-exporter on #{} -@all +auth", sha256_hex(exporter.as_bytes()))), "{acl}");
+        let map = get(REDIS_EXPORTER_PASSWORDS);
+        assert_eq!((map.host.as_str(), map.mode, map.group), ("r", 0o640, "prometheus"));
+        let map: serde_json::Value = serde_json::from_str(&map.content).unwrap();
+        assert_eq!(map, serde_json::json!({"redis://127.0.0.1:6379": exporter}));
+        assert!(!files.iter().any(|f| f.host == "r" && f.content.contains("pa55")), "the apps' password on the Redis host in clear");
         // Nothing the ordinary render writes holds a value.
         let rendered = render(&t, &Facts::with_default_cores(1), &Templates::embedded()).unwrap();
         assert!(rendered.iter().all(|f| !f.content.contains("pa55") && !f.content.contains("k3y")));

@@ -325,8 +325,10 @@ fn redis_server_runs_on_every_rendered_config() {
             std::fs::write(&conf, content).unwrap();
             let mut child = wait_for_redis(port, start_redis(&conf, dir.path(), port), &auth);
             let maxmemory = f.content.lines().find_map(|l| l.strip_prefix("maxmemory ")).unwrap().to_string();
-            // Reading the configuration is the exporter's.
-            let reader: Vec<&str> = if auth.is_empty() { vec![] } else { [&["--user", "scalectl-exporter"], auth.as_slice()].concat() };
+            // Reading the configuration is the exporter's, with a password of its own.
+            let exporter_pw = scalectl::render::redis_exporter_password("test-only-password");
+            let exporter_auth = ["--user", "scalectl-exporter", "-a", exporter_pw.as_str(), "--no-auth-warning"];
+            let reader: Vec<&str> = if auth.is_empty() { vec![] } else { exporter_auth.to_vec() };
             let mut args = reader.clone();
             args.extend(["CONFIG", "GET", "maxmemory"]);
             let answer = redis_cli(port, &args);
@@ -338,7 +340,11 @@ fn redis_server_runs_on_every_rendered_config() {
                 // The apps' user reads and writes but runs nothing dangerous; the exporter's user
                 // reads what it reports and writes nothing.
                 let app = |cmd: &[&str]| redis_cli(port, &[auth.as_slice(), cmd].concat());
-                let exporter = |cmd: &[&str]| redis_cli(port, &[&["--user", "scalectl-exporter"], auth.as_slice(), cmd].concat());
+                let exporter = |cmd: &[&str]| redis_cli(port, &[&exporter_auth[..], cmd].concat());
+                // The apps' password is not the exporter's, nor the other way round.
+                let with_apps_password = redis_cli(port, &[&["--user", "scalectl-exporter"], auth.as_slice(), &["PING"]].concat());
+                assert!(with_apps_password.contains("WRONGPASS"), "{example}: the exporter's user takes the apps' password: {with_apps_password}");
+                assert!(redis_cli(port, &["-a", exporter_pw.as_str(), "--no-auth-warning", "PING"]).contains("WRONGPASS"), "{example}");
                 assert_eq!(app(&["SET", "k", "v"]).trim(), "OK");
                 assert_eq!(app(&["INCR", "n"]).trim(), "1");
                 for cmd in [&["FLUSHALL"][..], &["CONFIG", "SET", "maxmemory", "1"], &["REPLICAOF", "10.0.0.9", "6379"], &["KEYS", "*"], &["CONFIG", "GET", "maxmemory"]] {
@@ -346,7 +352,7 @@ fn redis_server_runs_on_every_rendered_config() {
                 }
                 assert!(exporter(&["INFO", "memory"]).contains("used_memory:"), "{example}: the exporter cannot read INFO");
                 assert!(exporter(&["CONFIG", "GET", "maxmemory"]).contains("maxmemory"));
-                for cmd in [&["SET", "k", "x"][..], &["FLUSHALL"], &["CONFIG", "SET", "maxmemory", "1"]] {
+                for cmd in [&["SET", "k", "x"][..], &["GET", "k"], &["FLUSHALL"], &["CONFIG", "SET", "maxmemory", "1"], &["CLIENT", "KILL", "TYPE", "normal"], &["CLIENT", "LIST"]] {
                     assert!(exporter(cmd).contains("NOPERM"), "{example}: the exporter's user may run {cmd:?}");
                 }
                 if f.host != "docker" {
@@ -365,6 +371,123 @@ fn redis_server_runs_on_every_rendered_config() {
             assert!(policy.contains("allkeys-lru"), "{example}: {policy}");
         }
     }
+}
+
+/// The attack of a `/scrape?target=` naming another address, on a real redis_exporter run with the
+/// lab's rendered arguments and password file against a real Redis on its rendered config: the
+/// exporter scrapes its own Redis with its own password, and sends a stranger's listener no
+/// password at all (it used to send `AUTH scalectl-exporter <the apps' password>`).
+#[test]
+fn the_redis_exporter_gives_no_password_to_a_target_it_was_not_configured_for() {
+    use std::io::{Read, Write};
+    let (redis_port, web_port) = (26479u16, 26480u16);
+    let files = render_example("lab");
+    let t = crate::load_example("lab");
+    let values = scalectl::render::SecretValues { redis_password: Some("test-only-password".into()), ..Default::default() };
+    let secrets = scalectl::render::render_secrets(&t, &values, &Templates::embedded()).unwrap();
+    let on_redis_host = |path: &str| -> String {
+        files.iter().chain(&secrets).find(|f| f.host == "cache-1" && f.path == path).unwrap_or_else(|| panic!("cache-1 has no {path}")).content.clone()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, theirs) = (format!("127.0.0.1:{}", t.redis.port), format!("127.0.0.1:{redis_port}"));
+    // Redis on its rendered config and users, on this test's port.
+    let auth_file = dir.path().join("scalectl-auth.conf");
+    std::fs::write(&auth_file, on_redis_host("/etc/redis/scalectl-auth.conf")).unwrap();
+    let conf: String = on_redis_host("/etc/redis/redis.conf")
+        .lines()
+        .filter(|l| !l.starts_with("include ") || l.ends_with("scalectl-auth.conf"))
+        .map(|l| if l.starts_with("include ") { format!("include {}", auth_file.display()) } else { l.to_string() })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(dir.path().join("redis.conf"), conf).unwrap();
+    let mut redis = wait_for_redis(redis_port, start_redis(&dir.path().join("redis.conf"), dir.path(), redis_port), &["-a", "test-only-password", "--no-auth-warning"]);
+    // The exporter with its rendered arguments and password file (the same address, moved to this test's port).
+    let pwfile = dir.path().join("redis-exporter.json");
+    std::fs::write(&pwfile, on_redis_host(scalectl::render::REDIS_EXPORTER_PASSWORDS).replace(&ours, &theirs)).unwrap();
+    let defaults = on_redis_host("/etc/default/prometheus-redis-exporter");
+    let args_line = defaults.lines().find_map(|l| l.strip_prefix("ARGS=\"")).unwrap().trim_end_matches('"').to_string();
+    let args: Vec<String> = args_line
+        .split(' ')
+        .map(|a| match a.split_once('=') {
+            Some(("-redis.addr", v)) => format!("-redis.addr={}", v.replace(&ours, &theirs)),
+            Some(("-redis.password-file", _)) => format!("-redis.password-file={}", pwfile.display()),
+            Some(("-web.listen-address", _)) => format!("-web.listen-address=127.0.0.1:{web_port}"),
+            _ => a.to_string(),
+        })
+        .collect();
+    assert!(args.iter().any(|a| a.starts_with("-redis.password-file=")), "{args_line}");
+    // A listener of the attacker's: it answers +OK to anything and keeps every byte it is sent.
+    let stranger = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stranger_port = stranger.local_addr().unwrap().port();
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let kept = heard.clone();
+    std::thread::spawn(move || {
+        for conn in stranger.incoming().take(4) {
+            let Ok(mut c) = conn else { break };
+            c.set_read_timeout(Some(std::time::Duration::from_millis(500))).ok();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = c.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                kept.lock().unwrap().extend_from_slice(&buf[..n]);
+                let _ = c.write_all(b"+OK\r\n");
+            }
+        }
+    });
+    let mut exporter = Command::new(require("prometheus-redis-exporter")).args(&args).env_remove("REDIS_PASSWORD").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let get = |path: &str| text(&run(Command::new(require("curl")).args(["-s", "--max-time", "20", &format!("http://127.0.0.1:{web_port}{path}")])));
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = get("/metrics");
+        if metrics.contains("redis_up") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Its own Redis, with its own password: up.
+    assert!(metrics.lines().any(|l| l == "redis_up 1"), "the exporter cannot scrape its own Redis:\n{}", metrics.lines().filter(|l| l.starts_with("redis_up")).collect::<Vec<_>>().join("\n"));
+    // The attack.
+    let _ = get(&format!("/scrape?target=redis://127.0.0.1:{stranger_port}"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    exporter.kill().ok();
+    exporter.wait().ok();
+    redis.kill().ok();
+    redis.wait().ok();
+    let heard = String::from_utf8_lossy(&heard.lock().unwrap()).to_string();
+    assert!(!heard.is_empty(), "the exporter never reached the stranger's listener: the attack did not run");
+    let exporter_pw = scalectl::render::redis_exporter_password("test-only-password");
+    assert!(!heard.contains(&exporter_pw) && !heard.contains("test-only-password") && !heard.contains("AUTH"), "a password went to another address:\n{heard}");
+}
+
+/// The Ansible role writes Redis' users itself (from the vault's password): the same users, with
+/// the same rules and passwords (the exporter's derived alike), as apply writes.
+#[test]
+fn the_ansible_redis_users_are_the_ones_apply_writes() {
+    use scalectl::render::{redis_exporter_password, sha256_hex};
+    let role = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/ansible/roles/scalectl_redis/tasks/main.yml")).unwrap();
+    let pw = "test-only-password";
+    let exporter = redis_exporter_password(pw);
+    assert!(role.contains("scalectl_redis_exporter_password: \"{{ ('scalectl-exporter:' ~ scalectl_redis_password) | hash('sha256') }}\""), "the role derives the exporter's password otherwise");
+    let from_role: Vec<String> = role
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("user "))
+        .map(|l| {
+            l.replace("{{ scalectl_redis_password | hash('sha256') }}", &sha256_hex(pw.as_bytes()))
+                .replace("{{ scalectl_redis_exporter_password | hash('sha256') }}", &sha256_hex(exporter.as_bytes()))
+        })
+        .collect();
+    let t = crate::load_example("lab");
+    let values = scalectl::render::SecretValues { redis_password: Some(pw.into()), ..Default::default() };
+    let secrets = scalectl::render::render_secrets(&t, &values, &Templates::embedded()).unwrap();
+    let auth = secrets.iter().find(|f| f.path == "/etc/redis/scalectl-auth.conf").unwrap();
+    let from_apply: Vec<String> = auth.content.lines().filter(|l| l.starts_with("user ")).map(String::from).collect();
+    assert_eq!(from_role, from_apply);
+    let json = secrets.iter().find(|f| f.path == scalectl::render::REDIS_EXPORTER_PASSWORDS).unwrap();
+    let map: serde_json::Value = serde_json::from_str(&json.content).unwrap();
+    assert_eq!(map, serde_json::json!({ format!("redis://127.0.0.1:{}", t.redis.port): exporter }));
+    assert!(render_example("lab").iter().any(|f| f.host == "ansible" && f.content.contains(&format!("scalectl_redis_exporter_target: \"redis://127.0.0.1:{}\"", t.redis.port))));
 }
 
 #[test]
