@@ -380,7 +380,16 @@ fn redis_server_runs_on_every_rendered_config() {
 #[test]
 fn the_redis_exporter_gives_no_password_to_a_target_it_was_not_configured_for() {
     use std::io::{Read, Write};
-    let (redis_port, web_port) = (26479u16, 26480u16);
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (redis_port, web_port) = (free(), free());
+    /// Killed however the test ends (a failed assertion must not leave them listening).
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            self.0.kill().ok();
+            self.0.wait().ok();
+        }
+    }
     let files = render_example("lab");
     let t = crate::load_example("lab");
     let values = scalectl::render::SecretValues { redis_password: Some("test-only-password".into()), ..Default::default() };
@@ -400,7 +409,7 @@ fn the_redis_exporter_gives_no_password_to_a_target_it_was_not_configured_for() 
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(dir.path().join("redis.conf"), conf).unwrap();
-    let mut redis = wait_for_redis(redis_port, start_redis(&dir.path().join("redis.conf"), dir.path(), redis_port), &["-a", "test-only-password", "--no-auth-warning"]);
+    let redis = Killed(wait_for_redis(redis_port, start_redis(&dir.path().join("redis.conf"), dir.path(), redis_port), &["-a", "test-only-password", "--no-auth-warning"]));
     // The exporter with its rendered arguments and password file (the same address, moved to this test's port).
     let pwfile = dir.path().join("redis-exporter.json");
     std::fs::write(&pwfile, on_redis_host(scalectl::render::REDIS_EXPORTER_PASSWORDS).replace(&ours, &theirs)).unwrap();
@@ -435,25 +444,28 @@ fn the_redis_exporter_gives_no_password_to_a_target_it_was_not_configured_for() 
             }
         }
     });
-    let mut exporter = Command::new(require("prometheus-redis-exporter")).args(&args).env_remove("REDIS_PASSWORD").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let log = std::fs::File::create(dir.path().join("exporter.log")).unwrap();
+    let exporter = Killed(Command::new(require("prometheus-redis-exporter")).args(&args).env_remove("REDIS_PASSWORD").stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap());
     let get = |path: &str| text(&run(Command::new(require("curl")).args(["-s", "--max-time", "20", &format!("http://127.0.0.1:{web_port}{path}")])));
     let mut metrics = String::new();
     for _ in 0..100 {
         metrics = get("/metrics");
-        if metrics.contains("redis_up") {
+        if metrics.lines().any(|l| l == "redis_up 1") {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     // Its own Redis, with its own password: up.
-    assert!(metrics.lines().any(|l| l == "redis_up 1"), "the exporter cannot scrape its own Redis:\n{}", metrics.lines().filter(|l| l.starts_with("redis_up")).collect::<Vec<_>>().join("\n"));
+    assert!(
+        metrics.lines().any(|l| l == "redis_up 1"),
+        "the exporter cannot scrape its own Redis:\n{}\n{}",
+        metrics.lines().filter(|l| l.starts_with("redis_up")).collect::<Vec<_>>().join("\n"),
+        std::fs::read_to_string(dir.path().join("exporter.log")).unwrap_or_default()
+    );
     // The attack.
     let _ = get(&format!("/scrape?target=redis://127.0.0.1:{stranger_port}"));
     std::thread::sleep(std::time::Duration::from_millis(300));
-    exporter.kill().ok();
-    exporter.wait().ok();
-    redis.kill().ok();
-    redis.wait().ok();
+    drop((exporter, redis));
     let heard = String::from_utf8_lossy(&heard.lock().unwrap()).to_string();
     assert!(!heard.is_empty(), "the exporter never reached the stranger's listener: the attack did not run");
     let exporter_pw = scalectl::render::redis_exporter_password("test-only-password");
