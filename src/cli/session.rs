@@ -118,7 +118,8 @@ pub fn run_locked(
             anyhow::bail!("cancelled: nothing was changed");
         }
         let started = Instant::now();
-        let opts = ExecOptions { release, ready_timeout: x.ready_timeout, progress: &say, owner: owner.clone() };
+        let still_held = || held.check().map_err(anyhow::Error::from);
+        let opts = ExecOptions { release, ready_timeout: x.ready_timeout, progress: &say, owner: owner.clone(), still_held: &still_held };
         target.execute(&plan, &opts)?;
         eprintln!("Done: {} {} in {:.1} s.", plan.change_count(), plan.scope(), started.elapsed().as_secs_f64());
         Ok(())

@@ -33,9 +33,10 @@ impl Hosts {
         Ok(Hosts { topology, conns, parallel: opts.parallel.max(1) })
     }
 
-    /// The fleet's lock lives on its first host.
+    /// The fleet's lock lives on the host `Topology::lock_host` names (whatever the hosts' order).
     fn lock_host(&self) -> anyhow::Result<&Conn> {
-        self.conns.first().context("the topology has no hosts")
+        let host = self.topology.lock_host().context("the topology has no hosts")?;
+        self.conns.iter().find(|c| c.endpoint.host == host.name).with_context(|| format!("no connection to {}, the lock's host", host.name))
     }
 
     /// Observe, then desired state rendered with what was observed.
@@ -122,6 +123,7 @@ impl Target for Hosts {
             parallel: self.parallel,
             progress: opts.progress,
             owner: opts.owner.clone(),
+            still_held: opts.still_held,
         };
         apply::execute(&self.conns, plan, &o)
     }

@@ -54,7 +54,12 @@ pub struct ExecOptions<'a> {
     pub progress: Progress<'a>,
     /// Who applies (the lock's owner), for audit logs.
     pub owner: String,
+    /// Whether this run still holds the fleet lock (`lock::Held::check`): asked before each step;
+    /// an error (`lock::LockLost`) stops the run there, with nothing undone.
+    pub still_held: StillHeld<'a>,
 }
+
+pub type StillHeld<'a> = &'a (dyn Fn() -> anyhow::Result<()> + Sync);
 
 /// What runs where, for `scalectl status`.
 #[derive(Debug, Serialize)]

@@ -23,6 +23,9 @@ pub struct Options<'a> {
     pub parallel: usize,
     /// (host, message) for people watching.
     pub progress: Progress<'a>,
+    /// Asked before each step: a lost fleet lock stops the run there (`lock::LockLost`), and
+    /// nothing is rolled back, since the fleet may be another run's now.
+    pub still_held: crate::deploy::StillHeld<'a>,
     /// Who applies, for the audit log.
     pub owner: String,
 }
@@ -73,6 +76,9 @@ fn run_stages(conns: &[Conn], plan: &Plan, opts: &Options<'_>) -> anyhow::Result
     for h in plan.hosts.iter().filter(|h| !h.activate.is_empty()) {
         let c = conn(conns, &h.host)?;
         if let Err(failure) = activate(conns, c, h, opts, &mut touched) {
+            if failure.error.is::<super::lock::LockLost>() {
+                return Err(failure.error);
+            }
             return Err(rollback(conns, touched, failure, opts));
         }
     }
@@ -100,6 +106,7 @@ fn prepare(conns: &[Conn], c: &Conn, h: &HostPlan, opts: &Options<'_>) -> anyhow
                 .iter()
                 .map_while(|a| if let Action::WriteFile(f) = a { Some(f) } else { None })
                 .collect();
+            (opts.still_held)()?;
             (opts.progress)(&h.host, &format!("writing {} file{}", batch.len(), if batch.len() == 1 { "" } else { "s" }));
             c.sudo_script("writing files", &commands::write_files(&batch), STEP_TIMEOUT)?;
             i += batch.len();
@@ -155,6 +162,7 @@ fn activate<'p>(conns: &[Conn], c: &Conn, h: &'p HostPlan, opts: &Options<'_>, t
         }
     };
     for a in &h.activate {
+        (opts.still_held)().map_err(fail)?;
         match a {
             Action::WriteFile(f) => {
                 c.sudo_script("writing files", &commands::write_files(&[f]), STEP_TIMEOUT).map_err(fail)?;
@@ -173,6 +181,7 @@ fn activate<'p>(conns: &[Conn], c: &Conn, h: &'p HostPlan, opts: &Options<'_>, t
             }
             Action::RollingRestart { ports, readiness, drain } => {
                 for port in ports {
+                    (opts.still_held)().map_err(fail)?;
                     let probe = Probe { port: *port, path: readiness.clone() };
                     record(&mut |t| t.started.push((probe.clone(), drain.as_ref())));
                     restart_drained(conns, c, &h.app_name, &probe, drain.as_ref(), opts).map_err(fail)?;
@@ -257,6 +266,7 @@ fn rollback(conns: &[Conn], touched: Vec<Touched<'_>>, failure: Failure, opts: &
 
 /// Actions with no special handling: one script each.
 fn step(conns: &[Conn], c: &Conn, app: &str, a: &Action, opts: &Options<'_>) -> anyhow::Result<()> {
+    (opts.still_held)()?;
     let host = &c.endpoint.host;
     match a {
         Action::InstallPackages { packages } => {

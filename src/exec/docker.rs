@@ -569,6 +569,8 @@ pub struct Options<'a> {
     pub release: Option<&'a [u8]>,
     pub ready_timeout: Duration,
     pub progress: Progress<'a>,
+    /// Asked before each step: a lost fleet lock stops the run there, undoing nothing.
+    pub still_held: crate::deploy::StillHeld<'a>,
 }
 
 /// Carry out the plan. When an `activate` step fails, the steps already taken are undone in
@@ -576,6 +578,8 @@ pub struct Options<'a> {
 pub async fn execute(docker: &Docker, t: &Topology, plan: &DockerPlan, o: &Options<'_>) -> anyhow::Result<()> {
     let mut done: Vec<&Step> = Vec::new();
     for step in &plan.activate {
+        // Another run may hold the engine's lock now: stop here, and undo nothing of it either.
+        (o.still_held)()?;
         if let Err(e) = run_step(docker, t, plan, step, o).await {
             if let Step::Create { spec } = step {
                 let _ = remove(docker, &spec.name).await;
@@ -595,6 +599,7 @@ pub async fn execute(docker: &Docker, t: &Topology, plan: &DockerPlan, o: &Optio
         done.push(step);
     }
     for step in &plan.cleanup {
+        (o.still_held)()?;
         run_step(docker, t, plan, step, o).await?;
     }
     Ok(())

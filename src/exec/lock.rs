@@ -1,9 +1,10 @@
-//! The fleet lock: one file on the fleet's first host holding the owner, an id, when it was taken
-//! and when it expires; every change to it is made under `flock` there (see
+//! The fleet lock: one file on the fleet's lock host (`Topology::lock_host`: the lowest address,
+//! whatever the order of the hosts) holding the owner, an id, when it was taken and when it
+//! expires; every change to it is made under `flock` there (see
 //! `commands::lock_acquire`). An expired lock is taken over; a live one refuses a second apply with
 //! its owner's details. While a run holds it, a lease renews its expiry over a connection of its
-//! own, so a long apply keeps it (the docker target's lock, `docker_lock`, uses the same lease).
-//! Nothing is kept locally.
+//! own, so a long apply keeps it (the docker target's lock, `docker_lock`, uses the same lease);
+//! a run whose lease is lost stops before its next step (`LockLost`). Nothing is kept locally.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -45,6 +46,19 @@ pub fn locked_error(info: &LockInfo) -> anyhow::Error {
     )
 }
 
+/// A run that no longer holds the fleet lock: its lease found the lock another's (or nobody's),
+/// or could not renew it for longer than is safe. The executors stop before their next step on
+/// this and undo nothing: another run may be changing the fleet now.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the fleet lock of this run (id {id}) was lost: {why}. Stopped before the next step and undid nothing, since \
+another run may be changing the fleet now: run `scalectl plan` to see where it stands"
+)]
+pub struct LockLost {
+    pub id: String,
+    pub why: String,
+}
+
 /// A held lock; released explicitly (a crash leaves it to expire).
 #[derive(Debug)]
 pub struct Held {
@@ -61,6 +75,14 @@ impl Held {
 
     pub(crate) fn leased(id: String, took_over: Option<LockInfo>, lease: Lease) -> Held {
         Held { id, took_over, lease: Some(lease) }
+    }
+
+    /// Whether this run still holds the lock: the executors ask before each step.
+    pub fn check(&self) -> Result<(), LockLost> {
+        match self.lease.as_ref().and_then(Lease::lost) {
+            Some(why) => Err(LockLost { id: self.id.clone(), why }),
+            None => Ok(()),
+        }
     }
 
     /// Stop renewing (before releasing).
@@ -123,9 +145,21 @@ pub(crate) enum Renewal {
 }
 
 /// Renews a held lock every third of its time to live, from a thread of its own, until stopped.
-/// A renewal that finds the lock no longer this run's says so once and stops.
+/// A renewal that finds the lock no longer this run's says so once and stops; the lease is then
+/// lost, as it is when no renewal succeeded for two thirds of the time to live (the lock would
+/// expire before the next attempt could save it).
 pub(crate) struct Lease {
     stop: Arc<(Mutex<bool>, Condvar)>,
+    state: Arc<Mutex<LeaseState>>,
+    ttl: Duration,
+}
+
+struct LeaseState {
+    /// Why the lock is no longer this run's.
+    gone: Option<String>,
+    /// When it was last taken or renewed (this machine's clock: only durations are compared).
+    renewed: std::time::Instant,
+    last_error: Option<String>,
 }
 
 impl std::fmt::Debug for Lease {
@@ -138,6 +172,9 @@ impl Lease {
     pub(crate) fn start(id: String, ttl: Duration, mut renew: impl FnMut() -> Renewal + Send + 'static) -> Lease {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let flag = stop.clone();
+        let state = Arc::new(Mutex::new(LeaseState { gone: None, renewed: std::time::Instant::now(), last_error: None }));
+        let shared = state.clone();
+        let set = move |f: &dyn Fn(&mut LeaseState)| f(&mut shared.lock().unwrap_or_else(|e| e.into_inner()));
         let every = (ttl / 3).max(Duration::from_secs(1));
         std::thread::spawn(move || {
             loop {
@@ -149,16 +186,43 @@ impl Lease {
                 }
                 drop(stopped);
                 match renew() {
-                    Renewal::Renewed => tracing::debug!("fleet lock {id} renewed for {}s", ttl.as_secs()),
+                    Renewal::Renewed => {
+                        tracing::debug!("fleet lock {id} renewed for {}s", ttl.as_secs());
+                        set(&|s| {
+                            s.renewed = std::time::Instant::now();
+                            s.last_error = None;
+                        });
+                    }
                     Renewal::Gone(now) => {
-                        eprintln!("warning: the fleet lock of this run (id {id}) is gone, now {now}; another run may be changing the fleet too");
+                        eprintln!("warning: the fleet lock of this run (id {id}) is gone, now {now}: stopping before the next step");
+                        set(&|s| s.gone = Some(format!("the lock is now {now}")));
                         return;
                     }
-                    Renewal::Failed(e) => tracing::warn!("renewing the fleet lock failed: {e}"),
+                    Renewal::Failed(e) => {
+                        tracing::warn!("renewing the fleet lock failed: {e}");
+                        set(&|s| s.last_error = Some(e.clone()));
+                    }
                 }
             }
         });
-        Lease { stop }
+        Lease { stop, state, ttl }
+    }
+
+    /// Why the lock is no longer this run's, if it is not.
+    fn lost(&self) -> Option<String> {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(gone) = &s.gone {
+            return Some(gone.clone());
+        }
+        let since = s.renewed.elapsed();
+        (since > self.ttl * 2 / 3).then(|| {
+            format!(
+                "not renewed for {} of its {} ({})",
+                humantime::format_duration(Duration::from_secs(since.as_secs())),
+                humantime::format_duration(self.ttl),
+                s.last_error.as_deref().unwrap_or("no renewal ran")
+            )
+        })
     }
 
     fn stop(&self) {
@@ -219,6 +283,28 @@ pub fn owner() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_that_finds_the_lock_anothers_is_lost() {
+        let held = Held::leased("me".into(), None, Lease::start("me".into(), Duration::from_secs(3), || Renewal::Gone("held by other".into())));
+        assert!(held.check().is_ok(), "lost before any renewal");
+        std::thread::sleep(Duration::from_millis(1500));
+        let e = held.check().unwrap_err().to_string();
+        assert!(e.contains("(id me) was lost: the lock is now held by other") && e.contains("undid nothing"), "{e}");
+    }
+
+    #[test]
+    fn a_lease_that_cannot_renew_is_lost_before_the_lock_expires() {
+        let held = Held::leased("me".into(), None, Lease::start("me".into(), Duration::from_secs(3), || Renewal::Failed("cannot connect".into())));
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(held.check().is_ok(), "one failed renewal is not a lost lock");
+        std::thread::sleep(Duration::from_millis(1000));
+        let e = held.check().unwrap_err().to_string();
+        assert!(e.contains("not renewed for") && e.contains("of its 3s (cannot connect)"), "{e}");
+        let renewing = Held::leased("me".into(), None, Lease::start("me".into(), Duration::from_secs(3), || Renewal::Renewed));
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(renewing.check().is_ok());
+    }
 
     #[test]
     fn lock_file_round_trips() {

@@ -123,6 +123,15 @@ mod tests {
     }
 
     #[test]
+    fn the_lock_host_does_not_depend_on_the_order_of_the_hosts() {
+        let one = "name: t\napp: {instances: 1}\nhosts:\n  b: {address: 10.0.0.2, roles: [lb]}\n  a: {address: 10.0.0.1, roles: [app, redis]}\n";
+        let other = "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n  b: {address: 10.0.0.2, roles: [lb]}\n";
+        for src in [one, other] {
+            assert_eq!(parse("t.yaml", src).unwrap().lock_host().unwrap().name, "a", "{src}");
+        }
+    }
+
+    #[test]
     fn suggestions() {
         assert_eq!(closest("adress", &["address", "roles"]), Some("address"));
         assert_eq!(closest("laod_balancer", &["load_balancer", "app"]), Some("load_balancer"));

@@ -150,6 +150,13 @@ impl Topology {
     /// What is wrong with host `h` running `instances` app instances: ports past 65535, or a port
     /// two things would listen on. Validate asks with the cores the topology declares; apply asks
     /// again with the cores it observed (`instances: max`).
+    /// The host that keeps the fleet lock: the lowest address (then name), a rule that does not
+    /// depend on the order the file lists its hosts, so two topologies of the same machines that
+    /// list them differently lock the same one.
+    pub fn lock_host(&self) -> Option<&Host> {
+        self.hosts.iter().min_by(|a, b| (&a.address, &a.name).cmp(&(&b.address, &b.name)))
+    }
+
     pub fn port_conflict(&self, h: &Host, instances: u32) -> Option<String> {
         if h.has(Role::App) && u32::from(self.app.port) + instances - 1 > 65535 {
             return Some(format!("app.port {} plus {instances} instances runs past port 65535", self.app.port));

@@ -370,7 +370,7 @@ fn docker_rotated_redis_password_fails_no_request_and_keeps_redis() {
     let old = crate::lab::lab_redis_password().to_string();
     let new = format!("rotated-{}", std::process::id());
     let cli = |pw: &str, cmd: &str| {
-        docker_ok(&["exec", &redis, "sh", "-c", &format!("REDISCLI_AUTH='{pw}' redis-cli --no-auth-warning --user scalectl-exporter {cmd} 2>&1")])
+        docker_ok(&["exec", &redis, "sh", "-c", &format!("REDISCLI_AUTH='{}' redis-cli --no-auth-warning --user scalectl-exporter {cmd} 2>&1", scalectl::render::redis_exporter_password(pw))])
     };
     let run_id = |pw: &str| cli(pw, "INFO server").lines().find(|l| l.starts_with("run_id:")).map(str::to_string).unwrap_or_default();
     let before = run_id(&old);

@@ -48,10 +48,10 @@ pub(crate) fn scalectl(args: &[&str]) -> Command {
 }
 
 /// redis-cli on the lab's Redis host as the exporter's ACL user, which may read the configuration
-/// (all the tests ask), authenticated through the environment, not an argument.
+/// (all the tests ask), with its own password, authenticated through the environment, not an argument.
 fn redis_cli(args: &str) -> String {
     let out = Command::new("docker")
-        .args(["exec", "-e", &format!("REDISCLI_AUTH={}", lab_redis_password()), "lab-cache-1", "sh", "-c", &format!("redis-cli --user scalectl-exporter {args}")])
+        .args(["exec", "-e", &format!("REDISCLI_AUTH={}", scalectl::render::redis_exporter_password(lab_redis_password())), "lab-cache-1", "sh", "-c", &format!("redis-cli --user scalectl-exporter {args}")])
         .output()
         .unwrap();
     assert!(out.status.success(), "redis-cli {args}: {}", text(&out.stderr));
@@ -534,6 +534,39 @@ fn lab_second_concurrent_apply_is_refused_by_the_lock() {
     assert_eq!(text(&out.stdout).trim(), "unlocked");
 }
 
+/// An apply whose fleet lock is taken from it (here by `lock release --force`, as a second run
+/// taking over an expired lock would) stops before its next step and says so, rather than going
+/// on changing hosts beside another run; what it had not done yet stays undone, and the old
+/// release keeps serving.
+#[test]
+fn lab_an_apply_that_loses_the_fleet_lock_stops_before_its_next_step() {
+    let _lab = lab();
+    let next = new_release("lost-lock");
+    let mut first = scalectl(&[apply_args(&lab_yaml(), next.to_str().unwrap()).as_slice(), &["--lock-ttl", "3s"]].concat())
+        .env("SCALECTL_PROGRESS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("uploading release") {
+            break;
+        }
+    }
+    run_ok(&["lock", "release", "-f", &lab_yaml(), "--force"]);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = first.wait().unwrap();
+    let said = rest.join("\n");
+    assert!(!status.success(), "the apply went on without its lock:\n{said}");
+    assert!(said.contains("was lost: the lock is now") && said.contains("Stopped before the next step"), "{said}");
+    assert!(!said.contains("rolling back"), "it undid steps on a fleet that may be another run's:\n{said}");
+    // Not every instance restarted on the new release: the rest is still to do.
+    let out = run(&["plan", "-f", &lab_yaml(), "--release", next.to_str().unwrap(), "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(2), "the whole apply ran anyway:\n{said}");
+    assert_eq!(instances_seen(40).len(), 4, "{}", lb_errors());
+}
+
 /// Rotating the Redis password under load, to a new one and back: Redis (never restarted) takes
 /// the new password before any app host has it and drops the old one only after every instance
 /// rolled onto the new one, so no request fails; afterwards the old password is refused.
@@ -546,7 +579,7 @@ fn lab_rotated_redis_password_fails_no_request_under_load() {
     std::io::Write::write_all(&mut pw_file, new.as_bytes()).unwrap();
     let rotated = edited_topology("password: {env: LAB_REDIS_PASSWORD}", &format!("password: {{file: {}}}", pw_file.path().display()));
     let rel = release();
-    let cli = |pw: &str, cmd: &str| docker_exec("lab-cache-1", &format!("REDISCLI_AUTH='{pw}' redis-cli --no-auth-warning --user scalectl-exporter {cmd} 2>&1"));
+    let cli = |pw: &str, cmd: &str| docker_exec("lab-cache-1", &format!("REDISCLI_AUTH='{}' redis-cli --no-auth-warning --user scalectl-exporter {cmd} 2>&1", scalectl::render::redis_exporter_password(pw)));
     let run_id = |pw: &str| cli(pw, "INFO server").lines().find(|l| l.starts_with("run_id:")).map(str::to_string).unwrap_or_default();
     let before = run_id(&old);
     assert!(!before.is_empty(), "{}", cli(&old, "INFO server"));

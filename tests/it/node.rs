@@ -273,7 +273,7 @@ fn node_ansible_playbook_deploys_the_program_as_apply_does() {
     // machine whatever the password does. The next test's apply rotates back, live too.)
     let old = crate::lab::lab_redis_password().to_string();
     let new = format!("ansible-rotated-{}", std::process::id());
-    let cli = |pw: &str, cmd: &str| docker_exec("hello-lb-1", &format!("REDISCLI_AUTH='{pw}' redis-cli --no-auth-warning --user scalectl-exporter {cmd} 2>&1"));
+    let cli = |pw: &str, cmd: &str| docker_exec("hello-lb-1", &format!("REDISCLI_AUTH='{}' redis-cli --no-auth-warning --user scalectl-exporter {cmd} 2>&1", scalectl::render::redis_exporter_password(pw)));
     let redis_run = |pw: &str| cli(pw, "INFO server").lines().find(|l| l.starts_with("run_id:")).map(str::to_string).unwrap_or_default();
     let before = redis_run(&old);
     assert!(!before.is_empty(), "{}", cli(&old, "INFO server"));
