@@ -16,6 +16,18 @@ pub fn register(env: &mut Environment<'_>) {
     env.add_filter("secret", secret);
     env.add_filter("systemd_arg", systemd_arg);
     env.add_filter("systemd_program", systemd_program);
+    env.add_filter("path_regex", path_regex);
+}
+
+/// A validated URL path as a regular expression (PCRE, for nginx's `location ~*`, where `$` is
+/// the end of the path and no variable) for it and its spellings with trailing slashes:
+/// `/metrics` -> `^/metrics/*$`. Anything but a URL path's characters is refused.
+fn path_regex(v: &str) -> Result<String, Error> {
+    if !v.starts_with('/') || !v.chars().all(|c| c.is_ascii_alphanumeric() || "/._-~".contains(c)) {
+        return Err(Error::new(ErrorKind::InvalidOperation, format!("`{}` is not a URL path", v.escape_debug())));
+    }
+    let escaped: String = v.trim_end_matches('/').chars().flat_map(|c| if c == '.' { vec!['\\', c] } else { vec![c] }).collect();
+    Ok(format!("^{escaped}/*$"))
 }
 
 /// The first word of an `ExecStart=` line: as [`systemd_arg`], and refused when it starts with a

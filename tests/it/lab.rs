@@ -326,8 +326,9 @@ fn lab_changed_host_key_is_refused() {
 
 /// The fleet's internal ports answer only the hosts that use them (scalectl's nftables table on
 /// each host): from an app host, the exporters, mtail and Prometheus of the other hosts reset
-/// the connection; from the monitor host (and on the host itself) the exporters answer; every host
-/// reaches the log collector; people reach Prometheus from outside the fleet.
+/// the connection; from the monitor host (and on the host itself) the exporters answer; the app's
+/// instances answer the load balancer and the monitor only; every host reaches the log collector;
+/// people reach Prometheus from outside the fleet.
 #[test]
 fn lab_internal_ports_answer_only_the_hosts_that_use_them() {
     let _lab = lab();
@@ -341,6 +342,14 @@ fn lab_internal_ports_answer_only_the_hosts_that_use_them() {
         assert!(open("lab-mon-1", target, port), "{target}:{port} does not answer the monitor");
     }
     assert!(open("lab-cache-1", "lab-cache-1", 9121), "the host itself");
+    // The app's instances answer the load balancer and the monitor, and no other host (their
+    // /metrics and every route would be reached past the balancer's rate limit and block).
+    for from in ["lab-lb-1", "lab-mon-1"] {
+        assert!(open(from, "lab-app-1", 3000), "lab-app-1:3000 does not answer {from}");
+    }
+    for from in ["lab-cache-1", "lab-app-2"] {
+        assert!(!open(from, "lab-app-1", 3000), "lab-app-1:3000 answers {from}, which is no load balancer");
+    }
     assert!(open("lab-app-1", "lab-mon-1", 2514), "the collector refuses a fleet host");
     // The collector speaks RELP over TLS only: a session in the clear, even from a fleet host, gets
     // no RELP answer (in the clear, this open is answered `1 rsp ...`).

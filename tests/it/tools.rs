@@ -111,6 +111,71 @@ fn nginx_accepts_every_site_config() {
     assert!(checked >= 5, "only {checked} nginx configs checked");
 }
 
+/// The load balancer's block of the instances' metrics, on a real nginx running the node example's
+/// rendered site in front of a backend that answers every path (as Express does, matching paths
+/// case-insensitively and with a trailing slash): every spelling such a router takes for
+/// `/metrics` gets nginx's 404, and other paths still reach the backend.
+#[test]
+fn nginx_blocks_every_spelling_of_the_metrics_path() {
+    use std::io::{Read, Write};
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            self.0.kill().ok();
+            self.0.wait().ok();
+        }
+    }
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_port = backend.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in backend.incoming() {
+            let Ok(mut c) = conn else { break };
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nbackend");
+        }
+    });
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (port, status_port) = (free(), free());
+    let files = render_example("node");
+    let site = files.iter().find(|f| f.host == "lb-1" && f.path.starts_with("/etc/nginx/conf.d/")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let content: String = site
+        .content
+        .lines()
+        .map(|l| match l.trim_start() {
+            s if s.starts_with("server ") && l.starts_with("    server ") => format!("    server 127.0.0.1:{backend_port};"),
+            "listen 80;" => format!("    listen 127.0.0.1:{port};"),
+            s if s.starts_with("listen 127.0.0.1:") => format!("    listen 127.0.0.1:{status_port};"),
+            s if s.starts_with("access_log /") => "    access_log off;".to_string(),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(content.contains(&format!("listen 127.0.0.1:{port};")), "{content}");
+    let checked = nginx_test(&content, dir.path());
+    assert!(checked.status.success(), "{}", text(&checked));
+    let _nginx = Killed(Command::new(require("nginx")).arg("-c").arg(dir.path().join("nginx.conf")).args(["-g", "daemon off; master_process off;"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap());
+    let get = |path: &str| -> (String, String) {
+        let out = run(Command::new(require("curl")).args(["-s", "--path-as-is", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}", &format!("http://127.0.0.1:{port}{path}")]));
+        let t = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = t.rsplit_once('\n').unwrap_or(("", ""));
+        (code.to_string(), body.to_string())
+    };
+    for _ in 0..50 {
+        if get("/count").0 == "200" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(get("/count"), ("200".into(), "backend".into()), "the site does not reach its backend");
+    assert_eq!(get("/metricsx").0, "200", "a path that only begins like /metrics is the app's");
+    for path in ["/metrics", "/METRICS", "/Metrics/", "/metrics//", "//metrics", "/%6Detrics", "/metrics%2F", "/./metrics", "/x/../metrics", "/metrics?x=1"] {
+        let (code, body) = get(path);
+        assert!(code == "404" && body != "backend", "{path} reached the app: {code} {body}");
+    }
+}
+
 #[test]
 fn nginx_test_catches_a_broken_config() {
     // The harness itself must fail on a bad directive, or the test above proves nothing.
