@@ -7,6 +7,7 @@
 mod apply;
 pub mod args;
 mod completions;
+mod dockerignore;
 mod doctor;
 mod lab;
 mod lock;

@@ -41,7 +41,15 @@ pub fn load(t: &Topology, path: &Path) -> anyhow::Result<Artifact> {
             path.display()
         );
     }
-    let bytes = if meta.is_dir() {
+    let bytes = if meta.is_dir() && t.target == crate::topology::Target::Docker {
+        // The build context, as Docker's client sends one: what .dockerignore lists left out.
+        let ignore = match std::fs::read_to_string(path.join(".dockerignore")) {
+            Ok(text) => Some(super::dockerignore::Rules::parse(&text).with_context(|| format!("cannot read {}", path.join(".dockerignore").display()))?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.join(".dockerignore").display())),
+        };
+        pack_context(path, ignore.as_ref())?
+    } else if meta.is_dir() {
         pack(path)?
     } else if path.extension().is_some_and(|e| e == "tar") {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -66,10 +74,16 @@ pub fn default_path(t: &Topology, topology_file: &Path) -> Option<PathBuf> {
 /// inside the directory are packed, at most [`MAX_RELEASE_BYTES`] in all: anything else (a device
 /// node, a FIFO, a link to /etc) is refused with its path.
 pub fn pack(dir: &Path) -> anyhow::Result<Vec<u8>> {
+    pack_context(dir, None)
+}
+
+/// [`pack`], leaving out what `ignore` (a build context's `.dockerignore`) excludes; the
+/// Dockerfile and `.dockerignore` themselves always go, as Docker's client sends them.
+pub fn pack_context(dir: &Path, ignore: Option<&super::dockerignore::Rules>) -> anyhow::Result<Vec<u8>> {
     let mut entries = Vec::new();
     let root = dir.canonicalize().with_context(|| format!("cannot read {}", dir.display()))?;
     let mut size = 0;
-    walk(&root, Path::new(""), &mut entries, &mut size)?;
+    walk(&root, Path::new(""), ignore, &mut entries, &mut size)?;
     anyhow::ensure!(!entries.is_empty(), "the program's release {} is an empty directory", dir.display());
     let mut b = tar::Builder::new(Vec::new());
     b.mode(tar::HeaderMode::Deterministic);
@@ -80,7 +94,7 @@ pub fn pack(dir: &Path) -> anyhow::Result<Vec<u8>> {
     b.into_inner().context("cannot finish the release archive")
 }
 
-fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>, size: &mut u64) -> anyhow::Result<()> {
+fn walk(root: &Path, rel: &Path, ignore: Option<&super::dockerignore::Rules>, out: &mut Vec<PathBuf>, size: &mut u64) -> anyhow::Result<()> {
     let here = root.join(rel);
     let mut names: Vec<_> = std::fs::read_dir(&here)
         .with_context(|| format!("cannot read {}", here.display()))?
@@ -96,6 +110,16 @@ fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>, size: &mut u64) -> anyh
         let path = root.join(&child);
         let meta = std::fs::symlink_metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let kind = meta.file_type();
+        if let Some(rules) = ignore {
+            let always = rel.as_os_str().is_empty() && (name == "Dockerfile" || name == ".dockerignore");
+            if !always && rules.excludes(&child.to_string_lossy()) {
+                // An excluded directory is still walked when a `!` line may bring back something in it.
+                if kind.is_dir() && rules.has_exceptions() {
+                    walk(root, &child, ignore, out, size)?;
+                }
+                continue;
+            }
+        }
         if kind.is_symlink() {
             let target = std::fs::read_link(&path).with_context(|| format!("cannot read {}", path.display()))?;
             // Where the link leads on this machine when it exists, else where its text says.
@@ -117,7 +141,7 @@ fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>, size: &mut u64) -> anyh
         }
         out.push(child.clone());
         if kind.is_dir() {
-            walk(root, &child, out, size)?;
+            walk(root, &child, ignore, out, size)?;
         }
     }
     Ok(())

@@ -186,6 +186,37 @@ impl Drop for ComposeUp {
 /// password: every secret (a shell variable or a file) reaches its containers as a file, the
 /// replicas have them as variables, Redis makes its ACL users from the password, and no value
 /// shows in `docker inspect`.
+/// A build context's `.dockerignore` is honoured: the tar scalectl sends the engine leaves out what
+/// it lists, so a real build's `COPY . .` bakes no `.env` into the image (it did: the engine takes
+/// the context as it is given). `FROM scratch` needs no image.
+#[test]
+fn docker_build_context_leaves_out_what_dockerignore_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("app");
+    std::fs::create_dir_all(ctx.join("secrets")).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY . /ctx/\n").unwrap();
+    std::fs::write(ctx.join(".dockerignore"), ".env\nsecrets/\n!secrets/public.pem\n*.log\n").unwrap();
+    for (f, body) in [(".env", "TOKEN=hunter2\n"), ("secrets/key.pem", "private\n"), ("secrets/public.pem", "public\n"), ("debug.log", "x\n"), ("server.js", "1\n")] {
+        std::fs::write(ctx.join(f), body).unwrap();
+    }
+    let topo = dir.path().join("t.yaml");
+    std::fs::write(&topo, "name: ignoring\ntarget: docker\napp:\n  port: 4000\n  instances: 1\n  program: {release: ./app, command: [node, server.js]}\n").unwrap();
+    let tar = dir.path().join("ctx.tar");
+    let out = scalectl(&["pack", "-f", topo.to_str().unwrap(), "-o", tar.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tag = format!("scalectl-test-dockerignore:{}", std::process::id());
+    let built = Command::new("docker").args(["build", "-q", "-t", &tag, "-"]).stdin(std::fs::File::open(&tar).unwrap()).output().unwrap();
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    let container = docker_ok(&["create", &tag, "x"]).trim().to_string();
+    let exported = Command::new("docker").args(["export", &container]).output().unwrap();
+    docker(&["rm", &container]);
+    docker(&["rmi", &tag]);
+    let mut files: Vec<String> = tar::Archive::new(exported.stdout.as_slice()).entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
+    files.retain(|f| f.starts_with("ctx/") && !f.ends_with('/'));
+    files.sort();
+    assert_eq!(files, ["ctx/.dockerignore", "ctx/Dockerfile", "ctx/secrets/public.pem", "ctx/server.js"]);
+}
+
 #[test]
 fn docker_compose_bundle_starts_with_redis_auth_and_every_secret_as_a_file() {
     let _d = deployed(); // the turn, and scalectl's tools image on the engine
