@@ -17,6 +17,20 @@ pub struct Prometheus {
 
 /// One series of an instant query: its labels and value.
 type Samples = Vec<(BTreeMap<String, String>, f64)>;
+/// The most doctor reads of one answer (Prometheus' or an instance's /metrics): an endpoint that
+/// answers without end fills this machine's memory no further.
+pub(super) const MAX_BODY: usize = 64 << 20;
+
+/// A response's body as text, read chunk by chunk up to `cap` bytes; more is an error.
+pub(super) async fn body(mut response: reqwest::Response, cap: usize) -> anyhow::Result<String> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        anyhow::ensure!(bytes.len() + chunk.len() <= cap, "the answer is larger than {} MiB: not read", cap >> 20);
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// One series of a range query: its labels and values, oldest first.
 type Series = Vec<(BTreeMap<String, String>, Vec<f64>)>;
 
@@ -28,7 +42,8 @@ impl Prometheus {
 
     async fn get(&self, path: &str, params: &[(&str, String)]) -> anyhow::Result<serde_json::Value> {
         let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), params)?;
-        let text = self.client.get(url.clone()).send().await.with_context(|| format!("cannot reach Prometheus at {}", self.base))?.text().await?;
+        let response = self.client.get(url.clone()).send().await.with_context(|| format!("cannot reach Prometheus at {}", self.base))?;
+        let text = body(response, MAX_BODY).await.with_context(|| format!("Prometheus at {}", self.base))?;
         let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("Prometheus answered {path} with something else than JSON"))?;
         anyhow::ensure!(v["status"] == "success", "Prometheus refused a query: {}", v["error"]);
         Ok(v["data"]["result"].clone())
@@ -288,6 +303,35 @@ pub fn prometheus_url(t: &Topology) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An endpoint that answers without end (a hostile /metrics, a proxy gone wrong) is read up to
+    /// the cap and refused, over a real socket.
+    #[test]
+    fn an_endless_answer_is_refused_at_the_cap() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Ok((mut c, _)) = listener.accept() {
+                let mut buf = [0u8; 2048];
+                let _ = c.read(&mut buf);
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+                let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "m".repeat(64 * 1024));
+                // At most 64 MiB, stopped as soon as the reader hangs up.
+                for _ in 0..1024 {
+                    if c.write_all(chunk.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let e = rt.block_on(async {
+            let response = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap();
+            body(response, 1 << 20).await.unwrap_err()
+        });
+        assert!(e.to_string().contains("larger than 1 MiB"), "{e}");
+    }
 
     #[test]
     fn hosts_on_one_kernel_share_the_apps_cpu() {

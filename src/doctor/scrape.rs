@@ -59,7 +59,8 @@ impl Reading {
 }
 
 async fn read(client: &reqwest::Client, url: &str) -> Option<Reading> {
-    let text = client.get(url).send().await.ok()?.error_for_status().ok()?.text().await.ok()?;
+    let response = client.get(url).send().await.ok()?.error_for_status().ok()?;
+    let text = super::collect::body(response, super::collect::MAX_BODY).await.ok()?;
     let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).ok()?;
     Some(Reading { at: Instant::now(), scrape })
 }

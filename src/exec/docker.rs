@@ -152,13 +152,20 @@ pub async fn observe(docker: &Docker, t: &Topology) -> anyhow::Result<DockerObse
     Ok(o)
 }
 
+/// The most scalectl reads of a file in a container (its live files, an image's /etc/passwd): an
+/// image that makes one endless is refused rather than read into memory.
+const MAX_DOWNLOAD: usize = 16 << 20;
+
 /// The archive of `path` in a container, or None when it does not exist.
 async fn download_tar(docker: &Docker, container: &str, path: &str) -> anyhow::Result<Option<Vec<u8>>> {
     let mut stream = docker.download_from_container(container, Some(DownloadFromContainerOptionsBuilder::default().path(path).build()));
     let mut bytes = Vec::new();
     while let Some(chunk) = stream.next().await {
         match chunk {
-            Ok(c) => bytes.extend_from_slice(&c),
+            Ok(c) => {
+                anyhow::ensure!(bytes.len() + c.len() <= MAX_DOWNLOAD, "{path} in {container} is larger than {} MiB: not read", MAX_DOWNLOAD >> 20);
+                bytes.extend_from_slice(&c)
+            }
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("cannot read {path} from {container}")),
         }

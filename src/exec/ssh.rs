@@ -53,8 +53,21 @@ attack. If the host was really reinstalled, remove its line from {known_hosts}"
     Io { host: String, source: std::io::Error },
 }
 
+/// The most a command's output (stdout and stderr each) may be: a host that prints without end
+/// (a compromised one, or a runaway script) fills this machine's memory no further.
+pub const MAX_OUTPUT: usize = 32 << 20;
+
+/// Add `bytes` to `into`, or fail once it would hold more than `cap`.
+fn push_capped(into: &mut Vec<u8>, bytes: &[u8], cap: usize) -> std::io::Result<()> {
+    if into.len() + bytes.len() > cap {
+        return Err(std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("the command printed more than {} MiB: stopped reading it", cap >> 20)));
+    }
+    into.extend_from_slice(bytes);
+    Ok(())
+}
+
 /// Drain a non-blocking channel's stdout and stderr until both end; fails when neither gives a
-/// byte for `timeout`.
+/// byte for `timeout`, or when either passes [`MAX_OUTPUT`].
 fn read_both(ch: &mut ssh2::Channel, stdout: &mut Vec<u8>, stderr: &mut Vec<u8>, timeout: Duration) -> std::io::Result<()> {
     let mut buf = [0u8; 32 * 1024];
     let mut last = std::time::Instant::now();
@@ -63,7 +76,7 @@ fn read_both(ch: &mut ssh2::Channel, stdout: &mut Vec<u8>, stderr: &mut Vec<u8>,
         let take = |r: std::io::Result<usize>, into: &mut Vec<u8>, buf: &[u8]| -> std::io::Result<Option<usize>> {
             match r {
                 Ok(n) => {
-                    into.extend_from_slice(&buf[..n]);
+                    push_capped(into, &buf[..n], MAX_OUTPUT)?;
                     Ok(Some(n))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
@@ -213,7 +226,11 @@ impl Conn {
         ch.exec(command).map_err(ssh)?;
         ch.send_eof().map_err(ssh)?;
         let mut stdout = Vec::new();
-        ch.read_to_end(&mut stdout).map_err(|source| SshError::Io { host: host.clone(), source })?;
+        let io = |source| SshError::Io { host: host.clone(), source };
+        (&mut ch).take(MAX_OUTPUT as u64 + 1).read_to_end(&mut stdout).map_err(io)?;
+        if stdout.len() > MAX_OUTPUT {
+            return Err(io(std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("the command printed more than {} MiB: stopped reading it", MAX_OUTPUT >> 20))));
+        }
         ch.wait_close().map_err(ssh)?;
         let status = ch.exit_status().map_err(ssh)?;
         Ok(Output { status, stdout: String::from_utf8_lossy(&stdout).into_owned(), stderr: String::new() })
@@ -236,7 +253,8 @@ impl Conn {
         let mut buf = Vec::new();
         loop {
             buf.clear();
-            let n = std::io::BufRead::read_until(&mut reader, b'\n', &mut buf).map_err(|source| SshError::Io { host: host.clone(), source })?;
+            // A line is at most MAX_LINE bytes: a longer one is handed on in pieces.
+            let n = std::io::BufRead::read_until(&mut (&mut reader).take(MAX_LINE as u64), b'\n', &mut buf).map_err(|source| SshError::Io { host: host.clone(), source })?;
             if n == 0 {
                 break;
             }
@@ -249,6 +267,10 @@ impl Conn {
         Ok(Some(ch.exit_status().map_err(ssh)?))
     }
 }
+
+/// The longest line [`Conn::stream`] hands on whole (`scalectl logs` of a program that never
+/// prints a newline gets it in pieces of this size).
+pub const MAX_LINE: usize = 1 << 20;
 
 /// `sh -c SCRIPT`, through `sudo -n` for a user other than root.
 pub fn sudo_command(user: &str, script: &str) -> String {
@@ -385,6 +407,15 @@ fn base64_nopad(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_past_the_cap_is_an_error_not_memory() {
+        let mut into = Vec::new();
+        push_capped(&mut into, &[0u8; 1000], 1500).unwrap();
+        let e = push_capped(&mut into, &[0u8; 1000], 1500).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::OutOfMemory);
+        assert_eq!(into.len(), 1000, "nothing past the cap was kept");
+    }
 
     #[test]
     fn sudo_wraps_and_quotes_the_script() {

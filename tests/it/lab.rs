@@ -401,6 +401,18 @@ fn lab_conn(host: &str) -> scalectl::exec::ssh::Conn {
     scalectl::exec::ssh::Conn::connect(&lab_endpoint(host)).unwrap()
 }
 
+/// A host that prints without end (compromised, or a runaway script) is read up to the cap and
+/// refused, over a real SSH session: this machine's memory is not the host's to fill.
+#[test]
+fn lab_a_host_that_prints_without_end_is_cut_off() {
+    let _lab = lab();
+    let c = lab_conn("app-1");
+    let e = c.script("head -c 100000000 /dev/zero", Duration::from_secs(60)).unwrap_err().to_string();
+    assert!(e.contains("printed more than 32 MiB"), "{e}");
+    // The connection still works for what is not endless.
+    assert_eq!(lab_conn("app-1").script("echo ok", Duration::from_secs(10)).unwrap().stdout, "ok\n");
+}
+
 /// A known_hosts that holds only the host's RSA (or ECDSA) key, as older files do, is honoured:
 /// scalectl asks the server for that key type instead of calling the Ed25519 key it prefers a
 /// changed key. A wrong key of that type is still refused as changed.
