@@ -219,8 +219,10 @@ openssl req -new -key "$k" -subj {subject}
 }
 
 /// Step 2, on the CA's host: the fleet's log CA made if it is missing (under `flock`, so hosts
-/// issued at once make one CA), then `csr` signed for `name` (the name is the plan's, put in
-/// subjectAltName here, whatever the request says). On stdout: the certificate, then the CA's.
+/// issued at once make one CA), then `csr` signed for `name`: the name is the plan's, set here as
+/// both the subject (`-subj`) and the subjectAltName, whatever the request says (a host that asked
+/// for the monitor's name in its subject would otherwise pass the shippers' check of the
+/// collector's name, which reads the subject too). On stdout: the certificate, then the CA's.
 pub fn log_tls_sign_in(dir: &str, ca_host: &str, name: &str, csr: &str) -> String {
     let (key, cert) = crate::render::LogTlsFiles::authority_in(dir);
     format!(
@@ -241,7 +243,7 @@ basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature
 extendedKeyUsage=serverAuth,clientAuth
 ' {name} > "$ext"
-openssl x509 -req -CA "$c" -CAkey "$k" -set_serial "0x$(openssl rand -hex 16)" -days {days} -extfile "$ext" <<'SCALECTL_PEM'
+openssl x509 -req -CA "$c" -CAkey "$k" -set_serial "0x$(openssl rand -hex 16)" -days {days} -subj {host_subject} -extfile "$ext" <<'SCALECTL_PEM'
 {csr}
 SCALECTL_PEM
 cat "$c"
@@ -252,6 +254,7 @@ cat "$c"
         subject = q(&format!("/CN=scalectl fleet log CA on {ca_host}")),
         ca_days = LOG_CA_DAYS,
         name = q(name),
+        host_subject = q(&format!("/CN={name}")),
         days = LOG_CERT_DAYS,
         csr = csr.trim_end(),
     )
@@ -901,6 +904,14 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&f.key).unwrap(), key, "a new certificate keeps the host's key");
         let san = sh(&format!("openssl x509 -in {} -noout -ext subjectAltName", f.cert));
         assert!(san.contains("DNS:app-1"), "{san}");
+        // A host that asks for the monitor's name (in its request's subject) gets its own name,
+        // in the subject as in subjectAltName: nothing of the request's names is signed.
+        let forged = sh(&format!("cd {} && openssl req -new -key log.key -subj /CN=mon-1", dir("app-1")));
+        let certs = pem_blocks(&sh(&log_tls_sign_in(&dir("mon-1"), "mon-1", "app-1", &pem_blocks(&forged, "CERTIFICATE REQUEST").unwrap()[0])), "CERTIFICATE").unwrap();
+        let cert = root.path().join("forged.pem");
+        std::fs::write(&cert, &certs[0]).unwrap();
+        let names = sh(&format!("openssl x509 -in {} -noout -subject -ext subjectAltName", cert.display()));
+        assert!(names.contains("CN = app-1") && names.contains("DNS:app-1") && !names.contains("mon-1"), "{names}");
 
         // The observation: good, for app-1, from the CA the CA's host has.
         let ca_sha = crate::plan::sha256_hex(ca_pem.as_bytes());
