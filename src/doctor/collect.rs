@@ -31,6 +31,9 @@ pub(super) async fn body(mut response: reqwest::Response, cap: usize) -> anyhow:
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// Per host, the free share of the disk that holds /var/log (the alert rule DiskFilling asks the same).
+const DISK_AVAILABLE_PERCENT: &str = r#"100 * min by (host) (node_filesystem_avail_bytes{mountpoint=~"/|/var|/var/log",fstype!~"tmpfs|ramfs"} / node_filesystem_size_bytes{mountpoint=~"/|/var|/var/log",fstype!~"tmpfs|ramfs"})"#;
+
 /// One series of a range query: its labels and values, oldest first.
 type Series = Vec<(BTreeMap<String, String>, Vec<f64>)>;
 
@@ -141,6 +144,7 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         )
         .await?;
     let mem = p.instant("100 * node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes").await?;
+    let disk = p.instant(DISK_AVAILABLE_PERCENT).await?;
 
     let mut s = Snapshot {
         format_version: SNAPSHOT_FORMAT_VERSION,
@@ -203,6 +207,7 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
             cpu_busy_percent: series_by(&cpu, "host", &h.name),
             app_cpu_percent: series_by(&app_cpu, "host", &h.name),
             memory_available_percent: by(&mem, "host", &h.name),
+            disk_available_percent: by(&disk, "host", &h.name),
         });
     }
     share_kernels(&mut s.hosts, &boot);

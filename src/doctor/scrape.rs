@@ -265,6 +265,23 @@ fn host_sample(h: &crate::topology::Host, a: Option<&Reading>, b: Option<&Readin
     } else {
         (None, None)
     };
+    // The disk that holds /var/log, as the node exporter reports it (the least free of /, /var and
+    // /var/log, leaving out memory file systems).
+    let disk = b.and_then(|b| {
+        let disks = |metric: &str| -> BTreeMap<String, f64> {
+            b.scrape
+                .samples
+                .iter()
+                .filter(|s| s.metric == metric && matches!(s.labels.get("mountpoint"), Some("/" | "/var" | "/var/log")) && !matches!(s.labels.get("fstype"), Some("tmpfs" | "ramfs")))
+                .filter_map(|s| match s.value {
+                    Value::Gauge(v) | Value::Untyped(v) => Some((s.labels.get("mountpoint").unwrap_or("").to_string(), v)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (avail, size) = (disks("node_filesystem_avail_bytes"), disks("node_filesystem_size_bytes"));
+        avail.iter().filter_map(|(m, a)| size.get(m).filter(|s| **s > 0.0).map(|s| 100.0 * a / s)).reduce(f64::min)
+    });
     HostSample {
         host: h.name.clone(),
         app: h.has(Role::App),
@@ -274,6 +291,7 @@ fn host_sample(h: &crate::topology::Host, a: Option<&Reading>, b: Option<&Readin
         // Filled from the instances' own readings (see `collect`).
         app_cpu_percent: Vec::new(),
         memory_available_percent: mem,
+        disk_available_percent: disk,
     }
 }
 

@@ -49,6 +49,13 @@ pub struct Thresholds {
     pub crash_restarts: u32,
     /// Resident memory growth over the window (percent) that, with a steady rise, suggests a leak.
     pub leak_growth_percent: f64,
+    /// Free space of the disk that holds /var/log (the log collector's files) below this: it fills.
+    #[serde(default = "default_disk_available_percent")]
+    pub disk_available_percent: f64,
+}
+
+fn default_disk_available_percent() -> f64 {
+    10.0
 }
 
 impl Default for Thresholds {
@@ -66,6 +73,7 @@ impl Default for Thresholds {
             in_flight_per_instance: 256.0,
             crash_restarts: 3,
             leak_growth_percent: 25.0,
+            disk_available_percent: default_disk_available_percent(),
         }
     }
 }
@@ -84,6 +92,10 @@ pub struct HostSample {
     #[serde(default)]
     pub app_cpu_percent: Vec<f64>,
     pub memory_available_percent: Option<f64>,
+    /// Free space (percent) of the disk that holds /var/log: on the monitor host, where the log
+    /// collector writes every host's lines.
+    #[serde(default)]
+    pub disk_available_percent: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -13,7 +13,7 @@ fn busy(h: &mut HostSample, percent: f64) {
 fn healthy() -> Snapshot {
     let mut s = Snapshot { format_version: 1, topology: "t".into(), taken_at: "2026-11-23T00:00:00Z".into(), window_s: 300, ..Default::default() };
     for h in ["app-1", "app-2"] {
-        s.hosts.push(HostSample { host: h.into(), app: true, cores: 2, instances: 2, cpu_busy_percent: vec![20.0; 10], app_cpu_percent: vec![18.0; 10], memory_available_percent: Some(60.0) });
+        s.hosts.push(HostSample { host: h.into(), app: true, cores: 2, instances: 2, cpu_busy_percent: vec![20.0; 10], app_cpu_percent: vec![18.0; 10], memory_available_percent: Some(60.0), disk_available_percent: Some(70.0) });
         for port in [3000, 3001] {
             s.instances.push(InstanceSample {
                 instance: format!("{h}-{port}"),
@@ -170,6 +170,23 @@ fn memory_pressure_and_a_steady_rise() {
     assert!(diagnose(&s, None).healthy);
 }
 
+/// The collector's disk: a warning below the threshold, critical below half of it, asked whether
+/// the app is slow or not; a disk with room, or one nobody measured, says nothing.
+#[test]
+fn a_filling_disk_is_found_on_any_host() {
+    let mut s = healthy();
+    s.hosts[2].disk_available_percent = Some(8.0);
+    let f = only(&s, "disk-filling");
+    assert_eq!((f.subject.as_str(), f.severity), ("cache-1", Severity::Warning));
+    assert!(f.recommendation.contains("du -sh /var/log/scalectl/*"), "{f:?}");
+    s.hosts[2].disk_available_percent = Some(3.0);
+    assert_eq!(only(&s, "disk-filling").severity, Severity::Critical);
+    for room in [Some(11.0), None] {
+        s.hosts[2].disk_available_percent = room;
+        assert!(diagnose(&s, None).healthy, "{room:?}");
+    }
+}
+
 #[test]
 fn fd_exhaustion_suggests_a_higher_limit() {
     let mut s = healthy();
@@ -244,7 +261,7 @@ fn every_check_is_listed_and_every_finding_id_is_a_check() {
     let listed: Vec<&str> = CHECKS.iter().map(|c| c.0).collect();
     for id in ["healthy", "instance-down", "crash-loop", "cpu-saturated-scale-up", "cpu-saturated-scale-out", "event-loop-blocked",
         "memory-pressure", "memory-leak-suspected", "redis-down", "redis-slow", "redis-memory", "upstream-errors", "high-latency",
-        "fd-exhaustion", "load-imbalance", "connections-saturated"] {
+        "fd-exhaustion", "load-imbalance", "connections-saturated", "disk-filling"] {
         assert!(listed.contains(&id), "{id}");
     }
 }

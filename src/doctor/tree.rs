@@ -80,6 +80,7 @@ pub const CHECKS: &[(&str, &str, &str, &str)] = &[
     ("fd-exhaustion", "critical", "an instance uses most of its open-files limit", "raise app.limits.nofile"),
     ("load-imbalance", "warning", "instances of equal weight get very unequal traffic", "load_balancer.strategy: least_conn; check weights"),
     ("connections-saturated", "warning", "requests pile up in flight on an instance", "add instances or hosts; check keep-alive and timeouts"),
+    ("disk-filling", "warning", "the disk that holds /var/log (the log collector's files on the monitor host) is nearly full", "see who logs the most (du -sh /var/log/scalectl/*: each file keeps at most 100 MiB and 4 compressed generations); then a bigger disk, or a monitor host whose disk Redis does not share"),
 ];
 
 fn median(xs: &[f64]) -> Option<f64> {
@@ -142,11 +143,12 @@ pub fn diagnose(s: &Snapshot, previous: Option<&Diagnosis>) -> Diagnosis {
         instance_resources(&mut w, s, i, &slow.step);
     }
     host_memory(&mut w, s, &slow.step);
+    host_disk(&mut w, s);
     redis(&mut w, s, &slow.step);
     balance(&mut w, s, &up, slow.total_rps);
     // Slow, and nothing above explains it: the bottleneck is outside the fleet's resources.
     let th = &s.thresholds;
-    let explained = w.findings[explained_before..].iter().any(|f| f.id != "load-imbalance" && f.id != "memory-leak-suspected");
+    let explained = w.findings[explained_before..].iter().any(|f| f.id != "load-imbalance" && f.id != "memory-leak-suspected" && f.id != "disk-filling");
     if slow.slow && !explained {
         let p = w.ask("a saturated resource explains the latency?", "no: CPU, event loop, memory, Redis, files and connections are fine", true);
         let (p99, inst) = slow.worst_p99.as_ref().map(|(p, i)| (*p, i.as_str())).unwrap_or((0.0, ""));
@@ -326,6 +328,22 @@ fn host_memory(w: &mut Walk<'_>, s: &Snapshot, slow_step: &str) {
             let p = w.ask(format!("{} memory short?", h.host), format!("yes: {m:.1}% available"), true);
             w.find("memory-pressure", Severity::Warning, &h.host, format!("{} has {m:.1}% of its memory available", h.host),
                 ev("memory_available_percent", &h.host, m, th.memory_available_percent), vec![slow_step.to_string(), p], None);
+        }
+    }
+}
+
+/// A disk that fills stops the log collector (and Redis, where it shares it) whatever the latency:
+/// asked of every host, slow or not.
+fn host_disk(w: &mut Walk<'_>, s: &Snapshot) {
+    let th = &s.thresholds;
+    for h in &s.hosts {
+        if let Some(d) = h.disk_available_percent
+            && w.under("disk-filling", &h.host, d, th.disk_available_percent)
+        {
+            let p = w.ask(format!("{} disk of /var/log filling?", h.host), format!("yes: {d:.1}% free"), true);
+            let severity = if d < th.disk_available_percent / 2.0 { Severity::Critical } else { Severity::Warning };
+            w.find("disk-filling", severity, &h.host, format!("the disk of /var/log on {} has {d:.1}% free", h.host),
+                ev("disk_available_percent", &h.host, d, th.disk_available_percent), vec![p], None);
         }
     }
 }

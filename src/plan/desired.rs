@@ -219,6 +219,10 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
             if h.has(Role::Monitor) {
                 pkgs.push("prometheus");
                 services.push("prometheus.service");
+                if t.observability.logs.destination == LogDestination::Collector {
+                    pkgs.push("logrotate");
+                    services.push(crate::render::COLLECTOR_ROTATION_TIMER);
+                }
                 if t.observability.alertmanager.is_some() {
                     pkgs.push("prometheus-alertmanager");
                     services.push("prometheus-alertmanager.service");

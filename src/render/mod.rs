@@ -351,6 +351,9 @@ fn run(env: &Environment<'_>, ctx: &minijinja::Value, host: &str, j: Job<'_>) ->
 pub const INSTANCES_SCRIPT: &str = "/usr/local/lib/scalectl/instances.sh";
 /// The timer that runs it.
 pub const INSTANCES_TIMER: &str = "scalectl-instances.timer";
+/// The log collector's rotation (logrotate, by size) and the timer that runs it.
+pub const COLLECTOR_LOGROTATE: &str = "/etc/scalectl/logrotate-collector.conf";
+pub const COLLECTOR_ROTATION_TIMER: &str = "scalectl-logrotate.timer";
 /// The unit that loads scalectl's nftables table, and the table's rules.
 pub const FIREWALL_SERVICE: &str = "scalectl-firewall.service";
 pub const FIREWALL_RULES: &str = "/etc/scalectl/firewall.nft";
@@ -438,6 +441,10 @@ fn host_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
         }
         if t.observability.logs.destination == crate::topology::LogDestination::Collector {
             jobs.push(job("logs/rsyslog-collector.conf.j2", "/etc/rsyslog.d/50-scalectl-collector.conf").restarts("rsyslog.service"));
+            // The collector's files, rotated by size every few minutes: no sender fills its disk.
+            jobs.push(job("logs/logrotate-collector.conf.j2", COLLECTOR_LOGROTATE));
+            jobs.push(job("systemd/scalectl-logrotate.service.j2", "/etc/systemd/system/scalectl-logrotate.service").restarts(COLLECTOR_ROTATION_TIMER));
+            jobs.push(job("systemd/scalectl-logrotate.timer.j2", "/etc/systemd/system/scalectl-logrotate.timer").restarts(COLLECTOR_ROTATION_TIMER));
         }
         if t.observability.alertmanager.is_some() {
             jobs.push(job("alertmanager/default.j2", "/etc/default/prometheus-alertmanager").restarts("prometheus-alertmanager.service"));

@@ -192,7 +192,8 @@ fn systemd_root(dir: &Path) -> PathBuf {
     assert!(out.status.success(), "{}", text(&out));
     // usr/bin/node: examples/node.yaml runs `[node, server.js]` (Debian's nodejs puts it there).
     // usr/sbin/nft: the packet filter's unit (Debian's nftables).
-    for bin in ["opt/scale-api/current/scale-api", "usr/bin/redis-server", "usr/bin/prometheus-redis-exporter", "bin/kill", "usr/bin/node", "usr/sbin/nft"] {
+    // usr/sbin/logrotate: the collector's rotation (Debian's logrotate).
+    for bin in ["opt/scale-api/current/scale-api", "usr/bin/redis-server", "usr/bin/prometheus-redis-exporter", "bin/kill", "usr/bin/node", "usr/sbin/nft", "usr/sbin/logrotate"] {
         let p = root.join(bin);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, "#!/bin/sh\n").unwrap();
@@ -238,6 +239,10 @@ fn systemd_accepts_every_unit() {
             } else {
                 Path::new(&f.path).file_name().unwrap().to_string_lossy().into_owned()
             };
+            if unit == "scalectl-logrotate.timer" {
+                let service = files.iter().find(|s| s.host == f.host && s.path == "/etc/systemd/system/scalectl-logrotate.service").unwrap();
+                std::fs::write(root.join("etc/systemd/system/scalectl-logrotate.service"), &service.content).unwrap();
+            }
             if unit.starts_with("scalectl-instances.") {
                 // The timer runs the service, which runs the rendered script: the root gets both.
                 for path in ["/etc/systemd/system/scalectl-instances.service", scalectl::render::INSTANCES_SCRIPT] {
@@ -283,7 +288,7 @@ fn promtool_accepts_every_prometheus_config_and_rule_file() {
             std::fs::write(&p, &f.content).unwrap();
             let out = run(Command::new(&promtool).args(["check", "rules"]).arg(&p));
             assert!(out.status.success(), "promtool check rules on {example} {}:{}\n{}", f.host, f.path, text(&out));
-            assert!(text(&out).contains("SUCCESS: 11 rules found"), "{}", text(&out));
+            assert!(text(&out).contains("SUCCESS: 12 rules found"), "{}", text(&out));
             checked += 1;
         }
         for f in files_named(&files, "prometheus.yml") {
@@ -634,6 +639,47 @@ fn ansible_refuses_a_secret_that_would_add_environment_lines() {
     }
     let bad_name = run_with(serde_json::json!({"TOKEN\nEVIL": "x"}));
     assert!(!bad_name.status.success(), "a name with a newline passed");
+}
+
+/// One sender that logs without end fills no disk of the collector: the rendered rotation, run by
+/// a real logrotate (as its timer runs it), cuts a file past 100 MiB to nothing and keeps at most
+/// 4 compressed generations, every file of every host alike.
+#[test]
+fn the_collectors_files_are_rotated_by_size_and_bounded() {
+    let files = render_example("lab");
+    let conf = files.iter().find(|f| f.path == scalectl::render::COLLECTOR_LOGROTATE).expect("the monitor's rotation");
+    let service = files.iter().find(|f| f.host == conf.host && f.path == "/etc/systemd/system/scalectl-logrotate.service").unwrap();
+    assert!(service.content.contains(&format!("ExecStart=/usr/sbin/logrotate --state /var/lib/logrotate/scalectl-collector.state {}", scalectl::render::COLLECTOR_LOGROTATE)), "{}", service.content);
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    // The paths under this test's directory; rsyslog is not running here, so nothing to tell.
+    let text_conf = conf.content.replace("/var/log/scalectl/", &format!("{}/", logs.display())).replace("/usr/lib/rsyslog/rsyslog-rotate", "true");
+    assert_ne!(text_conf, conf.content);
+    let conf_path = dir.path().join("rotate.conf");
+    std::fs::write(&conf_path, &text_conf).unwrap();
+    let noisy = logs.join("app-1/scale-api-3000.log");
+    let quiet = logs.join("app-2/scale-api-3000.log");
+    std::fs::create_dir_all(noisy.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(quiet.parent().unwrap()).unwrap();
+    std::fs::write(&quiet, "one line\n").unwrap();
+    let line = "x".repeat(1023) + "\n";
+    for round in 0..6 {
+        // A `logger` loop's worth between two runs of the timer: 101 MiB.
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&noisy).unwrap();
+        for _ in 0..(101 * 1024) {
+            std::io::Write::write_all(&mut f, line.as_bytes()).unwrap();
+        }
+        drop(f);
+        let out = run(Command::new(require("logrotate")).arg("--state").arg(dir.path().join("state")).arg(&conf_path));
+        assert!(out.status.success(), "round {round}: {}", text(&out));
+    }
+    let mut kept: Vec<String> = std::fs::read_dir(noisy.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    kept.sort();
+    // The live file was moved away (rsyslog makes it again at its next line, once told to reopen).
+    assert_eq!(kept, ["scale-api-3000.log.1.gz", "scale-api-3000.log.2.gz", "scale-api-3000.log.3.gz", "scale-api-3000.log.4.gz"]);
+    let total: u64 = std::fs::read_dir(noisy.parent().unwrap()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    assert!(total < 10 << 20, "{total} bytes kept of 606 MiB written");
+    assert_eq!(std::fs::read_to_string(&quiet).unwrap(), "one line\n", "a small file is left alone");
 }
 
 /// Log TLS files for `hosts`, issued by apply's own scripts (a real openssl) into `root/HOST`,
