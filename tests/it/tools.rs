@@ -616,6 +616,21 @@ fn ansible_inventory_lists_every_host_in_its_groups() {
     }
 }
 
+/// The playbook parses, with every role and task, against each rendered inventory (a quote in a
+/// shell task's comment once broke ansible's argument splitting, found only by a lab run).
+#[test]
+fn ansible_playbook_passes_its_syntax_check() {
+    for example in ["lab", "node"] {
+        let files = render_example(example);
+        let inv = files.iter().find(|f| f.host == "ansible" && f.path == "inventory.yml").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("inventory.yml");
+        std::fs::write(&p, &inv.content).unwrap();
+        let out = run(Command::new(require("ansible-playbook")).current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("ansible")).arg("--syntax-check").arg("-i").arg(&p).arg("site.yml"));
+        assert!(out.status.success(), "{example}: {}", text(&out));
+    }
+}
+
 /// The Ansible role's secret checks, run by a real ansible-playbook on this machine: a secret with
 /// a `"` and a newline would add its own line (`EVIL=1`) to every instance's environment file.
 #[test]
