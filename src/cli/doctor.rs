@@ -69,7 +69,12 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
         )
         .into());
     }
-    let prometheus = url.as_deref().map(collect::Prometheus::new).transpose()?;
+    // A Prometheus that asks for its password gets it (the topology's reference, read here).
+    let password = match &t.observability.prometheus_password {
+        Some(r) if url.is_some() => Some(super::session::resolve_secret("observability.prometheus.password", r)?),
+        _ => None,
+    };
+    let prometheus = url.as_deref().map(|u| collect::Prometheus::new(u, password.clone())).transpose()?;
     // Without a Prometheus, the instances are scraped directly, twice, this far apart.
     let direct = a.window.min(std::time::Duration::from_secs(10)).max(std::time::Duration::from_secs(2));
     if prometheus.is_none() {

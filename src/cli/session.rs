@@ -39,34 +39,39 @@ pub fn open(args: &FleetArgs, color: bool) -> Result<Box<dyn Target>, Failure> {
 /// Read every secret from its reference on this machine; a value that cannot be written safely is
 /// refused by name, never echoed.
 pub fn resolve_secrets(t: &Topology) -> anyhow::Result<SecretValues> {
-    let read = |name: &str, r: &SecretRef| -> anyhow::Result<String> {
-        let value = match r {
-            SecretRef::Env(var) => std::env::var(var).map_err(|_| {
-                anyhow::anyhow!("secret `{name}`: environment variable `{var}` is not set on this machine")
-            })?,
-            SecretRef::File(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("secret `{name}`: cannot read {path}"))?
-                .trim_end_matches(['\n', '\r'])
-                .to_string(),
-        };
-        anyhow::ensure!(
-            render::secret_is_safe(&value),
-            "secret `{name}` is empty or holds a character that cannot be written safely (allowed: printable ASCII \
-and spaces, but no quotes, backslash, `$`, backtick or `%`)"
-        );
-        Ok(value)
-    };
     let mut values = SecretValues::default();
     for (name, r) in &t.app.secrets {
-        values.app.push((name.clone(), read(name, r)?));
+        values.app.push((name.clone(), resolve_secret(name, r)?));
     }
     if let Some(r) = &t.redis.password {
-        values.redis_password = Some(read("redis.password", r)?);
+        values.redis_password = Some(resolve_secret("redis.password", r)?);
+    }
+    if let Some(r) = &t.observability.prometheus_password {
+        values.prometheus_password = Some(resolve_secret("observability.prometheus.password", r)?);
     }
     if let Some(r) = t.observability.alertmanager.as_ref().and_then(|a| a.webhook.as_ref()) {
-        values.alertmanager_webhook = Some(read("observability.alertmanager.webhook", r)?);
+        values.alertmanager_webhook = Some(resolve_secret("observability.alertmanager.webhook", r)?);
     }
     Ok(values)
+}
+
+/// One secret, read from its reference on this machine (`name` says which, in errors).
+pub fn resolve_secret(name: &str, r: &SecretRef) -> anyhow::Result<String> {
+    let value = match r {
+        SecretRef::Env(var) => std::env::var(var).map_err(|_| {
+            anyhow::anyhow!("secret `{name}`: environment variable `{var}` is not set on this machine")
+        })?,
+        SecretRef::File(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("secret `{name}`: cannot read {path}"))?
+            .trim_end_matches(['\n', '\r'])
+            .to_string(),
+    };
+    anyhow::ensure!(
+        render::secret_is_safe(&value),
+        "secret `{name}` is empty or holds a character that cannot be written safely (allowed: printable ASCII \
+and spaces, but no quotes, backslash, `$`, backtick or `%`)"
+    );
+    Ok(value)
 }
 
 /// Ask before changing anything, unless --yes; without a terminal, --yes is required.

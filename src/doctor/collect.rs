@@ -13,10 +13,12 @@ use crate::topology::Topology;
 pub struct Prometheus {
     base: String,
     client: reqwest::Client,
+    /// Prometheus' password (basic auth, user `scalectl`), when it asks for one.
+    password: Option<String>,
 }
 
 /// One series of an instant query: its labels and value.
-type Samples = Vec<(BTreeMap<String, String>, f64)>;
+pub type Samples = Vec<(BTreeMap<String, String>, f64)>;
 /// The most doctor reads of one answer (Prometheus' or an instance's /metrics): an endpoint that
 /// answers without end fills this machine's memory no further.
 pub(super) const MAX_BODY: usize = 64 << 20;
@@ -38,14 +40,24 @@ const DISK_AVAILABLE_PERCENT: &str = r#"100 * min by (host) (node_filesystem_ava
 type Series = Vec<(BTreeMap<String, String>, Vec<f64>)>;
 
 impl Prometheus {
-    pub fn new(base: &str) -> anyhow::Result<Prometheus> {
+    pub fn new(base: &str, password: Option<String>) -> anyhow::Result<Prometheus> {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-        Ok(Prometheus { base: base.trim_end_matches('/').to_string(), client })
+        Ok(Prometheus { base: base.trim_end_matches('/').to_string(), client, password })
     }
 
     async fn get(&self, path: &str, params: &[(&str, String)]) -> anyhow::Result<serde_json::Value> {
         let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), params)?;
-        let response = self.client.get(url.clone()).send().await.with_context(|| format!("cannot reach Prometheus at {}", self.base))?;
+        let mut request = self.client.get(url.clone());
+        if let Some(pw) = &self.password {
+            request = request.basic_auth(crate::render::PROMETHEUS_USER, Some(pw));
+        }
+        let response = request.send().await.with_context(|| format!("cannot reach Prometheus at {}", self.base))?;
+        anyhow::ensure!(
+            response.status() != reqwest::StatusCode::UNAUTHORIZED,
+            "Prometheus at {} asks for a password{}",
+            self.base,
+            if self.password.is_some() { ", and refused observability.prometheus.password" } else { ": set observability.prometheus.password (a reference) in the topology" }
+        );
         let text = body(response, MAX_BODY).await.with_context(|| format!("Prometheus at {}", self.base))?;
         let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("Prometheus answered {path} with something else than JSON"))?;
         anyhow::ensure!(v["status"] == "success", "Prometheus refused a query: {}", v["error"]);

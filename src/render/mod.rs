@@ -131,6 +131,8 @@ pub struct SecretValues {
     pub redis_password: Option<String>,
     /// observability.alertmanager.webhook.
     pub alertmanager_webhook: Option<String>,
+    /// observability.prometheus.password.
+    pub prometheus_password: Option<String>,
 }
 
 impl std::fmt::Debug for SecretValues {
@@ -140,6 +142,7 @@ impl std::fmt::Debug for SecretValues {
             .field("app", &names)
             .field("redis_password", &self.redis_password.as_ref().map(|_| "***"))
             .field("alertmanager_webhook", &self.alertmanager_webhook.as_ref().map(|_| "***"))
+            .field("prometheus_password", &self.prometheus_password.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -164,6 +167,8 @@ pub fn render_secrets(t: &Topology, values: &SecretValues, templates: &Templates
         }),
         redis_exporter_password_sha256 => values.redis_password.as_deref().map(|p| sha256_hex(redis_exporter_password(p).as_bytes())),
         webhook => values.alertmanager_webhook.clone(),
+        prometheus_password => values.prometheus_password.clone(),
+        prometheus_password_bcrypt => values.prometheus_password.as_deref().map(prometheus_password_hash),
     };
     let mut out = Vec::new();
     if t.target == Target::Docker {
@@ -478,6 +483,12 @@ fn secret_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
                 .secret(),
         );
     }
+    if h.has(Role::Monitor) && t.observability.prometheus_password.is_some() {
+        // Prometheus asks for the password (its web config holds only its bcrypt hash); its own
+        // scrape and Grafana's data source read the password from a file.
+        jobs.push(job("prometheus/web.yml.j2", PROMETHEUS_WEB_CONFIG).mode(0o640).group("prometheus").restarts("prometheus.service").secret());
+        jobs.push(job("prometheus/password.j2", PROMETHEUS_PASSWORD_FILE).mode(0o640).group("prometheus").restarts("prometheus.service").secret());
+    }
     if h.has(Role::Monitor) && t.observability.alertmanager.is_some() {
         jobs.push(
             job("alertmanager/alertmanager.yml.j2", "/etc/prometheus/alertmanager.yml")
@@ -488,6 +499,24 @@ fn secret_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
         );
     }
     jobs
+}
+
+/// Prometheus' web config (`--web.config.file`): the bcrypt hash of observability.prometheus.password.
+pub const PROMETHEUS_WEB_CONFIG: &str = "/etc/prometheus/web.yml";
+/// That password itself, for Prometheus' scrape of its own metrics and Grafana's data source.
+pub const PROMETHEUS_PASSWORD_FILE: &str = "/etc/scalectl/prometheus-password";
+/// The user Prometheus asks for.
+pub const PROMETHEUS_USER: &str = "scalectl";
+
+/// The bcrypt hash of Prometheus' password, its salt derived from the password (so the same
+/// password renders the same file, and a plan sees no change where there is none).
+pub fn prometheus_password_hash(password: &str) -> String {
+    let digest = sha256_hex(format!("scalectl-prometheus-salt:{password}").as_bytes());
+    let mut salt = [0u8; 16];
+    for (i, b) in salt.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&digest[2 * i..2 * i + 2], 16).unwrap_or(0);
+    }
+    bcrypt::hash_with_salt(password, 10, salt).map(|h| h.format_for_version(bcrypt::Version::TwoB)).unwrap_or_default()
 }
 
 /// The Redis exporter's passwords by target (`-redis.password-file`): its own password, for the

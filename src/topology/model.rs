@@ -235,6 +235,8 @@ pub struct Observability {
     pub scrape_interval_ms: u64,
     pub retention_ms: u64,
     pub prometheus_port: u16,
+    /// Prometheus asks for it (basic auth, user `scalectl`) when set.
+    pub prometheus_password: Option<SecretRef>,
     pub alerts: Alerts,
     pub grafana: bool,
     pub grafana_port: u16,

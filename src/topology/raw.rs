@@ -549,6 +549,10 @@ pub struct RawPrometheus {
     pub retention: Option<Sp<String>>,
     /// Default 9090.
     pub port: Option<Sp<u16>>,
+    /// Ask for this password (HTTP basic auth, user `scalectl`) of everyone who reaches Prometheus'
+    /// port, by reference (`{env: VAR}` or `{file: /path}`): doctor sends it, Grafana's data source
+    /// and Prometheus' own scrape read it from a file on the monitor host. Hosts target only.
+    pub password: Option<Sp<SecretRef>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -572,6 +572,93 @@ fn the_ansible_redis_users_are_the_ones_apply_writes() {
     assert!(render_example("lab").iter().any(|f| f.host == "ansible" && f.content.contains(&format!("scalectl_redis_exporter_target: \"redis://127.0.0.1:{}\"", t.redis.port))));
 }
 
+/// Prometheus asks for `observability.prometheus.password`: a real Prometheus on the lab's rendered
+/// config, arguments and (apply's) web config refuses a query without the password or with
+/// another, answers doctor's client with it, and scrapes itself with the password file.
+#[test]
+fn prometheus_asks_for_its_password_and_doctor_gives_it() {
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            self.0.kill().ok();
+            self.0.wait().ok();
+        }
+    }
+    let src = std::fs::read_to_string(crate::example_path("lab")).unwrap().replacen(
+        "  prometheus: {scrape_interval: 5s, retention: 1d}",
+        "  prometheus: {scrape_interval: 1s, retention: 1d, password: {env: LAB_PROMETHEUS_PASSWORD}}",
+        1,
+    );
+    let t = topology::parse("lab-prometheus-password.yaml", &src).unwrap_or_else(|p| panic!("{p}"));
+    let files = render::render(&t, &Facts::with_default_cores(2), &Templates::embedded()).unwrap();
+    let password = "test-only-prometheus-pass";
+    let values = render::SecretValues { prometheus_password: Some(password.into()), redis_password: Some("x-redis".into()), ..Default::default() };
+    let secrets = render::render_secrets(&t, &values, &Templates::embedded()).unwrap();
+    let on_mon = |path: &str| files.iter().chain(&secrets).find(|f| f.host == "mon-1" && f.path == path).unwrap_or_else(|| panic!("mon-1 has no {path}")).content.clone();
+    assert!(files.iter().all(|f| !f.content.contains(password)), "the password in a rendered file");
+    let web = on_mon(render::PROMETHEUS_WEB_CONFIG);
+    assert!(web.contains("$2b$10$") && !web.contains(password), "{web}");
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let address = format!("127.0.0.1:{port}");
+    for (name, content) in [("web.yml", web), ("prometheus-password", on_mon(render::PROMETHEUS_PASSWORD_FILE)), ("rules.yml", on_mon("/etc/prometheus/scalectl/rules.yml")), ("targets.json", "[]".into())] {
+        std::fs::write(dir.path().join(name), content).unwrap();
+    }
+    let config = on_mon("/etc/prometheus/prometheus.yml")
+        .replace("/etc/prometheus/scalectl/", &format!("{}/", dir.path().display()))
+        .replace(render::PROMETHEUS_PASSWORD_FILE, &dir.path().join("prometheus-password").display().to_string())
+        .replace("lab-mon-1:9090", &address)
+        .replace("127.0.0.1:9093", "127.0.0.1:1");
+    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+    let defaults = on_mon("/etc/default/prometheus");
+    assert!(defaults.contains(&format!("--web.config.file={}", render::PROMETHEUS_WEB_CONFIG)), "{defaults}");
+    let _prometheus = Killed(
+        Command::new(require("prometheus"))
+            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={address}"))
+            .arg(format!("--web.config.file={}", dir.path().join("web.yml").display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let status = |auth: Option<&str>| -> String {
+        let mut c = Command::new(require("curl"));
+        c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"]);
+        if let Some(a) = auth {
+            c.args(["-u", a]);
+        }
+        text(&run(c.arg(format!("http://{address}/api/v1/query?query=up"))))
+    };
+    let mut answered = String::new();
+    for _ in 0..100 {
+        answered = status(Some(&format!("scalectl:{password}")));
+        if answered == "200" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(answered, "200", "Prometheus does not answer its password");
+    assert_eq!(status(None), "401", "Prometheus answers without its password");
+    assert_eq!(status(Some("scalectl:another")), "401");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let url = format!("http://{address}");
+    let refused = rt.block_on(async { scalectl::doctor::collect::Prometheus::new(&url, None).unwrap().instant("up").await.unwrap_err() });
+    assert!(refused.to_string().contains("asks for a password: set observability.prometheus.password"), "{refused}");
+    let doctor = scalectl::doctor::collect::Prometheus::new(&url, Some(password.into())).unwrap();
+    // It scrapes itself with the password file: its own job is up.
+    let mut up = None;
+    for _ in 0..100 {
+        up = rt.block_on(doctor.instant(r#"up{job="prometheus"}"#)).unwrap().first().map(|s| s.1);
+        if up == Some(1.0) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(up, Some(1.0), "Prometheus cannot scrape itself with its password file");
+}
+
 #[test]
 fn terraform_parses_with_hcl() {
     let files = render_example("aws-asg");

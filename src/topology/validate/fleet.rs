@@ -50,6 +50,12 @@ impl V {
         {
             self.at(svc.loc(), "grafana is published but observability.grafana is false");
         }
+        if let Some(pw) = raw.observability.as_ref().and_then(|o| o.prometheus.as_ref()).and_then(|p| p.password.as_ref()) {
+            self.push(
+                Problem::at(pw.loc(), "observability.prometheus.password is for `target: hosts`: the docker target publishes Prometheus on 127.0.0.1 only")
+                    .help("remove it, or deploy with `target: hosts`"),
+            );
+        }
         if let Some(a) = raw.observability.as_ref().and_then(|o| o.alertmanager.as_ref()) {
             let at = a.webhook.as_ref().map(|w| w.loc()).or_else(|| a.group_wait.as_ref().map(|g| g.loc())).unwrap_or(anchor);
             self.push(

@@ -533,6 +533,10 @@ impl V {
             scrape_interval_ms: self.duration(prom.map_or(&none_s, |p| &p.scrape_interval), "scrape_interval", 15_000, 3_600_000),
             retention_ms: self.duration(prom.map_or(&none_s, |p| &p.retention), "retention", 15 * 86_400_000, 3650 * 86_400_000),
             prometheus_port: prom.and_then(|p| p.port.as_ref()).map(|p| *p.value()).unwrap_or(9090),
+            prometheus_password: prom.and_then(|p| p.password.as_ref()).map(|r| {
+                self.secret_ref(r);
+                r.value().clone()
+            }),
             alerts: Alerts {
                 latency_p99_ms: self.duration(alerts.map_or(&none_s, |a| &a.latency_p99), "alerts.latency_p99", 1_000, 600_000),
                 error_rate_percent: self.percent(alerts.map_or(&none_f, |a| &a.error_rate), "alerts.error_rate", 1.0),
