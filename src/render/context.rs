@@ -69,6 +69,8 @@ pub struct HostView {
     pub ssh: Ssh,
     /// Ports of this host's scale-api instances.
     pub ports: Vec<u16>,
+    /// The collector's RELP port for this host's lines (`Topology::relp_port_of`).
+    pub relp_port: u16,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -138,7 +140,8 @@ impl Ctx {
             if h.has(Role::Monitor) && c.monitor.is_none() {
                 c.monitor = Some(ep);
             }
-            c.hosts.push(HostView { name: h.name.clone(), address: h.address.clone(), roles: h.roles.clone(), ssh: h.ssh.clone(), ports });
+            let relp_port = t.relp_port_of(&h.name);
+            c.hosts.push(HostView { name: h.name.clone(), address: h.address.clone(), roles: h.roles.clone(), ssh: h.ssh.clone(), ports, relp_port });
         }
         if c.monitor.is_some() && t.observability.logs.destination == crate::topology::LogDestination::Collector {
             c.log_tls = Some(super::LogTlsFiles::in_dir(super::LOG_TLS_DIR));

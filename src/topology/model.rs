@@ -135,7 +135,13 @@ impl Topology {
             if self.observability.grafana {
                 c.push((self.observability.grafana_port, "grafana".into(), Role::Monitor));
             }
-            c.push((self.observability.logs.relp_port, "the log collector".into(), Role::Monitor));
+            if self.target == Target::Hosts {
+                for other in &self.hosts {
+                    c.push((self.relp_port_of(&other.name), format!("the log collector (lines of {})", other.name), Role::Monitor));
+                }
+            } else {
+                c.push((self.observability.logs.relp_port, "the log collector".into(), Role::Monitor));
+            }
             if let Some(a) = &self.observability.alertmanager {
                 c.push((a.port, "alertmanager".into(), Role::Monitor));
             }
@@ -147,9 +153,6 @@ impl Topology {
         c
     }
 
-    /// What is wrong with host `h` running `instances` app instances: ports past 65535, or a port
-    /// two things would listen on. Validate asks with the cores the topology declares; apply asks
-    /// again with the cores it observed (`instances: max`).
     /// The host that keeps the fleet lock: the lowest address (then name), a rule that does not
     /// depend on the order the file lists its hosts, so two topologies of the same machines that
     /// list them differently lock the same one.
@@ -157,6 +160,17 @@ impl Topology {
         self.hosts.iter().min_by(|a, b| (&a.address, &a.name).cmp(&(&b.address, &b.name)))
     }
 
+    /// The collector's RELP port for the lines of host `name`: one port per host (the base port plus
+    /// the host's place in the file), each taking only that host's certificate, so the collector
+    /// files a line under the host that authenticated, whatever the line says its hostname is.
+    pub fn relp_port_of(&self, name: &str) -> u16 {
+        let i = self.hosts.iter().position(|h| h.name == name).unwrap_or(0);
+        self.observability.logs.relp_port.saturating_add(u16::try_from(i).unwrap_or(u16::MAX))
+    }
+
+    /// What is wrong with host `h` running `instances` app instances: ports past 65535, or a port
+    /// two things would listen on. Validate asks with the cores the topology declares; apply asks
+    /// again with the cores it observed (`instances: max`).
     pub fn port_conflict(&self, h: &Host, instances: u32) -> Option<String> {
         if h.has(Role::App) && u32::from(self.app.port) + instances - 1 > 65535 {
             return Some(format!("app.port {} plus {instances} instances runs past port 65535", self.app.port));

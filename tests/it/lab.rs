@@ -350,10 +350,13 @@ fn lab_internal_ports_answer_only_the_hosts_that_use_them() {
     for from in ["lab-cache-1", "lab-app-2"] {
         assert!(!open(from, "lab-app-1", 3000), "lab-app-1:3000 answers {from}, which is no load balancer");
     }
-    assert!(open("lab-app-1", "lab-mon-1", 2514), "the collector refuses a fleet host");
+    // The collector has a port per host (2514 + its place in the file): app-1 reaches its own
+    // (2515) and not lb-1's (2514).
+    assert!(open("lab-app-1", "lab-mon-1", 2515), "the collector refuses app-1 on its port");
+    assert!(!open("lab-app-1", "lab-mon-1", 2514), "app-1 reaches lb-1's port of the collector");
     // The collector speaks RELP over TLS only: a session in the clear, even from a fleet host, gets
     // no RELP answer (in the clear, this open is answered `1 rsp ...`).
-    let plain = docker_exec("lab-app-1", "timeout 5 bash -c 'exec 3<>/dev/tcp/lab-mon-1/2514; printf \"1 open 14 relp_version=0\\n\" >&3; head -c 64 <&3' 2>/dev/null; true");
+    let plain = docker_exec("lab-app-1", "timeout 5 bash -c 'exec 3<>/dev/tcp/lab-mon-1/2515; printf \"1 open 14 relp_version=0\\n\" >&3; head -c 64 <&3' 2>/dev/null; true");
     assert!(!plain.contains("rsp"), "the collector answered RELP in the clear: {plain:?}");
     // apply issued each host's certificate from the fleet's log CA, which is on the monitor host only;
     // each host's key is its own (0400).
@@ -761,7 +764,7 @@ fn lab_prometheus_scrapes_every_expected_target() {
         ("lab-lb-1", &[9100, 9113, 3903][..]),
         ("lab-app-1", &[9100][..]),
         ("lab-cache-1", &[9100, 9121][..]),
-        ("lab-mon-1", &[9100, 9090, 2514][..]),
+        ("lab-mon-1", &[9100, 9090, 2514, 2515, 2518][..]),
     ] {
         let table = docker_exec(host, "awk '$4 == \"0A\" {print $2}' /proc/net/tcp /proc/net/tcp6");
         for port in ports {
@@ -782,7 +785,14 @@ fn collected(needle: &str) -> Vec<(String, String)> {
 #[test]
 fn lab_request_id_reaches_the_collector_per_host_and_instance() {
     let _lab = lab();
+    // A local user's (and root's) line tagged as an instance: not the app's unit, never shipped.
+    let forged = run_id("forged");
+    docker_exec("lab-app-1", &format!("logger -t scale-api-3000 {forged}; setpriv --reuid=nobody --regid=nogroup --clear-groups logger -t scale-api-3001 {forged}"));
+    // The app's own line (sent after the forged ones, so once it arrived they would have too).
     request_id_reaches_the_collector(LB, &collected);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(collected(&forged).is_empty(), "a line tagged scale-api-PORT by someone else was shipped: {:?}", collected(&forged));
+    assert!(docker_exec("lab-app-1", &format!("journalctl -t scale-api-3000 -t scale-api-3001 --no-pager | grep -c {forged} || true")).trim() != "0", "the forged lines never reached the journal: the test proves nothing");
 }
 
 #[test]

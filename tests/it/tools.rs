@@ -840,11 +840,13 @@ fn rsyslog_accepts_the_shipping_and_collector_configs() {
     }
 }
 
-/// A real rsyslogd running the lab's rendered collector on a free port of 127.0.0.1, with log
-/// TLS files issued under `certs` (mon-1's, and the CA there), writing under `dir/base`.
+/// A real rsyslogd running the lab's rendered collector, each host's port moved to a free port of
+/// 127.0.0.1, with log TLS files issued under `certs` (mon-1's, and the CA there), writing under
+/// `dir/base`.
 struct Collector {
     child: std::process::Child,
-    port: u16,
+    /// The port that takes each fleet host's lines.
+    ports: std::collections::BTreeMap<String, u16>,
     /// Where it writes (its /var/log/scalectl/).
     base: PathBuf,
 }
@@ -861,31 +863,38 @@ impl Collector {
         let base = dir.join("base");
         std::fs::create_dir_all(&base).unwrap();
         let collector = render_example("lab").into_iter().find(|f| f.path == "/etc/rsyslog.d/50-scalectl-collector.conf").unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let content = with_log_tls(&collector.content, certs, "mon-1")
-            .replace("/var/log/scalectl/", &format!("{}/", base.display()))
-            .replace("address=\"lab-mon-1\" port=\"2514\"", &format!("address=\"127.0.0.1\" port=\"{port}\""));
-        assert!(content.contains(&format!("port=\"{port}\"")), "{content}");
+        let t = super::load_example("lab");
+        let mut content = with_log_tls(&collector.content, certs, "mon-1").replace("/var/log/scalectl/", &format!("{}/", base.display()));
+        let mut ports = std::collections::BTreeMap::new();
+        for h in &t.hosts {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let rendered = format!("address=\"lab-mon-1\" port=\"{}\"", t.relp_port_of(&h.name));
+            assert!(content.contains(&rendered), "no input for {}: {content}", h.name);
+            content = content.replace(&rendered, &format!("address=\"127.0.0.1\" port=\"{port}\""));
+            ports.insert(h.name.clone(), port);
+        }
         let conf = dir.join("collector.conf");
         std::fs::write(&conf, format!("global(workDirectory=\"{}\")\n{content}", dir.display())).unwrap();
         let child = Command::new(require("rsyslogd")).arg("-n").arg("-f").arg(&conf).arg("-i").arg(dir.join("collector.pid")).spawn().unwrap();
-        let c = Collector { child, port, base };
+        let c = Collector { child, ports, base };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while c.ports.values().any(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err()) {
             assert!(std::time::Instant::now() < deadline, "rsyslogd does not listen");
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         c
     }
 
-    /// A RELP session by hand over TLS (openssl s_client as the transport) with the log TLS files
-    /// of `certs/HOST`, checking that the collector's certificate names mon-1. Each frame sent
+    /// A RELP session by hand over TLS (openssl s_client as the transport) to the port of fleet
+    /// host `port_of`, presenting the certificate and key of `certs/HOST` and trusting the CA of
+    /// `trust/HOST`, checking that the collector's certificate names mon-1. Each frame sent
     /// returns the collector's answer line, or None when it answers nothing (refused).
-    fn session(&self, certs: &Path, host: &str) -> Relp {
+    fn session_to(&self, port_of: &str, certs: &Path, trust: &Path, host: &str) -> Relp {
         let f = render::LogTlsFiles::in_dir(&certs.join(host).display().to_string());
+        let ca = render::LogTlsFiles::in_dir(&trust.join(host).display().to_string()).ca;
         let mut child = Command::new(require("openssl"))
-            .args(["s_client", "-quiet", "-verify_return_error", "-verify_hostname", "mon-1", "-connect", &format!("127.0.0.1:{}", self.port)])
-            .args(["-CAfile", &f.ca, "-cert", &f.cert, "-key", &f.key])
+            .args(["s_client", "-quiet", "-verify_return_error", "-verify_hostname", "mon-1", "-connect", &format!("127.0.0.1:{}", self.ports[port_of])])
+            .args(["-CAfile", &ca, "-cert", &f.cert, "-key", &f.key])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -894,6 +903,11 @@ impl Collector {
         let reader: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
         let writer = child.stdin.take().unwrap();
         Relp { child: Some(child), reader: std::io::BufReader::new(reader), writer: Box::new(writer), txnr: 0 }
+    }
+
+    /// A fleet host's session to its own port, with its own files.
+    fn session(&self, certs: &Path, host: &str) -> Relp {
+        self.session_to(host, certs, certs, host)
     }
 
     /// Until the file `rel` under the base has a line containing `needle` (10 s at most).
@@ -909,9 +923,9 @@ impl Collector {
         }
     }
 
-    /// A RELP session in the clear.
-    fn plain_session(&self) -> Relp {
-        let stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+    /// A RELP session in the clear, to the port of `host`.
+    fn plain_session(&self, host: &str) -> Relp {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", self.ports[host])).unwrap();
         stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
         let reader: Box<dyn std::io::Read + Send> = Box::new(stream.try_clone().unwrap());
         Relp { child: None, reader: std::io::BufReader::new(reader), writer: Box::new(stream), txnr: 0 }
@@ -983,16 +997,42 @@ fn the_collector_writes_no_file_outside_its_directory_whatever_a_sender_says() {
         assert!(relp.send("syslog", &format!("<13>1 2026-12-01T00:00:00Z {host} scale-api-3000 - - - hello from {host}")).is_some());
     }
     relp.send("close", "");
-    // (The line template drops the first character: a forwarded message's leading space.)
-    collector.wait_for("app-1/scale-api-3000.log", "llo from app-1");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // (The line template drops the first character: a forwarded message's leading space.) Every
+    // line is filed under the host that sent it, whatever hostname it claims.
+    let collected = collector.wait_for("app-1/scale-api-3000.log", "llo from app-1");
+    for claimed in ["../../ESCAPE", ".."] {
+        assert!(collector.wait_for("app-1/scale-api-3000.log", &format!("llo from {claimed}")).contains(claimed), "{collected}");
+    }
     let out = run(Command::new("find").arg(dir.path()).args(["-name", "*.log"]));
     let logs: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
-    assert_eq!(logs.len(), 3, "{logs:?}");
-    for l in &logs {
-        assert!(l.starts_with(&format!("{}/", base.display())) && !l.contains("/../"), "written outside the collector's directory: {l}");
-    }
+    assert_eq!(logs, [base.join("app-1/scale-api-3000.log").display().to_string()], "{logs:?}");
     assert!(!dir.path().join("ESCAPE").exists());
+}
+
+/// A line is filed under the host whose certificate sent it: app-1 claiming to be app-2 (a
+/// compromised host, or its root's `logger`) lands in app-1's directory; app-1's certificate is
+/// refused on app-2's port.
+#[test]
+fn the_collector_files_a_line_under_the_host_that_sent_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("tls");
+    issue_log_certificates(&certs, "mon-1", &["mon-1", "app-1", "app-2"]);
+    let collector = Collector::start(dir.path(), &certs);
+    let mut relp = collector.session(&certs, "app-1");
+    assert!(relp.open().is_some(), "app-1 is refused on its own port");
+    assert!(relp.send("syslog", "<13>1 2026-12-01T00:00:00Z app-2 scale-api-3000 - - - pretending to be app-2").is_some());
+    relp.send("close", "");
+    // (The line template drops the first character: a forwarded message's leading space.)
+    collector.wait_for("app-1/scale-api-3000.log", "retending to be app-2");
+    let mut other = collector.session_to("app-2", &certs, &certs, "app-1");
+    let took = other.open().is_some() && other.send("syslog", "<13>1 2026-12-01T00:00:00Z app-2 scale-api-3000 - - - on app-2's port").is_some();
+    assert!(!took, "app-2's port took app-1's certificate");
+    // app-2's own line, on its own port, is its (the positive twin).
+    let mut own = collector.session(&certs, "app-2");
+    assert!(own.open().is_some() && own.send("syslog", "<13>1 2026-12-01T00:00:00Z app-2 scale-api-3000 - - - app-2 itself").is_some());
+    own.send("close", "");
+    let app2 = collector.wait_for("app-2/scale-api-3000.log", "pp-2 itself");
+    assert!(!app2.contains("retending") && !app2.contains("n app-2's port"), "{app2}");
 }
 
 /// The collector takes lines over TLS only, from a certificate of the fleet's log CA that names
@@ -1011,9 +1051,11 @@ fn the_collector_takes_lines_only_over_tls_from_the_fleets_hosts() {
 
     let mut refused = Vec::new();
     for (who, mut relp) in [
-        ("in the clear", collector.plain_session()),
-        ("the fleet CA's certificate for a name that is no host", collector.session(&certs, "stranger")),
-        ("another CA's certificate for app-1", collector.session(&forged, "app-1")),
+        ("in the clear", collector.plain_session("app-1")),
+        ("the fleet CA's certificate for a name that is no host", collector.session_to("app-1", &certs, &certs, "stranger")),
+        // The client trusts the fleet's CA (the collector's certificate passes), and presents
+        // another CA's certificate for app-1: only the collector can refuse it.
+        ("another CA's certificate for app-1", collector.session_to("app-1", &forged, &certs, "app-1")),
     ] {
         if relp.open().is_some() && relp.send("syslog", &format!("<13>1 2026-12-01T00:00:00Z app-1 scale-api-3000 - - - {who}")).is_some() {
             refused.push(who);
