@@ -519,6 +519,24 @@ fn lab_apply_killed_half_way_converges_on_the_next_apply() {
     assert_eq!(instances_seen(60).len(), 4);
 }
 
+/// An apply of `release` with a fleet lock that lives 3 s (kept only by renewing it), once it is
+/// uploading the release; its progress lines from there on.
+fn apply_under_way(release: &Path) -> (std::process::Child, std::io::Lines<BufReader<std::process::ChildStderr>>) {
+    let mut child = scalectl(&[apply_args(&lab_yaml(), release.to_str().unwrap()).as_slice(), &["--lock-ttl", "3s"]].concat())
+        .env("SCALECTL_PROGRESS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("uploading release") {
+            break;
+        }
+    }
+    (child, lines)
+}
+
 #[test]
 fn lab_second_concurrent_apply_is_refused_by_the_lock() {
     let _lab = lab();
@@ -527,19 +545,8 @@ fn lab_second_concurrent_apply_is_refused_by_the_lock() {
     // it, and keeps it only by renewing it.
     let load = Load::start_at(LB, 4);
     let started = Instant::now();
-    let mut first = scalectl(&[apply_args(&lab_yaml(), next.to_str().unwrap()).as_slice(), &["--lock-ttl", "3s"]].concat())
-        .env("SCALECTL_PROGRESS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
-    // Wait until the first apply is under way (it holds the lock from before it observes).
-    for line in lines.by_ref() {
-        if line.unwrap().contains("uploading release") {
-            break;
-        }
-    }
+    // Under way: it holds the lock from before it observes.
+    let (mut first, lines) = apply_under_way(&next);
     std::thread::sleep(Duration::from_millis(4500).saturating_sub(started.elapsed()));
     let second = run(&apply_args(&lab_yaml(), next.to_str().unwrap()));
     let overlapped = started.elapsed();
@@ -566,18 +573,7 @@ fn lab_second_concurrent_apply_is_refused_by_the_lock() {
 fn lab_an_apply_that_loses_the_fleet_lock_stops_before_its_next_step() {
     let _lab = lab();
     let next = new_release("lost-lock");
-    let mut first = scalectl(&[apply_args(&lab_yaml(), next.to_str().unwrap()).as_slice(), &["--lock-ttl", "3s"]].concat())
-        .env("SCALECTL_PROGRESS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("uploading release") {
-            break;
-        }
-    }
+    let (mut first, lines) = apply_under_way(&next);
     run_ok(&["lock", "release", "-f", &lab_yaml(), "--force"]);
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = first.wait().unwrap();

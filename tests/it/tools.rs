@@ -8,6 +8,17 @@ use scalectl::topology;
 
 use super::{render_example, require, EXAMPLES};
 
+/// A server a test started, killed however the test ends (a failed assertion must not leave it
+/// listening on its port).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
 fn files_named<'a>(files: &'a [RenderedFile], suffix: &str) -> Vec<&'a RenderedFile> {
     files.iter().filter(|f| f.path.ends_with(suffix)).collect()
 }
@@ -118,13 +129,6 @@ fn nginx_accepts_every_site_config() {
 #[test]
 fn nginx_blocks_every_spelling_of_the_metrics_path() {
     use std::io::{Read, Write};
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            self.0.kill().ok();
-            self.0.wait().ok();
-        }
-    }
     let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let backend_port = backend.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -452,14 +456,6 @@ fn the_redis_exporter_gives_no_password_to_a_target_it_was_not_configured_for() 
     use std::io::{Read, Write};
     let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (redis_port, web_port) = (free(), free());
-    /// Killed however the test ends (a failed assertion must not leave them listening).
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            self.0.kill().ok();
-            self.0.wait().ok();
-        }
-    }
     let files = render_example("lab");
     let t = crate::load_example("lab");
     let values = scalectl::render::SecretValues { redis_password: Some("test-only-password".into()), ..Default::default() };
@@ -577,13 +573,6 @@ fn the_ansible_redis_users_are_the_ones_apply_writes() {
 /// another, answers doctor's client with it, and scrapes itself with the password file.
 #[test]
 fn prometheus_asks_for_its_password_and_doctor_gives_it() {
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            self.0.kill().ok();
-            self.0.wait().ok();
-        }
-    }
     let src = std::fs::read_to_string(crate::example_path("lab")).unwrap().replacen(
         "  prometheus: {scrape_interval: 5s, retention: 1d}",
         "  prometheus: {scrape_interval: 1s, retention: 1d, password: {env: LAB_PROMETHEUS_PASSWORD}}",
