@@ -489,7 +489,7 @@ mod tests {
     }
 
     #[test]
-    fn readiness_is_polled_with_a_deadline() {
+    fn readiness_script_polls_its_url_and_keeps_no_file() {
         let s = commands::wait_ready(3001, "/readyz", std::time::Duration::from_secs(30));
         assert!(s.contains("url=http://127.0.0.1:3001/readyz"));
         assert!(s.contains("+ 30"));
@@ -513,9 +513,13 @@ mod tests {
                 let _ = write!(s, "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
             }
         });
-        let run = |path: &str| std::process::Command::new("sh").arg("-c").arg(commands::wait_ready(port, path, std::time::Duration::from_secs(1))).output().unwrap();
+        let run = |path: &str| std::process::Command::new("sh").arg("-c").arg(commands::wait_ready(port, path, std::time::Duration::from_secs(2))).output().unwrap();
         assert!(run("/ready").status.success());
+        // An instance never ready: asked until the deadline (2 s), not before, then given up.
+        let started = std::time::Instant::now();
         let out = run("/not-ready");
+        let took = started.elapsed();
+        assert!(took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(20), "gave up after {took:?}");
         assert!(!out.status.success());
         let said = String::from_utf8_lossy(&out.stdout);
         assert!(said.contains("HTTP 503 redis: down"), "{said}");

@@ -404,11 +404,12 @@ pub fn prune(app: &str, ids: &[String]) -> String {
     format!("rm -rf {}", dirs.join(" "))
 }
 
-/// Poll the instance's readiness path until HTTP 200 or the deadline; print the last answer.
+/// Poll the instance's readiness path until HTTP 200 or the deadline (at least `timeout`: the
+/// clock is read in whole seconds, so the end is one second past); print the last answer.
 /// The answer is kept in a variable, never in a file (a root-written temporary file is a target).
 pub fn wait_ready(port: u16, path: &str, timeout: Duration) -> String {
     format!(
-        "url={url}\nend=$(( $(date +%s) + {secs} ))\ncode=000\nbody=\n\
+        "url={url}\nend=$(( $(date +%s) + {secs} + 1 ))\ncode=000\nbody=\n\
 while [ \"$(date +%s)\" -lt \"$end\" ]; do\n  out=$(curl -s -m 2 -w '\\n%{{http_code}}' \"$url\" 2>/dev/null || true)\n  \
 code=$(printf '%s' \"$out\" | tail -n 1)\n  body=$(printf '%s' \"$out\" | sed '$d' | head -c 300)\n  \
 if [ \"$code\" = 200 ]; then exit 0; fi\n  sleep 0.2\ndone\n\
@@ -775,7 +776,7 @@ mod tests {
     }
 
     #[test]
-    fn drain_waits_for_the_workers_from_before_its_reload() {
+    fn drain_lists_the_workers_before_its_reload_checks_the_config_and_waits() {
         let s = drain("/etc/nginx/conf.d/t.conf", "10.0.0.2:3000", Duration::from_secs(7));
         let before = s.find("pgrep -P").unwrap();
         assert!(before < s.find("systemctl reload nginx.service").unwrap(), "workers listed before the reload: {s}");

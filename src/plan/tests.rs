@@ -71,6 +71,18 @@ fn host<'a>(p: &'a Plan, name: &str) -> &'a HostPlan {
     p.hosts.iter().find(|h| h.host == name).unwrap()
 }
 
+/// A first deploy's whole plan (every kind of action a bare fleet gets), saved as `plan --out`
+/// saves it and read back: the same plan, so `apply PLANFILE` compares like with like.
+#[test]
+fn a_first_deploys_plan_reads_back_as_saved() {
+    let d = desired("r1");
+    let bare: BTreeMap<String, Observed> = d.iter().map(|h| (h.host.clone(), Observed { cores: 2, ..Default::default() })).collect();
+    let p = crate::plan::TargetPlan::Hosts(plan("t", &d, &bare)).redacted();
+    assert!(p.change_count() > 10, "{}", p.change_count());
+    let back: crate::plan::TargetPlan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+    assert_eq!(back, p);
+}
+
 #[test]
 fn a_converged_fleet_plans_nothing() {
     let d = desired("r1");

@@ -112,7 +112,7 @@ mod tests {
     }
 
     #[test]
-    fn a_saved_plan_reads_back_as_the_same_target() {
+    fn an_empty_plan_reads_back_as_the_same_target() {
         let p = TargetPlan::Hosts(Plan { topology: "t".into(), hosts: vec![] });
         let back: TargetPlan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(back, p);

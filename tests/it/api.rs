@@ -139,20 +139,14 @@ fn the_counter_advances_by_exactly_n_across_two_instances() {
         .map(|t| {
             std::thread::spawn(move || {
                 let c = client();
-                let mut ok = 0;
-                for i in 0..n / 8 {
-                    let port = ports[(t + i) % 2];
-                    let r = c.get(format!("http://127.0.0.1:{port}/count")).send().unwrap();
-                    assert_eq!(r.status(), 200);
-                    ok += 1;
-                }
-                ok
+                // Answers counted, not asserted one by one: every request must have been a 200.
+                (0..n / 8).filter(|i| c.get(format!("http://127.0.0.1:{}/count", ports[(t + i) % 2])).send().is_ok_and(|r| r.status() == 200)).count()
             })
         })
         .collect();
     let ok: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
     let after = json(b.port, "/count")["count"].as_i64().unwrap();
-    assert_eq!(ok, n);
+    assert_eq!(ok, n, "{} of {n} requests did not answer 200", n - ok);
     assert_eq!(after - before - 1, n as i64, "counter moved by {} for {n} requests", after - before - 1);
 }
 
@@ -224,9 +218,11 @@ fn a_redis_restart_fails_no_request_and_counts_nothing_twice() {
         assert_eq!(json(a.port, "/count")["count"], 1, "round {round}: a fresh Redis (no persistence) counts from 1");
         redis.stop();
         std::thread::sleep(Duration::from_millis(down));
+        // The next round's first request goes as soon as Redis listens: it is the one that finds
+        // the dead connection, and it must not fail.
         redis.restart();
-        std::thread::sleep(Duration::from_millis(200));
     }
+    assert_eq!(json(a.port, "/count")["count"], 1, "after the last restart too");
     assert!(get(a.port, "/metrics").unwrap().1.contains("scale_api_redis_circuit_state 0"), "the breaker stays closed");
 }
 

@@ -92,6 +92,38 @@ fn render_writes_one_tree_per_host_and_is_byte_identical() {
     }
     let env = std::fs::metadata(a.join("app-1/etc/scale-api/scale-api.env")).unwrap();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&env.permissions()) & 0o777, 0o640);
+    // Every example, rendered by two processes (each with its own hash seeds): the same trees,
+    // byte for byte.
+    for example in super::EXAMPLES {
+        let trees: Vec<_> = ["one", "two"]
+            .iter()
+            .map(|n| {
+                let out = dir.path().join(format!("{example}-{n}"));
+                let r = scalectl().args(["render", "--cores", "2", "-f", &super::example_path(example), "-o"]).arg(&out).output().unwrap();
+                assert!(r.status.success(), "{example}: {}", String::from_utf8_lossy(&r.stderr));
+                tree(&out)
+            })
+            .collect();
+        assert!(trees[0].len() > 5, "{example}: {} files", trees[0].len());
+        assert!(trees[0] == trees[1], "{example}: two renders differ");
+    }
+}
+
+/// Every file under `root`, by its path relative to it.
+fn tree(root: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                out.insert(p.strip_prefix(root).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
 }
 
 #[test]

@@ -22,7 +22,7 @@ fn rendered_files_match_their_snapshots() {
 }
 
 #[test]
-fn rendering_is_deterministic() {
+fn rendering_twice_in_one_process_gives_the_same_files() {
     for example in EXAMPLES {
         assert_eq!(render_example(example), render_example(example), "{example}");
     }

@@ -1061,14 +1061,23 @@ fn the_collector_takes_lines_only_over_tls_from_the_fleets_hosts() {
 
 #[test]
 fn yaml_and_json_bundles_parse() {
+    let (mut yaml, mut json) = (0, 0);
     for example in EXAMPLES {
         for f in render_example(example) {
             if f.path.ends_with(".yaml") || f.path.ends_with(".yml") {
                 let v: Result<serde_json::Value, _> = serde_saphyr::from_str(&f.content);
                 assert!(v.is_ok(), "{example} {}:{} is not YAML: {:?}\n{}", f.host, f.path, v.err(), f.content);
+                yaml += 1;
+            }
+            if f.path.ends_with(".json") {
+                let v: Result<serde_json::Value, _> = serde_json::from_str(&f.content);
+                assert!(v.is_ok(), "{example} {}:{} is not JSON: {:?}\n{}", f.host, f.path, v.err(), f.content);
+                json += 1;
             }
         }
     }
+    // Prometheus' targets and the dashboards are JSON; compose, Grafana's provisioning, rules are YAML.
+    assert!(yaml >= 20 && json >= 10, "{yaml} YAML and {json} JSON files checked");
 }
 
 /// compose.yaml's services are the docker target's container specs, field by field (as the
