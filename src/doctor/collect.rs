@@ -33,8 +33,8 @@ pub(super) async fn body(mut response: reqwest::Response, cap: usize) -> anyhow:
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Per host, the free share of the disk that holds /var/log (the alert rule DiskFilling asks the same).
-const DISK_AVAILABLE_PERCENT: &str = r#"100 * min by (host) (node_filesystem_avail_bytes{mountpoint=~"/|/var|/var/log",fstype!~"tmpfs|ramfs"} / node_filesystem_size_bytes{mountpoint=~"/|/var|/var/log",fstype!~"tmpfs|ramfs"})"#;
+/// The file systems that may hold /var/log (memory file systems left out).
+const LOG_DISKS: &str = r#"{mountpoint=~"/|/var|/var/log",fstype!~"tmpfs|ramfs"}"#;
 
 /// One series of a range query: its labels and values, oldest first.
 type Series = Vec<(BTreeMap<String, String>, Vec<f64>)>;
@@ -156,7 +156,8 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         )
         .await?;
     let mem = p.instant("100 * node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes").await?;
-    let disk = p.instant(DISK_AVAILABLE_PERCENT).await?;
+    // Per host, the free share of the disk that holds /var/log (the alert rule DiskFilling asks the same).
+    let disk = p.instant(&format!("100 * min by (host) (node_filesystem_avail_bytes{LOG_DISKS} / node_filesystem_size_bytes{LOG_DISKS})")).await?;
 
     let mut s = Snapshot {
         format_version: SNAPSHOT_FORMAT_VERSION,

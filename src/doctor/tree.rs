@@ -122,8 +122,9 @@ impl Walk<'_> {
     fn find(&mut self, id: &str, severity: Severity, subject: &str, summary: String, evidence: Vec<Evidence>, path: Vec<String>, edit: Option<String>) {
         // Every id a finding carries is listed (`doctor --list`, its recommendation): the unit tests,
         // which reach every branch, fail on one that is not.
-        debug_assert!(CHECKS.iter().any(|c| c.0 == id), "finding id `{id}` is not in CHECKS");
-        let recommendation = CHECKS.iter().find(|c| c.0 == id).map(|c| c.3).unwrap_or("").to_string();
+        let check = CHECKS.iter().find(|c| c.0 == id);
+        debug_assert!(check.is_some(), "finding id `{id}` is not in CHECKS");
+        let recommendation = check.map(|c| c.3).unwrap_or("").to_string();
         self.findings.push(Finding { id: id.into(), severity, subject: subject.into(), summary, evidence, path, recommendation, topology_edit: edit });
     }
 }

@@ -435,7 +435,7 @@ mod tests {
     /// change of mode alone does not chmod through a symlink either.
     #[test]
     fn a_symlink_where_the_new_file_goes_is_never_followed() {
-        if !is_root() {
+        if !crate::exec::is_root() {
             eprintln!("skipped: needs root (install -o root)");
             return;
         }
@@ -464,10 +464,6 @@ mod tests {
         run(commands::write_files(&[&f]));
         assert_eq!(std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777, 0o600, "chmod went through the link");
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:secret\n");
-    }
-
-    fn is_root() -> bool {
-        std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n")
     }
 
     #[test]

@@ -60,10 +60,14 @@ pub const MAX_OUTPUT: usize = 32 << 20;
 /// Add `bytes` to `into`, or fail once it would hold more than `cap`.
 fn push_capped(into: &mut Vec<u8>, bytes: &[u8], cap: usize) -> std::io::Result<()> {
     if into.len() + bytes.len() > cap {
-        return Err(std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("the command printed more than {} MiB: stopped reading it", cap >> 20)));
+        return Err(too_much_output(cap));
     }
     into.extend_from_slice(bytes);
     Ok(())
+}
+
+fn too_much_output(cap: usize) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("the command printed more than {} MiB: stopped reading it", cap >> 20))
 }
 
 /// Drain a non-blocking channel's stdout and stderr until both end; fails when neither gives a
@@ -229,7 +233,7 @@ impl Conn {
         let io = |source| SshError::Io { host: host.clone(), source };
         (&mut ch).take(MAX_OUTPUT as u64 + 1).read_to_end(&mut stdout).map_err(io)?;
         if stdout.len() > MAX_OUTPUT {
-            return Err(io(std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("the command printed more than {} MiB: stopped reading it", MAX_OUTPUT >> 20))));
+            return Err(io(too_much_output(MAX_OUTPUT)));
         }
         ch.wait_close().map_err(ssh)?;
         let status = ch.exit_status().map_err(ssh)?;

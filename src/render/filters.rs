@@ -33,7 +33,7 @@ fn path_regex(v: &str) -> Result<String, Error> {
 /// The first word of an `ExecStart=` line: as [`systemd_arg`], and refused when it starts with a
 /// character systemd reads as a prefix even inside quotes (`+` runs the program as root).
 fn systemd_program(v: &str) -> Result<String, Error> {
-    if v.starts_with(['@', '-', ':', '+', '!']) {
+    if v.starts_with(crate::topology::syntax::EXEC_PREFIXES) {
         return Err(Error::new(ErrorKind::InvalidOperation, format!("`{}` would be read as an ExecStart= prefix", v.escape_debug())));
     }
     systemd_arg(v)

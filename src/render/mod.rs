@@ -511,11 +511,10 @@ pub const PROMETHEUS_USER: &str = "scalectl";
 /// The bcrypt hash of Prometheus' password, its salt derived from the password (so the same
 /// password renders the same file, and a plan sees no change where there is none).
 pub fn prometheus_password_hash(password: &str) -> String {
-    let digest = sha256_hex(format!("scalectl-prometheus-salt:{password}").as_bytes());
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("scalectl-prometheus-salt:{password}").as_bytes());
     let mut salt = [0u8; 16];
-    for (i, b) in salt.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&digest[2 * i..2 * i + 2], 16).unwrap_or(0);
-    }
+    salt.copy_from_slice(&digest[..16]);
     bcrypt::hash_with_salt(password, 10, salt).map(|h| h.format_for_version(bcrypt::Version::TwoB)).unwrap_or_default()
 }
 

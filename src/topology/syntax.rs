@@ -138,11 +138,14 @@ pub fn app_user(value: &str) -> Check {
     Ok(())
 }
 
-/// The program an ExecStart= line starts: systemd reads a leading `@`, `-`, `:`, `+` or `!` as a
-/// prefix even inside quotes (`+` runs it as root with every capability, past `User=`).
+/// What systemd reads as a prefix of an ExecStart= program, even inside quotes (`+` and `!` run it
+/// as root with every capability, past `User=`).
+pub const EXEC_PREFIXES: [char; 5] = ['@', '-', ':', '+', '!'];
+
+/// The program an ExecStart= line starts: none of [`EXEC_PREFIXES`] first.
 pub fn program(value: &str) -> Check {
     match value.chars().next() {
-        Some(c) if "@-:+!".contains(c) => Err(format!(
+        Some(c) if EXEC_PREFIXES.contains(&c) => Err(format!(
             "the program `{}` starts with `{c}`, which systemd reads as an ExecStart= prefix (`+` and `!` would run it with full privileges)",
             value.escape_debug()
         )),
