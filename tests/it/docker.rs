@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    Load, Machine, Turn, collected_in, collector_outage_loses_no_line, count_at, every_dashboard_query_returns_data, instances_seen_at, new_release, release,
-    request_id_reaches_the_collector, request_ids, run_id, text, turn,
+    Load, Machine, Restore, Turn, collected_in, collector_outage_loses_no_line, count_at, every_dashboard_query_returns_data, instances_seen_at, new_release, release,
+    request_id_reaches_the_collector, request_ids, run_id, text, timed, turn,
 };
 
 const LB: &str = "http://127.0.0.1:8081";
@@ -124,12 +124,30 @@ fn deployed() -> Turn {
     turn
 }
 
-/// The deployment converged, for a test that already holds its turn on the machine.
+static CONVERGED: OnceLock<()> = OnceLock::new();
+
+/// The deployment converged, for a test that already holds its turn on the machine. The first
+/// test of the process applies (a run before may have left anything); every test after it finds
+/// the deployment converged or fails: a test that changes it restores it itself ([`restore`]),
+/// and nothing repairs or reloads anything between tests.
 fn deployed_in_turn() {
     crate::require("docker");
-    let t = Instant::now();
-    let out = apply_ok(&topology(), release().to_str().unwrap());
-    eprintln!("converge apply: {:.1} s ({})", t.elapsed().as_secs_f64(), out.lines().last().unwrap_or(""));
+    CONVERGED.get_or_init(|| {
+        let t = Instant::now();
+        let out = apply_ok(&topology(), release().to_str().unwrap());
+        eprintln!("converge apply: {:.1} s ({})", t.elapsed().as_secs_f64(), out.lines().last().unwrap_or(""));
+    });
+    let out = scalectl(&["plan", "-f", &topology(), "--release", release().to_str().unwrap(), "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "the test before left the deployment changed:\n{}{}", text(&out.stdout), text(&out.stderr));
+}
+
+/// Applies the test topology with the built release when the test ends, passed or failed: for a
+/// test that changes the deployment.
+fn restore() -> Restore {
+    Restore::new(|| {
+        let out = apply(&topology(), release().to_str().unwrap());
+        if out.status.success() { Ok(()) } else { Err(format!("{}{}", text(&out.stdout), text(&out.stderr))) }
+    })
 }
 
 /// Labelled containers of the topology: (name, slot, state).
@@ -346,13 +364,24 @@ fn docker_requests_reach_every_replica_count_is_exact_and_a_second_apply_changes
         assert_eq!(v["data"]["result"][0]["value"][1].as_str().map(|s| s != "0"), Some(true), "{what} through its exporter: {v:#}");
     }
     // doctor finds the replicas through the published Prometheus container, and them healthy. Its
-    // request rates are over the last minute, which may hold another test's load aimed at replicas
-    // being replaced (a roll, a failed deploy): uneven load is then true, so it alone is allowed.
+    // request rates are over the last minute, which may still hold the load of a test before,
+    // aimed at replicas being replaced (so truly uneven): judged once that load has left it
+    // (fewer than doctor's 5 requests a second, below which it judges no balance).
+    let quiet = Instant::now();
+    loop {
+        let v = query("sum(rate(scale_api_http_request_duration_seconds_count[1m]))");
+        let rps: f64 = v["data"]["result"][0]["value"][1].as_str().and_then(|s| s.parse().ok()).unwrap_or(0.0);
+        if rps < 4.0 {
+            eprintln!("the replicas quiet ({rps:.1} requests a second) after {:.0} s", quiet.elapsed().as_secs_f64());
+            break;
+        }
+        assert!(quiet.elapsed() < Duration::from_secs(90), "the replicas still serve {rps:.1} requests a second");
+        std::thread::sleep(Duration::from_secs(2));
+    }
     let out = scalectl(&["doctor", "-f", &topology(), "--window", "30s", "-o", "json"]);
     let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out.stderr)));
-    let findings: Vec<&str> = d["findings"].as_array().unwrap().iter().filter_map(|f| f["id"].as_str()).collect();
-    assert!(findings.iter().all(|f| *f == "load-imbalance"), "{d:#}");
-    assert_eq!(out.status.code(), Some(if findings.is_empty() { 0 } else { 2 }), "{d:#}");
+    assert_eq!(d["findings"], serde_json::json!([]), "{d:#}");
+    assert_eq!(out.status.code(), Some(0), "{d:#}");
     let judged = d["trace"].as_array().unwrap().iter().filter(|s| s["question"] == "every instance up?").count();
     assert_eq!(judged, 1, "{d:#}");
 }
@@ -384,7 +413,8 @@ fn docker_secrets_are_files_of_their_user_and_every_container_is_hardened() {
     assert_eq!(files, "400 scale-api /run/secrets/scalectl/API_KEY\n400 scale-api /run/secrets/scalectl/REDIS_PASSWORD\n");
     let environ = docker_ok(&["exec", &api, "sh", "-c", "tr '\\0' '\\n' < /proc/1/environ"]);
     assert!(environ.lines().any(|l| l == format!("API_KEY={API_KEY}")), "the app has its secret as a variable");
-    assert!(count_at(LB) > 0);
+    let before = count_at(LB);
+    assert_eq!(count_at(LB), before + 1, "the replicas count in Redis with the password");
     // Redis' include with the password is Redis' alone.
     let auth = docker_ok(&["exec", &slot("redis"), "sh", "-c", "stat -c '%a %U' /run/secrets/redis-auth.conf"]);
     assert_eq!(auth.trim(), "400 redis");
@@ -397,6 +427,7 @@ fn docker_secrets_are_files_of_their_user_and_every_container_is_hardened() {
 #[test]
 fn docker_rotated_redis_password_fails_no_request_and_keeps_redis() {
     let _d = deployed();
+    let _restore = restore();
     let redis = container_in_slot("redis");
     let old = crate::lab::lab_redis_password().to_string();
     let new = format!("rotated-{}", std::process::id());
@@ -411,28 +442,33 @@ fn docker_rotated_redis_password_fails_no_request_and_keeps_redis() {
         let count = count_at(LB);
         let load = Load::start_url(format!("{LB}/count"), 2);
         std::thread::sleep(Duration::from_secs(1));
-        let out = with_secrets(&mut Command::new(env!("CARGO_BIN_EXE_scalectl")))
-            .env("DOCK_REDIS_PASSWORD", now)
-            .env_remove("SCALECTL_PROGRESS")
-            .args(["apply", "-f", &topology(), "--release", rel.to_str().unwrap(), "--yes"])
-            .output()
-            .unwrap();
-        let (ok, failed) = load.finish();
+        eprintln!("docker rotation to {}", if now == old { "the lab's password" } else { "a new password" });
+        let (out, span) = timed(|| {
+            with_secrets(&mut Command::new(env!("CARGO_BIN_EXE_scalectl")))
+                .env("DOCK_REDIS_PASSWORD", now)
+                .env_remove("SCALECTL_PROGRESS")
+                .args(["apply", "-f", &topology(), "--release", rel.to_str().unwrap(), "--yes"])
+                .output()
+                .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let report = load.finish();
         assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
-        eprintln!("docker rotation to {}: {ok} requests ok, {} failed", if now == old { "the lab's password" } else { "a new password" }, failed.len());
-        assert!(ok > 0 && failed.is_empty(), "{} of {ok} failed: {:?}\n{}", failed.len(), &failed[..failed.len().min(5)], text(&out.stdout));
+        report.assert_covers(span, &text(&out.stdout));
         assert!(text(&out.stdout).contains("the old ones still work"), "{}", text(&out.stdout));
         assert_eq!(container_in_slot("redis"), redis, "the Redis container was replaced");
         assert_eq!(cli(now, "PING").trim(), "PONG");
         assert!(cli(gone, "PING").contains("WRONGPASS"), "the old password still works: {}", cli(gone, "PING"));
         assert_eq!(run_id(now), before, "Redis was restarted");
-        assert!(count_at(LB) > count, "the counter lost its value");
+        // Every increment the load got an answer for is in the counter (and the read itself).
+        assert_eq!(count_at(LB), count + report.ok + 1, "the counter lost increments");
     }
 }
 
 #[test]
 fn docker_scaling_2_to_4_to_2_converges() {
     let _d = deployed();
+    let _restore = restore();
     let four = topology_with(&[("  instances: 2 ", "  instances: 4 ")]);
     let out = apply_ok(four.to_str().unwrap(), release().to_str().unwrap());
     assert!(out.contains("+ container dock-api-3-") && out.contains("+ container dock-api-4-"), "{out}");
@@ -447,6 +483,7 @@ fn docker_scaling_2_to_4_to_2_converges() {
 #[test]
 fn docker_rolling_release_under_load_fails_no_request() {
     let _d = deployed();
+    let _restore = restore();
     let before = replicas();
     // Older releases for the roll to prune: a release image under three more tags (an image's
     // label comes with every tag), so there are more than 3 whatever ran before.
@@ -458,14 +495,13 @@ fn docker_rolling_release_under_load_fails_no_request() {
     assert!(release_images().len() >= 4);
     let next = new_release("docker-roll");
     let load = Load::start_at(LB, 2);
-    let t = Instant::now();
-    let out = apply(&topology(), next.to_str().unwrap());
-    let took = t.elapsed();
-    let (ok, failed) = load.finish();
+    std::thread::sleep(Duration::from_millis(500));
+    let (out, span) = timed(|| apply(&topology(), next.to_str().unwrap()));
+    std::thread::sleep(Duration::from_millis(500));
+    let report = load.finish();
     assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
-    eprintln!("rolled 2 replicas under load in {:.1} s: {ok} requests ok, {} failed", took.as_secs_f64(), failed.len());
-    assert!(failed.is_empty(), "{} of {} requests failed during the roll, first: {:?}", failed.len(), ok + failed.len() as u64, failed.first());
-    assert!(ok > 0);
+    eprintln!("rolled 2 replicas under load in {:.1} s", (span.end - span.start).as_secs_f64());
+    report.assert_covers(span, "the roll");
     let after = replicas();
     assert_eq!(after.len(), 2);
     assert!(after.iter().all(|n| !before.contains(n)), "every replica was replaced: {before:?} -> {after:?}");
@@ -478,18 +514,20 @@ fn docker_rolling_release_under_load_fails_no_request() {
 #[test]
 fn docker_release_that_never_turns_healthy_is_rolled_back() {
     let _d = deployed();
+    let _restore = restore();
     let before = replicas();
     let broken = tempfile::Builder::new().prefix("broken-").tempfile().unwrap();
     std::fs::write(broken.path(), "#!/bin/sh\n# listens nowhere: never healthy\nexec sleep 600\n").unwrap();
     let broken = broken.into_temp_path();
     let load = Load::start_at(LB, 1);
-    let out = scalectl(&["apply", "-f", &topology(), "--release", broken.to_str().unwrap(), "--yes", "--ready-timeout", "15s"]);
-    let (ok, failed) = load.finish();
+    std::thread::sleep(Duration::from_millis(500));
+    let (out, span) = timed(|| scalectl(&["apply", "-f", &topology(), "--release", broken.to_str().unwrap(), "--yes", "--ready-timeout", "15s"]));
+    let report = load.finish();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("never became healthy") && err.contains("rolled back"), "{err}");
     assert!(err.contains("last health answers"), "{err}");
-    assert!(failed.is_empty(), "{} requests failed during the failed deploy: {:?} ({ok} ok)", failed.len(), failed.first());
+    report.assert_covers(span, "the failed deploy");
     assert_eq!(replicas(), before, "the old replicas serve, the broken one is gone");
     assert_eq!(instances_seen_at(LB, 40).len(), 2);
 }
@@ -531,6 +569,7 @@ fn docker_killed_replica_is_restarted_by_the_engine() {
 #[test]
 fn docker_destroy_removes_every_labelled_resource_and_nothing_else() {
     let _d = deployed();
+    let _restore = restore();
     let bystander = format!("scalectl-bystander-{}", std::process::id());
     docker_ok(&["run", "-d", "--name", &bystander, "--label", "scalectl.topology=someone-else", scalectl::exec::lab::LOCAL_IMAGE, "sleep", "300"]);
     // A container made by hand from the deployed release image (a debugging session): it inherits
@@ -575,6 +614,7 @@ fn docker_destroy_removes_every_labelled_resource_and_nothing_else() {
 #[test]
 fn docker_second_concurrent_apply_is_refused_by_the_lock() {
     let _d = deployed();
+    let _restore = restore();
     let next = new_release("docker-concurrent");
     // A lock that lives 3 s: the first apply (an image build, then a rolling replace) outlasts it,
     // and keeps it only by renewing it.
@@ -623,22 +663,24 @@ fn docker_reload_three_times_under_load_fails_no_request() {
     let started = |n: &str| docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", n]).trim().to_string();
     let first_start: Vec<String> = before.iter().map(|n| started(n)).collect();
     let load = Load::start_at(LB, 2);
-    let t = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
     let mut outs = Vec::new();
     let mut seen = Vec::new();
-    for _ in 0..3 {
-        outs.push(scalectl(&["reload", "-f", &topology(), "--yes", "-o", "json"]));
-        // Once a reload returns, the load balancer sends to every replica again: the nginx
-        // workers from before its last upstream rewrite (which skipped a replica) are gone.
-        seen.push(instances_seen_at(LB, 24).len());
-    }
-    let took = t.elapsed();
-    let (ok, failed) = load.finish();
+    let ((), span) = timed(|| {
+        for _ in 0..3 {
+            outs.push(scalectl(&["reload", "-f", &topology(), "--yes", "-o", "json"]));
+            // Once a reload returns, the load balancer sends to every replica again: the nginx
+            // workers from before its last upstream rewrite (which skipped a replica) are gone.
+            seen.push(instances_seen_at(LB, 24).len());
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let report = load.finish();
     for out in &outs {
         assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
     }
-    eprintln!("3 reloads of 2 replicas under load in {:.1} s: {ok} requests ok, {} failed", took.as_secs_f64(), failed.len());
-    assert!(failed.is_empty(), "{} of {} requests failed during the reloads, first: {:?}", failed.len(), ok + failed.len() as u64, failed.first());
+    eprintln!("3 reloads of 2 replicas under load in {:.1} s", (span.end - span.start).as_secs_f64());
+    report.assert_covers(span, "the reloads");
     // Each replica left the upstream before it stopped and came back after: the plan says so.
     let plan: serde_json::Value = serde_json::from_slice(&outs[0].stdout).unwrap();
     let steps: Vec<String> = plan["activate"].as_array().unwrap().iter().map(|s| s["action"].as_str().unwrap().to_string()).collect();
@@ -654,6 +696,7 @@ fn docker_reload_three_times_under_load_fails_no_request() {
 #[test]
 fn docker_rollback_brings_the_previous_release_back_one_replica_at_a_time() {
     let _d = deployed();
+    let _restore = restore();
     let image_of = |n: &str| docker_ok(&["inspect", "-f", "{{.Config.Image}}", n]).trim().to_string();
     let old = image_of(&replicas()[0]);
     let next = new_release("docker-rollback");
@@ -661,10 +704,12 @@ fn docker_rollback_brings_the_previous_release_back_one_replica_at_a_time() {
     let new = image_of(&replicas()[0]);
     assert_ne!(old, new);
     let load = Load::start_at(LB, 2);
-    let out = scalectl(&["rollback", "-f", &topology(), "--yes", "-o", "json"]);
-    let (ok, failed) = load.finish();
+    std::thread::sleep(Duration::from_millis(500));
+    let (out, span) = timed(|| scalectl(&["rollback", "-f", &topology(), "--yes", "-o", "json"]));
+    std::thread::sleep(Duration::from_millis(500));
+    let report = load.finish();
     assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
-    assert!(failed.is_empty(), "{} of {} requests failed during the rollback, first: {:?}", failed.len(), ok + failed.len() as u64, failed.first());
+    report.assert_covers(span, "the rollback");
     let after = replicas();
     assert_eq!(after.len(), 2);
     assert!(after.iter().all(|n| image_of(n) == old), "{after:?} run {:?}, not {old}", after.iter().map(|n| image_of(n)).collect::<Vec<_>>());
@@ -688,6 +733,7 @@ fn docker_rollback_brings_the_previous_release_back_one_replica_at_a_time() {
 #[test]
 fn docker_saved_plan_is_applied_exactly_and_refused_when_stale_or_edited() {
     let _d = deployed();
+    let _restore = restore();
     let rel = release();
     let rel = rel.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -762,6 +808,7 @@ fn docker_collector_outage_loses_no_log_line() {
 #[test]
 fn docker_shipper_replaced_neither_loses_nor_repeats_a_line() {
     let _d = deployed();
+    let _restore = restore();
     let shipper = container_in_slot("logship");
     let run_id = run_id("reship");
     let c = reqwest::blocking::Client::new();
@@ -974,15 +1021,16 @@ mod node {
 
         let next = release_dir("next");
         let load = Load::start_at(LB, 4);
-        let out = apply(node_topology(), next.path().to_str().unwrap());
-        let rolled = out.status.success();
-        let out_rb = scalectl(&["rollback", "-f", node_topology(), "--yes"]);
-        let (ok, failed) = load.finish();
-        assert!(rolled, "{}\n{}", text(&out.stdout), text(&out.stderr));
+        std::thread::sleep(Duration::from_millis(500));
+        let ((out, out_rb), span) = timed(|| {
+            let out = apply(node_topology(), next.path().to_str().unwrap());
+            (out, scalectl(&["rollback", "-f", node_topology(), "--yes"]))
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let report = load.finish();
+        assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
         assert!(out_rb.status.success(), "{}\n{}", text(&out_rb.stdout), text(&out_rb.stderr));
-        eprintln!("node on docker, release and rollback under load: {ok} requests answered, {} failed", failed.len());
-        assert!(ok > 100, "too little load to mean anything: {ok}");
-        assert!(failed.is_empty(), "{} failed, first: {:?}", failed.len(), failed.first());
+        report.assert_covers(span, "the node app's release and rollback");
         let after = app_replicas();
         assert!(after.iter().all(|n| image_of(n) == old), "rolled back to {old}: {:?}", after.iter().map(|n| image_of(n)).collect::<Vec<_>>());
         assert_eq!(instances_seen_at(LB, 40).len(), 2);

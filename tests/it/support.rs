@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,12 +70,20 @@ pub(crate) fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(0).build().unwrap()
 }
 
-/// The x-instance answers of n requests through a load balancer.
+/// The x-instance answers of n requests through a load balancer. Every request must be answered
+/// with success by an instance (nginx's own error page names none): a failed one fails the test,
+/// so "the old release serves everywhere" cannot pass with requests failing.
 pub(crate) fn instances_seen_at(lb: &str, n: usize) -> BTreeSet<String> {
     let c = client();
     (0..n)
-        .filter_map(|_| c.get(format!("{lb}/")).send().map_err(|e| eprintln!("GET / failed: {e:?}")).ok())
-        .filter_map(|r| r.headers().get("x-instance").and_then(|v| v.to_str().ok()).map(String::from))
+        .map(|i| {
+            let r = c.get(format!("{lb}/")).send().unwrap_or_else(|e| panic!("GET {lb}/ (request {} of {n}) failed: {e:?}", i + 1));
+            let status = r.status();
+            let instance = r.headers().get("x-instance").and_then(|v| v.to_str().ok()).map(String::from);
+            let body = r.text().unwrap_or_else(|e| panic!("GET {lb}/ (request {} of {n}): {status}, body cut: {e}", i + 1));
+            assert!(status.is_success(), "GET {lb}/ (request {} of {n}) answered {status}: {body}", i + 1);
+            instance.unwrap_or_else(|| panic!("GET {lb}/ (request {} of {n}) answered {status} without x-instance: {body}", i + 1))
+        })
         .collect()
 }
 
@@ -87,20 +95,60 @@ pub(crate) fn count_at(lb: &str) -> u64 {
     v["count"].as_u64().unwrap_or_else(|| panic!("/count answered {status}: {v}"))
 }
 
+/// When an operation under test ran: load must cover it (see [`Report::covers`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Span {
+    pub(crate) start: Instant,
+    pub(crate) end: Instant,
+}
+
+/// Runs `f` and says when it ran.
+pub(crate) fn timed<T>(f: impl FnOnce() -> T) -> (T, Span) {
+    let start = Instant::now();
+    let out = f();
+    (out, Span { start, end: Instant::now() })
+}
+
+/// The longest stretch of an operation in which the load got no answer, above which the load did
+/// not cover it: a deploy, a reload or a rotation that takes the service away for longer than this
+/// is an outage, whatever the failure count says.
+pub(crate) const MAX_SILENCE: Duration = Duration::from_secs(2);
+
 /// Bounded load through the load balancer (loopback only) until stopped or 120 s.
 ///
-/// The clients keep connections alive, as real ones do, and behave as RFC 9112 §9.3.1 allows
-/// (and curl and browsers do): a GET sent on a reused connection that the server closed before
-/// any answer is sent again once, on a new connection. Nginx closes its idle keep-alive
-/// connections when it reloads, and no server can stop a request already on its way from
-/// meeting that close. Such retries are counted and printed; a request that fails again, an
-/// error status, a refused connection or a timeout is a failure.
+/// A request counts as answered when its status is a success and its whole body arrived (an
+/// answer cut after its headers is a failure). The clients keep connections alive, as real ones
+/// do, and behave as RFC 9112 §9.3.1 allows for an idempotent request (and curl and browsers do):
+/// a GET sent on a reused connection that the server closed before any answer is sent again once,
+/// on a new connection. Nginx closes its idle keep-alive connections when it reloads, and no
+/// server can stop a request already on its way from meeting that close. The report says how many
+/// were sent again. A request that changes state (`/count` increments the counter) is never sent
+/// again: its clients open a connection per request, as a client that does not retry would have
+/// to, so the race cannot happen to them, and any failure counts.
 pub(crate) struct Load {
+    what: String,
     stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    retried: Arc<AtomicU64>,
-    failed: Arc<Mutex<Vec<String>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    started: Instant,
+    threads: Vec<std::thread::JoinHandle<Tally>>,
+}
+
+/// One client's record: when each answer arrived, how many requests were sent again, what failed.
+#[derive(Default)]
+struct Tally {
+    answered_at: Vec<Instant>,
+    resent: u64,
+    failed: Vec<String>,
+}
+
+/// What a load saw, in full: [`Load::finish`] prints it, and the test judges it.
+pub(crate) struct Report {
+    what: String,
+    pub(crate) ok: u64,
+    pub(crate) resent: u64,
+    pub(crate) failed: Vec<String>,
+    started: Instant,
+    ended: Instant,
+    answered_at: Vec<Instant>,
 }
 
 /// The connection closed under a request before any byte of an answer: hyper's "incomplete
@@ -118,6 +166,11 @@ fn closed_before_answer(e: &reqwest::Error) -> bool {
     false
 }
 
+/// Whether a GET of `url` changes state, so that no client may send it twice.
+fn changes_state(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| u.path() == "/count")
+}
+
 impl Load {
     pub(crate) fn start_at(lb: &'static str, threads: usize) -> Load {
         Load::start_url(format!("{lb}/"), threads)
@@ -126,48 +179,103 @@ impl Load {
     /// Bounded load on one URL (loopback only) until stopped or 120 s.
     pub(crate) fn start_url(url: String, threads: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let retried = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(Mutex::new(Vec::new()));
+        let once = changes_state(&url);
+        let what = url.clone();
         let threads = (0..threads)
             .map(|_| {
-                let (stop, ok, retried, failed, url) = (stop.clone(), ok.clone(), retried.clone(), failed.clone(), url.clone());
+                let (stop, url) = (stop.clone(), url.clone());
                 std::thread::spawn(move || {
-                    let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+                    let mut c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10));
+                    if once {
+                        c = c.pool_max_idle_per_host(0);
+                    }
+                    let c = c.build().unwrap();
+                    let mut t = Tally::default();
                     let end = Instant::now() + Duration::from_secs(120);
                     while !stop.load(Ordering::Relaxed) && Instant::now() < end {
                         let answer = match c.get(&url).send() {
-                            Err(e) if closed_before_answer(&e) => {
-                                retried.fetch_add(1, Ordering::Relaxed);
+                            Err(e) if !once && closed_before_answer(&e) => {
+                                t.resent += 1;
                                 c.get(&url).send()
                             }
                             answer => answer,
                         };
-                        match answer {
-                            Ok(r) if r.status().is_success() => {
-                                ok.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(r) => failed.lock().unwrap().push(format!("HTTP {}", r.status())),
-                            Err(e) => failed.lock().unwrap().push(format!("{e} ({:?})", std::error::Error::source(&e))),
+                        match answer.map(|r| (r.status(), r.bytes())) {
+                            Ok((status, Ok(_))) if status.is_success() => t.answered_at.push(Instant::now()),
+                            Ok((status, Ok(body))) => t.failed.push(format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]).trim())),
+                            Ok((status, Err(e))) => t.failed.push(format!("HTTP {status}, body cut: {e} ({:?})", std::error::Error::source(&e))),
+                            Err(e) => t.failed.push(format!("{e} ({:?})", std::error::Error::source(&e))),
                         }
                     }
+                    t
                 })
             })
             .collect();
-        Load { stop, ok, retried, failed, threads }
+        Load { what, stop, started: Instant::now(), threads }
     }
 
-    /// Requests answered with success, and the failures. Prints how many were sent again.
-    pub(crate) fn finish(self) -> (u64, Vec<String>) {
+    /// Stops the clients; prints and returns what they saw.
+    pub(crate) fn finish(self) -> Report {
         self.stop.store(true, Ordering::Relaxed);
+        let mut r = Report { what: self.what, ok: 0, resent: 0, failed: Vec::new(), started: self.started, ended: self.started, answered_at: Vec::new() };
         for t in self.threads {
-            t.join().unwrap();
+            let t = t.join().unwrap();
+            r.resent += t.resent;
+            r.failed.extend(t.failed);
+            r.answered_at.extend(t.answered_at);
         }
-        let retried = self.retried.load(Ordering::Relaxed);
-        if retried > 0 {
-            eprintln!("{retried} requests sent again after their keep-alive connection was closed before an answer (RFC 9112 §9.3.1)");
+        r.ended = Instant::now();
+        r.answered_at.sort();
+        r.ok = r.answered_at.len() as u64;
+        eprintln!("{r}");
+        r
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "load on {} for {:.1} s: {} answered, {} sent again after their keep-alive connection closed before an answer, {} failed",
+            self.what,
+            (self.ended - self.started).as_secs_f64(),
+            self.ok,
+            self.resent,
+            self.failed.len()
+        )?;
+        if let Some(first) = self.failed.first() {
+            write!(f, " (first: {first})")?;
         }
-        (self.ok.load(Ordering::Relaxed), self.failed.lock().unwrap().clone())
+        Ok(())
+    }
+}
+
+impl Report {
+    /// The longest stretch of `span` in which no request was answered.
+    pub(crate) fn longest_silence(&self, span: Span) -> Duration {
+        let mut last = span.start;
+        let mut longest = Duration::ZERO;
+        for &at in self.answered_at.iter().filter(|&&at| at > span.start && at < span.end) {
+            longest = longest.max(at - last);
+            last = at;
+        }
+        longest.max(span.end.saturating_duration_since(last))
+    }
+
+    /// No request failed. `context` (nginx's error log, the command's output) is shown if one did.
+    pub(crate) fn assert_no_failure(&self, context: &str) {
+        assert!(self.failed.is_empty(), "{self}\nfailures: {:#?}\n{context}", &self.failed[..self.failed.len().min(10)]);
+    }
+
+    /// The load covered the operation that ran during `span`: it began before it and ran until
+    /// after it, no request failed, and answers kept coming all through it (never more than
+    /// [`MAX_SILENCE`] without one), so that what was served is in proportion to its time.
+    pub(crate) fn assert_covers(&self, span: Span, context: &str) {
+        assert!(self.started <= span.start && self.ended >= span.end, "the load ({self}) did not run for the whole operation");
+        self.assert_no_failure(context);
+        let silence = self.longest_silence(span);
+        eprintln!("longest stretch without an answer during the {:.1} s operation: {} ms", (span.end - span.start).as_secs_f64(), silence.as_millis());
+        assert!(silence <= MAX_SILENCE, "no answer for {} ms during the operation ({self})\n{context}", silence.as_millis());
     }
 }
 
@@ -261,19 +369,25 @@ pub(crate) fn collector_outage_loses_no_line(lb: &str, collected: &dyn Fn(&str) 
 pub(crate) fn every_dashboard_query_returns_data(lb: &'static str, prometheus: &str, settle: Duration, absent: &[&str]) {
     let load = Load::start_at(lb, 2);
     let stop = Arc::new(AtomicBool::new(false));
+    // Every route the dashboards chart; a failure among them is as much a failure as the load's.
     let mixed = {
         let stop = stop.clone();
         let lb = lb.to_string();
         std::thread::spawn(move || {
             let c = client();
             let end = Instant::now() + Duration::from_secs(90);
+            let mut failed = Vec::new();
             let mut i = 0u32;
             while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-                let _ = c.get(format!("{lb}/count")).send();
-                let _ = c.get(format!("{lb}/users/{}", i % 20)).send();
-                let _ = c.get(format!("{lb}/heavy?ms=5")).send();
+                for path in ["/count".to_string(), format!("/users/{}", i % 20 + 1), "/heavy?ms=5".to_string()] {
+                    match c.get(format!("{lb}{path}")).send().map(|r| (r.status(), r.bytes())) {
+                        Ok((s, Ok(_))) if s.is_success() => {}
+                        other => failed.push(format!("{path}: {other:?}")),
+                    }
+                }
                 i += 1;
             }
+            failed
         })
     };
     std::thread::sleep(settle);
@@ -299,11 +413,13 @@ pub(crate) fn every_dashboard_query_returns_data(lb: &'static str, prometheus: &
         }
     }
     stop.store(true, Ordering::Relaxed);
-    mixed.join().unwrap();
-    let (ok, failed) = load.finish();
-    eprintln!("{queries} dashboard queries, {} without data; load: {ok} ok, {} failed", empty.len(), failed.len());
+    let mixed_failed = mixed.join().unwrap();
+    let report = load.finish();
+    eprintln!("{queries} dashboard queries, {} without data", empty.len());
     assert!(queries >= 30, "only {queries} queries");
     assert!(empty.is_empty(), "queries without data:\n{}", empty.join("\n"));
+    report.assert_no_failure("");
+    assert!(mixed_failed.is_empty(), "{} requests of the mixed traffic failed: {:#?}", mixed_failed.len(), &mixed_failed[..mixed_failed.len().min(10)]);
 }
 
 /// examples/node-app, whose dependencies scripts/setup.sh installs with `npm ci`.
@@ -319,4 +435,27 @@ pub(crate) fn node_app_copy(prefix: &str) -> tempfile::TempDir {
     let out = Command::new("cp").arg("-a").arg(format!("{}/.", node_app_dir().display())).arg(dir.path()).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     dir
+}
+
+/// Brings a deployment back to its topology when the test that changed it ends, passed or failed,
+/// so that the next test's fixture finds it converged (the fixtures check that, and repair
+/// nothing: what a test leaves behind fails the next one).
+pub(crate) struct Restore(Option<Box<dyn FnOnce() -> Result<(), String>>>);
+
+impl Restore {
+    pub(crate) fn new(restore: impl FnOnce() -> Result<(), String> + 'static) -> Restore {
+        Restore(Some(Box::new(restore)))
+    }
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let Some(restore) = self.0.take() else { return };
+        let t = Instant::now();
+        match restore() {
+            Ok(()) => eprintln!("restored the deployment in {:.1} s", t.elapsed().as_secs_f64()),
+            Err(e) if std::thread::panicking() => eprintln!("could not restore the deployment after the failure: {e}"),
+            Err(e) => panic!("could not restore the deployment: {e}"),
+        }
+    }
 }
