@@ -84,6 +84,13 @@ pub fn bundle_scripts(t: &crate::topology::Topology) -> Vec<RenderedFile> {
         }
         out.push(unpack);
     }
+    // An instance out of each load balancer before the playbook restarts it, and back once ready,
+    // as apply does: `drain.sh SITE SERVER` and `undrain.sh SITE SERVER` (the inventory names both).
+    if t.target == crate::topology::Target::Hosts && t.hosts.iter().any(|h| h.has(crate::topology::Role::Lb)) {
+        let wait = std::time::Duration::from_millis(t.app.drain_timeout_ms);
+        out.push(script("drain.sh", crate::exec::commands::drain_words("\"$1\"", "\"$2\"", wait)));
+        out.push(script("undrain.sh", crate::exec::commands::undrain_words("\"$1\"", "\"$2\"", wait)));
+    }
     if t.redis.password.is_some() {
         out.extend([(Add, "redis-users-add.sh"), (Settle, "redis-users-settle.sh")].into_iter().map(|(phase, name)| {
             let mut body = crate::exec::commands::redis_users(phase, t.redis.port);

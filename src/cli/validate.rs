@@ -19,6 +19,9 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
     match (a.output, result) {
         (Output::Text, Ok(t)) => {
             println!("{}: valid ({} host{}, target {})", a.topology.file.display(), t.hosts.len(), if t.hosts.len() == 1 { "" } else { "s" }, serde_json::to_value(t.target).unwrap_or_default().as_str().unwrap_or("?"));
+            for n in notes(&t) {
+                println!("note: {n}");
+            }
             Ok(())
         }
         (Output::Text, Err(p)) => {
@@ -27,12 +30,24 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
         }
         (Output::Json, r) => {
             let file = a.topology.file.display().to_string();
-            let (valid, problems) = match &r {
-                Ok(_) => (true, Vec::new()),
-                Err(p) => (false, p.problems.iter().map(|p| json!({"file": file, "line": p.line, "column": p.column, "message": p.message, "help": p.help})).collect()),
+            let (valid, problems, notes) = match &r {
+                Ok(t) => (true, Vec::new(), notes(t)),
+                Err(p) => (false, p.problems.iter().map(|p| json!({"file": file, "line": p.line, "column": p.column, "message": p.message, "help": p.help})).collect(), Vec::new()),
             };
-            println!("{}", json!({"format_version": JSON_FORMAT_VERSION, "file": file, "valid": valid, "problems": problems}));
+            println!("{}", json!({"format_version": JSON_FORMAT_VERSION, "file": file, "valid": valid, "problems": problems, "notes": notes}));
             if valid { Ok(()) } else { Err(Failure::Reported) }
         }
     }
+}
+
+/// What a valid topology does that its author may not expect.
+fn notes(t: &crate::topology::Topology) -> Vec<String> {
+    let mut notes = Vec::new();
+    if t.app.liveness == t.app.readiness {
+        notes.push(format!(
+            "`{}` answers both liveness and readiness: an instance is restarted when it stops answering there, and gets traffic once it answers (a separate readiness path lets it refuse traffic without being restarted)",
+            t.app.readiness
+        ));
+    }
+    notes
 }

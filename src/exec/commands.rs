@@ -422,20 +422,20 @@ echo \"last answer from $url: HTTP $code $body\"\nexit 1\n",
 /// What a drained upstream server line ends with; `undrain` removes exactly this.
 pub const DRAINING: &str = " down; # scalectl: draining";
 
-/// Rewrite the site file `$f` through an awk program that exits 0 only when it changed `server`'s
-/// line (a copy beside it keeps mode and owner, then a rename); `$changed` says whether it did.
+/// Rewrite the site file `$f` through an awk program that exits 0 only when it changed the line of
+/// `server` (a shell word) (a copy beside it keeps mode and owner, then a rename); `$changed` says
+/// whether it did.
 fn edit_upstream(server: &str, awk: &str) -> String {
     format!(
         "changed=no\ncp -p \"$f\" \"$f.scalectl-new\"\n\
-if awk -v s={s} {awk} \"$f\" > \"$f.scalectl-new\"; then\n  mv -f \"$f.scalectl-new\" \"$f\"\n  changed=yes\nelse\n  rm -f \"$f.scalectl-new\"\nfi\n",
-        s = q(server),
+if awk -v s={server} {awk} \"$f\" > \"$f.scalectl-new\"; then\n  mv -f \"$f.scalectl-new\" \"$f\"\n  changed=yes\nelse\n  rm -f \"$f.scalectl-new\"\nfi\n",
         awk = q(awk)
     )
 }
 
-/// Nothing to do when the site is not there yet (a first apply) or nginx is not running.
+/// Nothing to do when the site (a shell word) is not there yet (a first apply) or nginx is not running.
 fn site_preamble(site: &str) -> String {
-    format!("set -e\nf={}\n[ -f \"$f\" ] && systemctl is-active -q nginx.service || exit 0\n", q(site))
+    format!("set -e\nf={site}\n[ -f \"$f\" ] && systemctl is-active -q nginx.service || exit 0\n")
 }
 
 fn drain_awk() -> String {
@@ -452,6 +452,12 @@ fn undrain_awk() -> String {
 /// requests (those from before the reload) are waited for until they exit, at most `wait`.
 /// Nothing is done when the server is not listed (a new instance) or already drained.
 pub fn drain(site: &str, server: &str, wait: Duration) -> String {
+    drain_words(&q(site), &q(server), wait)
+}
+
+/// [`drain`] with the site and the server given as shell words (`"$1"`, `"$2"`): the script the
+/// Ansible playbook runs on each load balancer.
+pub fn drain_words(site: &str, server: &str, wait: Duration) -> String {
     format!(
         "{pre}{old}{edit}[ \"$changed\" = yes ] || exit 0\nif ! nginx -t -q; then\n{undo}  exit 1\nfi\n{reload}",
         pre = site_preamble(site),
@@ -465,6 +471,11 @@ pub fn drain(site: &str, server: &str, wait: Duration) -> String {
 /// Put a drained server back into this load balancer once its instance is ready again; once this
 /// returns, the old workers (which skip it) are gone and it gets its share.
 pub fn undrain(site: &str, server: &str, wait: Duration) -> String {
+    undrain_words(&q(site), &q(server), wait)
+}
+
+/// [`undrain`] with the site and the server given as shell words, as [`drain_words`].
+pub fn undrain_words(site: &str, server: &str, wait: Duration) -> String {
     format!(
         "{}{OLD_WORKERS}{}[ \"$changed\" = yes ] || exit 0\nnginx -t -q\n{}",
         site_preamble(site),

@@ -93,6 +93,8 @@ pub struct Ctx {
     /// over TLS, peers checked by name). None elsewhere: the docker target's RELP stays on its own
     /// network, and the autoscaling group's instances have no certificate.
     pub log_tls: Option<super::LogTlsFiles>,
+    /// The load balancers' site file, where a drain marks an instance's upstream server down.
+    pub site: String,
     pub version: &'static str,
 }
 
@@ -110,6 +112,7 @@ impl Ctx {
             app: t.app.name().to_string(),
             redis_remote: t.redis_reached_remotely(),
             log_tls: None,
+            site: super::site_path(&t.name),
             version: env!("CARGO_PKG_VERSION"),
         }
     }

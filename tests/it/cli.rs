@@ -62,6 +62,26 @@ fn validate_json_is_versioned() {
     assert_eq!(v["problems"][0]["column"], 18);
 }
 
+/// One health path for liveness and readiness, as most small apps have (`/health`, or `/`), is
+/// valid, with a note saying what it means; the JSON lists the note too.
+#[test]
+fn one_health_path_for_both_checks_is_valid_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scale.yaml");
+    std::fs::write(&file, "name: t\napp:\n  instances: 1\n  health: {liveness: /health, readiness: /health}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n").unwrap();
+    let out = scalectl().args(["validate", "-f"]).arg(&file).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("note: `/health` answers both liveness and readiness"), "{said}");
+    let out = scalectl().args(["validate", "-o", "json", "-f"]).arg(&file).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["valid"].as_bool(), v["notes"].as_array().map(Vec::len)), (Some(true), Some(1)), "{v}");
+    // Two paths: no note.
+    std::fs::write(&file, "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n").unwrap();
+    let out = scalectl().args(["validate", "-f"]).arg(&file).output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("note:"));
+}
+
 #[test]
 fn every_example_validates() {
     for e in super::EXAMPLES {

@@ -310,11 +310,11 @@ fn node_ansible_playbook_deploys_the_program_as_apply_does() {
     let changed = crate::lab::changed_hosts(&recap);
     assert!(changed.is_empty(), "a second ansible-playbook run changed things: {changed:#?}");
 
-    // A new Redis password through the playbook: Redis' users change live (its run id stays), the
-    // app hosts roll onto it, the old password is refused after the last play, and the program
-    // counts in Redis with the new one. (No load here: the playbook restarts a program's
-    // instances without taking them out of the load balancer, which fails requests on a busy
-    // machine whatever the password does. The restoring apply rotates back, live too.)
+    // A new Redis password through the playbook, under load: Redis' users change live (its run id
+    // stays), the app hosts roll onto it one instance at a time, each out of the load balancer
+    // while it restarts (as apply drains), so no request fails; the old password is refused after
+    // the last play, and the program counts in Redis with the new one. (The restoring apply
+    // rotates back, live too.)
     let old = crate::lab::lab_redis_password().to_string();
     let new = format!("ansible-rotated-{}", std::process::id());
     let cli = |pw: &str, cmd: &str| docker_exec("hello-lb-1", &format!("REDISCLI_AUTH='{}' redis-cli --no-auth-warning --user scalectl-exporter {cmd} 2>&1", scalectl::render::redis_exporter_password(pw)));
@@ -322,9 +322,15 @@ fn node_ansible_playbook_deploys_the_program_as_apply_does() {
     let before = redis_run(&old);
     assert!(!before.is_empty(), "{}", cli(&old, "INFO server"));
     let count = count_at(LB);
-    let t = Instant::now();
-    crate::lab::ansible_playbook_with(&render, "hello", &tar, &new);
-    eprintln!("ansible-playbook, new Redis password: {:.1} s", t.elapsed().as_secs_f64());
+    let load = Load::start_at(LB, 4);
+    std::thread::sleep(Duration::from_millis(500));
+    let (played, span) = timed(|| crate::lab::ansible_playbook_with(&render, "hello", &tar, &new));
+    std::thread::sleep(Duration::from_millis(500));
+    eprintln!("ansible-playbook, new Redis password, under load: {:.1} s", (span.end - span.start).as_secs_f64());
+    load.finish().assert_covers(span, &played);
+    // Each of the 4 instances out of the load balancer and back: tasks run on it for an app host.
+    let delegated = played.lines().filter(|l| l.starts_with("changed: [") && l.contains(" -> ")).count();
+    assert!(delegated >= 8, "the playbook drained {delegated} times, not each instance out and back:\n{played}");
     assert_eq!(cli(&new, "PING").trim(), "PONG");
     assert!(cli(&old, "PING").contains("WRONGPASS"), "the old password still works: {}", cli(&old, "PING"));
     assert_eq!(count_at(LB), count + 1, "the program counts in Redis with the new password, and kept the count");

@@ -217,11 +217,8 @@ impl V {
                         self.at(sp.loc(), format!("the {what} path `{path}` is one of scale-api's own routes; pick another, such as /healthz or /readyz"));
                     }
                 }
-                if liveness == readiness
-                    && let Some(sp) = h.readiness.as_ref().or(h.liveness.as_ref())
-                {
-                    self.at(sp.loc(), format!("liveness and readiness are both `{readiness}`; they answer different questions (alive, ready for traffic)"));
-                }
+                // One path for both is common (`/health`, or `/`), and Kubernetes and every load
+                // balancer accept it: `validate` notes it (cli/validate.rs), nothing refuses it.
                 (liveness, readiness)
             }
             None => ("/healthz".into(), "/readyz".into()),
