@@ -271,11 +271,17 @@ impl Report {
     /// after it, no request failed, and answers kept coming all through it (never more than
     /// [`MAX_SILENCE`] without one), so that what was served is in proportion to its time.
     pub(crate) fn assert_covers(&self, span: Span, context: &str) {
+        self.assert_covers_within(span, MAX_SILENCE, context);
+    }
+
+    /// [`Report::assert_covers`] with another bound on the longest silence, for an operation with
+    /// a known, filed stall (the caller says which): it still fails on an outage past `bound`.
+    pub(crate) fn assert_covers_within(&self, span: Span, bound: Duration, context: &str) {
         assert!(self.started <= span.start && self.ended >= span.end, "the load ({self}) did not run for the whole operation");
         self.assert_no_failure(context);
         let silence = self.longest_silence(span);
         eprintln!("longest stretch without an answer during the {:.1} s operation: {} ms", (span.end - span.start).as_secs_f64(), silence.as_millis());
-        assert!(silence <= MAX_SILENCE, "no answer for {} ms during the operation ({self})\n{context}", silence.as_millis());
+        assert!(silence <= bound, "no answer for {} ms during the operation ({self})\n{context}", silence.as_millis());
     }
 }
 
@@ -457,5 +463,16 @@ impl Drop for Restore {
             Err(e) if std::thread::panicking() => eprintln!("could not restore the deployment after the failure: {e}"),
             Err(e) => panic!("could not restore the deployment: {e}"),
         }
+    }
+}
+
+/// A counter after a load of increments: none of the `expected` may be missing. More than
+/// expected is a known defect, filed with issue 30: nginx retries a GET whose instance stopped
+/// after it counted and before it answered (`proxy_next_upstream`), so `/count` may count twice
+/// around a restart (once in 13,000 in a lab rotation). Printed, so it stays in sight.
+pub(crate) fn check_counter(counted: u64, expected: u64) {
+    assert!(counted >= expected, "the counter lost {} increments ({counted} counted, {expected} expected)", expected - counted);
+    if counted > expected {
+        eprintln!("the counter counted {} increments twice ({counted} counted, {expected} answered)", counted - expected);
     }
 }
