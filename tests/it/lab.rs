@@ -109,10 +109,7 @@ fn lab_with(machine: Machine) -> Turn {
 /// Applies examples/lab.yaml with the built release when the test ends, passed or failed: for a
 /// test that changes the fleet (another release, an edited topology, a destroy).
 fn restore() -> Restore {
-    Restore::new(|| {
-        let out = run(&apply_args(&lab_yaml(), release().to_str().unwrap()));
-        if out.status.success() { Ok(()) } else { Err(format!("{}{}", text(&out.stdout), text(&out.stderr))) }
-    })
+    Restore::new(|| run(&apply_args(&lab_yaml(), release().to_str().unwrap())))
 }
 
 /// The load balancer's latest errors, for the message of a failed assertion about requests.
@@ -683,7 +680,7 @@ fn lab_rotated_redis_password_fails_no_request_under_load() {
         assert_eq!(run_id(now), before, "Redis was restarted");
         // Every increment the load got an answer for is in the counter (and the read itself).
         let counted = count();
-        check_counter(counted, count_before + report.ok + 1);
+        check_counter(counted, count_before + report.ok() + 1);
     }
 }
 
@@ -1245,7 +1242,7 @@ fn lab_doctor_finds_unequal_weights_as_load_imbalance() {
 
 /// doctor, asked again every 3 s until it reports a finding `id` that `holds` or `deadline` passes
 /// (the condition is what Prometheus has scraped by then, not a fixed time): its last verdict.
-fn doctor_until(file: &str, extra: &[&str], id: &str, holds: &dyn Fn(&serde_json::Value) -> bool, deadline: Duration) -> (Option<i32>, serde_json::Value) {
+pub(crate) fn doctor_until(file: &str, extra: &[&str], id: &str, holds: &dyn Fn(&serde_json::Value) -> bool, deadline: Duration) -> (Option<i32>, serde_json::Value) {
     let start = Instant::now();
     loop {
         let (code, d) = doctor(file, extra);

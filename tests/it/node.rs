@@ -58,10 +58,7 @@ fn node_lab_with(machine: Machine) -> Turn {
 
 /// Applies examples/node.yaml when the test ends, passed or failed: for a test that changes the lab.
 fn restore() -> Restore {
-    Restore::new(|| {
-        let out = run(&["apply", "-f", &node_yaml(), "--yes"]);
-        if out.status.success() { Ok(()) } else { Err(format!("{}{}", text(&out.stdout), text(&out.stderr))) }
-    })
+    Restore::new(|| run(&["apply", "-f", &node_yaml(), "--yes"]))
 }
 
 /// Each instance's systemd invocation id (new at every start of its unit), by host and unit.
@@ -257,20 +254,11 @@ fn node_doctor_finds_the_idle_fleet_healthy_and_the_blocked_event_loop_under_hea
     let load = Load::start_url(format!("{LB}/heavy?ms=250"), 4);
     // Until the scrapes (every 5 s) hold a window of blocked loops: doctor asked again until it
     // says so, or 60 s passed.
-    let blocked_since = Instant::now();
-    let (code, d) = loop {
-        let (code, d) = crate::lab::doctor(&node_yaml(), &["--window", "15s"]);
-        let found = d["findings"].as_array().is_some_and(|f| f.iter().any(|f| f["id"] == "event-loop-blocked"));
-        if found || blocked_since.elapsed() > Duration::from_secs(60) {
-            eprintln!("doctor's verdict after {:.0} s of heavy load", blocked_since.elapsed().as_secs_f64());
-            break (code, d);
-        }
-        std::thread::sleep(Duration::from_secs(3));
-    };
+    let (code, d) = crate::lab::doctor_until(&node_yaml(), &["--window", "15s"], "event-loop-blocked", &|_| true, Duration::from_secs(60));
     let report = load.finish();
     // Blocking the loop slows requests; none may fail for it.
     report.assert_no_failure("");
-    let ok = report.ok;
+    let ok = report.ok();
     assert_eq!(code, Some(2), "{d:#}");
     // The app measures none of its requests: their latency is the load balancer's, per instance.
     let slow = d["trace"].as_array().unwrap().iter().find(|s| s["question"] == "is the app slow?").unwrap()["answer"].as_str().unwrap().to_string();
@@ -381,9 +369,9 @@ fn node_program_without_metrics_is_measured_by_its_hosts_and_the_load_balancer()
                 if stop.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
                 }
-                match c.get(format!("{LB}/")).send().map(|r| (r.status(), r.bytes())) {
-                    Ok((s, Ok(_))) if s.is_success() => ok += 1,
-                    other => failed.push(format!("{other:?}")),
+                match crate::support::answered(c.get(format!("{LB}/")).send()) {
+                    Ok(()) => ok += 1,
+                    Err(e) => failed.push(e),
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }

@@ -95,7 +95,7 @@ pub(crate) fn count_at(lb: &str) -> u64 {
     v["count"].as_u64().unwrap_or_else(|| panic!("/count answered {status}: {v}"))
 }
 
-/// When an operation under test ran: load must cover it (see [`Report::covers`]).
+/// When an operation under test ran: load must cover it (see [`Report::assert_covers`]).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Span {
     pub(crate) start: Instant,
@@ -143,7 +143,6 @@ struct Tally {
 /// What a load saw, in full: [`Load::finish`] prints it, and the test judges it.
 pub(crate) struct Report {
     what: String,
-    pub(crate) ok: u64,
     pub(crate) resent: u64,
     pub(crate) failed: Vec<String>,
     started: Instant,
@@ -164,6 +163,16 @@ fn closed_before_answer(e: &reqwest::Error) -> bool {
         source = s.source();
     }
     false
+}
+
+/// Whether a sent request was answered: a success status and its whole body; else what went wrong.
+pub(crate) fn answered(sent: reqwest::Result<reqwest::blocking::Response>) -> Result<(), String> {
+    match sent.map(|r| (r.status(), r.bytes())) {
+        Ok((status, Ok(_))) if status.is_success() => Ok(()),
+        Ok((status, Ok(body))) => Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]).trim())),
+        Ok((status, Err(e))) => Err(format!("HTTP {status}, body cut: {e} ({:?})", std::error::Error::source(&e))),
+        Err(e) => Err(format!("{e} ({:?})", std::error::Error::source(&e))),
+    }
 }
 
 /// Whether a GET of `url` changes state, so that no client may send it twice.
@@ -200,11 +209,9 @@ impl Load {
                             }
                             answer => answer,
                         };
-                        match answer.map(|r| (r.status(), r.bytes())) {
-                            Ok((status, Ok(_))) if status.is_success() => t.answered_at.push(Instant::now()),
-                            Ok((status, Ok(body))) => t.failed.push(format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]).trim())),
-                            Ok((status, Err(e))) => t.failed.push(format!("HTTP {status}, body cut: {e} ({:?})", std::error::Error::source(&e))),
-                            Err(e) => t.failed.push(format!("{e} ({:?})", std::error::Error::source(&e))),
+                        match answered(answer) {
+                            Ok(()) => t.answered_at.push(Instant::now()),
+                            Err(e) => t.failed.push(e),
                         }
                     }
                     t
@@ -217,7 +224,7 @@ impl Load {
     /// Stops the clients; prints and returns what they saw.
     pub(crate) fn finish(self) -> Report {
         self.stop.store(true, Ordering::Relaxed);
-        let mut r = Report { what: self.what, ok: 0, resent: 0, failed: Vec::new(), started: self.started, ended: self.started, answered_at: Vec::new() };
+        let mut r = Report { what: self.what, resent: 0, failed: Vec::new(), started: self.started, ended: self.started, answered_at: Vec::new() };
         for t in self.threads {
             let t = t.join().unwrap();
             r.resent += t.resent;
@@ -226,7 +233,6 @@ impl Load {
         }
         r.ended = Instant::now();
         r.answered_at.sort();
-        r.ok = r.answered_at.len() as u64;
         eprintln!("{r}");
         r
     }
@@ -239,7 +245,7 @@ impl std::fmt::Display for Report {
             "load on {} for {:.1} s: {} answered, {} sent again after their keep-alive connection closed before an answer, {} failed",
             self.what,
             (self.ended - self.started).as_secs_f64(),
-            self.ok,
+            self.ok(),
             self.resent,
             self.failed.len()
         )?;
@@ -251,6 +257,11 @@ impl std::fmt::Display for Report {
 }
 
 impl Report {
+    /// Requests answered.
+    pub(crate) fn ok(&self) -> u64 {
+        self.answered_at.len() as u64
+    }
+
     /// The longest stretch of `span` in which no request was answered.
     pub(crate) fn longest_silence(&self, span: Span) -> Duration {
         let mut last = span.start;
@@ -386,9 +397,8 @@ pub(crate) fn every_dashboard_query_returns_data(lb: &'static str, prometheus: &
             let mut i = 0u32;
             while !stop.load(Ordering::Relaxed) && Instant::now() < end {
                 for path in ["/count".to_string(), format!("/users/{}", i % 20 + 1), "/heavy?ms=5".to_string()] {
-                    match c.get(format!("{lb}{path}")).send().map(|r| (r.status(), r.bytes())) {
-                        Ok((s, Ok(_))) if s.is_success() => {}
-                        other => failed.push(format!("{path}: {other:?}")),
+                    if let Err(e) = answered(c.get(format!("{lb}{path}")).send()) {
+                        failed.push(format!("{path}: {e}"));
                     }
                 }
                 i += 1;
@@ -446,10 +456,11 @@ pub(crate) fn node_app_copy(prefix: &str) -> tempfile::TempDir {
 /// Brings a deployment back to its topology when the test that changed it ends, passed or failed,
 /// so that the next test's fixture finds it converged (the fixtures check that, and repair
 /// nothing: what a test leaves behind fails the next one).
-pub(crate) struct Restore(Option<Box<dyn FnOnce() -> Result<(), String>>>);
+pub(crate) struct Restore(Option<Box<dyn FnOnce() -> std::process::Output>>);
 
 impl Restore {
-    pub(crate) fn new(restore: impl FnOnce() -> Result<(), String> + 'static) -> Restore {
+    /// `restore` runs the command that restores (an apply); it must succeed.
+    pub(crate) fn new(restore: impl FnOnce() -> std::process::Output + 'static) -> Restore {
         Restore(Some(Box::new(restore)))
     }
 }
@@ -458,10 +469,12 @@ impl Drop for Restore {
     fn drop(&mut self) {
         let Some(restore) = self.0.take() else { return };
         let t = Instant::now();
-        match restore() {
-            Ok(()) => eprintln!("restored the deployment in {:.1} s", t.elapsed().as_secs_f64()),
-            Err(e) if std::thread::panicking() => eprintln!("could not restore the deployment after the failure: {e}"),
-            Err(e) => panic!("could not restore the deployment: {e}"),
+        let out = restore();
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        match out.status.success() {
+            true => eprintln!("restored the deployment in {:.1} s", t.elapsed().as_secs_f64()),
+            false if std::thread::panicking() => eprintln!("could not restore the deployment after the failure: {said}"),
+            false => panic!("could not restore the deployment: {said}"),
         }
     }
 }
