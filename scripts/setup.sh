@@ -23,10 +23,13 @@ if ! command -v npm >/dev/null; then
   echo "setup: installing nodejs npm"
   apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
-if [ ! -d examples/node-app/node_modules/express ] || [ examples/node-app/package-lock.json -nt examples/node-app/node_modules/.package-lock.json ]; then
-  echo "setup: npm ci in examples/node-app"
-  (cd examples/node-app && npm ci --omit=dev --no-audit --no-fund --loglevel=error >/dev/null)
-fi
+# examples/express-app is express-generator's skeleton as it comes (`npx express-generator --no-view`).
+for app in examples/node-app examples/express-app; do
+  if [ ! -d "$app/node_modules/express" ] || [ "$app/package-lock.json" -nt "$app/node_modules/.package-lock.json" ]; then
+    echo "setup: npm ci in $app"
+    (cd "$app" && npm ci --omit=dev --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+done
 
 # checkov (PyPI) checks the Terraform module.
 if ! command -v checkov >/dev/null; then

@@ -62,13 +62,10 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
         return if d.healthy { Ok(()) } else { Err(Failure::Changes) };
     }
     let t = super::load(&a.topology.file, color)?;
-    let url = a.prometheus.clone().or_else(|| collect::prometheus_url(&t));
-    if url.is_none() && t.target == crate::topology::Target::Docker {
-        return Err(anyhow::anyhow!(
-            "the topology does not publish its Prometheus container (lab.publish.prometheus): publish it, or pass --prometheus URL"
-        )
-        .into());
-    }
+    let url = match &a.prometheus {
+        Some(url) => Some(url.clone()),
+        None => collect::prometheus_url(&t)?,
+    };
     // A Prometheus that asks for its password gets it (the topology's reference, read here).
     let password = match &t.observability.prometheus_password {
         Some(r) if url.is_some() => Some(super::session::resolve_secret("observability.prometheus.password", r)?),
@@ -81,19 +78,14 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
         eprintln!("no monitor host: scraping every instance and exporter directly over {} s", direct.as_secs());
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(anyhow::Error::from)?;
-    // On docker the engine assigns the replicas' addresses, which the load balancer logs.
-    let engine = match t.target {
-        crate::topology::Target::Docker => Some(rt.block_on(crate::exec::docker::connect(&t))?),
-        crate::topology::Target::Hosts => None,
-    };
+    // What only the target knows of its instances (on docker: the replicas' addresses, which the
+    // engine assigns, and its count of their crash restarts).
+    let target = crate::deploy::instance_facts(&t)?;
     let mut previous: Option<Diagnosis> = None;
     loop {
-        let upstreams = match &engine {
-            Some(docker) => rt.block_on(crate::exec::docker::replica_upstreams(docker, &t))?,
-            None => Default::default(),
-        };
+        let from_target = target.instances(a.window)?;
         let s = match &prometheus {
-            Some(p) => rt.block_on(collect::collect(&t, p, a.window, collect::thresholds(&t), &upstreams))?,
+            Some(p) => rt.block_on(collect::collect(&t, p, a.window, collect::thresholds(&t), &from_target))?,
             None => rt.block_on(scrape::collect(&t, direct, collect::thresholds(&t)))?,
         };
         if let Some(path) = &a.save {

@@ -91,9 +91,9 @@ pub fn bundle_scripts(t: &crate::topology::Topology) -> Vec<RenderedFile> {
         out.push(script("drain.sh", crate::exec::commands::drain_words("\"$1\"", "\"$2\"", wait)));
         out.push(script("undrain.sh", crate::exec::commands::undrain_words("\"$1\"", "\"$2\"", wait)));
     }
-    if t.redis.password.is_some() {
+    if t.redis_password().is_some() {
         out.extend([(Add, "redis-users-add.sh"), (Settle, "redis-users-settle.sh")].into_iter().map(|(phase, name)| {
-            let mut body = crate::exec::commands::redis_users(phase, t.redis.port);
+            let mut body = crate::exec::commands::redis_users(phase, t.redis_port().unwrap_or_default());
             if body.ends_with('\n') {
                 body.pop();
             }

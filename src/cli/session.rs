@@ -43,7 +43,7 @@ pub fn resolve_secrets(t: &Topology) -> anyhow::Result<SecretValues> {
     for (name, r) in &t.app.secrets {
         values.app.push((name.clone(), resolve_secret(name, r)?));
     }
-    if let Some(r) = &t.redis.password {
+    if let Some(r) = t.redis_password() {
         values.redis_password = Some(resolve_secret("redis.password", r)?);
     }
     if let Some(r) = &t.observability.prometheus_password {

@@ -48,6 +48,27 @@ impl Engine {
     }
 }
 
+/// The engine's own view of the replicas, for doctor: their addresses and crash restarts.
+pub struct Replicas {
+    topology: Topology,
+    rt: tokio::runtime::Runtime,
+    docker: bollard::Docker,
+}
+
+impl Replicas {
+    pub fn connect(topology: Topology) -> anyhow::Result<Replicas> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let docker = rt.block_on(engine::connect(&topology))?;
+        Ok(Replicas { topology, rt, docker })
+    }
+}
+
+impl super::InstanceFacts for Replicas {
+    fn instances(&self, window: Duration) -> anyhow::Result<BTreeMap<String, crate::doctor::TargetInstance>> {
+        self.rt.block_on(engine::replica_facts(&self.docker, &self.topology, window))
+    }
+}
+
 impl Target for Engine {
     fn topology(&self) -> &Topology {
         &self.topology

@@ -95,6 +95,31 @@ pub struct LogQuery {
     pub instance: Option<String>,
 }
 
+/// What doctor reads from the target itself, beside Prometheus: per instance name, what only the
+/// target knows ([`crate::doctor::TargetInstance`]).
+pub trait InstanceFacts {
+    fn instances(&self, window: Duration) -> anyhow::Result<BTreeMap<String, crate::doctor::TargetInstance>>;
+}
+
+/// Hosts report every instance's address and restarts through Prometheus (targets.json,
+/// scalectl-instances): nothing to ask them, and no SSH session is opened for doctor.
+struct FromPrometheus;
+
+impl InstanceFacts for FromPrometheus {
+    fn instances(&self, _window: Duration) -> anyhow::Result<BTreeMap<String, crate::doctor::TargetInstance>> {
+        Ok(BTreeMap::new())
+    }
+}
+
+/// Where doctor learns what only the target knows of its instances: the one place besides [`open`]
+/// that picks by target.
+pub fn instance_facts(t: &Topology) -> anyhow::Result<Box<dyn InstanceFacts>> {
+    Ok(match t.target {
+        topology::Target::Hosts => Box::new(FromPrometheus),
+        topology::Target::Docker => Box::new(docker::Replicas::connect(t.clone())?),
+    })
+}
+
 /// One line an app instance wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct LogLine {

@@ -101,10 +101,11 @@ fn series_by(series: &Series, key: &str, value: &str) -> Vec<f64> {
     series.iter().find(|(l, _)| l.get(key).map(String::as_str) == Some(value)).map(|(_, v)| v.clone()).unwrap_or_default()
 }
 
-/// Read the fleet's state over the last `window`. `upstreams` gives, by instance name, the address
-/// the load balancer logs for an instance when its target cannot say it (docker's running replicas:
-/// the engine assigns their addresses, and their targets name them, when there are targets).
-pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, thresholds: Thresholds, upstreams: &BTreeMap<String, String>) -> anyhow::Result<Snapshot> {
+/// Read the fleet's state over the last `window`. `from_target` gives, by instance name, what only
+/// the target knows (docker's running replicas: the engine assigns their addresses and counts
+/// their restarts after a failure; hosts report both through Prometheus, so theirs is empty).
+pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, thresholds: Thresholds, from_target: &BTreeMap<String, TargetInstance>) -> anyhow::Result<Snapshot> {
+    let upstreams: BTreeMap<&String, &String> = from_target.iter().map(|(name, i)| (name, &i.upstream)).collect();
     let now = std::time::SystemTime::now();
     let end = now.duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
     let step = Duration::from_millis(t.observability.scrape_interval_ms.max(1000));
@@ -116,7 +117,9 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     // Each instance as systemd and the kernel see it (the node exporter's textfile, any app): the
     // instances of a program that serves no metrics, and what the app's own series do not say.
     let unit_up = p.instant("scalectl_instance_up").await?;
-    let restarts = p.instant(&format!(r#"changes(process_start_time_seconds{{job="scale-api"}}[{w}])"#)).await?;
+    // Restarts after a failure only, for every app alike: systemd's NRestarts (scalectl-instances),
+    // or on docker the engine's restart count. A process' start time moves on every planned
+    // restart too (a deploy, a reload), which is not a crash.
     let unit_restarts = p.instant(&format!("increase(scalectl_instance_restarts_total[{w}])")).await?;
     let rps = p.instant("sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count[1m]))").await?;
     let p99 = p.instant("histogram_quantile(0.99, sum by (le, instance_name) (rate(scale_api_http_request_duration_seconds_bucket[1m])))").await?;
@@ -179,7 +182,7 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     }
     // And on docker the replicas the engine runs that nothing scrapes (a program without metrics):
     // running, and judged from the load balancer's answers.
-    for (name, addr) in upstreams {
+    for (&name, &addr) in &upstreams {
         if !up.iter().any(|(u, _)| u.get("instance_name") == Some(name)) {
             let slot = name.rsplit_once('-').map_or(name.as_str(), |(slot, _)| slot);
             let labels = BTreeMap::from([("instance_name".to_string(), name.clone()), ("host".to_string(), slot.to_string()), ("upstream".to_string(), addr.clone())]);
@@ -192,12 +195,12 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         *per_host.entry(host.clone()).or_default() += 1;
         let weight = t.hosts.iter().find(|h| h.name == host).map_or(1, |h| h.weight);
         // The address the load balancer logs for this instance (targets.json's `upstream`).
-        let addr = upstreams.get(&name).or(l.get("upstream")).or(l.get("instance")).cloned().unwrap_or_default();
+        let addr = upstreams.get(&name).copied().or(l.get("upstream")).or(l.get("instance")).cloned().unwrap_or_default();
         let own_or_lb = |own: &Samples, lb: &Samples| by(own, "instance_name", &name).or_else(|| by(lb, "upstream", &addr));
         s.instances.push(InstanceSample {
             up: *v == 1.0,
             weight,
-            restarts: by(&restarts, "instance_name", &name).or_else(|| by(&unit_restarts, "instance_name", &name)).unwrap_or(0.0).round() as u32,
+            restarts: from_target.get(&name).map(|i| i.crash_restarts).unwrap_or_else(|| by(&unit_restarts, "instance_name", &name).unwrap_or(0.0).round() as u32),
             requests_per_s: own_or_lb(&rps, &lb_rps).unwrap_or(0.0),
             p99_ms: own_or_lb(&p99, &lb_p99).map(|x| x * 1000.0),
             error_rate_percent: own_or_lb(&errors, &lb_errors).unwrap_or(0.0),
@@ -302,20 +305,25 @@ pub fn thresholds(t: &Topology) -> Thresholds {
 /// Where the fleet's Prometheus answers: the lab's published port when this topology's lab is up,
 /// else the monitor host's address; for the docker target, its published port. (On docker there
 /// are no node or Redis exporters yet: doctor judges the replicas only.)
-pub fn prometheus_url(t: &Topology) -> Option<String> {
+/// None: no monitor host, so every instance and exporter is scraped directly (hosts only: a docker
+/// engine's containers are reached through its Prometheus).
+pub fn prometheus_url(t: &Topology) -> anyhow::Result<Option<String>> {
     // On a Docker engine, Prometheus is a container: reachable where the topology publishes it.
     if t.target == crate::topology::Target::Docker {
-        return t.lab.publish.prometheus.map(|port| format!("http://127.0.0.1:{port}"));
+        return match t.lab.publish.prometheus {
+            Some(port) => Ok(Some(format!("http://127.0.0.1:{port}"))),
+            None => anyhow::bail!("the topology does not publish its Prometheus container (lab.publish.prometheus): publish it, or pass --prometheus URL"),
+        };
     }
     if matches!(crate::exec::lab::LabDir::of(t), Ok(Some(_)))
         && let Some(port) = t.lab.publish.prometheus
     {
-        return Some(format!("http://127.0.0.1:{port}"));
+        return Ok(Some(format!("http://127.0.0.1:{port}")));
     }
-    t.hosts.iter().find(|h| h.has(crate::topology::Role::Monitor)).map(|h| {
+    Ok(t.hosts.iter().find(|h| h.has(crate::topology::Role::Monitor)).map(|h| {
         let addr = if h.address.contains(':') { format!("[{}]", h.address) } else { h.address.clone() };
         format!("http://{addr}:{}", t.observability.prometheus_port)
-    })
+    }))
 }
 
 #[cfg(test)]

@@ -169,6 +169,14 @@ pub async fn collect(t: &Topology, interval: Duration, thresholds: Thresholds) -
     let node_base = instances.len();
     for (j, h) in t.hosts.iter().enumerate() {
         let (a, b) = pair(node_base + j);
+        // Restarts after a failure, as systemd counts them (NRestarts, through scalectl-instances
+        // and the node exporter) for every app alike: a planned restart is not one.
+        if let (Some(a), Some(b)) = (a, b) {
+            for sample in s.instances.iter_mut().filter(|i| i.host == h.name) {
+                let of = |r: &Reading| r.sum("scalectl_instance_restarts_total", |x| x.labels.get("instance_name") == Some(sample.instance.as_str()));
+                sample.restarts = (of(b).unwrap_or(0.0) - of(a).unwrap_or(0.0)).max(0.0).round() as u32;
+            }
+        }
         let local = is_loopback(&h.address).then_some((&local, local_cores));
         let mut sample = host_sample(h, a, b, local, per_host.get(&h.name).copied().unwrap_or(0));
         if let Some(used) = app_cores.get(&h.name) {
@@ -214,7 +222,6 @@ fn instance_sample(instance: String, host: &str, weight: u32, a: Option<&Reading
         let dt = b.at.duration_since(a.at).as_secs_f64();
         let count = |r: &Reading| r.value(&format!("{REQUESTS}_count"));
         let errors = |r: &Reading| r.sum(&format!("{REQUESTS}_count"), |s| s.labels.get("status").is_some_and(|st| st.starts_with('5')));
-        sample.restarts = u32::from(a.value("process_start_time_seconds") != b.value("process_start_time_seconds"));
         sample.requests_per_s = rate(count(a), count(b), dt).unwrap_or(0.0);
         let served = count(b).unwrap_or(0.0) - count(a).unwrap_or(0.0);
         if served > 0.0 {

@@ -98,6 +98,14 @@ pub struct HostSample {
     pub disk_available_percent: Option<f64>,
 }
 
+/// What the target itself knows of an instance that Prometheus may not: where the load balancer
+/// logs it, and the restarts the target made after it failed (never a planned restart).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetInstance {
+    pub upstream: String,
+    pub crash_restarts: u32,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct InstanceSample {
     /// `host-port`

@@ -76,22 +76,28 @@ fn owner_label(t: &Topology) -> HashMap<String, String> {
     HashMap::from([(LABEL_TOPOLOGY.to_string(), t.name.clone())])
 }
 
-/// Each running replica's address as the load balancer logs it (`IP:port` on the topology's
-/// network, which nginx resolved the replica's name to), by its instance name (`SLOT-PORT`): how
-/// doctor finds a replica's answers among those the load balancer counted.
-pub async fn replica_upstreams(docker: &Docker, t: &Topology) -> anyhow::Result<BTreeMap<String, String>> {
+/// Each running replica as doctor needs it from the engine, by its instance name (`SLOT-PORT`):
+/// its address as the load balancer logs it (`IP:port` on the topology's network, which nginx
+/// resolved the replica's name to), and the restarts the engine made after it failed (its restart
+/// policy's `RestartCount`) when its latest start is within `window`. A deploy or reload replaces
+/// or restarts a replica without counting there: a planned restart is never a crash.
+pub async fn replica_facts(docker: &Docker, t: &Topology, window: std::time::Duration) -> anyhow::Result<BTreeMap<String, crate::doctor::TargetInstance>> {
     let mut filters = label_filter(LABEL_TOPOLOGY, &t.name);
     filters.get_mut("label").into_iter().for_each(|l| l.push(format!("{LABEL_ROLE}=app")));
     let list = docker.list_containers(Some(ListContainersOptionsBuilder::default().filters(&filters).build())).await.context("cannot list containers")?;
-    let mut upstreams = BTreeMap::new();
+    let since = std::time::SystemTime::now() - window;
+    let mut facts = BTreeMap::new();
     for c in list {
         let slot = c.labels.as_ref().and_then(|l| l.get(LABEL_SLOT)).cloned().unwrap_or_default();
         let ip = c.network_settings.as_ref().and_then(|n| n.networks.as_ref()).and_then(|n| n.get(&t.docker.network)).and_then(|e| e.ip_address.clone());
-        if let Some(ip) = ip.filter(|ip| !ip.is_empty() && !slot.is_empty()) {
-            upstreams.insert(format!("{slot}-{}", t.app.port), format!("{ip}:{}", t.app.port));
-        }
+        let (Some(ip), Some(id)) = (ip.filter(|ip| !ip.is_empty() && !slot.is_empty()), c.id) else { continue };
+        let inspect = docker.inspect_container(&id, None).await.with_context(|| format!("cannot inspect replica {slot}"))?;
+        let started = inspect.state.as_ref().and_then(|s| s.started_at.as_deref()).and_then(|s| humantime::parse_rfc3339_weak(s.trim_end_matches('Z').split('.').next()?).ok());
+        let recent = started.is_some_and(|s| s >= since);
+        let restarts = if recent { inspect.restart_count.unwrap_or(0).max(0) as u32 } else { 0 };
+        facts.insert(format!("{slot}-{}", t.app.port), crate::doctor::TargetInstance { upstream: format!("{ip}:{}", t.app.port), crash_restarts: restarts });
     }
-    Ok(upstreams)
+    Ok(facts)
 }
 
 /// In the Redis container, where `Step::RedisUsers { add }` records users not yet settled: the

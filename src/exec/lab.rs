@@ -398,7 +398,7 @@ pub fn published_ports(t: &Topology, h: &crate::topology::Host) -> Vec<(u16, u16
             Service::LoadBalancer if h.has(Role::Lb) => t.load_balancer.listen,
             Service::Prometheus if h.has(Role::Monitor) => t.observability.prometheus_port,
             Service::Grafana if h.has(Role::Monitor) => ports::GRAFANA,
-            Service::Redis if h.has(Role::Redis) => t.redis.port,
+            Service::Redis if h.has(Role::Redis) && t.redis.is_some() => t.redis_port().unwrap_or_default(),
             _ => continue,
         };
         out.push((container_port, host_port));

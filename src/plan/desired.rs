@@ -210,7 +210,7 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
             if h.has(Role::Redis) {
                 pkgs.extend(["redis-server", "prometheus-redis-exporter"]);
                 services.extend(["redis-server.service", "prometheus-redis-exporter.service"]);
-                d.redis_admin = t.redis.password.is_some().then_some(t.redis.port);
+                d.redis_admin = t.redis_password().and(t.redis_port());
                 // Where earlier releases gave the exporter the apps' password as REDIS_PASSWORD,
                 // which it used for any target a /scrape asked for: it now has a password of its
                 // own, for its one target only (crate::render::REDIS_EXPORTER_PASSWORDS).

@@ -174,7 +174,7 @@ impl Ctx {
             c.instances.push(Instance::new(format!("api-{i}"), format!("api-{i}"), t.app.port, 1));
         }
         c.lbs.push(Endpoint { host: "lb".into(), address: "lb".into() });
-        c.redis = Some(Endpoint { host: "redis".into(), address: "redis".into() });
+        c.redis = t.redis.is_some().then(|| Endpoint { host: "redis".into(), address: "redis".into() });
         c.monitor = Some(Endpoint { host: "prometheus".into(), address: "prometheus".into() });
         c
     }

@@ -15,6 +15,7 @@ pub fn register(env: &mut Environment<'_>) {
     env.add_filter("hostport", hostport);
     env.add_filter("secret", secret);
     env.add_filter("systemd_arg", systemd_arg);
+    env.add_filter("systemd_command_arg", systemd_command_arg);
     env.add_filter("systemd_program", systemd_program);
     env.add_filter("path_regex", path_regex);
 }
@@ -47,6 +48,12 @@ fn systemd_arg(v: &str) -> Result<String, Error> {
         return Err(Error::new(ErrorKind::InvalidOperation, format!("`{}` cannot be a command argument", v.escape_debug())));
     }
     let mut out = String::from("\"");
+    systemd_escape_into(&mut out, v);
+    out.push('"');
+    Ok(out)
+}
+
+fn systemd_escape_into(out: &mut String, v: &str) {
     for c in v.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -54,6 +61,26 @@ fn systemd_arg(v: &str) -> Result<String, Error> {
             '$' => out.push_str("$$"),
             '%' => out.push_str("%%"),
             c => out.push(c),
+        }
+    }
+}
+
+/// One argument of the program's `ExecStart=` as [`systemd_arg`], where `$(PORT)` and
+/// `$(INSTANCE)` become `${PORT}` and `${INSTANCE}`: systemd puts the unit's own `Environment=`
+/// values there, inside the one argument, with no shell (and nothing else is expanded).
+fn systemd_command_arg(v: &str) -> Result<String, Error> {
+    use crate::topology::syntax::{ArgumentPart, argument_parts};
+    systemd_arg(v)?;
+    let parts = argument_parts(v).map_err(|e| Error::new(ErrorKind::InvalidOperation, e))?;
+    let mut out = String::from("\"");
+    for p in parts {
+        match p {
+            ArgumentPart::Text(t) => systemd_escape_into(&mut out, &t),
+            ArgumentPart::Value(value) => {
+                out.push_str("${");
+                out.push_str(value.variable());
+                out.push('}');
+            }
         }
     }
     out.push('"');
@@ -166,6 +193,18 @@ mod tests {
         }
         assert_eq!(systemd_program("node").unwrap(), "\"node\"");
         assert_eq!(systemd_arg("+x").unwrap(), "\"+x\"");
+    }
+
+    #[test]
+    fn command_arguments_name_the_instance_values_for_systemd_and_nothing_else() {
+        assert_eq!(systemd_command_arg("$(PORT)").unwrap(), "\"${PORT}\"");
+        assert_eq!(systemd_command_arg("--bind=0.0.0.0:$(PORT)").unwrap(), "\"--bind=0.0.0.0:${PORT}\"");
+        assert_eq!(systemd_command_arg("$(INSTANCE).log").unwrap(), "\"${INSTANCE}.log\"");
+        // Anything else stays literal: a `$` systemd would expand is doubled, `$$(` is a literal `$(`.
+        assert_eq!(systemd_command_arg("${PORT}").unwrap(), "\"$${PORT}\"");
+        assert_eq!(systemd_command_arg("$$(PORT)").unwrap(), "\"$$(PORT)\"");
+        assert_eq!(systemd_command_arg("100%").unwrap(), "\"100%%\"");
+        assert!(systemd_command_arg("$(HOME)").is_err());
     }
 
     #[test]

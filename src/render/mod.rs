@@ -162,7 +162,7 @@ pub fn render_secrets(t: &Topology, values: &SecretValues, templates: &Templates
         // The exporter's password answers for its one target only (a map keyed by its address).
         redis_exporter_passwords => values.redis_password.as_deref().map(|p| {
             let mut m = std::collections::BTreeMap::new();
-            m.insert(format!("redis://{}", hostport("127.0.0.1", t.redis.port)), redis_exporter_password(p));
+            m.insert(format!("redis://{}", hostport("127.0.0.1", t.redis_port().unwrap_or_default())), redis_exporter_password(p));
             m
         }),
         redis_exporter_password_sha256 => values.redis_password.as_deref().map(|p| sha256_hex(redis_exporter_password(p).as_bytes())),
@@ -255,7 +255,7 @@ pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<
     for j in docker_jobs(t) {
         out.push(run(&env, &docker, "docker", j)?);
     }
-    if t.redis.password.is_some() {
+    if t.redis_password().is_some() {
         // The bundle has no secret value: its Redis writes the users with the password's hash at start.
         // (Compose's exporter logs in with the same password as the apps: the bundle has no value
         // to derive its own from.)
@@ -543,10 +543,11 @@ fn docker_jobs(t: &Topology) -> Vec<Job<'_>> {
     if t.app.program.is_none() {
         jobs.push(job("docker/Dockerfile.j2", "Dockerfile"));
     }
+    jobs.extend([job("nginx/site.conf.j2", format!("nginx/{}.conf", t.name)), job("docker/nginx-follow.sh.j2", "nginx/follow.sh").mode(0o755)]);
+    if t.redis.is_some() {
+        jobs.push(job("redis/redis.conf.j2", "redis/redis.conf"));
+    }
     jobs.extend([
-        job("nginx/site.conf.j2", format!("nginx/{}.conf", t.name)),
-        job("docker/nginx-follow.sh.j2", "nginx/follow.sh").mode(0o755),
-        job("redis/redis.conf.j2", "redis/redis.conf"),
         job("prometheus/prometheus.yml.j2", "prometheus/prometheus.yml"),
         job("prometheus/rules.yml.j2", "prometheus/rules.yml"),
         job("prometheus/targets.json.j2", "prometheus/targets.json"),

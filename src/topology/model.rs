@@ -20,7 +20,9 @@ pub struct Topology {
     /// In file order.
     pub hosts: Vec<Host>,
     pub load_balancer: LoadBalancer,
-    pub redis: Redis,
+    /// None: the fleet runs no Redis (hosts: no host has the `redis` role; docker: a program's
+    /// topology without a `redis` section). scale-api always has one.
+    pub redis: Option<Redis>,
     pub observability: Observability,
     pub autoscaling: Option<Autoscaling>,
     pub docker: Docker,
@@ -72,6 +74,29 @@ pub struct Program {
     pub metrics: Option<String>,
 }
 
+impl Program {
+    /// The argv one instance runs: `$(PORT)` and `$(INSTANCE)` replaced by its port and name,
+    /// `$$(` by `$(` (the docker target's replicas; hosts let systemd expand them per unit).
+    pub fn argv(&self, port: u16, instance: &str) -> Vec<String> {
+        use super::syntax::{ArgumentPart, InstanceValue, argument_parts};
+        self.command
+            .iter()
+            .map(|arg| match argument_parts(arg) {
+                Ok(parts) => parts
+                    .into_iter()
+                    .map(|p| match p {
+                        ArgumentPart::Text(t) => t,
+                        ArgumentPart::Value(InstanceValue::Port) => port.to_string(),
+                        ArgumentPart::Value(InstanceValue::Instance) => instance.to_string(),
+                    })
+                    .collect(),
+                // Validation refused it; passed on as written rather than guessed at.
+                Err(_) => arg.clone(),
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Host {
     pub name: String,
@@ -94,7 +119,17 @@ impl Topology {
     /// Whether Redis is reached from other machines (an app host without the redis role, or the
     /// autoscaling group's instances): then it listens on its host's address and needs a password.
     pub fn redis_reached_remotely(&self) -> bool {
-        self.target == Target::Hosts && (self.autoscaling.is_some() || self.hosts.iter().any(|h| h.has(Role::App) && !h.has(Role::Redis)))
+        self.redis.is_some() && self.target == Target::Hosts && (self.autoscaling.is_some() || self.hosts.iter().any(|h| h.has(Role::App) && !h.has(Role::Redis)))
+    }
+
+    /// Redis' password reference, when the fleet runs a Redis that has one.
+    pub fn redis_password(&self) -> Option<&SecretRef> {
+        self.redis.as_ref().and_then(|r| r.password.as_ref())
+    }
+
+    /// Redis' port, when the fleet runs Redis.
+    pub fn redis_port(&self) -> Option<u16> {
+        self.redis.as_ref().map(|r| r.port)
     }
 
     /// Instances a host runs given its core count (`max` = one per core).
@@ -126,8 +161,8 @@ impl Topology {
             c.push((ports::NGINX_EXPORTER, "the nginx exporter".into(), Role::Lb));
             c.push((ports::MTAIL, "mtail (the access log as metrics)".into(), Role::Lb));
         }
-        if h.has(Role::Redis) {
-            c.push((self.redis.port, "redis".into(), Role::Redis));
+        if let (true, Some(redis)) = (h.has(Role::Redis), &self.redis) {
+            c.push((redis.port, "redis".into(), Role::Redis));
             c.push((ports::REDIS_EXPORTER, "the redis exporter".into(), Role::Redis));
         }
         if h.has(Role::Monitor) {

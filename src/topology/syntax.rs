@@ -149,6 +149,10 @@ pub fn program(value: &str) -> Check {
             "the program `{}` starts with `{c}`, which systemd reads as an ExecStart= prefix (`+` and `!` would run it with full privileges)",
             value.escape_debug()
         )),
+        _ if value.contains("$(") => Err(format!(
+            "the program `{}` contains `$(`: only its arguments may name the values given per instance (`$(PORT)`, `$(INSTANCE)`)",
+            value.escape_debug()
+        )),
         _ => Ok(()),
     }
 }
@@ -161,12 +165,82 @@ pub fn local_path(value: &str, what: &str) -> Check {
     only(value, what, |c| !c.is_control())
 }
 
-/// One argument of a command line, passed as it is (no shell): any printable text.
+/// One argument of a command line, passed as it is (no shell): any printable text, in which
+/// `$(PORT)` and `$(INSTANCE)` stand for the values scalectl gives each instance ([`argument_parts`]).
 pub fn argument(value: &str) -> Check {
     if value.is_empty() {
         return Err("an argument of app.program.command is empty".into());
     }
-    only(value, "an argument of app.program.command", |c| !c.is_control())
+    only(value, "an argument of app.program.command", |c| !c.is_control())?;
+    argument_parts(value).map(|_| ())
+}
+
+/// A value scalectl gives each instance, which an argument of `app.program.command` may name as
+/// `$(PORT)` or `$(INSTANCE)` (Kubernetes' syntax for a container's args).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceValue {
+    /// The port the instance listens on.
+    Port,
+    /// The instance's name (`HOST-PORT` on hosts, the replica's slot on docker).
+    Instance,
+}
+
+impl InstanceValue {
+    /// The environment variable every instance also gets with this value.
+    pub fn variable(self) -> &'static str {
+        match self {
+            InstanceValue::Port => "PORT",
+            InstanceValue::Instance => "INSTANCE",
+        }
+    }
+}
+
+/// A piece of a command argument: text passed as it is, or a value given per instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgumentPart {
+    Text(String),
+    Value(InstanceValue),
+}
+
+/// An argument split into its text and its `$(PORT)` / `$(INSTANCE)` references; `$$(` is a
+/// literal `$(`. Any other `$(NAME)` is refused: nothing else is expanded, and no shell runs.
+pub fn argument_parts(value: &str) -> Result<Vec<ArgumentPart>, String> {
+    let mut parts = Vec::new();
+    let mut text = String::new();
+    let mut rest = value;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix("$$(") {
+            text.push_str("$(");
+            rest = after;
+        } else if let Some(after) = rest.strip_prefix("$(") {
+            let Some(end) = after.find(')') else {
+                return Err(format!("`{}` opens `$(` without closing it: write `$$(` for a literal `$(`", value.escape_debug()));
+            };
+            let value_of = match &after[..end] {
+                "PORT" => InstanceValue::Port,
+                "INSTANCE" => InstanceValue::Instance,
+                other => {
+                    return Err(format!(
+                        "`$({})` is not a value scalectl gives each instance: only `$(PORT)` and `$(INSTANCE)` are expanded (write `$$(` for a literal `$(`)",
+                        other.escape_debug()
+                    ));
+                }
+            };
+            if !text.is_empty() {
+                parts.push(ArgumentPart::Text(std::mem::take(&mut text)));
+            }
+            parts.push(ArgumentPart::Value(value_of));
+            rest = &after[end + 1..];
+        } else {
+            let c = rest.chars().next().unwrap_or_default();
+            text.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    if !text.is_empty() || parts.is_empty() {
+        parts.push(ArgumentPart::Text(text));
+    }
+    Ok(parts)
 }
 
 /// A Debian package name (Debian Policy 5.6.1).
@@ -273,6 +347,21 @@ pub fn size(value: &str, what: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arguments_split_into_text_and_the_values_given_per_instance() {
+        use ArgumentPart::{Text, Value};
+        let text = |t: &str| Text(t.to_string());
+        assert_eq!(argument_parts("$(PORT)").unwrap(), vec![Value(InstanceValue::Port)]);
+        assert_eq!(argument_parts("0.0.0.0:$(PORT)").unwrap(), vec![text("0.0.0.0:"), Value(InstanceValue::Port)]);
+        assert_eq!(argument_parts("$(INSTANCE)-$(PORT)x").unwrap(), vec![Value(InstanceValue::Instance), text("-"), Value(InstanceValue::Port), text("x")]);
+        assert_eq!(argument_parts("$$(PORT)").unwrap(), vec![text("$(PORT)")]);
+        assert_eq!(argument_parts("${PORT} $PORT é").unwrap(), vec![text("${PORT} $PORT é")]);
+        assert!(argument_parts("$(port)").is_err());
+        assert!(argument_parts("$(PORT").is_err());
+        assert!(argument("$(HOME)").is_err());
+        assert!(program("$(INSTANCE)").is_err() && program("/bin/$$(x)").is_err());
+    }
 
     #[test]
     fn dns_labels() {

@@ -1262,17 +1262,18 @@ fn finding<'a>(d: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
 #[test]
 fn lab_doctor_finds_an_instance_killed_repeatedly_in_a_crash_loop() {
     let _lab = lab();
-    let started = || prometheus_scalar(r#"process_start_time_seconds{job="scale-api",instance_name="app-1-3001"}"#);
+    // systemd's count of the restarts it made after a failure (NRestarts), as Prometheus has it.
+    let restarts = || prometheus_scalar(r#"scalectl_instance_restarts_total{instance_name="app-1-3001"}"#);
     for _ in 0..4 {
-        let before = started();
+        let before = restarts();
         docker_exec("lab-app-1", "systemctl kill -s KILL scale-api@3001.service");
-        // Restarted by systemd, and the new process scraped.
+        // Restarted by systemd, and counted in Prometheus.
         let killed = Instant::now();
-        while started().is_none_or(|t| Some(t) == before) {
-            assert!(killed.elapsed() < Duration::from_secs(30), "Prometheus never scraped app-1-3001 restarted");
+        while restarts().is_none_or(|n| Some(n) == before) {
+            assert!(killed.elapsed() < Duration::from_secs(30), "Prometheus never counted app-1-3001's restart");
             std::thread::sleep(Duration::from_millis(500));
         }
-        eprintln!("app-1-3001 restarted and scraped {:.1} s after its kill", killed.elapsed().as_secs_f64());
+        eprintln!("app-1-3001 restarted and counted {:.1} s after its kill", killed.elapsed().as_secs_f64());
     }
     let (code, d) = doctor(&lab_yaml(), &["--window", "40s"]);
     assert_eq!(code, Some(2), "{d:#}");
@@ -1282,6 +1283,31 @@ fn lab_doctor_finds_an_instance_killed_repeatedly_in_a_crash_loop() {
     // The other instances are not in it.
     let crashed: Vec<&str> = d["findings"].as_array().unwrap().iter().filter(|f| f["id"] == "crash-loop").map(|f| f["subject"].as_str().unwrap()).collect();
     assert_eq!(crashed, ["app-1-3001"], "{d:#}");
+}
+
+/// Planned restarts are not crashes: five deploys in a row (reload, a new release, reload,
+/// rollback, reload) restart every instance five times, and doctor over a window holding all of
+/// them still finds the idle fleet healthy.
+#[test]
+fn lab_five_deploys_in_a_row_leave_doctor_calling_the_idle_fleet_healthy() {
+    let _lab = lab_alone();
+    let _restore = restore();
+    let next = new_release("five-deploys");
+    let started = Instant::now();
+    run_ok(&["reload", "-f", &lab_yaml(), "--yes"]);
+    run_ok(&apply_args(&lab_yaml(), next.to_str().unwrap()));
+    run_ok(&["reload", "-f", &lab_yaml(), "--yes"]);
+    run_ok(&["rollback", "-f", &lab_yaml(), "--yes"]);
+    run_ok(&["reload", "-f", &lab_yaml(), "--yes"]);
+    // Every instance's new process scraped, then doctor over a window that holds all five.
+    std::thread::sleep(Duration::from_secs(15));
+    let window = format!("{}s", started.elapsed().as_secs() + 5);
+    let (code, d) = doctor(&lab_yaml(), &["--window", &window]);
+    assert_eq!(code, Some(0), "{d:#}");
+    assert!(!finding_ids(&d).contains(&"crash-loop".to_string()), "{d:#}");
+    // The process start times did move five times: what doctor no longer counts as crashes.
+    let moved = prometheus_scalar(&format!(r#"max(changes(process_start_time_seconds{{job="scale-api"}}[{window}]))"#)).unwrap_or(0.0);
+    assert!(moved >= 4.0, "the deploys restarted every instance: {moved} start times seen");
 }
 
 /// /heavy through the load balancer from 4 clients; doctor over the last 30 s of it.

@@ -2,7 +2,7 @@
 //! examples/node-app (real Node.js from Debian's nodejs, Redis, nginx, systemd) to a lab of three
 //! hosts. Requests go to 127.0.0.1 only. Takes turns with the other end-to-end tests (support::turn).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -417,4 +417,83 @@ fn node_program_without_metrics_is_measured_by_its_hosts_and_the_load_balancer()
         assert!(Instant::now() < deadline, "the restart of app-1-4000 never reached Prometheus");
         std::thread::sleep(Duration::from_secs(2));
     }
+}
+
+/// The plain express-generator skeleton (examples/express.yaml: one route, no metrics, no Redis,
+/// no SIGTERM handling) on the node lab's hosts: deployed with no Redis at all, reloaded under
+/// load with no request failed, and judged healthy by doctor when idle.
+#[test]
+fn express_skeleton_without_redis_deploys_reloads_under_load_and_doctor_calls_it_healthy() {
+    let _lab = node_lab_alone();
+    let _restore = restore();
+    let express = crate::example_path("express");
+    let app = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/express-app");
+    assert!(app.join("node_modules/express").is_dir(), "examples/express-app has no node_modules: scripts/setup.sh runs npm ci there");
+    run_ok(&["apply", "-f", &express, "--yes"]);
+    for host in ["hello-app-1", "hello-app-2"] {
+        let env = docker_exec(host, "cat /etc/hello/hello.env");
+        assert!(!env.contains("REDIS"), "an app without Redis gets no REDIS_URL:\n{env}");
+        let secrets = docker_exec(host, "cat /etc/hello/secrets.env 2>/dev/null || true");
+        assert!(!secrets.contains("REDIS"), "{secrets}");
+    }
+    let targets = docker_exec("hello-lb-1", "cat /etc/prometheus/scalectl/targets.json");
+    assert!(!targets.contains("\"redis\""), "no Redis exporter is scraped:\n{targets}");
+    let page = crate::support::client().get(format!("{LB}/")).send().unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().unwrap().contains("Welcome to Express"), "the skeleton's own page");
+
+    let load = Load::start_at(LB, 8);
+    std::thread::sleep(Duration::from_millis(500));
+    let ((), span) = timed(|| {
+        let before = invocations();
+        let out = run_ok(&["reload", "-f", &express, "--yes"]);
+        let after = invocations();
+        for (unit, id) in &before {
+            assert_ne!(&after[unit], id, "{unit} was not restarted by the reload:\n{}", text(&out.stdout));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    load.finish().assert_covers(span, "the express skeleton's reload");
+
+    // Idle, after the reload: healthy, once the scrapes hold a window without the load.
+    std::thread::sleep(Duration::from_secs(20));
+    let (code, d) = crate::lab::doctor(&express, &["--window", "15s"]);
+    assert_eq!(code, Some(0), "{d:#}");
+    assert_eq!(d["healthy"], true, "{d:#}");
+    let instances = d["trace"].as_array().unwrap().iter().find(|t| t["question"] == "every instance up?").unwrap_or_else(|| panic!("{d:#}"));
+    assert!(instances["answer"].as_str().unwrap().starts_with("yes"), "{d:#}");
+}
+
+/// A program that takes its port as an argument (`python3 -m http.server $(PORT)`, as a Procfile's
+/// `--bind :$PORT` would) runs with no wrapper script: each instance gets its own port there.
+#[test]
+fn a_program_given_its_port_as_an_argument_runs_each_instance_on_its_own_port() {
+    let _lab = node_lab();
+    let _restore = restore();
+    let site = tempfile::tempdir().unwrap();
+    let marker = run_id("http-server");
+    std::fs::write(site.path().join("index.html"), format!("<p>{marker}</p>\n")).unwrap();
+    let src = std::fs::read_to_string(crate::example_path("express")).unwrap();
+    let topology = src
+        .replace("release: ./express-app", &format!("release: {}", path(site.path())))
+        .replace("command: [node, bin/www]       # `npm start`; bin/www reads PORT, which each instance gets", r#"command: [python3, -m, http.server, "$(PORT)", --directory, .]"#)
+        .replace("packages: [nodejs]", "packages: [python3]");
+    assert!(topology.contains("$(PORT)"), "{topology}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("http-server.yaml");
+    std::fs::write(&file, topology).unwrap();
+    run_ok(&["apply", "-f", path(&file), "--yes"]);
+    let unit = docker_exec("hello-app-1", "cat /etc/systemd/system/hello@.service");
+    assert!(unit.contains(r#""http.server" "${PORT}""#), "{unit}");
+    for host in ["hello-app-1", "hello-app-2"] {
+        let ports = docker_exec(host, "systemctl list-units --plain --no-legend --state=active 'hello@*.service' | sed -E 's/hello@([0-9]+).*/\\1/'");
+        let ports: Vec<&str> = ports.split_whitespace().collect();
+        assert!(!ports.is_empty(), "{host} runs no instance");
+        for port in ports {
+            let page = docker_exec(host, &format!("curl -fsS http://127.0.0.1:{port}/"));
+            assert!(page.contains(&marker), "{host}:{port} answered {page}");
+        }
+    }
+    let page = crate::support::client().get(format!("{LB}/")).send().unwrap().text().unwrap();
+    assert!(page.contains(&marker), "{page}");
 }

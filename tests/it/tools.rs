@@ -464,7 +464,7 @@ fn the_redis_exporter_gives_no_password_to_a_target_it_was_not_configured_for() 
         files.iter().chain(&secrets).find(|f| f.host == "cache-1" && f.path == path).unwrap_or_else(|| panic!("cache-1 has no {path}")).content.clone()
     };
     let dir = tempfile::tempdir().unwrap();
-    let (ours, theirs) = (format!("127.0.0.1:{}", t.redis.port), format!("127.0.0.1:{redis_port}"));
+    let (ours, theirs) = (format!("127.0.0.1:{}", t.redis_port().unwrap()), format!("127.0.0.1:{redis_port}"));
     // Redis on its rendered config and users, on this test's port.
     let auth_file = dir.path().join("scalectl-auth.conf");
     std::fs::write(&auth_file, on_redis_host("/etc/redis/scalectl-auth.conf")).unwrap();
@@ -564,8 +564,8 @@ fn the_ansible_redis_users_are_the_ones_apply_writes() {
     assert_eq!(from_role, from_apply);
     let json = secrets.iter().find(|f| f.path == scalectl::render::REDIS_EXPORTER_PASSWORDS).unwrap();
     let map: serde_json::Value = serde_json::from_str(&json.content).unwrap();
-    assert_eq!(map, serde_json::json!({ format!("redis://127.0.0.1:{}", t.redis.port): exporter }));
-    assert!(render_example("lab").iter().any(|f| f.host == "ansible" && f.content.contains(&format!("scalectl_redis_exporter_target: \"redis://127.0.0.1:{}\"", t.redis.port))));
+    assert_eq!(map, serde_json::json!({ format!("redis://127.0.0.1:{}", t.redis_port().unwrap()): exporter }));
+    assert!(render_example("lab").iter().any(|f| f.host == "ansible" && f.content.contains(&format!("scalectl_redis_exporter_target: \"redis://127.0.0.1:{}\"", t.redis_port().unwrap()))));
 }
 
 /// Prometheus asks for `observability.prometheus.password`: a real Prometheus on the lab's rendered
@@ -1115,7 +1115,7 @@ fn compose_services_equal_the_docker_targets_container_specs() {
             // Secrets reach a container as compose secrets (files), never as variables: replicas
             // export them behind the wrapper, Redis makes its users from the password at start.
             let secret_files: Vec<Value> = s.get("secrets").and_then(Value::as_array).cloned().unwrap_or_default();
-            let users_file = spec.role == "redis" && t.redis.password.is_some();
+            let users_file = spec.role == "redis" && t.redis_password().is_some();
             let mut env: serde_json::Map<String, Value> = spec.env.iter().filter_map(|e| e.split_once('=')).map(|(k, v)| (k.to_string(), json!(v))).collect();
             let cmd: Vec<Value> = spec.cmd.iter().map(|a| json!(a)).collect();
             if spec.secret_env.is_empty() && !users_file {
@@ -1133,7 +1133,7 @@ fn compose_services_equal_the_docker_targets_container_specs() {
                 assert_eq!(s["user"], "root", "{at}");
                 assert_eq!(json!(secret_files), json!([{"source": "REDIS_PASSWORD", "target": "/run/secrets/scalectl/REDIS_PASSWORD"}]), "{at}");
                 assert_eq!(s["command"], json!(cmd), "{at}");
-            } else if !matches!(t.redis.password, Some(topology::SecretRef::Env(_))) {
+            } else if !matches!(t.redis_password(), Some(topology::SecretRef::Env(_))) {
                 // A `{file:}` password cannot reach the exporter's shell-less image.
                 assert_eq!(spec.slot, "redis-exporter", "{at}");
                 assert!(secret_files.is_empty() && s.get("configs").is_none(), "{at}");
@@ -1146,7 +1146,7 @@ fn compose_services_equal_the_docker_targets_container_specs() {
                 env.insert("REDIS_PASSWORD_FILE".into(), json!(path));
                 let content = c["configs"]["redis-exporter-password"]["content"].as_str().unwrap();
                 // The one `$` compose is to read: the password's variable.
-                let Some(topology::SecretRef::Env(var)) = &t.redis.password else { unreachable!() };
+                let Some(topology::SecretRef::Env(var)) = t.redis_password() else { unreachable!() };
                 assert_eq!(content, format!(r#"{{"redis://redis:6379": "${{{var}:?set {var} for secret REDIS_PASSWORD}}"}}"#), "{at}");
             }
             for (name, secret) in c.get("secrets").and_then(Value::as_object).into_iter().flatten() {

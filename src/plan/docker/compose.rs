@@ -192,7 +192,7 @@ impl<'a> ComposeService<'a> {
             }
         }
         // Redis' ACL users (a secret file apply writes): made by its start from the bundle's template.
-        if spec.role == "redis" && t.redis.password.is_some() {
+        if spec.role == "redis" && t.redis_password().is_some() {
             self.entrypoint = Some(run.compose_redis_entrypoint.clone());
             self.user = Some("root");
             self.secrets = vec![("REDIS_PASSWORD", format!("{SECRETS_DIR}/REDIS_PASSWORD"))];

@@ -70,7 +70,8 @@ pub struct Desired {
     pub dockerfile: String,
     pub app: Vec<ContainerSpec>,
     pub lb: ContainerSpec,
-    pub redis: ContainerSpec,
+    /// None: the topology runs no Redis.
+    pub redis: Option<ContainerSpec>,
     pub prometheus: ContainerSpec,
     pub grafana: Option<ContainerSpec>,
     /// The node, Redis and Nginx exporters and mtail, which Prometheus scrapes besides the replicas.
@@ -112,7 +113,7 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
         },
         app,
         lb: seal(load_balancer(t, &files, &run)),
-        redis: seal(redis(t, &files, &run, secrets, &engine.digest_key, templates)?),
+        redis: t.redis.as_ref().map(|r| redis(t, r, &files, &run, secrets, &engine.digest_key, templates)).transpose()?.map(seal),
         prometheus: seal(prometheus(t, &files, &run)),
         grafana: t.observability.grafana.then(|| seal(grafana(t, &files))),
         exporters: exporters(t, &files, &run, &secret_env, &tools_image).into_iter().map(seal).collect(),
@@ -130,7 +131,7 @@ fn secret_env(t: &Topology, secrets: &SecretValues, digest_key: &str) -> Vec<Sec
         .secrets
         .iter()
         .map(|(n, r)| (n.clone(), r.clone(), value(n)))
-        .chain(t.redis.password.iter().map(|r| ("REDIS_PASSWORD".to_string(), r.clone(), secrets.redis_password.clone().unwrap_or_default())))
+        .chain(t.redis_password().into_iter().map(|r| ("REDIS_PASSWORD".to_string(), r.clone(), secrets.redis_password.clone().unwrap_or_default())))
         .map(|(name, from, v)| SecretEnv { name, from: Some(from), value_sha256: secret_digest(digest_key, v.as_bytes()), value: v })
         .collect()
 }
@@ -143,6 +144,12 @@ fn replica(t: &Topology, slot: &str, image: &str, base: &BTreeMap<String, String
     if t.observability.logs.destination == crate::topology::LogDestination::Collector {
         log_opts.insert("labels".to_string(), APP_LOG_LABELS.to_string());
     }
+    // The program's own argv with this replica's `$(PORT)` and `$(INSTANCE)` (the values its
+    // environment gives it); scale-api's image runs its own command.
+    let cmd = match &t.app.program {
+        Some(p) if !run.app_cmd.is_empty() => p.argv(t.app.port, env_value(&env, "INSTANCE").unwrap_or(slot)),
+        _ => run.app_cmd.clone(),
+    };
     ContainerSpec {
         role: "app".into(),
         aliases: Vec::new(),
@@ -157,7 +164,7 @@ fn replica(t: &Topology, slot: &str, image: &str, base: &BTreeMap<String, String
         nofile: Some(t.app.nofile),
         log_opts,
         stop_timeout_s: drain_stop_timeout(t),
-        cmd: run.app_cmd.clone(),
+        cmd,
         // No capability is needed to serve an unprivileged port. scale-api writes nothing, so its
         // root is read-only unless secrets are written into it (the engine writes no file into
         // a read-only root); a program's files are its own business.
@@ -168,6 +175,11 @@ fn replica(t: &Topology, slot: &str, image: &str, base: &BTreeMap<String, String
         ..service("app", slot, image)
     }
     .sealed(&t.name)
+}
+
+/// The value of `name` in KEY=VALUE lines.
+fn env_value<'a>(env: &'a [String], name: &str) -> Option<&'a str> {
+    env.iter().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
 }
 
 /// Seconds a container that serves requests gets to drain before the engine kills it.
@@ -230,7 +242,7 @@ fn load_balancer(t: &Topology, files: &BTreeMap<String, String>, run: &Commands)
 }
 
 /// Redis with the rendered redis.conf, its password file (a secret), its volume when persistent.
-fn redis(t: &Topology, files: &BTreeMap<String, String>, run: &Commands, secrets: &SecretValues, digest_key: &str, templates: &Templates) -> Result<ContainerSpec, RenderError> {
+fn redis(t: &Topology, r: &crate::topology::Redis, files: &BTreeMap<String, String>, run: &Commands, secrets: &SecretValues, digest_key: &str, templates: &Templates) -> Result<ContainerSpec, RenderError> {
     let mut redis = service("redis", "redis", &t.docker.images.redis);
     redis.cmd = run.redis.clone();
     redis.files.push(file("/usr/local/etc/redis/redis.conf", files, "redis/redis.conf", false));
@@ -260,10 +272,10 @@ fn redis(t: &Topology, files: &BTreeMap<String, String>, run: &Commands, secrets
         redis.files.push(secret(render::DOCKER_REDIS_ADMIN_CONF, conf, FileOwner::User("redis".into()), false));
         redis.files.push(secret(render::DOCKER_REDIS_ADMIN_PASS, format!("{password}\n"), FileOwner::User("redis".into()), false));
     }
-    if t.redis.persistence != Persistence::None {
+    if r.persistence != Persistence::None {
         redis.volumes.push((redis_volume(t), "/data".into()));
     }
-    redis.publish = publish(t.lab.publish.redis, t.redis.port);
+    redis.publish = publish(t.lab.publish.redis, r.port);
     Ok(redis)
 }
 
@@ -312,7 +324,10 @@ fn exporters(t: &Topology, files: &BTreeMap<String, String>, run: &Commands, sec
     mtail.volumes.push((lb_log_volume(t), LB_LOG_DIR.into()));
     // Exporters read and serve; none needs a capability or (but for a password file or mtail's
     // program, which the engine cannot write into a read-only root) its root.
-    let mut all = vec![node, redis_exporter, nginx_exporter, mtail];
+    let mut all = vec![node, nginx_exporter, mtail];
+    if t.redis.is_some() {
+        all.insert(1, redis_exporter);
+    }
     for e in &mut all {
         e.cap_drop_all = true;
         e.read_only = e.secret_env.is_empty() && e.files.is_empty();
@@ -341,7 +356,7 @@ fn log_shipping(t: &Topology, files: &BTreeMap<String, String>, run: &Commands, 
 impl Desired {
     /// Every container, in the order a first apply creates them.
     pub fn containers(&self) -> Vec<&ContainerSpec> {
-        let mut all: Vec<&ContainerSpec> = vec![&self.redis];
+        let mut all: Vec<&ContainerSpec> = self.redis.iter().collect();
         all.extend(&self.app);
         all.extend([&self.lb, &self.prometheus]);
         all.extend(&self.grafana);

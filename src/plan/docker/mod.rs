@@ -124,7 +124,7 @@ pub fn redis_exporter_password_file() -> String {
 
 /// Redis on the topology's network, as the exporter names it.
 pub fn redis_address(t: &Topology) -> String {
-    format!("redis://redis:{}", t.redis.port)
+    format!("redis://redis:{}", t.redis_port().unwrap_or_default())
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]

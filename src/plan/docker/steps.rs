@@ -22,8 +22,10 @@ pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError
     let (t, d) = (i.topology, &i.desired);
     let mut p = Steps { o, activate: Vec::new(), cleanup: Vec::new() };
     p.images_network_volumes(&i);
-    p.service(&d.redis);
-    let settle = p.redis_users(t, &d.redis);
+    let settle = d.redis.as_ref().and_then(|redis| {
+        p.service(redis);
+        p.redis_users(t, redis)
+    });
     p.replicas(&i)?;
     let mut wanted: BTreeSet<&str> = BTreeSet::new();
     for spec in d.containers().into_iter().filter(|c| c.role != "app" && c.slot != "redis") {
@@ -32,7 +34,9 @@ pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError
     }
     // Every replica and the exporter now have the new password: the old one goes.
     p.activate.extend(settle);
-    wanted.insert("redis");
+    if d.redis.is_some() {
+        wanted.insert("redis");
+    }
     for c in o.containers.iter().filter(|c| c.role != "app" && !wanted.contains(c.slot.as_str())) {
         if c.running() {
             p.activate.push(Step::Stop { name: c.name.clone(), timeout_s: 10 });
@@ -75,7 +79,7 @@ impl Steps<'_> {
             self.activate.push(Step::CreateNetwork { name: network_name(t) });
         }
         let mut volumes = vec![lb_log_volume(t)];
-        if t.redis.persistence != Persistence::None {
+        if t.redis.as_ref().is_some_and(|r| r.persistence != Persistence::None) {
             volumes.push(redis_volume(t));
         }
         if d.logs.is_some() {
@@ -118,7 +122,7 @@ impl Steps<'_> {
         let step = |phase, content: &str, sha: &str| Step::RedisUsers {
             container: c.name.clone(),
             phase,
-            port: t.redis.port,
+            port: t.redis_port().unwrap_or_default(),
             content: content.to_string(),
             content_sha256: sha.to_string(),
         };

@@ -34,7 +34,7 @@ fn converged_with(t: &Topology, rel: &str, secrets: &SecretValues) -> DockerObse
     let mut o = DockerObserved { network: true, image_present: true, log_image_present: true, ..Default::default() };
     o.volumes = [lb_log_volume(t), redis_volume(t), logs_volume(t), logship_volume(t)].into();
     let logs = d.logs.iter().flat_map(|l| [&l.collector, &l.shipper]);
-    for c in d.app.iter().chain([&d.lb, &d.redis, &d.prometheus]).chain(d.grafana.as_ref()).chain(&d.exporters).chain(logs) {
+    for c in d.app.iter().chain(&d.redis).chain([&d.lb, &d.prometheus]).chain(d.grafana.as_ref()).chain(&d.exporters).chain(logs) {
         o.containers.push(ObservedContainer {
             name: c.name.clone(),
             role: c.role.clone(),
@@ -231,18 +231,19 @@ fn a_secrets_digest_in_a_spec_hash_is_keyed_by_the_engine() {
     assert_eq!(a.app[0].hash, desired(&t, &rel, &s, &engine(), &templates).unwrap().app[0].hash, "one engine, one hash (a saved plan plans it again)");
     let b = desired(&t, &rel, &s, &Engine { digest_key: "another-engine".into(), ..engine() }, &templates).unwrap();
     assert_ne!(a.app[0].hash, b.app[0].hash);
-    assert_ne!(a.redis.hash, b.redis.hash);
+    assert_ne!(a.redis.as_ref().unwrap().hash, b.redis.as_ref().unwrap().hash);
     // What a plan's reader could compute from a guessed (here: the right) password does not give it.
     let mut guess = a.app[0].clone();
     for e in &mut guess.secret_env {
         e.value_sha256 = crate::plan::sha256_hex(e.value.as_bytes());
     }
     assert_ne!(guess.sealed("d").hash, a.app[0].hash);
-    let mut guess = a.redis.clone();
+    let redis = a.redis.as_ref().unwrap();
+    let mut guess = redis.clone();
     for f in guess.files.iter_mut().filter(|f| f.sensitive) {
         f.content_sha256 = crate::plan::sha256_hex(f.content.as_bytes());
     }
-    assert_ne!(guess.sealed("d").hash, a.redis.hash);
+    assert_ne!(guess.sealed("d").hash, redis.hash);
 }
 
 #[test]
@@ -503,4 +504,37 @@ fn a_new_redis_password_changes_the_users_live_and_settles_after_every_replica()
     let mut o = converged_with(&t, "aaaaaaaaaaaa", &pw("new-pass"));
     o.redis_users_pending = true;
     assert_eq!(names(&make(&t, "aaaaaaaaaaaa", &pw("new-pass"), &o).activate), ["redis-users Settle"]);
+}
+
+#[test]
+fn each_replica_runs_the_program_with_its_own_port_and_instance_name_in_its_arguments() {
+    let src = "name: d\ntarget: docker\napp:\n  port: 8000\n  instances: 2\n  program:\n    image: py:1\n    command: [python3, -m, http.server, \"$(PORT)\", --directory, \"/srv/$(INSTANCE)\", \"$$(kept)\"]\n";
+    let t = crate::topology::parse("d.yaml", src).unwrap_or_else(|p| panic!("{p}"));
+    let d = desired(&t, &release("r1"), &SecretValues::default(), &engine(), &Templates::embedded()).unwrap();
+    let argvs: Vec<Vec<String>> = d.app.iter().map(|c| c.cmd.clone()).collect();
+    assert_eq!(
+        argvs,
+        [1, 2].map(|i| ["python3", "-m", "http.server", "8000", "--directory", &format!("/srv/api-{i}-8000"), "$(kept)"].map(String::from).to_vec())
+    );
+    // The same values the replica's environment gives it.
+    assert!(d.app[1].env.contains(&"INSTANCE=api-2-8000".to_string()), "{:?}", d.app[1].env);
+}
+
+#[test]
+fn a_program_without_a_redis_section_runs_no_redis_and_a_redis_left_from_before_goes() {
+    let src = "name: d\ntarget: docker\napp:\n  port: 3000\n  instances: 2\n  program: {image: web:1, command: [node, bin/www]}\n";
+    let t = crate::topology::parse("d.yaml", src).unwrap_or_else(|p| panic!("{p}"));
+    let d = desired(&t, &release("r1"), &SecretValues::default(), &engine(), &Templates::embedded()).unwrap();
+    let slots: Vec<&str> = d.containers().iter().map(|c| c.slot.as_str()).collect();
+    assert!(!slots.iter().any(|s| s.contains("redis")), "{slots:?}");
+    assert!(d.app.iter().all(|c| !c.env.iter().any(|e| e.starts_with("REDIS"))), "{:?}", d.app[0].env);
+    // The same program with Redis asked for, converged; then the section removed.
+    let with = crate::topology::parse("d.yaml", &format!("{src}redis: {{persistence: none}}\n")).unwrap_or_else(|p| panic!("{p}"));
+    let o = converged(&with, "r1");
+    assert!(o.containers.iter().any(|c| c.slot == "redis") && o.containers.iter().any(|c| c.slot == "redis-exporter"));
+    let p = make(&t, "r1", &SecretValues::default(), &o);
+    let steps = names(&p.activate.iter().chain(&p.cleanup).cloned().collect::<Vec<_>>());
+    for gone in ["redis", "redis-exporter"] {
+        assert!(steps.contains(&format!("stop d-{gone}")) && steps.contains(&format!("remove d-{gone}")), "{steps:?}");
+    }
 }

@@ -81,15 +81,30 @@ impl V {
             self.push(Problem::at(anchor, "no host has the app role: at least one host must run scale-api").help("add `app` to some host's roles"));
         }
         let redis_hosts: Vec<_> = with(Role::Redis).collect();
-        if redis_hosts.is_empty() {
+        if redis_hosts.is_empty() && t.app.program.is_none() {
             self.push(
                 Problem::at(anchor, "no host has the redis role: scale-api keeps sessions, counters and cache in Redis")
                     .help("add `redis` to one host's roles"),
             );
         }
+        if let Some(section) = &raw.redis
+            && redis_hosts.is_empty()
+            && t.app.program.is_some()
+        {
+            let at = [section.port.as_ref().map(|x| x.loc()), section.maxmemory.as_ref().map(|x| x.loc()), section.eviction.as_ref().map(|x| x.loc()),
+                section.persistence.as_ref().map(|x| x.loc()), section.password.as_ref().map(|x| x.loc())]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(anchor);
+            self.push(
+                Problem::at(at, "the redis section configures a Redis that no host runs")
+                    .help("add `redis` to one host's roles (the app then gets REDIS_URL), or remove the section if the app keeps no shared state"),
+            );
+        }
         if let Some(r) = redis_hosts.first()
             && t.redis_reached_remotely()
-            && t.redis.password.is_none()
+            && t.redis.as_ref().is_some_and(|r| r.password.is_none())
         {
             self.push(
                 Problem::at(role_loc(raw_hosts, &r.name, Role::Redis), format!("Redis on host `{}` is reached from other machines but has no password: anyone who reaches its port could read every session and change or erase any data", r.name))

@@ -150,7 +150,13 @@ impl V {
         app.program = raw.app.program.as_ref().map(|p| self.program(p, raw, target));
         let hosts = self.hosts(raw, target);
         let load_balancer = self.load_balancer(raw.load_balancer.as_ref());
-        let redis = self.redis(raw.redis.as_ref());
+        // Redis runs where the topology places it: a host with the `redis` role, or on docker a
+        // `redis` section (scale-api, which keeps its state there, always gets one).
+        let wants_redis = match target {
+            Target::Hosts => hosts.iter().any(|h| h.has(Role::Redis)),
+            Target::Docker => raw.redis.is_some() || app.program.is_none(),
+        };
+        let redis = wants_redis.then(|| self.redis(raw.redis.as_ref()));
         let observability = self.observability(raw.observability.as_ref());
         let autoscaling = raw.autoscaling.as_ref().map(|a| self.autoscaling(a));
         let docker = self.docker(raw.docker.as_ref(), raw.name.value());
