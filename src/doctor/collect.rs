@@ -113,7 +113,7 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     let p = prometheus;
 
     let mut waited = false;
-    let up = confirmed(p, r#"up{job="scale-api"}"#, step, &mut waited).await?;
+    let up = confirmed(p, r#"up{job="app"}"#, step, &mut waited).await?;
     // Each instance as systemd and the kernel see it (the node exporter's textfile, any app): the
     // instances of a program that serves no metrics, and what the app's own series do not say.
     let unit_up = p.instant("scalectl_instance_up").await?;
@@ -135,13 +135,13 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         .await?;
     // How long ready work waits to run: scale-api's runtime, or Node's event loop (prom-client).
     let delay = p.range("max by (instance_name) (scale_api_runtime_scheduling_delay_seconds or nodejs_eventloop_lag_p99_seconds) * 1000", window, step, end).await?;
-    let resident = p.range(r#"process_resident_memory_bytes{job="scale-api"} or on (instance_name) scalectl_instance_memory_bytes"#, window, step, end).await?;
+    let resident = p.range(r#"process_resident_memory_bytes{job="app"} or on (instance_name) scalectl_instance_memory_bytes"#, window, step, end).await?;
     // Open files at their peak in the window: a burst that came near the limit (and was closed, by
     // the clients or by a header timeout, before now) already had new connections refused.
     let open_fds = p
-        .instant(&format!(r#"max_over_time(process_open_fds{{job="scale-api"}}[{w}]) or on (instance_name) max_over_time(scalectl_instance_open_fds[{w}])"#))
+        .instant(&format!(r#"max_over_time(process_open_fds{{job="app"}}[{w}]) or on (instance_name) max_over_time(scalectl_instance_open_fds[{w}])"#))
         .await?;
-    let max_fds = p.instant(r#"process_max_fds{job="scale-api"} or on (instance_name) scalectl_instance_max_fds"#).await?;
+    let max_fds = p.instant(r#"process_max_fds{job="app"} or on (instance_name) scalectl_instance_max_fds"#).await?;
     let in_flight = p.instant("sum by (instance_name) (scale_api_http_requests_in_flight)").await?;
     let rejected = p.instant("sum by (instance_name) (rate(scale_api_heavy_pool_rejected_total[1m]))").await?;
     let cpu = p.range(r#"100 * (1 - avg by (host) (rate(node_cpu_seconds_total{mode="idle"}[1m])))"#, window, step, end).await?;
@@ -152,7 +152,7 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     // The app's own share of each host: its instances' CPU time against the host's cores.
     let app_cpu = p
         .range(
-            r#"100 * (sum by (host) (rate(process_cpu_seconds_total{job="scale-api"}[1m])) or sum by (host) (rate(scalectl_instance_cpu_seconds_total[1m]))) / on (host) count by (host) (node_cpu_seconds_total{mode="idle"})"#,
+            r#"100 * (sum by (host) (rate(process_cpu_seconds_total{job="app"}[1m])) or sum by (host) (rate(scalectl_instance_cpu_seconds_total[1m]))) / on (host) count by (host) (node_cpu_seconds_total{mode="idle"})"#,
             window,
             step,
             end,

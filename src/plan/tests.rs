@@ -133,6 +133,11 @@ fn a_new_release_rolls_running_instances_and_keeps_the_previous_one() {
     );
     // Keep 3: the new one, the running one (rollback target), and the newest other.
     assert_eq!(app.cleanup, vec![Action::PruneReleases { remove: vec!["r0".into()] }]);
+    // The instances are named after the app that runs, whichever it is.
+    let mut named = p.clone();
+    named.hosts.iter_mut().for_each(|h| h.app_name = "shop".into());
+    let text = render_text(&named, false);
+    assert!(text.contains("rolling restart shop@3000, shop@3001") && !text.contains("scale-api@"), "{text}");
     assert!(host(&p, "lb").is_empty() && host(&p, "cache").is_empty());
 }
 

@@ -37,7 +37,7 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
         }
         let _ = writeln!(out, "{} ({})", st.bold(&h.host), roles.join(", "));
         for a in h.actions() {
-            let _ = writeln!(out, "  {}", line(a, &st));
+            let _ = writeln!(out, "  {}", line(a, &h.app_name, &st));
             if let Action::WriteFile(f) = a
                 && let Some(d) = &f.diff
             {
@@ -70,7 +70,8 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn line(a: &Action, st: &Style) -> String {
+/// One action as a line; `app` names the host's app instances (`APP@PORT`).
+fn line(a: &Action, app: &str, st: &Style) -> String {
     match a {
         Action::InstallPackages { packages } => format!("{} install packages: {}", st.green("+"), packages.join(", ")),
         Action::UploadRelease { release, bytes, archive } => {
@@ -100,7 +101,7 @@ fn line(a: &Action, st: &Style) -> String {
             format!("{} switch release {} -> {to}", st.yellow("~"), from.as_deref().unwrap_or("(none)"))
         }
         Action::RollingRestart { ports, readiness, drain } => {
-            let units: Vec<String> = ports.iter().map(|p| format!("scale-api@{p}")).collect();
+            let units: Vec<String> = ports.iter().map(|p| format!("{app}@{p}")).collect();
             let out = match drain {
                 Some(d) => format!(", each out of the load balancer on {} while it restarts", d.lbs.join(", ")),
                 None => String::new(),

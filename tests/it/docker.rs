@@ -1010,7 +1010,7 @@ mod node {
         let out = apply(unscraped.to_str().unwrap(), first.path().to_str().unwrap());
         assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
         let deadline = Instant::now() + Duration::from_secs(40);
-        while prometheus_9093(r#"up{job="scale-api"}"#).is_none_or(|up| !up.is_empty()) {
+        while prometheus_9093(r#"up{job="app"}"#).is_none_or(|up| !up.is_empty()) {
             assert!(Instant::now() < deadline, "Prometheus still scrapes the replicas");
             std::thread::sleep(Duration::from_secs(1));
         }

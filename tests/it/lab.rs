@@ -1175,7 +1175,7 @@ pub(crate) fn doctor(file: &str, extra: &[&str]) -> (Option<i32>, serde_json::Va
 fn wait_for_quiet_cpu() {
     // The fleet's own instances, not the machine: other deployments on this machine (the node lab,
     // the docker tests) may keep it busy, which doctor must not count as the app's.
-    let query = r#"100 * sum(rate(process_cpu_seconds_total{job="scale-api"}[1m])) / 2"#;
+    let query = r#"100 * sum(rate(process_cpu_seconds_total{job="app"}[1m])) / 2"#;
     let start = Instant::now();
     let mut quiet_since: Option<Instant> = None;
     loop {
@@ -1306,7 +1306,7 @@ fn lab_five_deploys_in_a_row_leave_doctor_calling_the_idle_fleet_healthy() {
     assert_eq!(code, Some(0), "{d:#}");
     assert!(!finding_ids(&d).contains(&"crash-loop".to_string()), "{d:#}");
     // The process start times did move five times: what doctor no longer counts as crashes.
-    let moved = prometheus_scalar(&format!(r#"max(changes(process_start_time_seconds{{job="scale-api"}}[{window}]))"#)).unwrap_or(0.0);
+    let moved = prometheus_scalar(&format!(r#"max(changes(process_start_time_seconds{{job="app"}}[{window}]))"#)).unwrap_or(0.0);
     assert!(moved >= 4.0, "the deploys restarted every instance: {moved} start times seen");
 }
 
@@ -1359,7 +1359,7 @@ fn lab_doctor_finds_an_instance_near_its_open_files_limit() {
     );
     // Accepted, then scraped.
     let opened = Instant::now();
-    while prometheus_scalar(r#"process_open_fds{job="scale-api",instance_name="app-1-3000"}"#).is_none_or(|n| n < 900.0) {
+    while prometheus_scalar(r#"process_open_fds{job="app",instance_name="app-1-3000"}"#).is_none_or(|n| n < 900.0) {
         assert!(opened.elapsed() < Duration::from_secs(20), "Prometheus never saw app-1-3000 with 900 open files");
         std::thread::sleep(Duration::from_millis(500));
     }

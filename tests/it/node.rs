@@ -384,7 +384,7 @@ fn node_program_without_metrics_is_measured_by_its_hosts_and_the_load_balancer()
         let fds = query("scalectl_instance_open_fds > 0 and scalectl_instance_open_fds < scalectl_instance_max_fds");
         let mem = query("scalectl_instance_memory_bytes > 1e6");
         let cpu = query("rate(scalectl_instance_cpu_seconds_total[30s]) > 0");
-        let scraped = query(r#"up{job="scale-api"}"#);
+        let scraped = query(r#"up{job="app"}"#);
         if up.len() == 4 && fds.len() == 4 && mem.len() == 4 && cpu.len() == 4 && scraped.is_empty() {
             break true;
         }

@@ -292,7 +292,9 @@ fn promtool_accepts_every_prometheus_config_and_rule_file() {
             std::fs::write(&p, &f.content).unwrap();
             let out = run(Command::new(&promtool).args(["check", "rules"]).arg(&p));
             assert!(out.status.success(), "promtool check rules on {example} {}:{}\n{}", f.host, f.path, text(&out));
-            assert!(text(&out).contains("SUCCESS: 12 rules found"), "{}", text(&out));
+            // Two of them watch Redis, which a topology without it does not run.
+            let rules = if super::load_example(example).redis.is_some() { 12 } else { 10 };
+            assert!(text(&out).contains(&format!("SUCCESS: {rules} rules found")), "{}", text(&out));
             checked += 1;
         }
         for f in files_named(&files, "prometheus.yml") {
