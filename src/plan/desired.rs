@@ -164,29 +164,27 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
             for f in by_host.get(h.name.as_str()).into_iter().flatten() {
                 d.files.push(desired_file(f));
             }
-            let mut pkgs: Vec<&str> = vec!["nftables", "prometheus-node-exporter"];
-            let mut services: Vec<&str> = vec![crate::render::FIREWALL_SERVICE, "prometheus-node-exporter.service"];
-            let mut sockets: Vec<String> = Vec::new();
-            if t.observability.logs.destination == LogDestination::Collector {
-                pkgs.extend(["rsyslog", "rsyslog-relp"]);
-                services.push("rsyslog.service");
-                if let Some(monitor) = t.hosts.iter().find(|m| m.has(Role::Monitor)) {
-                    pkgs.push("openssl");
-                    d.log_tls = Some(LogTls { name: h.name.clone(), ca_host: monitor.name.clone() });
+            // Packages and units from the tier table; the app's instances from its cores.
+            let tiers = t.tiers_on(h);
+            let mut packages: Vec<String> = Vec::new();
+            for p in tiers.iter().flat_map(|tier| &tier.packages) {
+                if !packages.contains(p) {
+                    packages.push(p.clone());
                 }
             }
+            let mut services: Vec<String> = tiers.iter().flat_map(|tier| tier.services.iter().cloned()).collect();
+            if t.observability.logs.destination == LogDestination::Collector
+                && let Some(monitor) = t.hosts.iter().find(|m| m.has(Role::Monitor))
+            {
+                d.log_tls = Some(LogTls { name: h.name.clone(), ca_host: monitor.name.clone() });
+            }
             if h.has(Role::App) {
-                pkgs.push("curl");
-                services.push(crate::render::INSTANCES_TIMER);
-                if let Some(p) = &t.app.program {
-                    pkgs.extend(p.packages.iter().map(String::as_str));
-                }
                 let n = t.instances_on(h, facts.cores_of(h));
-                d.instances = (0..n).filter_map(|i| u16::try_from(u32::from(t.app.port) + i).ok()).collect();
+                d.instances = t.instance_ports(n);
                 // scale-api's port is held by its socket unit, started before the instance; a
                 // program of the user's binds its own port.
                 if t.app.program.is_none() {
-                    sockets = d.instances.iter().map(|p| socket_unit(&d.app_name, *p)).collect();
+                    services.extend(d.instances.iter().map(|p| socket_unit(&d.app_name, *p)));
                 }
                 d.release = release.cloned();
                 d.enabled.push(format!("{}.target", d.app_name));
@@ -203,33 +201,17 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
             if h.has(Role::Lb) {
                 // The app hosts named by a name rather than an IP: resolved here, as nginx does.
                 d.resolve = t.hosts.iter().filter(|a| a.has(Role::App) && a.address.parse::<std::net::IpAddr>().is_err()).map(|a| a.address.clone()).collect();
-                pkgs.extend(["nginx", "prometheus-nginx-exporter", "mtail"]);
-                services.extend(["nginx.service", "prometheus-nginx-exporter.service", "mtail.service"]);
                 d.absent.push(("/etc/nginx/sites-enabled/default".into(), OnChange::Reload("nginx.service")));
             }
-            if h.has(Role::Redis) {
-                pkgs.extend(["redis-server", "prometheus-redis-exporter"]);
-                services.extend(["redis-server.service", "prometheus-redis-exporter.service"]);
+            if h.has(Role::Redis) && t.redis.is_some() {
                 d.redis_admin = t.redis_password().and(t.redis_port());
                 // Where earlier releases gave the exporter the apps' password as REDIS_PASSWORD,
                 // which it used for any target a /scrape asked for: it now has a password of its
                 // own, for its one target only (crate::render::REDIS_EXPORTER_PASSWORDS).
                 d.absent.push(("/etc/scalectl/redis-exporter.env".into(), OnChange::Restart("prometheus-redis-exporter.service")));
             }
-            if h.has(Role::Monitor) {
-                pkgs.push("prometheus");
-                services.push("prometheus.service");
-                if t.observability.logs.destination == LogDestination::Collector {
-                    pkgs.push("logrotate");
-                    services.push(crate::render::COLLECTOR_ROTATION_TIMER);
-                }
-                if t.observability.alertmanager.is_some() {
-                    pkgs.push("prometheus-alertmanager");
-                    services.push("prometheus-alertmanager.service");
-                }
-            }
-            d.packages = pkgs.into_iter().map(String::from).collect();
-            d.services = services.into_iter().map(String::from).chain(sockets).collect();
+            d.packages = packages;
+            d.services = services;
             d
         })
         .collect();

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use minijinja::Value;
 use serde::Serialize;
 
-use crate::topology::{Host, Instances, Role, Ssh, Topology};
+use crate::topology::tiers::Reach;
+use crate::topology::{Host, Instances, Role, Ssh, Topology, ports};
 
 /// What only the targets know, passed in so rendering stays pure.
 #[derive(Debug, Clone)]
@@ -67,10 +68,31 @@ pub struct HostView {
     pub address: String,
     pub roles: Vec<Role>,
     pub ssh: Ssh,
-    /// Ports of this host's scale-api instances.
+    /// Ports of this host's app instances.
     pub ports: Vec<u16>,
     /// The collector's RELP port for this host's lines (`Topology::relp_port_of`).
     pub relp_port: u16,
+    /// Ports only Prometheus may reach here: the exporters of this host's tiers.
+    pub exporter_ports: Vec<u16>,
+}
+
+/// One target Prometheus scrapes besides the app's instances, from the tier table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scrape {
+    pub job: &'static str,
+    /// The `host` label: the host's name, or on docker what the container stands for.
+    pub host: String,
+    /// `address:port`, or `container:port` on docker.
+    pub target: String,
+}
+
+/// The fixed ports the exporters listen on (`topology::ports`), for templates.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ports {
+    pub node_exporter: u16,
+    pub redis_exporter: u16,
+    pub nginx_exporter: u16,
+    pub mtail: u16,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -95,6 +117,11 @@ pub struct Ctx {
     pub log_tls: Option<super::LogTlsFiles>,
     /// The load balancers' site file, where a drain marks an instance's upstream server down.
     pub site: String,
+    /// What Prometheus scrapes besides the instances (hosts and docker views), grouped by job.
+    pub scrapes: Vec<Scrape>,
+    /// The Prometheus jobs, the app's first (`Topology::scrape_jobs`).
+    pub jobs: Vec<&'static str>,
+    pub ports: Ports,
     pub version: &'static str,
 }
 
@@ -113,8 +140,17 @@ impl Ctx {
             redis_remote: t.redis_reached_remotely(),
             log_tls: None,
             site: super::site_path(&t.name),
+            scrapes: Vec::new(),
+            jobs: t.scrape_jobs(),
+            ports: Ports { node_exporter: ports::NODE_EXPORTER, redis_exporter: ports::REDIS_EXPORTER, nginx_exporter: ports::NGINX_EXPORTER, mtail: ports::MTAIL },
             version: env!("CARGO_PKG_VERSION"),
         }
+    }
+
+    /// Orders the scrape targets by job, as `jobs` lists them (hosts in file order within each).
+    fn sort_scrapes(&mut self) {
+        let jobs = self.jobs.clone();
+        self.scrapes.sort_by_key(|s| jobs.iter().position(|j| *j == s.job));
     }
 
     /// The fleet as hosts reached over the network.
@@ -144,8 +180,17 @@ impl Ctx {
                 c.monitor = Some(ep);
             }
             let relp_port = t.relp_port_of(&h.name);
-            c.hosts.push(HostView { name: h.name.clone(), address: h.address.clone(), roles: h.roles.clone(), ssh: h.ssh.clone(), ports, relp_port });
+            let tiers = t.tiers_on(h);
+            let listens = || tiers.iter().flat_map(|tier| &tier.listens);
+            let exporter_ports = listens().filter(|l| l.reach == Reach::Monitor).map(|l| l.port).collect();
+            for l in listens() {
+                if let Some(job) = l.job {
+                    c.scrapes.push(Scrape { job, host: h.name.clone(), target: super::filters::hostport(&h.address, l.port) });
+                }
+            }
+            c.hosts.push(HostView { name: h.name.clone(), address: h.address.clone(), roles: h.roles.clone(), ssh: h.ssh.clone(), ports, relp_port, exporter_ports });
         }
+        c.sort_scrapes();
         if c.monitor.is_some() && t.observability.logs.destination == crate::topology::LogDestination::Collector {
             c.log_tls = Some(super::LogTlsFiles::in_dir(super::LOG_TLS_DIR));
         }
@@ -175,6 +220,19 @@ impl Ctx {
         }
         c.lbs.push(Endpoint { host: "lb".into(), address: "lb".into() });
         c.redis = t.redis.is_some().then(|| Endpoint { host: "redis".into(), address: "redis".into() });
+        // The exporter containers, reached by their slot names; the node exporter's is the engine's machine.
+        for tier in t.tiers_on_one_engine() {
+            for l in &tier.listens {
+                if let (Some(job), Some(container)) = (l.job, l.container) {
+                    let host = match tier.name {
+                        "host" => "engine",
+                        other => other,
+                    };
+                    c.scrapes.push(Scrape { job, host: host.into(), target: format!("{container}:{}", l.port) });
+                }
+            }
+        }
+        c.sort_scrapes();
         c.monitor = Some(Endpoint { host: "prometheus".into(), address: "prometheus".into() });
         c
     }

@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::topology::{Role, Target, Topology};
 pub use context::{Facts, Instance};
 pub use filters::{duration, hostport, redis_exporter_password, secret_is_safe, sha256_hex};
+pub use crate::topology::tiers::{COLLECTOR_ROTATION_TIMER, FIREWALL_SERVICE, INSTANCES_TIMER};
 use context::Ctx;
 
 /// Every template scalectl ships, embedded at build time (`--templates DIR` overrides by name).
@@ -354,13 +355,8 @@ fn run(env: &Environment<'_>, ctx: &minijinja::Value, host: &str, j: Job<'_>) ->
 
 /// The script that measures each instance of an app host for the node exporter's textfile collector.
 pub const INSTANCES_SCRIPT: &str = "/usr/local/lib/scalectl/instances.sh";
-/// The timer that runs it.
-pub const INSTANCES_TIMER: &str = "scalectl-instances.timer";
-/// The log collector's rotation (logrotate, by size) and the timer that runs it.
+/// The log collector's rotation (logrotate, by size; its timer is `COLLECTOR_ROTATION_TIMER`).
 pub const COLLECTOR_LOGROTATE: &str = "/etc/scalectl/logrotate-collector.conf";
-pub const COLLECTOR_ROTATION_TIMER: &str = "scalectl-logrotate.timer";
-/// The unit that loads scalectl's nftables table, and the table's rules.
-pub const FIREWALL_SERVICE: &str = "scalectl-firewall.service";
 pub const FIREWALL_RULES: &str = "/etc/scalectl/firewall.nft";
 
 /// Where a host of the hosts target keeps its log TLS files: the collector and every shipper
@@ -639,7 +635,7 @@ hosts:\n  lb: {address: 10.0.0.1, roles: [lb, redis, monitor]}\n  app-1: {addres
             .as_array()
             .unwrap()
             .iter()
-            .filter(|g| g["labels"]["scalectl_job"] == "scale-api")
+            .filter(|g| g["labels"]["scalectl_job"] == "app")
             .map(|g| (g["targets"][0].as_str().unwrap().to_string(), g["labels"]["upstream"].as_str().unwrap().to_string()))
             .collect();
         assert_eq!(app, [("app-1.internal:3000".to_string(), "10.0.0.2:3000".to_string()), ("10.0.0.3:3000".into(), "10.0.0.3:3000".into())]);

@@ -7,6 +7,7 @@ pub mod model;
 pub mod problem;
 pub mod raw;
 pub mod syntax;
+pub mod tiers;
 pub mod validate;
 
 pub use model::*;

@@ -141,50 +141,21 @@ impl Topology {
     }
 
     /// Every port host `h` listens on with `instances` app instances: (port, what, the role that
-    /// brings it), the app's first. Instances past port 65535 are left out (see
-    /// [`Topology::port_conflict`]).
+    /// brings it), the app's first, then each tier's ([`Topology::tiers_on`]). Instances past port
+    /// 65535 are left out (see [`Topology::port_conflict`]).
     pub fn port_claims(&self, h: &Host, instances: u32) -> Vec<(u16, String, Role)> {
         let mut c = Vec::new();
         if h.has(Role::App) {
-            for i in 0..instances {
-                if let Ok(p) = u16::try_from(u32::from(self.app.port) + i) {
-                    c.push((p, format!("{} instance {p}", self.app.name()), Role::App));
-                }
+            for p in self.instance_ports(instances) {
+                c.push((p, format!("{} instance {p}", self.app.name()), Role::App));
             }
         }
-        if h.has(Role::Lb) {
-            c.push((self.load_balancer.listen, "the load balancer".into(), Role::Lb));
-            if let Some(tls) = &self.load_balancer.tls {
-                c.push((tls.listen, "the load balancer's TLS listener".into(), Role::Lb));
-            }
-            c.push((self.load_balancer.status_port, "nginx stub_status".into(), Role::Lb));
-            c.push((ports::NGINX_EXPORTER, "the nginx exporter".into(), Role::Lb));
-            c.push((ports::MTAIL, "mtail (the access log as metrics)".into(), Role::Lb));
-        }
-        if let (true, Some(redis)) = (h.has(Role::Redis), &self.redis) {
-            c.push((redis.port, "redis".into(), Role::Redis));
-            c.push((ports::REDIS_EXPORTER, "the redis exporter".into(), Role::Redis));
-        }
-        if h.has(Role::Monitor) {
-            c.push((self.observability.prometheus_port, "prometheus".into(), Role::Monitor));
-            if self.observability.grafana {
-                c.push((self.observability.grafana_port, "grafana".into(), Role::Monitor));
-            }
-            if self.target == Target::Hosts {
-                for other in &self.hosts {
-                    c.push((self.relp_port_of(&other.name), format!("the log collector (lines of {})", other.name), Role::Monitor));
-                }
-            } else {
-                c.push((self.observability.logs.relp_port, "the log collector".into(), Role::Monitor));
-            }
-            if let Some(a) = &self.observability.alertmanager {
-                c.push((a.port, "alertmanager".into(), Role::Monitor));
+        let first = h.roles.first().copied().unwrap_or(Role::App);
+        for tier in self.tiers_on(h) {
+            for l in tier.listens {
+                c.push((l.port, l.what, tier.role.unwrap_or(first)));
             }
         }
-        let role = h.roles.first().copied().unwrap_or(Role::App);
-        c.push((ports::NODE_EXPORTER, "the node exporter".into(), role));
-        // Port 22 is sshd's only when the host is reached there; any other port the same.
-        c.push((h.ssh.port, "sshd (the host's ssh.port)".into(), role));
         c
     }
 

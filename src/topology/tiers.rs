@@ -1,0 +1,239 @@
+//! What each tier is, written once: the role that places it, its Debian packages and units on a
+//! host, the ports it listens on (who may reach each, and the Prometheus job that scrapes it), and
+//! on docker the container that serves each scraped port.
+//!
+//! Every projection reads this table rather than restating it: validation's port claims, the hosts
+//! plan's packages and services (plan/desired.rs), and the templates' view (render/context.rs:
+//! the firewall's exporter ports, Prometheus' targets and jobs, the exporters' listen addresses).
+//! The app's instances are the one thing placed apart ([`Topology::instance_ports`]): how many a
+//! host runs depends on the cores it has, which only a target observes.
+
+use serde::Serialize;
+
+use super::model::*;
+
+/// Who may reach a port (the firewall and the bind addresses follow it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reach {
+    /// Anyone: the load balancer's listeners, sshd, Prometheus and Grafana for people and doctor.
+    Anyone,
+    /// The hosts of the fleet that use it (Redis: the app hosts; the collector: the shipping host).
+    Fleet,
+    /// Prometheus on the monitor host only: exporters.
+    Monitor,
+    /// This host only (loopback): nginx's stub_status.
+    Local,
+}
+
+/// A port a tier listens on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listen {
+    pub port: u16,
+    /// What listens, for people: "the redis exporter".
+    pub what: String,
+    pub reach: Reach,
+    /// The Prometheus job that scrapes it there, if any.
+    pub job: Option<&'static str>,
+    /// On docker, the container (by slot) that serves the scraped port.
+    pub container: Option<&'static str>,
+}
+
+impl Listen {
+    fn new(port: u16, what: impl Into<String>, reach: Reach) -> Listen {
+        Listen { port, what: what.into(), reach, job: None, container: None }
+    }
+
+    fn scraped(mut self, job: &'static str, container: &'static str) -> Listen {
+        self.job = Some(job);
+        self.container = Some(container);
+        self
+    }
+}
+
+/// One tier as it runs on one host.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tier {
+    pub name: &'static str,
+    /// The role that places it; None: every host has it.
+    pub role: Option<Role>,
+    pub packages: Vec<String>,
+    /// Units kept enabled and running.
+    pub services: Vec<String>,
+    pub listens: Vec<Listen>,
+}
+
+/// The packet filter's unit (scalectl's own nftables table).
+pub const FIREWALL_SERVICE: &str = "scalectl-firewall.service";
+/// Reports each app instance to the node exporter's textfile collector.
+pub const INSTANCES_TIMER: &str = "scalectl-instances.timer";
+/// Rotates the collector's files by size.
+pub const COLLECTOR_ROTATION_TIMER: &str = "scalectl-logrotate.timer";
+
+fn tier(name: &'static str, role: Option<Role>, packages: &[&str], services: &[&str], listens: Vec<Listen>) -> Tier {
+    Tier { name, role, packages: packages.iter().map(|s| s.to_string()).collect(), services: services.iter().map(|s| s.to_string()).collect(), listens }
+}
+
+impl Topology {
+    /// Every tier host `h` runs, in the order they start (the firewall first) and their ports are
+    /// claimed (after the app's instances, which are placed apart).
+    pub fn tiers_on(&self, h: &Host) -> Vec<Tier> {
+        let mut out = Vec::new();
+        out.push(tier(
+            "host",
+            None,
+            &["nftables", "prometheus-node-exporter"],
+            &[FIREWALL_SERVICE, "prometheus-node-exporter.service"],
+            vec![
+                Listen::new(ports::NODE_EXPORTER, "the node exporter", Reach::Monitor).scraped("node", "node-exporter"),
+                // Port 22 is sshd's only when the host is reached there; any other port the same.
+                Listen::new(h.ssh.port, "sshd (the host's ssh.port)", Reach::Anyone),
+            ],
+        ));
+        if self.observability.logs.destination == LogDestination::Collector {
+            // Every host ships its lines; over TLS (a certificate of its own) when a collector runs.
+            let mut packages = vec!["rsyslog", "rsyslog-relp"];
+            if self.hosts.iter().any(|m| m.has(Role::Monitor)) {
+                packages.push("openssl");
+            }
+            out.push(tier("logs", None, &packages, &["rsyslog.service"], Vec::new()));
+        }
+        if h.has(Role::App) {
+            let mut packages = vec!["curl"];
+            packages.extend(self.app.program.iter().flat_map(|p| p.packages.iter().map(String::as_str)));
+            out.push(tier("app", Some(Role::App), &packages, &[INSTANCES_TIMER], Vec::new()));
+        }
+        if h.has(Role::Lb) {
+            let lb = &self.load_balancer;
+            let mut listens = vec![Listen::new(lb.listen, "the load balancer", Reach::Anyone)];
+            if let Some(tls) = &lb.tls {
+                listens.push(Listen::new(tls.listen, "the load balancer's TLS listener", Reach::Anyone));
+            }
+            listens.push(Listen::new(lb.status_port, "nginx stub_status", Reach::Local));
+            listens.push(Listen::new(ports::NGINX_EXPORTER, "the nginx exporter", Reach::Monitor).scraped("nginx", "nginx-exporter"));
+            listens.push(Listen::new(ports::MTAIL, "mtail (the access log as metrics)", Reach::Monitor).scraped("nginx-log", "mtail"));
+            out.push(tier(
+                "lb",
+                Some(Role::Lb),
+                &["nginx", "prometheus-nginx-exporter", "mtail"],
+                &["nginx.service", "prometheus-nginx-exporter.service", "mtail.service"],
+                listens,
+            ));
+        }
+        if let (true, Some(redis)) = (h.has(Role::Redis), &self.redis) {
+            out.push(tier(
+                "redis",
+                Some(Role::Redis),
+                &["redis-server", "prometheus-redis-exporter"],
+                &["redis-server.service", "prometheus-redis-exporter.service"],
+                vec![
+                    Listen::new(redis.port, "redis", Reach::Fleet),
+                    Listen::new(ports::REDIS_EXPORTER, "the redis exporter", Reach::Monitor).scraped("redis", "redis-exporter"),
+                ],
+            ));
+        }
+        if h.has(Role::Monitor) {
+            let o = &self.observability;
+            let mut packages = vec!["prometheus"];
+            let mut services = vec!["prometheus.service"];
+            let mut listens = vec![Listen::new(o.prometheus_port, "prometheus", Reach::Anyone)];
+            if o.grafana {
+                listens.push(Listen::new(o.grafana_port, "grafana", Reach::Anyone));
+            }
+            if o.logs.destination == LogDestination::Collector {
+                packages.push("logrotate");
+                services.push(COLLECTOR_ROTATION_TIMER);
+            }
+            if self.target == Target::Hosts {
+                for other in &self.hosts {
+                    listens.push(Listen::new(self.relp_port_of(&other.name), format!("the log collector (lines of {})", other.name), Reach::Fleet));
+                }
+            } else {
+                listens.push(Listen::new(o.logs.relp_port, "the log collector", Reach::Fleet));
+            }
+            if let Some(a) = &o.alertmanager {
+                packages.push("prometheus-alertmanager");
+                services.push("prometheus-alertmanager.service");
+                listens.push(Listen::new(a.port, "alertmanager", Reach::Anyone));
+            }
+            out.push(tier("monitor", Some(Role::Monitor), &packages, &services, listens));
+        }
+        out
+    }
+
+    /// The ports of the app's instances on a host that runs `instances` of them (those past port
+    /// 65535 left out: see [`Topology::port_conflict`]).
+    pub fn instance_ports(&self, instances: u32) -> Vec<u16> {
+        (0..instances).filter_map(|i| u16::try_from(u32::from(self.app.port) + i).ok()).collect()
+    }
+
+    /// The Prometheus jobs the fleet's tiers are scraped as, the app's first.
+    pub fn scrape_jobs(&self) -> Vec<&'static str> {
+        let mut jobs = vec!["app"];
+        let everywhere = self.tiers_everywhere();
+        for l in everywhere.iter().flat_map(|t| &t.listens) {
+            if let Some(j) = l.job
+                && !jobs.contains(&j)
+            {
+                jobs.push(j);
+            }
+        }
+        jobs
+    }
+
+    /// The tiers the fleet runs somewhere: on hosts, each host's; on docker, the engine's.
+    pub fn tiers_everywhere(&self) -> Vec<Tier> {
+        match self.target {
+            Target::Hosts => self.hosts.iter().flat_map(|h| self.tiers_on(h)).collect(),
+            Target::Docker => self.tiers_on_one_engine(),
+        }
+    }
+
+    /// The tiers as one Docker engine runs them (the docker target, and the compose bundle of
+    /// any topology): as if one host had every role, each tier a container.
+    pub fn tiers_on_one_engine(&self) -> Vec<Tier> {
+        let all = Host {
+            name: "engine".into(),
+            address: "127.0.0.1".into(),
+            ssh: Ssh { user: String::new(), port: 22, key: None },
+            roles: vec![Role::App, Role::Lb, Role::Redis, Role::Monitor],
+            weight: 1,
+            cores: None,
+            instances: None,
+        };
+        self.tiers_on(&all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Topology {
+        crate::topology::parse("t.yaml", src).unwrap_or_else(|p| panic!("{p}"))
+    }
+
+    #[test]
+    fn every_scraped_port_is_an_exporter_port_claimed_once_and_reached_by_the_monitor_only() {
+        let t = parse("name: t\napp: {port: 4000, instances: 2}\nredis: {password: {env: P}}\nhosts:\n  a: {address: 10.0.0.1, roles: [lb, redis, monitor]}\n  b: {address: 10.0.0.2, roles: [app]}\n");
+        for h in &t.hosts {
+            let tiers = t.tiers_on(h);
+            let claims = t.port_claims(h, 2);
+            for l in tiers.iter().flat_map(|tier| &tier.listens) {
+                assert_eq!(claims.iter().filter(|(p, _, _)| *p == l.port).count(), 1, "{} on {}", l.what, h.name);
+                assert_eq!(l.job.is_some(), l.reach == Reach::Monitor, "{}: scraped exactly when only Prometheus reaches it", l.what);
+            }
+            assert_eq!(tiers[0].services[0], FIREWALL_SERVICE, "the packet filter starts first");
+        }
+        assert_eq!(t.scrape_jobs(), ["app", "node", "nginx", "nginx-log", "redis"]);
+    }
+
+    #[test]
+    fn a_fleet_without_redis_has_no_redis_tier_anywhere() {
+        let t = parse("name: t\napp:\n  port: 4000\n  instances: 1\n  program: {release: ./x, command: [node, bin/www]}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, lb, monitor]}\n");
+        let tiers = t.tiers_everywhere();
+        assert!(tiers.iter().all(|tier| tier.name != "redis" && !tier.packages.iter().any(|p| p.contains("redis"))));
+        assert_eq!(t.scrape_jobs(), ["app", "node", "nginx", "nginx-log"]);
+        assert!(!t.tiers_on_one_engine().iter().any(|tier| tier.name == "redis"));
+    }
+}
