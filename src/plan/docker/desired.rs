@@ -63,31 +63,25 @@ pub(super) fn get<'a>(files: &'a BTreeMap<String, String>, path: &str) -> &'a st
     files.get(path).map(String::as_str).unwrap_or_default()
 }
 
-/// Every container the topology wants, sealed (named by hash). `replicas` are the final ones.
+/// Every container the topology wants, sealed (named by hash): the app's replicas, and every
+/// other tier's containers as one list. A new tier adds its specs to `services`; nothing here
+/// names it.
 pub struct Desired {
     pub image: String,
     /// The rendered Dockerfile the release image is built from.
     pub dockerfile: String,
+    /// The app's replicas (the final ones), rolled one at a time behind the load balancer.
     pub app: Vec<ContainerSpec>,
-    pub lb: ContainerSpec,
-    /// None: the topology runs no Redis.
-    pub redis: Option<ContainerSpec>,
-    pub prometheus: ContainerSpec,
-    pub grafana: Option<ContainerSpec>,
-    /// The node, Redis and Nginx exporters and mtail, which Prometheus scrapes besides the replicas.
-    pub exporters: Vec<ContainerSpec>,
+    /// Every other container, in the order a first apply creates them: those the replicas need
+    /// when they start ([`BEFORE_APP`]) first.
+    pub services: Vec<ContainerSpec>,
     /// scalectl's own image (rsyslog and mtail, from Debian's packages) and its Dockerfile.
     pub tools_image: String,
     pub tools_dockerfile: String,
-    /// Log shipping to the collector (`observability.logs.destination: collector`).
-    pub logs: Option<LogShipping>,
 }
 
-/// The collector and the shipper, both on scalectl's own image.
-pub struct LogShipping {
-    pub collector: ContainerSpec,
-    pub shipper: ContainerSpec,
-}
+/// The slots of the services the app's replicas need when they start (they connect at once).
+pub const BEFORE_APP: &[&str] = &["redis"];
 
 pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: &Engine, templates: &Templates) -> Result<Desired, RenderError> {
     let image = release_image(t, release);
@@ -103,7 +97,19 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
     let seal = |c: ContainerSpec| c.sealed(&t.name);
     let tools_dockerfile = get(&files, "rsyslog/Dockerfile").to_string();
     let tools_image = tools_image(&tools_dockerfile);
-    let logs = (t.observability.logs.destination == crate::topology::LogDestination::Collector).then(|| log_shipping(t, &files, &run, engine, &tools_image));
+    let mut services = Vec::new();
+    if let Some(r) = &t.redis {
+        services.push(redis(t, r, &files, &run, secrets, &engine.digest_key, templates)?);
+    }
+    services.push(load_balancer(t, &files, &run));
+    services.push(prometheus(t, &files, &run));
+    if t.observability.grafana {
+        services.push(grafana(t, &files));
+    }
+    services.extend(exporters(t, &files, &run, &secret_env, &tools_image));
+    if t.observability.logs.destination == crate::topology::LogDestination::Collector {
+        services.extend(log_shipping(t, &files, &run, engine, &tools_image));
+    }
     Ok(Desired {
         image,
         // An image of the engine's own is only labelled as this topology's release.
@@ -112,12 +118,7 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
             None => get(&files, "Dockerfile").to_string(),
         },
         app,
-        lb: seal(load_balancer(t, &files, &run)),
-        redis: t.redis.as_ref().map(|r| redis(t, r, &files, &run, secrets, &engine.digest_key, templates)).transpose()?.map(seal),
-        prometheus: seal(prometheus(t, &files, &run)),
-        grafana: t.observability.grafana.then(|| seal(grafana(t, &files))),
-        exporters: exporters(t, &files, &run, &secret_env, &tools_image).into_iter().map(seal).collect(),
-        logs,
+        services: services.into_iter().map(seal).collect(),
         tools_image,
         tools_dockerfile,
     })
@@ -337,7 +338,7 @@ fn exporters(t: &Topology, files: &BTreeMap<String, String>, run: &Commands, sec
 
 /// The collector and the shipper: rsyslog in both, run as root (the engine's log files are
 /// root's) with no capabilities.
-fn log_shipping(t: &Topology, files: &BTreeMap<String, String>, run: &Commands, engine: &Engine, log_image: &str) -> LogShipping {
+fn log_shipping(t: &Topology, files: &BTreeMap<String, String>, run: &Commands, engine: &Engine, log_image: &str) -> [ContainerSpec; 2] {
     let mut collector = service(ROLE_LOGS, "collector", log_image);
     collector.cmd = run.collector.clone();
     collector.files.push(file("/etc/scalectl/collector.conf", files, "rsyslog/collector.conf", false));
@@ -349,22 +350,32 @@ fn log_shipping(t: &Topology, files: &BTreeMap<String, String>, run: &Commands, 
     shipper.volumes.push((logship_volume(t), "/var/spool/rsyslog".into()));
     shipper.binds_ro.push((format!("{}/containers", engine.data_root.trim_end_matches('/')), ENGINE_CONTAINERS.into()));
     shipper.cap_drop_all = true;
-    LogShipping { collector: collector.sealed(&t.name), shipper: shipper.sealed(&t.name) }
+    [collector, shipper]
 }
 
 
 impl Desired {
-    /// Every container, in the order a first apply creates them.
+    /// Every container, in the order a first apply creates them: the services the replicas need
+    /// at start, the replicas, then the other services.
     pub fn containers(&self) -> Vec<&ContainerSpec> {
-        let mut all: Vec<&ContainerSpec> = self.redis.iter().collect();
-        all.extend(&self.app);
-        all.extend([&self.lb, &self.prometheus]);
-        all.extend(&self.grafana);
-        all.extend(&self.exporters);
-        if let Some(l) = &self.logs {
-            all.extend([&l.collector, &l.shipper]);
+        let (before, after): (Vec<&ContainerSpec>, Vec<&ContainerSpec>) = self.services.iter().partition(|c| BEFORE_APP.contains(&c.slot.as_str()));
+        before.into_iter().chain(&self.app).chain(after).collect()
+    }
+
+    /// The service in `slot`, if the topology runs it.
+    pub fn service(&self, slot: &str) -> Option<&ContainerSpec> {
+        self.services.iter().find(|c| c.slot == slot)
+    }
+
+    /// Every named volume a container mounts, in creation order, once each.
+    pub fn volumes(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for (v, _) in self.containers().into_iter().flat_map(|c| &c.volumes) {
+            if !out.contains(&v.as_str()) {
+                out.push(v);
+            }
         }
-        all
+        out
     }
 }
 

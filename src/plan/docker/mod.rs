@@ -28,7 +28,7 @@ use super::{Release, sha256_hex};
 use crate::topology::Topology;
 
 pub use compose::compose_file;
-pub use desired::{Desired, LogShipping, bundle_specs, desired};
+pub use desired::{BEFORE_APP, Desired, bundle_specs, desired};
 pub use steps::{Inputs, destroy_plan, plan, previous_release, reload_plan};
 pub use text::render_text;
 

@@ -7,7 +7,6 @@ use super::desired::{drain_stop_timeout, get, rendered};
 use super::*;
 use crate::plan::{KEEP_RELEASES, unified_diff};
 use crate::render::{RenderError, Templates};
-use crate::topology::Persistence;
 
 /// What the planner needs besides the observation.
 pub struct Inputs<'a> {
@@ -22,21 +21,18 @@ pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError
     let (t, d) = (i.topology, &i.desired);
     let mut p = Steps { o, activate: Vec::new(), cleanup: Vec::new() };
     p.images_network_volumes(&i);
-    let settle = d.redis.as_ref().and_then(|redis| {
-        p.service(redis);
-        p.redis_users(t, redis)
-    });
-    p.replicas(&i)?;
-    let mut wanted: BTreeSet<&str> = BTreeSet::new();
-    for spec in d.containers().into_iter().filter(|c| c.role != "app" && c.slot != "redis") {
+    let (before, after): (Vec<&ContainerSpec>, Vec<&ContainerSpec>) = d.services.iter().partition(|c| BEFORE_APP.contains(&c.slot.as_str()));
+    for spec in &before {
         p.service(spec);
-        wanted.insert(spec.slot.as_str());
+    }
+    let settle = d.service("redis").and_then(|redis| p.redis_users(t, redis));
+    p.replicas(&i)?;
+    for spec in &after {
+        p.service(spec);
     }
     // Every replica and the exporter now have the new password: the old one goes.
     p.activate.extend(settle);
-    if d.redis.is_some() {
-        wanted.insert("redis");
-    }
+    let wanted: BTreeSet<&str> = d.services.iter().map(|c| c.slot.as_str()).collect();
     for c in o.containers.iter().filter(|c| c.role != "app" && !wanted.contains(c.slot.as_str())) {
         if c.running() {
             p.activate.push(Step::Stop { name: c.name.clone(), timeout_s: 10 });
@@ -78,15 +74,8 @@ impl Steps<'_> {
         if !o.network {
             self.activate.push(Step::CreateNetwork { name: network_name(t) });
         }
-        let mut volumes = vec![lb_log_volume(t)];
-        if t.redis.as_ref().is_some_and(|r| r.persistence != Persistence::None) {
-            volumes.push(redis_volume(t));
-        }
-        if d.logs.is_some() {
-            volumes.extend([logs_volume(t), logship_volume(t)]);
-        }
-        for v in volumes.into_iter().filter(|v| !o.volumes.contains(v)) {
-            self.activate.push(Step::CreateVolume { name: v });
+        for v in d.volumes().into_iter().filter(|v| !o.volumes.iter().any(|have| have == v)) {
+            self.activate.push(Step::CreateVolume { name: v.to_string() });
         }
     }
 
@@ -142,7 +131,7 @@ impl Steps<'_> {
     fn replicas(&mut self, i: &Inputs<'_>) -> Result<(), RenderError> {
         let (t, d, o) = (i.topology, &i.desired, self.o);
         let running = |c: &ContainerSpec| self.exact(c).is_some_and(ObservedContainer::running).then(|| c.name.clone());
-        let mut live = LiveUpstream::new(t, i.templates, o, running(&d.lb), running(&d.prometheus));
+        let mut live = LiveUpstream::new(t, i.templates, o, d.service("lb").and_then(running), d.service("prometheus").and_then(running));
         let app_slots: BTreeSet<&str> = d.app.iter().map(|c| c.slot.as_str()).collect();
         let mut current = o.serving();
         // What each new replica records as the release before it: the image the slot runs now if

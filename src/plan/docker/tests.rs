@@ -33,8 +33,7 @@ fn converged_with(t: &Topology, rel: &str, secrets: &SecretValues) -> DockerObse
     let d = desired(t, &release(rel), secrets, &engine(), &templates).unwrap();
     let mut o = DockerObserved { network: true, image_present: true, log_image_present: true, ..Default::default() };
     o.volumes = [lb_log_volume(t), redis_volume(t), logs_volume(t), logship_volume(t)].into();
-    let logs = d.logs.iter().flat_map(|l| [&l.collector, &l.shipper]);
-    for c in d.app.iter().chain(&d.redis).chain([&d.lb, &d.prometheus]).chain(d.grafana.as_ref()).chain(&d.exporters).chain(logs) {
+    for c in d.containers() {
         o.containers.push(ObservedContainer {
             name: c.name.clone(),
             role: c.role.clone(),
@@ -85,8 +84,8 @@ fn a_first_apply_builds_creates_and_starts_in_dependency_order() {
             "build scale-api:aaaaaaaaaaaa",
             "build scalectl-tools:HASH",
             "network d",
-            "volume d-lb-log",
             "volume d-redis-data",
+            "volume d-lb-log",
             "volume d-logs",
             "volume d-logship",
             "create redis",
@@ -190,7 +189,7 @@ fn the_spec_hash_covers_the_environment_but_not_live_files() {
     let db = desired(&b, &release("r"), &SecretValues::default(), &engine(), &templates).unwrap();
     assert_ne!(da.app[0].name, db.app[0].name, "an env change is a new replica");
     // The lb's config names the replicas, so it changed, but the lb container is the same one.
-    assert_eq!(da.lb.name, db.lb.name);
+    assert_eq!(da.service("lb").unwrap().name, db.service("lb").unwrap().name);
 }
 
 #[test]
@@ -231,14 +230,14 @@ fn a_secrets_digest_in_a_spec_hash_is_keyed_by_the_engine() {
     assert_eq!(a.app[0].hash, desired(&t, &rel, &s, &engine(), &templates).unwrap().app[0].hash, "one engine, one hash (a saved plan plans it again)");
     let b = desired(&t, &rel, &s, &Engine { digest_key: "another-engine".into(), ..engine() }, &templates).unwrap();
     assert_ne!(a.app[0].hash, b.app[0].hash);
-    assert_ne!(a.redis.as_ref().unwrap().hash, b.redis.as_ref().unwrap().hash);
+    assert_ne!(a.service("redis").unwrap().hash, b.service("redis").unwrap().hash);
     // What a plan's reader could compute from a guessed (here: the right) password does not give it.
     let mut guess = a.app[0].clone();
     for e in &mut guess.secret_env {
         e.value_sha256 = crate::plan::sha256_hex(e.value.as_bytes());
     }
     assert_ne!(guess.sealed("d").hash, a.app[0].hash);
-    let redis = a.redis.as_ref().unwrap();
+    let redis = a.service("redis").unwrap();
     let mut guess = redis.clone();
     for f in guess.files.iter_mut().filter(|f| f.sensitive) {
         f.content_sha256 = crate::plan::sha256_hex(f.content.as_bytes());
@@ -282,15 +281,16 @@ fn release_images_beyond_the_last_three_are_removed_unless_a_container_uses_them
     assert!(render_text(&p, false).contains("  - image scale-api:aaaaaaaaaaaa (older than the last 3 releases)"));
 
     // An old image a replica runs now is the next rollback's target: it stays, and counts.
-    o.containers[0].image = "scale-api:aaaaaaaaaaaa".into();
+    let r = o.containers.iter().position(|c| c.role == "app").unwrap();
+    o.containers[r].image = "scale-api:aaaaaaaaaaaa".into();
     let p = make(&t, "dddddddddddd", &SecretValues::default(), &o);
     assert_eq!(names(&p.cleanup), ["remove image scale-api:cccccccccccc", "remove image scale-api:bbbbbbbbbbbb"]);
     // As does the previous release a replica recorded.
-    o.containers[0].image = "scale-api:dddddddddddd".into();
-    o.containers[0].previous = "scale-api:aaaaaaaaaaaa".into();
+    o.containers[r].image = "scale-api:dddddddddddd".into();
+    o.containers[r].previous = "scale-api:aaaaaaaaaaaa".into();
     let p = make(&t, "dddddddddddd", &SecretValues::default(), &o);
     assert_eq!(names(&p.cleanup), ["remove image scale-api:cccccccccccc", "remove image scale-api:bbbbbbbbbbbb"]);
-    o.containers[0].previous.clear();
+    o.containers[r].previous.clear();
 
     // Three or fewer: nothing to prune, nothing planned.
     o.images = images(&[("bbbbbbbbbbbb", 200), ("dddddddddddd", 50), ("eeeeeeeeeeee", 400)]);
@@ -349,8 +349,8 @@ fn logs_ship_from_the_engines_json_files_to_a_collector_container() {
     // Another data root is another shipper (a new container), the replicas unchanged.
     let templates = Templates::embedded();
     let other = desired(&t, &release("aaaaaaaaaaaa"), &SecretValues::default(), &Engine { cores: 2, data_root: "/var/lib/docker/".into(), digest_key: "engine-id-of-the-tests".into() }, &templates).unwrap();
-    assert_eq!(other.logs.as_ref().unwrap().shipper.binds_ro[0].0, "/var/lib/docker/containers");
-    assert_ne!(other.logs.as_ref().unwrap().shipper.name, shipper.name);
+    assert_eq!(other.service("logship").unwrap().binds_ro[0].0, "/var/lib/docker/containers");
+    assert_ne!(other.service("logship").unwrap().name, shipper.name);
     assert_eq!(other.app[0].name, api.name);
 }
 
