@@ -59,7 +59,7 @@ pub struct ExecOptions<'a> {
     pub still_held: StillHeld<'a>,
 }
 
-pub type StillHeld<'a> = &'a (dyn Fn() -> anyhow::Result<()> + Sync);
+pub use crate::exec::lock::StillHeld;
 
 /// What runs where, for `scalectl status`.
 #[derive(Debug, Serialize)]

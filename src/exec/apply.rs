@@ -25,7 +25,7 @@ pub struct Options<'a> {
     pub progress: Progress<'a>,
     /// Asked before each step: a lost fleet lock stops the run there (`lock::LockLost`), and
     /// nothing is rolled back, since the fleet may be another run's now.
-    pub still_held: crate::deploy::StillHeld<'a>,
+    pub still_held: super::lock::StillHeld<'a>,
     /// Who applies, for the audit log.
     pub owner: String,
 }

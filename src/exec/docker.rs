@@ -583,7 +583,7 @@ pub struct Options<'a> {
     pub ready_timeout: Duration,
     pub progress: Progress<'a>,
     /// Asked before each step: a lost fleet lock stops the run there, undoing nothing.
-    pub still_held: crate::deploy::StillHeld<'a>,
+    pub still_held: super::lock::StillHeld<'a>,
 }
 
 /// Carry out the plan. When an `activate` step fails, the steps already taken are undone in

@@ -12,6 +12,10 @@ use std::time::Duration;
 use super::commands::{self, LOCK_FILE};
 use super::ssh::{Conn, Endpoint};
 
+/// Whether a run still holds the fleet lock ([`Held::check`]): asked by the executors before each
+/// step; an error ([`LockLost`]) stops the run there, with nothing undone.
+pub type StillHeld<'a> = &'a (dyn Fn() -> anyhow::Result<()> + Sync);
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LockInfo {
     pub owner: String,

@@ -114,7 +114,7 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
         image,
         // An image of the engine's own is only labelled as this topology's release.
         dockerfile: match &release.image {
-            Some(id) => format!("FROM {id}\n"),
+            Some(id) => render::render_one(templates, "docker/image.Dockerfile.j2", serde_json::json!({ "image": id }))?,
             None => get(&files, "Dockerfile").to_string(),
         },
         app,
@@ -269,7 +269,11 @@ fn redis(t: &Topology, r: &crate::topology::Redis, files: &BTreeMap<String, Stri
         // engine's key: the same on every plan against this engine (a saved plan still plans the
         // same), and known only where the containers' files are readable anyway.
         let password = secret_digest(digest_key, format!("scalectl redis admin of {}", t.name).as_bytes());
-        let conf = format!("user scalectl-admin on #{} {}\n", crate::plan::sha256_hex(password.as_bytes()), render::REDIS_ADMIN_RULES);
+        let conf = render::render_one(
+            templates,
+            "redis/admin.conf.j2",
+            serde_json::json!({ "password_sha256": crate::plan::sha256_hex(password.as_bytes()), "rules": render::REDIS_ADMIN_RULES }),
+        )?;
         redis.files.push(secret(render::DOCKER_REDIS_ADMIN_CONF, conf, FileOwner::User("redis".into()), false));
         redis.files.push(secret(render::DOCKER_REDIS_ADMIN_PASS, format!("{password}\n"), FileOwner::User("redis".into()), false));
     }
