@@ -65,7 +65,8 @@ impl Replicas {
 
 impl super::InstanceFacts for Replicas {
     fn instances(&self, window: Duration) -> anyhow::Result<BTreeMap<String, crate::doctor::TargetInstance>> {
-        self.rt.block_on(engine::replica_facts(&self.docker, &self.topology, window))
+        let facts = self.rt.block_on(engine::replica_facts(&self.docker, &self.topology, window))?;
+        Ok(facts.into_iter().map(|(name, f)| (name, crate::doctor::TargetInstance { upstream: f.upstream, crash_restarts: f.crash_restarts })).collect())
     }
 }
 

@@ -76,12 +76,23 @@ fn owner_label(t: &Topology) -> HashMap<String, String> {
     HashMap::from([(LABEL_TOPOLOGY.to_string(), t.name.clone())])
 }
 
+/// A time as the engine writes it (RFC 3339 in UTC with nanoseconds: `2026-12-05T08:00:01.123456789Z`).
+fn engine_time(s: &str) -> Option<std::time::SystemTime> {
+    humantime::parse_rfc3339_weak(s.trim_end_matches('Z').split('.').next()?).ok()
+}
+
+/// A running replica as the engine knows it: see [`replica_facts`].
+pub struct ReplicaFacts {
+    pub upstream: String,
+    pub crash_restarts: u32,
+}
+
 /// Each running replica as doctor needs it from the engine, by its instance name (`SLOT-PORT`):
 /// its address as the load balancer logs it (`IP:port` on the topology's network, which nginx
 /// resolved the replica's name to), and the restarts the engine made after it failed (its restart
 /// policy's `RestartCount`) when its latest start is within `window`. A deploy or reload replaces
 /// or restarts a replica without counting there: a planned restart is never a crash.
-pub async fn replica_facts(docker: &Docker, t: &Topology, window: std::time::Duration) -> anyhow::Result<BTreeMap<String, crate::doctor::TargetInstance>> {
+pub async fn replica_facts(docker: &Docker, t: &Topology, window: std::time::Duration) -> anyhow::Result<BTreeMap<String, ReplicaFacts>> {
     let mut filters = label_filter(LABEL_TOPOLOGY, &t.name);
     filters.get_mut("label").into_iter().for_each(|l| l.push(format!("{LABEL_ROLE}=app")));
     let list = docker.list_containers(Some(ListContainersOptionsBuilder::default().filters(&filters).build())).await.context("cannot list containers")?;
@@ -92,10 +103,10 @@ pub async fn replica_facts(docker: &Docker, t: &Topology, window: std::time::Dur
         let ip = c.network_settings.as_ref().and_then(|n| n.networks.as_ref()).and_then(|n| n.get(&t.docker.network)).and_then(|e| e.ip_address.clone());
         let (Some(ip), Some(id)) = (ip.filter(|ip| !ip.is_empty() && !slot.is_empty()), c.id) else { continue };
         let inspect = docker.inspect_container(&id, None).await.with_context(|| format!("cannot inspect replica {slot}"))?;
-        let started = inspect.state.as_ref().and_then(|s| s.started_at.as_deref()).and_then(|s| humantime::parse_rfc3339_weak(s.trim_end_matches('Z').split('.').next()?).ok());
+        let started = inspect.state.as_ref().and_then(|s| s.started_at.as_deref()).and_then(engine_time);
         let recent = started.is_some_and(|s| s >= since);
         let restarts = if recent { inspect.restart_count.unwrap_or(0).max(0) as u32 } else { 0 };
-        facts.insert(format!("{slot}-{}", t.app.port), crate::doctor::TargetInstance { upstream: format!("{ip}:{}", t.app.port), crash_restarts: restarts });
+        facts.insert(format!("{slot}-{}", t.app.port), ReplicaFacts { upstream: format!("{ip}:{}", t.app.port), crash_restarts: restarts });
     }
     Ok(facts)
 }
@@ -753,3 +764,12 @@ async fn undo(docker: &Docker, step: &Step, o: &Options<'_>) -> anyhow::Result<(
 }
 
 
+
+#[cfg(test)]
+mod engine_time_tests {
+    #[test]
+    fn engine_times_are_read_to_the_second() {
+        let t = super::engine_time("2026-12-05T08:00:01.123456789Z").unwrap();
+        assert_eq!(humantime::format_rfc3339_seconds(t).to_string(), "2026-12-05T08:00:01Z");
+    }
+}
