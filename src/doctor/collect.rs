@@ -227,8 +227,8 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         });
     }
     share_kernels(&mut s.hosts, &boot);
-    // On the docker target Redis is always there, with its exporter container.
-    if t.target == crate::topology::Target::Docker || t.hosts.iter().any(|h| h.has(crate::topology::Role::Redis)) {
+    // Wherever the fleet runs Redis, with its exporter (a host's role, or docker's container).
+    if t.redis.is_some() {
         let redis_up = confirmed(p, r#"max(redis_up) or max(up{job="redis"}) * 0"#, step, &mut waited).await?;
         let r_p99 = p.instant("histogram_quantile(0.99, sum by (le) (rate(scale_api_redis_operation_duration_seconds_bucket[1m])))").await?;
         let used = p.instant("max(redis_memory_used_bytes)").await?;

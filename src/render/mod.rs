@@ -391,8 +391,9 @@ pub fn site_path(topology: &str) -> String {
     format!("/etc/nginx/conf.d/{topology}.conf")
 }
 
-/// Which files a host gets, by its roles: the one placement table. Paths are Debian's standard
-/// places; each says its mode, group and what a change means (`plan::desired` reads it).
+/// Which files a host gets, by its roles: each tier's files. Paths are Debian's standard places;
+/// each says its mode, group and what a change means (`plan::desired` reads it). The tiers'
+/// packages, units and ports are topology/tiers.rs's.
 fn host_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
     let name = &t.name;
     let mut jobs = Vec::new();
