@@ -1080,4 +1080,49 @@ mod node {
         assert!(out.status.success(), "{}", text(&out.stderr));
         assert!(app_replicas().is_empty());
     }
+
+    /// A program without shared state runs with no Redis container, exporter or REDIS_URL, and a
+    /// program that takes its port (and name) as arguments gets each replica's own in its argv.
+    #[test]
+    fn docker_program_without_redis_gets_its_port_and_instance_as_arguments() {
+        let _turn = turn(Machine::Shared);
+        crate::require("docker");
+        let dir = release_dir("argv");
+        let src = std::fs::read_to_string(node_topology()).unwrap();
+        let edits = [
+            ("name: hello-dock\n", "name: argv-dock\n"),
+            ("  network: hello-dock\n", "  network: argv-dock\n"),
+            ("redis:\n  persistence: none\n", ""),
+            ("    load_balancer: 8083\n    prometheus: 9093\n", "    load_balancer: 8085\n"),
+            ("    metrics: /metrics\n", ""),
+            (
+                "    command: [node, server.js]\n",
+                "    command: [node, -e, \"require('http').createServer((q, s) => s.end(process.argv[1] + ' ' + process.argv[2])).listen(+process.argv[2])\", \"$(INSTANCE)\", \"$(PORT)\"]\n",
+            ),
+        ];
+        let mut edited = src.clone();
+        for (from, to) in edits {
+            assert!(edited.contains(from), "examples/node-docker.yaml no longer has {from:?}");
+            edited = edited.replacen(from, to, 1);
+        }
+        let file = tempfile::Builder::new().prefix("argv-dock-").suffix(".yaml").tempfile().unwrap().into_temp_path();
+        std::fs::write(&file, edited).unwrap();
+        let file = file.to_str().unwrap().to_string();
+        let destroy = file.clone();
+        let _gone = Restore::new(move || scalectl(&["destroy", "-f", &destroy, "--yes"]));
+        let out = apply(&file, dir.path().to_str().unwrap());
+        assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+        let slots = docker_ok(&["ps", "--filter", "label=scalectl.topology=argv-dock", "--format", "{{.Label \"scalectl.slot\"}}"]);
+        assert!(!slots.lines().any(|s| s.contains("redis")), "no Redis where the topology places none: {slots}");
+        let mut answers = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            let body = crate::support::client().get("http://127.0.0.1:8085/").send().unwrap().text().unwrap();
+            answers.insert(body);
+        }
+        assert_eq!(answers, ["api-1-4000 4000", "api-2-4000 4000"].map(String::from).into(), "each replica's argv holds its own name and port");
+        for name in docker_ok(&["ps", "--filter", "label=scalectl.topology=argv-dock", "--filter", "label=scalectl.role=app", "--format", "{{.Names}}"]).lines() {
+            let env = docker_ok(&["inspect", "-f", "{{json .Config.Env}}", name]);
+            assert!(!env.contains("REDIS"), "{name}: {env}");
+        }
+    }
 }
