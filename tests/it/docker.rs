@@ -350,7 +350,7 @@ fn docker_requests_reach_every_replica_count_is_exact_and_a_second_apply_changes
             .map(|r| format!("{} {}", r["metric"]["job"].as_str().unwrap(), r["metric"]["instance_name"].as_str().or(r["metric"]["host"].as_str()).unwrap_or("")))
             .collect();
         up.sort();
-        if up == ["nginx lb", "nginx-log lb", "node engine", "prometheus ", "redis redis", "scale-api api-1-3000", "scale-api api-2-3000"] {
+        if up == ["app api-1-3000", "app api-2-3000", "nginx lb", "nginx-log lb", "node engine", "prometheus ", "redis redis"] {
             break;
         }
         assert!(Instant::now() < deadline, "Prometheus sees {up:?} up");

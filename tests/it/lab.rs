@@ -820,7 +820,7 @@ fn lab_prometheus_scrapes_every_expected_target() {
     let mut expected: BTreeSet<(String, String)> = BTreeSet::new();
     for i in INSTANCES {
         let (host, port) = i.rsplit_once('-').unwrap();
-        expected.insert(("scale-api".into(), format!("lab-{host}:{port}")));
+        expected.insert(("app".into(), format!("lab-{host}:{port}")));
     }
     for h in ["lb-1", "app-1", "app-2", "cache-1", "mon-1"] {
         expected.insert(("node".into(), format!("lab-{h}:9100")));
