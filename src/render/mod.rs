@@ -17,7 +17,10 @@ use serde::Serialize;
 use crate::topology::{Role, Target, Topology};
 pub use context::{Facts, Instance};
 pub use filters::{duration, hostport, redis_exporter_password, secret_is_safe, sha256_hex};
-pub use crate::topology::tiers::{COLLECTOR_ROTATION_TIMER, FIREWALL_SERVICE, INSTANCES_TIMER};
+pub use crate::topology::tiers::{
+    COLLECTOR_LOGROTATE, COLLECTOR_ROTATION_TIMER, FIREWALL_RULES, FIREWALL_SERVICE, INSTANCES_SCRIPT, INSTANCES_TIMER, OnChange, PROMETHEUS_PASSWORD_FILE,
+    PROMETHEUS_WEB_CONFIG, REDIS_EXPORTER_PASSWORDS, site_path,
+};
 use context::Ctx;
 
 /// Every template scalectl ships, embedded at build time (`--templates DIR` overrides by name).
@@ -44,22 +47,6 @@ pub struct RenderedFile {
     pub on_change: OnChange,
     #[serde(skip)]
     pub sensitive: bool,
-}
-
-/// What a changed file asks of the service that reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum OnChange {
-    /// Nothing: the service rereads it (Prometheus file_sd), or it is in a bundle.
-    #[default]
-    Nothing,
-    Reload(&'static str),
-    Restart(&'static str),
-    /// The app's units or environment: restart every instance, one at a time.
-    Rolling,
-    /// Redis' ACL users: changed live in a running Redis (the new passwords added first, the
-    /// users made exactly the file's once every app host has the new secret), else on its start.
-    RedisUsers,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +193,12 @@ struct Job<'a> {
     sensitive: bool,
 }
 
+impl From<crate::topology::tiers::TierFile> for Job<'_> {
+    fn from(f: crate::topology::tiers::TierFile) -> Self {
+        Job { template: f.template, path: f.path, mode: f.mode, group: f.group, on_change: f.on_change, sensitive: f.secret }
+    }
+}
+
 fn job(template: &str, path: impl Into<String>) -> Job<'_> {
     Job { template, path: path.into(), mode: 0o644, group: "root", on_change: OnChange::Nothing, sensitive: false }
 }
@@ -213,21 +206,6 @@ fn job(template: &str, path: impl Into<String>) -> Job<'_> {
 impl Job<'_> {
     fn mode(self, mode: u32) -> Self {
         Job { mode, ..self }
-    }
-    fn group(self, group: &'static str) -> Self {
-        Job { group, ..self }
-    }
-    fn reloads(self, unit: &'static str) -> Self {
-        Job { on_change: OnChange::Reload(unit), ..self }
-    }
-    fn restarts(self, unit: &'static str) -> Self {
-        Job { on_change: OnChange::Restart(unit), ..self }
-    }
-    fn rolls(self) -> Self {
-        Job { on_change: OnChange::Rolling, ..self }
-    }
-    fn redis_users(self) -> Self {
-        Job { on_change: OnChange::RedisUsers, ..self }
     }
     fn secret(self) -> Self {
         Job { sensitive: true, ..self }
@@ -353,11 +331,6 @@ fn run(env: &Environment<'_>, ctx: &minijinja::Value, host: &str, j: Job<'_>) ->
     Ok(RenderedFile { host: host.to_string(), path: j.path, mode: j.mode, content, group: j.group, on_change: j.on_change, sensitive: j.sensitive })
 }
 
-/// The script that measures each instance of an app host for the node exporter's textfile collector.
-pub const INSTANCES_SCRIPT: &str = "/usr/local/lib/scalectl/instances.sh";
-/// The log collector's rotation (logrotate, by size; its timer is `COLLECTOR_ROTATION_TIMER`).
-pub const COLLECTOR_LOGROTATE: &str = "/etc/scalectl/logrotate-collector.conf";
-pub const FIREWALL_RULES: &str = "/etc/scalectl/firewall.nft";
 
 /// Where a host of the hosts target keeps its log TLS files: the collector and every shipper
 /// speak RELP over TLS, each with a certificate naming its host, issued by the fleet's log CA
@@ -386,122 +359,19 @@ impl LogTlsFiles {
     }
 }
 
-/// The load balancer's site file on a host (its `upstream` lists every app instance).
-pub fn site_path(topology: &str) -> String {
-    format!("/etc/nginx/conf.d/{topology}.conf")
-}
 
-/// Which files a host gets, by its roles: each tier's files. Paths are Debian's standard places;
-/// each says its mode, group and what a change means (`plan::desired` reads it). The tiers'
-/// packages, units and ports are topology/tiers.rs's.
+/// The files a host gets: its tiers' (topology/tiers.rs), secrets apart. Paths are Debian's
+/// standard places; each says its mode, group and what a change means (`plan::desired` reads it).
 fn host_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
-    let name = &t.name;
-    let mut jobs = Vec::new();
-    // Every host's node exporter, on the host's address only.
-    jobs.push(job("exporters/prometheus-node-exporter.j2", "/etc/default/prometheus-node-exporter").restarts("prometheus-node-exporter.service"));
-    // Every host's packet filter for the fleet's internal ports (scalectl's own nftables table).
-    jobs.push(job("firewall/scalectl.nft.j2", FIREWALL_RULES).reloads(FIREWALL_SERVICE));
-    jobs.push(job("systemd/scalectl-firewall.service.j2", "/etc/systemd/system/scalectl-firewall.service").restarts(FIREWALL_SERVICE));
-    if h.has(Role::App) {
-        let app = t.app.name();
-        jobs.push(job("systemd/scale-api@.service.j2", format!("/etc/systemd/system/{app}@.service")).rolls());
-        // Only scale-api takes its port from systemd; a program of the user's binds its own.
-        if t.app.program.is_none() {
-            jobs.push(job("systemd/scale-api@.socket.j2", "/etc/systemd/system/scale-api@.socket").rolls());
-        }
-        jobs.push(job("systemd/scale-api.target.j2", format!("/etc/systemd/system/{app}.target")).rolls());
-        jobs.push(job("systemd/scale-api.env.j2", format!("/etc/{app}/{app}.env")).mode(0o640).rolls());
-        // Each instance as systemd and the kernel see it, for the node exporter (any app).
-        jobs.push(job("systemd/scalectl-instances.sh.j2", INSTANCES_SCRIPT).mode(0o755));
-        jobs.push(job("systemd/scalectl-instances.service.j2", "/etc/systemd/system/scalectl-instances.service").restarts(INSTANCES_TIMER));
-        jobs.push(job("systemd/scalectl-instances.timer.j2", "/etc/systemd/system/scalectl-instances.timer").restarts(INSTANCES_TIMER));
-    }
-    if h.has(Role::Lb) {
-        jobs.push(job("nginx/site.conf.j2", site_path(name)).reloads("nginx.service"));
-        jobs.push(job("exporters/prometheus-nginx-exporter.j2", "/etc/default/prometheus-nginx-exporter").restarts("prometheus-nginx-exporter.service"));
-        jobs.push(job("nginx/scalectl.mtail.j2", "/etc/mtail/scalectl-nginx.mtail").reloads("mtail.service"));
-        jobs.push(job("exporters/mtail.j2", "/etc/default/mtail").restarts("mtail.service"));
-    }
-    if h.has(Role::Redis) {
-        jobs.push(job("redis/redis.conf.j2", "/etc/redis/redis.conf").mode(0o640).group("redis").restarts("redis-server.service"));
-        jobs.push(job("redis/redis-server.override.conf.j2", "/etc/systemd/system/redis-server.service.d/scalectl.conf").restarts("redis-server.service"));
-        jobs.push(job("exporters/prometheus-redis-exporter.j2", "/etc/default/prometheus-redis-exporter").restarts("prometheus-redis-exporter.service"));
-        jobs.push(
-            job("exporters/prometheus-redis-exporter.override.conf.j2", "/etc/systemd/system/prometheus-redis-exporter.service.d/scalectl.conf")
-                .restarts("prometheus-redis-exporter.service"),
-        );
-    }
-    if h.has(Role::Monitor) {
-        jobs.push(job("prometheus/prometheus.yml.j2", "/etc/prometheus/prometheus.yml").reloads("prometheus.service"));
-        jobs.push(job("prometheus/rules.yml.j2", "/etc/prometheus/scalectl/rules.yml").reloads("prometheus.service"));
-        // Prometheus rereads file_sd targets by itself.
-        jobs.push(job("prometheus/targets.json.j2", "/etc/prometheus/scalectl/targets.json"));
-        jobs.push(job("prometheus/default.j2", "/etc/default/prometheus").restarts("prometheus.service"));
-        if t.observability.grafana {
-            jobs.push(job("grafana/datasource.yaml.j2", "/etc/grafana/provisioning/datasources/scalectl.yaml").restarts("grafana-server.service"));
-            jobs.push(job("grafana/dashboards.yaml.j2", "/etc/grafana/provisioning/dashboards/scalectl.yaml").restarts("grafana-server.service"));
-        }
-        if t.observability.logs.destination == crate::topology::LogDestination::Collector {
-            jobs.push(job("logs/rsyslog-collector.conf.j2", "/etc/rsyslog.d/50-scalectl-collector.conf").restarts("rsyslog.service"));
-            // The collector's files, rotated by size every few minutes: no sender fills its disk.
-            jobs.push(job("logs/logrotate-collector.conf.j2", COLLECTOR_LOGROTATE));
-            jobs.push(job("systemd/scalectl-logrotate.service.j2", "/etc/systemd/system/scalectl-logrotate.service").restarts(COLLECTOR_ROTATION_TIMER));
-            jobs.push(job("systemd/scalectl-logrotate.timer.j2", "/etc/systemd/system/scalectl-logrotate.timer").restarts(COLLECTOR_ROTATION_TIMER));
-        }
-        if t.observability.alertmanager.is_some() {
-            jobs.push(job("alertmanager/default.j2", "/etc/default/prometheus-alertmanager").restarts("prometheus-alertmanager.service"));
-        }
-    }
-    match t.observability.logs.destination {
-        crate::topology::LogDestination::Collector => {
-            jobs.push(job("logs/rsyslog-ship.conf.j2", "/etc/rsyslog.d/60-scalectl-ship.conf").restarts("rsyslog.service"));
-        }
-        crate::topology::LogDestination::Loki => {
-            jobs.push(job("logs/promtail.yaml.j2", "/etc/promtail/scalectl.yaml").restarts("promtail.service"));
-        }
-    }
-    jobs
+    t.tiers_on(h).into_iter().flat_map(|tier| tier.files).filter(|f| !f.secret).map(Job::from).collect()
 }
 
 /// The files of a host that hold secrets: rendered only by `render_secrets`, with resolved values;
 /// never diffed, printed or read back (observed by hash).
 fn secret_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
-    let mut jobs = Vec::new();
-    if h.has(Role::App) {
-        jobs.push(job("systemd/secrets.env.j2", format!("/etc/{app}/secrets.env", app = t.app.name())).mode(0o600).rolls().secret());
-    }
-    if h.has(Role::Redis) {
-        jobs.push(job("redis/auth.conf.j2", "/etc/redis/scalectl-auth.conf").mode(0o640).group("redis").redis_users().secret());
-        jobs.push(
-            job("exporters/redis-exporter.json.j2", REDIS_EXPORTER_PASSWORDS)
-                .mode(0o640)
-                .group("prometheus")
-                .restarts("prometheus-redis-exporter.service")
-                .secret(),
-        );
-    }
-    if h.has(Role::Monitor) && t.observability.prometheus_password.is_some() {
-        // Prometheus asks for the password (its web config holds only its bcrypt hash); its own
-        // scrape and Grafana's data source read the password from a file.
-        jobs.push(job("prometheus/web.yml.j2", PROMETHEUS_WEB_CONFIG).mode(0o640).group("prometheus").restarts("prometheus.service").secret());
-        jobs.push(job("prometheus/password.j2", PROMETHEUS_PASSWORD_FILE).mode(0o640).group("prometheus").restarts("prometheus.service").secret());
-    }
-    if h.has(Role::Monitor) && t.observability.alertmanager.is_some() {
-        jobs.push(
-            job("alertmanager/alertmanager.yml.j2", "/etc/prometheus/alertmanager.yml")
-                .mode(0o640)
-                .group("prometheus")
-                .reloads("prometheus-alertmanager.service")
-                .secret(),
-        );
-    }
-    jobs
+    t.tiers_on(h).into_iter().flat_map(|tier| tier.files).filter(|f| f.secret).map(Job::from).collect()
 }
 
-/// Prometheus' web config (`--web.config.file`): the bcrypt hash of observability.prometheus.password.
-pub const PROMETHEUS_WEB_CONFIG: &str = "/etc/prometheus/web.yml";
-/// That password itself, for Prometheus' scrape of its own metrics and Grafana's data source.
-pub const PROMETHEUS_PASSWORD_FILE: &str = "/etc/scalectl/prometheus-password";
 /// The user Prometheus asks for.
 pub const PROMETHEUS_USER: &str = "scalectl";
 
@@ -515,9 +385,6 @@ pub fn prometheus_password_hash(password: &str) -> String {
     bcrypt::hash_with_salt(password, 10, salt).map(|h| h.format_for_version(bcrypt::Version::TwoB)).unwrap_or_default()
 }
 
-/// The Redis exporter's passwords by target (`-redis.password-file`): its own password, for the
-/// Redis it is configured for and no other address a `/scrape?target=` names.
-pub const REDIS_EXPORTER_PASSWORDS: &str = "/etc/scalectl/redis-exporter.json";
 
 /// Redis' ACL users in the docker bundle, with [`REDIS_PASSWORD_SHA256_PLACEHOLDER`] where the
 /// password's hash goes (templates/docker/commands.yaml.j2 says how compose's Redis fills it in).

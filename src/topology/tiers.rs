@@ -1,9 +1,10 @@
 //! What each tier is, written once: the role that places it, its Debian packages and units on a
-//! host, the ports it listens on (who may reach each, and the Prometheus job that scrapes it), and
-//! on docker the container that serves each scraped port.
+//! host, the files it places there (template, path, mode, group, what a change means, whether it
+//! holds a secret), the ports it listens on (who may reach each, and the Prometheus job that
+//! scrapes it), and on docker the container that serves each scraped port.
 //!
-//! Every projection reads this table rather than restating it: validation's port claims, the hosts
-//! plan's packages and services (plan/desired.rs), and the templates' view (render/context.rs:
+//! Every projection reads this table rather than restating it: validation's port claims, render's
+//! files per host, the hosts plan's packages and services (plan/desired.rs), and the templates' view (render/context.rs:
 //! the firewall's exporter ports, Prometheus' targets and jobs, the exporters' listen addresses).
 //! The app's instances are the one thing placed apart ([`Topology::instance_ports`]): how many a
 //! host runs depends on the cores it has, which only a target observes.
@@ -51,8 +52,65 @@ impl Listen {
     }
 }
 
+/// What a changed file asks of the service that reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnChange {
+    /// Nothing: the service rereads it (Prometheus file_sd), or it is in a bundle.
+    #[default]
+    Nothing,
+    Reload(&'static str),
+    Restart(&'static str),
+    /// The app's units or environment: restart every instance, one at a time.
+    Rolling,
+    /// Redis' ACL users: changed live in a running Redis (the new passwords added first, the
+    /// users made exactly the file's once every app host has the new secret), else on its start.
+    RedisUsers,
+}
+
+/// A file a tier places on its host: the template it is rendered from, where it goes, its mode
+/// and group, what a change to it means, and whether it holds a secret (then rendered only with
+/// resolved values, never diffed, printed or read back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierFile {
+    pub template: &'static str,
+    pub path: String,
+    pub mode: u32,
+    pub group: &'static str,
+    pub on_change: OnChange,
+    pub secret: bool,
+}
+
+fn file(template: &'static str, path: impl Into<String>) -> TierFile {
+    TierFile { template, path: path.into(), mode: 0o644, group: "root", on_change: OnChange::Nothing, secret: false }
+}
+
+impl TierFile {
+    fn mode(self, mode: u32) -> Self {
+        TierFile { mode, ..self }
+    }
+    fn group(self, group: &'static str) -> Self {
+        TierFile { group, ..self }
+    }
+    fn reloads(self, unit: &'static str) -> Self {
+        TierFile { on_change: OnChange::Reload(unit), ..self }
+    }
+    fn restarts(self, unit: &'static str) -> Self {
+        TierFile { on_change: OnChange::Restart(unit), ..self }
+    }
+    fn rolls(self) -> Self {
+        TierFile { on_change: OnChange::Rolling, ..self }
+    }
+    fn redis_users(self) -> Self {
+        TierFile { on_change: OnChange::RedisUsers, ..self }
+    }
+    fn secret(self) -> Self {
+        TierFile { secret: true, ..self }
+    }
+}
+
 /// One tier as it runs on one host.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Tier {
     pub name: &'static str,
     /// The role that places it; None: every host has it.
@@ -60,18 +118,42 @@ pub struct Tier {
     pub packages: Vec<String>,
     /// Units kept enabled and running.
     pub services: Vec<String>,
+    /// Its files on the host, in the order they are written.
+    pub files: Vec<TierFile>,
     pub listens: Vec<Listen>,
 }
 
-/// The packet filter's unit (scalectl's own nftables table).
+/// The packet filter's unit (scalectl's own nftables table) and its rules.
 pub const FIREWALL_SERVICE: &str = "scalectl-firewall.service";
-/// Reports each app instance to the node exporter's textfile collector.
+pub const FIREWALL_RULES: &str = "/etc/scalectl/firewall.nft";
+/// Reports each app instance to the node exporter's textfile collector, with this script.
 pub const INSTANCES_TIMER: &str = "scalectl-instances.timer";
-/// Rotates the collector's files by size.
+pub const INSTANCES_SCRIPT: &str = "/usr/local/lib/scalectl/instances.sh";
+/// Rotates the collector's files by size (logrotate, with this configuration).
 pub const COLLECTOR_ROTATION_TIMER: &str = "scalectl-logrotate.timer";
+pub const COLLECTOR_LOGROTATE: &str = "/etc/scalectl/logrotate-collector.conf";
+/// The Redis exporter's passwords by target (`-redis.password-file`): its own password, for the
+/// Redis it is configured for and no other address a `/scrape?target=` names.
+pub const REDIS_EXPORTER_PASSWORDS: &str = "/etc/scalectl/redis-exporter.json";
+/// Prometheus' web config (`--web.config.file`): the bcrypt hash of observability.prometheus.password.
+pub const PROMETHEUS_WEB_CONFIG: &str = "/etc/prometheus/web.yml";
+/// That password itself, for Prometheus' scrape of its own metrics and Grafana's data source.
+pub const PROMETHEUS_PASSWORD_FILE: &str = "/etc/scalectl/prometheus-password";
 
-fn tier(name: &'static str, role: Option<Role>, packages: &[&str], services: &[&str], listens: Vec<Listen>) -> Tier {
-    Tier { name, role, packages: packages.iter().map(|s| s.to_string()).collect(), services: services.iter().map(|s| s.to_string()).collect(), listens }
+/// The load balancer's site file on a host (its `upstream` lists every app instance).
+pub fn site_path(topology: &str) -> String {
+    format!("/etc/nginx/conf.d/{topology}.conf")
+}
+
+fn tier(name: &'static str, role: Option<Role>, packages: &[&str], services: &[&str], files: Vec<TierFile>, listens: Vec<Listen>) -> Tier {
+    Tier {
+        name,
+        role,
+        packages: packages.iter().map(|s| s.to_string()).collect(),
+        services: services.iter().map(|s| s.to_string()).collect(),
+        files,
+        listens,
+    }
 }
 
 impl Topology {
@@ -85,23 +167,52 @@ impl Topology {
             &["nftables", "prometheus-node-exporter"],
             &[FIREWALL_SERVICE, "prometheus-node-exporter.service"],
             vec![
+                // The node exporter, on the host's address only.
+                file("exporters/prometheus-node-exporter.j2", "/etc/default/prometheus-node-exporter").restarts("prometheus-node-exporter.service"),
+                // The packet filter for the fleet's internal ports (scalectl's own nftables table).
+                file("firewall/scalectl.nft.j2", FIREWALL_RULES).reloads(FIREWALL_SERVICE),
+                file("systemd/scalectl-firewall.service.j2", "/etc/systemd/system/scalectl-firewall.service").restarts(FIREWALL_SERVICE),
+            ],
+            vec![
                 Listen::new(ports::NODE_EXPORTER, "the node exporter", Reach::Monitor).scraped("node", "node-exporter"),
                 // Port 22 is sshd's only when the host is reached there; any other port the same.
                 Listen::new(h.ssh.port, "sshd (the host's ssh.port)", Reach::Anyone),
             ],
         ));
-        if self.observability.logs.destination == LogDestination::Collector {
-            // Every host ships its lines; over TLS (a certificate of its own) when a collector runs.
-            let mut packages = vec!["rsyslog", "rsyslog-relp"];
-            if self.hosts.iter().any(|m| m.has(Role::Monitor)) {
-                packages.push("openssl");
+        match self.observability.logs.destination {
+            LogDestination::Collector => {
+                // Every host ships its lines; over TLS (a certificate of its own) when a collector runs.
+                let mut packages = vec!["rsyslog", "rsyslog-relp"];
+                if self.hosts.iter().any(|m| m.has(Role::Monitor)) {
+                    packages.push("openssl");
+                }
+                let ship = file("logs/rsyslog-ship.conf.j2", "/etc/rsyslog.d/60-scalectl-ship.conf").restarts("rsyslog.service");
+                out.push(tier("logs", None, &packages, &["rsyslog.service"], vec![ship], Vec::new()));
             }
-            out.push(tier("logs", None, &packages, &["rsyslog.service"], Vec::new()));
+            LogDestination::Loki => {
+                let promtail = file("logs/promtail.yaml.j2", "/etc/promtail/scalectl.yaml").restarts("promtail.service");
+                out.push(tier("logs", None, &[], &[], vec![promtail], Vec::new()));
+            }
         }
         if h.has(Role::App) {
+            let app = self.app.name();
             let mut packages = vec!["curl"];
             packages.extend(self.app.program.iter().flat_map(|p| p.packages.iter().map(String::as_str)));
-            out.push(tier("app", Some(Role::App), &packages, &[INSTANCES_TIMER], Vec::new()));
+            let mut files = vec![file("systemd/scale-api@.service.j2", format!("/etc/systemd/system/{app}@.service")).rolls()];
+            // Only scale-api takes its port from systemd; a program of the user's binds its own.
+            if self.app.program.is_none() {
+                files.push(file("systemd/scale-api@.socket.j2", "/etc/systemd/system/scale-api@.socket").rolls());
+            }
+            files.extend([
+                file("systemd/scale-api.target.j2", format!("/etc/systemd/system/{app}.target")).rolls(),
+                file("systemd/scale-api.env.j2", format!("/etc/{app}/{app}.env")).mode(0o640).rolls(),
+                // Each instance as systemd and the kernel see it, for the node exporter (any app).
+                file("systemd/scalectl-instances.sh.j2", INSTANCES_SCRIPT).mode(0o755),
+                file("systemd/scalectl-instances.service.j2", "/etc/systemd/system/scalectl-instances.service").restarts(INSTANCES_TIMER),
+                file("systemd/scalectl-instances.timer.j2", "/etc/systemd/system/scalectl-instances.timer").restarts(INSTANCES_TIMER),
+                file("systemd/secrets.env.j2", format!("/etc/{app}/secrets.env")).mode(0o600).rolls().secret(),
+            ]);
+            out.push(tier("app", Some(Role::App), &packages, &[INSTANCES_TIMER], files, Vec::new()));
         }
         if h.has(Role::Lb) {
             let lb = &self.load_balancer;
@@ -117,6 +228,12 @@ impl Topology {
                 Some(Role::Lb),
                 &["nginx", "prometheus-nginx-exporter", "mtail"],
                 &["nginx.service", "prometheus-nginx-exporter.service", "mtail.service"],
+                vec![
+                    file("nginx/site.conf.j2", site_path(&self.name)).reloads("nginx.service"),
+                    file("exporters/prometheus-nginx-exporter.j2", "/etc/default/prometheus-nginx-exporter").restarts("prometheus-nginx-exporter.service"),
+                    file("nginx/scalectl.mtail.j2", "/etc/mtail/scalectl-nginx.mtail").reloads("mtail.service"),
+                    file("exporters/mtail.j2", "/etc/default/mtail").restarts("mtail.service"),
+                ],
                 listens,
             ));
         }
@@ -127,6 +244,15 @@ impl Topology {
                 &["redis-server", "prometheus-redis-exporter"],
                 &["redis-server.service", "prometheus-redis-exporter.service"],
                 vec![
+                    file("redis/redis.conf.j2", "/etc/redis/redis.conf").mode(0o640).group("redis").restarts("redis-server.service"),
+                    file("redis/redis-server.override.conf.j2", "/etc/systemd/system/redis-server.service.d/scalectl.conf").restarts("redis-server.service"),
+                    file("exporters/prometheus-redis-exporter.j2", "/etc/default/prometheus-redis-exporter").restarts("prometheus-redis-exporter.service"),
+                    file("exporters/prometheus-redis-exporter.override.conf.j2", "/etc/systemd/system/prometheus-redis-exporter.service.d/scalectl.conf")
+                        .restarts("prometheus-redis-exporter.service"),
+                    file("redis/auth.conf.j2", "/etc/redis/scalectl-auth.conf").mode(0o640).group("redis").redis_users().secret(),
+                    file("exporters/redis-exporter.json.j2", REDIS_EXPORTER_PASSWORDS).mode(0o640).group("prometheus").restarts("prometheus-redis-exporter.service").secret(),
+                ],
+                vec![
                     Listen::new(redis.port, "redis", Reach::Fleet),
                     Listen::new(ports::REDIS_EXPORTER, "the redis exporter", Reach::Monitor).scraped("redis", "redis-exporter"),
                 ],
@@ -136,13 +262,27 @@ impl Topology {
             let o = &self.observability;
             let mut packages = vec!["prometheus"];
             let mut services = vec!["prometheus.service"];
+            let mut files = vec![
+                file("prometheus/prometheus.yml.j2", "/etc/prometheus/prometheus.yml").reloads("prometheus.service"),
+                file("prometheus/rules.yml.j2", "/etc/prometheus/scalectl/rules.yml").reloads("prometheus.service"),
+                // Prometheus rereads file_sd targets by itself.
+                file("prometheus/targets.json.j2", "/etc/prometheus/scalectl/targets.json"),
+                file("prometheus/default.j2", "/etc/default/prometheus").restarts("prometheus.service"),
+            ];
             let mut listens = vec![Listen::new(o.prometheus_port, "prometheus", Reach::Anyone)];
             if o.grafana {
+                files.push(file("grafana/datasource.yaml.j2", "/etc/grafana/provisioning/datasources/scalectl.yaml").restarts("grafana-server.service"));
+                files.push(file("grafana/dashboards.yaml.j2", "/etc/grafana/provisioning/dashboards/scalectl.yaml").restarts("grafana-server.service"));
                 listens.push(Listen::new(o.grafana_port, "grafana", Reach::Anyone));
             }
             if o.logs.destination == LogDestination::Collector {
                 packages.push("logrotate");
                 services.push(COLLECTOR_ROTATION_TIMER);
+                files.push(file("logs/rsyslog-collector.conf.j2", "/etc/rsyslog.d/50-scalectl-collector.conf").restarts("rsyslog.service"));
+                // The collector's files, rotated by size every few minutes: no sender fills its disk.
+                files.push(file("logs/logrotate-collector.conf.j2", COLLECTOR_LOGROTATE));
+                files.push(file("systemd/scalectl-logrotate.service.j2", "/etc/systemd/system/scalectl-logrotate.service").restarts(COLLECTOR_ROTATION_TIMER));
+                files.push(file("systemd/scalectl-logrotate.timer.j2", "/etc/systemd/system/scalectl-logrotate.timer").restarts(COLLECTOR_ROTATION_TIMER));
             }
             if self.target == Target::Hosts {
                 for other in &self.hosts {
@@ -154,9 +294,21 @@ impl Topology {
             if let Some(a) = &o.alertmanager {
                 packages.push("prometheus-alertmanager");
                 services.push("prometheus-alertmanager.service");
+                files.push(file("alertmanager/default.j2", "/etc/default/prometheus-alertmanager").restarts("prometheus-alertmanager.service"));
                 listens.push(Listen::new(a.port, "alertmanager", Reach::Anyone));
             }
-            out.push(tier("monitor", Some(Role::Monitor), &packages, &services, listens));
+            if o.prometheus_password.is_some() {
+                // Prometheus asks for the password (its web config holds only its bcrypt hash); its own
+                // scrape and Grafana's data source read the password from a file.
+                files.push(file("prometheus/web.yml.j2", PROMETHEUS_WEB_CONFIG).mode(0o640).group("prometheus").restarts("prometheus.service").secret());
+                files.push(file("prometheus/password.j2", PROMETHEUS_PASSWORD_FILE).mode(0o640).group("prometheus").restarts("prometheus.service").secret());
+            }
+            if o.alertmanager.is_some() {
+                files.push(
+                    file("alertmanager/alertmanager.yml.j2", "/etc/prometheus/alertmanager.yml").mode(0o640).group("prometheus").reloads("prometheus-alertmanager.service").secret(),
+                );
+            }
+            out.push(tier("monitor", Some(Role::Monitor), &packages, &services, files, listens));
         }
         out
     }
