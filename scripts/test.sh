@@ -24,11 +24,17 @@ LAB_REDIS_PASSWORD="$(cat target/lab-redis-password)" SCALECTL_HOME="$PWD/target
   ./target/debug/scalectl lab up -f examples/lab.yaml
 
 first=(lab::lab_)
-(set -o pipefail; cargo test --locked --test it -- "${first[@]}" 2>&1 | sed -u 's/^/[lab] /') &
+# Each stream's output is kept too, so that a failing run ends with every failure's message (a
+# CI log shows its tail; the failures section of one stream can be long).
+(set -o pipefail; cargo test --locked --test it -- "${first[@]}" 2>&1 | sed -u 's/^/[lab] /' | tee target/test-lab.log) &
 lab_stream=$!
 rest=0
-cargo test --locked --workspace --all-targets -- $(printf -- '--skip %s ' "${first[@]}") || rest=$?
+(set -o pipefail; cargo test --locked --workspace --all-targets -- $(printf -- '--skip %s ' "${first[@]}") 2>&1 | tee target/test-other.log) || rest=$?
 lab=0
 wait "$lab_stream" || lab=$?
+if [ "$lab" -ne 0 ] || [ "$rest" -ne 0 ]; then
+  echo "test: every failure's message, in short:"
+  grep -h -A6 "panicked at" target/test-lab.log target/test-other.log | cut -c1-600 || true
+fi
 echo "test: lab stream exit $lab, other tests exit $rest"
 [ "$lab" -eq 0 ] && [ "$rest" -eq 0 ]
