@@ -22,6 +22,7 @@ pub use crate::topology::tiers::{
     PROMETHEUS_WEB_CONFIG, REDIS_EXPORTER_PASSWORDS, site_path,
 };
 use context::Ctx;
+use crate::topology::tiers::{TierFile, file};
 
 /// Every template scalectl ships, embedded at build time (`--templates DIR` overrides by name).
 pub static EMBEDDED: include_dir::Dir<'static> = include_dir::include_dir!("$CARGO_MANIFEST_DIR/templates");
@@ -162,7 +163,7 @@ pub fn render_secrets(t: &Topology, values: &SecretValues, templates: &Templates
     if t.target == Target::Docker {
         // Replicas get app secrets as environment at creation; Redis reads its password from a file.
         if values.redis_password.is_some() {
-            out.push(run(&env, &ctx, "redis", job("redis/auth.conf.j2", DOCKER_REDIS_USERS).mode(0o640).secret())?);
+            out.push(run(&env, &ctx, "redis", file("redis/auth.conf.j2", DOCKER_REDIS_USERS).mode(0o640).secret())?);
         }
         return Ok(out);
     }
@@ -182,36 +183,6 @@ pub fn render_one(templates: &Templates, name: &str, ctx: impl Serialize) -> Res
     tmpl.render(minijinja::Value::from(minijinja::value::Serde(ctx))).map_err(|source| RenderError::Template { name: name.to_string(), source })
 }
 
-/// What to render for one destination: template name, destination path, file mode, and on a
-/// host its group and what a change to it means.
-struct Job<'a> {
-    template: &'a str,
-    path: String,
-    mode: u32,
-    group: &'static str,
-    on_change: OnChange,
-    sensitive: bool,
-}
-
-impl From<crate::topology::tiers::TierFile> for Job<'_> {
-    fn from(f: crate::topology::tiers::TierFile) -> Self {
-        Job { template: f.template, path: f.path, mode: f.mode, group: f.group, on_change: f.on_change, sensitive: f.secret }
-    }
-}
-
-fn job(template: &str, path: impl Into<String>) -> Job<'_> {
-    Job { template, path: path.into(), mode: 0o644, group: "root", on_change: OnChange::Nothing, sensitive: false }
-}
-
-impl Job<'_> {
-    fn mode(self, mode: u32) -> Self {
-        Job { mode, ..self }
-    }
-    fn secret(self) -> Self {
-        Job { sensitive: true, ..self }
-    }
-}
-
 /// Render every file of the topology.
 pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<RenderedFile>, RenderError> {
     let env = templates.environment();
@@ -228,7 +199,7 @@ pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<
                 copy_verbatim(&DASHBOARDS, &h.name, "/var/lib/grafana/dashboards/scalectl", OnChange::Restart("grafana-server.service"), &mut out);
             }
         }
-        out.push(run(&env, &fleet_value, "ansible", job("ansible/inventory.yml.j2", "inventory.yml"))?);
+        out.push(run(&env, &fleet_value, "ansible", file("ansible/inventory.yml.j2", "inventory.yml"))?);
     }
     let docker = Ctx::docker_view(t, facts).value();
     for j in docker_jobs(t) {
@@ -243,7 +214,7 @@ pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<
             redis_exporter_password_sha256 => REDIS_PASSWORD_SHA256_PLACEHOLDER,
             ..docker.clone()
         };
-        out.push(run(&env, &ctx, "docker", job("redis/auth.conf.j2", REDIS_AUTH_TEMPLATE))?);
+        out.push(run(&env, &ctx, "docker", file("redis/auth.conf.j2", REDIS_AUTH_TEMPLATE))?);
     }
     if t.observability.grafana {
         copy_verbatim(&DASHBOARDS, "docker", "grafana/dashboards", OnChange::Nothing, &mut out);
@@ -253,15 +224,15 @@ pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<
         let asg = Ctx::asg_view(t).value();
         let app = t.app.name();
         let mut jobs = vec![
-            job("terraform/main.tf.j2", "main.tf"),
-            job("terraform/outputs.tf.j2", "outputs.tf"),
-            job("systemd/scale-api@.service.j2", format!("files/{app}@.service")),
-            job("systemd/scale-api.env.j2", format!("files/{app}.env")),
-            job("logs/rsyslog-ship.conf.j2", "files/60-scalectl-ship.conf"),
+            file("terraform/main.tf.j2", "main.tf"),
+            file("terraform/outputs.tf.j2", "outputs.tf"),
+            file("systemd/scale-api@.service.j2", format!("files/{app}@.service")),
+            file("systemd/scale-api.env.j2", format!("files/{app}.env")),
+            file("logs/rsyslog-ship.conf.j2", "files/60-scalectl-ship.conf"),
         ];
         // A program binds its own port: no socket unit (as on app hosts).
         if t.app.program.is_none() {
-            jobs.push(job("systemd/scale-api@.socket.j2", "files/scale-api@.socket"));
+            jobs.push(file("systemd/scale-api@.socket.j2", "files/scale-api@.socket"));
         }
         for j in jobs {
             out.push(run(&env, &asg, "terraform", j)?);
@@ -285,11 +256,11 @@ pub fn render_docker_deploy(t: &Topology, replicas: &[Instance], templates: &Tem
         let f = run(&env, &ctx, "docker", j)?;
         out.insert(f.path, f.content);
     }
-    let f = run(&env, &ctx, "docker", job("docker/commands.yaml.j2", "commands.yaml"))?;
+    let f = run(&env, &ctx, "docker", file("docker/commands.yaml.j2", "commands.yaml"))?;
     out.insert(f.path, f.content);
     for i in replicas {
         let ctx = minijinja::context! { instance => minijinja::Value::from(minijinja::value::Serde(i)), ..ctx.clone() };
-        let f = run(&env, &ctx, "docker", job("docker/replica.env.j2", format!("env/{}", i.host)))?;
+        let f = run(&env, &ctx, "docker", file("docker/replica.env.j2", format!("env/{}", i.host)))?;
         out.insert(f.path, f.content);
     }
     if t.observability.grafana {
@@ -320,7 +291,7 @@ fn copy_verbatim(dir: &include_dir::Dir<'static>, host: &str, dest: &str, on_cha
     }
 }
 
-fn run(env: &Environment<'_>, ctx: &minijinja::Value, host: &str, j: Job<'_>) -> Result<RenderedFile, RenderError> {
+fn run(env: &Environment<'_>, ctx: &minijinja::Value, host: &str, j: TierFile) -> Result<RenderedFile, RenderError> {
     let tmpl = env.get_template(j.template).map_err(|e| match e.kind() {
         minijinja::ErrorKind::TemplateNotFound => RenderError::Missing(j.template.to_string()),
         _ => RenderError::Template { name: j.template.to_string(), source: e },
@@ -328,7 +299,7 @@ fn run(env: &Environment<'_>, ctx: &minijinja::Value, host: &str, j: Job<'_>) ->
     let content = tmpl
         .render(ctx.clone())
         .map_err(|source| RenderError::Template { name: j.template.to_string(), source })?;
-    Ok(RenderedFile { host: host.to_string(), path: j.path, mode: j.mode, content, group: j.group, on_change: j.on_change, sensitive: j.sensitive })
+    Ok(RenderedFile { host: host.to_string(), path: j.path, mode: j.mode, content, group: j.group, on_change: j.on_change, sensitive: j.secret })
 }
 
 
@@ -362,14 +333,14 @@ impl LogTlsFiles {
 
 /// The files a host gets: its tiers' (topology/tiers.rs), secrets apart. Paths are Debian's
 /// standard places; each says its mode, group and what a change means (`plan::desired` reads it).
-fn host_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
-    t.tiers_on(h).into_iter().flat_map(|tier| tier.files).filter(|f| !f.secret).map(Job::from).collect()
+fn host_jobs(t: &Topology, h: &crate::topology::Host) -> Vec<TierFile> {
+    t.tiers_on(h).into_iter().flat_map(|tier| tier.files).filter(|f| !f.secret).collect()
 }
 
 /// The files of a host that hold secrets: rendered only by `render_secrets`, with resolved values;
 /// never diffed, printed or read back (observed by hash).
-fn secret_jobs<'a>(t: &'a Topology, h: &crate::topology::Host) -> Vec<Job<'a>> {
-    t.tiers_on(h).into_iter().flat_map(|tier| tier.files).filter(|f| f.secret).map(Job::from).collect()
+fn secret_jobs(t: &Topology, h: &crate::topology::Host) -> Vec<TierFile> {
+    t.tiers_on(h).into_iter().flat_map(|tier| tier.files).filter(|f| f.secret).collect()
 }
 
 /// The user Prometheus asks for.
@@ -401,32 +372,32 @@ pub const REDIS_PASSWORD_SHA256_PLACEHOLDER: &str = "@REDIS_PASSWORD_SHA256@";
 
 /// The docker bundle: an image for scale-api and the files its containers mount (its compose file is
 /// rendered from the docker target's container specs: `plan::docker::compose_file`).
-fn docker_jobs(t: &Topology) -> Vec<Job<'_>> {
+fn docker_jobs(t: &Topology) -> Vec<TierFile> {
     let mut jobs = Vec::new();
     // scale-api's image is built from this Dockerfile; a program's from its own release directory.
     if t.app.program.is_none() {
-        jobs.push(job("docker/Dockerfile.j2", "Dockerfile"));
+        jobs.push(file("docker/Dockerfile.j2", "Dockerfile"));
     }
-    jobs.extend([job("nginx/site.conf.j2", format!("nginx/{}.conf", t.name)), job("docker/nginx-follow.sh.j2", "nginx/follow.sh").mode(0o755)]);
+    jobs.extend([file("nginx/site.conf.j2", format!("nginx/{}.conf", t.name)), file("docker/nginx-follow.sh.j2", "nginx/follow.sh").mode(0o755)]);
     if t.redis.is_some() {
-        jobs.push(job("redis/redis.conf.j2", "redis/redis.conf"));
+        jobs.push(file("redis/redis.conf.j2", "redis/redis.conf"));
     }
     jobs.extend([
-        job("prometheus/prometheus.yml.j2", "prometheus/prometheus.yml"),
-        job("prometheus/rules.yml.j2", "prometheus/rules.yml"),
-        job("prometheus/targets.json.j2", "prometheus/targets.json"),
+        file("prometheus/prometheus.yml.j2", "prometheus/prometheus.yml"),
+        file("prometheus/rules.yml.j2", "prometheus/rules.yml"),
+        file("prometheus/targets.json.j2", "prometheus/targets.json"),
     ]);
     if t.observability.grafana {
-        jobs.push(job("grafana/datasource.yaml.j2", "grafana/provisioning/datasources/scalectl.yaml"));
-        jobs.push(job("grafana/dashboards.yaml.j2", "grafana/provisioning/dashboards/scalectl.yaml"));
+        jobs.push(file("grafana/datasource.yaml.j2", "grafana/provisioning/datasources/scalectl.yaml"));
+        jobs.push(file("grafana/dashboards.yaml.j2", "grafana/provisioning/dashboards/scalectl.yaml"));
     }
     // scalectl's own image (rsyslog, mtail) and mtail's program over the load balancer's log.
-    jobs.push(job("docker/rsyslog.Dockerfile.j2", "rsyslog/Dockerfile"));
-    jobs.push(job("nginx/scalectl.mtail.j2", "mtail/scalectl-nginx.mtail"));
+    jobs.push(file("docker/rsyslog.Dockerfile.j2", "rsyslog/Dockerfile"));
+    jobs.push(file("nginx/scalectl.mtail.j2", "mtail/scalectl-nginx.mtail"));
     // Log shipping: a shipper container reading the engine's json-file logs, a collector container.
     if t.observability.logs.destination == crate::topology::LogDestination::Collector {
-        jobs.push(job("docker/rsyslog-ship.conf.j2", "rsyslog/ship.conf"));
-        jobs.push(job("logs/rsyslog-collector.conf.j2", "rsyslog/collector.conf"));
+        jobs.push(file("docker/rsyslog-ship.conf.j2", "rsyslog/ship.conf"));
+        jobs.push(file("logs/rsyslog-collector.conf.j2", "rsyslog/collector.conf"));
     }
     jobs
 }

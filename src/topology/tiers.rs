@@ -81,12 +81,13 @@ pub struct TierFile {
     pub secret: bool,
 }
 
-fn file(template: &'static str, path: impl Into<String>) -> TierFile {
+/// A plain file (0644, root, nothing to do on a change), made more by the builders below.
+pub(crate) fn file(template: &'static str, path: impl Into<String>) -> TierFile {
     TierFile { template, path: path.into(), mode: 0o644, group: "root", on_change: OnChange::Nothing, secret: false }
 }
 
 impl TierFile {
-    fn mode(self, mode: u32) -> Self {
+    pub(crate) fn mode(self, mode: u32) -> Self {
         TierFile { mode, ..self }
     }
     fn group(self, group: &'static str) -> Self {
@@ -104,7 +105,7 @@ impl TierFile {
     fn redis_users(self) -> Self {
         TierFile { on_change: OnChange::RedisUsers, ..self }
     }
-    fn secret(self) -> Self {
+    pub(crate) fn secret(self) -> Self {
         TierFile { secret: true, ..self }
     }
 }
