@@ -296,6 +296,9 @@ impl Topology {
                 packages.push("prometheus-alertmanager");
                 services.push("prometheus-alertmanager.service");
                 files.push(file("alertmanager/default.j2", "/etc/default/prometheus-alertmanager").restarts("prometheus-alertmanager.service"));
+                files.push(
+                    file("alertmanager/alertmanager.yml.j2", "/etc/prometheus/alertmanager.yml").mode(0o640).group("prometheus").reloads("prometheus-alertmanager.service").secret(),
+                );
                 listens.push(Listen::new(a.port, "alertmanager", Reach::Anyone));
             }
             if o.prometheus_password.is_some() {
@@ -303,11 +306,6 @@ impl Topology {
                 // scrape and Grafana's data source read the password from a file.
                 files.push(file("prometheus/web.yml.j2", PROMETHEUS_WEB_CONFIG).mode(0o640).group("prometheus").restarts("prometheus.service").secret());
                 files.push(file("prometheus/password.j2", PROMETHEUS_PASSWORD_FILE).mode(0o640).group("prometheus").restarts("prometheus.service").secret());
-            }
-            if o.alertmanager.is_some() {
-                files.push(
-                    file("alertmanager/alertmanager.yml.j2", "/etc/prometheus/alertmanager.yml").mode(0o640).group("prometheus").reloads("prometheus-alertmanager.service").secret(),
-                );
             }
             out.push(tier("monitor", Some(Role::Monitor), &packages, &services, files, listens));
         }
