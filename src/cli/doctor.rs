@@ -26,7 +26,9 @@ pub struct Args {
     /// every instance and exporter is scraped directly, twice, --window (2 to 10 s) apart]
     #[arg(long, value_name = "URL")]
     pub prometheus: Option<String>,
-    /// History the series cover (from Prometheus; scraping directly, the time between the two scrapes)
+    /// History the series cover (from Prometheus; scraping directly, the time between the two
+    /// scrapes). Rates of requests, latencies and errors cover its last minute at most, and four
+    /// scrapes at least
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub window: Duration,
     /// Diagnose again every interval (hysteresis keeps findings from flapping); stop with Ctrl-C

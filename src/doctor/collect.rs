@@ -110,28 +110,32 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     let end = now.duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
     let step = Duration::from_millis(t.observability.scrape_interval_ms.max(1000));
     let w = format!("{}s", window.as_secs());
+    // Rates of requests, latencies and errors are the window's own, a minute at most (a longer
+    // window is judged by the series above) and four scrapes at least (a rate needs two samples).
+    let recent = format!("{}s", window.as_secs().clamp(4 * step.as_secs(), 60));
     let p = prometheus;
 
     let mut waited = false;
     let up = confirmed(p, r#"up{job="app"}"#, step, &mut waited).await?;
+    let up = newest_per_instance(up, &p.instant(r#"timestamp(up{job="app"})"#).await?);
     // Each instance as systemd and the kernel see it (the node exporter's textfile, any app): the
     // instances of a program that serves no metrics, and what the app's own series do not say.
-    let unit_up = p.instant("scalectl_instance_up").await?;
+    let unit_up = newest_per_instance(p.instant("scalectl_instance_up").await?, &p.instant("timestamp(scalectl_instance_up)").await?);
     // Restarts after a failure only, for every app alike: systemd's NRestarts (scalectl-instances),
     // or on docker the engine's restart count. A process' start time moves on every planned
     // restart too (a deploy, a reload), which is not a crash.
     let unit_restarts = p.instant(&format!("increase(scalectl_instance_restarts_total[{w}])")).await?;
-    let rps = p.instant("sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count[1m]))").await?;
-    let p99 = p.instant("histogram_quantile(0.99, sum by (le, instance_name) (rate(scale_api_http_request_duration_seconds_bucket[1m])))").await?;
+    let rps = p.instant(&format!("sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count[{recent}]))")).await?;
+    let p99 = p.instant(&format!("histogram_quantile(0.99, sum by (le, instance_name) (rate(scale_api_http_request_duration_seconds_bucket[{recent}])))")).await?;
     let errors = p
-        .instant(r#"100 * sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count{status=~"5.."}[1m])) / sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count[1m]))"#)
+        .instant(&format!(r#"100 * sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count{{status=~"5.."}}[{recent}])) / sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count[{recent}]))"#))
         .await?;
     // The same three per instance as the load balancer saw them (mtail over nginx's access log,
     // by upstream address): any app has these, whether or not it measures its own requests.
-    let lb_rps = p.instant("sum by (upstream) (rate(scalectl_nginx_upstream_responses_total[1m]))").await?;
-    let lb_p99 = p.instant("histogram_quantile(0.99, sum by (le, upstream) (rate(scalectl_nginx_upstream_response_seconds_bucket[1m])))").await?;
+    let lb_rps = p.instant(&format!("sum by (upstream) (rate(scalectl_nginx_upstream_responses_total[{recent}]))")).await?;
+    let lb_p99 = p.instant(&format!("histogram_quantile(0.99, sum by (le, upstream) (rate(scalectl_nginx_upstream_response_seconds_bucket[{recent}])))")).await?;
     let lb_errors = p
-        .instant(r#"100 * sum by (upstream) (rate(scalectl_nginx_upstream_responses_total{code=~"5.."}[1m])) / sum by (upstream) (rate(scalectl_nginx_upstream_responses_total[1m]))"#)
+        .instant(&format!(r#"100 * sum by (upstream) (rate(scalectl_nginx_upstream_responses_total{{code=~"5.."}}[{recent}])) / sum by (upstream) (rate(scalectl_nginx_upstream_responses_total[{recent}]))"#))
         .await?;
     // How long ready work waits to run: scale-api's runtime, or Node's event loop (prom-client).
     let delay = p.range("max by (instance_name) (scale_api_runtime_scheduling_delay_seconds or nodejs_eventloop_lag_p99_seconds) * 1000", window, step, end).await?;
@@ -143,7 +147,7 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         .await?;
     let max_fds = p.instant(r#"process_max_fds{job="app"} or on (instance_name) scalectl_instance_max_fds"#).await?;
     let in_flight = p.instant("sum by (instance_name) (scale_api_http_requests_in_flight)").await?;
-    let rejected = p.instant("sum by (instance_name) (rate(scale_api_heavy_pool_rejected_total[1m]))").await?;
+    let rejected = p.instant(&format!("sum by (instance_name) (rate(scale_api_heavy_pool_rejected_total[{recent}]))")).await?;
     let cpu = p.range(r#"100 * (1 - avg by (host) (rate(node_cpu_seconds_total{mode="idle"}[1m])))"#, window, step, end).await?;
     let cores = p.instant(r#"count by (host) (node_cpu_seconds_total{mode="idle"})"#).await?;
     // Hosts that report the same boot time share a kernel (containers on one machine, as the
@@ -230,10 +234,10 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     // Wherever the fleet runs Redis, with its exporter (a host's role, or docker's container).
     if t.redis.is_some() {
         let redis_up = confirmed(p, r#"max(redis_up) or max(up{job="redis"}) * 0"#, step, &mut waited).await?;
-        let r_p99 = p.instant("histogram_quantile(0.99, sum by (le) (rate(scale_api_redis_operation_duration_seconds_bucket[1m])))").await?;
+        let r_p99 = p.instant(&format!("histogram_quantile(0.99, sum by (le) (rate(scale_api_redis_operation_duration_seconds_bucket[{recent}])))")).await?;
         let used = p.instant("max(redis_memory_used_bytes)").await?;
         let max = p.instant("max(redis_memory_max_bytes)").await?;
-        let errs = p.instant("sum(rate(scale_api_redis_errors_total[1m]))").await?;
+        let errs = p.instant(&format!("sum(rate(scale_api_redis_errors_total[{recent}]))")).await?;
         let first = |x: &Samples| x.first().map(|(_, v)| *v).filter(|v| v.is_finite());
         // Never scraped yet (Prometheus just started): not judged, rather than "down".
         s.redis = (!redis_up.is_empty()).then(|| RedisSample {
@@ -271,6 +275,27 @@ fn share_kernels(hosts: &mut [HostSample], boot: &Samples) {
             hosts[i].app_cpu_percent = total.clone();
         }
     }
+}
+
+/// One series per instance name, the one scraped last. An instance whose labels changed (its
+/// `upstream` once the load balancer's address for it is known, a release that moved it) has both
+/// series in Prometheus for a while: the old one until its target is dropped, or for five minutes
+/// when Prometheus restarted meanwhile (it then writes no staleness marker). `stamps` holds each
+/// series' last scrape time (`timestamp(...)` of the same query, which drops the metric name).
+fn newest_per_instance(samples: Samples, stamps: &Samples) -> Samples {
+    let stamp = |l: &BTreeMap<String, String>| {
+        stamps.iter().find(|(s, _)| s.iter().all(|(k, v)| l.get(k) == Some(v)) && l.keys().filter(|k| *k != "__name__").count() == s.len()).map_or(f64::NEG_INFINITY, |(_, t)| *t)
+    };
+    let mut newest: Vec<(BTreeMap<String, String>, f64, f64)> = Vec::new();
+    for (l, v) in samples {
+        let t = stamp(&l);
+        match newest.iter_mut().find(|(n, _, _)| l.contains_key("instance_name") && n.get("instance_name") == l.get("instance_name")) {
+            Some(kept) if kept.2 >= t => {}
+            Some(kept) => *kept = (l, v, t),
+            None => newest.push((l, v, t)),
+        }
+    }
+    newest.into_iter().map(|(l, v, _)| (l, v)).collect()
 }
 
 /// An up-or-down query whose "down" is asked again once the next scrape is due (at most one wait
@@ -357,6 +382,24 @@ mod tests {
             body(response, 1 << 20).await.unwrap_err()
         });
         assert!(e.to_string().contains("larger than 1 MiB"), "{e}");
+    }
+
+    /// Two series for one instance (its `upstream` label changed, Prometheus restarted before it
+    /// could mark the old one stale): doctor keeps the one scraped last, one instance stays one.
+    #[test]
+    fn an_instance_whose_labels_changed_is_counted_once_by_its_newest_series() {
+        let l = |name: &str, upstream: &str, metric: bool| {
+            let mut m = BTreeMap::from([("job".to_string(), "app".to_string()), ("instance_name".to_string(), name.to_string()), ("upstream".to_string(), upstream.to_string())]);
+            if metric {
+                m.insert("__name__".into(), "up".into());
+            }
+            m
+        };
+        let up = vec![(l("app-1-4000", "10.0.0.2:4000", true), 1.0), (l("app-1-4000", "app-1:4000", true), 0.0), (l("app-1-4001", "app-1:4001", true), 1.0), (l("app-1-4001", "10.0.0.2:4001", true), 1.0)];
+        let stamps = vec![(l("app-1-4000", "10.0.0.2:4000", false), 1000.0), (l("app-1-4000", "app-1:4000", false), 990.0), (l("app-1-4001", "app-1:4001", false), 985.0), (l("app-1-4001", "10.0.0.2:4001", false), 999.0)];
+        let kept = newest_per_instance(up, &stamps);
+        let seen: Vec<(&str, &str, f64)> = kept.iter().map(|(l, v)| (l["instance_name"].as_str(), l["upstream"].as_str(), *v)).collect();
+        assert_eq!(seen, [("app-1-4000", "10.0.0.2:4000", 1.0), ("app-1-4001", "10.0.0.2:4001", 1.0)]);
     }
 
     #[test]

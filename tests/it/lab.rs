@@ -1233,20 +1233,21 @@ fn lab_doctor_finds_unequal_weights_as_load_imbalance() {
     run_ok(&apply_args(file, rel.to_str().unwrap()));
     let load = Load::start_at(LB, 2);
     std::thread::sleep(Duration::from_millis(500));
-    let ((code, d), span) = timed(|| doctor_until(file, &["--window", "1m"], "load-imbalance", &|f| f["summary"].as_str().is_some_and(|s| s.contains("weights 4 and 1")), Duration::from_secs(60)));
+    let ((code, d), span) = timed(|| doctor_until(file, &["--window", "1m"], "load-imbalance", &|f, _| f["summary"].as_str().is_some_and(|s| s.contains("weights 4 and 1")), Duration::from_secs(60)));
     load.finish().assert_covers(span, &lb_errors());
     assert_eq!(code, Some(2), "{d:#}");
     let f = finding(&d, "load-imbalance");
     assert!(f["summary"].as_str().unwrap().contains("weights 4 and 1"), "{f:#}");
 }
 
-/// doctor, asked again every 3 s until it reports a finding `id` that `holds` or `deadline` passes
-/// (the condition is what Prometheus has scraped by then, not a fixed time): its last verdict.
-pub(crate) fn doctor_until(file: &str, extra: &[&str], id: &str, holds: &dyn Fn(&serde_json::Value) -> bool, deadline: Duration) -> (Option<i32>, serde_json::Value) {
+/// doctor, asked again every 3 s until it reports a finding `id` that `holds` (given the finding and
+/// the whole diagnosis) or `deadline` passes (the condition is what Prometheus has scraped by then,
+/// not a fixed time): its last verdict.
+pub(crate) fn doctor_until(file: &str, extra: &[&str], id: &str, holds: &dyn Fn(&serde_json::Value, &serde_json::Value) -> bool, deadline: Duration) -> (Option<i32>, serde_json::Value) {
     let start = Instant::now();
     loop {
         let (code, d) = doctor(file, extra);
-        let found = d["findings"].as_array().is_some_and(|f| f.iter().any(|f| f["id"] == id && holds(f)));
+        let found = d["findings"].as_array().is_some_and(|f| f.iter().any(|f| f["id"] == id && holds(f, &d)));
         if found || start.elapsed() > deadline {
             eprintln!("doctor's verdict after {:.0} s: {:?}", start.elapsed().as_secs_f64(), finding_ids(&d));
             return (code, d);
@@ -1318,7 +1319,7 @@ fn lab_doctor_finds_saturated_cpu_to_scale_out_and_with_fewer_instances_than_cor
     // Both app hosts run an instance on each of their 2 cores: saturated, the answer is another host.
     let load = Load::start_url(format!("{LB}/heavy?ms=100"), 4);
     // CPU is judged from rate(...[1m]) over the window: until the load fills it.
-    let (code, d) = doctor_until(&lab_yaml(), &["--window", "30s"], "cpu-saturated-scale-out", &|_| true, Duration::from_secs(150));
+    let (code, d) = doctor_until(&lab_yaml(), &["--window", "30s"], "cpu-saturated-scale-out", &|_, _| true, Duration::from_secs(150));
     assert_eq!(code, Some(2), "{d:#}");
     let f = finding(&d, "cpu-saturated-scale-out");
     assert!(f["evidence"][0]["value"].as_f64().unwrap() > 70.0, "{f:#}");
@@ -1330,7 +1331,7 @@ fn lab_doctor_finds_saturated_cpu_to_scale_out_and_with_fewer_instances_than_cor
     let file = one.to_str().unwrap();
     let rel = release();
     run_ok(&apply_args(file, rel.to_str().unwrap()));
-    let (code, d) = doctor_until(file, &["--window", "30s"], "cpu-saturated-scale-up", &|_| true, Duration::from_secs(120));
+    let (code, d) = doctor_until(file, &["--window", "30s"], "cpu-saturated-scale-up", &|_, _| true, Duration::from_secs(120));
     let report = load.finish();
     // The only failures allowed are the heavy pool's refusals when its queue is full (its
     // backpressure, by design): no request may fail for the roll onto one instance per host.
