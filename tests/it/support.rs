@@ -114,6 +114,11 @@ pub(crate) fn timed<T>(f: impl FnOnce() -> T) -> (T, Span) {
 /// is an outage, whatever the failure count says.
 pub(crate) const MAX_SILENCE: Duration = Duration::from_secs(2);
 
+/// How long a load runs at most when nobody stops it (a test that panics mid-operation). Longer
+/// than any operation a load covers: an operation that outlasts it fails `assert_covers` as not
+/// covered, rather than as a silence.
+pub(crate) const LOAD_BOUND: Duration = Duration::from_secs(300);
+
 /// Bounded load through the load balancer (loopback only) until stopped or 120 s.
 ///
 /// A request counts as answered when its status is a success and its whole body arrived (an
@@ -138,6 +143,8 @@ struct Tally {
     answered_at: Vec<Instant>,
     resent: u64,
     failed: Vec<String>,
+    /// When this client stopped: asked to, or at its own time bound.
+    stopped: Option<Instant>,
 }
 
 /// What a load saw, in full: [`Load::finish`] prints it, and the test judges it.
@@ -185,7 +192,7 @@ impl Load {
         Load::start_url(format!("{lb}/"), threads)
     }
 
-    /// Bounded load on one URL (loopback only) until stopped or 120 s.
+    /// Bounded load on one URL (loopback only) until stopped or [`LOAD_BOUND`].
     pub(crate) fn start_url(url: String, threads: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let once = changes_state(&url);
@@ -200,7 +207,7 @@ impl Load {
                     }
                     let c = c.build().unwrap();
                     let mut t = Tally::default();
-                    let end = Instant::now() + Duration::from_secs(120);
+                    let end = Instant::now() + LOAD_BOUND;
                     while !stop.load(Ordering::Relaxed) && Instant::now() < end {
                         let answer = match c.get(&url).send() {
                             Err(e) if !once && closed_before_answer(&e) => {
@@ -214,6 +221,7 @@ impl Load {
                             Err(e) => t.failed.push(e),
                         }
                     }
+                    t.stopped = Some(Instant::now());
                     t
                 })
             })
@@ -224,14 +232,16 @@ impl Load {
     /// Stops the clients; prints and returns what they saw.
     pub(crate) fn finish(self) -> Report {
         self.stop.store(true, Ordering::Relaxed);
-        let mut r = Report { what: self.what, resent: 0, failed: Vec::new(), started: self.started, ended: self.started, answered_at: Vec::new() };
+        let mut r = Report { what: self.what, resent: 0, failed: Vec::new(), started: self.started, ended: Instant::now(), answered_at: Vec::new() };
         for t in self.threads {
             let t = t.join().unwrap();
             r.resent += t.resent;
             r.failed.extend(t.failed);
             r.answered_at.extend(t.answered_at);
+            // The load ended when its first client stopped: one that reached its time bound
+            // before the operation ended did not cover it.
+            r.ended = r.ended.min(t.stopped.unwrap_or(r.started));
         }
-        r.ended = Instant::now();
         r.answered_at.sort();
         eprintln!("{r}");
         r
