@@ -37,7 +37,7 @@ use crate::topology::{self, Problems, Topology};
     version,
     about = "Render, deploy and diagnose a horizontally scaled service from one topology file",
     long_about = "scalectl reads one topology file (scale.yaml) describing your app (your own program, such \
-as a Node.js service, or the bundled reference API scale-api) run as N instances on each app host, an \
+as a Node.js service, or the bundled reference API scale-api) run as N instances on each app host (and, for slow work, as workers taking jobs from a queue), an \
 Nginx load balancer in front of them, Redis where the app keeps shared state, Prometheus/Grafana and \
 log shipping, and renders every config from it. It deploys the same file to hosts over SSH (`target: hosts`) or to a Docker engine \
 (`target: docker`) with the same commands: plan, apply, reload, rollback, status, destroy.\n\n\

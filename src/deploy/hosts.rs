@@ -10,7 +10,7 @@ use anyhow::Context;
 use super::{ExecOptions, Goal, LogLine, LogQuery, Planned, Progress, Status, StatusItem, Target};
 use crate::exec::lock::{self, Held, LockInfo};
 use crate::exec::{self, ConnectOptions, apply, commands, ssh::{self, Conn}};
-use crate::plan::{self, DesiredHost, Observed, Release, TargetPlan, instance_unit};
+use crate::plan::{self, DesiredHost, Observed, Release, TargetPlan, instance_unit, worker_unit};
 use crate::render::{self, Facts, SecretValues, Templates};
 use crate::topology::Topology;
 
@@ -68,7 +68,7 @@ impl Hosts {
         files.extend(render::render_secrets(t, secrets, &templates)?);
         let desired = plan::desired_hosts(t, &facts, &files, release);
         // Units that depend on facts (instances: max) may not have been in the first pass.
-        let observed = if desired.iter().zip(&probe).any(|(d, p)| d.instances != p.instances) {
+        let observed = if desired.iter().zip(&probe).any(|(d, p)| d.instances != p.instances || d.workers != p.workers) {
             exec::observe::observe_all(&self.conns, &desired, self.parallel)?
         } else {
             observed
@@ -133,10 +133,10 @@ impl Target for Hosts {
         let mut items = Vec::new();
         for d in &desired {
             let o = observed.get(&d.host).cloned().unwrap_or_default();
-            let units = d.services.iter().cloned().chain(d.instances.iter().map(|p| instance_unit(&d.app_name, *p)));
-            for u in units {
+            let app_units: Vec<String> = d.instances.iter().map(|p| instance_unit(&d.app_name, *p)).chain(d.workers.iter().map(|i| worker_unit(&d.app_name, *i))).collect();
+            for u in d.services.iter().chain(&app_units).cloned() {
                 let state = o.units.get(&u).map(|s| s.active.clone()).unwrap_or_else(|| "unknown".into());
-                let release = d.instances.iter().any(|p| instance_unit(&d.app_name, *p) == u).then(|| o.release.clone()).flatten();
+                let release = app_units.contains(&u).then(|| o.release.clone()).flatten();
                 items.push(StatusItem { place: d.host.clone(), healthy: state == "active", name: u, state, health: None, release });
             }
         }
@@ -155,7 +155,7 @@ impl Target for Hosts {
         let hosts: Vec<&Conn> = self
             .conns
             .iter()
-            .filter(|c| t.hosts.iter().any(|h| h.name == c.endpoint.host && h.has(crate::topology::Role::App)))
+            .filter(|c| t.hosts.iter().any(|h| h.name == c.endpoint.host && (h.has(crate::topology::Role::App) || h.has(crate::topology::Role::Worker))))
             .filter(|c| q.instance.as_ref().is_none_or(|i| i.starts_with(&format!("{}-", c.endpoint.host))))
             .collect();
         // History: every host at once, then one merge in time order.
@@ -163,7 +163,7 @@ impl Target for Hosts {
             let cmd = ssh::sudo_command(&c.endpoint.user, &commands::journal_history(app, q.since, q.lines));
             let o = c.run(&cmd, b"", Duration::from_secs(60))?;
             anyhow::ensure!(o.ok(), "{}: journalctl failed: {}", c.endpoint.host, o.stderr.trim());
-            Ok(o.stdout.lines().filter_map(|l| journal_line(&c.endpoint.host, l)).collect::<Vec<_>>())
+            Ok(o.stdout.lines().filter_map(|l| journal_line(&c.endpoint.host, app, l)).collect::<Vec<_>>())
         });
         let mut all = Vec::new();
         let mut cursors = BTreeMap::new();
@@ -188,7 +188,7 @@ impl Target for Hosts {
                     s.spawn(move || {
                         let cmd = commands::journal_follow(app, after.as_deref());
                         c.stream(&ssh::sudo_command(&c.endpoint.user, &cmd), &mut |line| {
-                            if let Some((l, _)) = journal_line(&c.endpoint.host, line)
+                            if let Some((l, _)) = journal_line(&c.endpoint.host, app, line)
                                 && q.instance.as_ref().is_none_or(|i| *i == l.instance)
                             {
                                 out(&l);
@@ -206,13 +206,14 @@ impl Target for Hosts {
     }
 }
 
-/// One line of `journalctl -o json` from an instance unit: the line and its cursor. The message is
-/// a string, or an array of bytes when it is not valid UTF-8.
-fn journal_line(host: &str, line: &str) -> Option<(LogLine, String)> {
+/// One line of `journalctl -o json` from one of `app`'s units: the line and its cursor, named by
+/// its instance (`HOST-PORT`, a worker `HOST-worker-N`). The message is a string, or an array of
+/// bytes when it is not valid UTF-8.
+fn journal_line(host: &str, app: &str, line: &str) -> Option<(LogLine, String)> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
     let time_us = v["__REALTIME_TIMESTAMP"].as_str()?.parse().ok()?;
     let ident = v["SYSLOG_IDENTIFIER"].as_str().unwrap_or("");
-    let port = ident.rsplit_once('-').map(|(_, p)| p).unwrap_or(ident);
+    let port = ident.strip_prefix(app).and_then(|r| r.strip_prefix('-')).unwrap_or(ident);
     let message = match &v["MESSAGE"] {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Array(bytes) => String::from_utf8_lossy(&bytes.iter().filter_map(|b| b.as_u64().map(|b| b as u8)).collect::<Vec<_>>()).into_owned(),
@@ -227,10 +228,13 @@ mod tests {
     #[test]
     fn journal_lines_name_their_instance_and_keep_their_cursor() {
         let line = r#"{"__CURSOR":"s=1;i=2","__REALTIME_TIMESTAMP":"1764590400123456","SYSLOG_IDENTIFIER":"hello-4001","MESSAGE":"{\"msg\":\"listening\"}"}"#;
-        let (l, cursor) = super::journal_line("app-1", line).unwrap();
+        let (l, cursor) = super::journal_line("app-1", "hello", line).unwrap();
         assert_eq!((l.time_us, l.instance.as_str(), l.message.as_str(), cursor.as_str()), (1764590400123456, "app-1-4001", "{\"msg\":\"listening\"}", "s=1;i=2"));
         let binary = r#"{"__CURSOR":"c","__REALTIME_TIMESTAMP":"1","SYSLOG_IDENTIFIER":"hello-4000","MESSAGE":[104,105,255]}"#;
-        assert_eq!(super::journal_line("app-2", binary).unwrap().0.message, "hi\u{fffd}");
-        assert!(super::journal_line("app-2", "-- No entries --").is_none());
+        assert_eq!(super::journal_line("app-2", "hello", binary).unwrap().0.message, "hi\u{fffd}");
+        assert!(super::journal_line("app-2", "hello", "-- No entries --").is_none());
+        // A worker's lines, and an app whose name has a dash of its own.
+        let worker = r#"{"__CURSOR":"c","__REALTIME_TIMESTAMP":"1","SYSLOG_IDENTIFIER":"my-app-worker-2","MESSAGE":"job done"}"#;
+        assert_eq!(super::journal_line("app-2", "my-app", worker).unwrap().0.instance, "app-2-worker-2");
     }
 }

@@ -142,6 +142,8 @@ struct Touched<'p> {
     from_release: Option<Option<String>>,
     /// Instances (re)started, each with the probe and drain the plan gave it.
     started: Vec<(Probe, Option<&'p Drain>)>,
+    /// Workers (re)started, with their drain time.
+    workers: Vec<(&'p str, u64)>,
 }
 
 /// A readiness failure during activation, with what the operator needs to see.
@@ -152,7 +154,7 @@ struct Failure {
 fn activate<'p>(conns: &[Conn], c: &Conn, h: &'p HostPlan, opts: &Options<'_>, touched: &mut Vec<Touched<'p>>) -> Result<(), Failure> {
     let fail = |error: anyhow::Error| Failure { error };
     if h.app {
-        touched.push(Touched { host: h.host.clone(), app: &h.app_name, files: Vec::new(), from_release: None, started: Vec::new() });
+        touched.push(Touched { host: h.host.clone(), app: &h.app_name, files: Vec::new(), from_release: None, started: Vec::new(), workers: Vec::new() });
     }
     let mut record = |f: &mut dyn FnMut(&mut Touched<'p>)| {
         if h.app
@@ -187,10 +189,54 @@ fn activate<'p>(conns: &[Conn], c: &Conn, h: &'p HostPlan, opts: &Options<'_>, t
                     restart_drained(conns, c, &h.app_name, &probe, drain.as_ref(), opts).map_err(fail)?;
                 }
             }
+            Action::StartWorkers { units } => {
+                record(&mut |t| t.workers.extend(units.iter().map(|u| (u.as_str(), 0))));
+                start_workers(c, units, opts).map_err(fail)?;
+            }
+            Action::RollWorkers { units, drain_ms } => {
+                for unit in units {
+                    (opts.still_held)().map_err(fail)?;
+                    record(&mut |t| t.workers.push((unit, *drain_ms)));
+                    restart_worker(c, unit, *drain_ms, opts).map_err(fail)?;
+                }
+            }
             other => step(conns, c, &h.app_name, other, opts).map_err(fail)?,
         }
     }
     Ok(())
+}
+
+/// How long a worker is watched after it (re)started before it counts as running.
+const WORKER_SETTLE_MS: u64 = 2000;
+
+/// Workers enabled and started, then each seen still running a moment later.
+fn start_workers(c: &Conn, units: &[String], opts: &Options<'_>) -> anyhow::Result<()> {
+    for unit in units {
+        (opts.progress)(&c.endpoint.host, &format!("starting {unit}"));
+        c.sudo_script("starting", &commands::start(unit), STEP_TIMEOUT)?;
+    }
+    workers_running(c, units)
+}
+
+/// One worker restarted: systemd sends SIGTERM and waits for it to finish its job (its unit's
+/// stop timeout: the drain time and 5 s), then starts it on the current release.
+fn restart_worker(c: &Conn, unit: &str, drain_ms: u64, opts: &Options<'_>) -> anyhow::Result<()> {
+    (opts.progress)(&c.endpoint.host, &format!("restarting {unit} (it finishes the job in hand first)"));
+    c.sudo_script("restarting", &commands::restart(unit), STEP_TIMEOUT + Duration::from_millis(drain_ms))?;
+    workers_running(c, std::slice::from_ref(&unit.to_string()))
+}
+
+fn workers_running(c: &Conn, units: &[String]) -> anyhow::Result<()> {
+    let out = c.script(&commands::still_running(units, WORKER_SETTLE_MS), STEP_TIMEOUT)?;
+    if out.ok() {
+        return Ok(());
+    }
+    let mut logs = String::new();
+    for unit in units {
+        let l = c.script(&commands::logs(unit), STEP_TIMEOUT).map(|o| o.stdout).unwrap_or_default();
+        logs.push_str(&format!("\n{unit}'s last log lines:\n{}", indent(l.trim())));
+    }
+    anyhow::bail!("{}: a worker does not stay up: {}{logs}", c.endpoint.host, out.stdout.trim())
 }
 
 /// One instance restarted without a failed request: out of every load balancer (its in-flight
@@ -259,6 +305,9 @@ fn rollback(conns: &[Conn], touched: Vec<Touched<'_>>, failure: Failure, opts: &
         for (probe, drain) in &t.started {
             ok &= restart_drained(conns, c, t.app, probe, *drain, opts).is_ok();
         }
+        for (unit, drain_ms) in &t.workers {
+            ok &= restart_worker(c, unit, *drain_ms, opts).is_ok();
+        }
         notes.push(format!("{}: rolled back ({release}){}", t.host, if ok { "" } else { ", but some steps FAILED: check it with `scalectl status`" }));
     }
     anyhow::anyhow!("{:#}\nRolled back:\n  {}", failure.error, if notes.is_empty() { "nothing to roll back".into() } else { notes.join("\n  ") })
@@ -321,6 +370,12 @@ fn step(conns: &[Conn], c: &Conn, app: &str, a: &Action, opts: &Options<'_>) -> 
         Action::RollingRestart { ports, readiness, drain } => {
             for port in ports {
                 restart_drained(conns, c, app, &Probe { port: *port, path: readiness.clone() }, drain.as_ref(), opts)?;
+            }
+        }
+        Action::StartWorkers { units } => start_workers(c, units, opts)?,
+        Action::RollWorkers { units, drain_ms } => {
+            for unit in units {
+                restart_worker(c, unit, *drain_ms, opts)?;
             }
         }
         Action::Stop { unit } => {
@@ -389,6 +444,8 @@ pub fn action_name(a: &Action) -> String {
         Action::Enable { unit } => format!("enable {unit}"),
         Action::SwitchRelease { to, .. } => format!("switch {to}"),
         Action::RollingRestart { ports, .. } => format!("rolling {ports:?}"),
+        Action::StartWorkers { units } => format!("start {}", units.join(",")),
+        Action::RollWorkers { units, .. } => format!("rolling {}", units.join(",")),
         Action::Stop { unit } => format!("stop {unit}"),
         Action::PruneReleases { remove } => format!("prune {}", remove.join(",")),
         Action::MarkReady { release } => format!("ready {release}"),

@@ -503,7 +503,7 @@ pub fn wait_for_exit(pids: &str, wait: Duration) -> String {
 }
 
 fn journal_of(app: &str) -> String {
-    format!("journalctl -u {} -o json --no-pager --output-fields=MESSAGE,SYSLOG_IDENTIFIER", q(&format!("{app}@*.service")))
+    format!("journalctl -u {} -u {} -o json --no-pager --output-fields=MESSAGE,SYSLOG_IDENTIFIER", q(&format!("{app}@*.service")), q(&format!("{app}-worker@*.service")))
 }
 
 /// The app's journal on a host as JSON lines: the newest `lines` within `since`, newest first
@@ -518,6 +518,28 @@ pub fn journal_follow(app: &str, after: Option<&str>) -> String {
         Some(cursor) => format!("{} -f --after-cursor={}", journal_of(app), q(cursor)),
         None => format!("{} -f -n 0", journal_of(app)),
     }
+}
+
+/// Whether each unit still runs `settle_ms` after it (re)started, and was not restarted by
+/// systemd meanwhile: a process that exits at once is `activating` again, its NRestarts grown.
+/// Prints each unit that is not, with its state.
+pub fn still_running(units: &[String], settle_ms: u64) -> String {
+    let list = units.iter().map(|u| q(u)).collect::<Vec<_>>().join(" ");
+    let secs = format!("{}.{:03}", settle_ms / 1000, settle_ms % 1000);
+    format!(
+        r#"before=''
+for u in {list}; do before="$before $(systemctl show -p NRestarts --value "$u")"; done
+sleep {secs}
+bad=0
+set -- $before
+for u in {list}; do
+  st=$(systemctl is-active "$u"); n=$(systemctl show -p NRestarts --value "$u")
+  if [ "$st" != active ] || [ "$n" != "$1" ]; then echo "$u is $st (restarted $((n - $1)) times by systemd)"; bad=1; fi
+  shift
+done
+exit $bad
+"#
+    )
 }
 
 pub fn logs(unit: &str) -> String {
@@ -557,6 +579,7 @@ pub fn observe(d: &DesiredHost) -> String {
     let mut units: Vec<String> = d.services.clone();
     units.extend(d.enabled.iter().cloned());
     units.extend(d.instances.iter().map(|p| instance_unit(&d.app_name, *p)));
+    units.extend(d.workers.iter().map(|i| crate::plan::worker_unit(&d.app_name, *i)));
     if !units.is_empty() {
         let refs: Vec<&str> = units.iter().map(String::as_str).collect();
         s.push_str(&format!(
@@ -571,8 +594,9 @@ pub fn observe(d: &DesiredHost) -> String {
     }
     for app in apps {
         s.push_str(&format!(
-            "for u in $(systemctl list-units --all --plain --no-legend {pattern} 2>/dev/null | cut -d' ' -f1) $(cd {wants} 2>/dev/null && ls); do echo \"unit $u $(systemctl is-active \"$u\" 2>/dev/null) $(systemctl is-enabled \"$u\" 2>/dev/null)\"; done\n",
+            "for u in $(systemctl list-units --all --plain --no-legend {pattern} {workers} 2>/dev/null | cut -d' ' -f1) $(cd {wants} 2>/dev/null && ls); do echo \"unit $u $(systemctl is-active \"$u\" 2>/dev/null) $(systemctl is-enabled \"$u\" 2>/dev/null)\"; done\n",
             pattern = q(&format!("{app}@*")),
+            workers = q(&format!("{app}-worker@*")),
             wants = q(&format!("/etc/systemd/system/{app}.target.wants"))
         ));
     }
@@ -811,7 +835,7 @@ mod tests {
             let h = crate::plan::sha256_hex(pw.as_bytes());
             std::fs::write(
                 format!("{d}/scalectl-auth.conf"),
-                format!("# comment\nuser default on #{h} ~* &* +@all -@dangerous\nuser scalectl-exporter on #{h} -@all +@connection +ping +info\n"),
+                format!("# comment\nuser default on #{h} ~* &* +@all -@dangerous +info\nuser scalectl-exporter on #{h} -@all +@connection +ping +info\n"),
             )
             .unwrap();
         };

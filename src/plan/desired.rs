@@ -96,6 +96,12 @@ pub struct DesiredHost {
     pub app_name: String,
     /// Ports of this host's app instances (unit `APP@PORT.service`).
     pub instances: Vec<u16>,
+    /// Indexes of this host's workers (unit `APP-worker@N.service`).
+    #[serde(default)]
+    pub workers: Vec<u32>,
+    /// How long a worker may finish its job after SIGTERM (its unit's stop timeout is this plus 5 s).
+    #[serde(default)]
+    pub worker_drain_ms: u64,
     pub release: Option<Release>,
     /// Readiness path probed on each instance after a (re)start.
     pub readiness: String,
@@ -121,13 +127,18 @@ pub struct LogTls {
 }
 
 impl DesiredHost {
+    /// Runs the app's release: web instances, workers or both.
     pub fn is_app(&self) -> bool {
-        self.roles.contains(&Role::App)
+        !self.instances.is_empty() || !self.workers.is_empty()
     }
 }
 
 pub fn instance_unit(app: &str, port: u16) -> String {
     format!("{app}@{port}.service")
+}
+
+pub fn worker_unit(app: &str, index: u32) -> String {
+    format!("{app}-worker@{index}.service")
 }
 
 pub fn socket_unit(app: &str, port: u16) -> String {
@@ -154,6 +165,8 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                 enabled: Vec::new(),
                 app_name: t.app.name().to_string(),
                 instances: Vec::new(),
+                workers: Vec::new(),
+                worker_drain_ms: t.app.workers.as_ref().map_or(0, |w| w.drain_timeout_ms),
                 release: None,
                 readiness: t.app.readiness.clone(),
                 drain: None,
@@ -186,8 +199,6 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                 if t.app.program.is_none() {
                     services.extend(d.instances.iter().map(|p| socket_unit(&d.app_name, *p)));
                 }
-                d.release = release.cloned();
-                d.enabled.push(format!("{}.target", d.app_name));
                 let lbs: Vec<String> = t.hosts.iter().filter(|l| l.has(Role::Lb)).map(|l| l.name.clone()).collect();
                 if !lbs.is_empty() {
                     d.drain = Some(super::Drain {
@@ -197,6 +208,11 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                         wait_ms: t.app.drain_timeout_ms,
                     });
                 }
+            }
+            d.workers = t.workers_on(h, facts.cores_of(h));
+            if d.is_app() {
+                d.release = release.cloned();
+                d.enabled.push(format!("{}.target", d.app_name));
             }
             if h.has(Role::Lb) {
                 // The app hosts named by a name rather than an IP: resolved here, as nginx does.
@@ -216,7 +232,7 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
         })
         .collect();
     let rank = |d: &DesiredHost| {
-        [Role::Redis, Role::Monitor, Role::App, Role::Lb].iter().position(|r| d.roles.contains(r)).unwrap_or(4)
+        [Role::Redis, Role::Monitor, Role::App, Role::Worker, Role::Lb].iter().position(|r| d.roles.contains(r)).unwrap_or(5)
     };
     out.sort_by_key(rank);
     out

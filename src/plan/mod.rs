@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use desired::{DesiredFile, DesiredHost, MAX_RELEASE_BYTES, OnChange, Release, SCALE_API, current_link, desired_hosts, instance_unit, ready_dir, releases_dir, socket_unit};
+pub use desired::{DesiredFile, DesiredHost, MAX_RELEASE_BYTES, OnChange, Release, SCALE_API, current_link, desired_hosts, instance_unit, ready_dir, releases_dir, socket_unit, worker_unit};
 pub use text::render_text;
 pub use view::{JSON_FORMAT_VERSION, PlanView, TargetPlan};
 
@@ -262,6 +262,12 @@ pub enum Action {
     /// there) and a request, the fleet's log CA on `ca_host` signs it (the CA is made there on
     /// first use; its key stays there), and the host installs the certificate and the CA's.
     LogCertificate { name: String, ca_host: String },
+    /// Enable and start these workers, then see each still running a moment later (a worker
+    /// that exits at once is restarted by systemd again and again; apply fails instead).
+    StartWorkers { units: Vec<String> },
+    /// Restart these workers one at a time: each stopped with SIGTERM and given `drain_ms` to
+    /// finish the job in hand (then killed), started again, and seen running before the next.
+    RollWorkers { units: Vec<String>, drain_ms: u64 },
     /// Redis' ACL users changed live through the admin user on `port`: `add` the include's
     /// passwords to its users (old and new both work), and, once every app host has the new
     /// secret, `settle` each user exactly as the include has it (the old password gone).
@@ -353,8 +359,10 @@ fn host_plan(d: &DesiredHost, o: &Observed, log_ca: Option<&str>) -> HostPlan {
 struct Owed<'a> {
     restart: Vec<&'a str>,
     reload: Vec<&'a str>,
-    /// The app's instances restart one at a time.
+    /// The app's instances restart one at a time (web, then workers).
     rolling: bool,
+    /// The workers restart one at a time.
+    workers: bool,
     /// Redis' ACL users changed (OnChange::RedisUsers).
     redis_users: bool,
     /// A unit file of a service (prepare) or of the app (activate) changed.
@@ -369,6 +377,7 @@ impl<'a> Owed<'a> {
             OnChange::Reload(u) if !self.reload.contains(&u) => self.reload.push(u),
             OnChange::Restart(u) if !self.restart.contains(&u) => self.restart.push(u),
             OnChange::Rolling => self.rolling = true,
+            OnChange::Workers => self.workers = true,
             OnChange::RedisUsers => self.redis_users = true,
             _ => {}
         }
@@ -379,6 +388,9 @@ impl<'a> Owed<'a> {
         let mut owed: Vec<String> = self.restart.iter().map(|u| format!("restart:{u}")).chain(self.reload.iter().map(|u| format!("reload:{u}"))).collect();
         if self.rolling {
             owed.push("rolling".into());
+        }
+        if self.workers {
+            owed.push("workers".into());
         }
         if self.redis_users {
             owed.push(REDIS_USERS_PENDING.into());
@@ -406,6 +418,7 @@ impl<'a> Owed<'a> {
                     }
                 }
                 _ if p == "rolling" => self.rolling = true,
+                _ if p == "workers" => self.workers = true,
                 _ if p == REDIS_USERS_PENDING && d.redis_admin.is_some() => self.redis_users = true,
                 _ => {}
             }
@@ -453,7 +466,7 @@ impl<'a> HostPlanner<'a> {
         for f in &d.files {
             let Some(change) = file_change(f, o.files.get(&f.path).and_then(|x| x.as_ref())) else { continue };
             owed.note(f.on_change);
-            let app_file = f.on_change == OnChange::Rolling;
+            let app_file = matches!(f.on_change, OnChange::Rolling | OnChange::Workers);
             if f.unit_file {
                 if app_file { owed.daemon_reload_activate = true } else { owed.daemon_reload_prepare = true }
             }
@@ -533,7 +546,7 @@ impl<'a> HostPlanner<'a> {
     /// rolling restart of running ones.
     fn instances(&mut self, owed: &mut Owed<'_>) {
         let (d, o) = (self.d, self.o);
-        if d.instances.is_empty() {
+        if !d.is_app() {
             return;
         }
         if owed.daemon_reload_activate {
@@ -559,6 +572,25 @@ impl<'a> HostPlanner<'a> {
         if !roll.is_empty() {
             self.activate.push(Action::RollingRestart { ports: roll, readiness: d.readiness.clone(), drain: d.drain.clone() });
         }
+        // Then the workers: a release reaches them once the web instances took it.
+        let (mut start, mut roll) = (Vec::new(), Vec::new());
+        for &i in &d.workers {
+            let unit = worker_unit(&d.app_name, i);
+            let st = self.unit(&unit);
+            if !st.is_active() {
+                start.push(unit);
+            } else if owed.rolling || owed.workers {
+                roll.push(unit);
+            } else if !st.is_enabled() {
+                self.activate.push(Action::Enable { unit });
+            }
+        }
+        if !start.is_empty() {
+            self.activate.push(Action::StartWorkers { units: start });
+        }
+        if !roll.is_empty() {
+            self.activate.push(Action::RollWorkers { units: roll, drain_ms: d.worker_drain_ms });
+        }
         for e in &d.enabled {
             if !self.unit(e).is_enabled() {
                 self.activate.push(Action::Enable { unit: e.clone() });
@@ -575,8 +607,13 @@ impl<'a> HostPlanner<'a> {
     /// Instances no longer wanted (fewer instances, the app role removed, or another app now).
     fn stop_unwanted_instances(&mut self) {
         for (u, st) in &self.o.units {
-            let Some((app, port)) = instance_of(u) else { continue };
-            if (app != self.d.app_name || !self.d.instances.contains(&port)) && (st.is_active() || st.is_enabled()) {
+            let Some((app, process)) = process_of(u) else { continue };
+            let wanted = app == self.d.app_name
+                && match process {
+                    Process::Web(port) => self.d.instances.contains(&port),
+                    Process::Worker(i) => self.d.workers.contains(&i),
+                };
+            if !wanted && (st.is_active() || st.is_enabled()) {
                 self.cleanup.push(Action::Stop { unit: u.clone() });
             }
         }
@@ -601,11 +638,25 @@ impl<'a> HostPlanner<'a> {
     }
 }
 
-/// `APP@PORT.service` or `.socket` of an app (scale-api, or the program observed beside it).
-fn instance_of(unit: &str) -> Option<(&str, u16)> {
-    let (app, rest) = unit.split_once('@')?;
+/// One process of an app, as its unit names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Process {
+    /// `APP@PORT.service` (or scale-api's `.socket`): a web instance.
+    Web(u16),
+    /// `APP-worker@N.service`: a worker.
+    Worker(u32),
+}
+
+/// The app (scale-api, or the program observed beside it) and process a unit is, if it is one.
+fn process_of(unit: &str) -> Option<(&str, Process)> {
+    let (name, rest) = unit.split_once('@')?;
+    if let Some(app) = name.strip_suffix("-worker")
+        && let Some(Ok(i)) = rest.strip_suffix(".service").map(str::parse)
+    {
+        return Some((app, Process::Worker(i)));
+    }
     let port = rest.strip_suffix(".service").or_else(|| rest.strip_suffix(".socket"))?.parse().ok()?;
-    Some((app, port))
+    Some((name, Process::Web(port)))
 }
 
 fn file_change(f: &DesiredFile, o: Option<&ObservedFile>) -> Option<FileChange> {
@@ -681,18 +732,28 @@ fn running_instances(d: &DesiredHost, o: &Observed) -> Vec<u16> {
     d.instances.iter().copied().filter(|p| o.units.get(&instance_unit(&d.app_name, *p)).is_some_and(UnitState::is_active)).collect()
 }
 
-/// `scalectl reload`: every running scale-api instance restarted one at a time, nothing else.
+/// The app's running processes restarted one at a time: web instances (drained, each waited for
+/// on its readiness path), then workers (each finishing its job in hand).
+fn roll_running(d: &DesiredHost, o: &Observed) -> Vec<Action> {
+    let mut out = Vec::new();
+    let ports = running_instances(d, o);
+    if !ports.is_empty() {
+        out.push(Action::RollingRestart { ports, readiness: d.readiness.clone(), drain: d.drain.clone() });
+    }
+    let units: Vec<String> = d.workers.iter().map(|i| worker_unit(&d.app_name, *i)).filter(|u| o.units.get(u).is_some_and(UnitState::is_active)).collect();
+    if !units.is_empty() {
+        out.push(Action::RollWorkers { units, drain_ms: d.worker_drain_ms });
+    }
+    out
+}
+
+/// `scalectl reload`: every running process of the app restarted one at a time, nothing else.
 pub fn reload_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap<String, Observed>) -> Plan {
     let hosts = desired
         .iter()
         .map(|d| {
             let o = observed.get(&d.host).cloned().unwrap_or_default();
-            let ports = running_instances(d, &o);
-            let activate = if ports.is_empty() {
-                Vec::new()
-            } else {
-                vec![Action::RollingRestart { ports, readiness: d.readiness.clone(), drain: d.drain.clone() }]
-            };
+            let activate = roll_running(d, &o);
             HostPlan { host: d.host.clone(), roles: d.roles.clone(), app: d.is_app(), app_name: d.app_name.clone(), prepare: vec![], activate, cleanup: vec![] }
         })
         .collect();
@@ -705,7 +766,7 @@ pub fn rollback_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMa
     for d in desired {
         let o = observed.get(&d.host).cloned().unwrap_or_default();
         let mut activate = Vec::new();
-        if !d.instances.is_empty() {
+        if d.is_app() {
             let current = o.release.clone();
             // Releases are listed oldest first: the previous one is the newest other than current
             // that was ready once (a release that never became ready is never the target); hosts
@@ -720,10 +781,7 @@ pub fn rollback_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMa
                 return Err(format!("{}: no earlier release that was ready to roll back to (it has {:?}, ready: {:?})", d.host, o.releases, o.ready_releases));
             };
             activate.push(Action::SwitchRelease { from: current, to: previous });
-            let ports = running_instances(d, &o);
-            if !ports.is_empty() {
-                activate.push(Action::RollingRestart { ports, readiness: d.readiness.clone(), drain: d.drain.clone() });
-            }
+            activate.extend(roll_running(d, &o));
         }
         hosts.push(HostPlan { host: d.host.clone(), roles: d.roles.clone(), app: d.is_app(), app_name: d.app_name.clone(), prepare: vec![], activate, cleanup: vec![] });
     }
@@ -741,13 +799,13 @@ pub fn destroy_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap
             let mut activate = Vec::new();
             // The app first (services before their sockets: `.service` sorts before `.socket`).
             for (u, st) in &o.units {
-                if instance_of(u).is_some() && (st.is_active() || st.is_enabled()) {
+                if process_of(u).is_some() && (st.is_active() || st.is_enabled()) {
                     activate.push(Action::Stop { unit: u.clone() });
                 }
             }
             for u in d.enabled.iter().chain(&d.services) {
                 let st = o.units.get(u).cloned().unwrap_or_default();
-                if u != "rsyslog.service" && instance_of(u).is_none() && (st.is_active() || st.is_enabled()) {
+                if u != "rsyslog.service" && process_of(u).is_none() && (st.is_active() || st.is_enabled()) {
                     activate.push(Action::Stop { unit: u.clone() });
                 }
             }

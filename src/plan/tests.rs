@@ -40,6 +40,9 @@ fn converged(d: &DesiredHost) -> Observed {
     for p in &d.instances {
         o.units.insert(instance_unit(&d.app_name, *p), active.clone());
     }
+    for i in &d.workers {
+        o.units.insert(worker_unit(&d.app_name, *i), active.clone());
+    }
     for p in &d.packages {
         o.packages.insert(p.clone(), true);
     }
@@ -186,7 +189,7 @@ fn secret_file(path: &str, mode: u32, group: &str, content: String, on_change: O
 /// The cache host's ACL include, with `password`'s hash, as the desired state holds it.
 fn with_redis_users(d: &mut [DesiredHost], password: &str) {
     let cache = d.iter_mut().find(|h| h.host == "cache").unwrap();
-    let content = format!("user default on #{} ~* &* +@all -@dangerous\n", sha256_hex(password.as_bytes()));
+    let content = format!("user default on #{} ~* &* +@all -@dangerous +info\n", sha256_hex(password.as_bytes()));
     cache.files.push(secret_file("/etc/redis/scalectl-auth.conf", 0o640, "redis", content, OnChange::RedisUsers));
 }
 
@@ -400,4 +403,97 @@ fn log_certificates_are_issued_where_a_host_has_no_good_one_from_the_fleets_ca()
         assert!(issues_certificate(host(&p, "app")), "{p:#?}");
         assert!(host(&p, "mon").is_empty(), "{p:#?}");
     }
+}
+
+/// A program with two web instances and `workers` workers on its app host, and a worker-only host.
+fn with_workers(workers: u32, release: &str) -> Vec<DesiredHost> {
+    let yaml = format!(
+        "name: t\napp:\n  port: 3000\n  instances: 2\n  program: {{release: ./r, command: [node, server.js]}}\n  workers: {{command: [node, worker.js], instances: {workers}, drain_timeout: 20s, queue: {{kind: bullmq, name: jobs}}}}\nhosts:\n  lb: {{address: 10.0.0.1, roles: [lb, redis]}}\n  app: {{address: 10.0.0.2, roles: [app, worker]}}\n  w: {{address: 10.0.0.4, roles: [worker]}}\nredis: {{password: {{env: P}}}}\n"
+    );
+    let t = parse("t.yaml", &yaml).unwrap_or_else(|p| panic!("{p}"));
+    let facts = Facts::with_default_cores(2);
+    let mut files = render(&t, &facts, &Templates::embedded()).unwrap();
+    files.extend(crate::render::render_secrets(&t, &crate::render::SecretValues::default(), &Templates::embedded()).unwrap());
+    desired_hosts(&t, &facts, &files, Some(&Release { id: release.into(), bytes: 10, archive: true, image: None }))
+}
+
+#[test]
+fn workers_start_after_the_web_instances_and_a_worker_only_host_gets_the_release() {
+    let d = with_workers(2, "r1");
+    let bare: BTreeMap<String, Observed> = d.iter().map(|h| (h.host.clone(), Observed { cores: 2, ..Default::default() })).collect();
+    let p = plan("t", &d, &bare);
+    let app = host(&p, "app");
+    let web = app.activate.iter().position(|a| matches!(a, Action::Start { ready: Some(_), .. })).unwrap();
+    let workers = app.activate.iter().position(|a| matches!(a, Action::StartWorkers { .. })).unwrap();
+    assert!(web < workers, "{:#?}", app.activate);
+    assert_eq!(app.activate[workers], Action::StartWorkers { units: vec!["t-worker@1.service".into(), "t-worker@2.service".into()] });
+    // The worker-only host: the release, the app's env and secrets, its workers, no web instance.
+    let w = host(&p, "w");
+    assert!(w.app && w.prepare.iter().any(|a| matches!(a, Action::UploadRelease { .. })), "{w:#?}");
+    let written: Vec<&str> = w.actions().filter_map(|a| if let Action::WriteFile(f) = a { Some(f.path.as_str()) } else { None }).collect();
+    for path in ["/etc/t/t.env", "/etc/t/worker.env", "/etc/t/secrets.env", "/etc/systemd/system/t-worker@.service", "/etc/systemd/system/t.target"] {
+        assert!(written.contains(&path), "{path} not written on the worker host: {written:?}");
+    }
+    assert!(!written.contains(&"/etc/systemd/system/t@.service"), "{written:?}");
+    assert!(w.activate.iter().any(|a| *a == Action::StartWorkers { units: vec!["t-worker@1.service".into(), "t-worker@2.service".into()] }), "{w:#?}");
+    assert!(!w.actions().any(|a| matches!(a, Action::Start { ready: Some(_), .. } | Action::RollingRestart { .. })), "{w:#?}");
+    // Applied: nothing more to do.
+    assert!(!plan("t", &d, &all_converged(&d)).has_changes());
+}
+
+#[test]
+fn a_new_release_rolls_workers_after_the_web_instances_each_given_its_drain() {
+    let before = with_workers(1, "r1");
+    let observed = all_converged(&before);
+    let p = plan("t", &with_workers(1, "r2"), &observed);
+    let app = host(&p, "app");
+    let web = app.activate.iter().position(|a| matches!(a, Action::RollingRestart { .. })).unwrap();
+    let roll = app.activate.iter().position(|a| matches!(a, Action::RollWorkers { .. })).unwrap();
+    assert!(web < roll, "{:#?}", app.activate);
+    assert_eq!(app.activate[roll], Action::RollWorkers { units: vec!["t-worker@1.service".into()], drain_ms: 20_000 });
+    assert!(host(&p, "w").activate.contains(&Action::RollWorkers { units: vec!["t-worker@1.service".into()], drain_ms: 20_000 }));
+    // `reload` and `rollback` take the workers along.
+    let r = reload_plan("t", &before, &observed);
+    assert!(host(&r, "app").activate.iter().any(|a| matches!(a, Action::RollWorkers { .. })) && host(&r, "w").activate.iter().any(|a| matches!(a, Action::RollWorkers { .. })), "{r:#?}");
+    let mut two = observed.clone();
+    for o in two.values_mut().filter(|o| o.release.is_some()) {
+        o.releases.insert(0, "r0".into());
+        o.ready_releases.insert(0, "r0".into());
+    }
+    let b = rollback_plan("t", &before, &two).unwrap();
+    let w = host(&b, "w");
+    assert_eq!(w.activate[0], Action::SwitchRelease { from: Some("r1".into()), to: "r0".into() });
+    assert!(matches!(w.activate[1], Action::RollWorkers { .. }), "{w:#?}");
+}
+
+#[test]
+fn a_change_to_the_workers_own_settings_rolls_the_workers_only() {
+    let observed = all_converged(&with_workers(1, "r1"));
+    let mut d = with_workers(1, "r1");
+    for h in &mut d {
+        for f in h.files.iter_mut().filter(|f| f.path == "/etc/t/worker.env") {
+            f.content.push_str("WORKER_CONCURRENCY=\"8\"\n");
+        }
+    }
+    let app = host(&plan("t", &d, &observed), "app").clone();
+    assert!(app.activate.contains(&Action::RollWorkers { units: vec!["t-worker@1.service".into()], drain_ms: 20_000 }), "{app:#?}");
+    assert!(!app.activate.iter().any(|a| matches!(a, Action::RollingRestart { .. })), "the web instances restarted for the workers' settings: {app:#?}");
+    // Recorded as owed before the file changes, so a killed apply's successor still rolls them.
+    assert!(app.prepare.contains(&Action::MarkPending { entries: vec!["workers".into()] }), "{app:#?}");
+    let mut killed = all_converged(&d);
+    killed.get_mut("app").unwrap().pending = vec!["workers".into()];
+    assert!(host(&plan("t", &d, &killed), "app").activate.iter().any(|a| matches!(a, Action::RollWorkers { .. })));
+}
+
+#[test]
+fn fewer_workers_stop_the_extra_ones_and_no_worker_is_taken_for_another_apps_instance() {
+    let observed = all_converged(&with_workers(3, "r1"));
+    let p = plan("t", &with_workers(1, "r1"), &observed);
+    let stops: Vec<&Action> = host(&p, "app").cleanup.iter().filter(|a| matches!(a, Action::Stop { .. })).collect();
+    assert_eq!(stops, [&Action::Stop { unit: "t-worker@2.service".into() }, &Action::Stop { unit: "t-worker@3.service".into() }]);
+    // The worker kept and the web instances are left alone.
+    assert!(!plan("t", &with_workers(3, "r1"), &observed).has_changes());
+    // Destroy stops them all.
+    let gone = destroy_plan("t", &with_workers(3, "r1"), &observed);
+    assert!(host(&gone, "w").activate.contains(&Action::Stop { unit: "t-worker@3.service".into() }));
 }

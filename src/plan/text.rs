@@ -108,6 +108,13 @@ fn line(a: &Action, app: &str, st: &Style) -> String {
             };
             format!("{} rolling restart {} (one at a time, each gated on {readiness}{out})", st.yellow("↻"), units.join(", "))
         }
+        Action::StartWorkers { units } => format!("{} enable and start {} (each seen running a moment later)", st.green("+"), units.join(", ")),
+        Action::RollWorkers { units, drain_ms } => format!(
+            "{} rolling restart {} (one at a time, each given {} to finish its job)",
+            st.yellow("↻"),
+            units.join(", "),
+            humantime::format_duration(std::time::Duration::from_millis(*drain_ms))
+        ),
         Action::Stop { unit } => format!("{} stop and disable {unit}", st.red("-")),
         Action::PruneReleases { remove } => format!("{} remove old releases {}", st.red("-"), remove.join(", ")),
         Action::MarkReady { release } => format!("{} record release {release} as ready (a rollback target)", st.green("+")),

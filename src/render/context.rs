@@ -70,6 +70,8 @@ pub struct HostView {
     pub ssh: Ssh,
     /// Ports of this host's app instances.
     pub ports: Vec<u16>,
+    /// Indexes of this host's workers (`APP-worker@N.service`).
+    pub workers: Vec<u32>,
     /// The collector's RELP port for this host's lines (`Topology::relp_port_of`).
     pub relp_port: u16,
     /// Ports only Prometheus may reach here: the exporters of this host's tiers.
@@ -188,7 +190,7 @@ impl Ctx {
                     c.scrapes.push(Scrape { job, host: h.name.clone(), target: super::filters::hostport(&h.address, l.port) });
                 }
             }
-            c.hosts.push(HostView { name: h.name.clone(), address: h.address.clone(), roles: h.roles.clone(), ssh: h.ssh.clone(), ports, relp_port, exporter_ports });
+            c.hosts.push(HostView { name: h.name.clone(), address: h.address.clone(), roles: h.roles.clone(), ssh: h.ssh.clone(), ports, workers: t.workers_on(h, facts.cores_of(h)), relp_port, exporter_ports });
         }
         c.sort_scrapes();
         if c.monitor.is_some() && t.observability.logs.destination == crate::topology::LogDestination::Collector {

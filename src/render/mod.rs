@@ -426,7 +426,7 @@ hosts:\n  a: {{address: 10.0.0.2, roles: [app]}}\n  r: {{address: 10.0.0.3, role
         // Redis' ACL users, the password as its sha256.
         let acl = get("/etc/redis/scalectl-auth.conf").content.clone();
         let hashed = format!("#{} ", sha256_hex(b"pa55"));
-        assert!(acl.contains(&format!("user default on {hashed}~* &* +@all -@dangerous\n")), "{acl}");
+        assert!(acl.contains(&format!("user default on {hashed}~* &* +@all -@dangerous +info\n")), "{acl}");
         // The exporter's user has a password of its own, and reads; its password file names it
         // for its one target, readable by the exporter's group only.
         let exporter = redis_exporter_password("pa55");

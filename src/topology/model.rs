@@ -8,7 +8,7 @@ use indexmap::IndexMap;
 use serde::Serialize;
 
 pub use super::raw::{
-    Eviction, Instances, LogDestination, NextUpstreamOn, Persistence, Provider, Role, ScalingPolicy, SecretRef, Service,
+    Eviction, Instances, LogDestination, NextUpstreamOn, Persistence, Provider, QueueKind, Role, ScalingPolicy, SecretRef, Service,
     Shipper, Strategy, Target,
 };
 
@@ -48,6 +48,33 @@ pub struct App {
     pub slow_request_ms: u64,
     /// The user's program; None: scale-api.
     pub program: Option<Program>,
+    /// The app's worker kind, on the hosts with the `worker` role.
+    pub workers: Option<Workers>,
+}
+
+/// Processes of the app's release that take jobs from a queue: no port, no load balancer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Workers {
+    /// The argv, as app.program.command (`$(INSTANCE)` only).
+    pub command: Vec<String>,
+    pub instances: Instances,
+    pub env: IndexMap<String, String>,
+    pub queue: Option<Queue>,
+    /// SIGTERM lets a worker finish the job in hand for this long.
+    pub drain_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Queue {
+    pub kind: QueueKind,
+    pub name: String,
+}
+
+impl Workers {
+    /// The argv one worker runs: `$(INSTANCE)` replaced by its name (`HOST-worker-N`).
+    pub fn argv(&self, instance: &str) -> Vec<String> {
+        expand(&self.command, 0, instance)
+    }
 }
 
 /// The app that runs when the topology names no program of its own.
@@ -78,23 +105,28 @@ impl Program {
     /// The argv one instance runs: `$(PORT)` and `$(INSTANCE)` replaced by its port and name,
     /// `$$(` by `$(` (the docker target's replicas; hosts let systemd expand them per unit).
     pub fn argv(&self, port: u16, instance: &str) -> Vec<String> {
-        use super::syntax::{ArgumentPart, InstanceValue, argument_parts};
-        self.command
-            .iter()
-            .map(|arg| match argument_parts(arg) {
-                Ok(parts) => parts
-                    .into_iter()
-                    .map(|p| match p {
-                        ArgumentPart::Text(t) => t,
-                        ArgumentPart::Value(InstanceValue::Port) => port.to_string(),
-                        ArgumentPart::Value(InstanceValue::Instance) => instance.to_string(),
-                    })
-                    .collect(),
-                // Validation refused it; passed on as written rather than guessed at.
-                Err(_) => arg.clone(),
-            })
-            .collect()
+        expand(&self.command, port, instance)
     }
+}
+
+/// `command` with `$(PORT)` and `$(INSTANCE)` replaced, `$$(` written `$(`.
+fn expand(command: &[String], port: u16, instance: &str) -> Vec<String> {
+    use super::syntax::{ArgumentPart, InstanceValue, argument_parts};
+    command
+        .iter()
+        .map(|arg| match argument_parts(arg) {
+            Ok(parts) => parts
+                .into_iter()
+                .map(|p| match p {
+                    ArgumentPart::Text(t) => t,
+                    ArgumentPart::Value(InstanceValue::Port) => port.to_string(),
+                    ArgumentPart::Value(InstanceValue::Instance) => instance.to_string(),
+                })
+                .collect(),
+            // Validation refused it; passed on as written rather than guessed at.
+            Err(_) => arg.clone(),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -119,7 +151,7 @@ impl Topology {
     /// Whether Redis is reached from other machines (an app host without the redis role, or the
     /// autoscaling group's instances): then it listens on its host's address and needs a password.
     pub fn redis_reached_remotely(&self) -> bool {
-        self.redis.is_some() && self.target == Target::Hosts && (self.autoscaling.is_some() || self.hosts.iter().any(|h| h.has(Role::App) && !h.has(Role::Redis)))
+        self.redis.is_some() && self.target == Target::Hosts && (self.autoscaling.is_some() || self.hosts.iter().any(|h| (h.has(Role::App) || h.has(Role::Worker)) && !h.has(Role::Redis)))
     }
 
     /// Redis' password reference, when the fleet runs a Redis that has one.
@@ -138,6 +170,19 @@ impl Topology {
             Instances::Count(n) => n.clamp(1, 256) as u32,
             Instances::Max => cores.max(1),
         }
+    }
+
+    /// The indexes (from 1) of the workers host `h` runs given its core count: app.workers'
+    /// instances (`max` = one per core) on a host with the worker role, else none.
+    pub fn workers_on(&self, h: &Host, cores: u32) -> Vec<u32> {
+        let n = match (&self.app.workers, h.has(Role::Worker)) {
+            (Some(w), true) => match w.instances {
+                Instances::Count(n) => n.clamp(1, 256) as u32,
+                Instances::Max => cores.max(1),
+            },
+            _ => 0,
+        };
+        (1..=n).collect()
     }
 
     /// Every port host `h` listens on with `instances` app instances: (port, what, the role that

@@ -142,6 +142,46 @@ pub struct RawApp {
     /// of the bundled scale-api. On `target: docker` its release directory is the build context
     /// (with its Dockerfile) of the image apply builds.
     pub program: Option<RawProgram>,
+    /// The app's worker kind: processes of the same release that take jobs from a queue rather
+    /// than requests (no port, no load balancer), on the hosts with the `worker` role.
+    pub workers: Option<RawWorkers>,
+}
+
+/// Workers: the release's second process kind, run beside or apart from the web instances.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkers {
+    /// The command, run in the release directory like app.program.command, one list item per
+    /// argument (no shell), e.g. `[node, worker.js]`. `$(INSTANCE)` is each worker's name; a
+    /// worker has no port.
+    pub command: Sp<Vec<Sp<String>>>,
+    /// Workers per host with the `worker` role: a number, or `max` for one per core. Default 1.
+    pub instances: Option<Sp<Instances>>,
+    /// Plain environment variables for the workers, besides app.env (which they get too).
+    #[serde(default)]
+    pub env: Map<Sp<String>>,
+    /// The queue they consume, so that alerts and doctor can watch it.
+    pub queue: Option<RawQueue>,
+    /// How long a worker may finish the job in hand after SIGTERM before it is killed, e.g.
+    /// `30s`. Default 30s.
+    pub drain_timeout: Option<Sp<String>>,
+}
+
+/// A queue on the topology's Redis.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueue {
+    /// `bullmq` (BullMQ's keys, `bull:NAME:*`) or `stream` (a Redis stream read by a consumer group).
+    pub kind: Sp<QueueKind>,
+    /// The queue's name (BullMQ's queue name, or the stream's key).
+    pub name: Sp<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueKind {
+    Bullmq,
+    Stream,
 }
 
 /// The user's program: what is shipped and how it runs.
@@ -336,6 +376,7 @@ pub enum Role {
     Lb,
     Redis,
     Monitor,
+    Worker,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -345,7 +386,7 @@ pub struct RawHost {
     pub address: Sp<String>,
     /// How scalectl logs in.
     pub ssh: Option<RawSsh>,
-    /// What the host runs: any of app, lb, redis, monitor.
+    /// What the host runs: any of app, lb, redis, monitor, worker (the app's workers).
     pub roles: Sp<Vec<Sp<Role>>>,
     /// Load balancer weight of each of this host's instances. Default 1.
     pub weight: Option<Sp<i64>>,
@@ -505,7 +546,8 @@ pub struct RawRedis {
     pub port: Option<Sp<u16>>,
     /// Memory limit, e.g. `256MiB`. Default 256MiB.
     pub maxmemory: Option<Sp<String>>,
-    /// What Redis evicts at maxmemory. Default allkeys-lru.
+    /// What Redis evicts at maxmemory. Default allkeys-lru; noeviction when app.workers names a
+    /// queue (an evicted job is a lost job).
     pub eviction: Option<Sp<Eviction>>,
     /// none, rdb (snapshots) or aof (append-only file). Default rdb.
     pub persistence: Option<Sp<Persistence>>,

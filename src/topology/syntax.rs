@@ -344,6 +344,15 @@ pub fn size(value: &str, what: &str) -> Result<u64, String> {
         .map_err(|_| format!("{what} `{}` is not a size such as `512MiB` or `1GiB`", value.escape_debug()))
 }
 
+/// A queue's name: BullMQ's queue name or a stream's key, as people write them (`reports`,
+/// `jobs:email`): letters, digits and `-_.:`, at most 100 characters.
+pub fn queue_name(value: &str) -> Check {
+    if value.is_empty() || value.len() > 100 {
+        return Err(format!("the queue name `{}` must be 1 to 100 characters", value.escape_debug()));
+    }
+    only(value, "the queue name", |c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +370,13 @@ mod tests {
         assert!(argument_parts("$(PORT").is_err());
         assert!(argument("$(HOME)").is_err());
         assert!(program("$(INSTANCE)").is_err() && program("/bin/$$(x)").is_err());
+    }
+
+    #[test]
+    fn queue_names_as_people_write_them() {
+        assert!(queue_name("reports").is_ok() && queue_name("jobs:email.v2").is_ok());
+        assert!(queue_name("").is_err() && queue_name(&"q".repeat(101)).is_err());
+        assert!(queue_name("a b").is_err() && queue_name("a\nb").is_err() && queue_name("a{b}").is_err());
     }
 
     #[test]

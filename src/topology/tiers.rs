@@ -61,8 +61,10 @@ pub enum OnChange {
     Nothing,
     Reload(&'static str),
     Restart(&'static str),
-    /// The app's units or environment: restart every instance, one at a time.
+    /// The app's units or environment: restart every instance (web, then workers), one at a time.
     Rolling,
+    /// The workers' own unit or environment: restart every worker, one at a time.
+    Workers,
     /// Redis' ACL users: changed live in a running Redis (the new passwords added first, the
     /// users made exactly the file's once every app host has the new secret), else on its start.
     RedisUsers,
@@ -101,6 +103,9 @@ impl TierFile {
     }
     fn rolls(self) -> Self {
         TierFile { on_change: OnChange::Rolling, ..self }
+    }
+    fn rolls_workers(self) -> Self {
+        TierFile { on_change: OnChange::Workers, ..self }
     }
     fn redis_users(self) -> Self {
         TierFile { on_change: OnChange::RedisUsers, ..self }
@@ -195,25 +200,42 @@ impl Topology {
                 out.push(tier("logs", None, &[], &[], vec![promtail], Vec::new()));
             }
         }
-        if h.has(Role::App) {
+        // The app's release runs here as web instances (the app role), workers (the worker role),
+        // or both: the same packages, environment, secrets and target either way.
+        let web = h.has(Role::App);
+        let workers = h.has(Role::Worker) && self.app.workers.is_some();
+        if web || workers {
             let app = self.app.name();
             let mut packages = vec!["curl"];
             packages.extend(self.app.program.iter().flat_map(|p| p.packages.iter().map(String::as_str)));
-            let mut files = vec![file("systemd/scale-api@.service.j2", format!("/etc/systemd/system/{app}@.service")).rolls()];
-            // Only scale-api takes its port from systemd; a program of the user's binds its own.
-            if self.app.program.is_none() {
-                files.push(file("systemd/scale-api@.socket.j2", "/etc/systemd/system/scale-api@.socket").rolls());
+            let mut files = Vec::new();
+            let mut services = Vec::new();
+            if web {
+                files.push(file("systemd/scale-api@.service.j2", format!("/etc/systemd/system/{app}@.service")).rolls());
+                // Only scale-api takes its port from systemd; a program of the user's binds its own.
+                if self.app.program.is_none() {
+                    files.push(file("systemd/scale-api@.socket.j2", "/etc/systemd/system/scale-api@.socket").rolls());
+                }
+            }
+            if workers {
+                files.push(file("systemd/worker@.service.j2", format!("/etc/systemd/system/{app}-worker@.service")).rolls_workers());
+                files.push(file("systemd/worker.env.j2", format!("/etc/{app}/worker.env")).mode(0o640).rolls_workers());
             }
             files.extend([
                 file("systemd/scale-api.target.j2", format!("/etc/systemd/system/{app}.target")).rolls(),
                 file("systemd/scale-api.env.j2", format!("/etc/{app}/{app}.env")).mode(0o640).rolls(),
-                // Each instance as systemd and the kernel see it, for the node exporter (any app).
-                file("systemd/scalectl-instances.sh.j2", INSTANCES_SCRIPT).mode(0o755),
-                file("systemd/scalectl-instances.service.j2", "/etc/systemd/system/scalectl-instances.service").restarts(INSTANCES_TIMER),
-                file("systemd/scalectl-instances.timer.j2", "/etc/systemd/system/scalectl-instances.timer").restarts(INSTANCES_TIMER),
-                file("systemd/secrets.env.j2", format!("/etc/{app}/secrets.env")).mode(0o600).rolls().secret(),
             ]);
-            out.push(tier("app", Some(Role::App), &packages, &[INSTANCES_TIMER], files, Vec::new()));
+            if web {
+                // Each instance as systemd and the kernel see it, for the node exporter (any app).
+                files.extend([
+                    file("systemd/scalectl-instances.sh.j2", INSTANCES_SCRIPT).mode(0o755),
+                    file("systemd/scalectl-instances.service.j2", "/etc/systemd/system/scalectl-instances.service").restarts(INSTANCES_TIMER),
+                    file("systemd/scalectl-instances.timer.j2", "/etc/systemd/system/scalectl-instances.timer").restarts(INSTANCES_TIMER),
+                ]);
+                services.push(INSTANCES_TIMER);
+            }
+            files.push(file("systemd/secrets.env.j2", format!("/etc/{app}/secrets.env")).mode(0o600).rolls().secret());
+            out.push(tier("app", Some(if web { Role::App } else { Role::Worker }), &packages, &services, files, Vec::new()));
         }
         if h.has(Role::Lb) {
             let lb = &self.load_balancer;

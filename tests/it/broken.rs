@@ -40,7 +40,7 @@ fn cases() -> Vec<Case> {
         case("no hosts", "name: t\napp: {instances: 1}\n", 1, 7, "no hosts: `target: hosts` needs a hosts section with at least one app host"),
         case("hosts with docker target", "name: t\ntarget: docker\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app]}\n", 5, 3, "hosts are not used with `target: docker`"),
         case("role listed twice", "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis, app]}\n", 4, 46, "role `app` is listed twice"),
-        case("no roles", with("  b: {address: 10.0.0.2, roles: []}\n"), 5, 33, "host `b` has no roles: give it at least one of app, lb, redis, monitor"),
+        case("no roles", with("  b: {address: 10.0.0.2, roles: []}\n"), 5, 33, "host `b` has no roles: give it at least one of app, worker, lb, redis, monitor"),
         case("second redis host", with("  b: {address: 10.0.0.2, roles: [redis]}\n"), 5, 34, "host `b` is a second redis host; one redis host is supported"),
         case("port collision", "name: t\napp: {port: 6379, instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n", 4, 39, "port 6379 on host `a` is used by both scale-api instance 6379 and redis"),
         case("privileged app port", "name: t\napp: {port: 80, instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n", 2, 13, "app.port must be 1024 or above (scale-api runs unprivileged), found 80"),
@@ -107,7 +107,30 @@ fn cases() -> Vec<Case> {
         case("static root is the filesystem", "name: t\napp: {instances: 1}\nload_balancer: {static: [{path: /s/, root: /}]}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis, lb]}\n", 3, 44, "static root `/` would publish the whole filesystem through the load balancer; give the directory of the files to serve, such as /srv/static"),
         case("static root under /etc", "name: t\napp: {instances: 1}\nload_balancer: {static: [{path: /s/, root: /etc/nginx}]}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis, lb]}\n", 3, 44, "static root `/etc/nginx` would publish a system directory through the load balancer; give the directory of the files to serve, such as /srv/static"),
         case("Redis reached from another host without a password", "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [redis, lb]}\n  b: {address: 10.0.0.2, roles: [app]}\n", 4, 34, "Redis on host `a` is reached from other machines but has no password: anyone who reaches its port could read every session and change or erase any data"),
+        // Workers: where they run, what they run, and the Redis their queue lives on.
+        case("worker role without workers", workers("", "[app, redis, worker]", "").replace("  workers: {command: [node, worker.js], queue: {kind: bullmq, name: reports}}\n", ""), 6, 46, "host `a` has the worker role, but app.workers says nothing about what a worker runs"),
+        case("workers without a worker host", workers("", "[app, redis]", ""), 5, 22, "app.workers is set but no host has the worker role: no worker would run"),
+        case("a worker's port", workers("", "[app, redis, worker]", "").replace("[node, worker.js]", "[node, worker.js, \"--port=$(PORT)\"]"), 5, 40, "a worker has no port: `$(PORT)` means nothing in app.workers.command"),
+        case("a queue on a Redis that evicts", workers("", "[app, redis, worker]", "redis: {eviction: allkeys-lru}\n"), 8, 19, "redis.eviction allkeys-lru would drop the jobs of queue `reports` when Redis is full: a job evicted is a job lost, silently"),
+        case("a queue with no Redis", workers("", "[app, worker]", ""), 5, 69, "queue `reports` lives on Redis, but no host runs Redis"),
+        case("a bad queue name", workers("", "[app, redis, worker]", "").replace("name: reports", "name: \"re ports\""), 5, 69, "the queue name must not contain a space"),
+        case("workers of scale-api", "name: t\napp:\n  instances: 1\n  workers: {command: [x]}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis, worker]}\n", 4, 22, "app.workers runs workers of your own program's release; scale-api has no worker process yet"),
+        case("workers on docker", "name: t\ntarget: docker\napp:\n  program: {image: \"app:1\", command: [node, server.js]}\n  workers: {command: [node, worker.js]}\n", 5, 22, "app.workers runs on `target: hosts` for now: the docker target does not run workers yet"),
     ]
+}
+
+/// A program with a worker kind on one host with `roles`; `top` and `tail` added before and after.
+fn workers(top: &str, roles: &str, tail: &str) -> String {
+    format!("name: t\n{top}app:\n  instances: 1\n  program: {{release: ./r, command: [node, server.js]}}\n  workers: {{command: [node, worker.js], queue: {{kind: bullmq, name: reports}}}}\nhosts:\n  a: {{address: 10.0.0.1, roles: {roles}}}\n{tail}")
+}
+
+#[test]
+fn a_queue_on_redis_evicts_nothing_by_default() {
+    let t = topology::parse("t.yaml", &workers("", "[app, redis, worker]", "")).unwrap_or_else(|p| panic!("{p}"));
+    assert_eq!(t.redis.unwrap().eviction, topology::Eviction::Noeviction);
+    // Without a queue, the default stays a cache's.
+    let t = topology::parse("t.yaml", &workers("", "[app, redis, worker]", "").replace(", queue: {kind: bullmq, name: reports}", "")).unwrap_or_else(|p| panic!("{p}"));
+    assert_eq!(t.redis.unwrap().eviction, topology::Eviction::AllkeysLru);
 }
 
 #[test]

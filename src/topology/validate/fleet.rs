@@ -111,6 +111,7 @@ impl V {
                     .help("set `redis.password` to a secret reference, such as `password: {file: /etc/scalectl/redis-password}` or `password: {env: REDIS_PASSWORD}`"),
             );
         }
+        self.worker_roles(raw, raw_hosts, t);
         for extra in redis_hosts.iter().skip(1) {
             self.at(role_loc(raw_hosts, &extra.name, Role::Redis), format!("host `{}` is a second redis host; one redis host is supported", extra.name));
         }
@@ -124,6 +125,30 @@ impl V {
             self.push(
                 Problem::at(anchor, "more than one app instance but no host has the lb role: nothing spreads requests across them")
                     .help("add `lb` to one host's roles, or set `app.instances: 1` on a single app host"),
+            );
+        }
+    }
+
+    /// Workers where the topology has them, and the Redis their queue lives on.
+    fn worker_roles(&mut self, raw: &RawTopology, raw_hosts: &Map<RawHost>, t: &Topology) {
+        let worker_hosts: Vec<&Host> = t.hosts.iter().filter(|h| h.has(Role::Worker)).collect();
+        match (&raw.app.workers, worker_hosts.first()) {
+            (None, Some(h)) => self.push(
+                Problem::at(role_loc(raw_hosts, &h.name, Role::Worker), format!("host `{}` has the worker role, but app.workers says nothing about what a worker runs", h.name))
+                    .help("add app.workers with its command (such as `command: [node, worker.js]`), or remove the role"),
+            ),
+            (Some(w), None) if t.target == Target::Hosts => self.push(
+                Problem::at(w.command.loc(), "app.workers is set but no host has the worker role: no worker would run")
+                    .help("add `worker` to the roles of the hosts that should run them (an app host, or hosts of their own)"),
+            ),
+            _ => {}
+        }
+        if let Some(q) = raw.app.workers.as_ref().and_then(|w| w.queue.as_ref())
+            && t.redis.is_none()
+        {
+            self.push(
+                Problem::at(q.name.loc(), format!("queue `{}` lives on Redis, but no host runs Redis", q.name.value()))
+                    .help("add `redis` to one host's roles: the app and its workers then get REDIS_URL"),
             );
         }
     }

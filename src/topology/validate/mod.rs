@@ -148,6 +148,7 @@ impl V {
         let target = raw.target.as_ref().map(|t| *t.value()).unwrap_or(Target::Hosts);
         let mut app = self.app(&raw.app);
         app.program = raw.app.program.as_ref().map(|p| self.program(p, raw, target));
+        app.workers = raw.app.workers.as_ref().map(|w| self.workers(w, &raw.app, target));
         let hosts = self.hosts(raw, target);
         let load_balancer = self.load_balancer(raw.load_balancer.as_ref());
         // Redis runs where the topology places it: a host with the `redis` role, or on docker a
@@ -156,7 +157,8 @@ impl V {
             Target::Hosts => hosts.iter().any(|h| h.has(Role::Redis)),
             Target::Docker => raw.redis.is_some() || app.program.is_none(),
         };
-        let redis = wants_redis.then(|| self.redis(raw.redis.as_ref()));
+        let queue = app.workers.as_ref().and_then(|w| w.queue.as_ref());
+        let redis = wants_redis.then(|| self.redis(raw.redis.as_ref(), queue));
         let observability = self.observability(raw.observability.as_ref());
         let autoscaling = raw.autoscaling.as_ref().map(|a| self.autoscaling(a));
         let docker = self.docker(raw.docker.as_ref(), raw.name.value());
@@ -185,22 +187,7 @@ impl V {
             self.at(p.loc(), format!("app.port must be 1024 or above (scale-api runs unprivileged), found {}", p.value()));
         }
         let instances = a.instances.as_ref().map(|i| self.instances(i)).unwrap_or(Instances::Max);
-        let mut env = IndexMap::new();
-        for (k, val) in &a.env {
-            self.check(k, syntax::env_name(k.value()));
-            if RESERVED_ENV.contains(&k.value().as_str()) {
-                self.at(k.loc(), format!("`{}` is set by scalectl for every instance; remove it from app.env", k.value()));
-            }
-            if super::problem::names_a_secret(k.value()) {
-                self.push(
-                    Problem::at(k.loc(), format!("`{}` looks like a secret but is written inline in app.env", k.value()))
-                        .help(format!("move it to app.secrets as `{}: {{env: VAR_NAME}}` or `{{file: /path}}`", k.value()))
-                        .concealing(val.loc()),
-                );
-            }
-            self.check(val, syntax::env_value(val.value()));
-            env.insert(k.value().clone(), val.value().clone());
-        }
+        let env = self.env(&a.env, "app.env");
         let mut secrets = IndexMap::new();
         for (k, r) in &a.secrets {
             self.check(k, syntax::env_name(k.value()));
@@ -254,6 +241,77 @@ impl V {
             drain_timeout_ms,
             slow_request_ms,
             program: None,
+            workers: None,
+        }
+    }
+
+    /// Plain environment variables (`section`: where they are written): names a shell and systemd
+    /// take, none that scalectl sets itself, none that looks like a secret.
+    fn env(&mut self, vars: &Map<Sp<String>>, section: &str) -> IndexMap<String, String> {
+        let mut env = IndexMap::new();
+        for (k, val) in vars {
+            self.check(k, syntax::env_name(k.value()));
+            if RESERVED_ENV.contains(&k.value().as_str()) {
+                self.at(k.loc(), format!("`{}` is set by scalectl for every instance; remove it from {section}", k.value()));
+            }
+            if super::problem::names_a_secret(k.value()) {
+                self.push(
+                    Problem::at(k.loc(), format!("`{}` looks like a secret but is written inline in {section}", k.value()))
+                        .help(format!("move it to app.secrets as `{}: {{env: VAR_NAME}}` or `{{file: /path}}`", k.value()))
+                        .concealing(val.loc()),
+                );
+            }
+            self.check(val, syntax::env_value(val.value()));
+            env.insert(k.value().clone(), val.value().clone());
+        }
+        env
+    }
+
+    /// The worker kind: an argv of the release with no port, its own env and drain timeout.
+    fn workers(&mut self, w: &RawWorkers, a: &RawApp, target: Target) -> Workers {
+        if a.program.is_none() {
+            self.push(
+                Problem::at(w.command.loc(), "app.workers runs workers of your own program's release; scale-api has no worker process yet")
+                    .help("add app.program (your app and its worker, such as [node, worker.js]), or remove app.workers"),
+            );
+        }
+        if target == Target::Docker {
+            self.push(
+                Problem::at(w.command.loc(), "app.workers runs on `target: hosts` for now: the docker target does not run workers yet")
+                    .help("deploy the workers with `target: hosts`, or remove app.workers"),
+            );
+        }
+        if w.command.value().is_empty() {
+            self.push(Problem::at(w.command.loc(), "app.workers.command is empty").help("give the program and its arguments as a list, such as [node, worker.js]"));
+        }
+        for arg in w.command.value() {
+            self.check(arg, syntax::argument(arg.value()));
+            if let Ok(parts) = syntax::argument_parts(arg.value())
+                && parts.contains(&syntax::ArgumentPart::Value(syntax::InstanceValue::Port))
+            {
+                self.push(Problem::at(arg.loc(), "a worker has no port: `$(PORT)` means nothing in app.workers.command").help("a worker takes jobs from its queue; `$(INSTANCE)` names each one"));
+            }
+        }
+        if let Some(first) = w.command.value().first() {
+            if first.value().split('/').any(|c| c == "..") {
+                self.at(first.loc(), "the program must be inside its release directory or on the host (no `..`)");
+            }
+            self.check(first, syntax::program(first.value()));
+        }
+        let env = self.env(&w.env, "app.workers.env");
+        for k in w.env.keys().filter(|k| a.secrets.keys().any(|s| s.value() == k.value())) {
+            self.at(k.loc(), format!("`{}` is both in app.workers.env and app.secrets", k.value()));
+        }
+        let queue = w.queue.as_ref().map(|q| {
+            self.check(&q.name, syntax::queue_name(q.name.value()));
+            Queue { kind: *q.kind.value(), name: q.name.value().clone() }
+        });
+        Workers {
+            command: w.command.value().iter().map(|a| a.value().clone()).collect(),
+            instances: w.instances.as_ref().map(|i| self.instances(i)).unwrap_or(Instances::Count(1)),
+            env,
+            queue,
+            drain_timeout_ms: self.duration(&w.drain_timeout, "app.workers.drain_timeout", 30_000, 600_000),
         }
     }
 
@@ -338,7 +396,7 @@ impl V {
             let ssh = self.ssh(h.ssh.as_ref(), raw.ssh.as_ref());
             let mut roles: Vec<Role> = Vec::new();
             if h.roles.value().is_empty() {
-                self.at(h.roles.loc(), format!("host `{}` has no roles: give it at least one of app, lb, redis, monitor", name.value()));
+                self.at(h.roles.loc(), format!("host `{}` has no roles: give it at least one of app, worker, lb, redis, monitor", name.value()));
             }
             for r in h.roles.value() {
                 if roles.contains(r.value()) {
@@ -499,17 +557,28 @@ impl V {
         }
     }
 
-    fn redis(&mut self, r: Option<&RawRedis>) -> Redis {
+    /// Redis as configured; with a queue on it (`queue`), one that evicts nothing.
+    fn redis(&mut self, r: Option<&RawRedis>, queue: Option<&Queue>) -> Redis {
+        // An evicted job is a lost job: Redis that holds a queue refuses writes at maxmemory instead.
+        let eviction = if queue.is_some() { Eviction::Noeviction } else { Eviction::AllkeysLru };
         let Some(r) = r else {
-            return Redis { port: 6379, maxmemory: 256 << 20, eviction: Eviction::AllkeysLru, persistence: Persistence::Rdb, password: None };
+            return Redis { port: 6379, maxmemory: 256 << 20, eviction, persistence: Persistence::Rdb, password: None };
         };
+        if let (Some(q), Some(e)) = (queue, &r.eviction)
+            && *e.value() != Eviction::Noeviction
+        {
+            self.push(
+                Problem::at(e.loc(), format!("redis.eviction {} would drop the jobs of queue `{}` when Redis is full: a job evicted is a job lost, silently", serde_json::to_value(e.value()).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(), q.name))
+                    .help("set `eviction: noeviction` (the default with a queue): at maxmemory Redis then refuses new writes, which the app sees and reports, and no queued job is lost"),
+            );
+        }
         if let Some(p) = &r.password {
             self.secret_ref(p);
         }
         Redis {
             port: r.port.as_ref().map(|p| *p.value()).unwrap_or(6379),
             maxmemory: self.size(&r.maxmemory, "redis.maxmemory", 256 << 20, 1 << 20),
-            eviction: r.eviction.as_ref().map(|e| *e.value()).unwrap_or(Eviction::AllkeysLru),
+            eviction: r.eviction.as_ref().map(|e| *e.value()).unwrap_or(eviction),
             persistence: r.persistence.as_ref().map(|e| *e.value()).unwrap_or(Persistence::Rdb),
             password: r.password.as_ref().map(|p| p.value().clone()),
         }
@@ -705,6 +774,7 @@ pub fn role_name(r: Role) -> &'static str {
         Role::Lb => "lb",
         Role::Redis => "redis",
         Role::Monitor => "monitor",
+        Role::Worker => "worker",
     }
 }
 
