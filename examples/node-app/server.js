@@ -4,9 +4,15 @@
 // (/healthz, /readyz), and on SIGTERM finish in-flight requests within DRAIN_TIMEOUT.
 // What it gives: INSTANCE (host-port), REDIS_URL (and REDIS_PASSWORD when Redis has one),
 // app.env and app.secrets as environment variables.
+//
+// Slow work leaves the request: POST /reports queues a job on Redis (BullMQ) and answers 202 with
+// its id at once; worker.js, a process of the same release that scalectl runs as the app's
+// worker kind, makes the report; GET /reports/:id tells its state and, once done, its result.
 const express = require('express');
 const { createClient } = require('redis');
 const client = require('prom-client');
+const { Queue, Job } = require('bullmq');
+const reports = require('./reports');
 
 const port = Number(process.env.PORT || 3000);
 const instance = process.env.INSTANCE || `local-${port}`;
@@ -56,6 +62,29 @@ app.get('/heavy', (req, res) => {
   res.json({ blocked_ms: ms, x: Math.round(x) });
 });
 
+// A report is made by a worker, not here: the request only queues it. Retried with a backoff when
+// it fails; once its attempts are spent it stays in the queue's failed set, with its reason.
+const queue = new Queue(reports.QUEUE, { connection: reports.connection() });
+queue.on('error', (e) => log('warn', 'queue', { error: e.message }));
+app.post('/reports', express.json({ limit: '16kb' }), async (req, res, next) => {
+  try {
+    const job = await queue.add('report', reports.request(req.body || {}), reports.JOB_OPTIONS);
+    res.status(202).location(`/reports/${job.id}`).json({ id: job.id });
+  } catch (e) { next(e); }
+});
+app.get('/reports/:id', async (req, res, next) => {
+  try {
+    // The state first, then the job: a job read first could finish before its state is asked,
+    // and a "completed" would then go out with the fields of the job still active.
+    const state = await queue.getJobState(req.params.id);
+    const job = state === 'unknown' ? null : await Job.fromId(queue, req.params.id);
+    if (!job) return res.status(404).json({ error: 'no such report' });
+    // `stalled`: times a worker died (or lost its lock) with the job in hand, which BullMQ then
+    // handed to another.
+    res.json({ id: job.id, state, attempts: job.attemptsMade, stalled: job.stalledCounter || 0, result: job.returnvalue ?? null, failed_reason: job.failedReason || null });
+  } catch (e) { next(e); }
+});
+
 app.get('/healthz', (req, res) => res.send('ok\n'));
 app.get('/readyz', (req, res) => {
   if (draining) return res.status(503).send('draining\n');
@@ -81,7 +110,7 @@ redis.connect().catch((e) => log('error', 'redis connect', { error: e.message })
 process.on('SIGTERM', () => {
   draining = true;
   log('info', 'draining', { timeout_ms: drainMs });
-  server.close(() => { redis.quit().finally(() => process.exit(0)); });
+  server.close(() => { Promise.allSettled([queue.close(), redis.close()]).finally(() => process.exit(0)); });
   server.closeIdleConnections();
   setTimeout(() => process.exit(0), drainMs).unref();
 });

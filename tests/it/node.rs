@@ -2,6 +2,7 @@
 //! examples/node-app (real Node.js from Debian's nodejs, Redis, nginx, systemd) to a lab of three
 //! hosts. Requests go to 127.0.0.1 only. Takes turns with the other end-to-end tests (support::turn).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -497,4 +498,177 @@ fn a_program_given_its_port_as_an_argument_runs_each_instance_on_its_own_port() 
     }
     let page = crate::support::client().get(format!("{LB}/")).send().unwrap().text().unwrap();
     assert!(page.contains(&marker), "{page}");
+}
+
+// The app's workers (app.workers): `POST /reports` queues a job on Redis (BullMQ), a worker
+// process of the same release on each app host makes it, `GET /reports/:id` tells its state.
+
+/// POSTs `n` reports with `body` through the load balancer, each on a connection of its own and
+/// never resent: their ids. A report not queued (anything but 202 with an id) fails the test.
+fn post_reports(n: usize, body: &serde_json::Value) -> Vec<String> {
+    let c = crate::support::client();
+    (0..n)
+        .map(|i| {
+            let r = c.post(format!("{LB}/reports")).json(body).send().unwrap_or_else(|e| panic!("POST /reports ({} of {n}) failed: {e:?}", i + 1));
+            let status = r.status();
+            let answer = r.text().unwrap_or_default();
+            assert_eq!(status, 202, "POST /reports ({} of {n}): {answer}", i + 1);
+            let v: serde_json::Value = serde_json::from_str(&answer).unwrap_or_else(|e| panic!("POST /reports answered {answer} ({e})"));
+            v["id"].as_str().unwrap_or_else(|| panic!("POST /reports answered no id: {answer}")).to_string()
+        })
+        .collect()
+}
+
+/// Every report's last answer, asked again until each one is completed or failed or `deadline`
+/// passes (then those still waiting are returned as they were).
+fn reports_settled(ids: &[String], deadline: Duration) -> BTreeMap<String, serde_json::Value> {
+    let c = crate::support::client();
+    let start = Instant::now();
+    let mut settled = BTreeMap::new();
+    loop {
+        for id in ids.iter().filter(|id| !settled.contains_key(*id)).cloned().collect::<Vec<_>>() {
+            let r = c.get(format!("{LB}/reports/{id}")).send().unwrap_or_else(|e| panic!("GET /reports/{id} failed: {e:?}"));
+            assert_eq!(r.status(), 200, "GET /reports/{id}");
+            let v: serde_json::Value = r.json().unwrap();
+            if v["state"] == "completed" || v["state"] == "failed" || start.elapsed() > deadline {
+                settled.insert(id, v);
+            }
+        }
+        if settled.len() == ids.len() {
+            return settled;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// What a report over `rows` rows sums to (examples/node-app/reports.js).
+fn report_sum(rows: u64) -> u64 {
+    (1..=rows).map(|i| i % 7).sum()
+}
+
+/// The time to read the workers' journals from (a second early): job ids start again at 1 when
+/// Redis starts empty, so only lines since a test began are its jobs'.
+fn journal_mark() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 1
+}
+
+/// How many times each job of `ids` was completed since `mark`, as the workers' journals on both
+/// hosts say.
+fn completions(ids: &[String], mark: u64) -> BTreeMap<String, usize> {
+    let mut done: BTreeMap<String, usize> = ids.iter().map(|i| (i.clone(), 0)).collect();
+    for host in ["hello-app-1", "hello-app-2"] {
+        for line in docker_exec(host, &format!("journalctl -u 'hello-worker@*' -o cat --no-pager --since=@{mark}")).lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            if v["msg"] == "job completed"
+                && let Some(n) = v["id"].as_str().and_then(|id| done.get_mut(id))
+            {
+                *n += 1;
+            }
+        }
+    }
+    done
+}
+
+#[test]
+fn node_workers_on_both_hosts_make_every_report_posted_through_the_load_balancer_once() {
+    let _lab = node_lab();
+    for host in ["hello-app-1", "hello-app-2"] {
+        assert_eq!(docker_exec(host, "systemctl is-active hello-worker@1.service").trim(), "active", "{host}");
+        // The worker has no port of its own and runs the release the web instances run.
+        let env = docker_exec(host, "tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value hello-worker@1.service)/environ");
+        assert!(env.lines().any(|l| l.starts_with("REDIS_URL=")) && !env.lines().any(|l| l.starts_with("PORT=")), "{host}: {env}");
+        assert!(env.lines().any(|l| l == format!("INSTANCE={}-worker-1", host.trim_start_matches("hello-"))), "{host}: {env}");
+    }
+    let mark = journal_mark();
+    let ids = post_reports(1000, &serde_json::json!({"rows": 500}));
+    let (settled, span) = timed(|| reports_settled(&ids, Duration::from_secs(120)));
+    eprintln!("1000 reports made by 2 workers in {:.1} s after the last was queued", (span.end - span.start).as_secs_f64());
+    let mut by_worker: BTreeMap<String, usize> = BTreeMap::new();
+    for (id, r) in &settled {
+        assert_eq!(r["state"], "completed", "report {id}: {r}");
+        assert_eq!(r["result"]["sum"].as_u64(), Some(report_sum(500)), "report {id}: {r}");
+        assert_eq!(r["attempts"], 1, "report {id} was tried more than once: {r}");
+        *by_worker.entry(r["result"]["worker"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+    }
+    assert_eq!(by_worker.keys().collect::<Vec<_>>(), ["app-1-worker-1", "app-2-worker-1"], "both hosts' workers make reports: {by_worker:?}");
+    let twice: Vec<(String, usize)> = completions(&ids, mark).into_iter().filter(|(_, n)| *n != 1).collect();
+    assert!(twice.is_empty(), "reports not completed exactly once: {twice:?}");
+    // A report that always fails ends in the failed set after its attempts, with its reason.
+    let failing = post_reports(1, &serde_json::json!({"fail": true}));
+    let r = &reports_settled(&failing, Duration::from_secs(60))[&failing[0]];
+    assert_eq!((r["state"].as_str(), r["attempts"].as_u64()), (Some("failed"), Some(3)), "{r}");
+    assert!(r["failed_reason"].as_str().unwrap_or("").contains("always fails"), "{r}");
+}
+
+#[test]
+fn node_a_worker_killed_mid_job_loses_no_job() {
+    let _lab = node_lab();
+    // Long jobs, more than both workers take at once (4 each): some are in hand at the kill.
+    let mark = journal_mark();
+    let ids = post_reports(12, &serde_json::json!({"rows": 100, "ms": 4000}));
+    let c = crate::support::client();
+    let start = Instant::now();
+    while !ids.iter().any(|id| c.get(format!("{LB}/reports/{id}")).send().unwrap().json::<serde_json::Value>().unwrap()["state"] == "active") {
+        assert!(start.elapsed() < Duration::from_secs(20), "no report became active");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    docker_exec("hello-app-1", "systemctl kill -s KILL hello-worker@1.service");
+    // Its jobs' locks lapse (WORKER_LOCK_MS, 10 s) and a worker takes them again.
+    let settled = reports_settled(&ids, Duration::from_secs(90));
+    let mut stalled = 0;
+    for (id, r) in &settled {
+        assert_eq!(r["state"], "completed", "report {id} was lost with the killed worker: {r}");
+        assert_eq!(r["result"]["sum"].as_u64(), Some(report_sum(100)), "report {id}: {r}");
+        stalled += usize::from(r["stalled"].as_u64().unwrap_or(0) > 0);
+    }
+    assert!(stalled > 0, "the kill hit no job in hand: {settled:#?}");
+    let twice: Vec<(String, usize)> = completions(&ids, mark).into_iter().filter(|(_, n)| *n != 1).collect();
+    assert!(twice.is_empty(), "reports not completed exactly once: {twice:?}");
+    // systemd started the killed worker again; a restart after a failure is what doctor counts.
+    assert_eq!(docker_exec("hello-app-1", "systemctl is-active hello-worker@1.service").trim(), "active");
+}
+
+#[test]
+fn node_workers_rolled_for_their_own_settings_during_a_stream_of_jobs_lose_none_and_leave_the_web_instances() {
+    let _lab = node_lab();
+    let _restore = restore();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.yaml");
+    let src = std::fs::read_to_string(node_yaml()).unwrap();
+    let edited = src.replace("    drain_timeout: 30s ", "    env: {WORKER_CONCURRENCY: \"2\"}\n    drain_timeout: 30s ");
+    assert_ne!(edited, src);
+    std::fs::write(&file, edited).unwrap();
+    let web = invocations();
+    // A stream of jobs, each a second long, while apply rolls the workers one at a time.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poster = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut ids = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                ids.extend(post_reports(1, &serde_json::json!({"rows": 100, "ms": 1000})));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            ids
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let out = run_ok(&["apply", "-f", path(&file), "--release", path(&node_app_dir()), "--yes"]);
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ids = poster.join().unwrap();
+    let said = text(&out.stdout);
+    assert!(said.contains("rolling restart hello-worker@1.service") && !said.contains("hello@4000"), "{said}");
+    assert_eq!(invocations(), web, "the web instances restarted for the workers' settings");
+    let settled = reports_settled(&ids, Duration::from_secs(90));
+    for (id, r) in &settled {
+        assert_eq!(r["state"], "completed", "report {id}: {r}");
+        // Each worker finished its jobs in hand before it stopped: none was taken again.
+        assert_eq!((r["attempts"].as_u64(), r["stalled"].as_u64()), (Some(1), Some(0)), "report {id}: {r}");
+    }
+    eprintln!("{} reports queued while the workers rolled, every one made once", ids.len());
+    assert!(ids.len() >= 20, "{}", ids.len());
+    let env = docker_exec("hello-app-2", "tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value hello-worker@1.service)/environ");
+    assert!(env.lines().any(|l| l == "WORKER_CONCURRENCY=2"), "{env}");
 }
