@@ -248,6 +248,30 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
             errors_per_s: first(&errs).unwrap_or(0.0),
         });
     }
+    if let Some((workers, queue)) = t.app.workers.as_ref().and_then(|w| w.queue.as_ref().map(|q| (w, q))) {
+        // The recorded series of the queue (the rules' scalectl_queue_*), and the workers' units.
+        let sel = format!("{{queue=\"{}\"}}", queue.name);
+        let waiting = p.range(&format!("scalectl_queue_waiting{sel}"), window, step, end).await?;
+        let active = p.range(&format!("scalectl_queue_active{sel}"), window, step, end).await?;
+        let failed = p.instant(&format!("delta(scalectl_queue_failed{sel}[{w}])")).await?;
+        let completed = p.instant(&format!("delta(scalectl_queue_completed{sel}[{w}])")).await?;
+        let running = p.instant("sum(max by (worker) (scalectl_worker_up))").await?;
+        let first = |x: &Samples| x.first().map(|(_, v)| *v).filter(|v| v.is_finite());
+        let cores_of = |h: &crate::topology::Host| s.hosts.iter().find(|x| x.host == h.name).map_or(1, |x| x.cores);
+        s.queue = Some(QueueSample {
+            queue: queue.name.clone(),
+            waiting: waiting.first().map(|(_, v)| v.clone()).unwrap_or_default(),
+            active: active.first().map(|(_, v)| v.clone()).unwrap_or_default(),
+            failed: first(&failed).unwrap_or(0.0).max(0.0),
+            completed: (queue.kind == crate::topology::QueueKind::Bullmq).then(|| first(&completed).unwrap_or(0.0)),
+            workers: t.hosts.iter().map(|h| t.workers_on(h, cores_of(h)).len() as u32).sum(),
+            workers_up: first(&running).unwrap_or(0.0).round() as u32,
+            instances_per_host: match workers.instances {
+                crate::topology::Instances::Count(n) => Some(n.clamp(1, 256) as u32),
+                crate::topology::Instances::Max => None,
+            },
+        });
+    }
     let nginx = p.instant("max(nginx_up)").await?;
     if let Some((_, v)) = nginx.first() {
         let active = p.instant("sum(nginx_connections_active)").await?;

@@ -24,6 +24,9 @@ pub struct Snapshot {
     /// no remedy then.
     #[serde(default)]
     pub program: bool,
+    /// The queue the app's workers consume (app.workers.queue), when there is one.
+    #[serde(default)]
+    pub queue: Option<QueueSample>,
 }
 
 /// Thresholds from the topology (observability.alerts), defaults from common practice (scale out above 70% CPU).
@@ -52,6 +55,13 @@ pub struct Thresholds {
     /// Free space of the disk that holds /var/log (the log collector's files) below this: it fills.
     #[serde(default = "default_disk_available_percent")]
     pub disk_available_percent: f64,
+    /// Jobs waiting on the workers' queue below this are no backlog, growing or not.
+    #[serde(default = "default_queue_backlog_jobs")]
+    pub queue_backlog_jobs: f64,
+}
+
+fn default_queue_backlog_jobs() -> f64 {
+    10.0
 }
 
 fn default_disk_available_percent() -> f64 {
@@ -74,6 +84,7 @@ impl Default for Thresholds {
             crash_restarts: 3,
             leak_growth_percent: 25.0,
             disk_available_percent: default_disk_available_percent(),
+            queue_backlog_jobs: default_queue_backlog_jobs(),
         }
     }
 }
@@ -141,4 +152,25 @@ pub struct RedisSample {
 pub struct NginxSample {
     pub up: bool,
     pub active_connections: f64,
+}
+
+/// The workers' queue over the window, as the Redis exporter measured it (scalectl_queue_*), and
+/// the workers that consume it, as their hosts' systemd sees them (scalectl_worker_up).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct QueueSample {
+    pub queue: String,
+    /// Jobs waiting for a worker, oldest first.
+    pub waiting: Vec<f64>,
+    /// Jobs in the workers' hands.
+    pub active: Vec<f64>,
+    /// Jobs that failed for good within the window (past their retries: BullMQ's failed set, or
+    /// the stream's dead letters).
+    pub failed: f64,
+    /// Jobs completed within the window, where the queue keeps them (BullMQ; not a stream).
+    pub completed: Option<f64>,
+    /// Workers the topology runs, and those whose unit is active.
+    pub workers: u32,
+    pub workers_up: u32,
+    /// Workers per worker host as the topology says; None for `max` (one per core).
+    pub instances_per_host: Option<u32>,
 }

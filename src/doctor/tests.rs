@@ -275,3 +275,96 @@ fn a_snapshot_round_trips_through_json() {
     assert_eq!(back, s);
     assert_eq!(diagnose(&back, None), diagnose(&s, None));
 }
+
+/// The healthy fleet with a queue that keeps up: two workers per host on two hosts, a few jobs
+/// waiting and worked off, 1 failure in 500.
+fn with_queue() -> Snapshot {
+    let mut s = healthy();
+    s.queue = Some(QueueSample {
+        queue: "reports".into(),
+        waiting: vec![5.0, 3.0, 8.0, 2.0, 4.0, 6.0, 1.0, 3.0, 5.0, 2.0],
+        active: vec![3.0; 10],
+        failed: 1.0,
+        completed: Some(499.0),
+        workers: 4,
+        workers_up: 4,
+        instances_per_host: Some(2),
+    });
+    s
+}
+
+fn q(s: &mut Snapshot) -> &mut QueueSample {
+    s.queue.as_mut().unwrap()
+}
+
+#[test]
+fn a_queue_that_keeps_up_is_healthy() {
+    let d = diagnose(&with_queue(), None);
+    assert!(d.healthy, "{}", render_text(&d, false));
+    // A large backlog being worked off (falling) is no finding either.
+    let mut s = with_queue();
+    q(&mut s).waiting = (0..10).map(|i| 900.0 - 80.0 * i as f64).collect();
+    assert!(diagnose(&s, None).healthy);
+    // Nor a growing one below the backlog floor (a few jobs at a time).
+    let mut s = with_queue();
+    q(&mut s).waiting = (0..10).map(|i| i as f64).collect();
+    assert!(diagnose(&s, None).healthy);
+}
+
+#[test]
+fn a_backlog_growing_while_workers_take_jobs_says_add_workers() {
+    let mut s = with_queue();
+    q(&mut s).waiting = (0..10).map(|i| 20.0 + 30.0 * i as f64).collect();
+    let f = only(&s, "queue-backlog-add-workers");
+    assert_eq!(f.subject, "queue reports");
+    assert_eq!(f.evidence[0].value, 290.0);
+    assert_eq!(f.topology_edit.as_deref(), Some("app.workers.instances: 4   (or add a host with roles: [worker])"));
+    assert!(f.summary.contains("270 more than 300 s ago") && f.summary.contains("its 4 workers take jobs"), "{}", f.summary);
+    assert!(f.path.iter().any(|p| p.contains("workers taking jobs? yes: 3 in hand")), "{:?}", f.path);
+    // Workers at one per core: the edit is another worker host.
+    q(&mut s).instances_per_host = None;
+    assert!(only(&s, "queue-backlog-add-workers").topology_edit.unwrap().starts_with("hosts: add a host with roles: [worker]"));
+    // Slow requests are not explained by a queue (its jobs left the request).
+    for i in s.instances.iter_mut() {
+        i.p99_ms = Some(3000.0);
+    }
+    assert_eq!(ids(&diagnose(&s, None)), vec!["high-latency", "queue-backlog-add-workers"]);
+}
+
+#[test]
+fn a_backlog_with_no_job_in_hand_is_stuck_workers_and_missing_workers_are_down() {
+    let mut s = with_queue();
+    q(&mut s).waiting = (0..10).map(|i| 20.0 + 30.0 * i as f64).collect();
+    q(&mut s).active = vec![0.0; 10];
+    q(&mut s).completed = Some(0.0);
+    q(&mut s).failed = 0.0;
+    let f = only(&s, "workers-stuck");
+    assert_eq!(f.severity, Severity::Critical);
+    assert!(f.summary.contains("none of its 4 running workers"), "{}", f.summary);
+    // One worker of four not running: a warning, whatever the backlog.
+    let mut s = with_queue();
+    q(&mut s).workers_up = 3;
+    let f = only(&s, "workers-down");
+    assert_eq!((f.severity, f.summary.as_str()), (Severity::Warning, "1 of the 4 workers of queue reports are not running"));
+    // None running and a growing backlog: down, and critical; not also "stuck" or "add workers".
+    q(&mut s).workers_up = 0;
+    q(&mut s).waiting = (0..10).map(|i| 20.0 + 30.0 * i as f64).collect();
+    assert_eq!(only(&s, "workers-down").severity, Severity::Critical);
+}
+
+#[test]
+fn jobs_failing_for_good_above_the_error_threshold() {
+    let mut s = with_queue();
+    q(&mut s).failed = 30.0;
+    q(&mut s).completed = Some(470.0);
+    let f = only(&s, "jobs-failing");
+    assert_eq!(f.evidence[0].value, 6.0);
+    assert!(f.summary.contains("30 jobs of queue reports failed for good"), "{}", f.summary);
+    // A stream keeps no completed jobs: any dead letter is a finding.
+    q(&mut s).completed = None;
+    q(&mut s).failed = 1.0;
+    assert_eq!(only(&s, "jobs-failing").evidence[0].value, 100.0);
+    // 1% exactly is at the threshold, not above it.
+    q(&mut s).completed = Some(99.0);
+    assert!(diagnose(&s, None).healthy);
+}

@@ -80,6 +80,10 @@ pub const CHECKS: &[(&str, &str, &str, &str)] = &[
     ("fd-exhaustion", "critical", "an instance uses most of its open-files limit", "raise app.limits.nofile"),
     ("load-imbalance", "warning", "instances of equal weight get very unequal traffic", "load_balancer.strategy: least_conn; check weights"),
     ("connections-saturated", "warning", "requests pile up in flight on an instance", "add instances or hosts; check keep-alive and timeouts"),
+    ("workers-down", "critical", "workers of the queue are not running: its jobs wait", "read the workers' journal (scalectl logs); systemd restarts a worker that fails"),
+    ("workers-stuck", "critical", "jobs wait on the queue but no worker has one in hand", "read the workers' journal: stuck on a lock or a dependency, or consuming another queue (app.workers.queue)"),
+    ("queue-backlog-add-workers", "warning", "the queue's backlog grows while its workers take jobs: they cannot keep up", "add workers: app.workers.instances, or another host with the worker role"),
+    ("jobs-failing", "warning", "a share of the queue's jobs above the error threshold fails for good, past its retries", "read the failed jobs (BullMQ's failed set, or the stream's dead letters) and the workers' journal"),
     ("disk-filling", "warning", "the disk that holds /var/log (the log collector's files on the monitor host) is nearly full", "see who logs the most (du -sh /var/log/scalectl/*: each file keeps at most 100 MiB and 4 compressed generations); then a bigger disk, or a monitor host whose disk Redis does not share"),
 ];
 
@@ -150,9 +154,12 @@ pub fn diagnose(s: &Snapshot, previous: Option<&Diagnosis>) -> Diagnosis {
     host_disk(&mut w, s);
     redis(&mut w, s, &slow.step);
     balance(&mut w, s, &up, slow.total_rps);
+    let before_queue = w.findings.len();
+    queue(&mut w, s);
+    let queue_findings = w.findings.len() - before_queue;
     // Slow, and nothing above explains it: the bottleneck is outside the fleet's resources.
     let th = &s.thresholds;
-    let explained = w.findings[explained_before..].iter().any(|f| f.id != "load-imbalance" && f.id != "memory-leak-suspected" && f.id != "disk-filling");
+    let explained = w.findings[explained_before..w.findings.len() - queue_findings].iter().any(|f| f.id != "load-imbalance" && f.id != "memory-leak-suspected" && f.id != "disk-filling");
     if slow.slow && !explained {
         let p = w.ask("a saturated resource explains the latency?", "no: CPU, event loop, memory, Redis, files and connections are fine", true);
         let (p99, inst) = slow.worst_p99.as_ref().map(|(p, i)| (*p, i.as_str())).unwrap_or((0.0, ""));
@@ -401,4 +408,65 @@ fn balance(w: &mut Walk<'_>, s: &Snapshot, up: &[&InstanceSample], total_rps: f6
         }
     }
 
+}
+
+/// The workers' queue, asked whatever the requests' latency (its jobs left the request): are its
+/// workers running; does its backlog grow, and if so, do the workers take jobs (then they cannot
+/// keep up: more workers) or not (stuck); do its jobs fail for good beyond the error threshold.
+fn queue(w: &mut Walk<'_>, s: &Snapshot) {
+    let Some(q) = &s.queue else { return };
+    let th = &s.thresholds;
+    let subject = format!("queue {}", q.queue);
+    let missing = q.workers.saturating_sub(q.workers_up);
+    let p_up = w.ask(format!("{subject}: every worker running?"), if missing == 0 { format!("yes: {} of {}", q.workers_up, q.workers) } else { format!("no: {} of {} running", q.workers_up, q.workers) }, missing > 0);
+    if missing > 0 {
+        let severity = if q.workers_up == 0 { Severity::Critical } else { Severity::Warning };
+        w.find("workers-down", severity, &subject, format!("{missing} of the {} workers of {subject} are not running", q.workers),
+            ev("workers_up", &subject, q.workers_up as f64, q.workers as f64), vec![p_up.clone()], None);
+    }
+    // A backlog: jobs waiting now above the floor, and more than at the start of the window, rising
+    // in most steps (a burst being worked off falls instead).
+    let now = q.waiting.last().copied().filter(|v| v.is_finite()).unwrap_or(0.0);
+    let first = q.waiting.first().copied().filter(|v| v.is_finite()).unwrap_or(0.0);
+    let steps = q.waiting.len().saturating_sub(1);
+    let rising = if steps == 0 { 0.0 } else { q.waiting.windows(2).filter(|p| p[1] >= p[0]).count() as f64 / steps as f64 };
+    let growing = steps >= 2 && now > first && rising >= 0.6;
+    let backlog = growing && w.over("queue-backlog-add-workers", &subject, now, th.queue_backlog_jobs);
+    let p_backlog = w.ask(
+        format!("{subject}: backlog growing?"),
+        format!("{} ({now:.0} waiting, {first:.0} {} s ago; rising in {:.0}% of steps)", if backlog { "yes" } else { "no" }, s.window_s, rising * 100.0),
+        backlog,
+    );
+    if backlog && q.workers_up > 0 {
+        let active = median(&q.active).unwrap_or(0.0);
+        let taking = active > 0.0 || q.completed.is_some_and(|c| c > 0.0);
+        let p_taking = w.ask(format!("{subject}: workers taking jobs?"), if taking { format!("yes: {active:.0} in hand") } else { "no: none in hand, none completed".into() }, true);
+        let evidence = ev("queue_waiting", &subject, now, th.queue_backlog_jobs);
+        if taking {
+            let edit = match q.instances_per_host {
+                Some(n) => format!("app.workers.instances: {}   (or add a host with roles: [worker])", n * 2),
+                None => "hosts: add a host with roles: [worker]   (app.workers.instances is max: one per core)".to_string(),
+            };
+            w.find("queue-backlog-add-workers", Severity::Warning, &subject,
+                format!("{now:.0} jobs wait on {subject}, {:.0} more than {} s ago, while its {} workers take jobs: they cannot keep up", now - first, s.window_s, q.workers_up),
+                evidence, vec![p_up.clone(), p_backlog.clone(), p_taking], Some(edit));
+        } else {
+            w.find("workers-stuck", Severity::Critical, &subject, format!("{now:.0} jobs wait on {subject} but none of its {} running workers has one in hand", q.workers_up),
+                evidence, vec![p_up.clone(), p_backlog.clone(), p_taking], None);
+        }
+    }
+    // Failures for good (past the retries), as a share of what ended in the window where the queue
+    // keeps its completed jobs; else any dead letter counts.
+    if q.failed > 0.0 {
+        let (share, of) = match q.completed {
+            Some(c) => (100.0 * q.failed / (q.failed + c.max(0.0)), format!("of {:.0} jobs that ended", q.failed + c.max(0.0))),
+            None => (100.0, "reached the dead letters".to_string()),
+        };
+        let failing = w.over("jobs-failing", &subject, share, th.error_rate_percent);
+        let p = w.ask(format!("{subject}: jobs failing for good?"), format!("{} ({:.0} failed {of} in {} s: {share:.1}%, limit {}%)", if failing { "yes" } else { "no" }, q.failed, s.window_s, th.error_rate_percent), failing);
+        if failing {
+            w.find("jobs-failing", Severity::Warning, &subject, format!("{:.0} jobs of {subject} failed for good in {} s ({share:.1}%)", q.failed, s.window_s),
+                ev("jobs_failed_percent", &subject, share, th.error_rate_percent), vec![p], None);
+        }
+    }
 }

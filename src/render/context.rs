@@ -124,6 +124,8 @@ pub struct Ctx {
     /// The Prometheus jobs, the app's first (`Topology::scrape_jobs`).
     pub jobs: Vec<&'static str>,
     pub ports: Ports,
+    /// The queue the app's workers consume, as the Redis exporter measures it.
+    pub queue: Option<crate::topology::QueueMeasures>,
     pub version: &'static str,
 }
 
@@ -145,6 +147,7 @@ impl Ctx {
             scrapes: Vec::new(),
             jobs: t.scrape_jobs(),
             ports: Ports { node_exporter: ports::NODE_EXPORTER, redis_exporter: ports::REDIS_EXPORTER, nginx_exporter: ports::NGINX_EXPORTER, mtail: ports::MTAIL },
+            queue: t.app.workers.as_ref().and_then(|w| w.queue.as_ref()).map(|q| q.measures()),
             version: env!("CARGO_PKG_VERSION"),
         }
     }

@@ -158,6 +158,7 @@ pub fn render_secrets(t: &Topology, values: &SecretValues, templates: &Templates
         webhook => values.alertmanager_webhook.clone(),
         prometheus_password => values.prometheus_password.clone(),
         prometheus_password_bcrypt => values.prometheus_password.as_deref().map(prometheus_password_hash),
+        queue => t.app.workers.as_ref().and_then(|w| w.queue.as_ref()).map(|q| minijinja::Value::from(minijinja::value::Serde(q.measures()))),
     };
     let mut out = Vec::new();
     if t.target == Target::Docker {

@@ -70,6 +70,66 @@ pub struct Queue {
     pub name: String,
 }
 
+/// How Redis holds a queue, as the Redis exporter measures it and the rules read it: BullMQ's
+/// keys under its default prefix (`bull:NAME:wait`, a list; `active`, a list; `failed`,
+/// `completed`, `delayed` and `prioritized`, sorted sets), or a stream read by one consumer group
+/// (entries deleted once acknowledged, so that its length is what waits plus what is in hand) with
+/// its dead letters in `NAME:dead`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct QueueMeasures {
+    pub name: String,
+    /// Keys the exporter measures by size (`-check-single-keys`).
+    pub keys: Vec<String>,
+    /// Streams the exporter reads with XINFO (`-check-single-streams`).
+    pub streams: Vec<String>,
+    /// What the exporter's Redis user may do with them: those keys read-only, and the commands
+    /// that measure them.
+    pub exporter_acl: String,
+    /// PromQL over the exporter's series: jobs waiting for a worker, in a worker's hands, failed
+    /// for good (kept), and completed (kept; none for a stream, whose done entries are deleted).
+    pub waiting: String,
+    pub active: String,
+    pub failed: String,
+    pub completed: Option<String>,
+}
+
+impl Queue {
+    pub fn measures(&self) -> QueueMeasures {
+        let n = &self.name;
+        // A queue name may hold `.`: literal in the PromQL regex.
+        let re = n.replace('.', "\\\\.");
+        match self.kind {
+            QueueKind::Bullmq => {
+                let key = |k: &str| format!("bull:{n}:{k}");
+                let size = |k: &str| format!("sum(redis_key_size{{key=\"{}\"}})", key(k));
+                QueueMeasures {
+                    name: n.clone(),
+                    keys: ["wait", "paused", "prioritized", "active", "delayed", "failed", "completed"].iter().map(|k| key(k)).collect(),
+                    streams: Vec::new(),
+                    exporter_acl: format!("%R~bull:{n}:* +type +llen +zcard"),
+                    waiting: format!("sum(redis_key_size{{key=~\"bull:{re}:(wait|paused|prioritized)\"}})"),
+                    active: size("active"),
+                    failed: size("failed"),
+                    completed: Some(size("completed")),
+                }
+            }
+            QueueKind::Stream => {
+                let dead = format!("{n}:dead");
+                QueueMeasures {
+                    name: n.clone(),
+                    keys: Vec::new(),
+                    streams: vec![n.clone(), dead.clone()],
+                    exporter_acl: format!("%R~{n} %R~{dead} +type +xinfo|stream +xinfo|groups +xinfo|consumers"),
+                    waiting: format!("sum(redis_stream_length{{stream=\"{n}\"}}) - sum(redis_stream_group_messages_pending{{stream=\"{n}\"}})"),
+                    active: format!("sum(redis_stream_group_messages_pending{{stream=\"{n}\"}})"),
+                    failed: format!("sum(redis_stream_length{{stream=\"{dead}\"}})"),
+                    completed: None,
+                }
+            }
+        }
+    }
+}
+
 impl Workers {
     /// The argv one worker runs: `$(INSTANCE)` replaced by its name (`HOST-worker-N`).
     pub fn argv(&self, instance: &str) -> Vec<String> {

@@ -602,7 +602,7 @@ pub struct RawPrometheus {
 pub struct RawAlerts {
     /// p99 latency SLO, e.g. `1s` (beyond 1-2 s users leave). Default 1s.
     pub latency_p99: Option<Sp<String>>,
-    /// Share of 5xx responses, in percent. Default 1.
+    /// Share of 5xx responses, and of the workers' jobs that fail for good, in percent. Default 1.
     pub error_rate: Option<Sp<f64>>,
     /// CPU busy percent, sustained 10 minutes (autoscaling groups usually scale out at 70). Default 80.
     pub cpu: Option<Sp<f64>>,

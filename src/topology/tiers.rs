@@ -225,15 +225,13 @@ impl Topology {
                 file("systemd/scale-api.target.j2", format!("/etc/systemd/system/{app}.target")).rolls(),
                 file("systemd/scale-api.env.j2", format!("/etc/{app}/{app}.env")).mode(0o640).rolls(),
             ]);
-            if web {
-                // Each instance as systemd and the kernel see it, for the node exporter (any app).
-                files.extend([
-                    file("systemd/scalectl-instances.sh.j2", INSTANCES_SCRIPT).mode(0o755),
-                    file("systemd/scalectl-instances.service.j2", "/etc/systemd/system/scalectl-instances.service").restarts(INSTANCES_TIMER),
-                    file("systemd/scalectl-instances.timer.j2", "/etc/systemd/system/scalectl-instances.timer").restarts(INSTANCES_TIMER),
-                ]);
-                services.push(INSTANCES_TIMER);
-            }
+            // Each instance and worker as systemd and the kernel see it, for the node exporter (any app).
+            files.extend([
+                file("systemd/scalectl-instances.sh.j2", INSTANCES_SCRIPT).mode(0o755),
+                file("systemd/scalectl-instances.service.j2", "/etc/systemd/system/scalectl-instances.service").restarts(INSTANCES_TIMER),
+                file("systemd/scalectl-instances.timer.j2", "/etc/systemd/system/scalectl-instances.timer").restarts(INSTANCES_TIMER),
+            ]);
+            services.push(INSTANCES_TIMER);
             files.push(file("systemd/secrets.env.j2", format!("/etc/{app}/secrets.env")).mode(0o600).rolls().secret());
             out.push(tier("app", Some(if web { Role::App } else { Role::Worker }), &packages, &services, files, Vec::new()));
         }

@@ -672,3 +672,67 @@ fn node_workers_rolled_for_their_own_settings_during_a_stream_of_jobs_lose_none_
     let env = docker_exec("hello-app-2", "tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value hello-worker@1.service)/environ");
     assert!(env.lines().any(|l| l == "WORKER_CONCURRENCY=2"), "{env}");
 }
+
+/// One Prometheus value of `q` (the first series'), if any.
+fn query_one(q: &str) -> Option<f64> {
+    query(q).first().map(|(_, v)| *v)
+}
+
+/// A job load that one worker cannot keep up with: the queue's backlog, measured by the Redis
+/// exporter's checks of BullMQ's keys (through its own read-only ACL), grows, and doctor says to
+/// add workers, naming the topology edit.
+#[test]
+fn node_doctor_finds_a_growing_backlog_with_one_worker_and_says_add_workers() {
+    let _lab = node_lab_alone();
+    let _restore = restore();
+    // One worker (on app-1, taking one job at a time) for the whole fleet.
+    let src = std::fs::read_to_string(node_yaml()).unwrap();
+    let one = src
+        .replacen("  app-2: {address: hello-app-2, roles: [app, worker]}", "  app-2: {address: hello-app-2, roles: [app]}", 1)
+        .replacen("    instances: 1                   # per worker host", "    instances: 1\n    env: {WORKER_CONCURRENCY: \"1\"}   # per worker host", 1);
+    assert!(one.contains("roles: [app]}") && one.contains("WORKER_CONCURRENCY"), "node.yaml changed: edit this test\n{one}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.yaml");
+    std::fs::write(&file, one).unwrap();
+    run_ok(&["apply", "-f", path(&file), "--release", path(&node_app_dir()), "--yes"]);
+    assert_eq!(docker_exec("hello-app-2", "systemctl is-active hello-worker@1.service || true").trim(), "inactive", "app-2 no longer runs a worker");
+
+    // About 8 reports a second of 400 ms each: the one worker makes 2.5.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poster = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let c = crate::support::client();
+            let (mut posted, mut failed) = (0u32, Vec::new());
+            let end = Instant::now() + Duration::from_secs(150);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+                match c.post(format!("{LB}/reports")).json(&serde_json::json!({"rows": 1000, "ms": 400})).send() {
+                    Ok(r) if r.status() == 202 => posted += 1,
+                    Ok(r) => failed.push(format!("HTTP {}", r.status())),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                std::thread::sleep(Duration::from_millis(120));
+            }
+            (posted, failed)
+        })
+    };
+    let edit = |f: &serde_json::Value, _: &serde_json::Value| f["subject"] == "queue reports";
+    let (code, d) = crate::lab::doctor_until(path(&file), &["--window", "30s"], "queue-backlog-add-workers", &edit, Duration::from_secs(100));
+    // What Prometheus holds of the queue: the exporter's key sizes and the recorded series.
+    let wait_key = query_one(r#"redis_key_size{key="bull:reports:wait"}"#);
+    let waiting = query_one(r#"scalectl_queue_waiting{queue="reports"}"#);
+    let workers = query_one("sum(scalectl_worker_up)");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (posted, failed) = poster.join().unwrap();
+    eprintln!("{posted} reports posted; the exporter saw {wait_key:?} waiting in bull:reports:wait, recorded {waiting:?}; {workers:?} worker running");
+    assert!(failed.is_empty(), "POST /reports failed: {failed:?}");
+    assert!(wait_key.is_some_and(|w| w >= 10.0), "the exporter measures BullMQ's wait list: {wait_key:?}");
+    assert!(waiting.is_some_and(|w| w >= 10.0), "the rules record the queue's backlog: {waiting:?}");
+    assert_eq!(workers, Some(1.0), "the hosts measure their workers' units");
+    assert_eq!(code, Some(2), "{d:#}");
+    let f = d["findings"].as_array().unwrap().iter().find(|f| f["id"] == "queue-backlog-add-workers").unwrap_or_else(|| panic!("no queue-backlog-add-workers finding in {d:#}"));
+    assert_eq!(f["topology_edit"], "app.workers.instances: 2   (or add a host with roles: [worker])", "{f:#}");
+    assert!(f["summary"].as_str().unwrap().contains("while its 1 workers take jobs"), "{f:#}");
+    let path_text = f["path"].to_string();
+    assert!(path_text.contains("every worker running? yes: 1 of 1") && path_text.contains("workers taking jobs? yes"), "{f:#}");
+}

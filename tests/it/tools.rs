@@ -292,8 +292,11 @@ fn promtool_accepts_every_prometheus_config_and_rule_file() {
             std::fs::write(&p, &f.content).unwrap();
             let out = run(Command::new(&promtool).args(["check", "rules"]).arg(&p));
             assert!(out.status.success(), "promtool check rules on {example} {}:{}\n{}", f.host, f.path, text(&out));
-            // Two of them watch Redis, which a topology without it does not run.
-            let rules = if super::load_example(example).redis.is_some() { 12 } else { 10 };
+            // Two of them watch Redis, which a topology without it does not run; a queue of the
+            // workers adds its four recorded series and three alerts.
+            let t = super::load_example(example);
+            let queue = t.app.workers.as_ref().and_then(|w| w.queue.as_ref()).map_or(0, |_| 7);
+            let rules = if t.redis.is_some() { 12 } else { 10 } + queue;
             assert!(text(&out).contains(&format!("SUCCESS: {rules} rules found")), "{}", text(&out));
             checked += 1;
         }
@@ -555,21 +558,34 @@ fn the_ansible_redis_users_are_the_ones_apply_writes() {
     let pw = "test-only-password";
     let exporter = redis_exporter_password(pw);
     assert!(role.contains("scalectl_redis_exporter_password: \"{{ ('scalectl-exporter:' ~ scalectl_redis_password) | hash('sha256') }}\""), "the role derives the exporter's password otherwise");
-    let from_role: Vec<String> = role
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("user "))
-        .map(|l| {
-            l.replace("{{ scalectl_redis_password | hash('sha256') }}", &sha256_hex(pw.as_bytes()))
-                .replace("{{ scalectl_redis_exporter_password | hash('sha256') }}", &sha256_hex(exporter.as_bytes()))
-        })
-        .collect();
+    let queue_acl = "{{ (' ' ~ scalectl_queue_exporter_acl) if scalectl_queue_exporter_acl is defined else '' }}";
+    // Without a queue (the lab) and with one (the node example's, whose exporter may read its keys).
+    for example in ["node", "lab"] {
+        let t = crate::load_example(example);
+        // The inventory's value, as the role reads it.
+        let inventory = render_example(example).into_iter().find(|f| f.host == "ansible" && f.path == "inventory.yml").unwrap().content;
+        let inv: serde_json::Value = serde_saphyr::from_str(&inventory).unwrap();
+        let acl = inv["all"]["vars"]["scalectl_queue_exporter_acl"].as_str().map_or(String::new(), |a| format!(" {a}"));
+        assert_eq!(acl.is_empty(), example == "lab", "{example}: {inventory}");
+        let from_role: Vec<String> = role
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("user "))
+            .map(|l| {
+                l.replace("{{ scalectl_redis_password | hash('sha256') }}", &sha256_hex(pw.as_bytes()))
+                    .replace("{{ scalectl_redis_exporter_password | hash('sha256') }}", &sha256_hex(exporter.as_bytes()))
+                    .replace(queue_acl, &acl)
+            })
+            .collect();
+        let values = scalectl::render::SecretValues { redis_password: Some(pw.into()), ..Default::default() };
+        let secrets = scalectl::render::render_secrets(&t, &values, &Templates::embedded()).unwrap();
+        let auth = secrets.iter().find(|f| f.path == "/etc/redis/scalectl-auth.conf").unwrap();
+        let from_apply: Vec<String> = auth.content.lines().filter(|l| l.starts_with("user ")).map(String::from).collect();
+        assert_eq!(from_role, from_apply, "{example}");
+    }
     let t = crate::load_example("lab");
     let values = scalectl::render::SecretValues { redis_password: Some(pw.into()), ..Default::default() };
     let secrets = scalectl::render::render_secrets(&t, &values, &Templates::embedded()).unwrap();
-    let auth = secrets.iter().find(|f| f.path == "/etc/redis/scalectl-auth.conf").unwrap();
-    let from_apply: Vec<String> = auth.content.lines().filter(|l| l.starts_with("user ")).map(String::from).collect();
-    assert_eq!(from_role, from_apply);
     let json = secrets.iter().find(|f| f.path == scalectl::render::REDIS_EXPORTER_PASSWORDS).unwrap();
     let map: serde_json::Value = serde_json::from_str(&json.content).unwrap();
     assert_eq!(map, serde_json::json!({ format!("redis://127.0.0.1:{}", t.redis_port().unwrap()): exporter }));
@@ -1266,13 +1282,33 @@ fn dashboards_are_well_formed_and_use_the_provisioned_datasource() {
     }
 }
 
-/// Run promtool's unit tests (tests/it/promtool/lab_rules_test.yml) against `rules`.
-fn promtool_test_rules(rules: &str) -> Output {
+/// Run promtool's unit tests of tests/it/promtool/`tests` against `rules`.
+fn promtool_test_rules_of(tests: &str, rules: &str) -> Output {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("rules.yml"), rules).unwrap();
-    let tests = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/promtool/lab_rules_test.yml");
-    std::fs::copy(tests, dir.path().join("lab_rules_test.yml")).unwrap();
-    run(Command::new(require("promtool")).current_dir(dir.path()).args(["test", "rules", "lab_rules_test.yml"]))
+    std::fs::copy(format!("{}/tests/it/promtool/{tests}", env!("CARGO_MANIFEST_DIR")), dir.path().join(tests)).unwrap();
+    run(Command::new(require("promtool")).current_dir(dir.path()).args(["test", "rules", tests]))
+}
+
+/// Run promtool's unit tests (tests/it/promtool/lab_rules_test.yml) against `rules`.
+fn promtool_test_rules(rules: &str) -> Output {
+    promtool_test_rules_of("lab_rules_test.yml", rules)
+}
+
+/// The queue's recorded series and its alerts (QueueBacklogGrowing, JobsFailing, WorkersDown), as
+/// examples/node.yaml renders them, fire when they should and not before; a queue rule with a
+/// wrong key, threshold or window fails them.
+#[test]
+fn queue_rules_record_bullmq_keys_and_fire_when_they_should() {
+    let files = render_example("node");
+    let rules = files.into_iter().find(|f| f.path == "/etc/prometheus/scalectl/rules.yml").unwrap().content;
+    let out = promtool_test_rules_of("node_queue_rules_test.yml", &rules);
+    assert!(out.status.success(), "{}", text(&out));
+    for (from, to) in [("(wait|paused|prioritized)", "(wait|paused)"), ("deriv(scalectl_queue_waiting[10m]) > 0\n        for: 10m", "deriv(scalectl_queue_waiting[10m]) > 0\n        for: 30m"), ("0), 1) > 1.0", "0), 1) > 10.0"), ("scalectl_worker_up == 0", "scalectl_worker_up == 2")] {
+        assert!(rules.contains(from), "{from} not in\n{rules}");
+        let out = promtool_test_rules_of("node_queue_rules_test.yml", &rules.replacen(from, to, 1));
+        assert!(!out.status.success(), "promtool passed a broken queue rule ({from} -> {to})");
+    }
 }
 
 #[test]
