@@ -2,10 +2,12 @@
 //!
 //! Routes: `/` (light), `/heavy` (CPU work on a bounded pool), `/count` (Redis INCR), sessions
 //! (`/login`, `/profile`, `/logout`), `/users/{id}` (cache-aside over a slow stand-in database),
+//! `/jobs` and `/jobs/{id}` (slow work queued on a Redis stream for `scale-api worker`: jobs.rs),
 //! `/healthz`, `/readyz` and `/metrics`. Shared state lives in Redis so any instance serves any
 //! request; a circuit breaker keeps a dead Redis from costing every request a timeout.
 
 pub mod heavy;
+pub mod jobs;
 pub mod metrics;
 pub mod store;
 
@@ -64,6 +66,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Connections served at once; more are closed as they arrive.
     pub max_connections: usize,
+    /// The Redis stream `POST /jobs` queues on (the workers' queue).
+    pub jobs_queue: String,
 }
 
 pub struct AppState {
@@ -121,6 +125,8 @@ pub fn router(state: Shared) -> Router {
         .route("/profile", get(profile))
         .route("/logout", post(logout))
         .route("/users/{id}", get(get_user).put(put_user))
+        .route("/jobs", post(post_job))
+        .route("/jobs/{id}", get(get_job))
         .route(&live, get(healthz))
         .route(&ready, get(readyz))
         .route("/metrics", get(metrics_text))
@@ -189,6 +195,7 @@ pub enum ApiError {
     BadRequest(String),
     Unauthorized,
     NotFound,
+    NoSuchJob,
     Busy,
     Unavailable(String),
 }
@@ -199,6 +206,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "missing or unknown bearer token".into()),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "no such route".into()),
+            ApiError::NoSuchJob => (StatusCode::NOT_FOUND, "no such job".into()),
             ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "heavy-work queue is full".into()),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
         };
@@ -276,6 +284,35 @@ async fn logout(State(s): State<Shared>, headers: HeaderMap) -> Result<StatusCod
     let token = bearer(&headers)?;
     let _: i64 = s.redis("del", redis::cmd("DEL").arg(format!("session:{token}"))).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Queue a job for the workers: 202 with its id at once.
+async fn post_job(State(s): State<Shared>, body: Result<Json<jobs::JobRequest>, JsonRejection>) -> Result<Response, ApiError> {
+    let Json(job) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    job.check().map_err(ApiError::BadRequest)?;
+    let keys = jobs::Keys::new(&s.config.jobs_queue);
+    let id: u64 = s.redis("incr", redis::cmd("INCR").arg(keys.seq())).await?;
+    let _: String = s.redis("eval", &jobs::enqueue_cmd(&keys, id, &job)).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id.to_string(), "state": "waiting", "instance": s.config.instance }))).into_response())
+}
+
+/// A job's state (waiting, active, completed, failed), attempts, and its result or error.
+async fn get_job(State(s): State<Shared>, Path(raw): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let id: u64 = raw.parse().map_err(|_| ApiError::BadRequest("a job id is a number".into()))?;
+    let keys = jobs::Keys::new(&s.config.jobs_queue);
+    let h: std::collections::HashMap<String, String> = s.redis("hgetall", redis::cmd("HGETALL").arg(keys.job(&id.to_string()))).await?;
+    if h.is_empty() {
+        return Err(ApiError::NoSuchJob);
+    }
+    let number = |k: &str| h.get(k).and_then(|v| v.parse::<u64>().ok());
+    Ok(Json(json!({
+        "id": id.to_string(),
+        "state": h.get("state"),
+        "attempts": number("attempts"),
+        "result": h.get("result").and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok()),
+        "error": h.get("error"),
+        "worker": h.get("worker"),
+    })))
 }
 
 fn user_id(raw: &str) -> Result<u32, ApiError> {

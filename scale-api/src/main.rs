@@ -76,12 +76,26 @@ struct Args {
     /// Run N worker processes sharing the port (a number or `max` for one per core)
     #[arg(long, env = "WORKERS")]
     workers: Option<String>,
+    /// The Redis stream POST /jobs queues on, and `scale-api worker` consumes
+    #[arg(long, env = "JOBS_QUEUE", default_value = "jobs", value_parser = api::jobs::queue_name)]
+    jobs_queue: String,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Take jobs from the queue (a Redis stream, in the consumer group `workers`) until SIGTERM,
+    /// which lets the job in hand finish: what scalectl runs as the app's workers
+    Worker {
+        /// Take over a job another worker held this long without a word (it died or hung), and
+        /// retry a failed attempt after it
+        #[arg(long, env = "JOBS_CLAIM_IDLE", default_value = "30s", value_parser = humantime::parse_duration)]
+        claim_idle: Duration,
+        /// Attempts before a job goes to the dead letters (QUEUE:dead)
+        #[arg(long, env = "JOBS_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+        max_attempts: u32,
+    },
     /// Exit 0 when GET http://127.0.0.1:PORT/PATH answers 2xx (container health checks)
     Probe {
         #[arg(default_value = "/readyz")]
@@ -106,6 +120,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match (&args.command, &args.workers) {
             (Some(Cmd::Probe { path }), _) => probe(args.port, path).await,
+            (Some(Cmd::Worker { claim_idle, max_attempts }), _) => worker(&args, *claim_idle, *max_attempts).await,
             (None, Some(w)) if std::env::var_os("SCALE_API_WORKER").is_none() => supervise(w).await,
             (None, _) => run(&args).await,
         }
@@ -145,6 +160,7 @@ async fn run(a: &Args) -> anyhow::Result<()> {
         header_timeout: a.header_timeout,
         request_timeout: a.request_timeout,
         max_connections: a.max_connections.max(1),
+        jobs_queue: a.jobs_queue.clone(),
     };
     anyhow::ensure!(config.liveness_path != config.readiness_path, "liveness and readiness paths must differ");
     let state = AppState::new(config)?;
@@ -166,6 +182,18 @@ async fn run(a: &Args) -> anyhow::Result<()> {
     api::serve(listener, state, shutdown_signal()).await?;
     tracing::info!(instance, "stopped");
     Ok(())
+}
+
+/// `scale-api worker`: one consumer of the jobs queue, named by INSTANCE.
+async fn worker(a: &Args, claim_idle: Duration, max_attempts: u32) -> anyhow::Result<()> {
+    anyhow::ensure!(claim_idle >= Duration::from_millis(200), "--claim-idle must be at least 200ms");
+    let block = Duration::from_secs(1);
+    let password = a.redis_password.as_deref().filter(|p| !p.is_empty());
+    // A blocking read waits `block`: its answer gets that and more.
+    let conn = api::store::connect(&a.redis_url, password, block + Duration::from_secs(2)).map_err(|e| anyhow::anyhow!("bad REDIS_URL {}: {e}", a.redis_url))?;
+    let name = a.instance.clone().unwrap_or_else(|| format!("{}-worker-{}", hostname(), std::process::id()));
+    let config = api::jobs::WorkerConfig { name, queue: a.jobs_queue.clone(), claim_idle, max_attempts, block };
+    api::jobs::work(conn, config, shutdown_signal()).await
 }
 
 /// A listener; workers of one cluster share the port through SO_REUSEPORT.
@@ -242,7 +270,7 @@ async fn probe(port: u16, path: &str) -> anyhow::Result<()> {
 /// A health path: `/` followed by URL-safe characters, and not one of the API's own routes.
 fn health_path(s: &str) -> Result<String, String> {
     let ok = s.starts_with('/') && s.len() > 1 && s[1..].chars().all(|c| c.is_ascii_alphanumeric() || "/._-~".contains(c));
-    let taken = ["/", "/heavy", "/count", "/login", "/profile", "/logout", "/metrics"].contains(&s) || s.starts_with("/users/");
+    let taken = ["/", "/heavy", "/count", "/login", "/profile", "/logout", "/metrics", "/jobs"].contains(&s) || s.starts_with("/users/") || s.starts_with("/jobs/");
     if !ok {
         Err(format!("`{s}` is not a path such as /healthz"))
     } else if taken {

@@ -103,23 +103,7 @@ pub struct Store {
 
 impl Store {
     pub fn new(url: &str, password: Option<&str>, timeout: Duration, threshold: u32, cooldown: Duration) -> redis::RedisResult<Self> {
-        use redis::IntoConnectionInfo;
-        let mut info = url.into_connection_info()?;
-        // RESP3: the server's side of the connection is watched, so when Redis restarts the manager
-        // reconnects at once instead of the next request finding a dead connection.
-        let mut settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
-        if let Some(pw) = password {
-            // The password comes from REDIS_PASSWORD (a 0600 secrets file), never from the URL or a log.
-            settings = settings.set_password(pw);
-        }
-        info = info.set_redis_settings(settings);
-        let client = redis::Client::open(info)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let conn = connect(url, password, timeout)?;
         Ok(Store { conn, breaker: Arc::new(Breaker::new(threshold, cooldown)), errors: AtomicU64::new(0) })
     }
 
@@ -148,6 +132,28 @@ impl Store {
             }
         }
     }
+}
+
+/// A connection to Redis that reconnects by itself, each command given `timeout` (its answer
+/// included: a blocking read needs more than its block time).
+pub fn connect(url: &str, password: Option<&str>, timeout: Duration) -> redis::RedisResult<ConnectionManager> {
+    use redis::IntoConnectionInfo;
+    let mut info = url.into_connection_info()?;
+    // RESP3: the server's side of the connection is watched, so when Redis restarts the manager
+    // reconnects at once instead of the next request finding a dead connection.
+    let mut settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+    if let Some(pw) = password {
+        // The password comes from REDIS_PASSWORD (a 0600 secrets file), never from the URL or a log.
+        settings = settings.set_password(pw);
+    }
+    info = info.set_redis_settings(settings);
+    let client = redis::Client::open(info)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client, config)
 }
 
 #[cfg(test)]

@@ -500,3 +500,155 @@ fn made_up_methods_add_no_series() {
     assert!(methods.contains("other"), "{methods:?}");
     assert!(methods.iter().all(|m| ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "other"].contains(m)), "{methods:?}");
 }
+
+/// One `scale-api worker`, its log lines (JSON) kept.
+struct Worker {
+    child: Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Worker {
+    fn start(redis: &Redis, name: &str, claim_idle: &str) -> Worker {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("worker.log");
+        let child = Command::new(crate::support::scale_api())
+            .arg("worker")
+            .env("INSTANCE", name)
+            .env("REDIS_URL", redis.url())
+            .env("JOBS_CLAIM_IDLE", claim_idle)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let w = Worker { child, log, _dir: dir };
+        wait_until(|| w.log().contains("worker ready"), "the worker to join its group");
+        w
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, s: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), s).unwrap();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+fn post_job(port: u16, body: serde_json::Value) -> String {
+    let r = client().post(format!("http://127.0.0.1:{port}/jobs")).json(&body).send().unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().unwrap();
+    assert_eq!(status, 202, "POST /jobs: {text}");
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_str().unwrap().to_string()
+}
+
+/// The job's state, asked until it is `state` (or 20 s passed).
+fn job_until(port: u16, id: &str, state: &str) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let j = json(port, &format!("/jobs/{id}"));
+        if j["state"] == state || start.elapsed() > Duration::from_secs(20) {
+            return j;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn redis_cli(redis: &Redis, args: &[&str]) -> String {
+    let out = Command::new(require("redis-cli")).args(["-p", &redis.port.to_string()]).args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn jobs_posted_to_two_instances_each_complete_once_by_two_workers() {
+    let redis = Redis::start();
+    let (a, b) = (Api::start(&redis, "a", &[]), Api::start(&redis, "b", &[]));
+    let _workers = (Worker::start(&redis, "w1", "5s"), Worker::start(&redis, "w2", "5s"));
+    let ids: Vec<String> = (0..200).map(|i| post_job(if i % 2 == 0 { a.port } else { b.port }, serde_json::json!({"rows": 100 + i, "ms": 5}))).collect();
+    let mut by_worker = std::collections::BTreeMap::<String, u32>::new();
+    for (i, id) in ids.iter().enumerate() {
+        let j = job_until(a.port, id, "completed");
+        assert_eq!(j["state"], "completed", "{j}");
+        assert_eq!(j["result"]["rows"], 100 + i as u64, "{j}");
+        assert_eq!(j["attempts"], 1, "{j}");
+        *by_worker.entry(j["worker"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    assert_eq!(redis_cli(&redis, &["GET", "jobs:completed"]), "200", "each job completed once");
+    assert_eq!(by_worker.len(), 2, "both workers took jobs: {by_worker:?}");
+    // Done entries are deleted: the stream holds only what waits or is in hand.
+    assert_eq!(redis_cli(&redis, &["XLEN", "jobs"]), "0");
+    assert_eq!(get(a.port, "/jobs/99999").unwrap().0, 404);
+    assert_eq!(client().post(a.url("/jobs")).json(&serde_json::json!({"rows": 1, "ms": 99999})).send().unwrap().status().as_u16(), 400);
+    assert_eq!(client().post(a.url("/jobs")).json(&serde_json::json!({"rowz": 1})).send().unwrap().status().as_u16(), 400, "an unknown field is refused");
+}
+
+#[test]
+fn a_job_whose_worker_was_killed_mid_job_is_taken_over_and_completed() {
+    let redis = Redis::start();
+    let a = Api::start(&redis, "a", &[]);
+    let w1 = Worker::start(&redis, "w1", "1s");
+    let id = post_job(a.port, serde_json::json!({"ms": 3000}));
+    assert_eq!(job_until(a.port, &id, "active")["worker"], "w1");
+    w1.signal(nix::sys::signal::Signal::SIGKILL);
+    let _w2 = Worker::start(&redis, "w2", "1s");
+    let j = job_until(a.port, &id, "completed");
+    assert_eq!((j["state"].as_str(), j["worker"].as_str(), j["attempts"].as_u64()), (Some("completed"), Some("w2"), Some(2)), "{j}");
+    assert_eq!(redis_cli(&redis, &["GET", "jobs:completed"]), "1");
+}
+
+#[test]
+fn a_job_a_hung_worker_held_completes_once() {
+    use nix::sys::signal::Signal;
+    let redis = Redis::start();
+    let a = Api::start(&redis, "a", &[]);
+    let w1 = Worker::start(&redis, "w1", "1s");
+    let id = post_job(a.port, serde_json::json!({"ms": 2500}));
+    assert_eq!(job_until(a.port, &id, "active")["worker"], "w1");
+    // w1 hangs (it stops renewing its claim); w2 takes the job over after a second.
+    w1.signal(Signal::SIGSTOP);
+    let _w2 = Worker::start(&redis, "w2", "1s");
+    wait_until(|| _w2.log().contains("job started"), "w2 to take the job over");
+    w1.signal(Signal::SIGCONT);
+    let j = job_until(a.port, &id, "completed");
+    assert_eq!(j["state"], "completed", "{j}");
+    // Both finish it; one completes it, the other only acknowledges.
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(redis_cli(&redis, &["GET", "jobs:completed"]), "1", "w1: {}\nw2: {}", w1.log(), _w2.log());
+    assert_eq!(redis_cli(&redis, &["XPENDING", "jobs", "workers"]).lines().next(), Some("0"), "nothing left pending");
+}
+
+#[test]
+fn a_job_that_always_fails_reaches_the_dead_letters_after_its_attempts() {
+    let redis = Redis::start();
+    let a = Api::start(&redis, "a", &[]);
+    let _w = Worker::start(&redis, "w1", "300ms");
+    let id = post_job(a.port, serde_json::json!({"fail": true}));
+    let j = job_until(a.port, &id, "failed");
+    assert_eq!((j["state"].as_str(), j["attempts"].as_u64()), (Some("failed"), Some(3)), "{j}");
+    assert!(j["error"].as_str().unwrap().contains("always fails"), "{j}");
+    let dead = redis_cli(&redis, &["XRANGE", "jobs:dead", "-", "+"]);
+    assert!(dead.contains(&id) && dead.contains("always fails"), "{dead}");
+    assert_eq!(redis_cli(&redis, &["XLEN", "jobs"]), "0");
+    assert_eq!(redis_cli(&redis, &["GET", "jobs:completed"]), "");
+}
+
+#[test]
+fn sigterm_lets_a_worker_finish_the_job_in_hand_and_exit_0() {
+    let redis = Redis::start();
+    let a = Api::start(&redis, "a", &[]);
+    let mut w = Worker::start(&redis, "w1", "5s");
+    let id = post_job(a.port, serde_json::json!({"ms": 1500}));
+    job_until(a.port, &id, "active");
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    let exit = w.child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "{}", w.log());
+    let j = json(a.port, &format!("/jobs/{id}"));
+    assert_eq!((j["state"].as_str(), j["worker"].as_str()), (Some("completed"), Some("w1")), "{j}");
+}

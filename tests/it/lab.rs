@@ -1426,3 +1426,66 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
     }
     files
 }
+
+/// scale-api's own workers, on both app hosts, take the jobs posted through the load balancer
+/// from a Redis stream (its consumer group): each completes once, by the workers of both hosts; a
+/// job that always fails reaches the dead letters after 3 attempts. The Redis exporter reads the
+/// stream through its read-only ACL, Prometheus records the queue, the hosts report the workers.
+#[test]
+fn lab_scale_api_workers_take_jobs_from_a_stream_on_both_app_hosts() {
+    let _lab = lab();
+    let _restore = restore();
+    let src = std::fs::read_to_string(lab_yaml()).unwrap();
+    let edited = src
+        .replacen("  drain_timeout: 5s\n", "  drain_timeout: 5s\n  workers:\n    command: [scale-api, worker]\n    queue: {kind: stream, name: jobs}\n    env: {JOBS_CLAIM_IDLE: 1s}\n", 1)
+        .replace("roles: [app]}", "roles: [app, worker]}");
+    assert_eq!(edited.matches("roles: [app, worker]}").count(), 2, "lab.yaml changed: edit this test\n{edited}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lab.yaml");
+    std::fs::write(&file, &edited).unwrap();
+    let out = run_ok(&apply_args(file.to_str().unwrap(), release().to_str().unwrap()));
+    let applied = text(&out.stdout);
+    for host in ["lab-app-1", "lab-app-2"] {
+        assert_eq!(docker_exec(host, "systemctl is-active scale-api-worker@1.service").trim(), "active", "{applied}");
+    }
+    let c = client();
+    let post = |body: serde_json::Value| -> String {
+        let r = c.post(format!("{LB}/jobs")).json(&body).send().unwrap();
+        let status = r.status();
+        let v: serde_json::Value = r.json().unwrap();
+        assert_eq!(status, 202, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    };
+    let failing = post(serde_json::json!({"fail": true}));
+    let ids: Vec<String> = (0..300).map(|i| post(serde_json::json!({"rows": 1000 + i, "ms": 10}))).collect();
+    let settled = |id: &str| -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let v: serde_json::Value = c.get(format!("{LB}/jobs/{id}")).send().unwrap().json().unwrap();
+            if v["state"] == "completed" || v["state"] == "failed" || start.elapsed() > Duration::from_secs(60) {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let mut by_worker: BTreeMap<String, u32> = BTreeMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        let v = settled(id);
+        assert_eq!((v["state"].as_str(), v["result"]["rows"].as_u64()), (Some("completed"), Some(1000 + i as u64)), "{v}");
+        *by_worker.entry(v["worker"].as_str().unwrap_or("").to_string()).or_default() += 1;
+    }
+    eprintln!("300 jobs through the load balancer, by worker: {by_worker:?}");
+    assert_eq!(by_worker.keys().cloned().collect::<Vec<_>>(), ["app-1-worker-1", "app-2-worker-1"], "{by_worker:?}");
+    let v = settled(&failing);
+    assert_eq!((v["state"].as_str(), v["attempts"].as_u64()), (Some("failed"), Some(3)), "{v}");
+    // Prometheus: the stream measured (through the exporter's ACL), the queue recorded, the workers seen.
+    let start = Instant::now();
+    let seen = loop {
+        let seen = (prometheus_scalar(r#"scalectl_queue_failed{queue="jobs"}"#), prometheus_scalar(r#"scalectl_queue_waiting{queue="jobs"}"#), prometheus_scalar("sum(scalectl_worker_up)"));
+        if seen == (Some(1.0), Some(0.0), Some(2.0)) || start.elapsed() > Duration::from_secs(30) {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert_eq!(seen, (Some(1.0), Some(0.0), Some(2.0)), "dead letters, jobs waiting, workers running as Prometheus has them");
+}

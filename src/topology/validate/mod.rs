@@ -270,10 +270,22 @@ impl V {
     /// The worker kind: an argv of the release with no port, its own env and drain timeout.
     fn workers(&mut self, w: &RawWorkers, a: &RawApp, target: Target) -> Workers {
         if a.program.is_none() {
-            self.push(
-                Problem::at(w.command.loc(), "app.workers runs workers of your own program's release; scale-api has no worker process yet")
-                    .help("add app.program (your app and its worker, such as [node, worker.js]), or remove app.workers"),
-            );
+            // scale-api's own worker: its release's binary, on a Redis stream.
+            if w.command.value().first().map(|c| c.value().as_str()) != Some(SCALE_API) {
+                self.push(
+                    Problem::at(w.command.loc(), "without app.program the workers are scale-api's own: `command: [scale-api, worker]`")
+                        .help("run scale-api's worker, or add app.program (your app and its worker, such as [node, worker.js])"),
+                );
+            }
+            match &w.queue {
+                Some(q) if *q.kind.value() == QueueKind::Stream => {}
+                Some(q) => self.push(
+                    Problem::at(q.kind.loc(), "scale-api's worker consumes a Redis stream, not a BullMQ queue").help("queue: {kind: stream, name: jobs}"),
+                ),
+                None => self.push(
+                    Problem::at(w.command.loc(), "scale-api's worker needs its queue named: it is the stream that POST /jobs adds to").help("queue: {kind: stream, name: jobs}"),
+                ),
+            }
         }
         if target == Target::Docker {
             self.push(

@@ -1,0 +1,310 @@
+//! Jobs on a Redis stream: `POST /jobs` queues one and answers 202 with its id, `GET /jobs/{id}`
+//! tells its state and result, and `scale-api worker` takes them in a consumer group.
+//!
+//! A job is an entry of the stream `QUEUE` (default `jobs`) holding its id, and a hash
+//! `QUEUE:job:ID` holding its state, attempts, payload, result and error. A worker first takes over,
+//! with XAUTOCLAIM, the entries another consumer held longer than `claim_idle` without a word (a
+//! worker that died or hung mid-job, or an attempt that failed and waits its retry), then reads new
+//! ones with XREADGROUP. While it works on a job it claims the entry again every half of
+//! `claim_idle`, so a slow job is not taken from a live worker. A job ends in one Lua script: its
+//! result or failure stored, the entry acknowledged and deleted (the stream's length is then what
+//! waits plus what is in hand), all or nothing. A job a hung worker still held when another took it
+//! completes once: whichever ends second finds it completed and only acknowledges. A job that
+//! failed `max_attempts` times goes to the dead letters, the stream `QUEUE:dead`, with its error.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use serde::{Deserialize, Serialize};
+
+/// The consumer group every worker of a queue joins.
+pub const GROUP: &str = "workers";
+
+/// What a client asks of a job: a sum over `rows` rows, waiting `ms` as a slow dependency would;
+/// `fail` makes every attempt fail (to see retries and the dead letters).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    #[serde(default = "default_rows")]
+    pub rows: u64,
+    #[serde(default)]
+    pub ms: u64,
+    #[serde(default)]
+    pub fail: bool,
+}
+
+fn default_rows() -> u64 {
+    1000
+}
+
+impl JobRequest {
+    pub fn check(&self) -> Result<(), String> {
+        if self.rows > 10_000_000 {
+            return Err("rows must be at most 10000000".into());
+        }
+        if self.ms > 60_000 {
+            return Err("ms must be at most 60000".into());
+        }
+        Ok(())
+    }
+}
+
+/// The keys of one queue.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub stream: String,
+}
+
+impl Keys {
+    pub fn new(queue: &str) -> Keys {
+        Keys { stream: queue.to_string() }
+    }
+    pub fn job(&self, id: &str) -> String {
+        format!("{}:job:{id}", self.stream)
+    }
+    pub fn seq(&self) -> String {
+        format!("{}:seq", self.stream)
+    }
+    pub fn dead(&self) -> String {
+        format!("{}:dead", self.stream)
+    }
+    /// How many jobs completed (once each): what a test counts against what it posted.
+    pub fn completed(&self) -> String {
+        format!("{}:completed", self.stream)
+    }
+}
+
+/// A queue name as the topology's `app.workers.queue.name` allows it.
+pub fn queue_name(s: &str) -> Result<String, String> {
+    if !s.is_empty() && s.len() <= 100 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("`{s}` is not a queue name: 1 to 100 letters, digits and -_.:"))
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The job's hash and its entry, together: the entry carries the job's id.
+const ENQUEUE: &str = r"
+redis.call('HSET', KEYS[1], 'state', 'waiting', 'attempts', 0, 'payload', ARGV[2], 'created_ms', ARGV[3])
+return redis.call('XADD', KEYS[2], '*', 'id', ARGV[1])
+";
+
+/// The command that stores job `id` and queues it (after `INCR` of [`Keys::seq`] gave the id).
+pub fn enqueue_cmd(keys: &Keys, id: u64, job: &JobRequest) -> redis::Cmd {
+    let payload = serde_json::to_string(job).unwrap_or_default();
+    let mut c = redis::cmd("EVAL");
+    c.arg(ENQUEUE).arg(2).arg(keys.job(&id.to_string())).arg(&keys.stream).arg(id).arg(payload).arg(now_ms());
+    c
+}
+
+/// A job done: its result stored once, its entry acknowledged and deleted. 1 if this call
+/// completed it, 0 if it was already completed (a worker that hung while another took it).
+const COMPLETE: &str = r"
+if redis.call('HGET', KEYS[1], 'state') ~= 'completed' then
+  redis.call('HSET', KEYS[1], 'state', 'completed', 'result', ARGV[3], 'worker', ARGV[4], 'finished_ms', ARGV[5])
+  redis.call('HDEL', KEYS[1], 'error')
+  redis.call('INCR', KEYS[3])
+  redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[2], ARGV[2])
+  return 1
+end
+redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[2], ARGV[2])
+return 0
+";
+
+/// A job given up: failed for good, a dead letter written, its entry acknowledged and deleted
+/// (unless it completed meanwhile).
+const GIVE_UP: &str = r"
+if redis.call('HGET', KEYS[1], 'state') ~= 'completed' then
+  redis.call('HSET', KEYS[1], 'state', 'failed', 'error', ARGV[3], 'worker', ARGV[4], 'finished_ms', ARGV[5])
+  redis.call('XADD', KEYS[3], '*', 'id', ARGV[6], 'error', ARGV[3], 'attempts', ARGV[7])
+end
+redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[2], ARGV[2])
+return 1
+";
+
+/// The work itself: a sum over the rows, and a wait as a slow dependency would take.
+pub async fn run_job(job: &JobRequest) -> Result<serde_json::Value, String> {
+    if job.ms > 0 {
+        tokio::time::sleep(Duration::from_millis(job.ms)).await;
+    }
+    if job.fail {
+        return Err("this job always fails (fail: true)".into());
+    }
+    let sum = (0..job.rows).fold(0u64, |acc, i| acc.wrapping_add(i.wrapping_mul(i) % 1_000_003));
+    Ok(serde_json::json!({ "rows": job.rows, "sum": sum }))
+}
+
+/// What `scale-api worker` is told.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The consumer's name in the group: the worker's INSTANCE.
+    pub name: String,
+    pub queue: String,
+    pub claim_idle: Duration,
+    pub max_attempts: u32,
+    /// How long one XREADGROUP waits for a new entry.
+    pub block: Duration,
+}
+
+/// Consume the queue until `stop` resolves: the job in hand is finished first.
+pub async fn work(mut conn: ConnectionManager, c: WorkerConfig, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let keys = Keys::new(&c.queue);
+    // The group reads the stream from its start: jobs queued before any worker started are taken.
+    let made: redis::RedisResult<()> = redis::cmd("XGROUP").arg("CREATE").arg(&keys.stream).arg(GROUP).arg("0").arg("MKSTREAM").query_async(&mut conn).await;
+    match made {
+        Err(e) if e.code() != Some("BUSYGROUP") => return Err(e).context("cannot create the consumer group"),
+        _ => {}
+    }
+    tracing::info!(queue = %c.queue, consumer = %c.name, "worker ready");
+    tokio::pin!(stop);
+    loop {
+        // Waiting for work can stop; working cannot (the job in hand is finished). An XREADGROUP
+        // cut short may leave an entry delivered to this consumer unseen: it stays pending, and
+        // a worker takes it over after `claim_idle`.
+        let next = tokio::select! {
+            _ = &mut stop => break,
+            next = next_entries(&mut conn, &keys, &c) => next,
+        };
+        match next {
+            Ok(entries) => {
+                for e in entries {
+                    if let Err(err) = process(&mut conn, &keys, &c, &e).await {
+                        tracing::warn!(entry = %e.id, error = %format!("{err:#}"), "job not recorded: it stays pending and is taken again");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the queue; trying again in 1 s");
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+    tracing::info!(consumer = %c.name, "worker stopped");
+    Ok(())
+}
+
+/// What another consumer held too long first, else what is new.
+async fn next_entries(conn: &mut ConnectionManager, keys: &Keys, c: &WorkerConfig) -> redis::RedisResult<Vec<StreamId>> {
+    let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+        .arg(&keys.stream)
+        .arg(GROUP)
+        .arg(&c.name)
+        .arg(c.claim_idle.as_millis() as u64)
+        .arg("0-0")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    if !claimed.claimed.is_empty() {
+        return Ok(claimed.claimed);
+    }
+    let read: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg(&c.name)
+        .arg("COUNT")
+        .arg(1)
+        .arg("BLOCK")
+        .arg(c.block.as_millis() as u64)
+        .arg("STREAMS")
+        .arg(&keys.stream)
+        .arg(">")
+        .query_async(conn)
+        .await?;
+    Ok(read.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect()).unwrap_or_default())
+}
+
+/// One attempt at one entry's job, kept claimed while it runs.
+async fn process(conn: &mut ConnectionManager, keys: &Keys, c: &WorkerConfig, e: &StreamId) -> anyhow::Result<()> {
+    let id: String = e.get("id").context("an entry without a job id")?;
+    let hash = keys.job(&id);
+    let attempts: u32 = redis::cmd("HINCRBY").arg(&hash).arg("attempts").arg(1).query_async(conn).await?;
+    let (state, payload): (Option<String>, Option<String>) = redis::cmd("HMGET").arg(&hash).arg("state").arg("payload").query_async(conn).await?;
+    let finish = |script: &str, outcome: &str| {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(script).arg(3).arg(&hash).arg(&keys.stream);
+        cmd.arg(if script == COMPLETE { keys.completed() } else { keys.dead() });
+        cmd.arg(GROUP).arg(&e.id).arg(outcome).arg(&c.name).arg(now_ms()).arg(&id).arg(attempts);
+        cmd
+    };
+    if state.as_deref() == Some("completed") {
+        // Completed by a worker that held it before: acknowledge only.
+        let _: i64 = finish(COMPLETE, "").query_async(conn).await?;
+        return Ok(());
+    }
+    let job: Result<JobRequest, String> = payload.ok_or_else(|| "the job's record is gone".to_string()).and_then(|p| serde_json::from_str(&p).map_err(|e| format!("a payload that is not a job: {e}")));
+    let _: () = redis::cmd("HSET").arg(&hash).arg("state").arg("active").arg("worker").arg(&c.name).query_async(conn).await?;
+    tracing::info!(job = %id, attempt = attempts, "job started");
+    let outcome = match job {
+        Ok(job) => {
+            // Claimed again every half of claim_idle while it runs: the job stays this worker's.
+            let mut keep = conn.clone();
+            let run = run_job(&job);
+            tokio::pin!(run);
+            let mut tick = tokio::time::interval(c.claim_idle / 2);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    r = &mut run => break r,
+                    _ = tick.tick() => {
+                        let kept: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM").arg(&keys.stream).arg(GROUP).arg(&c.name).arg(0).arg(&e.id).arg("JUSTID").query_async(&mut keep).await;
+                        if let Err(err) = kept {
+                            tracing::warn!(job = %id, error = %err, "cannot keep the job claimed");
+                        }
+                    }
+                }
+            }
+        }
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(result) => {
+            let done: i64 = finish(COMPLETE, &result.to_string()).query_async(conn).await?;
+            tracing::info!(job = %id, attempt = attempts, first = done == 1, "job completed");
+        }
+        Err(error) if attempts >= c.max_attempts => {
+            let _: i64 = finish(GIVE_UP, &error).query_async(conn).await?;
+            tracing::warn!(job = %id, attempts, error, "job failed for good: in the dead letters");
+        }
+        Err(error) => {
+            // Left pending: taken again (by any worker) once idle for claim_idle.
+            let _: () = redis::cmd("HSET").arg(&hash).arg("state").arg("waiting").arg("error").arg(&error).query_async(conn).await?;
+            tracing::warn!(job = %id, attempt = attempts, error, "job failed; it is retried");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_names_are_bounded() {
+        assert!(JobRequest { rows: 10_000_001, ms: 0, fail: false }.check().is_err());
+        assert!(JobRequest { rows: 1, ms: 60_001, fail: false }.check().is_err());
+        assert!(JobRequest { rows: 1, ms: 10, fail: true }.check().is_ok());
+        assert!(queue_name("jobs:email.v2").is_ok() && queue_name("a b").is_err() && queue_name("").is_err());
+        let k = Keys::new("jobs");
+        assert_eq!((k.job("7"), k.seq(), k.dead(), k.completed()), ("jobs:job:7".into(), "jobs:seq".into(), "jobs:dead".into(), "jobs:completed".into()));
+    }
+
+    #[tokio::test]
+    async fn a_job_sums_its_rows_or_fails_as_asked() {
+        assert_eq!(run_job(&JobRequest { rows: 4, ms: 0, fail: false }).await.unwrap()["sum"], 14);
+        assert!(run_job(&JobRequest { rows: 4, ms: 1, fail: true }).await.is_err());
+    }
+}
