@@ -2,18 +2,19 @@
 //! tells its state and result, and `scale-api worker` takes them in a consumer group.
 //!
 //! A job is an entry of the stream `QUEUE` (default `jobs`) holding its id, and a hash
-//! `QUEUE:job:ID` holding its state, attempts, payload, result and error. A worker first takes over,
-//! with XAUTOCLAIM, the entries another consumer held longer than `claim_idle` without a word (a
-//! worker that died or hung mid-job, or an attempt that failed and waits its retry), then reads new
-//! ones with XREADGROUP. While it works on a job it claims the entry again every half of
-//! `claim_idle`, so a slow job is not taken from a live worker. A job ends in one Lua script: its
+//! `QUEUE:job:ID` holding its state, attempts, payload, result and error. Every half of `claim_idle`
+//! (and whenever nothing new came) a worker takes over, with XAUTOCLAIM, an entry another consumer
+//! held longer than `claim_idle` without a word (a worker that died or hung mid-job, or an attempt
+//! that failed and waits its retry); otherwise it reads a new one with XREADGROUP. While it works
+//! on a job it claims the entry again every half of `claim_idle`, so a slow job is not taken from
+//! a live worker. A job ends in one Lua script: its
 //! result or failure stored, the entry acknowledged and deleted (the stream's length is then what
 //! waits plus what is in hand), all or nothing. A job a hung worker still held when another took it
 //! completes once: whichever ends second finds it completed and only acknowledges. A job that
 //! failed `max_attempts` times goes to the dead letters, the stream `QUEUE:dead`, with its error.
 
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use redis::aio::ConnectionManager;
@@ -104,6 +105,17 @@ pub fn enqueue_cmd(keys: &Keys, id: u64, job: &JobRequest) -> redis::Cmd {
     c
 }
 
+/// An attempt begins: counted, and the job marked active with its worker unless it completed
+/// already. Its attempts, state before, and payload.
+const START: &str = r"
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'completed' then
+  redis.call('HSET', KEYS[1], 'state', 'active', 'worker', ARGV[1])
+end
+return {attempts, state, redis.call('HGET', KEYS[1], 'payload')}
+";
+
 /// A job done: its result stored once, its entry acknowledged and deleted. 1 if this call
 /// completed it, 0 if it was already completed (a worker that hung while another took it).
 const COMPLETE: &str = r"
@@ -167,13 +179,14 @@ pub async fn work(mut conn: ConnectionManager, c: WorkerConfig, stop: impl Futur
     }
     tracing::info!(queue = %c.queue, consumer = %c.name, "worker ready");
     tokio::pin!(stop);
+    let mut claimed_at = None;
     loop {
         // Waiting for work can stop; working cannot (the job in hand is finished). An XREADGROUP
         // cut short may leave an entry delivered to this consumer unseen: it stays pending, and
         // a worker takes it over after `claim_idle`.
         let next = tokio::select! {
             _ = &mut stop => break,
-            next = next_entries(&mut conn, &keys, &c) => next,
+            next = next_entries(&mut conn, &keys, &c, &mut claimed_at) => next,
         };
         match next {
             Ok(entries) => {
@@ -196,20 +209,25 @@ pub async fn work(mut conn: ConnectionManager, c: WorkerConfig, stop: impl Futur
     Ok(())
 }
 
-/// What another consumer held too long first, else what is new.
-async fn next_entries(conn: &mut ConnectionManager, keys: &Keys, c: &WorkerConfig) -> redis::RedisResult<Vec<StreamId>> {
-    let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-        .arg(&keys.stream)
-        .arg(GROUP)
-        .arg(&c.name)
-        .arg(c.claim_idle.as_millis() as u64)
-        .arg("0-0")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(conn)
-        .await?;
-    if !claimed.claimed.is_empty() {
-        return Ok(claimed.claimed);
+/// What another consumer held too long, looked for every half of `claim_idle` (and whenever the
+/// stream had nothing new); else what is new.
+async fn next_entries(conn: &mut ConnectionManager, keys: &Keys, c: &WorkerConfig, claimed_at: &mut Option<Instant>) -> redis::RedisResult<Vec<StreamId>> {
+    if claimed_at.is_none_or(|at| at.elapsed() >= c.claim_idle / 2) {
+        let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(&keys.stream)
+            .arg(GROUP)
+            .arg(&c.name)
+            .arg(c.claim_idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(conn)
+            .await?;
+        if !claimed.claimed.is_empty() {
+            // More may be due: look again at the next turn.
+            return Ok(claimed.claimed);
+        }
+        *claimed_at = Some(Instant::now());
     }
     let read: Option<StreamReadReply> = redis::cmd("XREADGROUP")
         .arg("GROUP")
@@ -224,15 +242,19 @@ async fn next_entries(conn: &mut ConnectionManager, keys: &Keys, c: &WorkerConfi
         .arg(">")
         .query_async(conn)
         .await?;
-    Ok(read.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect()).unwrap_or_default())
+    let new: Vec<StreamId> = read.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect()).unwrap_or_default();
+    if new.is_empty() {
+        *claimed_at = None;
+    }
+    Ok(new)
 }
 
 /// One attempt at one entry's job, kept claimed while it runs.
 async fn process(conn: &mut ConnectionManager, keys: &Keys, c: &WorkerConfig, e: &StreamId) -> anyhow::Result<()> {
     let id: String = e.get("id").context("an entry without a job id")?;
     let hash = keys.job(&id);
-    let attempts: u32 = redis::cmd("HINCRBY").arg(&hash).arg("attempts").arg(1).query_async(conn).await?;
-    let (state, payload): (Option<String>, Option<String>) = redis::cmd("HMGET").arg(&hash).arg("state").arg("payload").query_async(conn).await?;
+    let (attempts, state, payload): (u32, Option<String>, Option<String>) =
+        redis::cmd("EVAL").arg(START).arg(1).arg(&hash).arg(&c.name).query_async(conn).await?;
     let finish = |script: &str, outcome: &str| {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(script).arg(3).arg(&hash).arg(&keys.stream);
@@ -246,7 +268,6 @@ async fn process(conn: &mut ConnectionManager, keys: &Keys, c: &WorkerConfig, e:
         return Ok(());
     }
     let job: Result<JobRequest, String> = payload.ok_or_else(|| "the job's record is gone".to_string()).and_then(|p| serde_json::from_str(&p).map_err(|e| format!("a payload that is not a job: {e}")));
-    let _: () = redis::cmd("HSET").arg(&hash).arg("state").arg("active").arg("worker").arg(&c.name).query_async(conn).await?;
     tracing::info!(job = %id, attempt = attempts, "job started");
     let outcome = match job {
         Ok(job) => {
@@ -254,8 +275,8 @@ async fn process(conn: &mut ConnectionManager, keys: &Keys, c: &WorkerConfig, e:
             let mut keep = conn.clone();
             let run = run_job(&job);
             tokio::pin!(run);
-            let mut tick = tokio::time::interval(c.claim_idle / 2);
-            tick.tick().await;
+            let period = c.claim_idle / 2;
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             loop {
                 tokio::select! {
                     r = &mut run => break r,
