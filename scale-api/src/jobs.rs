@@ -11,7 +11,10 @@
 //! result or failure stored, the entry acknowledged and deleted (the stream's length is then what
 //! waits plus what is in hand), all or nothing. A job a hung worker still held when another took it
 //! completes once: whichever ends second finds it completed and only acknowledges. A job that
-//! failed `max_attempts` times goes to the dead letters, the stream `QUEUE:dead`, with its error.
+//! failed `max_attempts` times goes to the dead letters, the stream `QUEUE:dead` (trimmed to about
+//! 10,000), with its error. An ended job's record expires (completed after an hour, failed after a
+//! day): Redis that holds a queue evicts nothing, so nothing may grow without end. A worker that
+//! finds the group gone (Redis restarted without persistence) makes it again.
 
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -105,15 +108,40 @@ pub fn enqueue_cmd(keys: &Keys, id: u64, job: &JobRequest) -> redis::Cmd {
     c
 }
 
-/// An attempt begins: counted, and the job marked active with its worker unless it completed
+/// An attempt begins: counted, and the job marked active with its worker unless it ended
 /// already. Its attempts, state before, and payload.
 const START: &str = r"
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 local state = redis.call('HGET', KEYS[1], 'state')
-if state ~= 'completed' then
+if state ~= 'completed' and state ~= 'failed' then
   redis.call('HSET', KEYS[1], 'state', 'active', 'worker', ARGV[1])
 end
 return {attempts, state, redis.call('HGET', KEYS[1], 'payload')}
+";
+
+/// How long a job's record stays once it ended: a client has this long to read its result.
+pub const COMPLETED_KEPT_S: u64 = 3600;
+pub const FAILED_KEPT_S: u64 = 86_400;
+/// Dead letters kept (about: the stream is trimmed as it grows).
+pub const DEAD_LETTERS_KEPT: u64 = 10_000;
+
+/// An attempt failed, the job to be retried: said so, unless it ended meanwhile.
+const RETRY: &str = r"
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'completed' or state == 'failed' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'waiting', 'error', ARGV[1])
+return 1
+";
+
+/// The job in hand kept this worker's (its idle time reset), only while it is: once another
+/// worker took it over, this one does not take it back.
+const KEEP: &str = r"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if p[1] and p[1][2] == ARGV[3] then
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+  return 1
+end
+return 0
 ";
 
 /// A job done: its result stored once, its entry acknowledged and deleted. 1 if this call
@@ -122,6 +150,7 @@ const COMPLETE: &str = r"
 if redis.call('HGET', KEYS[1], 'state') ~= 'completed' then
   redis.call('HSET', KEYS[1], 'state', 'completed', 'result', ARGV[3], 'worker', ARGV[4], 'finished_ms', ARGV[5])
   redis.call('HDEL', KEYS[1], 'error')
+  redis.call('EXPIRE', KEYS[1], ARGV[8])
   redis.call('INCR', KEYS[3])
   redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
   redis.call('XDEL', KEYS[2], ARGV[2])
@@ -135,9 +164,11 @@ return 0
 /// A job given up: failed for good, a dead letter written, its entry acknowledged and deleted
 /// (unless it completed meanwhile).
 const GIVE_UP: &str = r"
-if redis.call('HGET', KEYS[1], 'state') ~= 'completed' then
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'completed' and state ~= 'failed' then
   redis.call('HSET', KEYS[1], 'state', 'failed', 'error', ARGV[3], 'worker', ARGV[4], 'finished_ms', ARGV[5])
-  redis.call('XADD', KEYS[3], '*', 'id', ARGV[6], 'error', ARGV[3], 'attempts', ARGV[7])
+  redis.call('EXPIRE', KEYS[1], ARGV[8])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'id', ARGV[6], 'error', ARGV[3], 'attempts', ARGV[7])
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[2], ARGV[2])
@@ -171,22 +202,17 @@ pub struct WorkerConfig {
 /// Consume the queue until `stop` resolves: the job in hand is finished first.
 pub async fn work(mut conn: ConnectionManager, c: WorkerConfig, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let keys = Keys::new(&c.queue);
-    // The group reads the stream from its start: jobs queued before any worker started are taken.
-    let made: redis::RedisResult<()> = redis::cmd("XGROUP").arg("CREATE").arg(&keys.stream).arg(GROUP).arg("0").arg("MKSTREAM").query_async(&mut conn).await;
-    match made {
-        Err(e) if e.code() != Some("BUSYGROUP") => return Err(e).context("cannot create the consumer group"),
-        _ => {}
-    }
+    join_group(&mut conn, &keys).await.context("cannot create the consumer group")?;
     tracing::info!(queue = %c.queue, consumer = %c.name, "worker ready");
     tokio::pin!(stop);
-    let mut claimed_at = None;
+    let mut claim = Claim::default();
     loop {
         // Waiting for work can stop; working cannot (the job in hand is finished). An XREADGROUP
         // cut short may leave an entry delivered to this consumer unseen: it stays pending, and
         // a worker takes it over after `claim_idle`.
         let next = tokio::select! {
             _ = &mut stop => break,
-            next = next_entries(&mut conn, &keys, &c, &mut claimed_at) => next,
+            next = next_entries(&mut conn, &keys, &c, &mut claim) => next,
         };
         match next {
             Ok(entries) => {
@@ -194,6 +220,13 @@ pub async fn work(mut conn: ConnectionManager, c: WorkerConfig, stop: impl Futur
                     if let Err(err) = process(&mut conn, &keys, &c, &e).await {
                         tracing::warn!(entry = %e.id, error = %format!("{err:#}"), "job not recorded: it stays pending and is taken again");
                     }
+                }
+            }
+            Err(e) if e.code() == Some("NOGROUP") => {
+                // Redis lost the group (restarted without persistence): made again, from the start.
+                tracing::warn!("the consumer group is gone: made again");
+                if let Err(e) = join_group(&mut conn, &keys).await {
+                    tracing::warn!(error = %e, "cannot create the consumer group");
                 }
             }
             Err(e) => {
@@ -209,25 +242,50 @@ pub async fn work(mut conn: ConnectionManager, c: WorkerConfig, stop: impl Futur
     Ok(())
 }
 
+/// The group every worker joins; it reads the stream from its start, so jobs queued before any
+/// worker started are taken. Made if missing (with the stream).
+async fn join_group(conn: &mut ConnectionManager, keys: &Keys) -> redis::RedisResult<()> {
+    let made: redis::RedisResult<()> = redis::cmd("XGROUP").arg("CREATE").arg(&keys.stream).arg(GROUP).arg("0").arg("MKSTREAM").query_async(conn).await;
+    match made {
+        Err(e) if e.code() != Some("BUSYGROUP") => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Where the search for entries held too long stands: XAUTOCLAIM's cursor through the pending
+/// entries, and when a whole pass last found nothing.
+#[derive(Default)]
+struct Claim {
+    cursor: Option<String>,
+    idle_since: Option<Instant>,
+}
+
 /// What another consumer held too long, looked for every half of `claim_idle` (and whenever the
-/// stream had nothing new); else what is new.
-async fn next_entries(conn: &mut ConnectionManager, keys: &Keys, c: &WorkerConfig, claimed_at: &mut Option<Instant>) -> redis::RedisResult<Vec<StreamId>> {
-    if claimed_at.is_none_or(|at| at.elapsed() >= c.claim_idle / 2) {
+/// stream had nothing new), a pass through all pending entries at a time; else what is new.
+async fn next_entries(conn: &mut ConnectionManager, keys: &Keys, c: &WorkerConfig, claim: &mut Claim) -> redis::RedisResult<Vec<StreamId>> {
+    if claim.cursor.is_some() || claim.idle_since.is_none_or(|at| at.elapsed() >= c.claim_idle / 2) {
         let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(&keys.stream)
             .arg(GROUP)
             .arg(&c.name)
             .arg(c.claim_idle.as_millis() as u64)
-            .arg("0-0")
+            .arg(claim.cursor.as_deref().unwrap_or("0-0"))
             .arg("COUNT")
             .arg(1)
             .query_async(conn)
             .await?;
+        // A pass ends when the cursor comes back to the start.
+        claim.cursor = Some(claimed.next_stream_id).filter(|n| n != "0-0");
+        if claim.cursor.is_none() {
+            claim.idle_since = Some(Instant::now());
+        }
         if !claimed.claimed.is_empty() {
-            // More may be due: look again at the next turn.
             return Ok(claimed.claimed);
         }
-        *claimed_at = Some(Instant::now());
+        if claim.cursor.is_some() {
+            // Scanned part of the pending entries (live workers' jobs): go on at the next turn.
+            return Ok(Vec::new());
+        }
     }
     let read: Option<StreamReadReply> = redis::cmd("XREADGROUP")
         .arg("GROUP")
@@ -244,14 +302,24 @@ async fn next_entries(conn: &mut ConnectionManager, keys: &Keys, c: &WorkerConfi
         .await?;
     let new: Vec<StreamId> = read.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect()).unwrap_or_default();
     if new.is_empty() {
-        *claimed_at = None;
+        claim.idle_since = None;
     }
     Ok(new)
 }
 
 /// One attempt at one entry's job, kept claimed while it runs.
 async fn process(conn: &mut ConnectionManager, keys: &Keys, c: &WorkerConfig, e: &StreamId) -> anyhow::Result<()> {
-    let id: String = e.get("id").context("an entry without a job id")?;
+    let Some(id) = e.get::<String>("id") else {
+        // Not a job of ours: out of the way (a dead letter says what it was), never taken again.
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("XADD").arg(keys.dead()).arg("MAXLEN").arg("~").arg(DEAD_LETTERS_KEPT).arg("*").arg("entry").arg(&e.id).arg("error").arg("an entry without a job id").ignore()
+            .cmd("XACK").arg(&keys.stream).arg(GROUP).arg(&e.id).ignore()
+            .cmd("XDEL").arg(&keys.stream).arg(&e.id).ignore();
+        let _: () = pipe.query_async(conn).await?;
+        tracing::warn!(entry = %e.id, "an entry without a job id: put in the dead letters");
+        return Ok(());
+    };
     let hash = keys.job(&id);
     let (attempts, state, payload): (u32, Option<String>, Option<String>) =
         redis::cmd("EVAL").arg(START).arg(1).arg(&hash).arg(&c.name).query_async(conn).await?;
@@ -260,11 +328,14 @@ async fn process(conn: &mut ConnectionManager, keys: &Keys, c: &WorkerConfig, e:
         cmd.arg(script).arg(3).arg(&hash).arg(&keys.stream);
         cmd.arg(if script == COMPLETE { keys.completed() } else { keys.dead() });
         cmd.arg(GROUP).arg(&e.id).arg(outcome).arg(&c.name).arg(now_ms()).arg(&id).arg(attempts);
+        cmd.arg(if script == COMPLETE { COMPLETED_KEPT_S } else { FAILED_KEPT_S }).arg(DEAD_LETTERS_KEPT);
         cmd
     };
-    if state.as_deref() == Some("completed") {
-        // Completed by a worker that held it before: acknowledge only.
-        let _: i64 = finish(COMPLETE, "").query_async(conn).await?;
+    if matches!(state.as_deref(), Some("completed" | "failed")) {
+        // Ended by a worker that held it before: acknowledged and deleted only.
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("XACK").arg(&keys.stream).arg(GROUP).arg(&e.id).ignore().cmd("XDEL").arg(&keys.stream).arg(&e.id).ignore();
+        let _: () = pipe.query_async(conn).await?;
         return Ok(());
     }
     let job: Result<JobRequest, String> = payload.ok_or_else(|| "the job's record is gone".to_string()).and_then(|p| serde_json::from_str(&p).map_err(|e| format!("a payload that is not a job: {e}")));
@@ -281,7 +352,7 @@ async fn process(conn: &mut ConnectionManager, keys: &Keys, c: &WorkerConfig, e:
                 tokio::select! {
                     r = &mut run => break r,
                     _ = tick.tick() => {
-                        let kept: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM").arg(&keys.stream).arg(GROUP).arg(&c.name).arg(0).arg(&e.id).arg("JUSTID").query_async(&mut keep).await;
+                        let kept: redis::RedisResult<i64> = redis::cmd("EVAL").arg(KEEP).arg(1).arg(&keys.stream).arg(GROUP).arg(&e.id).arg(&c.name).query_async(&mut keep).await;
                         if let Err(err) = kept {
                             tracing::warn!(job = %id, error = %err, "cannot keep the job claimed");
                         }
@@ -301,8 +372,9 @@ async fn process(conn: &mut ConnectionManager, keys: &Keys, c: &WorkerConfig, e:
             tracing::warn!(job = %id, attempts, error, "job failed for good: in the dead letters");
         }
         Err(error) => {
-            // Left pending: taken again (by any worker) once idle for claim_idle.
-            let _: () = redis::cmd("HSET").arg(&hash).arg("state").arg("waiting").arg("error").arg(&error).query_async(conn).await?;
+            // Left pending: taken again (by any worker) once idle for claim_idle. Unless another
+            // worker ended it meanwhile (this one hung while it took the job over).
+            let _: i64 = redis::cmd("EVAL").arg(RETRY).arg(1).arg(&hash).arg(&error).query_async(conn).await?;
             tracing::warn!(job = %id, attempt = attempts, error, "job failed; it is retried");
         }
     }

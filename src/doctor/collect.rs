@@ -254,8 +254,13 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         let waiting = p.range(&format!("scalectl_queue_waiting{sel}"), window, step, end).await?;
         let active = p.range(&format!("scalectl_queue_active{sel}"), window, step, end).await?;
         let failed = p.instant(&format!("delta(scalectl_queue_failed{sel}[{w}])")).await?;
-        let completed = p.instant(&format!("delta(scalectl_queue_completed{sel}[{w}])")).await?;
-        let running = p.instant("sum(max by (worker) (scalectl_worker_up))").await?;
+        let ended = p.instant(&format!("delta(scalectl_queue_ended{sel}[{w}])")).await?;
+        // A worker measured stopped is asked again once the next scrape is due: right after a
+        // deploy the last measure may be from before it started.
+        let mut waited_workers = false;
+        let units = confirmed(p, "max by (worker) (scalectl_worker_up)", step, &mut waited_workers).await?;
+        let running = vec![(BTreeMap::new(), units.iter().filter(|(_, v)| *v == 1.0).count() as f64)];
+        let stopped = vec![(BTreeMap::new(), units.iter().filter(|(_, v)| *v == 0.0).count() as f64)];
         let first = |x: &Samples| x.first().map(|(_, v)| *v).filter(|v| v.is_finite());
         let cores_of = |h: &crate::topology::Host| s.hosts.iter().find(|x| x.host == h.name).map_or(1, |x| x.cores);
         s.queue = Some(QueueSample {
@@ -263,9 +268,10 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
             waiting: waiting.first().map(|(_, v)| v.clone()).unwrap_or_default(),
             active: active.first().map(|(_, v)| v.clone()).unwrap_or_default(),
             failed: first(&failed).unwrap_or(0.0).max(0.0),
-            completed: (queue.kind == crate::topology::QueueKind::Bullmq).then(|| first(&completed).unwrap_or(0.0)),
+            ended: first(&ended).unwrap_or(0.0).max(0.0),
             workers: t.hosts.iter().map(|h| t.workers_on(h, cores_of(h)).len() as u32).sum(),
             workers_up: first(&running).unwrap_or(0.0).round() as u32,
+            workers_down: first(&stopped).unwrap_or(0.0).round() as u32,
             instances_per_host: match workers.instances {
                 crate::topology::Instances::Count(n) => Some(n.clamp(1, 256) as u32),
                 crate::topology::Instances::Max => None,

@@ -166,11 +166,14 @@ pub struct QueueSample {
     /// Jobs that failed for good within the window (past their retries: BullMQ's failed set, or
     /// the stream's dead letters).
     pub failed: f64,
-    /// Jobs completed within the window, where the queue keeps them (BullMQ; not a stream).
-    pub completed: Option<f64>,
-    /// Workers the topology runs, and those whose unit is active.
+    /// Jobs that ended within the window, completed or failed for good.
+    pub ended: f64,
+    /// Workers the topology runs, those whose unit is active, and those measured not running (a
+    /// worker just started, not measured yet, is neither).
     pub workers: u32,
     pub workers_up: u32,
+    #[serde(default)]
+    pub workers_down: u32,
     /// Workers per worker host as the topology says; None for `max` (one per core).
     pub instances_per_host: Option<u32>,
 }

@@ -285,9 +285,10 @@ fn with_queue() -> Snapshot {
         waiting: vec![5.0, 3.0, 8.0, 2.0, 4.0, 6.0, 1.0, 3.0, 5.0, 2.0],
         active: vec![3.0; 10],
         failed: 1.0,
-        completed: Some(499.0),
+        ended: 500.0,
         workers: 4,
         workers_up: 4,
+        workers_down: 0,
         instances_per_host: Some(2),
     });
     s
@@ -320,7 +321,7 @@ fn a_backlog_growing_while_workers_take_jobs_says_add_workers() {
     assert_eq!(f.evidence[0].value, 290.0);
     assert_eq!(f.topology_edit.as_deref(), Some("app.workers.instances: 4   (or add a host with roles: [worker])"));
     assert!(f.summary.contains("270 more than 300 s ago") && f.summary.contains("its 4 workers take jobs"), "{}", f.summary);
-    assert!(f.path.iter().any(|p| p.contains("workers taking jobs? yes: 3 in hand")), "{:?}", f.path);
+    assert!(f.path.iter().any(|p| p.contains("workers taking jobs? yes: 500 ended in 300 s, 3 in hand")), "{:?}", f.path);
     // Workers at one per core: the edit is another worker host.
     q(&mut s).instances_per_host = None;
     assert!(only(&s, "queue-backlog-add-workers").topology_edit.unwrap().starts_with("hosts: add a host with roles: [worker]"));
@@ -332,22 +333,27 @@ fn a_backlog_growing_while_workers_take_jobs_says_add_workers() {
 }
 
 #[test]
-fn a_backlog_with_no_job_in_hand_is_stuck_workers_and_missing_workers_are_down() {
+fn a_backlog_with_no_job_ending_is_stuck_workers_and_missing_workers_are_down() {
     let mut s = with_queue();
     q(&mut s).waiting = (0..10).map(|i| 20.0 + 30.0 * i as f64).collect();
-    q(&mut s).active = vec![0.0; 10];
-    q(&mut s).completed = Some(0.0);
+    // Hung workers still hold their jobs: in hand, but none ends.
+    q(&mut s).active = vec![4.0; 10];
+    q(&mut s).ended = 0.0;
     q(&mut s).failed = 0.0;
     let f = only(&s, "workers-stuck");
     assert_eq!(f.severity, Severity::Critical);
-    assert!(f.summary.contains("none of its 4 running workers"), "{}", f.summary);
-    // One worker of four not running: a warning, whatever the backlog.
+    assert!(f.summary.contains("none ended in 300 s with 4 workers running"), "{}", f.summary);
+    // One worker of four measured stopped: a warning, whatever the backlog.
     let mut s = with_queue();
-    q(&mut s).workers_up = 3;
+    (q(&mut s).workers_up, q(&mut s).workers_down) = (3, 1);
     let f = only(&s, "workers-down");
     assert_eq!((f.severity, f.summary.as_str()), (Severity::Warning, "1 of the 4 workers of queue reports are not running"));
+    // One not measured yet (it just started): not down.
+    q(&mut s).workers_down = 0;
+    let d = diagnose(&s, None);
+    assert!(d.healthy && d.trace.iter().any(|t| t.answer == "yes: 3 of 4 (1 not measured yet)"), "{:#?}", d.trace);
     // None running and a growing backlog: down, and critical; not also "stuck" or "add workers".
-    q(&mut s).workers_up = 0;
+    (q(&mut s).workers_up, q(&mut s).workers_down) = (0, 4);
     q(&mut s).waiting = (0..10).map(|i| 20.0 + 30.0 * i as f64).collect();
     assert_eq!(only(&s, "workers-down").severity, Severity::Critical);
 }
@@ -356,15 +362,15 @@ fn a_backlog_with_no_job_in_hand_is_stuck_workers_and_missing_workers_are_down()
 fn jobs_failing_for_good_above_the_error_threshold() {
     let mut s = with_queue();
     q(&mut s).failed = 30.0;
-    q(&mut s).completed = Some(470.0);
+    q(&mut s).ended = 500.0;
     let f = only(&s, "jobs-failing");
     assert_eq!(f.evidence[0].value, 6.0);
     assert!(f.summary.contains("30 jobs of queue reports failed for good"), "{}", f.summary);
-    // A stream keeps no completed jobs: any dead letter is a finding.
-    q(&mut s).completed = None;
-    q(&mut s).failed = 1.0;
-    assert_eq!(only(&s, "jobs-failing").evidence[0].value, 100.0);
     // 1% exactly is at the threshold, not above it.
-    q(&mut s).completed = Some(99.0);
+    q(&mut s).failed = 1.0;
+    q(&mut s).ended = 100.0;
     assert!(diagnose(&s, None).healthy);
+    // Failures counted but no job seen ending (a trimmed count): all of them are failures.
+    q(&mut s).ended = 0.0;
+    assert_eq!(only(&s, "jobs-failing").evidence[0].value, 100.0);
 }

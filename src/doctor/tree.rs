@@ -81,7 +81,7 @@ pub const CHECKS: &[(&str, &str, &str, &str)] = &[
     ("load-imbalance", "warning", "instances of equal weight get very unequal traffic", "load_balancer.strategy: least_conn; check weights"),
     ("connections-saturated", "warning", "requests pile up in flight on an instance", "add instances or hosts; check keep-alive and timeouts"),
     ("workers-down", "critical", "workers of the queue are not running: its jobs wait", "read the workers' journal (scalectl logs); systemd restarts a worker that fails"),
-    ("workers-stuck", "critical", "jobs wait on the queue but no worker has one in hand", "read the workers' journal: stuck on a lock or a dependency, or consuming another queue (app.workers.queue)"),
+    ("workers-stuck", "critical", "jobs wait on the queue and none ended in the window while workers run", "read the workers' journal: stuck on a lock or a dependency, or consuming another queue (app.workers.queue)"),
     ("queue-backlog-add-workers", "warning", "the queue's backlog grows while its workers take jobs: they cannot keep up", "add workers: app.workers.instances, or another host with the worker role"),
     ("jobs-failing", "warning", "a share of the queue's jobs above the error threshold fails for good, past its retries", "read the failed jobs (BullMQ's failed set, or the stream's dead letters) and the workers' journal"),
     ("disk-filling", "warning", "the disk that holds /var/log (the log collector's files on the monitor host) is nearly full", "see who logs the most (du -sh /var/log/scalectl/*: each file keeps at most 100 MiB and 4 compressed generations); then a bigger disk, or a monitor host whose disk Redis does not share"),
@@ -417,11 +417,17 @@ fn queue(w: &mut Walk<'_>, s: &Snapshot) {
     let Some(q) = &s.queue else { return };
     let th = &s.thresholds;
     let subject = format!("queue {}", q.queue);
-    let missing = q.workers.saturating_sub(q.workers_up);
-    let p_up = w.ask(format!("{subject}: every worker running?"), if missing == 0 { format!("yes: {} of {}", q.workers_up, q.workers) } else { format!("no: {} of {} running", q.workers_up, q.workers) }, missing > 0);
-    if missing > 0 {
+    // Down is what the hosts measured stopped; a worker not measured yet (just started) is neither.
+    let unmeasured = q.workers.saturating_sub(q.workers_up + q.workers_down);
+    let answer = match (q.workers_down, unmeasured) {
+        (0, 0) => format!("yes: {} of {}", q.workers_up, q.workers),
+        (0, n) => format!("yes: {} of {} ({n} not measured yet)", q.workers_up, q.workers),
+        (d, _) => format!("no: {d} of {} stopped, {} running", q.workers, q.workers_up),
+    };
+    let p_up = w.ask(format!("{subject}: every worker running?"), answer, q.workers_down > 0);
+    if q.workers_down > 0 {
         let severity = if q.workers_up == 0 { Severity::Critical } else { Severity::Warning };
-        w.find("workers-down", severity, &subject, format!("{missing} of the {} workers of {subject} are not running", q.workers),
+        w.find("workers-down", severity, &subject, format!("{} of the {} workers of {subject} are not running", q.workers_down, q.workers),
             ev("workers_up", &subject, q.workers_up as f64, q.workers as f64), vec![p_up.clone()], None);
     }
     // A backlog: jobs waiting now above the floor, and more than at the start of the window, rising
@@ -438,9 +444,14 @@ fn queue(w: &mut Walk<'_>, s: &Snapshot) {
         backlog,
     );
     if backlog && q.workers_up > 0 {
+        // Jobs ending is what says the workers work: a hung worker still holds its job.
         let active = median(&q.active).unwrap_or(0.0);
-        let taking = active > 0.0 || q.completed.is_some_and(|c| c > 0.0);
-        let p_taking = w.ask(format!("{subject}: workers taking jobs?"), if taking { format!("yes: {active:.0} in hand") } else { "no: none in hand, none completed".into() }, true);
+        let taking = q.ended > 0.0;
+        let p_taking = w.ask(
+            format!("{subject}: workers taking jobs?"),
+            if taking { format!("yes: {:.0} ended in {} s, {active:.0} in hand", q.ended, s.window_s) } else { format!("no: none ended in {} s ({active:.0} held)", s.window_s) },
+            true,
+        );
         let evidence = ev("queue_waiting", &subject, now, th.queue_backlog_jobs);
         if taking {
             let edit = match q.instances_per_host {
@@ -451,17 +462,15 @@ fn queue(w: &mut Walk<'_>, s: &Snapshot) {
                 format!("{now:.0} jobs wait on {subject}, {:.0} more than {} s ago, while its {} workers take jobs: they cannot keep up", now - first, s.window_s, q.workers_up),
                 evidence, vec![p_up.clone(), p_backlog.clone(), p_taking], Some(edit));
         } else {
-            w.find("workers-stuck", Severity::Critical, &subject, format!("{now:.0} jobs wait on {subject} but none of its {} running workers has one in hand", q.workers_up),
+            w.find("workers-stuck", Severity::Critical, &subject, format!("{now:.0} jobs wait on {subject} but none ended in {} s with {} workers running", s.window_s, q.workers_up),
                 evidence, vec![p_up.clone(), p_backlog.clone(), p_taking], None);
         }
     }
-    // Failures for good (past the retries), as a share of what ended in the window where the queue
-    // keeps its completed jobs; else any dead letter counts.
+    // Failures for good (past the retries), as a share of the jobs that ended in the window.
     if q.failed > 0.0 {
-        let (share, of) = match q.completed {
-            Some(c) => (100.0 * q.failed / (q.failed + c.max(0.0)), format!("of {:.0} jobs that ended", q.failed + c.max(0.0))),
-            None => (100.0, "reached the dead letters".to_string()),
-        };
+        let ended = q.ended.max(q.failed);
+        let share = 100.0 * q.failed / ended;
+        let of = format!("of {ended:.0} jobs that ended");
         let failing = w.over("jobs-failing", &subject, share, th.error_rate_percent);
         let p = w.ask(format!("{subject}: jobs failing for good?"), format!("{} ({:.0} failed {of} in {} s: {share:.1}%, limit {}%)", if failing { "yes" } else { "no" }, q.failed, s.window_s, th.error_rate_percent), failing);
         if failing {

@@ -189,8 +189,9 @@ fn activate<'p>(conns: &[Conn], c: &Conn, h: &'p HostPlan, opts: &Options<'_>, t
                     restart_drained(conns, c, &h.app_name, &probe, drain.as_ref(), opts).map_err(fail)?;
                 }
             }
-            Action::StartWorkers { units } => {
-                record(&mut |t| t.workers.extend(units.iter().map(|u| (u.as_str(), 0))));
+            Action::StartWorkers { units, drain_ms } => {
+                // A rollback restarts them with their drain time (the job in hand may be long).
+                record(&mut |t| t.workers.extend(units.iter().map(|u| (u.as_str(), *drain_ms))));
                 start_workers(c, units, opts).map_err(fail)?;
             }
             Action::RollWorkers { units, drain_ms } => {
@@ -229,6 +230,8 @@ fn restart_worker(c: &Conn, unit: &str, drain_ms: u64, opts: &Options<'_>) -> an
 fn workers_running(c: &Conn, units: &[String]) -> anyhow::Result<()> {
     let out = c.script(&commands::still_running(units, WORKER_SETTLE_MS), STEP_TIMEOUT)?;
     if out.ok() {
+        // Measured now, not at the timer's next turn: Prometheus' next scrape sees them running.
+        let _ = c.sudo_script("measuring", commands::MEASURE_NOW, STEP_TIMEOUT);
         return Ok(());
     }
     let mut logs = String::new();
@@ -372,7 +375,7 @@ fn step(conns: &[Conn], c: &Conn, app: &str, a: &Action, opts: &Options<'_>) -> 
                 restart_drained(conns, c, app, &Probe { port: *port, path: readiness.clone() }, drain.as_ref(), opts)?;
             }
         }
-        Action::StartWorkers { units } => start_workers(c, units, opts)?,
+        Action::StartWorkers { units, .. } => start_workers(c, units, opts)?,
         Action::RollWorkers { units, drain_ms } => {
             for unit in units {
                 restart_worker(c, unit, *drain_ms, opts)?;
@@ -444,7 +447,7 @@ pub fn action_name(a: &Action) -> String {
         Action::Enable { unit } => format!("enable {unit}"),
         Action::SwitchRelease { to, .. } => format!("switch {to}"),
         Action::RollingRestart { ports, .. } => format!("rolling {ports:?}"),
-        Action::StartWorkers { units } => format!("start {}", units.join(",")),
+        Action::StartWorkers { units, .. } => format!("start {}", units.join(",")),
         Action::RollWorkers { units, .. } => format!("rolling {}", units.join(",")),
         Action::Stop { unit } => format!("stop {unit}"),
         Action::PruneReleases { remove } => format!("prune {}", remove.join(",")),

@@ -264,7 +264,8 @@ pub enum Action {
     LogCertificate { name: String, ca_host: String },
     /// Enable and start these workers, then see each still running a moment later (a worker
     /// that exits at once is restarted by systemd again and again; apply fails instead).
-    StartWorkers { units: Vec<String> },
+    /// `drain_ms`: their drain time, should a rollback restart them.
+    StartWorkers { units: Vec<String>, drain_ms: u64 },
     /// Restart these workers one at a time: each stopped with SIGTERM and given `drain_ms` to
     /// finish the job in hand (then killed), started again, and seen running before the next.
     RollWorkers { units: Vec<String>, drain_ms: u64 },
@@ -586,7 +587,7 @@ impl<'a> HostPlanner<'a> {
             }
         }
         if !start.is_empty() {
-            self.activate.push(Action::StartWorkers { units: start });
+            self.activate.push(Action::StartWorkers { units: start, drain_ms: d.worker_drain_ms });
         }
         if !roll.is_empty() {
             self.activate.push(Action::RollWorkers { units: roll, drain_ms: d.worker_drain_ms });
@@ -607,12 +608,14 @@ impl<'a> HostPlanner<'a> {
     /// Instances no longer wanted (fewer instances, the app role removed, or another app now).
     fn stop_unwanted_instances(&mut self) {
         for (u, st) in &self.o.units {
-            let Some((app, process)) = process_of(u) else { continue };
-            let wanted = app == self.d.app_name
-                && match process {
-                    Process::Web(port) => self.d.instances.contains(&port),
-                    Process::Worker(i) => self.d.workers.contains(&i),
-                };
+            if process_of(u).is_none() {
+                continue;
+            }
+            let wanted = match process_of_app(u, &self.d.app_name) {
+                Some(Process::Web(port)) => self.d.instances.contains(&port),
+                Some(Process::Worker(i)) => self.d.workers.contains(&i),
+                None => false,
+            };
             if !wanted && (st.is_active() || st.is_enabled()) {
                 self.cleanup.push(Action::Stop { unit: u.clone() });
             }
@@ -657,6 +660,19 @@ fn process_of(unit: &str) -> Option<(&str, Process)> {
     }
     let port = rest.strip_suffix(".service").or_else(|| rest.strip_suffix(".socket"))?.parse().ok()?;
     Some((name, Process::Web(port)))
+}
+
+/// The process `unit` is of app `app`, if it is one of its own: `APP@PORT` or `APP-worker@N`
+/// (an app named `report-worker` has web units `report-worker@PORT`, not workers of `report`).
+fn process_of_app(unit: &str, app: &str) -> Option<Process> {
+    let (name, rest) = unit.split_once('@')?;
+    if name == app {
+        return rest.strip_suffix(".service").or_else(|| rest.strip_suffix(".socket"))?.parse().ok().map(Process::Web);
+    }
+    if name.strip_suffix("-worker") == Some(app) {
+        return rest.strip_suffix(".service")?.parse().ok().map(Process::Worker);
+    }
+    None
 }
 
 fn file_change(f: &DesiredFile, o: Option<&ObservedFile>) -> Option<FileChange> {

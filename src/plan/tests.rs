@@ -426,7 +426,7 @@ fn workers_start_after_the_web_instances_and_a_worker_only_host_gets_the_release
     let web = app.activate.iter().position(|a| matches!(a, Action::Start { ready: Some(_), .. })).unwrap();
     let workers = app.activate.iter().position(|a| matches!(a, Action::StartWorkers { .. })).unwrap();
     assert!(web < workers, "{:#?}", app.activate);
-    assert_eq!(app.activate[workers], Action::StartWorkers { units: vec!["t-worker@1.service".into(), "t-worker@2.service".into()] });
+    assert_eq!(app.activate[workers], Action::StartWorkers { units: vec!["t-worker@1.service".into(), "t-worker@2.service".into()], drain_ms: 20_000 });
     // The worker-only host: the release, the app's env and secrets, its workers, no web instance.
     let w = host(&p, "w");
     assert!(w.app && w.prepare.iter().any(|a| matches!(a, Action::UploadRelease { .. })), "{w:#?}");
@@ -435,7 +435,7 @@ fn workers_start_after_the_web_instances_and_a_worker_only_host_gets_the_release
         assert!(written.contains(&path), "{path} not written on the worker host: {written:?}");
     }
     assert!(!written.contains(&"/etc/systemd/system/t@.service"), "{written:?}");
-    assert!(w.activate.iter().any(|a| *a == Action::StartWorkers { units: vec!["t-worker@1.service".into(), "t-worker@2.service".into()] }), "{w:#?}");
+    assert!(w.activate.iter().any(|a| *a == Action::StartWorkers { units: vec!["t-worker@1.service".into(), "t-worker@2.service".into()], drain_ms: 20_000 }), "{w:#?}");
     assert!(!w.actions().any(|a| matches!(a, Action::Start { ready: Some(_), .. } | Action::RollingRestart { .. })), "{w:#?}");
     // Applied: nothing more to do.
     assert!(!plan("t", &d, &all_converged(&d)).has_changes());
@@ -496,4 +496,17 @@ fn fewer_workers_stop_the_extra_ones_and_no_worker_is_taken_for_another_apps_ins
     // Destroy stops them all.
     let gone = destroy_plan("t", &with_workers(3, "r1"), &observed);
     assert!(host(&gone, "w").activate.contains(&Action::Stop { unit: "t-worker@3.service".into() }));
+}
+
+#[test]
+fn a_unit_is_read_back_as_its_own_apps_process_whatever_the_app_is_called() {
+    use super::{Process, process_of_app};
+    assert_eq!(process_of_app("hello@4000.service", "hello"), Some(Process::Web(4000)));
+    assert_eq!(process_of_app("hello-worker@2.service", "hello"), Some(Process::Worker(2)));
+    // An app whose name ends in -worker: its web units are its own, not another app's workers.
+    assert_eq!(process_of_app("report-worker@3000.service", "report-worker"), Some(Process::Web(3000)));
+    assert_eq!(process_of_app("report-worker-worker@1.service", "report-worker"), Some(Process::Worker(1)));
+    assert_eq!(process_of_app("report-worker@3000.service", "report"), Some(Process::Worker(3000)));
+    assert_eq!(process_of_app("other@3000.service", "hello"), None);
+    assert_eq!(process_of_app("hello-worker@1.socket", "hello"), None);
 }

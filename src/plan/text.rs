@@ -108,7 +108,7 @@ fn line(a: &Action, app: &str, st: &Style) -> String {
             };
             format!("{} rolling restart {} (one at a time, each gated on {readiness}{out})", st.yellow("↻"), units.join(", "))
         }
-        Action::StartWorkers { units } => format!("{} enable and start {} (each seen running a moment later)", st.green("+"), units.join(", ")),
+        Action::StartWorkers { units, .. } => format!("{} enable and start {} (each seen running a moment later)", st.green("+"), units.join(", ")),
         Action::RollWorkers { units, drain_ms } => format!(
             "{} rolling restart {} (one at a time, each given {} to finish its job)",
             st.yellow("↻"),

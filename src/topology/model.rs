@@ -71,14 +71,14 @@ pub struct Queue {
 }
 
 /// How Redis holds a queue, as the Redis exporter measures it and the rules read it: BullMQ's
-/// keys under its default prefix (`bull:NAME:wait`, a list; `active`, a list; `failed`,
-/// `completed`, `delayed` and `prioritized`, sorted sets), or a stream read by one consumer group
-/// (entries deleted once acknowledged, so that its length is what waits plus what is in hand) with
-/// its dead letters in `NAME:dead`.
+/// keys under its default prefix (`bull:NAME:wait`, a list; `active`, a list; `failed`, `delayed`
+/// and `prioritized`, sorted sets; `id`, the count of jobs ever added), or scale-api's stream read
+/// by the group `workers` (entries deleted once acknowledged, so that its length is what waits plus
+/// what is in hand; `NAME:completed` counts the completed jobs, `NAME:dead` holds the dead letters).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct QueueMeasures {
     pub name: String,
-    /// Keys the exporter measures by size (`-check-single-keys`).
+    /// Keys the exporter measures by size or value (`-check-single-keys`).
     pub keys: Vec<String>,
     /// Streams the exporter reads with XINFO (`-check-single-streams`).
     pub streams: Vec<String>,
@@ -86,11 +86,12 @@ pub struct QueueMeasures {
     /// that measure them.
     pub exporter_acl: String,
     /// PromQL over the exporter's series: jobs waiting for a worker, in a worker's hands, failed
-    /// for good (kept), and completed (kept; none for a stream, whose done entries are deleted).
+    /// for good (as kept: BullMQ's failed set, the dead letters), and ended (completed or failed
+    /// for good) since the queue began, a counter whatever the queue trims.
     pub waiting: String,
     pub active: String,
     pub failed: String,
-    pub completed: Option<String>,
+    pub ended: String,
 }
 
 impl Queue {
@@ -104,26 +105,30 @@ impl Queue {
                 let size = |k: &str| format!("sum(redis_key_size{{key=\"{}\"}})", key(k));
                 QueueMeasures {
                     name: n.clone(),
-                    keys: ["wait", "paused", "prioritized", "active", "delayed", "failed", "completed"].iter().map(|k| key(k)).collect(),
+                    keys: ["wait", "paused", "prioritized", "active", "delayed", "failed", "id"].iter().map(|k| key(k)).collect(),
                     streams: Vec::new(),
-                    exporter_acl: format!("%R~bull:{n}:* +type +llen +zcard"),
+                    exporter_acl: format!("%R~bull:{n}:* +type +llen +zcard +strlen +get"),
                     waiting: format!("sum(redis_key_size{{key=~\"bull:{re}:(wait|paused|prioritized)\"}})"),
                     active: size("active"),
                     failed: size("failed"),
-                    completed: Some(size("completed")),
+                    // Every job added and no longer waiting, delayed or in hand has ended.
+                    ended: format!(
+                        "sum(redis_key_value{{key=\"{}\"}}) - sum(redis_key_size{{key=~\"bull:{re}:(wait|paused|prioritized|active|delayed)\"}})",
+                        key("id")
+                    ),
                 }
             }
             QueueKind::Stream => {
-                let dead = format!("{n}:dead");
+                let (dead, completed) = (format!("{n}:dead"), format!("{n}:completed"));
                 QueueMeasures {
                     name: n.clone(),
-                    keys: Vec::new(),
+                    keys: vec![completed.clone()],
                     streams: vec![n.clone(), dead.clone()],
-                    exporter_acl: format!("%R~{n} %R~{dead} +type +xinfo|stream +xinfo|groups +xinfo|consumers"),
+                    exporter_acl: format!("%R~{n} %R~{dead} %R~{completed} +type +strlen +get +xinfo|stream +xinfo|groups +xinfo|consumers"),
                     waiting: format!("sum(redis_stream_length{{stream=\"{n}\"}}) - sum(redis_stream_group_messages_pending{{stream=\"{n}\"}})"),
                     active: format!("sum(redis_stream_group_messages_pending{{stream=\"{n}\"}})"),
                     failed: format!("sum(redis_stream_length{{stream=\"{dead}\"}})"),
-                    completed: None,
+                    ended: format!("sum(redis_key_value{{key=\"{completed}\"}}) + sum(redis_stream_length{{stream=\"{dead}\"}})"),
                 }
             }
         }

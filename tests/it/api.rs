@@ -584,6 +584,9 @@ fn jobs_posted_to_two_instances_each_complete_once_by_two_workers() {
     assert_eq!(by_worker.len(), 2, "both workers took jobs: {by_worker:?}");
     // Done entries are deleted: the stream holds only what waits or is in hand.
     assert_eq!(redis_cli(&redis, &["XLEN", "jobs"]), "0");
+    // An ended job's record expires (Redis that holds a queue evicts nothing).
+    let ttl: i64 = redis_cli(&redis, &["TTL", &format!("jobs:job:{}", ids[0])]).parse().unwrap();
+    assert!((3000..=3600).contains(&ttl), "a completed job's record expires within the hour: TTL {ttl}");
     assert_eq!(get(a.port, "/jobs/99999").unwrap().0, 404);
     assert_eq!(client().post(a.url("/jobs")).json(&serde_json::json!({"rows": 1, "ms": 99999})).send().unwrap().status().as_u16(), 400);
     assert_eq!(client().post(a.url("/jobs")).json(&serde_json::json!({"rowz": 1})).send().unwrap().status().as_u16(), 400, "an unknown field is refused");
@@ -651,4 +654,17 @@ fn sigterm_lets_a_worker_finish_the_job_in_hand_and_exit_0() {
     assert_eq!(exit.code(), Some(0), "{}", w.log());
     let j = json(a.port, &format!("/jobs/{id}"));
     assert_eq!((j["state"].as_str(), j["worker"].as_str()), (Some("completed"), Some("w1")), "{j}");
+}
+
+#[test]
+fn a_worker_makes_its_group_again_when_redis_lost_it() {
+    let redis = Redis::start();
+    let a = Api::start(&redis, "a", &[]);
+    let w = Worker::start(&redis, "w1", "1s");
+    // The stream and its group gone, as after a restart of a Redis without persistence.
+    assert_eq!(redis_cli(&redis, &["DEL", "jobs"]), "1");
+    let id = post_job(a.port, serde_json::json!({"rows": 3}));
+    let j = job_until(a.port, &id, "completed");
+    assert_eq!((j["state"].as_str(), j["result"]["sum"].as_u64()), (Some("completed"), Some(5)), "{j}\n{}", w.log());
+    assert!(w.log().contains("the consumer group is gone: made again"), "{}", w.log());
 }

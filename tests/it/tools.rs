@@ -1304,7 +1304,7 @@ fn queue_rules_record_bullmq_keys_and_fire_when_they_should() {
     let rules = files.into_iter().find(|f| f.path == "/etc/prometheus/scalectl/rules.yml").unwrap().content;
     let out = promtool_test_rules_of("node_queue_rules_test.yml", &rules);
     assert!(out.status.success(), "{}", text(&out));
-    for (from, to) in [("(wait|paused|prioritized)", "(wait|paused)"), ("deriv(scalectl_queue_waiting[10m]) > 0\n        for: 10m", "deriv(scalectl_queue_waiting[10m]) > 0\n        for: 30m"), ("0), 1) > 1.0", "0), 1) > 10.0"), ("scalectl_worker_up == 0", "scalectl_worker_up == 2")] {
+    for (from, to) in [("(wait|paused|prioritized)", "(wait|paused)"), ("deriv(scalectl_queue_waiting[10m]) > 0\n        for: 10m", "deriv(scalectl_queue_waiting[10m]) > 0\n        for: 30m"), ("clamp_min(delta(scalectl_queue_ended[10m]), 1) > 1.0", "clamp_min(delta(scalectl_queue_ended[10m]), 1) > 10.0"), ("scalectl_worker_up == 0", "scalectl_worker_up == 2")] {
         assert!(rules.contains(from), "{from} not in\n{rules}");
         let out = promtool_test_rules_of("node_queue_rules_test.yml", &rules.replacen(from, to, 1));
         assert!(!out.status.success(), "promtool passed a broken queue rule ({from} -> {to})");
