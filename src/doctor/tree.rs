@@ -87,6 +87,9 @@ pub const CHECKS: &[(&str, &str, &str, &str)] = &[
     ("disk-filling", "warning", "the disk that holds /var/log (the log collector's files on the monitor host) is nearly full", "see who logs the most (du -sh /var/log/scalectl/*: each file keeps at most 100 MiB and 4 compressed generations); then a bigger disk, or a monitor host whose disk Redis does not share"),
 ];
 
+/// The shortest window over which memory growth is judged a leak.
+const LEAK_WINDOW_S: u64 = 120;
+
 fn median(xs: &[f64]) -> Option<f64> {
     let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
@@ -316,8 +319,11 @@ fn instance_resources(w: &mut Walk<'_>, s: &Snapshot, i: &InstanceSample, slow_s
             w.find("connections-saturated", Severity::Warning, &i.instance, format!("{:.0} requests in flight on {}", i.in_flight, i.instance),
                 ev("in_flight", &i.instance, i.in_flight, th.in_flight_per_instance), vec![slow_step.to_string(), p], None);
         }
+        // A leak shows over minutes: over a shorter window a process that just started (a
+        // deploy, a reload) warms up (heap, JIT) and its memory rises as steadily as a leak's.
         if let (Some(first), Some(last)) = (i.resident_bytes.first(), i.resident_bytes.last())
             && i.resident_bytes.len() >= 5
+            && s.window_s >= LEAK_WINDOW_S
             && *first > 0.0
         {
             let growth = 100.0 * (last - first) / first;
