@@ -259,8 +259,7 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         // deploy the last measure may be from before it started.
         let mut waited_workers = false;
         let units = confirmed(p, "max by (worker) (scalectl_worker_up)", step, &mut waited_workers).await?;
-        let running = vec![(BTreeMap::new(), units.iter().filter(|(_, v)| *v == 1.0).count() as f64)];
-        let stopped = vec![(BTreeMap::new(), units.iter().filter(|(_, v)| *v == 0.0).count() as f64)];
+        let measured = |up: f64| units.iter().filter(|(_, v)| *v == up).count() as u32;
         let first = |x: &Samples| x.first().map(|(_, v)| *v).filter(|v| v.is_finite());
         let cores_of = |h: &crate::topology::Host| s.hosts.iter().find(|x| x.host == h.name).map_or(1, |x| x.cores);
         s.queue = Some(QueueSample {
@@ -270,12 +269,9 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
             failed: first(&failed).unwrap_or(0.0).max(0.0),
             ended: first(&ended).unwrap_or(0.0).max(0.0),
             workers: t.hosts.iter().map(|h| t.workers_on(h, cores_of(h)).len() as u32).sum(),
-            workers_up: first(&running).unwrap_or(0.0).round() as u32,
-            workers_down: first(&stopped).unwrap_or(0.0).round() as u32,
-            instances_per_host: match workers.instances {
-                crate::topology::Instances::Count(n) => Some(n.clamp(1, 256) as u32),
-                crate::topology::Instances::Max => None,
-            },
+            workers_up: measured(1.0),
+            workers_down: measured(0.0),
+            instances_per_host: workers.per_host(),
         });
     }
     let nginx = p.instant("max(nginx_up)").await?;

@@ -608,7 +608,7 @@ impl<'a> HostPlanner<'a> {
     /// Instances no longer wanted (fewer instances, the app role removed, or another app now).
     fn stop_unwanted_instances(&mut self) {
         for (u, st) in &self.o.units {
-            if process_of(u).is_none() {
+            if !is_app_unit(u) {
                 continue;
             }
             let wanted = match process_of_app(u, &self.d.app_name) {
@@ -650,16 +650,18 @@ enum Process {
     Worker(u32),
 }
 
-/// The app (scale-api, or the program observed beside it) and process a unit is, if it is one.
-fn process_of(unit: &str) -> Option<(&str, Process)> {
-    let (name, rest) = unit.split_once('@')?;
-    if let Some(app) = name.strip_suffix("-worker")
-        && let Some(Ok(i)) = rest.strip_suffix(".service").map(str::parse)
-    {
-        return Some((app, Process::Worker(i)));
+/// What follows `@` in a unit of the app: a web instance's port (`.service`, or scale-api's
+/// `.socket`), or a worker's index (`.service`).
+fn process_in(rest: &str, worker: bool) -> Option<Process> {
+    if worker {
+        return rest.strip_suffix(".service")?.parse().ok().map(Process::Worker);
     }
-    let port = rest.strip_suffix(".service").or_else(|| rest.strip_suffix(".socket"))?.parse().ok()?;
-    Some((name, Process::Web(port)))
+    rest.strip_suffix(".service").or_else(|| rest.strip_suffix(".socket"))?.parse().ok().map(Process::Web)
+}
+
+/// Whether a unit is a process of an app (scale-api, or the program observed beside it).
+fn is_app_unit(unit: &str) -> bool {
+    unit.split_once('@').is_some_and(|(name, rest)| (name.ends_with("-worker") && process_in(rest, true).is_some()) || process_in(rest, false).is_some())
 }
 
 /// The process `unit` is of app `app`, if it is one of its own: `APP@PORT` or `APP-worker@N`
@@ -667,10 +669,10 @@ fn process_of(unit: &str) -> Option<(&str, Process)> {
 fn process_of_app(unit: &str, app: &str) -> Option<Process> {
     let (name, rest) = unit.split_once('@')?;
     if name == app {
-        return rest.strip_suffix(".service").or_else(|| rest.strip_suffix(".socket"))?.parse().ok().map(Process::Web);
+        return process_in(rest, false);
     }
     if name.strip_suffix("-worker") == Some(app) {
-        return rest.strip_suffix(".service")?.parse().ok().map(Process::Worker);
+        return process_in(rest, true);
     }
     None
 }
@@ -815,13 +817,13 @@ pub fn destroy_plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap
             let mut activate = Vec::new();
             // The app first (services before their sockets: `.service` sorts before `.socket`).
             for (u, st) in &o.units {
-                if process_of(u).is_some() && (st.is_active() || st.is_enabled()) {
+                if is_app_unit(u) && (st.is_active() || st.is_enabled()) {
                     activate.push(Action::Stop { unit: u.clone() });
                 }
             }
             for u in d.enabled.iter().chain(&d.services) {
                 let st = o.units.get(u).cloned().unwrap_or_default();
-                if u != "rsyslog.service" && process_of(u).is_none() && (st.is_active() || st.is_enabled()) {
+                if u != "rsyslog.service" && !is_app_unit(u) && (st.is_active() || st.is_enabled()) {
                     activate.push(Action::Stop { unit: u.clone() });
                 }
             }

@@ -500,7 +500,9 @@ fn fewer_workers_stop_the_extra_ones_and_no_worker_is_taken_for_another_apps_ins
 
 #[test]
 fn a_unit_is_read_back_as_its_own_apps_process_whatever_the_app_is_called() {
-    use super::{Process, process_of_app};
+    use super::{Process, is_app_unit, process_of_app};
+    assert!(is_app_unit("hello@4000.service") && is_app_unit("scale-api@3000.socket") && is_app_unit("hello-worker@1.service"));
+    assert!(!is_app_unit("nginx.service") && !is_app_unit("getty@tty1.service"));
     assert_eq!(process_of_app("hello@4000.service", "hello"), Some(Process::Web(4000)));
     assert_eq!(process_of_app("hello-worker@2.service", "hello"), Some(Process::Worker(2)));
     // An app whose name ends in -worker: its web units are its own, not another app's workers.

@@ -136,6 +136,14 @@ impl Queue {
 }
 
 impl Workers {
+    /// Workers on each host with the worker role, as a number; None for `max` (one per core).
+    pub fn per_host(&self) -> Option<u32> {
+        match self.instances {
+            Instances::Count(n) => Some(n.clamp(1, 256) as u32),
+            Instances::Max => None,
+        }
+    }
+
     /// The argv one worker runs: `$(INSTANCE)` replaced by its name (`HOST-worker-N`).
     pub fn argv(&self, instance: &str) -> Vec<String> {
         expand(&self.command, 0, instance)
@@ -241,10 +249,7 @@ impl Topology {
     /// instances (`max` = one per core) on a host with the worker role, else none.
     pub fn workers_on(&self, h: &Host, cores: u32) -> Vec<u32> {
         let n = match (&self.app.workers, h.has(Role::Worker)) {
-            (Some(w), true) => match w.instances {
-                Instances::Count(n) => n.clamp(1, 256) as u32,
-                Instances::Max => cores.max(1),
-            },
+            (Some(w), true) => w.per_host().unwrap_or(cores.max(1)),
             _ => 0,
         };
         (1..=n).collect()
