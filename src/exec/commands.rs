@@ -520,12 +520,12 @@ pub fn journal_follow(app: &str, after: Option<&str>) -> String {
     }
 }
 
-/// Whether each unit still runs `settle_ms` after it (re)started, and was not restarted by
-/// systemd meanwhile: a process that exits at once is `activating` again, its NRestarts grown.
-/// Prints each unit that is not, with its state.
 /// The host's instances and workers measured at once (scalectl-instances, for the node exporter).
 pub const MEASURE_NOW: &str = "systemctl start --no-block scalectl-instances.service 2>/dev/null || true";
 
+/// Whether each unit still runs `settle_ms` after it (re)started, and was not restarted by
+/// systemd meanwhile: a process that exits at once is `activating` again, its NRestarts grown.
+/// Prints each unit that is not, with its state.
 pub fn still_running(units: &[String], settle_ms: u64) -> String {
     let list = units.iter().map(|u| q(u)).collect::<Vec<_>>().join(" ");
     let secs = format!("{}.{:03}", settle_ms / 1000, settle_ms % 1000);
