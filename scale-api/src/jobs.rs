@@ -202,9 +202,24 @@ pub struct WorkerConfig {
 /// Consume the queue until `stop` resolves: the job in hand is finished first.
 pub async fn work(mut conn: ConnectionManager, c: WorkerConfig, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let keys = Keys::new(&c.queue);
-    join_group(&mut conn, &keys).await.context("cannot create the consumer group")?;
-    tracing::info!(queue = %c.queue, consumer = %c.name, "worker ready");
     tokio::pin!(stop);
+    // Redis may be starting beside the worker (a compose `up`, a host's boot): asked again for
+    // up to 10 s before the worker gives up (and its supervisor starts it again).
+    let start = std::time::Instant::now();
+    loop {
+        match join_group(&mut conn, &keys).await {
+            Ok(()) => break,
+            Err(e) if start.elapsed() < Duration::from_secs(10) => {
+                tracing::warn!(error = %e, "cannot create the consumer group yet; trying again in 500 ms");
+                tokio::select! {
+                    _ = &mut stop => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+            Err(e) => return Err(e).context("cannot create the consumer group"),
+        }
+    }
+    tracing::info!(queue = %c.queue, consumer = %c.name, "worker ready");
     let mut claim = Claim::default();
     loop {
         // Waiting for work can stop; working cannot (the job in hand is finished). An XREADGROUP

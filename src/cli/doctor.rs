@@ -85,7 +85,7 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
     let target = crate::deploy::instance_facts(&t)?;
     let mut previous: Option<Diagnosis> = None;
     loop {
-        let from_target = target.instances(a.window)?;
+        let from_target = target.facts(a.window)?;
         let s = match &prometheus {
             Some(p) => rt.block_on(collect::collect(&t, p, a.window, collect::thresholds(&t), &from_target))?,
             None => rt.block_on(scrape::collect(&t, direct, collect::thresholds(&t)))?,

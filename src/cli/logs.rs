@@ -12,13 +12,13 @@ use crate::deploy::{LogLine, LogQuery};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Lines are `TIME INSTANCE MESSAGE`, oldest first; `-o json` prints one JSON object per line \
-({\"time\", \"instance\", \"message\"}). An instance is HOST-PORT on hosts (app-1-3000), a slot on docker (api-1).\n\n\
+({\"time\", \"instance\", \"message\"}). An instance is HOST-PORT on hosts (app-1-3000, or a worker: app-1-worker-1), a slot on docker (api-1, worker-1).\n\n\
 Examples:\n  scalectl logs -f scale.yaml --since 10m\n  scalectl logs -f scale.yaml --instance app-1-3000 --follow\n  \
 scalectl logs -f scale.yaml -o json | jq -r 'select(.message | contains(\"error\"))'")]
 pub struct Args {
     #[command(flatten)]
     pub fleet: FleetArgs,
-    /// Only this instance (HOST-PORT, or a docker slot such as api-1)
+    /// Only this instance (HOST-PORT, HOST-worker-N, or a docker slot such as api-1 or worker-1)
     #[arg(long, value_name = "NAME")]
     pub instance: Option<String>,
     /// How far back to start

@@ -64,9 +64,22 @@ impl Replicas {
 }
 
 impl super::InstanceFacts for Replicas {
-    fn instances(&self, window: Duration) -> anyhow::Result<BTreeMap<String, crate::doctor::TargetInstance>> {
+    fn facts(&self, window: Duration) -> anyhow::Result<crate::doctor::FromTarget> {
         let facts = self.rt.block_on(engine::replica_facts(&self.docker, &self.topology, window))?;
-        Ok(facts.into_iter().map(|(name, f)| (name, crate::doctor::TargetInstance { upstream: f.upstream, crash_restarts: f.crash_restarts })).collect())
+        let instances = facts.into_iter().map(|(name, f)| (name, crate::doctor::TargetInstance { upstream: f.upstream, crash_restarts: f.crash_restarts })).collect();
+        // The worker containers the topology wants (by slot), running or not.
+        let workers = match &self.topology.app.workers {
+            Some(_) => {
+                let o = self.rt.block_on(engine::observe(&self.docker, &self.topology))?;
+                let cores = self.rt.block_on(engine::facts(&self.docker))?.cores;
+                let slots = dplan::worker_slots(&self.topology, cores);
+                let running = |slot: &String| o.containers.iter().any(|c| c.role == dplan::ROLE_WORKER && &c.slot == slot && c.running());
+                let up = slots.iter().filter(|s| running(s)).count() as u32;
+                Some(crate::doctor::TargetWorkers { wanted: slots.len() as u32, running: up, stopped: slots.len() as u32 - up })
+            }
+            None => None,
+        };
+        Ok(crate::doctor::FromTarget { instances, workers })
     }
 }
 
@@ -130,7 +143,7 @@ impl Target for Engine {
                 name: c.name.clone(),
                 state: c.state.clone(),
                 health: c.health.clone(),
-                release: (c.role == "app").then(|| c.image.rsplit_once(':').map(|(_, tag)| tag.to_string())).flatten(),
+                release: (c.role == "app" || c.role == dplan::ROLE_WORKER).then(|| c.image.rsplit_once(':').map(|(_, tag)| tag.to_string())).flatten(),
                 healthy: c.running() && c.health.as_deref().is_none_or(|h| h == "healthy"),
             })
             .collect();
@@ -148,7 +161,7 @@ impl Target for Engine {
     fn logs(&self, q: &LogQuery, out: &(dyn Fn(&LogLine) + Sync)) -> anyhow::Result<()> {
         let o = self.observe()?;
         let replicas: Vec<(String, String)> = o
-            .running_replicas()
+            .running_processes()
             .filter(|c| q.instance.as_ref().is_none_or(|i| *i == c.slot))
             .map(|c| (c.name.clone(), c.slot.clone()))
             .collect();

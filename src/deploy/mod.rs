@@ -96,9 +96,10 @@ pub struct LogQuery {
 }
 
 /// What doctor reads from the target itself, beside Prometheus: per instance name, what only the
-/// target knows ([`crate::doctor::TargetInstance`]).
+/// target knows ([`crate::doctor::TargetInstance`]), and its count of the app's workers where
+/// nothing reports them to Prometheus.
 pub trait InstanceFacts {
-    fn instances(&self, window: Duration) -> anyhow::Result<BTreeMap<String, crate::doctor::TargetInstance>>;
+    fn facts(&self, window: Duration) -> anyhow::Result<crate::doctor::FromTarget>;
 }
 
 /// Hosts report every instance's address and restarts through Prometheus (targets.json,
@@ -106,8 +107,8 @@ pub trait InstanceFacts {
 struct FromPrometheus;
 
 impl InstanceFacts for FromPrometheus {
-    fn instances(&self, _window: Duration) -> anyhow::Result<BTreeMap<String, crate::doctor::TargetInstance>> {
-        Ok(BTreeMap::new())
+    fn facts(&self, _window: Duration) -> anyhow::Result<crate::doctor::FromTarget> {
+        Ok(crate::doctor::FromTarget::default())
     }
 }
 

@@ -103,9 +103,10 @@ fn series_by(series: &Series, key: &str, value: &str) -> Vec<f64> {
 
 /// Read the fleet's state over the last `window`. `from_target` gives, by instance name, what only
 /// the target knows (docker's running replicas: the engine assigns their addresses and counts
-/// their restarts after a failure; hosts report both through Prometheus, so theirs is empty).
-pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, thresholds: Thresholds, from_target: &BTreeMap<String, TargetInstance>) -> anyhow::Result<Snapshot> {
-    let upstreams: BTreeMap<&String, &String> = from_target.iter().map(|(name, i)| (name, &i.upstream)).collect();
+/// their restarts after a failure; hosts report both through Prometheus, so theirs is empty), and
+/// docker's count of the workers, which nothing reports to Prometheus there.
+pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, thresholds: Thresholds, from_target: &FromTarget) -> anyhow::Result<Snapshot> {
+    let upstreams: BTreeMap<&String, &String> = from_target.instances.iter().map(|(name, i)| (name, &i.upstream)).collect();
     let now = std::time::SystemTime::now();
     let end = now.duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
     let step = Duration::from_millis(t.observability.scrape_interval_ms.max(1000));
@@ -204,7 +205,7 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         s.instances.push(InstanceSample {
             up: *v == 1.0,
             weight,
-            restarts: from_target.get(&name).map(|i| i.crash_restarts).unwrap_or_else(|| by(&unit_restarts, "instance_name", &name).unwrap_or(0.0).round() as u32),
+            restarts: from_target.instances.get(&name).map(|i| i.crash_restarts).unwrap_or_else(|| by(&unit_restarts, "instance_name", &name).unwrap_or(0.0).round() as u32),
             requests_per_s: own_or_lb(&rps, &lb_rps).unwrap_or(0.0),
             p99_ms: own_or_lb(&p99, &lb_p99).map(|x| x * 1000.0),
             error_rate_percent: own_or_lb(&errors, &lb_errors).unwrap_or(0.0),
@@ -262,15 +263,20 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         let measured = |up: f64| units.iter().filter(|(_, v)| *v == up).count() as u32;
         let first = |x: &Samples| x.first().map(|(_, v)| *v).filter(|v| v.is_finite());
         let cores_of = |h: &crate::topology::Host| s.hosts.iter().find(|x| x.host == h.name).map_or(1, |x| x.cores);
+        // Counted by the target where nothing reports the workers to Prometheus (docker).
+        let (wanted, up, down) = match from_target.workers {
+            Some(w) => (w.wanted, w.running, w.stopped),
+            None => (t.hosts.iter().map(|h| t.workers_on(h, cores_of(h)).len() as u32).sum(), measured(1.0), measured(0.0)),
+        };
         s.queue = Some(QueueSample {
             queue: queue.name.clone(),
             waiting: waiting.first().map(|(_, v)| v.clone()).unwrap_or_default(),
             active: active.first().map(|(_, v)| v.clone()).unwrap_or_default(),
             failed: first(&failed).unwrap_or(0.0).max(0.0),
             ended: first(&ended).unwrap_or(0.0).max(0.0),
-            workers: t.hosts.iter().map(|h| t.workers_on(h, cores_of(h)).len() as u32).sum(),
-            workers_up: measured(1.0),
-            workers_down: measured(0.0),
+            workers: wanted,
+            workers_up: up,
+            workers_down: down,
             instances_per_host: workers.per_host(),
         });
     }

@@ -10,7 +10,7 @@ pub mod scrape;
 pub mod snapshot;
 pub mod tree;
 
-pub use snapshot::{Snapshot, TargetInstance, Thresholds};
+pub use snapshot::{FromTarget, Snapshot, TargetInstance, TargetWorkers, Thresholds};
 pub use tree::{CHECKS, Diagnosis, Finding, Severity, diagnose};
 
 /// The walk for people: every question with its answer, then each finding with its evidence and

@@ -117,6 +117,24 @@ pub struct TargetInstance {
     pub crash_restarts: u32,
 }
 
+/// The app's workers as the target counts them where nothing measures them for Prometheus (docker's
+/// worker containers; hosts report theirs through scalectl-instances).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TargetWorkers {
+    /// As many as the topology asks for.
+    pub wanted: u32,
+    pub running: u32,
+    pub stopped: u32,
+}
+
+/// What doctor reads from the target itself, beside Prometheus.
+#[derive(Debug, Clone, Default)]
+pub struct FromTarget {
+    /// By instance name.
+    pub instances: std::collections::BTreeMap<String, TargetInstance>,
+    pub workers: Option<TargetWorkers>,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct InstanceSample {
     /// `host-port`

@@ -412,14 +412,18 @@ async fn create(docker: &Docker, t: &Topology, network: &str, spec: &ContainerSp
         env: Some(env),
         labels: Some(spec.labels(&t.name).into_iter().collect()),
         exposed_ports: Some(spec.publish.iter().map(|p| format!("{}/tcp", p.container_port)).collect()),
-        healthcheck: spec.health.as_ref().map(|h| HealthConfig {
-            test: Some(h.test.clone()),
-            interval: Some(ms_to_ns(h.interval_ms)),
-            timeout: Some(ms_to_ns(h.timeout_ms)),
-            retries: Some(i64::from(h.retries)),
-            start_period: Some(ms_to_ns(h.start_period_ms)),
-            start_interval: None,
-        }),
+        healthcheck: if spec.no_health_check {
+            Some(HealthConfig { test: Some(vec!["NONE".into()]), ..Default::default() })
+        } else {
+            spec.health.as_ref().map(|h| HealthConfig {
+                test: Some(h.test.clone()),
+                interval: Some(ms_to_ns(h.interval_ms)),
+                timeout: Some(ms_to_ns(h.timeout_ms)),
+                retries: Some(i64::from(h.retries)),
+                start_period: Some(ms_to_ns(h.start_period_ms)),
+                start_interval: None,
+            })
+        },
         stop_timeout: Some(spec.stop_timeout_s),
         host_config: Some(host_config),
         networking_config: Some(NetworkingConfig {
@@ -490,6 +494,29 @@ async fn wait_ready(docker: &Docker, name: &str, healthy: bool, timeout: Duratio
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// A container without a health check (a worker) that runs now must still run `after` this,
+/// never restarted meanwhile: one that exits at once is restarted by the engine and would look
+/// running at any single moment. On failure, the error carries its last log lines.
+async fn still_running(docker: &Docker, name: &str, after: Duration) -> anyhow::Result<()> {
+    let started = |c: &bollard::models::ContainerInspectResponse| {
+        (c.state.as_ref().and_then(|s| s.started_at.clone()), c.restart_count.unwrap_or_default())
+    };
+    let before = started(&docker.inspect_container(name, None).await.with_context(|| format!("cannot inspect {name}"))?);
+    tokio::time::sleep(after).await;
+    let c = docker.inspect_container(name, None).await.with_context(|| format!("cannot inspect {name}"))?;
+    let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+    if running && started(&c) == before {
+        return Ok(());
+    }
+    let logs = tail_logs(docker, name, 10).await;
+    bail!(
+        "{name} did not keep running: {} within {:.0} s of its start\n  last log lines:\n{}",
+        if running { "it exited and was restarted" } else { "it exited" },
+        after.as_secs_f64(),
+        logs.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    );
 }
 
 /// A replica's log lines with the engine's timestamps: the last `lines` within `since`, then
@@ -677,6 +704,9 @@ async fn run_step(docker: &Docker, t: &Topology, plan: &DockerPlan, step: &Step,
                 return Err(anyhow::Error::new(e).context(format!("cannot start {}{hint}", spec.name)));
             }
             wait_ready(docker, &spec.name, spec.health.is_some(), o.ready_timeout).await?;
+            if let Some(s) = spec.settle_s {
+                still_running(docker, &spec.name, Duration::from_secs(s)).await?;
+            }
             say(&format!("{}: {} is {}", spec.slot, spec.name, if spec.health.is_some() { "healthy" } else { "running" }));
         }
         Step::Start { name, wait_healthy } => {

@@ -272,6 +272,21 @@ pub fn render_docker_deploy(t: &Topology, replicas: &[Instance], templates: &Tem
     Ok(out)
 }
 
+/// Each docker worker's environment (templates/docker/worker.env.j2), keyed `env/SLOT`: what a
+/// replica gets but its port, and the workers' own settings.
+pub fn render_docker_workers(t: &Topology, slots: &[String], templates: &Templates) -> Result<BTreeMap<String, String>, RenderError> {
+    let env = templates.environment();
+    let ctx = Ctx::docker_view(t, &Facts::with_default_cores(1)).value();
+    let mut out = BTreeMap::new();
+    for slot in slots {
+        let instance = Instance::new(slot.clone(), slot.clone(), 0, 1);
+        let ctx = minijinja::context! { instance => minijinja::Value::from(minijinja::value::Serde(&instance)), ..ctx.clone() };
+        let f = run(&env, &ctx, "docker", file("docker/worker.env.j2", format!("env/{slot}")))?;
+        out.insert(f.path, f.content);
+    }
+    Ok(out)
+}
+
 /// Files shipped as they are (not templates), placed under `dest` for `host`.
 fn copy_verbatim(dir: &include_dir::Dir<'static>, host: &str, dest: &str, on_change: OnChange, out: &mut Vec<RenderedFile>) {
     for f in dir.files() {

@@ -150,6 +150,9 @@ impl Workers {
     }
 }
 
+/// A worker's drain timeout unless `app.workers.drain_timeout` says otherwise.
+pub const DEFAULT_WORKER_DRAIN_MS: u64 = 30_000;
+
 /// The app that runs when the topology names no program of its own.
 pub const SCALE_API: &str = "scale-api";
 

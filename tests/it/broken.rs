@@ -117,7 +117,6 @@ fn cases() -> Vec<Case> {
         case("workers of scale-api", "name: t\napp:\n  instances: 1\n  workers: {command: [x], queue: {kind: stream, name: jobs}}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis, worker]}\n", 4, 22, "without app.program the workers are scale-api's own: `command: [scale-api, worker]`"),
         case("scale-api's worker on BullMQ", "name: t\napp:\n  instances: 1\n  workers: {command: [scale-api, worker], queue: {kind: bullmq, name: jobs}}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis, worker]}\n", 4, 57, "scale-api's worker consumes a Redis stream, not a BullMQ queue"),
         case("scale-api's worker without its queue", "name: t\napp:\n  instances: 1\n  workers: {command: [scale-api, worker]}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis, worker]}\n", 4, 22, "scale-api's worker needs its queue named: it is the stream that POST /jobs adds to"),
-        case("workers on docker", "name: t\ntarget: docker\napp:\n  program: {image: \"app:1\", command: [node, server.js]}\n  workers: {command: [node, worker.js]}\n", 5, 22, "app.workers runs on `target: hosts` for now: the docker target does not run workers yet"),
     ]
 }
 

@@ -79,6 +79,8 @@ fn topology_with(edits: &[(&str, &str)]) -> tempfile::TempPath {
         // Alerts for what is down fire after 20 s, not the default minute.
         ("  grafana: false\n", "  grafana: false\n  alerts: {down_for: 20s}\n"),
         ("  instances: 2 ", "  secrets: {API_KEY: {env: DOCK_API_KEY}}\n  instances: 2 "),
+        // A dead worker's job is taken over after 1 s, not the default 30.
+        ("    queue: {kind: stream, name: jobs}\n", "    queue: {kind: stream, name: jobs}\n    env: {JOBS_CLAIM_IDLE: 1s}\n"),
     ]
     .iter()
     .map(|(a, b)| (*a, *b))
@@ -332,7 +334,7 @@ fn docker_requests_reach_every_replica_count_is_exact_and_a_second_apply_changes
     let table = text(&status.stdout);
     assert_eq!(status.status.code(), Some(0), "{table}");
     let slots: Vec<&str> = table.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
-    let want = ["api-1", "api-2", "collector", "lb", "logship", "mtail", "nginx-exporter", "node-exporter", "prometheus", "redis", "redis-exporter"];
+    let want = ["api-1", "api-2", "collector", "lb", "logship", "mtail", "nginx-exporter", "node-exporter", "prometheus", "redis", "redis-exporter", "worker-1", "worker-2"];
     assert_eq!(slots, want, "{table}");
     assert!(table.lines().skip(1).all(|l| l.split_whitespace().nth(2) == Some("running")), "{table}");
     let plan = scalectl(&["plan", "-f", &topology(), "--release", release().to_str().unwrap(), "--detailed-exitcode"]);
@@ -681,7 +683,8 @@ fn docker_reload_three_times_under_load_fails_no_request() {
     // Each replica left the upstream before it stopped and came back after: the plan says so.
     let plan: serde_json::Value = serde_json::from_slice(&outs[0].stdout).unwrap();
     let steps: Vec<String> = plan["activate"].as_array().unwrap().iter().map(|s| s["action"].as_str().unwrap().to_string()).collect();
-    assert_eq!(steps, ["write_live", "stop", "start", "write_live", "write_live", "stop", "start", "write_live"], "{plan:#}");
+    // Then each worker, stopped with its drain time and started again.
+    assert_eq!(steps, ["write_live", "stop", "start", "write_live", "write_live", "stop", "start", "write_live", "stop", "start", "stop", "start"], "{plan:#}");
     // Same containers (no configuration changed), each started anew.
     assert_eq!(replicas(), before);
     for (n, s) in before.iter().zip(&first_start) {
@@ -719,12 +722,19 @@ fn docker_rollback_brings_the_previous_release_back_one_replica_at_a_time() {
         .filter(|s| s["action"] != "write_live" || s["container"].as_str().is_some_and(|c| c.contains("-lb-")))
         .map(|s| match s["action"].as_str().unwrap() {
             "create" => format!("create {}", s["spec"]["slot"].as_str().unwrap()),
-            "stop" => format!("stop {}", s["name"].as_str().unwrap().split('-').nth(2).map(|n| format!("api-{n}")).unwrap()),
+            // `dock-SLOT-HASH`
+            "stop" => format!("stop {}", s["name"].as_str().unwrap().strip_prefix("dock-").and_then(|n| n.rsplit_once('-')).unwrap().0),
             other => other.to_string(),
         })
         .collect();
-    assert_eq!(steps, ["create api-1", "write_live", "stop api-1", "create api-2", "write_live", "stop api-2"], "{plan:#}");
+    // Then the workers, each new one running before its old one stops.
+    assert_eq!(
+        steps,
+        ["create api-1", "write_live", "stop api-1", "create api-2", "write_live", "stop api-2", "create worker-1", "stop worker-1", "create worker-2", "stop worker-2"],
+        "{plan:#}"
+    );
     assert_eq!(instances_seen_at(LB, 40).len(), 2);
+    assert!(workers().iter().all(|(_, n)| image_of(n) == old), "the workers run the release rolled back to: {:?}", workers());
 }
 
 #[test]
@@ -888,8 +898,9 @@ fn docker_every_dashboard_query_returns_data_under_load() {
     let _d = deployed();
     // Scrapes every 15 s (the example's default): 40 s gives rate() over 1m windows two loaded
     // samples. The load balancer's series per replica come from the mtail container.
-    // No workers on docker yet: the queue's panels have nothing to show.
-    every_dashboard_query_returns_data(LB, "http://127.0.0.1:9091", Duration::from_secs(40), &["scalectl_queue_", "scalectl_worker_"]);
+    // The workers' queue is charted (jobs are posted meanwhile); the workers' up series is the
+    // hosts' (scalectl-instances): on docker the engine counts them, for doctor.
+    every_dashboard_query_returns_data(LB, "http://127.0.0.1:9091", Duration::from_secs(40), &["scalectl_worker_"]);
 }
 
 /// The user's app on docker: examples/node-docker.yaml with the stand-ins, its image built from a
@@ -1126,4 +1137,148 @@ mod node {
             assert!(!env.contains("REDIS"), "{name}: {env}");
         }
     }
+}
+
+/// The worker containers of the test topology, by slot: (slot, container).
+fn workers() -> Vec<(String, String)> {
+    let mut w: Vec<(String, String)> = containers().into_iter().filter(|(_, slot, state)| slot.starts_with("worker-") && state == "running").map(|(n, s, _)| (s, n)).collect();
+    w.sort();
+    w
+}
+
+/// Jobs posted through the load balancer; each settled job read back.
+struct Jobs(reqwest::blocking::Client);
+
+impl Jobs {
+    fn post(&self, body: serde_json::Value) -> String {
+        let r = self.0.post(format!("{LB}/jobs")).json(&body).send().unwrap();
+        let status = r.status();
+        let v: serde_json::Value = r.json().unwrap();
+        assert_eq!(status, 202, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    fn get(&self, id: &str) -> serde_json::Value {
+        self.0.get(format!("{LB}/jobs/{id}")).send().unwrap().json().unwrap()
+    }
+
+    /// The job once completed or failed for good (60 s at most).
+    fn settled(&self, id: &str) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let v = self.get(id);
+            if v["state"] == "completed" || v["state"] == "failed" || start.elapsed() > Duration::from_secs(60) {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Jobs completed since the queue began (`jobs:completed`, which the completing script counts
+    /// once per job), read as the exporter reads it.
+    fn completed(&self) -> u64 {
+        let redis = container_in_slot("redis");
+        let pw = scalectl::render::redis_exporter_password(crate::lab::lab_redis_password());
+        let out = docker_ok(&["exec", &redis, "sh", "-c", &format!("REDISCLI_AUTH='{pw}' redis-cli --no-auth-warning --user scalectl-exporter GET jobs:completed")]);
+        out.trim().parse().unwrap_or(0)
+    }
+}
+
+/// scale-api's workers as containers (examples/docker.yaml: two on the stream `jobs`), with the
+/// hosts' semantics: each job posted through the load balancer completes once, by both workers; a
+/// job that always fails is a dead letter after 3 attempts; a worker SIGKILLed mid-job loses
+/// nothing (the engine restarts it, the job is taken over); a roll of the workers during a stream
+/// of jobs loses none, replaces every worker, restarts no replica; status and logs show them.
+#[test]
+fn docker_workers_take_each_job_once_survive_a_kill_and_lose_none_in_a_roll() {
+    let _d = deployed();
+    let _restore = restore();
+    let jobs = Jobs(crate::support::client());
+    let before = workers();
+    assert_eq!(before.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(), ["worker-1", "worker-2"]);
+    let completed = jobs.completed();
+    let failing = jobs.post(serde_json::json!({"fail": true}));
+    let ids: Vec<String> = (0..200).map(|i| jobs.post(serde_json::json!({"rows": 1000 + i, "ms": 10}))).collect();
+    let mut by_worker: std::collections::BTreeMap<String, u32> = Default::default();
+    for (i, id) in ids.iter().enumerate() {
+        let v = jobs.settled(id);
+        assert_eq!((v["state"].as_str(), v["result"]["rows"].as_u64()), (Some("completed"), Some(1000 + i as u64)), "{v}");
+        *by_worker.entry(v["worker"].as_str().unwrap_or("").to_string()).or_default() += 1;
+    }
+    eprintln!("200 jobs on docker, by worker: {by_worker:?}");
+    assert_eq!(by_worker.keys().cloned().collect::<Vec<_>>(), ["worker-1", "worker-2"], "{by_worker:?}");
+    let v = jobs.settled(&failing);
+    assert_eq!((v["state"].as_str(), v["attempts"].as_u64()), (Some("failed"), Some(3)), "{v}");
+    assert_eq!(jobs.completed() - completed, 200, "each job completed once");
+
+    // SIGKILL to the worker that holds a 3 s job, from outside (a crash, not a stop).
+    let slow = jobs.post(serde_json::json!({"rows": 7, "ms": 3000}));
+    let start = Instant::now();
+    let holder = loop {
+        let v = jobs.get(&slow);
+        if v["state"] == "active" {
+            break v["worker"].as_str().unwrap().to_string();
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no worker took the slow job: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let name = container_in_slot(&holder);
+    let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &name]).trim().to_string();
+    assert!(Command::new("kill").args(["-9", &pid]).status().unwrap().success());
+    let v = jobs.settled(&slow);
+    assert_eq!((v["state"].as_str(), v["attempts"].as_u64()), (Some("completed"), Some(2)), "taken again and completed once: {v}");
+    let start = Instant::now();
+    while docker_ok(&["inspect", "-f", "{{.State.Running}} {{.RestartCount}}", &name]).trim() != "true 1" {
+        assert!(start.elapsed() < Duration::from_secs(20), "the engine did not restart {name}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // A roll of the workers (their own env changed) during a stream of jobs.
+    let replicas_before = replicas();
+    let rolled = topology_with(&[("JOBS_CLAIM_IDLE: 1s", "JOBS_CLAIM_IDLE: 2s")]);
+    let completed = jobs.completed();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poster = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let jobs = Jobs(crate::support::client());
+            let mut ids = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                ids.push(jobs.post(serde_json::json!({"rows": 3, "ms": 50})));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            ids
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let out = apply(rolled.to_str().unwrap(), release().to_str().unwrap());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let posted = poster.join().unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    for id in &posted {
+        let v = jobs.settled(id);
+        assert_eq!(v["state"].as_str(), Some("completed"), "{v}");
+    }
+    assert_eq!(jobs.completed() - completed, posted.len() as u64, "each of the {} jobs posted during the roll completed once", posted.len());
+    let after = workers();
+    assert_eq!(after.len(), 2);
+    assert!(after.iter().all(|(_, n)| before.iter().all(|(_, b)| b != n)), "every worker replaced: {before:?} -> {after:?}");
+    assert_eq!(replicas(), replicas_before, "a change of the workers' env restarts no replica");
+    eprintln!("rolled 2 workers during {} jobs, none lost", posted.len());
+
+    // status shows them with their release; logs have their lines.
+    let status = scalectl(&["status", "-f", rolled.to_str().unwrap(), "-o", "json"]);
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|_| panic!("{}", text(&status.stderr)));
+    let places: Vec<&str> = s["items"].as_array().unwrap().iter().filter(|i| i["release"].is_string()).map(|i| i["place"].as_str().unwrap()).collect();
+    assert!(places.contains(&"worker-1") && places.contains(&"worker-2"), "{s:#}");
+    let logs = scalectl(&["logs", "-f", rolled.to_str().unwrap(), "--instance", "worker-1", "--since", "5m"]);
+    assert!(logs.status.success() && !logs.stdout.is_empty(), "{}", text(&logs.stderr));
+
+    // A worker stopped: doctor counts the workers from the engine (nothing reports them to
+    // Prometheus on docker) and finds it down; the restore starts it again.
+    docker_ok(&["stop", "-t", "40", &after[1].1]);
+    let out = scalectl(&["doctor", "-f", rolled.to_str().unwrap(), "--window", "30s", "-o", "json"]);
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out.stderr)));
+    let down = d["findings"].as_array().unwrap().iter().find(|f| f["id"] == "workers-down").unwrap_or_else(|| panic!("no workers-down: {d:#}"));
+    assert!(down["summary"].as_str().unwrap_or("").contains("1 of the 2 workers"), "{down:#}");
 }

@@ -397,6 +397,8 @@ pub(crate) fn every_dashboard_query_returns_data(lb: &'static str, prometheus: &
     let load = Load::start_at(lb, 2);
     let stop = Arc::new(AtomicBool::new(false));
     // Every route the dashboards chart; a failure among them is as much a failure as the load's.
+    // Jobs too where the queue's panels are to show data (scale-api's POST /jobs).
+    let jobs = !absent.contains(&"scalectl_queue_");
     let mixed = {
         let stop = stop.clone();
         let lb = lb.to_string();
@@ -409,6 +411,11 @@ pub(crate) fn every_dashboard_query_returns_data(lb: &'static str, prometheus: &
                 for path in ["/count".to_string(), format!("/users/{}", i % 20 + 1), "/heavy?ms=5".to_string()] {
                     if let Err(e) = answered(c.get(format!("{lb}{path}")).send()) {
                         failed.push(format!("{path}: {e}"));
+                    }
+                }
+                if jobs && i % 10 == 0 {
+                    if let Err(e) = answered(c.post(format!("{lb}/jobs")).json(&serde_json::json!({"ms": 1})).send()) {
+                        failed.push(format!("POST /jobs: {e}"));
                     }
                 }
                 i += 1;

@@ -293,9 +293,11 @@ fn promtool_accepts_every_prometheus_config_and_rule_file() {
             let out = run(Command::new(&promtool).args(["check", "rules"]).arg(&p));
             assert!(out.status.success(), "promtool check rules on {example} {}:{}\n{}", f.host, f.path, text(&out));
             // Two of them watch Redis, which a topology without it does not run; a queue of the
-            // workers adds its four recorded series and three alerts.
+            // workers adds its four recorded series and three alerts (WorkersDown on hosts only:
+            // nothing reports a docker worker to Prometheus).
             let t = super::load_example(example);
-            let queue = t.app.workers.as_ref().and_then(|w| w.queue.as_ref()).map_or(0, |_| 7);
+            let workers_down = usize::from(f.host != "docker");
+            let queue = t.app.workers.as_ref().and_then(|w| w.queue.as_ref()).map_or(0, |_| 6 + workers_down);
             let rules = if t.redis.is_some() { 12 } else { 10 } + queue;
             assert!(text(&out).contains(&format!("SUCCESS: {rules} rules found")), "{}", text(&out));
             checked += 1;
@@ -449,9 +451,9 @@ fn redis_server_runs_on_every_rendered_config() {
             child.kill().ok();
             child.wait().ok();
             assert!(answer.ends_with(&maxmemory), "{example}: maxmemory {answer} != {maxmemory}");
-            // Running as rendered: the default, or with a queue on it (the node example's
-            // workers) nothing evicted, since a job evicted is a job lost.
-            let wanted = if *example == "node" { "noeviction" } else { "allkeys-lru" };
+            // Running as rendered: the default, or with a queue on it (the node and docker
+            // examples' workers) nothing evicted, since a job evicted is a job lost.
+            let wanted = if ["node", "docker"].contains(example) { "noeviction" } else { "allkeys-lru" };
             assert!(f.content.contains(&format!("\nmaxmemory-policy {wanted}\n")), "{example}: rendered without {wanted}");
             assert!(policy.contains(wanted), "{example}: {policy}");
         }
@@ -1150,7 +1152,12 @@ fn compose_services_equal_the_docker_targets_container_specs() {
                 let names: Vec<String> = spec.secret_env.iter().map(|e| e.name.clone()).collect();
                 let want: Vec<Value> = names.iter().map(|n| json!({"source": n, "target": format!("{}/{n}", scalectl::plan::docker::SECRETS_DIR)})).collect();
                 assert_eq!(json!(secret_files), json!(want), "{at}");
-                if !cmd.is_empty() {
+                if t.app.program.is_none() {
+                    // scale-api's image: its entrypoint behind the wrapper, then the spec's arguments.
+                    let mut full = vec![json!("/usr/local/bin/scale-api")];
+                    full.extend(cmd.iter().cloned());
+                    assert_eq!(s["command"], json!(full), "{at}");
+                } else {
                     assert_eq!(s["command"], json!(cmd), "{at}");
                 }
             } else if users_file {

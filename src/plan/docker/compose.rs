@@ -23,6 +23,8 @@ struct ComposeService<'a> {
     command: Vec<String>,
     /// The spec's health check.
     health_test: Vec<String>,
+    /// The image's own check turned off (a worker).
+    health_disabled: bool,
     /// Who the container starts as, when not the image's user.
     user: Option<&'static str>,
     environment: Vec<(String, String)>,
@@ -132,6 +134,7 @@ impl<'a> ComposeService<'a> {
             entrypoint: None,
             command: spec.cmd.clone(),
             health_test: spec.health.as_ref().map(|h| h.test.clone()).unwrap_or_default(),
+            health_disabled: spec.no_health_check,
             user: None,
             environment: spec.env.iter().filter_map(|e| e.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             secret_env: Vec::new(),
@@ -164,8 +167,9 @@ impl<'a> ComposeService<'a> {
             _ if spec.secret_env.is_empty() => {}
             SecretDelivery::Files => {
                 self.entrypoint = Some(secrets_entrypoint());
-                if self.command.is_empty() {
-                    self.command = run.compose_app_command.clone();
+                if t.app.program.is_none() {
+                    // scale-api's image: its entrypoint, then the spec's arguments (`worker`).
+                    self.command = run.compose_app_command.iter().chain(&spec.cmd).cloned().collect();
                 }
                 self.secrets = spec.secret_env.iter().map(|e| (e.name.as_str(), format!("{SECRETS_DIR}/{}", e.name))).collect();
             }

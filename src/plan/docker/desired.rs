@@ -72,6 +72,9 @@ pub struct Desired {
     pub dockerfile: String,
     /// The app's replicas (the final ones), rolled one at a time behind the load balancer.
     pub app: Vec<ContainerSpec>,
+    /// The app's workers (`app.workers`): the release image running the workers' argv, no port,
+    /// rolled one at a time after the replicas, each new one running before the old one stops.
+    pub workers: Vec<ContainerSpec>,
     /// Every other container, in the order a first apply creates them: those the replicas need
     /// when they start ([`BEFORE_APP`]) first.
     pub services: Vec<ContainerSpec>,
@@ -91,6 +94,14 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
     let run = commands(&base)?;
     let secret_env = secret_env(t, secrets, &engine.digest_key);
     let app: Vec<ContainerSpec> = slots.iter().map(|slot| replica(t, slot, &image, &base, &run, &secret_env)).collect();
+    let workers = match &t.app.workers {
+        Some(w) => {
+            let slots = worker_slots(t, engine.cores);
+            let envs = render::render_docker_workers(t, &slots, templates)?;
+            slots.iter().map(|slot| worker(t, w, slot, &image, &envs, &secret_env)).collect()
+        }
+        None => Vec::new(),
+    };
     // Everything else sees the final replicas.
     let final_replicas: Vec<(String, String)> = app.iter().map(|c| (c.slot.clone(), c.name.clone())).collect();
     let files = rendered(t, &final_replicas, templates)?;
@@ -118,6 +129,7 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
             None => get(&files, "Dockerfile").to_string(),
         },
         app,
+        workers,
         services: services.into_iter().map(seal).collect(),
         tools_image,
         tools_dockerfile,
@@ -178,6 +190,42 @@ fn replica(t: &Topology, slot: &str, image: &str, base: &BTreeMap<String, String
     .sealed(&t.name)
 }
 
+/// Worker `slot`: the release image running the workers' argv with its `$(INSTANCE)` (scale-api's
+/// image: the arguments of its own entrypoint, `worker`), its environment rendered
+/// (templates/docker/worker.env.j2), no port and no health check: it must still run a moment after
+/// it started ([`WORKER_SETTLE_S`]), and it gets its drain timeout to finish the job in hand.
+fn worker(t: &Topology, w: &crate::topology::Workers, slot: &str, image: &str, envs: &BTreeMap<String, String>, secret_env: &[SecretEnv]) -> ContainerSpec {
+    let env: Vec<String> = get(envs, &format!("env/{slot}")).lines().filter(|l| l.contains('=') && !l.starts_with('#')).map(str::to_string).collect();
+    let mut argv = w.argv(env_value(&env, "INSTANCE").unwrap_or(slot));
+    if t.app.program.is_none() {
+        // `[scale-api, worker]`: the image's entrypoint is scale-api.
+        argv.remove(0);
+    }
+    let mut log_opts = log_rotation();
+    if t.observability.logs.destination == crate::topology::LogDestination::Collector {
+        log_opts.insert("labels".to_string(), APP_LOG_LABELS.to_string());
+    }
+    ContainerSpec {
+        env,
+        secret_env: secret_env.to_vec(),
+        aliases: Vec::new(),
+        memory_bytes: Some(t.app.memory_max),
+        nano_cpus: t.app.cpu_quota.map(|q| i64::from(q) * 10_000_000),
+        nofile: Some(t.app.nofile),
+        log_opts,
+        stop_timeout_s: (w.drain_timeout_ms / 1000) as i64 + 5,
+        cmd: argv,
+        cap_drop_all: true,
+        read_only: t.app.program.is_none() && secret_env.is_empty(),
+        secrets: SecretDelivery::Files,
+        pids_limit: Some(4 * DEFAULT_PIDS_LIMIT),
+        no_health_check: true,
+        settle_s: Some(WORKER_SETTLE_S),
+        ..service(ROLE_WORKER, slot, image)
+    }
+    .sealed(&t.name)
+}
+
 /// The value of `name` in KEY=VALUE lines.
 fn env_value<'a>(env: &'a [String], name: &str) -> Option<&'a str> {
     env.iter().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
@@ -220,6 +268,8 @@ fn service(role: &str, slot: &str, image: &str) -> ContainerSpec {
         previous: String::new(),
         files: Vec::new(),
         stop_timeout_s: 10,
+        no_health_check: false,
+        settle_s: None,
         hash: String::new(),
     }
 }
@@ -363,7 +413,7 @@ impl Desired {
     /// at start, the replicas, then the other services.
     pub fn containers(&self) -> Vec<&ContainerSpec> {
         let (before, after): (Vec<&ContainerSpec>, Vec<&ContainerSpec>) = self.services.iter().partition(|c| BEFORE_APP.contains(&c.slot.as_str()));
-        before.into_iter().chain(&self.app).chain(after).collect()
+        before.into_iter().chain(&self.app).chain(&self.workers).chain(after).collect()
     }
 
     /// The service in `slot`, if the topology runs it.
@@ -397,7 +447,7 @@ pub fn bundle_specs(t: &Topology, cores: u32, templates: &Templates) -> Result<D
     let mut d = desired(t, &release, &SecretValues::default(), &engine, templates)?;
     if let Some(image) = t.app.program.as_ref().and_then(|p| p.image.as_ref()) {
         // Compose runs the image as it is named: nothing is built for it.
-        for c in &mut d.app {
+        for c in d.app.iter_mut().chain(&mut d.workers) {
             c.image = image.clone();
         }
     }

@@ -215,6 +215,14 @@ pub struct ContainerSpec {
     /// Written into the container before it starts.
     pub files: Vec<FileSpec>,
     pub stop_timeout_s: i64,
+    /// The image's own HEALTHCHECK turned off: a worker runs the image made for the replicas,
+    /// whose check asks for a port the worker never opens.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_health_check: bool,
+    /// Without a health check: seconds it must still run after it started (a worker that exits
+    /// at once, restarted by the engine, fails its start instead of looping unseen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_s: Option<u64>,
     pub hash: String,
 }
 
@@ -286,6 +294,11 @@ impl DockerObserved {
     /// The app replicas that run now.
     pub fn running_replicas(&self) -> impl Iterator<Item = &ObservedContainer> {
         self.containers.iter().filter(|c| c.role == "app" && c.running())
+    }
+
+    /// The app's replicas and workers that run now: its processes, whose logs are the app's.
+    pub fn running_processes(&self) -> impl Iterator<Item = &ObservedContainer> {
+        self.containers.iter().filter(|c| (c.role == "app" || c.role == ROLE_WORKER) && c.running())
     }
 
     /// Slot -> the container serving it now (the first running one).
@@ -539,6 +552,19 @@ pub fn secret_digest(key: &str, value: &[u8]) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes a key of any length");
     mac.update(value);
     mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The role label of the app's workers.
+pub const ROLE_WORKER: &str = "worker";
+
+/// Seconds a worker must still run after it started.
+pub const WORKER_SETTLE_S: u64 = 2;
+
+/// Worker slots `worker-1..N` (`app.workers.instances`; `max`: one per core of the engine's machine).
+pub fn worker_slots(t: &Topology, default_cores: u32) -> Vec<String> {
+    let Some(w) = &t.app.workers else { return Vec::new() };
+    let n = w.per_host().unwrap_or(default_cores.max(1)).min(64);
+    (1..=n).map(|i| format!("worker-{i}")).collect()
 }
 
 /// Replica slots `api-1..N`.

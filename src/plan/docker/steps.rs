@@ -27,13 +27,14 @@ pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError
     }
     let settle = d.service("redis").and_then(|redis| p.redis_users(t, redis));
     p.replicas(&i)?;
+    p.workers(&i);
     for spec in &after {
         p.service(spec);
     }
     // Every replica and the exporter now have the new password: the old one goes.
     p.activate.extend(settle);
     let wanted: BTreeSet<&str> = d.services.iter().map(|c| c.slot.as_str()).collect();
-    for c in o.containers.iter().filter(|c| c.role != "app" && !wanted.contains(c.slot.as_str())) {
+    for c in o.containers.iter().filter(|c| c.role != "app" && c.role != ROLE_WORKER && !wanted.contains(c.slot.as_str())) {
         if c.running() {
             p.activate.push(Step::Stop { name: c.name.clone(), timeout_s: 10 });
         }
@@ -188,6 +189,41 @@ impl Steps<'_> {
         }
         Ok(())
     }
+
+    /// The workers, after the replicas, one slot at a time: a changed slot's new worker is
+    /// created (and seen still running) before the old one is stopped with its drain time, so a
+    /// release never leaves a slot's old and new workers both missing; slots no longer wanted
+    /// (fewer workers, or none) are stopped with theirs.
+    fn workers(&mut self, i: &Inputs<'_>) {
+        let (t, d, o) = (i.topology, &i.desired, self.o);
+        for spec in &d.workers {
+            match self.exact(spec) {
+                Some(c) if !c.running() => self.activate.push(Step::Start { name: spec.name.clone(), wait_healthy: false }),
+                Some(_) => {}
+                None => self.activate.push(Step::Create { spec: spec.clone() }),
+            }
+            for old in in_slot(o, &spec.slot).filter(|c| c.name != spec.name) {
+                if old.running() {
+                    self.activate.push(Step::Stop { name: old.name.clone(), timeout_s: spec.stop_timeout_s });
+                }
+                self.cleanup.push(Step::Remove { name: old.name.clone(), reason: format!("replaced by {}", spec.name) });
+            }
+        }
+        let slots: BTreeSet<&str> = d.workers.iter().map(|c| c.slot.as_str()).collect();
+        for c in o.containers.iter().filter(|c| c.role == ROLE_WORKER && !slots.contains(c.slot.as_str())) {
+            if c.running() {
+                self.activate.push(Step::Stop { name: c.name.clone(), timeout_s: worker_stop_timeout(t) });
+            }
+            self.cleanup.push(Step::Remove { name: c.name.clone(), reason: format!("{} is no longer in the topology", c.slot) });
+        }
+    }
+}
+
+/// Seconds a worker gets to finish its job before the engine kills it: its drain timeout (the
+/// default one when the topology no longer has workers) and 5 s.
+fn worker_stop_timeout(t: &Topology) -> i64 {
+    let drain_ms = t.app.workers.as_ref().map_or(crate::topology::DEFAULT_WORKER_DRAIN_MS, |w| w.drain_timeout_ms);
+    (drain_ms / 1000) as i64 + 5
 }
 
 /// Release images beyond the newest [`KEEP_RELEASES`] (the deployed one counted first), as the
@@ -277,7 +313,8 @@ fn nginx_reload() -> Vec<Vec<String>> {
 }
 
 /// `scalectl reload`: every running replica restarted in turn, each out of the load balancer's
-/// upstream while it restarts and back once healthy. Nothing else changes.
+/// upstream while it restarts and back once healthy, then every running worker in turn. Nothing
+/// else changes.
 pub fn reload_plan(t: &Topology, o: &DockerObserved, templates: &Templates) -> Result<DockerPlan, RenderError> {
     let running_in = |slot: &str| o.containers.iter().find(|c| c.slot == slot && c.running()).map(|c| c.name.clone());
     let mut live = LiveUpstream::new(t, templates, o, running_in("lb"), None);
@@ -295,6 +332,11 @@ pub fn reload_plan(t: &Topology, o: &DockerObserved, templates: &Templates) -> R
         activate.push(Step::Start { name: name.clone(), wait_healthy: healthy });
         current.insert(slot.clone(), name.clone());
         live.rewrite(&current, &mut activate)?;
+    }
+    // Then each running worker, given its drain time to finish the job in hand.
+    for c in o.containers.iter().filter(|c| c.role == ROLE_WORKER && c.running()) {
+        activate.push(Step::Stop { name: c.name.clone(), timeout_s: worker_stop_timeout(t) });
+        activate.push(Step::Start { name: c.name.clone(), wait_healthy: false });
     }
     Ok(DockerPlan { topology: t.name.clone(), network: network_name(t), activate, cleanup: Vec::new() })
 }

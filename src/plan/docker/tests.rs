@@ -538,3 +538,73 @@ fn a_program_without_a_redis_section_runs_no_redis_and_a_redis_left_from_before_
         assert!(steps.contains(&format!("stop d-{gone}")) && steps.contains(&format!("remove d-{gone}")), "{steps:?}");
     }
 }
+
+const WORKERS: &str = "  workers: {command: [scale-api, worker], instances: 2, queue: {kind: stream, name: jobs}, drain_timeout: 20s}\nredis: {persistence: none}\n";
+
+#[test]
+fn workers_run_the_release_image_with_no_port_their_own_environment_and_drain_time() {
+    let t = topology(WORKERS);
+    let d = desired(&t, &release("aaaaaaaaaaaa"), &SecretValues::default(), &engine(), &Templates::embedded()).unwrap();
+    let slots: Vec<&str> = d.workers.iter().map(|c| c.slot.as_str()).collect();
+    assert_eq!(slots, ["worker-1", "worker-2"]);
+    let w = &d.workers[0];
+    assert_eq!((w.role.as_str(), w.image.as_str()), (ROLE_WORKER, d.app[0].image.as_str()), "the release's image");
+    // scale-api's image runs its own entrypoint: the argv's first word is it.
+    assert_eq!(w.cmd, ["worker"]);
+    assert!(w.env.contains(&"INSTANCE=worker-1".to_string()) && w.env.contains(&"JOBS_QUEUE=jobs".to_string()) && w.env.contains(&"DRAIN_TIMEOUT=20s".to_string()), "{:?}", w.env);
+    assert!(w.env.iter().all(|e| !e.starts_with("PORT=")), "a worker has no port: {:?}", w.env);
+    assert!(w.publish.is_empty() && w.health.is_none() && w.no_health_check && w.aliases.is_empty(), "the image's check is for a port");
+    assert_eq!((w.stop_timeout_s, w.settle_s), (25, Some(WORKER_SETTLE_S)));
+    // The replicas get the queue too: POST /jobs adds to it.
+    assert!(d.app[0].env.contains(&"JOBS_QUEUE=jobs".to_string()));
+    // `max`: one per core of the engine's machine.
+    let max = topology(&WORKERS.replace("instances: 2", "instances: max"));
+    assert_eq!(desired(&max, &release("a"), &SecretValues::default(), &engine(), &Templates::embedded()).unwrap().workers.len(), 2);
+    // A program's workers run its argv, their instance's name in place of `$(INSTANCE)`.
+    let program = topology(
+        "  program: {name: shop, release: ./shop, command: [node, server.js]}\n  workers: {command: [node, worker.js, \"--name=$(INSTANCE)\"], queue: {kind: bullmq, name: reports}}\nredis: {persistence: none}\n",
+    );
+    let d = desired(&program, &release("bbbbbbbbbbbb"), &SecretValues::default(), &engine(), &Templates::embedded()).unwrap();
+    assert_eq!(d.workers[0].cmd, ["node", "worker.js", "--name=worker-1"]);
+    assert!(d.workers[0].env.iter().all(|e| !e.starts_with("JOBS_QUEUE=")), "{:?}", d.workers[0].env);
+}
+
+#[test]
+fn a_new_release_rolls_each_worker_after_the_replicas_new_one_running_before_the_old_stops() {
+    let t = topology(WORKERS);
+    let p = make(&t, "bbbbbbbbbbbb", &SecretValues::default(), &converged(&t, "aaaaaaaaaaaa"));
+    let steps = names(&p.activate);
+    let workers: Vec<&str> = steps.iter().map(String::as_str).filter(|s| s.contains("worker")).collect();
+    assert_eq!(workers, ["create worker-1", "stop d-worker-1", "create worker-2", "stop d-worker-2"], "{steps:?}");
+    let last_replica = steps.iter().rposition(|s| s.contains("api-")).unwrap();
+    let first_worker = steps.iter().position(|s| s.contains("worker")).unwrap();
+    assert!(last_replica < first_worker, "workers roll after the replicas: {steps:?}");
+    assert!(p.activate.iter().any(|s| matches!(s, Step::Stop { name, timeout_s: 25 } if name.contains("-worker-1-"))), "stopped with its drain time");
+    let removed: Vec<String> = names(&p.cleanup).into_iter().filter(|s| s.contains("worker")).collect();
+    assert_eq!(removed, ["remove d-worker-1", "remove d-worker-2"]);
+    // A change to the workers' own env rolls the workers only.
+    let env = topology(&WORKERS.replace("drain_timeout: 20s", "drain_timeout: 20s, env: {JOBS_CLAIM_IDLE: 2s}"));
+    let p = make(&env, "aaaaaaaaaaaa", &SecretValues::default(), &converged(&t, "aaaaaaaaaaaa"));
+    assert_eq!(names(&p.activate), ["create worker-1", "stop d-worker-1", "create worker-2", "stop d-worker-2"]);
+}
+
+#[test]
+fn fewer_workers_or_none_stop_the_ones_left_with_their_drain_time_and_reload_restarts_them() {
+    let t = topology(WORKERS);
+    let o = converged(&t, "aaaaaaaaaaaa");
+    let one = topology(&WORKERS.replace("instances: 2", "instances: 1"));
+    let p = make(&one, "aaaaaaaaaaaa", &SecretValues::default(), &o);
+    assert_eq!(names(&p.activate), ["stop d-worker-2"]);
+    assert_eq!(names(&p.cleanup), ["remove d-worker-2"]);
+    let none = topology("redis: {persistence: none}\n");
+    let p = make(&none, "aaaaaaaaaaaa", &SecretValues::default(), &o);
+    let stopped: Vec<&Step> = p.activate.iter().filter(|s| matches!(s, Step::Stop { name, .. } if name.contains("-worker-"))).collect();
+    assert_eq!(stopped.len(), 2, "{:?}", names(&p.activate));
+    assert!(stopped.iter().all(|s| matches!(s, Step::Stop { timeout_s: 35, .. })), "the default drain time and 5 s: {stopped:?}");
+    // reload: the replicas in turn, then each worker.
+    let r = reload_plan(&t, &o, &Templates::embedded()).unwrap();
+    let steps = names(&r.activate);
+    let tail: Vec<&str> = steps.iter().rev().take(4).rev().map(String::as_str).collect();
+    assert!(tail[0].starts_with("stop d-worker-1") && tail[2].starts_with("stop d-worker-2"), "{steps:?}");
+    assert!(tail[1].starts_with("start d-worker-1-") && tail[3].starts_with("start d-worker-2-"), "{steps:?}");
+}

@@ -148,7 +148,7 @@ impl V {
         let target = raw.target.as_ref().map(|t| *t.value()).unwrap_or(Target::Hosts);
         let mut app = self.app(&raw.app);
         app.program = raw.app.program.as_ref().map(|p| self.program(p, raw, target));
-        app.workers = raw.app.workers.as_ref().map(|w| self.workers(w, &raw.app, target));
+        app.workers = raw.app.workers.as_ref().map(|w| self.workers(w, &raw.app));
         let hosts = self.hosts(raw, target);
         let load_balancer = self.load_balancer(raw.load_balancer.as_ref());
         // Redis runs where the topology places it: a host with the `redis` role, or on docker a
@@ -268,7 +268,7 @@ impl V {
     }
 
     /// The worker kind: an argv of the release with no port, its own env and drain timeout.
-    fn workers(&mut self, w: &RawWorkers, a: &RawApp, target: Target) -> Workers {
+    fn workers(&mut self, w: &RawWorkers, a: &RawApp) -> Workers {
         if a.program.is_none() {
             // scale-api's own worker: its release's binary, on a Redis stream.
             if w.command.value().first().map(|c| c.value().as_str()) != Some(SCALE_API) {
@@ -286,12 +286,6 @@ impl V {
                     Problem::at(w.command.loc(), "scale-api's worker needs its queue named: it is the stream that POST /jobs adds to").help("queue: {kind: stream, name: jobs}"),
                 ),
             }
-        }
-        if target == Target::Docker {
-            self.push(
-                Problem::at(w.command.loc(), "app.workers runs on `target: hosts` for now: the docker target does not run workers yet")
-                    .help("deploy the workers with `target: hosts`, or remove app.workers"),
-            );
         }
         if w.command.value().is_empty() {
             self.push(Problem::at(w.command.loc(), "app.workers.command is empty").help("give the program and its arguments as a list, such as [node, worker.js]"));
@@ -323,7 +317,7 @@ impl V {
             instances: w.instances.as_ref().map(|i| self.instances(i)).unwrap_or(Instances::Count(1)),
             env,
             queue,
-            drain_timeout_ms: self.duration(&w.drain_timeout, "app.workers.drain_timeout", 30_000, 600_000),
+            drain_timeout_ms: self.duration(&w.drain_timeout, "app.workers.drain_timeout", crate::topology::DEFAULT_WORKER_DRAIN_MS, 600_000),
         }
     }
 
