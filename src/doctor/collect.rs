@@ -256,6 +256,7 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         let active = p.range(&format!("scalectl_queue_active{sel}"), window, step, end).await?;
         let failed = p.instant(&format!("delta(scalectl_queue_failed{sel}[{w}])")).await?;
         let ended = p.instant(&format!("delta(scalectl_queue_ended{sel}[{w}])")).await?;
+        let oldest = p.instant(&format!("max(scalectl_queue_oldest_waiting_seconds{sel})")).await?;
         // A worker measured stopped is asked again once the next scrape is due: right after a
         // deploy the last measure may be from before it started.
         let mut waited_workers = false;
@@ -278,6 +279,8 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
             workers_up: up,
             workers_down: down,
             instances_per_host: workers.per_host(),
+            oldest_waiting_s: first(&oldest),
+            on_hosts: from_target.workers.is_none(),
         });
     }
     let nginx = p.instant("max(nginx_up)").await?;

@@ -194,4 +194,14 @@ pub struct QueueSample {
     pub workers_down: u32,
     /// Workers per worker host as the topology says; None for `max` (one per core).
     pub instances_per_host: Option<u32>,
+    /// How long the oldest waiting job has waited, in seconds, where measured.
+    #[serde(default)]
+    pub oldest_waiting_s: Option<f64>,
+    /// The workers run on hosts with the worker role (else as containers of one engine).
+    #[serde(default = "on_hosts")]
+    pub on_hosts: bool,
+}
+
+fn on_hosts() -> bool {
+    true
 }

@@ -293,6 +293,8 @@ fn with_queue() -> Snapshot {
         workers_up: 4,
         workers_down: 0,
         instances_per_host: Some(2),
+        oldest_waiting_s: Some(1.5),
+        on_hosts: true,
     });
     s
 }
@@ -325,9 +327,15 @@ fn a_backlog_growing_while_workers_take_jobs_says_add_workers() {
     assert_eq!(f.topology_edit.as_deref(), Some("app.workers.instances: 4   (or add a host with roles: [worker])"));
     assert!(f.summary.contains("270 more than 300 s ago") && f.summary.contains("its 4 workers take jobs"), "{}", f.summary);
     assert!(f.path.iter().any(|p| p.contains("workers taking jobs? yes: 500 ended in 300 s, 3 in hand")), "{:?}", f.path);
+    // The oldest job's wait, where the queue tells it.
+    q(&mut s).oldest_waiting_s = Some(42.4);
+    assert!(only(&s, "queue-backlog-add-workers").summary.contains("wait on queue reports (the oldest has waited 42 s)"));
     // Workers at one per core: the edit is another worker host.
     q(&mut s).instances_per_host = None;
     assert!(only(&s, "queue-backlog-add-workers").topology_edit.unwrap().starts_with("hosts: add a host with roles: [worker]"));
+    // Worker containers of one engine: more of them, whatever `instances` says now.
+    q(&mut s).on_hosts = false;
+    assert_eq!(only(&s, "queue-backlog-add-workers").topology_edit.as_deref(), Some("app.workers.instances: 8"));
     // Slow requests are not explained by a queue (its jobs left the request).
     for i in s.instances.iter_mut() {
         i.p99_ms = Some(3000.0);

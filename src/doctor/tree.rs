@@ -459,16 +459,20 @@ fn queue(w: &mut Walk<'_>, s: &Snapshot) {
             true,
         );
         let evidence = ev("queue_waiting", &subject, now, th.queue_backlog_jobs);
+        // How long the oldest has waited, where the queue tells.
+        let waited = q.oldest_waiting_s.filter(|s| *s > 0.0).map(|s| format!(" (the oldest has waited {s:.0} s)")).unwrap_or_default();
         if taking {
-            let edit = match q.instances_per_host {
-                Some(n) => format!("app.workers.instances: {}   (or add a host with roles: [worker])", n * 2),
-                None => "hosts: add a host with roles: [worker]   (app.workers.instances is max: one per core)".to_string(),
+            let edit = match (q.instances_per_host, q.on_hosts) {
+                (Some(n), true) => format!("app.workers.instances: {}   (or add a host with roles: [worker])", n * 2),
+                (None, true) => "hosts: add a host with roles: [worker]   (app.workers.instances is max: one per core)".to_string(),
+                // One engine: more worker containers.
+                (_, false) => format!("app.workers.instances: {}", (q.workers * 2).max(2)),
             };
             w.find("queue-backlog-add-workers", Severity::Warning, &subject,
-                format!("{now:.0} jobs wait on {subject}, {:.0} more than {} s ago, while its {} workers take jobs: they cannot keep up", now - first, s.window_s, q.workers_up),
+                format!("{now:.0} jobs wait on {subject}{waited}, {:.0} more than {} s ago, while its {} workers take jobs: they cannot keep up", now - first, s.window_s, q.workers_up),
                 evidence, vec![p_up.clone(), p_backlog.clone(), p_taking], Some(edit));
         } else {
-            w.find("workers-stuck", Severity::Critical, &subject, format!("{now:.0} jobs wait on {subject} but none ended in {} s with {} workers running", s.window_s, q.workers_up),
+            w.find("workers-stuck", Severity::Critical, &subject, format!("{now:.0} jobs wait on {subject}{waited} but none ended in {} s with {} workers running", s.window_s, q.workers_up),
                 evidence, vec![p_up.clone(), p_backlog.clone(), p_taking], None);
         }
     }

@@ -147,7 +147,7 @@ impl Ctx {
             scrapes: Vec::new(),
             jobs: t.scrape_jobs(),
             ports: Ports { node_exporter: ports::NODE_EXPORTER, redis_exporter: ports::REDIS_EXPORTER, nginx_exporter: ports::NGINX_EXPORTER, mtail: ports::MTAIL },
-            queue: t.app.workers.as_ref().and_then(|w| w.queue.as_ref()).map(|q| q.measures()),
+            queue: t.queue().map(|q| q.measures()),
             version: env!("CARGO_PKG_VERSION"),
         }
     }

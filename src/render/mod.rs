@@ -397,6 +397,9 @@ fn docker_jobs(t: &Topology) -> Vec<TierFile> {
     jobs.extend([file("nginx/site.conf.j2", format!("nginx/{}.conf", t.name)), file("docker/nginx-follow.sh.j2", "nginx/follow.sh").mode(0o755)]);
     if t.redis.is_some() {
         jobs.push(file("redis/redis.conf.j2", "redis/redis.conf"));
+        if t.queue().is_some() {
+            jobs.push(file("exporters/queue-oldest.lua.j2", "exporters/queue-oldest.lua"));
+        }
     }
     jobs.extend([
         file("prometheus/prometheus.yml.j2", "prometheus/prometheus.yml"),

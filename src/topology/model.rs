@@ -78,6 +78,10 @@ pub struct Queue {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct QueueMeasures {
     pub name: String,
+    pub kind: QueueKind,
+    /// Where the exporter's Lua script for the oldest waiting job's age is (templates/exporters/
+    /// queue-oldest.lua.j2), on the Redis host or in the exporter's container.
+    pub exporter_script: &'static str,
     /// Keys the exporter measures by size or value (`-check-single-keys`).
     pub keys: Vec<String>,
     /// Streams the exporter reads with XINFO (`-check-single-streams`).
@@ -92,7 +96,15 @@ pub struct QueueMeasures {
     pub active: String,
     pub failed: String,
     pub ended: String,
+    /// Seconds the oldest waiting job has waited (the exporter's script).
+    pub oldest_waiting: String,
 }
+
+/// The Redis exporter's script that measures the queue's oldest waiting job.
+pub const QUEUE_EXPORTER_SCRIPT: &str = "/etc/scalectl/redis-exporter-queue.lua";
+
+/// The script's answer, as the exporter gives it.
+const OLDEST_WAITING: &str = "max(redis_script_values{key=\"oldest_waiting_seconds\"})";
 
 impl Queue {
     pub fn measures(&self) -> QueueMeasures {
@@ -105,9 +117,13 @@ impl Queue {
                 let size = |k: &str| format!("sum(redis_key_size{{key=\"{}\"}})", key(k));
                 QueueMeasures {
                     name: n.clone(),
+                    kind: self.kind,
+                    exporter_script: QUEUE_EXPORTER_SCRIPT,
+                    oldest_waiting: OLDEST_WAITING.into(),
                     keys: ["wait", "paused", "prioritized", "active", "delayed", "failed", "id"].iter().map(|k| key(k)).collect(),
                     streams: Vec::new(),
-                    exporter_acl: format!("%R~bull:{n}:* +type +llen +zcard +strlen +get"),
+                    // EVAL runs the script, whose commands are checked against these rules too.
+                    exporter_acl: format!("%R~bull:{n}:* +type +llen +zcard +strlen +get +eval +time +lindex +hget"),
                     waiting: format!("sum(redis_key_size{{key=~\"bull:{re}:(wait|paused|prioritized)\"}})"),
                     active: size("active"),
                     failed: size("failed"),
@@ -122,9 +138,12 @@ impl Queue {
                 let (dead, completed) = (format!("{n}:dead"), format!("{n}:completed"));
                 QueueMeasures {
                     name: n.clone(),
+                    kind: self.kind,
+                    exporter_script: QUEUE_EXPORTER_SCRIPT,
+                    oldest_waiting: OLDEST_WAITING.into(),
                     keys: vec![completed.clone()],
                     streams: vec![n.clone(), dead.clone()],
-                    exporter_acl: format!("%R~{n} %R~{dead} %R~{completed} +type +strlen +get +xinfo|stream +xinfo|groups +xinfo|consumers"),
+                    exporter_acl: format!("%R~{n} %R~{dead} %R~{completed} +type +strlen +get +xinfo|stream +xinfo|groups +xinfo|consumers +eval +time +xrange"),
                     waiting: format!("sum(redis_stream_length{{stream=\"{n}\"}}) - sum(redis_stream_group_messages_pending{{stream=\"{n}\"}})"),
                     active: format!("sum(redis_stream_group_messages_pending{{stream=\"{n}\"}})"),
                     failed: format!("sum(redis_stream_length{{stream=\"{dead}\"}})"),
@@ -233,6 +252,11 @@ impl Topology {
     /// Redis' password reference, when the fleet runs a Redis that has one.
     pub fn redis_password(&self) -> Option<&SecretRef> {
         self.redis.as_ref().and_then(|r| r.password.as_ref())
+    }
+
+    /// The queue the app's workers consume, if they name one.
+    pub fn queue(&self) -> Option<&Queue> {
+        self.app.workers.as_ref().and_then(|w| w.queue.as_ref())
     }
 
     /// Redis' port, when the fleet runs Redis.

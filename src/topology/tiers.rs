@@ -272,7 +272,10 @@ impl Topology {
                         .restarts("prometheus-redis-exporter.service"),
                     file("redis/auth.conf.j2", "/etc/redis/scalectl-auth.conf").mode(0o640).group("redis").redis_users().secret(),
                     file("exporters/redis-exporter.json.j2", REDIS_EXPORTER_PASSWORDS).mode(0o640).group("prometheus").restarts("prometheus-redis-exporter.service").secret(),
-                ],
+                ]
+                .into_iter()
+                .chain(self.queue().map(|_| file("exporters/queue-oldest.lua.j2", super::QUEUE_EXPORTER_SCRIPT).restarts("prometheus-redis-exporter.service")))
+                .collect(),
                 vec![
                     Listen::new(redis.port, "redis", Reach::Fleet),
                     Listen::new(ports::REDIS_EXPORTER, "the redis exporter", Reach::Monitor).scraped("redis", "redis-exporter"),

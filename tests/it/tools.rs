@@ -293,11 +293,11 @@ fn promtool_accepts_every_prometheus_config_and_rule_file() {
             let out = run(Command::new(&promtool).args(["check", "rules"]).arg(&p));
             assert!(out.status.success(), "promtool check rules on {example} {}:{}\n{}", f.host, f.path, text(&out));
             // Two of them watch Redis, which a topology without it does not run; a queue of the
-            // workers adds its four recorded series and three alerts (WorkersDown on hosts only:
+            // workers adds its five recorded series and three alerts (WorkersDown on hosts only:
             // nothing reports a docker worker to Prometheus).
             let t = super::load_example(example);
             let workers_down = usize::from(f.host != "docker");
-            let queue = t.app.workers.as_ref().and_then(|w| w.queue.as_ref()).map_or(0, |_| 6 + workers_down);
+            let queue = t.app.workers.as_ref().and_then(|w| w.queue.as_ref()).map_or(0, |_| 7 + workers_down);
             let rules = if t.redis.is_some() { 12 } else { 10 } + queue;
             assert!(text(&out).contains(&format!("SUCCESS: {rules} rules found")), "{}", text(&out));
             checked += 1;
@@ -464,17 +464,48 @@ fn redis_server_runs_on_every_rendered_config() {
 /// lab's rendered arguments and password file against a real Redis on its rendered config: the
 /// exporter scrapes its own Redis with its own password, and sends a stranger's listener no
 /// password at all (it used to send `AUTH scalectl-exporter <the apps' password>`).
-#[test]
-fn the_redis_exporter_gives_no_password_to_a_target_it_was_not_configured_for() {
-    use std::io::{Read, Write};
+/// Redis and its exporter as apply renders them for `host` of `t` (a stand-in password), on this
+/// test's ports: Redis on its config and users, the exporter with its arguments, password file and
+/// (with a queue) its script.
+struct ExporterOnRedis {
+    web_port: u16,
+    redis_port: u16,
+    dir: tempfile::TempDir,
+    _processes: (Killed, Killed),
+}
+
+impl ExporterOnRedis {
+    fn get(&self, path: &str) -> String {
+        text(&run(Command::new(require("curl")).args(["-s", "--max-time", "20", &format!("http://127.0.0.1:{}{path}", self.web_port)])))
+    }
+
+    /// The exporter's metrics, once it has scraped its Redis (10 s at most).
+    fn metrics(&self) -> String {
+        let mut metrics = String::new();
+        for _ in 0..100 {
+            metrics = self.get("/metrics");
+            if metrics.lines().any(|l| l == "redis_up 1") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        metrics
+    }
+
+    /// A command as the apps' Redis user.
+    fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self.redis_port, &[&["-a", "test-only-password", "--no-auth-warning"][..], args].concat())
+    }
+}
+
+fn exporter_on_redis(t: &topology::Topology, host: &str) -> ExporterOnRedis {
     let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (redis_port, web_port) = (free(), free());
-    let files = render_example("lab");
-    let t = crate::load_example("lab");
+    let files = render::render(t, &Facts::with_default_cores(2), &Templates::embedded()).unwrap();
     let values = scalectl::render::SecretValues { redis_password: Some("test-only-password".into()), ..Default::default() };
-    let secrets = scalectl::render::render_secrets(&t, &values, &Templates::embedded()).unwrap();
+    let secrets = scalectl::render::render_secrets(t, &values, &Templates::embedded()).unwrap();
     let on_redis_host = |path: &str| -> String {
-        files.iter().chain(&secrets).find(|f| f.host == "cache-1" && f.path == path).unwrap_or_else(|| panic!("cache-1 has no {path}")).content.clone()
+        files.iter().chain(&secrets).find(|f| f.host == host && f.path == path).unwrap_or_else(|| panic!("{host} has no {path}")).content.clone()
     };
     let dir = tempfile::tempdir().unwrap();
     let (ours, theirs) = (format!("127.0.0.1:{}", t.redis_port().unwrap()), format!("127.0.0.1:{redis_port}"));
@@ -489,7 +520,7 @@ fn the_redis_exporter_gives_no_password_to_a_target_it_was_not_configured_for() 
         .join("\n");
     std::fs::write(dir.path().join("redis.conf"), conf).unwrap();
     let redis = Killed(wait_for_redis(redis_port, start_redis(&dir.path().join("redis.conf"), dir.path(), redis_port), &["-a", "test-only-password", "--no-auth-warning"]));
-    // The exporter with its rendered arguments and password file (the same address, moved to this test's port).
+    // The exporter with its rendered arguments, password file and script (the same address, moved to this test's port).
     let pwfile = dir.path().join("redis-exporter.json");
     std::fs::write(&pwfile, on_redis_host(scalectl::render::REDIS_EXPORTER_PASSWORDS).replace(&ours, &theirs)).unwrap();
     let defaults = on_redis_host("/etc/default/prometheus-redis-exporter");
@@ -500,10 +531,69 @@ fn the_redis_exporter_gives_no_password_to_a_target_it_was_not_configured_for() 
             Some(("-redis.addr", v)) => format!("-redis.addr={}", v.replace(&ours, &theirs)),
             Some(("-redis.password-file", _)) => format!("-redis.password-file={}", pwfile.display()),
             Some(("-web.listen-address", _)) => format!("-web.listen-address=127.0.0.1:{web_port}"),
+            Some(("-script", path)) => {
+                let script = dir.path().join("queue.lua");
+                std::fs::write(&script, on_redis_host(path)).unwrap();
+                format!("-script={}", script.display())
+            }
             _ => a.to_string(),
         })
         .collect();
     assert!(args.iter().any(|a| a.starts_with("-redis.password-file=")), "{args_line}");
+    let log = std::fs::File::create(dir.path().join("exporter.log")).unwrap();
+    let exporter = Killed(Command::new(require("prometheus-redis-exporter")).args(&args).env_remove("REDIS_PASSWORD").stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap());
+    ExporterOnRedis { web_port, redis_port, dir, _processes: (exporter, redis) }
+}
+
+/// The oldest waiting job's age, which the queue's sizes cannot tell, measured by the exporter's
+/// rendered Lua script as its own Redis user: for BullMQ (the node example) the tail of its wait
+/// list; for scale-api's stream the first entry its group has not delivered. Real Redis, real
+/// exporter, the ACL apply writes.
+#[test]
+fn the_exporters_script_measures_the_oldest_waiting_job_of_either_queue_kind() {
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let oldest = |running: &ExporterOnRedis| -> f64 {
+        let metrics = running.metrics();
+        let log = std::fs::read_to_string(running.dir.path().join("exporter.log")).unwrap_or_default();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_script_values{key=\"oldest_waiting_seconds\"} "))
+            .unwrap_or_else(|| panic!("no oldest_waiting_seconds:\n{}\n{log}", metrics.lines().filter(|l| l.contains("script")).collect::<Vec<_>>().join("\n")))
+            .parse()
+            .unwrap()
+    };
+    // BullMQ: jobs are added at the head of `wait`, taken from its tail.
+    let node = crate::load_example("node");
+    let running = exporter_on_redis(&node, "lb-1");
+    assert_eq!(oldest(&running), 0.0, "no job waits");
+    for (id, age_ms) in [("1", 45_000), ("2", 5_000)] {
+        running.cli(&["HSET", &format!("bull:reports:{id}"), "timestamp", &(now_ms - age_ms).to_string()]);
+        running.cli(&["LPUSH", "bull:reports:wait", id]);
+    }
+    let age = oldest(&running);
+    assert!((45.0..60.0).contains(&age), "BullMQ's oldest waiting job is 45 s old, measured {age}");
+    drop(running);
+    // scale-api's stream: the entry delivered to a worker is in hand, the next one waits.
+    let src = std::fs::read_to_string(crate::example_path("lab")).unwrap();
+    let edited = src.replacen("  drain_timeout: 5s\n", "  drain_timeout: 5s\n  workers:\n    command: [scale-api, worker]\n    queue: {kind: stream, name: jobs}\n", 1).replace("roles: [app]}", "roles: [app, worker]}");
+    let lab = topology::parse("lab.yaml", &edited).unwrap_or_else(|p| panic!("{p}"));
+    let running = exporter_on_redis(&lab, "cache-1");
+    assert_eq!(oldest(&running), 0.0, "no stream yet");
+    running.cli(&["XGROUP", "CREATE", "jobs", "workers", "0", "MKSTREAM"]);
+    for age_ms in [60_000, 30_000] {
+        running.cli(&["XADD", "jobs", &format!("{}-0", now_ms - age_ms), "job", "x"]);
+    }
+    running.cli(&["XREADGROUP", "GROUP", "workers", "w", "COUNT", "1", "STREAMS", "jobs", ">"]);
+    let age = oldest(&running);
+    assert!((30.0..45.0).contains(&age), "the stream's oldest undelivered entry is 30 s old, measured {age}");
+}
+
+#[test]
+fn the_redis_exporter_gives_no_password_to_a_target_it_was_not_configured_for() {
+    use std::io::{Read, Write};
+    let t = crate::load_example("lab");
+    let running = exporter_on_redis(&t, "cache-1");
+    let dir = running.dir.path();
     // A listener of the attacker's: it answers +OK to anything and keeps every byte it is sent.
     let stranger = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let stranger_port = stranger.local_addr().unwrap().port();
@@ -523,28 +613,18 @@ fn the_redis_exporter_gives_no_password_to_a_target_it_was_not_configured_for() 
             }
         }
     });
-    let log = std::fs::File::create(dir.path().join("exporter.log")).unwrap();
-    let exporter = Killed(Command::new(require("prometheus-redis-exporter")).args(&args).env_remove("REDIS_PASSWORD").stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap());
-    let get = |path: &str| text(&run(Command::new(require("curl")).args(["-s", "--max-time", "20", &format!("http://127.0.0.1:{web_port}{path}")])));
-    let mut metrics = String::new();
-    for _ in 0..100 {
-        metrics = get("/metrics");
-        if metrics.lines().any(|l| l == "redis_up 1") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
     // Its own Redis, with its own password: up.
+    let metrics = running.metrics();
     assert!(
         metrics.lines().any(|l| l == "redis_up 1"),
         "the exporter cannot scrape its own Redis:\n{}\n{}",
         metrics.lines().filter(|l| l.starts_with("redis_up")).collect::<Vec<_>>().join("\n"),
-        std::fs::read_to_string(dir.path().join("exporter.log")).unwrap_or_default()
+        std::fs::read_to_string(dir.join("exporter.log")).unwrap_or_default()
     );
     // The attack.
-    let _ = get(&format!("/scrape?target=redis://127.0.0.1:{stranger_port}"));
+    let _ = running.get(&format!("/scrape?target=redis://127.0.0.1:{stranger_port}"));
     std::thread::sleep(std::time::Duration::from_millis(300));
-    drop((exporter, redis));
+    drop(running);
     let heard = String::from_utf8_lossy(&heard.lock().unwrap()).to_string();
     assert!(!heard.is_empty(), "the exporter never reached the stranger's listener: the attack did not run");
     let exporter_pw = scalectl::render::redis_exporter_password("test-only-password");

@@ -373,6 +373,9 @@ fn exporters(t: &Topology, files: &BTreeMap<String, String>, run: &Commands, sec
     let mut nginx_exporter = service("monitor", "nginx-exporter", &images.nginx_exporter);
     nginx_exporter.cmd = run.nginx_exporter.clone();
     redis_exporter.secrets = SecretDelivery::RedisExporterFile;
+    if let Some(q) = t.queue() {
+        redis_exporter.files.push(file(q.measures().exporter_script, files, "exporters/queue-oldest.lua", false));
+    }
     let mut mtail = service("monitor", "mtail", tools_image);
     mtail.cmd = run.mtail.clone();
     mtail.files.push(file("/etc/mtail/scalectl-nginx.mtail", files, "mtail/scalectl-nginx.mtail", false));
