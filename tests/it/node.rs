@@ -722,17 +722,20 @@ fn node_doctor_finds_a_growing_backlog_with_one_worker_and_says_add_workers() {
     let wait_key = query_one(r#"redis_key_size{key="bull:reports:wait"}"#);
     let waiting = query_one(r#"scalectl_queue_waiting{queue="reports"}"#);
     let workers = query_one("sum(scalectl_worker_up)");
+    let oldest = query_one(r#"scalectl_queue_oldest_waiting_seconds{queue="reports"}"#);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (posted, failed) = poster.join().unwrap();
-    eprintln!("{posted} reports posted; the exporter saw {wait_key:?} waiting in bull:reports:wait, recorded {waiting:?}; {workers:?} worker running");
+    eprintln!("{posted} reports posted; the exporter saw {wait_key:?} waiting in bull:reports:wait, recorded {waiting:?}, the oldest {oldest:?} s old; {workers:?} worker running");
     assert!(failed.is_empty(), "POST /reports failed: {failed:?}");
     assert!(wait_key.is_some_and(|w| w >= 10.0), "the exporter measures BullMQ's wait list: {wait_key:?}");
     assert!(waiting.is_some_and(|w| w >= 10.0), "the rules record the queue's backlog: {waiting:?}");
     assert_eq!(workers, Some(1.0), "the hosts measure their workers' units");
+    // A backlog of 10 or more at 2.5 jobs a second: the oldest has waited seconds (the exporter's script).
+    assert!(oldest.is_some_and(|s| s >= 1.0), "the oldest waiting report's age: {oldest:?}");
     assert_eq!(code, Some(2), "{d:#}");
     let f = d["findings"].as_array().unwrap().iter().find(|f| f["id"] == "queue-backlog-add-workers").unwrap_or_else(|| panic!("no queue-backlog-add-workers finding in {d:#}"));
     assert_eq!(f["topology_edit"], "app.workers.instances: 2   (or add a host with roles: [worker])", "{f:#}");
-    assert!(f["summary"].as_str().unwrap().contains("while its 1 workers take jobs"), "{f:#}");
+    assert!(f["summary"].as_str().unwrap().contains("while its 1 workers take jobs") && f["summary"].as_str().unwrap().contains("the oldest has waited"), "{f:#}");
     let path_text = f["path"].to_string();
     assert!(path_text.contains("every worker running? yes: 1 of 1") && path_text.contains("workers taking jobs? yes"), "{f:#}");
 }
