@@ -94,6 +94,9 @@ pub struct QueueMeasures {
     /// for good) since the queue began, a counter whatever the queue trims.
     pub waiting: String,
     pub active: String,
+    /// Jobs held back until a later time (BullMQ's delayed set: a delay asked for, or a retry's
+    /// backoff); a stream holds none (scale-api retries at once).
+    pub delayed: String,
     pub failed: String,
     pub ended: String,
     /// Seconds the oldest waiting job has waited (the exporter's script).
@@ -126,6 +129,7 @@ impl Queue {
                     exporter_acl: format!("%R~bull:{n}:* +type +llen +zcard +strlen +get +eval +time +lindex +hget"),
                     waiting: format!("sum(redis_key_size{{key=~\"bull:{re}:(wait|paused|prioritized)\"}})"),
                     active: size("active"),
+                    delayed: size("delayed"),
                     failed: size("failed"),
                     // Every job added and no longer waiting, delayed or in hand has ended.
                     ended: format!(
@@ -146,6 +150,7 @@ impl Queue {
                     exporter_acl: format!("%R~{n} %R~{dead} %R~{completed} +type +strlen +get +xinfo|stream +xinfo|groups +xinfo|consumers +eval +time +xrange"),
                     waiting: format!("sum(redis_stream_length{{stream=\"{n}\"}}) - sum(redis_stream_group_messages_pending{{stream=\"{n}\"}})"),
                     active: format!("sum(redis_stream_group_messages_pending{{stream=\"{n}\"}})"),
+                    delayed: "vector(0)".into(),
                     failed: format!("sum(redis_stream_length{{stream=\"{dead}\"}})"),
                     ended: format!("sum(redis_key_value{{key=\"{completed}\"}}) + sum(redis_stream_length{{stream=\"{dead}\"}})"),
                 }

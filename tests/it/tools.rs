@@ -293,11 +293,11 @@ fn promtool_accepts_every_prometheus_config_and_rule_file() {
             let out = run(Command::new(&promtool).args(["check", "rules"]).arg(&p));
             assert!(out.status.success(), "promtool check rules on {example} {}:{}\n{}", f.host, f.path, text(&out));
             // Two of them watch Redis, which a topology without it does not run; a queue of the
-            // workers adds its five recorded series and three alerts (WorkersDown on hosts only:
+            // workers adds its six recorded series and three alerts (WorkersDown on hosts only:
             // nothing reports a docker worker to Prometheus).
             let t = super::load_example(example);
             let workers_down = usize::from(f.host != "docker");
-            let queue = t.app.workers.as_ref().and_then(|w| w.queue.as_ref()).map_or(0, |_| 7 + workers_down);
+            let queue = t.app.workers.as_ref().and_then(|w| w.queue.as_ref()).map_or(0, |_| 8 + workers_down);
             let rules = if t.redis.is_some() { 12 } else { 10 } + queue;
             assert!(text(&out).contains(&format!("SUCCESS: {rules} rules found")), "{}", text(&out));
             checked += 1;
