@@ -203,13 +203,15 @@ pub struct WorkerConfig {
 pub async fn work(mut conn: ConnectionManager, c: WorkerConfig, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let keys = Keys::new(&c.queue);
     tokio::pin!(stop);
-    // Redis may be starting beside the worker (a compose `up`, a host's boot): asked again for
-    // up to 10 s before the worker gives up (and its supervisor starts it again).
+    // Redis may be starting beside the worker (a compose `up`, a host's boot): a refused
+    // connection, or Redis still loading its data, is asked again for up to 10 s before the worker
+    // gives up (and its supervisor starts it again). Anything else (a wrong password, a missing
+    // permission) ends it at once, so that a deploy sees it exit rather than a worker that waits.
     let start = std::time::Instant::now();
     loop {
         match join_group(&mut conn, &keys).await {
             Ok(()) => break,
-            Err(e) if start.elapsed() < Duration::from_secs(10) => {
+            Err(e) if (e.is_connection_refusal() || e.code() == Some("LOADING")) && start.elapsed() < Duration::from_secs(10) => {
                 tracing::warn!(error = %e, "cannot create the consumer group yet; trying again in 500 ms");
                 tokio::select! {
                     _ = &mut stop => return Ok(()),

@@ -778,7 +778,9 @@ async fn undo(docker: &Docker, step: &Step, o: &Options<'_>) -> anyhow::Result<(
         Step::Stop { name, .. } => {
             (o.progress)(&format!("starting {name} again"));
             docker.start_container(name, None).await.with_context(|| format!("cannot start {name}"))?;
-            let healthy = docker.inspect_container(name, None).await?.config.and_then(|c| c.healthcheck).is_some();
+            // A check of `NONE` (a worker's, the image's turned off) is no check.
+            let test = docker.inspect_container(name, None).await?.config.and_then(|c| c.healthcheck).and_then(|h| h.test);
+            let healthy = test.is_some_and(|t| t.first().is_some_and(|c| c != "NONE"));
             wait_ready(docker, name, healthy, o.ready_timeout).await
         }
         Step::WriteLive { container, path, previous, commands, old_workers_wait_s, .. } => {

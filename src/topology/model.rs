@@ -126,7 +126,7 @@ impl Queue {
                     keys: ["wait", "paused", "prioritized", "active", "delayed", "failed", "id"].iter().map(|k| key(k)).collect(),
                     streams: Vec::new(),
                     // EVAL runs the script, whose commands are checked against these rules too.
-                    exporter_acl: format!("%R~bull:{n}:* +type +llen +zcard +strlen +get +eval +time +lindex +hget"),
+                    exporter_acl: format!("%R~bull:{n}:* +type +llen +zcard +strlen +get +eval +time +lindex +zrange +hmget"),
                     waiting: format!("sum(redis_key_size{{key=~\"bull:{re}:(wait|paused|prioritized)\"}})"),
                     active: size("active"),
                     delayed: size("delayed"),

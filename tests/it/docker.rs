@@ -1207,6 +1207,16 @@ fn docker_workers_take_each_job_once_survive_a_kill_and_lose_none_in_a_roll() {
     }
     eprintln!("200 jobs on docker, by worker: {by_worker:?}");
     assert_eq!(by_worker.keys().cloned().collect::<Vec<_>>(), ["worker-1", "worker-2"], "{by_worker:?}");
+    // The workers' lines are shipped to the collector, filed under their slot.
+    let start = Instant::now();
+    let shipped = loop {
+        let found = collected(&ids[0]);
+        if !found.is_empty() || start.elapsed() > Duration::from_secs(20) {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(shipped.iter().any(|(file, line)| file.contains("/worker-") && line.contains("job completed")), "the worker's line for job {} at the collector: {shipped:?}", ids[0]);
     let v = jobs.settled(&failing);
     assert_eq!((v["state"].as_str(), v["attempts"].as_u64()), (Some("failed"), Some(3)), "{v}");
     assert_eq!(jobs.completed() - completed, 200, "each job completed once");

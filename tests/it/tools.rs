@@ -572,6 +572,11 @@ fn the_exporters_script_measures_the_oldest_waiting_job_of_either_queue_kind() {
     }
     let age = oldest(&running);
     assert!((45.0..60.0).contains(&age), "BullMQ's oldest waiting job is 45 s old, measured {age}");
+    // A prioritized job added 90 s ago with a delay of 30 s has waited 60 s.
+    running.cli(&["HSET", "bull:reports:3", "timestamp", &(now_ms - 90_000).to_string(), "delay", "30000"]);
+    running.cli(&["ZADD", "bull:reports:prioritized", "1", "3"]);
+    let age = oldest(&running);
+    assert!((60.0..75.0).contains(&age), "the prioritized job, ready 60 s ago, is the oldest: measured {age}");
     drop(running);
     // scale-api's stream: the entry delivered to a worker is in hand, the next one waits.
     let src = std::fs::read_to_string(crate::example_path("lab")).unwrap();
