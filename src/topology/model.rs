@@ -114,10 +114,14 @@ impl Queue {
         let n = &self.name;
         // A queue name may hold `.`: literal in the PromQL regex.
         let re = n.replace('.', "\\\\.");
+        // Redis deletes an emptied list or set, and a stream or counter exists only once written
+        // to: a key the exporter does not find counts 0 (else a queue with no dead letter yet
+        // would have no failed or ended jobs at all).
+        let sum = |series: String| format!("(sum({series}) or vector(0))");
         match self.kind {
             QueueKind::Bullmq => {
                 let key = |k: &str| format!("bull:{n}:{k}");
-                let size = |k: &str| format!("sum(redis_key_size{{key=\"{}\"}})", key(k));
+                let size = |k: &str| sum(format!("redis_key_size{{key=\"{}\"}}", key(k)));
                 QueueMeasures {
                     name: n.clone(),
                     kind: self.kind,
@@ -127,14 +131,15 @@ impl Queue {
                     streams: Vec::new(),
                     // EVAL runs the script, whose commands are checked against these rules too.
                     exporter_acl: format!("%R~bull:{n}:* +type +llen +zcard +strlen +get +eval +time +lindex +zrange +hmget"),
-                    waiting: format!("sum(redis_key_size{{key=~\"bull:{re}:(wait|paused|prioritized)\"}})"),
+                    waiting: sum(format!("redis_key_size{{key=~\"bull:{re}:(wait|paused|prioritized)\"}}")),
                     active: size("active"),
                     delayed: size("delayed"),
                     failed: size("failed"),
                     // Every job added and no longer waiting, delayed or in hand has ended.
                     ended: format!(
-                        "sum(redis_key_value{{key=\"{}\"}}) - sum(redis_key_size{{key=~\"bull:{re}:(wait|paused|prioritized|active|delayed)\"}})",
-                        key("id")
+                        "{} - {}",
+                        sum(format!("redis_key_value{{key=\"{}\"}}", key("id"))),
+                        sum(format!("redis_key_size{{key=~\"bull:{re}:(wait|paused|prioritized|active|delayed)\"}}"))
                     ),
                 }
             }
@@ -148,11 +153,15 @@ impl Queue {
                     keys: vec![completed.clone()],
                     streams: vec![n.clone(), dead.clone()],
                     exporter_acl: format!("%R~{n} %R~{dead} %R~{completed} +type +strlen +get +xinfo|stream +xinfo|groups +xinfo|consumers +eval +time +xrange"),
-                    waiting: format!("sum(redis_stream_length{{stream=\"{n}\"}}) - sum(redis_stream_group_messages_pending{{stream=\"{n}\"}})"),
-                    active: format!("sum(redis_stream_group_messages_pending{{stream=\"{n}\"}})"),
+                    waiting: format!(
+                        "{} - {}",
+                        sum(format!("redis_stream_length{{stream=\"{n}\"}}")),
+                        sum(format!("redis_stream_group_messages_pending{{stream=\"{n}\"}}"))
+                    ),
+                    active: sum(format!("redis_stream_group_messages_pending{{stream=\"{n}\"}}")),
                     delayed: "vector(0)".into(),
-                    failed: format!("sum(redis_stream_length{{stream=\"{dead}\"}})"),
-                    ended: format!("sum(redis_key_value{{key=\"{completed}\"}}) + sum(redis_stream_length{{stream=\"{dead}\"}})"),
+                    failed: sum(format!("redis_stream_length{{stream=\"{dead}\"}}")),
+                    ended: format!("{} + {}", sum(format!("redis_key_value{{key=\"{completed}\"}}")), sum(format!("redis_stream_length{{stream=\"{dead}\"}}"))),
                 }
             }
         }
