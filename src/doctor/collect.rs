@@ -126,10 +126,15 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     // or on docker the engine's restart count. A process' start time moves on every planned
     // restart too (a deploy, a reload), which is not a crash.
     let unit_restarts = p.instant(&format!("increase(scalectl_instance_restarts_total[{w}])")).await?;
-    let rps = p.instant(&format!("sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count[{recent}]))")).await?;
+    // The app's own requests are its users': not the health probes a deploy polls an instance
+    // with while it restarts (many a second, on one instance), nor Prometheus' scrapes.
+    let served = format!(r#"route!="{}",route!="{}",route!="/metrics""#, t.app.liveness, t.app.readiness);
+    let rps = p.instant(&format!("sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count{{{served}}}[{recent}]))")).await?;
     let p99 = p.instant(&format!("histogram_quantile(0.99, sum by (le, instance_name) (rate(scale_api_http_request_duration_seconds_bucket[{recent}])))")).await?;
     let errors = p
-        .instant(&format!(r#"100 * sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count{{status=~"5.."}}[{recent}])) / sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count[{recent}]))"#))
+        .instant(&format!(
+            r#"100 * sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count{{status=~"5..",{served}}}[{recent}])) / sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count{{{served}}}[{recent}]))"#
+        ))
         .await?;
     // The same three per instance as the load balancer saw them (mtail over nginx's access log,
     // by upstream address): any app has these, whether or not it measures its own requests.
