@@ -149,43 +149,52 @@ fn secret_env(t: &Topology, secrets: &SecretValues, digest_key: &str) -> Vec<Sec
         .collect()
 }
 
-/// Replica `slot` of the release image, sealed: health-checked on the readiness path, limited as
-/// `app.limits` says, its environment rendered (templates/docker/replica.env.j2).
-fn replica(t: &Topology, slot: &str, image: &str, base: &BTreeMap<String, String>, run: &Commands, secret_env: &[SecretEnv]) -> ContainerSpec {
-    let env: Vec<String> = get(base, &format!("env/{slot}")).lines().filter(|l| l.contains('=') && !l.starts_with('#')).map(str::to_string).collect();
+/// What every process of the app's release shares as a container: its environment (rendered
+/// as `env/SLOT`), its secrets as files, the app's limits, no capability, the labels its log lines
+/// carry to the shipper. `replica` and `worker` add what their kind is.
+fn app_process(t: &Topology, role: &str, slot: &str, image: &str, envs: &BTreeMap<String, String>, secret_env: &[SecretEnv]) -> ContainerSpec {
+    let env: Vec<String> = get(envs, &format!("env/{slot}")).lines().filter(|l| l.contains('=') && !l.starts_with('#')).map(str::to_string).collect();
     let mut log_opts = log_rotation();
     if t.observability.logs.destination == crate::topology::LogDestination::Collector {
         log_opts.insert("labels".to_string(), APP_LOG_LABELS.to_string());
     }
-    // The program's own argv with this replica's `$(PORT)` and `$(INSTANCE)` (the values its
-    // environment gives it); scale-api's image runs its own command.
-    let cmd = match &t.app.program {
-        Some(p) if !run.app_cmd.is_empty() => p.argv(t.app.port, env_value(&env, "INSTANCE").unwrap_or(slot)),
-        _ => run.app_cmd.clone(),
-    };
     ContainerSpec {
-        role: "app".into(),
         aliases: Vec::new(),
         env,
         secret_env: secret_env.to_vec(),
-        // Checked every second; an answer may take 5 s, because a program's check starts a runtime
-        // (`node -e`), which a host busy with the very load a deploy rolls under can slow past 2 s
-        // (measured: a rolling release refused for that on a saturated 2-core machine).
-        health: Some(Health { test: run.app_health.clone(), interval_ms: 1000, timeout_ms: 5000, retries: 3, start_period_ms: 2000 }),
         memory_bytes: Some(t.app.memory_max),
         nano_cpus: t.app.cpu_quota.map(|q| i64::from(q) * 10_000_000),
         nofile: Some(t.app.nofile),
         log_opts,
-        stop_timeout_s: drain_stop_timeout(t),
-        cmd,
-        // No capability is needed to serve an unprivileged port. scale-api writes nothing, so its
-        // root is read-only unless secrets are written into it (the engine writes no file into
-        // a read-only root); a program's files are its own business.
+        // No capability is needed to serve an unprivileged port or take jobs. scale-api writes
+        // nothing, so its root is read-only unless secrets are written into it (the engine writes
+        // no file into a read-only root); a program's files are its own business.
         cap_drop_all: true,
         read_only: t.app.program.is_none() && secret_env.is_empty(),
         secrets: SecretDelivery::Files,
         pids_limit: Some(4 * DEFAULT_PIDS_LIMIT),
-        ..service("app", slot, image)
+        ..service(role, slot, image)
+    }
+}
+
+/// Replica `slot` of the release image, sealed: health-checked on the readiness path, limited as
+/// `app.limits` says, its environment rendered (templates/docker/replica.env.j2).
+fn replica(t: &Topology, slot: &str, image: &str, base: &BTreeMap<String, String>, run: &Commands, secret_env: &[SecretEnv]) -> ContainerSpec {
+    let process = app_process(t, "app", slot, image, base, secret_env);
+    // The program's own argv with this replica's `$(PORT)` and `$(INSTANCE)` (the values its
+    // environment gives it); scale-api's image runs its own command.
+    let cmd = match &t.app.program {
+        Some(p) if !run.app_cmd.is_empty() => p.argv(t.app.port, env_value(&process.env, "INSTANCE").unwrap_or(slot)),
+        _ => run.app_cmd.clone(),
+    };
+    ContainerSpec {
+        // Checked every second; an answer may take 5 s, because a program's check starts a runtime
+        // (`node -e`), which a host busy with the very load a deploy rolls under can slow past 2 s
+        // (measured: a rolling release refused for that on a saturated 2-core machine).
+        health: Some(Health { test: run.app_health.clone(), interval_ms: 1000, timeout_ms: 5000, retries: 3, start_period_ms: 2000 }),
+        stop_timeout_s: drain_stop_timeout(t),
+        cmd,
+        ..process
     }
     .sealed(&t.name)
 }
@@ -195,40 +204,25 @@ fn replica(t: &Topology, slot: &str, image: &str, base: &BTreeMap<String, String
 /// (templates/docker/worker.env.j2), no port and no health check: it must still run a moment after
 /// it started ([`WORKER_SETTLE_S`]), and it gets its drain timeout to finish the job in hand.
 fn worker(t: &Topology, w: &crate::topology::Workers, slot: &str, image: &str, envs: &BTreeMap<String, String>, secret_env: &[SecretEnv]) -> ContainerSpec {
-    let env: Vec<String> = get(envs, &format!("env/{slot}")).lines().filter(|l| l.contains('=') && !l.starts_with('#')).map(str::to_string).collect();
-    let mut argv = w.argv(env_value(&env, "INSTANCE").unwrap_or(slot));
+    let process = app_process(t, ROLE_WORKER, slot, image, envs, secret_env);
+    let mut argv = w.argv(env_value(&process.env, "INSTANCE").unwrap_or(slot));
     if t.app.program.is_none() {
         // `[scale-api, worker]`: the image's entrypoint is scale-api.
         argv.remove(0);
     }
-    let mut log_opts = log_rotation();
-    if t.observability.logs.destination == crate::topology::LogDestination::Collector {
-        log_opts.insert("labels".to_string(), APP_LOG_LABELS.to_string());
-    }
-    ContainerSpec {
-        env,
-        secret_env: secret_env.to_vec(),
-        aliases: Vec::new(),
-        memory_bytes: Some(t.app.memory_max),
-        nano_cpus: t.app.cpu_quota.map(|q| i64::from(q) * 10_000_000),
-        nofile: Some(t.app.nofile),
-        log_opts,
-        stop_timeout_s: (w.drain_timeout_ms / 1000) as i64 + 5,
-        cmd: argv,
-        cap_drop_all: true,
-        read_only: t.app.program.is_none() && secret_env.is_empty(),
-        secrets: SecretDelivery::Files,
-        pids_limit: Some(4 * DEFAULT_PIDS_LIMIT),
-        no_health_check: true,
-        settle_s: Some(WORKER_SETTLE_S),
-        ..service(ROLE_WORKER, slot, image)
-    }
-    .sealed(&t.name)
+    ContainerSpec { stop_timeout_s: worker_stop_timeout(t), cmd: argv, no_health_check: true, settle_s: Some(WORKER_SETTLE_S), ..process }.sealed(&t.name)
 }
 
 /// The value of `name` in KEY=VALUE lines.
 fn env_value<'a>(env: &'a [String], name: &str) -> Option<&'a str> {
     env.iter().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
+}
+
+/// Seconds a worker gets to finish its job before the engine kills it: its drain timeout (the
+/// default one when the topology no longer has workers) and 5 s.
+pub(super) fn worker_stop_timeout(t: &Topology) -> i64 {
+    let drain_ms = t.app.workers.as_ref().map_or(crate::topology::DEFAULT_WORKER_DRAIN_MS, |w| w.drain_timeout_ms);
+    (drain_ms / 1000) as i64 + 5
 }
 
 /// Seconds a container that serves requests gets to drain before the engine kills it.

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::desired::{drain_stop_timeout, get, rendered};
+use super::desired::{drain_stop_timeout, get, rendered, worker_stop_timeout};
 use super::*;
 use crate::plan::{KEEP_RELEASES, unified_diff};
 use crate::render::{RenderError, Templates};
@@ -217,13 +217,6 @@ impl Steps<'_> {
             self.cleanup.push(Step::Remove { name: c.name.clone(), reason: format!("{} is no longer in the topology", c.slot) });
         }
     }
-}
-
-/// Seconds a worker gets to finish its job before the engine kills it: its drain timeout (the
-/// default one when the topology no longer has workers) and 5 s.
-fn worker_stop_timeout(t: &Topology) -> i64 {
-    let drain_ms = t.app.workers.as_ref().map_or(crate::topology::DEFAULT_WORKER_DRAIN_MS, |w| w.drain_timeout_ms);
-    (drain_ms / 1000) as i64 + 5
 }
 
 /// Release images beyond the newest [`KEEP_RELEASES`] (the deployed one counted first), as the
