@@ -66,7 +66,7 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
 /// as an unprivileged user, refusing what is not a file, a directory or a link inside; the
 /// Ansible role runs it, and the autoscaling group's cloud-init (terraform/files/).
 pub fn bundle_scripts(t: &crate::topology::Topology) -> Vec<RenderedFile> {
-    use crate::plan::RedisUsersPhase::{Add, Settle};
+    use crate::plan::CredentialsPhase::{Add, Settle};
     let script = |name: &str, body: String| RenderedFile {
         host: "ansible".into(),
         path: name.into(),
@@ -91,13 +91,15 @@ pub fn bundle_scripts(t: &crate::topology::Topology) -> Vec<RenderedFile> {
         out.push(script("drain.sh", crate::exec::commands::drain_words("\"$1\"", "\"$2\"", wait)));
         out.push(script("undrain.sh", crate::exec::commands::undrain_words("\"$1\"", "\"$2\"", wait)));
     }
-    if t.redis_password().is_some() {
-        out.extend([(Add, "redis-users-add.sh"), (Settle, "redis-users-settle.sh")].into_iter().map(|(phase, name)| {
-            let mut body = crate::exec::commands::redis_users(phase, t.redis_port().unwrap_or_default());
+    // Each tier's live change of users (Redis'): `KIND-add.sh` and `KIND-settle.sh`.
+    let live: Vec<crate::plan::LiveCredentials> = t.tiers_on_one_engine().iter().filter_map(|tier| tier.credentials).collect();
+    for c in live {
+        out.extend([(Add, "add"), (Settle, "settle")].into_iter().map(|(phase, name)| {
+            let mut body = crate::exec::commands::credentials(c.kind, phase, c.port);
             if body.ends_with('\n') {
                 body.pop();
             }
-            script(name, body)
+            script(&format!("{}-{name}.sh", c.kind.pending()), body)
         }));
     }
     out

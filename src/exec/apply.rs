@@ -397,20 +397,20 @@ fn step(conns: &[Conn], c: &Conn, app: &str, a: &Action, opts: &Options<'_>) -> 
         Action::ClearPending => {
             c.sudo_script("clearing owed actions", commands::CLEAR_PENDING, STEP_TIMEOUT)?;
         }
-        Action::EnsureRedisAdmin => {
-            c.sudo_script("making scalectl's Redis admin user", &commands::ensure_redis_admin(), STEP_TIMEOUT)?;
+        Action::EnsureAdmin { credentials } => {
+            c.sudo_script(&format!("making {}", credentials.admin()), &commands::ensure_admin(*credentials), STEP_TIMEOUT)?;
         }
         Action::LogCertificate { name, ca_host } => {
             (opts.progress)(host, &format!("issuing the log TLS certificate for {name} from {ca_host}'s CA"));
             log_certificate(c, conn(conns, ca_host)?, name)?;
         }
-        Action::RedisUsers { phase, port } => {
+        Action::Credentials { credentials, phase, port } => {
             let what = match phase {
-                crate::plan::RedisUsersPhase::Add => "adding the new Redis passwords (the old ones still work)",
-                crate::plan::RedisUsersPhase::Settle => "settling Redis' users (the old passwords no longer work)",
+                crate::plan::CredentialsPhase::Add => format!("adding the new passwords to {} (the old ones still work)", credentials.users()),
+                crate::plan::CredentialsPhase::Settle => format!("settling {} (the old passwords no longer work)", credentials.users()),
             };
-            (opts.progress)(host, what);
-            c.sudo_script(what, &commands::redis_users(*phase, *port), STEP_TIMEOUT)?;
+            (opts.progress)(host, &what);
+            c.sudo_script(&what, &commands::credentials(*credentials, *phase, *port), STEP_TIMEOUT)?;
         }
     }
     Ok(())
@@ -455,9 +455,8 @@ pub fn action_name(a: &Action) -> String {
         Action::MarkPending { .. } => "mark-pending".into(),
         Action::ClearPending => "clear-pending".into(),
         Action::LogCertificate { name, .. } => format!("log-certificate {name}"),
-        Action::EnsureRedisAdmin => "redis-admin".into(),
-        Action::RedisUsers { phase: crate::plan::RedisUsersPhase::Add, .. } => "redis-users add".into(),
-        Action::RedisUsers { phase: crate::plan::RedisUsersPhase::Settle, .. } => "redis-users settle".into(),
+        Action::EnsureAdmin { credentials } => format!("admin {}", credentials.pending()),
+        Action::Credentials { credentials, phase, .. } => format!("{} {phase:?}", credentials.pending()).to_lowercase(),
     }
 }
 

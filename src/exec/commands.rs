@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use crate::plan::{Change, DesiredHost, FileChange, SCALE_API, current_link, instance_unit, ready_dir, releases_dir};
+use crate::plan::{Change, Credentials, CredentialsPhase, DesiredHost, FileChange, SCALE_API, current_link, instance_unit, ready_dir, releases_dir};
 
 pub const LOCK_DIR: &str = "/var/lib/scalectl";
 pub const LOCK_FILE: &str = "/var/lib/scalectl/lock";
@@ -157,13 +157,51 @@ pub fn mark_pending(entries: &[String]) -> String {
     )
 }
 
+/// scalectl's admin user of a tier's credentials, which changes its users live (see
+/// [`ensure_redis_admin_in`]). Kept as it is when it exists.
+pub fn ensure_admin(kind: Credentials) -> String {
+    match kind {
+        Credentials::Redis => ensure_redis_admin_in(REDIS_DIR),
+    }
+}
+
+/// A tier's users changed live to its file's, through its admin user on 127.0.0.1:`port`
+/// (see [`redis_users_of`]): `Add` the file's passwords beside those the users have, and leave
+/// the marker that says a settle is owed; `Settle` each user to exactly the file's, and remove it.
+pub fn credentials(kind: Credentials, phase: CredentialsPhase, port: u16) -> String {
+    match kind {
+        Credentials::Redis => redis_users_in(phase, port, REDIS_DIR, &credentials_marker(kind)),
+    }
+}
+
+/// [`credentials`] in a tier's container on docker, its marker named: the user the script runs
+/// as (the service's, whose alone the users file is), and the script.
+pub fn container_credentials(kind: Credentials, phase: CredentialsPhase, port: u16, marker: &str) -> (&'static str, String) {
+    match kind {
+        Credentials::Redis => ("redis", redis_users_of(phase, port, crate::render::DOCKER_REDIS_USERS, crate::render::DOCKER_REDIS_ADMIN_PASS, marker)),
+    }
+}
+
+/// Where `Credentials { add }` records users changed live and not yet settled.
+pub fn credentials_marker(kind: Credentials) -> String {
+    format!("/var/lib/scalectl/{}", kind.pending())
+}
+
+/// What `observe` prints of a tier's credentials: `pending KIND` while added and not settled,
+/// `admin KIND` when scalectl's admin user exists.
+fn observe_credentials(kind: Credentials) -> String {
+    let marker = format!("[ -e {} ] && echo 'pending {}'\n", q(&credentials_marker(kind)), kind.pending());
+    match kind {
+        Credentials::Redis => {
+            let (pass, conf) = redis_admin_files(REDIS_DIR);
+            format!("{marker}[ -s {} ] && [ -s {} ] && echo 'admin {}'\n", q(&pass), q(&conf), kind.pending())
+        }
+    }
+}
+
 /// scalectl's Redis admin user, which changes the ACL users live: its password is random, made on
 /// the Redis host and kept in a root-only file there; Redis reads only its sha256 (an include,
 /// 0640 root:redis). Kept as it is when both files exist.
-pub fn ensure_redis_admin() -> String {
-    ensure_redis_admin_in(REDIS_DIR)
-}
-
 /// Where Redis' configuration, the ACL include and the admin user's files are on a host.
 const REDIS_DIR: &str = "/etc/redis";
 
@@ -340,35 +378,27 @@ fi
     s
 }
 
-/// Where `RedisUsers { add }` records users changed live and not yet settled.
-pub const REDIS_USERS_MARKER: &str = "/var/lib/scalectl/redis-users";
-
-/// Redis' ACL users changed live to the include's (`/etc/redis/scalectl-auth.conf`), through
-/// scalectl's admin user on 127.0.0.1:`port`. `Add`: each user gets the include's passwords
-/// besides those it has (clients on the old password and on the new both authenticate), and the
-/// marker says a settle is owed. `Settle`: each user is reset to exactly the include's rules (the
-/// old password gone), and the marker removed. The commands go to redis-cli on its stdin and the
-/// admin password in its environment: no password or hash in any process' arguments, and none
-/// in an error (hashes are masked).
-pub fn redis_users(phase: crate::plan::RedisUsersPhase, port: u16) -> String {
-    redis_users_in(phase, port, REDIS_DIR, REDIS_USERS_MARKER)
-}
-
-pub fn redis_users_in(phase: crate::plan::RedisUsersPhase, port: u16, dir: &str, marker: &str) -> String {
+/// Redis' ACL users changed live to the include's (`DIR/scalectl-auth.conf`), with the admin's
+/// password file in `dir` too.
+pub fn redis_users_in(phase: CredentialsPhase, port: u16, dir: &str, marker: &str) -> String {
     redis_users_of(phase, port, &format!("{dir}/scalectl-auth.conf"), &redis_admin_files(dir).0, marker)
 }
 
-/// [`redis_users`] with the users include, the admin's password file and the marker named: the
-/// docker target runs it in its Redis container.
-pub fn redis_users_of(phase: crate::plan::RedisUsersPhase, port: u16, users: &str, admin_pass: &str, marker: &str) -> String {
-    use crate::plan::RedisUsersPhase;
+/// Redis' ACL users changed live to the include's (`users`), through scalectl's admin user on
+/// 127.0.0.1:`port` (its password in `admin_pass`). `Add`: each user gets the include's passwords
+/// besides those it has (clients on the old password and on the new both authenticate), and
+/// `marker` says a settle is owed. `Settle`: each user is reset to exactly the include's rules
+/// (the old password gone), and the marker removed. The commands go to redis-cli on its stdin and
+/// the admin password in its environment: no password or hash in any process' arguments, and
+/// none in an error (hashes are masked). The docker target runs it in its Redis container.
+pub fn redis_users_of(phase: CredentialsPhase, port: u16, users: &str, admin_pass: &str, marker: &str) -> String {
     let (commands, after) = match phase {
-        RedisUsersPhase::Add => (
+        CredentialsPhase::Add => (
             r#"line="ACL SETUSER $name on"; for w in $rules; do case "$w" in '#'*) line="$line $w" ;; esac; done; printf '%s
 ' "$line""#,
             format!(r#"mkdir -p "$(dirname {m})"; touch {m}"#, m = q(marker)),
         ),
-        RedisUsersPhase::Settle => (r#"printf 'ACL SETUSER %s reset %s
+        CredentialsPhase::Settle => (r#"printf 'ACL SETUSER %s reset %s
 ' "$name" "$rules""#, format!("rm -f {}", q(marker))),
     };
     format!(
@@ -611,10 +641,8 @@ pub fn observe(d: &DesiredHost) -> String {
         ));
     }
     s.push_str("sed 's/^/pending /' /var/lib/scalectl/pending 2>/dev/null || true\n");
-    if d.redis_admin.is_some() {
-        s.push_str(&format!("[ -e {} ] && echo 'pending {}'\n", q(REDIS_USERS_MARKER), crate::plan::REDIS_USERS_PENDING));
-        let (pass, conf) = redis_admin_files(REDIS_DIR);
-        s.push_str(&format!("[ -s {} ] && [ -s {} ] && echo redis-admin\n", q(&pass), q(&conf)));
+    for c in &d.credentials {
+        s.push_str(&observe_credentials(c.kind));
     }
     if let Some(l) = &d.log_tls {
         s.push_str(&observe_log_tls(crate::render::LOG_TLS_DIR, l.ca_host == d.host));
@@ -830,7 +858,7 @@ mod tests {
     /// leaves only the new one with the users' rules intact; nothing but the include changed.
     #[test]
     fn redis_users_rotate_live_on_a_real_redis() {
-        use crate::plan::RedisUsersPhase::{Add, Settle};
+        use crate::plan::CredentialsPhase::{Add, Settle};
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap().to_string();
         let marker = format!("{d}/state/redis-users");

@@ -111,10 +111,12 @@ pub async fn replica_facts(docker: &Docker, t: &Topology, window: std::time::Dur
     Ok(facts)
 }
 
-/// In the Redis container, where `Step::RedisUsers { add }` records users not yet settled: the
-/// script runs as `redis` (the users files are Redis' alone), which may write here. A new Redis
-/// container starts with the users file, so the marker need not outlive its container.
-const REDIS_USERS_MARKER: &str = "/tmp/scalectl-redis-users";
+/// In a tier's container, where `Step::Credentials { add }` records users not yet settled: the
+/// script runs as the service's user (the users files are its alone), which may write here. A
+/// new container starts with the users file, so the marker need not outlive its container.
+fn credentials_marker(kind: crate::plan::Credentials) -> String {
+    format!("/tmp/scalectl-{}", kind.pending())
+}
 
 /// Everything on the engine that scalectl created for the topology (its ownership label), the
 /// live files of what runs (as each container's label lists them), and the images built for it.
@@ -136,8 +138,10 @@ pub async fn observe(docker: &Docker, t: &Topology) -> anyhow::Result<DockerObse
                 o.live_files.insert(format!("{name}:{path}"), text);
             }
         }
-        if running && label(LABEL_SLOT) == "redis" {
-            o.redis_users_pending |= download(docker, &name, REDIS_USERS_MARKER).await?.is_some();
+        for kind in crate::plan::Credentials::ALL.into_iter().filter(|k| running && label(LABEL_SLOT) == k.container()) {
+            if download(docker, &name, &credentials_marker(kind)).await?.is_some() {
+                o.credentials_pending.push(kind);
+            }
         }
         o.containers.push(ObservedContainer {
             name: name.clone(),
@@ -718,24 +722,17 @@ async fn run_step(docker: &Docker, t: &Topology, plan: &DockerPlan, step: &Step,
             say(&format!("writing {path} in {container}"));
             write_live(docker, container, path, content, previous, commands, *old_workers_wait_s).await?;
         }
-        Step::RedisUsers { container, phase, port, content, .. } => {
-            use crate::plan::RedisUsersPhase;
-            if *phase == RedisUsersPhase::Add {
-                say(&format!("adding the new Redis passwords in {container} (the old ones still work)"));
-                // The users file, Redis' alone, replaced whole.
-                let owner = user_ids(docker, container, "redis").await?;
-                put_owned(docker, container, crate::render::DOCKER_REDIS_USERS, content, 0o400, owner).await?;
+        Step::Credentials { credentials, container, phase, port, content, .. } => {
+            let (user, script) = super::commands::container_credentials(*credentials, *phase, *port, &credentials_marker(*credentials));
+            if *phase == crate::plan::CredentialsPhase::Add {
+                say(&format!("adding the new passwords to {} in {container} (the old ones still work)", credentials.users()));
+                // The users file, the service's alone, replaced whole.
+                let owner = user_ids(docker, container, user).await?;
+                put_owned(docker, container, crate::render::users_file(*credentials), content, 0o400, owner).await?;
             } else {
-                say(&format!("settling Redis' users in {container} (the old passwords no longer work)"));
+                say(&format!("settling {} in {container} (the old passwords no longer work)", credentials.users()));
             }
-            let script = super::commands::redis_users_of(
-                *phase,
-                *port,
-                crate::render::DOCKER_REDIS_USERS,
-                crate::render::DOCKER_REDIS_ADMIN_PASS,
-                REDIS_USERS_MARKER,
-            );
-            let (code, out) = exec_as(docker, container, "redis", &["sh".into(), "-c".into(), script]).await?;
+            let (code, out) = exec_as(docker, container, user, &["sh".into(), "-c".into(), script]).await?;
             anyhow::ensure!(code == 0, "{container}: {}", out.trim());
         }
         Step::Stop { name, timeout_s } => {
@@ -787,9 +784,9 @@ async fn undo(docker: &Docker, step: &Step, o: &Options<'_>) -> anyhow::Result<(
             (o.progress)(&format!("putting {path} back in {container}"));
             write_live(docker, container, path, previous, previous, commands, *old_workers_wait_s).await
         }
-        // Redis' users added live: old and new passwords both keep working, and the marker left
-        // in Redis makes the next apply settle them.
-        Step::RedisUsers { .. } => Ok(()),
+        // Users added live: old and new passwords both keep working, and the marker left in the
+        // container makes the next apply settle them.
+        Step::Credentials { .. } => Ok(()),
         // An image, network, volume or started container stays: harmless, and reused next time.
         _ => Ok(()),
     }

@@ -55,7 +55,7 @@ pub fn parse(out: &str) -> Result<Observed, String> {
             }
             ("release", [id]) => o.release = (!id.is_empty()).then(|| id.to_string()),
             ("pending", [entry]) => o.pending.push(entry.to_string()),
-            ("redis-admin", []) => o.redis_admin = true,
+            ("admin", [kind]) => o.admins.extend(crate::plan::Credentials::ALL.into_iter().filter(|c| c.pending() == *kind)),
             ("logtls", [ca, state, name @ ..]) => {
                 o.log_tls = Some(crate::plan::ObservedLogTls { ca_sha256: ca.to_string(), good: *state == "good", name: name.first().copied().unwrap_or("").to_string() })
             }

@@ -65,6 +65,7 @@ impl Release {
 }
 
 pub use crate::render::OnChange;
+pub use crate::topology::tiers::{Credentials, LiveCredentials};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DesiredFile {
@@ -110,9 +111,9 @@ pub struct DesiredHost {
     pub drain: Option<super::Drain>,
     /// Load balancer hosts: the app hosts' addresses to resolve as this host does (Facts::resolved).
     pub resolve: Vec<String>,
-    /// Redis hosts of a topology with a password: Redis' port, which scalectl's admin user (made
-    /// on the host) reaches to change the ACL users live.
-    pub redis_admin: Option<u16>,
+    /// The users and passwords this host's tiers change live (Redis with a password), each with
+    /// the port scalectl's admin user (made on the host) reaches its service on.
+    pub credentials: Vec<LiveCredentials>,
     /// The host's log TLS certificate, when logs go to a collector on a monitor host.
     pub log_tls: Option<LogTls>,
 }
@@ -171,7 +172,7 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                 readiness: t.app.readiness.clone(),
                 drain: None,
                 resolve: Vec::new(),
-                redis_admin: None,
+                credentials: Vec::new(),
                 log_tls: None,
             };
             for f in by_host.get(h.name.as_str()).into_iter().flatten() {
@@ -186,6 +187,7 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                 }
             }
             let mut services: Vec<String> = tiers.iter().flat_map(|tier| tier.services.iter().cloned()).collect();
+            d.credentials = tiers.iter().filter_map(|tier| tier.credentials).collect();
             if t.observability.logs.destination == LogDestination::Collector
                 && let Some(monitor) = t.hosts.iter().find(|m| m.has(Role::Monitor))
             {
@@ -220,7 +222,6 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                 d.absent.push(("/etc/nginx/sites-enabled/default".into(), OnChange::Reload("nginx.service")));
             }
             if h.has(Role::Redis) && t.redis.is_some() {
-                d.redis_admin = t.redis_password().and(t.redis_port());
                 // Where earlier releases gave the exporter the apps' password as REDIS_PASSWORD,
                 // which it used for any target a /scrape asked for: it now has a password of its
                 // own, for its one target only (crate::render::REDIS_EXPORTER_PASSWORDS).

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use desired::{DesiredFile, DesiredHost, MAX_RELEASE_BYTES, OnChange, Release, SCALE_API, current_link, desired_hosts, instance_unit, ready_dir, releases_dir, socket_unit, worker_unit};
+pub use desired::{Credentials, DesiredFile, LiveCredentials, DesiredHost, MAX_RELEASE_BYTES, OnChange, Release, SCALE_API, current_link, desired_hosts, instance_unit, ready_dir, releases_dir, socket_unit, worker_unit};
 pub use text::render_text;
 pub use view::{JSON_FORMAT_VERSION, PlanView, TargetPlan};
 
@@ -49,9 +49,10 @@ pub struct Observed {
     pub pending: Vec<String>,
     /// Names this host resolved (DesiredHost::resolve) and the first address of each.
     pub resolved: BTreeMap<String, std::net::IpAddr>,
-    /// Redis hosts: scalectl's admin user exists (its include and password file).
+    /// The credentials whose admin user scalectl made on this host (Redis': its include and
+    /// password file exist).
     #[serde(default)]
-    pub redis_admin: bool,
+    pub admins: Vec<Credentials>,
     /// The host's log TLS certificate, as found (None: no certificate, CA certificate or key).
     #[serde(default)]
     pub log_tls: Option<ObservedLogTls>,
@@ -255,9 +256,9 @@ pub enum Action {
     MarkPending { entries: Vec<String> },
     /// Every owed service action was done.
     ClearPending,
-    /// Make scalectl's Redis admin user on the host (its password stays there): before Redis
-    /// first starts with the include that names it.
-    EnsureRedisAdmin,
+    /// Make scalectl's admin user for these credentials on the host (its password stays there):
+    /// before their service first starts with the file that names it.
+    EnsureAdmin { credentials: Credentials },
     /// This host's certificate for RELP over TLS, naming `name`: the host makes its key (kept
     /// there) and a request, the fleet's log CA on `ca_host` signs it (the CA is made there on
     /// first use; its key stays there), and the host installs the certificate and the CA's.
@@ -269,16 +270,19 @@ pub enum Action {
     /// Restart these workers one at a time: each stopped with SIGTERM and given `drain_ms` to
     /// finish the job in hand (then killed), started again, and seen running before the next.
     RollWorkers { units: Vec<String>, drain_ms: u64 },
-    /// Redis' ACL users changed live through the admin user on `port`: `add` the include's
-    /// passwords to its users (old and new both work), and, once every app host has the new
-    /// secret, `settle` each user exactly as the include has it (the old password gone).
-    RedisUsers { phase: RedisUsersPhase, port: u16 },
+    /// A tier's users changed live through its admin user on `port`: `add` the file's passwords
+    /// to its users (old and new both work), and, once every app host has the new secret,
+    /// `settle` each user exactly as the file has it (the old password gone).
+    Credentials { credentials: Credentials, phase: CredentialsPhase, port: u16 },
 }
 
+/// The two halves of a live change of credentials.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum RedisUsersPhase {
+pub enum CredentialsPhase {
+    /// The new passwords work beside the old ones.
     Add,
+    /// Only the file's passwords work.
     Settle,
 }
 
@@ -323,11 +327,7 @@ pub fn plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap<String,
     Plan { topology: topology.to_string(), hosts }
 }
 
-const REDIS_SERVICE: &str = "redis-server.service";
 const RSYSLOG_SERVICE: &str = "rsyslog.service";
-/// The pending entry (and the marker `RedisUsers { add }` leaves until `settle`) of Redis users
-/// changed live but not yet settled.
-pub const REDIS_USERS_PENDING: &str = "redis-users";
 
 /// One host's plan, in named steps: packages and release, files (and what they owe their services),
 /// what a killed apply still owed, services, app instances, cleanup.
@@ -335,7 +335,7 @@ fn host_plan(d: &DesiredHost, o: &Observed, log_ca: Option<&str>) -> HostPlan {
     let mut p = HostPlanner { d, o, prepare: Vec::new(), activate: Vec::new(), cleanup: Vec::new() };
     let missing = p.packages_and_release();
     let mut owed = p.files(!missing.is_empty());
-    p.redis_admin(&mut owed);
+    p.admins(&mut owed);
     p.log_certificate(log_ca, &mut owed);
     p.record_owed(&owed);
     owed.add_pending(d, &o.pending);
@@ -364,8 +364,8 @@ struct Owed<'a> {
     rolling: bool,
     /// The workers restart one at a time.
     workers: bool,
-    /// Redis' ACL users changed (OnChange::RedisUsers).
-    redis_users: bool,
+    /// Users changed in these credentials (OnChange::Credentials).
+    credentials: Vec<Credentials>,
     /// A unit file of a service (prepare) or of the app (activate) changed.
     daemon_reload_prepare: bool,
     daemon_reload_activate: bool,
@@ -379,7 +379,7 @@ impl<'a> Owed<'a> {
             OnChange::Restart(u) if !self.restart.contains(&u) => self.restart.push(u),
             OnChange::Rolling => self.rolling = true,
             OnChange::Workers => self.workers = true,
-            OnChange::RedisUsers => self.redis_users = true,
+            OnChange::Credentials(c) if !self.credentials.contains(&c) => self.credentials.push(c),
             _ => {}
         }
     }
@@ -393,9 +393,7 @@ impl<'a> Owed<'a> {
         if self.workers {
             owed.push("workers".into());
         }
-        if self.redis_users {
-            owed.push(REDIS_USERS_PENDING.into());
-        }
+        owed.extend(self.credentials.iter().map(|c| c.pending().to_string()));
         owed
     }
 
@@ -420,8 +418,13 @@ impl<'a> Owed<'a> {
                 }
                 _ if p == "rolling" => self.rolling = true,
                 _ if p == "workers" => self.workers = true,
-                _ if p == REDIS_USERS_PENDING && d.redis_admin.is_some() => self.redis_users = true,
-                _ => {}
+                _ => {
+                    if let Some(c) = d.credentials.iter().map(|c| c.kind).find(|c| c.pending() == p)
+                        && !self.credentials.contains(&c)
+                    {
+                        self.credentials.push(c);
+                    }
+                }
             }
         }
     }
@@ -486,11 +489,14 @@ impl<'a> HostPlanner<'a> {
         owed
     }
 
-    /// scalectl's Redis admin user, made where it is missing; Redis then restarts to load it.
-    fn redis_admin(&mut self, owed: &mut Owed<'a>) {
-        if self.d.redis_admin.is_some() && !self.o.redis_admin {
-            self.prepare.push(Action::EnsureRedisAdmin);
-            owed.note(OnChange::Restart(REDIS_SERVICE));
+    /// scalectl's admin user of each tier's credentials, made where it is missing; the service
+    /// then restarts to load it.
+    fn admins(&mut self, owed: &mut Owed<'a>) {
+        for c in &self.d.credentials {
+            if !self.o.admins.contains(&c.kind) {
+                self.prepare.push(Action::EnsureAdmin { credentials: c.kind });
+                owed.note(OnChange::Restart(c.kind.service()));
+            }
         }
     }
 
@@ -519,16 +525,14 @@ impl<'a> HostPlanner<'a> {
     fn services(&mut self, owed: &Owed<'_>) {
         for s in &self.d.services {
             let st = self.unit(s);
-            // Redis' users changed: live in a running Redis that is not restarting anyway (the
-            // new passwords now, the old ones dropped in cleanup, after every app host rolled).
-            if s == REDIS_SERVICE
-                && owed.redis_users
-                && let Some(port) = self.d.redis_admin
-            {
-                if st.is_active() && !owed.restart.contains(&REDIS_SERVICE) {
-                    self.activate.push(Action::RedisUsers { phase: RedisUsersPhase::Add, port });
+            // Users changed: live in a running service that is not restarting anyway (the new
+            // passwords now, the old ones dropped in cleanup, after every app host rolled).
+            for c in self.d.credentials.iter().filter(|c| c.kind.service() == s.as_str() && owed.credentials.contains(&c.kind)) {
+                let (credentials, port) = (c.kind, c.port);
+                if st.is_active() && !owed.restart.contains(&c.kind.service()) {
+                    self.activate.push(Action::Credentials { credentials, phase: CredentialsPhase::Add, port });
                 }
-                self.cleanup.push(Action::RedisUsers { phase: RedisUsersPhase::Settle, port });
+                self.cleanup.push(Action::Credentials { credentials, phase: CredentialsPhase::Settle, port });
             }
             if owed.restart.contains(&s.as_str()) || (owed.reload.contains(&s.as_str()) && !st.is_active()) {
                 self.activate.push(Action::Restart { unit: s.clone() });

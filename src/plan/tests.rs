@@ -51,7 +51,7 @@ fn converged(d: &DesiredHost) -> Observed {
         o.releases = vec![r.id.clone()];
         o.ready_releases = vec![r.id.clone()];
     }
-    o.redis_admin = d.redis_admin.is_some();
+    o.admins = d.credentials.iter().map(|c| c.kind).collect();
     if let Some(l) = &d.log_tls {
         o.log_tls = Some(ObservedLogTls { ca_sha256: "ca".into(), good: true, name: l.name.clone() });
         if l.ca_host == d.host {
@@ -190,7 +190,7 @@ fn secret_file(path: &str, mode: u32, group: &str, content: String, on_change: O
 fn with_redis_users(d: &mut [DesiredHost], password: &str) {
     let cache = d.iter_mut().find(|h| h.host == "cache").unwrap();
     let content = format!("user default on #{} ~* &* +@all -@dangerous +info\n", sha256_hex(password.as_bytes()));
-    cache.files.push(secret_file("/etc/redis/scalectl-auth.conf", 0o640, "redis", content, OnChange::RedisUsers));
+    cache.files.push(secret_file("/etc/redis/scalectl-auth.conf", 0o640, "redis", content, OnChange::Credentials(Credentials::Redis)));
 }
 
 #[test]
@@ -204,21 +204,21 @@ fn a_rotated_redis_password_changes_the_users_live_and_settles_after_the_app_hos
     let cache = host(&p, "cache");
     assert!(matches!(&cache.prepare[0], Action::MarkPending { entries } if entries == &["redis-users".to_string()]), "{cache:#?}");
     assert!(!cache.actions().any(|a| matches!(a, Action::Restart { unit } if unit == "redis-server.service")), "no restart: {cache:#?}");
-    assert_eq!(cache.activate, vec![Action::RedisUsers { phase: RedisUsersPhase::Add, port: 6379 }, Action::ClearPending]);
-    assert_eq!(cache.cleanup, vec![Action::RedisUsers { phase: RedisUsersPhase::Settle, port: 6379 }]);
+    assert_eq!(cache.activate, vec![Action::Credentials { credentials: Credentials::Redis, phase: CredentialsPhase::Add, port: 6379 }, Action::ClearPending]);
+    assert_eq!(cache.cleanup, vec![Action::Credentials { credentials: Credentials::Redis, phase: CredentialsPhase::Settle, port: 6379 }]);
     assert!(render_text(&p, false).contains("the old ones still work"));
 
     // Added but never settled (the apply failed on an app host): the next apply settles.
     let mut obs = all_converged(&d);
     obs.get_mut("cache").unwrap().pending = vec!["redis-users".into()];
     let p = plan("t", &d, &obs);
-    assert_eq!(host(&p, "cache").cleanup, vec![Action::RedisUsers { phase: RedisUsersPhase::Settle, port: 6379 }]);
+    assert_eq!(host(&p, "cache").cleanup, vec![Action::Credentials { credentials: Credentials::Redis, phase: CredentialsPhase::Settle, port: 6379 }]);
 
     // A stopped Redis reads the include when it starts: nothing to add live.
     let mut obs = all_converged(&before);
     obs.get_mut("cache").unwrap().units.insert("redis-server.service".into(), UnitState { active: "failed".into(), enabled: "enabled".into() });
     let cache = host(&plan("t", &d, &obs), "cache").clone();
-    assert!(!cache.activate.iter().any(|a| matches!(a, Action::RedisUsers { .. })), "{cache:#?}");
+    assert!(!cache.activate.iter().any(|a| matches!(a, Action::Credentials { .. })), "{cache:#?}");
     assert!(cache.activate.iter().any(|a| matches!(a, Action::Start { unit, .. } if unit == "redis-server.service")), "{cache:#?}");
 }
 
@@ -226,13 +226,13 @@ fn a_rotated_redis_password_changes_the_users_live_and_settles_after_the_app_hos
 fn a_redis_host_without_scalectls_admin_user_gets_one_and_a_restart() {
     let d = desired("r1");
     let mut obs = all_converged(&d);
-    obs.get_mut("cache").unwrap().redis_admin = false;
+    obs.get_mut("cache").unwrap().admins.clear();
     let p = plan("t", &d, &obs);
     let cache = host(&p, "cache");
-    assert!(cache.prepare.contains(&Action::EnsureRedisAdmin), "{cache:#?}");
+    assert!(cache.prepare.contains(&Action::EnsureAdmin { credentials: Credentials::Redis }), "{cache:#?}");
     assert!(cache.activate.contains(&Action::Restart { unit: "redis-server.service".into() }), "{cache:#?}");
     // Only where Redis has a password (and so the include that names the admin).
-    assert!(desired("r1").iter().filter(|h| h.host != "cache").all(|h| h.redis_admin.is_none()));
+    assert!(desired("r1").iter().filter(|h| h.host != "cache").all(|h| h.credentials.is_empty()));
 }
 
 #[test]

@@ -123,12 +123,12 @@ fn line(a: &Action, app: &str, st: &Style) -> String {
         Action::LogCertificate { name, ca_host } => {
             format!("{} issue this host's log TLS certificate for {name} from the fleet's log CA on {ca_host} (keys stay on their hosts)", st.green("+"))
         }
-        Action::EnsureRedisAdmin => format!("{} make scalectl's Redis admin user (its password stays on this host)", st.green("+")),
-        Action::RedisUsers { phase: crate::plan::RedisUsersPhase::Add, port } => {
-            format!("{} add the new passwords to Redis' users on port {port}, live (the old ones still work)", st.yellow("~"))
+        Action::EnsureAdmin { credentials } => format!("{} make {} (its password stays on this host)", st.green("+"), credentials.admin()),
+        Action::Credentials { credentials, phase: crate::plan::CredentialsPhase::Add, port } => {
+            format!("{} add the new passwords to {} on port {port}, live (the old ones still work)", st.yellow("~"), credentials.users())
         }
-        Action::RedisUsers { phase: crate::plan::RedisUsersPhase::Settle, port } => {
-            format!("{} settle Redis' users on port {port} as the include has them, live (the old passwords stop working)", st.yellow("~"))
+        Action::Credentials { credentials, phase: crate::plan::CredentialsPhase::Settle, port } => {
+            format!("{} settle {} on port {port} as their file has them, live (the old passwords stop working)", st.yellow("~"), credentials.users())
         }
     }
 }

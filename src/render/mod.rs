@@ -380,6 +380,13 @@ pub const REDIS_AUTH_TEMPLATE: &str = "redis/auth.conf.in";
 /// password's sha256, rewritten live on a rotation; scalectl's admin user, which changes them
 /// live; and the admin's password (all three Redis' alone, in the container).
 pub const DOCKER_REDIS_USERS: &str = "/run/secrets/redis-auth.conf";
+
+/// In a tier's container, the users file its credentials are changed live to.
+pub fn users_file(kind: crate::topology::tiers::Credentials) -> &'static str {
+    match kind {
+        crate::topology::tiers::Credentials::Redis => DOCKER_REDIS_USERS,
+    }
+}
 pub const DOCKER_REDIS_ADMIN_CONF: &str = "/run/secrets/scalectl-admin.conf";
 pub const DOCKER_REDIS_ADMIN_PASS: &str = "/run/secrets/scalectl-admin.pass";
 /// What scalectl's Redis admin user may do: authenticate and change users, nothing else.

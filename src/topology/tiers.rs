@@ -65,9 +65,69 @@ pub enum OnChange {
     Rolling,
     /// The workers' own unit or environment: restart every worker, one at a time.
     Workers,
-    /// Redis' ACL users: changed live in a running Redis (the new passwords added first, the
-    /// users made exactly the file's once every app host has the new secret), else on its start.
-    RedisUsers,
+    /// The users and passwords of a tier that changes them live ([`Credentials`]); else they
+    /// are read when its service starts.
+    Credentials(Credentials),
+}
+
+/// Users and passwords a tier's service holds and changes live, without the restart that would
+/// cost it its clients (and, for Redis without persistence, its data): the new passwords added
+/// first, so that clients on the old password and on the new both get in while the app rolls,
+/// then each user made exactly what the tier's file says once every client has the new secret.
+/// The tier names its service and container here; its scripts (the admin user it changes them
+/// through, the add and the settle) are exec/commands.rs' [`crate::exec::commands::credentials`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Credentials {
+    /// Redis' ACL users (`scalectl-auth.conf`), changed through scalectl's admin user.
+    Redis,
+}
+
+impl Credentials {
+    pub const ALL: [Credentials; 1] = [Credentials::Redis];
+
+    /// The unit that reads them.
+    pub const fn service(self) -> &'static str {
+        match self {
+            Credentials::Redis => "redis-server.service",
+        }
+    }
+
+    /// On docker, the container (by slot) that holds them.
+    pub const fn container(self) -> &'static str {
+        match self {
+            Credentials::Redis => "redis",
+        }
+    }
+
+    /// The entry a host's pending file keeps while new passwords are added and the old ones
+    /// not yet refused (an apply stopped between).
+    pub const fn pending(self) -> &'static str {
+        match self {
+            Credentials::Redis => "redis-users",
+        }
+    }
+
+    /// For people: "Redis' users".
+    pub const fn users(self) -> &'static str {
+        match self {
+            Credentials::Redis => "Redis' users",
+        }
+    }
+
+    /// For people: the admin user scalectl changes them through.
+    pub const fn admin(self) -> &'static str {
+        match self {
+            Credentials::Redis => "scalectl's Redis admin user",
+        }
+    }
+}
+
+/// A tier's credentials on its host, and the port its admin user reaches its service on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LiveCredentials {
+    pub kind: Credentials,
+    pub port: u16,
 }
 
 /// A file a tier places on its host: the template it is rendered from, where it goes, its mode
@@ -107,8 +167,8 @@ impl TierFile {
     fn rolls_workers(self) -> Self {
         TierFile { on_change: OnChange::Workers, ..self }
     }
-    fn redis_users(self) -> Self {
-        TierFile { on_change: OnChange::RedisUsers, ..self }
+    fn credentials(self, kind: Credentials) -> Self {
+        TierFile { on_change: OnChange::Credentials(kind), ..self }
     }
     pub(crate) fn secret(self) -> Self {
         TierFile { secret: true, ..self }
@@ -127,6 +187,8 @@ pub struct Tier {
     /// Its files on the host, in the order they are written.
     pub files: Vec<TierFile>,
     pub listens: Vec<Listen>,
+    /// Users and passwords it changes live, when it has any (Redis with a password).
+    pub credentials: Option<LiveCredentials>,
 }
 
 /// The packet filter's unit (scalectl's own nftables table) and its rules.
@@ -159,6 +221,7 @@ fn tier(name: &'static str, role: Option<Role>, packages: &[&str], services: &[&
         services: services.iter().map(|s| s.to_string()).collect(),
         files,
         listens,
+        credentials: None,
     }
 }
 
@@ -259,7 +322,7 @@ impl Topology {
             ));
         }
         if let (true, Some(redis)) = (h.has(Role::Redis), &self.redis) {
-            out.push(tier(
+            let mut t = tier(
                 "redis",
                 Some(Role::Redis),
                 &["redis-server", "prometheus-redis-exporter"],
@@ -270,7 +333,7 @@ impl Topology {
                     file("exporters/prometheus-redis-exporter.j2", "/etc/default/prometheus-redis-exporter").restarts("prometheus-redis-exporter.service"),
                     file("exporters/prometheus-redis-exporter.override.conf.j2", "/etc/systemd/system/prometheus-redis-exporter.service.d/scalectl.conf")
                         .restarts("prometheus-redis-exporter.service"),
-                    file("redis/auth.conf.j2", "/etc/redis/scalectl-auth.conf").mode(0o640).group("redis").redis_users().secret(),
+                    file("redis/auth.conf.j2", "/etc/redis/scalectl-auth.conf").mode(0o640).group("redis").credentials(Credentials::Redis).secret(),
                     file("exporters/redis-exporter.json.j2", REDIS_EXPORTER_PASSWORDS).mode(0o640).group("prometheus").restarts("prometheus-redis-exporter.service").secret(),
                 ]
                 .into_iter()
@@ -280,7 +343,10 @@ impl Topology {
                     Listen::new(redis.port, "redis", Reach::Fleet),
                     Listen::new(ports::REDIS_EXPORTER, "the redis exporter", Reach::Monitor).scraped("redis", "redis-exporter"),
                 ],
-            ));
+            );
+            // Its users change live through scalectl's admin user, which a password-less Redis has not.
+            t.credentials = self.redis_password().map(|_| LiveCredentials { kind: Credentials::Redis, port: redis.port });
+            out.push(t);
         }
         if h.has(Role::Monitor) {
             let o = &self.observability;

@@ -31,7 +31,7 @@ fn apply_planfile_refuses_a_topology_or_release_other_than_the_plans() {
         std::fs::write(f, "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n").unwrap();
     }
     let plan = dir.path().join("plan.json");
-    let saved = serde_json::json!({"kind": "scalectl-plan", "format_version": 2, "topology_file": theirs, "release_file": "/srv/theirs.tar"});
+    let saved = serde_json::json!({"kind": "scalectl-plan", "format_version": 3, "topology_file": theirs, "release_file": "/srv/theirs.tar"});
     std::fs::write(&plan, saved.to_string()).unwrap();
     let out = scalectl().arg("apply").arg(&plan).arg("-f").arg(&mine).arg("--yes").output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -1090,7 +1090,7 @@ pub(crate) fn plan_after_ansible_is_only_secrets(file: &str, release: &str) {
                     "write_file" => a["sensitive"] == true || only_upstreams_resolved(a),
                     // Redis' users are then changed live to the ACL include's (its comments differ).
                     // The secrets file rolls the app's instances, workers too.
-                    "mark_pending" | "clear_pending" | "rolling_restart" | "roll_workers" | "redis_users" => true,
+                    "mark_pending" | "clear_pending" | "rolling_restart" | "roll_workers" | "credentials" => true,
                     // Alertmanager's config holds the webhook secret: until it is written, it cannot run.
                     "reload" | "restart" if a["unit"] == "prometheus-alertmanager.service" => true,
                     "restart" => a["unit"] == "redis-server.service" || a["unit"] == "prometheus-redis-exporter.service",

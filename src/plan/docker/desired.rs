@@ -303,7 +303,7 @@ fn redis(t: &Topology, r: &crate::topology::Redis, files: &BTreeMap<String, Stri
     };
     for f in render::render_secrets(t, secrets, templates)? {
         // Readable by Redis alone (the official image and Debian's both run it as `redis`); live:
-        // a new password changes the users in the running Redis (Step::RedisUsers), which keeps
+        // a new password changes the users in the running Redis (Step::Credentials), which keeps
         // its data and its clients.
         let live = f.path == render::DOCKER_REDIS_USERS;
         redis.files.push(secret(&f.path, f.content, FileOwner::User("redis".into()), live));

@@ -285,9 +285,10 @@ pub struct DockerObserved {
     pub containers: Vec<ObservedContainer>,
     /// Content of the live files of running containers, keyed `container:path`.
     pub live_files: BTreeMap<String, String>,
-    /// The running Redis has users added live and not yet settled (an apply stopped between).
+    /// Credentials with users added live and not yet settled in their running container (an
+    /// apply stopped between).
     #[serde(default)]
-    pub redis_users_pending: bool,
+    pub credentials_pending: Vec<crate::plan::Credentials>,
 }
 
 impl DockerObserved {
@@ -396,13 +397,14 @@ pub enum Step {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         old_workers_wait_s: Option<i64>,
     },
-    /// Redis' ACL users changed live in `container` (its port `port`) through scalectl's admin
+    /// A tier's users changed live in `container` (its port `port`) through scalectl's admin
     /// user: `add` writes `content` as the users file and adds its passwords to each user (old
     /// and new both work) before any replica has the new password; `settle`, once every replica
     /// and the exporter have it, resets each user to exactly the file (the old password refused).
-    RedisUsers {
+    Credentials {
+        credentials: crate::plan::Credentials,
         container: String,
-        phase: crate::plan::RedisUsersPhase,
+        phase: crate::plan::CredentialsPhase,
         port: u16,
         /// The users file (`add` only); emptied in a redacted plan.
         #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -445,7 +447,7 @@ impl DockerPlan {
     pub fn redacted(&self) -> DockerPlan {
         let mut p = self.clone();
         for s in p.activate.iter_mut().chain(p.cleanup.iter_mut()) {
-            if let Step::RedisUsers { content, content_sha256, .. } = s {
+            if let Step::Credentials { content, content_sha256, .. } = s {
                 content.clear();
                 content_sha256.clear();
             }

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::desired::{drain_stop_timeout, get, rendered, worker_stop_timeout};
 use super::*;
-use crate::plan::{KEEP_RELEASES, unified_diff};
+use crate::plan::{CredentialsPhase, KEEP_RELEASES, LiveCredentials, unified_diff};
+use crate::render::users_file;
 use crate::render::{RenderError, Templates};
 
 /// What the planner needs besides the observation.
@@ -25,7 +26,8 @@ pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError
     for spec in &before {
         p.service(spec);
     }
-    let settle = d.service("redis").and_then(|redis| p.redis_users(t, redis));
+    // Every tier's users changed live (Redis'): the new passwords added before the replicas roll.
+    let settle: Vec<Step> = t.tiers_on_one_engine().iter().filter_map(|tier| tier.credentials).filter_map(|c| p.credentials(c, d.service(c.kind.container())?)).collect();
     p.replicas(&i)?;
     p.workers(&i);
     for spec in &after {
@@ -101,28 +103,29 @@ impl Steps<'_> {
         }
     }
 
-    /// A new Redis password in a Redis that is kept: its users changed live, the new passwords
-    /// added now (before any replica has them); returns the step that settles them, for the end
-    /// of the plan. Also when an earlier apply added and never settled. A Redis created by this
-    /// plan starts with the users file.
-    fn redis_users(&mut self, t: &Topology, redis: &ContainerSpec) -> Option<Step> {
-        let users = redis.files.iter().find(|f| f.live && f.path == crate::render::DOCKER_REDIS_USERS)?;
+    /// A new password in a tier that changes its users live (Redis), in a container that is
+    /// kept: the new passwords added now (before any replica has them); returns the step that
+    /// settles them, for the end of the plan. Also when an earlier apply added and never settled.
+    /// A container created by this plan starts with the users file.
+    fn credentials(&mut self, live: LiveCredentials, spec: &ContainerSpec) -> Option<Step> {
+        let users = spec.files.iter().find(|f| f.live && f.path == users_file(live.kind))?;
         let o = self.o;
-        let c = o.containers.iter().find(|c| c.name == redis.name)?;
-        let step = |phase, content: &str, sha: &str| Step::RedisUsers {
+        let c = o.containers.iter().find(|c| c.name == spec.name)?;
+        let step = |phase, content: &str, sha: &str| Step::Credentials {
+            credentials: live.kind,
             container: c.name.clone(),
             phase,
-            port: t.redis_port().unwrap_or_default(),
+            port: live.port,
             content: content.to_string(),
             content_sha256: sha.to_string(),
         };
-        // A stopped Redis (started above) is not read: its file may be from before.
+        // A stopped container (started above) is not read: its file may be from before.
         let now = o.live_files.get(&format!("{}:{}", c.name, users.path)).filter(|_| c.running());
         let add = now != Some(&users.content);
         if add {
-            self.activate.push(step(crate::plan::RedisUsersPhase::Add, &users.content, &users.content_sha256));
+            self.activate.push(step(CredentialsPhase::Add, &users.content, &users.content_sha256));
         }
-        (add || o.redis_users_pending).then(|| step(crate::plan::RedisUsersPhase::Settle, "", ""))
+        (add || o.credentials_pending.contains(&live.kind)).then(|| step(CredentialsPhase::Settle, "", ""))
     }
 
     /// The replicas, behind the load balancer and Prometheus, which see the `current` ones: new

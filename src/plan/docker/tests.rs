@@ -66,7 +66,7 @@ fn names(steps: &[Step]) -> Vec<String> {
             Step::RemoveNetwork { name } => format!("remove network {name}"),
             Step::RemoveVolume { name } => format!("remove volume {name}"),
             Step::RemoveImage { tag, .. } => format!("remove image {tag}"),
-            Step::RedisUsers { phase, .. } => format!("redis-users {phase:?}"),
+            Step::Credentials { credentials, phase, .. } => format!("{} {phase:?}", credentials.pending()),
         })
         .collect()
 }
@@ -496,13 +496,13 @@ fn a_new_redis_password_changes_the_users_live_and_settles_after_every_replica()
     assert!(!n.contains(&"create redis".to_string()) && !names(&p.cleanup).contains(&"remove d-redis".to_string()), "Redis is kept: {n:?}");
     assert!(at("redis-users Add") < at("create api-1") && at("create api-2") < at("redis-users Settle"), "{n:?}");
     assert!(at("create redis-exporter") < at("redis-users Settle") && at("redis-users Settle") == n.len() - 1, "{n:?}");
-    let Step::RedisUsers { content, .. } = &p.activate[at("redis-users Add")] else { unreachable!() };
+    let Step::Credentials { content, .. } = &p.activate[at("redis-users Add")] else { unreachable!() };
     assert!(content.contains(&crate::plan::sha256_hex(b"new-pass")), "{content}");
     let shown = format!("{}{}", serde_json::to_string(&p.redacted()).unwrap(), render_text(&p.redacted(), false));
     assert!(!shown.contains(&crate::plan::sha256_hex(b"new-pass")) && shown.contains("the old ones still work"), "{shown}");
     // Added and never settled: the next apply settles, and only that.
     let mut o = converged_with(&t, "aaaaaaaaaaaa", &pw("new-pass"));
-    o.redis_users_pending = true;
+    o.credentials_pending = vec![crate::plan::Credentials::Redis];
     assert_eq!(names(&make(&t, "aaaaaaaaaaaa", &pw("new-pass"), &o).activate), ["redis-users Settle"]);
 }
 

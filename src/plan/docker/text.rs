@@ -50,13 +50,13 @@ pub fn render_text(p: &DockerPlan, color: bool) -> String {
                     }
                     s
                 }
-                Step::RedisUsers { container, phase: crate::plan::RedisUsersPhase::Add, port, .. } => paint(
+                Step::Credentials { credentials, container, phase: crate::plan::CredentialsPhase::Add, port, .. } => paint(
                     yellow,
-                    &format!("  ~ add the new passwords to Redis' users in {container} (port {port}), live: the old ones still work"),
+                    &format!("  ~ add the new passwords to {} in {container} (port {port}), live: the old ones still work", credentials.users()),
                 ),
-                Step::RedisUsers { container, phase: crate::plan::RedisUsersPhase::Settle, port, .. } => paint(
+                Step::Credentials { credentials, container, phase: crate::plan::CredentialsPhase::Settle, port, .. } => paint(
                     yellow,
-                    &format!("  ~ settle Redis' users in {container} (port {port}) as its users file has them, live: the old passwords stop working"),
+                    &format!("  ~ settle {} in {container} (port {port}) as its users file has them, live: the old passwords stop working", credentials.users()),
                 ),
                 Step::Stop { name, timeout_s } => paint(yellow, &format!("  ~ stop {name} (drain up to {timeout_s} s)")),
                 Step::Remove { name, reason } => paint(red, &format!("  - container {name} ({reason})")),
