@@ -14,6 +14,7 @@ mod lock;
 mod logs;
 mod pack;
 mod plan;
+mod progress;
 pub mod release;
 pub mod render;
 mod schema;
@@ -44,7 +45,10 @@ log shipping, and renders every config from it. It deploys the same file to host
 Start with `scalectl validate -f examples/three-hosts.yaml`, then \
 `scalectl render -f examples/three-hosts.yaml -o out/`.",
     after_help = "Exit codes: 0 ok, 1 error (problems are listed as FILE:LINE:COL: message), 2 changes present \
-(plan --detailed-exitcode) or an unhealthy fleet (status)."
+(plan --detailed-exitcode) or an unhealthy fleet (status).\n\n\
+Progress: on a terminal, apply, reload, rollback and destroy show one live line per host at work and one \
+for the whole run; SCALECTL_PLAIN_PROGRESS=1 prints plain `host: step` lines instead, and \
+SCALECTL_PROGRESS=1 prints them without a terminal (in a pipeline)."
 )]
 pub struct Cli {
     /// Never color output (also honoured: the NO_COLOR environment variable).

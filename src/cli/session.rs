@@ -124,8 +124,23 @@ pub fn run_locked(
         }
         let started = Instant::now();
         let still_held = || held.check().map_err(anyhow::Error::from);
-        let opts = ExecOptions { release, ready_timeout: x.ready_timeout, progress: &say, owner: owner.clone(), still_held: &still_held };
-        target.execute(&plan, &opts)?;
+        // On a terminal, a live line per place; elsewhere, the plain lines (when asked for).
+        let board = if progress_enabled() { super::progress::Board::on_terminal(&plan.places()) } else { None };
+        let progress = |place: &str, step: &str| match &board {
+            Some(b) => b.say(place, step),
+            None => say(place, step),
+        };
+        let done = |place: &str, n: usize| {
+            if let Some(b) = &board {
+                b.done(place, n)
+            }
+        };
+        let opts = ExecOptions { release, ready_timeout: x.ready_timeout, progress: &progress, done: &done, owner: owner.clone(), still_held: &still_held };
+        let ran = target.execute(&plan, &opts);
+        if let Some(b) = &board {
+            b.end(ran.is_ok());
+        }
+        ran?;
         eprintln!("Done: {} {} in {:.1} s.", plan.change_count(), plan.scope(), started.elapsed().as_secs_f64());
         Ok(())
     })();

@@ -130,7 +130,8 @@ impl Target for Engine {
     fn execute(&self, plan: &TargetPlan, opts: &ExecOptions<'_>) -> anyhow::Result<()> {
         let TargetPlan::Docker(plan) = plan else { anyhow::bail!("a {} plan cannot run on a docker engine", plan.target()) };
         let say = |m: &str| (opts.progress)("docker", m);
-        let o = engine::Options { release: opts.release, ready_timeout: opts.ready_timeout, progress: &say, still_held: opts.still_held };
+        let done = || (opts.done)("docker", 1);
+        let o = engine::Options { release: opts.release, ready_timeout: opts.ready_timeout, progress: &say, done: &done, still_held: opts.still_held };
         self.rt.block_on(engine::execute(&self.docker, &self.topology, plan, &o))
     }
 

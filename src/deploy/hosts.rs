@@ -122,6 +122,7 @@ impl Target for Hosts {
             ready_timeout: opts.ready_timeout,
             parallel: self.parallel,
             progress: opts.progress,
+            done: opts.done,
             owner: opts.owner.clone(),
             still_held: opts.still_held,
         };

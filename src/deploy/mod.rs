@@ -44,7 +44,7 @@ pub struct Planned {
 }
 
 /// (place, message): progress for people; the caller decides whether it is shown.
-pub use crate::exec::apply::Progress;
+pub use crate::exec::apply::{Done, Progress};
 
 pub struct ExecOptions<'a> {
     /// The release binary, when the plan uploads or builds one.
@@ -52,6 +52,8 @@ pub struct ExecOptions<'a> {
     /// How long a (re)started instance may take to become ready.
     pub ready_timeout: Duration,
     pub progress: Progress<'a>,
+    /// (place, n): n more of the place's planned actions are done.
+    pub done: Done<'a>,
     /// Who applies (the lock's owner), for audit logs.
     pub owner: String,
     /// Whether this run still holds the fleet lock (`lock::Held::check`): asked before each step;

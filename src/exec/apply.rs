@@ -15,6 +15,8 @@ use super::ssh::{Conn, last_lines};
 use crate::plan::{Action, Drain, FileChange, HostPlan, Plan, Probe, instance_unit};
 
 pub type Progress<'a> = &'a (dyn Fn(&str, &str) + Sync);
+/// (place, n): `n` more of the place's planned actions are done (a live display's done/total).
+pub type Done<'a> = &'a (dyn Fn(&str, usize) + Sync);
 
 pub struct Options<'a> {
     /// The scale-api binary, when the plan uploads a release.
@@ -23,6 +25,7 @@ pub struct Options<'a> {
     pub parallel: usize,
     /// (host, message) for people watching.
     pub progress: Progress<'a>,
+    pub done: Done<'a>,
     /// Asked before each step: a lost fleet lock stops the run there (`lock::LockLost`), and
     /// nothing is rolled back, since the fleet may be another run's now.
     pub still_held: super::lock::StillHeld<'a>,
@@ -89,6 +92,7 @@ fn run_stages(conns: &[Conn], plan: &Plan, opts: &Options<'_>) -> anyhow::Result
         let c = conn(conns, &h.host)?;
         for a in &h.cleanup {
             step(conns, c, &h.app_name, a, opts)?;
+            (opts.done)(&h.host, a.parts());
         }
         Ok(())
     });
@@ -109,6 +113,7 @@ fn prepare(conns: &[Conn], c: &Conn, h: &HostPlan, opts: &Options<'_>) -> anyhow
             (opts.still_held)()?;
             (opts.progress)(&h.host, &format!("writing {} file{}", batch.len(), if batch.len() == 1 { "" } else { "s" }));
             c.sudo_script("writing files", &commands::write_files(&batch), STEP_TIMEOUT)?;
+            (opts.done)(&h.host, batch.len());
             i += batch.len();
             written.extend(batch);
             continue;
@@ -129,6 +134,7 @@ fn prepare(conns: &[Conn], c: &Conn, h: &HostPlan, opts: &Options<'_>) -> anyhow
         } else {
             step(conns, c, &h.app_name, a, opts)?;
         }
+        (opts.done)(&h.host, a.parts());
         i += 1;
     }
     Ok(())
@@ -187,7 +193,9 @@ fn activate<'p>(conns: &[Conn], c: &Conn, h: &'p HostPlan, opts: &Options<'_>, t
                     let probe = Probe { port: *port, path: readiness.clone() };
                     record(&mut |t| t.started.push((probe.clone(), drain.as_ref())));
                     restart_drained(conns, c, &h.app_name, &probe, drain.as_ref(), opts).map_err(fail)?;
+                    (opts.done)(&h.host, 1);
                 }
+                continue;
             }
             Action::StartWorkers { units, drain_ms } => {
                 // A rollback restarts them with their drain time (the job in hand may be long).
@@ -199,10 +207,13 @@ fn activate<'p>(conns: &[Conn], c: &Conn, h: &'p HostPlan, opts: &Options<'_>, t
                     (opts.still_held)().map_err(fail)?;
                     record(&mut |t| t.workers.push((unit, *drain_ms)));
                     restart_worker(c, unit, *drain_ms, opts).map_err(fail)?;
+                    (opts.done)(&h.host, 1);
                 }
+                continue;
             }
             other => step(conns, c, &h.app_name, other, opts).map_err(fail)?,
         }
+        (opts.done)(&h.host, a.parts());
     }
     Ok(())
 }

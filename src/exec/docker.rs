@@ -624,6 +624,8 @@ pub struct Options<'a> {
     pub release: Option<&'a [u8]>,
     pub ready_timeout: Duration,
     pub progress: Progress<'a>,
+    /// One more of the plan's steps is done.
+    pub done: &'a (dyn Fn() + Sync),
     /// Asked before each step: a lost fleet lock stops the run there, undoing nothing.
     pub still_held: super::lock::StillHeld<'a>,
 }
@@ -652,10 +654,12 @@ pub async fn execute(docker: &Docker, t: &Topology, plan: &DockerPlan, o: &Optio
             return Err(e.context(format!("apply failed, and undoing it failed too: {}", undo_errors.join("; "))));
         }
         done.push(step);
+        (o.done)();
     }
     for step in &plan.cleanup {
         (o.still_held)()?;
         run_step(docker, t, plan, step, o).await?;
+        (o.done)();
     }
     Ok(())
 }

@@ -184,6 +184,9 @@ impl PlanView for Plan {
     fn scope(&self) -> String {
         format!("actions on {} hosts", self.hosts.iter().filter(|h| !h.is_empty()).count())
     }
+    fn places(&self) -> Vec<(String, usize)> {
+        self.hosts.iter().filter(|h| !h.is_empty()).map(|h| (h.host.clone(), h.actions().map(Action::parts).sum())).collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -274,6 +277,18 @@ pub enum Action {
     /// to its users (old and new both work), and, once every app host has the new secret,
     /// `settle` each user exactly as the file has it (the old password gone).
     Credentials { credentials: Credentials, phase: CredentialsPhase, port: u16 },
+}
+
+impl Action {
+    /// How many parts a live display counts it as: a rolling restart one per instance or
+    /// worker (each may take its drain and readiness time), anything else one.
+    pub fn parts(&self) -> usize {
+        match self {
+            Action::RollingRestart { ports, .. } => ports.len().max(1),
+            Action::RollWorkers { units, .. } => units.len().max(1),
+            _ => 1,
+        }
+    }
 }
 
 /// The two halves of a live change of credentials.

@@ -24,6 +24,9 @@ pub trait PlanView {
     fn text(&self, color: bool) -> String;
     /// Where the steps run, for a closing line: `actions on 3 hosts`, `steps on the engine`.
     fn scope(&self) -> String;
+    /// Where the steps run and how many run at each, in plan order: each host with something
+    /// to do and its actions; `docker` and its steps.
+    fn places(&self) -> Vec<(String, usize)>;
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -90,6 +93,9 @@ impl PlanView for TargetPlan {
     }
     fn scope(&self) -> String {
         each!(self, p => p.scope())
+    }
+    fn places(&self) -> Vec<(String, usize)> {
+        each!(self, p => p.places())
     }
 }
 

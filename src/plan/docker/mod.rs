@@ -488,6 +488,9 @@ impl super::PlanView for DockerPlan {
     fn scope(&self) -> String {
         "steps on the engine".into()
     }
+    fn places(&self) -> Vec<(String, usize)> {
+        vec![("docker".into(), self.change_count())]
+    }
 }
 
 /// The app's image for a release: the repository of `docker.images.scale_api` (or the program's
