@@ -61,7 +61,8 @@ impl Board {
     /// On stderr, when it is a terminal; None elsewhere (then the plain lines are printed).
     pub fn on_terminal(places: &[(String, usize)]) -> Option<Board> {
         use std::io::IsTerminal;
-        if !std::io::stderr().is_terminal() || std::env::var_os("SCALECTL_PLAIN_PROGRESS").is_some() {
+        let plain = std::env::var("SCALECTL_PLAIN_PROGRESS").is_ok_and(|v| !v.is_empty() && v != "0");
+        if !std::io::stderr().is_terminal() || plain {
             return None;
         }
         let rows = console::Term::stderr().size_checked().map_or(24, |(rows, _)| rows as usize);

@@ -199,9 +199,6 @@ fn observe_credentials(kind: Credentials) -> String {
     }
 }
 
-/// scalectl's Redis admin user, which changes the ACL users live: its password is random, made on
-/// the Redis host and kept in a root-only file there; Redis reads only its sha256 (an include,
-/// 0640 root:redis). Kept as it is when both files exist.
 /// Where Redis' configuration, the ACL include and the admin user's files are on a host.
 const REDIS_DIR: &str = "/etc/redis";
 
@@ -210,6 +207,9 @@ fn redis_admin_files(dir: &str) -> (String, String) {
     (format!("{dir}/scalectl-admin.pass"), format!("{dir}/scalectl-admin.conf"))
 }
 
+/// scalectl's Redis admin user, which changes the ACL users live: its password is random, made on
+/// the Redis host (its files in `dir`) and kept in a root-only file there; Redis reads only its
+/// sha256 (an include, 0640 root:redis). Kept as it is when both files exist.
 pub fn ensure_redis_admin_in(dir: &str) -> String {
     let (pass, conf) = redis_admin_files(dir);
     format!(

@@ -463,7 +463,19 @@ async fn wait_booted(docker: &Docker, name: &str) -> anyhow::Result<()> {
             return Ok(());
         }
         if start.elapsed() > Duration::from_secs(60) {
-            bail!("container {name} did not finish booting in 60 s (systemd says `{s}`)");
+            // systemd that never answers at all is most often one that could not start: every
+            // lab host's systemd takes inotify instances, and the kernel's default of 128 per
+            // user runs out at about 20 hosts on one machine.
+            let hint = if s.is_empty() {
+                format!(
+                    "; systemd never answered: with many lab hosts on one machine, raise the kernel's inotify limit \
+(fs.inotify.max_user_instances is {} here; `sysctl -w fs.inotify.max_user_instances=8192`)",
+                    std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances").unwrap_or_default().trim()
+                )
+            } else {
+                String::new()
+            };
+            bail!("container {name} did not finish booting in 60 s (systemd says `{s}`){hint}");
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

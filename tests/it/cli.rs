@@ -56,7 +56,7 @@ fn validate_json_is_versioned() {
     let out = scalectl().args(["validate", "-o", "json", "-f"]).arg(&file).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["format_version"], 2);
+    assert_eq!(v["format_version"], 3);
     assert_eq!(v["valid"], false);
     assert_eq!(v["problems"][0]["line"], 2);
     assert_eq!(v["problems"][0]["column"], 18);
