@@ -114,6 +114,10 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     // Rates of requests, latencies and errors are the window's own, a minute at most (a longer
     // window is judged by the series above) and four scrapes at least (a rate needs two samples).
     let recent = format!("{}s", window.as_secs().clamp(4 * step.as_secs(), 60));
+    // Each point of a series over the window is a rate over four scrapes (a minute at most): a
+    // longer range would reach back before the window and judge it by what ran before it (the
+    // minute of load before a quiet window made it look busy).
+    let point = format!("{}s", (4 * step.as_secs()).min(60));
     let p = prometheus;
 
     let mut waited = false;
@@ -154,7 +158,7 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     let max_fds = p.instant(r#"process_max_fds{job="app"} or on (instance_name) scalectl_instance_max_fds"#).await?;
     let in_flight = p.instant("sum by (instance_name) (scale_api_http_requests_in_flight)").await?;
     let rejected = p.instant(&format!("sum by (instance_name) (rate(scale_api_heavy_pool_rejected_total[{recent}]))")).await?;
-    let cpu = p.range(r#"100 * (1 - avg by (host) (rate(node_cpu_seconds_total{mode="idle"}[1m])))"#, window, step, end).await?;
+    let cpu = p.range(&format!(r#"100 * (1 - avg by (host) (rate(node_cpu_seconds_total{{mode="idle"}}[{point}])))"#), window, step, end).await?;
     let cores = p.instant(r#"count by (host) (node_cpu_seconds_total{mode="idle"})"#).await?;
     // Hosts that report the same boot time share a kernel (containers on one machine, as the
     // lab's are): they see the same CPU, so the app's share there is all their instances'.
@@ -162,7 +166,7 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     // The app's own share of each host: its instances' CPU time against the host's cores.
     let app_cpu = p
         .range(
-            r#"100 * (sum by (host) (rate(process_cpu_seconds_total{job="app"}[1m])) or sum by (host) (rate(scalectl_instance_cpu_seconds_total[1m]))) / on (host) count by (host) (node_cpu_seconds_total{mode="idle"})"#,
+            &format!(r#"100 * (sum by (host) (rate(process_cpu_seconds_total{{job="app"}}[{point}])) or sum by (host) (rate(scalectl_instance_cpu_seconds_total[{point}]))) / on (host) count by (host) (node_cpu_seconds_total{{mode="idle"}})"#),
             window,
             step,
             end,

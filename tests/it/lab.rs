@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    Load, Machine, Restore, Turn, client, collected_in, collector_outage_loses_no_line, count_at, every_dashboard_query_returns_data, instances_seen_at, new_release,
+    Load, Machine, Restore, Turn, client, collected_in, collector_outage_loses_no_line, count_at, every_dashboard_query_returns_data, instances_reached_at, instances_seen_at, new_release,
     Span, check_counter, release, request_id_reaches_the_collector, run_id, text, timed, turn,
 };
 
@@ -261,9 +261,15 @@ fn lab_new_release_and_reload_under_load_fail_no_request() {
             for (instance, id) in &before {
                 assert_ne!(&after[instance], id, "{instance} was not restarted by the reload:\n{}", text(&out.stdout));
             }
-            // Once it returns, nginx's workers from before the last instance was put back are gone:
-            // all four instances answer.
-            assert_eq!(instances_seen_at(LB, 40).len(), 4, "instances answering right after a reload");
+            // Once it returns, every instance is back in the upstream and nginx's workers from before
+            // the last one was put back are gone (none is left shutting down with the old upstream);
+            // all four answer.
+            let site = docker_exec("lab-lb-1", "cat /etc/nginx/conf.d/lab.conf");
+            assert!(!site.contains("down"), "every instance is back in the upstream right after the reload:\n{site}");
+            let workers = docker_exec("lab-lb-1", "ps -o args= --ppid \"$(cat /run/nginx.pid)\"");
+            assert!(!workers.contains("shutting down"), "nginx's workers from before the last reload are gone:\n{workers}");
+            let seen = instances_reached_at(LB, 4, 400);
+            assert_eq!(seen.len(), 4, "instances answering right after a reload: {seen:?}");
         }
     });
     std::thread::sleep(Duration::from_millis(500));
@@ -1320,7 +1326,7 @@ fn lab_doctor_finds_saturated_cpu_to_scale_out_and_with_fewer_instances_than_cor
     let _restore = restore();
     // Both app hosts run an instance on each of their 2 cores: saturated, the answer is another host.
     let load = Load::start_url(format!("{LB}/heavy?ms=100"), 4);
-    // CPU is judged from rate(...[1m]) over the window: until the load fills it.
+    // CPU is judged over the window, each point a rate over four scrapes: until the load fills it.
     let (code, d) = doctor_until(&lab_yaml(), &["--window", "30s"], "cpu-saturated-scale-out", &|_, _| true, Duration::from_secs(150));
     assert_eq!(code, Some(2), "{d:#}");
     let f = finding(&d, "cpu-saturated-scale-out");

@@ -87,6 +87,20 @@ pub(crate) fn instances_seen_at(lb: &str, n: usize) -> BTreeSet<String> {
         .collect()
 }
 
+/// The instances answering at `lb`, asked until `want` of them have answered or `most` requests
+/// were sent: under a balancer that picks the least busy instance, as least_conn does under
+/// load, a fixed handful of requests can miss one that serves; a few hundred cannot.
+pub(crate) fn instances_reached_at(lb: &str, want: usize, most: usize) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for _ in 0..most.div_ceil(10) {
+        seen.extend(instances_seen_at(lb, 10));
+        if seen.len() >= want {
+            break;
+        }
+    }
+    seen
+}
+
 pub(crate) fn count_at(lb: &str) -> u64 {
     let r = client().get(format!("{lb}/count")).send().unwrap();
     let status = r.status();
