@@ -23,6 +23,7 @@ command -v node >/dev/null || need+=(nodejs npm)
 if ((${#need[@]})); then apt-get update -qq; apt-get install -y -qq "${need[@]}" >/dev/null; fi
 cargo build --locked --release -p scale-api -q
 DUR=${DUR:-8s}
+[[ $DUR =~ ^[0-9]+s$ ]] || { echo "bench-api: DUR is whole seconds, such as 8s (got $DUR)" >&2; exit 1; }
 CONN=${CONN:-64}
 ROUNDS=${ROUNDS:-3}
 cores=$(nproc)
@@ -35,16 +36,16 @@ wait_port() { for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$1
 
 redis-server --port 6390 --bind 127.0.0.1 --save "" --appendonly no --daemonize no >/dev/null & pids+=($!)
 # nginx with one worker process, and with one per core: the same counts as scale-api's two rows.
-for n in 1 "$cores"; do
-  port=$((8089 + (n != 1)))
-  cat > "$work/nginx-$n.conf" <<NGX
+for spec in "8089 1" "8090 $cores"; do
+  read -r port n <<<"$spec"
+  cat > "$work/nginx-$port.conf" <<NGX
 worker_processes $n;
-pid $work/nginx-$n.pid;
-error_log $work/nginx-$n.err;
+pid $work/nginx-$port.pid;
+error_log $work/nginx-$port.err;
 events { worker_connections 4096; }
 http { access_log off; server { listen 127.0.0.1:$port; location / { return 200 "Hello World\n"; } } }
 NGX
-  nginx -c "$work/nginx-$n.conf" -g 'daemon off;' & pids+=($!)
+  nginx -c "$work/nginx-$port.conf" -g 'daemon off;' & pids+=($!)
 done
 
 cp bench/node/app.js bench/node/package.json "$work/"
@@ -56,7 +57,8 @@ RUST_LOG=warn PORT=8093 BIND=127.0.0.1 REDIS_URL=redis://127.0.0.1:6390/ $api & 
 RUST_LOG=warn PORT=8094 BIND=127.0.0.1 REDIS_URL=redis://127.0.0.1:6390/ $api --workers max & pids+=($!)
 for p in 8089 8090 8091 8092 8093 8094; do wait_port $p; done
 
-# wrk prints Requests/sec and, with --latency, the 99% line: "rps p99_ms non2xx".
+# wrk prints Requests/sec and, with --latency, the 99% line: "rps p99_ms failed" (socket errors
+# and non-2xx answers).
 wrk_row() {
   wrk -t1 -c"$CONN" -d"$DUR" --latency "$1" > "$work/wrk.out" 2>&1
   python3 - "$work/wrk.out" <<'PY'
@@ -66,13 +68,18 @@ rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
 m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", t)
 p99 = float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
 errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-print(f"{rps:.0f} {p99:.3f} {errs.group(1) if errs else 0}")
+sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
+failed = (int(errs.group(1)) if errs else 0) + (sum(int(x) for x in sock.groups()) if sock else 0)
+print(f"{rps:.0f} {p99:.3f} {failed}")
 PY
 }
-# redis-benchmark INCR with as many connections, for about as long as a wrk row (its own p99).
+# redis-benchmark INCR with as many connections (its own p99): sized from a one-second probe to
+# last about as long as a wrk row.
 redis_row() {
   secs=${DUR%s}
-  redis-benchmark -p 6390 -c "$CONN" -n $((secs * 90000)) -t incr --csv > "$work/rb.out" 2>/dev/null
+  redis-benchmark -p 6390 -c "$CONN" -n 100000 -t incr --csv > "$work/rb.out" 2>/dev/null
+  per_s=$(python3 -c 'import csv,sys; print(int(float(next(csv.DictReader(open(sys.argv[1])))["rps"])))' "$work/rb.out")
+  redis-benchmark -p 6390 -c "$CONN" -n $((secs * per_s)) -t incr --csv > "$work/rb.out" 2>/dev/null
   python3 - "$work/rb.out" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
@@ -80,12 +87,13 @@ r = rows[0]
 print(f"{float(r['rps']):.0f} {float(r['p99_latency_ms']):.3f} 0")
 PY
 }
-# p99 of / while /heavy is kept saturated by a second, bounded load.
+# p99 of / while /heavy is kept saturated by a second, bounded load, for all of the row.
 heavy_row() {
-  wrk -t1 -c8 -d"$DUR" "http://127.0.0.1:8093/heavy?ms=50" > "$work/heavy.out" 2>&1 & heavy=$!
+  wrk -t1 -c8 -d$((${DUR%s} + 5))s "http://127.0.0.1:8093/heavy?ms=50" > "$work/heavy.out" 2>&1 & heavy=$!
   sleep 1
   wrk_row http://127.0.0.1:8093/
-  wait $heavy || true
+  kill -INT "$heavy" 2>/dev/null || true
+  wait "$heavy" 2>/dev/null || true
 }
 
 rows=(
@@ -107,9 +115,11 @@ echo "wrk -t1 -c$CONN -d$DUR and redis-benchmark -c$CONN on 127.0.0.1, $cores co
 for round in $(seq "$ROUNDS"); do
   for r in "${rows[@]}"; do
     name=${r%%|*}
-    read -r rps p99 non2xx < <(${r#*|}) || true
-    [ -n "${non2xx:-}" ] || { echo "bench-api: $name gave no figures" >&2; exit 1; }
-    printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$rps" "$p99" "$non2xx" >> "$work/results.tsv"
+    # A command substitution waits for everything the row started (the /heavy load included).
+    out=$(${r#*|}) || { echo "bench-api: $name failed" >&2; exit 1; }
+    read -r rps p99 failed <<<"$out"
+    [ -n "${failed:-}" ] || { echo "bench-api: $name gave no figures" >&2; exit 1; }
+    printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$rps" "$p99" "$failed" >> "$work/results.tsv"
     printf '  round %s  %-34s %8s /s  p99 %8s ms\n' "$round" "$name" "$rps" "$p99" >&2
   done
 done
@@ -123,7 +133,7 @@ for line in open(sys.argv[1]):
     by.setdefault(name, []).append((int(rnd), float(rps), float(p99), int(bad)))
 med = lambda xs: statistics.median(xs)
 print()
-print(f"{'row':<34} {'req/s (median)':>15} {'spread':>19} {'p99 ms (median)':>16} {'non-2xx':>8}")
+print(f"{'row':<34} {'req/s (median)':>15} {'spread':>19} {'p99 ms (median)':>16} {'failed':>8}")
 for name, rs in by.items():
     rps = [r[1] for r in rs]; p99 = [r[2] for r in rs]
     print(f"{name:<34} {med(rps):>15,.0f} {min(rps):>9,.0f}-{max(rps):<9,.0f} {med(p99):>16.2f} {sum(r[3] for r in rs):>8}")

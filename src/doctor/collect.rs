@@ -113,11 +113,13 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     let w = format!("{}s", window.as_secs());
     // Rates of requests, latencies and errors are the window's own, a minute at most (a longer
     // window is judged by the series above) and four scrapes at least (a rate needs two samples).
-    let recent = format!("{}s", window.as_secs().clamp(4 * step.as_secs(), 60));
-    // Each point of a series over the window is a rate over four scrapes (a minute at most): a
-    // longer range would reach back before the window and judge it by what ran before it (the
-    // minute of load before a quiet window made it look busy).
-    let point = format!("{}s", (4 * step.as_secs()).min(60));
+    let four_scrapes = 4 * step.as_secs();
+    let recent = format!("{}s", window.as_secs().clamp(four_scrapes, four_scrapes.max(60)));
+    // Each point of a CPU series is a rate over four scrapes, and the series starts four scrapes
+    // into the window: no point reaches back before the window and judges it by what ran before
+    // it (a minute of load before a quiet window made it look busy).
+    let point = format!("{four_scrapes}s");
+    let cpu_window = window.saturating_sub(Duration::from_secs(four_scrapes)).max(step);
     let p = prometheus;
 
     let mut waited = false;
@@ -158,7 +160,7 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     let max_fds = p.instant(r#"process_max_fds{job="app"} or on (instance_name) scalectl_instance_max_fds"#).await?;
     let in_flight = p.instant("sum by (instance_name) (scale_api_http_requests_in_flight)").await?;
     let rejected = p.instant(&format!("sum by (instance_name) (rate(scale_api_heavy_pool_rejected_total[{recent}]))")).await?;
-    let cpu = p.range(&format!(r#"100 * (1 - avg by (host) (rate(node_cpu_seconds_total{{mode="idle"}}[{point}])))"#), window, step, end).await?;
+    let cpu = p.range(&format!(r#"100 * (1 - avg by (host) (rate(node_cpu_seconds_total{{mode="idle"}}[{point}])))"#), cpu_window, step, end).await?;
     let cores = p.instant(r#"count by (host) (node_cpu_seconds_total{mode="idle"})"#).await?;
     // Hosts that report the same boot time share a kernel (containers on one machine, as the
     // lab's are): they see the same CPU, so the app's share there is all their instances'.
@@ -167,7 +169,7 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     let app_cpu = p
         .range(
             &format!(r#"100 * (sum by (host) (rate(process_cpu_seconds_total{{job="app"}}[{point}])) or sum by (host) (rate(scalectl_instance_cpu_seconds_total[{point}]))) / on (host) count by (host) (node_cpu_seconds_total{{mode="idle"}})"#),
-            window,
+            cpu_window,
             step,
             end,
         )

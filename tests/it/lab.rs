@@ -231,7 +231,7 @@ fn lab_second_apply_is_a_no_op_and_one_edit_is_exactly_one_diff() {
 
 #[test]
 fn lab_new_release_and_reload_under_load_fail_no_request() {
-    let _lab = lab_alone(); // 40 requests must reach all 4 instances right after each reload
+    let _lab = lab_alone(); // all 4 instances must answer right after each reload
     let _restore = restore();
     let load = Load::start_at(LB, 8);
     std::thread::sleep(Duration::from_millis(500));
@@ -1308,9 +1308,10 @@ fn lab_five_deploys_in_a_row_leave_doctor_calling_the_idle_fleet_healthy() {
     run_ok(&["reload", "-f", &lab_yaml(), "--yes"]);
     run_ok(&["rollback", "-f", &lab_yaml(), "--yes"]);
     run_ok(&["reload", "-f", &lab_yaml(), "--yes"]);
-    // Every instance's new process scraped, then doctor over a window that holds all five.
+    // Every instance's new process scraped, then doctor over a window that holds all five and
+    // nothing before them (the test before may have ended with load seconds before this one began).
     std::thread::sleep(Duration::from_secs(15));
-    let window = format!("{}s", started.elapsed().as_secs() + 5);
+    let window = format!("{}s", started.elapsed().as_secs() + 1);
     let (code, d) = doctor(&lab_yaml(), &["--window", &window]);
     assert_eq!(code, Some(0), "{d:#}");
     assert!(!finding_ids(&d).contains(&"crash-loop".to_string()), "{d:#}");
