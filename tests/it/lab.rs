@@ -273,8 +273,6 @@ fn lab_new_release_and_reload_under_load_fail_no_request() {
         }
     });
     std::thread::sleep(Duration::from_millis(500));
-    let site = docker_exec("lab-lb-1", "cat /etc/nginx/conf.d/lab.conf");
-    assert!(!site.contains("down"), "every instance is back in the upstream:\n{site}");
     load.finish().assert_covers(span, &format!("nginx's error log:\n{}", lb_errors()));
 }
 
