@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-packages=(nginx-light prometheus prometheus-alertmanager mtail prometheus-redis-exporter redis-server redis-tools ansible-core rsyslog rsyslog-relp logrotate openssl systemd curl
+packages=(nginx-light haproxy socat prometheus prometheus-alertmanager mtail prometheus-redis-exporter redis-server redis-tools ansible-core rsyslog rsyslog-relp logrotate openssl systemd curl
           docker.io debootstrap libssl-dev pkg-config nftables)
 missing=()
 for p in "${packages[@]}"; do

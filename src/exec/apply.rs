@@ -258,21 +258,22 @@ fn workers_running(c: &Conn, units: &[String]) -> anyhow::Result<()> {
 /// out, for the rollback to bring back.
 fn restart_drained(conns: &[Conn], c: &Conn, app: &str, probe: &Probe, drain: Option<&Drain>, opts: &Options<'_>) -> anyhow::Result<()> {
     let unit = instance_unit(app, probe.port);
-    // (site, server) and the load balancers that list it.
-    let (site, server, lbs) = match drain {
-        Some(d) => (d.site.as_str(), d.server(probe.port), d.lbs.iter().map(|l| conn(conns, l)).collect::<anyhow::Result<Vec<_>>>()?),
-        None => ("", String::new(), Vec::new()),
+    // The load balancers that list the instance, each with the drain's script for it.
+    let lbs = match drain {
+        Some(d) => d.lbs.iter().map(|l| Ok((conn(conns, l)?, d))).collect::<anyhow::Result<Vec<_>>>()?,
+        None => Vec::new(),
     };
+    let server = drain.map(|d| d.server(probe.port)).unwrap_or_default();
     let wait = Duration::from_millis(drain.map_or(0, |d| d.wait_ms));
-    for lb in &lbs {
+    for (lb, d) in &lbs {
         (opts.progress)(&c.endpoint.host, &format!("taking {server} out of the load balancer on {}", lb.endpoint.host));
-        lb.sudo_script("draining", &commands::drain(site, &server, wait), STEP_TIMEOUT + wait)?;
+        lb.sudo_script("draining", &commands::drain(&d.socket, &d.backend, &server, wait), STEP_TIMEOUT + wait)?;
     }
     (opts.progress)(&c.endpoint.host, &format!("restarting {unit}, waiting for {}", probe.path));
     c.sudo_script("restarting", &commands::restart(&unit), STEP_TIMEOUT)?;
     wait_ready(c, app, probe, opts.ready_timeout)?;
-    for lb in &lbs {
-        lb.sudo_script("putting back", &commands::undrain(site, &server, wait), STEP_TIMEOUT + wait)?;
+    for (lb, d) in &lbs {
+        lb.sudo_script("putting back", &commands::undrain(&d.socket, &d.backend, &server, wait), STEP_TIMEOUT + wait)?;
     }
     Ok(())
 }

@@ -449,78 +449,117 @@ echo \"last answer from $url: HTTP $code $body\"\nexit 1\n",
     )
 }
 
-/// What a drained upstream server line ends with; `undrain` removes exactly this.
-pub const DRAINING: &str = " down; # scalectl: draining";
-
-/// Rewrite the site file `$f` through an awk program that exits 0 only when it changed the line of
-/// `server` (a shell word) (a copy beside it keeps mode and owner, then a rename); `$changed` says
-/// whether it did.
-fn edit_upstream(server: &str, awk: &str) -> String {
+/// The balancer's runtime API as a shell function, `api COMMAND` (its answer on stdout), and its
+/// socket, backend and server as `$sock`, `$be`, `$srv` (shell words). Nothing to do (exit 0) when
+/// the socket is not there: no balancer runs yet (a first apply installs it).
+fn balancer_preamble(socket: &str, backend: &str, server: &str) -> String {
     format!(
-        "changed=no\ncp -p \"$f\" \"$f.scalectl-new\"\n\
-if awk -v s={server} {awk} \"$f\" > \"$f.scalectl-new\"; then\n  mv -f \"$f.scalectl-new\" \"$f\"\n  changed=yes\nelse\n  rm -f \"$f.scalectl-new\"\nfi\n",
-        awk = q(awk)
+        "set -e\nsock={socket}; be={backend}; srv={server}\n[ -S \"$sock\" ] || exit 0\n\
+api() {{ printf '%s\\n' \"$1\" | socat -t 10 stdio \"UNIX-CONNECT:$sock\"; }}\n"
     )
 }
 
-/// Nothing to do when the site (a shell word) is not there yet (a first apply) or nginx is not running.
-fn site_preamble(site: &str) -> String {
-    format!("set -e\nf={site}\n[ -f \"$f\" ] && systemctl is-active -q nginx.service || exit 0\n")
-}
-
-fn drain_awk() -> String {
-    format!("$1 == \"server\" && $2 == s && index($0, \"{DRAINING}\") == 0 {{ sub(/;[[:space:]]*$/, \"{DRAINING}\"); hit = 1 }} {{ print }} END {{ exit !hit }}")
-}
-
-fn undrain_awk() -> String {
-    // DRAINING holds no character a regular expression reads specially.
-    format!("$1 == \"server\" && $2 == s && index($0, \"{DRAINING}\") > 0 {{ sub(/{DRAINING}$/, \";\"); hit = 1 }} {{ print }} END {{ exit !hit }}")
-}
-
-/// Take one upstream server out of this load balancer before its instance restarts: its line is
-/// marked `down`, nginx checked and reloaded, and the workers that may still be sending it
-/// requests (those from before the reload) are waited for until they exit, at most `wait`.
-/// Nothing is done when the server is not listed (a new instance) or already drained.
-pub fn drain(site: &str, server: &str, wait: Duration) -> String {
-    drain_words(&q(site), &q(server), wait)
-}
-
-/// [`drain`] with the site and the server given as shell words (`"$1"`, `"$2"`): the script the
-/// Ansible playbook runs on each load balancer.
-pub fn drain_words(site: &str, server: &str, wait: Duration) -> String {
+/// `set server` through the runtime API: it answers nothing when done. A server or backend it
+/// does not have is not an error: a new instance, or a balancer not yet given this topology,
+/// which the lb host's reload later in the same apply lists it in.
+fn set_server_state(state: &str, what: &str) -> String {
     format!(
-        "{pre}{old}{edit}[ \"$changed\" = yes ] || exit 0\nif ! nginx -t -q; then\n{undo}  exit 1\nfi\n{reload}",
-        pre = site_preamble(site),
-        old = OLD_WORKERS,
-        edit = edit_upstream(server, &drain_awk()),
-        undo = edit_upstream(server, &undrain_awk()),
-        reload = reload_waiting(wait)
+        "out=$(api \"set server $be/$srv state {state}\")\ncase \"$out\" in\n  '') ;;\n  'No such server.'*|'No such backend.'*) exit 0 ;;\n  \
+*) echo \"the balancer did not {what} $srv: $out\" >&2; exit 1 ;;\nesac\n"
     )
 }
 
-/// Put a drained server back into this load balancer once its instance is ready again; once this
-/// returns, the old workers (which skip it) are gone and it gets its share.
-pub fn undrain(site: &str, server: &str, wait: Duration) -> String {
-    undrain_words(&q(site), &q(server), wait)
-}
-
-/// [`undrain`] with the site and the server given as shell words, as [`drain_words`].
-pub fn undrain_words(site: &str, server: &str, wait: Duration) -> String {
+/// Poll (every 0.1 s, at most `wait`) until awk with `cond` (its arguments as shell words: the
+/// program quoted), run on `show stat`'s CSV
+/// line for the server (`$5` its requests in flight) or `show servers state`'s (`$6` its state),
+/// prints `yes`.
+fn balancer_wait(command: &str, cond: &str, wait: Duration) -> String {
     format!(
-        "{}{OLD_WORKERS}{}[ \"$changed\" = yes ] || exit 0\nnginx -t -q\n{}",
-        site_preamble(site),
-        edit_upstream(server, &undrain_awk()),
-        reload_waiting(wait)
+        "end=$(( $(date +%s) + {secs} ))\nwhile [ \"$(date +%s)\" -lt \"$end\" ]; do\n  \
+[ \"$(api \"{command}\" | awk {cond} b=\"$be\" s=\"$srv\")\" = yes ] && exit 0\n  sleep 0.1\ndone\n",
+        secs = wait.as_secs().max(1),
     )
 }
 
-/// The nginx workers running now, into `$old`.
-const OLD_WORKERS: &str = "master=$(cat /run/nginx.pid 2>/dev/null || true)\nold=$( [ -n \"$master\" ] && pgrep -P \"$master\" || true)\n";
+/// Take one instance out of this load balancer before it restarts: its server in the balancer
+/// behind nginx (HAProxy) goes into maintenance through the runtime API, so no new request goes
+/// to it, then scalectl waits (at most `wait`) until its requests in flight are answered. No
+/// file changes and nothing reloads: no client's connection to nginx, and none of nginx's to the
+/// balancer, is closed. Nothing is done for a server the balancer does not list (a new instance).
+pub fn drain(socket: &str, backend: &str, server: &str, wait: Duration) -> String {
+    drain_words(&q(socket), &q(backend), &q(server), wait)
+}
 
-/// Reload nginx, then wait (at most `wait`) for the workers in `$old` to exit: `systemctl reload`
-/// only signals the master, and its old workers still use the upstream from before.
-fn reload_waiting(wait: Duration) -> String {
-    format!("systemctl reload nginx.service\n{}", wait_for_exit("$old", wait))
+/// [`drain`] with the socket, backend and server given as shell words (`"$1"`, `"$2"`, `"$3"`):
+/// the script the Ansible playbook runs on each load balancer.
+pub fn drain_words(socket: &str, backend: &str, server: &str, wait: Duration) -> String {
+    format!(
+        "{}{}{}",
+        balancer_preamble(socket, backend, server),
+        set_server_state("maint", "take out"),
+        balancer_wait("show stat", "-F, '$1 == b && $2 == s { print ($5 == 0 ? \"yes\" : \"no\") }'", wait)
+    )
+}
+
+/// Put a drained instance back into this load balancer once it is ready again: ready through the
+/// runtime API, then waited for (at most `wait`) until the balancer has it up (its own health
+/// check agrees), so the next instance does not leave while this one is not yet taking requests.
+pub fn undrain(socket: &str, backend: &str, server: &str, wait: Duration) -> String {
+    undrain_words(&q(socket), &q(backend), &q(server), wait)
+}
+
+/// [`undrain`] with the socket, backend and server given as shell words, as [`drain_words`].
+pub fn undrain_words(socket: &str, backend: &str, server: &str, wait: Duration) -> String {
+    format!(
+        "{}{}{}echo \"the balancer does not have $srv up yet\" >&2\nexit 1\n",
+        balancer_preamble(socket, backend, server),
+        set_server_state("ready", "put back"),
+        // `show servers state BACKEND`: $4 the server's name, $6 its state (2: running).
+        balancer_wait("show servers state $be", "'$4 == s { print ($6 == 2 ? \"yes\" : \"no\") }'", wait)
+    )
+}
+
+/// On docker: point a drained server at another replica container and put it back. The
+/// balancer follows the container by name (`fqdn`, through the engine's DNS) from then on, and
+/// is given its address now (`addr`, as the container itself resolves it), so no request goes to
+/// the replica before; then as [`undrain`].
+pub fn serve(socket: &str, backend: &str, server: &str, replica: &str, port: u16, wait: Duration) -> String {
+    format!(
+        "{pre}name={name}\nip=$(getent hosts \"$name\" | awk '{{ print $1; exit }}')\n\
+[ -n \"$ip\" ] || {{ echo \"$name does not resolve\" >&2; exit 1; }}\n\
+for c in \"set server $be/$srv fqdn $name\" \"set server $be/$srv addr $ip port {port}\"; do\n  \
+out=$(api \"$c\")\n  case \"$out\" in ''|*'changed from'*|*'no need to change'*) ;; *) echo \"the balancer refused '$c': $out\" >&2; exit 1 ;; esac\ndone\n\
+{ready}{wait}echo \"the balancer does not have $srv up yet\" >&2\nexit 1\n",
+        pre = balancer_preamble(&q(socket), &q(backend), &q(server)),
+        name = q(replica),
+        ready = set_server_state("ready", "put back"),
+        wait = balancer_wait("show servers state $be", "'$4 == s { print ($6 == 2 ? \"yes\" : \"no\") }'", wait)
+    )
+}
+
+/// On docker: reload the balancer (its master is the container's first process) for a file just
+/// written and checked, then wait until the new worker answers on the runtime API (at most
+/// `wait`), so that what follows reaches the new one.
+pub fn reload_balancer_in_container(socket: &str, wait: Duration) -> String {
+    format!(
+        "sock={sock}\npid() {{ printf 'show info\\n' | socat -t 5 stdio \"UNIX-CONNECT:$sock\" 2>/dev/null | sed -n 's/^Pid: //p'; }}\n\
+old=$(pid)\nkill -USR2 1\nend=$(( $(date +%s) + {secs} ))\nwhile [ \"$(date +%s)\" -lt \"$end\" ]; do\n  \
+new=$(pid)\n  [ -n \"$new\" ] && [ \"$new\" != \"$old\" ] && exit 0\n  sleep 0.1\ndone\n\
+echo \"the balancer did not reload within {secs} s\" >&2\nexit 1\n",
+        sock = q(socket),
+        secs = wait.as_secs().max(1)
+    )
+}
+
+/// The servers a balancer has in maintenance that scalectl put there (a run that stopped between
+/// a drain and its undrain): `drained SERVER` lines for the observation.
+pub fn drained_servers(socket: &str, backend: &str) -> String {
+    format!(
+        "if [ -S {sock} ]; then printf 'show servers state %s\\n' {be} | socat -t 10 stdio UNIX-CONNECT:{sock} 2>/dev/null | \
+awk '$2 == b && $7 % 2 == 1 {{ print \"drained \" $4 }}' b={be} || true; fi\n",
+        sock = q(socket),
+        be = q(backend)
+    )
 }
 
 /// Wait until every process in `pids` (shell words: `$old`, `"$@"`) has exited, at most `wait`:
@@ -608,6 +647,9 @@ pub fn observe(d: &DesiredHost) -> String {
             "for f in {}; do if [ -f \"$f\" ]; then echo \"secret $f $(stat -c '%a %U %G' \"$f\") $(sha256sum < \"$f\" | cut -d' ' -f1)\"; else echo \"nofile $f\"; fi; done\n",
             join(&secret)
         ));
+    }
+    if let Some(backend) = &d.balancer {
+        s.push_str(&drained_servers(crate::topology::tiers::BALANCER_SOCKET, backend));
     }
     let mut units: Vec<String> = d.services.clone();
     units.extend(d.enabled.iter().cloned());
@@ -736,41 +778,6 @@ fn lock_break_in(dir: &str, id: &str) -> String {
 mod tests {
     use super::*;
 
-    /// The upstream edits of `drain` and `undrain`, run by a real shell and awk on a site file.
-    fn edit(path: &std::path::Path, server: &str, awk: &str) -> String {
-        let script = format!("set -e\nf={}\n{}echo $changed", q(&path.display().to_string()), edit_upstream(server, awk));
-        let out = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    #[test]
-    fn a_drained_server_is_marked_down_alone_and_put_back_byte_for_byte() {
-        use std::os::unix::fs::PermissionsExt;
-        let site = "upstream t_api {\n    least_conn;\n    server 10.0.0.2:3000 weight=1 max_fails=3 fail_timeout=30s;\n    server 10.0.0.2:30001 weight=1 max_fails=3 fail_timeout=30s;\n    keepalive 32;\n}\nserver {\n    listen 80;\n}\n";
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.conf");
-        std::fs::write(&path, site).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-
-        assert_eq!(edit(&path, "10.0.0.2:3000", &drain_awk()), "yes");
-        let drained = std::fs::read_to_string(&path).unwrap();
-        assert!(drained.contains("    server 10.0.0.2:3000 weight=1 max_fails=3 fail_timeout=30s down; # scalectl: draining\n"), "{drained}");
-        assert!(drained.contains("    server 10.0.0.2:30001 weight=1 max_fails=3 fail_timeout=30s;\n"), "only that server: {drained}");
-        assert_eq!(drained.lines().count(), site.lines().count());
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644, "mode kept");
-        // Draining twice (a run that died while drained) changes nothing; neither does a server
-        // the site does not list (a new instance).
-        assert_eq!(edit(&path, "10.0.0.2:3000", &drain_awk()), "no");
-        assert_eq!(edit(&path, "10.0.0.9:3000", &drain_awk()), "no");
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), drained);
-        assert!(!dir.path().join("t.conf.scalectl-new").exists());
-
-        assert_eq!(edit(&path, "10.0.0.2:3000", &undrain_awk()), "yes");
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), site);
-        assert_eq!(edit(&path, "10.0.0.2:3000", &undrain_awk()), "no");
-    }
-
     /// The lock's scripts, run by a real shell, flock and coreutils on a directory of their own.
     fn lock_run(script: &str) -> (i32, String) {
         let out = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
@@ -841,16 +848,103 @@ mod tests {
         assert!(lock_run(&lock_release_in(&d, "three")).0 == 0 && !dir.path().join("lock").exists());
     }
 
+    /// The balancer's scripts, run by a real shell and socat against a real HAProxy (Debian's,
+    /// as on the hosts): a drain puts the server in maintenance and waits for the request it has
+    /// in flight, the observation's script sees it drained, a server or backend the balancer does
+    /// not list is nothing to do, and an undrain brings it back; no reload at any point (the
+    /// same process answers throughout).
     #[test]
-    fn drain_lists_the_workers_before_its_reload_checks_the_config_and_waits() {
-        let s = drain("/etc/nginx/conf.d/t.conf", "10.0.0.2:3000", Duration::from_secs(7));
-        let before = s.find("pgrep -P").unwrap();
-        assert!(before < s.find("systemctl reload nginx.service").unwrap(), "workers listed before the reload: {s}");
-        assert!(s.contains("nginx -t -q"), "checked before reloading: {s}");
-        assert!(s.contains("+ 7 ))"), "{s}");
-        let s = undrain("/etc/nginx/conf.d/t.conf", "10.0.0.2:3000", Duration::from_secs(7));
-        assert!(s.find("pgrep -P").unwrap() < s.find("systemctl reload nginx.service").unwrap(), "{s}");
-        assert!(s.contains("+ 7 ))") && s.contains("kill -0"), "putting back waits too: {s}");
+    fn drains_go_through_a_real_haproxys_runtime_api_and_wait_for_requests_in_flight() {
+        use std::io::{Read, Write};
+        use std::sync::mpsc;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap().to_string();
+        let sock = format!("{d}/admin.sock");
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // An instance that holds its one request until told to answer.
+        let app = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let app_port = app.local_addr().unwrap().port();
+        let (answer, answered) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Ok((mut c, _)) = app.accept() {
+                let mut buf = [0u8; 1024];
+                let _ = c.read(&mut buf);
+                let _ = answered.recv();
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            }
+        });
+        let front = free();
+        std::fs::write(
+            format!("{d}/haproxy.cfg"),
+            format!(
+                "global\n    stats socket {sock} mode 600 level admin\ndefaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
+frontend t\n    bind 127.0.0.1:{front}\n    default_backend t_app\nbackend t_app\n    server h1:3000 127.0.0.1:{app_port}\n    server h1:3001 127.0.0.1:{}\n",
+                free()
+            ),
+        )
+        .unwrap();
+        struct Kill(std::process::Child);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let _haproxy = Kill(std::process::Command::new("haproxy").args(["-db", "-f", &format!("{d}/haproxy.cfg")]).spawn().expect("haproxy (scripts/setup.sh installs it)"));
+        let sh = |script: &str| std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
+        let pid = || String::from_utf8_lossy(&sh(&format!("printf 'show info\\n' | socat stdio UNIX-CONNECT:{sock} | sed -n 's/^Pid: //p'")).stdout).trim().to_string();
+        for _ in 0..100 {
+            if std::path::Path::new(&sock).exists() && !pid().is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let before = pid();
+        assert!(!before.is_empty(), "haproxy did not start");
+        // A request in flight to h1:3000 (leastconn is not set: the first server gets the first).
+        let client = std::thread::spawn(move || {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", front)).unwrap();
+            c.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
+            let mut out = String::new();
+            let _ = c.read_to_string(&mut out);
+            out
+        });
+        let drained = || String::from_utf8_lossy(&sh(&drained_servers(&sock, "t_app")).stdout).into_owned();
+        for _ in 0..100 {
+            if sh(&format!("printf 'show stat t_app 4 -1\\n' | socat stdio UNIX-CONNECT:{sock}")).stdout.windows(10).any(|w| w == b"h1:3000,0,") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let draining = {
+            let script = drain(&sock, "t_app", "h1:3000", Duration::from_secs(30));
+            std::thread::spawn(move || std::process::Command::new("sh").arg("-c").arg(script).output().unwrap())
+        };
+        // Taken out at once, and still waiting for the request it holds.
+        for _ in 0..100 {
+            if drained() == "drained h1:3000\n" {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(drained(), "drained h1:3000\n");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!draining.is_finished(), "the drain did not wait for the request in flight");
+        answer.send(()).unwrap();
+        let out = draining.join().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(client.join().unwrap().ends_with("ok"), "the request in flight was answered");
+        // Nothing to do for what the balancer does not list.
+        for (backend, server) in [("t_app", "h9:3000"), ("other_app", "h1:3000")] {
+            let out = sh(&drain(&sock, backend, server, Duration::from_secs(1)));
+            assert!(out.status.success(), "{backend}/{server}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let out = sh(&undrain(&sock, "t_app", "h1:3000", Duration::from_secs(5)));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(drained(), "", "back in");
+        assert_eq!(pid(), before, "the same process throughout: nothing reloaded");
+        // No balancer at all (a first apply): nothing to do either.
+        assert!(sh(&drain(&format!("{d}/none.sock"), "t_app", "h1:3000", Duration::from_secs(1))).status.success());
     }
 
     /// A rotation on a real Redis, driven by the scripts apply runs: the admin user is made once

@@ -29,6 +29,7 @@ use crate::plan::docker::{
     FileOwner, ObservedContainer, ObservedImage, ROLE_LOGS, SECRETS_DIR, SecretDelivery, Step, redis_address, redis_exporter_password_file, secrets_entrypoint,
 };
 use crate::topology::Topology;
+use crate::topology::tiers::BALANCER_SOCKET;
 
 /// Progress lines for people; silent for pipelines.
 pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
@@ -594,6 +595,13 @@ async fn write_live(docker: &Docker, container: &str, path: &str, content: &str,
     Ok(())
 }
 
+/// One of the balancer's scripts (its runtime API) in its container; its error is the step's.
+async fn balancer_script(docker: &Docker, container: &str, script: String) -> anyhow::Result<()> {
+    let (code, out) = exec(docker, container, &["sh".into(), "-c".into(), script]).await?;
+    anyhow::ensure!(code == 0, "{container}: {}", out.trim());
+    Ok(())
+}
+
 /// The pids of the nginx worker processes running in `container` now (found in /proc: the
 /// official image has no pgrep).
 async fn nginx_workers(docker: &Docker, container: &str) -> anyhow::Result<Vec<String>> {
@@ -644,7 +652,7 @@ pub async fn execute(docker: &Docker, t: &Topology, plan: &DockerPlan, o: &Optio
             (o.progress)("undoing the steps taken, newest first");
             let mut undo_errors = Vec::new();
             for s in done.iter().rev() {
-                if let Err(u) = undo(docker, s, o).await {
+                if let Err(u) = undo(docker, t, s, o).await {
                     undo_errors.push(format!("{u:#}"));
                 }
             }
@@ -739,6 +747,20 @@ async fn run_step(docker: &Docker, t: &Topology, plan: &DockerPlan, step: &Step,
             let (code, out) = exec_as(docker, container, user, &["sh".into(), "-c".into(), script]).await?;
             anyhow::ensure!(code == 0, "{container}: {}", out.trim());
         }
+        Step::Drain { container, backend, server, wait_s, .. } => {
+            say(&format!("taking {server} out of the balancer"));
+            let wait = Duration::from_secs(wait_s.max(&0).unsigned_abs());
+            balancer_script(docker, container, super::commands::drain(BALANCER_SOCKET, backend, server, wait)).await?;
+        }
+        Step::Serve { container, backend, server, replica, wait_s } => {
+            say(&format!("pointing {server} at {replica}, back into the balancer"));
+            let wait = Duration::from_secs(wait_s.max(&0).unsigned_abs());
+            balancer_script(docker, container, super::commands::serve(BALANCER_SOCKET, backend, server, replica, t.app.port, wait)).await?;
+        }
+        Step::ReloadBalancer { container } => {
+            say(&format!("reloading the balancer in {container} for its new servers"));
+            balancer_script(docker, container, super::commands::reload_balancer_in_container(BALANCER_SOCKET, Duration::from_secs(30))).await?;
+        }
         Step::Stop { name, timeout_s } => {
             say(&format!("stopping {name}"));
             stop(docker, name, *timeout_s).await?;
@@ -769,7 +791,7 @@ async fn run_step(docker: &Docker, t: &Topology, plan: &DockerPlan, step: &Step,
 }
 
 /// The inverse of an activate step already taken.
-async fn undo(docker: &Docker, step: &Step, o: &Options<'_>) -> anyhow::Result<()> {
+async fn undo(docker: &Docker, t: &Topology, step: &Step, o: &Options<'_>) -> anyhow::Result<()> {
     match step {
         Step::Create { spec } => {
             (o.progress)(&format!("{}: removing {}", spec.slot, spec.name));
@@ -787,6 +809,13 @@ async fn undo(docker: &Docker, step: &Step, o: &Options<'_>) -> anyhow::Result<(
         Step::WriteLive { container, path, previous, commands, old_workers_wait_s, .. } => {
             (o.progress)(&format!("putting {path} back in {container}"));
             write_live(docker, container, path, previous, previous, commands, *old_workers_wait_s).await
+        }
+        // A server taken out goes back pointed at the replica it served (which the undo of its
+        // Stop, newer, has started again).
+        Step::Drain { container, backend, server, replica, wait_s } => {
+            (o.progress)(&format!("putting {server} back into the balancer, at {replica}"));
+            let wait = Duration::from_secs(wait_s.max(&0).unsigned_abs());
+            balancer_script(docker, container, super::commands::serve(BALANCER_SOCKET, backend, server, replica, t.app.port, wait)).await
         }
         // Users added live: old and new passwords both keep working, and the marker left in the
         // container makes the next apply settle them.

@@ -60,6 +60,7 @@ pub fn parse(out: &str) -> Result<Observed, String> {
                 o.log_tls = Some(crate::plan::ObservedLogTls { ca_sha256: ca.to_string(), good: *state == "good", name: name.first().copied().unwrap_or("").to_string() })
             }
             ("logca", [sha]) => o.log_ca = Some(sha.to_string()),
+            ("drained", [server]) => o.drained.push(server.to_string()),
             ("have", [id]) if !id.starts_with('.') => o.releases.push(id.to_string()),
             ("ready", [id]) => o.ready_releases.push(id.to_string()),
             _ => {}
@@ -106,7 +107,7 @@ mod tests {
     fn parses_every_kind_of_line() {
         let out = "cores 2\nvirt docker\nfile /etc/a 644 root root aGkK\nnofile /etc/b\nsecret /etc/s 600 root root abc\n\
 unit nginx.service active enabled\nunit scale-api@3000.service inactive \npkg nginx installed\npkg redis-server \n\
-release 0123456789ab\nhave 0123456789ab\nhave .tmp-x\naddr app-1 10.0.0.7\naddr app-2 \naddr app-3 not-an-ip\n";
+release 0123456789ab\nhave 0123456789ab\nhave .tmp-x\naddr app-1 10.0.0.7\naddr app-2 \naddr app-3 not-an-ip\ndrained app-1:3000\n";
         let o = parse(out).unwrap();
         assert_eq!(o.cores, 2);
         assert!(o.container);
@@ -119,6 +120,7 @@ release 0123456789ab\nhave 0123456789ab\nhave .tmp-x\naddr app-1 10.0.0.7\naddr 
         assert_eq!(o.packages["nginx"], true);
         assert_eq!(o.packages["redis-server"], false);
         assert_eq!(o.release.as_deref(), Some("0123456789ab"));
+        assert_eq!(o.drained, ["app-1:3000"]);
         assert_eq!(o.releases, vec!["0123456789ab".to_string()]);
         // Resolved names: an IP each, the unresolvable and the malformed left out.
         assert_eq!(o.resolved.iter().map(|(n, ip)| format!("{n}={ip}")).collect::<Vec<_>>(), ["app-1=10.0.0.7"]);

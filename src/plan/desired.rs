@@ -116,6 +116,13 @@ pub struct DesiredHost {
     pub credentials: Vec<LiveCredentials>,
     /// The host's log TLS certificate, when logs go to a collector on a monitor host.
     pub log_tls: Option<LogTls>,
+    /// Each configuration check (unit, shell line) its tiers run before their unit reloads.
+    #[serde(default)]
+    pub checks: Vec<(String, String)>,
+    /// Load balancer hosts: the balancer's backend of the app's instances, whose servers left in
+    /// maintenance by a run that stopped between a drain and its undrain are observed.
+    #[serde(default)]
+    pub balancer: Option<String>,
 }
 
 /// A certificate for RELP over TLS: it names the host (`name`, as the collector's and the
@@ -174,6 +181,8 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                 resolve: Vec::new(),
                 credentials: Vec::new(),
                 log_tls: None,
+                checks: Vec::new(),
+                balancer: None,
             };
             for f in by_host.get(h.name.as_str()).into_iter().flatten() {
                 d.files.push(desired_file(f));
@@ -188,6 +197,7 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
             }
             let mut services: Vec<String> = tiers.iter().flat_map(|tier| tier.services.iter().cloned()).collect();
             d.credentials = tiers.iter().filter_map(|tier| tier.credentials).collect();
+            d.checks = tiers.iter().filter_map(|tier| tier.check.as_ref()).map(|c| (c.unit.to_string(), c.command.clone())).collect();
             if t.observability.logs.destination == LogDestination::Collector
                 && let Some(monitor) = t.hosts.iter().find(|m| m.has(Role::Monitor))
             {
@@ -205,8 +215,9 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                 if !lbs.is_empty() {
                     d.drain = Some(super::Drain {
                         lbs,
-                        site: crate::render::site_path(&t.name),
-                        address: h.address.clone(),
+                        socket: crate::topology::tiers::BALANCER_SOCKET.into(),
+                        backend: crate::topology::tiers::balancer_backend(&t.name),
+                        host: h.name.clone(),
                         wait_ms: t.app.drain_timeout_ms,
                     });
                 }
@@ -220,6 +231,7 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                 // The app hosts named by a name rather than an IP: resolved here, as nginx does.
                 d.resolve = t.hosts.iter().filter(|a| a.has(Role::App) && a.address.parse::<std::net::IpAddr>().is_err()).map(|a| a.address.clone()).collect();
                 d.absent.push(("/etc/nginx/sites-enabled/default".into(), OnChange::Reload("nginx.service")));
+                d.balancer = Some(crate::topology::tiers::balancer_backend(&t.name));
             }
             if h.has(Role::Redis) && t.redis.is_some() {
                 // Where earlier releases gave the exporter the apps' password as REDIS_PASSWORD,

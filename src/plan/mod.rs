@@ -59,6 +59,10 @@ pub struct Observed {
     /// The host keeps the fleet's log CA: the sha256 of its certificate.
     #[serde(default)]
     pub log_ca: Option<String>,
+    /// The balancer's servers in maintenance that a drain put there (a run that stopped before
+    /// putting them back): a reload of the balancer, which keeps no such state, brings them back.
+    #[serde(default)]
+    pub drained: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -301,23 +305,26 @@ pub enum CredentialsPhase {
     Settle,
 }
 
-/// How an instance leaves the load balancers before a planned restart, so that nginx neither sends
-/// it new requests nor counts its restart as a failure (`max_fails`): on each `lbs` host, its
-/// `server address:port` line in `site` is marked `down` and nginx reloaded, then scalectl waits
-/// (at most `wait_ms`) until the nginx workers that had sent it requests have finished them.
+/// How an instance leaves the load balancers before a planned restart, so that no request is sent
+/// to it while it restarts and its restart never counts as a failure: on each `lbs` host, the
+/// balancer behind nginx (HAProxy) is told through its runtime API (`socket`) to put the
+/// instance's server in `backend` in maintenance, and scalectl waits (at most `wait_ms`) until its
+/// requests in flight are answered; it is made ready again once its instance is. No file changes
+/// and nothing reloads, so no client's connection is closed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Drain {
     pub lbs: Vec<String>,
-    pub site: String,
-    /// The instance's host address as the site file's upstream names it.
-    pub address: String,
+    pub socket: String,
+    pub backend: String,
+    /// The instance's host, as the balancer's server names begin (`host:port`).
+    pub host: String,
     pub wait_ms: u64,
 }
 
 impl Drain {
-    /// The upstream server an instance on `port` is, as written in the site file.
+    /// The balancer's server for the instance on `port`.
     pub fn server(&self, port: u16) -> String {
-        crate::render::hostport(&self.address, port)
+        crate::topology::tiers::balancer_server(&self.host, port)
     }
 }
 
@@ -338,11 +345,27 @@ pub fn plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap<String,
             let log_ca = d.log_tls.as_ref().and_then(|l| observed.get(&l.ca_host)).and_then(|o| o.log_ca.as_deref());
             host_plan(d, observed.get(&d.host).unwrap_or(&empty), log_ca)
         })
-        .collect();
-    Plan { topology: topology.to_string(), hosts }
+        .collect::<Vec<HostPlan>>();
+    Plan { topology: topology.to_string(), hosts: balancer_first_when_new(hosts, desired, observed) }
+}
+
+/// Load balancers activate last (new instances are ready before they are listed), but where
+/// nginx serves and no balancer is installed yet (a fleet from before the balancer), they go
+/// first: the balancer then lists the running instances and nginx moves to it before any app host
+/// restarts one, so those restarts are drained too.
+fn balancer_first_when_new(mut hosts: Vec<HostPlan>, desired: &[DesiredHost], observed: &BTreeMap<String, Observed>) -> Vec<HostPlan> {
+    let new_balancer = |d: &DesiredHost| {
+        d.balancer.is_some()
+            && observed.get(&d.host).is_some_and(|o| o.units.get("nginx.service").is_some_and(UnitState::is_active) && o.packages.get("haproxy") != Some(&true))
+    };
+    let first: Vec<&str> = desired.iter().filter(|d| new_balancer(d)).map(|d| d.host.as_str()).collect();
+    hosts.sort_by_key(|h| !first.contains(&h.host.as_str()));
+    hosts
 }
 
 const RSYSLOG_SERVICE: &str = "rsyslog.service";
+/// The balancer behind nginx (HAProxy).
+const BALANCER_SERVICE: &str = "haproxy.service";
 
 /// One host's plan, in named steps: packages and release, files (and what they owe their services),
 /// what a killed apply still owed, services, app instances, cleanup.
@@ -354,10 +377,13 @@ fn host_plan(d: &DesiredHost, o: &Observed, log_ca: Option<&str>) -> HostPlan {
     p.log_certificate(log_ca, &mut owed);
     p.record_owed(&owed);
     owed.add_pending(d, &o.pending);
+    if !o.drained.is_empty() {
+        owed.add_reload(d, BALANCER_SERVICE);
+    }
     // A configuration its service checks before anything reloads it.
-    for (unit, command) in [("nginx.service", "nginx -t -q".to_string()), (crate::render::FIREWALL_SERVICE, format!("nft -c -f {}", crate::render::FIREWALL_RULES))] {
+    for (unit, command) in &d.checks {
         if owed.touches(unit) {
-            p.prepare.push(Action::Validate { unit: unit.into(), command });
+            p.prepare.push(Action::Validate { unit: unit.clone(), command: command.clone() });
         }
     }
     p.services(&owed);
@@ -413,6 +439,15 @@ impl<'a> Owed<'a> {
     }
 
     /// What a killed apply recorded and did not do (only for services this host still has).
+    /// A reload of `unit`, where the host runs it.
+    fn add_reload(&mut self, d: &'a DesiredHost, unit: &str) {
+        if let Some(u) = d.services.iter().find(|s| s.as_str() == unit).map(String::as_str)
+            && !self.reload.contains(&u)
+        {
+            self.reload.push(u);
+        }
+    }
+
     fn add_pending(&mut self, d: &'a DesiredHost, pending: &[String]) {
         for p in pending {
             let service = |u: &str| d.services.iter().find(|s| s.as_str() == u).map(String::as_str);

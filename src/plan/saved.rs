@@ -15,7 +15,7 @@ use super::{Observed, TargetPlan, sha256_hex};
 
 pub const KIND: &str = "scalectl-plan";
 /// Bumped when a saved plan of an older scalectl could be misread.
-pub const SAVED_FORMAT_VERSION: u32 = 3;
+pub const SAVED_FORMAT_VERSION: u32 = 4;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SavedPlan {

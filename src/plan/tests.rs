@@ -67,7 +67,7 @@ fn all_converged(d: &[DesiredHost]) -> BTreeMap<String, Observed> {
 
 /// How the app host's instances leave the load balancer `lb` in TOPOLOGY.
 fn drain() -> Drain {
-    Drain { lbs: vec!["lb".into()], site: "/etc/nginx/conf.d/t.conf".into(), address: "10.0.0.2".into(), wait_ms: 10_000 }
+    Drain { lbs: vec!["lb".into()], socket: "/run/haproxy/admin.sock".into(), backend: "t_app".into(), host: "app".into(), wait_ms: 10_000 }
 }
 
 fn host<'a>(p: &'a Plan, name: &str) -> &'a HostPlan {

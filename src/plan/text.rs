@@ -103,7 +103,7 @@ fn line(a: &Action, app: &str, st: &Style) -> String {
         Action::RollingRestart { ports, readiness, drain } => {
             let units: Vec<String> = ports.iter().map(|p| format!("{app}@{p}")).collect();
             let out = match drain {
-                Some(d) => format!(", each out of the load balancer on {} while it restarts", d.lbs.join(", ")),
+                Some(d) => format!(", each out of the balancer on {} while it restarts, with no reload", d.lbs.join(", ")),
                 None => String::new(),
             };
             format!("{} rolling restart {} (one at a time, each gated on {readiness}{out})", st.yellow("↻"), units.join(", "))

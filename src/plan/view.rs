@@ -11,7 +11,7 @@ use super::Plan;
 use super::docker::DockerPlan;
 
 /// Version of every JSON document scalectl prints; bumped on incompatible changes.
-pub const JSON_FORMAT_VERSION: u32 = 3;
+pub const JSON_FORMAT_VERSION: u32 = 4;
 
 pub trait PlanView {
     fn topology(&self) -> &str;
@@ -107,7 +107,7 @@ mod tests {
     fn json_carries_the_version_the_target_and_the_counts() {
         let p = TargetPlan::Docker(DockerPlan { topology: "t".into(), network: "n".into(), activate: vec![], cleanup: vec![] });
         let v = p.json();
-        assert_eq!(v["format_version"], 3);
+        assert_eq!(v["format_version"], 4);
         assert_eq!(v["target"], "docker");
         assert_eq!(v["topology"], "t");
         assert_eq!(v["changes"], false);

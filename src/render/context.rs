@@ -95,6 +95,62 @@ pub struct Ports {
     pub redis_exporter: u16,
     pub nginx_exporter: u16,
     pub mtail: u16,
+    pub balancer_exporter: u16,
+}
+
+/// The balancer behind nginx (HAProxy) as its template and nginx's see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Balancer {
+    /// Where it listens for nginx: loopback on a host, the topology's network on docker.
+    pub port: u16,
+    /// The runtime API's socket.
+    pub socket: String,
+    /// The backend that holds the app's instances.
+    pub backend: String,
+    /// How long nginx keeps an idle connection to it...
+    pub nginx_idle_ms: u64,
+    /// ...and how long it keeps one from nginx: longer, so that nginx always closes first and never
+    /// sends a request into a connection the balancer is closing.
+    pub idle_ms: u64,
+    /// Connection attempts after the first (`next_upstream.tries` - 1).
+    pub retries: u32,
+    /// `next_upstream.on` in HAProxy's words (`retry-on`).
+    pub retry_on: Vec<&'static str>,
+}
+
+impl Balancer {
+    fn of(t: &Topology) -> Balancer {
+        use crate::topology::NextUpstreamOn as On;
+        let lb = &t.load_balancer;
+        let mut retry_on: Vec<&'static str> = Vec::new();
+        for on in &lb.next_upstream {
+            let words: &[&'static str] = match on {
+                On::Error => &["conn-failure", "empty-response"],
+                On::Timeout => &["conn-failure", "response-timeout"],
+                On::InvalidHeader => &["junk-response"],
+                On::Http500 => &["500"],
+                On::Http502 => &["502"],
+                On::Http503 => &["503"],
+                On::Http504 => &["504"],
+                // Refused by validation (HAProxy 2.6 has no retry on 429).
+                On::Http429 => &[],
+            };
+            for w in words {
+                if !retry_on.contains(w) {
+                    retry_on.push(w);
+                }
+            }
+        }
+        Balancer {
+            port: ports::BALANCER,
+            socket: crate::topology::tiers::BALANCER_SOCKET.into(),
+            backend: crate::topology::tiers::balancer_backend(&t.name),
+            nginx_idle_ms: 50_000,
+            idle_ms: 75_000,
+            retries: lb.next_upstream_tries.saturating_sub(1),
+            retry_on,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -124,6 +180,7 @@ pub struct Ctx {
     /// The Prometheus jobs, the app's first (`Topology::scrape_jobs`).
     pub jobs: Vec<&'static str>,
     pub ports: Ports,
+    pub balancer: Balancer,
     /// The queue the app's workers consume, as the Redis exporter measures it.
     pub queue: Option<crate::topology::QueueMeasures>,
     pub version: &'static str,
@@ -146,7 +203,8 @@ impl Ctx {
             site: super::site_path(&t.name),
             scrapes: Vec::new(),
             jobs: t.scrape_jobs(),
-            ports: Ports { node_exporter: ports::NODE_EXPORTER, redis_exporter: ports::REDIS_EXPORTER, nginx_exporter: ports::NGINX_EXPORTER, mtail: ports::MTAIL },
+            ports: Ports { node_exporter: ports::NODE_EXPORTER, redis_exporter: ports::REDIS_EXPORTER, nginx_exporter: ports::NGINX_EXPORTER, mtail: ports::MTAIL, balancer_exporter: ports::BALANCER_EXPORTER },
+            balancer: Balancer::of(t),
             queue: t.queue().map(|q| q.measures()),
             version: env!("CARGO_PKG_VERSION"),
         }

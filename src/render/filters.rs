@@ -12,6 +12,7 @@ pub fn register(env: &mut Environment<'_>) {
     env.add_filter("hcl", hcl);
     env.add_filter("yaml", yaml);
     env.add_filter("conf", conf);
+    env.add_filter("haproxy", haproxy);
     env.add_filter("hostport", hostport);
     env.add_filter("secret", secret);
     env.add_filter("systemd_arg", systemd_arg);
@@ -142,6 +143,12 @@ pub fn seconds(ms: u64) -> u64 {
 /// A token inside an Nginx directive: anything Nginx could read as structure is refused.
 fn nginx(value: &str) -> Result<String, Error> {
     refuse(value, "nginx", |c| c.is_whitespace() || c.is_control() || ";{}\"'$\\#".contains(c))
+}
+
+/// A word in an HAProxy configuration line: nothing HAProxy reads as a separator, a quote, an
+/// escape, a comment or a variable (`%[`, `${`).
+fn haproxy(value: &str) -> Result<String, Error> {
+    refuse(value, "haproxy", |c| c.is_whitespace() || c.is_control() || "\"'\\#$%{}".contains(c))
 }
 
 /// A bare value in a `key value` config line (redis.conf, /etc/default files, rsyslog parameters).

@@ -401,7 +401,11 @@ fn docker_jobs(t: &Topology) -> Vec<TierFile> {
     if t.app.program.is_none() {
         jobs.push(file("docker/Dockerfile.j2", "Dockerfile"));
     }
-    jobs.extend([file("nginx/site.conf.j2", format!("nginx/{}.conf", t.name)), file("docker/nginx-follow.sh.j2", "nginx/follow.sh").mode(0o755)]);
+    jobs.extend([
+        file("nginx/site.conf.j2", format!("nginx/{}.conf", t.name)),
+        file("docker/nginx-follow.sh.j2", "nginx/follow.sh").mode(0o755),
+        file("haproxy/haproxy.cfg.j2", "haproxy/haproxy.cfg"),
+    ]);
     if t.redis.is_some() {
         jobs.push(file("redis/redis.conf.j2", "redis/redis.conf"));
         if t.queue().is_some() {

@@ -545,4 +545,8 @@ pub mod ports {
     pub const ALERTMANAGER: u16 = 9093;
     /// mtail on the load balancer (its access log as metrics).
     pub const MTAIL: u16 = 3903;
+    /// The balancer (HAProxy) behind nginx on the load balancer: loopback on a host.
+    pub const BALANCER: u16 = 8404;
+    /// Its Prometheus exporter.
+    pub const BALANCER_EXPORTER: u16 = 8405;
 }

@@ -189,6 +189,16 @@ pub struct Tier {
     pub listens: Vec<Listen>,
     /// Users and passwords it changes live, when it has any (Redis with a password).
     pub credentials: Option<LiveCredentials>,
+    /// The command that checks its configuration before its unit reloads or restarts for it
+    /// (`nginx -t`): a file it refuses is put back and nothing reloads.
+    pub check: Option<Check>,
+}
+
+/// A tier's configuration check: `command` (a shell line on the host) before `unit` reloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub unit: &'static str,
+    pub command: String,
 }
 
 /// The packet filter's unit (scalectl's own nftables table) and its rules.
@@ -208,9 +218,26 @@ pub const PROMETHEUS_WEB_CONFIG: &str = "/etc/prometheus/web.yml";
 /// That password itself, for Prometheus' scrape of its own metrics and Grafana's data source.
 pub const PROMETHEUS_PASSWORD_FILE: &str = "/etc/scalectl/prometheus-password";
 
-/// The load balancer's site file on a host (its `upstream` lists every app instance).
+/// The load balancer's site file on a host (nginx, in front: its one upstream is the balancer).
 pub fn site_path(topology: &str) -> String {
     format!("/etc/nginx/conf.d/{topology}.conf")
+}
+
+/// The balancer behind nginx (HAProxy): its configuration on a host, which lists every app
+/// instance as a server named [`balancer_server`].
+pub const BALANCER_CONFIG: &str = "/etc/haproxy/haproxy.cfg";
+/// Its runtime API, where an instance is taken out and put back without a reload (root only).
+pub const BALANCER_SOCKET: &str = "/run/haproxy/admin.sock";
+
+/// The balancer's backend that holds the app's instances.
+pub fn balancer_backend(topology: &str) -> String {
+    format!("{}_app", topology.replace('-', "_"))
+}
+
+/// The name the balancer knows an instance by: its host (or replica slot) and port. Both are
+/// DNS labels and digits, characters HAProxy's names allow.
+pub fn balancer_server(host: &str, port: u16) -> String {
+    format!("{host}:{port}")
 }
 
 fn tier(name: &'static str, role: Option<Role>, packages: &[&str], services: &[&str], files: Vec<TierFile>, listens: Vec<Listen>) -> Tier {
@@ -222,6 +249,7 @@ fn tier(name: &'static str, role: Option<Role>, packages: &[&str], services: &[&
         files,
         listens,
         credentials: None,
+        check: None,
     }
 }
 
@@ -248,6 +276,7 @@ impl Topology {
                 Listen::new(h.ssh.port, "sshd (the host's ssh.port)", Reach::Anyone),
             ],
         ));
+        out[0].check = Some(Check { unit: FIREWALL_SERVICE, command: format!("nft -c -f {FIREWALL_RULES}") });
         match self.observability.logs.destination {
             LogDestination::Collector => {
                 // Every host ships its lines; over TLS (a certificate of its own) when a collector runs.
@@ -299,6 +328,21 @@ impl Topology {
             out.push(tier("app", Some(if web { Role::App } else { Role::Worker }), &packages, &services, files, Vec::new()));
         }
         if h.has(Role::Lb) {
+            // The balancer first: nginx in front proxies to it alone. It holds the instances, and
+            // takes one out and back through its runtime API, so a roll reloads neither of them.
+            let mut balancer = tier(
+                "balancer",
+                Some(Role::Lb),
+                &["haproxy", "socat"],
+                &["haproxy.service"],
+                vec![file("haproxy/haproxy.cfg.j2", BALANCER_CONFIG).reloads("haproxy.service")],
+                vec![
+                    Listen::new(ports::BALANCER, "the balancer (HAProxy, behind nginx)", Reach::Local),
+                    Listen::new(ports::BALANCER_EXPORTER, "the balancer's metrics", Reach::Monitor).scraped("haproxy", "balancer"),
+                ],
+            );
+            balancer.check = Some(Check { unit: "haproxy.service", command: format!("haproxy -c -q -f {BALANCER_CONFIG}") });
+            out.push(balancer);
             let lb = &self.load_balancer;
             let mut listens = vec![Listen::new(lb.listen, "the load balancer", Reach::Anyone)];
             if let Some(tls) = &lb.tls {
@@ -320,6 +364,7 @@ impl Topology {
                 ],
                 listens,
             ));
+            out.last_mut().expect("just pushed").check = Some(Check { unit: "nginx.service", command: "nginx -t -q".into() });
         }
         if let (true, Some(redis)) = (h.has(Role::Redis), &self.redis) {
             let mut t = tier(
@@ -465,7 +510,7 @@ mod tests {
             }
             assert_eq!(tiers[0].services[0], FIREWALL_SERVICE, "the packet filter starts first");
         }
-        assert_eq!(t.scrape_jobs(), ["app", "node", "nginx", "nginx-log", "redis"]);
+        assert_eq!(t.scrape_jobs(), ["app", "node", "haproxy", "nginx", "nginx-log", "redis"]);
     }
 
     #[test]
@@ -473,7 +518,7 @@ mod tests {
         let t = parse("name: t\napp:\n  port: 4000\n  instances: 1\n  program: {release: ./x, command: [node, bin/www]}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, lb, monitor]}\n");
         let tiers = t.tiers_everywhere();
         assert!(tiers.iter().all(|tier| tier.name != "redis" && !tier.packages.iter().any(|p| p.contains("redis"))));
-        assert_eq!(t.scrape_jobs(), ["app", "node", "nginx", "nginx-log"]);
+        assert_eq!(t.scrape_jobs(), ["app", "node", "haproxy", "nginx", "nginx-log"]);
         assert!(!t.tiers_on_one_engine().iter().any(|tier| tier.name == "redis"));
     }
 }

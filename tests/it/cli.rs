@@ -31,7 +31,7 @@ fn apply_planfile_refuses_a_topology_or_release_other_than_the_plans() {
         std::fs::write(f, "name: t\napp: {instances: 1}\nhosts:\n  a: {address: 10.0.0.1, roles: [app, redis]}\n").unwrap();
     }
     let plan = dir.path().join("plan.json");
-    let saved = serde_json::json!({"kind": "scalectl-plan", "format_version": 3, "topology_file": theirs, "release_file": "/srv/theirs.tar"});
+    let saved = serde_json::json!({"kind": "scalectl-plan", "format_version": 4, "topology_file": theirs, "release_file": "/srv/theirs.tar"});
     std::fs::write(&plan, saved.to_string()).unwrap();
     let out = scalectl().arg("apply").arg(&plan).arg("-f").arg(&mine).arg("--yes").output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -56,7 +56,7 @@ fn validate_json_is_versioned() {
     let out = scalectl().args(["validate", "-o", "json", "-f"]).arg(&file).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["format_version"], 3);
+    assert_eq!(v["format_version"], 4);
     assert_eq!(v["valid"], false);
     assert_eq!(v["problems"][0]["line"], 2);
     assert_eq!(v["problems"][0]["column"], 18);
@@ -234,7 +234,7 @@ fn render_check_exits_2_on_drift_and_0_when_the_tree_matches() {
     let check = render(&["--check"]);
     assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stdout));
     let conf = out.join("lb-1/etc/nginx/conf.d/shop.conf");
-    std::fs::write(&conf, std::fs::read_to_string(&conf).unwrap().replace("least_conn", "ip_hash")).unwrap();
+    std::fs::write(&conf, std::fs::read_to_string(&conf).unwrap().replace("proxy_http_version 1.1", "proxy_http_version 1.0")).unwrap();
     std::fs::remove_file(out.join("ansible/inventory.yml")).unwrap();
     std::fs::write(out.join("stray.conf"), "x").unwrap();
     let check = render(&["--check"]);

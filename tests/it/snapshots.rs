@@ -32,11 +32,11 @@ fn rendering_twice_in_one_process_gives_the_same_files() {
 fn instance_counts_follow_instances_and_cores() {
     use scalectl::render::{render, Facts, Templates};
     let t = super::load_example("three-hosts");
-    // three-hosts declares `cores: 2` on both app hosts: 4 upstream servers whatever the default.
+    // three-hosts declares `cores: 2` on both app hosts: 4 balancer servers whatever the default.
     for default in [1, 8] {
         let files = render(&t, &Facts::with_default_cores(default), &Templates::embedded()).unwrap();
-        let nginx = files.iter().find(|f| f.host == "lb-1" && f.path.ends_with("shop.conf")).unwrap();
-        assert_eq!(nginx.content.matches("    server 10.0.0.1").count(), 4, "{}", nginx.content);
+        let balancer = files.iter().find(|f| f.host == "lb-1" && f.path == "/etc/haproxy/haproxy.cfg").unwrap();
+        assert_eq!(balancer.content.matches("\n    server app-").count(), 4, "{}", balancer.content);
     }
     // Observed cores win over the topology's.
     let mut facts = Facts::with_default_cores(1);

@@ -31,6 +31,7 @@ pub(super) struct Commands {
     app_health: Vec<String>,
     redis: Vec<String>,
     lb: Vec<String>,
+    balancer: Vec<String>,
     prometheus: Vec<String>,
     node_exporter: Vec<String>,
     redis_exporter_env: Vec<String>,
@@ -112,6 +113,8 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
     if let Some(r) = &t.redis {
         services.push(redis(t, r, &files, &run, secrets, &engine.digest_key, templates)?);
     }
+    // The balancer before nginx, which resolves its name when it starts.
+    services.push(balancer(t, &files, &run, &tools_image));
     services.push(load_balancer(t, &files, &run));
     services.push(prometheus(t, &files, &run));
     if t.observability.grafana {
@@ -284,6 +287,19 @@ fn load_balancer(t: &Topology, files: &BTreeMap<String, String>, run: &Commands)
     lb.publish = publish(t.lab.publish.load_balancer, t.load_balancer.listen);
     lb.stop_timeout_s = drain_stop_timeout(t);
     lb
+}
+
+/// The balancer behind nginx: HAProxy from scalectl's own image (Debian's, with socat for its
+/// runtime API), the replicas its servers by container name. Its file is live: apply rewrites it
+/// as replicas come and go, without recreating it.
+fn balancer(t: &Topology, files: &BTreeMap<String, String>, run: &Commands, tools_image: &str) -> ContainerSpec {
+    let mut b = service("lb", BALANCER_SLOT, tools_image);
+    b.cmd = run.balancer.clone();
+    b.files.push(file(BALANCER_CONF, files, "haproxy/haproxy.cfg", true));
+    // Requests in flight are answered before it stops.
+    b.stop_timeout_s = drain_stop_timeout(t);
+    b.cap_drop_all = true;
+    b
 }
 
 /// Redis with the rendered redis.conf, its password file (a secret), its volume when persistent.

@@ -49,6 +49,10 @@ pub const LABEL_IMAGE_ROLE: &str = "scalectl.image.role";
 
 /// Where the images expect their configuration (the official images' conventions).
 pub const NGINX_CONF: &str = "/etc/nginx/conf.d/default.conf";
+/// The balancer's configuration in its container (it lists the replicas by container name).
+pub const BALANCER_CONF: &str = crate::topology::tiers::BALANCER_CONFIG;
+/// The balancer's slot (and container alias): nginx's one upstream.
+pub const BALANCER_SLOT: &str = "balancer";
 pub const TARGETS_JSON: &str = "/etc/prometheus/scalectl/targets.json";
 
 /// Where the shipper sees the engine's per-container directories (json-file logs inside).
@@ -412,6 +416,18 @@ pub enum Step {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         content_sha256: String,
     },
+    /// Take a slot's `server` (serving the `replica` container) out of the balancer behind nginx
+    /// (HAProxy, in `container`) through its runtime API, then wait (at most `wait_s`) until its
+    /// requests in flight are answered. Nothing reloads. Undone by serving `replica` again.
+    Drain { container: String, backend: String, server: String, replica: String, wait_s: i64 },
+    /// Point the balancer's `server` at the `replica` container (by name, which the balancer
+    /// resolves through the engine's DNS and follows when the engine moves it) and put it back,
+    /// then wait (at most `wait_s`) until the balancer has it up. Nothing reloads.
+    Serve { container: String, backend: String, server: String, replica: String, wait_s: i64 },
+    /// Reload the balancer in `container` for a new set of servers (its file was just written
+    /// and checked): the old process answers what it holds, each idle connection from nginx once
+    /// more with `Connection: close`; waited for until the new one answers on the runtime API.
+    ReloadBalancer { container: String },
     /// Stop, giving in-flight requests `timeout_s` to finish.
     Stop { name: String, timeout_s: i64 },
     Remove { name: String, reason: String },

@@ -128,10 +128,11 @@ impl Steps<'_> {
         (add || o.credentials_pending.contains(&live.kind)).then(|| step(CredentialsPhase::Settle, "", ""))
     }
 
-    /// The replicas, behind the load balancer and Prometheus, which see the `current` ones: new
-    /// slots (scaling out) first and one rewrite; then each changed slot rolled in turn (create,
-    /// healthy, rewrite, stop the old); then slots no longer wanted (scaling in) out of the
-    /// upstream first, then stopped.
+    /// The replicas, behind the balancer and Prometheus, which see the `current` ones: new slots
+    /// (scaling out) first and one rewrite (the balancer reloads once for them); then each changed
+    /// slot rolled in turn (create, healthy, the slot's server drained, the old replica stopped,
+    /// the server pointed at the new one and back: no reload); then slots no longer wanted
+    /// (scaling in) drained, one rewrite, then stopped.
     fn replicas(&mut self, i: &Inputs<'_>) -> Result<(), RenderError> {
         let (t, d, o) = (i.topology, &i.desired, self.o);
         let running = |c: &ContainerSpec| self.exact(c).is_some_and(ObservedContainer::running).then(|| c.name.clone());
@@ -157,10 +158,11 @@ impl Steps<'_> {
             added = true;
         }
         if added {
-            live.rewrite(&current, &mut self.activate)?;
+            live.rewrite(&current, true, &mut self.activate)?;
         }
         for spec in &d.app {
             let olds: Vec<&ObservedContainer> = in_slot(o, &spec.slot).filter(|c| c.name != spec.name).collect();
+            let mut serve = false;
             match self.exact(spec) {
                 Some(c) if !c.running() => {
                     self.activate.push(Step::Start { name: spec.name.clone(), wait_healthy: true });
@@ -169,8 +171,9 @@ impl Steps<'_> {
                 Some(_) => {}
                 None if olds.iter().any(|c| c.running()) => {
                     self.activate.push(Step::Create { spec: with_previous(spec) });
-                    current.insert(spec.slot.clone(), spec.name.clone());
-                    live.rewrite(&current, &mut self.activate)?;
+                    let old = current.insert(spec.slot.clone(), spec.name.clone());
+                    self.activate.extend(old.and_then(|old| live.drain(&spec.slot, &old)));
+                    serve = true;
                 }
                 None => {} // created above as a new slot
             }
@@ -180,10 +183,17 @@ impl Steps<'_> {
                 }
                 self.cleanup.push(Step::Remove { name: old.name.clone(), reason: format!("replaced by {}", spec.name) });
             }
+            if serve {
+                self.activate.extend(live.serve(&spec.slot, &spec.name));
+                live.rewrite(&current, false, &mut self.activate)?;
+            }
         }
         let gone: Vec<&ObservedContainer> = o.containers.iter().filter(|c| c.role == "app" && !app_slots.contains(c.slot.as_str())).collect();
+        for c in gone.iter().filter(|c| c.running() && current.get(&c.slot) == Some(&c.name)) {
+            self.activate.extend(live.drain(&c.slot, &c.name));
+        }
         current.retain(|slot, _| app_slots.contains(slot.as_str()));
-        live.rewrite(&current, &mut self.activate)?;
+        live.rewrite(&current, true, &mut self.activate)?;
         for c in &gone {
             if c.running() {
                 self.activate.push(Step::Stop { name: c.name.clone(), timeout_s: drain_stop_timeout(t) });
@@ -251,14 +261,18 @@ fn prune_images(o: &DockerObserved, deployed: &str, log_image: Option<&str>, cle
     }
 }
 
-/// The live files that follow the set of replicas: the load balancer's upstream and Prometheus'
-/// targets, in the containers that run now. Each change is a [`Step::WriteLive`] (nginx validates
-/// and reloads its file; Prometheus rereads file_sd by itself).
+/// The live files that follow the set of replicas, in the containers that run now: the
+/// balancer's configuration (it names each slot's replica) and Prometheus' targets; and nginx's
+/// site, which names only the balancer and changes with the topology alone. The balancer's
+/// servers are drained and pointed at new replicas through its runtime API ([`Step::Drain`],
+/// [`Step::Serve`]); its file is rewritten to match, and reloaded only when the set of slots
+/// changes (Prometheus rereads file_sd by itself).
 struct LiveUpstream<'a> {
     t: &'a Topology,
     templates: &'a Templates,
     /// (container, content it has now)
     lb: Option<(String, String)>,
+    balancer: Option<(String, String)>,
     prometheus: Option<(String, String)>,
 }
 
@@ -268,13 +282,30 @@ impl<'a> LiveUpstream<'a> {
             let content = o.live_files.get(&format!("{name}:{path}")).cloned().unwrap_or_default();
             (name, content)
         };
-        LiveUpstream { t, templates, lb: lb.map(|n| now(n, NGINX_CONF)), prometheus: prometheus.map(|n| now(n, TARGETS_JSON)) }
+        // The balancer that runs now, whatever its spec: a new one replaces it after the
+        // replicas, and until then this one serves them.
+        let balancer = o.containers.iter().find(|c| c.slot == BALANCER_SLOT && c.state == "running").map(|c| c.name.clone());
+        LiveUpstream {
+            t,
+            templates,
+            lb: lb.map(|n| now(n, NGINX_CONF)),
+            balancer: balancer.map(|n| now(n, BALANCER_CONF)),
+            prometheus: prometheus.map(|n| now(n, TARGETS_JSON)),
+        }
     }
 
-    /// Point both at exactly these replicas (slot -> container).
-    fn rewrite(&mut self, current: &BTreeMap<String, String>, activate: &mut Vec<Step>) -> Result<(), RenderError> {
+    /// Point the files at exactly these replicas (slot -> container); with `reload`, the
+    /// balancer reloads its file (the slots changed), else its runtime API already has them.
+    fn rewrite(&mut self, current: &BTreeMap<String, String>, reload: bool, activate: &mut Vec<Step>) -> Result<(), RenderError> {
         let replicas: Vec<(String, String)> = current.iter().map(|(s, n)| (s.clone(), n.clone())).collect();
         let files = rendered(self.t, &replicas, self.templates)?;
+        if let Some((container, now)) = &mut self.balancer {
+            let before = now.clone();
+            live_write(container, BALANCER_CONF, now, get(&files, "haproxy/haproxy.cfg"), balancer_check(), None, activate);
+            if reload && *now != before {
+                activate.push(Step::ReloadBalancer { container: container.clone() });
+            }
+        }
         if let Some((container, now)) = &mut self.lb {
             let wait = Some(drain_stop_timeout(self.t));
             live_write(container, NGINX_CONF, now, get(&files, &format!("nginx/{}.conf", self.t.name)), nginx_reload(), wait, activate);
@@ -284,6 +315,34 @@ impl<'a> LiveUpstream<'a> {
         }
         Ok(())
     }
+
+    /// The slot's server (serving `replica`) out of the running balancer, its requests in
+    /// flight answered.
+    fn drain(&self, slot: &str, replica: &str) -> Option<Step> {
+        self.balancer.as_ref().map(|(container, _)| Step::Drain {
+            container: container.clone(),
+            backend: crate::topology::tiers::balancer_backend(&self.t.name),
+            server: crate::topology::tiers::balancer_server(slot, self.t.app.port),
+            replica: replica.to_string(),
+            wait_s: drain_stop_timeout(self.t),
+        })
+    }
+
+    /// The slot's server pointed at `replica` and back in the running balancer.
+    fn serve(&self, slot: &str, replica: &str) -> Option<Step> {
+        self.balancer.as_ref().map(|(container, _)| Step::Serve {
+            container: container.clone(),
+            backend: crate::topology::tiers::balancer_backend(&self.t.name),
+            server: crate::topology::tiers::balancer_server(slot, self.t.app.port),
+            replica: replica.to_string(),
+            wait_s: drain_stop_timeout(self.t),
+        })
+    }
+}
+
+/// What the balancer's file is checked with before anything reloads it.
+fn balancer_check() -> Vec<Vec<String>> {
+    vec![vec!["haproxy".into(), "-c".into(), "-q".into(), "-f".into(), BALANCER_CONF.into()]]
 }
 
 /// A step that replaces `path` in `container` when `content` differs from what it has `now`
@@ -308,26 +367,25 @@ fn nginx_reload() -> Vec<Vec<String>> {
     vec![vec!["nginx".into(), "-t".into(), "-q".into()], vec!["nginx".into(), "-s".into(), "reload".into()]]
 }
 
-/// `scalectl reload`: every running replica restarted in turn, each out of the load balancer's
-/// upstream while it restarts and back once healthy, then every running worker in turn. Nothing
-/// else changes.
+/// `scalectl reload`: every running replica restarted in turn, each out of the balancer while it
+/// restarts and back once healthy (through the balancer's runtime API: nothing reloads), then
+/// every running worker in turn. Nothing else changes.
 pub fn reload_plan(t: &Topology, o: &DockerObserved, templates: &Templates) -> Result<DockerPlan, RenderError> {
-    let running_in = |slot: &str| o.containers.iter().find(|c| c.slot == slot && c.running()).map(|c| c.name.clone());
-    let mut live = LiveUpstream::new(t, templates, o, running_in("lb"), None);
-    let mut current = o.serving();
-    let all = current.clone();
+    let live = LiveUpstream::new(t, templates, o, None, None);
+    let all = o.serving();
     let mut activate = Vec::new();
     let timeout_s = drain_stop_timeout(t);
     for (slot, name) in &all {
         let healthy = o.containers.iter().any(|c| &c.name == name && c.health.is_some());
-        if all.len() > 1 {
-            current.remove(slot);
-            live.rewrite(&current, &mut activate)?;
+        let balanced = all.len() > 1;
+        if balanced {
+            activate.extend(live.drain(slot, name));
         }
         activate.push(Step::Stop { name: name.clone(), timeout_s });
         activate.push(Step::Start { name: name.clone(), wait_healthy: healthy });
-        current.insert(slot.clone(), name.clone());
-        live.rewrite(&current, &mut activate)?;
+        if balanced {
+            activate.extend(live.serve(slot, name));
+        }
     }
     // Then each running worker, given its drain time to finish the job in hand.
     for c in o.containers.iter().filter(|c| c.role == ROLE_WORKER && c.running()) {

@@ -61,6 +61,9 @@ fn names(steps: &[Step]) -> Vec<String> {
             Step::Create { spec } => format!("create {}", spec.slot),
             Step::Start { name, .. } => format!("start {name}"),
             Step::WriteLive { path, .. } => format!("write {path}"),
+            Step::Drain { server, .. } => format!("drain {server}"),
+            Step::Serve { server, replica, .. } => format!("serve {server} {}", replica.rsplit_once('-').map_or(replica.as_str(), |(s, _)| s)),
+            Step::ReloadBalancer { .. } => "reload balancer".to_string(),
             Step::Stop { name, .. } => format!("stop {}", name.rsplit_once('-').map_or(name.as_str(), |(s, _)| s)),
             Step::Remove { name, .. } => format!("remove {}", name.rsplit_once('-').map_or(name.as_str(), |(s, _)| s)),
             Step::RemoveNetwork { name } => format!("remove network {name}"),
@@ -91,6 +94,7 @@ fn a_first_apply_builds_creates_and_starts_in_dependency_order() {
             "create redis",
             "create api-1",
             "create api-2",
+            "create balancer",
             "create lb",
             "create prometheus",
             "create grafana",
@@ -107,10 +111,13 @@ fn a_first_apply_builds_creates_and_starts_in_dependency_order() {
     let rendered = crate::render::render(&t, &crate::render::Facts::with_default_cores(2), &Templates::embedded()).unwrap();
     let bundle = &rendered.iter().find(|f| f.host == "docker" && f.path == "Dockerfile").unwrap().content;
     assert!(matches!(&p.activate[0], Step::BuildImage { dockerfile, .. } if dockerfile == bundle && dockerfile.contains("COPY scale-api ")));
-    // The load balancer created last already names the replicas it will find.
-    let lb = p.activate.iter().find_map(|s| if let Step::Create { spec } = s { (spec.slot == "lb").then_some(spec) } else { None }).unwrap();
-    let conf = &lb.live_file(NGINX_CONF).unwrap().content;
-    assert!(conf.contains("server d-api-1-") && conf.contains("server d-api-2-"), "{conf}");
+    // The balancer, created after them, already names the replicas it will find; nginx names
+    // only the balancer.
+    let created = |slot: &str| p.activate.iter().find_map(|s| if let Step::Create { spec } = s { (spec.slot == slot).then_some(spec) } else { None }).unwrap();
+    let balancer = &created("balancer").live_file(BALANCER_CONF).unwrap().content;
+    assert!(balancer.contains("server api-1:3000 d-api-1-") && balancer.contains("server api-2:3000 d-api-2-"), "{balancer}");
+    let conf = &created("lb").live_file(NGINX_CONF).unwrap().content;
+    assert!(conf.contains("server balancer:8404 max_fails=0;") && !conf.contains("d-api-"), "{conf}");
 }
 
 #[test]
@@ -131,28 +138,37 @@ fn a_new_release_rolls_one_replica_at_a_time_behind_the_load_balancer() {
         [
             "build scale-api:bbbbbbbbbbbb",
             "create api-1",
-            format!("write {NGINX_CONF}").as_str(),
-            format!("write {TARGETS_JSON}").as_str(),
+            "drain api-1:3000",
             "stop d-api-1",
-            "create api-2",
-            format!("write {NGINX_CONF}").as_str(),
+            "serve api-1:3000 d-api-1",
+            format!("write {BALANCER_CONF}").as_str(),
             format!("write {TARGETS_JSON}").as_str(),
+            "create api-2",
+            "drain api-2:3000",
             "stop d-api-2",
+            "serve api-2:3000 d-api-2",
+            format!("write {BALANCER_CONF}").as_str(),
+            format!("write {TARGETS_JSON}").as_str(),
         ]
     );
     assert_eq!(names(&p.cleanup), ["remove d-api-1", "remove d-api-2"]);
-    // The first rewrite has the new api-1 and the old api-2; each write records what it replaces.
-    let writes: Vec<(&String, &String)> =
-        p.activate.iter().filter_map(|s| if let Step::WriteLive { path, content, previous, .. } = s { (path == NGINX_CONF).then_some((content, previous)) } else { None }).collect();
-    assert_eq!(writes[1].1, writes[0].0, "the second write undoes to the first");
+    // Each slot's server leaves while its old replica serves it and comes back pointed at the new
+    // one, through the runtime API: nginx's site and the balancer's process stay as they are.
+    let old_api_1 = o.containers.iter().find(|c| c.slot == "api-1").unwrap().name.clone();
     let new_api_1 = p.activate.iter().find_map(|s| if let Step::Create { spec } = s { Some(spec.name.clone()) } else { None }).unwrap();
-    assert!(writes[0].0.contains(&format!("server {new_api_1}:3000")));
+    assert!(p.activate.iter().any(|s| matches!(s, Step::Drain { server, replica, .. } if server == "api-1:3000" && *replica == old_api_1)));
+    assert!(p.activate.iter().any(|s| matches!(s, Step::Serve { server, replica, .. } if server == "api-1:3000" && *replica == new_api_1)));
+    assert!(!p.activate.iter().any(|s| matches!(s, Step::ReloadBalancer { .. })), "no reload in a roll");
+    // The balancer's file follows, for its next start: the first write has the new api-1 and the
+    // old api-2, and each write records what it replaces.
+    let writes: Vec<(&String, &String)> =
+        p.activate.iter().filter_map(|s| if let Step::WriteLive { path, content, previous, .. } = s { (path == BALANCER_CONF).then_some((content, previous)) } else { None }).collect();
+    assert_eq!(writes[1].1, writes[0].0, "the second write undoes to the first");
+    assert!(writes[0].0.contains(&format!("server api-1:3000 {new_api_1}:3000")));
     assert!(!writes[0].1.contains(&new_api_1));
-    // The load balancer's rewrites wait for nginx's workers from before them (the stop after one
-    // must not race workers that still send to the replica); Prometheus rereads by itself.
     for s in &p.activate {
-        if let Step::WriteLive { path, old_workers_wait_s, .. } = s {
-            assert_eq!(old_workers_wait_s.is_some(), path == NGINX_CONF, "{path}");
+        if let Step::WriteLive { path, commands, old_workers_wait_s, .. } = s {
+            assert!(old_workers_wait_s.is_none() && (path != BALANCER_CONF || commands[0][0] == "haproxy"), "{path}: {commands:?}");
         }
     }
 }
@@ -162,7 +178,10 @@ fn scaling_in_takes_replicas_out_of_the_upstream_before_stopping_them() {
     let four = topology("").clone();
     let t4 = crate::topology::parse("d.yaml", "name: d\ntarget: docker\napp:\n  port: 3000\n  instances: 4\n").unwrap();
     let p = make(&four, "aaaaaaaaaaaa", &SecretValues::default(), &converged(&t4, "aaaaaaaaaaaa"));
-    assert_eq!(names(&p.activate), [format!("write {NGINX_CONF}"), format!("write {TARGETS_JSON}"), "stop d-api-3".into(), "stop d-api-4".into()]);
+    assert_eq!(
+        names(&p.activate),
+        ["drain api-3:3000".to_string(), "drain api-4:3000".into(), format!("write {BALANCER_CONF}"), "reload balancer".into(), format!("write {TARGETS_JSON}"), "stop d-api-3".into(), "stop d-api-4".into()]
+    );
     assert_eq!(names(&p.cleanup), ["remove d-api-3", "remove d-api-4"]);
 }
 
@@ -403,20 +422,19 @@ fn reload_takes_each_replica_out_of_the_upstream_restarts_it_and_puts_it_back() 
     assert_eq!(
         names(&p.activate).iter().map(|s| if s.starts_with("start ") { s.rsplit_once('-').unwrap().0.to_string() } else { s.clone() }).collect::<Vec<_>>(),
         [
-            "write /etc/nginx/conf.d/default.conf",
+            "drain api-1:3000",
             "stop d-api-1",
             "start d-api-1",
-            "write /etc/nginx/conf.d/default.conf",
-            "write /etc/nginx/conf.d/default.conf",
+            "serve api-1:3000 d-api-1",
+            "drain api-2:3000",
             "stop d-api-2",
             "start d-api-2",
-            "write /etc/nginx/conf.d/default.conf",
+            "serve api-2:3000 d-api-2",
         ]
     );
-    // Out of the upstream while it restarts: the first rewrite names only the other replica.
-    let Step::WriteLive { content, .. } = &p.activate[0] else { panic!() };
+    // Each comes back pointed at itself (the engine may have given it another address).
     let api = |slot: &str| o.containers.iter().find(|c| c.slot == slot).unwrap().name.clone();
-    assert!(!content.contains(&api("api-1")) && content.contains(&api("api-2")), "{content}");
+    assert!(matches!(&p.activate[3], Step::Serve { replica, .. } if *replica == api("api-1")));
     assert!(p.cleanup.is_empty(), "reload removes nothing");
 }
 

@@ -58,6 +58,11 @@ pub fn render_text(p: &DockerPlan, color: bool) -> String {
                     yellow,
                     &format!("  ~ settle {} in {container} (port {port}) as its users file has them, live: the old passwords stop working", credentials.users()),
                 ),
+                Step::Drain { container, server, replica, wait_s, .. } => {
+                    paint(yellow, &format!("  ~ take {server} ({replica}) out of the balancer in {container}, its requests answered (up to {wait_s} s; no reload)"))
+                }
+                Step::Serve { container, server, replica, .. } => paint(yellow, &format!("  ~ point {server} at {replica} and put it back into the balancer in {container} (no reload)")),
+                Step::ReloadBalancer { container } => paint(yellow, &format!("  ~ reload the balancer in {container} for its new servers")),
                 Step::Stop { name, timeout_s } => paint(yellow, &format!("  ~ stop {name} (drain up to {timeout_s} s)")),
                 Step::Remove { name, reason } => paint(red, &format!("  - container {name} ({reason})")),
                 Step::RemoveNetwork { name } => paint(red, &format!("  - network {name}")),

@@ -506,7 +506,15 @@ impl V {
         let (next_upstream, next_upstream_tries) = match &lb.next_upstream {
             Some(n) => (
                 match &n.on {
-                    Some(on) => on.iter().map(|o| *o.value()).collect(),
+                    Some(on) => {
+                        for o in on.iter().filter(|o| *o.value() == NextUpstreamOn::Http429) {
+                            self.push(
+                                Problem::at(o.loc(), "http_429 cannot send a request on: the balancer behind nginx (HAProxy 2.6) retries on 500, 502, 503 and 504 only")
+                                    .help("remove http_429: a 429 goes back to the client, who is told when to try again"),
+                            );
+                        }
+                        on.iter().map(|o| *o.value()).filter(|o| *o != NextUpstreamOn::Http429).collect()
+                    }
                     None => d.next_upstream.clone(),
                 },
                 self.int(&n.tries, "next_upstream.tries", 2, 1, 32) as u32,
