@@ -528,7 +528,7 @@ pub fn serve(socket: &str, backend: &str, server: &str, replica: &str, port: u16
         "{pre}name={name}\nip=$(getent hosts \"$name\" | awk '{{ print $1; exit }}')\n\
 [ -n \"$ip\" ] || {{ echo \"$name does not resolve\" >&2; exit 1; }}\n\
 for c in \"set server $be/$srv fqdn $name\" \"set server $be/$srv addr $ip port {port}\"; do\n  \
-out=$(api \"$c\")\n  case \"$out\" in ''|*'changed from'*|*'no need to change'*) ;; *) echo \"the balancer refused '$c': $out\" >&2; exit 1 ;; esac\ndone\n\
+out=$(api \"$c\")\n  case \"$out\" in ''|*' changed '*|*'no need to change'*) ;; *) echo \"the balancer refused '$c': $out\" >&2; exit 1 ;; esac\ndone\n\
 {ready}{wait}echo \"the balancer does not have $srv up yet\" >&2\nexit 1\n",
         pre = balancer_preamble(&q(socket), &q(backend), &q(server)),
         name = q(replica),

@@ -668,8 +668,7 @@ fn docker_reload_three_times_under_load_fails_no_request() {
     let ((), span) = timed(|| {
         for _ in 0..3 {
             outs.push(scalectl(&["reload", "-f", &topology(), "--yes", "-o", "json"]));
-            // Once a reload returns, the load balancer sends to every replica again: the nginx
-            // workers from before its last upstream rewrite (which skipped a replica) are gone.
+            // Once a reload returns, the balancer sends to every replica again.
             seen.push(instances_seen_at(LB, 24).len());
         }
     });
@@ -680,11 +679,12 @@ fn docker_reload_three_times_under_load_fails_no_request() {
     }
     eprintln!("3 reloads of 2 replicas under load in {:.1} s", (span.end - span.start).as_secs_f64());
     report.assert_covers(span, "the reloads");
-    // Each replica left the upstream before it stopped and came back after: the plan says so.
+    // Each replica left the balancer before it stopped and came back after, through its runtime
+    // API (no file written, nothing reloaded): the plan says so.
     let plan: serde_json::Value = serde_json::from_slice(&outs[0].stdout).unwrap();
     let steps: Vec<String> = plan["activate"].as_array().unwrap().iter().map(|s| s["action"].as_str().unwrap().to_string()).collect();
     // Then each worker, stopped with its drain time and started again.
-    assert_eq!(steps, ["write_live", "stop", "start", "write_live", "write_live", "stop", "start", "write_live", "stop", "start", "stop", "start"], "{plan:#}");
+    assert_eq!(steps, ["drain", "stop", "start", "serve", "drain", "stop", "start", "serve", "stop", "start", "stop", "start"], "{plan:#}");
     // Same containers (no configuration changed), each started anew.
     assert_eq!(replicas(), before);
     for (n, s) in before.iter().zip(&first_start) {
@@ -713,7 +713,8 @@ fn docker_rollback_brings_the_previous_release_back_one_replica_at_a_time() {
     let after = replicas();
     assert_eq!(after.len(), 2);
     assert!(after.iter().all(|n| image_of(n) == old), "{after:?} run {:?}, not {old}", after.iter().map(|n| image_of(n)).collect::<Vec<_>>());
-    // One at a time: each new replica is healthy and in the upstream before its old one stops.
+    // One at a time: each new replica is healthy before its slot leaves the balancer, its old one
+    // stops, and the slot comes back pointed at it (the balancer's file follows, unreloaded).
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let steps: Vec<String> = plan["activate"]
         .as_array()
@@ -730,7 +731,7 @@ fn docker_rollback_brings_the_previous_release_back_one_replica_at_a_time() {
     // Then the workers, each new one running before its old one stops.
     assert_eq!(
         steps,
-        ["create api-1", "write_live", "stop api-1", "create api-2", "write_live", "stop api-2", "create worker-1", "stop worker-1", "create worker-2", "stop worker-2"],
+        ["create api-1", "drain", "stop api-1", "serve", "create api-2", "drain", "stop api-2", "serve", "create worker-1", "stop worker-1", "create worker-2", "stop worker-2"],
         "{plan:#}"
     );
     assert_eq!(instances_seen_at(LB, 40).len(), 2);
@@ -753,7 +754,8 @@ fn docker_saved_plan_is_applied_exactly_and_refused_when_stale_or_edited() {
         assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     };
     let lb = || container_in_slot("lb");
-    let conf = || docker_ok(&["exec", &lb(), "cat", "/etc/nginx/conf.d/default.conf"]);
+    // The strategy is the balancer's.
+    let conf = || docker_ok(&["exec", &container_in_slot("balancer"), "cat", "/etc/haproxy/haproxy.cfg"]);
 
     // The engine drifted since the plan was made: refused, nothing changed.
     save();
@@ -761,25 +763,26 @@ fn docker_saved_plan_is_applied_exactly_and_refused_when_stale_or_edited() {
     let out = scalectl(&["apply", planfile, "--yes"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert!(text(&out.stderr).contains("the plan is stale: engine changed since it was made"), "{}", text(&out.stderr));
-    assert!(conf().contains("least_conn;"));
+    assert!(conf().contains("balance leastconn\n"));
 
     // An edited plan (a command to run in the load balancer) is refused, nothing changed.
     save();
     let mut doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(planfile).unwrap()).unwrap();
     let step = doc["plan"]["activate"].as_array_mut().unwrap().iter_mut().find(|s| s["action"] == "write_live").expect("a write_live step");
     step["commands"] = serde_json::json!([["sh", "-c", "touch /tmp/edited-plan-ran"]]);
+    let edited_in = step["container"].as_str().unwrap().to_string();
     std::fs::write(planfile, serde_json::to_string(&doc).unwrap()).unwrap();
     let out = scalectl(&["apply", planfile, "--yes"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("is not the plan its topology, release and a fresh observation give now"), "{}", text(&out.stderr));
-    assert!(!docker(&["exec", &lb(), "test", "-e", "/tmp/edited-plan-ran"]).status.success(), "the edited command ran");
-    assert!(conf().contains("least_conn;"));
+    assert!(!docker(&["exec", &edited_in, "test", "-e", "/tmp/edited-plan-ran"]).status.success(), "the edited command ran");
+    assert!(conf().contains("balance leastconn\n"));
 
     // Made again, it is applied exactly: the engine then matches the edited topology.
     save();
     let out = scalectl(&["apply", planfile, "--yes"]);
     assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
-    assert!(!conf().contains("least_conn;"));
+    assert!(conf().contains("balance roundrobin\n"));
     let out = scalectl(&["plan", "-f", file, "--release", rel, "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
 }
