@@ -125,7 +125,7 @@ fn node_new_release_and_three_reloads_under_load_fail_no_request() {
         let out = run_ok(&["apply", "-f", &node_yaml(), "--release", path(next.path()), "--yes"]);
         eprintln!("node release under load: {:.1} s", t.elapsed().as_secs_f64());
         let said = text(&out.stdout);
-        assert!(said.contains("archive, unpacked") && said.contains("rolling restart") && said.contains("out of the load balancer"), "{said}");
+        assert!(said.contains("archive, unpacked") && said.contains("rolling restart") && said.contains("out of the balancer"), "{said}");
         for _ in 0..3 {
             let before = invocations();
             let out = run_ok(&["reload", "-f", &node_yaml(), "--yes"]);
@@ -137,10 +137,9 @@ fn node_new_release_and_three_reloads_under_load_fail_no_request() {
         }
     });
     std::thread::sleep(Duration::from_millis(500));
-    // Known defect, filed with issue 30 (drains): once in two full runs every client waited
-    // 13.4 s for an answer during these reloads (no request failed). Bounded here so that an
-    // outage still fails, while the stall is fixed where it starts.
-    load.finish().assert_covers_within(span, Duration::from_secs(20), "the node app's release and reloads");
+    // Once in two full runs every client waited 13.4 s for an answer during these reloads when
+    // each drain reloaded nginx and waited for its old workers; no drain reloads anything now.
+    load.finish().assert_covers(span, "the node app's release and reloads");
 }
 
 #[test]

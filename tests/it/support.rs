@@ -485,9 +485,9 @@ impl Drop for Restore {
 }
 
 /// A counter after a load of increments: none of the `expected` may be missing. More than
-/// expected is a known defect, filed with issue 30: nginx retries a GET whose instance stopped
-/// after it counted and before it answered (`proxy_next_upstream`), so `/count` may count twice
-/// around a restart (once in 13,000 in a lab rotation). Printed, so it stays in sight.
+/// expected can happen where an instance stops after it counted and before it answered (a crash,
+/// not a drain, which waits for its requests in flight): the balancer sends the GET on
+/// (`next_upstream`), so `/count` counts twice. Printed, so it stays in sight.
 pub(crate) fn check_counter(counted: u64, expected: u64) {
     assert!(counted >= expected, "the counter lost {} increments ({counted} counted, {expected} expected)", expected - counted);
     if counted > expected {
