@@ -125,8 +125,9 @@ print(sys.argv[2], errors + (int(non2xx.group(1)) if non2xx else 0), total)
 PY
 }
 
-# nginx reloads on the load balancer so far (systemd's journal of its unit).
-reloads() { docker exec fleet-lb-1 journalctl -u nginx.service -o cat 2>/dev/null | grep -c '^Reloaded' || true; }
+# Load-balancer reloads so far: nginx's and the balancer's (HAProxy) behind it, from systemd's
+# journal of their units.
+reloads() { docker exec fleet-lb-1 journalctl -u nginx.service -u haproxy.service -o cat 2>/dev/null | grep -c '^Reloaded' || true; }
 
 declare -A R
 first=
@@ -199,8 +200,8 @@ ansible-playbook,new-release ${R[$n,aroll]} -
 ROWS
   printf '  doctor (exit %s): %s\n' "${R[$n,doctor_rc]}" "${R[$n,verdict]}"
   printf '  a new release under load (wrk -c16; nothing resent):\n'
-  printf '    scalectl: %s of %s requests failed; nginx reloaded %s times\n' "${R[$n,roll_failed]}" "${R[$n,roll_total]}" "${R[$n,roll_reloads]}"
-  printf '    ansible:  %s of %s requests failed; nginx reloaded %s times\n\n' "${R[$n,aroll_failed]}" "${R[$n,aroll_total]}" "${R[$n,aroll_reloads]}"
+  printf '    scalectl: %s of %s requests failed; nginx and the balancer reloaded %s times\n' "${R[$n,roll_failed]}" "${R[$n,roll_total]}" "${R[$n,roll_reloads]}"
+  printf '    ansible:  %s of %s requests failed; nginx and the balancer reloaded %s times\n\n' "${R[$n,aroll_failed]}" "${R[$n,aroll_total]}" "${R[$n,aroll_reloads]}"
 done
 if [ "$first" != "$last" ]; then
   printf 'Growth from %s to %s app hosts (%sx the hosts):\n' "$first" "$last" "$(awk -v a=$((first + 3)) -v b=$((last + 3)) 'BEGIN { printf "%.1f", b / a }')"

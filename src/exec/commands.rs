@@ -451,11 +451,13 @@ echo \"last answer from $url: HTTP $code $body\"\nexit 1\n",
 
 /// The balancer's runtime API as a shell function, `api COMMAND` (its answer on stdout), and its
 /// socket, backend and server as `$sock`, `$be`, `$srv` (shell words). Nothing to do (exit 0) when
-/// the socket is not there: no balancer runs yet (a first apply installs it).
+/// no balancer answers there: none installed yet (a first apply installs it) or none running (it
+/// then sends nothing to any instance either).
 fn balancer_preamble(socket: &str, backend: &str, server: &str) -> String {
     format!(
-        "set -e\nsock={socket}; be={backend}; srv={server}\n[ -S \"$sock\" ] || exit 0\n\
-api() {{ printf '%s\\n' \"$1\" | socat -t 10 stdio \"UNIX-CONNECT:$sock\"; }}\n"
+        "set -e\nsock={socket}; be={backend}; srv={server}\n\
+api() {{ printf '%s\\n' \"$1\" | socat -t 10 stdio \"UNIX-CONNECT:$sock\"; }}\n\
+[ -S \"$sock\" ] && api 'show info' >/dev/null 2>&1 || exit 0\n"
     )
 }
 
@@ -943,8 +945,12 @@ frontend t\n    bind 127.0.0.1:{front}\n    default_backend t_app\nbackend t_app
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(drained(), "", "back in");
         assert_eq!(pid(), before, "the same process throughout: nothing reloaded");
-        // No balancer at all (a first apply): nothing to do either.
+        // No balancer at all (a first apply), or its socket left by one that stopped: nothing to do.
         assert!(sh(&drain(&format!("{d}/none.sock"), "t_app", "h1:3000", Duration::from_secs(1))).status.success());
+        let stale = format!("{d}/stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        let out = sh(&drain(&stale, "t_app", "h1:3000", Duration::from_secs(1)));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// A rotation on a real Redis, driven by the scripts apply runs: the admin user is made once

@@ -198,7 +198,9 @@ impl Lease {
                         });
                     }
                     Renewal::Gone(now) => {
-                        eprintln!("warning: the fleet lock of this run (id {id}) is gone, now {now}: stopping before the next step");
+                        // Said once, by the error the run stops with (`LockLost`), after any live
+                        // display is cleared: a line printed here would tear it.
+                        tracing::debug!("the fleet lock of this run (id {id}) is gone, now {now}: stopping before the next step");
                         set(&|s| s.gone = Some(format!("the lock is now {now}")));
                         return;
                     }

@@ -419,7 +419,7 @@ pub enum Strategy {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLoadBalancer {
-    /// How Nginx picks an instance. Default least_conn.
+    /// How the balancer behind nginx (HAProxy) picks an instance. Default least_conn.
     pub strategy: Option<Sp<Strategy>>,
     /// HTTP listen port. Default 80.
     pub listen: Option<Sp<u16>>,
@@ -434,15 +434,17 @@ pub struct RawLoadBalancer {
     /// Static files served by Nginx itself, with cache headers.
     #[serde(default, rename = "static")]
     pub statics: Vec<RawStatic>,
-    /// Failures before an instance is taken out. Default 3.
+    /// Connection failures before the balancer takes an instance out (0: never). Default 3.
     pub max_fails: Option<Sp<i64>>,
-    /// How long an instance stays out after max_fails, e.g. `30s`. Default 30s.
+    /// How often the balancer checks an instance it took out, e.g. `30s`: it returns once its
+    /// readiness path answers 200. Default 30s.
     pub fail_timeout: Option<Sp<String>>,
-    /// Retry another instance on these failures.
+    /// Send a request on to another instance on these failures (a POST, LOCK or PATCH only when
+    /// none of it was sent).
     pub next_upstream: Option<RawNextUpstream>,
     /// Pass WebSocket upgrades through. Default true.
     pub websocket: Option<Sp<bool>>,
-    /// Idle keep-alive connections to the upstream per worker. Default 32 (0 turns it off).
+    /// Idle keep-alive connections from each nginx worker to the balancer. Default 32 (0 turns it off).
     pub keepalive: Option<Sp<i64>>,
     /// Buffer request bodies before passing them on (protects instances from slow clients). Default true.
     pub request_buffering: Option<Sp<bool>>,
@@ -512,7 +514,8 @@ pub enum NextUpstreamOn {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawNextUpstream {
-    /// Failures that send the request to the next instance. Default [error, timeout, http_502, http_503].
+    /// Failures that send the request to the next instance. Default [error, timeout, http_502,
+    /// http_503]. http_429 is refused: HAProxy 2.6 cannot retry on it.
     pub on: Option<Vec<Sp<NextUpstreamOn>>>,
     /// At most this many instances tried per request. Default 2.
     pub tries: Option<Sp<i64>>,

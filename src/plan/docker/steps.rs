@@ -158,7 +158,7 @@ impl Steps<'_> {
             added = true;
         }
         if added {
-            live.rewrite(&current, true, &mut self.activate)?;
+            live.rewrite(&current, &mut self.activate)?;
         }
         for spec in &d.app {
             let olds: Vec<&ObservedContainer> = in_slot(o, &spec.slot).filter(|c| c.name != spec.name).collect();
@@ -185,7 +185,7 @@ impl Steps<'_> {
             }
             if serve {
                 self.activate.extend(live.serve(&spec.slot, &spec.name));
-                live.rewrite(&current, false, &mut self.activate)?;
+                live.rewrite(&current, &mut self.activate)?;
             }
         }
         let gone: Vec<&ObservedContainer> = o.containers.iter().filter(|c| c.role == "app" && !app_slots.contains(c.slot.as_str())).collect();
@@ -193,7 +193,7 @@ impl Steps<'_> {
             self.activate.extend(live.drain(&c.slot, &c.name));
         }
         current.retain(|slot, _| app_slots.contains(slot.as_str()));
-        live.rewrite(&current, true, &mut self.activate)?;
+        live.rewrite(&current, &mut self.activate)?;
         for c in &gone {
             if c.running() {
                 self.activate.push(Step::Stop { name: c.name.clone(), timeout_s: drain_stop_timeout(t) });
@@ -294,15 +294,16 @@ impl<'a> LiveUpstream<'a> {
         }
     }
 
-    /// Point the files at exactly these replicas (slot -> container); with `reload`, the
-    /// balancer reloads its file (the slots changed), else its runtime API already has them.
-    fn rewrite(&mut self, current: &BTreeMap<String, String>, reload: bool, activate: &mut Vec<Step>) -> Result<(), RenderError> {
+    /// Point the files at exactly these replicas (slot -> container). The balancer reloads its
+    /// file when anything but its servers' addresses changed (servers added or removed, its
+    /// settings); a server pointed at another replica its runtime API already has ([`Step::Serve`]).
+    fn rewrite(&mut self, current: &BTreeMap<String, String>, activate: &mut Vec<Step>) -> Result<(), RenderError> {
         let replicas: Vec<(String, String)> = current.iter().map(|(s, n)| (s.clone(), n.clone())).collect();
         let files = rendered(self.t, &replicas, self.templates)?;
         if let Some((container, now)) = &mut self.balancer {
             let before = now.clone();
             live_write(container, BALANCER_CONF, now, get(&files, "haproxy/haproxy.cfg"), balancer_check(), None, activate);
-            if reload && *now != before {
+            if balancer_settings(&before) != balancer_settings(now) {
                 activate.push(Step::ReloadBalancer { container: container.clone() });
             }
         }
@@ -338,6 +339,22 @@ impl<'a> LiveUpstream<'a> {
             wait_s: drain_stop_timeout(self.t),
         })
     }
+}
+
+/// The balancer's file with each server's address left out: what only a reload changes (a server
+/// line keeps its name; `server NAME ADDRESS ...`).
+fn balancer_settings(file: &str) -> Vec<String> {
+    file.lines()
+        .map(|l| match l.trim_start().strip_prefix("server ") {
+            Some(rest) => {
+                let mut words = rest.split_whitespace();
+                let name = words.next().unwrap_or_default();
+                words.next();
+                format!("server {name} {}", words.collect::<Vec<_>>().join(" "))
+            }
+            None => l.to_string(),
+        })
+        .collect()
 }
 
 /// What the balancer's file is checked with before anything reloads it.

@@ -173,6 +173,21 @@ fn a_new_release_rolls_one_replica_at_a_time_behind_the_load_balancer() {
     }
 }
 
+/// A changed setting of the balancer (its health check's path) reloads it: the runtime API
+/// changes only servers; a new release alone reloads nothing (above).
+#[test]
+fn a_changed_health_path_rewrites_and_reloads_the_balancer() {
+    let t = topology("");
+    let o = converged(&t, "aaaaaaaaaaaa");
+    let changed = topology("  health: {liveness: /alive, readiness: /ready}\n");
+    let p = make(&changed, "aaaaaaaaaaaa", &SecretValues::default(), &o);
+    let steps = names(&p.activate);
+    let write = steps.iter().position(|s| *s == format!("write {BALANCER_CONF}")).unwrap_or_else(|| panic!("{steps:?}"));
+    assert_eq!(steps[write + 1], "reload balancer", "{steps:?}");
+    let Step::WriteLive { content, .. } = &p.activate[write] else { panic!() };
+    assert!(content.contains("option httpchk GET /alive\n"), "{content}");
+}
+
 #[test]
 fn scaling_in_takes_replicas_out_of_the_upstream_before_stopping_them() {
     let four = topology("").clone();
