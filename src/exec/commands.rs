@@ -133,7 +133,28 @@ pub fn restart(unit: &str) -> String {
 }
 
 pub fn reload(unit: &str) -> String {
+    if unit == crate::topology::tiers::BALANCER_SERVICE {
+        // The old process answers what it holds (each idle connection from nginx once more) by
+        // the configuration from before: waited for, so that no drain after this reaches a
+        // process that will not hear of it.
+        return format!("systemctl reload {}\n{}", q(unit), balancer_settled(BALANCER_SETTLE));
+    }
     format!("systemctl reload {}", q(unit))
+}
+
+/// How long a balancer's old process may take after a reload: nginx closes its idle connections
+/// to the balancer within `Balancer::nginx_idle_ms` (10 s), and requests in flight finish.
+pub const BALANCER_SETTLE: Duration = Duration::from_secs(30);
+
+/// Wait (at most `wait`) until one HAProxy worker runs beside its master: the processes of
+/// earlier configurations have ended. Read from /proc (an image may have no pgrep).
+pub fn balancer_settled(wait: Duration) -> String {
+    format!(
+        "end=$(( $(date +%s) + {secs} ))\nwhile [ \"$(date +%s)\" -lt \"$end\" ]; do\n  n=0\n  \
+for p in /proc/[0-9]*; do [ \"$(cat \"$p/comm\" 2>/dev/null)\" = haproxy ] && n=$((n + 1)); done\n  \
+[ \"$n\" -le 2 ] && break\n  sleep 0.2\ndone\n",
+        secs = wait.as_secs().max(1)
+    )
 }
 
 pub fn enable(unit: &str) -> String {
@@ -541,15 +562,16 @@ out=$(api \"$c\")\n  case \"$out\" in ''|*' changed '*|*'no need to change'*) ;;
 
 /// On docker: reload the balancer (its master is the container's first process) for a file just
 /// written and checked, then wait until the new worker answers on the runtime API (at most
-/// `wait`), so that what follows reaches the new one.
+/// `wait`) and the old one has ended, so that what follows reaches the only one.
 pub fn reload_balancer_in_container(socket: &str, wait: Duration) -> String {
     format!(
         "sock={sock}\npid() {{ printf 'show info\\n' | socat -t 5 stdio \"UNIX-CONNECT:$sock\" 2>/dev/null | sed -n 's/^Pid: //p'; }}\n\
 old=$(pid)\nkill -USR2 1\nend=$(( $(date +%s) + {secs} ))\nwhile [ \"$(date +%s)\" -lt \"$end\" ]; do\n  \
-new=$(pid)\n  [ -n \"$new\" ] && [ \"$new\" != \"$old\" ] && exit 0\n  sleep 0.1\ndone\n\
-echo \"the balancer did not reload within {secs} s\" >&2\nexit 1\n",
+new=$(pid)\n  [ -n \"$new\" ] && [ \"$new\" != \"$old\" ] && break\n  sleep 0.1\ndone\n\
+[ -n \"$new\" ] && [ \"$new\" != \"$old\" ] || {{ echo \"the balancer did not reload within {secs} s\" >&2; exit 1; }}\n{settled}",
         sock = q(socket),
-        secs = wait.as_secs().max(1)
+        secs = wait.as_secs().max(1),
+        settled = balancer_settled(BALANCER_SETTLE)
     )
 }
 

@@ -364,8 +364,7 @@ fn balancer_first_when_new(mut hosts: Vec<HostPlan>, desired: &[DesiredHost], ob
 }
 
 const RSYSLOG_SERVICE: &str = "rsyslog.service";
-/// The balancer behind nginx (HAProxy).
-const BALANCER_SERVICE: &str = "haproxy.service";
+use crate::topology::tiers::BALANCER_SERVICE;
 
 /// One host's plan, in named steps: packages and release, files (and what they owe their services),
 /// what a killed apply still owed, services, app instances, cleanup.

@@ -145,8 +145,10 @@ impl Balancer {
             port: ports::BALANCER,
             socket: crate::topology::tiers::BALANCER_SOCKET.into(),
             backend: crate::topology::tiers::balancer_backend(&t.name),
-            nginx_idle_ms: 50_000,
-            idle_ms: 75_000,
+            // Short, so that a reloaded balancer's old process (which knows no drain after the
+            // reload) is rid of nginx's idle connections within it.
+            nginx_idle_ms: 10_000,
+            idle_ms: 15_000,
             retries: lb.next_upstream_tries.saturating_sub(1),
             retry_on,
         }

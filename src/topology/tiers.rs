@@ -228,6 +228,8 @@ pub fn site_path(topology: &str) -> String {
 pub const BALANCER_CONFIG: &str = "/etc/haproxy/haproxy.cfg";
 /// Its runtime API, where an instance is taken out and put back without a reload (root only).
 pub const BALANCER_SOCKET: &str = "/run/haproxy/admin.sock";
+/// Its unit on a host.
+pub const BALANCER_SERVICE: &str = "haproxy.service";
 
 /// The balancer's backend that holds the app's instances.
 pub fn balancer_backend(topology: &str) -> String {
@@ -334,14 +336,14 @@ impl Topology {
                 "balancer",
                 Some(Role::Lb),
                 &["haproxy", "socat"],
-                &["haproxy.service"],
-                vec![file("haproxy/haproxy.cfg.j2", BALANCER_CONFIG).reloads("haproxy.service")],
+                &[BALANCER_SERVICE],
+                vec![file("haproxy/haproxy.cfg.j2", BALANCER_CONFIG).reloads(BALANCER_SERVICE)],
                 vec![
                     Listen::new(ports::BALANCER, "the balancer (HAProxy, behind nginx)", Reach::Local),
                     Listen::new(ports::BALANCER_EXPORTER, "the balancer's metrics", Reach::Monitor).scraped("haproxy", "balancer"),
                 ],
             );
-            balancer.check = Some(Check { unit: "haproxy.service", command: format!("haproxy -c -q -f {BALANCER_CONFIG}") });
+            balancer.check = Some(Check { unit: BALANCER_SERVICE, command: format!("haproxy -c -q -f {BALANCER_CONFIG}") });
             out.push(balancer);
             let lb = &self.load_balancer;
             let mut listens = vec![Listen::new(lb.listen, "the load balancer", Reach::Anyone)];

@@ -334,13 +334,14 @@ fn docker_requests_reach_every_replica_count_is_exact_and_a_second_apply_changes
     let table = text(&status.stdout);
     assert_eq!(status.status.code(), Some(0), "{table}");
     let slots: Vec<&str> = table.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
-    let want = ["api-1", "api-2", "collector", "lb", "logship", "mtail", "nginx-exporter", "node-exporter", "prometheus", "redis", "redis-exporter", "worker-1", "worker-2"];
+    let want = ["api-1", "api-2", "balancer", "collector", "lb", "logship", "mtail", "nginx-exporter", "node-exporter", "prometheus", "redis", "redis-exporter", "worker-1", "worker-2"];
     assert_eq!(slots, want, "{table}");
     assert!(table.lines().skip(1).all(|l| l.split_whitespace().nth(2) == Some("running")), "{table}");
     let plan = scalectl(&["plan", "-f", &topology(), "--release", release().to_str().unwrap(), "--detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stdout));
     // Prometheus scrapes every replica, under the instance names the dashboards use, and the
-    // node, Redis and Nginx exporters and mtail, which answer with their services' figures.
+    // node, Redis and Nginx exporters, the balancer's own and mtail, which answer with their
+    // services' figures.
     let deadline = Instant::now() + Duration::from_secs(40);
     let query = |q: &str| -> serde_json::Value { c.get(reqwest::Url::parse_with_params("http://127.0.0.1:9091/api/v1/query", [("query", q)]).unwrap()).send().unwrap().json().unwrap() };
     loop {
@@ -352,7 +353,7 @@ fn docker_requests_reach_every_replica_count_is_exact_and_a_second_apply_changes
             .map(|r| format!("{} {}", r["metric"]["job"].as_str().unwrap(), r["metric"]["instance_name"].as_str().or(r["metric"]["host"].as_str()).unwrap_or("")))
             .collect();
         up.sort();
-        if up == ["app api-1-3000", "app api-2-3000", "nginx lb", "nginx-log lb", "node engine", "prometheus ", "redis redis"] {
+        if up == ["app api-1-3000", "app api-2-3000", "haproxy balancer", "nginx lb", "nginx-log lb", "node engine", "prometheus ", "redis redis"] {
             break;
         }
         assert!(Instant::now() < deadline, "Prometheus sees {up:?} up");

@@ -854,6 +854,7 @@ fn lab_prometheus_scrapes_every_expected_target() {
     expected.insert(("redis".into(), "lab-cache-1:9121".into()));
     expected.insert(("nginx".into(), "lab-lb-1:9113".into()));
     expected.insert(("nginx-log".into(), "lab-lb-1:3903".into()));
+    expected.insert(("haproxy".into(), "lab-lb-1:8405".into()));
     expected.insert(("prometheus".into(), "lab-mon-1:9090".into()));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -1323,11 +1324,18 @@ fn lab_five_deploys_in_a_row_leave_doctor_calling_the_idle_fleet_healthy() {
     let _restore = restore();
     let next = new_release("five-deploys");
     let started = Instant::now();
-    run_ok(&["reload", "-f", &lab_yaml(), "--yes"]);
-    run_ok(&apply_args(&lab_yaml(), next.to_str().unwrap()));
-    run_ok(&["reload", "-f", &lab_yaml(), "--yes"]);
-    run_ok(&["rollback", "-f", &lab_yaml(), "--yes"]);
-    run_ok(&["reload", "-f", &lab_yaml(), "--yes"]);
+    let yaml = lab_yaml();
+    let reload = vec!["reload", "-f", yaml.as_str(), "--yes"];
+    let deploys = [reload.clone(), apply_args(&yaml, next.to_str().unwrap()), reload.clone(), vec!["rollback", "-f", yaml.as_str(), "--yes"], reload];
+    for args in &deploys {
+        let before = invocations();
+        run_ok(args);
+        // Each deploy started every instance anew (systemd's invocation ids).
+        let after = invocations();
+        for (instance, id) in &before {
+            assert_ne!(&after[instance], id, "{instance} was not restarted by {args:?}");
+        }
+    }
     // Every instance's new process scraped, then doctor over a window that holds all five and
     // nothing before them (the test before may have ended with load seconds before this one began).
     std::thread::sleep(Duration::from_secs(15));
@@ -1335,9 +1343,10 @@ fn lab_five_deploys_in_a_row_leave_doctor_calling_the_idle_fleet_healthy() {
     let (code, d) = doctor(&lab_yaml(), &["--window", &window]);
     assert_eq!(code, Some(0), "{d:#}");
     assert!(!finding_ids(&d).contains(&"crash-loop".to_string()), "{d:#}");
-    // The process start times did move five times: what doctor no longer counts as crashes.
+    // Prometheus saw the process start times move (what doctor no longer counts as crashes);
+    // deploys quicker than its scrapes show fewer than five.
     let moved = prometheus_scalar(&format!(r#"max(changes(process_start_time_seconds{{job="app"}}[{window}]))"#)).unwrap_or(0.0);
-    assert!(moved >= 4.0, "the deploys restarted every instance: {moved} start times seen");
+    assert!(moved >= 2.0, "Prometheus saw the instances restart: {moved} start times seen");
 }
 
 /// /heavy through the load balancer from 4 clients; doctor over the last 30 s of it.
@@ -1428,7 +1437,8 @@ fn lab_gateway_errors_from_the_load_balancer_reach_prometheus() {
     for h in ["lab-app-1", "lab-app-2"] {
         docker_exec(h, &format!("systemctl start {units}"));
     }
-    assert!(statuses.iter().all(|s| *s == 502 || *s == 504), "{statuses:?}");
+    // The balancer answers itself: no instance up (503), or none reached in time (502, 504).
+    assert!(statuses.iter().all(|s| [502, 503, 504].contains(s)), "{statuses:?}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let now = errors().unwrap_or(before);
