@@ -436,8 +436,8 @@ pub struct RawLoadBalancer {
     pub statics: Vec<RawStatic>,
     /// Connection failures before the balancer takes an instance out (0: never). Default 3.
     pub max_fails: Option<Sp<i64>>,
-    /// How often the balancer checks an instance it took out, e.g. `30s`: it returns once its
-    /// readiness path answers 200. Default 30s.
+    /// How often the balancer checks an instance it took out, e.g. `30s` (at most every 2 s): it
+    /// returns once its liveness path answers 200. Default 30s.
     pub fail_timeout: Option<Sp<String>>,
     /// Send a request on to another instance on these failures (a POST, LOCK or PATCH only when
     /// none of it was sent).

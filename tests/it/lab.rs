@@ -1256,7 +1256,13 @@ fn lab_doctor_finds_an_idle_fleet_healthy_and_a_stopped_redis_down() {
 fn lab_doctor_finds_unequal_weights_as_load_imbalance() {
     let _lab = lab();
     let _restore = restore();
-    let edited = edited_topology("  app-1:   {address: lab-app-1,   roles: [app]}", "  app-1:   {address: lab-app-1,   roles: [app], weight: 4}");
+    // Round robin follows weights exactly (4 requests to each of app-1's instances for 1 to each
+    // of app-2's); least_conn, with requests this short, rarely finds an instance busy and spreads
+    // them about evenly whatever the weights.
+    let edited = edited_topology_many(&[
+        ("  app-1:   {address: lab-app-1,   roles: [app]}", "  app-1:   {address: lab-app-1,   roles: [app], weight: 4}"),
+        ("  strategy: least_conn\n", "  strategy: round_robin\n"),
+    ]);
     let file = edited.to_str().unwrap();
     let rel = release();
     run_ok(&apply_args(file, rel.to_str().unwrap()));
