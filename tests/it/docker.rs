@@ -1040,6 +1040,10 @@ mod node {
             std::thread::sleep(Duration::from_secs(1));
         }
         replicas_judged_from_the_load_balancer(unscraped.to_str().unwrap());
+        // The topology back (its metrics path: nginx's site changes and nginx reloads), before the
+        // release: what the load below covers is a release and its rollback, which reload nothing.
+        let out = apply(node_topology(), first.path().to_str().unwrap());
+        assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
 
         let next = release_dir("next");
         let load = Load::start_at(LB, 4);
