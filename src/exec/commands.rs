@@ -504,6 +504,16 @@ fn balancer_wait(command: &str, cond: &str, wait: Duration) -> String {
     )
 }
 
+/// A drained server made ready, then waited for (at most `wait`) until the balancer has it up
+/// (`show servers state BACKEND`: $4 the server's name, $6 its state, 2 running); else an error.
+fn back_up(wait: Duration) -> String {
+    format!(
+        "{}{}echo \"the balancer does not have $srv up yet\" >&2\nexit 1\n",
+        set_server_state("ready", "put back"),
+        balancer_wait("show servers state $be", "'$4 == s { print ($6 == 2 ? \"yes\" : \"no\") }'", wait)
+    )
+}
+
 /// Take one instance out of this load balancer before it restarts: its server in the balancer
 /// behind nginx (HAProxy) goes into maintenance through the runtime API, so no new request goes
 /// to it, then scalectl waits (at most `wait`) until its requests in flight are answered. No
@@ -533,13 +543,7 @@ pub fn undrain(socket: &str, backend: &str, server: &str, wait: Duration) -> Str
 
 /// [`undrain`] with the socket, backend and server given as shell words, as [`drain_words`].
 pub fn undrain_words(socket: &str, backend: &str, server: &str, wait: Duration) -> String {
-    format!(
-        "{}{}{}echo \"the balancer does not have $srv up yet\" >&2\nexit 1\n",
-        balancer_preamble(socket, backend, server),
-        set_server_state("ready", "put back"),
-        // `show servers state BACKEND`: $4 the server's name, $6 its state (2: running).
-        balancer_wait("show servers state $be", "'$4 == s { print ($6 == 2 ? \"yes\" : \"no\") }'", wait)
-    )
+    format!("{}{}", balancer_preamble(socket, backend, server), back_up(wait))
 }
 
 /// On docker: point a drained server at another replica container and put it back. The
@@ -552,11 +556,10 @@ pub fn serve(socket: &str, backend: &str, server: &str, replica: &str, port: u16
 [ -n \"$ip\" ] || {{ echo \"$name does not resolve\" >&2; exit 1; }}\n\
 for c in \"set server $be/$srv fqdn $name\" \"set server $be/$srv addr $ip port {port}\"; do\n  \
 out=$(api \"$c\")\n  case \"$out\" in ''|*' changed '*|*'no need to change'*) ;; *) echo \"the balancer refused '$c': $out\" >&2; exit 1 ;; esac\ndone\n\
-{ready}{wait}echo \"the balancer does not have $srv up yet\" >&2\nexit 1\n",
+{back}",
         pre = balancer_preamble(&q(socket), &q(backend), &q(server)),
         name = q(replica),
-        ready = set_server_state("ready", "put back"),
-        wait = balancer_wait("show servers state $be", "'$4 == s { print ($6 == 2 ? \"yes\" : \"no\") }'", wait)
+        back = back_up(wait)
     )
 }
 
@@ -586,8 +589,8 @@ awk '$2 == b && $7 % 2 == 1 {{ print \"drained \" $4 }}' b={be} || true; fi\n",
     )
 }
 
-/// Wait until every process in `pids` (shell words: `$old`, `"$@"`) has exited, at most `wait`:
-/// the hosts' drain and the docker target's upstream rewrite both wait so for nginx's old workers.
+/// Wait until every process in `pids` (shell words: `"$@"`) has exited, at most `wait`: the
+/// docker target waits so for nginx's old workers after a change to nginx's own site.
 pub fn wait_for_exit(pids: &str, wait: Duration) -> String {
     format!(
         "end=$(( $(date +%s) + {} ))\nfor p in {pids}; do\n  while kill -0 \"$p\" 2>/dev/null && [ \"$(date +%s)\" -lt \"$end\" ]; do sleep 0.1; done\ndone\n",
