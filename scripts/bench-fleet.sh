@@ -83,6 +83,10 @@ YAML
 }
 
 now() { date +%s.%N; }
+# The machine's stolen time (a virtual machine's neighbours) and all its time, in clock ticks:
+# every size's figures are printed with the share stolen while they were taken.
+steal_ticks() { awk '/^cpu /{print $9}' /proc/stat; }
+all_ticks() { awk '/^cpu /{s=0; for (i=2; i<=NF; i++) s+=$i; print s}' /proc/stat; }
 # Seconds a command takes; its output to $work/last.log, and a failure stops the run there.
 timed() { local t0; t0=$(now); if ! "$@" >"$work/last.log" 2>&1; then echo "FAILED: $*" >&2; tail -20 "$work/last.log" >&2; exit 1; fi; awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 apply() { $s apply -f "$work/fleet.yaml" --release "$1" --yes "${@:2}"; }
@@ -135,6 +139,7 @@ for n in $SIZES; do
   first=${first:-$n}
   hosts=$((n + 3))
   echo "== $n app hosts ($hosts hosts) ==" >&2
+  st0=$(steal_ticks); all0=$(all_ticks)
   topology "$n" 1MiB
   R[$n,boot]=$(timed $s lab up -f "$work/fleet.yaml")
   R[$n,first]=$(timed apply "$release")
@@ -156,6 +161,17 @@ for n in $SIZES; do
   t1=$(now); rc=0; $s doctor -f "$work/fleet.yaml" >"$work/doctor.log" 2>&1 || rc=$?
   if [ "$rc" = 1 ]; then echo "doctor failed:" >&2; cat "$work/doctor.log" >&2; exit 1; fi
   R[$n,doctor]=$(awk -v a="$t1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
+  # Kept for a look afterwards, with what the balancer and each instance counted in the last
+  # minute: the fleet is gone when the script ends.
+  {
+    cat "$work/doctor.log"
+    for q in 'sum by (instance_name) (increase(scale_api_http_request_duration_seconds_count{route="/"}[1m]))' \
+             'sum by (server) (increase(haproxy_server_http_responses_total[1m]))'; do
+      echo "== $q"
+      curl -fsS --get http://127.0.0.1:9190/api/v1/query --data-urlencode "query=$q" || true
+      echo
+    done
+  } > "target/bench-fleet-doctor-$n.txt" 2>&1
   R[$n,doctor_rc]=$rc
   R[$n,verdict]=$([ "$rc" = 0 ] && echo "healthy" || echo "$(grep -cE '^(critical|warning|info) ' "$work/doctor.log" || true) findings, the first: $(grep -m1 -E '^(critical|warning|info) ' "$work/doctor.log" || true)")
   # Ansible: the release scalectl left (no change), then a new one under the same load.
@@ -168,6 +184,7 @@ for n in $SIZES; do
   else
     R[$n,aroll]=0; R[$n,aroll_failed]=-; R[$n,aroll_total]=-; R[$n,aroll_reloads]=-
   fi
+  R[$n,steal]=$(awk -v s=$(($(steal_ticks) - st0)) -v a=$(($(all_ticks) - all0)) 'BEGIN { printf "%.0f", (a > 0 ? 100 * s / a : 0) }')
 done
 
 last=$n
@@ -176,7 +193,7 @@ printf 'Deploy cost by fleet size on this machine (2 cores; every host a contain
 printf 'ratios against Ansible (ansible-playbook -f 8, ansible/site.yml) and against the floor (as many\n'
 printf 'OpenSSH sessions as hosts at once, each running `true`).\n\n'
 for n in $SIZES; do
-  printf '%s app hosts (%s hosts)   boot of the new hosts %ss, first apply onto them %ss\n' "$n" $((n + 3)) "${R[$n,boot]}" "${R[$n,first]}"
+  printf '%s app hosts (%s hosts)   boot of the new hosts %ss, first apply onto them %ss; %s%% of the CPU time stolen by the host'"'"'s neighbours\n' "$n" $((n + 3)) "${R[$n,boot]}" "${R[$n,first]}" "${R[$n,steal]}"
   awk -v fl="${R[$n,floor]}" -v an="${R[$n,ansible]}" -v ar="${R[$n,aroll]}" '
     function row(what, t, vs_ansible) {
       if (t == 0) { printf "  %-40s %8s\n", what, "not run"; return }
