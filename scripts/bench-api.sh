@@ -63,8 +63,9 @@ RUST_LOG=warn PORT=8094 BIND=127.0.0.1 REDIS_URL=redis://127.0.0.1:6390/ $api --
 for p in 8089 8090 8091 8092 8093 8094; do wait_port $p; done
 
 # CPU time (user and system, in clock ticks) of a process and its children, and the machine's
-# stolen time (a virtual machine's neighbours): throughput on a shared host moves with its
-# neighbours, CPU time per request does not, so each row reports both.
+# stolen time (a virtual machine's neighbours): on a shared host throughput moves with the
+# neighbours, CPU time per request less (caches are shared too), so each row reports both, and the
+# share stolen while it ran.
 cpu_ticks() { local t=0 p; for p in "$1" $(pgrep -P "$1"); do read -r -a f <"/proc/$p/stat" && t=$((t + f[13] + f[14])); done; echo "$t"; }
 steal_ticks() { awk '/^cpu /{print $9}' /proc/stat; }
 all_ticks() { awk '/^cpu /{s=0; for (i=2; i<=NF; i++) s+=$i; print s}' /proc/stat; }
