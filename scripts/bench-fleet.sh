@@ -88,7 +88,19 @@ now() { date +%s.%N; }
 steal_ticks() { awk '/^cpu /{print $9}' /proc/stat; }
 all_ticks() { awk '/^cpu /{s=0; for (i=2; i<=NF; i++) s+=$i; print s}' /proc/stat; }
 # Seconds a command takes; its output to $work/last.log, and a failure stops the run there.
-timed() { local t0; t0=$(now); if ! "$@" >"$work/last.log" 2>&1; then echo "FAILED: $*" >&2; tail -20 "$work/last.log" >&2; exit 1; fi; awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+# The whole output of a failed command is kept in target/bench-fleet-failed.log (the fleet is gone
+# once the script ends); its errors and last lines are printed.
+timed() {
+  local t0; t0=$(now)
+  if ! "$@" >"$work/last.log" 2>&1; then
+    cp "$work/last.log" target/bench-fleet-failed.log
+    echo "FAILED: $* (its whole output: target/bench-fleet-failed.log)" >&2
+    grep -iE '^(error|warning)|failed|timed out' "$work/last.log" | head -20 >&2 || true
+    tail -20 "$work/last.log" >&2
+    exit 1
+  fi
+  awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'
+}
 apply() { $s apply -f "$work/fleet.yaml" --release "$1" --yes "${@:2}"; }
 lab_dir() { echo "$SCALECTL_HOME/lab/fleet"; }
 

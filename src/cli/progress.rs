@@ -29,6 +29,9 @@ struct Places {
     count: BTreeMap<String, (u64, u64)>,
     /// The places shown, least recently active first.
     lines: Vec<(String, ProgressBar)>,
+    /// Places at work: a step begun and no action done since. A place between two phases of
+    /// the run (its uploads done, its restarts not begun) is not.
+    busy: std::collections::BTreeSet<String>,
     /// Places whose every action is done.
     finished: usize,
 }
@@ -91,6 +94,7 @@ impl Board {
         let mut p = self.places.lock().unwrap_or_else(|e| e.into_inner());
         let bar = self.line(&mut p, place);
         bar.set_message(step.to_string());
+        p.busy.insert(place.to_string());
     }
 
     /// `n` more of `place`'s actions are done; its line goes once all are.
@@ -99,6 +103,7 @@ impl Board {
         let (planned, done) = p.count.get(place).copied().unwrap_or((0, 0));
         let now = (done + n as u64).min(planned);
         p.count.insert(place.to_string(), (planned, now));
+        p.busy.remove(place);
         self.run.inc(now - done);
         if let Some(i) = p.lines.iter().position(|(name, _)| name == place) {
             p.lines[i].1.set_position(now);
@@ -137,7 +142,8 @@ impl Board {
     }
 
     /// The run ended: on success every line goes (the closing line says the rest); on failure
-    /// the places still at work stay on screen with the step they stopped at.
+    /// the places still at work stay on screen with the step they stopped at, and those that
+    /// were waiting between two phases go.
     pub fn end(&self, ok: bool) {
         let p = self.places.lock().unwrap_or_else(|e| e.into_inner());
         if ok {
@@ -147,8 +153,13 @@ impl Board {
             self.run.finish_and_clear();
             let _ = self.multi.clear();
         } else {
-            for (_, bar) in &p.lines {
-                bar.abandon();
+            for (place, bar) in &p.lines {
+                if p.busy.contains(place) {
+                    bar.abandon();
+                } else {
+                    bar.finish_and_clear();
+                    self.multi.remove(bar);
+                }
             }
             self.run.abandon_with_message(format!("stopped; {}", self.summary(&p)));
         }
@@ -237,6 +248,23 @@ mod tests {
         assert!(s.contains("web-2") && s.contains("restarting app@3001"), "{s}");
         assert!(s.contains("stopped; 1 of 2 places done"), "{s}");
         assert!(!s.contains("web-1"), "{s}");
+    }
+
+    #[test]
+    fn a_failed_run_clears_the_hosts_that_were_waiting_between_phases() {
+        let (b, term) = board(&[("web-1", 3), ("web-2", 3), ("web-3", 3)], 20);
+        // Every host uploads (one action each), then web-2 fails restarting; web-1 and web-3
+        // wait for their turn, their uploads done.
+        for h in ["web-1", "web-2", "web-3"] {
+            b.say(h, "uploading release abc (2 MB)");
+            b.done(h, 1);
+        }
+        b.say("web-2", "restarting app@3001, waiting for /ready");
+        b.end(false);
+        let s = screen(&b, &term);
+        assert!(s.contains("web-2") && s.contains("restarting app@3001"), "{s}");
+        assert!(!s.contains("web-1") && !s.contains("web-3"), "{s}");
+        assert!(s.contains("stopped; 0 of 3 places done"), "{s}");
     }
 
     #[test]

@@ -136,6 +136,9 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     // with while it restarts (many a second, on one instance), nor Prometheus' scrapes.
     let served = format!(r#"route!="{}",route!="{}",route!="/metrics""#, t.app.liveness, t.app.readiness);
     let rps = p.instant(&format!("sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count{{{served}}}[{recent}]))")).await?;
+    // Processes that started within the rates' window (the app's own start time: scale-api and
+    // prom-client both export it).
+    let recent_start = p.instant(&format!(r#"max by (instance_name) (process_start_time_seconds{{job="app"}}) > time() - {}"#, recent.trim_end_matches('s'))).await?;
     let p99 = p.instant(&format!("histogram_quantile(0.99, sum by (le, instance_name) (rate(scale_api_http_request_duration_seconds_bucket[{recent}])))")).await?;
     let errors = p
         .instant(&format!(
@@ -218,6 +221,7 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
             weight,
             restarts: from_target.instances.get(&name).map(|i| i.crash_restarts).unwrap_or_else(|| by(&unit_restarts, "instance_name", &name).unwrap_or(0.0).round() as u32),
             requests_per_s: own_or_lb(&rps, &lb_rps).unwrap_or(0.0),
+            started_recently: by(&recent_start, "instance_name", &name).is_some(),
             p99_ms: own_or_lb(&p99, &lb_p99).map(|x| x * 1000.0),
             error_rate_percent: own_or_lb(&errors, &lb_errors).unwrap_or(0.0),
             scheduling_delay_ms: series_by(&delay, "instance_name", &name),

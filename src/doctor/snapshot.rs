@@ -145,6 +145,11 @@ pub struct InstanceSample {
     pub weight: u32,
     /// Times the process started within the window.
     pub restarts: u32,
+    /// Its process started within the last minute that the rates cover (a deploy or a restart
+    /// just now): its rates cover part of that minute, and the drain before, so they are not
+    /// compared with the others'.
+    #[serde(default)]
+    pub started_recently: bool,
     pub requests_per_s: f64,
     pub p99_ms: Option<f64>,
     pub error_rate_percent: f64,

@@ -201,6 +201,26 @@ fn fd_exhaustion_suggests_a_higher_limit() {
 }
 
 #[test]
+fn instances_that_just_started_are_not_compared_for_balance() {
+    // Right after a roll: the instance restarted last took traffic for a few seconds of the
+    // minute its rate covers.
+    let mut s = healthy();
+    inst(&mut s, "app-2-3001").requests_per_s = 5.0;
+    inst(&mut s, "app-2-3001").started_recently = true;
+    assert!(!ids(&diagnose(&s, None)).contains(&"load-imbalance"));
+    // The others are still compared with one another.
+    inst(&mut s, "app-1-3001").requests_per_s = 5.0;
+    assert!(only(&s, "load-imbalance").summary.ends_with("the traffic of app-1-3001"));
+    // Every instance new: nothing is judged, and doctor says why.
+    for i in s.instances.iter_mut() {
+        i.started_recently = true;
+    }
+    let d = diagnose(&s, None);
+    assert!(d.healthy, "{}", render_text(&d, false));
+    assert!(render_text(&d, false).contains("not judged: 4 of 4 instances started within the last minute"), "{}", render_text(&d, false));
+}
+
+#[test]
 fn uneven_traffic_is_an_imbalance_and_names_unequal_weights() {
     let mut s = healthy();
     inst(&mut s, "app-1-3000").requests_per_s = 300.0;

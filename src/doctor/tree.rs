@@ -387,10 +387,17 @@ fn redis(w: &mut Walk<'_>, s: &Snapshot, slow_step: &str) {
 }
 
 /// Uneven load among instances that serve (at least a few requests a second, so scrapes alone
-/// do not count). Weights are named in the evidence: unequal weights are a common cause.
+/// do not count). Weights are named in the evidence: unequal weights are a common cause. An
+/// instance whose process started within the rates' window is left out: right after a roll its
+/// rate covers a part of the window, and the others' the traffic it did not take while drained.
 fn balance(w: &mut Walk<'_>, s: &Snapshot, up: &[&InstanceSample], total_rps: f64) {
     let th = &s.thresholds;
-    let serving: Vec<&InstanceSample> = up.iter().copied().filter(|i| i.weight > 0).collect();
+    let weighted: Vec<&InstanceSample> = up.iter().copied().filter(|i| i.weight > 0).collect();
+    let serving: Vec<&InstanceSample> = weighted.iter().copied().filter(|i| !i.started_recently).collect();
+    let fresh = weighted.len() - serving.len();
+    if serving.len() < 2 && fresh > 0 && total_rps >= 5.0 {
+        w.ask("load even across instances?", format!("not judged: {fresh} of {} instances started within the last minute (a deploy or a restart); ask again in a minute", weighted.len()), false);
+    }
     if serving.len() >= 2 && total_rps >= 5.0 {
         let max = serving.iter().copied().max_by(|a, b| a.requests_per_s.total_cmp(&b.requests_per_s)).unwrap_or(serving[0]);
         let min = serving.iter().copied().min_by(|a, b| a.requests_per_s.total_cmp(&b.requests_per_s)).unwrap_or(serving[0]);
