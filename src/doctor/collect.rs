@@ -114,7 +114,8 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     // Rates of requests, latencies and errors are the window's own, a minute at most (a longer
     // window is judged by the series above) and four scrapes at least (a rate needs two samples).
     let four_scrapes = 4 * step.as_secs();
-    let recent = format!("{}s", window.as_secs().clamp(four_scrapes, four_scrapes.max(60)));
+    let recent_s = window.as_secs().clamp(four_scrapes, four_scrapes.max(60));
+    let recent = format!("{recent_s}s");
     // Each point of a CPU series is a rate over four scrapes, and the series starts four scrapes
     // into the window: no point reaches back before the window and judges it by what ran before
     // it (a minute of load before a quiet window made it look busy).
@@ -138,7 +139,7 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
     let rps = p.instant(&format!("sum by (instance_name) (rate(scale_api_http_request_duration_seconds_count{{{served}}}[{recent}]))")).await?;
     // Processes that started within the rates' window (the app's own start time: scale-api and
     // prom-client both export it).
-    let recent_start = p.instant(&format!(r#"max by (instance_name) (process_start_time_seconds{{job="app"}}) > time() - {}"#, recent.trim_end_matches('s'))).await?;
+    let recent_start = p.instant(&format!(r#"max by (instance_name) (process_start_time_seconds{{job="app"}}) > time() - {recent_s}"#)).await?;
     let p99 = p.instant(&format!("histogram_quantile(0.99, sum by (le, instance_name) (rate(scale_api_http_request_duration_seconds_bucket[{recent}])))")).await?;
     let errors = p
         .instant(&format!(
