@@ -145,6 +145,42 @@ PY
 # journal of their units.
 reloads() { docker exec fleet-lb-1 journalctl -u nginx.service -u haproxy.service -o cat 2>/dev/null | grep -c '^Reloaded' || true; }
 
+# One size's table, printed as soon as that size is done: a later size that fails (or runs out of
+# time) does not take the earlier sizes' figures with it.
+size_table() {
+  local n=$1
+  printf '%s app hosts (%s hosts)   boot of the new hosts %ss, first apply onto them %ss; %s%% of the CPU time stolen by the host'"'"'s neighbours\n' "$n" $((n + 3)) "${R[$n,boot]}" "${R[$n,first]}" "${R[$n,steal]}"
+  awk -v fl="${R[$n,floor]}" -v an="${R[$n,ansible]}" -v ar="${R[$n,aroll]}" '
+    function row(what, t, vs_ansible) {
+      if (t == 0) { printf "  %-40s %8s\n", what, "not run"; return }
+      if (vs_ansible > 0) printf "  %-40s %8.2f %8.2fx %9.2fx\n", what, t, t / vs_ansible, t / fl
+      else printf "  %-40s %8.2f %9s %9.2fx\n", what, t, "", t / fl
+    }
+    BEGIN { printf "  %-40s %8s %9s %10s\n", "", "seconds", "/ansible", "/floor"
+      row("floor: one ssh session per host", fl, 0) }
+    { gsub(",", " ", $1); row($1, $2, $3 == "a" ? an : ($3 == "r" ? ar : 0)) }' <<ROWS
+plan,no-change ${R[$n,plan]} -
+apply,no-change ${R[$n,apply]} a
+apply,no-change,--parallel=4 ${R[$n,apply4]} a
+apply,no-change,--parallel=16 ${R[$n,apply16]} a
+apply,no-change,--parallel=64 ${R[$n,apply64]} a
+apply,one-file-change ${R[$n,onefile]} -
+apply,new-release,rolled ${R[$n,roll]} r
+status ${R[$n,status]} -
+doctor ${R[$n,doctor]} -
+ansible-playbook,no-change ${R[$n,ansible]} -
+ansible-playbook,new-release ${R[$n,aroll]} -
+ROWS
+  printf '  doctor (exit %s): %s\n' "${R[$n,doctor_rc]}" "${R[$n,verdict]}"
+  printf '  a new release under load (wrk -c16; nothing resent):\n'
+  printf '    scalectl: %s of %s requests failed; nginx and the balancer reloaded %s times\n' "${R[$n,roll_failed]}" "${R[$n,roll_total]}" "${R[$n,roll_reloads]}"
+  printf '    ansible:  %s of %s requests failed; nginx and the balancer reloaded %s times\n\n' "${R[$n,aroll_failed]}" "${R[$n,aroll_total]}" "${R[$n,aroll_reloads]}"
+}
+
+echo
+printf 'Deploy cost by fleet size on this machine (2 cores; every host a container on it). Seconds;\n'
+printf 'ratios against Ansible (ansible-playbook -f 8, ansible/site.yml) and against the floor (as many\n'
+printf 'OpenSSH sessions as hosts at once, each running `true`).\n\n'
 declare -A R
 first=
 for n in $SIZES; do
@@ -197,41 +233,10 @@ for n in $SIZES; do
     R[$n,aroll]=0; R[$n,aroll_failed]=-; R[$n,aroll_total]=-; R[$n,aroll_reloads]=-
   fi
   R[$n,steal]=$(awk -v s=$(($(steal_ticks) - st0)) -v a=$(($(all_ticks) - all0)) 'BEGIN { printf "%.0f", (a > 0 ? 100 * s / a : 0) }')
+  size_table "$n"
 done
 
 last=$n
-echo
-printf 'Deploy cost by fleet size on this machine (2 cores; every host a container on it). Seconds;\n'
-printf 'ratios against Ansible (ansible-playbook -f 8, ansible/site.yml) and against the floor (as many\n'
-printf 'OpenSSH sessions as hosts at once, each running `true`).\n\n'
-for n in $SIZES; do
-  printf '%s app hosts (%s hosts)   boot of the new hosts %ss, first apply onto them %ss; %s%% of the CPU time stolen by the host'"'"'s neighbours\n' "$n" $((n + 3)) "${R[$n,boot]}" "${R[$n,first]}" "${R[$n,steal]}"
-  awk -v fl="${R[$n,floor]}" -v an="${R[$n,ansible]}" -v ar="${R[$n,aroll]}" '
-    function row(what, t, vs_ansible) {
-      if (t == 0) { printf "  %-40s %8s\n", what, "not run"; return }
-      if (vs_ansible > 0) printf "  %-40s %8.2f %8.2fx %9.2fx\n", what, t, t / vs_ansible, t / fl
-      else printf "  %-40s %8.2f %9s %9.2fx\n", what, t, "", t / fl
-    }
-    BEGIN { printf "  %-40s %8s %9s %10s\n", "", "seconds", "/ansible", "/floor"
-      row("floor: one ssh session per host", fl, 0) }
-    { gsub(",", " ", $1); row($1, $2, $3 == "a" ? an : ($3 == "r" ? ar : 0)) }' <<ROWS
-plan,no-change ${R[$n,plan]} -
-apply,no-change ${R[$n,apply]} a
-apply,no-change,--parallel=4 ${R[$n,apply4]} a
-apply,no-change,--parallel=16 ${R[$n,apply16]} a
-apply,no-change,--parallel=64 ${R[$n,apply64]} a
-apply,one-file-change ${R[$n,onefile]} -
-apply,new-release,rolled ${R[$n,roll]} r
-status ${R[$n,status]} -
-doctor ${R[$n,doctor]} -
-ansible-playbook,no-change ${R[$n,ansible]} -
-ansible-playbook,new-release ${R[$n,aroll]} -
-ROWS
-  printf '  doctor (exit %s): %s\n' "${R[$n,doctor_rc]}" "${R[$n,verdict]}"
-  printf '  a new release under load (wrk -c16; nothing resent):\n'
-  printf '    scalectl: %s of %s requests failed; nginx and the balancer reloaded %s times\n' "${R[$n,roll_failed]}" "${R[$n,roll_total]}" "${R[$n,roll_reloads]}"
-  printf '    ansible:  %s of %s requests failed; nginx and the balancer reloaded %s times\n\n' "${R[$n,aroll_failed]}" "${R[$n,aroll_total]}" "${R[$n,aroll_reloads]}"
-done
 if [ "$first" != "$last" ]; then
   printf 'Growth from %s to %s app hosts (%sx the hosts):\n' "$first" "$last" "$(awk -v a=$((first + 3)) -v b=$((last + 3)) 'BEGIN { printf "%.1f", b / a }')"
   for k in floor plan apply apply4 apply16 apply64 onefile roll status doctor ansible aroll; do
