@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 packages=(nginx-light haproxy socat prometheus prometheus-alertmanager mtail prometheus-redis-exporter redis-server redis-tools ansible-core rsyslog rsyslog-relp logrotate openssl systemd curl
-          docker.io debootstrap libssl-dev pkg-config nftables)
+          docker.io debootstrap libssl-dev pkg-config nftables patroni)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -69,3 +69,8 @@ if [ ! -s target/lab-redis-password ]; then
   mkdir -p target
   (umask 077; openssl rand -hex 24 > target/lab-redis-password)
 fi
+# The database lab's passwords (examples/database.yaml reads them from LAB_DB_PASSWORD,
+# LAB_DB_REPLICATION_PASSWORD and LAB_DB_REST_PASSWORD), made once in the same way.
+for f in lab-db-password lab-db-replication-password lab-db-rest-password; do
+  [ -s "target/$f" ] || (mkdir -p target; umask 077; openssl rand -hex 24 > "target/$f")
+done

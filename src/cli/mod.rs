@@ -7,6 +7,7 @@
 mod apply;
 pub mod args;
 mod completions;
+mod db;
 mod dockerignore;
 mod doctor;
 mod lab;
@@ -86,6 +87,8 @@ pub enum Command {
     Doctor(doctor::Args),
     /// The app's log lines from every instance, merged in time order and labelled (--follow for new ones)
     Logs(logs::Args),
+    /// The database tier as Patroni runs it: who leads, how far each replica is behind (db status)
+    Db(db::Args),
     /// The fleet lock that keeps applies apart (lock status|release)
     Lock(lock::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
@@ -140,6 +143,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Status(a) => status::run(a, color),
         Command::Logs(a) => logs::run(a, color),
         Command::Lock(a) => lock::run(a, color),
+        Command::Db(a) => db::run(a, color),
         Command::Doctor(a) => doctor::run(a, color),
         Command::Completions(a) => completions::run(a),
         Command::Man => completions::man(),

@@ -52,6 +52,20 @@ pub fn resolve_secrets(t: &Topology) -> anyhow::Result<SecretValues> {
     if let Some(r) = t.observability.alertmanager.as_ref().and_then(|a| a.webhook.as_ref()) {
         values.alertmanager_webhook = Some(resolve_secret("observability.alertmanager.webhook", r)?);
     }
+    if let Some(d) = &t.database {
+        let password = resolve_secret("database.password", &d.password)?;
+        // It goes into the app's connection URLs (DATABASE_URL), where any other character
+        // would need escaping that not every library undoes.
+        anyhow::ensure!(
+            password.chars().all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c)),
+            "secret `database.password` holds a character a connection URL would have to escape: use letters, digits, `-`, `.`, `_` and `~` (such as `openssl rand -hex 32`)"
+        );
+        values.database = Some(render::DatabaseSecrets {
+            password,
+            replication_password: resolve_secret("database.replication_password", &d.replication_password)?,
+            rest_password: resolve_secret("database.rest_password", &d.rest_password)?,
+        });
+    }
     Ok(values)
 }
 

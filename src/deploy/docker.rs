@@ -135,6 +135,10 @@ impl Target for Engine {
         self.rt.block_on(engine::execute(&self.docker, &self.topology, plan, &o))
     }
 
+    fn database(&self) -> anyhow::Result<super::DbCluster> {
+        anyhow::bail!("the docker target runs no database tier yet (it is deployed to `target: hosts`)")
+    }
+
     fn status(&self) -> anyhow::Result<Status> {
         let containers = self.observe()?.containers;
         let mut items: Vec<StatusItem> = containers

@@ -129,6 +129,22 @@ impl Target for Hosts {
         apply::execute(&self.conns, plan, &o)
     }
 
+    fn database(&self) -> anyhow::Result<super::DbCluster> {
+        let t = &self.topology;
+        anyhow::ensure!(t.database.is_some(), "topology `{}` has no database section", t.name);
+        let members: Vec<&crate::topology::Host> = t.hosts.iter().filter(|h| h.has(crate::topology::Role::Database)).collect();
+        let mut errors = Vec::new();
+        for h in members {
+            let Some(c) = self.conns.iter().find(|c| c.endpoint.host == h.name) else { continue };
+            let o = c.run(&commands::patroni_cluster(&h.address), b"", Duration::from_secs(20))?;
+            if o.ok() {
+                return super::DbCluster::from_patroni(&h.name, &o.stdout);
+            }
+            errors.push(format!("{}: {}", h.name, o.stderr.trim()));
+        }
+        anyhow::bail!("no database host's Patroni answered: {}", errors.join("; "))
+    }
+
     fn status(&self) -> anyhow::Result<Status> {
         let (desired, observed) = self.observe(None, &SecretValues::default())?;
         let mut items = Vec::new();

@@ -74,6 +74,56 @@ pub struct Status {
     pub items: Vec<StatusItem>,
 }
 
+/// The database cluster as Patroni reports it (`scalectl db status`): which member leads is
+/// Patroni's state, not the topology's.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct DbCluster {
+    pub scope: String,
+    /// The member whose Patroni answered.
+    pub asked: String,
+    pub members: Vec<DbMember>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct DbMember {
+    pub name: String,
+    pub host: String,
+    /// `leader`, `replica`, `sync_standby`...
+    pub role: String,
+    /// `running`, `streaming`, `creating replica`, `stopped`...
+    pub state: String,
+    pub timeline: Option<u64>,
+    /// Bytes of WAL behind the leader (replicas; None where Patroni does not know).
+    pub lag_bytes: Option<u64>,
+}
+
+impl DbCluster {
+    /// Patroni's `GET /cluster` answer.
+    pub fn from_patroni(asked: &str, json: &str) -> anyhow::Result<DbCluster> {
+        let v: serde_json::Value = serde_json::from_str(json).map_err(|e| anyhow::anyhow!("Patroni's /cluster on {asked} answered what is not JSON: {e}"))?;
+        let members = v["members"]
+            .as_array()
+            .ok_or_else(|| anyhow::anyhow!("Patroni's /cluster on {asked} lists no members"))?
+            .iter()
+            .map(|m| DbMember {
+                name: m["name"].as_str().unwrap_or("?").to_string(),
+                host: m["host"].as_str().unwrap_or("?").to_string(),
+                role: m["role"].as_str().unwrap_or("?").to_string(),
+                state: m["state"].as_str().unwrap_or("?").to_string(),
+                timeline: m["timeline"].as_u64(),
+                lag_bytes: m["lag"].as_u64(),
+            })
+            .collect();
+        Ok(DbCluster { scope: v["scope"].as_str().unwrap_or_default().to_string(), asked: asked.to_string(), members })
+    }
+
+    /// One member leads and every other streams from it.
+    pub fn healthy(&self) -> bool {
+        let leaders = self.members.iter().filter(|m| m.role == "leader" || m.role == "standby_leader").count();
+        leaders == 1 && self.members.iter().all(|m| matches!(m.state.as_str(), "running" | "streaming"))
+    }
+}
+
 /// One unit on a host, or one container on the engine.
 #[derive(Debug, Serialize)]
 pub struct StatusItem {
@@ -150,6 +200,8 @@ pub trait Target {
     /// The app's log lines from every instance, in time order; then, with `follow`, new ones as
     /// they come (until the process is stopped).
     fn logs(&self, q: &LogQuery, out: &(dyn Fn(&LogLine) + Sync)) -> anyhow::Result<()>;
+    /// The database cluster as Patroni reports it, asked of the first database host that answers.
+    fn database(&self) -> anyhow::Result<DbCluster>;
 }
 
 /// Lines of history from several places, merged in time order and filtered to one instance.

@@ -23,10 +23,25 @@ pub fn q(s: &str) -> String {
 
 pub fn install_packages(packages: &[String]) -> String {
     let list: Vec<String> = packages.iter().map(|p| q(p)).collect();
+    // A package whose installation reads a file scalectl writes: that file first.
+    let (package, path, content) = crate::topology::tiers::DATABASE_PREINSTALL;
+    let before = if packages.iter().any(|p| p == package) {
+        let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("/");
+        format!("mkdir -p {} && printf '%s' {} > {}\n", q(dir), q(content), q(path))
+    } else {
+        String::new()
+    };
     format!(
-        "export DEBIAN_FRONTEND=noninteractive\napt-get update -q && apt-get install -y -q --no-install-recommends {}\n",
+        "export DEBIAN_FRONTEND=noninteractive\n{before}apt-get update -q && apt-get install -y -q --no-install-recommends {}\n",
         list.join(" ")
     )
+}
+
+/// Patroni's view of the cluster, from its REST API on the database host at `address` (a read:
+/// no password).
+pub fn patroni_cluster(address: &str) -> String {
+    let url = format!("http://{}/cluster", crate::render::hostport(address, crate::topology::ports::PATRONI));
+    format!("curl -fsS --max-time 10 {}", q(&url))
 }
 
 /// Receives the release on stdin: scale-api's binary, or (`archive`) a tar of the program's

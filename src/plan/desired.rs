@@ -233,6 +233,16 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                 d.absent.push(("/etc/nginx/sites-enabled/default".into(), OnChange::Reload("nginx.service")));
                 d.balancer = Some(crate::topology::tiers::balancer_backend(&t.name));
             }
+            if t.database.is_some() && (h.has(Role::Database) || h.has(Role::Etcd)) {
+                // pg_hba.conf admits addresses, and etcd listens on its own: the names of the
+                // hosts that reach the database (and of this one), resolved here.
+                let reaches = |a: &crate::topology::Host| a.has(Role::App) || a.has(Role::Worker) || a.has(Role::Database) || a.has(Role::Etcd);
+                for a in t.hosts.iter().filter(|a| reaches(a) && a.address.parse::<std::net::IpAddr>().is_err()) {
+                    if !d.resolve.contains(&a.address) {
+                        d.resolve.push(a.address.clone());
+                    }
+                }
+            }
             if h.has(Role::Redis) && t.redis.is_some() {
                 // Where earlier releases gave the exporter the apps' password as REDIS_PASSWORD,
                 // which it used for any target a /scrape asked for: it now has a password of its

@@ -29,6 +29,14 @@ impl Facts {
         Facts { cores: BTreeMap::new(), default_cores: default_cores.max(1), resolved: BTreeMap::new() }
     }
 
+    /// An address as an IP: itself, or the name as resolved (else the name as it is).
+    pub fn ip_of(&self, address: &str) -> String {
+        if address.parse::<std::net::IpAddr>().is_ok() {
+            return address.to_string();
+        }
+        self.resolved.get(address).map(|ip| ip.to_string()).unwrap_or_else(|| address.to_string())
+    }
+
     /// Cores of a host: observed, else declared in the topology, else the default.
     pub fn cores_of(&self, h: &Host) -> u32 {
         self.cores.get(&h.name).copied().or(h.cores).unwrap_or(self.default_cores).max(1)
@@ -76,6 +84,56 @@ pub struct HostView {
     pub relp_port: u16,
     /// Ports only Prometheus may reach here: the exporters of this host's tiers.
     pub exporter_ports: Vec<u16>,
+    /// Ports only the hosts that use the database reach here (PostgreSQL, Patroni's REST API),
+    /// and only Patroni and etcd's peers (etcd).
+    pub database_ports: Vec<u16>,
+    pub etcd_ports: Vec<u16>,
+    /// Its address as an IP: the address itself, or its name as the fleet resolved it
+    /// (Facts::resolved); the name where nothing resolved it (`scalectl render`).
+    pub ip: String,
+}
+
+/// The database tier as its templates see it: Patroni's members, etcd's, and the hosts whose
+/// app connects (through HAProxy on their own host).
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseView {
+    pub members: Vec<Member>,
+    pub etcd: Vec<Member>,
+    pub clients: Vec<Member>,
+    pub postgres_port: u16,
+    pub patroni_port: u16,
+    pub etcd_client_port: u16,
+    pub etcd_peer_port: u16,
+    pub writer_port: u16,
+    pub reader_port: u16,
+    pub data_dir: &'static str,
+    pub post_bootstrap: &'static str,
+    pub superuser: &'static str,
+    pub replication_user: &'static str,
+    pub rest_user: &'static str,
+}
+
+/// A host as another tier reaches it: its name, address, and that address as an IP.
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    pub name: String,
+    pub address: String,
+    pub ip: String,
+    /// As pg_hba.conf names it: `IP/32` (or `/128`), else the name itself (`scalectl render`,
+    /// which resolves nothing; PostgreSQL then checks the name both ways).
+    pub hba: String,
+}
+
+impl Member {
+    fn of(h: &Host, facts: &Facts) -> Member {
+        let ip = facts.ip_of(&h.address);
+        let hba = match ip.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(_)) => format!("{ip}/32"),
+            Ok(std::net::IpAddr::V6(_)) => format!("{ip}/128"),
+            Err(_) => ip.clone(),
+        };
+        Member { name: h.name.clone(), address: h.address.clone(), ip, hba }
+    }
 }
 
 /// One target Prometheus scrapes besides the app's instances, from the tier table.
@@ -185,6 +243,8 @@ pub struct Ctx {
     pub balancer: Balancer,
     /// The queue the app's workers consume, as the Redis exporter measures it.
     pub queue: Option<crate::topology::QueueMeasures>,
+    /// The database tier (hosts view, where the topology has one).
+    pub database: Option<DatabaseView>,
     pub version: &'static str,
 }
 
@@ -208,6 +268,7 @@ impl Ctx {
             ports: Ports { node_exporter: ports::NODE_EXPORTER, redis_exporter: ports::REDIS_EXPORTER, nginx_exporter: ports::NGINX_EXPORTER, mtail: ports::MTAIL, balancer_exporter: ports::BALANCER_EXPORTER },
             balancer: Balancer::of(t),
             queue: t.queue().map(|q| q.measures()),
+            database: None,
             version: env!("CARGO_PKG_VERSION"),
         }
     }
@@ -248,12 +309,48 @@ impl Ctx {
             let tiers = t.tiers_on(h);
             let listens = || tiers.iter().flat_map(|tier| &tier.listens);
             let exporter_ports = listens().filter(|l| l.reach == Reach::Monitor).map(|l| l.port).collect();
+            let database_ports = listens().filter(|l| l.reach == Reach::Database).map(|l| l.port).collect();
+            let etcd_ports = listens().filter(|l| l.reach == Reach::Etcd).map(|l| l.port).collect();
             for l in listens() {
                 if let Some(job) = l.job {
                     c.scrapes.push(Scrape { job, host: h.name.clone(), target: super::filters::hostport(&h.address, l.port) });
                 }
             }
-            c.hosts.push(HostView { name: h.name.clone(), address: h.address.clone(), roles: h.roles.clone(), ssh: h.ssh.clone(), ports, workers: t.workers_on(h, facts.cores_of(h)), relp_port, exporter_ports });
+            c.hosts.push(HostView {
+                name: h.name.clone(),
+                address: h.address.clone(),
+                roles: h.roles.clone(),
+                ssh: h.ssh.clone(),
+                ports,
+                workers: t.workers_on(h, facts.cores_of(h)),
+                relp_port,
+                exporter_ports,
+                database_ports,
+                etcd_ports,
+                ip: facts.ip_of(&h.address),
+            });
+        }
+        if t.database.is_some() {
+            let with = |keep: &dyn Fn(&Host) -> bool| -> Vec<Member> {
+                t.hosts.iter().filter(|h| keep(h)).map(|h| Member::of(h, facts)).collect()
+            };
+            use crate::topology::tiers as tt;
+            c.database = Some(DatabaseView {
+                members: with(&|h| h.has(Role::Database)),
+                etcd: with(&|h| h.has(Role::Etcd)),
+                clients: with(&|h| h.has(Role::App) || h.has(Role::Worker)),
+                postgres_port: ports::POSTGRES,
+                patroni_port: ports::PATRONI,
+                etcd_client_port: ports::ETCD_CLIENT,
+                etcd_peer_port: ports::ETCD_PEER,
+                writer_port: ports::DB_WRITER,
+                reader_port: ports::DB_READER,
+                data_dir: tt::DATABASE_DATA_DIR,
+                post_bootstrap: tt::PATRONI_POST_BOOTSTRAP,
+                superuser: crate::topology::DB_SUPERUSER,
+                replication_user: crate::topology::DB_REPLICATION_USER,
+                rest_user: crate::topology::DB_REST_USER,
+            });
         }
         c.sort_scrapes();
         if c.monitor.is_some() && t.observability.logs.destination == crate::topology::LogDestination::Collector {

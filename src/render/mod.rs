@@ -122,6 +122,16 @@ pub struct SecretValues {
     pub alertmanager_webhook: Option<String>,
     /// observability.prometheus.password.
     pub prometheus_password: Option<String>,
+    /// database.password, replication_password and rest_password.
+    pub database: Option<DatabaseSecrets>,
+}
+
+/// The database tier's passwords, resolved.
+#[derive(Clone, Default)]
+pub struct DatabaseSecrets {
+    pub password: String,
+    pub replication_password: String,
+    pub rest_password: String,
 }
 
 impl std::fmt::Debug for SecretValues {
@@ -132,6 +142,7 @@ impl std::fmt::Debug for SecretValues {
             .field("redis_password", &self.redis_password.as_ref().map(|_| "***"))
             .field("alertmanager_webhook", &self.alertmanager_webhook.as_ref().map(|_| "***"))
             .field("prometheus_password", &self.prometheus_password.as_ref().map(|_| "***"))
+            .field("database", &self.database.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -158,6 +169,16 @@ pub fn render_secrets(t: &Topology, values: &SecretValues, templates: &Templates
         webhook => values.alertmanager_webhook.clone(),
         prometheus_password => values.prometheus_password.clone(),
         prometheus_password_bcrypt => values.prometheus_password.as_deref().map(prometheus_password_hash),
+        // What the database's members and the app's connection URLs need: its passwords, the
+        // users they go with, and the ports of HAProxy's writer and reader on each app host.
+        database_secrets => values.database.as_ref().map(|d| minijinja::context! {
+            password => d.password.clone(),
+            replication_password => d.replication_password.clone(),
+            rest_password => d.rest_password.clone(),
+            rest_user => crate::topology::DB_REST_USER,
+            writer_port => crate::topology::ports::DB_WRITER,
+            reader_port => crate::topology::ports::DB_READER,
+        }),
         queue => t.app.workers.as_ref().and_then(|w| w.queue.as_ref()).map(|q| minijinja::Value::from(minijinja::value::Serde(q.measures()))),
     };
     let mut out = Vec::new();

@@ -23,6 +23,8 @@ pub struct Topology {
     /// None: the fleet runs no Redis (hosts: no host has the `redis` role; docker: a program's
     /// topology without a `redis` section). scale-api always has one.
     pub redis: Option<Redis>,
+    /// None: the fleet has no database host.
+    pub database: Option<Database>,
     pub observability: Observability,
     pub autoscaling: Option<Autoscaling>,
     pub docker: Docker,
@@ -406,6 +408,33 @@ pub struct Redis {
     pub password: Option<SecretRef>,
 }
 
+/// PostgreSQL run by Patroni on the `database` hosts, its leader lock in etcd on the `etcd` hosts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Database {
+    /// The app's database (a PostgreSQL identifier: lower-case letters, digits, `_`).
+    pub name: String,
+    /// The role the app logs in as; it owns the database.
+    pub user: String,
+    pub password: SecretRef,
+    pub replication_password: SecretRef,
+    pub rest_password: SecretRef,
+    pub max_connections: u32,
+    /// Connections per app instance and worker, to each of the writer and the reader.
+    pub pool: u32,
+    /// Bytes of WAL a replica may be behind and still take reads.
+    pub replica_max_lag: u64,
+}
+
+/// The roles Patroni and replication log in as (besides the app's own).
+pub const DB_REPLICATION_USER: &str = "replicator";
+pub const DB_REST_USER: &str = "patroni";
+/// PostgreSQL's superuser: Patroni reaches it over the local socket only (peer authentication),
+/// so it has no password.
+pub const DB_SUPERUSER: &str = "postgres";
+/// Connections of max_connections the app's pools may not take: PostgreSQL's
+/// superuser_reserved_connections (3) and Patroni's own (2).
+pub const DB_RESERVED_CONNECTIONS: u64 = 5;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Observability {
     pub scrape_interval_ms: u64,
@@ -549,4 +578,15 @@ pub mod ports {
     pub const BALANCER: u16 = 8404;
     /// Its Prometheus exporter.
     pub const BALANCER_EXPORTER: u16 = 8405;
+    /// PostgreSQL on a database host's address.
+    pub const POSTGRES: u16 = 5432;
+    /// Patroni's REST API on a database host (its health endpoints for HAProxy's checks).
+    pub const PATRONI: u16 = 8008;
+    /// etcd's client and peer ports on an etcd host.
+    pub const ETCD_CLIENT: u16 = 2379;
+    pub const ETCD_PEER: u16 = 2380;
+    /// HAProxy on each app and worker host, on loopback: the primary (the writer), and the
+    /// replicas in good standing, else the primary (the reader).
+    pub const DB_WRITER: u16 = 5433;
+    pub const DB_READER: u16 = 5434;
 }

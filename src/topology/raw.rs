@@ -98,6 +98,8 @@ pub struct RawTopology {
     pub load_balancer: Option<RawLoadBalancer>,
     /// Redis: the shared state (sessions, counters, cache) that makes the app stateless.
     pub redis: Option<RawRedis>,
+    /// PostgreSQL, replicated and failed over by Patroni, on the hosts with the `database` role.
+    pub database: Option<RawDatabase>,
     /// Prometheus, alert thresholds, Grafana and log shipping.
     pub observability: Option<RawObservability>,
     /// An AWS autoscaling group (rendered as Terraform).
@@ -377,6 +379,10 @@ pub enum Role {
     Redis,
     Monitor,
     Worker,
+    /// A PostgreSQL member (Patroni): the first bootstrapped is the primary, the others stream.
+    Database,
+    /// A member of etcd, where Patroni keeps its leader lock (an odd number of them).
+    Etcd,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -386,7 +392,8 @@ pub struct RawHost {
     pub address: Sp<String>,
     /// How scalectl logs in.
     pub ssh: Option<RawSsh>,
-    /// What the host runs: any of app, lb, redis, monitor, worker (the app's workers).
+    /// What the host runs: any of app, lb, redis, monitor, worker (the app's workers), database
+    /// (a PostgreSQL member) and etcd (Patroni's leader lock).
     pub roles: Sp<Vec<Sp<Role>>>,
     /// Load balancer weight of each of this host's instances. Default 1.
     pub weight: Option<Sp<i64>>,
@@ -556,6 +563,33 @@ pub struct RawRedis {
     pub persistence: Option<Sp<Persistence>>,
     /// Password, by reference only.
     pub password: Option<Sp<SecretRef>>,
+}
+
+/// The database tier: PostgreSQL 15 on every host with the `database` role, run by Patroni (one
+/// primary, the others streaming replicas, a replica promoted when the primary fails), its leader
+/// lock in etcd on the hosts with the `etcd` role. The app and workers reach it through HAProxy on
+/// their own host: `DB_WRITER_URL` (and `DATABASE_URL`) the primary, `DB_READER_URL` the replicas.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    /// The app's database. Default: the topology's name with `-` as `_`.
+    pub name: Option<Sp<String>>,
+    /// The role the app logs in as, owner of the database. Default `app`.
+    pub user: Option<Sp<String>>,
+    /// The app user's password, by reference only.
+    pub password: Sp<SecretRef>,
+    /// The password replicas stream with (user `replicator`), by reference only.
+    pub replication_password: Sp<SecretRef>,
+    /// The password of Patroni's REST API (user `patroni`), which changes the cluster (switchover,
+    /// restart); its health endpoints answer without it. By reference only.
+    pub rest_password: Sp<SecretRef>,
+    /// PostgreSQL's max_connections on every member. Default 100.
+    pub max_connections: Option<Sp<i64>>,
+    /// Connections each app instance (and worker) may open to each of the writer and the reader.
+    /// Default 5.
+    pub pool: Option<Sp<i64>>,
+    /// A replica further behind the primary than this stops taking reads, e.g. `1MiB`. Default 1MiB.
+    pub replica_max_lag: Option<Sp<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

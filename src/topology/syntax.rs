@@ -123,6 +123,21 @@ pub fn unix_user(value: &str, what: &str) -> Check {
     Ok(())
 }
 
+/// A PostgreSQL identifier scalectl writes unquoted (a database or role name): lower-case letters,
+/// digits and `_`, not starting with a digit, at most 63 bytes (PostgreSQL's NAMEDATALEN), and not
+/// `pg_`-prefixed (reserved for the system's roles).
+pub fn pg_identifier(value: &str, what: &str) -> Check {
+    let mut chars = value.chars();
+    let ok_first = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    if !ok_first || value.len() > 63 || !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        return Err(format!("{what} `{}` must be 1 to 63 lower-case letters, digits and '_', not starting with a digit", value.escape_debug()));
+    }
+    if value.starts_with("pg_") {
+        return Err(format!("{what} `{value}` starts with `pg_`, which PostgreSQL keeps for its own roles"));
+    }
+    Ok(())
+}
+
 /// Accounts of the services scalectl itself runs, and of the system: an app running as one of
 /// them could read or change what that service holds (Redis' data, Prometheus' TSDB, the log CA).
 pub const RESERVED_USERS: &[&str] =

@@ -25,6 +25,11 @@ pub enum Reach {
     Monitor,
     /// This host only (loopback): nginx's stub_status.
     Local,
+    /// The hosts that reach the database: app, worker and database hosts (PostgreSQL, Patroni's
+    /// REST API for HAProxy's checks and the other members).
+    Database,
+    /// Patroni on the database hosts, and etcd's other members.
+    Etcd,
 }
 
 /// A port a tier listens on.
@@ -231,6 +236,21 @@ pub const BALANCER_SOCKET: &str = "/run/haproxy/admin.sock";
 /// Its unit on a host.
 pub const BALANCER_SERVICE: &str = "haproxy.service";
 
+/// Patroni's configuration on a database host (no secret in it: the passwords are in
+/// [`PATRONI_SECRETS`], which its unit reads as environment).
+pub const PATRONI_CONFIG: &str = "/etc/patroni/config.yml";
+pub const PATRONI_SECRETS: &str = "/etc/patroni/scalectl.env";
+pub const PATRONI_SERVICE: &str = "patroni.service";
+/// What Patroni runs once, on the member that bootstraps the cluster: the app's role and database.
+pub const PATRONI_POST_BOOTSTRAP: &str = "/etc/patroni/scalectl-post-bootstrap.sh";
+/// Where each member keeps its data (not Debian's `15/main`, which its package would make and
+/// start on its own: see [`DATABASE_PREINSTALL`]).
+pub const DATABASE_DATA_DIR: &str = "/var/lib/postgresql/15/scalectl";
+/// Written before PostgreSQL's package is installed: Debian's postgresql-common then makes no
+/// `main` cluster of its own (which would start on the port Patroni's member needs).
+pub const DATABASE_PREINSTALL: (&str, &str, &str) =
+    ("postgresql-15", "/etc/postgresql-common/createcluster.d/scalectl.conf", "# Written by scalectl: Patroni makes and runs this host's PostgreSQL.\ncreate_main_cluster = false\n");
+
 /// The balancer's backend that holds the app's instances.
 pub fn balancer_backend(topology: &str) -> String {
     format!("{}_app", topology.replace('-', "_"))
@@ -301,6 +321,10 @@ impl Topology {
         if web || workers {
             let app = self.app.name();
             let mut packages = vec!["curl"];
+            // psql beside the app: for its release command and for people.
+            if self.database.is_some() {
+                packages.push("postgresql-client-15");
+            }
             packages.extend(self.app.program.iter().flat_map(|p| p.packages.iter().map(String::as_str)));
             let mut files = Vec::new();
             let mut services = Vec::new();
@@ -329,22 +353,34 @@ impl Topology {
             files.push(file("systemd/secrets.env.j2", format!("/etc/{app}/secrets.env")).mode(0o600).rolls().secret());
             out.push(tier("app", Some(if web { Role::App } else { Role::Worker }), &packages, &services, files, Vec::new()));
         }
-        if h.has(Role::Lb) {
-            // The balancer first: nginx in front proxies to it alone. It holds the instances, and
-            // takes one out and back through its runtime API, so a roll reloads neither of them.
+        // HAProxy: on the load balancer, the balancer behind nginx; on an app or worker host of a
+        // fleet with a database, the writer and reader ports the app connects to. One
+        // configuration file and one unit either way (a host may be both).
+        let db_routes = self.database.is_some() && (h.has(Role::App) || h.has(Role::Worker));
+        if h.has(Role::Lb) || db_routes {
+            let mut listens = Vec::new();
+            if h.has(Role::Lb) {
+                // It holds the instances, and takes one out and back through its runtime API, so a
+                // roll reloads neither nginx nor it.
+                listens.push(Listen::new(ports::BALANCER, "the balancer (HAProxy, behind nginx)", Reach::Local));
+                listens.push(Listen::new(ports::BALANCER_EXPORTER, "the balancer's metrics", Reach::Monitor).scraped("haproxy", "balancer"));
+            }
+            if db_routes {
+                listens.push(Listen::new(ports::DB_WRITER, "the database's writer (HAProxy to the primary)", Reach::Local));
+                listens.push(Listen::new(ports::DB_READER, "the database's reader (HAProxy to the replicas)", Reach::Local));
+            }
             let mut balancer = tier(
-                "balancer",
-                Some(Role::Lb),
+                if h.has(Role::Lb) { "balancer" } else { "db-routes" },
+                Some(if h.has(Role::Lb) { Role::Lb } else if h.has(Role::App) { Role::App } else { Role::Worker }),
                 &["haproxy", "socat"],
                 &[BALANCER_SERVICE],
                 vec![file("haproxy/haproxy.cfg.j2", BALANCER_CONFIG).reloads(BALANCER_SERVICE)],
-                vec![
-                    Listen::new(ports::BALANCER, "the balancer (HAProxy, behind nginx)", Reach::Local),
-                    Listen::new(ports::BALANCER_EXPORTER, "the balancer's metrics", Reach::Monitor).scraped("haproxy", "balancer"),
-                ],
+                listens,
             );
             balancer.check = Some(Check { unit: BALANCER_SERVICE, command: format!("haproxy -c -q -f {BALANCER_CONFIG}") });
             out.push(balancer);
+        }
+        if h.has(Role::Lb) {
             let lb = &self.load_balancer;
             let mut listens = vec![Listen::new(lb.listen, "the load balancer", Reach::Anyone)];
             if let Some(tls) = &lb.tls {
@@ -394,6 +430,39 @@ impl Topology {
             // Its users change live through scalectl's admin user, which a password-less Redis has not.
             t.credentials = self.redis_password().map(|_| LiveCredentials { kind: Credentials::Redis, port: redis.port });
             out.push(t);
+        }
+        if let (true, Some(_)) = (h.has(Role::Etcd), &self.database) {
+            out.push(tier(
+                "etcd",
+                Some(Role::Etcd),
+                &["etcd-server"],
+                &["etcd.service"],
+                vec![file("database/etcd.default.j2", "/etc/default/etcd").restarts("etcd.service")],
+                vec![
+                    Listen::new(ports::ETCD_CLIENT, "etcd (Patroni's leader lock)", Reach::Etcd),
+                    Listen::new(ports::ETCD_PEER, "etcd's peers", Reach::Etcd),
+                ],
+            ));
+        }
+        if let (true, Some(_)) = (h.has(Role::Database), &self.database) {
+            out.push(tier(
+                "database",
+                Some(Role::Database),
+                &["postgresql-15", "patroni", "python3-etcd", "curl"],
+                &[PATRONI_SERVICE],
+                vec![
+                    file("database/post-bootstrap.sh.j2", PATRONI_POST_BOOTSTRAP).mode(0o755),
+                    // Patroni rereads it on a reload, and restarts PostgreSQL itself when a
+                    // parameter asks for it.
+                    file("database/patroni.yml.j2", PATRONI_CONFIG).mode(0o640).group("postgres").reloads(PATRONI_SERVICE),
+                    file("database/patroni.override.conf.j2", "/etc/systemd/system/patroni.service.d/scalectl.conf").restarts(PATRONI_SERVICE),
+                    file("database/patroni.env.j2", PATRONI_SECRETS).mode(0o600).restarts(PATRONI_SERVICE).secret(),
+                ],
+                vec![
+                    Listen::new(ports::POSTGRES, "PostgreSQL", Reach::Database),
+                    Listen::new(ports::PATRONI, "Patroni's REST API", Reach::Database),
+                ],
+            ));
         }
         if h.has(Role::Monitor) {
             let o = &self.observability;
@@ -484,6 +553,7 @@ impl Topology {
             address: "127.0.0.1".into(),
             ssh: Ssh { user: String::new(), port: 22, key: None },
             roles: vec![Role::App, Role::Lb, Role::Redis, Role::Monitor],
+            // The database tier runs on hosts only (validation refuses it on docker).
             weight: 1,
             cores: None,
             instances: None,

@@ -39,6 +39,12 @@ impl V {
     /// What `target: docker` does not run.
     fn docker_limits(&mut self, raw: &RawTopology, t: &Topology) {
         let anchor = raw.name.loc();
+        if let Some(d) = &raw.database {
+            self.push(
+                Problem::at(d.password.loc(), "the database tier (PostgreSQL with Patroni) is deployed to `target: hosts`; the docker target does not run it yet")
+                    .help("remove the database section, or deploy with `target: hosts` (the lab makes hosts on this machine: `scalectl lab up`)"),
+            );
+        }
         if let Some(Sp(s)) = &raw.app.instances
             && let Instances::Count(n) = s.value
             && n > 64
@@ -112,6 +118,7 @@ impl V {
             );
         }
         self.worker_roles(raw, raw_hosts, t);
+        self.database_roles(raw, raw_hosts, t);
         for extra in redis_hosts.iter().skip(1) {
             self.at(role_loc(raw_hosts, &extra.name, Role::Redis), format!("host `{}` is a second redis host; one redis host is supported", extra.name));
         }
@@ -125,6 +132,58 @@ impl V {
             self.push(
                 Problem::at(anchor, "more than one app instance but no host has the lb role: nothing spreads requests across them")
                     .help("add `lb` to one host's roles, or set `app.instances: 1` on a single app host"),
+            );
+        }
+    }
+
+    /// The database tier: its hosts and its section go together; etcd (Patroni's leader lock)
+    /// with an odd number of members; and the app's pools fit in `max_connections`.
+    fn database_roles(&mut self, raw: &RawTopology, raw_hosts: &Map<RawHost>, t: &Topology) {
+        let members: Vec<&Host> = t.hosts.iter().filter(|h| h.has(Role::Database)).collect();
+        let etcd: Vec<&Host> = t.hosts.iter().filter(|h| h.has(Role::Etcd)).collect();
+        let (Some(raw_db), Some(db)) = (&raw.database, &t.database) else {
+            for (h, role) in members.iter().map(|h| (h, Role::Database)).chain(etcd.iter().map(|h| (h, Role::Etcd))) {
+                self.push(
+                    Problem::at(role_loc(raw_hosts, &h.name, role), format!("host `{}` has the {} role, but the topology has no database section", h.name, role_name(role)))
+                        .help("add a `database` section (its passwords by reference), or remove the role"),
+                );
+            }
+            return;
+        };
+        if members.is_empty() {
+            self.push(
+                Problem::at(raw_db.password.loc(), "the database section configures a database that no host runs")
+                    .help("add `database` to the roles of the hosts that should run PostgreSQL (the first becomes the primary, the others its replicas)"),
+            );
+        }
+        if etcd.is_empty() && !members.is_empty() {
+            self.push(
+                Problem::at(raw_db.password.loc(), "no host has the etcd role: Patroni keeps the database's leader lock in etcd, and without it no member may lead")
+                    .help("add `etcd` to the roles of one host (a lab), or three or five (production: each a machine of its own), such as the database hosts"),
+            );
+        } else if !etcd.is_empty() && etcd.len() % 2 == 0 {
+            self.push(
+                Problem::at(role_loc(raw_hosts, &etcd[etcd.len() - 1].name, Role::Etcd), format!("{} etcd hosts: etcd needs a majority of its members, and an even number tolerates no more failures than one fewer (2 members stop when either fails, as 1 does)", etcd.len()))
+                    .help("use an odd number of etcd hosts: 1, 3 or 5"),
+            );
+        }
+        // Every instance and worker holds up to `pool` connections to the writer and as many to
+        // the reader, and with no replica in good standing the reader is the primary too.
+        let clients: u64 = t
+            .hosts
+            .iter()
+            .map(|h| (if h.has(Role::App) { known_instances(t, h) as u64 } else { 0 }) + t.workers_on(h, h.cores.unwrap_or(1)).len() as u64)
+            .sum();
+        let wanted = clients * u64::from(db.pool) * 2;
+        let room = u64::from(db.max_connections).saturating_sub(DB_RESERVED_CONNECTIONS);
+        if wanted > room {
+            let at = raw_db.pool.as_ref().map(|p| p.loc()).or(raw_db.max_connections.as_ref().map(|m| m.loc())).unwrap_or(raw_db.password.loc());
+            self.push(
+                Problem::at(at, format!(
+                    "{clients} app instances and workers with a pool of {} each, to the writer and to the reader, may open {wanted} connections to the primary, more than the {room} its max_connections of {} leaves them ({DB_RESERVED_CONNECTIONS} are kept for Patroni and an administrator)",
+                    db.pool, db.max_connections
+                ))
+                .help(format!("lower database.pool to {} or less, or raise database.max_connections to {} or more", room / (clients * 2).max(1), wanted + DB_RESERVED_CONNECTIONS)),
             );
         }
     }

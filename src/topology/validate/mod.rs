@@ -159,6 +159,7 @@ impl V {
         };
         let queue = app.workers.as_ref().and_then(|w| w.queue.as_ref());
         let redis = wants_redis.then(|| self.redis(raw.redis.as_ref(), queue));
+        let database = raw.database.as_ref().map(|d| self.database(d, raw.name.value()));
         let observability = self.observability(raw.observability.as_ref());
         let autoscaling = raw.autoscaling.as_ref().map(|a| self.autoscaling(a));
         let docker = self.docker(raw.docker.as_ref(), raw.name.value());
@@ -170,6 +171,7 @@ impl V {
             hosts,
             load_balancer,
             redis,
+            database,
             observability,
             autoscaling,
             docker,
@@ -402,7 +404,7 @@ impl V {
             let ssh = self.ssh(h.ssh.as_ref(), raw.ssh.as_ref());
             let mut roles: Vec<Role> = Vec::new();
             if h.roles.value().is_empty() {
-                self.at(h.roles.loc(), format!("host `{}` has no roles: give it at least one of app, worker, lb, redis, monitor", name.value()));
+                self.at(h.roles.loc(), format!("host `{}` has no roles: give it at least one of app, worker, lb, redis, monitor, database, etcd", name.value()));
             }
             for r in h.roles.value() {
                 if roles.contains(r.value()) {
@@ -598,6 +600,41 @@ impl V {
         }
     }
 
+    fn database(&mut self, d: &RawDatabase, topology: &str) -> Database {
+        let name = match &d.name {
+            Some(n) => {
+                self.check(n, syntax::pg_identifier(n.value(), "database.name"));
+                n.value().clone()
+            }
+            None => topology.replace('-', "_"),
+        };
+        let user = match &d.user {
+            Some(u) => {
+                self.check(u, syntax::pg_identifier(u.value(), "database.user"));
+                if [DB_SUPERUSER, DB_REPLICATION_USER, DB_REST_USER].contains(&u.value().as_str()) {
+                    self.at(u.loc(), format!("database.user `{}` is a role scalectl's database tier uses itself; name the app's own", u.value()));
+                }
+                u.value().clone()
+            }
+            None => "app".to_string(),
+        };
+        for r in [&d.password, &d.replication_password, &d.rest_password] {
+            self.secret_ref(r);
+        }
+        let max_connections = self.int(&d.max_connections, "database.max_connections", 100, 20, 10_000) as u32;
+        let pool = self.int(&d.pool, "database.pool", 5, 1, 1_000) as u32;
+        Database {
+            name,
+            user,
+            password: d.password.value().clone(),
+            replication_password: d.replication_password.value().clone(),
+            rest_password: d.rest_password.value().clone(),
+            max_connections,
+            pool,
+            replica_max_lag: self.size(&d.replica_max_lag, "database.replica_max_lag", 1 << 20, 0),
+        }
+    }
+
     fn observability(&mut self, o: Option<&RawObservability>) -> Observability {
         let prom = o.and_then(|o| o.prometheus.as_ref());
         let alerts = o.and_then(|o| o.alerts.as_ref());
@@ -789,6 +826,8 @@ pub fn role_name(r: Role) -> &'static str {
         Role::Redis => "redis",
         Role::Monitor => "monitor",
         Role::Worker => "worker",
+        Role::Database => "database",
+        Role::Etcd => "etcd",
     }
 }
 
