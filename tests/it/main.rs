@@ -8,6 +8,7 @@
 mod api;
 mod broken;
 mod cli;
+mod db;
 mod docker;
 mod lab;
 mod node;

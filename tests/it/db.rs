@@ -1,0 +1,291 @@
+//! The database tier on the lab: examples/database.yaml deploys PostgreSQL 15 on two hosts, run
+//! by Patroni (real Patroni, etcd, PostgreSQL and HAProxy from Debian's packages, systemd, sshd),
+//! and HAProxy's writer and reader ports on each app host. Queries are psql's on the app hosts,
+//! through those ports, as the app's own connections go; nothing resends a failed query. Takes
+//! turns with the other end-to-end tests (support::turn).
+
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::lab::docker_exec;
+use crate::support::{Machine, Turn, run_id, text, turn};
+
+fn db_yaml() -> String {
+    crate::example_path("database")
+}
+
+/// The lab's database passwords (scripts/setup.sh makes them once, as it makes Redis').
+fn password(name: &str) -> String {
+    let f = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join(name);
+    std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e} (scripts/setup.sh makes it)", f.display())).trim().to_string()
+}
+
+fn passwords() -> [(&'static str, String); 3] {
+    [
+        ("LAB_DB_PASSWORD", password("lab-db-password")),
+        ("LAB_DB_REPLICATION_PASSWORD", password("lab-db-replication-password")),
+        ("LAB_DB_REST_PASSWORD", password("lab-db-rest-password")),
+    ]
+}
+
+fn run(args: &[&str]) -> Output {
+    let mut c: Command = crate::lab::scalectl(args);
+    for (k, v) in passwords() {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn run_ok(args: &[&str]) -> Output {
+    let out = run(args);
+    assert!(out.status.success(), "scalectl {args:?} failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
+    out
+}
+
+fn release() -> String {
+    crate::support::release().to_str().unwrap().to_string()
+}
+
+static FIRST: OnceLock<String> = OnceLock::new();
+
+/// The database lab, made fresh once per run and converged on examples/database.yaml; held for
+/// one test. Every test after the first finds it converged with every member running, or fails: a
+/// test that stops a member starts it again itself.
+fn db_lab() -> Turn {
+    let turn = turn(Machine::Shared);
+    crate::require("docker");
+    FIRST.get_or_init(|| {
+        let _ = run(&["lab", "down", "-f", &db_yaml()]);
+        let t = Instant::now();
+        run_ok(&["lab", "up", "-f", &db_yaml()]);
+        eprintln!("database lab up: {:.1} s", t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let out = text(&run_ok(&["apply", "-f", &db_yaml(), "--release", &release(), "--yes"]).stdout);
+        eprintln!("database lab first apply (PostgreSQL, Patroni and etcd installed, the cluster bootstrapped): {:.1} s", t.elapsed().as_secs_f64());
+        out
+    });
+    let out = run(&["plan", "-f", &db_yaml(), "--release", &release(), "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "the test before left the database lab changed:\n{}{}", text(&out.stdout), text(&out.stderr));
+    wait_healthy(2);
+    turn
+}
+
+/// `db status` as JSON, with its exit code.
+fn db_status() -> (Option<i32>, serde_json::Value) {
+    let out = run(&["db", "status", "-f", &db_yaml(), "-o", "json"]);
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("db status -o json: {e}\n{}{}", text(&out.stdout), text(&out.stderr)));
+    (out.status.code(), doc)
+}
+
+/// Waits until `db status` says one member leads and `members` run (a replica copying, or
+/// rejoining after a stop, takes a while).
+fn wait_healthy(members: usize) -> serde_json::Value {
+    let t = Instant::now();
+    loop {
+        let (code, doc) = db_status();
+        let running = doc["members"].as_array().map_or(0, |m| m.len());
+        if code == Some(0) && running == members {
+            return doc;
+        }
+        assert!(t.elapsed() < Duration::from_secs(180), "the database never became healthy with {members} members: {doc:#}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+fn leader(doc: &serde_json::Value) -> String {
+    doc["members"].as_array().unwrap().iter().find(|m| m["role"] == "leader").and_then(|m| m["name"].as_str()).unwrap_or_else(|| panic!("no leader: {doc:#}")).to_string()
+}
+
+/// psql on an app host through one of HAProxy's ports (`DB_WRITER_URL` or `DB_READER_URL` from the
+/// app's secrets file, as the app reads them); the SQL on stdin.
+fn psql(host: &str, url: &str, sql: &str) -> String {
+    let script = format!("set -a; . /etc/scale-api/secrets.env; set +a; psql \"${url}\" -X -A -t -q -v ON_ERROR_STOP=1 <<'SQL'\n{sql}\nSQL");
+    docker_exec(&format!("dblab-{host}"), &script)
+}
+
+#[test]
+fn db_a_write_on_the_primary_is_read_back_from_a_replica_on_another_app_host() {
+    let _t = db_lab();
+    let status = db_status().1;
+    let primary = leader(&status);
+    let value = run_id("row");
+    let lsn = psql(
+        "app-1",
+        "DB_WRITER_URL",
+        &format!("CREATE TABLE IF NOT EXISTS notes (id bigserial PRIMARY KEY, body text NOT NULL);\nINSERT INTO notes (body) VALUES ('{value}');\nSELECT pg_current_wal_lsn();"),
+    );
+    let lsn = lsn.trim();
+    // The reader is a replica: wait until it has replayed the write (its LSN), not for a while.
+    let t = Instant::now();
+    loop {
+        let replayed = psql("app-2", "DB_READER_URL", &format!("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn;"));
+        assert!(replayed.starts_with("t|"), "the reader port reached the primary though a replica is in good standing: {replayed}");
+        if replayed.trim() == "t|t" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "the replica never replayed {lsn}: {replayed}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("a write on {primary} replayed by the replica within {:.3} s", t.elapsed().as_secs_f64());
+    let read = psql("app-2", "DB_READER_URL", &format!("SELECT count(*) FROM notes WHERE body = '{value}';"));
+    assert_eq!(read.trim(), "1");
+    // The writer is the primary, whichever member leads.
+    assert_eq!(psql("app-2", "DB_WRITER_URL", "SELECT pg_is_in_recovery();").trim(), "f");
+    // Patroni's view, as `db status` prints it.
+    let out = run_ok(&["db", "status", "-f", &db_yaml()]);
+    let table = text(&out.stdout);
+    assert!(table.lines().any(|l| l.starts_with(&primary) && l.contains(" leader ")), "{table}");
+    assert!(table.lines().any(|l| l.contains(" replica ") && l.contains(" running ")), "{table}");
+}
+
+#[test]
+fn db_passwords_stay_out_of_plans_renders_logs_and_process_arguments() {
+    let _t = db_lab();
+    let secrets: Vec<String> = passwords().into_iter().map(|(_, v)| v).collect();
+    let mut seen = Vec::new();
+    // A plan (text and JSON) with every file in it, and a render.
+    for args in [vec!["plan", "-f", &db_yaml(), "--release", "RELEASE"], vec!["plan", "-f", &db_yaml(), "--release", "RELEASE", "-o", "json"]] {
+        let rel = release();
+        let args: Vec<&str> = args.into_iter().map(|a| if a == "RELEASE" { rel.as_str() } else { a }).collect();
+        let out = run_ok(&args);
+        seen.push((format!("{args:?}"), format!("{}{}", text(&out.stdout), text(&out.stderr))));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    run_ok(&["render", "-f", &db_yaml(), "-o", out_dir.to_str().unwrap()]);
+    let rendered = Command::new("grep").args(["-r", "-l", "-F", "-e", &secrets[0], "-e", &secrets[1], "-e", &secrets[2]]).arg(&out_dir).output().unwrap();
+    assert!(text(&rendered.stdout).is_empty(), "a password in rendered files: {}", text(&rendered.stdout));
+    // What runs on each host, and the journal of every unit there.
+    for host in ["app-1", "app-2", "db-1", "db-2"] {
+        let c = format!("dblab-{host}");
+        seen.push((format!("{host} ps"), docker_exec(&c, "ps -eo args")));
+        seen.push((format!("{host} journal"), docker_exec(&c, "journalctl --no-pager -o cat | tail -n 5000")));
+    }
+    // Patroni's configuration holds none; the file that does is root's alone.
+    for host in ["db-1", "db-2"] {
+        let c = format!("dblab-{host}");
+        seen.push((format!("{host} config.yml"), docker_exec(&c, "cat /etc/patroni/config.yml")));
+        assert_eq!(docker_exec(&c, "stat -c '%a %U' /etc/patroni/scalectl.env").trim(), "600 root");
+    }
+    for (what, content) in &seen {
+        for (i, s) in secrets.iter().enumerate() {
+            assert!(!content.contains(s.as_str()), "database password {i} appears in {what}");
+        }
+    }
+    // The app's secrets file has the URLs, for the app's user only.
+    assert_eq!(docker_exec("dblab-app-1", "stat -c '%a' /etc/scale-api/secrets.env").trim(), "600");
+    let env = docker_exec("dblab-app-1", "cat /etc/scale-api/secrets.env");
+    for name in ["DATABASE_URL=", "DB_WRITER_URL=", "DB_READER_URL="] {
+        assert!(env.lines().any(|l| l.starts_with(name) && l.contains(&secrets[0])), "{name} missing from the app's secrets file");
+    }
+}
+
+/// Whether `from` can open a TCP connection to `to:port` (bash's /dev/tcp, within 3 s).
+fn reaches(from: &str, to: &str, port: u16) -> bool {
+    let out = Command::new("docker").args(["exec", &format!("dblab-{from}"), "timeout", "3", "bash", "-c", &format!("exec 3<>/dev/tcp/dblab-{to}/{port}")]).output().unwrap();
+    out.status.success()
+}
+
+#[test]
+fn db_ports_answer_only_the_hosts_that_use_them() {
+    let _t = db_lab();
+    // PostgreSQL and Patroni's API: the app hosts (HAProxy) and the other member, not the load balancer.
+    for port in [5432, 8008] {
+        assert!(reaches("app-1", "db-1", port), "app-1 cannot reach db-1:{port}");
+        assert!(reaches("db-2", "db-1", port), "db-2 cannot reach db-1:{port}");
+        assert!(!reaches("lb-1", "db-1", port), "lb-1 reaches db-1:{port}");
+    }
+    // etcd: Patroni on the database hosts only.
+    assert!(reaches("db-2", "db-1", 2379), "db-2 cannot reach etcd");
+    assert!(!reaches("app-1", "db-1", 2379), "app-1 reaches etcd");
+    // HAProxy's writer and reader listen on the app host's loopback only.
+    assert!(!reaches("lb-1", "app-1", 5433), "lb-1 reaches app-1's writer port");
+    // pg_hba.conf: the app's role from an app host, nothing from elsewhere, even with the password.
+    let pw = password("lab-db-password");
+    let from_lb = Command::new("docker")
+        .args(["exec", "-e", &format!("PGPASSWORD={pw}"), "dblab-db-2", "psql", "-h", "dblab-db-1", "-U", "app", "-d", "app", "-XAtc", "select 1"])
+        .output()
+        .unwrap();
+    assert!(!from_lb.status.success(), "the app's role logs in from a database host");
+    assert!(text(&from_lb.stderr).contains("pg_hba.conf"), "{}", text(&from_lb.stderr));
+}
+
+/// A loop of one-query connections on `host` through `url` for `secs` seconds, in the background:
+/// each query's end time and outcome (`ok VALUE` or `fail MESSAGE`), one per line.
+fn query_loop(host: &str, url: &str, sql: &str, secs: u64) -> std::process::Child {
+    let script = format!(
+        "set -a; . /etc/scale-api/secrets.env; set +a; end=$(( $(date +%s) + {secs} )); \
+         while [ $(date +%s) -lt $end ]; do if r=$(psql \"${url}\" -XAtqc \"{sql}\" 2>&1); then echo \"$(date +%s.%N) ok $r\"; else echo \"$(date +%s.%N) fail $(echo $r | head -c 200)\"; sleep 0.1; fi; done"
+    );
+    Command::new("docker").args(["exec", &format!("dblab-{host}"), "bash", "-c", &script]).stdout(std::process::Stdio::piped()).spawn().unwrap()
+}
+
+/// (time, ok, answer) of each query of a finished [`query_loop`].
+fn outcomes(child: std::process::Child) -> Vec<(f64, bool, String)> {
+    let out = child.wait_with_output().unwrap();
+    text(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut p = l.splitn(3, ' ');
+            Some((p.next()?.parse().ok()?, p.next()? == "ok", p.next().unwrap_or("").to_string()))
+        })
+        .collect()
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+#[test]
+fn db_a_stopped_replica_moves_reads_to_the_primary_and_a_stopped_primary_is_replaced_by_its_replica() {
+    let _t = db_lab();
+    let before = db_status().1;
+    let primary = leader(&before);
+    let replica = if primary == "db-1" { "db-2" } else { "db-1" };
+
+    // The replica stops under a read load: the reads go to the primary once HAProxy sees it gone
+    // (the first refused connection marks it down); a query on a connection the stop closed fails.
+    let reads = query_loop("app-1", "DB_READER_URL", "select pg_is_in_recovery()", 12);
+    std::thread::sleep(Duration::from_secs(3));
+    let stopped_at = now();
+    docker_exec(&format!("dblab-{replica}"), "systemctl stop patroni");
+    let reads = outcomes(reads);
+    let failed: Vec<&(f64, bool, String)> = reads.iter().filter(|r| !r.1).collect();
+    let after: Vec<&(f64, bool, String)> = reads.iter().filter(|r| r.0 > stopped_at + 1.0).collect();
+    eprintln!("reads while the replica stopped: {} answered, {} failed {:?}", reads.len() - failed.len(), failed.len(), failed);
+    assert!(reads.iter().any(|r| r.0 < stopped_at && r.1 && r.2 == "t"), "no read reached the replica before it stopped: {reads:?}");
+    assert!(after.len() >= 5 && after.iter().all(|r| r.1 && r.2 == "f"), "reads after the replica stopped did not all reach the primary: {after:?}");
+    assert!(failed.iter().all(|r| r.0 < stopped_at + 1.0), "reads failed later than the stop itself: {failed:?}");
+    docker_exec(&format!("dblab-{replica}"), "systemctl start patroni");
+    wait_healthy(2);
+
+    // The primary stops under a write load: Patroni promotes the replica; writes fail only while
+    // it does, and the reader still answers meanwhile.
+    psql("app-1", "DB_WRITER_URL", "CREATE TABLE IF NOT EXISTS ticks (at timestamptz NOT NULL DEFAULT now());");
+    let writes = query_loop("app-1", "DB_WRITER_URL", "insert into ticks default values returning 1", 25);
+    let reads = query_loop("app-2", "DB_READER_URL", "select 1", 25);
+    std::thread::sleep(Duration::from_secs(3));
+    let stopped_at = now();
+    docker_exec(&format!("dblab-{primary}"), "systemctl stop patroni");
+    let (writes, reads) = (outcomes(writes), outcomes(reads));
+    let failed: Vec<f64> = writes.iter().filter(|w| !w.1).map(|w| w.0).collect();
+    let window = failed.last().map_or(0.0, |last| last - stopped_at);
+    eprintln!(
+        "the primary stopped: writes failed for {window:.2} s ({} of {}), reads failed {} of {}",
+        failed.len(),
+        writes.len(),
+        reads.iter().filter(|r| !r.1).count(),
+        reads.len()
+    );
+    assert!(writes.iter().any(|w| w.1 && w.0 > stopped_at + window), "no write succeeded after the election: {writes:?}");
+    assert!(reads.iter().filter(|r| r.0 > stopped_at).any(|r| r.1), "no read was answered after the primary stopped");
+    let doc = db_status().1;
+    assert_eq!(leader(&doc), replica, "the replica was not promoted: {doc:#}");
+    // The old primary comes back as a replica of the new one; the topology has nothing to change.
+    docker_exec(&format!("dblab-{primary}"), "systemctl start patroni");
+    let doc = wait_healthy(2);
+    assert_eq!(leader(&doc), replica, "{doc:#}");
+    let out = run(&["plan", "-f", &db_yaml(), "--release", &release(), "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "which member leads changed the plan:\n{}", text(&out.stdout));
+}
