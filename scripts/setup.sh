@@ -4,7 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 packages=(nginx-light haproxy socat prometheus prometheus-alertmanager mtail prometheus-redis-exporter redis-server redis-tools ansible-core rsyslog rsyslog-relp logrotate openssl systemd curl
-          docker.io debootstrap libssl-dev pkg-config nftables patroni)
+          docker.io debootstrap libssl-dev pkg-config nftables patroni postgresql-15)
+# PostgreSQL for scale-api's tests, which start their own server: Debian's package makes and starts
+# no cluster of its own then.
+mkdir -p /etc/postgresql-common/createcluster.d
+[ -f /etc/postgresql-common/createcluster.d/scalectl.conf ] || printf 'create_main_cluster = false\n' > /etc/postgresql-common/createcluster.d/scalectl.conf
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,11 +1,13 @@
 //! scale-api: the bundled service the fleet runs, independent of the CLI code.
 //!
 //! Routes: `/` (light), `/heavy` (CPU work on a bounded pool), `/count` (Redis INCR), sessions
-//! (`/login`, `/profile`, `/logout`), `/users/{id}` (cache-aside over a slow stand-in database),
+//! (`/login`, `/profile`, `/logout`), `/users/{id}` (cache-aside in Redis over PostgreSQL: reads on
+//! the reader pool, writes on the writer: db.rs),
 //! `/jobs` and `/jobs/{id}` (slow work queued on a Redis stream for `scale-api worker`: jobs.rs),
 //! `/healthz`, `/readyz` and `/metrics`. Shared state lives in Redis so any instance serves any
 //! request; a circuit breaker keeps a dead Redis from costing every request a timeout.
 
+pub mod db;
 pub mod heavy;
 pub mod jobs;
 pub mod metrics;
@@ -52,8 +54,12 @@ pub struct Config {
     pub slow_request: Duration,
     pub session_ttl: Duration,
     pub cache_ttl: Duration,
-    /// Latency of the stand-in database behind `/users/{id}`.
-    pub db_latency: Duration,
+    /// The database's writer (DB_WRITER_URL, else DATABASE_URL) and reader (DB_READER_URL, else
+    /// the writer); never logged. None: `/users/{id}` answers 503.
+    pub db_writer_url: Option<Redacted>,
+    pub db_reader_url: Option<Redacted>,
+    /// Connections in each of the two pools.
+    pub db_pool: usize,
     pub redis_timeout: Duration,
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
@@ -77,6 +83,8 @@ pub struct AppState {
     /// The `x-instance` header value, built once.
     instance_header: HeaderValue,
     pub store: Store,
+    /// None: no database is configured.
+    pub db: Option<db::Database>,
     pub pool: HeavyPool,
     pub metrics: Metrics,
     pub draining: AtomicBool,
@@ -90,6 +98,10 @@ impl AppState {
             .map_err(|e| anyhow::anyhow!("bad REDIS_URL {}: {e}", config.redis_url))?;
         let instance_header = HeaderValue::from_str(&config.instance).map_err(|_| anyhow::anyhow!("instance name {:?} is not a valid header value", config.instance))?;
         let metrics = Metrics::new(&config.instance);
+        let db = match &config.db_writer_url {
+            Some(w) => Some(db::Database::new(&w.0, config.db_reader_url.as_ref().map(|r| r.0.as_str()), config.db_pool.max(1))?),
+            None => None,
+        };
         // Leaked once per process: they live as long as it does, and label every health check.
         let health_labels = [&*config.liveness_path.clone().leak(), &*config.readiness_path.clone().leak()];
         Ok(Arc::new(AppState {
@@ -98,6 +110,7 @@ impl AppState {
             pool: HeavyPool::new(config.heavy_pool, config.heavy_queue, metrics.heavy_busy.clone(), metrics.heavy_queued.clone()),
             metrics,
             store,
+            db,
             draining: AtomicBool::new(false),
             config,
         }))
@@ -219,6 +232,7 @@ pub enum ApiError {
     Unauthorized,
     NotFound,
     NoSuchJob,
+    NoSuchUser,
     Busy,
     Unavailable(String),
 }
@@ -230,6 +244,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "missing or unknown bearer token".into()),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "no such route".into()),
             ApiError::NoSuchJob => (StatusCode::NOT_FOUND, "no such job".into()),
+            ApiError::NoSuchUser => (StatusCode::NOT_FOUND, "no such user".into()),
             ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "heavy-work queue is full".into()),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
         };
@@ -342,16 +357,20 @@ fn user_id(raw: &str) -> Result<u32, ApiError> {
     raw.parse::<u32>().ok().filter(|id| (1..=1_000_000).contains(id)).ok_or_else(|| ApiError::BadRequest("user id must be a number from 1 to 1000000".into()))
 }
 
-/// Cache-aside: the cache first; on a miss, the (slow) stand-in database, then fill the cache.
+/// The database, or 503 saying none is configured.
+fn database(s: &AppState) -> Result<&db::Database, ApiError> {
+    s.db.as_ref().ok_or_else(|| ApiError::Unavailable(db::DbError::NotConfigured.to_string()))
+}
+
+/// Cache-aside: Redis first; on a miss, the database's reader, then fill the cache.
 async fn get_user(State(s): State<Shared>, Path(raw): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
     let id = user_id(&raw)?;
     let cached: Option<String> = s.redis("get", redis::cmd("GET").arg(format!("cache:user:{id}"))).await?;
     if let Some(name) = cached {
         return Ok(Json(json!({ "id": id, "name": name, "source": "cache", "instance": s.config.instance })));
     }
-    tokio::time::sleep(s.config.db_latency).await;
-    let stored: Option<String> = s.redis("hget", redis::cmd("HGET").arg("db:users").arg(id)).await?;
-    let name = stored.unwrap_or_else(|| format!("user-{id}"));
+    let stored = database(&s)?.user(&s.metrics.db, id as i32).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let Some(name) = stored else { return Err(ApiError::NoSuchUser) };
     let _: () = s
         .redis("set", redis::cmd("SET").arg(format!("cache:user:{id}")).arg(&name).arg("EX").arg(s.config.cache_ttl.as_secs().max(1)))
         .await?;
@@ -363,14 +382,14 @@ struct UserBody {
     name: String,
 }
 
+/// Write-through the writer, then the cached copy dropped: the next read fills it from the database.
 async fn put_user(State(s): State<Shared>, Path(raw): Path<String>, body: Result<Json<UserBody>, JsonRejection>) -> Result<Json<serde_json::Value>, ApiError> {
     let id = user_id(&raw)?;
     let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if body.name.is_empty() || body.name.len() > 128 {
         return Err(ApiError::BadRequest("name must be 1 to 128 characters".into()));
     }
-    tokio::time::sleep(s.config.db_latency).await;
-    let _: i64 = s.redis("hset", redis::cmd("HSET").arg("db:users").arg(id).arg(&body.name)).await?;
+    database(&s)?.put_user(&s.metrics.db, id as i32, &body.name).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let _: i64 = s.redis("del", redis::cmd("DEL").arg(format!("cache:user:{id}"))).await?;
     Ok(Json(json!({ "id": id, "name": body.name, "instance": s.config.instance })))
 }
@@ -393,6 +412,9 @@ async fn readyz(State(s): State<Shared>) -> Response {
 async fn metrics_text(State(s): State<Shared>) -> Response {
     s.metrics.refresh_process();
     s.metrics.breaker_state.set(s.store.breaker.state() as i64);
+    if let Some(db) = &s.db {
+        db.refresh(&s.metrics.db);
+    }
     ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode()).into_response()
 }
 

@@ -47,9 +47,16 @@ struct Args {
     /// Requests slower than this are logged at warn
     #[arg(long, env = "SLOW_REQUEST", default_value = "2s", value_parser = humantime::parse_duration)]
     slow_request: Duration,
-    /// Latency of the stand-in database behind /users/{id}
-    #[arg(long, env = "DB_LATENCY", default_value = "20ms", value_parser = humantime::parse_duration)]
-    db_latency: Duration,
+    /// The database's writer, a PostgreSQL URL (falls back to DATABASE_URL); /users/{id} answers
+    /// 503 without one
+    #[arg(long, env = "DB_WRITER_URL", hide_env_values = true)]
+    db_writer_url: Option<String>,
+    /// The database's reader, a PostgreSQL URL [default: the writer]
+    #[arg(long, env = "DB_READER_URL", hide_env_values = true)]
+    db_reader_url: Option<String>,
+    /// Connections in each of the writer's and the reader's pools
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    db_pool_size: u32,
     /// Session lifetime
     #[arg(long, env = "SESSION_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
     session_ttl: Duration,
@@ -101,6 +108,9 @@ enum Cmd {
         #[arg(long, env = "JOBS_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
         max_attempts: u32,
     },
+    /// Make the database's schema on the writer (idempotent): the release command apply runs once
+    /// per release, before any instance switches to it
+    Migrate,
     /// Exit 0 when GET http://127.0.0.1:PORT/PATH answers 2xx (container health checks)
     Probe {
         #[arg(default_value = "/readyz")]
@@ -131,6 +141,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match (&args.command, &args.workers) {
             (Some(Cmd::Probe { path }), _) => probe(args.port, path).await,
+            (Some(Cmd::Migrate), _) => migrate(&args).await,
             (Some(Cmd::Worker { claim_idle, max_attempts }), _) => worker(&args, *claim_idle, *max_attempts).await,
             (None, Some(w)) if std::env::var_os("SCALE_API_WORKER").is_none() => supervise(w).await,
             (None, _) => run(&args).await,
@@ -162,7 +173,9 @@ async fn run(a: &Args) -> anyhow::Result<()> {
         slow_request: a.slow_request,
         session_ttl: a.session_ttl,
         cache_ttl: a.cache_ttl,
-        db_latency: a.db_latency,
+        db_writer_url: writer_url(a).map(api::Redacted),
+        db_reader_url: a.db_reader_url.clone().filter(|u| !u.is_empty()).map(api::Redacted),
+        db_pool: a.db_pool_size as usize,
         redis_timeout: Duration::from_millis(500),
         breaker_threshold: a.breaker_threshold,
         breaker_cooldown: a.breaker_cooldown,
@@ -192,6 +205,19 @@ async fn run(a: &Args) -> anyhow::Result<()> {
     };
     api::serve(listener, state, shutdown_signal()).await?;
     tracing::info!(instance, "stopped");
+    Ok(())
+}
+
+/// The writer's URL: DB_WRITER_URL, else DATABASE_URL (the name most libraries read).
+fn writer_url(a: &Args) -> Option<String> {
+    a.db_writer_url.clone().or_else(|| std::env::var("DATABASE_URL").ok()).filter(|u| !u.is_empty())
+}
+
+/// `scale-api migrate`.
+async fn migrate(a: &Args) -> anyhow::Result<()> {
+    let url = writer_url(a).context("no database to migrate: DB_WRITER_URL (or DATABASE_URL) is not set")?;
+    api::db::migrate(&url).await?;
+    tracing::info!("the database's schema is in place");
     Ok(())
 }
 

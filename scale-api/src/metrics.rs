@@ -48,6 +48,8 @@ pub struct Metrics {
     pub max_fds: Gauge,
     /// When this process started (Unix seconds): a restart changes it, which is how doctor counts restarts.
     pub start_time: Gauge<f64, AtomicU64>,
+    /// The database's pools (registered whether or not one is configured: zero without).
+    pub db: crate::db::DbMetrics,
 }
 
 impl Metrics {
@@ -71,8 +73,10 @@ impl Metrics {
             open_fds: Gauge::default(),
             max_fds: Gauge::default(),
             start_time: Gauge::default(),
+            db: crate::db::DbMetrics::new(),
             registry: Registry::default(),
         };
+        m.db.register(&mut registry);
         registry.register("scale_api_http_request_duration_seconds", "HTTP request duration by method, route and status", requests);
         registry.register("scale_api_http_requests_in_flight", "Requests being served", m.in_flight.clone());
         registry.register(

@@ -1,4 +1,4 @@
-//! scale-api against a real redis-server started by the test (no mock).
+//! scale-api against a real redis-server and a real PostgreSQL started by the test (no mock).
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -62,13 +62,23 @@ struct Api {
 
 impl Api {
     fn start(redis: &Redis, name: &str, extra: &[&str]) -> Api {
+        Api::start_env(redis, name, extra, &[])
+    }
+
+    /// With environment of its own (the database's URLs).
+    fn start_with(redis: &Redis, name: &str, env: &[(&str, String)]) -> Api {
+        Api::start_env(redis, name, &[], env)
+    }
+
+    fn start_env(redis: &Redis, name: &str, extra: &[&str], env: &[(&str, String)]) -> Api {
         let port = free_port();
         let child = Command::new(crate::support::scale_api())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env_remove("DATABASE_URL")
             .env("PORT", port.to_string())
             .env("BIND", "127.0.0.1")
             .env("INSTANCE", name)
             .env("REDIS_URL", redis.url())
-            .env("DB_LATENCY", "30ms")
             .env("BREAKER_COOLDOWN", "500ms")
             .env("BREAKER_THRESHOLD", "3")
             .args(extra)
@@ -166,19 +176,141 @@ fn a_session_made_on_one_instance_is_read_on_the_other() {
     assert_eq!(c.get(a.url("/profile")).send().unwrap().status(), 401);
 }
 
+/// A PostgreSQL server of the test's own (Debian's postgresql-15, which the README's test command
+/// installs): initdb into a temporary directory, run as the `postgres` user (PostgreSQL refuses
+/// root), on 127.0.0.1 and a free port, scram-sha-256 for everyone.
+struct Postgres {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+const PG_PASSWORD: &str = "test-only-pg-password";
+
+impl Postgres {
+    fn start() -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, PG_PASSWORD).unwrap();
+        let own = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
+        assert!(own.success(), "chown to postgres (Debian's postgresql-15 makes the user)");
+        let as_postgres = |program: &str| {
+            let mut c = Command::new(require("setpriv"));
+            c.args(["--reuid=postgres", "--regid=postgres", "--clear-groups", "--"]).arg(format!("{PG_BIN}/{program}"));
+            c
+        };
+        let init = as_postgres("initdb")
+            .args(["-U", "postgres", "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .arg("-D")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(init.status.success(), "initdb: {}", String::from_utf8_lossy(&init.stderr));
+        let port = free_port();
+        let child = as_postgres("postgres")
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-k"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pg = Postgres { port, child, _dir: dir };
+        wait_until(|| pg.psql("select 1").is_ok(), "PostgreSQL to accept connections");
+        pg
+    }
+
+    fn url(&self) -> String {
+        format!("postgresql://postgres:{PG_PASSWORD}@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn psql(&self, sql: &str) -> Result<String, String> {
+        let out = Command::new(format!("{PG_BIN}/psql")).arg(self.url()).args(["-XAtqc", sql]).output().unwrap();
+        if out.status.success() { Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
+    }
+
+    fn stop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `scale-api migrate` against the database at `url`.
+fn migrate(url: &str) -> std::process::Output {
+    Command::new(crate::support::scale_api()).arg("migrate").env("DB_WRITER_URL", url).env_remove("DATABASE_URL").output().unwrap()
+}
+
 #[test]
-fn users_are_cached_aside_and_invalidated_on_write() {
+fn users_are_read_through_the_cache_from_the_database_and_written_through_the_writer() {
     let redis = Redis::start();
-    let (a, b) = (Api::start(&redis, "a", &[]), Api::start(&redis, "b", &[]));
-    assert_eq!(json(a.port, "/users/42")["source"], "db");
-    let hit = json(b.port, "/users/42");
-    assert_eq!((hit["source"].as_str(), hit["name"].as_str()), (Some("cache"), Some("user-42")));
+    let pg = Postgres::start();
+    let out = migrate(&pg.url());
+    assert!(out.status.success(), "scale-api migrate: {}", String::from_utf8_lossy(&out.stderr));
+    // Once more changes nothing (a release command runs once per release, but may run again).
+    assert!(migrate(&pg.url()).status.success());
+    assert_eq!(pg.psql("select count(*) from users").unwrap(), "0");
+    let db = [("DB_WRITER_URL", pg.url()), ("DB_READER_URL", pg.url()), ("DB_POOL_SIZE", "3".to_string())];
+    let (a, b) = (Api::start_with(&redis, "a", &db), Api::start_with(&redis, "b", &db));
     let c = client();
+    assert_eq!(c.get(a.url("/users/42")).send().unwrap().status(), 404, "no such user yet");
     let put = c.put(a.url("/users/42")).json(&serde_json::json!({"name": "Ada"})).send().unwrap();
     assert_eq!(put.status(), 200);
-    let after = json(b.port, "/users/42");
-    assert_eq!((after["source"].as_str(), after["name"].as_str()), (Some("db"), Some("Ada")));
-    assert_eq!(json(a.port, "/users/42")["source"], "cache");
+    assert_eq!(pg.psql("select name from users where id = 42").unwrap(), "Ada", "the write reached the database");
+    let first = json(b.port, "/users/42");
+    assert_eq!((first["source"].as_str(), first["name"].as_str()), (Some("db"), Some("Ada")));
+    assert_eq!(json(a.port, "/users/42")["source"], "cache", "the read filled the shared cache");
+    // A write drops the cached copy: the next read is the database's.
+    c.put(b.url("/users/42")).json(&serde_json::json!({"name": "Grace"})).send().unwrap();
+    let after = json(a.port, "/users/42");
+    assert_eq!((after["source"].as_str(), after["name"].as_str()), (Some("db"), Some("Grace")));
+    // The pools measure themselves.
+    let metrics = get(a.port, "/metrics").unwrap().1;
+    for needle in ["scale_api_db_pool_connections{pool=\"writer\",state=\"idle\"}", "scale_api_db_pool_waiting{pool=\"reader\"}", "scale_api_db_query_duration_seconds_count{pool=\"reader\"}"] {
+        assert!(metrics.contains(needle), "{needle} missing from /metrics");
+    }
+    // No password in what the process shows the world.
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", a.child.id())).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains(PG_PASSWORD));
+}
+
+#[test]
+fn users_without_a_database_or_with_it_down_answer_503_saying_why() {
+    let redis = Redis::start();
+    let none = Api::start(&redis, "none", &[]);
+    let r = client().get(none.url("/users/7")).send().unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().unwrap();
+    assert!(body["error"].as_str().unwrap().contains("no database is configured"), "{body}");
+
+    let mut pg = Postgres::start();
+    assert!(migrate(&pg.url()).status.success());
+    let db = [("DB_WRITER_URL", pg.url())];
+    let a = Api::start_with(&redis, "a", &db);
+    assert_eq!(client().put(a.url("/users/7")).json(&serde_json::json!({"name": "Ann"})).send().unwrap().status(), 200);
+    assert_eq!(json(a.port, "/users/7")["source"], "db", "the read that fills the cache");
+    pg.stop();
+    // A user the cache does not hold: the reader is asked, fails fast, and the answer says so.
+    let t = Instant::now();
+    let r = client().get(a.url("/users/8")).send().unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().unwrap();
+    assert!(body["error"].as_str().unwrap().contains("the database's reader is unavailable"), "{body}");
+    eprintln!("a read with the database down answered 503 in {:.3} s", t.elapsed().as_secs_f64());
+    let w = client().put(a.url("/users/7")).json(&serde_json::json!({"name": "Bo"})).send().unwrap();
+    assert_eq!(w.status(), 503, "a write with the database down");
+    // What the cache holds is still served.
+    assert_eq!(json(a.port, "/users/7")["source"], "cache");
+    assert!(!String::from_utf8_lossy(&w.bytes().unwrap()).contains(PG_PASSWORD), "the error shows the password");
 }
 
 #[test]

@@ -384,7 +384,8 @@ pub(crate) fn every_dashboard_query_returns_data(lb: &'static str, prometheus: &
             let mut failed = Vec::new();
             let mut i = 0u32;
             while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-                for path in ["/count".to_string(), format!("/users/{}", i % 20 + 1), "/heavy?ms=5".to_string()] {
+                // (Not /users/{id}: it needs a database, which these fleets have not.)
+                for path in ["/count", "/heavy?ms=5"] {
                     if let Err(e) = answered(c.get(format!("{lb}{path}")).send()) {
                         failed.push(format!("{path}: {e}"));
                     }
