@@ -35,6 +35,8 @@ pub struct Options<'a> {
 
 const PACKAGE_TIMEOUT: Duration = Duration::from_secs(900);
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Past the release command unit's own TimeoutStartSec (15 min), which stops it first.
+const RELEASE_COMMAND_TIMEOUT: Duration = Duration::from_secs(960);
 
 fn conn<'c>(conns: &'c [Conn], host: &str) -> anyhow::Result<&'c Conn> {
     conns.iter().find(|c| c.endpoint.host == host).with_context(|| format!("{host}: not connected"))
@@ -403,6 +405,15 @@ fn step(conns: &[Conn], c: &Conn, app: &str, a: &Action, opts: &Options<'_>) -> 
         Action::MarkReady { release } => {
             c.sudo_script("recording a ready release", &commands::mark_ready(app, release), STEP_TIMEOUT)?;
         }
+        Action::ReleaseCommand { release, unit, wait_writer } => {
+            (opts.progress)(host, &format!("running the release command of release {release} ({unit})"));
+            let out = c.run_merged(&super::ssh::sudo_command(&c.endpoint.user, &commands::release_command(app, release, unit, *wait_writer)), RELEASE_COMMAND_TIMEOUT)?;
+            anyhow::ensure!(
+                out.ok(),
+                "{host}: the release command of release {release} failed ({unit}); nothing switched to it, the running release still serves. What it printed:\n{}",
+                out.stdout.trim_end()
+            );
+        }
         Action::MarkPending { entries } => {
             c.sudo_script("recording owed actions", &commands::mark_pending(entries), STEP_TIMEOUT)?;
         }
@@ -464,6 +475,7 @@ pub fn action_name(a: &Action) -> String {
         Action::Stop { unit } => format!("stop {unit}"),
         Action::PruneReleases { remove } => format!("prune {}", remove.join(",")),
         Action::MarkReady { release } => format!("ready {release}"),
+        Action::ReleaseCommand { release, .. } => format!("release-command {release}"),
         Action::MarkPending { .. } => "mark-pending".into(),
         Action::ClearPending => "clear-pending".into(),
         Action::LogCertificate { name, .. } => format!("log-certificate {name}"),

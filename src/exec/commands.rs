@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use crate::plan::{Change, Credentials, CredentialsPhase, DesiredHost, FileChange, SCALE_API, current_link, instance_unit, ready_dir, releases_dir};
+use crate::plan::{Change, Credentials, CredentialsPhase, DesiredHost, FileChange, SCALE_API, current_link, instance_unit, ready_dir, released_dir, releases_dir};
 
 pub const LOCK_DIR: &str = "/var/lib/scalectl";
 pub const LOCK_FILE: &str = "/var/lib/scalectl/lock";
@@ -458,6 +458,38 @@ fi
     )
 }
 
+/// How long a release command waits for the database's writer (about: each try may take 3 s).
+const RELEASE_COMMAND_DB_WAIT_S: u32 = 120;
+
+/// The release command's unit for one release, run to its end (`systemctl start` of a oneshot
+/// unit waits for it); what it printed follows, and on success the release is recorded as
+/// released. A failed instance of the unit is reset first, so a second attempt starts anew.
+pub fn release_command(app: &str, id: &str, unit: &str, wait_writer: Option<u16>) -> String {
+    // The database's writer on this host (HAProxy), waited for until the app's role logs in to
+    // its database: a first deploy has just started the database, whose first member takes some
+    // seconds to bootstrap and make them. As the app, from its secrets file (libpq's variables:
+    // the password in no command line).
+    let wait = match wait_writer {
+        Some(port) => format!(
+            "( set -a; . {secrets}; set +a; export PGHOST=127.0.0.1 PGPORT={port} PGCONNECT_TIMEOUT=3\n\
+             i=0; until psql -XAtqc 'select 1' >/dev/null 2>&1; do i=$((i+1)); [ $i -lt {tries} ] || {{ echo \"the database's writer (127.0.0.1:{port}) did not let the app log in within about {tries} s:\"; psql -XAtqc 'select 1' 2>&1 | tail -n 3; exit 1; }}; sleep 1; done ) || exit 1\n",
+            secrets = q(&format!("/etc/{app}/secrets.env")),
+            tries = RELEASE_COMMAND_DB_WAIT_S,
+        ),
+        None => String::new(),
+    };
+    format!(
+        "{wait}u={u}; systemctl reset-failed \"$u\" 2>/dev/null; since=$(date +%s.%N)\n\
+         if systemctl start \"$u\"; then rc=0; else rc=$?; fi\n\
+         journalctl -u \"$u\" --since \"@$since\" -o cat --no-pager 2>/dev/null | tail -n 200\n\
+         [ $rc -eq 0 ] || exit $rc\n\
+         install -d -m 755 {d}; : > {d}/{id}\n",
+        u = q(unit),
+        d = q(&released_dir(app)),
+        id = q(id),
+    )
+}
+
 /// The marker `rollback` looks for: every instance became ready on this release. It lives in
 /// /opt/APP/ready, which only root writes, never inside the release (whose files are the release's).
 pub fn mark_ready(app: &str, id: &str) -> String {
@@ -738,6 +770,10 @@ pub fn observe(d: &DesiredHost) -> String {
         dir = q(&releases_dir(&d.app_name)),
         ready = q(&ready_dir(&d.app_name))
     ));
+    // Releases whose release command ran here.
+    if d.release_command {
+        s.push_str(&format!("for r in $(ls -1 {} 2>/dev/null); do echo \"released $r\"; done; true\n", q(&released_dir(&d.app_name))));
+    }
     s
 }
 

@@ -63,6 +63,7 @@ pub fn parse(out: &str) -> Result<Observed, String> {
             ("drained", [server]) => o.drained.push(server.to_string()),
             ("have", [id]) if !id.starts_with('.') => o.releases.push(id.to_string()),
             ("ready", [id]) => o.ready_releases.push(id.to_string()),
+            ("released", [id]) => o.released.push(id.to_string()),
             _ => {}
         }
     }

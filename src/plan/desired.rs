@@ -28,6 +28,16 @@ pub fn ready_dir(app: &str) -> String {
     format!("/opt/{app}/ready")
 }
 
+/// Where the markers of releases whose release command ran live: `released/<id>` (root only).
+pub fn released_dir(app: &str) -> String {
+    format!("/opt/{app}/released")
+}
+
+/// The unit that runs the release command of release `id` (a template, `APP-release@.service`).
+pub fn release_command_unit(app: &str, id: &str) -> String {
+    format!("{app}-release@{id}.service")
+}
+
 /// The most a program's release may hold, unpacked (and so the tar `pack` makes): a release
 /// larger than this is refused with its size rather than filling a host's disk.
 pub const MAX_RELEASE_BYTES: u64 = 2 << 30;
@@ -123,6 +133,13 @@ pub struct DesiredHost {
     /// maintenance by a run that stopped between a drain and its undrain are observed.
     #[serde(default)]
     pub balancer: Option<String>,
+    /// App hosts of an app with a release command (its unit is here): this host may run it.
+    #[serde(default)]
+    pub release_command: bool,
+    /// App hosts of a fleet with a database: HAProxy's writer port on this host, which the release
+    /// command waits for (a first deploy starts the database just before).
+    #[serde(default)]
+    pub db_writer: Option<u16>,
 }
 
 /// A certificate for RELP over TLS: it names the host (`name`, as the collector's and the
@@ -153,7 +170,8 @@ pub fn socket_unit(app: &str, port: u16) -> String {
     format!("{app}@{port}.socket")
 }
 
-/// The desired state of every host, in the order apply activates them: redis, monitor, app, lb.
+/// The desired state of every host, in the order apply activates them: etcd, the database, redis,
+/// monitor, app, lb.
 pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], release: Option<&Release>) -> Vec<DesiredHost> {
     let mut by_host: BTreeMap<&str, Vec<&RenderedFile>> = BTreeMap::new();
     for f in files {
@@ -183,6 +201,8 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                 log_tls: None,
                 checks: Vec::new(),
                 balancer: None,
+                release_command: false,
+                db_writer: None,
             };
             for f in by_host.get(h.name.as_str()).into_iter().flatten() {
                 d.files.push(desired_file(f));
@@ -226,6 +246,8 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
             if d.is_app() {
                 d.release = release.cloned();
                 d.enabled.push(format!("{}.target", d.app_name));
+                d.release_command = h.has(Role::App) && t.app.release_command.is_some();
+                d.db_writer = t.database.as_ref().map(|_| crate::topology::ports::DB_WRITER);
             }
             if h.has(Role::Lb) {
                 // The app hosts named by a name rather than an IP: resolved here, as nginx does.
@@ -255,7 +277,7 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
         })
         .collect();
     let rank = |d: &DesiredHost| {
-        [Role::Redis, Role::Monitor, Role::App, Role::Worker, Role::Lb].iter().position(|r| d.roles.contains(r)).unwrap_or(5)
+        [Role::Etcd, Role::Database, Role::Redis, Role::Monitor, Role::App, Role::Worker, Role::Lb].iter().position(|r| d.roles.contains(r)).unwrap_or(7)
     };
     out.sort_by_key(rank);
     out

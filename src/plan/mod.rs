@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use desired::{Credentials, DesiredFile, LiveCredentials, DesiredHost, MAX_RELEASE_BYTES, OnChange, Release, SCALE_API, current_link, desired_hosts, instance_unit, ready_dir, releases_dir, socket_unit, worker_unit};
+pub use desired::{Credentials, DesiredFile, LiveCredentials, DesiredHost, MAX_RELEASE_BYTES, OnChange, Release, SCALE_API, current_link, desired_hosts, instance_unit, ready_dir, release_command_unit, released_dir, releases_dir, socket_unit, worker_unit};
 pub use text::render_text;
 pub use view::{JSON_FORMAT_VERSION, PlanView, TargetPlan};
 
@@ -63,6 +63,9 @@ pub struct Observed {
     /// putting them back): a reload of the balancer, which keeps no such state, brings them back.
     #[serde(default)]
     pub drained: Vec<String>,
+    /// Releases whose release command ran to success on this host.
+    #[serde(default)]
+    pub released: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -248,6 +251,15 @@ pub enum Action {
     SwitchRelease { from: Option<String>, to: String },
     /// Every instance of the host answered ready on this release: record it (rollback's targets).
     MarkReady { release: String },
+    /// The app's release command for this release (`unit`, an instance of its template), run to
+    /// its end before any instance switches; its success recorded on the host.
+    /// `wait_writer`: first wait (a while) until the database's writer on this host answers.
+    ReleaseCommand {
+        release: String,
+        unit: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_writer: Option<u16>,
+    },
     /// Restart these instances one at a time, each gated on readiness; with `drain`, each is
     /// first taken out of every load balancer and put back once ready.
     RollingRestart {
@@ -338,15 +350,31 @@ pub struct Probe {
 /// Compare and decide. `observed` must hold every host of `desired`.
 pub fn plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap<String, Observed>) -> Plan {
     let empty = Observed::default();
+    let runs_release_command = release_command_host(desired, observed);
     let hosts = desired
         .iter()
         .map(|d| {
             // The fleet log CA's certificate as its host has it (None: not made yet).
             let log_ca = d.log_tls.as_ref().and_then(|l| observed.get(&l.ca_host)).and_then(|o| o.log_ca.as_deref());
-            host_plan(d, observed.get(&d.host).unwrap_or(&empty), log_ca)
+            host_plan(d, observed.get(&d.host).unwrap_or(&empty), log_ca, runs_release_command == Some(d.host.as_str()))
         })
         .collect::<Vec<HostPlan>>();
     Plan { topology: topology.to_string(), hosts: balancer_first_when_new(hosts, desired, observed) }
+}
+
+/// The host that runs the release command of the release being deployed: the first app host (in
+/// the order hosts activate) that switches to it, unless a host ran it for this release already
+/// (an apply that stopped after it). None: nothing to run.
+fn release_command_host<'a>(desired: &'a [DesiredHost], observed: &BTreeMap<String, Observed>) -> Option<&'a str> {
+    let release = desired.iter().filter(|d| d.release_command).find_map(|d| d.release.as_ref())?;
+    if observed.values().any(|o| o.released.contains(&release.id)) {
+        return None;
+    }
+    desired
+        .iter()
+        .filter(|d| d.release_command)
+        .find(|d| observed.get(&d.host).is_none_or(|o| o.release.as_deref() != Some(release.id.as_str())))
+        .map(|d| d.host.as_str())
 }
 
 /// Load balancers activate last (new instances are ready before they are listed), but where
@@ -368,7 +396,7 @@ use crate::topology::tiers::BALANCER_SERVICE;
 
 /// One host's plan, in named steps: packages and release, files (and what they owe their services),
 /// what a killed apply still owed, services, app instances, cleanup.
-fn host_plan(d: &DesiredHost, o: &Observed, log_ca: Option<&str>) -> HostPlan {
+fn host_plan(d: &DesiredHost, o: &Observed, log_ca: Option<&str>, release_command: bool) -> HostPlan {
     let mut p = HostPlanner { d, o, prepare: Vec::new(), activate: Vec::new(), cleanup: Vec::new() };
     let missing = p.packages_and_release();
     let mut owed = p.files(!missing.is_empty());
@@ -386,7 +414,7 @@ fn host_plan(d: &DesiredHost, o: &Observed, log_ca: Option<&str>) -> HostPlan {
         }
     }
     p.services(&owed);
-    p.instances(&mut owed);
+    p.instances(&mut owed, release_command);
     if p.prepare.iter().any(|a| matches!(a, Action::MarkPending { .. })) || !o.pending.is_empty() {
         p.activate.push(Action::ClearPending);
     }
@@ -598,7 +626,7 @@ impl<'a> HostPlanner<'a> {
 
     /// The app: the release, then new instances (each waited for on its readiness path), then a
     /// rolling restart of running ones.
-    fn instances(&mut self, owed: &mut Owed<'_>) {
+    fn instances(&mut self, owed: &mut Owed<'_>, release_command: bool) {
         let (d, o) = (self.d, self.o);
         if !d.is_app() {
             return;
@@ -609,6 +637,11 @@ impl<'a> HostPlanner<'a> {
         if let Some(r) = &d.release
             && o.release.as_deref() != Some(r.id.as_str())
         {
+            // With the release uploaded and the app's files (environment, secrets) in place,
+            // before this host or any other switches.
+            if release_command {
+                self.activate.push(Action::ReleaseCommand { release: r.id.clone(), unit: desired::release_command_unit(&d.app_name, &r.id), wait_writer: d.db_writer });
+            }
             self.activate.push(Action::SwitchRelease { from: o.release.clone(), to: r.id.clone() });
             owed.rolling = true;
         }

@@ -512,3 +512,55 @@ fn a_unit_is_read_back_as_its_own_apps_process_whatever_the_app_is_called() {
     assert_eq!(process_of_app("other@3000.service", "hello"), None);
     assert_eq!(process_of_app("hello-worker@1.socket", "hello"), None);
 }
+
+fn with_release_command(release: &str) -> Vec<DesiredHost> {
+    let src = "name: t\napp: {port: 3000, instances: 1, release_command: [scale-api, migrate]}\nhosts:\n  lb: {address: 10.0.0.1, roles: [lb]}\n  app-1: {address: 10.0.0.2, roles: [app]}\n  app-2: {address: 10.0.0.4, roles: [app]}\n  cache: {address: 10.0.0.3, roles: [redis]}\nredis: {password: {env: P}}\n";
+    let t = parse("t.yaml", src).unwrap();
+    let facts = Facts::with_default_cores(2);
+    let files = render(&t, &facts, &Templates::embedded()).unwrap();
+    desired_hosts(&t, &facts, &files, Some(&Release { id: release.into(), bytes: 10, archive: false, image: None }))
+}
+
+fn release_commands(p: &Plan) -> Vec<(String, usize, usize)> {
+    p.hosts
+        .iter()
+        .flat_map(|h| {
+            let at = h.activate.iter().position(|a| matches!(a, Action::ReleaseCommand { .. }));
+            let switch = h.activate.iter().position(|a| matches!(a, Action::SwitchRelease { .. }));
+            at.map(|at| (h.host.clone(), at, switch.unwrap_or(usize::MAX)))
+        })
+        .collect()
+}
+
+#[test]
+fn the_release_command_runs_once_per_release_before_any_host_switches() {
+    let old = with_release_command("r1");
+    let mut observed = all_converged(&old);
+    for o in observed.values_mut() {
+        o.released = vec!["r1".into()];
+    }
+    // A new release: once, on the first app host, before its switch (and so before any other's:
+    // hosts activate one after another).
+    let new = with_release_command("r2");
+    let p = plan("t", &new, &observed);
+    let runs = release_commands(&p);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let (host_name, at, switch) = &runs[0];
+    assert_eq!(host_name, "app-1");
+    assert!(at < switch, "the release command after the switch: {:?}", host(&p, "app-1").activate);
+    assert!(matches!(&host(&p, "app-1").activate[*at], Action::ReleaseCommand { release, unit, .. } if release == "r2" && unit == "scale-api-release@r2.service"));
+    // The same release again, its command done: nothing runs it again.
+    assert!(release_commands(&plan("t", &old, &observed)).is_empty());
+    // An apply that stopped after app-1 ran it and switched: app-2 switches without running it.
+    let mut partial = observed.clone();
+    partial.get_mut("app-1").unwrap().released.push("r2".into());
+    partial.get_mut("app-1").unwrap().release = Some("r2".into());
+    assert!(release_commands(&plan("t", &new, &partial)).is_empty());
+    // The release already runs on app-1 (deployed before the topology had a release command):
+    // it runs where a switch is still owed, app-2.
+    let mut failed = observed.clone();
+    failed.get_mut("app-1").unwrap().release = Some("r2".into());
+    assert_eq!(release_commands(&plan("t", &new, &failed)).iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["app-2"]);
+    // No release command in the topology: nothing.
+    assert!(release_commands(&plan("t", &desired("r2"), &all_converged(&desired("r1")))).is_empty());
+}

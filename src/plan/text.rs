@@ -118,6 +118,7 @@ fn line(a: &Action, app: &str, st: &Style) -> String {
         Action::Stop { unit } => format!("{} stop and disable {unit}", st.red("-")),
         Action::PruneReleases { remove } => format!("{} remove old releases {}", st.red("-"), remove.join(", ")),
         Action::MarkReady { release } => format!("{} record release {release} as ready (a rollback target)", st.green("+")),
+        Action::ReleaseCommand { release, unit, .. } => format!("{} run the release command of release {release} ({unit}), once for the fleet, before any instance switches", st.green("+")),
         Action::MarkPending { entries } => format!("{} record owed service actions: {}", st.yellow("~"), entries.join(", ")),
         Action::ClearPending => format!("{} clear owed service actions", st.yellow("~")),
         Action::LogCertificate { name, ca_host } => {

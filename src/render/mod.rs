@@ -495,6 +495,32 @@ hosts:\n  a: {{address: 10.0.0.2, roles: [app]}}\n  r: {{address: 10.0.0.3, role
     }
 
     #[test]
+    fn the_database_passwords_reach_the_app_as_whole_quoted_urls_and_patroni_as_environment() {
+        let src = "name: s\napp: {port: 3000, instances: 1}\nhosts:\n  a: {address: 10.0.0.2, roles: [app]}\n  r: {address: 10.0.0.3, roles: [redis]}\n  d: {address: 10.0.0.4, roles: [database, etcd]}\n\
+redis: {password: {env: S_REDIS}}\ndatabase: {name: shop, user: web, password: {env: P}, replication_password: {env: R}, rest_password: {env: S}}\n";
+        let t = crate::topology::parse("s.yaml", src).unwrap_or_else(|p| panic!("{p}"));
+        let values = SecretValues {
+            redis_password: Some("pa55".into()),
+            database: Some(DatabaseSecrets { password: "app-pw_1".into(), replication_password: "repl-pw".into(), rest_password: "rest-pw".into() }),
+            ..Default::default()
+        };
+        let files = render_secrets(&t, &values, &Templates::embedded()).unwrap();
+        let env = &files.iter().find(|f| f.path == "/etc/scale-api/secrets.env").unwrap().content;
+        // systemd reads a value as it is unless the whole of it is quoted: a quote inside a URL
+        // would be part of the password.
+        for line in ["DATABASE_URL=\"postgresql://web:app-pw_1@127.0.0.1:5433/shop\"", "DB_WRITER_URL=\"postgresql://web:app-pw_1@127.0.0.1:5433/shop\"", "DB_READER_URL=\"postgresql://web:app-pw_1@127.0.0.1:5434/shop\"", "PGPASSWORD=\"app-pw_1\"", "PGPORT=5433"] {
+            assert!(env.lines().any(|l| l == line), "{line} missing from:\n{env}");
+        }
+        let patroni = files.iter().find(|f| f.host == "d" && f.path == crate::topology::tiers::PATRONI_SECRETS).unwrap();
+        assert_eq!(patroni.mode, 0o600);
+        assert!(patroni.content.contains("PATRONI_REPLICATION_PASSWORD=\"repl-pw\"\n") && patroni.content.contains("PATRONI_RESTAPI_PASSWORD=\"rest-pw\"\n"), "{}", patroni.content);
+        // None of them in what `render` writes.
+        let rendered = render(&t, &Facts::with_default_cores(1), &Templates::embedded()).unwrap();
+        assert!(rendered.iter().all(|f| ["app-pw_1", "repl-pw", "rest-pw"].iter().all(|p| !f.content.contains(p))));
+        assert!(!format!("{values:?}").contains("pw"));
+    }
+
+    #[test]
     fn a_value_that_could_break_out_of_its_quotes_is_refused() {
         let t = topology("redis: {password: {env: S_REDIS}}\n");
         for bad in ["a\"b", "a\nb", "$(x)", "a\\b", ""] {

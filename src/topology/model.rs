@@ -52,6 +52,8 @@ pub struct App {
     pub program: Option<Program>,
     /// The app's worker kind, on the hosts with the `worker` role.
     pub workers: Option<Workers>,
+    /// Run once per release before any instance switches to it (app.release_command).
+    pub release_command: Option<Vec<String>>,
 }
 
 /// Processes of the app's release that take jobs from a queue: no port, no load balancer.

@@ -147,6 +147,11 @@ pub struct RawApp {
     /// The app's worker kind: processes of the same release that take jobs from a queue rather
     /// than requests (no port, no load balancer), on the hosts with the `worker` role.
     pub workers: Option<RawWorkers>,
+    /// A command of the release run once per release, before any instance switches to it (a
+    /// database migration): one list item per argument, run like app.program.command (for
+    /// scale-api: `[scale-api, migrate]`), with the app's environment and secrets, on one app host
+    /// under the fleet lock. It fails: apply stops there, and nothing switches.
+    pub release_command: Option<Sp<Vec<Sp<String>>>>,
 }
 
 /// Workers: the release's second process kind, run beside or apart from the web instances.

@@ -335,6 +335,11 @@ impl Topology {
                     files.push(file("systemd/scale-api@.socket.j2", "/etc/systemd/system/scale-api@.socket").rolls());
                 }
             }
+            if web && self.app.release_command.is_some() {
+                // The release command's unit, one instance per release (`APP-release@ID`): written
+                // with the other files, before apply runs it; a change to it restarts nothing.
+                files.push(file("systemd/release@.service.j2", format!("/etc/systemd/system/{app}-release@.service")));
+            }
             if workers {
                 files.push(file("systemd/worker@.service.j2", format!("/etc/systemd/system/{app}-worker@.service")).rolls_workers());
                 files.push(file("systemd/worker.env.j2", format!("/etc/{app}/worker.env")).mode(0o640).rolls_workers());

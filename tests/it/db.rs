@@ -303,3 +303,79 @@ fn db_a_stopped_replica_moves_reads_to_the_primary_and_a_stopped_primary_is_repl
     let out = run(&["plan", "-f", &db_yaml(), "--release", &release(), "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(0), "which member leads changed the plan:\n{}", text(&out.stdout));
 }
+
+/// The release id apply gives a binary.
+fn release_id(path: &std::path::Path) -> String {
+    scalectl::plan::Release::of(&std::fs::read(path).unwrap()).id
+}
+
+/// The app hosts that recorded the release command of `id` as run.
+fn released_on(id: &str) -> Vec<&'static str> {
+    ["app-1", "app-2"].into_iter().filter(|h| docker_exec(&format!("dblab-{h}"), "ls -1 /opt/scale-api/released 2>/dev/null || true").lines().any(|l| l == id)).collect()
+}
+
+/// GET on one app host's own instance (from inside that host).
+fn get_on(host: &str, path: &str) -> serde_json::Value {
+    let body = docker_exec(&format!("dblab-{host}"), &format!("curl -fsS http://127.0.0.1:3000{path}"));
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{host} {path}: {e}: {body}"))
+}
+
+#[test]
+fn db_a_user_put_through_the_load_balancer_is_read_back_from_a_replica_on_the_other_app_host() {
+    let _t = db_lab();
+    // The first apply ran scale-api's release command (its schema) once, on one app host.
+    assert_eq!(released_on(&release_id(&crate::support::release())).len(), 1, "the release command ran on one app host");
+    let id = 1 + (std::process::id() % 100_000);
+    let name = run_id("user");
+    let c = crate::support::client();
+    let put = c.put(format!("http://127.0.0.1:8084/users/{id}")).json(&serde_json::json!({ "name": name })).send().unwrap();
+    assert_eq!(put.status(), 200, "{}", put.text().unwrap_or_default());
+    let wrote_on: serde_json::Value = put.json().unwrap();
+    let writer_host = wrote_on["instance"].as_str().unwrap().trim_end_matches("-3000").to_string();
+    let other = if writer_host == "app-1" { "app-2" } else { "app-1" };
+    // Wait until the other host's reader has replayed the primary's WAL up to now, then read.
+    let lsn = psql(&writer_host, "DB_WRITER_URL", "SELECT pg_current_wal_lsn();");
+    let t = Instant::now();
+    while psql(other, "DB_READER_URL", &format!("SELECT pg_last_wal_replay_lsn() >= '{}'::pg_lsn;", lsn.trim())).trim() != "t" {
+        assert!(t.elapsed() < Duration::from_secs(30), "the replica never replayed {lsn}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let read = get_on(other, &format!("/users/{id}"));
+    assert_eq!((read["name"].as_str(), read["source"].as_str()), (Some(name.as_str()), Some("db")), "{read}");
+    // The instance's pools measured it.
+    let metrics = docker_exec(&format!("dblab-{other}"), "curl -fsS http://127.0.0.1:3000/metrics");
+    assert!(metrics.lines().any(|l| l.starts_with("scale_api_db_query_duration_seconds_count{pool=\"reader\"}") && !l.ends_with(" 0")), "no reader query counted");
+}
+
+#[test]
+fn db_the_release_command_runs_once_per_release_and_a_failing_one_leaves_the_old_release_serving() {
+    let _t = db_lab();
+    let _restore = crate::support::Restore::new(|| run(&["apply", "-f", &db_yaml(), "--release", &release(), "--yes"]));
+    // A new release across both app hosts: its command runs once.
+    let next = crate::support::new_release("db-release-command");
+    let next_id = release_id(&next);
+    run_ok(&["apply", "-f", &db_yaml(), "--release", next.to_str().unwrap(), "--yes"]);
+    let ran = released_on(&next_id);
+    assert_eq!(ran.len(), 1, "the release command of {next_id} ran on {ran:?}");
+    let journal = docker_exec(&format!("dblab-{}", ran[0]), &format!("journalctl -u scale-api-release@{next_id}.service -o cat --no-pager"));
+    assert!(journal.contains("schema is in place"), "{journal}");
+    // A release whose command fails: the apply stops with its output, nothing switches, and the
+    // release before keeps serving every request.
+    let src = std::fs::read_to_string(db_yaml()).unwrap().replace("release_command: [scale-api, migrate]", "release_command: [scale-api, migrate, --no-such-flag]");
+    let broken = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(broken.path(), src).unwrap();
+    let failing = crate::support::new_release("db-release-command-fails");
+    let out = run(&["apply", "-f", broken.path().to_str().unwrap(), "--release", failing.to_str().unwrap(), "--yes"]);
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "the apply went on: {said}");
+    assert!(said.contains("the release command of release") && said.contains("--no-such-flag"), "{said}");
+    for host in ["app-1", "app-2"] {
+        let current = docker_exec(&format!("dblab-{host}"), "basename \"$(readlink /opt/scale-api/current)\"");
+        assert_eq!(current.trim(), next_id, "{host} switched to a release whose command failed");
+    }
+    assert!(released_on(&release_id(&failing)).is_empty());
+    let c = crate::support::client();
+    for _ in 0..20 {
+        assert_eq!(c.get("http://127.0.0.1:8084/").send().unwrap().status(), 200);
+    }
+}

@@ -198,7 +198,8 @@ fn systemd_root(dir: &Path) -> PathBuf {
     // usr/sbin/nft: the packet filter's unit (Debian's nftables).
     // usr/sbin/logrotate: the collector's rotation (Debian's logrotate).
     // usr/bin/patroni: the database's members (Debian's patroni).
-    for bin in ["opt/scale-api/current/scale-api", "usr/bin/redis-server", "usr/bin/prometheus-redis-exporter", "bin/kill", "usr/bin/node", "usr/sbin/nft", "usr/sbin/logrotate", "usr/bin/patroni"] {
+    // opt/scale-api/releases/i/scale-api: the release command's unit, verified as instance `i`.
+    for bin in ["opt/scale-api/current/scale-api", "opt/scale-api/releases/i/scale-api", "usr/bin/redis-server", "usr/bin/prometheus-redis-exporter", "bin/kill", "usr/bin/node", "usr/sbin/nft", "usr/sbin/logrotate", "usr/bin/patroni"] {
         let p = root.join(bin);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, "#!/bin/sh\n").unwrap();

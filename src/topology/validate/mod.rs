@@ -149,6 +149,7 @@ impl V {
         let mut app = self.app(&raw.app);
         app.program = raw.app.program.as_ref().map(|p| self.program(p, raw, target));
         app.workers = raw.app.workers.as_ref().map(|w| self.workers(w, &raw.app));
+        app.release_command = raw.app.release_command.as_ref().map(|c| self.release_command(c, &raw.app, target));
         let hosts = self.hosts(raw, target);
         let load_balancer = self.load_balancer(raw.load_balancer.as_ref());
         // Redis runs where the topology places it: a host with the `redis` role, or on docker a
@@ -244,6 +245,7 @@ impl V {
             slow_request_ms,
             program: None,
             workers: None,
+            release_command: None,
         }
     }
 
@@ -270,6 +272,39 @@ impl V {
     }
 
     /// The worker kind: an argv of the release with no port, its own env and drain timeout.
+    fn release_command(&mut self, c: &Sp<Vec<Sp<String>>>, a: &RawApp, target: Target) -> Vec<String> {
+        if target == Target::Docker {
+            self.push(
+                Problem::at(c.loc(), "app.release_command runs on `target: hosts` for now; the docker target does not run it yet")
+                    .help("remove it, or deploy with `target: hosts`"),
+            );
+        }
+        if c.value().is_empty() {
+            self.push(Problem::at(c.loc(), "app.release_command is empty").help("give the command and its arguments as a list, such as [node, migrate.js]"));
+        }
+        for arg in c.value() {
+            self.check(arg, syntax::argument(arg.value()));
+            if let Ok(parts) = syntax::argument_parts(arg.value())
+                && parts.iter().any(|p| matches!(p, syntax::ArgumentPart::Value(_)))
+            {
+                self.push(Problem::at(arg.loc(), "the release command runs once, not per instance: `$(PORT)` and `$(INSTANCE)` mean nothing in it"));
+            }
+        }
+        if let Some(first) = c.value().first() {
+            if a.program.is_none() && first.value() != SCALE_API {
+                self.push(
+                    Problem::at(first.loc(), "without app.program the release is scale-api's: its release command is `[scale-api, migrate]`")
+                        .help("run scale-api's migration, or add app.program (your app and its command, such as [node, migrate.js])"),
+                );
+            }
+            if first.value().split('/').any(|c| c == "..") {
+                self.at(first.loc(), "the release command must be inside its release directory or on the host (no `..`)");
+            }
+            self.check(first, syntax::program(first.value()));
+        }
+        c.value().iter().map(|a| a.value().clone()).collect()
+    }
+
     fn workers(&mut self, w: &RawWorkers, a: &RawApp) -> Workers {
         if a.program.is_none() {
             // scale-api's own worker: its release's binary, on a Redis stream.
