@@ -3,7 +3,8 @@
 // What scalectl asks of any app: listen on PORT, answer the liveness and readiness paths
 // (/healthz, /readyz), and on SIGTERM finish in-flight requests within DRAIN_TIMEOUT.
 // What it gives: INSTANCE (host-port), REDIS_URL (and REDIS_PASSWORD when Redis has one),
-// app.env and app.secrets as environment variables.
+// app.env and app.secrets as environment variables; with a database, DB_WRITER_URL,
+// DB_READER_URL, DATABASE_URL and DB_POOL_SIZE (users.js).
 //
 // Slow work leaves the request: POST /reports queues a job on Redis (BullMQ) and answers 202 with
 // its id at once; worker.js, a process of the same release that scalectl runs as the app's
@@ -13,6 +14,7 @@ const { createClient } = require('redis');
 const client = require('prom-client');
 const { Queue, Job } = require('bullmq');
 const reports = require('./reports');
+const users = require('./users');
 
 const port = Number(process.env.PORT || 3000);
 const instance = process.env.INSTANCE || `local-${port}`;
@@ -85,6 +87,43 @@ app.get('/reports/:id', async (req, res, next) => {
   } catch (e) { next(e); }
 });
 
+// Cache-aside: Redis first; on a miss the reader, then the cache filled. A write goes to the
+// writer and drops the cached copy.
+const db = users.pools(log);
+const CACHE_TTL_S = 60;
+const userId = (raw) => {
+  const id = Number(raw);
+  return Number.isInteger(id) && id >= 1 && id <= 1000000 ? id : null;
+};
+const noDatabase = (res) => res.status(503).json({ error: 'no database is configured: DB_WRITER_URL (or DATABASE_URL) is not set' });
+const unavailable = (res, pool, e) => res.status(503).set('Retry-After', '1').json({ error: `the database's ${pool} is unavailable: ${e.message}` });
+app.get('/users/:id', async (req, res, next) => {
+  const id = userId(req.params.id);
+  if (!id) return res.status(400).json({ error: 'user id must be a number from 1 to 1000000' });
+  if (!db) return noDatabase(res);
+  try {
+    const cached = await redis.get(`cache:user:${id}`);
+    if (cached !== null) return res.json({ id, name: cached, source: 'cache', instance });
+    let name;
+    try { name = await users.read(db, id); } catch (e) { return unavailable(res, 'reader', e); }
+    if (name === null) return res.status(404).json({ error: 'no such user' });
+    await redis.set(`cache:user:${id}`, name, { EX: CACHE_TTL_S });
+    res.json({ id, name, source: 'db', instance });
+  } catch (e) { next(e); }
+});
+app.put('/users/:id', express.json({ limit: '16kb' }), async (req, res, next) => {
+  const id = userId(req.params.id);
+  if (!id) return res.status(400).json({ error: 'user id must be a number from 1 to 1000000' });
+  const name = req.body && req.body.name;
+  if (typeof name !== 'string' || name.length < 1 || name.length > 128) return res.status(400).json({ error: 'name must be 1 to 128 characters' });
+  if (!db) return noDatabase(res);
+  try {
+    try { await users.write(db, id, name); } catch (e) { return unavailable(res, 'writer', e); }
+    await redis.del(`cache:user:${id}`);
+    res.json({ id, name, instance });
+  } catch (e) { next(e); }
+});
+
 app.get('/healthz', (req, res) => res.send('ok\n'));
 app.get('/readyz', (req, res) => {
   if (draining) return res.status(503).send('draining\n');
@@ -110,7 +149,11 @@ redis.connect().catch((e) => log('error', 'redis connect', { error: e.message })
 process.on('SIGTERM', () => {
   draining = true;
   log('info', 'draining', { timeout_ms: drainMs });
-  server.close(() => { Promise.allSettled([queue.close(), redis.close()]).finally(() => process.exit(0)); });
+  server.close(() => {
+    const closing = [queue.close(), redis.close()];
+    if (db) closing.push(db.writer.end(), db.reader.end());
+    Promise.allSettled(closing).finally(() => process.exit(0));
+  });
   server.closeIdleConnections();
   setTimeout(() => process.exit(0), drainMs).unref();
 });

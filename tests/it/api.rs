@@ -800,3 +800,47 @@ fn a_worker_makes_its_group_again_when_redis_lost_it() {
     assert_eq!((j["state"].as_str(), j["result"]["sum"].as_u64()), (Some("completed"), Some(5)), "{j}\n{}", w.log());
     assert!(w.log().contains("the consumer group is gone: made again"), "{}", w.log());
 }
+
+/// The Node example (examples/node-app, real Node.js from Debian's nodejs) on the same databases:
+/// its release command `node migrate.js`, then `node server.js` with the URLs scalectl gives it.
+#[test]
+fn the_node_example_migrates_then_reads_and_writes_users_through_its_two_pools() {
+    let redis = Redis::start();
+    let pg = Postgres::start();
+    let dir = crate::support::node_app_dir();
+    let node = require("node");
+    let migrate = Command::new(&node).arg("migrate.js").current_dir(&dir).env("DB_WRITER_URL", pg.url()).env_remove("DATABASE_URL").output().unwrap();
+    assert!(migrate.status.success(), "node migrate.js: {}", String::from_utf8_lossy(&migrate.stderr));
+    assert_eq!(pg.psql("select count(*) from users").unwrap(), "0");
+    let start = |env: &[(&str, String)]| {
+        let port = free_port();
+        let child = Command::new(&node)
+            .arg("server.js")
+            .current_dir(&dir)
+            .env("PORT", port.to_string())
+            .env("REDIS_URL", redis.url())
+            .env_remove("DATABASE_URL")
+            .env_remove("DB_WRITER_URL")
+            .env_remove("DB_READER_URL")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let api = Api { port, child };
+        wait_until(|| get(api.port, "/readyz").is_ok_and(|(s, _)| s == 200), "the Node example to be ready");
+        api
+    };
+    let none = start(&[]);
+    assert_eq!(client().get(none.url("/users/3")).send().unwrap().status(), 503, "no database configured");
+    let db = [("DB_WRITER_URL", pg.url()), ("DB_READER_URL", pg.url()), ("DB_POOL_SIZE", "2".to_string())];
+    let (a, b) = (start(&db), start(&db));
+    let c = client();
+    assert_eq!(c.get(a.url("/users/3")).send().unwrap().status(), 404);
+    assert_eq!(c.put(a.url("/users/3")).json(&serde_json::json!({"name": "Lin"})).send().unwrap().status(), 200);
+    assert_eq!(pg.psql("select name from users where id = 3").unwrap(), "Lin");
+    let read = json(b.port, "/users/3");
+    assert_eq!((read["source"].as_str(), read["name"].as_str()), (Some("db"), Some("Lin")), "{read}");
+    assert_eq!(json(a.port, "/users/3")["source"], "cache");
+    c.put(b.url("/users/3")).json(&serde_json::json!({"name": "Mo"})).send().unwrap();
+    assert_eq!(json(a.port, "/users/3")["name"], "Mo", "the write dropped the cached copy");
+}
