@@ -1,5 +1,6 @@
 //! `scalectl db`: the database tier as Patroni runs it. `db status` asks Patroni which member
 //! leads and how far each replica is behind: that is Patroni's state, not the topology's.
+//! `db switchover` moves the lead to a replica, through Patroni, under the fleet lock.
 
 use super::args::{FleetArgs, Output};
 use super::session;
@@ -21,6 +22,31 @@ pub enum DbCommand {
 Exit codes: 0 one leader and every member running or streaming, 2 otherwise, 1 error.\n\n\
 Examples:\n  scalectl db status -f scale.yaml\n  scalectl db status -f scale.yaml -o json | jq -r '.members[] | select(.role == \"leader\") | .name'")]
     Status(StatusArgs),
+    /// Move the database's leader to a replica (a planned switchover through Patroni, under the
+    /// fleet lock); waits until the new leader runs
+    #[command(after_help = "Without --to, the running replica least behind takes over. Writes fail for the moment Patroni \
+takes to demote the leader and promote the replica (their connections are closed: pools reconnect); the old leader \
+follows the new one as a replica.\n\n\
+Examples:\n  scalectl db switchover -f scale.yaml --yes\n  scalectl db switchover -f scale.yaml --to db-2 --yes")]
+    Switchover(SwitchoverArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SwitchoverArgs {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// The member to take over (a running replica's host name) [default: the replica least behind]
+    #[arg(long, value_name = "HOST")]
+    pub to: Option<String>,
+    /// Do not ask for confirmation (required when standard input is not a terminal)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// How long to wait for the new leader to run
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub wait: std::time::Duration,
+    /// The fleet lock expires after this long if the run dies without releasing it
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub lock_ttl: std::time::Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -34,7 +60,53 @@ pub struct StatusArgs {
 pub fn run(a: Args, color: bool) -> Result<(), Failure> {
     match a.command {
         DbCommand::Status(a) => status(a, color),
+        DbCommand::Switchover(a) => switchover(a, color),
     }
+}
+
+fn switchover(a: SwitchoverArgs, color: bool) -> Result<(), Failure> {
+    let target = session::open(&a.fleet, color)?;
+    let before = target.database()?;
+    let leader = before.leader().map(|m| m.name.clone()).unwrap_or_default();
+    let candidate = before.switchover_candidate(a.to.as_deref())?.name.clone();
+    eprintln!("switching the database's leader from {leader} to {candidate}");
+    if !session::confirm(a.yes, &format!("switch the database's leader from {leader} to {candidate}"))? {
+        return Err(anyhow::anyhow!("cancelled: nothing was changed").into());
+    }
+    let owner = crate::exec::lock::owner();
+    let (held, _) = crate::deploy::acquire(target.as_ref(), &owner, a.lock_ttl)?;
+    let result = (|| -> anyhow::Result<DbCluster> {
+        let started = std::time::Instant::now();
+        let said = target.db_switchover(&leader, &candidate)?;
+        eprintln!("Patroni: {said}");
+        // Patroni answers once the candidate is promoted; wait until it runs as the leader, then
+        // until the former leader runs again as its replica.
+        let mut leading = None;
+        loop {
+            if let Ok(c) = target.database() {
+                if leading.is_none() && c.leader().is_some_and(|m| m.name == candidate && m.state == "running") {
+                    leading = Some(started.elapsed());
+                    eprintln!("{candidate} leads, {:.1} s after the switchover began", started.elapsed().as_secs_f64());
+                }
+                if leading.is_some() && c.healthy() {
+                    eprintln!("every member runs again, {:.1} s after the switchover began", started.elapsed().as_secs_f64());
+                    return Ok(c);
+                }
+            }
+            anyhow::ensure!(
+                started.elapsed() < a.wait,
+                "{} within {}: see `scalectl db status`",
+                if leading.is_some() { format!("{candidate} leads, but not every member runs again") } else { format!("{candidate} did not lead") },
+                humantime::format_duration(a.wait)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    })();
+    if let Err(e) = target.unlock(&held) {
+        eprintln!("warning: could not release the fleet lock: {e:#}");
+    }
+    print!("{}", text(&result?));
+    Ok(())
 }
 
 fn status(a: StatusArgs, color: bool) -> Result<(), Failure> {
@@ -73,7 +145,7 @@ fn text(c: &DbCluster) -> String {
         if leaders == 0 {
             let _ = writeln!(out, "no member leads: writes fail until Patroni elects one (etcd must be reachable by a majority of its members)");
         } else {
-            let _ = writeln!(out, "not every member is running: a new replica shows `creating replica` while it copies the primary");
+            let _ = writeln!(out, "not every member is running: a new replica copies the primary first, and a former leader restarts as a replica");
         }
     }
     out

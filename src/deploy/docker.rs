@@ -139,6 +139,10 @@ impl Target for Engine {
         anyhow::bail!("the docker target runs no database tier yet (it is deployed to `target: hosts`)")
     }
 
+    fn db_switchover(&self, _leader: &str, _candidate: &str) -> anyhow::Result<String> {
+        anyhow::bail!("the docker target runs no database tier yet (it is deployed to `target: hosts`)")
+    }
+
     fn status(&self) -> anyhow::Result<Status> {
         let containers = self.observe()?.containers;
         let mut items: Vec<StatusItem> = containers

@@ -117,6 +117,33 @@ impl DbCluster {
         Ok(DbCluster { scope: v["scope"].as_str().unwrap_or_default().to_string(), asked: asked.to_string(), members })
     }
 
+    pub fn leader(&self) -> Option<&DbMember> {
+        self.members.iter().find(|m| m.role == "leader")
+    }
+
+    /// Where a switchover goes: `to`, which must be a running replica; else the running replica
+    /// least behind.
+    pub fn switchover_candidate(&self, to: Option<&str>) -> anyhow::Result<&DbMember> {
+        let leader = self.leader().ok_or_else(|| anyhow::anyhow!("no member leads: there is nothing to switch over from (Patroni elects a leader by itself)"))?;
+        let running = |m: &&DbMember| m.role != "leader" && matches!(m.state.as_str(), "running" | "streaming");
+        match to {
+            Some(name) if name == leader.name => anyhow::bail!("{name} already leads"),
+            Some(name) => {
+                let m = self.members.iter().find(|m| m.name == name).ok_or_else(|| {
+                    anyhow::anyhow!("{name} is not a member of the database cluster (members: {})", self.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "))
+                })?;
+                anyhow::ensure!(running(&m), "{name} is {} ({}): only a running replica can take over", m.role, m.state);
+                Ok(m)
+            }
+            None => self
+                .members
+                .iter()
+                .filter(running)
+                .min_by_key(|m| m.lag_bytes.unwrap_or(u64::MAX))
+                .ok_or_else(|| anyhow::anyhow!("no replica is running: there is no member to switch over to")),
+        }
+    }
+
     /// One member leads and every other streams from it.
     pub fn healthy(&self) -> bool {
         let leaders = self.members.iter().filter(|m| m.role == "leader" || m.role == "standby_leader").count();
@@ -202,6 +229,9 @@ pub trait Target {
     fn logs(&self, q: &LogQuery, out: &(dyn Fn(&LogLine) + Sync)) -> anyhow::Result<()>;
     /// The database cluster as Patroni reports it, asked of the first database host that answers.
     fn database(&self) -> anyhow::Result<DbCluster>;
+    /// A planned change of the database's leader from `leader` to `candidate`, through Patroni's
+    /// REST API on the leader's host (the caller holds the fleet lock and waits for the result).
+    fn db_switchover(&self, leader: &str, candidate: &str) -> anyhow::Result<String>;
 }
 
 /// Lines of history from several places, merged in time order and filtered to one instance.

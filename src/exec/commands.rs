@@ -44,6 +44,20 @@ pub fn patroni_cluster(address: &str) -> String {
     format!("curl -fsS --max-time 10 {}", q(&url))
 }
 
+/// A switchover through Patroni's REST API on the leader's host: its user and password from the
+/// 0600 file its unit reads, handed to curl on stdin (`-K -`), never in an argument. `leader` and
+/// `candidate` are host names (DNS labels).
+pub fn patroni_switchover(address: &str, leader: &str, candidate: &str) -> String {
+    let url = format!("http://{}/switchover", crate::render::hostport(address, crate::topology::ports::PATRONI));
+    let body = format!("{{\"leader\": \"{leader}\", \"candidate\": \"{candidate}\"}}");
+    format!(
+        "set -e; set -a; . {env}; set +a\nprintf 'user = \"%s:%s\"\\n' \"$PATRONI_RESTAPI_USERNAME\" \"$PATRONI_RESTAPI_PASSWORD\" | curl -sS --fail-with-body --max-time 60 -K - -H 'Content-Type: application/json' -d {body} {url}\n",
+        env = q(crate::topology::tiers::PATRONI_SECRETS),
+        body = q(&body),
+        url = q(&url),
+    )
+}
+
 /// Receives the release on stdin: scale-api's binary, or (`archive`) a tar of the program's
 /// directory. The release directory appears complete or not at all.
 ///

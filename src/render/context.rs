@@ -111,6 +111,9 @@ pub struct DatabaseView {
     pub superuser: &'static str,
     pub replication_user: &'static str,
     pub rest_user: &'static str,
+    pub monitor_user: &'static str,
+    pub exporter_port: u16,
+    pub exporter_queries: &'static str,
 }
 
 /// A host as another tier reaches it: its name, address, and that address as an IP.
@@ -350,6 +353,9 @@ impl Ctx {
                 superuser: crate::topology::DB_SUPERUSER,
                 replication_user: crate::topology::DB_REPLICATION_USER,
                 rest_user: crate::topology::DB_REST_USER,
+                monitor_user: crate::topology::DB_MONITOR_USER,
+                exporter_port: ports::POSTGRES_EXPORTER,
+                exporter_queries: tt::POSTGRES_EXPORTER_QUERIES,
             });
         }
         c.sort_scrapes();

@@ -433,6 +433,9 @@ pub const DB_REST_USER: &str = "patroni";
 /// PostgreSQL's superuser: Patroni reaches it over the local socket only (peer authentication),
 /// so it has no password.
 pub const DB_SUPERUSER: &str = "postgres";
+/// The exporter's role: pg_monitor's rights, over the local socket only (peer, as the OS user
+/// `prometheus` its unit runs as), no password.
+pub const DB_MONITOR_USER: &str = "prometheus";
 /// Connections of max_connections the app's pools may not take: PostgreSQL's
 /// superuser_reserved_connections (3) and Patroni's own (2).
 pub const DB_RESERVED_CONNECTIONS: u64 = 5;
@@ -582,6 +585,8 @@ pub mod ports {
     pub const BALANCER_EXPORTER: u16 = 8405;
     /// PostgreSQL on a database host's address.
     pub const POSTGRES: u16 = 5432;
+    /// Its exporter (Debian's prometheus-postgres-exporter), for the monitor host.
+    pub const POSTGRES_EXPORTER: u16 = 9187;
     /// Patroni's REST API on a database host (its health endpoints for HAProxy's checks).
     pub const PATRONI: u16 = 8008;
     /// etcd's client and peer ports on an etcd host.

@@ -241,6 +241,8 @@ pub const BALANCER_SERVICE: &str = "haproxy.service";
 pub const PATRONI_CONFIG: &str = "/etc/patroni/config.yml";
 pub const PATRONI_SECRETS: &str = "/etc/patroni/scalectl.env";
 pub const PATRONI_SERVICE: &str = "patroni.service";
+/// The postgres exporter's own queries: which role the member has, and each replica's lag in bytes.
+pub const POSTGRES_EXPORTER_QUERIES: &str = "/etc/scalectl/postgres-exporter-queries.yaml";
 /// What Patroni runs once, on the member that bootstraps the cluster: the app's role and database.
 pub const PATRONI_POST_BOOTSTRAP: &str = "/etc/patroni/scalectl-post-bootstrap.sh";
 /// Where each member keeps its data (not Debian's `15/main`, which its package would make and
@@ -453,8 +455,8 @@ impl Topology {
             out.push(tier(
                 "database",
                 Some(Role::Database),
-                &["postgresql-15", "patroni", "python3-etcd", "curl"],
-                &[PATRONI_SERVICE],
+                &["postgresql-15", "patroni", "python3-etcd", "curl", "prometheus-postgres-exporter"],
+                &[PATRONI_SERVICE, "prometheus-postgres-exporter.service"],
                 vec![
                     file("database/post-bootstrap.sh.j2", PATRONI_POST_BOOTSTRAP).mode(0o755),
                     // Patroni rereads it on a reload, and restarts PostgreSQL itself when a
@@ -462,10 +464,13 @@ impl Topology {
                     file("database/patroni.yml.j2", PATRONI_CONFIG).mode(0o640).group("postgres").reloads(PATRONI_SERVICE),
                     file("database/patroni.override.conf.j2", "/etc/systemd/system/patroni.service.d/scalectl.conf").restarts(PATRONI_SERVICE),
                     file("database/patroni.env.j2", PATRONI_SECRETS).mode(0o600).restarts(PATRONI_SERVICE).secret(),
+                    file("exporters/prometheus-postgres-exporter.j2", "/etc/default/prometheus-postgres-exporter").restarts("prometheus-postgres-exporter.service"),
+                    file("exporters/postgres-queries.yaml.j2", POSTGRES_EXPORTER_QUERIES).restarts("prometheus-postgres-exporter.service"),
                 ],
                 vec![
                     Listen::new(ports::POSTGRES, "PostgreSQL", Reach::Database),
                     Listen::new(ports::PATRONI, "Patroni's REST API", Reach::Database),
+                    Listen::new(ports::POSTGRES_EXPORTER, "the postgres exporter", Reach::Monitor).scraped("postgres", "postgres-exporter"),
                 ],
             ));
         }

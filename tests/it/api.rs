@@ -44,7 +44,7 @@ impl Redis {
         self.child = Redis::spawn(self.port, &self.dir);
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 }
@@ -179,17 +179,17 @@ fn a_session_made_on_one_instance_is_read_on_the_other() {
 /// A PostgreSQL server of the test's own (Debian's postgresql-15, which the README's test command
 /// installs): initdb into a temporary directory, run as the `postgres` user (PostgreSQL refuses
 /// root), on 127.0.0.1 and a free port, scram-sha-256 for everyone.
-struct Postgres {
-    port: u16,
+pub(crate) struct Postgres {
+    pub(crate) port: u16,
     child: Child,
-    _dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
 }
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+pub(crate) const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const PG_PASSWORD: &str = "test-only-pg-password";
 
 impl Postgres {
-    fn start() -> Postgres {
+    pub(crate) fn start() -> Postgres {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let pwfile = dir.path().join("pw");
@@ -202,7 +202,9 @@ impl Postgres {
             c
         };
         let init = as_postgres("initdb")
-            .args(["-U", "postgres", "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"])
+            // Over the network a password; on the socket the OS user's own role (peer), as on a
+            // database host for the exporter's role.
+            .args(["-U", "postgres", "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--locale=C.UTF-8"])
             .arg(format!("--pwfile={}", pwfile.display()))
             .arg("-D")
             .arg(&data)
@@ -219,16 +221,18 @@ impl Postgres {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let pg = Postgres { port, child, _dir: dir };
+        // The socket's directory, for the exporter's user (the data directory inside stays postgres').
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let pg = Postgres { port, child, dir };
         wait_until(|| pg.psql("select 1").is_ok(), "PostgreSQL to accept connections");
         pg
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgresql://postgres:{PG_PASSWORD}@127.0.0.1:{}/postgres", self.port)
     }
 
-    fn psql(&self, sql: &str) -> Result<String, String> {
+    pub(crate) fn psql(&self, sql: &str) -> Result<String, String> {
         let out = Command::new(format!("{PG_BIN}/psql")).arg(self.url()).args(["-XAtqc", sql]).output().unwrap();
         if out.status.success() { Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
     }

@@ -379,3 +379,72 @@ fn db_the_release_command_runs_once_per_release_and_a_failing_one_leaves_the_old
         assert_eq!(c.get("http://127.0.0.1:8084/").send().unwrap().status(), 200);
     }
 }
+
+#[test]
+fn db_switchover_moves_the_lead_to_the_replica_and_writes_go_on_after_it() {
+    let _t = db_lab();
+    let before = db_status().1;
+    let leader = leader(&before);
+    let replica = if leader == "db-1" { "db-2" } else { "db-1" };
+    // A name that is not a member, and the leader itself, are refused before anything changes.
+    let out = run(&["db", "switchover", "-f", &db_yaml(), "--to", "db-9", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("db-9 is not a member of the database cluster (members: db-1, db-2)"), "{}", text(&out.stderr));
+    let out = run(&["db", "switchover", "-f", &db_yaml(), "--to", &leader, "--yes"]);
+    assert!(text(&out.stderr).contains(&format!("{leader} already leads")), "{}", text(&out.stderr));
+
+    psql("app-1", "DB_WRITER_URL", "CREATE TABLE IF NOT EXISTS ticks (at timestamptz NOT NULL DEFAULT now());");
+    let writes = query_loop("app-1", "DB_WRITER_URL", "insert into ticks default values returning 1", 20);
+    std::thread::sleep(Duration::from_secs(3));
+    let started = now();
+    let out = run_ok(&["db", "switchover", "-f", &db_yaml(), "--yes"]);
+    let took = now() - started;
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(said.contains(&format!("from {leader} to {replica}")), "{said}");
+    let writes = outcomes(writes);
+    let failed = writes.iter().filter(|w| !w.1).count();
+    eprintln!("switchover from {leader} to {replica}: {took:.1} s until every member ran again; writes failed {failed} of {}", writes.len());
+    assert!(writes.iter().any(|w| w.1 && w.0 > started + took), "no write succeeded after the switchover: {writes:?}");
+    let after = wait_healthy(2);
+    assert_eq!(self::leader(&after), replica);
+    // Its password went to curl on stdin: in no process' arguments, no journal.
+    let pw = password("lab-db-rest-password");
+    for host in ["db-1", "db-2"] {
+        assert!(!docker_exec(&format!("dblab-{host}"), "journalctl --no-pager -o cat | tail -n 3000").contains(&pw), "Patroni's REST password in {host}'s journal");
+    }
+    let out = run(&["plan", "-f", &db_yaml(), "--release", &release(), "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "the switchover changed the plan:\n{}", text(&out.stdout));
+}
+
+/// One PromQL query against the database lab's Prometheus.
+fn prometheus(query: &str) -> serde_json::Value {
+    let encoded: String = query.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+    let r = crate::support::client().get(format!("http://127.0.0.1:9094/api/v1/query?query={encoded}")).send().unwrap();
+    r.json::<serde_json::Value>().unwrap()["data"]["result"].clone()
+}
+
+#[test]
+fn db_prometheus_scrapes_every_member_and_sees_one_primary() {
+    let _t = db_lab();
+    // The exporter on each member logs in over the local socket as its own role (no password).
+    let t = Instant::now();
+    loop {
+        let up = prometheus("pg_up{job=\"postgres\"} == 1");
+        let roles = prometheus("sum(scalectl_database_is_replica{job=\"postgres\"})");
+        let members = prometheus("count(scalectl_database_is_replica{job=\"postgres\"})");
+        let value = |r: &serde_json::Value| r[0]["value"][1].as_str().map(String::from);
+        if up.as_array().map_or(0, |a| a.len()) == 2 && value(&roles).as_deref() == Some("1") && value(&members).as_deref() == Some("2") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "Prometheus never saw both members up, one of them the primary: up {up}, replicas {roles}, members {members}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    // The primary reports its replica's lag; no alert of the database fires on a healthy cluster.
+    let t = Instant::now();
+    while prometheus("scalectl_database_replica_lag_bytes{job=\"postgres\"}").as_array().map_or(0, |a| a.len()) != 1 {
+        assert!(t.elapsed() < Duration::from_secs(60), "no replica lag from the primary's exporter");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let firing = prometheus("ALERTS{alertname=~\"PostgresDown|NoLeader|ReplicaLagHigh|ConnectionsNearMax\",alertstate=\"firing\"}");
+    assert_eq!(firing.as_array().map_or(0, |a| a.len()), 0, "{firing}");
+}

@@ -300,7 +300,9 @@ fn promtool_accepts_every_prometheus_config_and_rule_file() {
             let t = super::load_example(example);
             let workers_down = usize::from(f.host != "docker");
             let queue = t.app.workers.as_ref().and_then(|w| w.queue.as_ref()).map_or(0, |_| 8 + workers_down);
-            let rules = if t.redis.is_some() { 12 } else { 10 } + queue;
+            // The database adds its five (PostgresDown, NoLeader, ReplicaLagHigh, ConnectionsNearMax, LeaderChanged).
+            let database = if t.database.is_some() { 5 } else { 0 };
+            let rules = if t.redis.is_some() { 12 } else { 10 } + queue + database;
             assert!(text(&out).contains(&format!("SUCCESS: {rules} rules found")), "{}", text(&out));
             checked += 1;
         }
@@ -545,6 +547,67 @@ fn exporter_on_redis(t: &topology::Topology, host: &str) -> ExporterOnRedis {
     let log = std::fs::File::create(dir.path().join("exporter.log")).unwrap();
     let exporter = Killed(Command::new(require("prometheus-redis-exporter")).args(&args).env_remove("REDIS_PASSWORD").stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap());
     ExporterOnRedis { web_port, redis_port, dir, _processes: (exporter, redis) }
+}
+
+/// The database's members as the rendered files make them, against a real PostgreSQL: Patroni's
+/// post-bootstrap script makes the app's role and database and the exporter's role, and the postgres
+/// exporter with its rendered arguments and queries logs in as that role over the socket (peer, no
+/// password) and reports the member's role.
+#[test]
+fn the_post_bootstrap_script_and_the_postgres_exporter_work_on_a_real_postgresql() {
+    let pg = crate::api::Postgres::start();
+    let files = render_example("database");
+    let on_db = |path: &str| files.iter().find(|f| f.host == "db-1" && f.path == path).unwrap_or_else(|| panic!("db-1 has no {path}")).content.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("post-bootstrap.sh");
+    std::fs::write(&script, on_db(scalectl::topology::tiers::PATRONI_POST_BOOTSTRAP)).unwrap();
+    let out = run(Command::new("sh").arg(&script).arg(pg.url()).env("SCALECTL_DB_APP_PASSWORD", "test-only-app-pw"));
+    assert!(out.status.success(), "post-bootstrap: {}", text(&out));
+    assert_eq!(pg.psql("select datname from pg_database where datname = 'app'").unwrap(), "app");
+    assert_eq!(pg.psql("select pg_has_role('prometheus', 'pg_monitor', 'member')").unwrap(), "t");
+    // The app's role logs in with its password (scram-sha-256), to its database.
+    let app = run(Command::new(format!("{}/psql", crate::api::PG_BIN)).arg(format!("postgresql://app:test-only-app-pw@127.0.0.1:{}/app", pg.port)).args(["-XAtc", "select current_user"]));
+    assert_eq!(String::from_utf8_lossy(&app.stdout).trim(), "app", "{}", text(&app));
+    // The exporter: its rendered arguments and queries, its socket moved to this server's.
+    let defaults = on_db("/etc/default/prometheus-postgres-exporter");
+    let value = |key: &str| defaults.lines().find_map(|l| l.strip_prefix(&format!("{key}=\""))).unwrap().trim_end_matches('"').to_string();
+    let queries = dir.path().join("queries.yaml");
+    std::fs::write(&queries, on_db(scalectl::topology::tiers::POSTGRES_EXPORTER_QUERIES)).unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&queries, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let web_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let args: Vec<String> = value("ARGS")
+        .split(' ')
+        .map(|a| match a.split_once('=') {
+            Some(("--web.listen-address", _)) => format!("--web.listen-address=127.0.0.1:{web_port}"),
+            Some(("--extend.query-path", _)) => format!("--extend.query-path={}", queries.display()),
+            _ => a.to_string(),
+        })
+        .collect();
+    let dsn = value("DATA_SOURCE_NAME").replace("host=/var/run/postgresql", &format!("host={} port={}", pg.dir.path().display(), pg.port));
+    assert!(dsn.contains("user=prometheus") && !dsn.contains("password"), "{dsn}");
+    let exporter = Killed(
+        Command::new(require("setpriv"))
+            .args(["--reuid=prometheus", "--regid=prometheus", "--clear-groups", "--"])
+            .arg(require("prometheus-postgres-exporter"))
+            .args(&args)
+            .env("DATA_SOURCE_NAME", &dsn)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let metrics = (0..50)
+        .find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            reqwest::blocking::get(format!("http://127.0.0.1:{web_port}/metrics")).ok().and_then(|r| r.text().ok()).filter(|m| m.contains("\npg_up "))
+        })
+        .expect("the postgres exporter never answered on its rendered arguments");
+    drop(exporter);
+    for line in ["pg_up 1", "scalectl_database_is_replica{server=", "pg_exporter_last_scrape_error 0"] {
+        assert!(metrics.lines().any(|l| l.starts_with(line)), "{line} missing:\n{}", metrics.lines().filter(|l| l.starts_with("pg_up") || l.starts_with("scalectl") || l.starts_with("pg_exporter")).collect::<Vec<_>>().join("\n"));
+    }
+    assert!(metrics.lines().any(|l| l.starts_with("scalectl_database_is_replica{") && l.ends_with(" 0")), "a primary is no replica");
 }
 
 /// The oldest waiting job's age, which the queue's sizes cannot tell, measured by the exporter's
@@ -1402,6 +1465,28 @@ fn queue_rules_record_bullmq_keys_and_fire_when_they_should() {
         assert!(rules.contains(from), "{from} not in\n{rules}");
         let out = promtool_test_rules_of("node_queue_rules_test.yml", &rules.replacen(from, to, 1));
         assert!(!out.status.success(), "promtool passed a broken queue rule ({from} -> {to})");
+    }
+}
+
+/// The database's alerts (PostgresDown, NoLeader, ReplicaLagHigh, ConnectionsNearMax,
+/// LeaderChanged), as examples/database.yaml renders them, fire when they should and not before;
+/// a rule with a wrong series, threshold or window fails them.
+#[test]
+fn database_rules_fire_when_they_should() {
+    let files = render_example("database");
+    let rules = files.into_iter().find(|f| f.path == "/etc/prometheus/scalectl/rules.yml").unwrap().content;
+    let out = promtool_test_rules_of("database_rules_test.yml", &rules);
+    assert!(out.status.success(), "{}", text(&out));
+    for (from, to) in [
+        ("pg_up{job=\"postgres\"} == 0", "pg_up{job=\"postgres\"} == 2"),
+        ("(count(scalectl_database_is_replica{job=\"postgres\"} == 0) or vector(0)) == 0", "count(scalectl_database_is_replica{job=\"postgres\"} == 0) == 0"),
+        ("scalectl_database_replica_lag_bytes{job=\"postgres\"} > 1048576", "scalectl_database_replica_lag_bytes{job=\"postgres\"} > 10485760"),
+        ("max by (host) (pg_settings_max_connections{job=\"postgres\"}) > 80", "max by (host) (pg_settings_max_connections{job=\"postgres\"}) > 95"),
+        ("changes(scalectl_database_is_replica{job=\"postgres\"}[10m]) > 0", "changes(scalectl_database_is_replica{job=\"postgres\"}[10m]) > 1"),
+    ] {
+        assert!(rules.contains(from), "{from} not in\n{rules}");
+        let out = promtool_test_rules_of("database_rules_test.yml", &rules.replacen(from, to, 1));
+        assert!(!out.status.success(), "promtool passed a broken database rule ({from} -> {to})");
     }
 }
 

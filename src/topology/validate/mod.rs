@@ -646,7 +646,7 @@ impl V {
         let user = match &d.user {
             Some(u) => {
                 self.check(u, syntax::pg_identifier(u.value(), "database.user"));
-                if [DB_SUPERUSER, DB_REPLICATION_USER, DB_REST_USER].contains(&u.value().as_str()) {
+                if [DB_SUPERUSER, DB_REPLICATION_USER, DB_REST_USER, DB_MONITOR_USER].contains(&u.value().as_str()) {
                     self.at(u.loc(), format!("database.user `{}` is a role scalectl's database tier uses itself; name the app's own", u.value()));
                 }
                 u.value().clone()
