@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 packages=(nginx-light haproxy socat prometheus prometheus-alertmanager mtail prometheus-redis-exporter redis-server redis-tools ansible-core rsyslog rsyslog-relp logrotate openssl systemd curl
-          docker.io debootstrap libssl-dev pkg-config nftables patroni postgresql-15 prometheus-postgres-exporter)
+          docker.io debootstrap libssl-dev pkg-config nftables patroni postgresql-15 prometheus-postgres-exporter etcd-server)
 # PostgreSQL for scale-api's tests, which start their own server: Debian's package makes and starts
 # no cluster of its own then.
 mkdir -p /etc/postgresql-common/createcluster.d

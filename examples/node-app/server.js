@@ -96,7 +96,11 @@ const userId = (raw) => {
   return Number.isInteger(id) && id >= 1 && id <= 1000000 ? id : null;
 };
 const noDatabase = (res) => res.status(503).json({ error: 'no database is configured: DB_WRITER_URL (or DATABASE_URL) is not set' });
-const unavailable = (res, pool, e) => res.status(503).set('Retry-After', '1').json({ error: `the database's ${pool} is unavailable: ${e.message}` });
+// The driver's words (which may name a role or a host) go to the log, not to the client.
+const unavailable = (res, pool, e) => {
+  log('warn', 'database', { pool, error: e.message });
+  res.status(503).set('Retry-After', '1').json({ error: `the database's ${pool} is unavailable` });
+};
 app.get('/users/:id', async (req, res, next) => {
   const id = userId(req.params.id);
   if (!id) return res.status(400).json({ error: 'user id must be a number from 1 to 1000000' });

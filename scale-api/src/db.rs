@@ -80,6 +80,16 @@ pub enum DbError {
     Unavailable { pool: &'static str, message: String },
 }
 
+impl DbError {
+    /// What a client may be told: which pool, not the driver's words.
+    pub fn public(&self) -> String {
+        match self {
+            DbError::NotConfigured => self.to_string(),
+            DbError::Unavailable { pool, .. } => format!("the database's {pool} is unavailable"),
+        }
+    }
+}
+
 pub struct Database {
     writer: Pool,
     reader: Pool,

@@ -357,6 +357,13 @@ fn user_id(raw: &str) -> Result<u32, ApiError> {
     raw.parse::<u32>().ok().filter(|id| (1..=1_000_000).contains(id)).ok_or_else(|| ApiError::BadRequest("user id must be a number from 1 to 1000000".into()))
 }
 
+/// A database error: its detail logged (the driver's words may name a role or a host), the client
+/// told which pool was unavailable.
+fn db_unavailable(e: db::DbError) -> ApiError {
+    tracing::warn!(error = %e, "database");
+    ApiError::Unavailable(e.public().to_string())
+}
+
 /// The database, or 503 saying none is configured.
 fn database(s: &AppState) -> Result<&db::Database, ApiError> {
     s.db.as_ref().ok_or_else(|| ApiError::Unavailable(db::DbError::NotConfigured.to_string()))
@@ -369,7 +376,7 @@ async fn get_user(State(s): State<Shared>, Path(raw): Path<String>) -> Result<Js
     if let Some(name) = cached {
         return Ok(Json(json!({ "id": id, "name": name, "source": "cache", "instance": s.config.instance })));
     }
-    let stored = database(&s)?.user(&s.metrics.db, id as i32).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let stored = database(&s)?.user(&s.metrics.db, id as i32).await.map_err(db_unavailable)?;
     let Some(name) = stored else { return Err(ApiError::NoSuchUser) };
     let _: () = s
         .redis("set", redis::cmd("SET").arg(format!("cache:user:{id}")).arg(&name).arg("EX").arg(s.config.cache_ttl.as_secs().max(1)))
@@ -389,7 +396,7 @@ async fn put_user(State(s): State<Shared>, Path(raw): Path<String>, body: Result
     if body.name.is_empty() || body.name.len() > 128 {
         return Err(ApiError::BadRequest("name must be 1 to 128 characters".into()));
     }
-    database(&s)?.put_user(&s.metrics.db, id as i32, &body.name).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    database(&s)?.put_user(&s.metrics.db, id as i32, &body.name).await.map_err(db_unavailable)?;
     let _: i64 = s.redis("del", redis::cmd("DEL").arg(format!("cache:user:{id}"))).await?;
     Ok(Json(json!({ "id": id, "name": body.name, "instance": s.config.instance })))
 }

@@ -136,11 +136,11 @@ impl Target for Hosts {
         let mut errors = Vec::new();
         for h in members {
             let Some(c) = self.conns.iter().find(|c| c.endpoint.host == h.name) else { continue };
-            let o = c.run(&commands::patroni_cluster(&h.address), b"", Duration::from_secs(20))?;
-            if o.ok() {
-                return super::DbCluster::from_patroni(&h.name, &o.stdout);
+            match c.run(&commands::patroni_cluster(&h.address), b"", Duration::from_secs(20)) {
+                Ok(o) if o.ok() => return super::DbCluster::from_patroni(&h.name, &o.stdout),
+                Ok(o) => errors.push(format!("{}: {}", h.name, o.stderr.trim())),
+                Err(e) => errors.push(format!("{}: {e}", h.name)),
             }
-            errors.push(format!("{}: {}", h.name, o.stderr.trim()));
         }
         anyhow::bail!("no database host's Patroni answered: {}", errors.join("; "))
     }

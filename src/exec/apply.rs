@@ -35,8 +35,9 @@ pub struct Options<'a> {
 
 const PACKAGE_TIMEOUT: Duration = Duration::from_secs(900);
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
-/// Past the release command unit's own TimeoutStartSec (15 min), which stops it first.
-const RELEASE_COMMAND_TIMEOUT: Duration = Duration::from_secs(960);
+/// Past the wait for the database's writer (at most 120 tries of up to 4 s each) and the release
+/// command unit's own TimeoutStartSec (15 min), which stop it first.
+const RELEASE_COMMAND_TIMEOUT: Duration = Duration::from_secs(480 + 900 + 60);
 
 fn conn<'c>(conns: &'c [Conn], host: &str) -> anyhow::Result<&'c Conn> {
     conns.iter().find(|c| c.endpoint.host == host).with_context(|| format!("{host}: not connected"))

@@ -472,7 +472,7 @@ fi
     )
 }
 
-/// How long a release command waits for the database's writer (about: each try may take 3 s).
+/// Tries (a second apart, each up to 3 s) a release command gives the database's writer.
 const RELEASE_COMMAND_DB_WAIT_S: u32 = 120;
 
 /// The release command's unit for one release, run to its end (`systemctl start` of a oneshot
@@ -486,7 +486,7 @@ pub fn release_command(app: &str, id: &str, unit: &str, wait_writer: Option<u16>
     let wait = match wait_writer {
         Some(port) => format!(
             "( set -a; . {secrets}; set +a; export PGHOST=127.0.0.1 PGPORT={port} PGCONNECT_TIMEOUT=3\n\
-             i=0; until psql -XAtqc 'select 1' >/dev/null 2>&1; do i=$((i+1)); [ $i -lt {tries} ] || {{ echo \"the database's writer (127.0.0.1:{port}) did not let the app log in within about {tries} s:\"; psql -XAtqc 'select 1' 2>&1 | tail -n 3; exit 1; }}; sleep 1; done ) || exit 1\n",
+             i=0; until psql -XAtqc 'select 1' >/dev/null 2>&1; do i=$((i+1)); [ $i -lt {tries} ] || {{ echo \"the database's writer (127.0.0.1:{port}) did not let the app log in after {tries} tries:\"; psql -XAtqc 'select 1' 2>&1 | tail -n 3; exit 1; }}; sleep 1; done ) || exit 1\n",
             secrets = q(&format!("/etc/{app}/secrets.env")),
             tries = RELEASE_COMMAND_DB_WAIT_S,
         ),

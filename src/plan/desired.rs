@@ -170,7 +170,7 @@ pub fn socket_unit(app: &str, port: u16) -> String {
     format!("{app}@{port}.socket")
 }
 
-/// The desired state of every host, in the order apply activates them: etcd, the database, redis,
+/// The desired state of every host, in the order apply activates them: the database, etcd, redis,
 /// monitor, app, lb.
 pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], release: Option<&Release>) -> Vec<DesiredHost> {
     let mut by_host: BTreeMap<&str, Vec<&RenderedFile>> = BTreeMap::new();
@@ -277,7 +277,10 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
         })
         .collect();
     let rank = |d: &DesiredHost| {
-        [Role::Etcd, Role::Database, Role::Redis, Role::Monitor, Role::App, Role::Worker, Role::Lb].iter().position(|r| d.roles.contains(r)).unwrap_or(7)
+        // The database first (an app host of a first deploy waits for it in its release command),
+        // etcd next (Patroni waits for it): a host with etcd and the app role still comes after
+        // every database host.
+        [Role::Database, Role::Etcd, Role::Redis, Role::Monitor, Role::App, Role::Worker, Role::Lb].iter().position(|r| d.roles.contains(r)).unwrap_or(7)
     };
     out.sort_by_key(rank);
     out

@@ -112,6 +112,7 @@ pub struct DatabaseView {
     pub replication_user: &'static str,
     pub rest_user: &'static str,
     pub monitor_user: &'static str,
+    pub app_password_file: &'static str,
     pub exporter_port: u16,
     pub exporter_queries: &'static str,
 }
@@ -354,6 +355,7 @@ impl Ctx {
                 replication_user: crate::topology::DB_REPLICATION_USER,
                 rest_user: crate::topology::DB_REST_USER,
                 monitor_user: crate::topology::DB_MONITOR_USER,
+                app_password_file: tt::DATABASE_APP_PASSWORD,
                 exporter_port: ports::POSTGRES_EXPORTER,
                 exporter_queries: tt::POSTGRES_EXPORTER_QUERIES,
             });

@@ -514,6 +514,11 @@ redis: {password: {env: S_REDIS}}\ndatabase: {name: shop, user: web, password: {
         let patroni = files.iter().find(|f| f.host == "d" && f.path == crate::topology::tiers::PATRONI_SECRETS).unwrap();
         assert_eq!(patroni.mode, 0o600);
         assert!(patroni.content.contains("PATRONI_REPLICATION_PASSWORD=\"repl-pw\"\n") && patroni.content.contains("PATRONI_RESTAPI_PASSWORD=\"rest-pw\"\n"), "{}", patroni.content);
+        // The app's password is not in Patroni's environment (every PostgreSQL process would
+        // inherit it), but in a file of its own for the bootstrap script.
+        assert!(!patroni.content.contains("app-pw_1"), "{}", patroni.content);
+        let app = files.iter().find(|f| f.host == "d" && f.path == crate::topology::tiers::DATABASE_APP_PASSWORD).unwrap();
+        assert_eq!((app.content.as_str(), app.mode, app.group), ("app-pw_1", 0o440, "postgres"));
         // None of them in what `render` writes.
         let rendered = render(&t, &Facts::with_default_cores(1), &Templates::embedded()).unwrap();
         assert!(rendered.iter().all(|f| ["app-pw_1", "repl-pw", "rest-pw"].iter().all(|p| !f.content.contains(p))));

@@ -135,8 +135,25 @@ pub fn pg_identifier(value: &str, what: &str) -> Check {
     if value.starts_with("pg_") {
         return Err(format!("{what} `{value}` starts with `pg_`, which PostgreSQL keeps for its own roles"));
     }
+    if PG_RESERVED.contains(&value) {
+        return Err(format!("{what} `{value}` is a word PostgreSQL or pg_hba.conf reads as something else (`all`, `replication`, `public`, an SQL keyword...): choose another"));
+    }
     Ok(())
 }
+
+/// Names scalectl would write unquoted where PostgreSQL reads them as keywords: pg_hba.conf's
+/// (`all`, `replication`, `same*`), the databases every cluster has, and the SQL keywords a
+/// database or role name cannot be without quotes.
+const PG_RESERVED: &[&str] = &[
+    "all", "replication", "sameuser", "samerole", "samegroup", "public", "postgres", "template0", "template1",
+    "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "both", "case", "cast", "check", "collate", "column",
+    "constraint", "create", "current_catalog", "current_date", "current_role", "current_time", "current_timestamp", "current_user",
+    "default", "deferrable", "desc", "distinct", "do", "else", "end", "except", "false", "fetch", "for", "foreign", "from", "grant",
+    "group", "having", "in", "initially", "intersect", "into", "lateral", "leading", "limit", "localtime", "localtimestamp", "none",
+    "not", "null", "offset", "on", "only", "or", "order", "placing", "primary", "references", "returning", "select", "session_user",
+    "some", "symmetric", "system_user", "table", "then", "to", "trailing", "true", "union", "unique", "user", "using", "variadic",
+    "when", "where", "window", "with",
+];
 
 /// Accounts of the services scalectl itself runs, and of the system: an app running as one of
 /// them could read or change what that service holds (Redis' data, Prometheus' TSDB, the log CA).

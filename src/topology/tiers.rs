@@ -243,6 +243,9 @@ pub const PATRONI_SECRETS: &str = "/etc/patroni/scalectl.env";
 pub const PATRONI_SERVICE: &str = "patroni.service";
 /// The postgres exporter's own queries: which role the member has, and each replica's lag in bytes.
 pub const POSTGRES_EXPORTER_QUERIES: &str = "/etc/scalectl/postgres-exporter-queries.yaml";
+/// The app role's password, for the script below alone (root:postgres 0440): never in Patroni's
+/// environment, which every PostgreSQL process inherits.
+pub const DATABASE_APP_PASSWORD: &str = "/etc/patroni/scalectl-app-password";
 /// What Patroni runs once, on the member that bootstraps the cluster: the app's role and database.
 pub const PATRONI_POST_BOOTSTRAP: &str = "/etc/patroni/scalectl-post-bootstrap.sh";
 /// Where each member keeps its data (not Debian's `15/main`, which its package would make and
@@ -444,7 +447,10 @@ impl Topology {
                 Some(Role::Etcd),
                 &["etcd-server"],
                 &["etcd.service"],
-                vec![file("database/etcd.default.j2", "/etc/default/etcd").restarts("etcd.service")],
+                vec![
+                    file("database/etcd.default.j2", "/etc/default/etcd").restarts("etcd.service"),
+                    file("database/etcd.override.conf.j2", "/etc/systemd/system/etcd.service.d/scalectl.conf").restarts("etcd.service"),
+                ],
                 vec![
                     Listen::new(ports::ETCD_CLIENT, "etcd (Patroni's leader lock)", Reach::Etcd),
                     Listen::new(ports::ETCD_PEER, "etcd's peers", Reach::Etcd),
@@ -464,6 +470,7 @@ impl Topology {
                     file("database/patroni.yml.j2", PATRONI_CONFIG).mode(0o640).group("postgres").reloads(PATRONI_SERVICE),
                     file("database/patroni.override.conf.j2", "/etc/systemd/system/patroni.service.d/scalectl.conf").restarts(PATRONI_SERVICE),
                     file("database/patroni.env.j2", PATRONI_SECRETS).mode(0o600).restarts(PATRONI_SERVICE).secret(),
+                    file("database/app-password.j2", DATABASE_APP_PASSWORD).mode(0o440).group("postgres").secret(),
                     file("exporters/prometheus-postgres-exporter.j2", "/etc/default/prometheus-postgres-exporter").restarts("prometheus-postgres-exporter.service"),
                     file("exporters/postgres-queries.yaml.j2", POSTGRES_EXPORTER_QUERIES).restarts("prometheus-postgres-exporter.service"),
                 ],

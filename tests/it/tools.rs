@@ -197,9 +197,9 @@ fn systemd_root(dir: &Path) -> PathBuf {
     // usr/bin/node: examples/node.yaml runs `[node, server.js]` (Debian's nodejs puts it there).
     // usr/sbin/nft: the packet filter's unit (Debian's nftables).
     // usr/sbin/logrotate: the collector's rotation (Debian's logrotate).
-    // usr/bin/patroni: the database's members (Debian's patroni).
+    // usr/bin/patroni, usr/bin/etcd: the database's members and their leader lock (Debian's packages).
     // opt/scale-api/releases/i/scale-api: the release command's unit, verified as instance `i`.
-    for bin in ["opt/scale-api/current/scale-api", "opt/scale-api/releases/i/scale-api", "usr/bin/redis-server", "usr/bin/prometheus-redis-exporter", "bin/kill", "usr/bin/node", "usr/sbin/nft", "usr/sbin/logrotate", "usr/bin/patroni"] {
+    for bin in ["opt/scale-api/current/scale-api", "opt/scale-api/releases/i/scale-api", "usr/bin/redis-server", "usr/bin/prometheus-redis-exporter", "bin/kill", "usr/bin/node", "usr/sbin/nft", "usr/sbin/logrotate", "usr/bin/patroni", "usr/bin/etcd"] {
         let p = root.join(bin);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, "#!/bin/sh\n").unwrap();
@@ -559,9 +559,14 @@ fn the_post_bootstrap_script_and_the_postgres_exporter_work_on_a_real_postgresql
     let files = render_example("database");
     let on_db = |path: &str| files.iter().find(|f| f.host == "db-1" && f.path == path).unwrap_or_else(|| panic!("db-1 has no {path}")).content.clone();
     let dir = tempfile::tempdir().unwrap();
+    // The script reads the app's password from its file: this test's copy.
+    let pw_file = dir.path().join("app-password");
+    std::fs::write(&pw_file, "test-only-app-pw").unwrap();
     let script = dir.path().join("post-bootstrap.sh");
-    std::fs::write(&script, on_db(scalectl::topology::tiers::PATRONI_POST_BOOTSTRAP)).unwrap();
-    let out = run(Command::new("sh").arg(&script).arg(pg.url()).env("SCALECTL_DB_APP_PASSWORD", "test-only-app-pw"));
+    let source = on_db(scalectl::topology::tiers::PATRONI_POST_BOOTSTRAP);
+    assert!(source.contains(scalectl::topology::tiers::DATABASE_APP_PASSWORD), "{source}");
+    std::fs::write(&script, source.replace(scalectl::topology::tiers::DATABASE_APP_PASSWORD, pw_file.to_str().unwrap())).unwrap();
+    let out = run(Command::new("sh").arg(&script).arg(pg.url()));
     assert!(out.status.success(), "post-bootstrap: {}", text(&out));
     assert_eq!(pg.psql("select datname from pg_database where datname = 'app'").unwrap(), "app");
     assert_eq!(pg.psql("select pg_has_role('prometheus', 'pg_monitor', 'member')").unwrap(), "t");

@@ -641,7 +641,14 @@ impl V {
                 self.check(n, syntax::pg_identifier(n.value(), "database.name"));
                 n.value().clone()
             }
-            None => topology.replace('-', "_"),
+            None => {
+                // The topology's name, `-` as `_`: checked as the name it becomes.
+                let derived = topology.replace('-', "_");
+                if let Err(e) = syntax::pg_identifier(&derived, "the database's name (the topology's name with `-` as `_`)") {
+                    self.push(Problem::at(d.password.loc(), e).help("set database.name"));
+                }
+                derived
+            }
         };
         let user = match &d.user {
             Some(u) => {
