@@ -344,7 +344,7 @@ fn db_a_user_put_through_the_load_balancer_is_read_back_from_a_replica_on_the_ot
     let id = 1 + (std::process::id() % 100_000);
     let name = run_id("user");
     let c = crate::support::client();
-    let put = c.put(format!("http://127.0.0.1:8084/users/{id}")).json(&serde_json::json!({ "name": name })).send().unwrap();
+    let put = c.put(format!("http://127.0.0.1:8086/users/{id}")).json(&serde_json::json!({ "name": name })).send().unwrap();
     assert_eq!(put.status(), 200, "{}", put.text().unwrap_or_default());
     let wrote_on: serde_json::Value = put.json().unwrap();
     let writer_host = wrote_on["instance"].as_str().unwrap().trim_end_matches("-3000").to_string();
@@ -392,7 +392,7 @@ fn db_the_release_command_runs_once_per_release_and_a_failing_one_leaves_the_old
     assert!(released_on(&release_id(&failing)).is_empty());
     let c = crate::support::client();
     for _ in 0..20 {
-        assert_eq!(c.get("http://127.0.0.1:8084/").send().unwrap().status(), 200);
+        assert_eq!(c.get("http://127.0.0.1:8086/").send().unwrap().status(), 200);
     }
 }
 
@@ -435,7 +435,7 @@ fn db_switchover_moves_the_lead_to_the_replica_and_writes_go_on_after_it() {
 /// One PromQL query against the database lab's Prometheus.
 fn prometheus(query: &str) -> serde_json::Value {
     let encoded: String = query.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
-    let r = crate::support::client().get(format!("http://127.0.0.1:9094/api/v1/query?query={encoded}")).send().unwrap();
+    let r = crate::support::client().get(format!("http://127.0.0.1:9096/api/v1/query?query={encoded}")).send().unwrap();
     r.json::<serde_json::Value>().unwrap()["data"]["result"].clone()
 }
 
