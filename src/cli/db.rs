@@ -23,7 +23,7 @@ Exit codes: 0 one leader and every member running or streaming, 2 otherwise, 1 e
 Examples:\n  scalectl db status -f scale.yaml\n  scalectl db status -f scale.yaml -o json | jq -r '.members[] | select(.role == \"leader\") | .name'")]
     Status(StatusArgs),
     /// Move the database's leader to a replica (a planned switchover through Patroni, under the
-    /// fleet lock); waits until the new leader runs
+    /// fleet lock); waits until the new leader runs, then every member
     #[command(after_help = "Without --to, the running replica least behind takes over. Writes fail for the moment Patroni \
 takes to demote the leader and promote the replica (their connections are closed: pools reconnect); the old leader \
 follows the new one as a replica.\n\n\
@@ -41,7 +41,7 @@ pub struct SwitchoverArgs {
     /// Do not ask for confirmation (required when standard input is not a terminal)
     #[arg(long, short = 'y')]
     pub yes: bool,
-    /// How long to wait for the new leader to run
+    /// How long to wait for the new leader, then every member, to run
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub wait: std::time::Duration,
     /// The fleet lock expires after this long if the run dies without releasing it
