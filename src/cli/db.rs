@@ -73,9 +73,7 @@ fn switchover(a: SwitchoverArgs, color: bool) -> Result<(), Failure> {
     if !session::confirm(a.yes, &format!("switch the database's leader from {leader} to {candidate}"))? {
         return Err(anyhow::anyhow!("cancelled: nothing was changed").into());
     }
-    let owner = crate::exec::lock::owner();
-    let (held, _) = crate::deploy::acquire(target.as_ref(), &owner, a.lock_ttl)?;
-    let result = (|| -> anyhow::Result<DbCluster> {
+    let after = session::with_fleet_lock(target.as_ref(), a.lock_ttl, |_, _| {
         let started = std::time::Instant::now();
         let said = target.db_switchover(&leader, &candidate)?;
         eprintln!("Patroni: {said}");
@@ -101,11 +99,8 @@ fn switchover(a: SwitchoverArgs, color: bool) -> Result<(), Failure> {
             );
             std::thread::sleep(std::time::Duration::from_millis(500));
         }
-    })();
-    if let Err(e) = target.unlock(&held) {
-        eprintln!("warning: could not release the fleet lock: {e:#}");
-    }
-    print!("{}", text(&result?));
+    })?;
+    print!("{}", text(&after));
     Ok(())
 }
 

@@ -119,15 +119,7 @@ pub fn run_locked(
     release: Option<&[u8]>,
     make: impl FnOnce(&dyn Target) -> anyhow::Result<TargetPlan>,
 ) -> Result<(), Failure> {
-    let owner = lock::owner();
-    let (held, taken_over) = deploy::acquire(target, &owner, x.lock_ttl)?;
-    if let Some(dead) = taken_over {
-        eprintln!("taking over the fleet lock of {dead}: that process no longer runs");
-    }
-    if let Some(expired) = &held.took_over {
-        eprintln!("took over an expired fleet lock: {expired}");
-    }
-    let result = (|| -> anyhow::Result<()> {
+    with_fleet_lock(target, x.lock_ttl, |held, owner| {
         let plan = make(target)?;
         show(&plan, x.output, color);
         if !plan.has_changes() {
@@ -149,7 +141,7 @@ pub fn run_locked(
                 b.done(place, n)
             }
         };
-        let opts = ExecOptions { release, ready_timeout: x.ready_timeout, progress: &progress, done: &done, owner: owner.clone(), still_held: &still_held };
+        let opts = ExecOptions { release, ready_timeout: x.ready_timeout, progress: &progress, done: &done, owner: owner.to_string(), still_held: &still_held };
         let ran = target.execute(&plan, &opts);
         if let Some(b) = &board {
             b.end(ran.is_ok());
@@ -157,11 +149,26 @@ pub fn run_locked(
         ran?;
         eprintln!("Done: {} {} in {:.1} s.", plan.change_count(), plan.scope(), started.elapsed().as_secs_f64());
         Ok(())
-    })();
+    })
+    .map_err(Failure::from)
+}
+
+/// Take the fleet lock (one a dead process of this machine left is taken over, saying so), run
+/// `f` with it and this run's owner name, and release it however `f` ends.
+pub fn with_fleet_lock<T>(target: &dyn Target, ttl: std::time::Duration, f: impl FnOnce(&lock::Held, &str) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let owner = lock::owner();
+    let (held, taken_over) = deploy::acquire(target, &owner, ttl)?;
+    if let Some(dead) = taken_over {
+        eprintln!("taking over the fleet lock of {dead}: that process no longer runs");
+    }
+    if let Some(expired) = &held.took_over {
+        eprintln!("took over an expired fleet lock: {expired}");
+    }
+    let result = f(&held, &owner);
     if let Err(e) = target.unlock(&held) {
         eprintln!("warning: could not release the fleet lock: {e:#}");
     }
-    result.map_err(Failure::from)
+    result
 }
 
 /// Write a file the user asked for (a saved plan, a snapshot) whole or not at all.

@@ -148,7 +148,7 @@ impl Target for Hosts {
     fn db_switchover(&self, leader: &str, candidate: &str) -> anyhow::Result<String> {
         let t = &self.topology;
         let host = t.hosts.iter().find(|h| h.name == leader && h.has(crate::topology::Role::Database)).with_context(|| format!("{leader} is not a database host of the topology"))?;
-        let c = self.conns.iter().find(|c| c.endpoint.host == host.name).with_context(|| format!("no connection to {leader}"))?;
+        let c = exec::conn(&self.conns, &host.name)?;
         let out = c.run_merged(&ssh::sudo_command(&c.endpoint.user, &commands::patroni_switchover(&host.address, leader, candidate)), Duration::from_secs(90))?;
         anyhow::ensure!(out.ok(), "{leader}: Patroni refused the switchover to {candidate}: {}", out.stdout.trim());
         Ok(out.stdout.trim().to_string())

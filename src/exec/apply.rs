@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::conn;
 use super::commands;
 use super::ssh::{Conn, last_lines};
 use crate::plan::{Action, Drain, FileChange, HostPlan, Plan, Probe, instance_unit};
@@ -38,10 +39,6 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Past the wait for the database's writer (at most 120 tries of up to 4 s each) and the release
 /// command unit's own TimeoutStartSec (15 min), which stop it first.
 const RELEASE_COMMAND_TIMEOUT: Duration = Duration::from_secs(480 + 900 + 60);
-
-fn conn<'c>(conns: &'c [Conn], host: &str) -> anyhow::Result<&'c Conn> {
-    conns.iter().find(|c| c.endpoint.host == host).with_context(|| format!("{host}: not connected"))
-}
 
 /// Run the plan. On error, what was done is reported and nothing the plan did not say is attempted,
 /// except restoring files a failed validation rejected and rolling back a release that never became ready.

@@ -487,7 +487,7 @@ pub fn release_command(app: &str, id: &str, unit: &str, wait_writer: Option<u16>
         Some(port) => format!(
             "( set -a; . {secrets}; set +a; export PGHOST=127.0.0.1 PGPORT={port} PGCONNECT_TIMEOUT=3\n\
              i=0; until psql -XAtqc 'select 1' >/dev/null 2>&1; do i=$((i+1)); [ $i -lt {tries} ] || {{ echo \"the database's writer (127.0.0.1:{port}) did not let the app log in after {tries} tries:\"; psql -XAtqc 'select 1' 2>&1 | tail -n 3; exit 1; }}; sleep 1; done ) || exit 1\n",
-            secrets = q(&format!("/etc/{app}/secrets.env")),
+            secrets = q(&crate::topology::tiers::secrets_file(app)),
             tries = RELEASE_COMMAND_DB_WAIT_S,
         ),
         None => String::new(),

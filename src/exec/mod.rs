@@ -84,6 +84,12 @@ pub fn endpoints(t: &Topology, opts: &ConnectOptions) -> anyhow::Result<(Vec<End
 }
 
 /// Connect to every host at once; all failures are reported together.
+/// The connection to `host` among `conns`.
+pub fn conn<'c>(conns: &'c [ssh::Conn], host: &str) -> anyhow::Result<&'c ssh::Conn> {
+    use anyhow::Context;
+    conns.iter().find(|c| c.endpoint.host == host).with_context(|| format!("{host}: not connected"))
+}
+
 pub fn connect_all(eps: &[Endpoint], parallel: usize) -> anyhow::Result<Vec<Conn>> {
     // One known_hosts file may be rewritten by several threads recording new keys: serialize those.
     static KNOWN_HOSTS: Mutex<()> = Mutex::new(());

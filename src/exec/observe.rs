@@ -94,7 +94,7 @@ pub fn observe(conn: &Conn, d: &DesiredHost) -> anyhow::Result<Observed> {
 /// Observe hosts in parallel; every host's failure is reported.
 pub fn observe_all(conns: &[Conn], desired: &[DesiredHost], parallel: usize) -> anyhow::Result<BTreeMap<String, Observed>> {
     let results = super::fanout(desired, parallel, |d| {
-        let conn = conns.iter().find(|c| c.endpoint.host == d.host).ok_or_else(|| anyhow::anyhow!("{}: not connected", d.host))?;
+        let conn = super::conn(conns, &d.host)?;
         observe(conn, d).map(|o| (d.host.clone(), o))
     });
     super::collect(results).map(|v| v.into_iter().collect())

@@ -256,6 +256,12 @@ pub const DATABASE_DATA_DIR: &str = "/var/lib/postgresql/15/scalectl";
 pub const DATABASE_PREINSTALL: (&str, &str, &str) =
     ("postgresql-15", "/etc/postgresql-common/createcluster.d/scalectl.conf", "# Written by scalectl: Patroni makes and runs this host's PostgreSQL.\ncreate_main_cluster = false\n");
 
+/// The app's secrets file on a host (0600: resolved secrets, the database's URLs), which its units
+/// and the release command read.
+pub fn secrets_file(app: &str) -> String {
+    format!("/etc/{app}/secrets.env")
+}
+
 /// The balancer's backend that holds the app's instances.
 pub fn balancer_backend(topology: &str) -> String {
     format!("{}_app", topology.replace('-', "_"))
@@ -360,7 +366,7 @@ impl Topology {
                 file("systemd/scalectl-instances.timer.j2", "/etc/systemd/system/scalectl-instances.timer").restarts(INSTANCES_TIMER),
             ]);
             services.push(INSTANCES_TIMER);
-            files.push(file("systemd/secrets.env.j2", format!("/etc/{app}/secrets.env")).mode(0o600).rolls().secret());
+            files.push(file("systemd/secrets.env.j2", secrets_file(app)).mode(0o600).rolls().secret());
             out.push(tier("app", Some(if web { Role::App } else { Role::Worker }), &packages, &services, files, Vec::new()));
         }
         // HAProxy: on the load balancer, the balancer behind nginx; on an app or worker host of a

@@ -17,8 +17,7 @@ fn db_yaml() -> String {
 
 /// The lab's database passwords (scripts/setup.sh makes them once, as it makes Redis').
 fn password(name: &str) -> String {
-    let f = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join(name);
-    std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e} (scripts/setup.sh makes it)", f.display())).trim().to_string()
+    crate::lab::lab_secret(name)
 }
 
 fn passwords() -> [(&'static str, String); 3] {
@@ -434,8 +433,8 @@ fn db_switchover_moves_the_lead_to_the_replica_and_writes_go_on_after_it() {
 
 /// One PromQL query against the database lab's Prometheus.
 fn prometheus(query: &str) -> serde_json::Value {
-    let encoded: String = query.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
-    let r = crate::support::client().get(format!("http://127.0.0.1:9096/api/v1/query?query={encoded}")).send().unwrap();
+    let url = reqwest::Url::parse_with_params("http://127.0.0.1:9096/api/v1/query", &[("query", query)]).unwrap();
+    let r = crate::support::client().get(url).send().unwrap();
     r.json::<serde_json::Value>().unwrap()["data"]["result"].clone()
 }
 

@@ -31,11 +31,14 @@ fn lab_yaml() -> String {
 /// the one scripts/setup.sh made for the demo and the benchmarks too.
 pub(crate) fn lab_redis_password() -> &'static str {
     static PW: OnceLock<String> = OnceLock::new();
-    PW.get_or_init(|| {
-        let f = root().join("target/lab-redis-password");
-        let pw = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e} (scripts/setup.sh makes it)", f.display()));
-        pw.trim().to_string()
-    })
+    PW.get_or_init(|| lab_secret("lab-redis-password"))
+}
+
+/// A labs' secret scripts/setup.sh made once in target/ (Redis' password, the database's).
+pub(crate) fn lab_secret(name: &str) -> String {
+    let f = root().join("target").join(name);
+    let value = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e} (scripts/setup.sh makes it)", f.display()));
+    value.trim().to_string()
 }
 
 pub(crate) fn scalectl(args: &[&str]) -> Command {
