@@ -23,11 +23,20 @@ cargo test --locked --workspace --all-targets --no-run
 LAB_REDIS_PASSWORD="$(cat target/lab-redis-password)" SCALECTL_HOME="$PWD/target/lab-home" \
   ./target/debug/scalectl lab up -f examples/lab.yaml
 
-# The database lab's tests (about 4 minutes) run in the lab's stream: the other is the longer one.
+# The database lab's tests (about 3 minutes) run first in the lab's stream (the other stream is the
+# longer one), and the database lab goes down after them: nothing else uses it.
 first=(lab::lab_ db::db_)
+rm -f target/e2e-turns.log
 # Each stream's output is kept too, so that a failing run ends with every failure's message (a
 # CI log shows its tail; the failures section of one stream can be long).
-(set -o pipefail; cargo test --locked --test it -- "${first[@]}" 2>&1 | sed -u 's/^/[lab] /' | tee target/test-lab.log) &
+lab_stream() {
+  local db=0 lab=0
+  cargo test --locked --test it -- db::db_ || db=$?
+  ./target/debug/scalectl lab down -f examples/database.yaml || true
+  cargo test --locked --test it -- lab::lab_ || lab=$?
+  [ "$db" -eq 0 ] && [ "$lab" -eq 0 ]
+}
+(set -o pipefail; lab_stream 2>&1 | sed -u 's/^/[lab] /' | tee target/test-lab.log) &
 lab_stream=$!
 rest=0
 (set -o pipefail; cargo test --locked --workspace --all-targets -- $(printf -- '--skip %s ' "${first[@]}") 2>&1 | tee target/test-other.log) || rest=$?
@@ -37,5 +46,7 @@ if [ "$lab" -ne 0 ] || [ "$rest" -ne 0 ]; then
   echo "test: every failure's message, in short:"
   grep -h -A6 "panicked at" target/test-lab.log target/test-other.log | cut -c1-600 || true
 fi
+echo "test: the end-to-end tests that held the machine longest (held, waited for their turn):"
+sort -rn target/e2e-turns.log 2>/dev/null | head -n 15 || true
 echo "test: lab stream exit $lab, other tests exit $rest"
 [ "$lab" -eq 0 ] && [ "$rest" -eq 0 ]
