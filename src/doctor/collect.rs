@@ -299,12 +299,74 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
             on_hosts: from_target.workers.is_none(),
         });
     }
+    if let Some(db) = &t.database {
+        s.database = Some(database(p, db, window, step, end).await?);
+    }
     let nginx = p.instant("max(nginx_up)").await?;
     if let Some((_, v)) = nginx.first() {
         let active = p.instant("sum(nginx_connections_active)").await?;
         s.nginx = Some(NginxSample { up: *v == 1.0, active_connections: active.first().map_or(0.0, |x| x.1) });
     }
     Ok(s)
+}
+
+/// The database tier from its members' postgres exporters (scalectl's queries beside the
+/// exporter's own) and scale-api's pools. The statements and tables are summed over the members:
+/// reads served by replicas count as the database's time too.
+async fn database(p: &Prometheus, db: &crate::topology::Database, window: Duration, step: Duration, end: f64) -> anyhow::Result<DatabaseSample> {
+    let w = format!("{}s", window.as_secs());
+    let sel = r#"job="postgres""#;
+    let max = p.instant(&format!("max(pg_settings_max_connections{{{sel}}})")).await?;
+    let connections = p.instant(&format!("sum by (host) (pg_stat_activity_count{{{sel}}})")).await?;
+    let replica = p.instant(&format!("max by (host) (scalectl_database_is_replica{{{sel}}})")).await?;
+    let lag = p.instant(&format!("max by (member) (scalectl_database_replica_lag_bytes{{{sel}}})")).await?;
+    let waiting = p.range("sum(scale_api_db_pool_waiting)", window, step, end).await?;
+    let total = p.instant(&format!("sum(increase(scalectl_database_statements_seconds{{{sel}}}[{w}]))")).await?;
+    let seconds = p.instant(&format!("topk(10, sum by (statement) (increase(scalectl_database_statement_seconds{{{sel}}}[{w}])))")).await?;
+    let calls = p.instant(&format!("sum by (statement) (increase(scalectl_database_statement_calls{{{sel}}}[{w}]))")).await?;
+    let rows = p.instant(&format!("topk(10, sum by (table) (increase(scalectl_database_table_seq_rows_read{{{sel}}}[{w}])))")).await?;
+    let seq = p.instant(&format!("sum by (table) (increase(scalectl_database_table_seq_scans{{{sel}}}[{w}]))")).await?;
+    let idx = p.instant(&format!("sum by (table) (increase(scalectl_database_table_index_scans{{{sel}}}[{w}]))")).await?;
+    let finite = |v: f64| v.is_finite().then_some(v);
+    let label = |l: &BTreeMap<String, String>, k: &str| l.get(k).cloned().unwrap_or_default();
+    let mut members: Vec<DatabaseMember> = replica
+        .iter()
+        .map(|(l, v)| {
+            let host = label(l, "host");
+            DatabaseMember {
+                replica: *v == 1.0,
+                connections: by(&connections, "host", &host).unwrap_or(0.0),
+                lag_bytes: by(&lag, "member", &host),
+                host,
+            }
+        })
+        .collect();
+    members.sort_by(|a, b| a.host.cmp(&b.host));
+    let mut statements: Vec<StatementSample> = seconds
+        .iter()
+        .filter_map(|(l, v)| {
+            let statement = label(l, "statement");
+            Some(StatementSample { calls: by(&calls, "statement", &statement).unwrap_or(0.0), seconds: finite(*v)?, statement })
+        })
+        .collect();
+    statements.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    let mut tables: Vec<TableSample> = rows
+        .iter()
+        .filter_map(|(l, v)| {
+            let table = label(l, "table");
+            Some(TableSample { seq_scans: by(&seq, "table", &table).unwrap_or(0.0), index_scans: by(&idx, "table", &table).unwrap_or(0.0), seq_rows_read: finite(*v)?, table })
+        })
+        .collect();
+    tables.sort_by(|a, b| b.seq_rows_read.total_cmp(&a.seq_rows_read));
+    Ok(DatabaseSample {
+        max_connections: max.first().and_then(|(_, v)| finite(*v)).unwrap_or(0.0),
+        replica_max_lag_bytes: db.replica_max_lag as f64,
+        members,
+        pool_waiting: waiting.first().map(|(_, v)| v.clone()).unwrap_or_default(),
+        statement_seconds: total.first().and_then(|(_, v)| finite(*v)).unwrap_or(0.0),
+        statements,
+        tables,
+    })
 }
 
 /// Hosts with the same boot time (to the second) run on one kernel and report the same CPU: each

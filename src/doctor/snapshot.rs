@@ -27,6 +27,9 @@ pub struct Snapshot {
     /// The queue the app's workers consume (app.workers.queue), when there is one.
     #[serde(default)]
     pub queue: Option<QueueSample>,
+    /// The database tier, when the topology has one.
+    #[serde(default)]
+    pub database: Option<DatabaseSample>,
 }
 
 /// Thresholds from the topology (observability.alerts), defaults from common practice (scale out above 70% CPU).
@@ -58,6 +61,22 @@ pub struct Thresholds {
     /// Jobs waiting on the workers' queue below this are no backlog, growing or not.
     #[serde(default = "default_queue_backlog_jobs")]
     pub queue_backlog_jobs: f64,
+    /// A statement's mean execution time above this is slow (a lookup by an indexed key takes
+    /// well under a millisecond; a scan of a large table takes hundreds).
+    #[serde(default = "default_statement_mean_ms")]
+    pub statement_mean_ms: f64,
+    /// A member's connections above this share of max_connections: new ones will be refused
+    /// (the alert rule ConnectionsNearMax fires at the same share).
+    #[serde(default = "default_connections_percent")]
+    pub database_connections_percent: f64,
+}
+
+fn default_statement_mean_ms() -> f64 {
+    100.0
+}
+
+fn default_connections_percent() -> f64 {
+    80.0
 }
 
 fn default_queue_backlog_jobs() -> f64 {
@@ -85,6 +104,8 @@ impl Default for Thresholds {
             leak_growth_percent: 25.0,
             disk_available_percent: default_disk_available_percent(),
             queue_backlog_jobs: default_queue_backlog_jobs(),
+            statement_mean_ms: default_statement_mean_ms(),
+            database_connections_percent: default_connections_percent(),
         }
     }
 }
@@ -205,6 +226,55 @@ pub struct QueueSample {
     /// The workers run on hosts with the worker role (else as containers of one engine).
     #[serde(default = "on_hosts")]
     pub on_hosts: bool,
+}
+
+/// The database tier over the window: each member as its postgres exporter measured it, the
+/// app's pools as scale-api measured them, and the statements and tables of the app's database
+/// (pg_stat_statements and pg_stat_user_tables, summed over the members).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DatabaseSample {
+    /// PostgreSQL's max_connections (every member has the same: Patroni sets it).
+    pub max_connections: f64,
+    /// Bytes of WAL a replica may have still to replay before it stops taking reads
+    /// (database.replica_max_lag).
+    pub replica_max_lag_bytes: f64,
+    pub members: Vec<DatabaseMember>,
+    /// Callers waiting for a pooled connection, all of the app's instances together, over the
+    /// window (scale-api's pools; empty for an app that does not report them).
+    pub pool_waiting: Vec<f64>,
+    /// Execution time of every statement within the window, in seconds.
+    pub statement_seconds: f64,
+    /// The statements that took the most time within the window, most first.
+    pub statements: Vec<StatementSample>,
+    /// The app's tables, by rows read in sequential scans within the window, most first.
+    pub tables: Vec<TableSample>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DatabaseMember {
+    pub host: String,
+    /// In recovery (a replica); false for the primary.
+    pub replica: bool,
+    /// Its connections now, all states.
+    pub connections: f64,
+    /// For a replica, the bytes of WAL it has still to replay, as the primary sees it.
+    pub lag_bytes: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StatementSample {
+    /// As pg_stat_statements normalizes it: constants are `$1`, `$2`, never values.
+    pub statement: String,
+    pub calls: f64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TableSample {
+    pub table: String,
+    pub seq_scans: f64,
+    pub seq_rows_read: f64,
+    pub index_scans: f64,
 }
 
 fn on_hosts() -> bool {

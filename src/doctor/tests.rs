@@ -405,3 +405,124 @@ fn jobs_failing_for_good_above_the_error_threshold() {
     q(&mut s).ended = 0.0;
     assert_eq!(only(&s, "jobs-failing").evidence[0].value, 100.0);
 }
+
+/// The healthy fleet with a primary and a replica: few connections, no waiting, no lag, and the
+/// statements' time spread over a fast lookup and a write.
+fn with_database() -> Snapshot {
+    let mut s = healthy();
+    for h in ["db-1", "db-2"] {
+        s.hosts.push(HostSample { host: h.into(), cores: 2, cpu_busy_percent: vec![20.0; 10], memory_available_percent: Some(60.0), ..Default::default() });
+    }
+    s.database = Some(DatabaseSample {
+        max_connections: 100.0,
+        replica_max_lag_bytes: 16e6,
+        members: vec![
+            DatabaseMember { host: "db-1".into(), replica: false, connections: 20.0, lag_bytes: None },
+            DatabaseMember { host: "db-2".into(), replica: true, connections: 10.0, lag_bytes: Some(4096.0) },
+        ],
+        pool_waiting: vec![0.0; 10],
+        statement_seconds: 10.0,
+        statements: vec![
+            StatementSample { statement: "SELECT name FROM users WHERE id = $1".into(), calls: 20000.0, seconds: 4.0 },
+            StatementSample { statement: "UPDATE users SET name = $1 WHERE id = $2".into(), calls: 5000.0, seconds: 3.0 },
+        ],
+        tables: vec![TableSample { table: "public.users".into(), seq_scans: 2.0, seq_rows_read: 20.0, index_scans: 25000.0 }],
+    });
+    s
+}
+
+fn db(s: &mut Snapshot) -> &mut DatabaseSample {
+    s.database.as_mut().unwrap()
+}
+
+#[test]
+fn a_database_that_keeps_up_is_healthy() {
+    let d = diagnose(&with_database(), None);
+    assert!(d.healthy, "{}", render_text(&d, false));
+    assert!(d.trace.iter().any(|t| t.question == "one statement takes most of the database's time?" && !t.taken), "{:?}", d.trace);
+}
+
+#[test]
+fn connections_near_max_and_callers_waiting_for_the_pool() {
+    let mut s = with_database();
+    db(&mut s).members[0].connections = 85.0;
+    let f = only(&s, "database-connections");
+    assert_eq!(f.subject, "db-1");
+    assert!(f.summary.contains("85 of its 100"), "{}", f.summary);
+    db(&mut s).members[0].connections = 79.0;
+    assert!(diagnose(&s, None).healthy, "79% is below the threshold");
+
+    let mut s = with_database();
+    db(&mut s).pool_waiting = vec![3.0; 10];
+    assert!(only(&s, "database-pool-waiting").summary.contains("3 requests wait"));
+    // One scrape with callers waiting is a spike, not a short pool.
+    let mut spike = vec![0.0; 10];
+    spike[4] = 12.0;
+    db(&mut s).pool_waiting = spike;
+    assert!(diagnose(&s, None).healthy);
+}
+
+#[test]
+fn a_replica_behind_its_lag_limit() {
+    let mut s = with_database();
+    db(&mut s).members[1].lag_bytes = Some(64e6);
+    let f = only(&s, "replica-lag");
+    assert_eq!(f.subject, "db-2");
+    db(&mut s).members[1].lag_bytes = Some(15e6);
+    assert!(diagnose(&s, None).healthy, "under the limit");
+}
+
+#[test]
+fn a_slow_statement_taking_most_of_the_time_is_named_with_the_table_it_scans() {
+    let mut s = with_database();
+    let d = db(&mut s);
+    d.statement_seconds = 60.0;
+    d.statements.insert(0, StatementSample { statement: "SELECT count(*) FROM orders WHERE note = $1".into(), calls: 200.0, seconds: 50.0 });
+    d.tables.insert(0, TableSample { table: "public.orders".into(), seq_scans: 200.0, seq_rows_read: 400e6, index_scans: 0.0 });
+    let f = only(&s, "database-slow-statement");
+    assert!(f.summary.contains("`SELECT count(*) FROM orders WHERE note = $1`") && f.summary.contains("250 ms a call"), "{}", f.summary);
+    assert!(f.summary.contains("sequential scans of public.orders read 2000000 rows each"), "{}", f.summary);
+    assert!(f.recommendation.contains("index"), "{}", f.recommendation);
+
+    // Slow but not the database's main cost (30%): not named.
+    let mut s2 = s.clone();
+    db(&mut s2).statement_seconds = 160.0;
+    assert!(diagnose(&s2, None).healthy, "{}", render_text(&diagnose(&s2, None), false));
+    // Slow and dominant, but called a few times (someone's report): not named.
+    let mut s3 = s.clone();
+    db(&mut s3).statements[0].calls = 5.0;
+    assert!(diagnose(&s3, None).healthy);
+}
+
+#[test]
+fn a_busy_primary_gets_a_cache_for_a_repeated_read_and_a_replica_for_reads() {
+    // One fast lookup is 80% of the time of a primary whose host is 90% busy: cache it.
+    let mut s = with_database();
+    busy(s.hosts.iter_mut().find(|h| h.host == "db-1").unwrap(), 90.0);
+    db(&mut s).statements[0].seconds = 8.0;
+    let f = only(&s, "database-cache-reads");
+    assert!(f.summary.contains("SELECT name FROM users WHERE id = $1") && f.summary.contains("can it be cached"), "{}", f.summary);
+    // The same lookup on a quiet primary: nothing to change.
+    let mut quiet = with_database();
+    db(&mut quiet).statements[0].seconds = 8.0;
+    assert!(diagnose(&quiet, None).healthy);
+
+    // Reads spread over many statements on a busy primary, the replica idle: read from the replicas.
+    let mut s = with_database();
+    busy(s.hosts.iter_mut().find(|h| h.host == "db-1").unwrap(), 90.0);
+    s.hosts.iter_mut().find(|h| h.host == "db-2").unwrap().cpu_busy_percent = vec![5.0; 10];
+    let d = db(&mut s);
+    d.statements = (0..5).map(|i| StatementSample { statement: format!("SELECT * FROM t{i} WHERE id = $1"), calls: 1000.0, seconds: 1.8 }).collect();
+    let f = only(&s, "database-reads-on-primary");
+    assert!(f.summary.contains("the replica db-2 idles"), "{}", f.summary);
+    // No replica idle (or none at all): add one.
+    busy(s.hosts.iter_mut().find(|h| h.host == "db-2").unwrap(), 85.0);
+    let f = only(&s, "database-add-replica");
+    assert!(f.topology_edit.as_deref().unwrap().contains("roles: [database]"));
+    // Busy with writes: a replica would not help, and nothing is said of it.
+    for st in &mut db(&mut s).statements {
+        st.statement = st.statement.replace("SELECT * FROM", "UPDATE").replace(" WHERE", " SET x = 1 WHERE");
+    }
+    let d = diagnose(&s, None);
+    assert!(!ids(&d).iter().any(|i| i.starts_with("database-")), "{}", render_text(&d, false));
+}

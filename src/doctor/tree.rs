@@ -84,6 +84,13 @@ pub const CHECKS: &[(&str, &str, &str, &str)] = &[
     ("workers-stuck", "critical", "jobs wait on the queue and none ended in the window while workers run", "read the workers' journal: stuck on a lock or a dependency, or consuming another queue (app.workers.queue)"),
     ("queue-backlog-add-workers", "warning", "the queue's backlog grows while its workers take jobs: they cannot keep up", "add workers: app.workers.instances, or another host with the worker role"),
     ("jobs-failing", "warning", "a share of the queue's jobs above the error threshold fails for good, past its retries", "read the failed jobs (BullMQ's failed set, or the stream's dead letters) and the workers' journal"),
+    ("database-connections", "warning", "a database member's connections are near max_connections: the next ones are refused", "fewer connections: a smaller database.pool or fewer instances, or a connection pooler (PgBouncer) in front of PostgreSQL"),
+    ("database-pool-waiting", "warning", "requests wait for a pooled database connection", "raise database.pool if max_connections leaves room (validate checks it), else make the statements faster (see the statement findings)"),
+    ("replica-lag", "warning", "a replica is further behind the primary than database.replica_max_lag: HAProxy stops sending it reads, and reads it answered were stale", "look at the replica's disk, CPU and network; a replica that cannot keep up with the writes needs a bigger host"),
+    ("database-slow-statement", "warning", "one statement takes most of the database's time and is slow on each call", "add an index for the columns it filters or joins on (EXPLAIN it to see the sequential scan): a replica or a cache spreads a slow statement, it does not make it fast"),
+    ("database-cache-reads", "warning", "one fast read, repeated, takes most of a busy primary's time", "can it be cached? cache-aside in Redis with a TTL, as scale-api's GET /users/{id} does, or the load balancer's cache for its GET path"),
+    ("database-add-replica", "warning", "the primary's host is busy beyond the scale-out threshold and no replica is idle", "add a read replica: a host with the database role (apply makes it a streaming replica), and send reads to DB_READER_URL; past replicas, sharding (scalectl does not shard)"),
+    ("database-reads-on-primary", "warning", "the primary's host is busy beyond the scale-out threshold while a replica idles", "read through DB_READER_URL (HAProxy's reader port spreads reads over the replicas); keep DB_WRITER_URL for writes and reads that must see them"),
     ("disk-filling", "warning", "the disk that holds /var/log (the log collector's files on the monitor host) is nearly full", "see who logs the most (du -sh /var/log/scalectl/*: each file keeps at most 100 MiB and 4 compressed generations); then a bigger disk, or a monitor host whose disk Redis does not share"),
 ];
 
@@ -157,6 +164,7 @@ pub fn diagnose(s: &Snapshot, previous: Option<&Diagnosis>) -> Diagnosis {
     host_disk(&mut w, s);
     redis(&mut w, s, &slow.step);
     balance(&mut w, s, &up, slow.total_rps);
+    database(&mut w, s, &slow.step);
     let before_queue = w.findings.len();
     queue(&mut w, s);
     let queue_findings = w.findings.len() - before_queue;
@@ -384,6 +392,110 @@ fn redis(w: &mut Walk<'_>, s: &Snapshot, slow_step: &str) {
         }
     }
 
+}
+
+/// Is it the database? Connections near max_connections, callers waiting for a pooled connection,
+/// a replica past its lag limit; then what takes the database's time: one slow statement (an
+/// index), or, on a primary whose host is busy beyond the scale-out threshold, one fast read
+/// repeated (a cache), or reads in general (a replica, or reads sent to the replicas there are).
+fn database(w: &mut Walk<'_>, s: &Snapshot, slow_step: &str) {
+    let Some(d) = &s.database else { return };
+    let th = &s.thresholds;
+    if d.max_connections > 0.0 {
+        for m in &d.members {
+            let pct = 100.0 * m.connections / d.max_connections;
+            if w.over("database-connections", &m.host, pct, th.database_connections_percent) {
+                let p = w.ask(format!("{} near max_connections?", m.host), format!("yes: {:.0} of {:.0} ({pct:.0}%)", m.connections, d.max_connections), true);
+                w.find("database-connections", Severity::Warning, &m.host, format!("{} holds {:.0} of its {:.0} connections", m.host, m.connections, d.max_connections),
+                    ev("connections_percent", &m.host, pct, th.database_connections_percent), vec![p], None);
+            }
+        }
+    }
+    if let Some(waiting) = median(&d.pool_waiting)
+        && w.over("database-pool-waiting", "database", waiting, POOL_WAITING)
+    {
+        let p = w.ask("requests wait for a database connection?", format!("yes: {waiting:.0} waiting (median over the window)"), true);
+        w.find("database-pool-waiting", Severity::Warning, "database", format!("{waiting:.0} requests wait for a pooled database connection (median)"), ev("pool_waiting", "database", waiting, POOL_WAITING), vec![slow_step.to_string(), p], None);
+    }
+    for m in d.members.iter().filter(|m| m.replica) {
+        if let Some(lag) = m.lag_bytes
+            && w.over("replica-lag", &m.host, lag, d.replica_max_lag_bytes)
+        {
+            let p = w.ask(format!("{} behind the primary?", m.host), format!("yes: {} of WAL to replay", bytes(lag)), true);
+            w.find("replica-lag", Severity::Warning, &m.host, format!("{} has {} of WAL still to replay (limit {})", m.host, bytes(lag), bytes(d.replica_max_lag_bytes)),
+                ev("lag_bytes", &m.host, lag, d.replica_max_lag_bytes), vec![p], None);
+        }
+    }
+    let primary = d.members.iter().find(|m| !m.replica);
+    let cpu_of = |host: &str| s.hosts.iter().find(|h| h.host == host).and_then(|h| median(&h.cpu_busy_percent));
+    let primary_cpu = primary.and_then(|m| cpu_of(&m.host));
+    let primary_busy = primary.zip(primary_cpu).is_some_and(|(m, cpu)| w.over("database-add-replica", &m.host, cpu, th.cpu_scale_out_percent) || w.over("database-reads-on-primary", &m.host, cpu, th.cpu_scale_out_percent));
+    // One statement takes most of the time (ten calls at least: not one administrator's query).
+    let top = d.statements.first().filter(|top| d.statement_seconds > 0.0 && top.calls >= 10.0 && top.seconds / d.statement_seconds >= 0.5);
+    let answer = match top {
+        Some(top) => format!("yes: {}% of {:.1} s", (100.0 * top.seconds / d.statement_seconds).round(), d.statement_seconds),
+        None => format!("no ({:.1} s of statements in the window)", d.statement_seconds),
+    };
+    let p = w.ask("one statement takes most of the database's time?", answer, top.is_some());
+    let mut explained = false;
+    if let Some(top) = top {
+        let share = 100.0 * top.seconds / d.statement_seconds;
+        let mean_ms = 1000.0 * top.seconds / top.calls;
+        let per_s = top.calls / s.window_s.max(1) as f64;
+        if w.over("database-slow-statement", "database", mean_ms, th.statement_mean_ms) {
+            // The table sequential scans read the most of, when each read many rows.
+            let scanned = d.tables.iter().find(|t| t.seq_scans > 0.0 && t.seq_rows_read / t.seq_scans >= SCAN_ROWS);
+            let mut evidence = ev("statement_mean_ms", &top.statement, mean_ms, th.statement_mean_ms);
+            let mut summary = format!("`{}` takes {share:.0}% of the database's time: {mean_ms:.0} ms a call, {:.0} calls in {} s", top.statement, top.calls, s.window_s);
+            if let Some(t) = scanned {
+                let rows = t.seq_rows_read / t.seq_scans;
+                summary.push_str(&format!("; sequential scans of {} read {rows:.0} rows each (index scans: {:.0}): an index there", t.table, t.index_scans));
+                evidence.push(Evidence { metric: "rows_per_sequential_scan".into(), subject: t.table.clone(), value: rows, threshold: SCAN_ROWS });
+            }
+            let q = w.ask("is it slow on each call?", format!("yes: {mean_ms:.0} ms"), true);
+            w.find("database-slow-statement", Severity::Warning, "database", summary, evidence, vec![p.clone(), q], None);
+            explained = true;
+        } else if primary_busy && is_read(&top.statement) {
+            let q = w.ask("is it a fast read, repeated on a busy primary?", format!("yes: {mean_ms:.1} ms a call, {per_s:.0} calls a second, primary's host {:.0}% busy", primary_cpu.unwrap_or(0.0)), true);
+            w.find("database-cache-reads", Severity::Warning, "database", format!("`{}` takes {share:.0}% of the database's time: {per_s:.0} calls a second at {mean_ms:.1} ms; can it be cached?", top.statement),
+                ev("calls_per_s", &top.statement, per_s, 0.0), vec![p.clone(), q], None);
+            explained = true;
+        }
+    }
+    // Reads take most of the statements' time: what a replica takes off the primary.
+    let read_seconds: f64 = d.statements.iter().filter(|x| is_read(&x.statement)).map(|x| x.seconds).sum();
+    let reads = d.statement_seconds > 0.0 && read_seconds / d.statement_seconds >= 0.5;
+    if let (Some(m), Some(cpu), false) = (primary, primary_cpu, explained)
+        && primary_busy
+    {
+        let share = if d.statement_seconds > 0.0 { 100.0 * read_seconds / d.statement_seconds } else { 0.0 };
+        let q = w.ask(format!("{}, the primary, busy with reads?", m.host), format!("{}: {cpu:.0}% of its cores, reads {share:.0}% of the statements' time", if reads { "yes" } else { "no" }), reads);
+        if !reads {
+            return;
+        }
+        let idle = d.members.iter().filter(|r| r.replica).find(|r| cpu_of(&r.host).is_some_and(|c| c < th.cpu_scale_out_percent / 2.0));
+        match idle {
+            Some(r) => w.find("database-reads-on-primary", Severity::Warning, &m.host, format!("the primary's host is {cpu:.0}% busy while the replica {} idles: reads go to the primary", r.host),
+                ev("cpu_busy_percent", &m.host, cpu, th.cpu_scale_out_percent), vec![q], None),
+            None => w.find("database-add-replica", Severity::Warning, &m.host, format!("the primary's host is {cpu:.0}% busy and no replica is idle"),
+                ev("cpu_busy_percent", &m.host, cpu, th.cpu_scale_out_percent), vec![q], Some("hosts: a new host with roles: [database] (apply makes it a streaming replica)".into())),
+        }
+    }
+}
+
+/// Callers waiting for a pooled connection, as a median over the window, above which the pool is short.
+const POOL_WAITING: f64 = 0.5;
+/// Rows each sequential scan of a table reads, above which an index is worth it.
+const SCAN_ROWS: f64 = 1000.0;
+
+/// A statement that reads only (what a cache or a replica could answer).
+fn is_read(statement: &str) -> bool {
+    let s = statement.trim_start().to_ascii_lowercase();
+    (s.starts_with("select") || s.starts_with("with")) && !s.contains(" for update") && !s.contains(" for share")
+}
+
+fn bytes(b: f64) -> String {
+    bytesize::ByteSize::b(b.max(0.0) as u64).display().iec_short().to_string()
 }
 
 /// Uneven load among instances that serve (at least a few requests a second, so scrapes alone

@@ -215,7 +215,8 @@ impl Postgres {
         let child = as_postgres("postgres")
             .arg("-D")
             .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-k"])
+            // pg_stat_statements loaded, as Patroni loads it on the database hosts.
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "shared_preload_libraries=pg_stat_statements", "-k"])
             .arg(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -463,3 +463,29 @@ fn db_prometheus_scrapes_every_member_and_sees_one_primary() {
     let firing = prometheus("ALERTS{alertname=~\"PostgresDown|NoLeader|ReplicaLagHigh|ConnectionsNearMax\",alertstate=\"firing\"}");
     assert_eq!(firing.as_array().map_or(0, |a| a.len()), 0, "{firing}");
 }
+
+/// Doctor's "is it the database?": a statement made slow on purpose (a sequential scan of two
+/// million rows, run again and again through the writer for 40 s) is named, with the table its
+/// scans read, and an index is what it recommends.
+#[test]
+fn db_doctor_names_a_slow_statement_and_recommends_an_index() {
+    let _t = db_lab();
+    psql("app-1", "DB_WRITER_URL", "DROP TABLE IF EXISTS doctor_scan; CREATE TABLE doctor_scan (id integer, note text); INSERT INTO doctor_scan SELECT g, md5(g::text) FROM generate_series(1, 2000000) g; ANALYZE doctor_scan;");
+    // One call after another: a scan at a time, each slow on its own.
+    let t = Instant::now();
+    let script = "set -a; . /etc/scale-api/secrets.env; set +a; end=$(( $(date +%s) + 40 )); n=0; \
+                  while [ $(date +%s) -lt $end ]; do psql \"$DB_WRITER_URL\" -X -A -t -q -v ON_ERROR_STOP=1 -c \"SELECT count(*) FROM doctor_scan WHERE note = 'nothing'\" >/dev/null || exit 1; n=$((n+1)); done; echo $n";
+    let calls = docker_exec("dblab-app-1", script);
+    eprintln!("{} scans in {:.1} s", calls.trim(), t.elapsed().as_secs_f64());
+    // Two scrapes after the last scan, so that its counters are in Prometheus.
+    std::thread::sleep(Duration::from_secs(11));
+    let out = run(&["doctor", "-f", &db_yaml(), "--window", "60s", "-o", "json"]);
+    psql("app-1", "DB_WRITER_URL", "DROP TABLE doctor_scan;");
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("doctor -o json: {e}\n{}{}", text(&out.stdout), text(&out.stderr)));
+    let finding = d["findings"].as_array().unwrap().iter().find(|f| f["id"] == "database-slow-statement").unwrap_or_else(|| panic!("no slow statement found: {d:#}"));
+    let summary = finding["summary"].as_str().unwrap();
+    assert!(summary.contains("SELECT count(*) FROM doctor_scan WHERE note = $1"), "the statement, normalized: {summary}");
+    assert!(summary.contains("sequential scans of public.doctor_scan read"), "the table its scans read: {summary}");
+    assert!(!summary.contains("nothing"), "a value reached the diagnosis: {summary}");
+    assert!(finding["recommendation"].as_str().unwrap().contains("index"), "{finding:#}");
+}

@@ -571,8 +571,15 @@ fn the_post_bootstrap_script_and_the_postgres_exporter_work_on_a_real_postgresql
     assert_eq!(pg.psql("select datname from pg_database where datname = 'app'").unwrap(), "app");
     assert_eq!(pg.psql("select pg_has_role('prometheus', 'pg_monitor', 'member')").unwrap(), "t");
     // The app's role logs in with its password (scram-sha-256), to its database.
-    let app = run(Command::new(format!("{}/psql", crate::api::PG_BIN)).arg(format!("postgresql://app:test-only-app-pw@127.0.0.1:{}/app", pg.port)).args(["-XAtc", "select current_user"]));
+    let as_app = |sql: &str| run(Command::new(format!("{}/psql", crate::api::PG_BIN)).arg(format!("postgresql://app:test-only-app-pw@127.0.0.1:{}/app", pg.port)).args(["-XAtc", sql]));
+    let app = as_app("select current_user");
     assert_eq!(String::from_utf8_lossy(&app.stdout).trim(), "app", "{}", text(&app));
+    // A table of the app's, scanned: what doctor's statement and table series count.
+    let scan = "select count(*) from scanned where note = 'x'";
+    for sql in ["create table scanned (id int, note text)", "insert into scanned select g, md5(g::text) from generate_series(1, 5000) g", scan, scan] {
+        let out = as_app(sql);
+        assert!(out.status.success(), "{sql}: {}", text(&out));
+    }
     // The exporter: its rendered arguments and queries, its socket moved to this server's.
     let defaults = on_db("/etc/default/prometheus-postgres-exporter");
     let value = |key: &str| defaults.lines().find_map(|l| l.strip_prefix(&format!("{key}=\""))).unwrap().trim_end_matches('"').to_string();
@@ -613,6 +620,14 @@ fn the_post_bootstrap_script_and_the_postgres_exporter_work_on_a_real_postgresql
         assert!(metrics.lines().any(|l| l.starts_with(line)), "{line} missing:\n{}", metrics.lines().filter(|l| l.starts_with("pg_up") || l.starts_with("scalectl") || l.starts_with("pg_exporter")).collect::<Vec<_>>().join("\n"));
     }
     assert!(metrics.lines().any(|l| l.starts_with("scalectl_database_is_replica{") && l.ends_with(" 0")), "a primary is no replica");
+    // The app's statements, normalized (no value), and its table's sequential scans.
+    let scanned = |prefix: &str| metrics.lines().find(|l| l.starts_with(prefix) && l.contains("table=\"public.scanned\"")).and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert_eq!(scanned("scalectl_database_table_seq_scans{"), Some(2.0), "{}", metrics.lines().filter(|l| l.starts_with("scalectl_database_table")).collect::<Vec<_>>().join("\n"));
+    assert_eq!(scanned("scalectl_database_table_seq_rows_read{"), Some(10000.0));
+    let statement = metrics.lines().find(|l| l.starts_with("scalectl_database_statement_calls{") && l.contains("from scanned where note = $1"));
+    assert!(statement.is_some_and(|l| l.ends_with(" 2")), "{}", metrics.lines().filter(|l| l.starts_with("scalectl_database_statement")).collect::<Vec<_>>().join("\n"));
+    assert!(!metrics.contains("'x'"), "a statement's value reached the metrics");
+    assert!(metrics.lines().any(|l| l.starts_with("scalectl_database_statements_seconds{")), "the statements' total time");
 }
 
 /// The oldest waiting job's age, which the queue's sizes cannot tell, measured by the exporter's
