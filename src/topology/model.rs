@@ -378,6 +378,30 @@ pub struct LoadBalancer {
     pub read_timeout_ms: u64,
     /// Local-only port of the stub_status endpoint read by the Nginx exporter.
     pub status_port: u16,
+    pub cache: Option<Cache>,
+}
+
+/// Nginx's reverse-proxy cache for some paths' GET and HEAD answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cache {
+    /// Largest size on disk, in bytes.
+    pub size: u64,
+    /// The keys' shared memory, in MiB: nginx keeps about 8,000 keys in 1 MiB, and the cache holds
+    /// `size` / 4 KiB answers at most.
+    pub keys_mib: u64,
+    pub paths: Vec<CachePath>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CachePath {
+    pub path: String,
+    pub ttl_ms: u64,
+}
+
+impl Cache {
+    pub fn new(size: u64, paths: Vec<CachePath>) -> Cache {
+        Cache { size, keys_mib: (size / 4096).div_ceil(8000).max(1), paths }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -470,6 +470,28 @@ pub struct RawLoadBalancer {
     pub connect_timeout: Option<Sp<String>>,
     /// Upstream read timeout, e.g. `60s`. Default 60s.
     pub read_timeout: Option<Sp<String>>,
+    /// Nginx's reverse-proxy cache for the GET and HEAD answers of some paths: a repeated read
+    /// answered by the load balancer, never reaching the app or its database.
+    pub cache: Option<RawCache>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// The cache's largest size on the load balancer's disk, e.g. `256MiB`; its keys' memory is
+    /// sized from it. Default 256MiB.
+    pub size: Option<Sp<String>>,
+    /// The paths whose answers are cached (prefixes, such as `/users/`), each with its lifetime.
+    pub paths: Sp<Vec<RawCachePath>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCachePath {
+    /// URL prefix, e.g. `/users/`.
+    pub path: Sp<String>,
+    /// How long an answer (200, 301, 404) is served from the cache, e.g. `30s`.
+    pub ttl: Sp<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

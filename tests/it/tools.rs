@@ -126,6 +126,60 @@ fn nginx_accepts_every_site_config() {
 /// rendered site in front of a backend that answers every path (as Express does, matching paths
 /// case-insensitively and with a trailing slash): every spelling such a router takes for
 /// `/metrics` gets nginx's 404, and other paths still reach the backend.
+/// An example's load-balancer site on a real nginx, on this test's ports, proxying to
+/// `backend_port` (the balancer's place), with its cache (if any) in a temporary directory.
+struct SiteOnNginx {
+    port: u16,
+    _dir: tempfile::TempDir,
+    _nginx: Killed,
+}
+
+impl SiteOnNginx {
+    fn start(example: &str, backend_port: u16) -> SiteOnNginx {
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (port, status_port) = (free(), free());
+        let files = render_example(example);
+        let site = files.iter().find(|f| f.path.starts_with("/etc/nginx/conf.d/")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let content: String = site
+            .content
+            .lines()
+            .map(|l| match l.trim_start() {
+                s if s.starts_with("server ") && l.starts_with("    server ") => format!("    server 127.0.0.1:{backend_port};"),
+                s if s.starts_with("listen ") && s.ends_with(" 80;") || s == "listen 80;" => format!("    listen 127.0.0.1:{port};"),
+                s if s.starts_with("listen 127.0.0.1:") => format!("    listen 127.0.0.1:{status_port};"),
+                s if s.starts_with("access_log /") => "    access_log off;".to_string(),
+                s if s.starts_with("proxy_cache_path /") => {
+                    let (_, rest) = s.split_once(' ').unwrap();
+                    let (_, rest) = rest.split_once(' ').unwrap();
+                    format!("proxy_cache_path {} {rest}", cache.display())
+                }
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(content.contains(&format!("listen 127.0.0.1:{port};")), "{content}");
+        let checked = nginx_test(&content, dir.path());
+        assert!(checked.status.success(), "{}", text(&checked));
+        let nginx = Killed(Command::new(require("nginx")).arg("-c").arg(dir.path().join("nginx.conf")).args(["-g", "daemon off; master_process off;"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap());
+        SiteOnNginx { port, _dir: dir, _nginx: nginx }
+    }
+
+    /// curl's status code, response headers and body for `path`, with `headers`.
+    fn get(&self, path: &str, headers: &[&str]) -> (String, String, String) {
+        let mut curl = Command::new(require("curl"));
+        curl.args(["-s", "--path-as-is", "--max-time", "5", "-D", "/dev/stderr", "-o", "-", "-w", "\n%{http_code}"]);
+        for h in headers {
+            curl.args(["-H", h]);
+        }
+        let out = run(curl.arg(format!("http://127.0.0.1:{}{path}", self.port)));
+        let t = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = t.rsplit_once('\n').unwrap_or(("", ""));
+        (code.to_string(), String::from_utf8_lossy(&out.stderr).to_lowercase(), body.to_string())
+    }
+}
+
 #[test]
 fn nginx_blocks_every_spelling_of_the_metrics_path() {
     use std::io::{Read, Write};
@@ -139,32 +193,10 @@ fn nginx_blocks_every_spelling_of_the_metrics_path() {
             let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nbackend");
         }
     });
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (port, status_port) = (free(), free());
-    let files = render_example("node");
-    let site = files.iter().find(|f| f.host == "lb-1" && f.path.starts_with("/etc/nginx/conf.d/")).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let content: String = site
-        .content
-        .lines()
-        .map(|l| match l.trim_start() {
-            s if s.starts_with("server ") && l.starts_with("    server ") => format!("    server 127.0.0.1:{backend_port};"),
-            "listen 80;" => format!("    listen 127.0.0.1:{port};"),
-            s if s.starts_with("listen 127.0.0.1:") => format!("    listen 127.0.0.1:{status_port};"),
-            s if s.starts_with("access_log /") => "    access_log off;".to_string(),
-            _ => l.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert!(content.contains(&format!("listen 127.0.0.1:{port};")), "{content}");
-    let checked = nginx_test(&content, dir.path());
-    assert!(checked.status.success(), "{}", text(&checked));
-    let _nginx = Killed(Command::new(require("nginx")).arg("-c").arg(dir.path().join("nginx.conf")).args(["-g", "daemon off; master_process off;"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap());
-    let get = |path: &str| -> (String, String) {
-        let out = run(Command::new(require("curl")).args(["-s", "--path-as-is", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}", &format!("http://127.0.0.1:{port}{path}")]));
-        let t = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = t.rsplit_once('\n').unwrap_or(("", ""));
-        (code.to_string(), body.to_string())
+    let site = SiteOnNginx::start("node", backend_port);
+    let get = |path: &str| {
+        let (code, _, body) = site.get(path, &[]);
+        (code, body)
     };
     for _ in 0..50 {
         if get("/count").0 == "200" {
@@ -178,6 +210,73 @@ fn nginx_blocks_every_spelling_of_the_metrics_path() {
         let (code, body) = get(path);
         assert!(code == "404" && body != "backend", "{path} reached the app: {code} {body}");
     }
+}
+
+/// The load balancer's cache on a real nginx (examples/three-hosts.yaml caches `/users/`): a repeated
+/// GET is a HIT that never reaches the app; an answer that sets a cookie or says private, a request
+/// with Authorization, and a path not listed always reach it.
+#[test]
+fn nginx_caches_a_repeated_get_and_nothing_private() {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_port = backend.local_addr().unwrap().port();
+    let reached: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = reached.clone();
+    std::thread::spawn(move || {
+        for conn in backend.incoming() {
+            let Ok(mut c) = conn else { break };
+            let mut buf = [0u8; 4096];
+            let n = c.read(&mut buf).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]).to_string();
+            let path = request.split(' ').nth(1).unwrap_or("").to_string();
+            let mut seen = seen.lock().unwrap();
+            seen.push(path.clone());
+            let extra = match path.as_str() {
+                "/users/cookie" => "Set-Cookie: session=abc\r\n",
+                "/users/private" => "Cache-Control: private\r\n",
+                _ => "",
+            };
+            let body = format!("{path} answer {}", seen.len());
+            let _ = c.write_all(format!("HTTP/1.1 200 OK\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes());
+        }
+    });
+    let site = SiteOnNginx::start("three-hosts", backend_port);
+    for _ in 0..50 {
+        if site.get("/count", &[]).0 == "200" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let times = |path: &str| reached.lock().unwrap().iter().filter(|p| *p == path).count();
+    let status = |headers: &str| headers.lines().find_map(|l| l.strip_prefix("x-cache-status: ")).map(|v| v.trim().to_uppercase());
+
+    let (code, headers, first) = site.get("/users/1", &[]);
+    assert_eq!((code.as_str(), status(&headers).as_deref()), ("200", Some("MISS")), "{headers}");
+    let (_, headers, again) = site.get("/users/1", &[]);
+    assert_eq!(status(&headers).as_deref(), Some("HIT"), "{headers}");
+    assert_eq!(again, first, "the cached answer is the first one");
+    assert_eq!(times("/users/1"), 1, "a HIT reached the app");
+
+    let (_, headers, _) = site.get("/users/1", &["Authorization: Bearer x"]);
+    assert_eq!(status(&headers).as_deref(), Some("BYPASS"), "{headers}");
+    assert_eq!(times("/users/1"), 2, "a request with Authorization is the app's");
+    let (_, headers, shared) = site.get("/users/1", &[]);
+    assert_eq!((status(&headers).as_deref(), shared.as_str()), (Some("HIT"), first.as_str()), "the answer to Authorization was stored over the shared one: {headers}");
+
+    for private in ["/users/cookie", "/users/private"] {
+        for _ in 0..2 {
+            let (_, headers, _) = site.get(private, &[]);
+            assert_ne!(status(&headers).as_deref(), Some("HIT"), "{private}: {headers}");
+        }
+        assert_eq!(times(private), 2, "{private} was served from the cache");
+    }
+    let before = times("/count");
+    for _ in 0..2 {
+        let (_, headers, _) = site.get("/count", &[]);
+        assert_eq!(status(&headers), None, "a path not listed is not cached: {headers}");
+    }
+    assert_eq!(times("/count"), before + 2, "a path not listed was served from the cache");
 }
 
 #[test]
@@ -1789,4 +1888,27 @@ fn mtail_counts_requests_and_gateway_errors_from_real_nginx_log_lines() {
     // The response time of the instance: 0.3 s, in the 0.5 s bucket.
     let bucket = |le: &str| value(&format!(r#"scalectl_nginx_upstream_response_seconds_bucket{{prog="scalectl-nginx.mtail",upstream="10.0.0.2:3000",le="{le}"}}"#));
     assert_eq!((bucket("0.25"), bucket("0.5")), ("2".into(), "3".into()));
+    assert!(!metrics.contains("scalectl_nginx_cache_responses_total{"), "no cache, no cache answers:\n{metrics}");
+
+    // With the cache (examples/three-hosts.yaml): its answers by status, a HIT naming no instance.
+    let files = render_example("three-hosts");
+    let site = files.iter().find(|f| f.path.starts_with("/etc/nginx/conf.d/")).unwrap();
+    assert!(site.content.contains(r#","cache":"$upstream_cache_status"}"#), "the access log format mtail reads changed");
+    let prog = files.iter().find(|f| f.path == "/etc/mtail/scalectl-nginx.mtail").unwrap();
+    std::fs::write(dir.path().join("progs/scalectl-nginx.mtail"), &prog.content).unwrap();
+    let cached = |status: &str, upstream: &str| line(200, upstream, "0.001").replace(r#""}"#, &format!(r#"","cache":"{status}"}}"#));
+    let log = [cached("MISS", "10.0.0.2:3000"), cached("HIT", ""), cached("HIT", ""), cached("BYPASS", "10.0.0.3:3000"), line(200, "10.0.0.2:3000", "0.001").replace(r#""}"#, r#"","cache":""}"#)].join("\n") + "\n";
+    std::fs::write(dir.path().join("access.log"), log).unwrap();
+    let out = run(Command::new(&mtail)
+        .args(["--one_shot", "--one_shot_format", "prometheus", "--logtostderr", "--progs"])
+        .arg(dir.path().join("progs"))
+        .arg("--logs")
+        .arg(dir.path().join("access.log")));
+    assert!(out.status.success(), "{}", text(&out));
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    let value = |name: &str| metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).unwrap_or_else(|| panic!("no {name} in {metrics}")).to_string();
+    let cache = |status: &str| value(&format!(r#"scalectl_nginx_cache_responses_total{{prog="scalectl-nginx.mtail",status="{status}"}}"#));
+    assert_eq!((cache("HIT"), cache("MISS"), cache("BYPASS")), ("2".into(), "1".into(), "1".into()));
+    assert_eq!(value("scalectl_nginx_requests_total"), "5");
+    assert!(!metrics.contains(r#"status="""#), "a path not cached has no cache status:\n{metrics}");
 }

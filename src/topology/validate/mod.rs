@@ -539,6 +539,23 @@ impl V {
                 immutable: s.immutable.as_ref().is_some_and(|b| *b.value()),
             });
         }
+        let cache = lb.cache.as_ref().map(|c| {
+            let mut paths: Vec<CachePath> = Vec::new();
+            if c.paths.value().is_empty() {
+                self.push(Problem::at(c.paths.loc(), "load_balancer.cache has no paths").help("list the paths whose GET answers may be cached, such as `paths: [{path: /users/, ttl: 30s}]`"));
+            }
+            for p in c.paths.value() {
+                self.check(&p.path, syntax::url_path(p.path.value(), "cache path"));
+                if paths.iter().any(|o| &o.path == p.path.value()) {
+                    self.at(p.path.loc(), format!("cache path `{}` is listed twice", p.path.value()));
+                }
+                if statics.iter().any(|s| &s.path == p.path.value()) {
+                    self.at(p.path.loc(), format!("cache path `{}` is also a static path: nginx serves those files itself, with their own lifetime", p.path.value()));
+                }
+                paths.push(CachePath { path: p.path.value().clone(), ttl_ms: self.duration(&Some(p.ttl.clone()), "cache ttl", 0, 30 * 86_400_000) });
+            }
+            Cache::new(self.size(&c.size, "cache.size", 256 << 20, 1 << 20), paths)
+        });
         let d = self.load_balancer_defaults();
         let (next_upstream, next_upstream_tries) = match &lb.next_upstream {
             Some(n) => (
@@ -580,6 +597,7 @@ impl V {
             connect_timeout_ms: self.duration(&lb.connect_timeout, "connect_timeout", d.connect_timeout_ms, 75_000),
             read_timeout_ms: self.duration(&lb.read_timeout, "read_timeout", d.read_timeout_ms, 3_600_000),
             status_port: d.status_port,
+            cache,
         }
     }
 
@@ -605,6 +623,7 @@ impl V {
             connect_timeout_ms: 5_000,
             read_timeout_ms: 60_000,
             status_port: ports::NGINX_STATUS,
+            cache: None,
         }
     }
 
