@@ -462,6 +462,25 @@ fn db_prometheus_scrapes_every_member_and_sees_one_primary() {
     }
     let firing = prometheus("ALERTS{alertname=~\"PostgresDown|NoLeader|ReplicaLagHigh|ConnectionsNearMax\",alertstate=\"firing\"}");
     assert_eq!(firing.as_array().map_or(0, |a| a.len()), 0, "{firing}");
+
+    // Every query of the database's dashboard answers with a series once the app has read
+    // through its pools (no Grafana here: its queries are asked of the same Prometheus).
+    for id in 1..=3 {
+        let r = crate::support::client().get(format!("http://127.0.0.1:8086/users/{id}")).send().unwrap();
+        assert!(r.status() == 200 || r.status() == 404, "GET /users/{id}: {}", r.status());
+    }
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(crate::support::root().join("grafana/dashboards/database.json")).unwrap()).unwrap();
+    let exprs: Vec<String> = dashboard["panels"].as_array().unwrap().iter().flat_map(|p| p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_string())).collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let t = Instant::now();
+    loop {
+        let empty: Vec<&String> = exprs.iter().filter(|e| prometheus(e).as_array().is_none_or(|a| a.is_empty())).collect();
+        if empty.is_empty() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "the database dashboard's queries with no series: {empty:#?}");
+        std::thread::sleep(Duration::from_secs(5));
+    }
 }
 
 /// Doctor's "is it the database?": a statement made slow on purpose (a sequential scan of two

@@ -913,7 +913,8 @@ fn docker_every_dashboard_query_returns_data_under_load() {
     // samples. The load balancer's series per replica come from the mtail container.
     // The workers' queue is charted (jobs are posted meanwhile); the workers' up series is the
     // hosts' (scalectl-instances): on docker the engine counts them, for doctor.
-    every_dashboard_query_returns_data(LB, "http://127.0.0.1:9091", Duration::from_secs(40), &["scalectl_worker_"]);
+    // No database and no cache on docker yet.
+    every_dashboard_query_returns_data(LB, "http://127.0.0.1:9091", Duration::from_secs(40), &["scalectl_worker_", crate::support::DATABASE_SERIES, "scalectl_database_", "scale_api_db_", "scalectl_nginx_cache_"]);
 }
 
 /// The user's app on docker: examples/node-docker.yaml with the stand-ins, its image built from a
