@@ -508,3 +508,63 @@ fn db_doctor_names_a_slow_statement_and_recommends_an_index() {
     assert!(!summary.contains("nothing"), "a value reached the diagnosis: {summary}");
     assert!(finding["recommendation"].as_str().unwrap().contains("index"), "{finding:#}");
 }
+
+/// A third database host added to the topology and applied becomes a streaming replica: Patroni
+/// clones it from the primary, the primary streams to it, HAProxy on the app hosts sends it reads,
+/// and the next plan has nothing to do. Then it is taken away again (its container removed, the
+/// topology applied without it) and the cluster is the two members it was.
+#[test]
+fn db_a_database_host_added_and_applied_streams_from_the_primary() {
+    let _t = db_lab();
+    let dir = tempfile::tempdir().unwrap();
+    let three = dir.path().join("database.yaml");
+    let source = std::fs::read_to_string(db_yaml()).unwrap();
+    let line = "  db-2:  {address: dblab-db-2,  roles: [database]}\n";
+    assert!(source.contains(line), "examples/database.yaml changed its db-2 line");
+    std::fs::write(&three, source.replace(line, &format!("{line}  db-3:  {{address: dblab-db-3,  roles: [database]}}\n"))).unwrap();
+    let three = three.to_str().unwrap();
+    let removed = RemovedAfter("dblab-db-3");
+    run_ok(&["lab", "up", "-f", three]);
+    let t = Instant::now();
+    let out = text(&run_ok(&["apply", "-f", three, "--release", &release(), "--yes"]).stdout);
+    eprintln!("a third database host added and applied: {:.1} s", t.elapsed().as_secs_f64());
+    assert!(out.contains("db-3"), "{out}");
+    let status = wait_healthy(3);
+    let member = status["members"].as_array().unwrap().iter().find(|m| m["name"] == "db-3").unwrap_or_else(|| panic!("{status:#}"));
+    assert_eq!(member["role"], "replica", "{status:#}");
+    // The primary streams to it, and a write reaches it.
+    let streaming = psql_on_primary(&leader(&status), "select state from pg_stat_replication where application_name = 'db-3'");
+    assert_eq!(streaming.trim(), "streaming");
+    let id = run_id("db-3");
+    psql("app-1", "DB_WRITER_URL", &format!("CREATE TABLE IF NOT EXISTS marks (id text); INSERT INTO marks VALUES ('{id}');"));
+    let t = Instant::now();
+    while docker_exec("dblab-db-3", &format!("sudo -u postgres psql -d app -XAtc \"select count(*) from marks where id = '{id}'\"")).trim() != "1" {
+        assert!(t.elapsed() < Duration::from_secs(30), "the write never reached db-3");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // HAProxy on each app host has it among the readers.
+    for host in ["app-1", "app-2"] {
+        let cfg = docker_exec(&format!("dblab-{host}"), "cat /etc/haproxy/haproxy.cfg");
+        assert!(cfg.lines().any(|l| l.trim_start().starts_with("server db-3 ")), "{host}'s HAProxy has no db-3:\n{cfg}");
+    }
+    let plan = run(&["plan", "-f", three, "--release", &release(), "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "a second apply would change something:\n{}", text(&plan.stdout));
+    psql("app-1", "DB_WRITER_URL", "DROP TABLE marks;");
+    drop(removed);
+    run_ok(&["apply", "-f", &db_yaml(), "--release", &release(), "--yes"]);
+    wait_healthy(2);
+}
+
+/// psql as PostgreSQL's superuser on a member (over its socket).
+fn psql_on_primary(host: &str, sql: &str) -> String {
+    docker_exec(&format!("dblab-{host}"), &format!("sudo -u postgres psql -XAtc \"{sql}\""))
+}
+
+/// Removes a lab container when dropped: the test's extra host never outlives it.
+struct RemovedAfter(&'static str);
+
+impl Drop for RemovedAfter {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", self.0]).output();
+    }
+}
