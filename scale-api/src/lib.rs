@@ -369,15 +369,22 @@ fn database(s: &AppState) -> Result<&db::Database, ApiError> {
     s.db.as_ref().ok_or_else(|| ApiError::Unavailable(db::DbError::NotConfigured.to_string()))
 }
 
-/// Cache-aside: Redis first; on a miss, the database's reader, then fill the cache.
+/// Cache-aside: Redis first; on a miss, the database's reader, then fill the cache. With a cache
+/// lifetime of zero, the database's reader only.
 async fn get_user(State(s): State<Shared>, Path(raw): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
     let id = user_id(&raw)?;
-    let cached: Option<String> = s.redis("get", redis::cmd("GET").arg(format!("cache:user:{id}"))).await?;
-    if let Some(name) = cached {
-        return Ok(Json(json!({ "id": id, "name": name, "source": "cache", "instance": s.config.instance })));
+    let cache = !s.config.cache_ttl.is_zero();
+    if cache {
+        let cached: Option<String> = s.redis("get", redis::cmd("GET").arg(format!("cache:user:{id}"))).await?;
+        if let Some(name) = cached {
+            return Ok(Json(json!({ "id": id, "name": name, "source": "cache", "instance": s.config.instance })));
+        }
     }
     let stored = database(&s)?.user(&s.metrics.db, id as i32).await.map_err(db_unavailable)?;
     let Some(name) = stored else { return Err(ApiError::NoSuchUser) };
+    if !cache {
+        return Ok(Json(json!({ "id": id, "name": name, "source": "db", "instance": s.config.instance })));
+    }
     let _: () = s
         .redis("set", redis::cmd("SET").arg(format!("cache:user:{id}")).arg(&name).arg("EX").arg(s.config.cache_ttl.as_secs().max(1)))
         .await?;

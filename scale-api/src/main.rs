@@ -60,7 +60,7 @@ struct Args {
     /// Session lifetime
     #[arg(long, env = "SESSION_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
     session_ttl: Duration,
-    /// Cache lifetime of /users/{id}
+    /// Cache lifetime of /users/{id} in Redis; 0s: no cache, every read asks the database
     #[arg(long, env = "CACHE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
     cache_ttl: Duration,
     /// Consecutive Redis failures that open the circuit breaker

@@ -278,6 +278,11 @@ fn users_are_read_through_the_cache_from_the_database_and_written_through_the_wr
     c.put(b.url("/users/42")).json(&serde_json::json!({"name": "Grace"})).send().unwrap();
     let after = json(a.port, "/users/42");
     assert_eq!((after["source"].as_str(), after["name"].as_str()), (Some("db"), Some("Grace")));
+    // With no cache lifetime, every read is the database's.
+    let uncached = Api::start_with(&redis, "c", &[db[0].clone(), db[1].clone(), ("CACHE_TTL", "0s".to_string())]);
+    for _ in 0..2 {
+        assert_eq!(json(uncached.port, "/users/42")["source"], "db");
+    }
     // The pools measure themselves.
     let metrics = get(a.port, "/metrics").unwrap().1;
     for needle in ["scale_api_db_pool_connections{pool=\"writer\",state=\"idle\"}", "scale_api_db_pool_waiting{pool=\"reader\"}", "scale_api_db_query_duration_seconds_count{pool=\"reader\"}"] {
