@@ -17,6 +17,10 @@ cargo build --locked --workspace --bins
 cargo build --locked --release -p scale-api
 # Every test target built once, before the two streams start (cargo holds no lock while tests run).
 cargo test --locked --workspace --all-targets --no-run
+# And the end-to-end binary as the lab's stream asks for it: `--test it` alone resolves the
+# dependencies' features for this package only, not the workspace's, so its build is another one
+# (it used to happen inside the stream, beside the other stream's first tests).
+cargo test --locked --test it --no-run
 
 # The lab's hosts, and with them the Debian base image every end-to-end test builds on: made here,
 # once, so the two streams do not both build it.
@@ -32,7 +36,7 @@ rm -f target/e2e-turns.log
 lab_stream() {
   local db=0 lab=0
   cargo test --locked --test it -- db::db_ || db=$?
-  ./target/debug/scalectl lab down -f examples/database.yaml || true
+  SCALECTL_HOME="$PWD/target/lab-home" ./target/debug/scalectl lab down -f examples/database.yaml || true
   cargo test --locked --test it -- lab::lab_ || lab=$?
   [ "$db" -eq 0 ] && [ "$lab" -eq 0 ]
 }

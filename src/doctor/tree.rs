@@ -88,7 +88,7 @@ pub const CHECKS: &[(&str, &str, &str, &str)] = &[
     ("database-pool-waiting", "warning", "requests wait for a pooled database connection", "raise database.pool if max_connections leaves room (validate checks it), else make the statements faster (see the statement findings)"),
     ("replica-lag", "warning", "a replica is further behind the primary than database.replica_max_lag: HAProxy stops sending it reads, and reads it answered were stale", "look at the replica's disk, CPU and network; a replica that cannot keep up with the writes needs a bigger host"),
     ("database-slow-statement", "warning", "one statement takes most of the database's time and is slow on each call", "add an index for the columns it filters or joins on (EXPLAIN it to see the sequential scan): a replica or a cache spreads a slow statement, it does not make it fast"),
-    ("database-cache-reads", "warning", "one fast read, repeated, takes most of a busy primary's time", "can it be cached? cache-aside in Redis with a TTL, as scale-api's GET /users/{id} does, or the load balancer's cache for its GET path"),
+    ("database-cache-reads", "warning", "one fast read (under a tenth of the slow-statement mean), repeated, takes most of a busy primary's time", "can it be cached? cache-aside in Redis with a TTL, as scale-api's GET /users/{id} does, or the load balancer's cache for its GET path"),
     ("database-add-replica", "warning", "the primary's host is busy beyond the scale-out threshold and no replica is idle", "add a read replica: a host with the database role (apply makes it a streaming replica), and send reads to DB_READER_URL; past replicas, sharding (scalectl does not shard)"),
     ("database-reads-on-primary", "warning", "the primary's host is busy beyond the scale-out threshold while a replica idles", "read through DB_READER_URL (HAProxy's reader port spreads reads over the replicas); keep DB_WRITER_URL for writes and reads that must see them"),
     ("disk-filling", "warning", "the disk that holds /var/log (the log collector's files on the monitor host) is nearly full", "see who logs the most (du -sh /var/log/scalectl/*: each file keeps at most 100 MiB and 4 compressed generations); then a bigger disk, or a monitor host whose disk Redis does not share"),
@@ -455,7 +455,7 @@ fn database(w: &mut Walk<'_>, s: &Snapshot, slow_step: &str) {
             let q = w.ask("is it slow on each call?", format!("yes: {mean_ms:.0} ms"), true);
             w.find("database-slow-statement", Severity::Warning, "database", summary, evidence, vec![p.clone(), q], None);
             explained = true;
-        } else if primary_busy && is_read(&top.statement) {
+        } else if primary_busy && is_read(&top.statement) && mean_ms < th.statement_mean_ms / 10.0 {
             let q = w.ask("is it a fast read, repeated on a busy primary?", format!("yes: {mean_ms:.1} ms a call, {per_s:.0} calls a second, primary's host {:.0}% busy", primary_cpu.unwrap_or(0.0)), true);
             w.find("database-cache-reads", Severity::Warning, "database", format!("`{}` takes {share:.0}% of the database's time: {per_s:.0} calls a second at {mean_ms:.1} ms; can it be cached?", top.statement),
                 ev("calls_per_s", &top.statement, per_s, 0.0), vec![p.clone(), q], None);

@@ -389,6 +389,8 @@ pub struct Cache {
     /// The keys' shared memory, in MiB: nginx keeps about 8,000 keys in 1 MiB, and the cache holds
     /// `size` / 4 KiB answers at most.
     pub keys_mib: u64,
+    /// An entry nobody asked for this long is removed: the longest TTL, 10 minutes at least.
+    pub inactive_ms: u64,
     pub paths: Vec<CachePath>,
 }
 
@@ -400,7 +402,8 @@ pub struct CachePath {
 
 impl Cache {
     pub fn new(size: u64, paths: Vec<CachePath>) -> Cache {
-        Cache { size, keys_mib: (size / 4096).div_ceil(8000).max(1), paths }
+        let inactive_ms = paths.iter().map(|p| p.ttl_ms).max().unwrap_or(0).max(600_000);
+        Cache { size, keys_mib: (size / 4096).div_ceil(8000).max(1), inactive_ms, paths }
     }
 }
 

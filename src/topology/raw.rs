@@ -478,8 +478,8 @@ pub struct RawLoadBalancer {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCache {
-    /// The cache's largest size on the load balancer's disk, e.g. `256MiB`; its keys' memory is
-    /// sized from it. Default 256MiB.
+    /// The cache's largest size on the load balancer's disk, e.g. `256MiB` (at most 64GiB); its
+    /// keys' memory is sized from it. Default 256MiB.
     pub size: Option<Sp<String>>,
     /// The paths whose answers are cached (prefixes, such as `/users/`), each with its lifetime.
     pub paths: Sp<Vec<RawCachePath>>,
@@ -488,9 +488,9 @@ pub struct RawCache {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCachePath {
-    /// URL prefix, e.g. `/users/`.
+    /// URL prefix, e.g. `/users/` (`/users` would match `/users-admin` too).
     pub path: Sp<String>,
-    /// How long an answer (200, 301, 404) is served from the cache, e.g. `30s`.
+    /// How long an answer (200 or 301) is served from the cache, in whole seconds, e.g. `30s`.
     pub ttl: Sp<String>,
 }
 

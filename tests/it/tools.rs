@@ -101,7 +101,8 @@ fn nginx_accepts_every_site_config() {
         };
         for f in files.iter().filter(|f| f.path.contains("nginx/") && f.path.ends_with(".conf")) {
             // nginx -t resolves upstream host names; lab and compose names resolve only on the
-            // fleet's own network, so they stand in as 127.0.0.1 here.
+            // fleet's own network, so they stand in as 127.0.0.1 here. And it makes the cache's
+            // directory, in the test's own (the image's parent directory may not be here).
             let site: String = f
                 .content
                 .lines()
@@ -110,7 +111,10 @@ fn nginx_accepts_every_site_config() {
                         let port = rest.split_once(':').map(|(_, p)| p).unwrap_or(rest);
                         format!("    server 127.0.0.1:{port}")
                     }
-                    _ => l.to_string(),
+                    _ => match l.strip_prefix("proxy_cache_path ").and_then(|rest| rest.split_once(' ')) {
+                        Some((_, rest)) => format!("proxy_cache_path {} {rest}", dir.path().join("cache").display()),
+                        None => l.to_string(),
+                    },
                 })
                 .collect::<Vec<_>>()
                 .join("\n");
@@ -237,8 +241,10 @@ fn nginx_caches_a_repeated_get_and_nothing_private() {
                 "/users/private" => "Cache-Control: private\r\n",
                 _ => "",
             };
+            // As scale-api does, the request's id back in the answer.
+            let id = request.lines().find_map(|l| l.strip_prefix("X-Request-Id: ").or_else(|| l.strip_prefix("x-request-id: "))).unwrap_or("").trim().to_string();
             let body = format!("{path} answer {}", seen.len());
-            let _ = c.write_all(format!("HTTP/1.1 200 OK\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes());
+            let _ = c.write_all(format!("HTTP/1.1 200 OK\r\n{extra}X-Request-Id: {id}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes());
         }
     });
     let site = SiteOnNginx::start("three-hosts", backend_port);
@@ -251,12 +257,14 @@ fn nginx_caches_a_repeated_get_and_nothing_private() {
     let times = |path: &str| reached.lock().unwrap().iter().filter(|p| *p == path).count();
     let status = |headers: &str| headers.lines().find_map(|l| l.strip_prefix("x-cache-status: ")).map(|v| v.trim().to_uppercase());
 
-    let (code, headers, first) = site.get("/users/1", &[]);
+    let ids = |headers: &str| headers.lines().filter_map(|l| l.strip_prefix("x-request-id: ")).map(|v| v.trim().to_string()).collect::<Vec<_>>();
+    let (code, headers, first) = site.get("/users/1", &["X-Request-Id: first-request"]);
     assert_eq!((code.as_str(), status(&headers).as_deref()), ("200", Some("MISS")), "{headers}");
-    let (_, headers, again) = site.get("/users/1", &[]);
+    let (_, headers, again) = site.get("/users/1", &["X-Request-Id: second-request"]);
     assert_eq!(status(&headers).as_deref(), Some("HIT"), "{headers}");
     assert_eq!(again, first, "the cached answer is the first one");
     assert_eq!(times("/users/1"), 1, "a HIT reached the app");
+    assert_eq!(ids(&headers), vec!["second-request"], "a cached answer carries this request's id, and only it");
 
     let (_, headers, _) = site.get("/users/1", &["Authorization: Bearer x"]);
     assert_eq!(status(&headers).as_deref(), Some("BYPASS"), "{headers}");
@@ -264,6 +272,12 @@ fn nginx_caches_a_repeated_get_and_nothing_private() {
     let (_, headers, shared) = site.get("/users/1", &[]);
     assert_eq!((status(&headers).as_deref(), shared.as_str()), (Some("HIT"), first.as_str()), "the answer to Authorization was stored over the shared one: {headers}");
 
+    // A request with a cookie is the app's: its answer may be that user's.
+    let (_, headers, _) = site.get("/users/1", &["Cookie: session=abc"]);
+    assert_eq!(status(&headers).as_deref(), Some("BYPASS"), "{headers}");
+    assert_eq!(times("/users/1"), 3, "a request with a cookie is the app's");
+    let (_, _, shared) = site.get("/users/1", &[]);
+    assert_eq!(shared, first, "the answer to a cookie was stored over the shared one");
     for private in ["/users/cookie", "/users/private"] {
         for _ in 0..2 {
             let (_, headers, _) = site.get(private, &[]);

@@ -546,15 +546,24 @@ impl V {
             }
             for p in c.paths.value() {
                 self.check(&p.path, syntax::url_path(p.path.value(), "cache path"));
+                if p.path.value() == "/" {
+                    self.push(Problem::at(p.path.loc(), "cache path `/` would cache every answer of the app").help("list the paths whose answers are the same for everyone, such as /users/"));
+                }
                 if paths.iter().any(|o| &o.path == p.path.value()) {
                     self.at(p.path.loc(), format!("cache path `{}` is listed twice", p.path.value()));
                 }
                 if statics.iter().any(|s| &s.path == p.path.value()) {
                     self.at(p.path.loc(), format!("cache path `{}` is also a static path: nginx serves those files itself, with their own lifetime", p.path.value()));
                 }
-                paths.push(CachePath { path: p.path.value().clone(), ttl_ms: self.duration(&Some(p.ttl.clone()), "cache ttl", 0, 30 * 86_400_000) });
+                let ttl_ms = self.duration(&Some(p.ttl.clone()), "cache ttl", 0, 30 * 86_400_000);
+                // nginx reads a cache's validity in whole seconds.
+                if ttl_ms % 1000 != 0 {
+                    self.at(p.ttl.loc(), format!("cache ttl `{}` is not a whole number of seconds", p.ttl.value()));
+                }
+                paths.push(CachePath { path: p.path.value().clone(), ttl_ms });
             }
-            Cache::new(self.size(&c.size, "cache.size", 256 << 20, 1 << 20), paths)
+            // The keys' memory grows with the size (1 MiB per 32 MiB): 64 GiB takes 2 GiB of it.
+            Cache::new(self.size_within(&c.size, "cache.size", 256 << 20, 1 << 20, 64 << 30), paths)
         });
         let d = self.load_balancer_defaults();
         let (next_upstream, next_upstream_tries) = match &lb.next_upstream {
