@@ -557,7 +557,7 @@ impl V {
                 }
                 let ttl_ms = self.duration(&Some(p.ttl.clone()), "cache ttl", 0, 30 * 86_400_000);
                 // nginx reads a cache's validity in whole seconds.
-                if ttl_ms % 1000 != 0 {
+                if !ttl_ms.is_multiple_of(1000) {
                     self.at(p.ttl.loc(), format!("cache ttl `{}` is not a whole number of seconds", p.ttl.value()));
                 }
                 paths.push(CachePath { path: p.path.value().clone(), ttl_ms });
