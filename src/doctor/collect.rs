@@ -97,6 +97,11 @@ fn by<'a>(samples: &'a Samples, key: &str, value: &str) -> Option<f64> {
     samples.iter().find(|(l, _)| l.get(key).map(String::as_str) == Some(value)).map(|(_, v)| *v).filter(|v| v.is_finite())
 }
 
+/// The first sample's value, when it is a number.
+fn first(samples: &Samples) -> Option<f64> {
+    samples.first().map(|(_, v)| *v).filter(|v| v.is_finite())
+}
+
 fn series_by(series: &Series, key: &str, value: &str) -> Vec<f64> {
     series.iter().find(|(l, _)| l.get(key).map(String::as_str) == Some(value)).map(|(_, v)| v.clone()).unwrap_or_default()
 }
@@ -255,7 +260,6 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         let used = p.instant("max(redis_memory_used_bytes)").await?;
         let max = p.instant("max(redis_memory_max_bytes)").await?;
         let errs = p.instant(&format!("sum(rate(scale_api_redis_errors_total[{recent}]))")).await?;
-        let first = |x: &Samples| x.first().map(|(_, v)| *v).filter(|v| v.is_finite());
         // Never scraped yet (Prometheus just started): not judged, rather than "down".
         s.redis = (!redis_up.is_empty()).then(|| RedisSample {
             up: first(&redis_up) == Some(1.0),
@@ -278,7 +282,6 @@ pub async fn collect(t: &Topology, prometheus: &Prometheus, window: Duration, th
         let mut waited_workers = false;
         let units = confirmed(p, "max by (worker) (scalectl_worker_up)", step, &mut waited_workers).await?;
         let measured = |up: f64| units.iter().filter(|(_, v)| *v == up).count() as u32;
-        let first = |x: &Samples| x.first().map(|(_, v)| *v).filter(|v| v.is_finite());
         let cores_of = |h: &crate::topology::Host| s.hosts.iter().find(|x| x.host == h.name).map_or(1, |x| x.cores);
         // Counted by the target where nothing reports the workers to Prometheus (docker).
         let (wanted, up, down) = match from_target.workers {
@@ -359,11 +362,11 @@ async fn database(p: &Prometheus, db: &crate::topology::Database, window: Durati
         .collect();
     tables.sort_by(|a, b| b.seq_rows_read.total_cmp(&a.seq_rows_read));
     Ok(DatabaseSample {
-        max_connections: max.first().and_then(|(_, v)| finite(*v)).unwrap_or(0.0),
+        max_connections: first(&max).unwrap_or(0.0),
         replica_max_lag_bytes: db.replica_max_lag as f64,
         members,
         pool_waiting: waiting.first().map(|(_, v)| v.clone()).unwrap_or_default(),
-        statement_seconds: total.first().and_then(|(_, v)| finite(*v)).unwrap_or(0.0),
+        statement_seconds: first(&total).unwrap_or(0.0),
         statements,
         tables,
     })

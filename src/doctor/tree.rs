@@ -387,7 +387,7 @@ fn redis(w: &mut Walk<'_>, s: &Snapshot, slow_step: &str) {
             if w.over("redis-memory", "redis", pct, th.redis_memory_percent) {
                 let p = w.ask("Redis memory near maxmemory?", format!("yes: {pct:.0}%"), true);
                 w.find("redis-memory", Severity::Warning, "redis", format!("Redis uses {pct:.0}% of maxmemory"), ev("redis_memory_percent", "redis", pct, th.redis_memory_percent), vec![p],
-                    Some(format!("redis.maxmemory: {}", bytesize::ByteSize::b((r.memory_max_bytes * 2.0) as u64).display().iec_short())));
+                    Some(format!("redis.maxmemory: {}", bytes(r.memory_max_bytes * 2.0))));
             }
         }
     }
@@ -465,8 +465,9 @@ fn database(w: &mut Walk<'_>, s: &Snapshot, slow_step: &str) {
     // Reads take most of the statements' time: what a replica takes off the primary.
     let read_seconds: f64 = d.statements.iter().filter(|x| is_read(&x.statement)).map(|x| x.seconds).sum();
     let reads = d.statement_seconds > 0.0 && read_seconds / d.statement_seconds >= 0.5;
-    if let (Some(m), Some(cpu), false) = (primary, primary_cpu, explained)
+    if !explained
         && primary_busy
+        && let (Some(m), Some(cpu)) = (primary, primary_cpu)
     {
         let share = if d.statement_seconds > 0.0 { 100.0 * read_seconds / d.statement_seconds } else { 0.0 };
         let q = w.ask(format!("{}, the primary, busy with reads?", m.host), format!("{}: {cpu:.0}% of its cores, reads {share:.0}% of the statements' time", if reads { "yes" } else { "no" }), reads);
@@ -494,6 +495,7 @@ fn is_read(statement: &str) -> bool {
     (s.starts_with("select") || s.starts_with("with")) && !s.contains(" for update") && !s.contains(" for share")
 }
 
+/// Bytes as people read them (`16 MiB`).
 fn bytes(b: f64) -> String {
     bytesize::ByteSize::b(b.max(0.0) as u64).display().iec_short().to_string()
 }

@@ -539,12 +539,12 @@ fn db_a_database_host_added_and_applied_streams_from_the_primary() {
     let member = status["members"].as_array().unwrap().iter().find(|m| m["name"] == "db-3").unwrap_or_else(|| panic!("{status:#}"));
     assert_eq!(member["role"], "replica", "{status:#}");
     // The primary streams to it, and a write reaches it.
-    let streaming = psql_on_primary(&leader(&status), "select state from pg_stat_replication where application_name = 'db-3'");
+    let streaming = psql_as_superuser(&leader(&status), "postgres", "select state from pg_stat_replication where application_name = 'db-3'");
     assert_eq!(streaming.trim(), "streaming");
     let id = run_id("db-3");
     psql("app-1", "DB_WRITER_URL", &format!("CREATE TABLE IF NOT EXISTS marks (id text); INSERT INTO marks VALUES ('{id}');"));
     let t = Instant::now();
-    while docker_exec("dblab-db-3", &format!("sudo -u postgres psql -d app -XAtc \"select count(*) from marks where id = '{id}'\"")).trim() != "1" {
+    while psql_as_superuser("db-3", "app", &format!("select count(*) from marks where id = '{id}'")).trim() != "1" {
         assert!(t.elapsed() < Duration::from_secs(30), "the write never reached db-3");
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -561,9 +561,9 @@ fn db_a_database_host_added_and_applied_streams_from_the_primary() {
     wait_healthy(2);
 }
 
-/// psql as PostgreSQL's superuser on a member (over its socket).
-fn psql_on_primary(host: &str, sql: &str) -> String {
-    docker_exec(&format!("dblab-{host}"), &format!("sudo -u postgres psql -XAtc \"{sql}\""))
+/// psql as PostgreSQL's superuser on a member, over its socket, in database `db`.
+fn psql_as_superuser(host: &str, db: &str, sql: &str) -> String {
+    docker_exec(&format!("dblab-{host}"), &format!("sudo -u postgres psql -d {db} -XAtc \"{sql}\""))
 }
 
 /// Removes a lab container when dropped: the test's extra host never outlives it.

@@ -914,7 +914,7 @@ fn docker_every_dashboard_query_returns_data_under_load() {
     // The workers' queue is charted (jobs are posted meanwhile); the workers' up series is the
     // hosts' (scalectl-instances): on docker the engine counts them, for doctor.
     // No database and no cache on docker yet.
-    every_dashboard_query_returns_data(LB, "http://127.0.0.1:9091", Duration::from_secs(40), &["scalectl_worker_", crate::support::DATABASE_SERIES, "scalectl_database_", "scale_api_db_", "scalectl_nginx_cache_"]);
+    every_dashboard_query_returns_data(LB, "http://127.0.0.1:9091", Duration::from_secs(40), &[&["scalectl_worker_"][..], crate::support::DATABASE_AND_CACHE_SERIES].concat());
 }
 
 /// The user's app on docker: examples/node-docker.yaml with the stand-ins, its image built from a

@@ -990,7 +990,7 @@ fn lab_every_dashboard_query_returns_data_under_load() {
     // Enough scrapes (every 5 s in lab.yaml) for rate() over 1m windows to see the load.
     // lab.yaml runs no workers, no database and no cache: the queue's panels, the database's
     // (the database lab asks those) and the cache's hit ratio have nothing to show.
-    every_dashboard_query_returns_data(LB, PROMETHEUS, Duration::from_secs(20), &["scalectl_queue_", "scalectl_worker_", crate::support::DATABASE_SERIES, "scalectl_database_", "scale_api_db_", "scalectl_nginx_cache_"]);
+    every_dashboard_query_returns_data(LB, PROMETHEUS, Duration::from_secs(20), &[&["scalectl_queue_", "scalectl_worker_"][..], crate::support::DATABASE_AND_CACHE_SERIES].concat());
 }
 
 #[test]

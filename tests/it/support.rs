@@ -390,8 +390,9 @@ pub(crate) fn collector_outage_loses_no_line(lb: &str, collected: &dyn Fn(&str) 
     }
 }
 
-/// The postgres exporter's own series (the database dashboard's), left out where no database runs.
-pub(crate) const DATABASE_SERIES: &str = "{job=\"postgres\"}";
+/// The dashboards' series of the database tier (the postgres exporter's, scalectl's queries',
+/// scale-api's pools) and of the load balancer's cache: left out where neither runs.
+pub(crate) const DATABASE_AND_CACHE_SERIES: &[&str] = &["{job=\"postgres\"}", "scalectl_database_", "scale_api_db_", "scalectl_nginx_cache_"];
 
 pub(crate) fn every_dashboard_query_returns_data(lb: &'static str, prometheus: &str, settle: Duration, absent: &[&str]) {
     let load = Load::start_at(lb, 2);

@@ -151,7 +151,7 @@ impl SiteOnNginx {
             .lines()
             .map(|l| match l.trim_start() {
                 s if s.starts_with("server ") && l.starts_with("    server ") => format!("    server 127.0.0.1:{backend_port};"),
-                s if s.starts_with("listen ") && s.ends_with(" 80;") || s == "listen 80;" => format!("    listen 127.0.0.1:{port};"),
+                "listen 80;" => format!("    listen 127.0.0.1:{port};"),
                 s if s.starts_with("listen 127.0.0.1:") => format!("    listen 127.0.0.1:{status_port};"),
                 s if s.starts_with("access_log /") => "    access_log off;".to_string(),
                 s if s.starts_with("proxy_cache_path /") => {
@@ -1858,7 +1858,19 @@ fn mtail_counts_requests_and_gateway_errors_from_real_nginx_log_lines() {
     assert!(site.content.contains(r#""status":$status,"#), "the access log format mtail reads changed");
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("progs")).unwrap();
-    std::fs::write(dir.path().join("progs/scalectl-nginx.mtail"), &prog.content).unwrap();
+    // What mtail's program `prog` counts from the log `lines`, in Prometheus' text format.
+    let one_shot = |prog: &str, lines: &[String]| -> String {
+        std::fs::write(dir.path().join("progs/scalectl-nginx.mtail"), prog).unwrap();
+        std::fs::write(dir.path().join("access.log"), lines.join("\n") + "\n").unwrap();
+        let out = run(Command::new(&mtail)
+            .args(["--one_shot", "--one_shot_format", "prometheus", "--logtostderr", "--progs"])
+            .arg(dir.path().join("progs"))
+            .arg("--logs")
+            .arg(dir.path().join("access.log")));
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let metric = |metrics: &str, name: &str| metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).unwrap_or_else(|| panic!("no {name} in {metrics}")).to_string();
     // Lines as the rendered log_format writes them, `upstream` the instance the balancer names in
     // its header (empty when nobody but nginx or the balancer answered): 2 served, a 502 from nginx
     // (the balancer unreachable), a 503 from the balancer (no instance up), a 504 and a 503 from
@@ -1878,18 +1890,9 @@ fn mtail_counts_requests_and_gateway_errors_from_real_nginx_log_lines() {
         // Answered after 0.3 s (the balancer may have tried another instance first: its own
         // exporter counts that, as haproxy_server_retry_attempts_total).
         line(200, "10.0.0.2:3000", "0.300"),
-    ]
-    .join("\n")
-        + "\n";
-    std::fs::write(dir.path().join("access.log"), log).unwrap();
-    let out = run(Command::new(&mtail)
-        .args(["--one_shot", "--one_shot_format", "prometheus", "--logtostderr", "--progs"])
-        .arg(dir.path().join("progs"))
-        .arg("--logs")
-        .arg(dir.path().join("access.log")));
-    assert!(out.status.success(), "{}", text(&out));
-    let metrics = String::from_utf8_lossy(&out.stdout);
-    let value = |name: &str| metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).unwrap_or_else(|| panic!("no {name} in {metrics}")).to_string();
+    ];
+    let metrics = one_shot(&prog.content, &log);
+    let value = |name: &str| metric(&metrics, name);
     assert_eq!(value("scalectl_nginx_requests_total"), "7");
     assert_eq!(value("scalectl_nginx_gateway_errors_total"), "2", "the 502 from nginx and the 503 from the balancer; an instance's own 503 or 504 is ErrorRateHigh's");
     // Per instance, as the balancer named it.
@@ -1909,18 +1912,10 @@ fn mtail_counts_requests_and_gateway_errors_from_real_nginx_log_lines() {
     let site = files.iter().find(|f| f.path.starts_with("/etc/nginx/conf.d/")).unwrap();
     assert!(site.content.contains(r#","cache":"$upstream_cache_status"}"#), "the access log format mtail reads changed");
     let prog = files.iter().find(|f| f.path == "/etc/mtail/scalectl-nginx.mtail").unwrap();
-    std::fs::write(dir.path().join("progs/scalectl-nginx.mtail"), &prog.content).unwrap();
     let cached = |status: &str, upstream: &str| line(200, upstream, "0.001").replace(r#""}"#, &format!(r#"","cache":"{status}"}}"#));
-    let log = [cached("MISS", "10.0.0.2:3000"), cached("HIT", ""), cached("HIT", ""), cached("BYPASS", "10.0.0.3:3000"), line(200, "10.0.0.2:3000", "0.001").replace(r#""}"#, r#"","cache":""}"#)].join("\n") + "\n";
-    std::fs::write(dir.path().join("access.log"), log).unwrap();
-    let out = run(Command::new(&mtail)
-        .args(["--one_shot", "--one_shot_format", "prometheus", "--logtostderr", "--progs"])
-        .arg(dir.path().join("progs"))
-        .arg("--logs")
-        .arg(dir.path().join("access.log")));
-    assert!(out.status.success(), "{}", text(&out));
-    let metrics = String::from_utf8_lossy(&out.stdout);
-    let value = |name: &str| metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).unwrap_or_else(|| panic!("no {name} in {metrics}")).to_string();
+    let log = [cached("MISS", "10.0.0.2:3000"), cached("HIT", ""), cached("HIT", ""), cached("BYPASS", "10.0.0.3:3000"), cached("", "10.0.0.2:3000")];
+    let metrics = one_shot(&prog.content, &log);
+    let value = |name: &str| metric(&metrics, name);
     let cache = |status: &str| value(&format!(r#"scalectl_nginx_cache_responses_total{{prog="scalectl-nginx.mtail",status="{status}"}}"#));
     assert_eq!((cache("HIT"), cache("MISS"), cache("BYPASS")), ("2".into(), "1".into(), "1".into()));
     assert_eq!(value("scalectl_nginx_requests_total"), "5");
