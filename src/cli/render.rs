@@ -85,13 +85,16 @@ pub fn bundle_scripts(t: &crate::topology::Topology) -> Vec<RenderedFile> {
         out.push(unpack);
     }
     // An instance out of each load balancer before the playbook restarts it, and back once ready,
-    // as apply does: `drain.sh SOCKET BACKEND SERVER` and `undrain.sh SOCKET BACKEND SERVER`, the
-    // balancer's runtime API (the inventory names all three).
+    // as apply does: `drain.sh SOCKET BACKEND SERVER` and `undrain.sh SOCKET BACKEND SERVER SHA256`,
+    // the balancer's runtime API (the inventory names the first three); SHA256 is the balancer's
+    // file the lb play installs after the app hosts: while the running one differs, the instance's
+    // health check waits for that reload (commands::Checks).
     if t.target == crate::topology::Target::Hosts && t.hosts.iter().any(|h| h.has(crate::topology::Role::Lb)) {
         let wait = std::time::Duration::from_millis(t.app.drain_timeout_ms);
         let (socket, backend, server) = ("\"$1\"", "\"$2\"", "\"$3\"");
         out.push(script("drain.sh", crate::exec::commands::drain_words(socket, backend, server, wait)));
-        out.push(script("undrain.sh", crate::exec::commands::undrain_words(socket, backend, server, wait)));
+        let checks = crate::exec::commands::Checks::PauseUnlessFile { path: crate::topology::tiers::BALANCER_CONFIG, sha: "\"${4:-}\"" };
+        out.push(script("undrain.sh", crate::exec::commands::undrain_words(socket, backend, server, wait, checks)));
     }
     // Each tier's live change of users (Redis'): `KIND-add.sh` and `KIND-settle.sh`.
     let live: Vec<crate::plan::LiveCredentials> = t.tiers_on_one_engine().iter().filter_map(|tier| tier.credentials).collect();

@@ -93,7 +93,7 @@ fn labels(m: &serde_json::Value) -> BTreeMap<String, String> {
     m.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect()
 }
 
-fn by<'a>(samples: &'a Samples, key: &str, value: &str) -> Option<f64> {
+fn by(samples: &Samples, key: &str, value: &str) -> Option<f64> {
     samples.iter().find(|(l, _)| l.get(key).map(String::as_str) == Some(value)).map(|(_, v)| *v).filter(|v| v.is_finite())
 }
 

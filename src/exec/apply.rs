@@ -192,7 +192,7 @@ fn activate<'p>(conns: &[Conn], c: &Conn, h: &'p HostPlan, opts: &Options<'_>, t
                     (opts.still_held)().map_err(fail)?;
                     let probe = Probe { port: *port, path: readiness.clone() };
                     record(&mut |t| t.started.push((probe.clone(), drain.as_ref())));
-                    restart_drained(conns, c, &h.app_name, &probe, drain.as_ref(), opts).map_err(fail)?;
+                    restart_drained(conns, c, &h.app_name, &probe, drain.as_ref(), Resume::AsPlanned, opts).map_err(fail)?;
                     (opts.done)(&h.host, 1);
                 }
                 continue;
@@ -253,10 +253,20 @@ fn workers_running(c: &Conn, units: &[String]) -> anyhow::Result<()> {
     anyhow::bail!("{}: a worker does not stay up: {}{logs}", c.endpoint.host, out.stdout.trim())
 }
 
+/// How an instance put back into the load balancers is health-checked there.
+#[derive(Clone, Copy)]
+enum Resume {
+    /// As its drain says: paused until the balancer's reload when this run gives the balancer a
+    /// new file (a new liveness path), else checked.
+    AsPlanned,
+    /// Checked: a rollback's instance is back on what the running balancer checks for.
+    Checked,
+}
+
 /// One instance restarted without a failed request: out of every load balancer (its in-flight
 /// requests finished), restarted, ready, back in. A restart that never becomes ready leaves it
 /// out, for the rollback to bring back.
-fn restart_drained(conns: &[Conn], c: &Conn, app: &str, probe: &Probe, drain: Option<&Drain>, opts: &Options<'_>) -> anyhow::Result<()> {
+fn restart_drained(conns: &[Conn], c: &Conn, app: &str, probe: &Probe, drain: Option<&Drain>, resume: Resume, opts: &Options<'_>) -> anyhow::Result<()> {
     let unit = instance_unit(app, probe.port);
     // The load balancers that list the instance, each with the drain's script for it.
     let lbs = match drain {
@@ -273,7 +283,8 @@ fn restart_drained(conns: &[Conn], c: &Conn, app: &str, probe: &Probe, drain: Op
     c.sudo_script("restarting", &commands::restart(&unit), STEP_TIMEOUT)?;
     wait_ready(c, app, probe, opts.ready_timeout)?;
     for (lb, d) in &lbs {
-        lb.sudo_script("putting back", &commands::undrain(&d.socket, &d.backend, &server, wait), STEP_TIMEOUT + wait)?;
+        let pause = matches!(resume, Resume::AsPlanned) && d.pause_checks;
+        lb.sudo_script("putting back", &commands::undrain(&d.socket, &d.backend, &server, wait, pause), STEP_TIMEOUT + wait)?;
     }
     Ok(())
 }
@@ -318,7 +329,7 @@ fn rollback(conns: &[Conn], touched: Vec<Touched<'_>>, failure: Failure, opts: &
             None => "its release unchanged".to_string(),
         };
         for (probe, drain) in &t.started {
-            ok &= restart_drained(conns, c, t.app, probe, *drain, opts).is_ok();
+            ok &= restart_drained(conns, c, t.app, probe, *drain, Resume::Checked, opts).is_ok();
         }
         for (unit, drain_ms) in &t.workers {
             ok &= restart_worker(c, unit, *drain_ms, opts).is_ok();
@@ -384,7 +395,7 @@ fn step(conns: &[Conn], c: &Conn, app: &str, a: &Action, opts: &Options<'_>) -> 
         }
         Action::RollingRestart { ports, readiness, drain } => {
             for port in ports {
-                restart_drained(conns, c, app, &Probe { port: *port, path: readiness.clone() }, drain.as_ref(), opts)?;
+                restart_drained(conns, c, app, &Probe { port: *port, path: readiness.clone() }, drain.as_ref(), Resume::AsPlanned, opts)?;
             }
         }
         Action::StartWorkers { units, .. } => start_workers(c, units, opts)?,

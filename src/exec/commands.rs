@@ -598,28 +598,73 @@ pub fn drain_words(socket: &str, backend: &str, server: &str, wait: Duration) ->
 /// Put a drained instance back into this load balancer once it is ready again: ready through the
 /// runtime API, then waited for (at most `wait`) until the balancer has it up (its own health
 /// check agrees), so the next instance does not leave while this one is not yet taking requests.
-pub fn undrain(socket: &str, backend: &str, server: &str, wait: Duration) -> String {
-    undrain_words(&q(socket), &q(backend), &q(server), wait)
+/// With `pause_checks`, its health check is paused first (see [`Checks`]).
+pub fn undrain(socket: &str, backend: &str, server: &str, wait: Duration, pause_checks: bool) -> String {
+    undrain_words(&q(socket), &q(backend), &q(server), wait, Checks::from(pause_checks))
+}
+
+/// How a server put back into the balancer is health-checked until the balancer next reloads.
+///
+/// The balancer checks every instance at one liveness path, from its file. When a run changes
+/// that path (or any other check setting), its instances restart first and the balancer reloads
+/// for the new file after them: an instance back on the new release answers the new path only,
+/// so the old check would take it down, and with every instance rolled, the whole app. Such an
+/// instance's check is paused (`disable health`: the balancer counts it up, unchecked; scalectl
+/// just saw it ready) until that reload, whose new process checks every server afresh with the
+/// new settings. Otherwise the check runs (`enable health`, which also ends a pause a run that
+/// stopped before its reload left).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checks<'a> {
+    Run,
+    Pause,
+    /// Paused when the balancer's file at `path` is not (yet) the one whose sha256 is the shell
+    /// word `sha`, which the run installs after its instances (the Ansible playbook's lb play);
+    /// an empty `sha` runs the check.
+    PauseUnlessFile { path: &'a str, sha: &'a str },
+}
+
+impl From<bool> for Checks<'_> {
+    fn from(pause: bool) -> Self {
+        if pause { Checks::Pause } else { Checks::Run }
+    }
+}
+
+/// The server's health check paused or run, as `checks` says; a server or backend the balancer
+/// does not list is nothing to do (as [`set_server_state`]).
+fn set_checks(checks: Checks<'_>) -> String {
+    let pause = match checks {
+        Checks::Run => "pause=no\n".to_string(),
+        Checks::Pause => "pause=yes\n".to_string(),
+        Checks::PauseUnlessFile { path, sha } => format!(
+            "pause=no\nif [ -n {sha} ] && [ \"$(sha256sum < {path} 2>/dev/null | cut -d' ' -f1)\" != {sha} ]; then pause=yes; fi\n",
+            path = q(path)
+        ),
+    };
+    format!(
+        "{pause}if [ \"$pause\" = yes ]; then h=disable; else h=enable; fi\nout=$(api \"$h health $be/$srv\")\ncase \"$out\" in\n  ''|*'not configured'*) ;;\n  \
+'No such server.'*|'No such backend.'*) exit 0 ;;\n  *) echo \"the balancer did not $h $srv's health check: $out\" >&2; exit 1 ;;\nesac\n"
+    )
 }
 
 /// [`undrain`] with the socket, backend and server given as shell words, as [`drain_words`].
-pub fn undrain_words(socket: &str, backend: &str, server: &str, wait: Duration) -> String {
-    format!("{}{}", balancer_preamble(socket, backend, server), back_up(wait))
+pub fn undrain_words(socket: &str, backend: &str, server: &str, wait: Duration, checks: Checks<'_>) -> String {
+    format!("{}{}{}", balancer_preamble(socket, backend, server), set_checks(checks), back_up(wait))
 }
 
 /// On docker: point a drained server at another replica container and put it back. The
 /// balancer follows the container by name (`fqdn`, through the engine's DNS) from then on, and
 /// is given its address now (`addr`, as the container itself resolves it), so no request goes to
 /// the replica before; then as [`undrain`].
-pub fn serve(socket: &str, backend: &str, server: &str, replica: &str, port: u16, wait: Duration) -> String {
+pub fn serve(socket: &str, backend: &str, server: &str, replica: &str, port: u16, wait: Duration, pause_checks: bool) -> String {
     format!(
         "{pre}name={name}\nip=$(getent hosts \"$name\" | awk '{{ print $1; exit }}')\n\
 [ -n \"$ip\" ] || {{ echo \"$name does not resolve\" >&2; exit 1; }}\n\
 for c in \"set server $be/$srv fqdn $name\" \"set server $be/$srv addr $ip port {port}\"; do\n  \
 out=$(api \"$c\")\n  case \"$out\" in ''|*' changed '*|*'no need to change'*) ;; *) echo \"the balancer refused '$c': $out\" >&2; exit 1 ;; esac\ndone\n\
-{back}",
+{checks}{back}",
         pre = balancer_preamble(&q(socket), &q(backend), &q(server)),
         name = q(replica),
+        checks = set_checks(Checks::from(pause_checks)),
         back = back_up(wait)
     )
 }
@@ -1031,7 +1076,7 @@ frontend t\n    bind 127.0.0.1:{front}\n    default_backend t_app\nbackend t_app
             let out = sh(&drain(&sock, backend, server, Duration::from_secs(1)));
             assert!(out.status.success(), "{backend}/{server}: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let out = sh(&undrain(&sock, "t_app", "h1:3000", Duration::from_secs(5)));
+        let out = sh(&undrain(&sock, "t_app", "h1:3000", Duration::from_secs(5), false));
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(drained(), "", "back in");
         assert_eq!(pid(), before, "the same process throughout: nothing reloaded");
@@ -1041,6 +1086,107 @@ frontend t\n    bind 127.0.0.1:{front}\n    default_backend t_app\nbackend t_app
         drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
         let out = sh(&drain(&stale, "t_app", "h1:3000", Duration::from_secs(1)));
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A new liveness path, on a real HAProxy: the running balancer checks `/old`, the instance
+    /// rolled onto the new release answers `/new` only. Put back with its check paused, it stays
+    /// up and serves (the balancer reloads for `/new` later); put back checked, the old check
+    /// keeps it down, which is what took every rolled instance out before. The playbook's
+    /// variant pauses while the balancer's file is not the one it installs last.
+    #[test]
+    fn an_instance_on_a_new_liveness_path_is_put_back_unchecked_until_the_balancer_reloads() {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap().to_string();
+        let sock = format!("{d}/admin.sock");
+        let app = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let app_port = app.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut c in app.incoming().flatten() {
+                let mut buf = [0u8; 1024];
+                let n = c.read(&mut buf).unwrap_or(0);
+                let status = if buf[..n].starts_with(b"GET /new ") { "200 OK" } else { "404 Not Found" };
+                let _ = c.write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").as_bytes());
+            }
+        });
+        let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let conf = format!("{d}/haproxy.cfg");
+        std::fs::write(
+            &conf,
+            format!(
+                "global\n    stats socket {sock} mode 600 level admin\ndefaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
+frontend t\n    bind 127.0.0.1:{front}\n    default_backend t_app\nbackend t_app\n    option httpchk GET /old\n    http-check expect status 200\n\
+    default-server check inter 100ms rise 1 fall 2\n    server h1:3000 127.0.0.1:{app_port}\n"
+            ),
+        )
+        .unwrap();
+        struct Kill(std::process::Child);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let _haproxy = Kill(std::process::Command::new("haproxy").args(["-db", "-f", &conf]).spawn().expect("haproxy (scripts/setup.sh installs it)"));
+        let sh = |script: &str, args: &[&str]| std::process::Command::new("sh").arg("-c").arg(script).arg("sh").args(args).output().unwrap();
+        let state = || {
+            let out = sh(&format!("printf 'show servers state t_app\\n' | socat stdio UNIX-CONNECT:{sock}"), &[]);
+            String::from_utf8_lossy(&out.stdout).lines().find(|l| l.contains(" h1:3000 ")).and_then(|l| l.split_whitespace().nth(5)).unwrap_or("").to_string()
+        };
+        // Within 10 s: the machine may be busy with other tests.
+        let wait_for = |want: &str| {
+            for _ in 0..200 {
+                if state() == want {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            panic!("h1:3000 never reached state {want} (now {:?})", state());
+        };
+        let through = || {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", front)).unwrap();
+            c.write_all(b"GET /new HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n").unwrap();
+            let mut out = String::new();
+            let _ = c.read_to_string(&mut out);
+            out
+        };
+        // The running balancer's check (/old) takes the new instance down: 0 is stopped, 2 running.
+        wait_for("0");
+        let wait = Duration::from_secs(2);
+        let put_back = |script: String, args: &[&str]| {
+            assert!(sh(&drain(&sock, "t_app", "h1:3000", wait), &[]).status.success());
+            sh(&script, args)
+        };
+        let out = put_back(undrain(&sock, "t_app", "h1:3000", wait, true), &[]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        // Ten check intervals later it is still up, and serves.
+        let stays_up = |what: &str| {
+            std::thread::sleep(Duration::from_millis(1000));
+            assert_eq!(state(), "2", "{what}: taken down");
+        };
+        stays_up("paused");
+        assert!(through().starts_with("HTTP/1.1 200"), "the paused server does not serve");
+        // Checked, the old path takes it down again (the put-back sees it up before the check
+        // fails twice).
+        let out = put_back(undrain(&sock, "t_app", "h1:3000", wait, false), &[]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        wait_for("0");
+        // The playbook's script: paused while the balancer's file is not the one it installs.
+        let checks = |sha| Checks::PauseUnlessFile { path: &conf, sha };
+        let playbook = undrain_words("\"$1\"", "\"$2\"", "\"$3\"", wait, checks("\"${4:-}\""));
+        let installed = crate::plan::sha256_hex(&std::fs::read(&conf).unwrap());
+        let other = "0".repeat(64);
+        for (args, paused) in [(vec![other.as_str()], true), (vec![installed.as_str()], false), (vec![], false)] {
+            let args: Vec<&str> = [sock.as_str(), "t_app", "h1:3000"].into_iter().chain(args).collect();
+            let out = put_back(playbook.clone(), &args);
+            if paused {
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                stays_up("the balancer runs another file");
+            } else {
+                // Checked: down again, or never seen up by the put-back (which then fails).
+                wait_for("0");
+            }
+        }
     }
 
     /// A rotation on a real Redis, driven by the scripts apply runs: the admin user is made once

@@ -755,10 +755,10 @@ async fn run_step(docker: &Docker, t: &Topology, plan: &DockerPlan, step: &Step,
             let wait = Duration::from_secs(wait_s.max(&0).unsigned_abs());
             balancer_script(docker, container, super::commands::drain(BALANCER_SOCKET, backend, server, wait)).await?;
         }
-        Step::Serve { container, backend, server, replica, wait_s } => {
+        Step::Serve { container, backend, server, replica, wait_s, pause_checks } => {
             say(&format!("pointing {server} at {replica}, back into the balancer"));
             let wait = Duration::from_secs(wait_s.max(&0).unsigned_abs());
-            balancer_script(docker, container, super::commands::serve(BALANCER_SOCKET, backend, server, replica, t.app.port, wait)).await?;
+            balancer_script(docker, container, super::commands::serve(BALANCER_SOCKET, backend, server, replica, t.app.port, wait, *pause_checks)).await?;
         }
         Step::ReloadBalancer { container } => {
             say(&format!("reloading the balancer in {container} for its new servers"));
@@ -814,11 +814,11 @@ async fn undo(docker: &Docker, t: &Topology, step: &Step, o: &Options<'_>) -> an
             write_live(docker, container, path, previous, previous, commands, *old_workers_wait_s).await
         }
         // A server taken out goes back pointed at the replica it served (which the undo of its
-        // Stop, newer, has started again).
+        // Stop, newer, has started again), checked: the running balancer's settings are its.
         Step::Drain { container, backend, server, replica, wait_s } => {
             (o.progress)(&format!("putting {server} back into the balancer, at {replica}"));
             let wait = Duration::from_secs(wait_s.max(&0).unsigned_abs());
-            balancer_script(docker, container, super::commands::serve(BALANCER_SOCKET, backend, server, replica, t.app.port, wait)).await
+            balancer_script(docker, container, super::commands::serve(BALANCER_SOCKET, backend, server, replica, t.app.port, wait, false)).await
         }
         // Users added live: old and new passwords both keep working, and the marker left in the
         // container makes the next apply settle them.

@@ -239,6 +239,7 @@ pub fn desired_hosts(t: &Topology, facts: &Facts, files: &[RenderedFile], releas
                         backend: crate::topology::tiers::balancer_backend(&t.name),
                         host: h.name.clone(),
                         wait_ms: t.app.drain_timeout_ms,
+                        pause_checks: false,
                     });
                 }
             }

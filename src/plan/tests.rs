@@ -67,7 +67,7 @@ fn all_converged(d: &[DesiredHost]) -> BTreeMap<String, Observed> {
 
 /// How the app host's instances leave the load balancer `lb` in TOPOLOGY.
 fn drain() -> Drain {
-    Drain { lbs: vec!["lb".into()], socket: "/run/haproxy/admin.sock".into(), backend: "t_app".into(), host: "app".into(), wait_ms: 10_000 }
+    Drain { lbs: vec!["lb".into()], socket: "/run/haproxy/admin.sock".into(), backend: "t_app".into(), host: "app".into(), wait_ms: 10_000, pause_checks: false }
 }
 
 fn host<'a>(p: &'a Plan, name: &str) -> &'a HostPlan {
@@ -563,4 +563,28 @@ fn the_release_command_runs_once_per_release_before_any_host_switches() {
     assert_eq!(release_commands(&plan("t", &new, &failed)).iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["app-2"]);
     // No release command in the topology: nothing.
     assert!(release_commands(&plan("t", &desired("r2"), &all_converged(&desired("r1")))).is_empty());
+}
+
+/// A new liveness path: the app host's instances restart first and the load balancer reloads
+/// for the new path last, so each instance put back meanwhile has its health check paused (the
+/// running balancer would check it at the old path); with the balancer's file unchanged, a roll
+/// is checked as ever.
+#[test]
+fn a_new_liveness_path_rolls_instances_back_unchecked_until_the_balancer_reloads() {
+    let obs = all_converged(&desired("r1"));
+    let t = parse("t.yaml", &TOPOLOGY.replace("instances: 2}", "instances: 2, health: {liveness: /live}}")).unwrap();
+    let facts = Facts::with_default_cores(2);
+    let files = render(&t, &facts, &Templates::embedded()).unwrap();
+    let d = desired_hosts(&t, &facts, &files, Some(&Release { id: "r1".into(), bytes: 10, archive: false, image: None }));
+    let p = plan("t", &d, &obs);
+    let rolled = host(&p, "app").activate.iter().find_map(|a| if let Action::RollingRestart { drain, .. } = a { drain.clone() } else { None });
+    assert_eq!(rolled, Some(Drain { pause_checks: true, ..drain() }), "{:#?}", host(&p, "app").activate);
+    let lb = host(&p, "lb");
+    assert!(lb.prepare.iter().any(|a| matches!(a, Action::WriteFile(f) if f.path == crate::topology::tiers::BALANCER_CONFIG)), "{:#?}", lb.prepare);
+    assert!(lb.activate.contains(&Action::Reload { unit: crate::topology::tiers::BALANCER_SERVICE.into() }), "{:#?}", lb.activate);
+    assert_eq!(p.hosts.last().map(|h| h.host.as_str()), Some("lb"), "the load balancer activates (reloads) last");
+    // The same release again, the balancer's file as it is: checked.
+    let p = plan("t", &desired("r2"), &obs);
+    let rolled = host(&p, "app").activate.iter().find_map(|a| if let Action::RollingRestart { drain, .. } = a { drain.clone() } else { None });
+    assert_eq!(rolled, Some(drain()));
 }

@@ -103,7 +103,11 @@ fn line(a: &Action, app: &str, st: &Style) -> String {
         Action::RollingRestart { ports, readiness, drain } => {
             let units: Vec<String> = ports.iter().map(|p| format!("{app}@{p}")).collect();
             let out = match drain {
-                Some(d) => format!(", each out of the balancer on {} while it restarts, with no reload", d.lbs.join(", ")),
+                Some(d) => format!(
+                    ", each out of the balancer on {} while it restarts, with no reload{}",
+                    d.lbs.join(", "),
+                    if d.pause_checks { "; back with its health check paused until the balancer reloads for its new checks" } else { "" }
+                ),
                 None => String::new(),
             };
             format!("{} rolling restart {} (one at a time, each gated on {readiness}{out})", st.yellow("↻"), units.join(", "))

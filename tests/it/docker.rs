@@ -532,6 +532,46 @@ fn docker_release_that_never_turns_healthy_is_rolled_back() {
     assert_eq!(instances_seen_at(LB, 40).len(), 2);
 }
 
+/// A new liveness path, rolled under load: the running balancer checks the old path, which the
+/// new replicas do not answer. Each goes back with its check paused and the balancer reloads for
+/// the new path once, after the roll: no request fails, and the balancer never has a replica
+/// down (before, it took each new replica down within two checks, and after its reload each old
+/// one, for seconds at a time).
+#[test]
+fn docker_a_new_liveness_path_rolls_under_load_with_every_replica_up() {
+    let _d = deployed();
+    let _restore = restore();
+    let balancer = containers().into_iter().find(|(_, slot, _)| slot == "balancer").map(|(n, _, _)| n).expect("the balancer");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut down = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = docker(&["exec", &balancer, "sh", "-c", "printf 'show servers state\\n' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock"]);
+                // `be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state ...`
+                down.extend(text(&out.stdout).lines().filter(|l| l.split_whitespace().nth(3).is_some_and(|s| s.starts_with("api-")) && crate::support::down_not_drained(l)).map(String::from));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            down
+        })
+    };
+    let live = topology_with(&[("  instances: 2 ", "  health: {liveness: /live}\n  instances: 2 ")]);
+    let load = Load::start_at(LB, 2);
+    std::thread::sleep(Duration::from_millis(500));
+    let (out, span) = timed(|| apply(live.to_str().unwrap(), release().to_str().unwrap()));
+    std::thread::sleep(Duration::from_secs(5));
+    let report = load.finish();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let down = watcher.join().unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(down.is_empty(), "the balancer had replicas down: {down:#?}");
+    report.assert_covers(span, "the roll onto a new liveness path");
+    assert!(text(&out.stdout).contains("its health check paused until the balancer reloads"), "{}", text(&out.stdout));
+    let conf = docker_ok(&["exec", &replicas()[0], "printenv", "LIVENESS_PATH"]);
+    assert_eq!(conf.trim(), "/live");
+}
+
 #[test]
 fn docker_killed_replica_is_restarted_by_the_engine() {
     let _d = deployed();

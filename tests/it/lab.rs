@@ -155,6 +155,43 @@ fn edited_topology_many(edits: &[(&str, &str)]) -> tempfile::TempPath {
     f.into_temp_path()
 }
 
+/// A new liveness path, rolled under load: the instances restart first and the balancer reloads
+/// for the new path last, so each instance goes back with its check paused; no request fails and
+/// the balancer never has an instance down (before, the old check took each restarted instance
+/// down within two checks: with all four rolled, the whole app until the balancer reloaded).
+#[test]
+fn lab_a_new_liveness_path_rolls_under_load_with_every_instance_up() {
+    let _lab = lab();
+    let _restore = restore();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut down = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // A moment without an answer (the balancer's reload) is not a server down.
+                let out = Command::new("docker").args(["exec", "lab-lb-1", "sh", "-c", SHOW_SERVERS]).output().unwrap();
+                down.extend(text(&out.stdout).lines().filter(|l| crate::support::down_not_drained(l)).map(String::from));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            down
+        })
+    };
+    let edited = edited_topology("  instances: 2\n", "  instances: 2\n  health: {liveness: /live}\n");
+    let load = Load::start_at(LB, 4);
+    std::thread::sleep(Duration::from_millis(500));
+    let (out, span) = timed(|| run(&apply_args(edited.to_str().unwrap(), release().to_str().unwrap())));
+    std::thread::sleep(Duration::from_secs(5));
+    let report = load.finish();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let down = watcher.join().unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(down.is_empty(), "the balancer had instances down: {down:#?}");
+    report.assert_covers(span, "the roll onto a new liveness path");
+    assert!(text(&out.stdout).contains("health check paused until the balancer reloads"), "{}", text(&out.stdout));
+    assert!(docker_exec("lab-lb-1", "cat /etc/haproxy/haproxy.cfg").contains("GET /live"));
+}
+
 #[test]
 fn lab_requests_reach_every_instance_and_share_redis_state() {
     let _lab = lab();
@@ -291,7 +328,14 @@ fn lb_processes() -> String {
 /// The balancer's servers on the load balancer: name -> (operational state, admin state), as
 /// its runtime API reports them (2 and 0: up and in service).
 fn balancer_servers() -> BTreeMap<String, (String, String)> {
-    docker_exec("lab-lb-1", "printf 'show servers state lab_app\\n' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock")
+    servers_in(&docker_exec("lab-lb-1", SHOW_SERVERS))
+}
+
+const SHOW_SERVERS: &str = "printf 'show servers state lab_app\\n' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock";
+
+/// [`balancer_servers`] from the runtime API's answer.
+fn servers_in(answer: &str) -> BTreeMap<String, (String, String)> {
+    answer
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {

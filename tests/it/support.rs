@@ -484,6 +484,15 @@ pub(crate) fn node_app_copy(prefix: &str) -> tempfile::TempDir {
     dir
 }
 
+/// A line of HAProxy's `show servers state` for a server its checks took down: operational
+/// state 0 (stopped) while no maintenance (a drain's, the engine's DNS') explains it. Its fields:
+/// `be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state ...`; an admin state's
+/// maintenance bits are 0x23 (forced, inherited, resolution).
+pub(crate) fn down_not_drained(line: &str) -> bool {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    w.len() > 6 && !line.starts_with('#') && w[5] == "0" && w[6].parse::<u32>().is_ok_and(|admin| admin & 0x23 == 0)
+}
+
 /// Brings a deployment back to its topology when the test that changed it ends, passed or failed,
 /// so that the next test's fixture finds it converged (the fixtures check that, and repair
 /// nothing: what a test leaves behind fails the next one).

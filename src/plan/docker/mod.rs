@@ -422,8 +422,18 @@ pub enum Step {
     Drain { container: String, backend: String, server: String, replica: String, wait_s: i64 },
     /// Point the balancer's `server` at the `replica` container (by name, which the balancer
     /// resolves through the engine's DNS and follows when the engine moves it) and put it back,
-    /// then wait (at most `wait_s`) until the balancer has it up. Nothing reloads.
-    Serve { container: String, backend: String, server: String, replica: String, wait_s: i64 },
+    /// then wait (at most `wait_s`) until the balancer has it up. Nothing reloads. With
+    /// `pause_checks`, its health check is paused until the balancer reloads for new check
+    /// settings after the roll (`commands::Checks`).
+    Serve {
+        container: String,
+        backend: String,
+        server: String,
+        replica: String,
+        wait_s: i64,
+        #[serde(default)]
+        pause_checks: bool,
+    },
     /// Reload the balancer in `container` for a new set of servers (its file was just written
     /// and checked): the old process answers what it holds, each idle connection from nginx once
     /// more with `Connection: close`; waited for until the new one answers on the runtime API.

@@ -151,6 +151,11 @@ impl Steps<'_> {
             }
         };
         let with_previous = |spec: &ContainerSpec| ContainerSpec { previous: previous(spec), ..spec.clone() };
+        // New check settings (another liveness path) reach the balancer once, after the roll;
+        // until then each replica put back goes unchecked, since the running balancer would
+        // check it with the settings of the replicas it replaces (commands::Checks).
+        let finally: Vec<(String, String)> = d.app.iter().map(|c| (c.slot.clone(), c.name.clone())).collect();
+        live.hold_settings(&finally)?;
         let mut added = false;
         for spec in d.app.iter().filter(|s| in_slot(o, &s.slot).all(|c| !c.running() && c.name != s.name)) {
             self.activate.push(Step::Create { spec: with_previous(spec) });
@@ -193,6 +198,7 @@ impl Steps<'_> {
             self.activate.extend(live.drain(&c.slot, &c.name));
         }
         current.retain(|slot, _| app_slots.contains(slot.as_str()));
+        live.held = false;
         live.rewrite(&current, &mut self.activate)?;
         for c in &gone {
             if c.running() {
@@ -274,6 +280,9 @@ struct LiveUpstream<'a> {
     lb: Option<(String, String)>,
     balancer: Option<(String, String)>,
     prometheus: Option<(String, String)>,
+    /// The balancer's file is left as it is (and not reloaded) until the last rewrite, and the
+    /// replicas put back meanwhile go unchecked ([`LiveUpstream::hold_settings`]).
+    held: bool,
 }
 
 impl<'a> LiveUpstream<'a> {
@@ -291,7 +300,20 @@ impl<'a> LiveUpstream<'a> {
             lb: lb.map(|n| now(n, NGINX_CONF)),
             balancer: balancer.map(|n| now(n, BALANCER_CONF)),
             prometheus: prometheus.map(|n| now(n, TARGETS_JSON)),
+            held: false,
         }
+    }
+
+    /// Hold the balancer's file when the one for the `finally` replicas has other settings than
+    /// the running one (its checks: another liveness path): the replicas rolled meanwhile answer
+    /// the new path only, and the old replicas the old one only, so no one set of checks suits
+    /// both until the last old replica is gone.
+    fn hold_settings(&mut self, finally: &[(String, String)]) -> Result<(), RenderError> {
+        if let Some((_, now)) = &self.balancer {
+            let files = rendered(self.t, finally, self.templates)?;
+            self.held = balancer_settings(now) != balancer_settings(get(&files, "haproxy/haproxy.cfg"));
+        }
+        Ok(())
     }
 
     /// Point the files at exactly these replicas (slot -> container). The balancer reloads its
@@ -300,7 +322,7 @@ impl<'a> LiveUpstream<'a> {
     fn rewrite(&mut self, current: &BTreeMap<String, String>, activate: &mut Vec<Step>) -> Result<(), RenderError> {
         let replicas: Vec<(String, String)> = current.iter().map(|(s, n)| (s.clone(), n.clone())).collect();
         let files = rendered(self.t, &replicas, self.templates)?;
-        if let Some((container, now)) = &mut self.balancer {
+        if let Some((container, now)) = self.balancer.as_mut().filter(|_| !self.held) {
             let before = now.clone();
             live_write(container, BALANCER_CONF, now, get(&files, "haproxy/haproxy.cfg"), balancer_check(), None, activate);
             if balancer_settings(&before) != balancer_settings(now) {
@@ -337,6 +359,7 @@ impl<'a> LiveUpstream<'a> {
             server: crate::topology::tiers::balancer_server(slot, self.t.app.port),
             replica: replica.to_string(),
             wait_s: drain_stop_timeout(self.t),
+            pause_checks: self.held,
         })
     }
 }

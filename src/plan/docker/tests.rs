@@ -641,3 +641,28 @@ fn fewer_workers_or_none_stop_the_ones_left_with_their_drain_time_and_reload_res
     assert!(tail[0].starts_with("stop d-worker-1") && tail[2].starts_with("stop d-worker-2"), "{steps:?}");
     assert!(tail[1].starts_with("start d-worker-1-") && tail[3].starts_with("start d-worker-2-"), "{steps:?}");
 }
+
+/// A new liveness path: the running balancer checks the old one, which the new replicas do not
+/// answer, and the old replicas do not answer the new one. Each new replica goes back with its
+/// check paused, and the balancer's file changes once, after the last old replica left, with
+/// one reload (whose process checks every replica at the new path).
+#[test]
+fn a_new_liveness_path_reaches_the_balancer_once_after_the_roll() {
+    let t = topology("");
+    let o = converged(&t, "aaaaaaaaaaaa");
+    let live = topology("  health: {liveness: /live}\n");
+    let p = make(&live, "aaaaaaaaaaaa", &SecretValues::default(), &o);
+    let steps = names(&p.activate);
+    let last_serve = steps.iter().rposition(|s| s.starts_with("serve api-2:3000")).unwrap_or_else(|| panic!("{steps:#?}"));
+    let write = format!("write {BALANCER_CONF}");
+    assert_eq!(steps.iter().filter(|s| **s == write).count(), 1, "{steps:#?}");
+    assert!(steps.iter().position(|s| *s == write).unwrap() > last_serve, "{steps:#?}");
+    assert_eq!(steps.iter().filter(|s| *s == "reload balancer").count(), 1, "{steps:#?}");
+    let serves: Vec<bool> = p.activate.iter().filter_map(|s| if let Step::Serve { pause_checks, .. } = s { Some(*pause_checks) } else { None }).collect();
+    assert_eq!(serves, [true, true]);
+    let text = render_text(&p, false);
+    assert!(text.contains("its health check paused until the balancer reloads"), "{text}");
+    // A release that keeps the path: checked, the balancer's file follows each slot, no reload.
+    let p = make(&t, "bbbbbbbbbbbb", &SecretValues::default(), &o);
+    assert!(p.activate.iter().all(|s| !matches!(s, Step::Serve { pause_checks: true, .. } | Step::ReloadBalancer { .. })));
+}

@@ -61,7 +61,13 @@ pub fn render_text(p: &DockerPlan, color: bool) -> String {
                 Step::Drain { container, server, replica, wait_s, .. } => {
                     paint(yellow, &format!("  ~ take {server} ({replica}) out of the balancer in {container}, its requests answered (up to {wait_s} s; no reload)"))
                 }
-                Step::Serve { container, server, replica, .. } => paint(yellow, &format!("  ~ point {server} at {replica} and put it back into the balancer in {container} (no reload)")),
+                Step::Serve { container, server, replica, pause_checks, .. } => paint(
+                    yellow,
+                    &format!(
+                        "  ~ point {server} at {replica} and put it back into the balancer in {container} (no reload{})",
+                        if *pause_checks { "; its health check paused until the balancer reloads for its new checks" } else { "" }
+                    ),
+                ),
                 Step::ReloadBalancer { container } => paint(yellow, &format!("  ~ reload the balancer in {container} for its new servers")),
                 Step::Stop { name, timeout_s } => paint(yellow, &format!("  ~ stop {name} (drain up to {timeout_s} s)")),
                 Step::Remove { name, reason } => paint(red, &format!("  - container {name} ({reason})")),

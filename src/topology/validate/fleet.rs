@@ -161,7 +161,7 @@ impl V {
                 Problem::at(raw_db.password.loc(), "no host has the etcd role: Patroni keeps the database's leader lock in etcd, and without it no member may lead")
                     .help("add `etcd` to the roles of one host (a lab), or three or five (production: each a machine of its own), such as the database hosts"),
             );
-        } else if !etcd.is_empty() && etcd.len() % 2 == 0 {
+        } else if !etcd.is_empty() && etcd.len().is_multiple_of(2) {
             self.push(
                 Problem::at(role_loc(raw_hosts, &etcd[etcd.len() - 1].name, Role::Etcd), format!("{} etcd hosts: etcd needs a majority of its members, and an even number tolerates no more failures than one fewer (2 members stop when either fails, as 1 does)", etcd.len()))
                     .help("use an odd number of etcd hosts: 1, 3 or 5"),
