@@ -39,6 +39,20 @@ impl Hosts {
         self.conns.iter().find(|c| c.endpoint.host == host.name).with_context(|| format!("no connection to {}, the lock's host", host.name))
     }
 
+    /// The app's pools in the database's max_connections with the cores observed, which
+    /// `instances: max` follows (validate could only count the cores the topology declares).
+    /// Deploying only: status, reload, rollback and destroy change no pool.
+    fn pools_fit(&self, observed: &BTreeMap<String, Observed>) -> anyhow::Result<()> {
+        let t = &self.topology;
+        let cores_of = |h: &crate::topology::Host| observed.get(&h.name).map(|o| o.cores).or(h.cores).unwrap_or(1).max(1);
+        if let Some((problem, help)) = t.pool_overflow(cores_of) {
+            let runs = |h: &&crate::topology::Host| h.has(crate::topology::Role::App) || h.has(crate::topology::Role::Worker);
+            let cores: Vec<String> = t.hosts.iter().filter(runs).map(|h| format!("{} on {}", cores_of(h), h.name)).collect();
+            anyhow::bail!("with the cores observed ({}), {problem}; {help}", cores.join(", "));
+        }
+        Ok(())
+    }
+
     /// Observe, then desired state rendered with what was observed.
     fn observe(&self, release: Option<&Release>, secrets: &SecretValues) -> anyhow::Result<(Vec<DesiredHost>, BTreeMap<String, Observed>)> {
         let t = &self.topology;
@@ -106,6 +120,9 @@ impl Target for Hosts {
             _ => (None, &none),
         };
         let (desired, observed) = self.observe(release, secrets)?;
+        if let Goal::Deploy { .. } = goal {
+            self.pools_fit(&observed)?;
+        }
         let plan = match goal {
             Goal::Deploy { .. } => plan::plan(name, &desired, &observed),
             Goal::Reload => plan::reload_plan(name, &desired, &observed),

@@ -653,9 +653,23 @@ pub async fn execute(docker: &Docker, t: &Topology, plan: &DockerPlan, o: &Optio
                 let _ = remove(docker, &spec.name).await;
             }
             (o.progress)("undoing the steps taken, newest first");
+            // A balancer reloaded for its new file is reloaded again once its first file is back,
+            // before the replicas it drained go back: they are checked with the settings that
+            // file has (another liveness path, perhaps), not the new one's.
+            let reloaded = |c: &str| done.iter().any(|s| matches!(s, Step::ReloadBalancer { container } if container == c));
+            let first_write = |c: &str| done.iter().position(|s| matches!(s, Step::WriteLive { container, path, .. } if container == c && path == crate::topology::tiers::BALANCER_CONFIG));
             let mut undo_errors = Vec::new();
-            for s in done.iter().rev() {
-                if let Err(u) = undo(docker, t, s, o).await {
+            for (i, s) in done.iter().enumerate().rev() {
+                let mut undone = undo(docker, t, s, o).await;
+                let reload = match s {
+                    Step::WriteLive { container, .. } if undone.is_ok() && reloaded(container) && first_write(container) == Some(i) => Some(container),
+                    _ => None,
+                };
+                if let Some(container) = reload {
+                    (o.progress)(&format!("reloading the balancer in {container} for its file from before"));
+                    undone = balancer_script(docker, container, super::commands::reload_balancer_in_container(BALANCER_SOCKET, Duration::from_secs(30))).await;
+                }
+                if let Err(u) = undone {
                     undo_errors.push(format!("{u:#}"));
                 }
             }
@@ -814,7 +828,8 @@ async fn undo(docker: &Docker, t: &Topology, step: &Step, o: &Options<'_>) -> an
             write_live(docker, container, path, previous, previous, commands, *old_workers_wait_s).await
         }
         // A server taken out goes back pointed at the replica it served (which the undo of its
-        // Stop, newer, has started again), checked: the running balancer's settings are its.
+        // Stop, newer, has started again), checked: the balancer runs the settings it had then
+        // (`execute` reloads it for its file from before if the run had reloaded it).
         Step::Drain { container, backend, server, replica, wait_s } => {
             (o.progress)(&format!("putting {server} back into the balancer, at {replica}"));
             let wait = Duration::from_secs(wait_s.max(&0).unsigned_abs());

@@ -331,8 +331,8 @@ pub struct Drain {
     /// The instance's host, as the balancer's server names begin (`host:port`).
     pub host: String,
     pub wait_ms: u64,
-    /// A load balancer of `lbs` gets a new balancer file in this run, after the app hosts: an
-    /// instance put back has its health check paused until that reload (`commands::Checks`).
+    /// A load balancer of `lbs` reloads its balancer later in this plan: an instance put back
+    /// has its health check paused until then (`commands::Checks`).
     #[serde(default)]
     pub pause_checks: bool,
 }
@@ -355,39 +355,35 @@ pub struct Probe {
 pub fn plan(topology: &str, desired: &[DesiredHost], observed: &BTreeMap<String, Observed>) -> Plan {
     let empty = Observed::default();
     let runs_release_command = release_command_host(desired, observed);
-    let rewritten = balancer_rewritten(desired, observed);
     let hosts = desired
         .iter()
         .map(|d| {
-            let paused;
-            let d = match &d.drain {
-                Some(drain) if drain.lbs.iter().any(|l| rewritten.contains(l.as_str())) => {
-                    paused = DesiredHost { drain: Some(Drain { pause_checks: true, ..drain.clone() }), ..d.clone() };
-                    &paused
-                }
-                _ => d,
-            };
             // The fleet log CA's certificate as its host has it (None: not made yet).
             let log_ca = d.log_tls.as_ref().and_then(|l| observed.get(&l.ca_host)).and_then(|o| o.log_ca.as_deref());
             host_plan(d, observed.get(&d.host).unwrap_or(&empty), log_ca, runs_release_command == Some(d.host.as_str()))
         })
         .collect::<Vec<HostPlan>>();
-    Plan { topology: topology.to_string(), hosts: balancer_first_when_new(hosts, desired, observed) }
+    let mut hosts = balancer_first_when_new(hosts, desired, observed);
+    pause_checks_until_the_balancer_reloads(&mut hosts);
+    Plan { topology: topology.to_string(), hosts }
 }
 
-/// The load balancer hosts whose balancer file this plan changes. They reload it after the app
-/// hosts have rolled (load balancers activate last), or first when the balancer is new, when no
-/// instance is drained through one.
-fn balancer_rewritten<'a>(desired: &'a [DesiredHost], observed: &BTreeMap<String, Observed>) -> BTreeSet<&'a str> {
-    let path = crate::topology::tiers::BALANCER_CONFIG;
-    desired
-        .iter()
-        .filter(|d| {
-            let now = observed.get(&d.host).and_then(|o| o.files.get(path)).and_then(Option::as_ref).map(|f| f.sha256.as_str());
-            d.files.iter().any(|f| f.path == path && now.is_some_and(|now| now != sha256_hex(f.content.as_bytes())))
-        })
-        .map(|d| d.host.as_str())
-        .collect()
+/// An instance drained through a load balancer that reloads its balancer later in this plan (a
+/// new file: another liveness path, other servers) goes back with its health check paused until
+/// that reload (`Drain::pause_checks`): the running balancer may check it at a path it no longer
+/// answers, and the reload checks every server afresh. Where the balancer reloads before the
+/// instances roll (a load balancer host that is also a Redis or monitor host, which activates
+/// before the app hosts, or one host with every role), the instances go back checked.
+fn pause_checks_until_the_balancer_reloads(hosts: &mut [HostPlan]) {
+    let reloads_balancer = |h: &HostPlan| h.activate.iter().any(|a| matches!(a, Action::Reload { unit } | Action::Restart { unit } if unit == BALANCER_SERVICE));
+    for i in 0..hosts.len() {
+        let later: BTreeSet<String> = hosts[i + 1..].iter().filter(|h| reloads_balancer(h)).map(|h| h.host.clone()).collect();
+        for a in &mut hosts[i].activate {
+            if let Action::RollingRestart { drain: Some(d), .. } = a {
+                d.pause_checks = d.lbs.iter().any(|l| later.contains(l));
+            }
+        }
+    }
 }
 
 /// The host that runs the release command of the release being deployed: the first app host (in

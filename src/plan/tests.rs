@@ -587,4 +587,17 @@ fn a_new_liveness_path_rolls_instances_back_unchecked_until_the_balancer_reloads
     let p = plan("t", &desired("r2"), &obs);
     let rolled = host(&p, "app").activate.iter().find_map(|a| if let Action::RollingRestart { drain, .. } = a { drain.clone() } else { None });
     assert_eq!(rolled, Some(drain()));
+    // One host with every role: its balancer reloads before its instances roll, so they go back
+    // checked (a pause would last until some later reload).
+    let one = |extra: &str| {
+        let src = format!("name: t\napp: {{port: 3000, instances: 2{extra}}}\nhosts:\n  a: {{address: 10.0.0.1, roles: [lb, app, redis]}}\nredis: {{password: {{env: P}}}}\n");
+        let t = parse("t.yaml", &src).unwrap();
+        let files = render(&t, &facts, &Templates::embedded()).unwrap();
+        desired_hosts(&t, &facts, &files, Some(&Release { id: "r1".into(), bytes: 10, archive: false, image: None }))
+    };
+    let p = plan("t", &one(", health: {liveness: /live}"), &all_converged(&one("")));
+    let a = host(&p, "a");
+    assert!(a.activate.contains(&Action::Reload { unit: crate::topology::tiers::BALANCER_SERVICE.into() }), "{:#?}", a.activate);
+    let rolled = a.activate.iter().find_map(|a| if let Action::RollingRestart { drain, .. } = a { drain.clone() } else { None });
+    assert!(rolled.is_some_and(|d| !d.pause_checks), "{:#?}", a.activate);
 }

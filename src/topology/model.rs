@@ -334,6 +334,31 @@ impl Topology {
         self.observability.logs.relp_port.saturating_add(u16::try_from(i).unwrap_or(u16::MAX))
     }
 
+    /// The app's pools against the primary's `max_connections`, given each host's cores (which
+    /// `instances: max` and `workers: max` follow): every instance and worker holds up to
+    /// `database.pool` connections to the writer and as many to the reader, and with no replica in
+    /// good standing the reader is the primary too. The problem and the change that fixes it, when
+    /// they do not fit.
+    pub fn pool_overflow(&self, cores_of: impl Fn(&Host) -> u32) -> Option<(String, String)> {
+        let db = self.database.as_ref()?;
+        let clients: u64 = self
+            .hosts
+            .iter()
+            .map(|h| (if h.has(Role::App) { u64::from(self.instances_on(h, cores_of(h))) } else { 0 }) + self.workers_on(h, cores_of(h)).len() as u64)
+            .sum();
+        let wanted = clients * u64::from(db.pool) * 2;
+        let room = u64::from(db.max_connections).saturating_sub(DB_RESERVED_CONNECTIONS);
+        (wanted > room).then(|| {
+            (
+                format!(
+                    "{clients} app instances and workers with a pool of {} each, to the writer and to the reader, may open {wanted} connections to the primary, more than the {room} its max_connections of {} leaves them ({DB_RESERVED_CONNECTIONS} are kept for Patroni and an administrator)",
+                    db.pool, db.max_connections
+                ),
+                format!("lower database.pool to {} or less, or raise database.max_connections to {} or more", room / (clients * 2).max(1), wanted + DB_RESERVED_CONNECTIONS),
+            )
+        })
+    }
+
     /// What is wrong with host `h` running `instances` app instances: ports past 65535, or a port
     /// two things would listen on. Validate asks with the cores the topology declares; apply asks
     /// again with the cores it observed (`instances: max`).

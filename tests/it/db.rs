@@ -574,3 +574,31 @@ impl Drop for RemovedAfter {
         let _ = Command::new("docker").args(["rm", "-f", self.0]).output();
     }
 }
+
+/// `instances: max` without declared cores: validate counts one instance per app host, which
+/// fits the pools in max_connections; plan counts the cores it observes, and refuses the
+/// topology before it changes anything, saying which cores and what to change.
+#[test]
+fn db_instances_max_is_checked_against_max_connections_with_the_cores_observed() {
+    let _t = db_lab();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("database.yaml");
+    let source = std::fs::read_to_string(db_yaml()).unwrap();
+    let (instances, pool) = ("  instances: 1\n", "  pool: 5\n");
+    assert!(source.contains(instances) && source.contains(pool), "examples/database.yaml changed its instances or pool");
+    // 2 app hosts x 1 instance x 20 x 2 = 80 of the 95 max_connections 100 leaves: valid as written.
+    std::fs::write(&file, source.replacen(instances, "  instances: max\n", 1).replacen(pool, "  pool: 20\n", 1)).unwrap();
+    let file = file.to_str().unwrap();
+    run_ok(&["validate", "-f", file]);
+    let cores: u64 = docker_exec("dblab-app-1", "nproc").trim().parse().unwrap();
+    let out = run(&["plan", "-f", file, "--release", &release()]);
+    let err = text(&out.stderr);
+    if cores == 1 {
+        assert!(out.status.success(), "{err}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let wanted = 2 * cores * 20 * 2;
+    let said = format!("with the cores observed ({cores} on app-1, {cores} on app-2), {} app instances and workers with a pool of 20 each, to the writer and to the reader, may open {wanted} connections", 2 * cores);
+    assert!(err.contains(&said) && err.contains("lower database.pool to"), "{err}");
+}

@@ -570,6 +570,11 @@ fn docker_a_new_liveness_path_rolls_under_load_with_every_replica_up() {
     assert!(text(&out.stdout).contains("its health check paused until the balancer reloads"), "{}", text(&out.stdout));
     let conf = docker_ok(&["exec", &replicas()[0], "printenv", "LIVENESS_PATH"]);
     assert_eq!(conf.trim(), "/live");
+    // The balancer's reload at the end checks every replica again, at the new path.
+    let balancer = containers().into_iter().find(|(_, slot, _)| slot == "balancer").map(|(n, _, _)| n).unwrap();
+    let state = docker_ok(&["exec", &balancer, "sh", "-c", "printf 'show servers state\\n' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock"]);
+    let paused: Vec<&str> = state.lines().filter(|l| crate::support::check_paused(l)).collect();
+    assert!(paused.is_empty(), "checks still paused after the apply: {paused:#?}");
 }
 
 #[test]

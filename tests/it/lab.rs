@@ -190,6 +190,10 @@ fn lab_a_new_liveness_path_rolls_under_load_with_every_instance_up() {
     report.assert_covers(span, "the roll onto a new liveness path");
     assert!(text(&out.stdout).contains("health check paused until the balancer reloads"), "{}", text(&out.stdout));
     assert!(docker_exec("lab-lb-1", "cat /etc/haproxy/haproxy.cfg").contains("GET /live"));
+    // The balancer's reload after the app hosts checks every instance again, at the new path.
+    let state = docker_exec("lab-lb-1", SHOW_SERVERS);
+    let paused: Vec<&str> = state.lines().filter(|l| crate::support::check_paused(l)).collect();
+    assert!(paused.is_empty(), "checks still paused after the apply: {paused:#?}");
 }
 
 #[test]

@@ -493,6 +493,13 @@ pub(crate) fn down_not_drained(line: &str) -> bool {
     w.len() > 6 && !line.starts_with('#') && w[5] == "0" && w[6].parse::<u32>().is_ok_and(|admin| admin & 0x23 == 0)
 }
 
+/// A line of `show servers state` for a server whose health check is paused (`disable health`):
+/// its check state (`srv_check_state`, the 14th field) has no `enabled` bit (0x2).
+pub(crate) fn check_paused(line: &str) -> bool {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    w.len() > 13 && !line.starts_with('#') && w[13].parse::<u32>().is_ok_and(|state| state & 0x2 == 0)
+}
+
 /// Brings a deployment back to its topology when the test that changed it ends, passed or failed,
 /// so that the next test's fixture finds it converged (the fixtures check that, and repair
 /// nothing: what a test leaves behind fails the next one).

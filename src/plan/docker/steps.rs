@@ -304,14 +304,14 @@ impl<'a> LiveUpstream<'a> {
         }
     }
 
-    /// Hold the balancer's file when the one for the `finally` replicas has other settings than
-    /// the running one (its checks: another liveness path): the replicas rolled meanwhile answer
-    /// the new path only, and the old replicas the old one only, so no one set of checks suits
-    /// both until the last old replica is gone.
+    /// Hold the balancer's file when the one for the `finally` replicas has other health-check
+    /// settings than the running one (another liveness path): the replicas rolled meanwhile
+    /// answer the new path only, and the old replicas the old one only, so no one set of checks
+    /// suits both until the last old replica is gone.
     fn hold_settings(&mut self, finally: &[(String, String)]) -> Result<(), RenderError> {
         if let Some((_, now)) = &self.balancer {
             let files = rendered(self.t, finally, self.templates)?;
-            self.held = balancer_settings(now) != balancer_settings(get(&files, "haproxy/haproxy.cfg"));
+            self.held = balancer_checks(now) != balancer_checks(get(&files, "haproxy/haproxy.cfg"));
         }
         Ok(())
     }
@@ -378,6 +378,12 @@ fn balancer_settings(file: &str) -> Vec<String> {
             None => l.to_string(),
         })
         .collect()
+}
+
+/// The balancer's health-check settings (its check path and timing): what [`LiveUpstream::hold_settings`]
+/// compares. A change of its servers alone (scaling) is not one: the replicas answer the same path.
+fn balancer_checks(file: &str) -> Vec<&str> {
+    file.lines().map(str::trim).filter(|l| ["option httpchk", "http-check", "default-server"].iter().any(|k| l.starts_with(k))).collect()
 }
 
 /// What the balancer's file is checked with before anything reloads it.

@@ -141,7 +141,7 @@ impl V {
     fn database_roles(&mut self, raw: &RawTopology, raw_hosts: &Map<RawHost>, t: &Topology) {
         let members: Vec<&Host> = t.hosts.iter().filter(|h| h.has(Role::Database)).collect();
         let etcd: Vec<&Host> = t.hosts.iter().filter(|h| h.has(Role::Etcd)).collect();
-        let (Some(raw_db), Some(db)) = (&raw.database, &t.database) else {
+        let (Some(raw_db), Some(_)) = (&raw.database, &t.database) else {
             for (h, role) in members.iter().map(|h| (h, Role::Database)).chain(etcd.iter().map(|h| (h, Role::Etcd))) {
                 self.push(
                     Problem::at(role_loc(raw_hosts, &h.name, role), format!("host `{}` has the {} role, but the topology has no database section", h.name, role_name(role)))
@@ -167,24 +167,11 @@ impl V {
                     .help("use an odd number of etcd hosts: 1, 3 or 5"),
             );
         }
-        // Every instance and worker holds up to `pool` connections to the writer and as many to
-        // the reader, and with no replica in good standing the reader is the primary too.
-        let clients: u64 = t
-            .hosts
-            .iter()
-            .map(|h| (if h.has(Role::App) { known_instances(t, h) as u64 } else { 0 }) + t.workers_on(h, h.cores.unwrap_or(1)).len() as u64)
-            .sum();
-        let wanted = clients * u64::from(db.pool) * 2;
-        let room = u64::from(db.max_connections).saturating_sub(DB_RESERVED_CONNECTIONS);
-        if wanted > room {
+        // With the cores the topology declares (one where it declares none: plan checks again
+        // with the cores it observes).
+        if let Some((problem, help)) = t.pool_overflow(|h| h.cores.unwrap_or(1)) {
             let at = raw_db.pool.as_ref().map(|p| p.loc()).or(raw_db.max_connections.as_ref().map(|m| m.loc())).unwrap_or(raw_db.password.loc());
-            self.push(
-                Problem::at(at, format!(
-                    "{clients} app instances and workers with a pool of {} each, to the writer and to the reader, may open {wanted} connections to the primary, more than the {room} its max_connections of {} leaves them ({DB_RESERVED_CONNECTIONS} are kept for Patroni and an administrator)",
-                    db.pool, db.max_connections
-                ))
-                .help(format!("lower database.pool to {} or less, or raise database.max_connections to {} or more", room / (clients * 2).max(1), wanted + DB_RESERVED_CONNECTIONS)),
-            );
+            self.push(Problem::at(at, problem).help(help));
         }
     }
 
