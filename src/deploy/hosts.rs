@@ -44,10 +44,11 @@ impl Hosts {
     /// Deploying only: status, reload, rollback and destroy change no pool.
     fn pools_fit(&self, observed: &BTreeMap<String, Observed>) -> anyhow::Result<()> {
         let t = &self.topology;
-        let cores_of = |h: &crate::topology::Host| observed.get(&h.name).map(|o| o.cores).or(h.cores).unwrap_or(1).max(1);
-        if let Some((problem, help)) = t.pool_overflow(cores_of) {
+        let mut facts = Facts::with_default_cores(1);
+        facts.cores.extend(observed.iter().map(|(h, o)| (h.clone(), o.cores)));
+        if let Some((problem, help)) = t.pool_overflow(|h| facts.cores_of(h)) {
             let runs = |h: &&crate::topology::Host| h.has(crate::topology::Role::App) || h.has(crate::topology::Role::Worker);
-            let cores: Vec<String> = t.hosts.iter().filter(runs).map(|h| format!("{} on {}", cores_of(h), h.name)).collect();
+            let cores: Vec<String> = t.hosts.iter().filter(runs).map(|h| format!("{} on {}", facts.cores_of(h), h.name)).collect();
             anyhow::bail!("with the cores observed ({}), {problem}; {help}", cores.join(", "));
         }
         Ok(())

@@ -985,6 +985,21 @@ mod tests {
         assert!(lock_run(&lock_release_in(&d, "three")).0 == 0 && !dir.path().join("lock").exists());
     }
 
+    /// A server a test started, killed when the test ends.
+    struct Killed(std::process::Child);
+
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// A real HAProxy (Debian's, as on the hosts) running `conf` in the foreground.
+    fn haproxy(conf: &str) -> Killed {
+        Killed(std::process::Command::new("haproxy").args(["-db", "-f", conf]).spawn().expect("haproxy (scripts/setup.sh installs it)"))
+    }
+
     /// The balancer's scripts, run by a real shell and socat against a real HAProxy (Debian's,
     /// as on the hosts): a drain puts the server in maintenance and waits for the request it has
     /// in flight, the observation's script sees it drained, a server or backend the balancer does
@@ -1020,14 +1035,7 @@ frontend t\n    bind 127.0.0.1:{front}\n    default_backend t_app\nbackend t_app
             ),
         )
         .unwrap();
-        struct Kill(std::process::Child);
-        impl Drop for Kill {
-            fn drop(&mut self) {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-        }
-        let _haproxy = Kill(std::process::Command::new("haproxy").args(["-db", "-f", &format!("{d}/haproxy.cfg")]).spawn().expect("haproxy (scripts/setup.sh installs it)"));
+        let _haproxy = haproxy(&format!("{d}/haproxy.cfg"));
         let sh = |script: &str| std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
         let pid = || String::from_utf8_lossy(&sh(&format!("printf 'show info\\n' | socat stdio UNIX-CONNECT:{sock} | sed -n 's/^Pid: //p'")).stdout).trim().to_string();
         for _ in 0..100 {
@@ -1120,14 +1128,7 @@ frontend t\n    bind 127.0.0.1:{front}\n    default_backend t_app\nbackend t_app
             ),
         )
         .unwrap();
-        struct Kill(std::process::Child);
-        impl Drop for Kill {
-            fn drop(&mut self) {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-        }
-        let _haproxy = Kill(std::process::Command::new("haproxy").args(["-db", "-f", &conf]).spawn().expect("haproxy (scripts/setup.sh installs it)"));
+        let _haproxy = haproxy(&conf);
         let sh = |script: &str, args: &[&str]| std::process::Command::new("sh").arg("-c").arg(script).arg("sh").args(args).output().unwrap();
         let state = || {
             let out = sh(&format!("printf 'show servers state t_app\\n' | socat stdio UNIX-CONNECT:{sock}"), &[]);
@@ -1220,14 +1221,7 @@ frontend t\n    bind 127.0.0.1:{front}\n    default_backend t_app\nbackend t_app
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let conf = format!("{d}/redis.conf");
         std::fs::write(&conf, format!("port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ninclude {d}/scalectl-auth.conf\ninclude {d}/scalectl-admin.conf\n")).unwrap();
-        struct Kill(std::process::Child);
-        impl Drop for Kill {
-            fn drop(&mut self) {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-        }
-        let _redis = Kill(std::process::Command::new("redis-server").arg(&conf).stdout(std::process::Stdio::null()).spawn().expect("redis-server"));
+        let _redis = Killed(std::process::Command::new("redis-server").arg(&conf).stdout(std::process::Stdio::null()).spawn().expect("redis-server"));
         let cli = |user: &str, pw: &str, cmd: &str| {
             let out = std::process::Command::new("redis-cli")
                 .args(["-p", &port.to_string(), "--no-auth-warning", "--user", user, "--pass", pw])

@@ -542,28 +542,19 @@ fn docker_a_new_liveness_path_rolls_under_load_with_every_replica_up() {
     let _d = deployed();
     let _restore = restore();
     let balancer = containers().into_iter().find(|(_, slot, _)| slot == "balancer").map(|(n, _, _)| n).expect("the balancer");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut down = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let out = docker(&["exec", &balancer, "sh", "-c", "printf 'show servers state\\n' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock"]);
-                // `be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state ...`
-                down.extend(text(&out.stdout).lines().filter(|l| l.split_whitespace().nth(3).is_some_and(|s| s.starts_with("api-")) && crate::support::down_not_drained(l)).map(String::from));
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            down
-        })
+    // `be_id be_name srv_id srv_name ...`: the replicas' servers (`api-N:PORT`).
+    let show = move || {
+        let out = docker(&["exec", &balancer, "sh", "-c", "printf 'show servers state\\n' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock"]);
+        text(&out.stdout).lines().filter(|l| l.split_whitespace().nth(3).is_some_and(|s| s.starts_with("api-"))).map(|l| format!("{l}\n")).collect::<String>()
     };
+    let watch = crate::support::BalancerWatch::start(show.clone());
     let live = topology_with(&[("  instances: 2 ", "  health: {liveness: /live}\n  instances: 2 ")]);
     let load = Load::start_at(LB, 2);
     std::thread::sleep(Duration::from_millis(500));
     let (out, span) = timed(|| apply(live.to_str().unwrap(), release().to_str().unwrap()));
     std::thread::sleep(Duration::from_secs(5));
     let report = load.finish();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let down = watcher.join().unwrap();
+    let down = watch.finish();
     assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
     assert!(down.is_empty(), "the balancer had replicas down: {down:#?}");
     report.assert_covers(span, "the roll onto a new liveness path");
@@ -571,8 +562,8 @@ fn docker_a_new_liveness_path_rolls_under_load_with_every_replica_up() {
     let conf = docker_ok(&["exec", &replicas()[0], "printenv", "LIVENESS_PATH"]);
     assert_eq!(conf.trim(), "/live");
     // The balancer's reload at the end checks every replica again, at the new path.
-    let balancer = containers().into_iter().find(|(_, slot, _)| slot == "balancer").map(|(n, _, _)| n).unwrap();
-    let state = docker_ok(&["exec", &balancer, "sh", "-c", "printf 'show servers state\\n' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock"]);
+    let state = show();
+    assert!(!state.is_empty(), "the balancer does not answer");
     let paused: Vec<&str> = state.lines().filter(|l| crate::support::check_paused(l)).collect();
     assert!(paused.is_empty(), "checks still paused after the apply: {paused:#?}");
 }

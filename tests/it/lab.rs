@@ -163,28 +163,15 @@ fn edited_topology_many(edits: &[(&str, &str)]) -> tempfile::TempPath {
 fn lab_a_new_liveness_path_rolls_under_load_with_every_instance_up() {
     let _lab = lab();
     let _restore = restore();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut down = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // A moment without an answer (the balancer's reload) is not a server down.
-                let out = Command::new("docker").args(["exec", "lab-lb-1", "sh", "-c", SHOW_SERVERS]).output().unwrap();
-                down.extend(text(&out.stdout).lines().filter(|l| crate::support::down_not_drained(l)).map(String::from));
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            down
-        })
-    };
+    // A moment without an answer (the balancer's reload) is not a server down.
+    let watch = crate::support::BalancerWatch::start(|| text(&Command::new("docker").args(["exec", "lab-lb-1", "sh", "-c", SHOW_SERVERS]).output().unwrap().stdout));
     let edited = edited_topology("  instances: 2\n", "  instances: 2\n  health: {liveness: /live}\n");
     let load = Load::start_at(LB, 4);
     std::thread::sleep(Duration::from_millis(500));
     let (out, span) = timed(|| run(&apply_args(edited.to_str().unwrap(), release().to_str().unwrap())));
     std::thread::sleep(Duration::from_secs(5));
     let report = load.finish();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let down = watcher.join().unwrap();
+    let down = watch.finish();
     assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
     assert!(down.is_empty(), "the balancer had instances down: {down:#?}");
     report.assert_covers(span, "the roll onto a new liveness path");

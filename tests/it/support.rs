@@ -493,6 +493,35 @@ pub(crate) fn down_not_drained(line: &str) -> bool {
     w.len() > 6 && !line.starts_with('#') && w[5] == "0" && w[6].parse::<u32>().is_ok_and(|admin| admin & 0x23 == 0)
 }
 
+/// Watches a balancer every 200 ms while an operation runs: `show` returns its runtime API's
+/// `show servers state` (empty for a moment without an answer, as during its reload, which is not
+/// a server down); [`BalancerWatch::finish`] gives every line of a server its checks took down.
+pub(crate) struct BalancerWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl BalancerWatch {
+    pub(crate) fn start(show: impl Fn() -> String + Send + 'static) -> BalancerWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut down = Vec::new();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                down.extend(show().lines().filter(|l| down_not_drained(l)).map(String::from));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            down
+        });
+        BalancerWatch { stop, thread }
+    }
+
+    pub(crate) fn finish(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
 /// A line of `show servers state` for a server whose health check is paused (`disable health`):
 /// its check state (`srv_check_state`, the 14th field) has no `enabled` bit (0x2).
 pub(crate) fn check_paused(line: &str) -> bool {
