@@ -529,7 +529,7 @@ fn db_a_database_host_added_and_applied_streams_from_the_primary() {
     assert!(source.contains(line), "examples/database.yaml changed its db-2 line");
     std::fs::write(&three, source.replace(line, &format!("{line}  db-3:  {{address: dblab-db-3,  roles: [database]}}\n"))).unwrap();
     let three = three.to_str().unwrap();
-    let removed = RemovedAfter("dblab-db-3");
+    let _restored = TwoMembersAfter("dblab-db-3");
     run_ok(&["lab", "up", "-f", three]);
     let t = Instant::now();
     let out = text(&run_ok(&["apply", "-f", three, "--release", &release(), "--yes"]).stdout);
@@ -538,9 +538,19 @@ fn db_a_database_host_added_and_applied_streams_from_the_primary() {
     let status = wait_healthy(3);
     let member = status["members"].as_array().unwrap().iter().find(|m| m["name"] == "db-3").unwrap_or_else(|| panic!("{status:#}"));
     assert_eq!(member["role"], "replica", "{status:#}");
-    // The primary streams to it, and a write reaches it.
-    let streaming = psql_as_superuser(&leader(&status), "postgres", "select state from pg_stat_replication where application_name = 'db-3'");
-    assert_eq!(streaming.trim(), "streaming");
+    // The primary streams to it (Debian's Patroni 3.0 calls a replica "running" once PostgreSQL
+    // runs, before its WAL receiver has connected: the stream starts within seconds of that), and a
+    // write reaches it.
+    let primary = leader(&status);
+    let t = Instant::now();
+    loop {
+        let state = psql_as_superuser(&primary, "postgres", "select state from pg_stat_replication where application_name = 'db-3'");
+        if state.trim() == "streaming" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{primary} does not stream to db-3 30 s after it ran (pg_stat_replication's state: {:?})", state.trim());
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let id = run_id("db-3");
     psql("app-1", "DB_WRITER_URL", &format!("CREATE TABLE IF NOT EXISTS marks (id text); INSERT INTO marks VALUES ('{id}');"));
     let t = Instant::now();
@@ -556,9 +566,6 @@ fn db_a_database_host_added_and_applied_streams_from_the_primary() {
     let plan = run(&["plan", "-f", three, "--release", &release(), "--detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(0), "a second apply would change something:\n{}", text(&plan.stdout));
     psql("app-1", "DB_WRITER_URL", "DROP TABLE marks;");
-    drop(removed);
-    run_ok(&["apply", "-f", &db_yaml(), "--release", &release(), "--yes"]);
-    wait_healthy(2);
 }
 
 /// psql as PostgreSQL's superuser on a member, over its socket, in database `db`.
@@ -566,12 +573,25 @@ fn psql_as_superuser(host: &str, db: &str, sql: &str) -> String {
     docker_exec(&format!("dblab-{host}"), &format!("sudo -u postgres psql -d {db} -XAtc \"{sql}\""))
 }
 
-/// Removes a lab container when dropped: the test's extra host never outlives it.
-struct RemovedAfter(&'static str);
+/// When dropped, whether the test passed or failed: removes the test's extra database host and
+/// applies examples/database.yaml again, so that the cluster is the two members it was and the
+/// tests after this one find the lab as they expect (a failure here would otherwise fail each of
+/// them too, hiding which test broke).
+struct TwoMembersAfter(&'static str);
 
-impl Drop for RemovedAfter {
+impl Drop for TwoMembersAfter {
     fn drop(&mut self) {
         let _ = Command::new("docker").args(["rm", "-f", self.0]).output();
+        let out = run(&["apply", "-f", &db_yaml(), "--release", &release(), "--yes"]);
+        if std::thread::panicking() {
+            // A second panic would abort the run: say what went wrong and let the first one stand.
+            if !out.status.success() {
+                eprintln!("putting the database lab back to two members failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
+            }
+            return;
+        }
+        assert!(out.status.success(), "putting the database lab back to two members failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
+        wait_healthy(2);
     }
 }
 
