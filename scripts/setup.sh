@@ -35,12 +35,15 @@ for app in examples/node-app examples/express-app; do
   fi
 done
 
-# checkov (PyPI) checks the Terraform module.
-if ! command -v checkov >/dev/null; then
-  echo "setup: installing checkov"
-  python3 -m pip install -q --disable-pip-version-check checkov >/dev/null 2>&1 || python3 -m pip install --disable-pip-version-check checkov
-  hash -r
-fi
+# checkov (PyPI) checks the Terraform module and the Kubernetes manifests; kubernetes-validate
+# (PyPI) validates the manifests offline against the OpenAPI schemas it ships.
+for tool in checkov kubernetes-validate; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "setup: installing $tool"
+    python3 -m pip install -q --disable-pip-version-check "$tool" >/dev/null 2>&1 || python3 -m pip install --disable-pip-version-check "$tool"
+    hash -r
+  fi
+done
 
 # The Docker engine for the lab: no systemd as PID 1 on these machines, so start dockerd directly.
 if ! docker info >/dev/null 2>&1; then

@@ -1,7 +1,7 @@
 //! `scalectl render`: every config file of a topology, written into a directory.
 //!
-//! Layout: `DIR/<host>/` mirrors absolute paths on that host; `DIR/docker/`, `DIR/terraform/`
-//! and `DIR/ansible/` hold the bundles. The whole tree is written into a staging directory next
+//! Layout: `DIR/<host>/` mirrors absolute paths on that host; `DIR/docker/`, `DIR/kubernetes/`,
+//! `DIR/terraform/` and `DIR/ansible/` hold the bundles. The whole tree is written into a staging directory next
 //! to DIR and swapped in at the end, so a failure never leaves a half-written tree behind.
 
 use std::collections::BTreeMap;
@@ -18,7 +18,8 @@ const MARKER: &str = ".scalectl-render";
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:\n  scalectl render -f examples/three-hosts.yaml -o out/\n  \
-out/lb-1/etc/nginx/conf.d/shop.conf, out/app-1/etc/systemd/system/scale-api@.service, ...\n\n\
+out/lb-1/etc/nginx/conf.d/shop.conf, out/app-1/etc/systemd/system/scale-api@.service, ...\n  \
+out/docker/compose.yaml, out/kubernetes/kustomization.yaml (kubectl apply -k), out/ansible/, out/terraform/\n\n\
 `instances: max` resolves with each host's `cores:` from the topology, else --cores.")]
 pub struct Args {
     #[command(flatten)]
@@ -48,6 +49,7 @@ pub fn run(a: Args, color: bool) -> Result<(), Failure> {
     let mut files = render::render(&t, &Facts::with_default_cores(cores), &templates)
         .with_context(|| format!("cannot render {}", a.topology.file.display()))?;
     files.push(crate::plan::docker::compose_file(&t, cores, &templates).with_context(|| format!("cannot render {}", a.topology.file.display()))?);
+    files.extend(crate::plan::docker::kubernetes_files(&t, cores, &templates).with_context(|| format!("cannot render {}", a.topology.file.display()))?);
     files.extend(bundle_scripts(&t));
     if a.check {
         return check(&a.out, &files);

@@ -228,15 +228,7 @@ pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<
         out.push(run(&env, &docker, "docker", j)?);
     }
     if t.redis_password().is_some() {
-        // The bundle has no secret value: its Redis writes the users with the password's hash at start.
-        // (Compose's exporter logs in with the same password as the apps: the bundle has no value
-        // to derive its own from.)
-        let ctx = minijinja::context! {
-            redis_password_sha256 => REDIS_PASSWORD_SHA256_PLACEHOLDER,
-            redis_exporter_password_sha256 => REDIS_PASSWORD_SHA256_PLACEHOLDER,
-            ..docker.clone()
-        };
-        out.push(run(&env, &ctx, "docker", file("redis/auth.conf.j2", REDIS_AUTH_TEMPLATE))?);
+        out.push(RenderedFile { host: "docker".into(), path: REDIS_AUTH_TEMPLATE.into(), ..bundle_redis_auth(t, templates)? });
     }
     if t.observability.grafana {
         copy_verbatim(&DASHBOARDS, "docker", "grafana/dashboards", OnChange::Nothing, &mut out);
@@ -262,6 +254,20 @@ pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<
         copy_verbatim(&TERRAFORM_MODULE, "terraform", "modules/asg", OnChange::Nothing, &mut out);
     }
     Ok(out)
+}
+
+/// Redis' ACL users for the bundles that hold no secret value (compose's and Kubernetes'): their
+/// Redis writes the users with the password's hash at start, where the placeholder is. (Their
+/// exporter logs in with the same password as the apps: there is no value to derive its own from.)
+pub fn bundle_redis_auth(t: &Topology, templates: &Templates) -> Result<RenderedFile, RenderError> {
+    let env = templates.environment();
+    let docker = Ctx::docker_view(t, &Facts::with_default_cores(1)).value();
+    let ctx = minijinja::context! {
+        redis_password_sha256 => REDIS_PASSWORD_SHA256_PLACEHOLDER,
+        redis_exporter_password_sha256 => REDIS_PASSWORD_SHA256_PLACEHOLDER,
+        ..docker
+    };
+    run(&env, &ctx, "docker", file("redis/auth.conf.j2", REDIS_AUTH_TEMPLATE))
 }
 
 /// What the docker target deploys, rendered for one set of replicas (the planner renders the load

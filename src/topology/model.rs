@@ -187,6 +187,12 @@ impl Workers {
     }
 }
 
+/// Scale out above this share of CPU unless `autoscaling.cpu.scale_out` says otherwise.
+pub const DEFAULT_CPU_SCALE_OUT: f64 = 70.0;
+/// Wait this long after scaling in before scaling in again unless `autoscaling.cooldown.scale_in`
+/// says otherwise.
+pub const DEFAULT_COOLDOWN_SCALE_IN_MS: u64 = 120_000;
+
 /// A worker's drain timeout unless `app.workers.drain_timeout` says otherwise.
 pub const DEFAULT_WORKER_DRAIN_MS: u64 = 30_000;
 

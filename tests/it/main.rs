@@ -10,6 +10,7 @@ mod broken;
 mod cli;
 mod db;
 mod docker;
+mod kubernetes;
 mod lab;
 mod node;
 mod snapshots;
@@ -37,6 +38,7 @@ pub fn render_example(name: &str) -> Vec<RenderedFile> {
     let t = load_example(name);
     let mut files = render::render(&t, &Facts::with_default_cores(2), &Templates::embedded()).unwrap();
     files.push(scalectl::plan::docker::compose_file(&t, 2, &Templates::embedded()).unwrap());
+    files.extend(scalectl::plan::docker::kubernetes_files(&t, 2, &Templates::embedded()).unwrap());
     files.extend(scalectl::cli::render::bundle_scripts(&t));
     files
 }

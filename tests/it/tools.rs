@@ -1374,7 +1374,8 @@ fn yaml_and_json_bundles_parse() {
     for example in EXAMPLES {
         for f in render_example(example) {
             if f.path.ends_with(".yaml") || f.path.ends_with(".yml") {
-                let v: Result<serde_json::Value, _> = serde_saphyr::from_str(&f.content);
+                // Kubernetes' manifests hold several documents each.
+                let v: Result<Vec<serde_json::Value>, _> = serde_saphyr::from_multiple(&f.content);
                 assert!(v.is_ok(), "{example} {}:{} is not YAML: {:?}\n{}", f.host, f.path, v.err(), f.content);
                 yaml += 1;
             }
@@ -1392,7 +1393,7 @@ fn yaml_and_json_bundles_parse() {
 /// compose.yaml's services are the docker target's container specs, field by field (as the
 /// cloud-init test holds the autoscaling group to the hosts target).
 /// Every docker example, and docker.yaml with secrets of both kinds and a Redis password.
-fn compose_topologies() -> Vec<(String, topology::Topology)> {
+pub fn compose_topologies() -> Vec<(String, topology::Topology)> {
     let mut all: Vec<(String, topology::Topology)> = EXAMPLES.iter().map(|e| (e.to_string(), super::load_example(e))).collect();
     let src = std::fs::read_to_string(super::example_path("docker")).unwrap();
     let from = "redis:\n  persistence: rdb\n";

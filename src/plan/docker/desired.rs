@@ -42,6 +42,8 @@ pub(super) struct Commands {
     /// The compose bundle's: what a replica runs behind the secrets' wrapper, and Redis' start.
     pub(super) compose_app_command: Vec<String>,
     pub(super) compose_redis_entrypoint: Vec<String>,
+    /// Kubernetes' Redis: the init container that writes its ACL users (it runs as Redis' user).
+    pub(super) kubernetes_redis_acl: Vec<String>,
 }
 
 pub(super) fn commands(files: &BTreeMap<String, String>) -> Result<Commands, RenderError> {

@@ -789,7 +789,7 @@ impl V {
         };
         let none_f = None;
         let cpu = a.cpu.as_ref();
-        let out = self.percent(cpu.map_or(&none_f, |c| &c.scale_out), "autoscaling.cpu.scale_out", 70.0);
+        let out = self.percent(cpu.map_or(&none_f, |c| &c.scale_out), "autoscaling.cpu.scale_out", crate::topology::DEFAULT_CPU_SCALE_OUT);
         let inn = self.percent(cpu.map_or(&none_f, |c| &c.scale_in), "autoscaling.cpu.scale_in", 30.0);
         if inn >= out
             && let Some(l) = cpu.and_then(|c| c.scale_in.as_ref())
@@ -812,7 +812,7 @@ impl V {
             cpu_scale_in: inn,
             policy: cpu.and_then(|c| c.policy.as_ref()).map_or(ScalingPolicy::TargetTracking, |p| *p.value()),
             cooldown_scale_out_ms: self.duration(cd.map_or(&none_s, |c| &c.scale_out), "cooldown.scale_out", 60_000, 86_400_000),
-            cooldown_scale_in_ms: self.duration(cd.map_or(&none_s, |c| &c.scale_in), "cooldown.scale_in", 120_000, 86_400_000),
+            cooldown_scale_in_ms: self.duration(cd.map_or(&none_s, |c| &c.scale_in), "cooldown.scale_in", crate::topology::DEFAULT_COOLDOWN_SCALE_IN_MS, 86_400_000),
             health_check_grace_ms: self.duration(&a.health_check_grace, "health_check_grace", 120_000, 7_200_000),
             min_healthy_percentage: self.int(
                 a.instance_refresh.as_ref().map_or(&None, |r| &r.min_healthy_percentage),

@@ -1,0 +1,218 @@
+//! The Kubernetes manifests of `scalectl render` (out/kubernetes/): the docker target's container
+//! specs once more, as a cluster runs them, so that a pod runs what a replica runs (image, argv,
+//! environment, secrets as files, limits, drain time). What only a cluster has is added here: the
+//! probes on the topology's paths, a `preStop` pause, the HorizontalPodAutoscaler at the scale-out
+//! threshold, a PodDisruptionBudget, the Ingress and Redis' StatefulSet.
+
+use serde::Serialize;
+
+use super::desired::{Commands, commands, rendered};
+use super::*;
+use crate::render::{self, RenderError, Templates};
+use crate::topology::{Instances, Role};
+
+/// The Kubernetes version whose OpenAPI schemas the manifests are validated against (strict:
+/// no field the schema does not know), in the tests and the README.
+pub const KUBERNETES_VERSION: &str = "1.35";
+
+/// The Secret every pod reads its secret files from (made by the user: its values are never
+/// rendered), named after the topology.
+pub fn secret_name(t: &Topology) -> String {
+    format!("{}-secrets", t.name)
+}
+
+/// Seconds a pod waits in `preStop` before it gets SIGTERM: the endpoints controller and every
+/// node's proxy (and the ingress controller) stop sending it requests meanwhile, so that none
+/// reaches a process that has begun to drain (kubernetes#43576).
+pub const PRE_STOP_S: u64 = 5;
+
+/// The user and group every pod runs as: numeric (the kubelet cannot check a user name against
+/// `runAsNonRoot`), above the range images give their own users.
+pub const POD_UID: u64 = 10001;
+
+/// One container of a pod, from a container spec.
+#[derive(Serialize)]
+struct Container {
+    image: String,
+    /// Replaces the image's entrypoint (the secrets' wrapper), empty: the image's.
+    command: Vec<String>,
+    args: Vec<String>,
+    /// Plain values; INSTANCE is the pod's name (the downward API) rather than a slot's.
+    env: Vec<(String, String)>,
+    /// Keys of the topology's Secret, each a file in [`SECRETS_DIR`].
+    secrets: Vec<String>,
+    /// A quantity (`512Mi`): the request and the limit.
+    memory: Option<String>,
+    /// Thousandths of a core: the limit, and the request the autoscaler's utilisation is a share of.
+    cpu_millis: u64,
+    cpu_limited: bool,
+    grace_s: i64,
+    /// The image is named `latest` or by no tag: its tag is set when the release is built.
+    floating_tag: bool,
+}
+
+impl Container {
+    fn of(t: &Topology, spec: &ContainerSpec, run: &Commands, argv: Vec<String>) -> Container {
+        let env = spec.env.iter().filter_map(|l| l.split_once('=')).filter(|(k, _)| *k != "INSTANCE").map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let secrets: Vec<String> = spec.secret_env.iter().map(|e| e.name.clone()).collect();
+        // As compose runs it: the secrets' wrapper exports the files, then scale-api's binary or
+        // the program's argv (where the kubelet expands `$(PORT)` and `$(INSTANCE)`).
+        let program: Vec<String> = match &t.app.program {
+            Some(_) => argv,
+            None => run.compose_app_command.iter().chain(&argv).cloned().collect(),
+        };
+        let (command, args) = if secrets.is_empty() { (Vec::new(), program) } else { (secrets_entrypoint(), program) };
+        Container {
+            image: spec.image.clone(),
+            command,
+            args,
+            env,
+            secrets,
+            memory: spec.memory_bytes.map(quantity),
+            cpu_millis: spec.nano_cpus.map_or(1000, |n| (n / 1_000_000).max(1) as u64),
+            cpu_limited: spec.nano_cpus.is_some(),
+            grace_s: spec.stop_timeout_s + PRE_STOP_S as i64,
+            floating_tag: match spec.image.rsplit_once(':') {
+                Some((_, tag)) if !tag.contains('/') => tag == "latest",
+                _ => !spec.image.contains('@'),
+            },
+        }
+    }
+}
+
+/// The HorizontalPodAutoscaler's bounds and threshold.
+#[derive(Serialize)]
+struct Autoscaler {
+    min: u32,
+    max: u32,
+    cpu_percent: u32,
+    scale_down_window_s: u64,
+}
+
+/// How many processes of `role` (the app's instances, or its workers) the topology runs: one
+/// pod each. On docker, its replicas or workers; on hosts, the instances of each host with the role.
+fn processes(t: &Topology, cores: u32, role: Role, instances: &Instances) -> u32 {
+    let on = |host_cores: Option<u32>| match instances {
+        Instances::Count(n) => (*n as u32).clamp(1, 256),
+        Instances::Max => host_cores.unwrap_or(cores).max(1),
+    };
+    match t.target {
+        crate::topology::Target::Docker if role == Role::Worker => worker_slots(t, cores).len() as u32,
+        crate::topology::Target::Docker => replica_slots(t, cores).len() as u32,
+        _ => t.hosts.iter().filter(|h| h.has(role)).map(|h| on(h.cores)).sum::<u32>().max(1),
+    }
+}
+
+fn autoscaler(t: &Topology, replicas: u32, cores: u32) -> Autoscaler {
+    match &t.autoscaling {
+        // The group's bounds are hosts: each runs the app's instances per host.
+        Some(a) => {
+            let per_host = match t.app.instances {
+                Instances::Count(n) => (n as u32).clamp(1, 256),
+                Instances::Max => cores.max(1),
+            };
+            Autoscaler {
+                min: (a.min * per_host).max(1),
+                max: (a.max * per_host).max(1),
+                cpu_percent: a.cpu_scale_out.round() as u32,
+                scale_down_window_s: a.cooldown_scale_in_ms / 1000,
+            }
+        }
+        // No autoscaling section: the topology's count is the floor, twice it the ceiling.
+        None => Autoscaler {
+            min: replicas,
+            max: replicas * 2,
+            cpu_percent: crate::topology::DEFAULT_CPU_SCALE_OUT as u32,
+            scale_down_window_s: crate::topology::DEFAULT_COOLDOWN_SCALE_IN_MS / 1000,
+        },
+    }
+}
+
+/// The manifests, as files of the render tree's `kubernetes/` (a kustomization lists them).
+pub fn kubernetes_files(t: &Topology, cores: u32, templates: &Templates) -> Result<Vec<render::RenderedFile>, RenderError> {
+    let d = bundle_specs(t, cores, templates)?;
+    let run = commands(&rendered(t, &[], templates)?)?;
+    let spec = d.app.first().ok_or_else(|| RenderError::Invalid { name: "kubernetes".into(), message: "the app has no replica".into() })?;
+    let argv = match &t.app.program {
+        Some(p) => p.command.clone(),
+        None => Vec::new(),
+    };
+    let app = Container::of(t, spec, &run, argv);
+    let replicas = processes(t, cores, Role::App, &t.app.instances);
+    let workers = match (&t.app.workers, d.workers.first()) {
+        (Some(w), Some(spec)) => {
+            let mut argv = w.command.clone();
+            if t.app.program.is_none() {
+                // `[scale-api, worker]`: scale-api's binary comes from the wrapper's command.
+                argv.remove(0);
+            }
+            Some(serde_json::json!({ "container": Container::of(t, spec, &run, argv), "replicas": processes(t, cores, Role::Worker, &w.instances) }))
+        }
+        _ => None,
+    };
+    let redis = d.services.iter().find(|s| s.role == "redis").map(|spec| {
+        let conf = spec.files.iter().find(|f| f.path.ends_with("redis.conf")).map(|f| f.content.clone()).unwrap_or_default();
+        serde_json::json!({
+            "image": spec.image,
+            "memory": t.redis.as_ref().map(|r| quantity(r.maxmemory)),
+            "memory_limit": t.redis.as_ref().map(|r| quantity(r.maxmemory * 2)),
+            "command": spec.cmd,
+            "conf": conf,
+            "auth": t.redis_password().is_some(),
+            // Twice its memory: an RDB snapshot is written beside the one it replaces.
+            "volume_mib": (t.redis.as_ref().map_or(0, |r| r.maxmemory) * 2).div_ceil(1 << 20).max(1024),
+            "grace_s": spec.stop_timeout_s,
+        })
+    });
+    let redis_auth = match t.redis_password() {
+        Some(_) => Some(render::bundle_redis_auth(t, templates)?.content),
+        None => None,
+    };
+    let lb = &t.load_balancer;
+    let ctx = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "t": t,
+        "name": t.name,
+        "app_name": t.app.name(),
+        "secret": secret_name(t),
+        "secrets_dir": SECRETS_DIR,
+        "uid": POD_UID,
+        "pre_stop_s": PRE_STOP_S,
+        "app": app,
+        "replicas": replicas,
+        "autoscaler": autoscaler(t, replicas, cores),
+        "workers": workers,
+        "redis": redis,
+        "redis_auth": redis_auth,
+        "redis_acl_script": run.kubernetes_redis_acl,
+        "hosts": lb.server_names.iter().filter(|n| *n != "_" && !n.contains('*')).collect::<Vec<_>>(),
+    });
+    let mut files = vec![("namespace.yaml", "kubernetes/namespace.yaml.j2"), ("app.yaml", "kubernetes/app.yaml.j2"), ("ingress.yaml", "kubernetes/ingress.yaml.j2")];
+    if workers.is_some() {
+        files.push(("workers.yaml", "kubernetes/workers.yaml.j2"));
+    }
+    if redis.is_some() {
+        files.push(("redis.yaml", "kubernetes/redis.yaml.j2"));
+    }
+    let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
+    let mut out = Vec::new();
+    for (path, template) in &files {
+        out.push(manifest(path, render::render_one(templates, template, &ctx)?));
+    }
+    let kustomization = render::render_one(templates, "kubernetes/kustomization.yaml.j2", serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "name": t.name, "resources": names }))?;
+    out.push(manifest("kustomization.yaml", kustomization));
+    Ok(out)
+}
+
+/// Bytes as a Kubernetes quantity: whole MiB or GiB where they are, else bytes.
+fn quantity(bytes: u64) -> String {
+    match bytes {
+        b if b > 0 && b % (1 << 30) == 0 => format!("{}Gi", b >> 30),
+        b if b > 0 && b % (1 << 20) == 0 => format!("{}Mi", b >> 20),
+        b => b.to_string(),
+    }
+}
+
+fn manifest(path: &str, content: String) -> render::RenderedFile {
+    render::RenderedFile { host: "kubernetes".into(), path: path.into(), mode: 0o644, content, group: "root", on_change: render::OnChange::Nothing, sensitive: false }
+}
