@@ -32,33 +32,87 @@ fn find<'a>(m: &'a [(String, Vec<Value>)], kind: &str, name: &str) -> Option<&'a
     m.iter().flat_map(|(_, d)| d).find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
 }
 
-/// Each file through kubernetes-validate in strict mode: every resource passes, and every one is
-/// checked (a kind without a schema would only be warned about; the kustomization is kustomize's).
+/// The operators' resources and the schema each is held to (tests/it/crds/README.md).
+const CRD_SCHEMAS: &[(&str, &str, &str)] = &[
+    ("postgresql.cnpg.io/v1", "Cluster", "postgresql.cnpg.io_cluster_v1.json"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor", "monitoring.coreos.com_servicemonitor_v1.json"),
+    ("monitoring.coreos.com/v1", "PrometheusRule", "monitoring.coreos.com_prometheusrule_v1.json"),
+];
+
+fn crd_schema(doc: &Value) -> Option<std::path::PathBuf> {
+    CRD_SCHEMAS
+        .iter()
+        .find(|(api, kind, _)| doc["apiVersion"] == *api && doc["kind"] == *kind)
+        .map(|(_, _, file)| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/crds").join(file))
+}
+
+/// Python's jsonschema: the errors of `doc` against `schema`, one per line (empty: valid).
+fn schema_errors(schema: &std::path::Path, doc: &Value) -> String {
+    use std::io::Write;
+    let script = "import json, sys, jsonschema\n\
+                  schema = json.load(open(sys.argv[1]))\n\
+                  v = jsonschema.validators.validator_for(schema)(schema)\n\
+                  for e in sorted(v.iter_errors(json.load(sys.stdin)), key=str): print(e.json_path, e.message)\n";
+    let mut child = Command::new(require("python3")).args(["-c", script]).arg(schema).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(doc.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "python3 jsonschema: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Each file through kubernetes-validate in strict mode: every built-in resource passes, and every
+/// one is checked (a kind without a schema would only be warned about); the operators' resources
+/// against their CRDs' schemas; each kustomization lists every manifest of its directory.
 #[test]
 fn kubernetes_manifests_pass_strict_schema_validation() {
     let tool = require("kubernetes-validate");
     for (example, t) in compose_topologies() {
         let dir = tempfile::tempdir().unwrap();
+        let files = kubernetes_files(&t, 2, &Templates::embedded()).unwrap();
         let mut resources = 0;
         let mut paths = Vec::new();
         for (path, docs) in manifests(&t) {
-            if path == "kustomization.yaml" {
-                let listed: Vec<String> = docs[0]["resources"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
-                let files: Vec<String> = kubernetes_files(&t, 2, &Templates::embedded()).unwrap().into_iter().map(|f| f.path).filter(|p| p != "kustomization.yaml").collect();
-                assert_eq!(listed, files, "{example}: the kustomization lists every manifest");
+            if let Some(dir) = path.strip_suffix("kustomization.yaml") {
+                let listed: Vec<String> = docs[0]["resources"].as_array().unwrap().iter().map(|r| format!("{dir}{}", r.as_str().unwrap())).collect();
+                let here: Vec<String> = files.iter().map(|f| f.path.clone()).filter(|p| p.strip_prefix(dir).is_some_and(|rest| !rest.contains('/') && rest != "kustomization.yaml") && p != "release.yaml").collect();
+                assert_eq!(listed, here, "{example}: {path} lists every manifest of its directory");
                 continue;
             }
-            resources += docs.len();
-            let file = dir.path().join(&path);
-            std::fs::write(&file, kubernetes_files(&t, 2, &Templates::embedded()).unwrap().into_iter().find(|f| f.path == path).unwrap().content).unwrap();
+            for doc in &docs {
+                match crd_schema(doc) {
+                    Some(schema) => {
+                        let errors = schema_errors(&schema, doc);
+                        assert!(errors.is_empty(), "{example}: {path}: {} {} against {}:\n{errors}", doc["kind"], doc["metadata"]["name"], schema.display());
+                    }
+                    None => resources += 1,
+                }
+            }
+            let file = dir.path().join(path.replace('/', "_"));
+            std::fs::write(&file, &files.iter().find(|f| f.path == path).unwrap().content).unwrap();
             paths.push(file);
         }
         let out = Command::new(&tool).args(["--strict", "-k", &format!("{KUBERNETES_VERSION}.0")]).args(&paths).output().unwrap();
         let said = text(&out);
         assert!(out.status.success(), "{example}: kubernetes-validate --strict -k {KUBERNETES_VERSION}:\n{said}");
         let passed = said.lines().filter(|l| l.contains(" passed for resource ")).count();
-        assert_eq!(passed, resources, "{example}: every resource validated against a schema:\n{said}");
+        assert_eq!(passed, resources, "{example}: every built-in resource validated against a schema:\n{said}");
     }
+}
+
+/// The schemas refuse what the API server would: a field the CRD does not know, a wrong type.
+#[test]
+fn the_operators_schemas_refuse_a_wrong_field() {
+    let t = scalectl::topology::parse("database.yaml", &std::fs::read_to_string(super::example_path("database")).unwrap()).unwrap();
+    let m = manifests(&t);
+    let cluster = find(&m, "Cluster", &scalectl::plan::docker::database_cluster(&t)).unwrap();
+    let schema = crd_schema(cluster).unwrap();
+    assert_eq!(schema_errors(&schema, cluster), "");
+    let mut wrong = cluster.clone();
+    wrong["spec"]["replicas"] = json!(2);
+    assert!(schema_errors(&schema, &wrong).contains("replicas"), "an unknown field passed");
+    let mut wrong = cluster.clone();
+    wrong["spec"]["instances"] = json!("two");
+    assert!(!schema_errors(&schema, &wrong).is_empty(), "a string for a number passed");
 }
 
 /// checkov's Kubernetes checks: nothing fails, and every check a manifest skips says why.
@@ -69,7 +123,9 @@ fn checkov_finds_nothing_unjustified_in_the_kubernetes_manifests() {
         // Not a hidden directory (tempfile's default `.tmp` prefix): checkov skips those silently.
         let dir = tempfile::Builder::new().prefix("manifests").tempdir().unwrap();
         for f in kubernetes_files(&t, 2, &Templates::embedded()).unwrap() {
-            std::fs::write(dir.path().join(&f.path), f.content).unwrap();
+            let p = dir.path().join(&f.path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, f.content).unwrap();
         }
         let out = Command::new(&tool).args(["--compact", "--quiet", "--skip-download", "--framework", "kubernetes", "-o", "json", "-d"]).arg(dir.path()).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -95,13 +151,17 @@ fn kubernetes_pods_run_what_the_docker_targets_containers_run() {
         let m = manifests(&t);
         let specs = bundle_specs(&t, 2, &Templates::embedded()).unwrap();
         let name = t.app.name().to_string();
-        let mut kinds = vec![(name.clone(), specs.app.first().unwrap())];
+        let mut kinds = vec![("Deployment", name.clone(), specs.app.first().unwrap())];
         if let Some(w) = specs.workers.first() {
-            kinds.push((format!("{name}-worker"), w));
+            kinds.push(("Deployment", format!("{name}-worker"), w));
         }
-        for (deployment, spec) in kinds {
-            let at = format!("{example}: Deployment {deployment}");
-            let d = find(&m, "Deployment", &deployment).unwrap_or_else(|| panic!("{at} is missing"));
+        if t.app.release_command.is_some() {
+            kinds.push(("Job", format!("{name}-release"), specs.app.first().unwrap()));
+        }
+        for (kind, deployment, spec) in kinds {
+            let at = format!("{example}: {kind} {deployment}");
+            let d = find(&m, kind, &deployment).unwrap_or_else(|| panic!("{at} is missing"));
+            let job = kind == "Job";
             assert_eq!(d["metadata"]["namespace"], t.name.as_str(), "{at}");
             let pod = &d["spec"]["template"]["spec"];
             let c = &pod["containers"][0];
@@ -109,12 +169,21 @@ fn kubernetes_pods_run_what_the_docker_targets_containers_run() {
             // The same argv compose runs: the wrapper, then scale-api's binary and the spec's
             // arguments, or the program's argv as written (the kubelet expands `$(PORT)`).
             let argv: Vec<String> = match &t.app.program {
+                _ if job => t.app.release_command.clone().unwrap(),
                 None => std::iter::once("/usr/local/bin/scale-api".to_string()).chain(spec.cmd.iter().cloned()).collect(),
                 Some(p) if spec.role == "app" => p.command.clone(),
                 Some(_) => t.app.workers.as_ref().unwrap().command.clone(),
             };
+            let argv: Vec<String> = match &t.app.program {
+                // scale-api's binary is the wrapper's command, named once.
+                None if job => std::iter::once("/usr/local/bin/scale-api".to_string()).chain(argv.into_iter().skip(1)).collect(),
+                _ => argv,
+            };
             assert_eq!(c["args"], json!(argv), "{at}");
-            let secrets: Vec<&str> = spec.secret_env.iter().map(|e| e.name.as_str()).collect();
+            let mut secrets: Vec<&str> = spec.secret_env.iter().map(|e| e.name.as_str()).collect();
+            if t.database.is_some() {
+                secrets.extend(["DATABASE_URL", "DB_WRITER_URL", "DB_READER_URL"]);
+            }
             if secrets.is_empty() {
                 assert!(c.get("command").is_none(), "{at}");
             } else {
@@ -137,10 +206,15 @@ fn kubernetes_pods_run_what_the_docker_targets_containers_run() {
             assert_eq!(mib(&c["resources"]["requests"]["memory"]), spec.memory_bytes, "{at}");
             let cpu = c["resources"]["limits"]["cpu"].as_str().map(|m| m.strip_suffix('m').unwrap().parse::<i64>().unwrap() * 1_000_000);
             assert_eq!(cpu, spec.nano_cpus, "{at}");
-            assert_eq!(pod["terminationGracePeriodSeconds"], spec.stop_timeout_s + PRE_STOP_S as i64, "{at}");
+            if job {
+                assert_eq!(d["spec"]["backoffLimit"], 0, "{at}: run once, never again after a failure");
+                assert_eq!(pod["restartPolicy"], "Never", "{at}");
+            } else {
+                assert_eq!(pod["terminationGracePeriodSeconds"], spec.stop_timeout_s + PRE_STOP_S as i64, "{at}");
+            }
             assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{at}");
             assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]), "{at}");
-            if spec.role == "app" {
+            if spec.role == "app" && !job {
                 assert_eq!(c["ports"], json!([{"name": "http", "containerPort": t.app.port}]), "{at}");
                 assert_eq!(c["livenessProbe"]["httpGet"], json!({"path": t.app.liveness, "port": "http"}), "{at}");
                 assert_eq!(c["startupProbe"]["httpGet"], json!({"path": t.app.liveness, "port": "http"}), "{at}");
@@ -160,9 +234,25 @@ fn kubernetes_pods_run_what_the_docker_targets_containers_run() {
                 assert!(find(&m, "PodDisruptionBudget", &name).is_some(), "{at}");
                 assert!(find(&m, "Ingress", &name).is_some(), "{at}");
             } else {
-                assert!(c.get("ports").is_none() && c.get("readinessProbe").is_none(), "{at}: a worker has no port");
+                assert!(c.get("ports").is_none() && c.get("readinessProbe").is_none(), "{at}: no port");
             }
         }
+        match &t.database {
+            Some(db) => {
+                let at = format!("{example}: the database");
+                let cluster = find(&m, "Cluster", &scalectl::plan::docker::database_cluster(&t)).unwrap_or_else(|| panic!("{at} is missing"));
+                let members = t.hosts.iter().filter(|h| h.has(scalectl::topology::Role::Database)).count();
+                assert_eq!(cluster["spec"]["instances"], members, "{at}: a member per database host");
+                assert_eq!(cluster["spec"]["postgresql"]["parameters"]["max_connections"], db.max_connections.to_string(), "{at}");
+                assert_eq!(cluster["spec"]["bootstrap"]["initdb"], json!({"database": db.name, "owner": db.user, "secret": {"name": format!("{}-app", scalectl::plan::docker::database_cluster(&t))}}), "{at}");
+            }
+            None => assert!(find(&m, "Cluster", &scalectl::plan::docker::database_cluster(&t)).is_none(), "{example}"),
+        }
+        // The alert rules are the docker bundle's Prometheus' own.
+        let rules = find(&m, "PrometheusRule", &name).unwrap();
+        let bundle = scalectl::render::render(&t, &scalectl::render::Facts::with_default_cores(2), &Templates::embedded()).unwrap();
+        let prometheus: Value = serde_saphyr::from_str(&bundle.iter().find(|f| f.host == "docker" && f.path == "prometheus/rules.yml").unwrap().content).unwrap();
+        assert_eq!(rules["spec"]["groups"], prometheus["groups"], "{example}: the alert rules");
         match specs.services.iter().find(|s| s.role == "redis") {
             Some(redis) => {
                 let at = format!("{example}: Redis");

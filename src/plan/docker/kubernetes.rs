@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use super::desired::{Commands, commands, rendered};
+use super::desired::{self, Commands, commands, rendered};
 use super::*;
 use crate::render::{self, RenderError, Templates};
 use crate::topology::{Instances, Role};
@@ -20,6 +20,23 @@ pub const KUBERNETES_VERSION: &str = "1.35";
 pub fn secret_name(t: &Topology) -> String {
     format!("{}-secrets", t.name)
 }
+
+/// The app's and workers' database URLs, keys of the topology's Secret (the writer twice: the
+/// name most libraries read, and the writer's own).
+pub const DATABASE_URLS: [&str; 3] = ["DATABASE_URL", "DB_WRITER_URL", "DB_READER_URL"];
+
+/// The CloudNativePG cluster of a topology's database: its Services are `NAME-db-rw` (the
+/// primary) and `NAME-db-ro` (the replicas).
+pub fn database_cluster(t: &Topology) -> String {
+    format!("{}-db", t.name)
+}
+
+/// PostgreSQL's image for CloudNativePG: the major version the hosts target runs (Debian 12's).
+pub const POSTGRES_IMAGE: &str = "ghcr.io/cloudnative-pg/postgresql:15";
+
+/// Each database member's volume. The topology has no size for it: the README says to change it
+/// here, in the rendered Cluster, or with a kustomize patch.
+pub const DATABASE_VOLUME: &str = "10Gi";
 
 /// Seconds a pod waits in `preStop` before it gets SIGTERM: the endpoints controller and every
 /// node's proxy (and the ingress controller) stop sending it requests meanwhile, so that none
@@ -54,7 +71,12 @@ struct Container {
 impl Container {
     fn of(t: &Topology, spec: &ContainerSpec, run: &Commands, argv: Vec<String>) -> Container {
         let env = spec.env.iter().filter_map(|l| l.split_once('=')).filter(|(k, _)| *k != "INSTANCE").map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let secrets: Vec<String> = spec.secret_env.iter().map(|e| e.name.clone()).collect();
+        let mut secrets: Vec<String> = spec.secret_env.iter().map(|e| e.name.clone()).collect();
+        if t.database.is_some() {
+            // The database's URLs, as the hosts target writes them into the app's secrets file:
+            // on a cluster they name CloudNativePG's `-rw` and `-ro` Services.
+            secrets.extend(DATABASE_URLS.iter().map(|n| n.to_string()));
+        }
         // As compose runs it: the secrets' wrapper exports the files, then scale-api's binary or
         // the program's argv (where the kubelet expands `$(PORT)` and `$(INSTANCE)`).
         let program: Vec<String> = match &t.app.program {
@@ -168,6 +190,34 @@ pub fn kubernetes_files(t: &Topology, cores: u32, templates: &Templates) -> Resu
         Some(_) => Some(render::bundle_redis_auth(t, templates)?.content),
         None => None,
     };
+    let database = t.database.as_ref().map(|db| {
+        serde_json::json!({
+            "cluster": database_cluster(t),
+            "instances": t.hosts.iter().filter(|h| h.has(Role::Database)).count().max(1),
+            "image": POSTGRES_IMAGE,
+            "volume": DATABASE_VOLUME,
+            "name": db.name,
+            "user": db.user,
+            "max_connections": db.max_connections.to_string(),
+        })
+    });
+    // The release command: the app's process, its argv the command (behind the same wrapper).
+    let release = t.app.release_command.as_ref().map(|argv| {
+        let argv = match &t.app.program {
+            Some(_) => argv.clone(),
+            // `[scale-api, migrate]`: scale-api's binary comes from the wrapper's command.
+            None => argv.iter().skip(1).cloned().collect(),
+        };
+        Container::of(t, spec, &run, argv)
+    });
+    // The alert rules as the docker bundle's Prometheus loads them (promtool-tested there).
+    let base = rendered(t, &[], templates)?;
+    let rules = desired::get(&base, "prometheus/rules.yml");
+    let rules = rules.find("\ngroups:").map(|at| &rules[at + 1..]).ok_or_else(|| RenderError::Invalid { name: "prometheus/rules.yml.j2".into(), message: "no groups".into() })?;
+    let metrics_path = match &t.app.program {
+        Some(p) => p.metrics.clone(),
+        None => Some("/metrics".to_string()),
+    };
     let lb = &t.load_balancer;
     let ctx = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -185,6 +235,10 @@ pub fn kubernetes_files(t: &Topology, cores: u32, templates: &Templates) -> Resu
         "redis": redis,
         "redis_auth": redis_auth,
         "redis_acl_script": run.kubernetes_redis_acl,
+        "database": database,
+        "release": release,
+        "rules": rules,
+        "metrics_path": metrics_path,
         "hosts": lb.server_names.iter().filter(|n| *n != "_" && !n.contains('*')).collect::<Vec<_>>(),
     });
     let mut files = vec![("namespace.yaml", "kubernetes/namespace.yaml.j2"), ("app.yaml", "kubernetes/app.yaml.j2"), ("ingress.yaml", "kubernetes/ingress.yaml.j2")];
@@ -194,13 +248,30 @@ pub fn kubernetes_files(t: &Topology, cores: u32, templates: &Templates) -> Resu
     if redis.is_some() {
         files.push(("redis.yaml", "kubernetes/redis.yaml.j2"));
     }
-    let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
-    let mut out = Vec::new();
-    for (path, template) in &files {
-        out.push(manifest(path, render::render_one(templates, template, &ctx)?));
+    if t.database.is_some() {
+        files.push(("database.yaml", "kubernetes/database.yaml.j2"));
     }
-    let kustomization = render::render_one(templates, "kubernetes/kustomization.yaml.j2", serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "name": t.name, "resources": names }))?;
-    out.push(manifest("kustomization.yaml", kustomization));
+    let mut out = Vec::new();
+    // The kustomization applies these; the release Job goes before them (README), and the
+    // operator's resources only where the Prometheus operator runs (`monitoring/`).
+    let kustomize = |dir: &str, files: &[(&str, &str)], out: &mut Vec<render::RenderedFile>| -> Result<(), RenderError> {
+        for (path, template) in files {
+            out.push(manifest(&format!("{dir}{path}"), render::render_one(templates, template, &ctx)?));
+        }
+        let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
+        let k = render::render_one(templates, "kubernetes/kustomization.yaml.j2", serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "name": t.name, "resources": names, "dir": dir }))?;
+        out.push(manifest(&format!("{dir}kustomization.yaml"), k));
+        Ok(())
+    };
+    kustomize("", &files, &mut out)?;
+    let mut monitoring = vec![("rules.yaml", "kubernetes/rules.yaml.j2")];
+    if metrics_path.is_some() {
+        monitoring.insert(0, ("servicemonitor.yaml", "kubernetes/servicemonitor.yaml.j2"));
+    }
+    kustomize("monitoring/", &monitoring, &mut out)?;
+    if release.is_some() {
+        out.push(manifest("release.yaml", render::render_one(templates, "kubernetes/release.yaml.j2", &ctx)?));
+    }
     Ok(out)
 }
 

@@ -30,7 +30,7 @@ use crate::topology::Topology;
 
 pub use compose::compose_file;
 pub use desired::{BEFORE_APP, Desired, bundle_specs, desired};
-pub use kubernetes::{KUBERNETES_VERSION, PRE_STOP_S, kubernetes_files, secret_name};
+pub use kubernetes::{KUBERNETES_VERSION, PRE_STOP_S, database_cluster, kubernetes_files, secret_name};
 pub use steps::{Inputs, destroy_plan, plan, previous_release, reload_plan};
 pub use text::render_text;
 
