@@ -44,6 +44,8 @@ for tool in checkov kubernetes-validate; do
     hash -r
   fi
 done
+# jsonschema (checkov's own dependency) validates the operators' resources against their CRDs.
+python3 -c 'import jsonschema' 2>/dev/null || python3 -m pip install -q --disable-pip-version-check jsonschema
 
 # The Docker engine for the lab: no systemd as PID 1 on these machines, so start dockerd directly.
 if ! docker info >/dev/null 2>&1; then

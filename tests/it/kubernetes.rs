@@ -179,14 +179,17 @@ fn kubernetes_pods_run_what_the_docker_targets_containers_run() {
                 None if job => std::iter::once("/usr/local/bin/scale-api".to_string()).chain(argv.into_iter().skip(1)).collect(),
                 _ => argv,
             };
-            assert_eq!(c["args"], json!(argv), "{at}");
             let mut secrets: Vec<&str> = spec.secret_env.iter().map(|e| e.name.as_str()).collect();
             if t.database.is_some() {
                 secrets.extend(["DATABASE_URL", "DB_WRITER_URL", "DB_READER_URL"]);
             }
             if secrets.is_empty() {
+                // The image's own entrypoint: scale-api's arguments only, or the program's argv.
                 assert!(c.get("command").is_none(), "{at}");
+                let args: Vec<String> = if t.app.program.is_none() { argv[1..].to_vec() } else { argv };
+                assert_eq!(c.get("args").cloned().unwrap_or(json!([])), json!(args), "{at}");
             } else {
+                assert_eq!(c["args"], json!(argv), "{at}");
                 assert_eq!(c["command"], json!(secrets_entrypoint()), "{at}");
                 let mount = c["volumeMounts"].as_array().unwrap().iter().find(|v| v["name"] == "secrets").unwrap();
                 assert_eq!(mount["mountPath"], SECRETS_DIR, "{at}");

@@ -78,12 +78,13 @@ impl Container {
             secrets.extend(DATABASE_URLS.iter().map(|n| n.to_string()));
         }
         // As compose runs it: the secrets' wrapper exports the files, then scale-api's binary or
-        // the program's argv (where the kubelet expands `$(PORT)` and `$(INSTANCE)`).
-        let program: Vec<String> = match &t.app.program {
-            Some(_) => argv,
-            None => run.compose_app_command.iter().chain(&argv).cloned().collect(),
+        // the program's argv (where the kubelet expands `$(PORT)` and `$(INSTANCE)`); without
+        // secrets, the image's entrypoint with scale-api's arguments, or the program's argv.
+        let (command, args) = match &t.app.program {
+            None if !secrets.is_empty() => (secrets_entrypoint(), run.compose_app_command.iter().chain(&argv).cloned().collect()),
+            _ if !secrets.is_empty() => (secrets_entrypoint(), argv),
+            _ => (Vec::new(), argv),
         };
-        let (command, args) = if secrets.is_empty() { (Vec::new(), program) } else { (secrets_entrypoint(), program) };
         Container {
             image: spec.image.clone(),
             command,
