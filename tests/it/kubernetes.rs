@@ -74,7 +74,7 @@ fn kubernetes_manifests_pass_strict_schema_validation() {
         for (path, docs) in manifests(&t) {
             if let Some(dir) = path.strip_suffix("kustomization.yaml") {
                 let listed: Vec<String> = docs[0]["resources"].as_array().unwrap().iter().map(|r| format!("{dir}{}", r.as_str().unwrap())).collect();
-                let here: Vec<String> = files.iter().map(|f| f.path.clone()).filter(|p| p.strip_prefix(dir).is_some_and(|rest| !rest.contains('/') && rest != "kustomization.yaml") && p != "release.yaml").collect();
+                let here: Vec<String> = files.iter().map(|f| f.path.clone()).filter(|p| p.strip_prefix(dir).is_some_and(|rest| !rest.contains('/') && rest != "kustomization.yaml")).collect();
                 assert_eq!(listed, here, "{example}: {path} lists every manifest of its directory");
                 continue;
             }
@@ -199,7 +199,8 @@ fn kubernetes_pods_run_what_the_docker_targets_containers_run() {
                 assert_eq!(volume["secret"]["items"], json!(items), "{at}");
             }
             // No value of a secret anywhere: only its name.
-            let env: Vec<(String, String)> = spec.env.iter().filter_map(|e| e.split_once('=')).filter(|(k, _)| *k != "INSTANCE").map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            // The kubelet reads `$$` as `$` (and `$(X)` as a variable): each `$` is doubled.
+            let env: Vec<(String, String)> = spec.env.iter().filter_map(|e| e.split_once('=')).filter(|(k, _)| *k != "INSTANCE").map(|(k, v)| (k.to_string(), v.replace('$', "$$"))).collect();
             let pod_env = c["env"].as_array().unwrap();
             assert_eq!(pod_env[0], json!({"name": "INSTANCE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}), "{at}");
             let plain: Vec<(String, String)> = pod_env[1..].iter().map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].as_str().unwrap().to_string())).collect();
@@ -212,8 +213,13 @@ fn kubernetes_pods_run_what_the_docker_targets_containers_run() {
             if job {
                 assert_eq!(d["spec"]["backoffLimit"], 0, "{at}: run once, never again after a failure");
                 assert_eq!(pod["restartPolicy"], "Never", "{at}");
-            } else {
+            } else if spec.role == "app" {
+                // The drain time after the pause before SIGTERM.
                 assert_eq!(pod["terminationGracePeriodSeconds"], spec.stop_timeout_s + PRE_STOP_S as i64, "{at}");
+                assert!(d["spec"].get("replicas").is_none(), "{at}: the autoscaler owns the count");
+            } else {
+                assert_eq!(pod["terminationGracePeriodSeconds"], spec.stop_timeout_s, "{at}");
+                assert!(c.get("lifecycle").is_none(), "{at}");
             }
             assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{at}");
             assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]), "{at}");
@@ -230,6 +236,8 @@ fn kubernetes_pods_run_what_the_docker_targets_containers_run() {
                 let threshold = t.autoscaling.as_ref().map_or(scalectl::topology::DEFAULT_CPU_SCALE_OUT, |a| a.cpu_scale_out);
                 assert_eq!(hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], threshold.round() as u64, "{at}");
                 assert!(hpa["spec"]["minReplicas"].as_u64() <= hpa["spec"]["maxReplicas"].as_u64(), "{at}");
+                let cooldown = t.autoscaling.as_ref().map_or(scalectl::topology::DEFAULT_COOLDOWN_SCALE_IN_MS, |a| a.cooldown_scale_in_ms) / 1000;
+                assert_eq!(hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"], cooldown.min(3600), "{at}: the API server admits an hour at most");
                 // The autoscaler's utilisation is a share of the request: there must be one.
                 assert!(c["resources"]["requests"]["cpu"].is_string(), "{at}");
                 let service = find(&m, "Service", &name).unwrap();
@@ -246,6 +254,7 @@ fn kubernetes_pods_run_what_the_docker_targets_containers_run() {
                 let cluster = find(&m, "Cluster", &scalectl::plan::docker::database_cluster(&t)).unwrap_or_else(|| panic!("{at} is missing"));
                 let members = t.hosts.iter().filter(|h| h.has(scalectl::topology::Role::Database)).count();
                 assert_eq!(cluster["spec"]["instances"], members, "{at}: a member per database host");
+                assert_eq!(cluster["spec"]["enablePDB"], members > 1, "{at}: one member alone must not block a node's drain");
                 assert_eq!(cluster["spec"]["postgresql"]["parameters"]["max_connections"], db.max_connections.to_string(), "{at}");
                 assert_eq!(cluster["spec"]["bootstrap"]["initdb"], json!({"database": db.name, "owner": db.user, "secret": {"name": format!("{}-app", scalectl::plan::docker::database_cluster(&t))}}), "{at}");
             }

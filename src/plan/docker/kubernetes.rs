@@ -70,7 +70,9 @@ struct Container {
 
 impl Container {
     fn of(t: &Topology, spec: &ContainerSpec, run: &Commands, argv: Vec<String>) -> Container {
-        let env = spec.env.iter().filter_map(|l| l.split_once('=')).filter(|(k, _)| *k != "INSTANCE").map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        // The kubelet reads `$(NAME)` in a value as another variable and `$$` as `$`: each `$` of a
+        // value is written `$$`, so the pod gets it as the replica does.
+        let env = spec.env.iter().filter_map(|l| l.split_once('=')).filter(|(k, _)| *k != "INSTANCE").map(|(k, v)| (k.to_string(), v.replace('$', "$$"))).collect();
         let mut secrets: Vec<String> = spec.secret_env.iter().map(|e| e.name.clone()).collect();
         if t.database.is_some() {
             // The database's URLs, as the hosts target writes them into the app's secrets file:
@@ -80,6 +82,7 @@ impl Container {
         // As compose runs it: the secrets' wrapper exports the files, then scale-api's binary or
         // the program's argv (where the kubelet expands `$(PORT)` and `$(INSTANCE)`); without
         // secrets, the image's entrypoint with scale-api's arguments, or the program's argv.
+        let argv = kubelet_args(argv);
         let (command, args) = match &t.app.program {
             None if !secrets.is_empty() => (secrets_entrypoint(), run.compose_app_command.iter().chain(&argv).cloned().collect()),
             _ if !secrets.is_empty() => (secrets_entrypoint(), argv),
@@ -94,7 +97,8 @@ impl Container {
             memory: spec.memory_bytes.map(quantity),
             cpu_millis: spec.nano_cpus.map_or(1000, |n| (n / 1_000_000).max(1) as u64),
             cpu_limited: spec.nano_cpus.is_some(),
-            grace_s: spec.stop_timeout_s + PRE_STOP_S as i64,
+            // The web kind's pods pause before SIGTERM (preStop); a worker's drain starts at once.
+            grace_s: spec.stop_timeout_s + if spec.role == "app" { PRE_STOP_S as i64 } else { 0 },
             floating_tag: match spec.image.rsplit_once(':') {
                 Some((_, tag)) if !tag.contains('/') => tag == "latest",
                 _ => !spec.image.contains('@'),
@@ -102,6 +106,28 @@ impl Container {
         }
     }
 }
+
+/// A program's argv for the kubelet, which expands `$(PORT)` and `$(INSTANCE)` from the pod's
+/// environment and reads `$$(` as a literal `$(`, as the topology's syntax does; it also reads
+/// any other `$$` as `$`, which the topology keeps as it is: that one is doubled.
+fn kubelet_args(argv: Vec<String>) -> Vec<String> {
+    argv.into_iter()
+        .map(|a| {
+            let mut out = String::with_capacity(a.len());
+            let mut rest = a.as_str();
+            while let Some(at) = rest.find("$$") {
+                out.push_str(&rest[..at]);
+                rest = &rest[at + 2..];
+                out.push_str(if rest.starts_with('(') { "$$" } else { "$$$$" });
+            }
+            out.push_str(rest);
+            out
+        })
+        .collect()
+}
+
+/// The longest scale-down stabilisation window the API server admits (an hour).
+pub const MAX_STABILIZATION_S: u64 = 3600;
 
 /// The HorizontalPodAutoscaler's bounds and threshold.
 #[derive(Serialize)]
@@ -138,7 +164,7 @@ fn autoscaler(t: &Topology, replicas: u32, cores: u32) -> Autoscaler {
                 min: (a.min * per_host).max(1),
                 max: (a.max * per_host).max(1),
                 cpu_percent: a.cpu_scale_out.round() as u32,
-                scale_down_window_s: a.cooldown_scale_in_ms / 1000,
+                scale_down_window_s: (a.cooldown_scale_in_ms / 1000).min(MAX_STABILIZATION_S),
             }
         }
         // No autoscaling section: the topology's count is the floor, twice it the ceiling.
@@ -173,6 +199,10 @@ pub fn kubernetes_files(t: &Topology, cores: u32, templates: &Templates) -> Resu
         }
         _ => None,
     };
+    let redis_auth = match t.redis_password() {
+        Some(_) => Some(render::bundle_redis_auth(t, templates)?.content),
+        None => None,
+    };
     let redis = d.services.iter().find(|s| s.role == "redis").map(|spec| {
         let conf = spec.files.iter().find(|f| f.path.ends_with("redis.conf")).map(|f| f.content.clone()).unwrap_or_default();
         serde_json::json!({
@@ -185,16 +215,19 @@ pub fn kubernetes_files(t: &Topology, cores: u32, templates: &Templates) -> Resu
             // Twice its memory: an RDB snapshot is written beside the one it replaces.
             "volume_mib": (t.redis.as_ref().map_or(0, |r| r.maxmemory) * 2).div_ceil(1 << 20).max(1024),
             "grace_s": spec.stop_timeout_s,
+            // A changed redis.conf or users template restarts the pod (a subPath mount is never
+            // updated in place).
+            "checksum": sha256_hex(format!("{conf}\0{}", redis_auth.as_deref().unwrap_or_default()).as_bytes()),
         })
     });
-    let redis_auth = match t.redis_password() {
-        Some(_) => Some(render::bundle_redis_auth(t, templates)?.content),
-        None => None,
-    };
+    let members = t.hosts.iter().filter(|h| h.has(Role::Database)).count().max(1);
     let database = t.database.as_ref().map(|db| {
         serde_json::json!({
             "cluster": database_cluster(t),
-            "instances": t.hosts.iter().filter(|h| h.has(Role::Database)).count().max(1),
+            "instances": members,
+            // With replicas, reads go to them (`-ro`); one member alone takes them (`-r`: any
+            // instance), as the hosts' reader falls back to the primary.
+            "reader": if members > 1 { "ro" } else { "r" },
             "image": POSTGRES_IMAGE,
             "volume": DATABASE_VOLUME,
             "name": db.name,
@@ -253,8 +286,9 @@ pub fn kubernetes_files(t: &Topology, cores: u32, templates: &Templates) -> Resu
         files.push(("database.yaml", "kubernetes/database.yaml.j2"));
     }
     let mut out = Vec::new();
-    // The kustomization applies these; the release Job goes before them (README), and the
-    // operator's resources only where the Prometheus operator runs (`monitoring/`).
+    // The kustomization applies these; the release Job has its own (`release/`: it runs before a
+    // rollout, README), and so do the operator's resources, for where the Prometheus operator runs
+    // (`monitoring/`).
     let kustomize = |dir: &str, files: &[(&str, &str)], out: &mut Vec<render::RenderedFile>| -> Result<(), RenderError> {
         for (path, template) in files {
             out.push(manifest(&format!("{dir}{path}"), render::render_one(templates, template, &ctx)?));
@@ -271,7 +305,7 @@ pub fn kubernetes_files(t: &Topology, cores: u32, templates: &Templates) -> Resu
     }
     kustomize("monitoring/", &monitoring, &mut out)?;
     if release.is_some() {
-        out.push(manifest("release.yaml", render::render_one(templates, "kubernetes/release.yaml.j2", &ctx)?));
+        kustomize("release/", &[("job.yaml", "kubernetes/release.yaml.j2")], &mut out)?;
     }
     Ok(out)
 }
@@ -287,4 +321,25 @@ fn quantity(bytes: u64) -> String {
 
 fn manifest(path: &str, content: String) -> render::RenderedFile {
     render::RenderedFile { host: "kubernetes".into(), path: path.into(), mode: 0o644, content, group: "root", on_change: render::OnChange::Nothing, sensitive: false }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kubelet_reads_a_programs_argv_as_the_topology_means_it() {
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // `$(PORT)` is the kubelet's to expand; `$$(` is a literal `$(` for both.
+        assert_eq!(kubelet_args(argv(&["node", "--port=$(PORT)", "$$(not)"])), argv(&["node", "--port=$(PORT)", "$$(not)"]));
+        // Any other `$$` is two dollars in the topology, one for the kubelet: doubled.
+        assert_eq!(kubelet_args(argv(&["echo", "a$$b", "$$", "$x"])), argv(&["echo", "a$$$$b", "$$$$", "$x"]));
+    }
+
+    #[test]
+    fn bytes_become_the_largest_exact_quantity() {
+        assert_eq!(quantity(512 << 20), "512Mi");
+        assert_eq!(quantity(2 << 30), "2Gi");
+        assert_eq!(quantity(1000), "1000");
+    }
 }
