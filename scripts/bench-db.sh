@@ -120,6 +120,32 @@ echo "bench-db: pgbench: ${rps[pgbench]} transactions/s" >&2
 
 # One replica (the example), then the primary alone (the replica's Patroni stopped).
 load one
+
+# Replication lag under a write load: pgbench updating random users on the primary (CONN clients,
+# DUR), while the primary's view of its replica is sampled every 0.2 s: bytes of WAL not yet
+# replayed there, and PostgreSQL's own replay_lag (the time from a commit to its replay).
+docker exec "dblab-$primary" sh -c "printf '\\\\set id random(1, $USERS)\nUPDATE users SET name = md5(random()::text) WHERE id = :id;\n' > /tmp/put.sql"
+docker exec "dblab-$primary" sudo -u postgres /usr/lib/postgresql/15/bin/pgbench -n -M prepared -c "$CONN" -j 2 -T "$secs" -f /tmp/put.sql app > "$work/writes.out" 2>&1 &
+writer=$!
+: > "$work/lag"
+end=$((SECONDS + secs))
+while [ $SECONDS -lt $end ]; do
+  docker exec "dblab-$primary" sudo -u postgres psql -XAtF' ' -c "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), coalesce(extract(epoch FROM replay_lag) * 1000, 0) FROM pg_stat_replication" >> "$work/lag" 2>/dev/null || true
+  sleep 0.2
+done
+wait "$writer"
+writes=$(awk '/^tps/ {printf "%.0f", $3; exit}' "$work/writes.out")
+lag=$(python3 - "$work/lag" <<'PY'
+import statistics, sys
+rows = [tuple(map(float, l.split())) for l in open(sys.argv[1]) if len(l.split()) == 2]
+if not rows:
+    print("- - - - 0"); sys.exit()
+b = sorted(r[0] for r in rows); t = sorted(r[1] for r in rows)
+print(f"{statistics.median(b):.0f} {max(b):.0f} {statistics.median(t):.1f} {max(t):.1f} {len(rows)}")
+PY
+)
+read -r lag_b50 lag_bmax lag_t50 lag_tmax lag_n <<<"$lag"
+echo "bench-db: writes: $writes updates/s; replica behind by median $lag_b50 B (max $lag_bmax B), replay_lag median $lag_t50 ms (max $lag_tmax ms), $lag_n samples" >&2
 replica=$([ "$primary" = db-1 ] && echo db-2 || echo db-1)
 docker exec "dblab-$replica" systemctl stop patroni
 sleep 5
@@ -158,3 +184,7 @@ row two "no cache, reads to two replicas"
 row quiet "no cache, two replicas, no line per request"
 row redis "scale-api's Redis cache (cache-aside, 60 s)"
 row nginx "nginx's cache on /users/ (60 s)"
+echo
+echo "Replication lag under a write load (pgbench UPDATE of random users on the primary, -c$CONN for $DUR; sampled every 0.2 s on the primary)"
+printf '%-14s %16s %16s %18s %18s %8s\n' updates/s bytes_median bytes_max replay_lag_median replay_lag_max samples
+printf '%-14s %16s %16s %18s %18s %8s\n' "$writes" "$lag_b50" "$lag_bmax" "${lag_t50} ms" "${lag_tmax} ms" "$lag_n"

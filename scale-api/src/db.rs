@@ -3,9 +3,11 @@
 //! (`DB_READER_URL`: the replicas; the writer when unset). On a fleet they are HAProxy's ports on
 //! the app's own host, which follow Patroni's primary through a failover.
 //!
-//! A read whose connection was closed under it (a replica or a primary gone, HAProxy closing its
-//! sessions) is tried once more on a fresh connection: a read is idempotent. A write is not
-//! resent: it fails at once, and the caller answers 503.
+//! A read that a stopping server failed (its connection closed under it, a new connection
+//! refused or told the server is shutting down, while HAProxy has yet to mark the server down) is
+//! tried again on a fresh connection for up to [`READ_RETRY_BUDGET`]: a
+//! read is idempotent, and HAProxy sends the next connection elsewhere once it has seen the
+//! failure. A write is not resent: it fails at once, and the caller answers 503.
 
 use std::time::{Duration, Instant};
 
@@ -120,20 +122,23 @@ impl Database {
 
     /// A user's name, from the reader; None when there is no such user.
     pub async fn user(&self, metrics: &DbMetrics, id: i32) -> Result<Option<String>, DbError> {
-        let mut last = None;
-        // Once more on a fresh connection when the first one was closed under the query.
-        for _ in 0..2 {
+        let started = Instant::now();
+        let mut pause = Duration::ZERO;
+        loop {
             match self.query_opt(metrics, "reader", &self.reader, "SELECT name FROM users WHERE id = $1", id).await {
                 Ok(row) => return Ok(row),
                 Err((e, retry)) => {
-                    last = Some(e);
-                    if !retry {
-                        break;
+                    if !retry || started.elapsed() + pause > READ_RETRY_BUDGET {
+                        return Err(e);
                     }
                 }
             }
+            // The first retry at once (a connection the stop closed); then pauses that double,
+            // while HAProxy still sends new connections to a server that refuses them (a member
+            // shutting down answers its TCP connection, and its health check, until it is down).
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).clamp(RETRY_PAUSE, RETRY_PAUSE * 4);
         }
-        Err(last.expect("one attempt at least"))
     }
 
     /// Creates or renames a user, on the writer.
@@ -157,15 +162,20 @@ impl Database {
         }
     }
 
-    /// One row's first column, or None; the error says whether a retry may help (the
-    /// connection was closed, rather than the query refused).
+    /// One row's first column, or None; the error says whether a retry may help (the server
+    /// went away or is going, rather than the query refused or the pool exhausted).
     async fn query_opt(&self, metrics: &DbMetrics, name: &'static str, pool: &Pool, sql: &str, id: i32) -> Result<Option<String>, (DbError, bool)> {
         let started = Instant::now();
         let labels = PoolLabels { pool: name };
         let result = async {
-            let c = pool.get().await.map_err(|e| (e.to_string(), false))?;
-            let stmt = c.prepare_cached(sql).await.map_err(|e| (e.to_string(), e.is_closed()))?;
-            c.query_opt(&stmt, &[&id]).await.map_err(|e| (e.to_string(), e.is_closed()))
+            let c = pool.get().await.map_err(|e| {
+                // A new connection that failed (refused, closed, or told the server is shutting
+                // down) may succeed on the next server; a wait for a free one that timed out would not.
+                let retry = matches!(&e, deadpool_postgres::PoolError::Backend(_));
+                (e.to_string(), retry)
+            })?;
+            let stmt = c.prepare_cached(sql).await.map_err(|e| (e.to_string(), server_gone(&e)))?;
+            c.query_opt(&stmt, &[&id]).await.map_err(|e| (e.to_string(), server_gone(&e)))
         }
         .await;
         metrics.queries.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
@@ -188,6 +198,20 @@ impl Database {
             metrics.waiting.get_or_create(&PoolLabels { pool: name }).set(s.waiting as i64);
         }
     }
+}
+
+/// How long a read is tried again when the server went away under it: a replica's stop (its
+/// PostgreSQL refusing new connections while it shuts down, until HAProxy sees it gone) took
+/// 0.4 to 1.0 s on the lab.
+pub const READ_RETRY_BUDGET: Duration = Duration::from_secs(2);
+/// The first pause between attempts (after an immediate retry), doubling to 4 times it.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// The connection closed, or the server said it is shutting down or not taking connections yet
+/// (a member stopping, crashing or starting): another server, or the same one later, may answer.
+fn server_gone(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.is_closed() || e.code().is_some_and(|c| [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW].contains(c))
 }
 
 /// `scale-api migrate`: the schema on the writer, once per release (apply runs it as the release

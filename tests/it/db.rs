@@ -271,6 +271,40 @@ fn db_a_stopped_replica_moves_reads_to_the_primary_and_a_stopped_primary_is_repl
 
     // The replica stops under a read load: the reads go to the primary once HAProxy sees it gone
     // (the first refused connection marks it down); a query on a connection the stop closed fails.
+    // Meanwhile `GET /users/{id}` through the load balancer, each of a user never read before (no
+    // cache has it: every one is a query on the reader), by a client that never resends: scale-api
+    // asks again on a fresh connection when the stop closed its own, so no GET may fail.
+    // scale-api takes ids from 1 to 1,000,000.
+    let base = 100_000 + (std::process::id() % 40) * 20_000;
+    psql("app-1", "DB_WRITER_URL", &format!("INSERT INTO users (id, name) SELECT g, 'user ' || g FROM generate_series({base}, {}) g ON CONFLICT (id) DO NOTHING;", base + 19_999));
+    // Every reader has them before the first GET (a replica behind would say "no such user").
+    let lsn = psql("app-1", "DB_WRITER_URL", "SELECT pg_current_wal_lsn();");
+    let t = Instant::now();
+    while psql_as_superuser(replica, "postgres", &format!("select pg_last_wal_replay_lsn() >= '{}'::pg_lsn", lsn.trim())).trim() != "t" {
+        assert!(t.elapsed() < Duration::from_secs(30), "{replica} never replayed {lsn}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let gets = {
+        let reading = reading.clone();
+        std::thread::spawn(move || {
+            let c = crate::support::client();
+            let mut outcomes: Vec<(f64, Result<String, String>)> = Vec::new();
+            for id in base..base + 20_000 {
+                if !reading.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let started = now();
+                let outcome = match c.get(format!("http://127.0.0.1:8086/users/{id}")).send() {
+                    Ok(r) if r.status() == 200 => r.json::<serde_json::Value>().map(|v| v["source"].as_str().unwrap_or_default().to_string()).map_err(|e| e.to_string()),
+                    Ok(r) => Err(format!("{} {}", r.status(), r.text().unwrap_or_default())),
+                    Err(e) => Err(format!("{e:?}")),
+                };
+                outcomes.push((started, outcome));
+            }
+            outcomes
+        })
+    };
     let reads = query_loop("app-1", "DB_READER_URL", "select pg_is_in_recovery()", 12);
     std::thread::sleep(Duration::from_secs(3));
     let stopping = now();
@@ -279,6 +313,19 @@ fn db_a_stopped_replica_moves_reads_to_the_primary_and_a_stopped_primary_is_repl
     // `systemctl stop` returns once PostgreSQL is down: a query that began after that must not fail.
     let stopped = now();
     let reads = timed_outcomes(reads);
+    reading.store(false, std::sync::atomic::Ordering::Relaxed);
+    let gets = gets.join().unwrap();
+    let failed_gets: Vec<&(f64, Result<String, String>)> = gets.iter().filter(|g| g.1.is_err()).collect();
+    eprintln!(
+        "GET /users/{{id}} through the load balancer while the replica stopped: {} answered ({} before the stop began), {} failed {:?}",
+        gets.len() - failed_gets.len(),
+        gets.iter().filter(|g| g.0 < stopping).count(),
+        failed_gets.len(),
+        &failed_gets[..failed_gets.len().min(5)]
+    );
+    assert!(gets.iter().filter(|g| g.0 < stopping).count() >= 20 && gets.iter().filter(|g| g.0 > stopped).count() >= 20, "too few GETs around the stop to judge: {}", gets.len());
+    assert!(failed_gets.is_empty(), "{} GETs failed while a replica stopped, the first: {:?}", failed_gets.len(), &failed_gets[..failed_gets.len().min(5)]);
+    assert!(gets.iter().all(|g| g.1.as_deref() == Ok("db")), "a GET was not read from the database");
     let failed: Vec<&(f64, f64, bool, String)> = reads.iter().filter(|r| !r.2).collect();
     let after: Vec<&(f64, f64, bool, String)> = reads.iter().filter(|r| r.0 > stopped).collect();
     eprintln!("reads while the replica stopped ({:.2} s to stop): {} answered, {} failed {:?}", stopped - stopping, reads.len() - failed.len(), failed.len(), failed);
