@@ -139,16 +139,23 @@ struct Autoscaler {
 }
 
 /// How many processes of `role` (the app's instances, or its workers) the topology runs: one
-/// pod each. On docker, its replicas or workers; on hosts, the instances of each host with the role.
-fn processes(t: &Topology, cores: u32, role: Role, instances: &Instances) -> u32 {
-    let on = |host_cores: Option<u32>| match instances {
-        Instances::Count(n) => (*n as u32).clamp(1, 256),
-        Instances::Max => host_cores.unwrap_or(cores).max(1),
-    };
+/// pod each. On docker, its replicas or workers; on hosts, what each host runs by the topology's
+/// own count (a host's `instances:` included; `max` with its declared cores, else `cores`).
+fn processes(t: &Topology, cores: u32, role: Role) -> u32 {
+    let facts = render::Facts::with_default_cores(cores);
     match t.target {
         crate::topology::Target::Docker if role == Role::Worker => worker_slots(t, cores).len() as u32,
         crate::topology::Target::Docker => replica_slots(t, cores).len() as u32,
-        _ => t.hosts.iter().filter(|h| h.has(role)).map(|h| on(h.cores)).sum::<u32>().max(1),
+        _ => t
+            .hosts
+            .iter()
+            .filter(|h| h.has(role))
+            .map(|h| match role {
+                Role::Worker => t.workers_on(h, facts.cores_of(h)).len() as u32,
+                _ => t.instances_on(h, facts.cores_of(h)),
+            })
+            .sum::<u32>()
+            .max(1),
     }
 }
 
@@ -180,14 +187,16 @@ fn autoscaler(t: &Topology, replicas: u32, cores: u32) -> Autoscaler {
 /// The manifests, as files of the render tree's `kubernetes/` (a kustomization lists them).
 pub fn kubernetes_files(t: &Topology, cores: u32, templates: &Templates) -> Result<Vec<render::RenderedFile>, RenderError> {
     let d = bundle_specs(t, cores, templates)?;
-    let run = commands(&rendered(t, &[], templates)?)?;
+    // The docker bundle's files, once: what its containers run, and the alert rules.
+    let base = rendered(t, &[], templates)?;
+    let run = commands(&base)?;
     let spec = d.app.first().ok_or_else(|| RenderError::Invalid { name: "kubernetes".into(), message: "the app has no replica".into() })?;
     let argv = match &t.app.program {
         Some(p) => p.command.clone(),
         None => Vec::new(),
     };
     let app = Container::of(t, spec, &run, argv);
-    let replicas = processes(t, cores, Role::App, &t.app.instances);
+    let replicas = processes(t, cores, Role::App);
     let workers = match (&t.app.workers, d.workers.first()) {
         (Some(w), Some(spec)) => {
             let mut argv = w.command.clone();
@@ -195,7 +204,7 @@ pub fn kubernetes_files(t: &Topology, cores: u32, templates: &Templates) -> Resu
                 // `[scale-api, worker]`: scale-api's binary comes from the wrapper's command.
                 argv.remove(0);
             }
-            Some(serde_json::json!({ "container": Container::of(t, spec, &run, argv), "replicas": processes(t, cores, Role::Worker, &w.instances) }))
+            Some(serde_json::json!({ "container": Container::of(t, spec, &run, argv), "replicas": processes(t, cores, Role::Worker) }))
         }
         _ => None,
     };
@@ -245,7 +254,6 @@ pub fn kubernetes_files(t: &Topology, cores: u32, templates: &Templates) -> Resu
         Container::of(t, spec, &run, argv)
     });
     // The alert rules as the docker bundle's Prometheus loads them (promtool-tested there).
-    let base = rendered(t, &[], templates)?;
     let rules = desired::get(&base, "prometheus/rules.yml");
     let rules = rules.find("\ngroups:").map(|at| &rules[at + 1..]).ok_or_else(|| RenderError::Invalid { name: "prometheus/rules.yml.j2".into(), message: "no groups".into() })?;
     let metrics_path = match &t.app.program {
@@ -334,6 +342,18 @@ mod tests {
         assert_eq!(kubelet_args(argv(&["node", "--port=$(PORT)", "$$(not)"])), argv(&["node", "--port=$(PORT)", "$$(not)"]));
         // Any other `$$` is two dollars in the topology, one for the kubelet: doubled.
         assert_eq!(kubelet_args(argv(&["echo", "a$$b", "$$", "$x"])), argv(&["echo", "a$$$$b", "$$$$", "$x"]));
+    }
+
+    #[test]
+    fn a_pod_per_instance_the_hosts_run_a_hosts_own_count_included() {
+        let t = crate::topology::parse(
+            "k.yaml",
+            "name: k\napp:\n  port: 3000\n  instances: 2\nhosts:\n  a: {address: 10.0.0.2, roles: [app]}\n  \
+             b: {address: 10.0.0.3, roles: [app], instances: 3}\n  c: {address: 10.0.0.4, roles: [app], instances: max, cores: 4}\n  \
+             l: {address: 10.0.0.5, roles: [lb, redis]}\nredis: {password: {env: K_REDIS}}\n",
+        )
+        .unwrap_or_else(|p| panic!("{p}"));
+        assert_eq!(processes(&t, 8, Role::App), 2 + 3 + 4);
     }
 
     #[test]
