@@ -228,7 +228,7 @@ pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<
         out.push(run(&env, &docker, "docker", j)?);
     }
     if t.redis_password().is_some() {
-        out.push(RenderedFile { host: "docker".into(), path: REDIS_AUTH_TEMPLATE.into(), ..bundle_redis_auth(t, templates)? });
+        out.push(redis_auth_in(&env, &docker)?);
     }
     if t.observability.grafana {
         copy_verbatim(&DASHBOARDS, "docker", "grafana/dashboards", OnChange::Nothing, &mut out);
@@ -260,14 +260,17 @@ pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<
 /// Redis writes the users with the password's hash at start, where the placeholder is. (Their
 /// exporter logs in with the same password as the apps: there is no value to derive its own from.)
 pub fn bundle_redis_auth(t: &Topology, templates: &Templates) -> Result<RenderedFile, RenderError> {
-    let env = templates.environment();
-    let docker = Ctx::docker_view(t, &Facts::with_default_cores(1)).value();
+    redis_auth_in(&templates.environment(), &Ctx::docker_view(t, &Facts::with_default_cores(1)).value())
+}
+
+/// [`bundle_redis_auth`] with the environment and the docker view a render already has.
+fn redis_auth_in(env: &Environment<'_>, docker: &minijinja::Value) -> Result<RenderedFile, RenderError> {
     let ctx = minijinja::context! {
         redis_password_sha256 => REDIS_PASSWORD_SHA256_PLACEHOLDER,
         redis_exporter_password_sha256 => REDIS_PASSWORD_SHA256_PLACEHOLDER,
-        ..docker
+        ..docker.clone()
     };
-    run(&env, &ctx, "docker", file("redis/auth.conf.j2", REDIS_AUTH_TEMPLATE))
+    run(env, &ctx, "docker", file("redis/auth.conf.j2", REDIS_AUTH_TEMPLATE))
 }
 
 /// What the docker target deploys, rendered for one set of replicas (the planner renders the load
