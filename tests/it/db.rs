@@ -569,13 +569,9 @@ fn db_doctor_names_a_slow_statement_and_recommends_an_index() {
 #[test]
 fn db_a_database_host_added_and_applied_streams_from_the_primary() {
     let _t = db_lab();
-    let dir = tempfile::tempdir().unwrap();
-    let three = dir.path().join("database.yaml");
-    let source = std::fs::read_to_string(db_yaml()).unwrap();
     let line = "  db-2:  {address: dblab-db-2,  roles: [database]}\n";
-    assert!(source.contains(line), "examples/database.yaml changed its db-2 line");
-    std::fs::write(&three, source.replace(line, &format!("{line}  db-3:  {{address: dblab-db-3,  roles: [database]}}\n"))).unwrap();
-    let three = three.to_str().unwrap();
+    let (_dir, three) = db_yaml_with(&[(line, &format!("{line}  db-3:  {{address: dblab-db-3,  roles: [database]}}\n"))]);
+    let three = three.as_str();
     let _restored = TwoMembersAfter("dblab-db-3");
     run_ok(&["lab", "up", "-f", three]);
     let t = Instant::now();
@@ -615,6 +611,21 @@ fn db_a_database_host_added_and_applied_streams_from_the_primary() {
     psql("app-1", "DB_WRITER_URL", "DROP TABLE marks;");
 }
 
+/// examples/database.yaml with each (line, replacement) made once, written into a directory of
+/// its own (kept while the returned handle lives): its path.
+fn db_yaml_with(edits: &[(&str, &str)]) -> (tempfile::TempDir, String) {
+    let mut source = std::fs::read_to_string(db_yaml()).unwrap();
+    for (from, to) in edits {
+        assert!(source.contains(from), "examples/database.yaml no longer has {from:?}");
+        source = source.replacen(from, to, 1);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("database.yaml");
+    std::fs::write(&file, source).unwrap();
+    let file = file.to_str().unwrap().to_string();
+    (dir, file)
+}
+
 /// psql as PostgreSQL's superuser on a member, over its socket, in database `db`.
 fn psql_as_superuser(host: &str, db: &str, sql: &str) -> String {
     docker_exec(&format!("dblab-{host}"), &format!("sudo -u postgres psql -d {db} -XAtc \"{sql}\""))
@@ -648,14 +659,9 @@ impl Drop for TwoMembersAfter {
 #[test]
 fn db_instances_max_is_checked_against_max_connections_with_the_cores_observed() {
     let _t = db_lab();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("database.yaml");
-    let source = std::fs::read_to_string(db_yaml()).unwrap();
-    let (instances, pool) = ("  instances: 1\n", "  pool: 5\n");
-    assert!(source.contains(instances) && source.contains(pool), "examples/database.yaml changed its instances or pool");
     // 2 app hosts x 1 instance x 20 x 2 = 80 of the 95 max_connections 100 leaves: valid as written.
-    std::fs::write(&file, source.replacen(instances, "  instances: max\n", 1).replacen(pool, "  pool: 20\n", 1)).unwrap();
-    let file = file.to_str().unwrap();
+    let (_dir, file) = db_yaml_with(&[("  instances: 1\n", "  instances: max\n"), ("  pool: 5\n", "  pool: 20\n")]);
+    let file = file.as_str();
     run_ok(&["validate", "-f", file]);
     let cores: u64 = docker_exec("dblab-app-1", "nproc").trim().parse().unwrap();
     let out = run(&["plan", "-f", file, "--release", &release()]);
