@@ -153,6 +153,7 @@ pub async fn observe(docker: &Docker, t: &Topology) -> anyhow::Result<DockerObse
             health: state.and_then(|s| s.health.as_ref()).and_then(|h| h.status).map(|s| s.to_string()),
             image: c.image.clone().unwrap_or_default(),
             previous: label(LABEL_PREVIOUS),
+            exit_code: state.filter(|s| s.running != Some(true)).and_then(|s| s.exit_code),
         });
     }
     o.containers.sort_by(|a, b| a.name.cmp(&b.name));
@@ -383,7 +384,12 @@ async fn create(docker: &Docker, t: &Topology, network: &str, spec: &ContainerSp
         .collect();
     let host_config = HostConfig {
         port_bindings: Some(ports),
-        restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), maximum_retry_count: None }),
+        // Restarted by the engine (after a crash, or when the engine itself restarts), but for a
+        // release command's container, which runs once.
+        restart_policy: Some(RestartPolicy {
+            name: Some(if spec.role == crate::plan::docker::ROLE_RELEASE { RestartPolicyNameEnum::NO } else { RestartPolicyNameEnum::UNLESS_STOPPED }),
+            maximum_retry_count: None,
+        }),
         memory: spec.memory_bytes.map(|m| m as i64),
         nano_cpus: spec.nano_cpus,
         ulimits: spec.nofile.map(|n| vec![ResourcesUlimits { name: Some("nofile".into()), soft: Some(n as i64), hard: Some(n as i64) }]),
@@ -412,6 +418,7 @@ async fn create(docker: &Docker, t: &Topology, network: &str, spec: &ContainerSp
     };
     let body = ContainerCreateBody {
         image: Some(spec.image.clone()),
+        user: spec.user.clone(),
         entrypoint,
         cmd,
         env: Some(env),
@@ -469,6 +476,50 @@ async fn create(docker: &Docker, t: &Topology, network: &str, spec: &ContainerSp
 /// short start period) does not end the wait, since a probe that passes later turns it healthy,
 /// and a slow start on a busy machine is not a broken release. A container that exits ends it.
 /// On failure, the error carries its last health answers and log lines.
+/// How long a release command may run before the apply gives up on it.
+const RELEASE_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// `app.release_command` in its one-off container: created (one left by an apply that was
+/// interrupted is removed first), started, waited for; its output shown. A failure removes it
+/// and stops the apply with its last lines, before any replica switched; a success keeps it, the
+/// record that this release's command ran.
+async fn run_release(docker: &Docker, t: &Topology, network: &str, spec: &ContainerSpec, say: Progress<'_>) -> anyhow::Result<()> {
+    let argv = spec.cmd.join(" ");
+    say(&format!("running the release command `{argv}` in {}", spec.name));
+    if docker.inspect_container(&spec.name, None).await.is_ok() {
+        remove(docker, &spec.name).await?;
+    }
+    create(docker, t, network, spec).await?;
+    docker.start_container(&spec.name, None).await.with_context(|| format!("cannot start {}", spec.name))?;
+    let start = Instant::now();
+    let (code, timed_out) = loop {
+        let state = docker.inspect_container(&spec.name, None).await.with_context(|| format!("cannot inspect {}", spec.name))?.state;
+        if let Some(s) = state.filter(|s| s.running != Some(true) && s.status.is_some_and(|st| st.to_string() == "exited")) {
+            break (s.exit_code.unwrap_or(-1), false);
+        }
+        if start.elapsed() > RELEASE_COMMAND_TIMEOUT {
+            stop(docker, &spec.name, 10).await?;
+            break (-1, true);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let output = tail_logs(docker, &spec.name, 40).await;
+    for line in output.lines() {
+        say(&format!("release command: {line}"));
+    }
+    if code != 0 {
+        remove(docker, &spec.name).await?;
+        bail!(
+            "the release command `{argv}` failed (exit {code}{}): no replica switched to {}, the running release keeps serving\n  its last lines:\n{}",
+            if timed_out { format!(", stopped after {} s", RELEASE_COMMAND_TIMEOUT.as_secs()) } else { String::new() },
+            spec.image,
+            output.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+        );
+    }
+    say(&format!("the release command ran in {:.1} s", start.elapsed().as_secs_f64()));
+    Ok(())
+}
+
 async fn wait_ready(docker: &Docker, name: &str, healthy: bool, timeout: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
@@ -742,6 +793,7 @@ async fn run_step(docker: &Docker, t: &Topology, plan: &DockerPlan, step: &Step,
             }
             say(&format!("{}: {} is {}", spec.slot, spec.name, if spec.health.is_some() { "healthy" } else { "running" }));
         }
+        Step::RunRelease { spec } => run_release(docker, t, &plan.network, spec, say).await?,
         Step::Start { name, wait_healthy } => {
             say(&format!("starting {name}"));
             docker.start_container(name, None).await.with_context(|| format!("cannot start {name}"))?;

@@ -117,6 +117,42 @@ pub struct DatabaseView {
     pub exporter_queries: &'static str,
 }
 
+impl DatabaseView {
+    fn new(members: Vec<Member>, etcd: Vec<Member>, clients: Vec<Member>) -> DatabaseView {
+        use crate::topology::tiers as tt;
+        DatabaseView {
+            members,
+            etcd,
+            clients,
+            postgres_port: ports::POSTGRES,
+            patroni_port: ports::PATRONI,
+            etcd_client_port: ports::ETCD_CLIENT,
+            etcd_peer_port: ports::ETCD_PEER,
+            writer_port: ports::DB_WRITER,
+            reader_port: ports::DB_READER,
+            data_dir: tt::DATABASE_DATA_DIR,
+            post_bootstrap: tt::PATRONI_POST_BOOTSTRAP,
+            superuser: crate::topology::DB_SUPERUSER,
+            replication_user: crate::topology::DB_REPLICATION_USER,
+            rest_user: crate::topology::DB_REST_USER,
+            monitor_user: crate::topology::DB_MONITOR_USER,
+            app_password_file: tt::DATABASE_APP_PASSWORD,
+            exporter_port: ports::POSTGRES_EXPORTER,
+            exporter_queries: tt::POSTGRES_EXPORTER_QUERIES,
+        }
+    }
+
+    /// On one engine: the members `db-1..N` and etcd, each a container reached by its slot name
+    /// on the topology's network, listening on every address of its own; pg_hba admits that
+    /// network (`samenet`: the subnets the member's container is on), which holds the topology's
+    /// containers only.
+    fn on_engine(db: &crate::topology::Database) -> DatabaseView {
+        let container = |name: String| Member { address: name.clone(), name, ip: "0.0.0.0".into(), hba: "samenet".into() };
+        let members = (1..=db.docker_members).map(|i| container(crate::topology::tiers::database_slot(i))).collect();
+        DatabaseView::new(members, vec![container(crate::topology::tiers::ETCD_SLOT.into())], vec![container("app".into())])
+    }
+}
+
 /// A host as another tier reaches it: its name, address, and that address as an IP.
 #[derive(Debug, Clone, Serialize)]
 pub struct Member {
@@ -338,27 +374,7 @@ impl Ctx {
             let with = |keep: &dyn Fn(&Host) -> bool| -> Vec<Member> {
                 t.hosts.iter().filter(|h| keep(h)).map(|h| Member::of(h, facts)).collect()
             };
-            use crate::topology::tiers as tt;
-            c.database = Some(DatabaseView {
-                members: with(&|h| h.has(Role::Database)),
-                etcd: with(&|h| h.has(Role::Etcd)),
-                clients: with(&|h| h.has(Role::App) || h.has(Role::Worker)),
-                postgres_port: ports::POSTGRES,
-                patroni_port: ports::PATRONI,
-                etcd_client_port: ports::ETCD_CLIENT,
-                etcd_peer_port: ports::ETCD_PEER,
-                writer_port: ports::DB_WRITER,
-                reader_port: ports::DB_READER,
-                data_dir: tt::DATABASE_DATA_DIR,
-                post_bootstrap: tt::PATRONI_POST_BOOTSTRAP,
-                superuser: crate::topology::DB_SUPERUSER,
-                replication_user: crate::topology::DB_REPLICATION_USER,
-                rest_user: crate::topology::DB_REST_USER,
-                monitor_user: crate::topology::DB_MONITOR_USER,
-                app_password_file: tt::DATABASE_APP_PASSWORD,
-                exporter_port: ports::POSTGRES_EXPORTER,
-                exporter_queries: tt::POSTGRES_EXPORTER_QUERIES,
-            });
+            c.database = Some(DatabaseView::new(with(&|h| h.has(Role::Database)), with(&|h| h.has(Role::Etcd)), with(&|h| h.has(Role::App) || h.has(Role::Worker))));
         }
         c.sort_scrapes();
         if c.monitor.is_some() && t.observability.logs.destination == crate::topology::LogDestination::Collector {
@@ -393,15 +409,25 @@ impl Ctx {
         // The exporter containers, reached by their slot names; the node exporter's is the engine's machine.
         for tier in t.tiers_on_one_engine() {
             for l in &tier.listens {
-                if let (Some(job), Some(container)) = (l.job, l.container) {
-                    let host = match tier.name {
-                        "host" => "engine",
-                        other => other,
-                    };
-                    c.scrapes.push(Scrape { job, host: host.into(), target: format!("{container}:{}", l.port) });
+                match (l.job, l.container, &t.database) {
+                    // One exporter per member: `postgres-exporter-N` for `db-N`.
+                    (Some(job), Some(container), Some(db)) if tier.name == "database" => {
+                        for i in 1..=db.docker_members {
+                            c.scrapes.push(Scrape { job, host: crate::topology::tiers::database_slot(i), target: format!("{container}-{i}:{}", l.port) });
+                        }
+                    }
+                    (Some(job), Some(container), _) => {
+                        let host = match tier.name {
+                            "host" => "engine",
+                            other => other,
+                        };
+                        c.scrapes.push(Scrape { job, host: host.into(), target: format!("{container}:{}", l.port) });
+                    }
+                    _ => {}
                 }
             }
         }
+        c.database = t.database.as_ref().map(DatabaseView::on_engine);
         c.sort_scrapes();
         c.monitor = Some(Endpoint { host: "prometheus".into(), address: "prometheus".into() });
         c

@@ -22,7 +22,7 @@ pub use crate::topology::tiers::{
     PROMETHEUS_WEB_CONFIG, REDIS_EXPORTER_PASSWORDS, site_path,
 };
 use context::Ctx;
-use crate::topology::tiers::{TierFile, file};
+use crate::topology::tiers::{DATABASE_APP_PASSWORD, PATRONI_SECRETS, TierFile, file};
 
 /// Every template scalectl ships, embedded at build time (`--templates DIR` overrides by name).
 pub static EMBEDDED: include_dir::Dir<'static> = include_dir::include_dir!("$CARGO_MANIFEST_DIR/templates");
@@ -187,6 +187,11 @@ pub fn render_secrets(t: &Topology, values: &SecretValues, templates: &Templates
         if values.redis_password.is_some() {
             out.push(run(&env, &ctx, "redis", file("redis/auth.conf.j2", DOCKER_REDIS_USERS).mode(0o640).secret())?);
         }
+        // Each database member's: Patroni's passwords, and the app's for its bootstrap.
+        if t.database.is_some() && values.database.is_some() {
+            out.push(run(&env, &ctx, "database", file("database/patroni.env.j2", PATRONI_SECRETS).mode(0o400).secret())?);
+            out.push(run(&env, &ctx, "database", file("database/app-password.j2", DATABASE_APP_PASSWORD).mode(0o400).secret())?);
+        }
         return Ok(out);
     }
     for h in &t.hosts {
@@ -227,6 +232,7 @@ pub fn render(t: &Topology, facts: &Facts, templates: &Templates) -> Result<Vec<
     for j in docker_jobs(t) {
         out.push(run(&env, &docker, "docker", j)?);
     }
+    out.extend(docker_database(t, &env, &docker)?);
     if t.redis_password().is_some() {
         out.push(redis_auth_in(&env, &docker)?);
     }
@@ -289,6 +295,7 @@ pub fn render_docker_deploy(t: &Topology, replicas: &[Instance], templates: &Tem
     }
     let f = run(&env, &ctx, "docker", file("docker/commands.yaml.j2", "commands.yaml"))?;
     out.insert(f.path, f.content);
+    out.extend(docker_database(t, &env, &ctx)?.into_iter().map(|f| (f.path, f.content)));
     for i in replicas {
         let ctx = minijinja::context! { instance => minijinja::Value::from(minijinja::value::Serde(i)), ..ctx.clone() };
         let f = run(&env, &ctx, "docker", file("docker/replica.env.j2", format!("env/{}", i.host)))?;
@@ -314,6 +321,29 @@ pub fn render_docker_workers(t: &Topology, slots: &[String], templates: &Templat
         let f = run(&env, &ctx, "docker", file("docker/worker.env.j2", format!("env/{slot}")))?;
         out.insert(f.path, f.content);
     }
+    Ok(out)
+}
+
+/// The database tier's files on one engine (a topology with a database): each member's Patroni
+/// configuration (`database/db-N/patroni.yml`: its own name and address), what they share, and
+/// HAProxy's in front of them (`haproxy/db-proxy.cfg`). No secret: the passwords are files apply
+/// writes into the members ([`crate::plan::docker`]).
+fn docker_database(t: &Topology, env: &Environment<'_>, docker: &minijinja::Value) -> Result<Vec<RenderedFile>, RenderError> {
+    let Some(db) = &t.database else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for i in 1..=db.docker_members {
+        let slot = crate::topology::tiers::database_slot(i);
+        let host = minijinja::context! { name => slot.clone(), address => slot.clone(), ip => "0.0.0.0" };
+        let ctx = minijinja::context! { host => host, ..docker.clone() };
+        out.push(run(env, &ctx, "docker", file("database/patroni.yml.j2", format!("database/{slot}/patroni.yml")))?);
+    }
+    // The exporter listens on its container's every address, for Prometheus on the network.
+    let exporter = minijinja::context! { host => minijinja::context! { address => "0.0.0.0" }, ..docker.clone() };
+    out.push(run(env, &exporter, "docker", file("exporters/prometheus-postgres-exporter.j2", "database/postgres-exporter.default"))?);
+    out.push(run(env, docker, "docker", file("exporters/postgres-queries.yaml.j2", "database/postgres-queries.yaml"))?);
+    out.push(run(env, docker, "docker", file("database/post-bootstrap.sh.j2", "database/post-bootstrap.sh").mode(0o755))?);
+    let proxy = minijinja::context! { db_proxy => true, ..docker.clone() };
+    out.push(run(env, &proxy, "docker", file("haproxy/haproxy.cfg.j2", "haproxy/db-proxy.cfg"))?);
     Ok(out)
 }
 

@@ -483,6 +483,8 @@ pub struct Database {
     pub pool: u32,
     /// Bytes of WAL a replica may be behind and still take reads.
     pub replica_max_lag: u64,
+    /// The members on `target: docker` (containers `db-1..N`); on hosts, the database hosts are.
+    pub docker_members: u32,
 }
 
 /// The roles Patroni and replication log in as (besides the app's own).

@@ -617,6 +617,10 @@ pub struct RawDatabase {
     pub pool: Option<Sp<i64>>,
     /// A replica further behind the primary than this stops taking reads, e.g. `1MiB`. Default 1MiB.
     pub replica_max_lag: Option<Sp<String>>,
+    /// On `target: docker`: how many PostgreSQL containers run (`db-1`, `db-2`, ...; whichever takes
+    /// the leader lock first is the primary, the others stream from it). Default 2. On hosts, the
+    /// hosts with the database role are the members.
+    pub members: Option<Sp<i64>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

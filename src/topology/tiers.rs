@@ -256,6 +256,15 @@ pub const DATABASE_DATA_DIR: &str = "/var/lib/postgresql/15/scalectl";
 pub const DATABASE_PREINSTALL: (&str, &str, &str) =
     ("postgresql-15", "/etc/postgresql-common/createcluster.d/scalectl.conf", "# Written by scalectl: Patroni makes and runs this host's PostgreSQL.\ncreate_main_cluster = false\n");
 
+/// On docker: member `i` (from 1) of the database, its container's slot and Patroni's name for it.
+pub fn database_slot(i: u32) -> String {
+    format!("db-{i}")
+}
+
+/// On docker: etcd's slot, and HAProxy's in front of the members (the app's writer and reader).
+pub const ETCD_SLOT: &str = "etcd";
+pub const DB_PROXY_SLOT: &str = "db-proxy";
+
 /// The app's secrets file on a host (0600: resolved secrets, the database's URLs), which its units
 /// and the release command read.
 pub fn secrets_file(app: &str) -> String {
@@ -571,12 +580,16 @@ impl Topology {
     /// The tiers as one Docker engine runs them (the docker target, and the compose bundle of
     /// any topology): as if one host had every role, each tier a container.
     pub fn tiers_on_one_engine(&self) -> Vec<Tier> {
+        let mut roles = vec![Role::App, Role::Lb, Role::Redis, Role::Monitor];
+        if self.database.is_some() {
+            // Its members (`db-1..N`, each with its exporter); etcd has no port anyone scrapes.
+            roles.push(Role::Database);
+        }
         let all = Host {
             name: "engine".into(),
             address: "127.0.0.1".into(),
             ssh: Ssh { user: String::new(), port: 22, key: None },
-            roles: vec![Role::App, Role::Lb, Role::Redis, Role::Monitor],
-            // The database tier runs on hosts only (validation refuses it on docker).
+            roles,
             weight: 1,
             cores: None,
             instances: None,

@@ -1370,3 +1370,168 @@ fn docker_workers_take_each_job_once_survive_a_kill_and_lose_none_in_a_roll() {
     let down = d["findings"].as_array().unwrap().iter().find(|f| f["id"] == "workers-down").unwrap_or_else(|| panic!("no workers-down: {d:#}"));
     assert!(down["summary"].as_str().unwrap_or("").contains("1 of the 2 workers"), "{down:#}");
 }
+
+/// The database tier on docker: examples/docker-database.yaml with the stand-ins. PostgreSQL,
+/// Patroni, etcd, HAProxy and the postgres exporter are Debian's packages in scalectl's own image,
+/// built here on the lab's Debian base. Requests go to 127.0.0.1:8087 only; the deployment is
+/// destroyed at the end, pass or fail (nothing else uses it).
+mod database {
+    use super::*;
+
+    const LB: &str = "http://127.0.0.1:8087";
+    const NAME: &str = "dockdb";
+    /// The test's passwords: none may show in a plan, `docker inspect` or an argv.
+    const PASSWORDS: [(&str, &str); 3] =
+        [("DOCKDB_DB_PASSWORD", "dockdb-app-pw-5e1f0a"), ("DOCKDB_DB_REPLICATION_PASSWORD", "dockdb-repl-pw-77c2b9"), ("DOCKDB_DB_REST_PASSWORD", "dockdb-rest-pw-0d93e4")];
+
+    fn topology_with(edits: &[(&str, &str)]) -> tempfile::TempPath {
+        let [nginx, redis, prometheus, node_exporter, redis_exporter, nginx_exporter, _] = standins();
+        let base = scalectl::exec::lab::LOCAL_IMAGE;
+        let mut src = std::fs::read_to_string(crate::example_path("docker-database")).unwrap();
+        let images = format!(
+            "    nginx: {nginx}\n    prometheus: {prometheus}\n    base: {base}\n    node_exporter: {node_exporter}\n    redis_exporter: {redis_exporter}\n    nginx_exporter: {nginx_exporter}\n"
+        );
+        let redis = format!("    redis: {redis}\n");
+        for (from, to) in [("    nginx: nginx:1.27\n", images.as_str()), ("    redis: redis:7\n", redis.as_str()), ("nofile: 65536", "nofile: 16384")].into_iter().chain(edits.iter().copied()) {
+            assert!(src.contains(from), "examples/docker-database.yaml no longer has {from:?}");
+            src = src.replace(from, to);
+        }
+        let f = tempfile::Builder::new().prefix("docker-database-").suffix(".yaml").tempfile().unwrap();
+        std::fs::write(f.path(), src).unwrap();
+        f.into_temp_path()
+    }
+
+    fn scalectl(args: &[&str]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_scalectl"));
+        c.env("DOCKDB_REDIS_PASSWORD", crate::lab::lab_redis_password()).env_remove("SCALECTL_PROGRESS");
+        for (var, value) in PASSWORDS {
+            c.env(var, value);
+        }
+        c.args(args).output().unwrap()
+    }
+
+    /// Destroys the deployment when the test ends, pass or fail.
+    struct Destroy(String);
+
+    impl Drop for Destroy {
+        fn drop(&mut self) {
+            let out = scalectl(&["destroy", "-f", &self.0, "--yes"]);
+            if !out.status.success() && !std::thread::panicking() {
+                panic!("destroy failed: {}{}", text(&out.stdout), text(&out.stderr));
+            }
+        }
+    }
+
+    fn users(method: &str, id: u32, body: Option<&str>) -> (u16, serde_json::Value) {
+        let c = crate::support::client();
+        let url = format!("{LB}/users/{id}");
+        let r = match body {
+            Some(b) => c.request(method.parse().unwrap(), url).header("content-type", "application/json").body(b.to_string()),
+            None => c.request(method.parse().unwrap(), url),
+        };
+        let r = r.send().unwrap();
+        (r.status().as_u16(), r.json().unwrap_or_default())
+    }
+
+    fn release_records() -> Vec<String> {
+        docker_ok(&["ps", "-a", "--filter", &format!("label=scalectl.topology={NAME}"), "--filter", "label=scalectl.role=release", "--format", "{{.Names}} {{.Status}}"])
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn docker_database_serves_users_through_its_proxy_runs_the_release_command_once_and_keeps_the_old_release_when_it_fails() {
+        let _turn = turn(Machine::Shared);
+        crate::require("docker");
+        let topology = topology_with(&[]);
+        let file = topology.to_str().unwrap().to_string();
+        let _destroy = Destroy(file.clone());
+        let first = release();
+        let t = Instant::now();
+        let out = scalectl(&["apply", "-f", &file, "--release", first.to_str().unwrap(), "--yes"]);
+        assert!(out.status.success(), "apply failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
+        eprintln!("docker database: a first apply (the tier bootstrapped, the release command run) took {:.1} s", t.elapsed().as_secs_f64());
+        let printed = text(&out.stdout) + &text(&out.stderr);
+
+        // Patroni: one leader and one replica.
+        let members = docker_ok(&["exec", &container("db-1"), "curl", "-fsS", "http://127.0.0.1:8008/cluster"]);
+        let cluster: serde_json::Value = serde_json::from_str(&members).unwrap();
+        let roles: Vec<(String, String)> =
+            cluster["members"].as_array().unwrap().iter().map(|m| (m["role"].as_str().unwrap_or("").into(), m["name"].as_str().unwrap_or("").into())).collect();
+        let leaders: Vec<&str> = roles.iter().filter(|(r, _)| r == "leader").map(|(_, n)| n.as_str()).collect();
+        assert_eq!(leaders.len(), 1, "{roles:?}");
+        assert!(roles.iter().any(|(r, _)| r == "replica"), "{roles:?}");
+        let psql = |sql: &str| docker_ok(&["exec", &container(leaders[0]), "psql", "-XtAq", "-c", sql]).trim().to_string();
+
+        // A write through the load balancer and the writer, read back through the reader once the
+        // replica has replayed it (its LSN, not a sleep).
+        let (status, put) = users("PUT", 42, Some(r#"{"name":"grace"}"#));
+        assert_eq!(status, 200, "{put}");
+        let lsn = psql("select pg_current_wal_lsn()");
+        let waited = Instant::now();
+        while psql(&format!("select count(*) from pg_stat_replication where state = 'streaming' and replay_lsn >= '{lsn}'::pg_lsn")) != "1" {
+            assert!(waited.elapsed() < Duration::from_secs(30), "the replica never replayed {lsn}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("docker database: the write replayed by the replica {:.3} s after it returned", waited.elapsed().as_secs_f64());
+        let (status, got) = users("GET", 42, None);
+        assert_eq!((status, got["name"].as_str()), (200, Some("grace")), "{got}");
+        let (status, _) = users("GET", 4242, None);
+        assert_eq!(status, 404, "an unknown user");
+
+        // The release command ran once, and its container is the record: the next apply changes nothing.
+        let records = release_records();
+        assert!(records.len() == 1 && records[0].contains("Exited (0)"), "{records:?}");
+        let again = scalectl(&["plan", "-f", &file, "--release", first.to_str().unwrap(), "--detailed-exitcode"]);
+        assert_eq!(again.status.code(), Some(0), "a converged engine plans nothing:\n{}", text(&again.stdout));
+
+        // Every member's exporter reads its PostgreSQL over the socket they share (peer, no password).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let up = pg_up();
+            if up.len() == 2 && up.iter().all(|v| *v == 1.0) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "pg_up of both members: {up:?}");
+            std::thread::sleep(Duration::from_secs(2));
+        }
+
+        // No password in the plan, in any container's configuration (environment, command) or argv.
+        let plan = scalectl(&["plan", "-f", &file, "--release", first.to_str().unwrap(), "-o", "json"]);
+        let ids = docker_ok(&["ps", "-aq", "--filter", &format!("label=scalectl.topology={NAME}")]);
+        let inspect = docker_ok(&[&["inspect"][..], &ids.split_whitespace().collect::<Vec<_>>()].concat());
+        let argv = docker_ok(&["exec", &container("db-1"), "ps", "-eo", "args"]);
+        for (_, pw) in PASSWORDS {
+            for (what, s) in [("apply's output", &printed), ("the plan", &text(&plan.stdout)), ("docker inspect", &inspect), ("the argv on db-1", &argv)] {
+                assert!(!s.contains(pw), "a database password in {what}");
+            }
+        }
+
+        // A release whose command fails: the apply stops with its output, the old release serves.
+        let failing = topology_with(&[("release_command: [scale-api, migrate]", "release_command: [scale-api, migrate, --no-such-flag]")]);
+        let second = new_release("dockdb-failing");
+        let before = docker_ok(&["ps", "--filter", &format!("label=scalectl.topology={NAME}"), "--filter", "label=scalectl.role=app", "--format", "{{.Image}}"]);
+        let out = scalectl(&["apply", "-f", failing.to_str().unwrap(), "--release", second.to_str().unwrap(), "--yes"]);
+        let said = text(&out.stdout) + &text(&out.stderr);
+        assert!(!out.status.success(), "{said}");
+        assert!(said.contains("the release command `migrate --no-such-flag` failed") && said.contains("no-such-flag"), "{said}");
+        let after = docker_ok(&["ps", "--filter", &format!("label=scalectl.topology={NAME}"), "--filter", "label=scalectl.role=app", "--format", "{{.Image}}"]);
+        assert_eq!(before, after, "the replicas still run the old release");
+        let (status, got) = users("GET", 42, None);
+        assert_eq!((status, got["name"].as_str()), (200, Some("grace")), "{got}");
+        assert_eq!(release_records().len(), 1, "the failed run left no record: {:?}", release_records());
+    }
+
+    /// `pg_up` of each member's exporter on the published Prometheus (none while it does not answer).
+    fn pg_up() -> Vec<f64> {
+        let url = reqwest::Url::parse_with_params("http://127.0.0.1:9097/api/v1/query", [("query", "pg_up")]).unwrap();
+        let v: serde_json::Value = crate::support::client().get(url).send().ok().and_then(|r| r.json().ok()).unwrap_or_default();
+        v["data"]["result"].as_array().into_iter().flatten().filter_map(|r| r["value"][1].as_str()?.parse().ok()).collect()
+    }
+
+    /// The running container of `slot`.
+    fn container(slot: &str) -> String {
+        docker_ok(&["ps", "--filter", &format!("label=scalectl.topology={NAME}"), "--filter", &format!("label=scalectl.slot={slot}"), "--format", "{{.Names}}"]).trim().to_string()
+    }
+}

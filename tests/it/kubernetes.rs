@@ -179,7 +179,9 @@ fn kubernetes_pods_run_what_the_docker_targets_containers_run() {
                 None if job => std::iter::once("/usr/local/bin/scale-api".to_string()).chain(argv.into_iter().skip(1)).collect(),
                 _ => argv,
             };
-            let mut secrets: Vec<&str> = spec.secret_env.iter().map(|e| e.name.as_str()).collect();
+            // The docker replicas' database settings name their HAProxy container; a pod's name
+            // the cluster's Services.
+            let mut secrets: Vec<&str> = spec.secret_env.iter().map(|e| e.name.as_str()).filter(|n| !["DATABASE_URL", "DB_WRITER_URL", "DB_READER_URL", "PGPASSWORD"].contains(n)).collect();
             if t.database.is_some() {
                 secrets.extend(["DATABASE_URL", "DB_WRITER_URL", "DB_READER_URL"]);
             }
@@ -200,7 +202,7 @@ fn kubernetes_pods_run_what_the_docker_targets_containers_run() {
             }
             // No value of a secret anywhere: only its name.
             // The kubelet reads `$$` as `$` (and `$(X)` as a variable): each `$` is doubled.
-            let env: Vec<(String, String)> = spec.env.iter().filter_map(|e| e.split_once('=')).filter(|(k, _)| *k != "INSTANCE").map(|(k, v)| (k.to_string(), v.replace('$', "$$"))).collect();
+            let env: Vec<(String, String)> = spec.env.iter().filter_map(|e| e.split_once('=')).filter(|(k, _)| *k != "INSTANCE" && !["PGHOST", "PGPORT", "PGUSER", "PGDATABASE"].contains(k)).map(|(k, v)| (k.to_string(), v.replace('$', "$$"))).collect();
             let pod_env = c["env"].as_array().unwrap();
             assert_eq!(pod_env[0], json!({"name": "INSTANCE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}), "{at}");
             let plain: Vec<(String, String)> = pod_env[1..].iter().map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].as_str().unwrap().to_string())).collect();
@@ -252,7 +254,10 @@ fn kubernetes_pods_run_what_the_docker_targets_containers_run() {
             Some(db) => {
                 let at = format!("{example}: the database");
                 let cluster = find(&m, "Cluster", &scalectl::plan::docker::database_cluster(&t)).unwrap_or_else(|| panic!("{at} is missing"));
-                let members = t.hosts.iter().filter(|h| h.has(scalectl::topology::Role::Database)).count();
+                let members = match t.target {
+                    scalectl::topology::Target::Hosts => t.hosts.iter().filter(|h| h.has(scalectl::topology::Role::Database)).count(),
+                    scalectl::topology::Target::Docker => db.docker_members as usize,
+                };
                 assert_eq!(cluster["spec"]["instances"], members, "{at}: a member per database host");
                 assert_eq!(cluster["spec"]["enablePDB"], members > 1, "{at}: one member alone must not block a node's drain");
                 assert_eq!(cluster["spec"]["postgresql"]["parameters"]["max_connections"], db.max_connections.to_string(), "{at}");

@@ -20,7 +20,7 @@ mod tools;
 use scalectl::render::{self, Facts, RenderedFile, Templates};
 use scalectl::topology::{self, Topology};
 
-pub const EXAMPLES: &[&str] = &["single-host", "three-hosts", "lab", "docker", "aws-asg", "node", "node-docker", "express", "database"];
+pub const EXAMPLES: &[&str] = &["single-host", "three-hosts", "lab", "docker", "aws-asg", "node", "node-docker", "express", "database", "docker-database"];
 
 pub fn example_path(name: &str) -> String {
     format!("{}/examples/{name}.yaml", env!("CARGO_MANIFEST_DIR"))

@@ -1414,7 +1414,7 @@ fn compose_services_equal_the_docker_targets_container_specs() {
         let compose = scalectl::plan::docker::compose_file(&t, 2, &Templates::embedded()).unwrap();
         let bundle = render::render(&t, &Facts::with_default_cores(2), &Templates::embedded()).unwrap();
         let c: Value = serde_saphyr::from_str(&compose.content).unwrap();
-        let specs = scalectl::plan::docker::bundle_specs(&t, 2, &Templates::embedded()).unwrap();
+        let specs = scalectl::plan::docker::compose_specs(&t, 2, &Templates::embedded()).unwrap();
         let services = c["services"].as_object().unwrap();
         assert_eq!(services.len(), specs.containers().len(), "{example}: one service per container spec");
         for spec in specs.containers() {
@@ -1542,6 +1542,7 @@ fn docker_compose_accepts_every_bundle() {
             .current_dir(dir.path())
             .args(["config", "--quiet"])
             .env("DOCK_REDIS_PASSWORD", "p")
+            .env("DOCKDB_REDIS_PASSWORD", "p")
             .env("LAB_REDIS_PASSWORD", "p")
             .env("DOCK_API_KEY", "k")
             .output()

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::desired::{Commands, commands, rendered};
+use super::desired::{self, Commands, commands, rendered};
 use super::*;
 use crate::render::{self, RenderError, Templates};
 use crate::topology::SecretRef;
@@ -71,7 +71,7 @@ const COMPOSE_EXPORTER_CONFIG: &str = "redis-exporter-password";
 /// to put into a file of the bundle: each secret reaches its containers as a compose secret (a
 /// file in the container, read from the shell's variable or the file the topology names).
 pub fn compose_file(t: &Topology, cores: u32, templates: &Templates) -> Result<render::RenderedFile, RenderError> {
-    let d = bundle_specs(t, cores, templates)?;
+    let d = compose_specs(t, cores, templates)?;
     let run = commands(&rendered(t, &[], templates)?)?;
     let app_slots: Vec<&str> = d.app.iter().map(|c| c.slot.as_str()).collect();
     let mut exporter_password = None;
@@ -106,6 +106,27 @@ pub fn compose_file(t: &Topology, cores: u32, templates: &Templates) -> Result<r
         on_change: render::OnChange::Nothing,
         sensitive: false,
     })
+}
+
+/// The specs compose.yaml is rendered from: [`bundle_specs`] but the database tier's.
+pub fn compose_specs(t: &Topology, cores: u32, templates: &Templates) -> Result<Desired, RenderError> {
+    let mut d = bundle_specs(t, cores, templates)?;
+    leave_out_the_database(&mut d);
+    Ok(d)
+}
+
+/// The compose bundle does not carry the database tier yet: its members read their passwords
+/// from files apply writes, and the app's URLs hold the password, which compose has no way to put
+/// into a URL. Its containers are left out, and the app's database settings with them (the app
+/// answers what needs the database with 503); compose.yaml says so, and `scalectl apply` deploys
+/// the tier to the same engine.
+fn leave_out_the_database(d: &mut Desired) {
+    d.services.retain(|c| c.role != ROLE_DATABASE && !c.slot.starts_with("postgres-exporter-"));
+    d.release_command = None;
+    for c in d.app.iter_mut().chain(&mut d.workers) {
+        c.secret_env.retain(|e| !desired::DATABASE_SECRETS.contains(&e.name.as_str()));
+        c.env.retain(|e| !e.starts_with("PG") && !e.starts_with("DB_POOL_SIZE="));
+    }
 }
 
 /// Every secret of the containers, once: where compose reads it at `up`.

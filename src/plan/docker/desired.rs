@@ -44,6 +44,19 @@ pub(super) struct Commands {
     pub(super) compose_redis_entrypoint: Vec<String>,
     /// Kubernetes' Redis: the init container that writes its ACL users (it runs as Redis' user).
     pub(super) kubernetes_redis_acl: Vec<String>,
+    /// The database tier's (empty without one).
+    #[serde(default)]
+    etcd: Vec<String>,
+    #[serde(default)]
+    etcd_health: Vec<String>,
+    #[serde(default)]
+    patroni: Vec<String>,
+    #[serde(default)]
+    patroni_health: Vec<String>,
+    #[serde(default)]
+    postgres_exporter: Vec<String>,
+    #[serde(default)]
+    db_proxy: Vec<String>,
 }
 
 pub(super) fn commands(files: &BTreeMap<String, String>) -> Result<Commands, RenderError> {
@@ -79,15 +92,22 @@ pub struct Desired {
     /// rolled one at a time after the replicas, each new one running before the old one stops.
     pub workers: Vec<ContainerSpec>,
     /// Every other container, in the order a first apply creates them: those the replicas need
-    /// when they start ([`BEFORE_APP`]) first.
+    /// when they start ([`before_app`]) first.
     pub services: Vec<ContainerSpec>,
+    /// `app.release_command`, run once per release image before any replica switches to it: a
+    /// one-off container of the release, kept (stopped) once it succeeded as the record that it ran.
+    pub release_command: Option<ContainerSpec>,
     /// scalectl's own image (rsyslog and mtail, from Debian's packages) and its Dockerfile.
     pub tools_image: String,
     pub tools_dockerfile: String,
 }
 
-/// The slots of the services the app's replicas need when they start (they connect at once).
-pub const BEFORE_APP: &[&str] = &["redis"];
+/// The services the app's replicas (and its release command) need when they start: Redis, and
+/// the database tier (etcd, its members, HAProxy in front of them; not the members' exporters).
+pub fn before_app(slot: &str) -> bool {
+    use crate::topology::tiers::{DB_PROXY_SLOT, ETCD_SLOT};
+    slot == "redis" || slot == ETCD_SLOT || slot == DB_PROXY_SLOT || slot.strip_prefix("db-").is_some_and(|n| n.parse::<u32>().is_ok())
+}
 
 pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: &Engine, templates: &Templates) -> Result<Desired, RenderError> {
     let image = release_image(t, release);
@@ -115,6 +135,9 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
     if let Some(r) = &t.redis {
         services.push(redis(t, r, &files, &run, secrets, &engine.digest_key, templates)?);
     }
+    if let Some(db) = &t.database {
+        services.extend(database(t, db, &files, &run, secrets, &engine.digest_key, &tools_image, templates)?);
+    }
     // The balancer before nginx, which resolves its name when it starts.
     services.push(balancer(t, &files, &run, &tools_image));
     services.push(load_balancer(t, &files, &run));
@@ -126,7 +149,9 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
     if t.observability.logs.destination == crate::topology::LogDestination::Collector {
         services.extend(log_shipping(t, &files, &run, engine, &tools_image));
     }
+    let release_command = t.app.release_command.as_ref().map(|argv| release_command(t, argv, &image, &base, &secret_env).sealed(&t.name));
     Ok(Desired {
+        release_command,
         image,
         // An image of the engine's own is only labelled as this topology's release.
         dockerfile: match &release.image {
@@ -150,8 +175,24 @@ fn secret_env(t: &Topology, secrets: &SecretValues, digest_key: &str) -> Vec<Sec
         .iter()
         .map(|(n, r)| (n.clone(), r.clone(), value(n)))
         .chain(t.redis_password().into_iter().map(|r| ("REDIS_PASSWORD".to_string(), r.clone(), secrets.redis_password.clone().unwrap_or_default())))
+        .chain(t.database.iter().flat_map(|db| {
+            let password = secrets.database.as_ref().map(|d| d.password.clone()).unwrap_or_default();
+            database_urls(db, &password).into_iter().map(|(name, url)| (name.to_string(), db.password.clone(), url))
+        }))
         .map(|(name, from, v)| SecretEnv { name, from: Some(from), value_sha256: secret_digest(digest_key, v.as_bytes()), value: v })
         .collect()
+}
+
+/// The app's connection settings that hold the database's password, through HAProxy's container
+/// ([`DB_PROXY_SLOT`](crate::topology::tiers::DB_PROXY_SLOT)): the writer (`DB_WRITER_URL`, and
+/// `DATABASE_URL`, the name most libraries read), the reader (`DB_READER_URL`), and libpq's
+/// `PGPASSWORD` beside the plain `PG*` variables of replica.env. As on hosts (secrets.env.j2).
+pub(super) const DATABASE_SECRETS: [&str; 4] = ["DATABASE_URL", "DB_WRITER_URL", "DB_READER_URL", "PGPASSWORD"];
+
+pub(super) fn database_urls(db: &crate::topology::Database, password: &str) -> [(&'static str, String); 4] {
+    use crate::topology::{ports, tiers::DB_PROXY_SLOT};
+    let url = |port: u16| format!("postgresql://{}:{password}@{DB_PROXY_SLOT}:{port}/{}", db.user, db.name);
+    [("DATABASE_URL", url(ports::DB_WRITER)), ("DB_WRITER_URL", url(ports::DB_WRITER)), ("DB_READER_URL", url(ports::DB_READER)), ("PGPASSWORD", password.to_string())]
 }
 
 /// What every process of the app's release shares as a container: its environment (rendered
@@ -218,6 +259,102 @@ fn worker(t: &Topology, w: &crate::topology::Workers, slot: &str, image: &str, e
     ContainerSpec { stop_timeout_s: worker_stop_timeout(t), cmd: argv, no_health_check: true, settle_s: Some(WORKER_SETTLE_S), ..process }.sealed(&t.name)
 }
 
+/// `app.release_command` as a one-off container of the release image: a replica's environment
+/// and secrets (so the writer is reached as the app reaches it), no port, no health check, its
+/// argv (scale-api's image: the arguments of its own entrypoint, `migrate`).
+fn release_command(t: &Topology, argv: &[String], image: &str, envs: &BTreeMap<String, String>, secret_env: &[SecretEnv]) -> ContainerSpec {
+    let slot = envs.keys().find_map(|k| k.strip_prefix("env/")).unwrap_or_default().to_string();
+    let mut process = app_process(t, ROLE_RELEASE, &slot, image, envs, secret_env);
+    process.slot = ROLE_RELEASE.into();
+    process.aliases.clear();
+    let mut cmd = argv.to_vec();
+    if t.app.program.is_none() {
+        cmd.remove(0);
+    }
+    ContainerSpec { cmd, no_health_check: true, ..process }
+}
+
+/// The database tier on one engine: etcd; the members `db-1..N`, each Patroni running PostgreSQL
+/// as its user on a volume of its own, with its passwords as files only that user reads; beside
+/// each, its exporter, over the socket directory they share; HAProxy in front of them, where the
+/// app's writer and reader ports are.
+#[allow(clippy::too_many_arguments)]
+fn database(
+    t: &Topology,
+    db: &crate::topology::Database,
+    files: &BTreeMap<String, String>,
+    run: &Commands,
+    secrets: &SecretValues,
+    digest_key: &str,
+    tools_image: &str,
+    templates: &Templates,
+) -> Result<Vec<ContainerSpec>, RenderError> {
+    use crate::topology::tiers::{self as tt, DB_PROXY_SLOT, ETCD_SLOT, database_slot};
+    let mut etcd = service(ROLE_DATABASE, ETCD_SLOT, tools_image);
+    etcd.cmd = run.etcd.clone();
+    etcd.user = Some("etcd".into());
+    etcd.volumes.push((database_volume(t, ETCD_SLOT), "/var/lib/etcd/scalectl".into()));
+    etcd.health = Some(Health { test: run.etcd_health.clone(), interval_ms: 1000, timeout_ms: 3000, retries: 3, start_period_ms: 10_000 });
+    etcd.cap_drop_all = true;
+    let mut out = vec![etcd];
+    // The passwords (rendered only with resolved values: none for the compose bundle).
+    let secret_files: Vec<FileSpec> = render::render_secrets(t, secrets, templates)?
+        .into_iter()
+        .filter(|f| f.path == tt::PATRONI_SECRETS || f.path == tt::DATABASE_APP_PASSWORD)
+        .map(|f| FileSpec {
+            path: f.path,
+            source: String::new(),
+            mode: 0o400,
+            content_sha256: secret_digest(digest_key, f.content.as_bytes()),
+            content: f.content,
+            sensitive: true,
+            live: false,
+            owner: FileOwner::User("postgres".into()),
+        })
+        .collect();
+    let mut exporters = Vec::new();
+    for i in 1..=db.docker_members {
+        let slot = database_slot(i);
+        let sockets = database_volume(t, &format!("{slot}-run"));
+        let mut m = service(ROLE_DATABASE, &slot, tools_image);
+        m.cmd = run.patroni.clone();
+        m.user = Some("postgres".into());
+        m.files.push(file(tt::PATRONI_CONFIG, files, &format!("database/{slot}/patroni.yml"), false));
+        m.files.push(FileSpec { mode: 0o755, ..file(tt::PATRONI_POST_BOOTSTRAP, files, "database/post-bootstrap.sh", false) });
+        m.files.extend(secret_files.iter().cloned());
+        m.volumes.push((database_volume(t, &slot), tt::DATABASE_DATA_DIR.into()));
+        m.volumes.push((sockets.clone(), "/run/postgresql".into()));
+        // Healthy once its PostgreSQL runs: at once for the first, after its copy for a replica.
+        m.health = Some(Health { test: run.patroni_health.clone(), interval_ms: 2000, timeout_ms: 3000, retries: 3, start_period_ms: 120_000 });
+        // A primary's shutdown checkpoint, and Patroni's handing over, in time.
+        m.stop_timeout_s = 60;
+        m.cap_drop_all = true;
+        out.push(m.sealed(&t.name));
+        let mut e = service("monitor", &format!("postgres-exporter-{i}"), tools_image);
+        e.cmd = run.postgres_exporter.clone();
+        e.user = Some(DB_MONITOR_OS_USER.into());
+        e.files.push(file("/etc/default/prometheus-postgres-exporter", files, "database/postgres-exporter.default", false));
+        e.files.push(file(tt::POSTGRES_EXPORTER_QUERIES, files, "database/postgres-queries.yaml", false));
+        e.volumes.push((sockets, "/run/postgresql".into()));
+        e.cap_drop_all = true;
+        exporters.push(e);
+    }
+    let mut proxy = service(ROLE_DATABASE, DB_PROXY_SLOT, tools_image);
+    proxy.cmd = run.db_proxy.clone();
+    proxy.files.push(file("/etc/haproxy/db-proxy.cfg", files, "haproxy/db-proxy.cfg", false));
+    // Recreated with its members: it resolves their fallback servers once, when it starts.
+    let members: Vec<&str> = out.iter().filter(|c| c.slot != ETCD_SLOT).map(|c| c.name.as_str()).collect();
+    proxy.env.push(format!("SCALECTL_MEMBERS={}", members.join(",")));
+    proxy.cap_drop_all = true;
+    out.push(proxy);
+    out.extend(exporters);
+    Ok(out)
+}
+
+/// The OS user the postgres exporter runs as: PostgreSQL's peer authentication maps it to the
+/// exporter's role ([`crate::topology::DB_MONITOR_USER`]).
+const DB_MONITOR_OS_USER: &str = "prometheus";
+
 /// The value of `name` in KEY=VALUE lines.
 fn env_value<'a>(env: &'a [String], name: &str) -> Option<&'a str> {
     env.iter().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
@@ -256,6 +393,7 @@ fn service(role: &str, slot: &str, image: &str) -> ContainerSpec {
         memory_bytes: None,
         nano_cpus: None,
         nofile: None,
+        user: None,
         volumes: Vec::new(),
         binds_ro: Vec::new(),
         log_opts: log_rotation(),
@@ -427,7 +565,7 @@ impl Desired {
     /// Every container, in the order a first apply creates them: the services the replicas need
     /// at start, the replicas, then the other services.
     pub fn containers(&self) -> Vec<&ContainerSpec> {
-        let (before, after): (Vec<&ContainerSpec>, Vec<&ContainerSpec>) = self.services.iter().partition(|c| BEFORE_APP.contains(&c.slot.as_str()));
+        let (before, after): (Vec<&ContainerSpec>, Vec<&ContainerSpec>) = self.services.iter().partition(|c| before_app(&c.slot));
         before.into_iter().chain(&self.app).chain(&self.workers).chain(after).collect()
     }
 

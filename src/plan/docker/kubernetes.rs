@@ -72,8 +72,17 @@ impl Container {
     fn of(t: &Topology, spec: &ContainerSpec, run: &Commands, argv: Vec<String>) -> Container {
         // The kubelet reads `$(NAME)` in a value as another variable and `$$` as `$`: each `$` of a
         // value is written `$$`, so the pod gets it as the replica does.
-        let env = spec.env.iter().filter_map(|l| l.split_once('=')).filter(|(k, _)| *k != "INSTANCE").map(|(k, v)| (k.to_string(), v.replace('$', "$$"))).collect();
-        let mut secrets: Vec<String> = spec.secret_env.iter().map(|e| e.name.clone()).collect();
+        // The docker replica's database settings name its HAProxy container; a pod's are the
+        // cluster's Services' (below).
+        let docker_only = |k: &str| ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE"].contains(&k) || super::desired::DATABASE_SECRETS.contains(&k);
+        let env = spec
+            .env
+            .iter()
+            .filter_map(|l| l.split_once('='))
+            .filter(|(k, _)| *k != "INSTANCE" && !docker_only(k))
+            .map(|(k, v)| (k.to_string(), v.replace('$', "$$")))
+            .collect();
+        let mut secrets: Vec<String> = spec.secret_env.iter().map(|e| e.name.clone()).filter(|n| !docker_only(n)).collect();
         if t.database.is_some() {
             // The database's URLs, as the hosts target writes them into the app's secrets file:
             // on a cluster they name CloudNativePG's `-rw` and `-ro` Services.
@@ -229,7 +238,11 @@ pub fn kubernetes_files(t: &Topology, cores: u32, templates: &Templates) -> Resu
             "checksum": sha256_hex(format!("{conf}\0{}", redis_auth.as_deref().unwrap_or_default()).as_bytes()),
         })
     });
-    let members = t.hosts.iter().filter(|h| h.has(Role::Database)).count().max(1);
+    // The database hosts, or on docker its containers.
+    let members = match t.target {
+        crate::topology::Target::Hosts => t.hosts.iter().filter(|h| h.has(Role::Database)).count().max(1),
+        crate::topology::Target::Docker => t.database.as_ref().map_or(1, |d| d.docker_members as usize),
+    };
     let database = t.database.as_ref().map(|db| {
         serde_json::json!({
             "cluster": database_cluster(t),

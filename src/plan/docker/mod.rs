@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use super::{Release, sha256_hex};
 use crate::topology::Topology;
 
-pub use compose::compose_file;
-pub use desired::{BEFORE_APP, Desired, bundle_specs, desired};
+pub use compose::{compose_file, compose_specs};
+pub use desired::{Desired, before_app, bundle_specs, desired};
 pub use kubernetes::{KUBERNETES_VERSION, PRE_STOP_S, database_cluster, kubernetes_files, secret_name};
 pub use steps::{Inputs, destroy_plan, plan, previous_release, reload_plan};
 pub use text::render_text;
@@ -191,6 +191,9 @@ pub struct ContainerSpec {
     pub memory_bytes: Option<u64>,
     pub nano_cpus: Option<i64>,
     pub nofile: Option<u64>,
+    /// Who its process runs as, when not the image's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// (volume, mount point)
     pub volumes: Vec<(String, String)>,
     /// (directory on the engine's machine, mount point), bound read-only.
@@ -340,6 +343,9 @@ pub struct ObservedContainer {
     /// Its [`LABEL_PREVIOUS`]: the release image its slot ran before (replicas).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub previous: String,
+    /// How its process ended, once it has (a release command's container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
 }
 
 /// A release image on the engine, labelled with the topology.
@@ -386,6 +392,9 @@ pub enum Step {
     CreateVolume { name: String },
     /// Create, write its files, start, and wait until healthy (or running, without a health check).
     Create { spec: ContainerSpec },
+    /// `app.release_command` in a one-off container, waited for: its failure stops the apply. The
+    /// container is kept once it succeeded (the record that this release's command ran).
+    RunRelease { spec: ContainerSpec },
     /// Start a stopped container that the topology still wants.
     Start { name: String, wait_healthy: bool },
     /// Replace a live file in a running container (temp + rename), then run `commands` in order
@@ -479,7 +488,7 @@ impl DockerPlan {
                 content.clear();
                 content_sha256.clear();
             }
-            if let Step::Create { spec } = s {
+            if let Step::Create { spec } | Step::RunRelease { spec } = s {
                 // Nor their digests: a weak secret would fall to a dictionary tried on them.
                 for e in &mut spec.secret_env {
                     e.value.clear();
@@ -545,6 +554,12 @@ pub fn redis_volume(t: &Topology) -> String {
 }
 
 /// The collector's log files.
+/// A volume of the database tier: a member's data (`db-N`) or its socket directory (`db-N-run`),
+/// etcd's data (`etcd`).
+pub fn database_volume(t: &Topology, what: &str) -> String {
+    format!("{}-{what}", t.name)
+}
+
 pub fn logs_volume(t: &Topology) -> String {
     format!("{}-logs", t.name)
 }
@@ -589,6 +604,10 @@ pub fn secret_digest(key: &str, value: &[u8]) -> String {
 
 /// The role label of the app's workers.
 pub const ROLE_WORKER: &str = "worker";
+/// The database tier's containers (etcd, the members, HAProxy in front of them).
+pub const ROLE_DATABASE: &str = "database";
+/// `app.release_command`'s one-off containers.
+pub const ROLE_RELEASE: &str = "release";
 
 /// Seconds a worker must still run after it started.
 pub const WORKER_SETTLE_S: u64 = 2;

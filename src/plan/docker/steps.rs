@@ -22,12 +22,15 @@ pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError
     let (t, d) = (i.topology, &i.desired);
     let mut p = Steps { o, activate: Vec::new(), cleanup: Vec::new() };
     p.images_network_volumes(&i);
-    let (before, after): (Vec<&ContainerSpec>, Vec<&ContainerSpec>) = d.services.iter().partition(|c| BEFORE_APP.contains(&c.slot.as_str()));
+    let (before, after): (Vec<&ContainerSpec>, Vec<&ContainerSpec>) = d.services.iter().partition(|c| before_app(&c.slot));
     for spec in &before {
         p.service(spec);
     }
     // Every tier's users changed live (Redis'): the new passwords added before the replicas roll.
     let settle: Vec<Step> = t.tiers_on_one_engine().iter().filter_map(|tier| tier.credentials).filter_map(|c| p.credentials(c, d.service(c.kind.container())?)).collect();
+    if let Some(spec) = &d.release_command {
+        p.release_command(spec);
+    }
     p.replicas(&i)?;
     p.workers(&i);
     for spec in &after {
@@ -36,7 +39,12 @@ pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError
     // Every replica and the exporter now have the new password: the old one goes.
     p.activate.extend(settle);
     let wanted: BTreeSet<&str> = d.services.iter().map(|c| c.slot.as_str()).collect();
-    for c in o.containers.iter().filter(|c| c.role != "app" && c.role != ROLE_WORKER && !wanted.contains(c.slot.as_str())) {
+    // A release command's record goes with its release (whose image could not be removed beside it).
+    let release_done = d.release_command.as_ref().map(|r| r.name.as_str());
+    for c in o.containers.iter().filter(|c| c.role == ROLE_RELEASE && Some(c.name.as_str()) != release_done) {
+        p.cleanup.push(Step::Remove { name: c.name.clone(), reason: format!("the release command's record of {}", c.image) });
+    }
+    for c in o.containers.iter().filter(|c| c.role != "app" && c.role != ROLE_WORKER && c.role != ROLE_RELEASE && !wanted.contains(c.slot.as_str())) {
         if c.running() {
             p.activate.push(Step::Stop { name: c.name.clone(), timeout_s: 10 });
         }
@@ -56,6 +64,15 @@ struct Steps<'a> {
 impl Steps<'_> {
     fn exact(&self, spec: &ContainerSpec) -> Option<&ObservedContainer> {
         self.o.containers.iter().find(|c| c.name == spec.name)
+    }
+
+    /// The release command, unless it ran to success already: a container of this very spec (the
+    /// release image, the command, its environment and secrets) that exited 0.
+    fn release_command(&mut self, spec: &ContainerSpec) {
+        let done = self.o.containers.iter().any(|c| c.name == spec.name && c.exit_code == Some(0));
+        if !done {
+            self.activate.push(Step::RunRelease { spec: spec.clone() });
+        }
     }
 
     /// The images to build, the network and volumes to create.

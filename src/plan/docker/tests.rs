@@ -32,7 +32,7 @@ fn converged_with(t: &Topology, rel: &str, secrets: &SecretValues) -> DockerObse
     let templates = Templates::embedded();
     let d = desired(t, &release(rel), secrets, &engine(), &templates).unwrap();
     let mut o = DockerObserved { network: true, image_present: true, log_image_present: true, ..Default::default() };
-    o.volumes = [lb_log_volume(t), redis_volume(t), logs_volume(t), logship_volume(t)].into();
+    o.volumes = d.volumes().into_iter().map(String::from).collect();
     for c in d.containers() {
         o.containers.push(ObservedContainer {
             name: c.name.clone(),
@@ -43,6 +43,7 @@ fn converged_with(t: &Topology, rel: &str, secrets: &SecretValues) -> DockerObse
             health: c.health.as_ref().map(|_| "healthy".into()),
             image: c.image.clone(),
             previous: String::new(),
+            exit_code: None,
         });
         for f in c.files.iter().filter(|f| f.live) {
             o.live_files.insert(format!("{}:{}", c.name, f.path), f.content.clone());
@@ -59,6 +60,7 @@ fn names(steps: &[Step]) -> Vec<String> {
             Step::CreateNetwork { name } => format!("network {name}"),
             Step::CreateVolume { name } => format!("volume {name}"),
             Step::Create { spec } => format!("create {}", spec.slot),
+            Step::RunRelease { spec } => format!("release command {}", spec.cmd.join(" ")),
             Step::Start { name, .. } => format!("start {name}"),
             Step::WriteLive { path, .. } => format!("write {path}"),
             Step::Drain { server, .. } => format!("drain {server}"),
@@ -665,4 +667,69 @@ fn a_new_liveness_path_reaches_the_balancer_once_after_the_roll() {
     // A release that keeps the path: checked, the balancer's file follows each slot, no reload.
     let p = make(&t, "bbbbbbbbbbbb", &SecretValues::default(), &o);
     assert!(p.activate.iter().all(|s| !matches!(s, Step::Serve { pause_checks: true, .. } | Step::ReloadBalancer { .. })));
+}
+
+const WITH_DATABASE: &str = "  release_command: [scale-api, migrate]\ndatabase:\n  password: {env: P}\n  replication_password: {env: R}\n  rest_password: {env: S}\n  members: 2\n";
+
+fn database_secrets() -> SecretValues {
+    let database = crate::render::DatabaseSecrets { password: "app-pw".into(), replication_password: "repl-pw".into(), rest_password: "rest-pw".into() };
+    SecretValues { database: Some(database), ..Default::default() }
+}
+
+#[test]
+fn the_database_tier_and_the_release_command_come_before_any_replica_and_the_command_runs_once() {
+    let t = topology(WITH_DATABASE);
+    let secrets = database_secrets();
+    let p = make(&t, "aaaaaaaaaaaa", &secrets, &DockerObserved::default());
+    let steps: Vec<String> = names(&p.activate).into_iter().filter(|s| s.starts_with("create") || s.starts_with("release")).collect();
+    assert_eq!(
+        steps[..9],
+        ["create redis", "create etcd", "create db-1", "create db-2", "create db-proxy", "release command migrate", "create api-1", "create api-2", "create postgres-exporter-1"],
+        "{steps:?}"
+    );
+    let created = |slot: &str| p.activate.iter().find_map(|s| if let Step::Create { spec } = s { (spec.slot == slot).then_some(spec) } else { None }).unwrap();
+    // Each member: Patroni as PostgreSQL's user, its own name and address, its passwords as files
+    // only that user reads, its own volume; the app's URLs reach the members through db-proxy.
+    let db2 = created("db-2");
+    assert_eq!(db2.user.as_deref(), Some("postgres"));
+    let config = &db2.files.iter().find(|f| f.path == crate::topology::tiers::PATRONI_CONFIG).unwrap().content;
+    assert!(config.contains("name: \"db-2\"") && config.contains("connect_address: \"db-2:5432\"") && config.contains("- \"etcd:2379\""), "{config}");
+    let env = db2.files.iter().find(|f| f.path == crate::topology::tiers::PATRONI_SECRETS).unwrap();
+    assert!(env.sensitive && env.mode == 0o400 && env.owner == FileOwner::User("postgres".into()) && env.content.contains("repl-pw"));
+    assert!(db2.volumes.contains(&("d-db-2".to_string(), crate::topology::tiers::DATABASE_DATA_DIR.to_string())), "{:?}", db2.volumes);
+    let api = created("api-1");
+    let url = api.secret_env.iter().find(|e| e.name == "DB_READER_URL").unwrap();
+    assert_eq!(url.value, "postgresql://app:app-pw@db-proxy:5434/d");
+    assert!(api.env.contains(&"PGHOST=db-proxy".to_string()), "{:?}", api.env);
+    // No value in the printed plan.
+    let printed = serde_json::to_string(&p.redacted()).unwrap() + &render_text(&p, false);
+    for pw in ["app-pw", "repl-pw", "rest-pw"] {
+        assert!(!printed.contains(pw), "{pw} in the plan");
+    }
+    // Once it ran to success, the next plan does not run it again; a failed run does not count.
+    let mut o = converged_with(&t, "aaaaaaaaaaaa", &secrets);
+    let d = desired(&t, &release("aaaaaaaaaaaa"), &secrets, &engine(), &Templates::embedded()).unwrap();
+    let record = |exit_code| ObservedContainer {
+        name: d.release_command.as_ref().unwrap().name.clone(),
+        role: ROLE_RELEASE.into(),
+        slot: ROLE_RELEASE.into(),
+        hash: String::new(),
+        state: "exited".into(),
+        health: None,
+        image: d.image.clone(),
+        previous: String::new(),
+        exit_code: Some(exit_code),
+    };
+    o.containers.push(record(1));
+    assert_eq!(names(&make(&t, "aaaaaaaaaaaa", &secrets, &o).activate), ["release command migrate"]);
+    o.containers.pop();
+    o.containers.push(record(0));
+    let p = make(&t, "aaaaaaaaaaaa", &secrets, &o);
+    assert!(!p.has_changes(), "{}", render_text(&p, false));
+    // A new release runs it again, before its replicas, and its record replaces the old one.
+    let p = make(&t, "bbbbbbbbbbbb", &secrets, &o);
+    let steps = names(&p.activate);
+    let run = steps.iter().position(|s| s == "release command migrate").unwrap();
+    assert!(steps.iter().position(|s| s == "create api-1").unwrap() > run, "{steps:?}");
+    assert!(names(&p.cleanup).contains(&"remove d-release".to_string()), "{:?}", names(&p.cleanup));
 }

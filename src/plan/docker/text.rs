@@ -23,12 +23,16 @@ pub fn render_text(p: &DockerPlan, color: bool) -> String {
             let line = match s {
                 Step::BuildImage { tag, from_image: Some(from), .. } => paint(green, &format!("  + build image {tag} (labelled, from the engine's image {from})")),
                 Step::BuildImage { tag, release, bytes, .. } => paint(green, &format!("  + build image {tag} (release {release}, {bytes} bytes)")),
-                Step::BuildLogImage { tag, .. } => paint(green, &format!("  + build image {tag} (rsyslog and mtail, from Debian's packages)")),
+                Step::BuildLogImage { tag, .. } => paint(green, &format!("  + build image {tag} (scalectl's own services, from Debian's packages)")),
                 Step::CreateNetwork { name } => paint(green, &format!("  + network {name}")),
                 Step::CreateVolume { name } => paint(green, &format!("  + volume {name}")),
                 Step::Create { spec } => paint(
                     green,
                     &format!("  + container {} ({}, {}{})", spec.name, spec.slot, spec.image, if spec.health.is_some() { ", wait healthy" } else { "" }),
+                ),
+                Step::RunRelease { spec } => paint(
+                    green,
+                    &format!("  + run the release command `{}` once, in {} ({}), before any replica switches", spec.cmd.join(" "), spec.name, spec.image),
                 ),
                 Step::Start { name, .. } => paint(yellow, &format!("  ~ start {name}")),
                 Step::WriteLive { container, path, diff, commands, old_workers_wait_s, .. } => {

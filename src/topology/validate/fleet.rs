@@ -39,11 +39,11 @@ impl V {
     /// What `target: docker` does not run.
     fn docker_limits(&mut self, raw: &RawTopology, t: &Topology) {
         let anchor = raw.name.loc();
-        if let Some(d) = &raw.database {
-            self.push(
-                Problem::at(d.password.loc(), "the database tier (PostgreSQL with Patroni) is deployed to `target: hosts`; the docker target does not run it yet")
-                    .help("remove the database section, or deploy with `target: hosts` (the lab makes hosts on this machine: `scalectl lab up`)"),
-            );
+        if let Some(raw_db) = &raw.database
+            && let Some((problem, help)) = t.pool_overflow(|_| 1)
+        {
+            let at = raw_db.pool.as_ref().map(|p| p.loc()).or(raw_db.max_connections.as_ref().map(|m| m.loc())).unwrap_or(raw_db.password.loc());
+            self.push(Problem::at(at, problem).help(help));
         }
         if let Some(Sp(s)) = &raw.app.instances
             && let Instances::Count(n) = s.value

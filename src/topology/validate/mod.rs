@@ -149,7 +149,7 @@ impl V {
         let mut app = self.app(&raw.app);
         app.program = raw.app.program.as_ref().map(|p| self.program(p, raw, target));
         app.workers = raw.app.workers.as_ref().map(|w| self.workers(w, &raw.app));
-        app.release_command = raw.app.release_command.as_ref().map(|c| self.release_command(c, &raw.app, target));
+        app.release_command = raw.app.release_command.as_ref().map(|c| self.release_command(c, &raw.app));
         let hosts = self.hosts(raw, target);
         let load_balancer = self.load_balancer(raw.load_balancer.as_ref());
         // Redis runs where the topology places it: a host with the `redis` role, or on docker a
@@ -160,7 +160,7 @@ impl V {
         };
         let queue = app.workers.as_ref().and_then(|w| w.queue.as_ref());
         let redis = wants_redis.then(|| self.redis(raw.redis.as_ref(), queue));
-        let database = raw.database.as_ref().map(|d| self.database(d, raw.name.value()));
+        let database = raw.database.as_ref().map(|d| self.database(d, raw.name.value(), target));
         let observability = self.observability(raw.observability.as_ref());
         let autoscaling = raw.autoscaling.as_ref().map(|a| self.autoscaling(a));
         let docker = self.docker(raw.docker.as_ref(), raw.name.value());
@@ -272,13 +272,7 @@ impl V {
     }
 
     /// The worker kind: an argv of the release with no port, its own env and drain timeout.
-    fn release_command(&mut self, c: &Sp<Vec<Sp<String>>>, a: &RawApp, target: Target) -> Vec<String> {
-        if target == Target::Docker {
-            self.push(
-                Problem::at(c.loc(), "app.release_command runs on `target: hosts` for now; the docker target does not run it yet")
-                    .help("remove it, or deploy with `target: hosts`"),
-            );
-        }
+    fn release_command(&mut self, c: &Sp<Vec<Sp<String>>>, a: &RawApp) -> Vec<String> {
         if c.value().is_empty() {
             self.push(Problem::at(c.loc(), "app.release_command is empty").help("give the command and its arguments as a list, such as [node, migrate.js]"));
         }
@@ -663,7 +657,7 @@ impl V {
         }
     }
 
-    fn database(&mut self, d: &RawDatabase, topology: &str) -> Database {
+    fn database(&mut self, d: &RawDatabase, topology: &str, target: Target) -> Database {
         let name = match &d.name {
             Some(n) => {
                 self.check(n, syntax::pg_identifier(n.value(), "database.name"));
@@ -693,6 +687,13 @@ impl V {
         }
         let max_connections = self.int(&d.max_connections, "database.max_connections", 100, 20, 10_000) as u32;
         let pool = self.int(&d.pool, "database.pool", 5, 1, 1_000) as u32;
+        if let (Some(m), Target::Hosts) = (&d.members, target) {
+            self.push(
+                Problem::at(m.loc(), "database.members counts the containers of `target: docker`; on hosts, the hosts with the database role are the members")
+                    .help("remove `members`, and give `database` to the roles of each host that should run PostgreSQL"),
+            );
+        }
+        let docker_members = self.int(&d.members, "database.members", 2, 1, 9) as u32;
         Database {
             name,
             user,
@@ -702,6 +703,7 @@ impl V {
             max_connections,
             pool,
             replica_max_lag: self.size(&d.replica_max_lag, "database.replica_max_lag", 1 << 20, 0),
+            docker_members,
         }
     }
 
