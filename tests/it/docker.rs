@@ -1521,6 +1521,93 @@ mod database {
         let (status, got) = users("GET", 42, None);
         assert_eq!((status, got["name"].as_str()), (200, Some("grace")), "{got}");
         assert_eq!(release_records().len(), 1, "the failed run left no record: {:?}", release_records());
+
+        compose_bundle_runs_the_tier_with_its_passwords_as_files();
+    }
+
+    /// `docker compose` in `dir`, with the topology's secrets as its shell's variables.
+    fn compose(dir: &std::path::Path, args: &[&str]) -> Output {
+        let mut c = Command::new(compose_bin());
+        c.current_dir(dir).env("DOCKDB_REDIS_PASSWORD", crate::lab::lab_redis_password());
+        for (var, value) in PASSWORDS {
+            c.env(var, value);
+        }
+        c.args(args).output().unwrap()
+    }
+
+    /// The bundle taken down, its volumes and images removed, pass or fail.
+    struct Down(std::path::PathBuf, Vec<String>);
+
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let out = compose(&self.0, &["down", "--volumes", "--remove-orphans", "--timeout", "5"]);
+            if !out.status.success() {
+                eprintln!("docker compose down failed: {}", text(&out.stderr));
+            }
+            for image in &self.1 {
+                let _ = docker(&["rmi", image]);
+            }
+        }
+    }
+
+    /// The compose bundle of the same topology (another name and ports, beside the engine's
+    /// deployment, whose tools image it borrows): `up --wait` starts etcd, the members with their
+    /// passwords written at start, db-proxy, the release command (which must succeed before the
+    /// replicas start), and a user written through the load balancer is read back; no value shows
+    /// in compose.yaml or `docker inspect`.
+    fn compose_bundle_runs_the_tier_with_its_passwords_as_files() {
+        let t = topology_with(&[
+            ("name: dockdb\n", "name: dockdbc\n"),
+            ("  network: dockdb\n", "  network: dockdbc\n"),
+            ("    scale_api: scale-api:latest", "    scale_api: scalectl-test/dockdbc-api:latest"),
+            ("    load_balancer: 8087\n    prometheus: 9097\n", "    load_balancer: 8088\n    prometheus: 9098\n"),
+        ]);
+        let dir = tempfile::Builder::new().prefix("dockdbc-").tempdir().unwrap();
+        let out = scalectl(&["render", "-f", t.to_str().unwrap(), "-o", dir.path().to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let bundle = dir.path().join("docker");
+        let file = std::fs::read_to_string(bundle.join("compose.yaml")).unwrap();
+        for (_, pw) in PASSWORDS {
+            assert!(!file.contains(pw), "a database password in compose.yaml");
+        }
+        std::fs::copy(release(), bundle.join("scale-api")).unwrap();
+        let api_image = "scalectl-test/dockdbc-api:latest";
+        docker_ok(&["build", "-q", "-t", api_image, bundle.to_str().unwrap()]);
+        // The engine deployment's tools image, named as the bundle names it (the two Dockerfiles
+        // differ in the topology's name only): no second build of Debian's packages.
+        let tools = file.lines().find_map(|l| l.trim().strip_prefix("image: \"scalectl-tools:")).map(|tag| format!("scalectl-tools:{}", tag.trim_end_matches('"'))).unwrap();
+        let deployed_tools = docker_ok(&["inspect", "-f", "{{.Config.Image}}", &container("db-1")]);
+        docker_ok(&["tag", deployed_tools.trim(), &tools]);
+        let _down = Down(bundle.clone(), vec![api_image.to_string(), tools]);
+        let t0 = Instant::now();
+        let up = compose(&bundle, &["up", "--detach", "--no-build", "--wait", "--wait-timeout", "180"]);
+        let logs = || text(&compose(&bundle, &["logs", "--no-color", "--tail", "20"]).stdout);
+        assert!(up.status.success(), "docker compose up failed:\n{}\n{}", text(&up.stderr), logs());
+        eprintln!("docker database: the compose bundle up, the tier bootstrapped and the release command run, in {:.1} s", t0.elapsed().as_secs_f64());
+        let release = docker_ok(&["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "dockdbc-release-1"]);
+        assert_eq!(release.trim(), "exited 0", "the release command's container");
+        let c = crate::support::client();
+        let lb = "http://127.0.0.1:8088";
+        let put = c.put(format!("{lb}/users/9")).header("content-type", "application/json").body(r#"{"name":"hopper"}"#).send().unwrap();
+        assert_eq!(put.status().as_u16(), 200, "{}\n{}", put.text().unwrap_or_default(), logs());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got: serde_json::Value = c.get(format!("{lb}/users/9")).send().unwrap().json().unwrap_or_default();
+            if got["name"] == "hopper" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the bundle never read the user back: {got}\n{}", logs());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The members' password files are PostgreSQL's user's alone; no value in `docker inspect`.
+        assert_eq!(docker_ok(&["exec", "dockdbc-db-1-1", "stat", "-c", "%a %U", "/etc/patroni/scalectl.env", "/etc/patroni/scalectl-app-password"]), "400 postgres\n400 postgres\n");
+        let names = docker_ok(&["ps", "-a", "--filter", "label=com.docker.compose.project=dockdbc", "--format", "{{.Names}}"]);
+        for name in names.lines() {
+            let inspect = docker_ok(&["inspect", name]);
+            for (_, pw) in PASSWORDS {
+                assert!(!inspect.contains(pw), "{name} shows a database password in docker inspect");
+            }
+        }
     }
 
     /// `pg_up` of each member's exporter on the published Prometheus (none while it does not answer).

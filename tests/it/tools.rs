@@ -1414,9 +1414,10 @@ fn compose_services_equal_the_docker_targets_container_specs() {
         let compose = scalectl::plan::docker::compose_file(&t, 2, &Templates::embedded()).unwrap();
         let bundle = render::render(&t, &Facts::with_default_cores(2), &Templates::embedded()).unwrap();
         let c: Value = serde_saphyr::from_str(&compose.content).unwrap();
-        let specs = scalectl::plan::docker::compose_specs(&t, 2, &Templates::embedded()).unwrap();
+        let specs = scalectl::plan::docker::bundle_specs(&t, 2, &Templates::embedded()).unwrap();
         let services = c["services"].as_object().unwrap();
-        assert_eq!(services.len(), specs.containers().len(), "{example}: one service per container spec");
+        // And the release command's one-off container, when the topology has one.
+        assert_eq!(services.len(), specs.containers().len() + specs.release_command.iter().count(), "{example}: one service per container spec");
         for spec in specs.containers() {
             // Compose reads `$X` as a variable of its shell: the service's own `$` are written `$$`.
             let s = &unescape_dollars(&c["services"][&spec.slot]);
@@ -1428,12 +1429,30 @@ fn compose_services_equal_the_docker_targets_container_specs() {
             let users_file = spec.role == "redis" && t.redis_password().is_some();
             let mut env: serde_json::Map<String, Value> = spec.env.iter().filter_map(|e| e.split_once('=')).map(|(k, v)| (k.to_string(), json!(v))).collect();
             let cmd: Vec<Value> = spec.cmd.iter().map(|a| json!(a)).collect();
-            if spec.secret_env.is_empty() && !users_file {
+            // A database member: its passwords from compose secrets into the files apply writes, then Patroni.
+            let member = spec.role == "database" && spec.user.as_deref() == Some("postgres");
+            let database_urls = ["DATABASE_URL", "DB_WRITER_URL", "DB_READER_URL"];
+            if member {
+                assert_eq!(s["user"], "root", "{at}");
+                let want: Vec<Value> = ["DB_REPLICATION_PASSWORD", "DB_REST_PASSWORD", "PGPASSWORD"].iter().map(|n| json!({"source": n, "target": format!("/run/secrets/scalectl/{n}")})).collect();
+                assert_eq!(json!(secret_files), json!(want), "{at}");
+                let script = s["entrypoint"][2].as_str().unwrap_or_default();
+                assert!(script.contains("> /etc/patroni/scalectl.env") && script.ends_with("exec setpriv --reuid=postgres --regid=postgres --init-groups \"$@\""), "{at}: {script}");
+                assert_eq!(s["command"], json!(cmd), "{at}");
+            } else if spec.secret_env.is_empty() && !users_file {
                 assert!(s.get("entrypoint").is_none() && secret_files.is_empty(), "{at}");
                 assert_eq!(s.get("command").cloned().unwrap_or(json!([])), json!(cmd), "{at}");
             } else if spec.secrets == scalectl::plan::docker::SecretDelivery::Files {
-                assert_eq!(s["entrypoint"], json!(scalectl::plan::docker::secrets_entrypoint()), "{at}");
-                let names: Vec<String> = spec.secret_env.iter().map(|e| e.name.clone()).collect();
+                let wrapper = scalectl::plan::docker::secrets_entrypoint();
+                if t.database.is_some() {
+                    // The wrapper, then the database's URLs made from PGPASSWORD (compose has no value to write them with).
+                    let script = s["entrypoint"][2].as_str().unwrap_or_default();
+                    let urls = script.strip_prefix(wrapper[2].trim_end_matches("exec \"$@\"")).unwrap_or_else(|| panic!("{at}: {script}"));
+                    assert!(urls.contains("@db-proxy") && urls.contains("export DATABASE_URL=") && urls.ends_with("exec \"$@\""), "{at}: {urls}");
+                } else {
+                    assert_eq!(s["entrypoint"], json!(wrapper), "{at}");
+                }
+                let names: Vec<String> = spec.secret_env.iter().map(|e| e.name.clone()).filter(|n| !database_urls.contains(&n.as_str())).collect();
                 let want: Vec<Value> = names.iter().map(|n| json!({"source": n, "target": format!("{}/{n}", scalectl::plan::docker::SECRETS_DIR)})).collect();
                 assert_eq!(json!(secret_files), json!(want), "{at}");
                 if t.app.program.is_none() {
@@ -1465,6 +1484,7 @@ fn compose_services_equal_the_docker_targets_container_specs() {
                 assert_eq!(content, format!(r#"{{"redis://redis:6379": "${{{var}:?set {var} for secret REDIS_PASSWORD}}"}}"#), "{at}");
             }
             for (name, secret) in c.get("secrets").and_then(Value::as_object).into_iter().flatten() {
+                assert!(!database_urls.contains(&name.as_str()), "{at}: the URL {name} is made at start, not a compose secret");
                 let want = match spec.secret_env.iter().find(|e| &e.name == name).and_then(|e| e.from.clone()) {
                     Some(topology::SecretRef::Env(var)) => json!({"environment": var}),
                     Some(topology::SecretRef::File(path)) => json!({"file": path}),

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::desired::{self, Commands, commands, rendered};
+use super::desired::{Commands, commands, rendered};
 use super::*;
 use crate::render::{self, RenderError, Templates};
 use crate::topology::SecretRef;
+use crate::topology::tiers::DB_PROXY_SLOT;
 
 /// One compose service: a spec, with its files as bind mounts of the bundle's files.
 #[derive(Serialize)]
@@ -26,7 +27,12 @@ struct ComposeService<'a> {
     /// The image's own check turned off (a worker).
     health_disabled: bool,
     /// Who the container starts as, when not the image's user.
-    user: Option<&'static str>,
+    user: Option<String>,
+    /// Capabilities its entrypoint needs beside a dropped set (a member's: it writes its password
+    /// files as root, then runs Patroni as PostgreSQL's user).
+    cap_add: Vec<&'static str>,
+    /// `unless-stopped`, or `no` for the release command, which runs once.
+    restart: &'static str,
     environment: Vec<(String, String)>,
     /// (name, environment variable of this shell): secrets that reach a container only as variables.
     secret_env: Vec<(&'a str, &'a str)>,
@@ -38,7 +44,8 @@ struct ComposeService<'a> {
     mounts: Vec<(String, &'a str, bool)>,
     labels: BTreeMap<String, String>,
     cpus: Option<f64>,
-    depends_on: Vec<&'a str>,
+    /// (service, condition): what must be started, healthy, or done first.
+    depends_on: Vec<(&'a str, &'static str)>,
 }
 
 impl ComposeService<'_> {
@@ -53,11 +60,31 @@ impl ComposeService<'_> {
 
 /// A compose secret: its name (the variable it becomes) and where compose reads it at `up`.
 #[derive(Serialize, PartialEq)]
-struct ComposeSecret<'a> {
-    name: &'a str,
+struct ComposeSecret {
+    name: String,
     /// `environment` (a variable of the shell that runs compose) or `file` (a path on its machine).
     kind: &'static str,
-    source: &'a str,
+    source: String,
+}
+
+/// The app's settings that hold the database's password: under compose they are made from
+/// PGPASSWORD when the container starts ([`database_urls_entrypoint`]).
+const DATABASE_URLS: [&str; 3] = ["DATABASE_URL", "DB_WRITER_URL", "DB_READER_URL"];
+
+/// A member's compose secrets, as commands.yaml.j2's `compose_patroni_entrypoint` reads them.
+const MEMBER_SECRETS: [&str; 3] = ["DB_REPLICATION_PASSWORD", "DB_REST_PASSWORD", "PGPASSWORD"];
+
+/// The secrets' wrapper, which then makes the database's URLs from PGPASSWORD as the docker target
+/// writes them ([`super::desired::database_urls`]: HAProxy's container, the writer and reader ports).
+fn database_urls_entrypoint(db: &crate::topology::Database) -> Vec<String> {
+    use crate::topology::ports::{DB_READER, DB_WRITER};
+    let mut e = secrets_entrypoint();
+    let (user, name) = (&db.user, &db.name);
+    let urls = format!(
+        "u=\"postgresql://{user}:$PGPASSWORD@{DB_PROXY_SLOT}\"; export DATABASE_URL=\"$u:{DB_WRITER}/{name}\" DB_WRITER_URL=\"$u:{DB_WRITER}/{name}\" DB_READER_URL=\"$u:{DB_READER}/{name}\"; exec \"$@\""
+    );
+    e[2] = e[2].replace("exec \"$@\"", &urls);
+    e
 }
 
 /// Where compose's Redis finds the bundle's ACL users template (commands.yaml.j2 reads it there).
@@ -71,13 +98,14 @@ const COMPOSE_EXPORTER_CONFIG: &str = "redis-exporter-password";
 /// to put into a file of the bundle: each secret reaches its containers as a compose secret (a
 /// file in the container, read from the shell's variable or the file the topology names).
 pub fn compose_file(t: &Topology, cores: u32, templates: &Templates) -> Result<render::RenderedFile, RenderError> {
-    let d = compose_specs(t, cores, templates)?;
+    let d = bundle_specs(t, cores, templates)?;
     let run = commands(&rendered(t, &[], templates)?)?;
     let app_slots: Vec<&str> = d.app.iter().map(|c| c.slot.as_str()).collect();
     let mut exporter_password = None;
     let services: Vec<ComposeService> = d
         .containers()
         .into_iter()
+        .chain(d.release_command.iter())
         .map(|spec| {
             let mut service = ComposeService::of(t, &d, spec, &app_slots);
             if let Some(var) = service.deliver_secrets(t, &run) {
@@ -92,7 +120,7 @@ pub fn compose_file(t: &Topology, cores: u32, templates: &Templates) -> Result<r
         "version": env!("CARGO_PKG_VERSION"),
         "t": t,
         "services": services,
-        "secrets": compose_secrets(&d),
+        "secrets": compose_secrets(t, &d),
         "exporter_password": exporter_password,
         "volumes": volumes,
     });
@@ -108,37 +136,22 @@ pub fn compose_file(t: &Topology, cores: u32, templates: &Templates) -> Result<r
     })
 }
 
-/// The specs compose.yaml is rendered from: [`bundle_specs`] but the database tier's.
-pub fn compose_specs(t: &Topology, cores: u32, templates: &Templates) -> Result<Desired, RenderError> {
-    let mut d = bundle_specs(t, cores, templates)?;
-    leave_out_the_database(&mut d);
-    Ok(d)
-}
-
-/// The compose bundle does not carry the database tier yet: its members read their passwords
-/// from files apply writes, and the app's URLs hold the password, which compose has no way to put
-/// into a URL. Its containers are left out, and the app's database settings with them (the app
-/// answers what needs the database with 503); compose.yaml says so, and `scalectl apply` deploys
-/// the tier to the same engine.
-fn leave_out_the_database(d: &mut Desired) {
-    d.services.retain(|c| c.role != ROLE_DATABASE && !c.slot.starts_with("postgres-exporter-"));
-    d.release_command = None;
-    for c in d.app.iter_mut().chain(&mut d.workers) {
-        c.secret_env.retain(|e| !desired::DATABASE_SECRETS.contains(&e.name.as_str()));
-        c.env.retain(|e| !e.starts_with("PG") && !e.starts_with("DB_POOL_SIZE="));
-    }
-}
-
 /// Every secret of the containers, once: where compose reads it at `up`.
-fn compose_secrets(d: &Desired) -> Vec<ComposeSecret<'_>> {
+fn compose_secrets(t: &Topology, d: &Desired) -> Vec<ComposeSecret> {
     let mut secrets: Vec<ComposeSecret> = Vec::new();
-    for e in d.containers().into_iter().flat_map(|c| &c.secret_env) {
-        let (kind, source) = match &e.from {
-            Some(SecretRef::Env(var)) => ("environment", var.as_str()),
-            Some(SecretRef::File(path)) => ("file", path.as_str()),
+    // The app's database URLs are made from PGPASSWORD when its container starts; the members'
+    // passwords are files their start writes.
+    let app = d.containers().into_iter().flat_map(|c| &c.secret_env).filter(|e| !DATABASE_URLS.contains(&e.name.as_str())).map(|e| (e.name.clone(), e.from.clone()));
+    let members = t.database.iter().flat_map(|db| {
+        [(MEMBER_SECRETS[0], &db.replication_password), (MEMBER_SECRETS[1], &db.rest_password), (MEMBER_SECRETS[2], &db.password)].map(|(n, r)| (n.to_string(), Some(r.clone())))
+    });
+    for (name, from) in app.chain(members) {
+        let (kind, source) = match from {
+            Some(SecretRef::Env(var)) => ("environment", var),
+            Some(SecretRef::File(path)) => ("file", path),
             None => continue,
         };
-        let secret = ComposeSecret { name: &e.name, kind, source };
+        let secret = ComposeSecret { name, kind, source };
         if !secrets.contains(&secret) {
             secrets.push(secret);
         }
@@ -146,9 +159,25 @@ fn compose_secrets(d: &Desired) -> Vec<ComposeSecret<'_>> {
     secrets
 }
 
+/// What a service waits for at `up`: nginx for the replicas, the shipper for the collector; with a
+/// database, HAProxy for the members it resolves when it starts, the release command for every
+/// member healthy and HAProxy, and the app's containers for the release command's success.
+fn depends_on<'a>(t: &Topology, d: &'a Desired, spec: &ContainerSpec, app_slots: &[&'a str]) -> Vec<(&'a str, &'static str)> {
+    let started = |slots: Vec<&'a str>| slots.into_iter().map(|s| (s, "service_started")).collect::<Vec<_>>();
+    let members = || d.services.iter().filter(|c| c.role == ROLE_DATABASE && c.slot.starts_with("db-") && c.slot != DB_PROXY_SLOT).map(|c| c.slot.as_str());
+    match spec.slot.as_str() {
+        "lb" => started(app_slots.to_vec()),
+        "logship" => started(vec!["collector"]),
+        DB_PROXY_SLOT => started(members().collect()),
+        _ if spec.role == ROLE_RELEASE => members().map(|m| (m, "service_healthy")).chain([(DB_PROXY_SLOT, "service_started")]).collect(),
+        _ if (spec.role == "app" || spec.role == ROLE_WORKER) && t.app.release_command.is_some() => vec![(ROLE_RELEASE, "service_completed_successfully")],
+        _ => Vec::new(),
+    }
+}
+
 impl<'a> ComposeService<'a> {
     /// The service as the spec is, its files mounted from the bundle.
-    fn of(t: &Topology, d: &Desired, spec: &'a ContainerSpec, app_slots: &[&'a str]) -> ComposeService<'a> {
+    fn of(t: &Topology, d: &'a Desired, spec: &'a ContainerSpec, app_slots: &[&'a str]) -> ComposeService<'a> {
         ComposeService {
             spec,
             build: (spec.image == d.tools_image).then_some("./rsyslog"),
@@ -156,7 +185,9 @@ impl<'a> ComposeService<'a> {
             command: spec.cmd.clone(),
             health_test: spec.health.as_ref().map(|h| h.test.clone()).unwrap_or_default(),
             health_disabled: spec.no_health_check,
-            user: None,
+            user: spec.user.clone(),
+            cap_add: Vec::new(),
+            restart: if spec.role == ROLE_RELEASE { "no" } else { "unless-stopped" },
             environment: spec.env.iter().filter_map(|e| e.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             secret_env: Vec::new(),
             secrets: Vec::new(),
@@ -170,11 +201,7 @@ impl<'a> ComposeService<'a> {
                 .collect(),
             labels: spec.labels(&t.name),
             cpus: spec.nano_cpus.map(|n| n as f64 / 1e9),
-            depends_on: match spec.slot.as_str() {
-                "lb" => app_slots.to_vec(),
-                "logship" => vec!["collector"],
-                _ => Vec::new(),
-            },
+            depends_on: depends_on(t, d, spec, app_slots),
         }
     }
 
@@ -187,12 +214,20 @@ impl<'a> ComposeService<'a> {
         match spec.secrets {
             _ if spec.secret_env.is_empty() => {}
             SecretDelivery::Files => {
-                self.entrypoint = Some(secrets_entrypoint());
+                self.entrypoint = Some(match &t.database {
+                    Some(db) => database_urls_entrypoint(db),
+                    None => secrets_entrypoint(),
+                });
                 if t.app.program.is_none() {
                     // scale-api's image: its entrypoint, then the spec's arguments (`worker`).
                     self.command = run.compose_app_command.iter().chain(&spec.cmd).cloned().collect();
                 }
-                self.secrets = spec.secret_env.iter().map(|e| (e.name.as_str(), format!("{SECRETS_DIR}/{}", e.name))).collect();
+                self.secrets = spec
+                    .secret_env
+                    .iter()
+                    .filter(|e| !DATABASE_URLS.contains(&e.name.as_str()))
+                    .map(|e| (e.name.as_str(), format!("{SECRETS_DIR}/{}", e.name)))
+                    .collect();
             }
             SecretDelivery::RedisExporterFile => {
                 exporter_var = spec.secret_env.iter().find_map(|e| match &e.from {
@@ -216,10 +251,17 @@ impl<'a> ComposeService<'a> {
                     .collect();
             }
         }
+        // A member's passwords (files apply writes): made by its start from compose's secrets.
+        if spec.role == ROLE_DATABASE && t.database.is_some() && spec.user.as_deref() == Some("postgres") {
+            self.entrypoint = Some(run.compose_patroni_entrypoint.clone());
+            self.user = Some("root".into());
+            self.cap_add = vec!["CHOWN", "DAC_OVERRIDE", "SETUID", "SETGID"];
+            self.secrets = MEMBER_SECRETS.iter().map(|n| (*n, format!("{SECRETS_DIR}/{n}"))).collect();
+        }
         // Redis' ACL users (a secret file apply writes): made by its start from the bundle's template.
         if spec.role == "redis" && t.redis_password().is_some() {
             self.entrypoint = Some(run.compose_redis_entrypoint.clone());
-            self.user = Some("root");
+            self.user = Some("root".into());
             self.secrets = vec![("REDIS_PASSWORD", format!("{SECRETS_DIR}/REDIS_PASSWORD"))];
             self.mounts.push((format!("./{}", render::REDIS_AUTH_TEMPLATE), COMPOSE_REDIS_AUTH_TEMPLATE, true));
         }

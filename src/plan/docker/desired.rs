@@ -57,6 +57,9 @@ pub(super) struct Commands {
     postgres_exporter: Vec<String>,
     #[serde(default)]
     db_proxy: Vec<String>,
+    /// Compose's members: their password files from compose's secrets, then Patroni.
+    #[serde(default)]
+    pub(super) compose_patroni_entrypoint: Vec<String>,
 }
 
 pub(super) fn commands(files: &BTreeMap<String, String>) -> Result<Commands, RenderError> {

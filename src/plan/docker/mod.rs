@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::{Release, sha256_hex};
 use crate::topology::Topology;
 
-pub use compose::{compose_file, compose_specs};
+pub use compose::compose_file;
 pub use desired::{Desired, before_app, bundle_specs, desired};
 pub use kubernetes::{KUBERNETES_VERSION, PRE_STOP_S, database_cluster, kubernetes_files, secret_name};
 pub use steps::{Inputs, destroy_plan, plan, previous_release, reload_plan};
