@@ -87,6 +87,8 @@ pub struct HostView {
     /// Ports only the hosts that use the database reach here (PostgreSQL, Patroni's REST API),
     /// and only Patroni and etcd's peers (etcd).
     pub database_ports: Vec<u16>,
+    /// Those of them Prometheus on the monitor host scrapes too (Patroni's API: its /metrics).
+    pub database_scraped_ports: Vec<u16>,
     pub etcd_ports: Vec<u16>,
     /// Its address as an IP: the address itself, or its name as the fleet resolved it
     /// (Facts::resolved); the name where nothing resolved it (`scalectl render`).
@@ -349,7 +351,9 @@ impl Ctx {
             let tiers = t.tiers_on(h);
             let listens = || tiers.iter().flat_map(|tier| &tier.listens);
             let exporter_ports = listens().filter(|l| l.reach == Reach::Monitor).map(|l| l.port).collect();
-            let database_ports = listens().filter(|l| l.reach == Reach::Database).map(|l| l.port).collect();
+            // Patroni's API is the database's and Prometheus' too (its /metrics).
+            let database_ports = listens().filter(|l| l.reach == Reach::Database && l.job.is_none()).map(|l| l.port).collect();
+            let database_scraped_ports = listens().filter(|l| l.reach == Reach::Database && l.job.is_some()).map(|l| l.port).collect();
             let etcd_ports = listens().filter(|l| l.reach == Reach::Etcd).map(|l| l.port).collect();
             for l in listens() {
                 if let Some(job) = l.job {
@@ -366,6 +370,7 @@ impl Ctx {
                 relp_port,
                 exporter_ports,
                 database_ports,
+                database_scraped_ports,
                 etcd_ports,
                 ip: facts.ip_of(&h.address),
             });
@@ -410,7 +415,7 @@ impl Ctx {
         for tier in t.tiers_on_one_engine() {
             for l in &tier.listens {
                 match (l.job, l.container, &t.database) {
-                    // One exporter per member: `postgres-exporter-N` for `db-N`.
+                    // Per member: `postgres-exporter-N` and Patroni's `db-N` for `db-N`.
                     (Some(job), Some(container), Some(db)) if tier.name == "database" => {
                         for i in 1..=db.docker_members {
                             c.scrapes.push(Scrape { job, host: crate::topology::tiers::database_slot(i), target: format!("{container}-{i}:{}", l.port) });
@@ -426,6 +431,11 @@ impl Ctx {
                     _ => {}
                 }
             }
+        }
+        if t.database.is_some() {
+            // HAProxy in front of the members: a container of its own.
+            let proxy = crate::topology::tiers::DB_PROXY_SLOT;
+            c.scrapes.push(Scrape { job: "haproxy", host: proxy.into(), target: format!("{proxy}:{}", ports::BALANCER_EXPORTER) });
         }
         c.database = t.database.as_ref().map(DatabaseView::on_engine);
         c.sort_scrapes();

@@ -390,6 +390,10 @@ impl Topology {
                 listens.push(Listen::new(ports::BALANCER, "the balancer (HAProxy, behind nginx)", Reach::Local));
                 listens.push(Listen::new(ports::BALANCER_EXPORTER, "the balancer's metrics", Reach::Monitor).scraped("haproxy", "balancer"));
             }
+            if db_routes && !h.has(Role::Lb) {
+                // The database's routes: their servers' states and sessions.
+                listens.push(Listen::new(ports::BALANCER_EXPORTER, "HAProxy's metrics", Reach::Monitor).scraped("haproxy", "db-proxy"));
+            }
             if db_routes {
                 listens.push(Listen::new(ports::DB_WRITER, "the database's writer (HAProxy to the primary)", Reach::Local));
                 listens.push(Listen::new(ports::DB_READER, "the database's reader (HAProxy to the replicas)", Reach::Local));
@@ -491,7 +495,8 @@ impl Topology {
                 ],
                 vec![
                     Listen::new(ports::POSTGRES, "PostgreSQL", Reach::Database),
-                    Listen::new(ports::PATRONI, "Patroni's REST API", Reach::Database),
+                    // Its /metrics too, for Prometheus, which the firewall lets in besides.
+                    Listen::new(ports::PATRONI, "Patroni's REST API", Reach::Database).scraped("patroni", "db"),
                     Listen::new(ports::POSTGRES_EXPORTER, "the postgres exporter", Reach::Monitor).scraped("postgres", "postgres-exporter"),
                 ],
             ));
@@ -619,6 +624,23 @@ mod tests {
             assert_eq!(tiers[0].services[0], FIREWALL_SERVICE, "the packet filter starts first");
         }
         assert_eq!(t.scrape_jobs(), ["app", "node", "haproxy", "nginx", "nginx-log", "redis"]);
+    }
+
+    /// Patroni's port is the database's (HAProxy's checks, the other members) and Prometheus'
+    /// (its /metrics): the one scraped port others reach too. Every other is the monitor's alone.
+    #[test]
+    fn scraped_ports_of_a_database_fleet() {
+        let t = parse("name: t\napp: {instances: 1}\nredis: {password: {env: Q}}\nhosts:\n  a: {address: 10.0.0.1, roles: [lb, monitor, redis]}\n  b: {address: 10.0.0.2, roles: [app]}\n  d: {address: 10.0.0.3, roles: [database, etcd]}\ndatabase: {password: {env: P}, replication_password: {env: R}, rest_password: {env: S}}\n");
+        for h in &t.hosts {
+            for l in t.tiers_on(h).iter().flat_map(|tier| &tier.listens).filter(|l| l.job.is_some()) {
+                let shared = l.job == Some("patroni");
+                assert_eq!(l.reach, if shared { Reach::Database } else { Reach::Monitor }, "{} on {}", l.what, h.name);
+            }
+        }
+        assert_eq!(t.scrape_jobs(), ["app", "node", "haproxy", "nginx", "nginx-log", "redis", "patroni", "postgres"]);
+        // The app host's HAProxy (the database's routes) is scraped as the balancer is.
+        let app = t.hosts.iter().find(|h| h.name == "b").unwrap();
+        assert!(t.tiers_on(app).iter().flat_map(|tier| &tier.listens).any(|l| l.job == Some("haproxy")));
     }
 
     #[test]

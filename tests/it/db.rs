@@ -200,12 +200,14 @@ fn reaches(from: &str, to: &str, port: u16) -> bool {
 #[test]
 fn db_ports_answer_only_the_hosts_that_use_them() {
     let _t = db_lab();
-    // PostgreSQL and Patroni's API: the app hosts (HAProxy) and the other member, not the load balancer.
+    // PostgreSQL and Patroni's API: the app hosts (HAProxy) and the other member. PostgreSQL not
+    // the load balancer's host; Patroni's API that host too, which is the monitor (its /metrics).
     for port in [5432, 8008] {
         assert!(reaches("app-1", "db-1", port), "app-1 cannot reach db-1:{port}");
         assert!(reaches("db-2", "db-1", port), "db-2 cannot reach db-1:{port}");
-        assert!(!reaches("lb-1", "db-1", port), "lb-1 reaches db-1:{port}");
     }
+    assert!(!reaches("lb-1", "db-1", 5432), "lb-1 reaches db-1:5432");
+    assert!(reaches("lb-1", "db-1", 8008), "the monitor host cannot reach Patroni's /metrics on db-1");
     // etcd: Patroni on the database hosts only.
     assert!(reaches("db-2", "db-1", 2379), "db-2 cannot reach etcd");
     assert!(!reaches("app-1", "db-1", 2379), "app-1 reaches etcd");
@@ -505,6 +507,17 @@ fn db_prometheus_scrapes_every_member_and_sees_one_primary() {
     let t = Instant::now();
     while prometheus("scalectl_database_replica_lag_bytes{job=\"postgres\"}").as_array().map_or(0, |a| a.len()) != 1 {
         assert!(t.elapsed() < Duration::from_secs(60), "no replica lag from the primary's exporter");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    // Patroni's own metrics on each member, and HAProxy's on each app host (the database's routes).
+    let t = Instant::now();
+    loop {
+        let patroni = prometheus("patroni_postgres_running{job=\"patroni\"} == 1");
+        let haproxy = prometheus("count by (host) (haproxy_server_status{job=\"haproxy\",proxy=~\".*_db_primary\"})");
+        if patroni.as_array().map_or(0, |a| a.len()) == 2 && haproxy.as_array().map_or(0, |a| a.len()) == 2 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "Patroni's metrics of both members and the app hosts' HAProxy: {patroni} {haproxy}");
         std::thread::sleep(Duration::from_secs(2));
     }
     let firing = prometheus("ALERTS{alertname=~\"PostgresDown|NoLeader|ReplicaLagHigh|ConnectionsNearMax\",alertstate=\"firing\"}");

@@ -1486,14 +1486,15 @@ mod database {
         let again = scalectl(&["plan", "-f", &file, "--release", first.to_str().unwrap(), "--detailed-exitcode"]);
         assert_eq!(again.status.code(), Some(0), "a converged engine plans nothing:\n{}", text(&again.stdout));
 
-        // Every member's exporter reads its PostgreSQL over the socket they share (peer, no password).
+        // Every member's exporter reads its PostgreSQL over the socket they share (peer, no
+        // password); Patroni's own metrics of each member, and db-proxy's HAProxy, are scraped.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let up = pg_up();
-            if up.len() == 2 && up.iter().all(|v| *v == 1.0) {
+            let (up, patroni, proxy) = (values("pg_up"), values("patroni_postgres_running"), values("count(haproxy_server_status{host=\"db-proxy\"})"));
+            if up == [1.0, 1.0] && patroni == [1.0, 1.0] && proxy.first().is_some_and(|n| *n > 0.0) {
                 break;
             }
-            assert!(Instant::now() < deadline, "pg_up of both members: {up:?}");
+            assert!(Instant::now() < deadline, "pg_up {up:?}, patroni_postgres_running {patroni:?}, db-proxy's servers {proxy:?}");
             std::thread::sleep(Duration::from_secs(2));
         }
 
@@ -1610,9 +1611,9 @@ mod database {
         }
     }
 
-    /// `pg_up` of each member's exporter on the published Prometheus (none while it does not answer).
-    fn pg_up() -> Vec<f64> {
-        let url = reqwest::Url::parse_with_params("http://127.0.0.1:9097/api/v1/query", [("query", "pg_up")]).unwrap();
+    /// The values of an instant query on the published Prometheus (none while it does not answer).
+    fn values(query: &str) -> Vec<f64> {
+        let url = reqwest::Url::parse_with_params("http://127.0.0.1:9097/api/v1/query", [("query", query)]).unwrap();
         let v: serde_json::Value = crate::support::client().get(url).send().ok().and_then(|r| r.json().ok()).unwrap_or_default();
         v["data"]["result"].as_array().into_iter().flatten().filter_map(|r| r["value"][1].as_str()?.parse().ok()).collect()
     }
