@@ -38,10 +38,10 @@ impl Engine {
     }
 
     /// The plan that converges on `release`.
-    fn deploy(&self, release: &Release, secrets: &SecretValues, mut o: DockerObserved) -> anyhow::Result<TargetPlan> {
+    fn deploy(&self, release: &Release, secrets: &SecretValues, mut o: DockerObserved, rolling_back: bool) -> anyhow::Result<TargetPlan> {
         let t = &self.topology;
         let templates = Templates::embedded();
-        let desired = dplan::desired(t, release, secrets, &self.facts, &templates)?;
+        let desired = dplan::Desired { rolling_back, ..dplan::desired(t, release, secrets, &self.facts, &templates)? };
         o.mark_images(&desired.image, Some(&desired.tools_image));
         let plan = dplan::plan(dplan::Inputs { topology: t, release, desired, templates: &templates }, &o)?;
         Ok(TargetPlan::Docker(plan))
@@ -113,13 +113,13 @@ impl Target for Engine {
                 Some(image) => {
                     let say = |m: &str| (self.progress)("docker", m);
                     let id = self.rt.block_on(engine::resolve_image(&self.docker, image, &say))?;
-                    self.deploy(&Release::of_image(&id), secrets, o)?
+                    self.deploy(&Release::of_image(&id), secrets, o, false)?
                 }
-                None => self.deploy(release, secrets, o)?,
+                None => self.deploy(release, secrets, o, false)?,
             },
             Goal::Rollback { secrets } => {
                 let previous = dplan::previous_release(&self.topology, &o).map_err(anyhow::Error::msg)?;
-                self.deploy(&previous, secrets, o)?
+                self.deploy(&previous, secrets, o, true)?
             }
             Goal::Reload => TargetPlan::Docker(dplan::reload_plan(&self.topology, &o, &Templates::embedded())?),
             Goal::Destroy => TargetPlan::Docker(dplan::destroy_plan(&self.topology, &o)),
@@ -136,17 +136,19 @@ impl Target for Engine {
     }
 
     fn database(&self) -> anyhow::Result<super::DbCluster> {
-        anyhow::bail!("the docker target runs no database tier yet (it is deployed to `target: hosts`)")
+        anyhow::bail!("`scalectl db` asks the members over SSH (`target: hosts`); on docker, ask Patroni in a member: `docker exec <the db-1 container> curl -s http://127.0.0.1:8008/cluster`")
     }
 
     fn db_switchover(&self, _leader: &str, _candidate: &str) -> anyhow::Result<String> {
-        anyhow::bail!("the docker target runs no database tier yet (it is deployed to `target: hosts`)")
+        anyhow::bail!("`scalectl db switchover` runs on `target: hosts`; on docker, use Patroni's API in a member (POST /switchover with its REST user)")
     }
 
     fn status(&self) -> anyhow::Result<Status> {
         let containers = self.observe()?.containers;
         let mut items: Vec<StatusItem> = containers
             .iter()
+            // A release command's record is a stopped container by design.
+            .filter(|c| c.role != dplan::ROLE_RELEASE)
             .map(|c| StatusItem {
                 place: c.slot.clone(),
                 name: c.name.clone(),

@@ -485,12 +485,22 @@ const RELEASE_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 /// record that this release's command ran.
 async fn run_release(docker: &Docker, t: &Topology, network: &str, spec: &ContainerSpec, say: Progress<'_>) -> anyhow::Result<()> {
     let argv = spec.cmd.join(" ");
-    say(&format!("running the release command `{argv}` in {}", spec.name));
-    if docker.inspect_container(&spec.name, None).await.is_ok() {
-        remove(docker, &spec.name).await?;
+    // One an interrupted apply started and left running is waited for, never killed halfway
+    // through a migration; one that ended or never started is run again.
+    let running = docker.inspect_container(&spec.name, None).await.ok().and_then(|c| c.state).and_then(|s| s.running);
+    if running == Some(true) {
+        say(&format!("the release command `{argv}` is still running in {} (an earlier apply's): waiting for it", spec.name));
+    } else {
+        say(&format!("running the release command `{argv}` in {}", spec.name));
+        if running.is_some() {
+            remove(docker, &spec.name).await?;
+        }
+        create(docker, t, network, spec).await?;
+        if let Err(e) = docker.start_container(&spec.name, None).await {
+            let _ = remove(docker, &spec.name).await;
+            return Err(anyhow::Error::new(e).context(format!("cannot start {}", spec.name)));
+        }
     }
-    create(docker, t, network, spec).await?;
-    docker.start_container(&spec.name, None).await.with_context(|| format!("cannot start {}", spec.name))?;
     let start = Instant::now();
     let (code, timed_out) = loop {
         let state = docker.inspect_container(&spec.name, None).await.with_context(|| format!("cannot inspect {}", spec.name))?.state;

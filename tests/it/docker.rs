@@ -1483,6 +1483,16 @@ mod database {
         // The release command ran once, and its container is the record: the next apply changes nothing.
         let records = release_records();
         assert!(records.len() == 1 && records[0].contains("Exited (0)"), "{records:?}");
+        // It ended before any replica was created.
+        let record = records[0].split_whitespace().next().unwrap();
+        let finished = docker_ok(&["inspect", "-f", "{{.State.FinishedAt}}", record]).trim().to_string();
+        for slot in ["api-1", "api-2"] {
+            let created = docker_ok(&["inspect", "-f", "{{.Created}}", &container(slot)]).trim().to_string();
+            assert!(finished < created, "the release command ended at {finished}, after {slot} was created at {created}");
+        }
+        // A status of the deployment calls it healthy: the stopped record is no failed container.
+        let status = scalectl(&["status", "-f", &file]);
+        assert_eq!(status.status.code(), Some(0), "{}", text(&status.stdout));
         let again = scalectl(&["plan", "-f", &file, "--release", first.to_str().unwrap(), "--detailed-exitcode"]);
         assert_eq!(again.status.code(), Some(0), "a converged engine plans nothing:\n{}", text(&again.stdout));
 
@@ -1516,7 +1526,8 @@ mod database {
         let out = scalectl(&["apply", "-f", failing.to_str().unwrap(), "--release", second.to_str().unwrap(), "--yes"]);
         let said = text(&out.stdout) + &text(&out.stderr);
         assert!(!out.status.success(), "{said}");
-        assert!(said.contains("the release command `migrate --no-such-flag` failed") && said.contains("no-such-flag"), "{said}");
+        // Its own output too: clap's refusal of the flag.
+        assert!(said.contains("the release command `migrate --no-such-flag` failed") && said.contains("unexpected argument"), "{said}");
         let after = docker_ok(&["ps", "--filter", &format!("label=scalectl.topology={NAME}"), "--filter", "label=scalectl.role=app", "--format", "{{.Image}}"]);
         assert_eq!(before, after, "the replicas still run the old release");
         let (status, got) = users("GET", 42, None);
@@ -1560,7 +1571,7 @@ mod database {
         let t = topology_with(&[
             ("name: dockdb\n", "name: dockdbc\n"),
             ("  network: dockdb\n", "  network: dockdbc\n"),
-            ("    scale_api: scale-api:latest", "    scale_api: scalectl-test/dockdbc-api:latest"),
+            ("    scale_api: dockdb-api:latest", "    scale_api: scalectl-test/dockdbc-api:latest"),
             ("    load_balancer: 8087\n    prometheus: 9097\n", "    load_balancer: 8088\n    prometheus: 9098\n"),
         ]);
         let dir = tempfile::Builder::new().prefix("dockdbc-").tempdir().unwrap();

@@ -169,7 +169,7 @@ fn depends_on<'a>(t: &Topology, d: &'a Desired, spec: &ContainerSpec, app_slots:
         "lb" => started(app_slots.to_vec()),
         "logship" => started(vec!["collector"]),
         DB_PROXY_SLOT => started(members().collect()),
-        _ if spec.role == ROLE_RELEASE => members().map(|m| (m, "service_healthy")).chain([(DB_PROXY_SLOT, "service_started")]).collect(),
+        _ if spec.role == ROLE_RELEASE => members().map(|m| (m, "service_healthy")).chain([(DB_PROXY_SLOT, "service_healthy")]).collect(),
         _ if (spec.role == "app" || spec.role == ROLE_WORKER) && t.app.release_command.is_some() => vec![(ROLE_RELEASE, "service_completed_successfully")],
         _ => Vec::new(),
     }

@@ -57,6 +57,8 @@ pub(super) struct Commands {
     postgres_exporter: Vec<String>,
     #[serde(default)]
     db_proxy: Vec<String>,
+    #[serde(default)]
+    db_proxy_health: Vec<String>,
     /// Compose's members: their password files from compose's secrets, then Patroni.
     #[serde(default)]
     pub(super) compose_patroni_entrypoint: Vec<String>,
@@ -100,6 +102,8 @@ pub struct Desired {
     /// `app.release_command`, run once per release image before any replica switches to it: a
     /// one-off container of the release, kept (stopped) once it succeeded as the record that it ran.
     pub release_command: Option<ContainerSpec>,
+    /// A rollback: the release's command ran when it was deployed; it is not run again.
+    pub rolling_back: bool,
     /// scalectl's own image (rsyslog and mtail, from Debian's packages) and its Dockerfile.
     pub tools_image: String,
     pub tools_dockerfile: String,
@@ -155,6 +159,7 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
     let release_command = t.app.release_command.as_ref().map(|argv| release_command(t, argv, &image, &base, &secret_env).sealed(&t.name));
     Ok(Desired {
         release_command,
+        rolling_back: false,
         image,
         // An image of the engine's own is only labelled as this topology's release.
         dockerfile: match &release.image {
@@ -332,7 +337,7 @@ fn database(
         // A primary's shutdown checkpoint, and Patroni's handing over, in time.
         m.stop_timeout_s = 60;
         m.cap_drop_all = true;
-        out.push(m.sealed(&t.name));
+        out.push(m);
         let mut e = service("monitor", &format!("postgres-exporter-{i}"), tools_image);
         e.cmd = run.postgres_exporter.clone();
         e.user = Some(DB_MONITOR_OS_USER.into());
@@ -344,9 +349,12 @@ fn database(
     }
     let mut proxy = service(ROLE_DATABASE, DB_PROXY_SLOT, tools_image);
     proxy.cmd = run.db_proxy.clone();
+    // Healthy once its checks found the one primary: the release command and the replicas after it
+    // write through it.
+    proxy.health = Some(Health { test: run.db_proxy_health.clone(), interval_ms: 1000, timeout_ms: 3000, retries: 3, start_period_ms: 30_000 });
     proxy.files.push(file("/etc/haproxy/db-proxy.cfg", files, "haproxy/db-proxy.cfg", false));
     // Recreated with its members: it resolves their fallback servers once, when it starts.
-    let members: Vec<&str> = out.iter().filter(|c| c.slot != ETCD_SLOT).map(|c| c.name.as_str()).collect();
+    let members: Vec<String> = out.iter().filter(|c| c.slot != ETCD_SLOT).map(|c| c.clone().sealed(&t.name).name).collect();
     proxy.env.push(format!("SCALECTL_MEMBERS={}", members.join(",")));
     proxy.cap_drop_all = true;
     out.push(proxy);

@@ -28,7 +28,8 @@ pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError
     }
     // Every tier's users changed live (Redis'): the new passwords added before the replicas roll.
     let settle: Vec<Step> = t.tiers_on_one_engine().iter().filter_map(|tier| tier.credentials).filter_map(|c| p.credentials(c, d.service(c.kind.container())?)).collect();
-    if let Some(spec) = &d.release_command {
+    // A rollback returns to a release whose command ran when it was deployed.
+    if let Some(spec) = d.release_command.as_ref().filter(|_| !d.rolling_back) {
         p.release_command(spec);
     }
     p.replicas(&i)?;
@@ -39,9 +40,10 @@ pub fn plan(i: Inputs<'_>, o: &DockerObserved) -> Result<DockerPlan, RenderError
     // Every replica and the exporter now have the new password: the old one goes.
     p.activate.extend(settle);
     let wanted: BTreeSet<&str> = d.services.iter().map(|c| c.slot.as_str()).collect();
-    // A release command's record goes with its release (whose image could not be removed beside it).
-    let release_done = d.release_command.as_ref().map(|r| r.name.as_str());
-    for c in o.containers.iter().filter(|c| c.role == ROLE_RELEASE && Some(c.name.as_str()) != release_done) {
+    // A release command's record goes with its release (whose image could not be removed beside
+    // it), once another release's command ran; a rollback keeps them.
+    let release_done = d.release_command.as_ref().map(|r| r.image.as_str());
+    for c in o.containers.iter().filter(|c| c.role == ROLE_RELEASE && !d.rolling_back && Some(c.image.as_str()) != release_done) {
         p.cleanup.push(Step::Remove { name: c.name.clone(), reason: format!("the release command's record of {}", c.image) });
     }
     for c in o.containers.iter().filter(|c| c.role != "app" && c.role != ROLE_WORKER && c.role != ROLE_RELEASE && !wanted.contains(c.slot.as_str())) {
@@ -66,10 +68,11 @@ impl Steps<'_> {
         self.o.containers.iter().find(|c| c.name == spec.name)
     }
 
-    /// The release command, unless it ran to success already: a container of this very spec (the
-    /// release image, the command, its environment and secrets) that exited 0.
+    /// The release command, unless it ran to success for this release already: a container of
+    /// the release image that exited 0 (once per release, as on hosts: another environment does not
+    /// run the migration again). A container created and never started is no record.
     fn release_command(&mut self, spec: &ContainerSpec) {
-        let done = self.o.containers.iter().any(|c| c.name == spec.name && c.exit_code == Some(0));
+        let done = self.o.containers.iter().any(|c| c.role == ROLE_RELEASE && c.image == spec.image && c.state == "exited" && c.exit_code == Some(0));
         if !done {
             self.activate.push(Step::RunRelease { spec: spec.clone() });
         }

@@ -723,6 +723,10 @@ fn the_database_tier_and_the_release_command_come_before_any_replica_and_the_com
     o.containers.push(record(1));
     assert_eq!(names(&make(&t, "aaaaaaaaaaaa", &secrets, &o).activate), ["release command migrate"]);
     o.containers.pop();
+    // Created and never started (an apply interrupted there): the engine reports exit 0.
+    o.containers.push(ObservedContainer { state: "created".into(), ..record(0) });
+    assert_eq!(names(&make(&t, "aaaaaaaaaaaa", &secrets, &o).activate), ["release command migrate"]);
+    o.containers.pop();
     o.containers.push(record(0));
     let p = make(&t, "aaaaaaaaaaaa", &secrets, &o);
     assert!(!p.has_changes(), "{}", render_text(&p, false));
@@ -732,4 +736,9 @@ fn the_database_tier_and_the_release_command_come_before_any_replica_and_the_com
     let run = steps.iter().position(|s| s == "release command migrate").unwrap();
     assert!(steps.iter().position(|s| s == "create api-1").unwrap() > run, "{steps:?}");
     assert!(names(&p.cleanup).contains(&"remove d-release".to_string()), "{:?}", names(&p.cleanup));
+    // A rollback to a release runs no command again, and keeps the records.
+    let d = Desired { rolling_back: true, ..desired(&t, &release("bbbbbbbbbbbb"), &secrets, &engine(), &Templates::embedded()).unwrap() };
+    let p = plan(Inputs { topology: &t, release: &release("bbbbbbbbbbbb"), desired: d, templates: &Templates::embedded() }, &o).unwrap();
+    assert!(!names(&p.activate).iter().any(|s| s.starts_with("release command")), "{:?}", names(&p.activate));
+    assert!(!names(&p.cleanup).contains(&"remove d-release".to_string()), "{:?}", names(&p.cleanup));
 }
