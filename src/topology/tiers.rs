@@ -261,6 +261,11 @@ pub fn database_slot(i: u32) -> String {
     format!("db-{i}")
 }
 
+/// On docker: whether `slot` is a member's ([`database_slot`]).
+pub fn is_database_slot(slot: &str) -> bool {
+    slot.strip_prefix("db-").is_some_and(|n| n.parse::<u32>().is_ok())
+}
+
 /// On docker: etcd's slot, and HAProxy's in front of the members (the app's writer and reader).
 pub const ETCD_SLOT: &str = "etcd";
 pub const DB_PROXY_SLOT: &str = "db-proxy";

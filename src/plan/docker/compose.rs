@@ -11,6 +11,9 @@ use super::*;
 use crate::render::{self, RenderError, Templates};
 use crate::topology::SecretRef;
 use crate::topology::tiers::DB_PROXY_SLOT;
+// The app's settings that hold the database's password: under compose they are made from
+// PGPASSWORD when the container starts ([`database_urls_entrypoint`]).
+use super::kubernetes::DATABASE_URLS;
 
 /// One compose service: a spec, with its files as bind mounts of the bundle's files.
 #[derive(Serialize)]
@@ -66,10 +69,6 @@ struct ComposeSecret {
     kind: &'static str,
     source: String,
 }
-
-/// The app's settings that hold the database's password: under compose they are made from
-/// PGPASSWORD when the container starts ([`database_urls_entrypoint`]).
-const DATABASE_URLS: [&str; 3] = ["DATABASE_URL", "DB_WRITER_URL", "DB_READER_URL"];
 
 /// A member's compose secrets, as commands.yaml.j2's `compose_patroni_entrypoint` reads them.
 const MEMBER_SECRETS: [&str; 3] = ["DB_REPLICATION_PASSWORD", "DB_REST_PASSWORD", "PGPASSWORD"];
@@ -164,7 +163,7 @@ fn compose_secrets(t: &Topology, d: &Desired) -> Vec<ComposeSecret> {
 /// member healthy and HAProxy, and the app's containers for the release command's success.
 fn depends_on<'a>(t: &Topology, d: &'a Desired, spec: &ContainerSpec, app_slots: &[&'a str]) -> Vec<(&'a str, &'static str)> {
     let started = |slots: Vec<&'a str>| slots.into_iter().map(|s| (s, "service_started")).collect::<Vec<_>>();
-    let members = || d.services.iter().filter(|c| c.role == ROLE_DATABASE && c.slot.starts_with("db-") && c.slot != DB_PROXY_SLOT).map(|c| c.slot.as_str());
+    let members = || d.services.iter().filter(|c| crate::topology::tiers::is_database_slot(&c.slot)).map(|c| c.slot.as_str());
     match spec.slot.as_str() {
         "lb" => started(app_slots.to_vec()),
         "logship" => started(vec!["collector"]),

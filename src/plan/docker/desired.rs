@@ -113,7 +113,7 @@ pub struct Desired {
 /// the database tier (etcd, its members, HAProxy in front of them; not the members' exporters).
 pub fn before_app(slot: &str) -> bool {
     use crate::topology::tiers::{DB_PROXY_SLOT, ETCD_SLOT};
-    slot == "redis" || slot == ETCD_SLOT || slot == DB_PROXY_SLOT || slot.strip_prefix("db-").is_some_and(|n| n.parse::<u32>().is_ok())
+    slot == "redis" || slot == ETCD_SLOT || slot == DB_PROXY_SLOT || crate::topology::tiers::is_database_slot(slot)
 }
 
 pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: &Engine, templates: &Templates) -> Result<Desired, RenderError> {
