@@ -23,6 +23,12 @@ fn file(path: &str, files: &BTreeMap<String, String>, source: &str, live: bool) 
     }
 }
 
+/// A secret written into a container: 0400, readable by `owner` alone, never printed, its digest
+/// keyed by the engine.
+fn secret_file(path: &str, content: String, owner: FileOwner, live: bool, digest_key: &str) -> FileSpec {
+    FileSpec { path: path.into(), source: String::new(), mode: 0o400, content_sha256: secret_digest(digest_key, content.as_bytes()), content, sensitive: true, live, owner }
+}
+
 /// What the containers run (templates/docker/commands.yaml.j2).
 #[derive(serde::Deserialize)]
 pub(super) struct Commands {
@@ -139,11 +145,15 @@ pub fn desired(t: &Topology, release: &Release, secrets: &SecretValues, engine: 
     let tools_dockerfile = get(&files, "rsyslog/Dockerfile").to_string();
     let tools_image = tools_image(&tools_dockerfile);
     let mut services = Vec::new();
+    // The files that hold secrets, by the tier they are for (rendered only with resolved values:
+    // none for the compose bundle; a hosts topology's are its hosts', none of a container's).
+    let secret_files = if t.target == crate::topology::Target::Docker { render::render_secrets(t, secrets, templates)? } else { Vec::new() };
+    let secrets_of = |tier: &str| secret_files.iter().filter(|f| f.host == tier).cloned().collect::<Vec<_>>();
     if let Some(r) = &t.redis {
-        services.push(redis(t, r, &files, &run, secrets, &engine.digest_key, templates)?);
+        services.push(redis(t, r, &files, &run, secrets, &secrets_of("redis"), &engine.digest_key, templates)?);
     }
     if let Some(db) = &t.database {
-        services.extend(database(t, db, &files, &run, secrets, &engine.digest_key, &tools_image, templates)?);
+        services.extend(database(t, db, &files, &run, &secrets_of("database"), &engine.digest_key, &tools_image));
     }
     // The balancer before nginx, which resolves its name when it starts.
     services.push(balancer(t, &files, &run, &tools_image));
@@ -286,17 +296,15 @@ fn release_command(t: &Topology, argv: &[String], image: &str, envs: &BTreeMap<S
 /// as its user on a volume of its own, with its passwords as files only that user reads; beside
 /// each, its exporter, over the socket directory they share; HAProxy in front of them, where the
 /// app's writer and reader ports are.
-#[allow(clippy::too_many_arguments)]
 fn database(
     t: &Topology,
     db: &crate::topology::Database,
     files: &BTreeMap<String, String>,
     run: &Commands,
-    secrets: &SecretValues,
+    secret_files: &[render::RenderedFile],
     digest_key: &str,
     tools_image: &str,
-    templates: &Templates,
-) -> Result<Vec<ContainerSpec>, RenderError> {
+) -> Vec<ContainerSpec> {
     use crate::topology::tiers::{self as tt, DB_PROXY_SLOT, ETCD_SLOT, database_slot};
     let mut etcd = service(ROLE_DATABASE, ETCD_SLOT, tools_image);
     etcd.cmd = run.etcd.clone();
@@ -305,21 +313,8 @@ fn database(
     etcd.health = Some(Health { test: run.etcd_health.clone(), interval_ms: 1000, timeout_ms: 3000, retries: 3, start_period_ms: 10_000 });
     etcd.cap_drop_all = true;
     let mut out = vec![etcd];
-    // The passwords (rendered only with resolved values: none for the compose bundle).
-    let secret_files: Vec<FileSpec> = render::render_secrets(t, secrets, templates)?
-        .into_iter()
-        .filter(|f| f.path == tt::PATRONI_SECRETS || f.path == tt::DATABASE_APP_PASSWORD)
-        .map(|f| FileSpec {
-            path: f.path,
-            source: String::new(),
-            mode: 0o400,
-            content_sha256: secret_digest(digest_key, f.content.as_bytes()),
-            content: f.content,
-            sensitive: true,
-            live: false,
-            owner: FileOwner::User("postgres".into()),
-        })
-        .collect();
+    // Patroni's passwords and the app's, PostgreSQL's user's alone.
+    let secret_files: Vec<FileSpec> = secret_files.iter().map(|f| secret_file(&f.path, f.content.clone(), FileOwner::User("postgres".into()), false, digest_key)).collect();
     let mut exporters = Vec::new();
     for i in 1..=db.docker_members {
         let slot = database_slot(i);
@@ -359,7 +354,7 @@ fn database(
     proxy.cap_drop_all = true;
     out.push(proxy);
     out.extend(exporters);
-    Ok(out)
+    out
 }
 
 /// The OS user the postgres exporter runs as: PostgreSQL's peer authentication maps it to the
@@ -454,21 +449,22 @@ fn balancer(t: &Topology, files: &BTreeMap<String, String>, run: &Commands, tool
 }
 
 /// Redis with the rendered redis.conf, its password file (a secret), its volume when persistent.
-fn redis(t: &Topology, r: &crate::topology::Redis, files: &BTreeMap<String, String>, run: &Commands, secrets: &SecretValues, digest_key: &str, templates: &Templates) -> Result<ContainerSpec, RenderError> {
+#[allow(clippy::too_many_arguments)]
+fn redis(
+    t: &Topology,
+    r: &crate::topology::Redis,
+    files: &BTreeMap<String, String>,
+    run: &Commands,
+    secrets: &SecretValues,
+    secret_files: &[render::RenderedFile],
+    digest_key: &str,
+    templates: &Templates,
+) -> Result<ContainerSpec, RenderError> {
     let mut redis = service("redis", "redis", &t.docker.images.redis);
     redis.cmd = run.redis.clone();
     redis.files.push(file("/usr/local/etc/redis/redis.conf", files, "redis/redis.conf", false));
-    let secret = |path: &str, content: String, owner: FileOwner, live: bool| FileSpec {
-        path: path.into(),
-        source: String::new(),
-        mode: 0o400,
-        content_sha256: secret_digest(digest_key, content.as_bytes()),
-        content,
-        sensitive: true,
-        live,
-        owner,
-    };
-    for f in render::render_secrets(t, secrets, templates)? {
+    let secret = |path: &str, content: String, owner: FileOwner, live: bool| secret_file(path, content, owner, live, digest_key);
+    for f in secret_files.iter().cloned() {
         // Readable by Redis alone (the official image and Debian's both run it as `redis`); live:
         // a new password changes the users in the running Redis (Step::Credentials), which keeps
         // its data and its clients.

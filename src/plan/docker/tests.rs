@@ -697,6 +697,8 @@ fn the_database_tier_and_the_release_command_come_before_any_replica_and_the_com
     let env = db2.files.iter().find(|f| f.path == crate::topology::tiers::PATRONI_SECRETS).unwrap();
     assert!(env.sensitive && env.mode == 0o400 && env.owner == FileOwner::User("postgres".into()) && env.content.contains("repl-pw"));
     assert!(db2.volumes.contains(&("d-db-2".to_string(), crate::topology::tiers::DATABASE_DATA_DIR.to_string())), "{:?}", db2.volumes);
+    // Redis holds none of the database's files.
+    assert!(!created("redis").files.iter().any(|f| f.content.contains("repl-pw") || f.content.contains("app-pw")), "{:?}", created("redis").files.iter().map(|f| &f.path).collect::<Vec<_>>());
     let api = created("api-1");
     let url = api.secret_env.iter().find(|e| e.name == "DB_READER_URL").unwrap();
     assert_eq!(url.value, "postgresql://app:app-pw@db-proxy:5434/d");
